@@ -1,0 +1,1 @@
+"""The mapping contract: JSON Schema validation, cross-checks and compilation."""

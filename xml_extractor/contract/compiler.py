@@ -1,0 +1,383 @@
+"""Compile a validated contract into a mapping plan made of closures.
+
+Done once per process. Paths are split into steps, enums into dicts, patterns and expressions
+into compiled objects, so that mapping a document is only dictionary lookups and small function
+calls. Nothing in here knows a table name: every behaviour comes from the contract.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import ContractError
+from . import converters as cv
+from .expressions import compile_expression
+
+if TYPE_CHECKING:
+    from ..parsing import DocumentPlan
+    from .loader import Contract
+
+_STEP = re.compile(r"^(?P<tag>\.\.|\.|[A-Za-z_][A-Za-z0-9_.\-]*)(?:\[@(?P<pa>[A-Za-z_][A-Za-z0-9_.\-]*)='(?P<pv>[^']*)'\])?$")
+
+
+@dataclass(frozen=True)
+class Step:
+    tag: str  # '..' parent, '.' self, or a child element name
+    pred_attr: str | None = None
+    pred_value: str | None = None
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    steps: tuple[Step, ...]
+    attribute: str | None
+    text: str
+
+
+def parse_path(text: str, where: str, want_attribute: bool | None, ci: bool) -> PathSpec:
+    """``a/b[@t='CURR']/../@x`` -> steps + attribute. ``want_attribute`` None = either."""
+    parts = text.strip().split("/")
+    attribute = None
+    if parts and parts[-1].startswith("@"):
+        attribute = parts.pop()[1:]
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", attribute):
+            raise ContractError(f"{where}: bad attribute name {attribute!r} in path {text!r}")
+    if want_attribute is True and attribute is None:
+        raise ContractError(f"{where}: path {text!r} must end with /@attribute")
+    if want_attribute is False and attribute is not None:
+        raise ContractError(f"{where}: path {text!r} selects elements and must not end with an attribute")
+    steps = []
+    for part in parts:
+        if part == "" and len(parts) == 1 and attribute is not None:
+            continue
+        m = _STEP.match(part)
+        if not m:
+            raise ContractError(f"{where}: bad path step {part!r} in {text!r} "
+                                "(steps are element names, '.', '..' or name[@attr='value'])")
+        pa = m.group("pa")
+        steps.append(Step(m.group("tag"), (pa.lower() if ci else pa) if pa else None, m.group("pv")))
+    return PathSpec(tuple(steps), (attribute.lower() if ci else attribute) if attribute else None, text)
+
+
+def select_elements(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], dict]) -> list:
+    """All elements reached by ``steps`` from ``el``, in document order."""
+    current = [el]
+    for st in steps:
+        nxt = []
+        for e in current:
+            if st.tag == ".":
+                cands = [e]
+            elif st.tag == "..":
+                p = e.getparent()
+                cands = [] if p is None else [p]
+            else:
+                cands = e.findall(st.tag)
+            if st.pred_attr is not None:
+                want = (st.pred_value or "").strip().upper()
+                cands = [c for c in cands if (attrs_of(c).get(st.pred_attr) or "").strip().upper() == want]
+            nxt.extend(cands)
+        current = nxt
+        if not current:
+            break
+    return current
+
+
+def select_one(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], dict]) -> Any:
+    """The last element reached by ``steps`` (the later element wins), or None."""
+    if len(steps) == 1 and steps[0].pred_attr is None and steps[0].tag not in (".", ".."):
+        return el.find(steps[0].tag)  # the common case: one plain child
+    found = select_elements(el, steps, attrs_of)
+    return found[-1] if found else None
+
+
+class Scope:
+    """What a column can see while one row is built."""
+
+    __slots__ = ("doc", "element", "attrs", "parent_values", "unpivot_name", "unpivot_value")
+
+    def __init__(self, doc: "DocContext", element: Any, parent_values: dict | None = None) -> None:
+        self.doc = doc
+        self.element = element
+        self.attrs = doc.attrs_of(element)
+        self.parent_values = parent_values
+        self.unpivot_name: str | None = None
+        self.unpivot_value: str | None = None
+
+
+class DocContext:
+    """Per-document state: the app_id, an attribute-dict cache, the collected events."""
+
+    __slots__ = ("app_id", "ci", "_attrs", "events")
+
+    def __init__(self, app_id: int, case_insensitive: bool) -> None:
+        self.app_id = app_id
+        self.ci = case_insensitive
+        self._attrs: dict[Any, dict] = {}
+        self.events: list[tuple] = []
+
+    def attrs_of(self, el: Any) -> dict:
+        d = self._attrs.get(el)
+        if d is None:
+            if self.ci:
+                d = {k.lower(): v for k, v in el.attrib.items()}
+            else:
+                d = dict(el.attrib)
+            self._attrs[el] = d
+        return d
+
+
+Fetch = Callable[[Scope, dict], Any]
+
+
+@dataclass
+class ColumnPlan:
+    name: str
+    type: str
+    stored: bool
+    nullable: bool
+    fetch: Fetch
+    textual: bool  # fetch returns raw attribute text (trim/transforms/pattern apply)
+    convert: Callable[[Any], Any]
+    transforms: tuple[Callable[[str], str], ...]
+    transform_names: tuple[str, ...]
+    check: Callable[[str], None] | None
+    on_invalid: str
+    on_missing: str
+    default: Any
+    context_like: bool  # key-ish values that do not count as data (app_id, parent keys, constants)
+
+
+@dataclass
+class GeneratorPlan:
+    table: str
+    for_each: PathSpec | None
+    parent_table: str | None
+    unpivot_of: PathSpec | None
+    unpivot_names: tuple[str, ...]
+    allowed_attr: str | None
+    allowed_values: tuple[str, ...]
+    required: tuple[str, ...]
+    dedup_key: tuple[str, ...]
+    prefer_allowed: bool
+    empty_except: frozenset[str] | None
+    columns: list[ColumnPlan]
+    drop_label: str
+
+
+@dataclass
+class TablePlan:
+    name: str
+    generators: list[GeneratorPlan]
+    stored_names: tuple[str, ...]
+    primary_key: tuple[str, ...]
+    skip_when_empty: bool
+    data_columns: tuple[str, ...]
+
+
+@dataclass
+class MappingPlan:
+    document: "DocumentPlan"
+    tables: list[TablePlan]
+    case_insensitive: bool
+    contract_version: str
+    extra: dict = field(default_factory=dict)
+
+
+def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: set[str],
+                parent_columns: set[str] | None, in_unpivot: bool) -> tuple[Fetch, bool, Any]:
+    """Returns (fetch, textual, compiled-expression-or-None)."""
+    if src_kind == "attribute":
+        key = src.lower() if ci else src
+        return (lambda s, row: s.attrs.get(key)), True, None
+    if src_kind == "path":
+        ps = parse_path(src, where, True, ci)
+        steps, attr = ps.steps, ps.attribute
+        if not steps:
+            return (lambda s, row: s.attrs.get(attr)), True, None
+
+        def fetch_path(s: Scope, row: dict) -> Any:
+            el = select_one(s.element, steps, s.doc.attrs_of)
+            return None if el is None else s.doc.attrs_of(el).get(attr)
+        return fetch_path, True, None
+    if src_kind == "context":
+        if src == "app_id":
+            return (lambda s, row: s.doc.app_id), False, None
+        return (lambda s, row: s.element.tag), True, None
+    if src_kind == "parent":
+        if parent_columns is None:
+            raise ContractError(f"{where}.parent: only generators with a parent_table can use parent values")
+        if src not in parent_columns:
+            raise ContractError(f"{where}.parent: {src!r} is not a column of the parent table")
+        return (lambda s, row: s.parent_values.get(src)), False, None
+    if src_kind == "constant":
+        return (lambda s, row: src), False, None
+    if src_kind == "unpivot":
+        if not in_unpivot:
+            raise ContractError(f"{where}.unpivot: only unpivot generators provide name/value")
+        if src == "name":
+            return (lambda s, row: s.unpivot_name), True, None
+        return (lambda s, row: s.unpivot_value), True, None
+    if src_kind == "expression":
+        ce = compile_expression(src, columns_so_far, f"{where}.expression")
+        ev = ce.evaluate
+        key_of = (str.lower if ci else (lambda x: x))
+
+        def fetch_expr(s: Scope, row: dict) -> Any:
+            attrs = s.attrs
+
+            def attr(name: str) -> Any:
+                v = attrs.get(key_of(name))
+                if v is None:
+                    return None
+                v = v.strip()
+                return v or None
+            return ev(row, attr)
+        return fetch_expr, False, ce
+    raise ContractError(f"{where}: no value source (attribute, path, context, parent, expression, constant, unpivot)")
+
+
+_SOURCE_KINDS = ("attribute", "path", "context", "parent", "expression", "constant", "unpivot")
+
+
+def _converter_for(col: dict, contract: "Contract", date_formats: list[str]) -> Callable[[Any], Any]:
+    t = col["type"]
+    if col.get("enum"):
+        codes = {v.code: v.id for v in contract.enums[col["enum"]]}
+        return cv.make_enum(col["enum"], codes)
+    if t in cv.INT_RANGES:
+        return cv.make_int(t)
+    if t == "decimal":
+        return cv.make_decimal(col["precision"], col["scale"])
+    if t == "string":
+        return cv.make_string(col["length"])
+    if t == "text":
+        return cv.make_string(None)
+    if t == "bit":
+        bt = next((x for x in col.get("transforms", []) if x in cv.BIT_TRANSFORMS), None)
+        return cv.make_bit(bt)
+    if t in ("date", "datetime"):
+        return cv.make_datetime(col.get("formats") or date_formats, t == "date")
+    raise ContractError(f"unsupported type {t}")  # unreachable: the schema enumerates types
+
+
+def compile_contract(contract: "Contract") -> MappingPlan:
+    from ..parsing import DocumentPlan
+
+    raw = contract.raw
+    d = raw["document"]
+    ci = d.get("case_insensitive_attributes", False)
+    date_formats = d.get("date_formats") or cv.DEFAULT_DATE_FORMATS
+    id_parts = d["id_path"].split("/")
+    record_steps = tuple(d["record_path"].split("/"))
+    scope_steps = tuple(d["scope"].split("/"))
+    if record_steps[:len(scope_steps)] != scope_steps:
+        raise ContractError(f"{contract.path}: document.scope {d['scope']!r} must contain document.record_path")
+    if tuple(id_parts[:-1]) != scope_steps[:len(id_parts) - 1]:
+        raise ContractError(f"{contract.path}: document.id_path must be on the way to document.scope "
+                            "(the parser stops at the end of the scope)")
+    doc_plan = DocumentPlan(root=d["root"], id_steps=tuple(id_parts[:-1]), id_attribute=id_parts[-1][1:],
+                            record_steps=record_steps, scope_steps=scope_steps, huge_tree=d.get("huge_tree", False))
+    tables: list[TablePlan] = []
+    table_columns: dict[str, set[str]] = {}
+    generator_tables: set[str] = set()
+    for ti, tdef in enumerate(contract.tables):
+        t = tdef.spec
+        tw = f"{contract.path}: tables[{ti}]"
+        gens_raw = t["rows"] if isinstance(t["rows"], list) else [t["rows"]]
+        gens: list[GeneratorPlan] = []
+        colspec = {c["name"]: c for c in t["columns"]}
+        for gi, g in enumerate(gens_raw):
+            gw = f"{tw}.rows" + (f"[{gi}]" if isinstance(t["rows"], list) else "")
+            parent = g.get("parent_table")
+            parent_cols = None
+            if parent is not None:
+                if parent not in generator_tables:
+                    raise ContractError(f"{gw}.parent_table: {parent!r} must be a table defined earlier")
+                parent_cols = table_columns[parent]
+            overrides = g.get("values", {})
+            for oname in overrides:
+                if oname not in colspec:
+                    raise ContractError(f"{gw}.values: {oname!r} is not a column of {tdef.name}")
+            in_unpivot = "unpivot" in g
+            cols: list[ColumnPlan] = []
+            so_far: set[str] = set()
+            for ci_, c in enumerate(t["columns"]):
+                cw = f"{tw}.columns[{ci_}]"
+                if c["name"] in overrides:
+                    src_def = overrides[c["name"]]
+                    cw = f"{gw}.values.{c['name']}"
+                else:
+                    src_def = c
+                kinds = [k for k in _SOURCE_KINDS if k in src_def]
+                if not kinds:
+                    raise ContractError(f"{cw}: column {c['name']!r} has no value source in this generator")
+                kind = kinds[0]
+                fetch, textual, _ = _make_fetch(kind, src_def[kind], cw, ci, so_far, parent_cols, in_unpivot)
+                conv = _converter_for(c, contract, date_formats)
+                tnames = tuple(x for x in c.get("transforms", []) if x in cv.TRANSFORMS)
+                default = None
+                if "default" in c:
+                    try:
+                        default = cv.parse_default(c["type"], c["default"], conv)
+                    except cv.BadValue as exc:
+                        raise ContractError(f"{cw}.default: {exc.reason}") from None
+                nullable = c.get("nullable", True)
+                cols.append(ColumnPlan(
+                    name=c["name"], type=c["type"], stored=c.get("store", True), nullable=nullable,
+                    fetch=fetch, textual=textual, convert=conv,
+                    transforms=tuple(cv.TRANSFORMS[x] for x in tnames), transform_names=tnames,
+                    check=cv.make_pattern(c["pattern"]) if c.get("pattern") else None,
+                    on_invalid=c.get("on_invalid", "null"),
+                    on_missing=c.get("on_missing", "null" if nullable else ("default" if "default" in c else "fail")),
+                    default=default,
+                    context_like=kind in ("context", "parent", "constant") or (kind == "unpivot" and src_def[kind] == "name"),
+                ))
+                so_far.add(c["name"])
+            names = {c.name for c in cols}
+            stored = {c.name for c in cols if c.stored}
+            required = tuple(g.get("required", [])) or tuple(k for k in tdef.primary_key)
+            for r in required:
+                if r not in names:
+                    raise ContractError(f"{gw}.required: {r!r} is not a column of {tdef.name}")
+            for cp in cols:  # a missing required value drops the row (with an event), not the app
+                if cp.name in required and "on_missing" not in colspec[cp.name]:
+                    cp.on_missing = "null"
+            dedup = g.get("dedup", {})
+            dkey = tuple(dedup.get("key", ())) or tdef.primary_key
+            for k in dkey:
+                if k not in stored:
+                    raise ContractError(f"{gw}.dedup.key: {k!r} is not a stored column of {tdef.name}")
+            allowed = g.get("allowed")
+            if dedup.get("prefer_allowed_order") and not allowed:
+                raise ContractError(f"{gw}.dedup.prefer_allowed_order needs 'allowed'")
+            unp = g.get("unpivot")
+            if unp:
+                if parent:
+                    raise ContractError(f"{gw}: unpivot generators cannot have a parent_table")
+                have = {src_def_kind for cdef in t["columns"]
+                        for src_def_kind in [(overrides.get(cdef["name"]) or cdef).get("unpivot")] if src_def_kind}
+                if have != {"name", "value"}:
+                    raise ContractError(f"{gw}.unpivot: the table needs one column with \"unpivot\": \"name\" "
+                                        "and one with \"unpivot\": \"value\"")
+            skip = g.get("skip_when_empty")
+            gens.append(GeneratorPlan(
+                table=tdef.name,
+                for_each=parse_path(g["for_each"], f"{gw}.for_each", False, ci) if "for_each" in g else None,
+                parent_table=parent,
+                unpivot_of=parse_path(unp["of"], f"{gw}.unpivot.of", False, ci) if unp else None,
+                unpivot_names=tuple(unp["names"]) if unp else (),
+                allowed_attr=((allowed["attribute"].lower() if ci else allowed["attribute"]) if allowed else None),
+                allowed_values=tuple(v.strip().upper() for v in allowed["values"]) if allowed else (),
+                required=required, dedup_key=dkey, prefer_allowed=bool(dedup.get("prefer_allowed_order")),
+                empty_except=(frozenset((x.lower() if ci else x) for x in skip["except"]) if skip else None),
+                columns=cols,
+                drop_label=g.get("drop_event") or tdef.name,
+            ))
+        stored_names = tuple(c.name for c in tdef.stored_columns)
+        first = gens[0].columns
+        data_cols = tuple(c.name for c in first if c.stored and not c.context_like and c.name not in tdef.primary_key)
+        tables.append(TablePlan(tdef.name, gens, stored_names, tdef.primary_key, t.get("skip_when_empty", False), data_cols))
+        table_columns[tdef.name] = {c.name for c in tdef.columns}
+        generator_tables.add(tdef.name)
+    return MappingPlan(document=doc_plan, tables=tables, case_insensitive=ci, contract_version=contract.version_tag)

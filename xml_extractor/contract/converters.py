@@ -1,0 +1,230 @@
+"""Value converters: raw attribute text -> typed column value.
+
+Built once per column when the contract is compiled. A converter either returns a value that
+fits its column or raises :class:`BadValue` saying why; what happens then (NULL, default, fail,
+truncate) is the column's ``on_invalid`` policy, applied by the mapper, which also records the
+data-quality event. Nothing here ever silently truncates, rounds or zeroes a value.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Callable
+
+Converter = Callable[[Any], Any]
+
+INT_RANGES = {
+    "tinyint": (0, 255),
+    "smallint": (-32768, 32767),
+    "int": (-2147483648, 2147483647),
+    "bigint": (-9223372036854775808, 9223372036854775807),
+}
+# SQL Server's datetime starts in 1753; anything earlier in these documents is noise.
+MIN_YEAR, MAX_YEAR = 1753, 9999
+DEFAULT_DATE_FORMATS = [
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d",
+    "%m/%d/%Y %I:%M:%S %p",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y",
+    "%m-%d-%Y",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S",
+]
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
+_INT_TEXT = re.compile(r"[+-]?\d+(?:\.0*)?")
+_TRUE = {"Y", "YES", "T", "TRUE", "1"}
+_FALSE = {"N", "NO", "F", "FALSE", "0"}
+
+
+class BadValue(Exception):
+    """The value does not fit its column. ``kind`` is the data-quality event type."""
+
+    def __init__(self, kind: str, reason: str, fixed: Any = None) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.fixed = fixed  # a usable replacement (the rounded/truncated value), if any
+
+
+class Rounded(Exception):
+    """The value fits only after rounding to the column's scale: stored, with an event."""
+
+    def __init__(self, value: Decimal, reason: str) -> None:
+        super().__init__(reason)
+        self.value = value
+        self.reason = reason
+
+
+# -- transforms: str -> str | None, applied before the type conversion ---------------------------
+
+def _digits_only(s: str) -> str:
+    return "".join(c for c in s if "0" <= c <= "9")
+
+
+TRANSFORMS: dict[str, Callable[[str], str]] = {
+    "trim": str.strip,
+    "upper": str.upper,
+    "lower": str.lower,
+    "digits_only": _digits_only,
+    "collapse_spaces": lambda s: " ".join(s.split()),
+}
+
+
+def _char_to_bit(s: str) -> int:
+    u = s.strip().upper()
+    if u in ("Y", "1"):
+        return 1
+    if u in ("N", "0"):
+        return 0
+    raise BadValue("value_rejected", f"{s!r} is not Y/N")
+
+
+def _boolean_to_bit(s: str) -> int:
+    u = s.strip().upper()
+    if u in _TRUE:
+        return 1
+    if u in _FALSE:
+        return 0
+    raise BadValue("value_rejected", f"{s!r} is not a boolean (Y/N/true/false/1/0)")
+
+
+BIT_TRANSFORMS = {"char_to_bit": _char_to_bit, "boolean_to_bit": _boolean_to_bit}
+
+
+# -- type converters ------------------------------------------------------------------------------
+
+def make_int(type_name: str) -> Converter:
+    lo, hi = INT_RANGES[type_name]
+
+    def convert(v: Any) -> int:
+        if isinstance(v, bool):
+            v = int(v)
+        if isinstance(v, int):
+            n = v
+        elif isinstance(v, Decimal):
+            if v != v.to_integral_value():
+                raise BadValue("value_rejected", f"{v} is not a whole number")
+            n = int(v)
+        else:
+            s = str(v).strip()
+            if not _INT_TEXT.fullmatch(s):
+                raise BadValue("value_rejected", f"{s[:80]!r} is not a whole number")
+            n = int(s.split(".")[0])
+        if not lo <= n <= hi:
+            raise BadValue("value_rejected", f"{n} is outside the {type_name} range {lo}..{hi}")
+        return n
+    return convert
+
+
+def make_decimal(precision: int, scale: int) -> Converter:
+    quantum = Decimal(1).scaleb(-scale)
+    limit = Decimal(10) ** (precision - scale)
+
+    def convert(v: Any) -> Decimal:
+        if isinstance(v, Decimal):
+            d = v
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            d = Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+        else:
+            s = str(v).strip()
+            if not _DECIMAL_TEXT.fullmatch(s):
+                raise BadValue("value_rejected", f"{s[:80]!r} is not a number")
+            d = Decimal(s)
+        if not d.is_finite():
+            raise BadValue("value_rejected", f"{v!r} is not a finite number")
+        try:
+            q = d.quantize(quantum, rounding=ROUND_HALF_UP)
+        except InvalidOperation:
+            raise BadValue("value_rejected", f"{d} does not fit decimal({precision},{scale})") from None
+        if abs(q) >= limit:
+            raise BadValue("value_rejected", f"{d} does not fit decimal({precision},{scale})")
+        if q != d:
+            raise Rounded(q, f"{d} rounded to {q} to fit decimal({precision},{scale})")
+        return q
+    return convert
+
+
+def make_string(length: int | None) -> Converter:
+    def convert(v: Any) -> str:
+        s = v if isinstance(v, str) else str(v)
+        if length is not None and len(s) > length:
+            raise BadValue("value_rejected", f"{len(s)} characters do not fit string({length})",
+                           fixed=s[:length])
+        return s
+    return convert
+
+
+def make_datetime(formats: list[str], date_only: bool) -> Converter:
+    fmts = list(formats)
+    strptime = _dt.datetime.strptime
+
+    def convert(v: Any) -> Any:
+        if isinstance(v, _dt.datetime):
+            d = v
+        elif isinstance(v, _dt.date):
+            d = _dt.datetime(v.year, v.month, v.day)
+        else:
+            s = str(v).strip()
+            d = None
+            for f in fmts:
+                try:
+                    d = strptime(s, f)
+                    break
+                except ValueError:
+                    continue
+            if d is None:
+                raise BadValue("value_rejected", f"{s[:80]!r} is not a date in any declared format")
+        if not MIN_YEAR <= d.year <= MAX_YEAR:
+            raise BadValue("value_rejected", f"year {d.year} is outside {MIN_YEAR}..{MAX_YEAR}")
+        if date_only:
+            return d.date()
+        # datetime columns keep milliseconds (SQL Server datetime2(3), PostgreSQL timestamp(3))
+        return d.replace(microsecond=(d.microsecond // 1000) * 1000)
+    return convert
+
+
+def make_bit(transform: str | None) -> Converter:
+    fn = BIT_TRANSFORMS.get(transform or "boolean_to_bit", _boolean_to_bit)
+
+    def convert(v: Any) -> int:
+        if isinstance(v, bool):
+            return int(v)
+        if isinstance(v, int) and v in (0, 1):
+            return v
+        return fn(str(v))
+    return convert
+
+
+def make_enum(name: str, codes: dict[str, int]) -> Converter:
+    """Code -> stable id, case-insensitive and trimmed."""
+    table = {k.strip().upper(): v for k, v in codes.items()}
+
+    def convert(v: Any) -> int:
+        key = str(v).strip().upper()
+        try:
+            return table[key]
+        except KeyError:
+            raise BadValue("unknown_enum", f"{str(v)[:80]!r} is not a known {name} code") from None
+    return convert
+
+
+def make_pattern(pattern: str) -> Callable[[str], None]:
+    rx = re.compile(pattern)
+
+    def check(s: str) -> None:
+        if not rx.fullmatch(s):
+            raise BadValue("value_rejected", f"{s[:80]!r} does not match {pattern}")
+    return check
+
+
+def parse_default(type_name: str, value: Any, converter: Converter) -> Any:
+    """Defaults are declared as JSON; they pass through the same converter as data."""
+    if value is None:
+        return None
+    try:
+        return converter(value)
+    except Rounded as r:
+        return r.value

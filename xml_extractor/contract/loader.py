@@ -1,0 +1,259 @@
+"""Load a contract file: JSON Schema validation, then the cross-reference checks JSON Schema
+cannot express (columns that exist, FK order, enum names). Every error names its place in the
+contract as a path like ``tables[2].columns[5].enum``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from ..errors import ContractError
+
+DEFAULT_CONTRACT = "credit_card"
+_SCHEMA: dict | None = None
+
+
+def contract_schema() -> dict:
+    global _SCHEMA
+    if _SCHEMA is None:
+        _SCHEMA = json.loads(resources.files("xml_extractor.contract").joinpath("schema.json").read_text("utf-8"))
+    return _SCHEMA
+
+
+def default_contract_path() -> Path:
+    return Path(str(resources.files("xml_extractor.contracts").joinpath(f"{DEFAULT_CONTRACT}.json")))
+
+
+@dataclass(frozen=True)
+class ColumnDef:
+    name: str
+    type: str
+    length: int | None
+    precision: int | None
+    scale: int | None
+    nullable: bool
+    stored: bool
+    spec: dict
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    columns: tuple[str, ...]
+    references: str
+    ref_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TableDef:
+    name: str
+    columns: tuple[ColumnDef, ...]
+    primary_key: tuple[str, ...]
+    foreign_keys: tuple[ForeignKey, ...]
+    indexes: tuple[tuple[str, tuple[str, ...]], ...]
+    app_id_column: str
+    spec: dict
+
+    @property
+    def stored_columns(self) -> tuple[ColumnDef, ...]:
+        return tuple(c for c in self.columns if c.stored)
+
+
+@dataclass(frozen=True)
+class EnumValue:
+    enum: str
+    code: str
+    id: int
+    description: str
+
+
+@dataclass
+class Contract:
+    """A validated contract: the single source of truth for DDL, enum seeds and mapping."""
+
+    raw: dict
+    path: str
+    name: str
+    version: str
+    digest: str
+    target_schema: str
+    source_schema: str | None
+    source_table: str
+    source_id_column: str
+    source_xml_column: str
+    source_min_length: int
+    tables: list[TableDef]
+    enums: dict[str, list[EnumValue]]
+    log_table: str = "processing_log"
+    event_table: str = "data_quality_event"
+    queue_table: str = "work_queue"
+    enum_table: str = "app_enums"
+    extra: dict = field(default_factory=dict)
+
+    def table(self, name: str) -> TableDef:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def version_tag(self) -> str:
+        """What processing_log records: contract name, declared version and content hash."""
+        return f"{self.name}@{self.version}#{self.digest[:12]}"
+
+
+def _where(path: Any) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def validate_schema(raw: Any, source: str = "contract") -> None:
+    validator = jsonschema.Draft202012Validator(contract_schema())
+    errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if errors:
+        lines = []
+        for e in errors[:20]:
+            best = jsonschema.exceptions.best_match([e])
+            lines.append(f"  {_where(best.absolute_path)}: {best.message}")
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise ContractError(f"{source} is not a valid contract:\n" + "\n".join(lines) + more)
+
+
+def load_contract(path: str | Path | None = None) -> Contract:
+    """Read, validate and cross-check a contract file (default: the packaged credit_card)."""
+    p = Path(path) if path else default_contract_path()
+    try:
+        text = p.read_text("utf-8")
+    except FileNotFoundError:
+        raise ContractError(f"contract file not found: {p}") from None
+    except OSError as exc:
+        raise ContractError(f"cannot read contract {p}: {exc}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"{p}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return contract_from_dict(raw, str(p))
+
+
+def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
+    validate_schema(raw, source)
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    enums: dict[str, list[EnumValue]] = {}
+    all_ids: dict[int, str] = {}
+    for ename, edef in (raw.get("enums") or {}).items():
+        seen_codes: set[str] = set()
+        seen_ids: set[int] = set()
+        vals = []
+        for i, v in enumerate(edef["values"]):
+            where = f"enums.{ename}.values[{i}]"
+            code = v["code"].strip().upper()
+            if code in seen_codes:
+                raise ContractError(f"{source}: {where}.code: duplicate code {v['code']!r}")
+            if v["id"] in seen_ids:
+                raise ContractError(f"{source}: {where}.id: duplicate id {v['id']} in enum {ename}")
+            if v["id"] in all_ids:
+                raise ContractError(f"{source}: {where}.id: id {v['id']} is already used by enum "
+                                    f"{all_ids[v['id']]} (ids are the app_enums primary key)")
+            all_ids[v["id"]] = ename
+            seen_codes.add(code)
+            seen_ids.add(v["id"])
+            vals.append(EnumValue(ename, v["code"], v["id"], v.get("description", "")))
+        enums[ename] = vals
+
+    tables: list[TableDef] = []
+    seen_tables: dict[str, TableDef] = {}
+    logs = raw.get("log_tables") or {}
+    reserved = {logs.get("processing_log", "processing_log"), logs.get("data_quality_event", "data_quality_event"),
+                logs.get("work_queue", "work_queue"), logs.get("enums", "app_enums")}
+    for ti, t in enumerate(raw["tables"]):
+        tw = f"tables[{ti}]"
+        name = t["name"]
+        if name.lower() in {s.lower() for s in seen_tables} or name in reserved:
+            raise ContractError(f"{source}: {tw}.name: table {name!r} is defined twice or is a reserved name")
+        cols: list[ColumnDef] = []
+        names: set[str] = set()
+        app_id_col = None
+        for ci, c in enumerate(t["columns"]):
+            cw = f"{tw}.columns[{ci}]"
+            if c["name"].lower() in names:
+                raise ContractError(f"{source}: {cw}.name: duplicate column {c['name']!r} in {name}")
+            names.add(c["name"].lower())
+            if c.get("enum") and c["enum"] not in enums:
+                raise ContractError(f"{source}: {cw}.enum: unknown enum {c['enum']!r} (declared: {', '.join(enums) or 'none'})")
+            if c.get("on_invalid") == "default" or c.get("on_missing") == "default":
+                if "default" not in c:
+                    raise ContractError(f"{source}: {cw}: on_invalid/on_missing 'default' needs a 'default' value")
+            if c.get("on_invalid") == "truncate" and c["type"] not in ("string",):
+                raise ContractError(f"{source}: {cw}.on_invalid: 'truncate' applies to string columns only")
+            if c["type"] == "decimal" and c["scale"] > c["precision"]:
+                raise ContractError(f"{source}: {cw}.scale: scale {c['scale']} exceeds precision {c['precision']}")
+            if c.get("pattern"):
+                try:
+                    re.compile(c["pattern"])
+                except re.error as exc:
+                    raise ContractError(f"{source}: {cw}.pattern: not a valid regular expression: {exc}") from None
+            kinds = [k for k in ("attribute", "path", "context", "parent", "expression", "constant", "unpivot") if k in c]
+            if len(kinds) > 1:
+                raise ContractError(f"{source}: {cw}: a column takes one value source, got {', '.join(kinds)}")
+            stored = c.get("store", True)
+            if c.get("context") == "app_id" and stored:
+                app_id_col = app_id_col or c["name"]
+            cols.append(ColumnDef(c["name"], c["type"], c.get("length"), c.get("precision"), c.get("scale"),
+                                  c.get("nullable", True), stored, c))
+        stored_names = {c.name for c in cols if c.stored}
+        for k in t["primary_key"]:
+            if k not in stored_names:
+                raise ContractError(f"{source}: {tw}.primary_key: {k!r} is not a stored column of {name}")
+            if next(c for c in cols if c.name == k).nullable:
+                raise ContractError(f"{source}: {tw}.primary_key: key column {k!r} must be declared nullable: false")
+        if app_id_col is None:
+            raise ContractError(f"{source}: {tw}: every table needs a stored column with \"context\": \"app_id\" "
+                                "(it keeps an application's rows findable for reprocess and reconcile)")
+        fks = []
+        for fi, fk in enumerate(t.get("foreign_keys", [])):
+            fw = f"{tw}.foreign_keys[{fi}]"
+            ref = seen_tables.get(fk["references"])
+            if ref is None:
+                raise ContractError(f"{source}: {fw}.references: {fk['references']!r} must be a table defined "
+                                    "earlier (tables are listed in FK order)")
+            if len(fk["columns"]) != len(fk["ref_columns"]):
+                raise ContractError(f"{source}: {fw}: columns and ref_columns differ in length")
+            for col in fk["columns"]:
+                if col not in stored_names:
+                    raise ContractError(f"{source}: {fw}.columns: {col!r} is not a stored column of {name}")
+            ref_stored = {c.name for c in ref.stored_columns}
+            for col in fk["ref_columns"]:
+                if col not in ref_stored:
+                    raise ContractError(f"{source}: {fw}.ref_columns: {col!r} is not a column of {ref.name}")
+            fks.append(ForeignKey(tuple(fk["columns"]), fk["references"], tuple(fk["ref_columns"])))
+        idx = []
+        for ii, ix in enumerate(t.get("indexes", [])):
+            for col in ix["columns"]:
+                if col not in stored_names:
+                    raise ContractError(f"{source}: {tw}.indexes[{ii}].columns: {col!r} is not a stored column of {name}")
+            idx.append((ix.get("name") or f"ix_{name}_{'_'.join(ix['columns'])}"[:63], tuple(ix["columns"])))
+        td = TableDef(name, tuple(cols), tuple(t["primary_key"]), tuple(fks), tuple(idx), app_id_col, t)
+        tables.append(td)
+        seen_tables[name] = td
+
+    src = raw["source"]
+    contract = Contract(
+        raw=raw, path=source, name=raw["name"], version=raw["version"], digest=digest,
+        target_schema=raw["target_schema"], source_schema=src.get("schema"), source_table=src["table"],
+        source_id_column=src["id_column"], source_xml_column=src["xml_column"],
+        source_min_length=src.get("min_length", 1), tables=tables, enums=enums,
+        log_table=logs.get("processing_log", "processing_log"),
+        event_table=logs.get("data_quality_event", "data_quality_event"),
+        queue_table=logs.get("work_queue", "work_queue"), enum_table=logs.get("enums", "app_enums"),
+    )
+    # Compiling checks paths, expressions, generators and parent references; fail now, not per document.
+    from .compiler import compile_contract
+    compile_contract(contract)
+    return contract

@@ -1,0 +1,1 @@
+"""Packaged contracts (credit_card is the default)."""

@@ -1,0 +1,281 @@
+"""Map one document to rows: a pure function of (compiled contract, document text).
+
+No database access. Returns the rows per table (tuples in the table's stored-column order, ready
+to bind) and the data-quality events; or raises a typed :class:`DocumentFailure`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .contract.compiler import ColumnPlan, DocContext, GeneratorPlan, MappingPlan, Scope, TablePlan, select_elements
+from .contract.converters import BadValue, Rounded
+from .errors import DocumentFailure, MapFailure, ValidateFailure
+from .parsing import decode_source, parse_app_id, parse_document
+
+RAW_VALUE_LIMIT = 2000  # events keep at most this much of a raw value, and say when they cut it
+
+Event = tuple  # (table, column, event_type, raw_value, reason, locator)
+
+
+@dataclass
+class MappedApplication:
+    app_id: int
+    rows: dict[str, list[tuple]]
+    events: list[Event]
+    parse_ms: float = 0.0
+    map_ms: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def as_dicts(self, plan: MappingPlan) -> dict[str, list[dict]]:
+        out = {}
+        for t in plan.tables:
+            rows = self.rows.get(t.name, [])
+            if rows:
+                out[t.name] = [dict(zip(t.stored_names, r)) for r in rows]
+        return out
+
+
+def _raw_for_event(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    s = raw if isinstance(raw, str) else str(raw)
+    if len(s) > RAW_VALUE_LIMIT:
+        return s[:RAW_VALUE_LIMIT] + f"... [{len(s)} characters in all]"
+    return s
+
+
+def locate(el: Any) -> str:
+    """``application/contact[2]/contact_address[1]``: where in the document an event comes from."""
+    parts = []
+    while el is not None and len(parts) < 12:
+        parent = el.getparent()
+        if parent is None:
+            parts.append(el.tag)
+            break
+        same = [c for c in parent if c.tag == el.tag]
+        parts.append(f"{el.tag}[{same.index(el) + 1}]" if len(same) > 1 else el.tag)
+        if el.tag == "application":
+            break
+        el = parent
+    return "/".join(reversed(parts))
+
+
+def _event(doc: DocContext, table: str, column: str | None, kind: str, raw: Any, reason: str,
+           element: Any = None) -> None:
+    doc.events.append((table, column, kind, _raw_for_event(raw), reason,
+                       locate(element) if element is not None else None))
+
+
+def _column_value(col: ColumnPlan, scope: Scope, row: dict, table: str) -> Any:
+    doc = scope.doc
+    raw = col.fetch(scope, row)
+    value: Any
+    if raw is None:
+        value = None
+    elif col.textual:
+        s = raw.strip() if isinstance(raw, str) else str(raw)
+        if not s:
+            value = None  # empty strings are NULL
+        else:
+            for tf in col.transforms:
+                s = tf(s)
+            if not s:
+                return _invalid(col, scope, table, raw, BadValue(
+                    "value_rejected", f"nothing left of {raw[:80]!r} after {', '.join(col.transform_names)}"))
+            try:
+                if col.check is not None:
+                    col.check(s)
+                value = col.convert(s)
+            except Rounded as r:
+                _event(doc, table, col.name, "value_rounded", raw, r.reason, scope.element)
+                value = r.value
+            except BadValue as b:
+                return _invalid(col, scope, table, raw, b)
+    else:
+        try:
+            value = col.convert(raw)
+        except Rounded as r:
+            _event(doc, table, col.name, "value_rounded", raw, r.reason, scope.element)
+            value = r.value
+        except BadValue as b:
+            return _invalid(col, scope, table, raw, b)
+    if value is None and not col.nullable:
+        return _missing(col, scope, table)
+    return value
+
+
+def _invalid(col: ColumnPlan, scope: Scope, table: str, raw: Any, bad: BadValue) -> Any:
+    doc, el = scope.doc, scope.element
+    policy = col.on_invalid
+    if policy == "fail":
+        raise MapFailure(f"{table}.{col.name}: {bad.reason}", "InvalidValue")
+    if policy == "truncate" and bad.fixed is not None:
+        _event(doc, table, col.name, "value_truncated", raw, f"{bad.reason}; truncated", el)
+        return bad.fixed
+    if policy == "default" and col.default is not None:
+        _event(doc, table, col.name, "default_applied", raw, f"{bad.reason}; default {col.default} used", el)
+        return col.default
+    _event(doc, table, col.name, bad.kind, raw, f"{bad.reason}; stored NULL", el)
+    if not col.nullable:
+        return _missing(col, scope, table)
+    return None
+
+
+def _missing(col: ColumnPlan, scope: Scope, table: str) -> Any:
+    if col.on_missing == "default" and col.default is not None:
+        _event(scope.doc, table, col.name, "default_applied", None,
+               f"no usable value for NOT NULL column; default {col.default} used", scope.element)
+        return col.default
+    if col.on_missing == "null":
+        return None  # a required key: the row is dropped by the generator with its own event
+    raise MapFailure(f"{table}.{col.name} is NOT NULL and the document has no usable value for it", "MissingValue")
+
+
+def _build_row(gen: GeneratorPlan, scope: Scope) -> dict:
+    row: dict = {}
+    for col in gen.columns:
+        row[col.name] = _column_value(col, scope, row, gen.table)
+    return row
+
+
+def _all_empty(attrs: dict, except_: frozenset[str]) -> bool:
+    for k, v in attrs.items():
+        if k not in except_ and v and v.strip():
+            return False
+    return True
+
+
+def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
+                   kept: dict[str, list[tuple[dict, Any]]]) -> list[tuple[dict, Any, int, int]]:
+    """-> [(row values, element, priority, position)] before dedup."""
+    out: list[tuple[dict, Any, int, int]] = []
+    if gen.unpivot_of is not None:
+        for el in select_elements(record, gen.unpivot_of.steps, doc.attrs_of):
+            scope = Scope(doc, el)
+            attrs = scope.attrs
+            for name in gen.unpivot_names:
+                v = attrs.get(name.lower() if doc.ci else name)
+                if v is None or not v.strip():
+                    continue
+                scope.unpivot_name, scope.unpivot_value = name, v
+                row = _build_row(gen, scope)
+                if _keep(gen, doc, row, v, el):
+                    out.append((row, el, 0, len(out)))
+        return out
+    if gen.parent_table is not None:
+        origins = kept.get(gen.parent_table, [])
+    else:
+        origins = [({}, record)]
+    assert gen.for_each is not None
+    for parent_values, parent_el in origins:
+        for el in select_elements(parent_el, gen.for_each.steps, doc.attrs_of):
+            attrs = doc.attrs_of(el)
+            priority = 0
+            if gen.allowed_attr is not None:
+                code = (attrs.get(gen.allowed_attr) or "").strip().upper()
+                if code not in gen.allowed_values:
+                    _event(doc, gen.table, gen.allowed_attr, "row_dropped", attrs.get(gen.allowed_attr),
+                           f"{gen.drop_label} dropped: {gen.allowed_attr} {code!r} is not one of "
+                           f"{', '.join(gen.allowed_values)}", el)
+                    continue
+                priority = gen.allowed_values.index(code)
+            if gen.empty_except is not None and _all_empty(attrs, gen.empty_except):
+                continue  # an element with nothing but its type writes no row of NULLs
+            scope = Scope(doc, el, parent_values)
+            row = _build_row(gen, scope)
+            if _keep(gen, doc, row, None, el):
+                out.append((row, el, priority, len(out)))
+    return out
+
+
+def _keep(gen: GeneratorPlan, doc: DocContext, row: dict, raw: Any, el: Any) -> bool:
+    for r in gen.required:
+        if row.get(r) is None:
+            _event(doc, gen.table, r, "row_dropped", raw, f"{gen.drop_label} dropped: no usable {r}", el)
+            return False
+    return True
+
+
+def _dedup(gen: GeneratorPlan, doc: DocContext, cands: list[tuple[dict, Any, int, int]]) -> list[tuple[dict, Any, int, int]]:
+    winners: dict[tuple, tuple[dict, Any, int, int]] = {}
+    for cand in cands:
+        key = tuple(cand[0].get(k) for k in gen.dedup_key)
+        prev = winners.get(key)
+        if prev is None:
+            winners[key] = cand
+            continue
+        # the higher-priority value wins; on a tie, the later element
+        if gen.prefer_allowed and prev[2] < cand[2]:
+            loser, winner = cand, prev
+        else:
+            loser, winner = prev, cand
+        winners[key] = winner
+        _event(doc, gen.table, ",".join(gen.dedup_key), "duplicate_key", "|".join(map(str, key)),
+               f"{gen.drop_label} dropped: another element has the same {', '.join(gen.dedup_key)} "
+               f"{', '.join(map(str, key))} and takes precedence", loser[1])
+    return sorted(winners.values(), key=lambda c: c[3])
+
+
+def _map_table(tp: TablePlan, doc: DocContext, record: Any, kept: dict) -> list[tuple[dict, Any]]:
+    rows: list[tuple[dict, Any]] = []
+    for gen in tp.generators:
+        cands = _dedup(gen, doc, _run_generator(gen, doc, record, kept))
+        for row, el, _, _ in cands:
+            if tp.skip_when_empty and all(row.get(c) is None for c in tp.data_columns):
+                continue
+            rows.append((row, el))
+    if len(tp.generators) > 1:  # several generators may produce the same key: the later wins
+        seen: dict[tuple, int] = {}
+        out: list[tuple[dict, Any]] = []
+        for row, el in rows:
+            key = tuple(row.get(k) for k in tp.primary_key)
+            if key in seen:
+                _event(doc, tp.name, ",".join(tp.primary_key), "duplicate_key", "|".join(map(str, key)),
+                       f"{tp.name}: a later source has the same key and takes precedence")
+                out[seen[key]] = (row, el)
+            else:
+                seen[key] = len(out)
+                out.append((row, el))
+        rows = out
+    return rows
+
+
+def map_record(plan: MappingPlan, record: Any, app_id: int) -> MappedApplication:
+    doc = DocContext(app_id, plan.case_insensitive)
+    kept: dict[str, list[tuple[dict, Any]]] = {}
+    rows: dict[str, list[tuple]] = {}
+    for tp in plan.tables:
+        trows = _map_table(tp, doc, record, kept)
+        kept[tp.name] = trows
+        if trows:
+            names = tp.stored_names
+            rows[tp.name] = [tuple(r[n] for n in names) for r, _ in trows]
+    return MappedApplication(app_id=app_id, rows=rows, events=doc.events)
+
+
+def map_document(plan: MappingPlan, source: Any, expected_app_id: int | None = None,
+                 min_length: int = 1) -> MappedApplication:
+    """Decode, parse (scoped, safely), validate the ID and map. Raises DocumentFailure subclasses."""
+    t0 = time.perf_counter()
+    text = decode_source(source, min_length)
+    parsed = parse_document(text, plan.document)
+    app_id = parse_app_id(parsed.document_id, plan.document)
+    if expected_app_id is not None and app_id != expected_app_id:
+        raise ValidateFailure(
+            f"the document's /{plan.document.root}/{'/'.join(plan.document.id_steps)}/@{plan.document.id_attribute} "
+            f"is {app_id} but the row's app_id is {expected_app_id}", "IdMismatch")
+    if parsed.record is None:
+        raise ValidateFailure(f"no {plan.document.record_path} in the document", "NoRecordElement")
+    t1 = time.perf_counter()
+    try:
+        result = map_record(plan, parsed.record, app_id)
+    except DocumentFailure:
+        raise
+    except RecursionError:
+        raise MapFailure("the document is nested too deeply to map", "RecursionError") from None
+    t2 = time.perf_counter()
+    result.parse_ms = (t1 - t0) * 1000
+    result.map_ms = (t2 - t1) * 1000
+    return result

@@ -1,0 +1,183 @@
+"""Safe, scoped XML parsing.
+
+Documents are parsed with no DTD, no entity resolution, no network and no recovery. Only the part
+of the document the contract reads is parsed: the parser is fed up to the end of the contract's
+``scope`` element (``Request/CustData``) and stops there, so the large vendor payloads that follow
+(``Reports``, ``Journals``: ~95% of the bytes) cost a substring search and nothing more. What is
+skipped is still checked for being complete: the document must close its root element, so a
+truncated row fails instead of passing silently.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from .errors import ParseFailure, ReadFailure, ValidateFailure
+
+_BOM = "\ufeff"
+
+
+def decode_source(value: Any, min_length: int = 1) -> str:
+    """Row value -> text. Bytes are UTF-8, else cp1252 (older rows); a BOM is dropped."""
+    if value is None:
+        raise ReadFailure("the xml column is NULL", "EmptyDocument")
+    if isinstance(value, memoryview):
+        value = value.tobytes()
+    if isinstance(value, (bytes, bytearray)):
+        raw = bytes(value)
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("cp1252", errors="strict") if _cp1252_ok(raw) else raw.decode("latin-1")
+    else:
+        text = str(value)
+    if text.startswith(_BOM):
+        text = text[1:]
+    if len(text.strip()) < max(min_length, 1):
+        raise ReadFailure(
+            f"the xml column is empty or too short ({len(text)} characters, at least {max(min_length, 1)} needed)",
+            "EmptyDocument")
+    return text
+
+
+def _cp1252_ok(raw: bytes) -> bool:
+    try:
+        raw.decode("cp1252")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+@dataclass
+class ParsedDocument:
+    """The root element (a partial tree up to the scope's end) and the document's own ID."""
+
+    root: Any
+    document_id: str | None
+    record: Any
+
+
+@dataclass(frozen=True)
+class DocumentPlan:
+    root: str
+    id_steps: tuple[str, ...]
+    id_attribute: str
+    record_steps: tuple[str, ...]
+    scope_steps: tuple[str, ...]
+    huge_tree: bool = False
+
+    @property
+    def record_path(self) -> str:
+        return "/" + "/".join((self.root,) + self.record_steps)
+
+
+_PARSER_OPTIONS = dict(
+    resolve_entities=False, load_dtd=False, no_network=True, dtd_validation=False,
+    recover=False, remove_comments=True, remove_pis=True, encoding="utf-8",
+)
+
+
+def _check_prolog(text: str) -> None:
+    """Refuse any DOCTYPE: no DTD means no entity declarations to expand, ever."""
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        if text.startswith("<?", i):
+            j = text.find("?>", i)
+            i = n if j < 0 else j + 2
+        elif text.startswith("<!--", i):
+            j = text.find("-->", i)
+            i = n if j < 0 else j + 3
+        elif text.startswith("<!", i):
+            if text[i:i + 9].upper() == "<!DOCTYPE":
+                raise ParseFailure("a DOCTYPE/DTD is not allowed in documents (entities are never expanded)",
+                                   "DTDForbidden")
+            return
+        else:
+            return
+
+
+def parse_document(text: str, plan: DocumentPlan) -> ParsedDocument:
+    """Parse what the contract reads; raise ParseFailure / ValidateFailure with a usable reason."""
+    if "\x00" in text:
+        raise ParseFailure(f"the document contains a NUL character at offset {text.index(chr(0))}", "NulCharacter")
+    _check_prolog(text)
+    parser = etree.XMLPullParser(events=("start", "end"), huge_tree=plan.huge_tree, **_PARSER_OPTIONS)
+    scope_depth = len(plan.scope_steps) + 1  # root is depth 1
+    scope_tag = plan.scope_steps[-1]
+    marker = f"</{scope_tag}>"
+    cut = text.find(marker)
+    pieces = [text] if cut < 0 else [text[:cut + len(marker)], text[cut + len(marker):]]
+    stack: list[str] = []
+    root = None
+    done = False
+    try:
+        for k, piece in enumerate(pieces):
+            parser.feed(piece.encode("utf-8"))
+            for event, el in parser.read_events():
+                if event == "start":
+                    stack.append(el.tag)
+                    if root is None:
+                        root = el
+                        if el.tag != plan.root:
+                            raise ValidateFailure(
+                                f"root element is <{el.tag}>, expected <{plan.root}>", "WrongRoot")
+                else:
+                    if len(stack) == scope_depth and tuple(stack[1:]) == plan.scope_steps:
+                        done = True
+                        break
+                    stack.pop()
+            if done:
+                tail = text[cut + len(marker):] if k == 0 and cut >= 0 else ""
+                if k == 0 and not re.search(rf"</{re.escape(plan.root)}\s*>\s*$", tail[-200:]):
+                    raise ParseFailure(
+                        f"the document is incomplete: it does not end with </{plan.root}> (truncated?)",
+                        "TruncatedDocument")
+                break
+        if not done:
+            parser.close()
+    except etree.XMLSyntaxError as exc:
+        raise ParseFailure(f"malformed XML: {exc}", "XMLSyntaxError") from None
+    if root is None:
+        raise ParseFailure("no root element", "XMLSyntaxError")
+    return ParsedDocument(root=root, document_id=_find_id(root, plan), record=_find(root, plan.record_steps))
+
+
+def _find(root: Any, steps: tuple[str, ...]) -> Any:
+    el = root
+    for step in steps:
+        el = el.find(step)
+        if el is None:
+            return None
+    return el
+
+
+def _find_id(root: Any, plan: DocumentPlan) -> str | None:
+    holder = _find(root, plan.id_steps)
+    if holder is None:
+        return None
+    value = holder.get(plan.id_attribute)
+    if value is None:
+        wanted = plan.id_attribute.lower()
+        for k, v in holder.attrib.items():
+            if k.lower() == wanted:
+                value = v
+                break
+    return value.strip() if value is not None else None
+
+
+def parse_app_id(document_id: str | None, plan: DocumentPlan) -> int:
+    """The document's ID as an integer, or a ValidateFailure saying what is wrong."""
+    path = "/" + "/".join((plan.root,) + plan.id_steps) + "/@" + plan.id_attribute
+    if not document_id:
+        raise ValidateFailure(f"no {path} in the document", "MissingId")
+    try:
+        return int(document_id)
+    except ValueError:
+        raise ValidateFailure(f"{path} is {document_id[:40]!r}, not an integer", "BadId") from None
