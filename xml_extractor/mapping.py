@@ -68,36 +68,39 @@ def _event(doc: DocContext, table: str, column: str | None, kind: str, raw: Any,
                        locate(element) if element is not None else None))
 
 
+def _text_value(col: ColumnPlan, raw: str, scope: Scope, table: str) -> Any:
+    """Raw attribute text -> column value: trim, '' -> NULL, transforms, pattern, convert."""
+    s = raw.strip()
+    if not s:
+        return None  # empty strings are NULL
+    for tf in col.transforms:
+        s = tf(s)
+    if not s:
+        return _invalid(col, scope, table, raw, BadValue(
+            "value_rejected", f"nothing left of {raw[:80]!r} after {', '.join(col.transform_names)}"))
+    try:
+        if col.check is not None:
+            col.check(s)
+        return col.convert(s)
+    except Rounded as r:
+        _event(scope.doc, table, col.name, "value_rounded", raw, r.reason, scope.element)
+        return r.value
+    except BadValue as b:
+        return _invalid(col, scope, table, raw, b)
+
+
 def _column_value(col: ColumnPlan, scope: Scope, row: dict, table: str) -> Any:
-    doc = scope.doc
     raw = col.fetch(scope, row)
     value: Any
     if raw is None:
         value = None
     elif col.textual:
-        s = raw.strip() if isinstance(raw, str) else str(raw)
-        if not s:
-            value = None  # empty strings are NULL
-        else:
-            for tf in col.transforms:
-                s = tf(s)
-            if not s:
-                return _invalid(col, scope, table, raw, BadValue(
-                    "value_rejected", f"nothing left of {raw[:80]!r} after {', '.join(col.transform_names)}"))
-            try:
-                if col.check is not None:
-                    col.check(s)
-                value = col.convert(s)
-            except Rounded as r:
-                _event(doc, table, col.name, "value_rounded", raw, r.reason, scope.element)
-                value = r.value
-            except BadValue as b:
-                return _invalid(col, scope, table, raw, b)
+        value = _text_value(col, raw if isinstance(raw, str) else str(raw), scope, table)
     else:
         try:
             value = col.convert(raw)
         except Rounded as r:
-            _event(doc, table, col.name, "value_rounded", raw, r.reason, scope.element)
+            _event(scope.doc, table, col.name, "value_rounded", raw, r.reason, scope.element)
             value = r.value
         except BadValue as b:
             return _invalid(col, scope, table, raw, b)
@@ -134,9 +137,21 @@ def _missing(col: ColumnPlan, scope: Scope, table: str) -> Any:
 
 
 def _build_row(gen: GeneratorPlan, scope: Scope) -> dict:
-    row: dict = {}
-    for col in gen.columns:
-        row[col.name] = _column_value(col, scope, row, gen.table)
+    """Attribute columns are driven by the attributes the element has (most mapped attributes
+    are absent from any one element); then the other sources, in contract order."""
+    table = gen.table
+    row = gen.template.copy()
+    amap = gen.attr_map
+    for k, v in scope.attrs.items():
+        cols = amap.get(k)
+        if cols is not None:
+            for col in cols:
+                row[col.name] = _text_value(col, v, scope, table)
+    for col in gen.attr_notnull:
+        if row[col.name] is None:
+            row[col.name] = _missing(col, scope, table)
+    for col in gen.others:
+        row[col.name] = _column_value(col, scope, row, table)
     return row
 
 

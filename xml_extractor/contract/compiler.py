@@ -146,6 +146,7 @@ class ColumnPlan:
     on_missing: str
     default: Any
     context_like: bool  # key-ish values that do not count as data (app_id, parent keys, constants)
+    attr_key: str | None = None  # set for plain attribute columns: the (case-folded) attribute name
 
 
 @dataclass
@@ -163,6 +164,20 @@ class GeneratorPlan:
     empty_except: frozenset[str] | None
     columns: list[ColumnPlan]
     drop_label: str
+    template: dict = field(default_factory=dict)
+    attr_map: dict[str, list[ColumnPlan]] = field(default_factory=dict)
+    attr_notnull: list[ColumnPlan] = field(default_factory=list)
+    others: list[ColumnPlan] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.template = {c.name: None for c in self.columns}
+        for c in self.columns:
+            if c.attr_key is not None:
+                self.attr_map.setdefault(c.attr_key, []).append(c)
+                if not c.nullable:
+                    self.attr_notnull.append(c)
+            else:
+                self.others.append(c)
 
 
 @dataclass
@@ -332,6 +347,7 @@ def compile_contract(contract: "Contract") -> MappingPlan:
                     on_missing=c.get("on_missing", "null" if nullable else ("default" if "default" in c else "fail")),
                     default=default,
                     context_like=kind in ("context", "parent", "constant") or (kind == "unpivot" and src_def[kind] == "name"),
+                    attr_key=((src_def[kind].lower() if ci else src_def[kind]) if kind == "attribute" else None),
                 ))
                 so_far.add(c["name"])
             names = {c.name for c in cols}

@@ -157,9 +157,58 @@ def make_string(length: int | None) -> Converter:
     return convert
 
 
+_DIRECTIVES = {
+    "%Y": r"(?P<Y>\d{4})", "%m": r"(?P<m>\d{1,2})", "%d": r"(?P<d>\d{1,2})", "%H": r"(?P<H>\d{1,2})",
+    "%I": r"(?P<I>\d{1,2})", "%M": r"(?P<M>\d{1,2})", "%S": r"(?P<S>\d{1,2})", "%f": r"(?P<f>\d{1,6})",
+    "%p": r"(?P<p>[AaPp][Mm])",
+}
+
+
+def _format_regex(fmt: str) -> re.Pattern[str] | None:
+    """strptime format -> equivalent regex, compiled once (strptime costs ~15 us a call)."""
+    out, i = [], 0
+    while i < len(fmt):
+        if fmt[i] == "%":
+            d = fmt[i:i + 2]
+            if d not in _DIRECTIVES or _DIRECTIVES[d] in out:
+                return None  # unsupported or repeated directive: strptime handles it
+            out.append(_DIRECTIVES[d])
+            i += 2
+        else:
+            out.append(re.escape(fmt[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def _from_match(g: dict) -> _dt.datetime:
+    hour = int(g.get("H") or 0)
+    if g.get("I") is not None:
+        hour = int(g["I"])
+        if not 1 <= hour <= 12:
+            raise ValueError("hour")
+        pm = (g.get("p") or "AM").upper() == "PM"
+        hour = hour % 12 + (12 if pm else 0)
+    frac = g.get("f")
+    micro = int(frac.ljust(6, "0")) if frac else 0
+    return _dt.datetime(int(g["Y"]), int(g["m"]), int(g["d"]), hour, int(g.get("M") or 0), int(g.get("S") or 0), micro)
+
+
 def make_datetime(formats: list[str], date_only: bool) -> Converter:
-    fmts = list(formats)
-    strptime = _dt.datetime.strptime
+    parsers: list[Callable[[str], _dt.datetime | None]] = []
+    for f in formats:
+        rx = _format_regex(f)
+        if rx is not None:
+            def by_regex(s: str, rx: re.Pattern[str] = rx) -> _dt.datetime | None:
+                m = rx.fullmatch(s)
+                return _from_match(m.groupdict()) if m else None
+            parsers.append(by_regex)
+        else:
+            def by_strptime(s: str, f: str = f) -> _dt.datetime | None:
+                try:
+                    return _dt.datetime.strptime(s, f)
+                except ValueError:
+                    return None
+            parsers.append(by_strptime)
 
     def convert(v: Any) -> Any:
         if isinstance(v, _dt.datetime):
@@ -169,12 +218,13 @@ def make_datetime(formats: list[str], date_only: bool) -> Converter:
         else:
             s = str(v).strip()
             d = None
-            for f in fmts:
+            for parse in parsers:
                 try:
-                    d = strptime(s, f)
+                    d = parse(s)
+                except ValueError:  # matched the shape but not a real date (month 13, Feb 30)
+                    d = None
+                if d is not None:
                     break
-                except ValueError:
-                    continue
             if d is None:
                 raise BadValue("value_rejected", f"{s[:80]!r} is not a date in any declared format")
         if not MIN_YEAR <= d.year <= MAX_YEAR:
