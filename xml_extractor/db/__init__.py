@@ -1,0 +1,1 @@
+"""Database access: one dialect module per driver, named SQL in sql/, schema and writes in store."""

@@ -1,0 +1,166 @@
+"""A connection plus its dialect plus the contract's table names: what every command talks to."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+
+from ..errors import ConfigError
+from .base import Dialect, ErrorKind
+from .url import DatabaseURL, parse_url
+
+if TYPE_CHECKING:
+    from ..contract.loader import Contract
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def make_dialect(name: str) -> Dialect:
+    if name == "sqlite":
+        from .sqlite import SQLiteDialect
+        return SQLiteDialect()
+    if name == "postgresql":
+        from .postgresql import PostgreSQLDialect
+        return PostgreSQLDialect()
+    if name == "mssql":
+        from .mssql import MSSQLDialect
+        return MSSQLDialect()
+    raise ConfigError(f"unknown dialect {name!r} (sqlite, postgresql, mssql)")
+
+
+class ConnectionLost(Exception):
+    """The database went away and did not come back within the reconnect budget."""
+
+
+class Database:
+    """One connection, reconnecting with backoff; named queries with the contract's identifiers."""
+
+    def __init__(self, url: DatabaseURL | str | None, contract: "Contract", reconnect_seconds: float = 60.0) -> None:
+        self.url = url if isinstance(url, DatabaseURL) else parse_url(url)
+        self.contract = contract
+        self.dialect = make_dialect(self.url.dialect)
+        self.reconnect_seconds = reconnect_seconds
+        d, c = self.dialect, contract
+        sch = c.target_schema
+        self.names = {
+            "src": d.qualified(c.source_schema, c.source_table),
+            "src_id": d.quote(c.source_id_column),
+            "src_xml": d.quote(c.source_xml_column),
+            "log": d.qualified(sch, c.log_table),
+            "events": d.qualified(sch, c.event_table),
+            "queue": d.qualified(sch, c.queue_table),
+            "enums": d.qualified(sch, c.enum_table),
+            "now": d.now_sql,
+            "lease_expr": d.lease_sql(),
+        }
+        self._sql: dict[tuple, str] = {}
+        self.conn: Any = None
+        self.connect()
+
+    # -- connection -----------------------------------------------------------------------------
+    def connect(self) -> None:
+        self.conn = self.dialect.connect(self.url)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may raise anything
+                pass
+            self.conn = None
+
+    def reconnect(self) -> None:
+        """Reconnect with exponential backoff for at most ``reconnect_seconds``."""
+        self.close()
+        deadline = time.monotonic() + self.reconnect_seconds
+        delay = 0.2
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                self.connect()
+                log.warning("reconnected to %s", self.url.display())
+                return
+            except Exception as exc:  # noqa: BLE001
+                last = exc
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 5.0) * (0.8 + 0.4 * random.random())
+        raise ConnectionLost(f"lost the connection to {self.url.display()} and could not reconnect within "
+                             f"{self.reconnect_seconds:.0f}s: {last}")
+
+    def with_retry(self, fn: Callable[[], T], attempts: int = 6) -> T:
+        """Run ``fn`` (a whole transaction); on a lost connection reconnect and run it again,
+        on a deadlock/locked database wait a little and run it again."""
+        for i in range(attempts):
+            try:
+                return fn()
+            except ConnectionLost:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                kind = self.dialect.classify(exc)
+                self.rollback()
+                if kind == ErrorKind.CONNECTION and i < attempts - 1:
+                    log.warning("database connection lost (%s); reconnecting", type(exc).__name__)
+                    self.reconnect()
+                    continue
+                if kind == ErrorKind.RETRY and i < attempts - 1:
+                    time.sleep(0.05 * (2 ** i) * (0.5 + random.random()))
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    # -- SQL ------------------------------------------------------------------------------------
+    def sql(self, name: str, **extra: str) -> str:
+        key = (name, tuple(sorted(extra.items())))
+        s = self._sql.get(key)
+        if s is None:
+            try:
+                template = self.dialect.queries[name]
+            except KeyError:
+                raise ConfigError(f"no query named {name!r} for {self.dialect.name}") from None
+            s = template.format(**self.names, **extra)
+            self._sql[key] = s
+        return s
+
+    def table(self, name: str) -> str:
+        return self.dialect.qualified(self.contract.target_schema, name)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur = self.conn.cursor()
+        cur.execute(sql, list(params))
+        return cur
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        cur = self.execute(sql, params)
+        rows = cur.fetchall()
+        cur.close()
+        return [tuple(r) for r in rows]
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def begin(self) -> None:
+        self.dialect.begin(self.conn)
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        try:
+            if self.conn is not None:
+                self.conn.rollback()
+        except Exception:  # noqa: BLE001 - a dead connection cannot roll back; the server already has
+            pass
+
+    def autocommit_query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """A read that must not leave a transaction open (pyodbc starts one implicitly)."""
+        rows = self.query(sql, params)
+        if self.dialect.name != "sqlite":
+            self.conn.commit()
+        return rows
+
+
+def open_database(url: DatabaseURL | str | None, contract: "Contract", reconnect_seconds: float = 60.0) -> Database:
+    return Database(url, contract, reconnect_seconds)

@@ -1,0 +1,62 @@
+"""SQLite, the embedded default: a file in WAL mode through the stdlib driver.
+
+Several worker processes write to one file: each write transaction is a short
+``BEGIN IMMEDIATE`` (the write lock up front, so two writers never deadlock on an upgrade) with a
+long busy timeout, and all mapping happens before it. ``synchronous=NORMAL`` in WAL mode: a power
+loss can lose the last commits, never half of one, and a lost commit is simply redone by the
+next run (rows and log row go together).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import sqlite3
+from decimal import Decimal
+from typing import Any
+
+from .base import Dialect, ErrorKind
+
+sqlite3.register_adapter(Decimal, str)
+sqlite3.register_adapter(_dt.date, lambda d: d.isoformat())
+sqlite3.register_adapter(_dt.datetime, lambda d: d.isoformat(sep=" ", timespec="milliseconds"))
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    supports_schemas = False
+    now_sql = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    serial_pk = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    float_type = "REAL"
+    max_params = 32000
+
+    def lease_sql(self) -> str:
+        return "strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || ? || ' seconds')"
+
+    def column_type(self, col: Any) -> str:
+        if col.type == "datetime":
+            return "TIMESTAMP"
+        return super().column_type(col)
+
+    timestamp_type = "TIMESTAMP"
+
+    def connect(self, url: Any) -> sqlite3.Connection:
+        conn = sqlite3.connect(url.path, timeout=120, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=120000")
+        return conn
+
+    def begin(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def classify(self, exc: BaseException) -> str:
+        msg = str(exc)
+        if isinstance(exc, sqlite3.IntegrityError):
+            if "FOREIGN KEY" in msg:
+                return ErrorKind.FOREIGN_KEY
+            return ErrorKind.DUPLICATE
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in msg or "busy" in msg):
+            return ErrorKind.RETRY
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in msg:
+            return ErrorKind.CONNECTION
+        return ErrorKind.OTHER

@@ -1,0 +1,1 @@
+"""The run: ProductionProcessor (selection, dispatch) and its long-lived worker processes."""

@@ -1,0 +1,176 @@
+"""Which applications this instance processes next.
+
+Partition mode: keyset pages (never OFFSET) of unprocessed rows with ``app_id % N = I``.
+Queue mode: chunks of the app_id range are claimed from a work table through the database's own
+row locking, with a lease; a dead instance's chunks are taken over when the lease runs out. No
+claim keeps a transaction open while documents are processed.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from ..db.database import Database
+
+log = logging.getLogger(__name__)
+
+ID_MIN, ID_MAX = -(2 ** 31), 2 ** 31 - 1
+
+
+@dataclass
+class SelectionSpec:
+    batch_size: int
+    limit: int | None
+    instance_id: int
+    instance_count: int
+    id_lo: int = ID_MIN
+    id_hi: int = ID_MAX
+    retry_failed: bool = False
+    max_attempts: int = 3
+    mode: str = "partition"
+    lease_seconds: int = 120
+    chunk_size: int = 1000
+    owner: str = ""
+
+
+def page_ids(db: Database, spec: SelectionSpec, after: int, lo: int, hi: int, size: int) -> list[int]:
+    modulus, remainder = (spec.instance_count, spec.instance_id) if spec.mode == "partition" else (1, 0)
+    if spec.retry_failed:
+        name, params = "retry_ids", [after, lo, hi, modulus, remainder, spec.max_attempts]
+    else:
+        name, params = "pending_ids", [after, lo, hi, modulus, remainder]
+    params = [size] + params if db.dialect.limit_first else params + [size]
+    return [int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql(name), params))]
+
+
+def partition_batches(db: Database, spec: SelectionSpec, stop: threading.Event) -> Iterator[tuple[list[int], int | None]]:
+    after = spec.id_lo - 1
+    remaining = spec.limit
+    while not stop.is_set():
+        size = spec.batch_size if remaining is None else min(spec.batch_size, remaining)
+        if size <= 0:
+            return
+        ids = page_ids(db, spec, after, spec.id_lo, spec.id_hi, size)
+        if not ids:
+            return
+        after = ids[-1]
+        if remaining is not None:
+            remaining -= len(ids)
+        yield ids, None
+
+
+class WorkQueue:
+    """The chunk table: seed, claim, renew, finish."""
+
+    def __init__(self, db: Database, spec: SelectionSpec) -> None:
+        self.db = db
+        self.spec = spec
+
+    def seed(self) -> int:
+        db, spec = self.db, self.spec
+        lo, hi = db.with_retry(lambda: db.autocommit_query(db.sql("queue_bounds"), [spec.id_lo, spec.id_hi]))[0]
+        if lo is None:
+            return 0
+        lo, hi = int(lo), int(hi)
+        w = spec.chunk_size
+        rows = []
+        for k in range(lo // w, hi // w + 1):
+            rows.append((k, max(k * w, spec.id_lo), min(k * w + w - 1, spec.id_hi)))
+        sql = db.sql("queue_seed")
+        mssql = db.dialect.name == "mssql"
+
+        def tx() -> None:
+            db.begin()
+            cur = db.conn.cursor()
+            for i in range(0, len(rows), 500):
+                part = rows[i:i + 500]
+                cur.executemany(sql, [r + (r[0],) for r in part] if mssql else part)
+            cur.close()
+            db.commit()
+        db.with_retry(tx)
+        return len(rows)
+
+    def claim(self) -> tuple[int, int, int] | None:
+        db, spec = self.db, self.spec
+
+        def tx() -> tuple[int, int, int] | None:
+            if db.dialect.name == "sqlite":
+                db.begin()  # BEGIN IMMEDIATE: a short write lock for pick + take
+                row = db.query(db.sql("queue_pick"))
+                if row:
+                    db.execute(db.sql("queue_take"), [spec.owner, spec.lease_seconds, row[0][0]]).close()
+                db.commit()
+            else:
+                params = [spec.owner, spec.lease_seconds]
+                row = db.query(db.sql("queue_claim"), params)
+                db.commit()
+            return (int(row[0][0]), int(row[0][1]), int(row[0][2])) if row else None
+        return db.with_retry(tx)
+
+    def unfinished(self) -> int:
+        db = self.db
+        return int(db.with_retry(lambda: db.autocommit_query(
+            f"SELECT COUNT(*) FROM {db.names['queue']} WHERE done_at IS NULL"))[0][0])
+
+    def _update(self, name: str, params: list) -> None:
+        db = self.db
+
+        def tx() -> None:
+            db.begin()
+            db.execute(db.sql(name), params).close()
+            db.commit()
+        db.with_retry(tx)
+
+    def renew(self, chunk_id: int) -> None:
+        self._update("queue_renew", [self.spec.lease_seconds, chunk_id, self.spec.owner])
+
+    def finish(self, chunk_id: int) -> None:
+        self._update("queue_done", [self.spec.owner, chunk_id, self.spec.owner])
+
+    def release_all(self) -> None:
+        """On a clean stop, hand unfinished claims back at once instead of waiting for the lease."""
+        self._update("queue_release", [self.spec.owner])
+
+
+def queue_batches(db: Database, spec: SelectionSpec, stop: threading.Event, chunk_done: "callable") -> Iterator[tuple[list[int], int | None]]:
+    """Yield batches chunk by chunk; ``chunk_done(chunk_id)`` is called when a chunk is fully
+    dispatched (the coordinator finishes it once its batches are committed)."""
+    wq = WorkQueue(db, spec)
+    wq.seed()
+    remaining = spec.limit
+    while not stop.is_set():
+        claim = wq.claim()
+        if claim is None:
+            if wq.unfinished() == 0:
+                return
+            # others hold leases: wait, and take over whatever they leave behind when it expires
+            stop.wait(min(5.0, max(0.5, spec.lease_seconds / 4)))
+            continue
+        chunk_id, lo, hi = claim
+        after = lo - 1
+        while not stop.is_set():
+            size = spec.batch_size if remaining is None else min(spec.batch_size, remaining)
+            if size <= 0:
+                chunk_done(chunk_id)
+                return
+            ids = page_ids(db, spec, after, lo, hi, size)
+            if not ids:
+                break
+            after = ids[-1]
+            if remaining is not None:
+                remaining -= len(ids)
+            yield ids, chunk_id
+        if not stop.is_set():
+            chunk_done(chunk_id)
+
+
+def wait_for(predicate: "callable", seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
