@@ -73,12 +73,11 @@ def _text_value(col: ColumnPlan, raw: str, scope: Scope, table: str) -> Any:
     s = raw.strip()
     if not s:
         return None  # empty strings are NULL
-    for tf in col.transforms:
-        s = tf(s)
-    if not s:
-        return _invalid(col, scope, table, raw, BadValue(
-            "value_rejected", f"nothing left of {raw[:80]!r} after {', '.join(col.transform_names)}"))
     try:
+        for tf in col.transforms:
+            s = tf(s)
+        if not s:
+            raise BadValue("value_rejected", f"nothing left of {raw[:80]!r} after {', '.join(col.transform_names)}")
         if col.check is not None:
             col.check(s)
         return col.convert(s)

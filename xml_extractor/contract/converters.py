@@ -60,8 +60,16 @@ class Rounded(Exception):
 
 # -- transforms: str -> str | None, applied before the type conversion ---------------------------
 
+_SEPARATORS = str.maketrans("", "", " -()./+\t")
+
+
 def _digits_only(s: str) -> str:
-    return "".join(c for c in s if "0" <= c <= "9")
+    """Drop separators (space - ( ) . / +); anything else that is not a digit rejects the value,
+    so '00019-XYZ' or '555-5555 ext. 21' are never silently shortened into something valid."""
+    d = s.translate(_SEPARATORS)
+    if not d.isdigit() or not d.isascii():
+        raise BadValue("value_rejected", f"{s[:80]!r} has characters other than digits and separators")
+    return d
 
 
 TRANSFORMS: dict[str, Callable[[str], str]] = {

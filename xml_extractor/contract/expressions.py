@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Callable
 
 from ..errors import ContractError
@@ -163,7 +163,7 @@ def _round(v: Any, places: Any = 0) -> Any:
     n = _num(v)
     if n is None:
         return None
-    return Decimal(n).quantize(Decimal(1).scaleb(-int(places or 0)))
+    return Decimal(n).quantize(Decimal(1).scaleb(-int(places or 0)), rounding=ROUND_HALF_UP)
 
 
 _FUNCTIONS: dict[str, tuple[int, int, Callable[..., Any]]] = {

@@ -17,7 +17,7 @@ from ..db.database import Database
 
 log = logging.getLogger(__name__)
 
-ID_MIN, ID_MAX = -(2 ** 31), 2 ** 31 - 1
+ID_MIN, ID_MAX = -(2 ** 31) + 1, 2 ** 31 - 1
 
 
 @dataclass

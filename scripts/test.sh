@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what it needs (Python packages; Debian's
+# postgresql, odbc-postgresql, unixodbc), starts a throwaway PostgreSQL on loopback, runs pytest
+# against SQLite and PostgreSQL, stops the cluster. Non-interactive. Extra args go to pytest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "warning" || true
+source scripts/pg_cluster.sh
+if ! pg_cluster_start; then
+  if [ "${CI:-}" = "true" ]; then echo "FATAL: PostgreSQL could not be started; CI does not skip it" >&2; exit 1; fi
+  echo "WARNING: PostgreSQL could not be started: its tests will be skipped" >&2
+fi
+trap pg_cluster_stop EXIT
+python3 -m pytest -q -p no:cacheprovider -rs "$@"
+rc=$?
+if [ $rc -eq 5 ]; then echo "pytest ran no tests" >&2; rc=1; fi
+exit $rc
