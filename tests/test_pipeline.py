@@ -1,0 +1,156 @@
+"""The pipeline end to end with real processes, on a real SQLite file and a real PostgreSQL."""
+import json
+
+import pytest
+
+from conftest import assert_exactly_once, cli, log_rows, open_db
+from hostile import cases
+from xml_extractor.mock import FAULT_KINDS
+
+
+def seed(url, count=120, faulty=0.15, start=1, seed_=3):
+    cli("init-db", "--db", url, check=True)
+    p = cli("generate-mock", "--db", url, "--count", str(count), "--faulty-share", str(faulty), "--seed", str(seed_),
+            "--start-id", str(start), check=True)
+    return p
+
+
+def faulty_ids(count, faulty, start=1, seed_=3):
+    from xml_extractor.mock import MockGenerator
+    g = MockGenerator(seed=seed_, faulty_share=faulty)
+    return {d.app_id: d.fault for d in g.documents(start, count) if d.fault}
+
+
+def run(url, *extra, env=None):
+    return cli("run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "16",
+               "--logs-dir", "/tmp/xe-test-logs", "--metrics-dir", "/tmp/xe-test-metrics", *extra, env=env)
+
+
+def test_init_db_is_idempotent(db_url, contract):
+    for _ in range(2):
+        p = cli("init-db", "--db", db_url, check=True)
+    assert "48 declared" in p.stdout and "0 enum rows seeded" in p.stdout
+    db = open_db(db_url)
+    assert db.scalar(f"SELECT COUNT(*) FROM {db.names['enums']}") == 48
+    db.close()
+
+
+def test_run_resume_and_faulty_documents(db_url, contract):
+    seed(db_url)
+    faults = faulty_ids(120, 0.15)
+    assert faults
+    p = run(db_url)
+    assert p.returncode == 1, p.stdout + p.stderr  # some applications failed, as they must
+    stats = assert_exactly_once(db_url)
+    assert stats["apps"] == 120
+    logs = {a: (s, st, r) for a, s, st, _, _, r in log_rows(db_url)}
+    for app_id, kind in faults.items():
+        status, stage, reason = logs[app_id]
+        assert status == "failed" and stage == FAULT_KINDS[kind] and reason, (app_id, kind, logs[app_id])
+    assert stats["failed"] == len(faults)
+    p2 = run(db_url)
+    assert p2.returncode == 0 and "selected                  0" in p2.stdout
+    assert len(log_rows(db_url)) == 120
+
+
+def test_injected_failure_after_some_tables_leaves_nothing(db_url, contract):
+    seed(db_url, count=40, faulty=0.0)
+    p = run(db_url, env={"XML_EXTRACTOR_FAULTS": "fail_app=17,fail_after_table=app_contact_address"})
+    assert p.returncode == 1
+    db = open_db(db_url)
+    for t in contract.tables:
+        n = db.scalar(f"SELECT COUNT(*) FROM {db.table(t.name)} WHERE {db.dialect.quote(t.app_id_column)} = 17")
+        assert n == 0, f"{t.name} kept rows of the failed application"
+    db.close()
+    (row,) = [r for r in log_rows(db_url) if r[0] == 17]
+    assert row[1] == "failed" and row[2] == "insert" and "injected fault after inserting app_contact_address" in row[5]
+    assert assert_exactly_once(db_url)["success"] == 39
+
+
+def test_retry_failed_bounded_by_max_attempts(db_url, contract):
+    seed(db_url, count=20, faulty=0.0)
+    env = {"XML_EXTRACTOR_FAULTS": "fail_app=5,fail_after_table=app_base"}
+    assert run(db_url, env=env).returncode == 1
+    assert run(db_url, "--retry-failed", "--max-attempts", "2", env=env).returncode == 1
+    assert run(db_url, "--retry-failed", "--max-attempts", "2", env=env).returncode == 0  # no attempts left: nothing selected
+    attempts = [(r[3], r[1]) for r in log_rows(db_url) if r[0] == 5]
+    assert attempts == [(1, "failed"), (2, "failed")]
+    assert run(db_url, "--retry-failed", "--max-attempts", "3").returncode == 0  # fault gone: attempt 3 succeeds
+    attempts = [(r[3], r[1]) for r in log_rows(db_url) if r[0] == 5]
+    assert attempts[-1] == (3, "success")
+    assert_exactly_once(db_url)
+
+
+def test_hostile_rows_fail_alone_and_nothing_external_reaches_the_database(db_url, contract):
+    cli("init-db", "--db", db_url, check=True)
+    db = open_db(db_url)
+    rows = []
+    for name, (text, stage, row_id) in cases(9000).items():
+        if isinstance(text, bytes) and db.dialect.name != "sqlite":
+            text = text.decode("cp1252")  # a text column in PostgreSQL holds characters, not bytes
+        rows.append((row_id, text))
+    db.begin()
+    cur = db.conn.cursor()
+    cur.executemany(f"INSERT INTO {db.names['src']} (app_id, xml) VALUES (?, ?)", rows)
+    db.commit()
+    db.close()
+    p = run(db_url)
+    assert p.returncode == 1
+    logs = {a: (s, st, r) for a, s, st, _, _, r in log_rows(db_url)}
+    for name, (_, stage, row_id) in cases(9000).items():
+        status, got_stage, reason = logs[row_id]
+        if stage is None:
+            assert status == "success", (name, reason)
+        else:
+            assert (status, got_stage) == ("failed", stage), (name, logs[row_id])
+    assert_exactly_once(db_url)
+    db = open_db(db_url)
+    for t in contract.tables + []:
+        for c in t.stored_columns:
+            if c.type in ("string", "text"):
+                assert db.scalar(f"SELECT COUNT(*) FROM {db.table(t.name)} WHERE {db.dialect.quote(c.name)} LIKE '%root:%'") == 0
+    assert db.scalar(f"SELECT COUNT(*) FROM {db.names['events']} WHERE raw_value LIKE '%root:x:0%'") == 0
+    db.close()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--instance-id", "3", "--instance-count", "3"], "--instance-id must be between 0 and 2"),
+    (["--instance-count", "0"], "--instance-count must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--db", "oracle://x/y"], "unknown database URL scheme oracle:"),
+    (["--contract", "/nonexistent.json"], "contract file not found"),
+    (["--mode", "queue", "--instance-count", "2"], "do not combine it with --instance-count"),
+])
+def test_bad_flags_exit_2_with_a_clear_message(sqlite_url, args, msg):
+    a = ["run", "--no-progress"] + (["--db", sqlite_url] if "--db" not in args else []) + args
+    p = cli(*a)
+    assert p.returncode == 2 and msg in p.stderr, p.stderr
+
+
+def test_production_processor_alias_and_metrics(sqlite_url, tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    seed(sqlite_url, count=10, faulty=0.0)
+    p = subprocess.run([sys.executable, str(ROOT / "production_processor.py"), "--db", sqlite_url, "--no-progress",
+                        "--workers", "1", "--metrics-dir", str(tmp_path), "--logs-dir", str(tmp_path)],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    (m,) = list(tmp_path.glob("run-*.json"))
+    data = json.loads(m.read_text())
+    assert data["success"] == 10 and data["exit_code"] == 0
+    assert list(tmp_path.glob("run-*.log"))
+
+
+def test_load_xml_files_folders_and_replace(sqlite_url, tmp_path):
+    cli("generate-mock", "--out", str(tmp_path / "docs"), "--count", "12", "--faulty-share", "0", check=True)
+    (tmp_path / "docs" / "noid.xml").write_text("<Provenir><Request><CustData/></Request></Provenir>")
+    p = cli("load-xml", "--db", sqlite_url, str(tmp_path / "docs"))
+    assert p.returncode == 1 and "loaded" in p.stdout and "no usable Request/@ID" in p.stdout
+    p = cli("load-xml", "--db", sqlite_url, str(tmp_path / "docs" / "app-1*.xml"))
+    assert "already present" in p.stdout
+    p = cli("load-xml", "--db", sqlite_url, "--replace", str(tmp_path / "docs" / "app-3.xml"))
+    assert p.returncode == 0 and "replaced" in p.stdout
+    assert run(sqlite_url).returncode == 0
+    assert assert_exactly_once(sqlite_url)["success"] == 12
