@@ -133,7 +133,8 @@ class Database:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         cur = self.execute(sql, params)
-        rows = cur.fetchall()
+        # an UPDATE ... RETURNING that matched nothing has no result set through psqlODBC
+        rows = cur.fetchall() if cur.description is not None else []
         cur.close()
         return [tuple(r) for r in rows]
 

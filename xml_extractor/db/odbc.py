@@ -14,7 +14,8 @@ CONNECTION_STATES = {"08000", "08001", "08003", "08004", "08006", "08007", "08S0
 CONNECTION_WORDS = ("server closed the connection", "terminating connection", "no connection to the server",
                     "could not send data", "could not receive data", "connection is closed", "communication link failure",
                     "broken pipe", "connection reset", "connection not open", "ssl syscall error", "the connection is broken",
-                    "transport-level error", "connection dead")
+                    "transport-level error", "connection dead", "connection has been lost", "lost connection",
+                    "connection was closed", "server has gone away")
 
 
 def import_pyodbc() -> Any:

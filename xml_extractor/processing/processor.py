@@ -159,6 +159,7 @@ class ProductionProcessor:
         self._chunks_dispatched: set[int] = set()
         self._chunk_outstanding: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
+        self._retry_q: collections.deque[_Batch] = collections.deque()  # batches whose worker died
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{options.session_id[:8]}"
 
     # -- selection thread -----------------------------------------------------------------------
@@ -223,7 +224,7 @@ class ProductionProcessor:
         selector = threading.Thread(target=self._selector, name="selector", daemon=True)
         old_handlers = self._install_signals()
         selector.start()
-        retry_q: collections.deque[_Batch] = collections.deque()
+        retry_q: collections.deque[_Batch] = self._retry_q
         selection_done = False
         stage_ms = collections.Counter()
         last_renew = time.monotonic()
@@ -257,11 +258,11 @@ class ProductionProcessor:
                         self._chunk_outstanding[b.chunk_id] += 1
                     summary.selected += len(b.ids) if b.deaths == 0 else 0
                     w.conn.send(("batch", b.batch_id, b.ids, o.retry_failed))
+                if self._selector_error is not None and selection_done:
+                    raise self._selector_error
                 busy = [w for w in workers if w.batch is not None or not w.ready]
                 if not busy and (selection_done or self._stop.is_set()) and not retry_q:
                     break
-                if self._selector_error is not None and selection_done:
-                    raise self._selector_error
                 # wait for results or deaths
                 waitables = [w.conn for w in workers] + [w.proc.sentinel for w in workers]
                 for ready in wait(waitables, timeout=0.2):
@@ -321,7 +322,8 @@ class ProductionProcessor:
         if wq is None:
             return
         with self._lock:
-            if cid in self._chunks_dispatched and self._chunk_outstanding.get(cid, 0) == 0:
+            waiting = any(b.chunk_id == cid for b in self._retry_q)
+            if cid in self._chunks_dispatched and self._chunk_outstanding.get(cid, 0) == 0 and not waiting:
                 self._chunks_dispatched.discard(cid)
                 self._chunk_outstanding.pop(cid, None)
                 wq.finish(cid)

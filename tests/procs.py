@@ -1,0 +1,44 @@
+"""Process helpers for tests that send real signals to real processes."""
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(p.name))
+    return out
+
+
+def python_workers(pid: int, want: int, timeout: float = 30) -> list[int]:
+    """The worker processes of a run (spawned children running multiprocessing's entry point)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ws = []
+        for c in children(pid):
+            try:
+                cmd = Path(f"/proc/{c}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"multiprocessing" in cmd and b"resource_tracker" not in cmd:
+                ws.append(c)
+        if len(ws) >= want:
+            return ws
+        time.sleep(0.1)
+    raise AssertionError(f"no {want} workers under {pid}")
+
+
+def kill_group(proc, sig=signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
