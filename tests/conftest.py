@@ -127,3 +127,11 @@ def assert_exactly_once(url: str) -> dict:
         return {"apps": len(src), "success": len(ok), "failed": len(src - ok)}
     finally:
         db.close()
+
+
+def expected_failures(seed: int, share: float, count: int, start: int = 1) -> dict[int, str]:
+    """app_id -> fault kind of the mock documents that must fail. A con_id collision fails only
+    when the application whose con_id it borrows (the one before it) wrote that con_id."""
+    from xml_extractor.mock import MockGenerator
+    faults = {d.app_id: d.fault for d in MockGenerator(seed=seed, faulty_share=share).documents(start, count) if d.fault}
+    return {a: k for a, k in faults.items() if k != "con_id_collision" or (a - 1) not in faults}

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import assert_exactly_once, cli, log_rows, open_db
+from conftest import assert_exactly_once, cli, expected_failures, log_rows, open_db
 from hostile import cases
 from xml_extractor.mock import FAULT_KINDS
 
@@ -16,9 +16,7 @@ def seed(url, count=120, faulty=0.15, start=1, seed_=3):
 
 
 def faulty_ids(count, faulty, start=1, seed_=3):
-    from xml_extractor.mock import MockGenerator
-    g = MockGenerator(seed=seed_, faulty_share=faulty)
-    return {d.app_id: d.fault for d in g.documents(start, count) if d.fault}
+    return expected_failures(seed_, faulty, count, start)
 
 
 def run(url, *extra, env=None):

@@ -331,8 +331,10 @@ def print_summary(s: Any) -> None:
 
 
 def main() -> None:
-    from . import ops_cli  # noqa: F401 - registers the operator commands on ``cli``
-    cli(prog_name="xml-extractor")
+    # ops_cli registers the operator commands on the package module's group (which, when this
+    # file runs as __main__, is not the ``cli`` object defined above in this copy)
+    from . import ops_cli
+    ops_cli.cli(prog_name="xml-extractor")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ class RunOptions:
     logs_dir: str | None = "logs"
     metrics_dir: str | None = "metrics"
     reconnect_seconds: float = 60.0
+    only_ids: list[int] | None = None
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def validate(self) -> None:
@@ -170,7 +171,8 @@ class ProductionProcessor:
                              id_lo=o.app_id_start if o.app_id_start is not None else ID_MIN,
                              id_hi=o.app_id_end if o.app_id_end is not None else ID_MAX,
                              retry_failed=o.retry_failed, max_attempts=o.max_attempts, mode=o.mode,
-                             lease_seconds=o.lease_seconds, chunk_size=o.chunk_size, owner=self.owner)
+                             lease_seconds=o.lease_seconds, chunk_size=o.chunk_size, owner=self.owner,
+                             only_ids=o.only_ids)
 
     def _selector(self) -> None:
         db = None

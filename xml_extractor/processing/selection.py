@@ -34,6 +34,7 @@ class SelectionSpec:
     lease_seconds: int = 120
     chunk_size: int = 1000
     owner: str = ""
+    only_ids: list[int] | None = None  # reprocess: exactly these applications
 
 
 def page_ids(db: Database, spec: SelectionSpec, after: int, lo: int, hi: int, size: int) -> list[int]:
@@ -47,6 +48,13 @@ def page_ids(db: Database, spec: SelectionSpec, after: int, lo: int, hi: int, si
 
 
 def partition_batches(db: Database, spec: SelectionSpec, stop: threading.Event) -> Iterator[tuple[list[int], int | None]]:
+    if spec.only_ids is not None:
+        mine = [i for i in sorted(set(spec.only_ids)) if i % spec.instance_count == spec.instance_id][:spec.limit]
+        for i in range(0, len(mine), spec.batch_size):
+            if stop.is_set():
+                return
+            yield mine[i:i + spec.batch_size], None
+        return
     after = spec.id_lo - 1
     remaining = spec.limit
     while not stop.is_set():

@@ -1,0 +1,104 @@
+"""Operator commands against a database produced by a run with faulty documents (SQLite, PostgreSQL)."""
+import json
+
+import pytest
+
+from conftest import assert_exactly_once, cli, expected_failures, open_db
+
+COUNT = 80
+
+
+@pytest.fixture
+def processed(db_url):
+    cli("init-db", "--db", db_url, check=True)
+    cli("generate-mock", "--db", db_url, "--count", str(COUNT), "--faulty-share", "0.2", "--seed", "21", check=True)
+    p = cli("run", "--db", db_url, "--no-progress", "--workers", "2", "--batch-size", "10", "--logs-dir", "/tmp/xe-test-logs",
+            "--metrics-dir", "/tmp/xe-test-metrics")
+    assert p.returncode == 1
+    return db_url
+
+
+def faulty():
+    return expected_failures(21, 0.2, COUNT)
+
+
+def test_status(processed):
+    d = json.loads(cli("status", "--db", processed, "--format", "json", check=True).stdout)
+    f = len(faulty())
+    assert d["source_rows"] == COUNT and d["failed"] == f and d["success"] == COUNT - f and d["pending"] == 0
+    assert d["sessions"][0]["processed"] == COUNT and sum(x["count"] for x in d["failures"]) == f
+    out = cli("status", "--db", processed, check=True).stdout
+    assert "pending (never attempted)" in out and "failures by stage" in out
+
+
+def test_failures_groups_history_and_csv(processed, tmp_path):
+    groups = json.loads(cli("failures", "--db", processed, "--format", "json", check=True).stdout)
+    assert sum(g["count"] for g in groups) == len(faulty())
+    assert {g["stage"] for g in groups} <= {"read", "parse", "validate", "insert"}
+    parse_only = json.loads(cli("failures", "--db", processed, "--stage", "parse", "--format", "json", check=True).stdout)
+    assert parse_only and all(g["stage"] == "parse" for g in parse_only)
+    app_id = next(iter(faulty()))
+    h = json.loads(cli("failures", "--db", processed, "--app-id", str(app_id), "--format", "json", check=True).stdout)
+    assert h["in_source"] and h["attempts"][0]["status"] == "failed"
+    csv_file = tmp_path / "f.csv"
+    cli("failures", "--db", processed, "--csv", str(csv_file), check=True)
+    assert len(csv_file.read_text().strip().splitlines()) == len(faulty()) + 1
+
+
+def test_reconcile_clean_then_detects_damage(processed):
+    assert cli("reconcile", "--db", processed).returncode == 0
+    db = open_db(processed)
+    ok = db.scalar(f"SELECT MIN(app_id) FROM {db.names['log']} WHERE status = 'success'")
+    db.begin()
+    db.execute(f"DELETE FROM {db.names['log']} WHERE app_id = ?", [ok]).close()  # a success row lost behind our back
+    db.commit()
+    db.close()
+    p = cli("reconcile", "--db", processed, "--format", "json")
+    assert p.returncode == 1
+    r = json.loads(p.stdout)
+    bad = {c["check"]: c for c in r["checks"] if c["inconsistency"] and c["count"]}
+    assert ok in bad["app_base rows without a success row"]["sample_app_ids"]
+
+
+def test_quality_reports_events_defaults_and_sparse_rows(processed):
+    q = json.loads(cli("quality", "--db", processed, "--format", "json", check=True).stdout)
+    kinds = {(e["table"], e["column"], e["event_type"]) for e in q["events"]}
+    assert ("app_contact_base", "ssn", "value_rejected") in kinds
+    assert any(s["column"] == "receive_date" for s in q["sentinels"])
+    assert any(s["table"] == "app_base" for s in q["sparse"])
+    out = cli("quality", "--db", processed, check=True).stdout
+    assert "example raw values" in out
+
+
+def test_reprocess_dry_run_then_real(processed):
+    ids = sorted(faulty())[:2]
+    p = cli("reprocess", "--db", processed, "--dry-run", "--format", "json", *map(str, ids))
+    plan = json.loads(p.stdout)
+    assert plan["applications"] == 2 and plan["rows_to_remove"]["processing_log"] == 2
+    db = open_db(processed)
+    before = db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}")
+    db.close()
+    assert before == COUNT  # the dry run changed nothing
+    p = cli("reprocess", "--db", processed, "--failed", "--no-progress", "--logs-dir", "/tmp/xe-test-logs",
+            "--metrics-dir", "/tmp/xe-test-metrics")
+    assert p.returncode == 1 and "processing them again" in p.stdout  # they fail again: the documents are still broken
+    assert_exactly_once(processed)
+    ok_id = next(i for i in range(1, COUNT + 1) if i not in faulty())
+    p = cli("reprocess", "--db", processed, str(ok_id), "--no-progress", "--logs-dir", "/tmp/xe-test-logs",
+            "--metrics-dir", "/tmp/xe-test-metrics")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert_exactly_once(processed)
+    assert cli("reprocess", "--db", processed).returncode == 2
+
+
+def test_launch_runs_partitioned_instances(db_url):
+    cli("init-db", "--db", db_url, check=True)
+    cli("generate-mock", "--db", db_url, "--count", "60", "--faulty-share", "0", check=True)
+    p = cli("launch", "--instances", "3", "--db", db_url, "--workers", "1", "--batch-size", "5",
+            "--logs-dir", "/tmp/xe-test-logs", "--metrics-dir", "/tmp/xe-test-metrics")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "[0/3]" in p.stdout and "[2/3]" in p.stdout
+    last = [ln.split() for ln in p.stdout.splitlines() if ln.startswith("all")][0]
+    assert last[2] == "60" and last[3] == "60"
+    assert assert_exactly_once(db_url)["success"] == 60
+    assert cli("launch", "--instances", "2", "--instance-id", "1").returncode == 2

@@ -1,0 +1,4 @@
+"""``python -m xml_extractor`` = ``xml-extractor``."""
+from .cli import main
+
+main()

@@ -1,0 +1,245 @@
+"""Operator questions answered from the database: how far along, what failed and why, is every
+application accounted for, what did we lose. Pure queries returning plain data; ops_cli formats.
+Every query is indexed where it runs on the log (processing_log has (app_id, attempt),
+(status, stage), (session_id, logged_at) and (logged_at) indexes)."""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections import defaultdict
+from typing import Any
+
+from .db.database import Database
+from .db.store import utcnow
+
+
+def _q(db: Database, sql: str, params: list | tuple = ()) -> list[tuple]:
+    return db.with_retry(lambda: db.autocommit_query(sql, list(params)))
+
+
+def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -> dict:
+    n, log = db.names, db.names["log"]
+    source = _q(db, f"SELECT COUNT(*) FROM {n['src']}")[0][0]
+    success = _q(db, f"SELECT COUNT(*) FROM {log} WHERE status = 'success'")[0][0]
+    failed = _q(db, f"SELECT COUNT(DISTINCT f.app_id) FROM {log} f WHERE f.status = 'failed' AND NOT EXISTS "
+                    f"(SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')")[0][0]
+    pending = max(0, int(source) - int(success) - int(failed))
+    now = utcnow()
+    since = now - _dt.timedelta(hours=session_hours)
+    recent = now - _dt.timedelta(minutes=recent_minutes)
+    sessions = _q(db, f"SELECT session_id, instance_id, instance_count, COUNT(*), "
+                      f"SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END), "
+                      f"SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), MIN(logged_at), MAX(logged_at), "
+                      f"SUM(CASE WHEN logged_at >= ? THEN 1 ELSE 0 END) "
+                      f"FROM {log} WHERE logged_at >= ? GROUP BY session_id, instance_id, instance_count "
+                      f"ORDER BY MAX(logged_at) DESC", [recent, since])
+    sess = []
+    total_recent = 0
+    for sid, inst, cnt, total, ok, bad, first, last, rec in sessions:
+        first, last = _ts(first), _ts(last)
+        span = max(1.0, (last - first).total_seconds()) if first and last else 1.0
+        total_recent += int(rec or 0)
+        sess.append({"session": sid[:12], "instance": f"{inst}/{cnt}", "processed": int(total), "success": int(ok),
+                     "failed": int(bad), "rate_per_min": round(int(rec or 0) / recent_minutes, 1),
+                     "avg_rate_per_min": round(int(total) / span * 60, 1), "first": first, "last_activity": last,
+                     "idle_s": round((now - last).total_seconds()) if last else None})
+    rate = total_recent / recent_minutes
+    eta = None if rate <= 0 or pending == 0 else round(pending / rate, 1)
+    by_stage = _q(db, f"SELECT stage, error_class, COUNT(*) FROM {log} WHERE status = 'failed' "
+                      f"GROUP BY stage, error_class ORDER BY COUNT(*) DESC")
+    return {"source_rows": int(source), "success": int(success), "failed": int(failed), "pending": pending,
+            "done_pct": round(100.0 * (int(success) + int(failed)) / max(1, int(source)), 2),
+            "rate_per_min_recent": round(rate, 1), "eta_minutes": eta, "sessions": sess,
+            "failures": [{"stage": s, "error_class": e, "count": int(c)} for s, e, c in by_stage]}
+
+
+def _ts(v: Any) -> _dt.datetime | None:
+    if v is None or isinstance(v, _dt.datetime):
+        return v
+    return _dt.datetime.fromisoformat(str(v))
+
+
+_NUM = re.compile(r"\d+")
+_QUOTED = re.compile(r"'[^']*'")
+
+
+def reason_class(reason: str | None) -> str:
+    """Group 'con_id 981 already belongs to application 98' with its siblings."""
+    r = _QUOTED.sub("'…'", reason or "")
+    return _NUM.sub("N", r)[:160]
+
+
+def failures(db: Database, stage: str | None = None, sample: int = 5, limit_rows: int = 200_000) -> list[dict]:
+    log = db.names["log"]
+    where = "f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')"
+    params: list = []
+    if stage:
+        where += " AND f.stage = ?"
+        params.append(stage)
+    rows = _q(db, f"SELECT f.app_id, f.stage, f.error_class, f.reason, f.attempt FROM {log} f WHERE "
+                  + where.format(log=log) + " ORDER BY f.app_id", params)[:limit_rows]
+    latest: dict[int, tuple] = {}
+    for r in rows:
+        if r[0] not in latest or r[4] > latest[r[0]][4]:
+            latest[r[0]] = r
+    groups: dict[tuple, list] = defaultdict(list)
+    for app_id, st, ec, reason, _ in latest.values():
+        groups[(st, ec, reason_class(reason))].append((app_id, reason))
+    out = []
+    for (st, ec, rc), items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        out.append({"stage": st, "error_class": ec, "reason": items[0][1], "reason_class": rc, "count": len(items),
+                    "sample_app_ids": [a for a, _ in sorted(items)[:sample]]})
+    return out
+
+
+def history(db: Database, app_id: int) -> dict:
+    log = db.names["log"]
+    attempts = _q(db, f"SELECT attempt, status, stage, error_class, reason, session_id, instance_id, contract_version, "
+                      f"logged_at FROM {log} WHERE app_id = ? ORDER BY attempt", [app_id])
+    events = _q(db, f"SELECT table_name, column_name, event_type, raw_value, reason, locator FROM {db.names['events']} "
+                    f"WHERE app_id = ? ORDER BY event_id", [app_id])
+    in_source = _q(db, f"SELECT COUNT(*) FROM {db.names['src']} WHERE {db.names['src_id']} = ?", [app_id])[0][0]
+    cols = ("attempt", "status", "stage", "error_class", "reason", "session", "instance", "contract", "logged_at")
+    return {"app_id": app_id, "in_source": bool(in_source), "attempts": [dict(zip(cols, a)) for a in attempts],
+            "events": [dict(zip(("table", "column", "event_type", "raw_value", "reason", "locator"), e)) for e in events]}
+
+
+def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, since: _dt.datetime | None) -> list[int]:
+    log = db.names["log"]
+    ids: set[int] = set(app_ids or [])
+    if failed:
+        ids |= {int(r[0]) for r in _q(db, f"SELECT DISTINCT f.app_id FROM {log} f WHERE f.status = 'failed' AND NOT EXISTS "
+                                          f"(SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')")}
+    if since is not None:
+        ids |= {int(r[0]) for r in _q(db, f"SELECT DISTINCT app_id FROM {log} WHERE logged_at >= ?", [since])}
+    return sorted(ids)
+
+
+def reprocess_plan(db: Database, ids: list[int]) -> dict[str, int]:
+    """What ``reprocess`` would delete, per table (for --dry-run and for the report)."""
+    counts: dict[str, int] = {}
+    for name, qt, col in _app_tables(db):
+        n = 0
+        for part in _parts(ids):
+            n += int(_q(db, f"SELECT COUNT(*) FROM {qt} WHERE {col} IN ({db.dialect.in_list(len(part))})", part)[0][0])
+        counts[name] = n
+    return counts
+
+
+def _app_tables(db: Database) -> list[tuple[str, str, str]]:
+    """Every table holding rows of an application, children first (reverse FK order)."""
+    c = db.contract
+    out = [(t.name, db.table(t.name), db.dialect.quote(t.app_id_column)) for t in reversed(c.tables)]
+    out.append((c.event_table, db.names["events"], db.dialect.quote("app_id")))
+    out.append((c.log_table, db.names["log"], db.dialect.quote("app_id")))
+    return out
+
+
+def _parts(ids: list[int], size: int = 500) -> list[list[int]]:
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def delete_applications(db: Database, ids: list[int]) -> dict[str, int]:
+    """Remove the applications' target rows, events and log rows in one transaction."""
+    deleted: dict[str, int] = {}
+
+    def tx() -> None:
+        deleted.clear()
+        db.begin()
+        cur = db.conn.cursor()
+        for name, qt, col in _app_tables(db):
+            n = 0
+            for part in _parts(ids):
+                cur.execute(f"DELETE FROM {qt} WHERE {col} IN ({db.dialect.in_list(len(part))})", part)
+                n += max(0, cur.rowcount or 0)
+            deleted[name] = n
+        cur.close()
+        db.commit()
+    db.with_retry(tx)
+    return deleted
+
+
+def reconcile(db: Database) -> dict:
+    n, log, c = db.names, db.names["log"], db.contract
+    base = db.table(c.tables[0].name)
+    base_key = db.dialect.quote(c.tables[0].app_id_column)
+    checks: list[dict] = []
+
+    def add(name: str, sql: str, params: list | None = None, inconsistency: bool = True) -> None:
+        rows = _q(db, sql, params or [])
+        checks.append({"check": name, "count": len(rows), "sample_app_ids": [int(r[0]) for r in rows[:10]],
+                       "inconsistency": inconsistency})
+
+    add(f"success without a {c.tables[0].name} row",
+        f"SELECT l.app_id FROM {log} l WHERE l.status = 'success' AND NOT EXISTS "
+        f"(SELECT 1 FROM {base} b WHERE b.{base_key} = l.app_id)")
+    for t in c.tables:
+        col = db.dialect.quote(t.app_id_column)
+        add(f"{t.name} rows without a success row",
+            f"SELECT DISTINCT x.{col} FROM {db.table(t.name)} x WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {log} l WHERE l.app_id = x.{col} AND l.status = 'success')")
+    add("applications with more than one success row",
+        f"SELECT app_id FROM {log} WHERE status = 'success' GROUP BY app_id HAVING COUNT(*) > 1")
+    add("more than one final row for one attempt",
+        f"SELECT app_id FROM {log} GROUP BY app_id, attempt HAVING COUNT(*) > 1")
+    add("log rows for applications not in the source table",
+        f"SELECT DISTINCT l.app_id FROM {log} l WHERE NOT EXISTS (SELECT 1 FROM {n['src']} s WHERE s.{n['src_id']} = l.app_id)")
+    add("failed applications (final, no success)",
+        f"SELECT DISTINCT f.app_id FROM {log} f WHERE f.status = 'failed' AND NOT EXISTS "
+        f"(SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')", inconsistency=False)
+    add("pending (never attempted)",
+        f"SELECT s.{n['src_id']} FROM {n['src']} s WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{n['src_id']})",
+        inconsistency=False)
+    bad = sum(ch["count"] for ch in checks if ch["inconsistency"])
+    return {"consistent": bad == 0, "checks": checks}
+
+
+def quality(db: Database, examples: int = 3) -> dict:
+    ev = db.names["events"]
+    groups = _q(db, f"SELECT table_name, column_name, event_type, COUNT(*), COUNT(DISTINCT app_id), MIN(event_id) FROM {ev} "
+                    f"GROUP BY table_name, column_name, event_type ORDER BY COUNT(*) DESC")
+    out_groups = []
+    for t, col, kind, cnt, apps, first_id in groups:
+        col_sql, col_params = ("column_name IS NULL", []) if col is None else ("column_name = ?", [col])
+        samples = _first_rows(db, f"SELECT raw_value, reason FROM {ev} WHERE table_name = ? AND event_type = ? AND "
+                                  f"{col_sql} AND event_id >= ? ORDER BY event_id", [t, kind, *col_params, first_id], 50)
+        vals = list(dict.fromkeys((r[0] if r[0] is not None else "(none)") for r in samples))[:examples]
+        out_groups.append({"table": t, "column": col, "event_type": kind, "events": int(cnt), "applications": int(apps),
+                           "examples": [v[:60] for v in vals], "reason": (samples[0][1] or "")[:100] if samples else ""})
+    sentinels = []
+    for t in db.contract.tables:
+        for cdef in t.stored_columns:
+            if "default" in cdef.spec and cdef.spec["default"] is not None:
+                v = cdef.spec["default"]
+                cnt = _q(db, f"SELECT COUNT(*) FROM {db.table(t.name)} WHERE {db.dialect.quote(cdef.name)} = ?",
+                         [_sentinel_param(cdef.type, v)])[0][0]
+                sentinels.append({"table": t.name, "column": cdef.name, "default": v, "rows": int(cnt)})
+    sparse = []
+    for t in db.contract.tables:
+        data = [c for c in t.stored_columns if c.name not in t.primary_key and c.name != t.app_id_column
+                and "parent" not in c.spec and "context" not in c.spec]
+        if len(data) < 4:
+            continue
+        filled = " + ".join(f"CASE WHEN {db.dialect.quote(c.name)} IS NULL THEN 0 ELSE 1 END" for c in data)
+        total, few = _q(db, f"SELECT COUNT(*), SUM(CASE WHEN ({filled}) <= 1 THEN 1 ELSE 0 END) FROM {db.table(t.name)}")[0]
+        sparse.append({"table": t.name, "rows": int(total or 0), "rows_with_at_most_one_value": int(few or 0),
+                       "data_columns": len(data)})
+    return {"events": out_groups, "sentinels": sentinels, "sparse": sparse}
+
+
+def _first_rows(db: Database, sql: str, params: list, n: int) -> list[tuple]:
+    """The first n rows of a query, portably (no LIMIT/TOP): fetchmany, then close."""
+    cur = db.execute(sql, params)
+    rows = [tuple(r) for r in cur.fetchmany(n)]
+    cur.close()
+    if db.dialect.name != "sqlite":
+        db.conn.commit()
+    return rows
+
+
+def _sentinel_param(type_: str, v: Any) -> Any:
+    if type_ == "datetime":
+        return _dt.datetime.fromisoformat(str(v))
+    if type_ == "date":
+        return _dt.date.fromisoformat(str(v))
+    return v
