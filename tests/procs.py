@@ -19,17 +19,26 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        for c in children(todo.pop()):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
 def python_workers(pid: int, want: int, timeout: float = 30) -> list[int]:
-    """The worker processes of a run (spawned children running multiprocessing's entry point)."""
+    """The worker processes of a run: forked by its forkserver, so grandchildren of the run."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         ws = []
-        for c in children(pid):
+        for c in descendants(pid):
             try:
                 cmd = Path(f"/proc/{c}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"multiprocessing" in cmd and b"resource_tracker" not in cmd:
+            if b"multiprocessing" in cmd and b"resource_tracker" not in cmd and children(c) == []:
                 ws.append(c)
         if len(ws) >= want:
             return ws

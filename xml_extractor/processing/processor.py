@@ -219,7 +219,7 @@ class ProductionProcessor:
                  self.contract.version_tag, o.instance_id, o.instance_count, o.mode, o.workers, o.batch_size)
         main_db = Database(self.url, self.contract, o.reconnect_seconds)
         wq = WorkQueue(main_db, self._spec()) if o.mode == "queue" else None
-        ctx = mp.get_context("spawn")
+        ctx = _worker_context()
         cfg = WorkerConfig(self.url, o.contract_path, o.session_id, o.instance_id, o.instance_count,
                            o.reconnect_seconds, log_file, o.log_level)
         workers = [_WorkerHandle(ctx, cfg) for _ in range(o.workers)]
@@ -485,6 +485,18 @@ class ProductionProcessor:
         summary.metrics_file = str(path)
         path.write_text(json.dumps(_public(summary), indent=2, default=str), encoding="utf-8")
         return str(path)
+
+
+def _worker_context() -> Any:
+    """forkserver with the worker module preloaded: a new worker is a cheap fork of a clean,
+    single-threaded server (never of this multi-threaded coordinator), with lxml and the mapping
+    code already imported. Falls back to spawn where forkserver does not exist."""
+    try:
+        ctx = mp.get_context("forkserver")
+    except ValueError:
+        return mp.get_context("spawn")
+    ctx.set_forkserver_preload(["xml_extractor.processing.worker", "xml_extractor.contract.compiler"])
+    return ctx
 
 
 def _public(summary: RunSummary) -> dict:

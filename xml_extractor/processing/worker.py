@@ -99,11 +99,15 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
 
 
 def _peak_rss_kb() -> int:
+    """This process's own peak RSS (VmHWM). ru_maxrss would include the parent's memory at fork."""
     try:
-        import resource
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    except Exception:  # noqa: BLE001
-        return 0
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def worker_main(conn: Connection, cfg: WorkerConfig) -> None:
