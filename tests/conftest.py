@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT.parent / "shared" / "samples"
+SAMPLES = ROOT / "tests" / "data"  # a copy of shared/samples/app-1001.xml: the suite needs nothing outside the repo
 PG_URL = os.environ.get("XML_EXTRACTOR_TEST_PG")
 
 
