@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Soak test: N instances over one database, K random kills (SIGKILL of a whole instance,
+SIGKILL of one worker, SIGTERM), each victim restarted with the same command; at the end every
+instance runs to completion and the invariants are counted:
+
+    apps=4000 kills=20 lost=0 duplicated=0 orphaned=0
+
+lost: a source row with no final log row; duplicated: two success rows for one application or two
+rows for one (app_id, attempt); orphaned: target rows of an application without a success row.
+Exit 0 only when all three are 0.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from xml_extractor import load_contract  # noqa: E402
+from xml_extractor.db.database import Database  # noqa: E402
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "xml_extractor.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT),
+                            start_new_session=True)
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == p:
+                        out.append(int(d.name))
+                        todo.append(int(d.name))
+                except (OSError, IndexError, ValueError):
+                    pass
+    return out
+
+
+def count(db: Database) -> dict:
+    n = db.names
+    src = {r[0] for r in db.autocommit_query(f"SELECT {n['src_id']} FROM {n['src']}")}
+    logs = db.autocommit_query(f"SELECT app_id, status, attempt FROM {n['log']}")
+    ok = [a for a, s, _ in logs if s == "success"]
+    dup = (len(ok) - len(set(ok))) + (len(logs) - len({(a, t) for a, _, t in logs}))
+    lost = len(src - {a for a, _, _ in logs})
+    orphans: set = set()
+    for t in db.contract.tables:
+        col = db.dialect.quote(t.app_id_column)
+        orphans |= {r[0] for r in db.autocommit_query(f"SELECT DISTINCT {col} FROM {db.table(t.name)}")} - set(ok)
+    return {"apps": len(src), "success": len(set(ok)), "lost": lost, "duplicated": dup, "orphaned": len(orphans)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", default=None, help="database URL (default: a new SQLite file)")
+    ap.add_argument("--count", type=int, default=4000)
+    ap.add_argument("--instances", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=20, help="how many kills")
+    ap.add_argument("--mode", choices=["partition", "queue"], default="partition")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--commit-delay", type=float, default=0.15,
+                    help="hold each write transaction open this long (so kills land mid-transaction)")
+    a = ap.parse_args()
+    rnd = random.Random(a.seed)
+    url = a.db or f"sqlite:///{tempfile.mkdtemp(prefix='xe-soak-')}/soak.db"
+    for args in (["init-db", "--db", url],
+                 ["generate-mock", "--db", url, "--count", str(a.count), "--faulty-share", "0.03", "--seed", str(a.seed)]):
+        if cli(*args).wait() != 0:
+            print(f"setup failed: {args[0]}", file=sys.stderr)
+            return 2
+    env = dict(os.environ, XML_EXTRACTOR_FAULTS=f"sleep_before_commit={a.commit_delay}")
+    logs = tempfile.mkdtemp(prefix="xe-soak-logs-")
+    common = ["run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "10", "--logs-dir", logs,
+              "--metrics-dir", logs, "--lease-seconds", "6"]
+
+    def args_for(i: int) -> list[str]:
+        if a.mode == "queue":
+            return common + ["--mode", "queue", "--chunk-size", "100"]
+        return common + ["--instance-id", str(i), "--instance-count", str(a.instances)]
+
+    procs = [cli(*args_for(i), env=env) for i in range(a.instances)]
+    kinds = {"instance SIGKILL": 0, "worker SIGKILL": 0, "instance SIGTERM": 0}
+    kills = 0
+    while kills < a.rounds:
+        time.sleep(rnd.uniform(0.4, 1.5))
+        i = rnd.randrange(a.instances)
+        p = procs[i]
+        if p.poll() is not None:
+            if all(q.poll() is not None for q in procs):
+                print("every instance finished before all kills were done: use a larger --count", file=sys.stderr)
+                break
+            continue
+        kind = rnd.choice(list(kinds))
+        try:
+            if kind == "instance SIGKILL":
+                os.killpg(p.pid, signal.SIGKILL)
+            elif kind == "instance SIGTERM":
+                p.send_signal(signal.SIGTERM)
+            else:
+                leaves = [d for d in descendants(p.pid) if not descendants(d)]
+                if not leaves:
+                    continue
+                os.kill(rnd.choice(leaves), signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        kinds[kind] += 1
+        kills += 1
+        if kind != "worker SIGKILL":
+            p.wait(timeout=120)
+            procs[i] = cli(*args_for(i), env=env)  # the same command again
+    for i, p in enumerate(procs):  # let everything finish; restart any instance that is not running
+        p.wait(timeout=1800)
+    for i in range(a.instances):
+        cli(*args_for(i)).wait(timeout=1800)
+    db = Database(url, load_contract())
+    c = count(db)
+    db.close()
+    print(f"apps={c['apps']}, kills={kills} ({', '.join(f'{k}: {v}' for k, v in kinds.items())}), "
+          f"lost={c['lost']}, duplicated={c['duplicated']}, orphaned={c['orphaned']}")
+    return 0 if c["lost"] == c["duplicated"] == c["orphaned"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
