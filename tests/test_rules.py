@@ -189,3 +189,13 @@ def test_failure_types_carry_stage(plan):
     with pytest.raises(DocumentFailure) as e:
         map_document(plan, "   ", 1)
     assert e.value.stage == "read"
+
+
+def test_scope_marker_inside_a_comment_or_cdata_is_not_trusted(plan):
+    tricky = doc(contacts=contact("1", "PR", 'first_name="A"')).replace(
+        "<app_product", "<!-- </CustData> --><app_product").replace("<Reports>", "<Reports><![CDATA[ </CustData> ]]>")
+    t, _ = m(plan, tricky)
+    assert t["app_contact_base"][0]["first_name"] == "A"
+    nested = doc(extra="<CustData><x/></CustData>", contacts=contact("2", "PR"))
+    t, _ = m(plan, nested)  # an inner CustData closes first: the exact path still finds the record
+    assert t["app_contact_base"][0]["con_id"] == 2

@@ -74,13 +74,7 @@ def _text_value(col: ColumnPlan, raw: str, scope: Scope, table: str) -> Any:
     if not s:
         return None  # empty strings are NULL
     try:
-        for tf in col.transforms:
-            s = tf(s)
-        if not s:
-            raise BadValue("value_rejected", f"nothing left of {raw[:80]!r} after {', '.join(col.transform_names)}")
-        if col.check is not None:
-            col.check(s)
-        return col.convert(s)
+        return col.text_fn(s)  # type: ignore[misc]
     except Rounded as r:
         _event(scope.doc, table, col.name, "value_rounded", raw, r.reason, scope.element)
         return r.value
@@ -264,8 +258,8 @@ def map_record(plan: MappingPlan, record: Any, app_id: int) -> MappedApplication
         trows = _map_table(tp, doc, record, kept)
         kept[tp.name] = trows
         if trows:
-            names = tp.stored_names
-            rows[tp.name] = [tuple(r[n] for n in names) for r, _ in trows]
+            as_tuple = tp.as_tuple
+            rows[tp.name] = [as_tuple(r) for r, _ in trows]
     return MappedApplication(app_id=app_id, rows=rows, events=doc.events)
 
 

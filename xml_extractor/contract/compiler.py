@@ -147,6 +147,28 @@ class ColumnPlan:
     default: Any
     context_like: bool  # key-ish values that do not count as data (app_id, parent keys, constants)
     attr_key: str | None = None  # set for plain attribute columns: the (case-folded) attribute name
+    text_fn: Callable[[str], Any] | None = None  # trimmed non-empty text -> value (transforms, check, convert)
+
+    def __post_init__(self) -> None:
+        self.text_fn = _compose_text(self.transforms, self.transform_names, self.check, self.convert)
+
+
+def _compose_text(transforms: tuple, names: tuple, check: Callable[[str], None] | None,
+                  convert: Callable[[Any], Any]) -> Callable[[str], Any]:
+    """Fold transforms, pattern check and conversion into one closure, built once."""
+    if not transforms and check is None:
+        return convert
+    what = ", ".join(names)
+
+    def text_fn(s: str) -> Any:
+        for tf in transforms:
+            s = tf(s)
+        if not s:
+            raise cv.BadValue("value_rejected", f"nothing left after {what}")
+        if check is not None:
+            check(s)
+        return convert(s)
+    return text_fn
 
 
 @dataclass
@@ -188,6 +210,13 @@ class TablePlan:
     primary_key: tuple[str, ...]
     skip_when_empty: bool
     data_columns: tuple[str, ...]
+    as_tuple: Callable[[dict], tuple] = field(default=lambda row: ())
+
+    def __post_init__(self) -> None:
+        import operator
+        names = self.stored_names
+        getter = operator.itemgetter(*names)
+        self.as_tuple = getter if len(names) > 1 else (lambda row: (getter(row),))
 
 
 @dataclass
