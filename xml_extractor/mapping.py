@@ -264,11 +264,14 @@ def map_record(plan: MappingPlan, record: Any, app_id: int) -> MappedApplication
 
 
 def map_document(plan: MappingPlan, source: Any, expected_app_id: int | None = None,
-                 min_length: int = 1) -> MappedApplication:
-    """Decode, parse (scoped, safely), validate the ID and map. Raises DocumentFailure subclasses."""
+                 min_length: int = 1, tail: Any = None) -> MappedApplication:
+    """Decode, parse (scoped, safely), validate the ID and map. Raises DocumentFailure subclasses
+    (and NeedFullDocument when given only a document's head and tail that do not settle it)."""
     t0 = time.perf_counter()
     text = decode_source(source, min_length)
-    parsed = parse_document(text, plan.document)
+    if tail is not None and not isinstance(tail, str):
+        tail = bytes(tail).decode("utf-8", errors="replace")
+    parsed = parse_document(text, plan.document, tail)
     app_id = parse_app_id(parsed.document_id, plan.document)
     if expected_app_id is not None and app_id != expected_app_id:
         raise ValidateFailure(

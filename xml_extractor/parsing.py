@@ -17,6 +17,10 @@ from lxml import etree
 
 from .errors import ParseFailure, ReadFailure, ValidateFailure
 
+
+class NeedFullDocument(Exception):
+    """The head of a document (fetched without its payload) did not settle it: fetch it whole."""
+
 _BOM = "\ufeff"
 
 
@@ -105,14 +109,20 @@ def _check_prolog(text: str) -> None:
             return
 
 
-def parse_document(text: str, plan: DocumentPlan) -> ParsedDocument:
+def parse_document(text: str, plan: DocumentPlan, tail: str | None = None) -> ParsedDocument:
     """Parse what the contract reads; raise ParseFailure / ValidateFailure with a usable reason.
 
     Fast path: the text up to the first ``</CustData>`` plus the closing tags of its ancestors
     (``</Request></Provenir>``) is parsed as one small document. That only succeeds when the
     marker really closes ``Request/CustData`` (a marker in a comment, CDATA or a nested element
     makes the synthetic document malformed or the record missing); otherwise, and for every
-    error, the exact event-driven path below decides."""
+    error, the exact event-driven path below decides.
+
+    With ``tail`` (the last characters of the document), ``text`` is only the document's head up
+    to the scope's end marker, as the server dialects fetch it; whatever the fast path cannot
+    settle raises NeedFullDocument."""
+    if tail is not None and "\x00" in tail:
+        raise ParseFailure("the document contains a NUL character near its end", "NulCharacter")
     if "\x00" in text:
         raise ParseFailure(f"the document contains a NUL character at offset {text.index(chr(0))}", "NulCharacter")
     _check_prolog(text)
@@ -128,10 +138,13 @@ def parse_document(text: str, plan: DocumentPlan) -> ParsedDocument:
         if root is not None and root.tag == plan.root:
             record = _find(root, plan.record_steps)
             if record is not None:
-                if not _TAIL_CACHE.setdefault(plan.root, re.compile(rf"</{re.escape(plan.root)}\s*>\s*$")).search(text[-200:]):
+                end_text = tail if tail is not None else text[-200:]
+                if not _TAIL_CACHE.setdefault(plan.root, re.compile(rf"</{re.escape(plan.root)}\s*>\s*$")).search(end_text):
                     raise ParseFailure(f"the document is incomplete: it does not end with </{plan.root}> (truncated?)",
                                        "TruncatedDocument")
                 return ParsedDocument(root=root, document_id=_find_id(root, plan), record=record)
+    if tail is not None:
+        raise NeedFullDocument()
     return _parse_with_events(text, plan)
 
 

@@ -21,6 +21,7 @@ from ..db.store import BatchWriter, Outcome, RunIdentity
 from ..db.url import DatabaseURL
 from ..errors import ConfigError, DocumentFailure
 from ..mapping import map_document
+from ..parsing import NeedFullDocument
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,15 @@ class BatchResult:
     peak_rss_kb: int = 0
 
 
-def map_outcome(plan: MappingPlan, app_id: int, xml: Any, attempt: int, min_length: int) -> Outcome:
-    """Parse + map one row; any failure becomes an Outcome with stage and reason, never an exception."""
+def map_outcome(plan: MappingPlan, app_id: int, xml: Any, attempt: int, min_length: int, tail: Any = None) -> Outcome:
+    """Parse + map one row; any failure becomes an Outcome with stage and reason, never an exception
+    (except NeedFullDocument, when only the head was fetched: the caller fetches it whole)."""
     t0 = time.perf_counter()
     try:
-        mapped = map_document(plan, xml, expected_app_id=app_id, min_length=min_length)
+        mapped = map_document(plan, xml, expected_app_id=app_id, min_length=min_length, tail=tail)
         return Outcome(app_id, attempt, mapped, parse_ms=mapped.parse_ms, map_ms=mapped.map_ms)
+    except NeedFullDocument:
+        raise
     except DocumentFailure as f:
         return Outcome(app_id, attempt, None, f.stage, f.error_class, f.reason,
                        parse_ms=(time.perf_counter() - t0) * 1000)
@@ -70,15 +74,25 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
     t0 = time.perf_counter()
     in_list = db.dialect.in_list(len(ids))
     attempts = dict(db.with_retry(lambda: db.autocommit_query(db.sql("last_attempts", ids=in_list), ids)))
-    docs = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_documents", ids=in_list), ids))
+    heads = "fetch_heads" in db.dialect.queries
+    if heads:  # server dialects: only the head of each document crosses the connection
+        marker = f"</{plan.document.scope_steps[-1]}>"
+        docs = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_heads", ids=in_list), [marker, len(marker), *ids]))
+    else:
+        docs = [(a, x, None) for a, x in db.with_retry(lambda: db.autocommit_query(db.sql("fetch_documents", ids=in_list), ids))]
     res.fetch_ms = (time.perf_counter() - t0) * 1000
     outcomes = []
-    for app_id, xml in sorted(docs, key=lambda r: r[0]):
+    for app_id, xml, tail in sorted(docs, key=lambda r: r[0]):
         last = attempts.get(app_id)
         if last is not None and not retry:
             res.skipped += 1  # logged since it was selected (another instance): not ours to redo
             continue
-        oc = map_outcome(plan, int(app_id), xml, (last or 0) + 1, db.contract.source_min_length)
+        try:
+            oc = map_outcome(plan, int(app_id), xml, (last or 0) + 1, db.contract.source_min_length, tail)
+        except NeedFullDocument:
+            whole = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_documents", ids="?"), [app_id]))
+            oc = map_outcome(plan, int(app_id), whole[0][1] if whole else None, (last or 0) + 1,
+                             db.contract.source_min_length)
         res.parse_ms += oc.parse_ms or 0.0
         res.map_ms += oc.map_ms or 0.0
         outcomes.append(oc)

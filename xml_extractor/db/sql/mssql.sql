@@ -27,3 +27,11 @@ WITH c AS (
     ORDER BY chunk_id)
 UPDATE c SET owner = ?, lease_until = {lease_expr}, claims = claims + 1
 OUTPUT inserted.chunk_id, inserted.lo, inserted.hi;
+
+-- name: fetch_heads
+-- Only the text up to the end of the scope element and the last 200 characters (see postgresql.sql).
+SELECT x.id,
+       CASE WHEN x.p > 0 THEN LEFT(x.doc, x.p + x.m - 1) ELSE x.doc END,
+       CASE WHEN x.p > 0 THEN RIGHT(x.doc, 200) END
+FROM (SELECT s.{src_id} AS id, s.{src_xml} AS doc, CHARINDEX(?, s.{src_xml}) AS p, CAST(? AS INT) AS m
+      FROM {src} s WHERE s.{src_id} IN ({ids})) x;
