@@ -77,7 +77,7 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
     heads = "fetch_heads" in db.dialect.queries
     if heads:  # server dialects: only the head of each document crosses the connection
         marker = f"</{plan.document.scope_steps[-1]}>"
-        docs = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_heads", ids=in_list), [marker, len(marker), *ids]))
+        docs = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_heads", ids=in_list), [marker, len(marker.encode()), *ids]))
     else:
         docs = [(a, x, None) for a, x in db.with_retry(lambda: db.autocommit_query(db.sql("fetch_documents", ids=in_list), ids))]
     res.fetch_ms = (time.perf_counter() - t0) * 1000

@@ -14,12 +14,15 @@ WHERE chunk_id = (
 RETURNING chunk_id, lo, hi;
 
 -- name: fetch_heads
--- Only what the contract reads: the text up to the end of the scope element, and the last 200
--- characters (to check the document is complete). strpos finds the marker server-side, so the
--- ~95% of each document that is vendor payload never crosses the connection.
--- Params: marker, marker length; then the ids.
+-- Only what the contract reads: the document up to the end of the scope element, and its last
+-- 200 bytes (to check it is complete), so the ~95% that is vendor payload never crosses the
+-- connection. Everything is done on the bytes of one detoasted copy (textsend, kept by OFFSET 0):
+-- character-based left()/right() count characters from the start and cost 5-8x more (measured:
+-- 1.17 ms a document with strpos/left/right, 0.15 ms this way). Params: marker, its byte length;
+-- then the ids.
 SELECT x.id,
-       CASE WHEN x.p > 0 THEN left(x.doc, x.p + x.m - 1) ELSE x.doc END,
-       CASE WHEN x.p > 0 THEN right(x.doc, 200) END
-FROM (SELECT s.{src_id} AS id, s.{src_xml} AS doc, strpos(s.{src_xml}, ?) AS p, ?::int AS m
-      FROM {src} s WHERE s.{src_id} IN ({ids})) x;
+       CASE WHEN x.p > 0 THEN substring(x.b FROM 1 FOR x.p + x.m - 1) ELSE x.b END,
+       CASE WHEN x.p > 0 THEN substring(x.b FROM greatest(1, length(x.b) - 199)) END
+FROM (SELECT y.id, y.b, position(convert_to(?, 'UTF8') IN y.b) AS p, ?::int AS m
+      FROM (SELECT s.{src_id} AS id, textsend(s.{src_xml}) AS b FROM {src} s WHERE s.{src_id} IN ({ids}) OFFSET 0) y
+      OFFSET 0) x;
