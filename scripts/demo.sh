@@ -8,6 +8,6 @@ DB="${XML_EXTRACTOR_DB:-sqlite:///demo.db}"
 rm -f demo.db demo.db-wal demo.db-shm
 xml-extractor init-db --db "$DB"
 xml-extractor generate-mock --db "$DB" --count "${DEMO_COUNT:-2500}" --faulty-share 0.03 --seed 7
-xml-extractor run --db "$DB" --workers 2 --batch-size 50 || true   # exit 1: the faulty documents failed, as they must
+xml-extractor run --db "$DB" --workers 2 --batch-size 200 || true   # exit 1: the faulty documents failed, as they must
 xml-extractor status --db "$DB"
 xml-extractor reconcile --db "$DB"

@@ -235,7 +235,7 @@ def run_options(fn: Callable) -> Callable:
     opts = [
         click.option("--workers", type=int, default=2, show_default=True, envvar=ENV + "WORKERS", show_envvar=True,
                      help="Worker processes (parse, map, insert)."),
-        click.option("--batch-size", type=int, default=50, show_default=True, envvar=ENV + "BATCH_SIZE", show_envvar=True,
+        click.option("--batch-size", type=int, default=200, show_default=True, envvar=ENV + "BATCH_SIZE", show_envvar=True,
                      help="Applications per batch (and per transaction)."),
         click.option("--limit", type=int, default=None, envvar=ENV + "LIMIT", show_envvar=True,
                      help="Process at most this many applications in this run."),

@@ -308,7 +308,7 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
 @click.option("--count", type=click.IntRange(min=10), default=5000, show_default=True, help="Documents in the corpus.")
 @click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True, help="End-to-end runs (median, min, max).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--seed", type=int, default=20261122, show_default=True)
 @click.option("--metrics-dir", default="metrics", show_default=True)
 @FORMAT

@@ -43,7 +43,7 @@ class RunOptions:
     url: DatabaseURL | str | None = None
     contract_path: str | None = None
     workers: int = 2
-    batch_size: int = 50
+    batch_size: int = 200
     limit: int | None = None
     instance_id: int = 0
     instance_count: int = 1
@@ -108,6 +108,7 @@ class RunSummary:
     stage_ms: dict = field(default_factory=dict)
     peak_worker_rss_mb: float = 0.0
     worker_restarts: int = 0
+    timeline: list = field(default_factory=list)  # [elapsed s, applications done, max worker RSS MB] every ~5 s
     interrupted: bool = False
     stop_reason: str | None = None
     log_file: str | None = None
@@ -230,7 +231,8 @@ class ProductionProcessor:
         selection_done = False
         stage_ms = collections.Counter()
         last_renew = time.monotonic()
-        last_log = time.monotonic()
+        last_log = last_sample = time.monotonic()
+        self._rss_window = 0
         try:
             while True:
                 if self._hard_stop:
@@ -292,6 +294,11 @@ class ProductionProcessor:
                     for cid in list(self._chunk_outstanding):
                         wq.renew(cid)
                     last_renew = now
+                if now - last_sample >= 5:
+                    done = summary.success + summary.failed + summary.skipped
+                    summary.timeline.append([round(time.time() - started, 1), done, round(self._rss_window / 1024, 1)])
+                    self._rss_window = 0
+                    last_sample = now
                 if now - last_log > 10:
                     done = summary.success + summary.failed + summary.skipped
                     log.info("progress: %d done (%d ok, %d failed, %d skipped), %.0f apps/min", done, summary.success,
@@ -313,6 +320,8 @@ class ProductionProcessor:
                     pass
             main_db.close()
         summary.elapsed_s = round(time.time() - started, 3)
+        summary.timeline.append([round(summary.elapsed_s, 1), summary.success + summary.failed + summary.skipped,
+                                 round(getattr(self, "_rss_window", 0) / 1024, 1)])
         done = summary.success + summary.failed
         summary.apps_per_minute = round(done / max(1e-9, summary.elapsed_s) * 60, 1)
         summary.stage_ms = {k: round(v, 1) for k, v in stage_ms.items()}
@@ -353,6 +362,7 @@ class ProductionProcessor:
             stage_ms["map"] += res.map_ms
             stage_ms["write"] += res.write_ms
             summary.peak_worker_rss_mb = max(summary.peak_worker_rss_mb, round(res.peak_rss_kb / 1024, 1))
+            self._rss_window = max(getattr(self, "_rss_window", 0), res.rss_kb)
             if self.on_progress:
                 self.on_progress(res.success + res.failed + res.skipped)
             if b is not None and b.chunk_id is not None:

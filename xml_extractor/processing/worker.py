@@ -49,6 +49,7 @@ class BatchResult:
     map_ms: float = 0.0
     write_ms: float = 0.0
     peak_rss_kb: int = 0
+    rss_kb: int = 0
 
 
 def map_outcome(plan: MappingPlan, app_id: int, xml: Any, attempt: int, min_length: int, tail: Any = None) -> Outcome:
@@ -108,20 +109,24 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
             res.failures.append((app_id, stage or "", error_class or ""))
         else:
             res.skipped += 1
-    res.peak_rss_kb = _peak_rss_kb()
+    res.peak_rss_kb, res.rss_kb = _rss_kb()
     return res
 
 
-def _peak_rss_kb() -> int:
-    """This process's own peak RSS (VmHWM). ru_maxrss would include the parent's memory at fork."""
+def _rss_kb() -> tuple[int, int]:
+    """This process's own peak and current RSS (VmHWM, VmRSS); ru_maxrss would include the
+    parent's memory at fork."""
+    peak = cur = 0
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
+                    peak = int(line.split()[1])
+                elif line.startswith("VmRSS:"):
+                    cur = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return peak, cur
 
 
 def worker_main(conn: Connection, cfg: WorkerConfig) -> None:
