@@ -88,3 +88,12 @@ def test_three_uncoordinated_instances(db_url):
     assert stats["failed"] == faulty  # no false failures from collisions
     assert sum(s["failed"] for s in sums) == faulty
     assert sum(s["success"] for s in sums) == N_APPS - faulty
+
+
+def test_queue_mode_limit_leaves_the_rest_of_a_chunk_claimable(sqlite_url):
+    prepare(sqlite_url)
+    (s,) = summaries(start_all([base(sqlite_url) + ["--mode", "queue", "--chunk-size", "100", "--limit", "30"]]))
+    assert s["success"] + s["failed"] == 30
+    (s2,) = summaries(start_all([base(sqlite_url) + ["--mode", "queue", "--chunk-size", "100"]]))
+    assert s2["success"] + s2["failed"] == N_APPS - 30
+    assert_exactly_once(sqlite_url)

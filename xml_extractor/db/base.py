@@ -69,27 +69,17 @@ class Dialect:
         raise NotImplementedError
 
     # -- types ----------------------------------------------------------------------------------
+    type_names = {
+        "string": "VARCHAR({length})", "text": "TEXT", "int": "INTEGER", "smallint": "SMALLINT",
+        "bigint": "BIGINT", "tinyint": "SMALLINT", "decimal": "DECIMAL({precision},{scale})", "bit": "SMALLINT",
+        "date": "DATE", "datetime": "TIMESTAMP(3)",
+    }
+
     def column_type(self, col: "ColumnDef") -> str:
-        t = col.type
-        if t == "string":
-            return f"VARCHAR({col.length})"
-        if t == "text":
-            return "TEXT"
-        if t == "int":
-            return "INTEGER"
-        if t in ("smallint", "bigint"):
-            return t.upper()
-        if t == "tinyint":
-            return "SMALLINT"
-        if t == "decimal":
-            return f"DECIMAL({col.precision},{col.scale})"
-        if t == "bit":
-            return "SMALLINT"
-        if t == "date":
-            return "DATE"
-        if t == "datetime":
-            return "TIMESTAMP(3)"
-        raise ConfigError(f"no SQL type for {t}")
+        try:
+            return self.type_names[col.type].format(length=col.length, precision=col.precision, scale=col.scale)
+        except KeyError:
+            raise ConfigError(f"no SQL type for {col.type}") from None
 
     text_type = "TEXT"
     timestamp_type = "TIMESTAMP(3)"

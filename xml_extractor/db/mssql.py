@@ -35,20 +35,12 @@ class MSSQLDialect(Dialect):
     def varchar(self, n: int) -> str:
         return f"NVARCHAR({n})"
 
+    type_names = {**Dialect.type_names, "string": "NVARCHAR({length})", "text": "NVARCHAR(MAX)", "int": "INT",
+                  "tinyint": "TINYINT", "bit": "BIT", "datetime": "DATETIME2(3)"}
+
     def column_type(self, col: Any) -> str:
-        t = col.type
-        if t == "string":
-            return f"NVARCHAR({col.length})" if col.length <= 4000 else "NVARCHAR(MAX)"
-        if t == "text":
+        if col.type == "string" and col.length > 4000:
             return "NVARCHAR(MAX)"
-        if t == "int":
-            return "INT"
-        if t == "tinyint":
-            return "TINYINT"
-        if t == "bit":
-            return "BIT"
-        if t == "datetime":
-            return "DATETIME2(3)"
         return super().column_type(col)
 
     def create_schema(self, schema: str) -> list[str]:

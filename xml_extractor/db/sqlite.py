@@ -31,10 +31,7 @@ class SQLiteDialect(Dialect):
     def lease_sql(self) -> str:
         return "strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || ? || ' seconds')"
 
-    def column_type(self, col: Any) -> str:
-        if col.type == "datetime":
-            return "TIMESTAMP"
-        return super().column_type(col)
+    type_names = {**Dialect.type_names, "datetime": "TIMESTAMP"}
 
     timestamp_type = "TIMESTAMP"
 

@@ -47,6 +47,40 @@ def page_ids(db: Database, spec: SelectionSpec, after: int, lo: int, hi: int, si
     return [int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql(name), params))]
 
 
+class Budget:
+    """How many applications this run may still take (``--limit``); None = no limit."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.remaining = limit
+
+    def next_size(self, batch_size: int) -> int:
+        return batch_size if self.remaining is None else min(batch_size, self.remaining)
+
+    def take(self, n: int) -> None:
+        if self.remaining is not None:
+            self.remaining -= n
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining is not None and self.remaining <= 0
+
+
+def keyset_pages(db: Database, spec: SelectionSpec, lo: int, hi: int, budget: Budget,
+                 stop: threading.Event) -> Iterator[list[int]]:
+    """Pages of pending ids in [lo, hi], each starting after the last id of the one before."""
+    after = lo - 1
+    while not stop.is_set():
+        size = budget.next_size(spec.batch_size)
+        if size <= 0:
+            return
+        ids = page_ids(db, spec, after, lo, hi, size)
+        if not ids:
+            return
+        after = ids[-1]
+        budget.take(len(ids))
+        yield ids
+
+
 def partition_batches(db: Database, spec: SelectionSpec, stop: threading.Event) -> Iterator[tuple[list[int], int | None]]:
     if spec.only_ids is not None:
         mine = [i for i in sorted(set(spec.only_ids)) if i % spec.instance_count == spec.instance_id][:spec.limit]
@@ -55,18 +89,7 @@ def partition_batches(db: Database, spec: SelectionSpec, stop: threading.Event) 
                 return
             yield mine[i:i + spec.batch_size], None
         return
-    after = spec.id_lo - 1
-    remaining = spec.limit
-    while not stop.is_set():
-        size = spec.batch_size if remaining is None else min(spec.batch_size, remaining)
-        if size <= 0:
-            return
-        ids = page_ids(db, spec, after, spec.id_lo, spec.id_hi, size)
-        if not ids:
-            return
-        after = ids[-1]
-        if remaining is not None:
-            remaining -= len(ids)
+    for ids in keyset_pages(db, spec, spec.id_lo, spec.id_hi, Budget(spec.limit), stop):
         yield ids, None
 
 
@@ -148,8 +171,8 @@ def queue_batches(db: Database, spec: SelectionSpec, stop: threading.Event, chun
     dispatched (the coordinator finishes it once its batches are committed)."""
     wq = WorkQueue(db, spec)
     wq.seed()
-    remaining = spec.limit
-    while not stop.is_set():
+    budget = Budget(spec.limit)
+    while not stop.is_set() and not budget.exhausted:
         claim = wq.claim()
         if claim is None:
             if wq.unfinished() == 0:
@@ -158,21 +181,10 @@ def queue_batches(db: Database, spec: SelectionSpec, stop: threading.Event, chun
             stop.wait(min(5.0, max(0.5, spec.lease_seconds / 4)))
             continue
         chunk_id, lo, hi = claim
-        after = lo - 1
-        while not stop.is_set():
-            size = spec.batch_size if remaining is None else min(spec.batch_size, remaining)
-            if size <= 0:
-                chunk_done(chunk_id)
-                return
-            ids = page_ids(db, spec, after, lo, hi, size)
-            if not ids:
-                break
-            after = ids[-1]
-            if remaining is not None:
-                remaining -= len(ids)
+        for ids in keyset_pages(db, spec, lo, hi, budget, stop):
             yield ids, chunk_id
-        if not stop.is_set():
-            chunk_done(chunk_id)
+        if not stop.is_set() and not budget.exhausted:
+            chunk_done(chunk_id)  # a chunk cut short by --limit stays open and is released at the end
 
 
 def wait_for(predicate: "callable", seconds: float) -> bool:
