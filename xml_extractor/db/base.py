@@ -212,8 +212,9 @@ class Dialect:
     def classify(self, exc: BaseException) -> str:
         return ErrorKind.OTHER
 
-    def adapt(self, value: Any) -> Any:
-        return value
+    def refresh_statistics_sql(self, qtables: Sequence[str]) -> list[str]:
+        """Statements that refresh the planner's statistics of fast-growing tables (none by default)."""
+        return []
 
     def in_list(self, n: int) -> str:
         return ", ".join("?" * 1 for _ in range(n))

@@ -64,6 +64,12 @@ class PostgreSQLDialect(Dialect):
     def classify(self, exc: BaseException) -> str:
         return classify_odbc(exc)
 
+    def refresh_statistics_sql(self, qtables: Sequence[str]) -> list[str]:
+        """Tables that start empty are planned as empty: the FK checks' cached plans then scan
+        parents sequentially until autovacuum's analyze comes round (measured: a 100,000-app run
+        spent its first ~40 s at a third of its speed). A run analyzes them early on itself."""
+        return [f"ANALYZE {t}" for t in qtables]
+
     def insert_rows(self, cursor: Any, qtable: str, columns: Sequence[str], rows: list[tuple]) -> None:
         key = (qtable + "|json|" + ",".join(columns), 0)
         sql = self._sql_cache.get(key)

@@ -233,6 +233,7 @@ class ProductionProcessor:
         last_renew = time.monotonic()
         last_log = last_sample = time.monotonic()
         self._rss_window = 0
+        self._analyze_at = [1000, 10000, 100000]  # refresh planner statistics as the tables grow
         try:
             while True:
                 if self._hard_stop:
@@ -294,6 +295,10 @@ class ProductionProcessor:
                     for cid in list(self._chunk_outstanding):
                         wq.renew(cid)
                     last_renew = now
+                done_now = summary.success + summary.failed + summary.skipped
+                if self._analyze_at and done_now >= self._analyze_at[0]:
+                    self._analyze_at.pop(0)
+                    self._refresh_statistics(main_db)
                 if now - last_sample >= 5:
                     done = summary.success + summary.failed + summary.skipped
                     summary.timeline.append([round(time.time() - started, 1), done, round(self._rss_window / 1024, 1)])
@@ -320,7 +325,9 @@ class ProductionProcessor:
                     pass
             main_db.close()
         summary.elapsed_s = round(time.time() - started, 3)
-        summary.timeline.append([round(summary.elapsed_s, 1), summary.success + summary.failed + summary.skipped,
+        # the last point is when the last result arrived (shutdown is not processing time)
+        last_at = getattr(self, "_last_result_at", time.time())
+        summary.timeline.append([round(last_at - started, 1), summary.success + summary.failed + summary.skipped,
                                  round(getattr(self, "_rss_window", 0) / 1024, 1)])
         done = summary.success + summary.failed
         summary.apps_per_minute = round(done / max(1e-9, summary.elapsed_s) * 60, 1)
@@ -328,6 +335,26 @@ class ProductionProcessor:
         summary.metrics_file = self._write_metrics(summary)
         log.info("run %s finished: %s", o.session_id, json.dumps(_public(summary)))
         return summary
+
+    def _refresh_statistics(self, db: Database) -> None:
+        c = self.contract
+        tables = [db.table(t.name) for t in c.tables] + [db.names["log"], db.names["events"]]
+        stmts = db.dialect.refresh_statistics_sql(tables)
+        if not stmts:
+            return
+        t0 = time.perf_counter()
+        try:
+            db.conn.autocommit = True
+            for s in stmts:
+                db.execute(s).close()
+        except Exception as exc:  # noqa: BLE001 - statistics are an optimisation, never a reason to stop
+            log.warning("could not refresh statistics: %s", exc)
+        finally:
+            try:
+                db.conn.autocommit = False
+            except Exception:  # noqa: BLE001
+                pass
+        log.info("refreshed planner statistics of %d tables in %.2fs", len(stmts), time.perf_counter() - t0)
 
     def _maybe_finish_chunk(self, wq: WorkQueue | None, cid: int) -> None:
         if wq is None:
@@ -363,6 +390,7 @@ class ProductionProcessor:
             stage_ms["write"] += res.write_ms
             summary.peak_worker_rss_mb = max(summary.peak_worker_rss_mb, round(res.peak_rss_kb / 1024, 1))
             self._rss_window = max(getattr(self, "_rss_window", 0), res.rss_kb)
+            self._last_result_at = time.time()
             if self.on_progress:
                 self.on_progress(res.success + res.failed + res.skipped)
             if b is not None and b.chunk_id is not None:
