@@ -33,6 +33,15 @@ def _db(kw: dict) -> Any:
     return open_db(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"), kw.pop("contract_path"))
 
 
+def _query(kw: dict, fn: Any) -> Any:
+    """Open the database from the common options, answer one ops question, close."""
+    db = _db(kw)
+    try:
+        return fn(db)
+    finally:
+        db.close()
+
+
 # -- status ---------------------------------------------------------------------------------------
 
 @cli.command("status")
@@ -192,11 +201,7 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
 @handle_errors
 def reconcile_cmd(fmt: str, **kw: Any) -> None:
     """Source vs processing_log vs target tables; exit 1 on any inconsistency."""
-    db = _db(kw)
-    try:
-        r = ops.reconcile(db)
-    finally:
-        db.close()
+    r = _query(kw, ops.reconcile)
     if fmt == "json":
         _json(r)
     else:
@@ -213,11 +218,7 @@ def reconcile_cmd(fmt: str, **kw: Any) -> None:
 @handle_errors
 def quality_cmd(fmt: str, **kw: Any) -> None:
     """Data-quality events by table, column and reason, with examples; defaults and sparse rows."""
-    db = _db(kw)
-    try:
-        q = ops.quality(db)
-    finally:
-        db.close()
+    q = _query(kw, ops.quality)
     if fmt == "json":
         _json(q)
         return
