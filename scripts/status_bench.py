@@ -38,7 +38,7 @@ def main() -> int:
     init_db(db)
     n, log = db.names, db.names["log"]
     have = int(db.scalar(f"SELECT COUNT(*) FROM {log}"))
-    if have < a.rows:
+    if have != a.rows:
         t = time.perf_counter()
         db.execute(f"TRUNCATE {log}, {n['src']}").close()
         db.execute(f"INSERT INTO {n['src']} ({n['src_id']}, {n['src_xml']}) SELECT g, NULL FROM generate_series(1, ?) g",
@@ -51,6 +51,12 @@ def main() -> int:
             f"'session-' || (g % 30), 'credit_card@1.0.0', 0.2, 0.5, 0.3, 1000 + g % 4, "
             f"(now() AT TIME ZONE 'UTC') - ((? - g) * interval '1 second' * 108000 / ?) "
             f"FROM generate_series(1, ?) g", [a.rows, a.rows, a.rows]).close()
+        db.execute(f"DELETE FROM {n['progress']}").close()
+        db.execute(
+            f"INSERT INTO {n['progress']} (session_id, worker_pid, instance_id, instance_count, started_at, last_at, success, failed) "
+            f"SELECT session_id, worker_pid, MIN(instance_id), 3, MIN(logged_at), MAX(logged_at), "
+            f"SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END), SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) "
+            f"FROM {log} GROUP BY session_id, worker_pid").close()
         db.commit()
         db.conn.autocommit = True
         db.execute(f"VACUUM ANALYZE {log}").close()

@@ -567,6 +567,19 @@ GO
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_data_quality_event_kind' AND object_id = OBJECT_ID(N'[sandbox].[data_quality_event]'))
 CREATE INDEX [ix_data_quality_event_kind] ON [sandbox].[data_quality_event] ([table_name], [column_name], [event_type])
 GO
+IF OBJECT_ID(N'[sandbox].[run_progress]', N'U') IS NULL
+CREATE TABLE [sandbox].[run_progress] (
+    [session_id] NVARCHAR(40) NOT NULL,
+    [worker_pid] INTEGER NOT NULL,
+    [instance_id] INTEGER NOT NULL,
+    [instance_count] INTEGER NOT NULL,
+    [started_at] DATETIME2(3) NOT NULL,
+    [last_at] DATETIME2(3) NOT NULL,
+    [success] BIGINT NOT NULL,
+    [failed] BIGINT NOT NULL,
+    CONSTRAINT [pk_run_progress] PRIMARY KEY ([session_id], [worker_pid])
+)
+GO
 IF OBJECT_ID(N'[sandbox].[work_queue]', N'U') IS NULL
 CREATE TABLE [sandbox].[work_queue] (
     [chunk_id] BIGINT NOT NULL PRIMARY KEY,

@@ -511,6 +511,17 @@ CREATE TABLE IF NOT EXISTS "data_quality_event" (
 );
 CREATE INDEX IF NOT EXISTS "ix_data_quality_event_app" ON "data_quality_event" ("app_id");
 CREATE INDEX IF NOT EXISTS "ix_data_quality_event_kind" ON "data_quality_event" ("table_name", "column_name", "event_type");
+CREATE TABLE IF NOT EXISTS "run_progress" (
+    "session_id" VARCHAR(40) NOT NULL,
+    "worker_pid" INTEGER NOT NULL,
+    "instance_id" INTEGER NOT NULL,
+    "instance_count" INTEGER NOT NULL,
+    "started_at" TIMESTAMP NOT NULL,
+    "last_at" TIMESTAMP NOT NULL,
+    "success" BIGINT NOT NULL,
+    "failed" BIGINT NOT NULL,
+    CONSTRAINT "pk_run_progress" PRIMARY KEY ("session_id", "worker_pid")
+);
 CREATE TABLE IF NOT EXISTS "work_queue" (
     "chunk_id" BIGINT NOT NULL PRIMARY KEY,
     "lo" BIGINT NOT NULL,

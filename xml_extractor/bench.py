@@ -91,7 +91,8 @@ def _parallel_rate(fn: Any, url: DatabaseURL, contract_path: str | None, count: 
 
 def empty_targets(db: Database) -> None:
     c = db.contract
-    tables = [db.table(t.name) for t in reversed(c.tables)] + [db.names["events"], db.names["log"], db.names["queue"]]
+    tables = [db.table(t.name) for t in reversed(c.tables)] + [db.names["events"], db.names["log"], db.names["queue"],
+                                                                db.names["progress"]]
 
     def tx() -> None:
         db.begin()

@@ -27,20 +27,21 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
     now = utcnow()
     since = now - _dt.timedelta(hours=session_hours)
     recent = now - _dt.timedelta(minutes=recent_minutes)
-    sessions = _q(db, f"SELECT session_id, instance_id, instance_count, COUNT(*), "
-                      f"SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END), "
-                      f"SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), MIN(logged_at), MAX(logged_at), "
-                      f"SUM(CASE WHEN logged_at >= ? THEN 1 ELSE 0 END) "
-                      f"FROM {log} WHERE logged_at >= ? GROUP BY session_id, instance_id, instance_count "
-                      f"ORDER BY MAX(logged_at) DESC", [recent, since])
+    # per instance/session: the run_progress rows the workers keep (a handful of rows), plus the
+    # log rows of the last few minutes (a short range of the logged_at index) for the current rate
+    sessions = _q(db, f"SELECT session_id, instance_id, instance_count, SUM(success) + SUM(failed), SUM(success), "
+                      f"SUM(failed), MIN(started_at), MAX(last_at) FROM {n['progress']} WHERE last_at >= ? "
+                      f"GROUP BY session_id, instance_id, instance_count ORDER BY MAX(last_at) DESC", [since])
+    recent_by_session = {sid: int(c) for sid, c in _q(
+        db, f"SELECT session_id, COUNT(*) FROM {log} WHERE logged_at >= ? GROUP BY session_id", [recent])}
     sess = []
-    total_recent = 0
-    for sid, inst, cnt, total, ok, bad, first, last, rec in sessions:
+    total_recent = sum(recent_by_session.values())
+    for sid, inst, cnt, total, ok, bad, first, last in sessions:
         first, last = _ts(first), _ts(last)
         span = max(1.0, (last - first).total_seconds()) if first and last else 1.0
-        total_recent += int(rec or 0)
+        rec = recent_by_session.get(sid, 0)
         sess.append({"session": sid[:12], "instance": f"{inst}/{cnt}", "processed": int(total), "success": int(ok),
-                     "failed": int(bad), "rate_per_min": round(int(rec or 0) / recent_minutes, 1),
+                     "failed": int(bad), "rate_per_min": round(rec / recent_minutes, 1),
                      "avg_rate_per_min": round(int(total) / span * 60, 1), "first": first, "last_activity": last,
                      "idle_s": round((now - last).total_seconds()) if last else None})
     rate = total_recent / recent_minutes

@@ -92,6 +92,7 @@ class Contract:
     log_table: str = "processing_log"
     event_table: str = "data_quality_event"
     queue_table: str = "work_queue"
+    progress_table: str = "run_progress"
     enum_table: str = "app_enums"
     extra: dict = field(default_factory=dict)
 
@@ -171,7 +172,8 @@ def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
     seen_tables: dict[str, TableDef] = {}
     logs = raw.get("log_tables") or {}
     reserved = {logs.get("processing_log", "processing_log"), logs.get("data_quality_event", "data_quality_event"),
-                logs.get("work_queue", "work_queue"), logs.get("enums", "app_enums")}
+                logs.get("work_queue", "work_queue"), logs.get("enums", "app_enums"),
+                logs.get("run_progress", "run_progress")}
     for ti, t in enumerate(raw["tables"]):
         tw = f"tables[{ti}]"
         name = t["name"]
@@ -252,6 +254,7 @@ def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
         log_table=logs.get("processing_log", "processing_log"),
         event_table=logs.get("data_quality_event", "data_quality_event"),
         queue_table=logs.get("work_queue", "work_queue"), enum_table=logs.get("enums", "app_enums"),
+        progress_table=logs.get("run_progress", "run_progress"),
     )
     # Compiling checks paths, expressions, generators and parent references; fail now, not per document.
     from .compiler import compile_contract

@@ -176,6 +176,19 @@ class Dialect:
         ]))
         out.append(self.create_index(f"ix_{contract.event_table}_app", ev, ["app_id"], schema=sch))
         out.append(self.create_index(f"ix_{contract.event_table}_kind", ev, ["table_name", "column_name", "event_type"], schema=sch))
+        # One row per worker process and run, updated in each batch's own transaction: `status`
+        # reads instances and sessions from here instead of aggregating the whole log.
+        out.append(self.create_table(q(sch, contract.progress_table), [
+            f"{self.quote('session_id')} {self.varchar(40)} NOT NULL",
+            f"{self.quote('worker_pid')} INTEGER NOT NULL",
+            f"{self.quote('instance_id')} INTEGER NOT NULL",
+            f"{self.quote('instance_count')} INTEGER NOT NULL",
+            f"{self.quote('started_at')} {self.timestamp_type} NOT NULL",
+            f"{self.quote('last_at')} {self.timestamp_type} NOT NULL",
+            f"{self.quote('success')} BIGINT NOT NULL",
+            f"{self.quote('failed')} BIGINT NOT NULL",
+            f"CONSTRAINT {self.quote('pk_' + contract.progress_table)} PRIMARY KEY ({self.quote('session_id')}, {self.quote('worker_pid')})",
+        ]))
         out.append(self.create_table(q(sch, contract.queue_table), [
             f"{self.quote('chunk_id')} BIGINT NOT NULL PRIMARY KEY",
             f"{self.quote('lo')} BIGINT NOT NULL",

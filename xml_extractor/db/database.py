@@ -51,6 +51,7 @@ class Database:
             "log": d.qualified(sch, c.log_table),
             "events": d.qualified(sch, c.event_table),
             "queue": d.qualified(sch, c.queue_table),
+            "progress": d.qualified(sch, c.progress_table),
             "enums": d.qualified(sch, c.enum_table),
             "now": d.now_sql,
             "lease_expr": d.lease_sql(),

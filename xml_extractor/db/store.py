@@ -180,6 +180,7 @@ class BatchWriter:
                 db.dialect.insert_rows(cur, db.names["events"], EVENT_COLUMNS, ev_rows)
             per_app_ms = (time.perf_counter() - t0) * 1000 / max(1, len(items))
             db.dialect.insert_rows(cur, db.names["log"], LOG_COLUMNS, [self._log_row(it, now, per_app_ms) for it in items])
+            self._count_progress(cur, items, now)
             cur.close()
             if self.faults.sleep_before_commit:
                 time.sleep(self.faults.sleep_before_commit)
@@ -187,6 +188,14 @@ class BatchWriter:
         except BaseException:
             db.rollback()
             raise
+
+    def _count_progress(self, cur: Any, items: list[Outcome], now: _dt.datetime) -> None:
+        i = self.ident
+        ok = sum(1 for it in items if it.ok)
+        cur.execute(self.db.sql("progress_update"), [ok, len(items) - ok, now, i.session_id, i.worker_pid])
+        if cur.rowcount == 0:
+            cur.execute(self.db.sql("progress_insert"), [i.session_id, i.worker_pid, i.instance_id, i.instance_count,
+                                                         now, now, ok, len(items) - ok])
 
     def _log_row(self, it: Outcome, now: _dt.datetime, insert_ms: float | None) -> tuple:
         i = self.ident

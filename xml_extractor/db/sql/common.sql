@@ -44,6 +44,14 @@ SELECT app_id, status, attempt FROM {log} WHERE app_id = ? ORDER BY attempt;
 -- Which other application already owns any of these con_ids.
 SELECT {key_col}, app_id FROM {contact_table} WHERE {key_col} IN ({ids}) AND app_id <> ?;
 
+-- name: progress_update
+-- This worker's counters, inside the batch transaction (the row is this worker's alone: no waits).
+UPDATE {progress} SET success = success + ?, failed = failed + ?, last_at = ? WHERE session_id = ? AND worker_pid = ?;
+
+-- name: progress_insert
+INSERT INTO {progress} (session_id, worker_pid, instance_id, instance_count, started_at, last_at, success, failed)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?);
+
 -- name: queue_bounds
 SELECT MIN(s.{src_id}), MAX(s.{src_id}) FROM {src} s WHERE s.{src_id} BETWEEN ? AND ?;
 
