@@ -194,3 +194,19 @@ def test_rows_in_the_database_equal_the_mapped_rows(db_url, plan):
             assert got == want, f"{t.name} of {app_id}"
         assert len(db.autocommit_query(f"SELECT event_id FROM {db.names['events']} WHERE app_id = ?", [app_id])) == len(mapped.events)
     db.close()
+
+
+def test_password_never_in_output_logs_or_metrics(db_url, tmp_path):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite URLs carry no password")
+    url = db_url.replace("postgres@", "postgres:S3cr3t-pw@")
+    cli("init-db", "--db", url, check=True)
+    cli("generate-mock", "--db", url, "--count", "5", check=True)
+    p = cli("run", "--db", url, "--no-progress", "--logs-dir", str(tmp_path), "--metrics-dir", str(tmp_path),
+            env={"XML_EXTRACTOR_DB_PASSWORD": "An0ther-pw"})
+    assert p.returncode == 0, p.stderr
+    texts = [p.stdout, p.stderr] + [f.read_text() for f in tmp_path.iterdir()]
+    assert all("S3cr3t-pw" not in t and "An0ther-pw" not in t for t in texts)
+    assert "postgresql://postgres@" in p.stdout
+    bad = cli("run", "--db", "mssql://svc@127.0.0.1:1/nodb", "--no-progress")  # no password, no terminal
+    assert bad.returncode == 2 and "S3cr3t" not in bad.stderr
