@@ -1,7 +1,6 @@
 """Several instances against one database at once: partitioned, queue mode, uncoordinated.
 Real processes on SQLite and PostgreSQL; every application exactly once, zero overlap."""
 import json
-import os
 import signal
 import time
 

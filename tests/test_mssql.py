@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import assert_exactly_once, cli
+from conftest import cli
 from xml_extractor.db.database import make_dialect
 from xml_extractor.db.url import parse_url, server_url
 

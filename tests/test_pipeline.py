@@ -119,6 +119,7 @@ def test_hostile_rows_fail_alone_and_nothing_external_reaches_the_database(db_ur
     (["--db", "oracle://x/y"], "unknown database URL scheme oracle:"),
     (["--contract", "/nonexistent.json"], "contract file not found"),
     (["--mode", "queue", "--instance-count", "2"], "do not combine it with --instance-count"),
+    (["--batch-size", "40000"], "--batch-size 40000 is too large for sqlite"),
 ])
 def test_bad_flags_exit_2_with_a_clear_message(sqlite_url, args, msg):
     a = ["run", "--no-progress"] + (["--db", sqlite_url] if "--db" not in args else []) + args

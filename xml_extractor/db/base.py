@@ -47,7 +47,7 @@ class Dialect:
     name = "base"
     supports_schemas = True
     limit_first = False  # TOP (?) comes before the other parameters
-    max_params = 2000
+    max_params = 2000  # bound parameters one statement may carry (a batch's IN list must fit)
 
     def __init__(self) -> None:
         self.queries = load_queries(self.name)

@@ -162,7 +162,3 @@ class Database:
         if self.dialect.name != "sqlite":
             self.conn.commit()
         return rows
-
-
-def open_database(url: DatabaseURL | str | None, contract: "Contract", reconnect_seconds: float = 60.0) -> Database:
-    return Database(url, contract, reconnect_seconds)

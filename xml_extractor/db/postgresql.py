@@ -21,7 +21,6 @@ from .base import Dialect, chunks
 from .odbc import classify_odbc, odbc_connect
 
 MAX_PARAMS_PER_STATEMENT = 7000
-MAX_ROWS_PER_STATEMENT = 400
 JSON_ROWS_PER_STATEMENT = 5000
 
 
@@ -79,14 +78,3 @@ class PostgreSQLDialect(Dialect):
             self._sql_cache[key] = sql
         for part in chunks(rows, JSON_ROWS_PER_STATEMENT):
             cursor.execute(sql, rows_as_json(columns, part))
-
-    def insert_rows_values(self, cursor: Any, qtable: str, columns: Sequence[str], rows: list[tuple]) -> None:
-        """The plain multi-row VALUES path (kept for comparison in benchmarks)."""
-        per = max(1, min(MAX_ROWS_PER_STATEMENT, MAX_PARAMS_PER_STATEMENT // max(1, len(columns))))
-        for part in chunks(rows, per):
-            key = (qtable + "|" + ",".join(columns), len(part))
-            sql = self._sql_cache.get(key)
-            if sql is None:
-                sql = self.insert_sql(qtable, columns, len(part))
-                self._sql_cache[key] = sql
-            cursor.execute(sql, [v for row in part for v in row])

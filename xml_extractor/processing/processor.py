@@ -17,7 +17,6 @@ import os
 import queue
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from typing import Any, Callable
 
 from ..contract.compiler import compile_contract
 from ..contract.loader import load_contract
-from ..db.database import Database
+from ..db.database import Database, make_dialect
 from ..db.store import BatchWriter, Outcome, RunIdentity
 from ..db.url import DatabaseURL, parse_url
 from ..errors import ConfigError
@@ -151,6 +150,9 @@ class ProductionProcessor:
         options.validate()
         self.opt = options
         self.url = options.url if isinstance(options.url, DatabaseURL) else parse_url(options.url)
+        limit = make_dialect(self.url.dialect).max_params - 8
+        if options.batch_size > limit:  # a batch's ids are bound parameters of one IN (...) list
+            raise ConfigError(f"--batch-size {options.batch_size} is too large for {self.url.dialect}: at most {limit}")
         self.contract = load_contract(options.contract_path)
         self.plan = compile_contract(self.contract)
         self.on_progress = on_progress
@@ -545,7 +547,3 @@ def _public(summary: RunSummary) -> dict:
 
 def run(options: RunOptions, on_progress: Callable[[int], None] | None = None) -> RunSummary:
     return ProductionProcessor(options, on_progress).run()
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()

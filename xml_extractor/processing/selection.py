@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -185,12 +184,3 @@ def queue_batches(db: Database, spec: SelectionSpec, stop: threading.Event, chun
             yield ids, chunk_id
         if not stop.is_set() and not budget.exhausted:
             chunk_done(chunk_id)  # a chunk cut short by --limit stays open and is released at the end
-
-
-def wait_for(predicate: "callable", seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
