@@ -300,13 +300,17 @@ def _pending_count(opts: Any) -> int | None:
     from .contract.loader import load_contract
     from .db.database import Database
     from .processing.selection import ID_MAX, ID_MIN
-    if opts.retry_failed:
-        return None
+    if opts.only_ids is not None:
+        return len(opts.only_ids)
     try:
         db = Database(opts.url, load_contract(opts.contract_path))
         modulus, rem = (opts.instance_count, opts.instance_id) if opts.mode == "partition" else (1, 0)
-        n = db.scalar(db.sql("count_pending"), [opts.app_id_start if opts.app_id_start is not None else ID_MIN,
-                                                 opts.app_id_end if opts.app_id_end is not None else ID_MAX, modulus, rem])
+        params = [opts.app_id_start if opts.app_id_start is not None else ID_MIN,
+                  opts.app_id_end if opts.app_id_end is not None else ID_MAX, modulus, rem]
+        if opts.retry_failed:
+            n = db.scalar(db.sql("count_retry"), params + [opts.max_attempts])
+        else:
+            n = db.scalar(db.sql("count_pending"), params)
         db.close()
         return min(int(n), opts.limit) if opts.limit is not None else int(n)
     except Exception:  # noqa: BLE001 - a progress bar is not worth failing for

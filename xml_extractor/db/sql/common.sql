@@ -30,6 +30,13 @@ SELECT COUNT(*) FROM {src} s
 WHERE s.{src_id} BETWEEN ? AND ? AND (s.{src_id} % ?) = ?
   AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id});
 
+-- name: count_retry
+SELECT COUNT(*) FROM {src} s
+WHERE s.{src_id} BETWEEN ? AND ? AND (s.{src_id} % ?) = ?
+  AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'failed')
+  AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'success')
+  AND (SELECT MAX(l.attempt) FROM {log} l WHERE l.app_id = s.{src_id}) < ?;
+
 -- name: last_attempts
 -- The highest attempt logged so far for each of a batch's applications.
 SELECT app_id, MAX(attempt) FROM {log} WHERE app_id IN ({ids}) GROUP BY app_id;
