@@ -102,3 +102,33 @@ def test_launch_runs_partitioned_instances(db_url):
     assert last[2] == "60" and last[3] == "60"
     assert assert_exactly_once(db_url)["success"] == 60
     assert cli("launch", "--instances", "2", "--instance-id", "1").returncode == 2
+
+
+def test_launch_sigterm_stops_every_instance_and_resume_finishes(sqlite_url):
+    import signal
+    import time
+
+    from conftest import popen
+    from procs import descendants
+    cli("init-db", "--db", sqlite_url, check=True)
+    cli("generate-mock", "--db", sqlite_url, "--count", "150", "--faulty-share", "0", check=True)
+    p = popen("launch", "--instances", "2", "--db", sqlite_url, "--workers", "1", "--batch-size", "5",
+              "--logs-dir", "/tmp/xe-test-logs", "--metrics-dir", "/tmp/xe-test-metrics",
+              env={"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.3"})
+    deadline = time.time() + 60
+    while time.time() < deadline and len(descendants(p.pid)) < 4:
+        time.sleep(0.2)
+    time.sleep(2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, out + err
+    assert "stopping all instances" in err
+    assert not descendants(p.pid)
+    db = open_db(sqlite_url)
+    done = db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}")
+    db.close()
+    assert 0 < done < 150
+    p2 = cli("launch", "--instances", "2", "--db", sqlite_url, "--workers", "1", "--logs-dir", "/tmp/xe-test-logs",
+             "--metrics-dir", "/tmp/xe-test-metrics")
+    assert p2.returncode == 0, p2.stdout
+    assert assert_exactly_once(sqlite_url)["success"] == 150
