@@ -51,7 +51,10 @@ def _load_corpus(db: Database, count: int) -> list[tuple[int, str]]:
 def _share(url: DatabaseURL, contract_path: str | None, count: int, k: int, n: int) -> list[tuple[int, str]]:
     db = Database(url, load_contract(contract_path))
     try:
-        return [d for d in _load_corpus(db, count) if d[0] % n == k]
+        s = db.names
+        rows = db.autocommit_query(f"SELECT {s['src_id']}, {s['src_xml']} FROM {s['src']} WHERE {s['src_id']} BETWEEN 1 AND ? "
+                                   f"AND ({s['src_id']} % ?) = ?", [count, n, k])  # only this process's share
+        return [(int(a), x) for a, x in rows]
     finally:
         db.close()
 

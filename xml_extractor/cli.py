@@ -69,7 +69,7 @@ def resolve_url(db_url: str | None, server: str | None, database: str | None, us
         return DatabaseURL(dialect="mssql", raw="", host=host, port=int(port) if port else None, database=database,
                            user=username or "", password=password, driver=_pick_mssql_driver())
     url = parse_url(db_url)
-    if url.dialect != "sqlite" and url.user and not url.password and sys.stdin.isatty() and url.dialect == "mssql":
+    if url.dialect == "mssql" and url.user and not url.password and sys.stdin.isatty():
         url.password = click.prompt(f"Password for {url.user}", hide_input=True)
     return url
 

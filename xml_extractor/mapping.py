@@ -73,8 +73,13 @@ def _text_value(col: ColumnPlan, raw: str, scope: Scope, table: str) -> Any:
     s = raw.strip()
     if not s:
         return None  # empty strings are NULL
+    return _convert(col, col.text_fn, s, raw, scope, table)  # type: ignore[arg-type]
+
+
+def _convert(col: ColumnPlan, fn: Any, value: Any, raw: Any, scope: Scope, table: str) -> Any:
+    """Apply a converter; a rounded value is kept with an event, a bad one meets on_invalid."""
     try:
-        return col.text_fn(s)  # type: ignore[misc]
+        return fn(value)
     except Rounded as r:
         _event(scope.doc, table, col.name, "value_rounded", raw, r.reason, scope.element)
         return r.value
@@ -90,13 +95,7 @@ def _column_value(col: ColumnPlan, scope: Scope, row: dict, table: str) -> Any:
     elif col.textual:
         value = _text_value(col, raw if isinstance(raw, str) else str(raw), scope, table)
     else:
-        try:
-            value = col.convert(raw)
-        except Rounded as r:
-            _event(scope.doc, table, col.name, "value_rounded", raw, r.reason, scope.element)
-            value = r.value
-        except BadValue as b:
-            return _invalid(col, scope, table, raw, b)
+        value = _convert(col, col.convert, raw, raw, scope, table)
     if value is None and not col.nullable:
         return _missing(col, scope, table)
     return value

@@ -17,12 +17,25 @@ def _q(db: Database, sql: str, params: list | tuple = ()) -> list[tuple]:
     return db.with_retry(lambda: db.autocommit_query(sql, list(params)))
 
 
+def final_failed(db: Database) -> str:
+    """FROM/WHERE of the failed rows of applications that never succeeded (alias ``f``): the one
+    definition of "failed" that status, failures, reprocess and reconcile share."""
+    log = db.names["log"]
+    return (f"FROM {log} f WHERE f.status = 'failed' AND NOT EXISTS "
+            f"(SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')")
+
+
+def failed_rows(db: Database, stage: str | None = None) -> list[tuple]:
+    """(app_id, attempt, stage, error_class, reason, logged_at) of every such failed attempt."""
+    return _q(db, f"SELECT f.app_id, f.attempt, f.stage, f.error_class, f.reason, f.logged_at {final_failed(db)}"
+                  + (" AND f.stage = ?" if stage else "") + " ORDER BY f.app_id, f.attempt", [stage] if stage else [])
+
+
 def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -> dict:
     n, log = db.names, db.names["log"]
     source = _q(db, f"SELECT COUNT(*) FROM {n['src']}")[0][0]
     success = _q(db, f"SELECT COUNT(*) FROM {log} WHERE status = 'success'")[0][0]
-    failed = _q(db, f"SELECT COUNT(DISTINCT f.app_id) FROM {log} f WHERE f.status = 'failed' AND NOT EXISTS "
-                    f"(SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')")[0][0]
+    failed = _q(db, f"SELECT COUNT(DISTINCT f.app_id) {final_failed(db)}")[0][0]
     pending = max(0, int(source) - int(success) - int(failed))
     now = utcnow()
     since = now - _dt.timedelta(hours=session_hours)
@@ -71,20 +84,11 @@ def reason_class(reason: str | None) -> str:
 
 
 def failures(db: Database, stage: str | None = None, sample: int = 5, limit_rows: int = 200_000) -> list[dict]:
-    log = db.names["log"]
-    where = "f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')"
-    params: list = []
-    if stage:
-        where += " AND f.stage = ?"
-        params.append(stage)
-    rows = _q(db, f"SELECT f.app_id, f.stage, f.error_class, f.reason, f.attempt FROM {log} f WHERE "
-                  + where.format(log=log) + " ORDER BY f.app_id", params)[:limit_rows]
     latest: dict[int, tuple] = {}
-    for r in rows:
-        if r[0] not in latest or r[4] > latest[r[0]][4]:
-            latest[r[0]] = r
+    for app_id, attempt, st, ec, reason, _ in failed_rows(db, stage)[:limit_rows]:
+        latest[app_id] = (st, ec, reason)  # rows come in attempt order: the last one stays
     groups: dict[tuple, list] = defaultdict(list)
-    for app_id, st, ec, reason, _ in latest.values():
+    for app_id, (st, ec, reason) in latest.items():
         groups[(st, ec, reason_class(reason))].append((app_id, reason))
     out = []
     for (st, ec, rc), items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
@@ -109,8 +113,7 @@ def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, 
     log = db.names["log"]
     ids: set[int] = set(app_ids or [])
     if failed:
-        ids |= {int(r[0]) for r in _q(db, f"SELECT DISTINCT f.app_id FROM {log} f WHERE f.status = 'failed' AND NOT EXISTS "
-                                          f"(SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')")}
+        ids |= {int(r[0]) for r in _q(db, f"SELECT DISTINCT f.app_id {final_failed(db)}")}
     if since is not None:
         ids |= {int(r[0]) for r in _q(db, f"SELECT DISTINCT app_id FROM {log} WHERE logged_at >= ?", [since])}
     return sorted(ids)
@@ -186,8 +189,7 @@ def reconcile(db: Database) -> dict:
     add("log rows for applications not in the source table",
         f"SELECT DISTINCT l.app_id FROM {log} l WHERE NOT EXISTS (SELECT 1 FROM {n['src']} s WHERE s.{n['src_id']} = l.app_id)")
     add("failed applications (final, no success)",
-        f"SELECT DISTINCT f.app_id FROM {log} f WHERE f.status = 'failed' AND NOT EXISTS "
-        f"(SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')", inconsistency=False)
+        f"SELECT DISTINCT f.app_id {final_failed(db)}", inconsistency=False)
     add("pending (never attempted)",
         f"SELECT s.{n['src_id']} FROM {n['src']} s WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{n['src_id']})",
         inconsistency=False)

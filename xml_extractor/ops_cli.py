@@ -122,11 +122,7 @@ def failures_cmd(fmt: str, stage: str | None, app_id: int | None, csv_file: str 
             return
         groups = ops.failures(db, stage)
         if csv_file:
-            log = db.names["log"]
-            rows = db.autocommit_query(
-                f"SELECT f.app_id, f.attempt, f.stage, f.error_class, f.reason, f.logged_at FROM {log} f WHERE f.status = 'failed' "
-                f"AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')"
-                + (" AND f.stage = ?" if stage else "") + " ORDER BY f.app_id, f.attempt", [stage] if stage else [])
+            rows = ops.failed_rows(db, stage)
             with open(csv_file, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
                 w.writerow(["app_id", "attempt", "stage", "error_class", "reason", "logged_at"])
