@@ -57,7 +57,7 @@ def main() -> int:
     empty_targets(db)
     db.close()
     metrics = ROOT / ".cache" / "long-run-metrics"
-    p = subprocess.run([sys.executable, "-m", "xml_extractor.cli", "run", "--db", a.db, "--no-progress",
+    p = subprocess.run([sys.executable, "-m", "xml_extractor", "run", "--db", a.db, "--no-progress",
                         "--workers", str(a.workers), "--batch-size", str(a.batch_size), "--metrics-dir", str(metrics),
                         "--logs-dir", str(ROOT / ".cache" / "long-run-logs")], cwd=str(ROOT))
     if p.returncode not in (0, 1):

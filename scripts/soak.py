@@ -29,7 +29,7 @@ from xml_extractor.db.database import Database  # noqa: E402
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "xml_extractor.cli", *args], stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-m", "xml_extractor", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT),
                             start_new_session=True)
 

@@ -72,7 +72,7 @@ def main() -> int:
     cmd = []
     for _ in range(a.repeat):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "xml_extractor.cli", "status", "--db", a.db], check=True,
+        subprocess.run([sys.executable, "-m", "xml_extractor", "status", "--db", a.db], check=True,
                        stdout=subprocess.DEVNULL, cwd=str(ROOT))
         cmd.append(time.perf_counter() - t)
     print(f"log rows={a.rows}: status query median {statistics.median(times) * 1000:.0f} ms "

@@ -67,7 +67,7 @@ def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: f
     """Run the real command line in a subprocess (real processes, real exit codes)."""
     e = dict(os.environ)
     e.update(env or {})
-    p = subprocess.run([sys.executable, "-m", "xml_extractor.cli", *args], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "xml_extractor", *args], capture_output=True, text=True,
                        env=e, cwd=str(cwd or ROOT), timeout=timeout, stdin=subprocess.DEVNULL)
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
@@ -77,7 +77,7 @@ def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: f
 def popen(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "xml_extractor.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "xml_extractor", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=e, cwd=str(cwd or ROOT), stdin=subprocess.DEVNULL,
                             start_new_session=True)
 

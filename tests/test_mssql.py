@@ -112,7 +112,7 @@ def test_urls_and_identifier_quoting():
 
 
 def test_server_flags_build_a_trusted_mssql_url(monkeypatch):
-    from xml_extractor.cli import resolve_url
+    from xml_extractor.cli.common import resolve_url
     u = resolve_url(None, "localhost\\SQLEXPRESS", "XmlConversionDB", None)
     assert u.dialect == "mssql" and u.host == "localhost\\SQLEXPRESS" and "Trusted_Connection=yes" in u.odbc_connection_string()
     monkeypatch.setenv("XML_EXTRACTOR_DB_PASSWORD", "pw")

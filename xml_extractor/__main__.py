@@ -1,4 +1,4 @@
-"""``python -m xml_extractor`` = ``xml-extractor``."""
+"""``python -m xml_extractor`` = ``xml-extractor``: the one module entry point."""
 from .cli import main
 
 main()

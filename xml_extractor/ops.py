@@ -1,5 +1,5 @@
 """Operator questions answered from the database: how far along, what failed and why, is every
-application accounted for, what did we lose. Pure queries returning plain data; ops_cli formats.
+application accounted for, what did we lose. Pure queries returning plain data; cli/operate.py formats.
 Every query is indexed where it runs on the log (processing_log has (app_id, attempt),
 (status, stage), (session_id, logged_at) and (logged_at) indexes)."""
 from __future__ import annotations

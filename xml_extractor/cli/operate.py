@@ -1,50 +1,24 @@
-"""Operator commands registered on the main ``cli`` group: status, failures, reprocess,
-reconcile, quality, launch. Queries live in ``ops.py``; this module formats (tabulate, or JSON
-with --format json for scripts)."""
+"""Operator commands: status, failures, reprocess, reconcile, quality. Queries live in ``ops.py``;
+this module formats them (tabulate, or JSON with --format json for scripts)."""
 from __future__ import annotations
 
 import csv
 import datetime as _dt
-import json
-import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
 import click
 from tabulate import tabulate
 
-from . import ops
-from .cli import ENV, cli, db_options, execute_run, handle_errors, open_db, run_options
-from .errors import ConfigError
-
-FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-                      envvar=ENV + "FORMAT")
-
-
-def _json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _db(kw: dict) -> Any:
-    return open_db(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"), kw.pop("contract_path"))
-
-
-def _query(kw: dict, fn: Any) -> Any:
-    """Open the database from the common options, answer one ops question, close."""
-    db = _db(kw)
-    try:
-        return fn(db)
-    finally:
-        db.close()
-
+from .. import ops
+from ..errors import ConfigError
+from .common import FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
+from .run import execute_run
 
 # -- status ---------------------------------------------------------------------------------------
 
-@cli.command("status")
+@click.command("status")
 @db_options
 @FORMAT
 @click.option("--watch", type=float, default=None, metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C.")
@@ -90,7 +64,7 @@ def _print_status(d: dict) -> None:
 
 # -- failures -------------------------------------------------------------------------------------
 
-@cli.command("failures")
+@click.command("failures")
 @db_options
 @FORMAT
 @click.option("--stage", type=click.Choice(["read", "parse", "validate", "map", "insert"]), default=None)
@@ -153,7 +127,7 @@ def _parse_time(v: str) -> _dt.datetime:
     return d
 
 
-@cli.command("reprocess")
+@click.command("reprocess")
 @click.argument("app_ids", nargs=-1, type=int)
 @click.option("--failed", is_flag=True, help="Every application whose last attempt failed.")
 @click.option("--since", default=None, help="Every application logged at or after this UTC time (ISO).")
@@ -191,7 +165,7 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
 
 # -- reconcile and quality ------------------------------------------------------------------------
 
-@cli.command("reconcile")
+@click.command("reconcile")
 @db_options
 @FORMAT
 @handle_errors
@@ -208,7 +182,7 @@ def reconcile_cmd(fmt: str, **kw: Any) -> None:
     sys.exit(0 if r["consistent"] else 1)
 
 
-@cli.command("quality")
+@click.command("quality")
 @db_options
 @FORMAT
 @handle_errors
@@ -228,107 +202,3 @@ def quality_cmd(fmt: str, **kw: Any) -> None:
     click.echo("\nsparse rows (at most one data value)")
     click.echo(tabulate([[s["table"], s["rows"], s["rows_with_at_most_one_value"], s["data_columns"]] for s in q["sparse"]],
                         headers=["table", "rows", "sparse", "data columns"], tablefmt="simple"))
-
-
-# -- launch ---------------------------------------------------------------------------------------
-
-@cli.command("launch", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--instances", type=click.IntRange(min=1), required=True, envvar=ENV + "INSTANCES",
-              help="How many partitioned instances to start.")
-@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
-@handle_errors
-def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
-    """Start N partitioned `run` instances as subprocesses, prefix their output, sum them up.
-    Ctrl-C (or SIGTERM) stops them all cleanly."""
-    for bad in ("--instance-id", "--instance-count"):
-        if any(a == bad or a.startswith(bad + "=") for a in run_args):
-            raise ConfigError(f"launch sets {bad} itself; do not pass it")
-    env = dict(os.environ, XML_EXTRACTOR_LAUNCHED="1")
-    procs = []
-    for i in range(instances):
-        cmd = [sys.executable, "-m", "xml_extractor.cli", "run", "--no-progress", *run_args,
-               "--instance-id", str(i), "--instance-count", str(instances)]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                      stdin=subprocess.DEVNULL, start_new_session=True))
-    summaries: dict[int, dict] = {}
-
-    def pump(i: int, p: subprocess.Popen) -> None:
-        assert p.stdout is not None
-        for line in p.stdout:
-            if line.startswith("SUMMARY "):
-                summaries[i] = json.loads(line[8:])
-                continue
-            click.echo(f"[{i}/{instances}] {line.rstrip()}")
-    threads = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
-    for t in threads:
-        t.start()
-    stopping = {"n": 0}
-
-    def forward(signum: int, frame: Any) -> None:
-        stopping["n"] += 1
-        click.echo(f"[launch] {signal.Signals(signum).name}: stopping all instances"
-                   + (" now" if stopping["n"] > 1 else " after their in-flight batches"), err=True)
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM if stopping["n"] == 1 else signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        codes = [p.wait() for p in procs]
-        for t in threads:
-            t.join(timeout=5)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    rows = []
-    for i in range(instances):
-        s = summaries.get(i, {})
-        rows.append([i, codes[i], s.get("selected", "-"), s.get("success", "-"), s.get("failed", "-"), s.get("skipped", "-"),
-                     s.get("apps_per_minute", "-"), s.get("elapsed_s", "-")])
-    tot = lambda k: sum(int(summaries[i].get(k, 0)) for i in summaries)  # noqa: E731
-    wall = max((float(summaries[i].get("elapsed_s", 0)) for i in summaries), default=0.0)
-    rows.append(["all", max(codes), tot("selected"), tot("success"), tot("failed"), tot("skipped"),
-                 round((tot("success") + tot("failed")) / max(wall, 1e-9) * 60, 1), wall])
-    click.echo(tabulate(rows, headers=["instance", "exit", "selected", "success", "failed", "skipped", "apps/min", "elapsed s"],
-                        tablefmt="simple"))
-    sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
-
-
-# -- bench ----------------------------------------------------------------------------------------
-
-@cli.command("bench")
-@click.option("--db", "db_url", envvar=ENV + "BENCH_DB", show_envvar=True, default="sqlite:///.cache/bench.db",
-              show_default=True, help="Where the corpus and the runs live (its target tables are emptied between runs).")
-@click.option("--contract", "contract_path", envvar=ENV + "CONTRACT", default=None)
-@click.option("--count", type=click.IntRange(min=10), default=5000, show_default=True, help="Documents in the corpus.")
-@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True, help="End-to-end runs (median, min, max).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--seed", type=int, default=20261122, show_default=True)
-@click.option("--metrics-dir", default="metrics", show_default=True)
-@FORMAT
-@handle_errors
-def bench_cmd(db_url: str, contract_path: str | None, count: int, runs: int, workers: int, batch_size: int, seed: int,
-              metrics_dir: str, fmt: str) -> None:
-    """Full-parse ceiling, map-only rate and end-to-end apps/minute on one corpus, in one run."""
-    from dataclasses import asdict
-
-    from .bench import bench
-    if db_url.startswith("sqlite:///.cache/"):
-        os.makedirs(".cache", exist_ok=True)
-    r = bench(db_url, count, runs, workers, batch_size, contract_path, seed, metrics_dir,
-              echo=(lambda m: click.echo(m, err=True)))
-    if fmt == "json":
-        _json(asdict(r))
-        return
-    click.echo(tabulate([
-        ["database", r.database], ["documents (median KB)", f"{r.documents} ({r.median_kb})"],
-        ["processes", r.workers], ["full-parse ceiling", f"{r.ceiling_docs_per_s:.0f} docs/s = {r.ceiling_docs_per_s * 60:.0f}/min"],
-        ["map only", f"{r.map_only_docs_per_s:.0f} docs/s ({r.ratio_map_to_ceiling:.2f} x ceiling)"],
-        ["end to end (median)", f"{r.e2e_median:.0f} apps/min ({r.ratio_e2e_to_ceiling:.2f} x ceiling)"],
-        ["end to end (min..max)", f"{r.e2e_min:.0f} .. {r.e2e_max:.0f} apps/min over {r.runs} runs"],
-        ["time per app by stage (ms, summed over workers)", ", ".join(f"{k} {v}" for k, v in r.stage_ms_per_app.items())],
-        ["peak worker memory", f"{r.peak_worker_rss_mb} MB"],
-    ], tablefmt="simple"))

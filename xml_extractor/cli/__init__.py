@@ -1,0 +1,40 @@
+"""The ``xml-extractor`` command line: a thin layer over the library.
+
+The group lives here and every command is registered explicitly from its module (``contract``,
+``setup``, ``run``, ``operate``, ``bench``); the modules import only ``common``, never this package,
+so there is no import cycle and ``from xml_extractor.cli import cli`` always holds every command.
+``python -m xml_extractor`` is the one module entry point.
+
+Every option also reads an ``XML_EXTRACTOR_*`` environment variable (shown in --help). Exit codes:
+0 done, 1 some applications failed (or an inconsistency was found), 2 usage or configuration
+error, 3 stopped on an error it could not recover from, 130 interrupted.
+"""
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from . import bench, contract, operate, run, setup
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="xml-extractor")
+def cli() -> None:
+    """Turn XML documents stored in a database table into rows of a normalized schema."""
+
+
+for command in (contract.validate_contract, contract.map_cmd,
+                setup.init_db_cmd, setup.load_xml_cmd, setup.generate_mock_cmd,
+                run.run_cmd, run.launch_cmd,
+                operate.status_cmd, operate.failures_cmd, operate.reprocess_cmd, operate.reconcile_cmd,
+                operate.quality_cmd,
+                bench.bench_cmd):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="xml-extractor")
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,128 @@
+"""Options and helpers shared by every command: database options, run options, error handling."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from ..errors import ConfigError
+
+ENV = "XML_EXTRACTOR_"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+    return wrapper
+
+
+def db_options(fn: Callable) -> Callable:
+    fn = click.option("--contract", "contract_path", envvar=ENV + "CONTRACT", show_envvar=True, default=None,
+                      help="Contract file (default: the packaged credit_card contract).")(fn)
+    fn = click.option("--username", envvar=ENV + "USERNAME", show_envvar=True, default=None,
+                      help="SQL Server user (password from XML_EXTRACTOR_DB_PASSWORD or a prompt).")(fn)
+    fn = click.option("--database", envvar=ENV + "DATABASE", show_envvar=True, default=None,
+                      help="SQL Server database (with --server).")(fn)
+    fn = click.option("--server", envvar=ENV + "SERVER", show_envvar=True, default=None,
+                      help="SQL Server host[\\instance][,port] (instead of --db).")(fn)
+    fn = click.option("--db", "db_url", envvar=ENV + "DB", show_envvar=True, default=None,
+                      help="Database URL: sqlite:///file.db (default sqlite:///xml_extractor.db), "
+                           "postgresql://user@host:port/db, mssql://host/db, odbc:<connection string>.")(fn)
+    return fn
+
+
+def resolve_url(db_url: str | None, server: str | None, database: str | None, username: str | None) -> Any:
+    from ..db.url import PASSWORD_ENV, DatabaseURL, _pick_mssql_driver, parse_url
+    if server:
+        if db_url:
+            raise ConfigError("give either --db or --server/--database, not both")
+        if not database:
+            raise ConfigError("--server needs --database")
+        password = os.environ.get(PASSWORD_ENV, "")
+        if username and not password:
+            if sys.stdin.isatty():
+                password = click.prompt(f"Password for {username}@{server}", hide_input=True)
+            else:
+                raise ConfigError(f"--username {username} needs a password in {PASSWORD_ENV} (no terminal to prompt on)")
+        host, _, port = server.partition(",")
+        return DatabaseURL(dialect="mssql", raw="", host=host, port=int(port) if port else None, database=database,
+                           user=username or "", password=password, driver=_pick_mssql_driver())
+    url = parse_url(db_url)
+    if url.dialect == "mssql" and url.user and not url.password and sys.stdin.isatty():
+        url.password = click.prompt(f"Password for {url.user}", hide_input=True)
+    return url
+
+
+def open_db(db_url: str | None, server: str | None, database: str | None, username: str | None,
+            contract_path: str | None) -> Any:
+    from ..contract.loader import load_contract
+    from ..db.database import Database
+    contract = load_contract(contract_path)
+    return Database(resolve_url(db_url, server, database, username), contract)
+
+
+def run_options(fn: Callable) -> Callable:
+    opts = [
+        click.option("--workers", type=int, default=2, show_default=True, envvar=ENV + "WORKERS", show_envvar=True,
+                     help="Worker processes (parse, map, insert)."),
+        click.option("--batch-size", type=int, default=200, show_default=True, envvar=ENV + "BATCH_SIZE", show_envvar=True,
+                     help="Applications per batch (and per transaction)."),
+        click.option("--limit", type=int, default=None, envvar=ENV + "LIMIT", show_envvar=True,
+                     help="Process at most this many applications in this run."),
+        click.option("--instance-id", type=int, default=0, show_default=True, envvar=ENV + "INSTANCE_ID", show_envvar=True),
+        click.option("--instance-count", type=int, default=1, show_default=True, envvar=ENV + "INSTANCE_COUNT", show_envvar=True,
+                     help="Partition mode: this instance takes app_id % COUNT = ID."),
+        click.option("--mode", type=click.Choice(["partition", "queue"]), default="partition", show_default=True,
+                     envvar=ENV + "MODE", show_envvar=True, help="queue: claim chunks from a work table with a lease."),
+        click.option("--lease-seconds", type=int, default=120, show_default=True, envvar=ENV + "LEASE_SECONDS"),
+        click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True, envvar=ENV + "CHUNK_SIZE",
+                     help="Queue mode: app_id range width of one claim."),
+        click.option("--app-id-start", type=int, default=None, envvar=ENV + "APP_ID_START"),
+        click.option("--app-id-end", type=int, default=None, envvar=ENV + "APP_ID_END"),
+        click.option("--retry-failed", is_flag=True, envvar=ENV + "RETRY_FAILED", help="Retry applications whose last attempt failed."),
+        click.option("--max-attempts", type=int, default=3, show_default=True, envvar=ENV + "MAX_ATTEMPTS"),
+        click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+                     default="INFO", show_default=True, envvar=ENV + "LOG_LEVEL"),
+        click.option("--no-progress", is_flag=True, envvar=ENV + "NO_PROGRESS", help="No progress bar."),
+        click.option("--logs-dir", default="logs", show_default=True, envvar=ENV + "LOGS_DIR"),
+        click.option("--metrics-dir", default="metrics", show_default=True, envvar=ENV + "METRICS_DIR"),
+        click.option("--reconnect-seconds", type=float, default=60, show_default=True, envvar=ENV + "RECONNECT_SECONDS",
+                     help="How long to keep reconnecting after a lost connection."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return db_options(fn)
+
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+                      envvar=ENV + "FORMAT")
+
+
+def _json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _db(kw: dict) -> Any:
+    return open_db(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"), kw.pop("contract_path"))
+
+
+def _query(kw: dict, fn: Any) -> Any:
+    """Open the database from the common options, answer one ops question, close."""
+    db = _db(kw)
+    try:
+        return fn(db)
+    finally:
+        db.close()

@@ -1,0 +1,63 @@
+"""Contract commands: validate-contract, map."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from tabulate import tabulate
+
+from .common import ENV, handle_errors
+
+@click.command("validate-contract")
+@click.argument("path", required=False, envvar=ENV + "CONTRACT")
+@handle_errors
+def validate_contract(path: str | None) -> None:
+    """Check a contract (default: the packaged one) and summarise it."""
+    from ..contract.loader import load_contract
+    c = load_contract(path)
+    ncols = sum(len(t.stored_columns) for t in c.tables)
+    click.echo(f"ok: {c.name} {c.version_tag}: {len(c.tables)} tables, {ncols} columns, "
+               f"{sum(len(v) for v in c.enums.values())} enum values in {len(c.enums)} enums")
+
+
+@click.command("map")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--contract", "contract_path", envvar=ENV + "CONTRACT", default=None, help="Contract file.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--app-id", type=int, default=None, help="Expect this app_id (as a source row would).")
+@handle_errors
+def map_cmd(file: str, contract_path: str | None, fmt: str, app_id: int | None) -> None:
+    """Show the rows and data-quality events one document produces."""
+    from .. import compile_contract, load_contract
+    from ..errors import DocumentFailure
+    from ..mapping import map_document
+    plan = compile_contract(load_contract(contract_path))
+    try:
+        mapped = map_document(plan, Path(file).read_bytes(), expected_app_id=app_id)
+    except DocumentFailure as f:
+        if fmt == "json":
+            click.echo(json.dumps({"status": "failed", "stage": f.stage, "error_class": f.error_class, "reason": f.reason}, indent=2))
+        else:
+            click.echo(f"failed at stage {f.stage} ({f.error_class}): {f.reason}")
+        sys.exit(1)
+    tables = mapped.as_dicts(plan)
+    events = [dict(zip(("table", "column", "event_type", "raw_value", "reason", "locator"), e)) for e in mapped.events]
+    if fmt == "json":
+        click.echo(json.dumps({"status": "success", "app_id": mapped.app_id, "tables": tables, "events": events},
+                              indent=2, default=str))
+        return
+    for name, rows in tables.items():
+        click.echo(f"\n{name} ({len(rows)} row{'s' if len(rows) != 1 else ''})")
+        shown = [{k: v for k, v in r.items() if v is not None} for r in rows]
+        keys = list(dict.fromkeys(k for r in shown for k in r))
+        if len(keys) > 12:  # wide 1:1 tables read better as name/value
+            for r in shown:
+                click.echo(tabulate(list(r.items()), headers=["column", "value"], tablefmt="simple"))
+        else:
+            click.echo(tabulate([[r.get(k) for k in keys] for r in shown], headers=keys, tablefmt="simple"))
+    click.echo(f"\ndata-quality events ({len(events)})")
+    if events:
+        click.echo(tabulate([[e["table"], e["column"], e["event_type"], (e["raw_value"] or "")[:40], e["reason"][:70]]
+                             for e in events], headers=["table", "column", "event", "raw", "reason"], tablefmt="simple"))

@@ -1,0 +1,149 @@
+"""Running: run, launch."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from ..errors import ConfigError
+from .common import ENV, handle_errors, resolve_url, run_options
+
+@click.command("run")
+@run_options
+@handle_errors
+def run_cmd(**kw: Any) -> None:
+    """Process unprocessed applications (resumable: run the same command again after any stop)."""
+    summary = execute_run(kw)
+    sys.exit(summary.exit_code)
+
+
+def execute_run(kw: dict) -> Any:
+    from ..processing.processor import ProductionProcessor, RunOptions
+    url = resolve_url(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"))
+    progress = not kw.pop("no_progress") and sys.stderr.isatty()
+    opts = RunOptions(url=url, progress=progress, log_level=kw.pop("log_level").upper(), **kw)
+    bar = None
+    if progress:
+        total = _pending_count(opts)
+        bar = click.progressbar(length=total or 0, label="applications", show_pos=True, show_eta=True, file=sys.stderr)
+        bar.__enter__()
+    proc = ProductionProcessor(opts, on_progress=(bar.update if bar else None))
+    try:
+        summary = proc.run()
+    finally:
+        if bar:
+            bar.__exit__(None, None, None)
+    print_summary(summary)
+    if os.environ.get("XML_EXTRACTOR_LAUNCHED"):
+        from ..processing.processor import _public
+        click.echo("SUMMARY " + json.dumps(_public(summary), default=str))
+    return summary
+
+
+def _pending_count(opts: Any) -> int | None:
+    from ..contract.loader import load_contract
+    from ..db.database import Database
+    from ..processing.selection import ID_MAX, ID_MIN
+    if opts.only_ids is not None:
+        return len(opts.only_ids)
+    try:
+        db = Database(opts.url, load_contract(opts.contract_path))
+        modulus, rem = (opts.instance_count, opts.instance_id) if opts.mode == "partition" else (1, 0)
+        params = [opts.app_id_start if opts.app_id_start is not None else ID_MIN,
+                  opts.app_id_end if opts.app_id_end is not None else ID_MAX, modulus, rem]
+        if opts.retry_failed:
+            n = db.scalar(db.sql("count_retry"), params + [opts.max_attempts])
+        else:
+            n = db.scalar(db.sql("count_pending"), params)
+        db.close()
+        return min(int(n), opts.limit) if opts.limit is not None else int(n)
+    except Exception:  # noqa: BLE001 - a progress bar is not worth failing for
+        return None
+
+
+def print_summary(s: Any) -> None:
+    rows = [["session", s.session_id], ["instance", f"{s.instance_id}/{s.instance_count} ({s.mode})"],
+            ["database", s.database], ["contract", s.contract_version], ["selected", s.selected],
+            ["success", s.success], ["failed", s.failed], ["skipped (done elsewhere)", s.skipped],
+            ["elapsed s", s.elapsed_s], ["apps/minute", s.apps_per_minute]]
+    if s.failures_by_stage:
+        rows.append(["failures by stage", ", ".join(f"{k}={v}" for k, v in sorted(s.failures_by_stage.items()))])
+    if s.worker_restarts:
+        rows.append(["worker restarts", s.worker_restarts])
+    if s.interrupted:
+        rows.append(["interrupted", "yes: run the same command again to resume"])
+    if s.stop_reason:
+        rows.append(["stopped", s.stop_reason])
+    rows += [["log", s.log_file or "-"], ["metrics", s.metrics_file or "-"]]
+    click.echo(tabulate(rows, tablefmt="simple"))
+
+
+@click.command("launch", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--instances", type=click.IntRange(min=1), required=True, envvar=ENV + "INSTANCES",
+              help="How many partitioned instances to start.")
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
+    """Start N partitioned `run` instances as subprocesses, prefix their output, sum them up.
+    Ctrl-C (or SIGTERM) stops them all cleanly."""
+    for bad in ("--instance-id", "--instance-count"):
+        if any(a == bad or a.startswith(bad + "=") for a in run_args):
+            raise ConfigError(f"launch sets {bad} itself; do not pass it")
+    env = dict(os.environ, XML_EXTRACTOR_LAUNCHED="1")
+    procs = []
+    for i in range(instances):
+        cmd = [sys.executable, "-m", "xml_extractor", "run", "--no-progress", *run_args,
+               "--instance-id", str(i), "--instance-count", str(instances)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                      stdin=subprocess.DEVNULL, start_new_session=True))
+    summaries: dict[int, dict] = {}
+
+    def pump(i: int, p: subprocess.Popen) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            if line.startswith("SUMMARY "):
+                summaries[i] = json.loads(line[8:])
+                continue
+            click.echo(f"[{i}/{instances}] {line.rstrip()}")
+    threads = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+    for t in threads:
+        t.start()
+    stopping = {"n": 0}
+
+    def forward(signum: int, frame: Any) -> None:
+        stopping["n"] += 1
+        click.echo(f"[launch] {signal.Signals(signum).name}: stopping all instances"
+                   + (" now" if stopping["n"] > 1 else " after their in-flight batches"), err=True)
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM if stopping["n"] == 1 else signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        codes = [p.wait() for p in procs]
+        for t in threads:
+            t.join(timeout=5)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    rows = []
+    for i in range(instances):
+        s = summaries.get(i, {})
+        rows.append([i, codes[i], s.get("selected", "-"), s.get("success", "-"), s.get("failed", "-"), s.get("skipped", "-"),
+                     s.get("apps_per_minute", "-"), s.get("elapsed_s", "-")])
+    tot = lambda k: sum(int(summaries[i].get(k, 0)) for i in summaries)  # noqa: E731
+    wall = max((float(summaries[i].get("elapsed_s", 0)) for i in summaries), default=0.0)
+    rows.append(["all", max(codes), tot("selected"), tot("success"), tot("failed"), tot("skipped"),
+                 round((tot("success") + tot("failed")) / max(wall, 1e-9) * 60, 1), wall])
+    click.echo(tabulate(rows, headers=["instance", "exit", "selected", "success", "failed", "skipped", "apps/min", "elapsed s"],
+                        tablefmt="simple"))
+    sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
