@@ -54,3 +54,40 @@ class InsertFailure(DocumentFailure):
     """The database refused the application's rows (key collision, constraint)."""
 
     stage = "insert"
+
+
+# -- database errors, typed at the driver boundary ------------------------------------------------
+# The dialects turn every driver exception into one of these (see ``Dialect.wrap``/``classify``).
+# Only ``RowsRefused`` may become an application's failure (bisect, isolate, log failed/insert);
+# ``TransientDatabaseError`` is the run's problem (retry with backoff, then stop with exit 3, the
+# applications still pending); any other exception is a bug: the run stops with exit 3, traceback in
+# the log, and no failed row is written for it.
+
+
+class DatabaseError(Exception):
+    """A driver error, typed. ``original`` is the driver's exception."""
+
+    def __init__(self, message: str, original: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.original = original
+
+
+class RowsRefused(DatabaseError):
+    """The database refused these rows: key collision, foreign key, type or value out of range."""
+
+    def __init__(self, message: str, kind: str = "other", original: BaseException | None = None) -> None:
+        super().__init__(message, original)
+        self.kind = kind  # "duplicate" | "foreign_key" | "value" | "other"
+
+
+class TransientDatabaseError(DatabaseError):
+    """The environment failed, not the rows: timeout, lock wait, deadlock, disk full, read-only,
+    lost connection. Retried, then the run stops (exit 3) with the work still pending."""
+
+
+class ConnectionLost(TransientDatabaseError):
+    """The connection is gone; reconnect before anything else."""
+
+
+class SchemaMissing(ConfigError):
+    """The database has no schema for this contract: run ``xml-extractor init-db`` first (exit 2)."""

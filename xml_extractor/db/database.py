@@ -30,8 +30,7 @@ def make_dialect(name: str) -> Dialect:
     raise ConfigError(f"unknown dialect {name!r} (sqlite, postgresql, mssql)")
 
 
-class ConnectionLost(Exception):
-    """The database went away and did not come back within the reconnect budget."""
+from ..errors import ConnectionLost  # noqa: E402  (re-exported: the database went away and did not come back)
 
 
 class Database:
