@@ -1,7 +1,7 @@
 """The ``xml-extractor`` command line: a thin layer over the library.
 
 The group lives here and every command is registered explicitly from its module (``contract``,
-``setup``, ``run``, ``operate``, ``bench``); the modules import only ``common``, never this package,
+``setup``, ``run``, ``launch``, ``operate``, ``bench``); the modules import only ``common``, never this package,
 so there is no import cycle and ``from xml_extractor.cli import cli`` always holds every command.
 ``python -m xml_extractor`` is the one module entry point.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import bench, contract, operate, run, setup
+from . import bench, contract, launch, operate, run, setup
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -25,7 +25,7 @@ def cli() -> None:
 
 for command in (contract.validate_contract, contract.map_cmd,
                 setup.init_db_cmd, setup.load_xml_cmd, setup.generate_mock_cmd,
-                run.run_cmd, run.launch_cmd,
+                run.run_cmd, launch.launch_cmd,
                 operate.status_cmd, operate.failures_cmd, operate.reprocess_cmd, operate.reconcile_cmd,
                 operate.quality_cmd,
                 bench.bench_cmd):

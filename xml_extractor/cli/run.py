@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 from typing import Any
 
 import click
@@ -83,67 +80,3 @@ def print_summary(s: Any) -> None:
         rows.append(["stopped", s.stop_reason])
     rows += [["log", s.log_file or "-"], ["metrics", s.metrics_file or "-"]]
     click.echo(tabulate(rows, tablefmt="simple"))
-
-
-@click.command("launch", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--instances", type=click.IntRange(min=1), required=True, envvar=ENV + "INSTANCES",
-              help="How many partitioned instances to start.")
-@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
-@handle_errors
-def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
-    """Start N partitioned `run` instances as subprocesses, prefix their output, sum them up.
-    Ctrl-C (or SIGTERM) stops them all cleanly."""
-    for bad in ("--instance-id", "--instance-count"):
-        if any(a == bad or a.startswith(bad + "=") for a in run_args):
-            raise ConfigError(f"launch sets {bad} itself; do not pass it")
-    env = dict(os.environ, XML_EXTRACTOR_LAUNCHED="1")
-    procs = []
-    for i in range(instances):
-        cmd = [sys.executable, "-m", "xml_extractor", "run", "--no-progress", *run_args,
-               "--instance-id", str(i), "--instance-count", str(instances)]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                      stdin=subprocess.DEVNULL, start_new_session=True))
-    summaries: dict[int, dict] = {}
-
-    def pump(i: int, p: subprocess.Popen) -> None:
-        assert p.stdout is not None
-        for line in p.stdout:
-            if line.startswith("SUMMARY "):
-                summaries[i] = json.loads(line[8:])
-                continue
-            click.echo(f"[{i}/{instances}] {line.rstrip()}")
-    threads = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
-    for t in threads:
-        t.start()
-    stopping = {"n": 0}
-
-    def forward(signum: int, frame: Any) -> None:
-        stopping["n"] += 1
-        click.echo(f"[launch] {signal.Signals(signum).name}: stopping all instances"
-                   + (" now" if stopping["n"] > 1 else " after their in-flight batches"), err=True)
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM if stopping["n"] == 1 else signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        codes = [p.wait() for p in procs]
-        for t in threads:
-            t.join(timeout=5)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    rows = []
-    for i in range(instances):
-        s = summaries.get(i, {})
-        rows.append([i, codes[i], s.get("selected", "-"), s.get("success", "-"), s.get("failed", "-"), s.get("skipped", "-"),
-                     s.get("apps_per_minute", "-"), s.get("elapsed_s", "-")])
-    tot = lambda k: sum(int(summaries[i].get(k, 0)) for i in summaries)  # noqa: E731
-    wall = max((float(summaries[i].get("elapsed_s", 0)) for i in summaries), default=0.0)
-    rows.append(["all", max(codes), tot("selected"), tot("success"), tot("failed"), tot("skipped"),
-                 round((tot("success") + tot("failed")) / max(wall, 1e-9) * 60, 1), wall])
-    click.echo(tabulate(rows, headers=["instance", "exit", "selected", "success", "failed", "skipped", "apps/min", "elapsed s"],
-                        tablefmt="simple"))
-    sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
