@@ -9,8 +9,7 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from ..errors import ConfigError
-from .common import ENV, handle_errors, resolve_url, run_options
+from .common import handle_errors, resolve_url, run_options
 
 @click.command("run")
 @run_options
