@@ -1,5 +1,17 @@
 """Shared fixtures: a real SQLite file and, when scripts/test.sh started one, a real PostgreSQL
-reached through pyodbc + psqlODBC. Each test gets its own fresh database."""
+reached through pyodbc + psqlODBC. Each test gets its own fresh database.
+
+Isolation from the shell: every test runs with no ``XML_EXTRACTOR_*`` variable except the test
+database URLs (``XML_EXTRACTOR_TEST_PG``, ``XML_EXTRACTOR_TEST_MSSQL``) and no libpq ``PG*``
+variable, so a stray ``XML_EXTRACTOR_DB`` or ``PGPASSWORD`` in the shell changes nothing. The
+subprocesses started by :func:`cli` and :func:`popen` get that scrubbed environment and run in the
+test's own temporary folder (relative ``logs``/``metrics``/``*.db`` land there; pytest removes the
+folders of passing tests).
+
+Markers: ``postgres`` (added automatically to the PostgreSQL param of ``db_url``), ``mssql``,
+``slow`` (real worker processes / signals). ``pytest -m "not slow and not postgres"`` is the fast
+subset.
+"""
 from __future__ import annotations
 
 import os
@@ -7,12 +19,69 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "data"  # a copy of shared/samples/app-1001.xml: the suite needs nothing outside the repo
 PG_URL = os.environ.get("XML_EXTRACTOR_TEST_PG")
+KEEP_ENV = frozenset({"XML_EXTRACTOR_TEST_PG", "XML_EXTRACTOR_TEST_MSSQL"})
+LIBPQ_ENV = ("PGPASSWORD", "PGPASSFILE", "PGUSER", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE",
+             "PGSERVICEFILE", "PGOPTIONS", "PGSSLMODE", "PGAPPNAME", "PGCONNECT_TIMEOUT", "PGTZ", "PGCLIENTENCODING")
+_TEST_DIR: Path | None = None  # the running test's own folder: the default cwd of cli()/popen()
+
+
+def scrubbed_names(environ: "os._Environ[str] | dict[str, str]") -> list[str]:
+    """The variables a test must not inherit: the tool's own and libpq's."""
+    return [k for k in environ if (k.startswith("XML_EXTRACTOR_") and k not in KEEP_ENV) or k in LIBPQ_ENV]
+
+
+def _scrub(mp: pytest.MonkeyPatch) -> None:
+    for k in scrubbed_names(os.environ):
+        mp.delenv(k, raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scrubbed_session() -> Iterator[None]:
+    """Scrub before any session fixture (contract, plan) runs; restore the shell's at the end."""
+    mp = pytest.MonkeyPatch()
+    _scrub(mp)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Per test: scrub again (a test that set a variable by hand does not leak it into the next),
+    give subprocesses their own folder, put every variable back afterwards."""
+    global _TEST_DIR
+    saved = dict(os.environ)
+    mp = pytest.MonkeyPatch()
+    _scrub(mp)
+    _TEST_DIR = tmp_path_factory.mktemp("run")
+    try:
+        yield _TEST_DIR
+    finally:
+        _TEST_DIR = None
+        mp.undo()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The PostgreSQL param of db_url is a postgres test: `-m "not postgres"` deselects it."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.postgres)
+
+
+def test_dir() -> Path:
+    """The running test's own temporary folder (where cli()/popen() subprocesses run)."""
+    if _TEST_DIR is None:
+        raise RuntimeError("test_dir() is only available while a test runs")
+    return _TEST_DIR
 
 
 def _pg_admin_exec(sql: str) -> None:
@@ -64,22 +133,32 @@ def contract():
 
 def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300,
         check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real command line in a subprocess (real processes, real exit codes)."""
-    e = dict(os.environ)
-    e.update(env or {})
+    """Run the real command line in a subprocess (real processes, real exit codes), in the scrubbed
+    environment plus ``env``, in the test's own folder unless ``cwd`` is given."""
     p = subprocess.run([sys.executable, "-m", "xml_extractor", *args], capture_output=True, text=True,
-                       env=e, cwd=str(cwd or ROOT), timeout=timeout, stdin=subprocess.DEVNULL)
+                       env=_child_env(env), cwd=str(cwd or _default_cwd()), timeout=timeout, stdin=subprocess.DEVNULL)
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
 
 
 def popen(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
-    e = dict(os.environ)
-    e.update(env or {})
+    """Start the real command line in its own process group (signals go to the group, as systemd
+    sends them); same environment and folder rules as :func:`cli`."""
     return subprocess.Popen([sys.executable, "-m", "xml_extractor", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=e, cwd=str(cwd or ROOT), stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=_child_env(env), cwd=str(cwd or _default_cwd()),
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _child_env(extra: dict | None) -> dict[str, str]:
+    """The scrubbed environment (even when called outside a test) plus the test's own variables."""
+    e = {k: v for k, v in os.environ.items() if k not in scrubbed_names(os.environ)}
+    e.update(extra or {})
+    return e
+
+
+def _default_cwd() -> Path:
+    return _TEST_DIR if _TEST_DIR is not None else ROOT
 
 
 def open_db(url: str):

@@ -20,6 +20,8 @@ def cases(base: int) -> dict:
         + ']>' + good(base + 2, first="&lol9;"))
     dtd_after_comment = '<!-- hi --><!DOCTYPE Provenir SYSTEM "http://127.0.0.1:9/p.dtd">' + good(base + 3)
     deep = "<a>" * 10000 + "</a>" * 10000
+    entity = '<!DOCTYPE Provenir [<!ENTITY x "INJECTED">]>'
+    big_entity = '<!DOCTYPE Provenir [<!ENTITY x "' + "INJECTED" * 125 + '">]>'  # 1,000 characters
     table = {
         "xxe_file": (xxe_file, "parse"),
         "xxe_network": (xxe_net, "parse"),
@@ -40,8 +42,19 @@ def cases(base: int) -> dict:
         "deep_nesting_in_scope": (good(base + 16).replace("</application>", deep + "</application>"), "parse"),
         "deep_nesting_in_noise": (good(base + 17, noise=deep), None),
         "five_mb_attribute": (good(base + 18, camp="9" * 5_000_000), None),
+        # issue 11: the DOCTYPE refusal was bypassed by extra byte-order marks, entities expanded
+        "two_text_boms_internal_entity": ("\ufeff\ufeff" + entity + good(base + 19, first="&x;"), "parse"),
+        "three_byte_boms_internal_entity": (b"\xef\xbb\xbf" * 3 + (entity + good(base + 20, first="&x;")).encode(), "parse"),
+        "boms_whitespace_comment_pi_entity": ("\ufeff \n<!-- c -->\ufeff<?note x?>\t" + entity
+                                              + good(base + 21, first="&x;"), "parse"),
+        "entity_amplification_after_boms": ("\ufeff\ufeff" + big_entity + good(base + 22, first="&x;&x;&x;&x;"), "parse"),
+        "doctype_after_xml_declaration_and_bom": ('\ufeff<?xml version="1.0" encoding="UTF-8"?>\ufeff' + entity
+                                                  + good(base + 23, first="&x;"), "parse"),
+        "three_byte_boms_no_doctype": (b"\xef\xbb\xbf" * 3 + good(base + 24).encode(), None),
     }
     order = ["xxe_file", "xxe_network", "billion_laughs", "dtd_after_comment", "undeclared_entity", "malformed",
              "truncated", "empty", "whitespace", "nul_byte", "wrong_root", "rec_lending", "id_mismatch", "cp1252_bytes",
-             "bom", "twenty_mb", "deep_nesting_in_scope", "deep_nesting_in_noise", "five_mb_attribute"]
+             "bom", "twenty_mb", "deep_nesting_in_scope", "deep_nesting_in_noise", "five_mb_attribute",
+             "two_text_boms_internal_entity", "three_byte_boms_internal_entity", "boms_whitespace_comment_pi_entity",
+             "entity_amplification_after_boms", "doctype_after_xml_declaration_and_bom", "three_byte_boms_no_doctype"]
     return {name: (table[name][0], table[name][1], base + i) for i, name in enumerate(order)}

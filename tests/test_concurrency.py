@@ -4,8 +4,12 @@ import json
 import signal
 import time
 
+import pytest
+
 from conftest import assert_exactly_once, cli, expected_failures, open_db, popen
 from procs import kill_group
+
+pytestmark = pytest.mark.slow  # real instances and worker processes, seconds each
 
 N_APPS = 240
 
@@ -16,8 +20,7 @@ def prepare(url):
 
 
 def base(url):
-    return ["run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "8",
-            "--logs-dir", "/tmp/xe-test-logs", "--metrics-dir", "/tmp/xe-test-metrics"]
+    return ["run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "8"]
 
 
 def start_all(arg_lists, env=None):

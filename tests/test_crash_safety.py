@@ -9,6 +9,8 @@ import pytest
 from conftest import assert_exactly_once, cli, open_db, popen
 from procs import kill_group, python_workers
 
+pytestmark = pytest.mark.slow  # real processes and signals, seconds each
+
 SLOW = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.6"}
 
 
@@ -18,8 +20,7 @@ def prepare(url, count=160):
 
 
 def run_args(url):
-    return ["run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "10",
-            "--logs-dir", "/tmp/xe-test-logs", "--metrics-dir", "/tmp/xe-test-metrics", "--reconnect-seconds", "30"]
+    return ["run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "10", "--reconnect-seconds", "30"]
 
 
 def logged(url):

@@ -12,8 +12,7 @@ COUNT = 80
 def processed(db_url):
     cli("init-db", "--db", db_url, check=True)
     cli("generate-mock", "--db", db_url, "--count", str(COUNT), "--faulty-share", "0.2", "--seed", "21", check=True)
-    p = cli("run", "--db", db_url, "--no-progress", "--workers", "2", "--batch-size", "10", "--logs-dir", "/tmp/xe-test-logs",
-            "--metrics-dir", "/tmp/xe-test-metrics")
+    p = cli("run", "--db", db_url, "--no-progress", "--workers", "2", "--batch-size", "10")
     assert p.returncode == 1
     return db_url
 
@@ -79,23 +78,21 @@ def test_reprocess_dry_run_then_real(processed):
     before = db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}")
     db.close()
     assert before == COUNT  # the dry run changed nothing
-    p = cli("reprocess", "--db", processed, "--failed", "--no-progress", "--logs-dir", "/tmp/xe-test-logs",
-            "--metrics-dir", "/tmp/xe-test-metrics")
+    p = cli("reprocess", "--db", processed, "--failed", "--no-progress")
     assert p.returncode == 1 and "processing them again" in p.stdout  # they fail again: the documents are still broken
     assert_exactly_once(processed)
     ok_id = next(i for i in range(1, COUNT + 1) if i not in faulty())
-    p = cli("reprocess", "--db", processed, str(ok_id), "--no-progress", "--logs-dir", "/tmp/xe-test-logs",
-            "--metrics-dir", "/tmp/xe-test-metrics")
+    p = cli("reprocess", "--db", processed, str(ok_id), "--no-progress")
     assert p.returncode == 0, p.stdout + p.stderr
     assert_exactly_once(processed)
     assert cli("reprocess", "--db", processed).returncode == 2
 
 
+@pytest.mark.slow
 def test_launch_runs_partitioned_instances(db_url):
     cli("init-db", "--db", db_url, check=True)
     cli("generate-mock", "--db", db_url, "--count", "60", "--faulty-share", "0", check=True)
-    p = cli("launch", "--instances", "3", "--db", db_url, "--workers", "1", "--batch-size", "5",
-            "--logs-dir", "/tmp/xe-test-logs", "--metrics-dir", "/tmp/xe-test-metrics")
+    p = cli("launch", "--instances", "3", "--db", db_url, "--workers", "1", "--batch-size", "5")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "[0/3]" in p.stdout and "[2/3]" in p.stdout
     last = [ln.split() for ln in p.stdout.splitlines() if ln.startswith("all")][0]
@@ -104,6 +101,7 @@ def test_launch_runs_partitioned_instances(db_url):
     assert cli("launch", "--instances", "2", "--instance-id", "1").returncode == 2
 
 
+@pytest.mark.slow
 def test_launch_sigterm_stops_every_instance_and_resume_finishes(sqlite_url):
     import signal
     import time
@@ -113,7 +111,6 @@ def test_launch_sigterm_stops_every_instance_and_resume_finishes(sqlite_url):
     cli("init-db", "--db", sqlite_url, check=True)
     cli("generate-mock", "--db", sqlite_url, "--count", "150", "--faulty-share", "0", check=True)
     p = popen("launch", "--instances", "2", "--db", sqlite_url, "--workers", "1", "--batch-size", "5",
-              "--logs-dir", "/tmp/xe-test-logs", "--metrics-dir", "/tmp/xe-test-metrics",
               env={"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.3"})
     deadline = time.time() + 60
     while time.time() < deadline and len(descendants(p.pid)) < 4:
@@ -128,7 +125,6 @@ def test_launch_sigterm_stops_every_instance_and_resume_finishes(sqlite_url):
     done = db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}")
     db.close()
     assert 0 < done < 150
-    p2 = cli("launch", "--instances", "2", "--db", sqlite_url, "--workers", "1", "--logs-dir", "/tmp/xe-test-logs",
-             "--metrics-dir", "/tmp/xe-test-metrics")
+    p2 = cli("launch", "--instances", "2", "--db", sqlite_url, "--workers", "1")
     assert p2.returncode == 0, p2.stdout
     assert assert_exactly_once(sqlite_url)["success"] == 150

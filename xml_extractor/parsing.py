@@ -1,6 +1,11 @@
 """Safe, scoped XML parsing.
 
-Documents are parsed with no DTD, no entity resolution, no network and no recovery. Only the part
+Documents are parsed with no DTD, no entity resolution, no network and no recovery, and a
+document that declares a DOCTYPE fails at stage parse whatever precedes it: the prolog is scanned
+first (any number of byte-order marks, whitespace, comments, processing instructions) and, as the
+enforcement that cannot be bypassed, every tree the parser builds is checked for a DTD node
+before anything reads it (libxml2 substitutes internal entities in attribute values even with
+``resolve_entities=False``, so the options alone are not enough). Only the part
 of the document the contract reads is parsed: the parser is fed up to the end of the contract's
 ``scope`` element (``Request/CustData``) and stops there, so the large vendor payloads that follow
 (``Reports``, ``Journals``: ~95% of the bytes) cost a substring search and nothing more. What is
@@ -25,14 +30,15 @@ _BOM = "\ufeff"
 
 
 def decode_source(value: Any, min_length: int = 1) -> str:
-    """Row value -> text. Bytes are UTF-8, else cp1252 (older rows); a BOM is dropped."""
+    """Row value -> text. Bytes are UTF-8, else cp1252 (older rows); leading byte-order marks are
+    dropped (any number of them: re-encoded exports stack them)."""
     if value is None:
         raise ReadFailure("the xml column is NULL", "EmptyDocument")
     if isinstance(value, memoryview):
         value = value.tobytes()
     if isinstance(value, (bytes, bytearray)):
         raw = bytes(value)
-        if raw.startswith(b"\xef\xbb\xbf"):
+        while raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
             text = raw.decode("utf-8")
@@ -41,7 +47,7 @@ def decode_source(value: Any, min_length: int = 1) -> str:
     else:
         text = str(value)
     if text.startswith(_BOM):
-        text = text[1:]
+        text = text.lstrip(_BOM)
     need = max(min_length, 1)
     # strip() copies the whole text: on a 150 KB document look at the head first
     if (len(text) < 8192 or not text[:4096].strip()) and len(text.strip()) < need:
@@ -88,11 +94,17 @@ _PARSER_OPTIONS = dict(
 )
 
 
+_DTD_FORBIDDEN = "a DOCTYPE/DTD is not allowed in documents (entities are never expanded)"
+
+
 def _check_prolog(text: str) -> None:
-    """Refuse any DOCTYPE: no DTD means no entity declarations to expand, ever."""
+    """Refuse any DOCTYPE before parsing: no DTD means no entity declarations to expand, ever.
+    Byte-order marks, whitespace, comments and processing instructions are skipped, any number
+    and in any order; anything else ends the prolog (the parser judges it, and :func:`_refuse_dtd`
+    checks what it built)."""
     i, n = 0, len(text)
     while i < n:
-        while i < n and text[i] in " \t\r\n":
+        while i < n and text[i] in " \t\r\n\ufeff":
             i += 1
         if text.startswith("<?", i):
             j = text.find("?>", i)
@@ -102,11 +114,20 @@ def _check_prolog(text: str) -> None:
             i = n if j < 0 else j + 3
         elif text.startswith("<!", i):
             if text[i:i + 9].upper() == "<!DOCTYPE":
-                raise ParseFailure("a DOCTYPE/DTD is not allowed in documents (entities are never expanded)",
-                                   "DTDForbidden")
+                raise ParseFailure(_DTD_FORBIDDEN, "DTDForbidden")
             return
         else:
             return
+
+
+def _refuse_dtd(root: Any) -> None:
+    """The enforcement: a tree whose document has a DTD node (any DOCTYPE, however it got past
+    the prolog scan) or holds an entity reference is refused before anything reads a value."""
+    info = root.getroottree().docinfo
+    if info.internalDTD is not None or info.externalDTD is not None:
+        raise ParseFailure(_DTD_FORBIDDEN, "DTDForbidden")
+    if next(root.iter(etree.Entity), None) is not None:
+        raise ParseFailure("the document holds an entity reference (entities are never expanded)", "DTDForbidden")
 
 
 def parse_document(text: str, plan: DocumentPlan, tail: str | None = None) -> ParsedDocument:
@@ -135,6 +156,8 @@ def parse_document(text: str, plan: DocumentPlan, tail: str | None = None) -> Pa
             root = etree.fromstring((text[:end] + closing).encode("utf-8"), _fast_parser(plan.huge_tree))
         except etree.XMLSyntaxError:
             root = None
+        if root is not None:
+            _refuse_dtd(root)
         if root is not None and root.tag == plan.root:
             record = _find(root, plan.record_steps)
             if record is not None:
@@ -178,6 +201,7 @@ def _parse_with_events(text: str, plan: DocumentPlan) -> ParsedDocument:
                     stack.append(el.tag)
                     if root is None:
                         root = el
+                        _refuse_dtd(el)  # the DOCTYPE, if any, came before the root: refuse it first
                         if el.tag != plan.root:
                             raise ValidateFailure(
                                 f"root element is <{el.tag}>, expected <{plan.root}>", "WrongRoot")
@@ -199,6 +223,7 @@ def _parse_with_events(text: str, plan: DocumentPlan) -> ParsedDocument:
         raise ParseFailure(f"malformed XML: {exc}", "XMLSyntaxError") from None
     if root is None:
         raise ParseFailure("no root element", "XMLSyntaxError")
+    _refuse_dtd(root)
     return ParsedDocument(root=root, document_id=_find_id(root, plan), record=_find(root, plan.record_steps))
 
 

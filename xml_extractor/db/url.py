@@ -17,7 +17,7 @@ MSSQL_DRIVERS = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Server
 @dataclass
 class DatabaseURL:
     dialect: str  # sqlite | postgresql | mssql
-    raw: str
+    raw: str = field(repr=False)  # as given: may hold a password
     path: str = ""
     host: str = ""
     port: int | None = None
@@ -40,19 +40,19 @@ class DatabaseURL:
         return f"{self.dialect}://{who}{self.host}{port}/{self.database}"
 
     def odbc_connection_string(self) -> str:
+        """The connection string handed to pyodbc: every value through odbc.quote_value."""
+        from .odbc import connection_string
         if self.odbc:
             return self.odbc
-        def esc(v: str) -> str:
-            return "{" + v.replace("}", "}}") + "}" if any(c in v for c in ";{}=") else v
         if self.dialect == "postgresql":
-            parts = {"Driver": "{" + self.driver + "}", "Server": self.host or "127.0.0.1", "Port": str(self.port or 5432),
+            parts = {"Driver": self.driver, "Server": self.host or "127.0.0.1", "Port": str(self.port or 5432),
                      "Database": self.database, "Uid": self.user, "Pwd": self.password,
                      # measured: no hidden per-statement SAVEPOINT, no per-process comm log file
                      "Protocol": "7.4-1", "CommLog": "0", "Debug": "0", "UseServerSidePrepare": "1",
                      "BoolsAsChar": "0", "MaxVarcharSize": "65535", "TextAsLongVarchar": "1"}
         else:
             server = self.host + (f",{self.port}" if self.port else "")
-            parts = {"Driver": "{" + self.driver + "}", "Server": server, "Database": self.database,
+            parts = {"Driver": self.driver, "Server": server, "Database": self.database,
                      "Encrypt": self.params.get("encrypt", "yes"),
                      "TrustServerCertificate": self.params.get("trust_server_certificate", "no"),
                      "APP": "xml-extractor"}
@@ -62,26 +62,18 @@ class DatabaseURL:
                 parts["Trusted_Connection"] = "yes"
         for k, v in self.params.items():
             if k not in ("driver", "encrypt", "trust_server_certificate"):
-                parts[k] = v
-        return ";".join(f"{k}={v if k == 'Driver' else esc(str(v))}" for k, v in parts.items() if v != "")
+                # a URL parameter replaces the attribute of the same name, whatever its case
+                for same in [p for p in parts if p.lower() == k.lower()]:
+                    del parts[same]
+                parts[k] = str(v)
+        return connection_string(parts.items())
 
 
 def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
     url = (url or DEFAULT_URL).strip()
     env_pw = os.environ.get(PASSWORD_ENV, "") if password is None else password
     if url.startswith("odbc:"):
-        cs = url[5:]
-        low = cs.lower()
-        if "sql server" in low:
-            d = "mssql"
-        elif "postgres" in low or "psqlodbc" in low:
-            d = "postgresql"
-        else:
-            raise ConfigError("odbc: URL: cannot tell the database from the DRIVER= part "
-                              "(supported: SQL Server and PostgreSQL drivers)")
-        if env_pw and "pwd=" not in low and "password=" not in low:
-            cs = cs.rstrip(";") + f";PWD={env_pw}"
-        return DatabaseURL(dialect=d, raw=url, odbc=cs)
+        return _odbc_url(url, env_pw)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
@@ -105,6 +97,28 @@ def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
                            user=unquote(parts.username or ""), password=pw, driver=driver, params=params)
     raise ConfigError(f"unknown database URL scheme {scheme + ':' if scheme else repr(url)} "
                       "(use sqlite:///file.db, postgresql://user@host:port/db, mssql://host/db or odbc:<connection string>)")
+
+
+def _odbc_url(url: str, password: str) -> DatabaseURL:
+    """``odbc:<connection string>``: checked by the ODBC rules; a password from the environment
+    is added (brace-quoted) only when the string has none."""
+    from .odbc import SECRET_KEYS, connection_string, parse_connection_string
+    cs = url[5:].strip()
+    try:
+        pairs = parse_connection_string(cs)
+    except ValueError as exc:
+        raise ConfigError(f"odbc: URL: not a valid connection string: {exc}") from None
+    driver = next((v for k, v in pairs if k.lower() == "driver"), "").lower()
+    if "sql server" in driver:
+        dialect = "mssql"
+    elif "postgres" in driver or "psqlodbc" in driver:
+        dialect = "postgresql"
+    else:
+        raise ConfigError("odbc: URL: cannot tell the database from the DRIVER= part "
+                          "(supported: SQL Server and PostgreSQL drivers)")
+    if password and not any(k.lower() in SECRET_KEYS for k, _ in pairs):
+        cs = cs.rstrip("; \t") + ";" + connection_string([("PWD", password)])
+    return DatabaseURL(dialect=dialect, raw=url, odbc=cs, driver=next(v for k, v in pairs if k.lower() == "driver"))
 
 
 def _pick_mssql_driver() -> str:
