@@ -71,12 +71,25 @@ def test_processing_log_and_indexes(ddl):
 
 def test_claim_and_selection_queries():
     d = make_dialect("mssql")
-    claim = d.queries["queue_claim"]
+    claim = d.queries["queue_claim"].template
     assert "WITH (UPDLOCK, READPAST, ROWLOCK)" in claim and "SELECT TOP (1)" in claim and "OUTPUT inserted.chunk_id" in claim
-    assert "{lease_expr}" in claim and d.lease_sql() == "DATEADD(second, ?, SYSUTCDATETIME())"
-    assert d.queries["pending_ids"].startswith("SELECT TOP (?)") and d.limit_first
-    assert "LIMIT" not in d.queries["pending_ids"] and "OFFSET" not in d.queries["pending_ids"]
-    assert "WITH (UPDLOCK, HOLDLOCK)" in d.queries["queue_seed"]
+    assert "{lease_expr}" in claim and d.lease_sql() == "DATEADD(second, :lease_seconds, SYSUTCDATETIME())"
+    assert "WITH (UPDLOCK, HOLDLOCK)" in d.queries["queue_seed"].template
+
+
+def test_pending_page_is_top_with_named_parameters():
+    """One definition of pending_ids for every dialect: TOP (?) on SQL Server, LIMIT ? elsewhere,
+    and the values bound by name land in the right places whatever the order of the markers."""
+    from xml_extractor.db.base import Statement
+    d = make_dialect("mssql")
+    assert d.queries["pending_ids"].source == "common.sql"
+    names = {"src": "[dbo].[app_xml]", "src_id": "[app_id]", "log": "[sandbox].[processing_log]",
+             "top": d.top_clause, "limit": d.limit_clause}
+    st = Statement(d.queries["pending_ids"].template.format(**names), "pending_ids")
+    assert st.startswith("SELECT TOP (?) s.[app_id] FROM [dbo].[app_xml] s")
+    assert "LIMIT" not in st and "OFFSET" not in st
+    sql, values = st.bind({"after_id": 10, "id_lo": 1, "id_hi": 99, "modulus": 3, "remainder": 2, "limit": 50})
+    assert values == [50, 10, 1, 99, 3, 3, 3, 2]
 
 
 class RecordingCursor:

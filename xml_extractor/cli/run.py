@@ -52,10 +52,10 @@ def _pending_count(opts: Any) -> int | None:
     try:
         db = Database(opts.url, load_contract(opts.contract_path))
         modulus, rem = (opts.instance_count, opts.instance_id) if opts.mode == "partition" else (1, 0)
-        params = [opts.app_id_start if opts.app_id_start is not None else ID_MIN,
-                  opts.app_id_end if opts.app_id_end is not None else ID_MAX, modulus, rem]
+        params = {"id_lo": opts.app_id_start if opts.app_id_start is not None else ID_MIN,
+                  "id_hi": opts.app_id_end if opts.app_id_end is not None else ID_MAX, "modulus": modulus, "remainder": rem}
         if opts.retry_failed:
-            n = db.scalar(db.sql("count_retry"), params + [opts.max_attempts])
+            n = db.scalar(db.sql("count_retry"), {**params, "max_attempts": opts.max_attempts})
         else:
             n = db.scalar(db.sql("count_pending"), params)
         db.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
 
@@ -12,7 +13,11 @@ if TYPE_CHECKING:
     from ..contract.loader import ColumnDef, Contract
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_NAMED = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
+_NAMED = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+# A named parameter: ``:name`` not preceded by ``:`` or a word character (so PostgreSQL's ``::int``
+# casts and ``a:b`` inside identifiers are left alone). String literals are skipped (see _code_parts).
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
 
 
 def check_identifier(name: str, what: str = "identifier") -> str:
@@ -21,16 +26,114 @@ def check_identifier(name: str, what: str = "identifier") -> str:
     return name
 
 
-def load_queries(dialect: str) -> dict[str, str]:
-    """``-- name: x`` sections of common.sql, overridden by the dialect's own file."""
-    out: dict[str, str] = {}
+@dataclass(frozen=True)
+class NamedQuery:
+    """One ``-- name:`` section of a query file: identifiers as ``{braces}``, values as ``:name``."""
+
+    name: str
+    description: str
+    template: str
+    source: str  # the file that defined it (common.sql or the dialect's own)
+
+
+def load_queries(dialect: str) -> dict[str, NamedQuery]:
+    """``-- name: x`` sections of common.sql, overridden by name by the dialect's own file.
+
+    A section is ``-- name: x``, comment lines (the first is the one-line description), then one
+    statement. Comment lines inside the statement are dropped; a trailing ``;`` is optional."""
+    out: dict[str, NamedQuery] = {}
     for fname in ("common.sql", f"{dialect}.sql"):
         text = resources.files("xml_extractor.db").joinpath("sql", fname).read_text("utf-8")
         parts = _NAMED.split(text)
         for i in range(1, len(parts), 2):
-            body = "\n".join(ln for ln in parts[i + 1].splitlines() if not ln.lstrip().startswith("--")).strip()
-            out[parts[i]] = body.rstrip(";").strip()
+            lines = parts[i + 1].strip().splitlines()
+            comments = [ln.lstrip()[2:].strip() for ln in lines if ln.lstrip().startswith("--")]
+            body = "\n".join(ln for ln in lines if not ln.lstrip().startswith("--")).strip()
+            description = " ".join(comments) if comments else ""
+            out[parts[i]] = NamedQuery(parts[i], description, body.rstrip(";").strip(), fname)
     return out
+
+
+def _code_parts(sql: str) -> list[tuple[bool, str]]:
+    """The text split into (is_code, piece): string literals are not code."""
+    out: list[tuple[bool, str]] = []
+    pos = 0
+    for m in _LITERAL.finditer(sql):
+        out.append((True, sql[pos:m.start()]))
+        out.append((False, m.group(0)))
+        pos = m.end()
+    out.append((True, sql[pos:]))
+    return out
+
+
+class Statement(str):
+    """A statement ready for the driver: its text has ``?`` markers, one per parameter occurrence,
+    and ``params`` records which named parameter each marker takes (a name may repeat).
+
+    Callers pass values by name: ``db.query(db.sql("pending_ids"), {"after_id": 0, ...})`` or
+    ``stmt.bind({...})``. A list or tuple value expands in place to one marker per element
+    (``IN (:ids)``). A statement written with bare ``?`` markers (the old style) has no ``params``
+    and takes a positional sequence as before. It is a ``str``, so it goes anywhere SQL text goes."""
+
+    name: str
+    params: tuple[str, ...]
+    _pieces: tuple[str, ...]  # the text around the markers: len(params) + 1 pieces
+
+    def __new__(cls, text: str, name: str = "") -> "Statement":
+        pieces: list[str] = [""]
+        params: list[str] = []
+        positional = False
+        for is_code, piece in _code_parts(text):
+            if not is_code:
+                pieces[-1] += piece
+                continue
+            positional = positional or "?" in piece
+            pos = 0
+            for m in _PARAM.finditer(piece):
+                pieces[-1] += piece[pos:m.start()]
+                params.append(m.group(1))
+                pieces.append("")
+                pos = m.end()
+            pieces[-1] += piece[pos:]
+        if positional and params:
+            raise ConfigError(f"query {name!r} mixes ? and :name parameters")
+        self = super().__new__(cls, "?".join(pieces))
+        self.name = name
+        self.params = tuple(params)
+        self._pieces = tuple(pieces)
+        return self
+
+    def values(self, params: Mapping[str, Any]) -> list[Any]:
+        """The positional values in marker order (scalars only: for ``executemany``)."""
+        self._check(params)
+        return [params[p] for p in self.params]
+
+    def bind(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """Text and positional values; list/tuple values expand to one marker each."""
+        self._check(params)
+        if not any(isinstance(params[p], (list, tuple)) for p in self.params):
+            return str(self), [params[p] for p in self.params]
+        text = [self._pieces[0]]
+        values: list[Any] = []
+        for p, piece in zip(self.params, self._pieces[1:]):
+            v = params[p]
+            if isinstance(v, (list, tuple)):
+                if not v:
+                    raise ConfigError(f"query {self.name!r}: list parameter {p!r} is empty")
+                text.append(", ".join("?" * len(v)))
+                values.extend(v)
+            else:
+                text.append("?")
+                values.append(v)
+            text.append(piece)
+        return "".join(text), values
+
+    def _check(self, params: Mapping[str, Any]) -> None:
+        names = set(self.params)
+        if names != params.keys():
+            missing, extra = names - params.keys(), params.keys() - names
+            raise TypeError(f"query {self.name!r}: " + "; ".join(
+                s for s in (f"missing {sorted(missing)}" if missing else "", f"unexpected {sorted(extra)}" if extra else "") if s))
 
 
 class ErrorKind:
@@ -46,7 +149,6 @@ class Dialect:
 
     name = "base"
     supports_schemas = True
-    limit_first = False  # TOP (?) comes before the other parameters
     max_params = 2000  # bound parameters one statement may carry (a batch's IN list must fit)
 
     def __init__(self) -> None:
@@ -61,11 +163,15 @@ class Dialect:
             return f"{self.quote(schema)}.{self.quote(name)}"
         return self.quote(name)
 
+    # -- row limits: "{top}" after SELECT and "{limit}" at the end of a named query; both take :limit
+    top_clause = ""
+    limit_clause = "LIMIT :limit"
+
     # -- clock ----------------------------------------------------------------------------------
     now_sql = "CURRENT_TIMESTAMP"
 
     def lease_sql(self) -> str:
-        """An expression for 'now + ? seconds' (one bound parameter)."""
+        """An expression for 'now + :lease_seconds seconds' (one named parameter)."""
         raise NotImplementedError
 
     # -- types ----------------------------------------------------------------------------------

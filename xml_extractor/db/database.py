@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar, Union
 
 from ..errors import ConfigError
-from .base import Dialect, ErrorKind
+from .base import Dialect, ErrorKind, Statement
 from .url import DatabaseURL, parse_url
 
 if TYPE_CHECKING:
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Params = Union[Sequence[Any], Mapping[str, Any]]
 
 
 def make_dialect(name: str) -> Dialect:
@@ -54,8 +55,10 @@ class Database:
             "enums": d.qualified(sch, c.enum_table),
             "now": d.now_sql,
             "lease_expr": d.lease_sql(),
+            "top": d.top_clause,
+            "limit": d.limit_clause,
         }
-        self._sql: dict[tuple, str] = {}
+        self._sql: dict[tuple, Statement] = {}
         self.conn: Any = None
         self.connect()
 
@@ -111,34 +114,52 @@ class Database:
         raise AssertionError("unreachable")
 
     # -- SQL ------------------------------------------------------------------------------------
-    def sql(self, name: str, **extra: str) -> str:
-        key = (name, tuple(sorted(extra.items())))
+    def sql(self, name: str, **identifiers: str) -> Statement:
+        """The named query for this dialect with the contract's identifiers substituted.
+
+        ``identifiers`` fill extra ``{braces}`` (already quoted identifiers, never values). Values
+        go to execute/query/scalar as a mapping by parameter name."""
+        key = (name, tuple(sorted(identifiers.items())))
         s = self._sql.get(key)
         if s is None:
             try:
-                template = self.dialect.queries[name]
+                template = self.dialect.queries[name].template
             except KeyError:
                 raise ConfigError(f"no query named {name!r} for {self.dialect.name}") from None
-            s = template.format(**self.names, **extra)
+            s = Statement(template.format(**self.names, **identifiers), name)
             self._sql[key] = s
         return s
+
+    def query_named(self, name: str, /, **params: Any) -> list[tuple]:
+        """Rows of the named query run with these parameter values (in the current transaction)."""
+        return self.query(self.sql(name), params)
 
     def table(self, name: str) -> str:
         return self.dialect.qualified(self.contract.target_schema, name)
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, sql: str, params: Params = ()) -> Any:
+        """Run one statement; ``params`` by name (a mapping) for a named-parameter Statement,
+        a sequence for one written with ``?``."""
+        if isinstance(params, Mapping):
+            if not isinstance(sql, Statement):
+                raise TypeError("parameters by name need a Statement (db.sql(name))")
+            sql, values = sql.bind(params)
+        elif isinstance(sql, Statement) and sql.params:
+            raise TypeError(f"query {sql.name!r} takes parameters by name: {', '.join(dict.fromkeys(sql.params))}")
+        else:
+            values = list(params)
         cur = self.conn.cursor()
-        cur.execute(sql, list(params))
+        cur.execute(sql, values)
         return cur
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def query(self, sql: str, params: Params = ()) -> list[tuple]:
         cur = self.execute(sql, params)
         # an UPDATE ... RETURNING that matched nothing has no result set through psqlODBC
         rows = cur.fetchall() if cur.description is not None else []
         cur.close()
         return [tuple(r) for r in rows]
 
-    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def scalar(self, sql: str, params: Params = ()) -> Any:
         rows = self.query(sql, params)
         return rows[0][0] if rows else None
 
@@ -155,7 +176,7 @@ class Database:
         except Exception:  # noqa: BLE001 - a dead connection cannot roll back; the server already has
             pass
 
-    def autocommit_query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def autocommit_query(self, sql: str, params: Params = ()) -> list[tuple]:
         """A read that must not leave a transaction open (pyodbc starts one implicitly)."""
         rows = self.query(sql, params)
         if self.dialect.name != "sqlite":

@@ -16,7 +16,8 @@ FAST_EXECUTEMANY_CHUNK = 1000
 
 class MSSQLDialect(Dialect):
     name = "mssql"
-    limit_first = True
+    top_clause = "TOP (:limit)"
+    limit_clause = ""
     now_sql = "SYSUTCDATETIME()"
     text_type = "NVARCHAR(MAX)"
     source_xml_type = "VARCHAR(MAX)"
@@ -30,7 +31,7 @@ class MSSQLDialect(Dialect):
         return "[" + check_identifier(ident) + "]"
 
     def lease_sql(self) -> str:
-        return "DATEADD(second, ?, SYSUTCDATETIME())"
+        return "DATEADD(second, :lease_seconds, SYSUTCDATETIME())"
 
     def varchar(self, n: int) -> str:
         return f"NVARCHAR({n})"

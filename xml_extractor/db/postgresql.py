@@ -55,7 +55,7 @@ class PostgreSQLDialect(Dialect):
         self._sql_cache: dict[tuple[str, int], str] = {}
 
     def lease_sql(self) -> str:
-        return "((now() AT TIME ZONE 'UTC') + (? * interval '1 second'))"
+        return "((now() AT TIME ZONE 'UTC') + (:lease_seconds * interval '1 second'))"
 
     def connect(self, url: Any) -> Any:
         return odbc_connect(url.odbc_connection_string(), url.driver)

@@ -29,7 +29,7 @@ class SQLiteDialect(Dialect):
     max_params = 32000
 
     def lease_sql(self) -> str:
-        return "strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || ? || ' seconds')"
+        return "strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || :lease_seconds || ' seconds')"
 
     type_names = {**Dialect.type_names, "datetime": "TIMESTAMP"}
 

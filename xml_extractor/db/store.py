@@ -192,10 +192,12 @@ class BatchWriter:
     def _count_progress(self, cur: Any, items: list[Outcome], now: _dt.datetime) -> None:
         i = self.ident
         ok = sum(1 for it in items if it.ok)
-        cur.execute(self.db.sql("progress_update"), [ok, len(items) - ok, now, i.session_id, i.worker_pid])
+        counts = {"success": ok, "failed": len(items) - ok, "now": now, "session_id": i.session_id, "worker_pid": i.worker_pid}
+        update = self.db.sql("progress_update")
+        cur.execute(update, update.values(counts))
         if cur.rowcount == 0:
-            cur.execute(self.db.sql("progress_insert"), [i.session_id, i.worker_pid, i.instance_id, i.instance_count,
-                                                         now, now, ok, len(items) - ok])
+            insert = self.db.sql("progress_insert")
+            cur.execute(insert, insert.values({**counts, "instance_id": i.instance_id, "instance_count": i.instance_count}))
 
     def _log_row(self, it: Outcome, now: _dt.datetime, insert_ms: float | None) -> tuple:
         i = self.ident
@@ -205,7 +207,7 @@ class BatchWriter:
                 _r(it.parse_ms), _r(it.map_ms), _r(insert_ms) if it.ok else None, i.worker_pid, now)
 
     def _already_logged(self, it: Outcome) -> bool:
-        rows = self.db.autocommit_query(self.db.sql("logged_status"), [it.app_id])
+        rows = self.db.autocommit_query(self.db.sql("logged_status"), {"app_id": it.app_id})
         return any(st == "success" or att >= it.attempt for _, st, att in rows)
 
     def _resolve_single(self, it: Outcome, exc: Exception, kind: str, results: dict) -> None:
@@ -239,9 +241,8 @@ class BatchWriter:
                 keys = [r[ki] for r in it.mapped.rows.get(table, ())]
                 if not keys:
                     continue
-                sql = self.db.sql("contact_owners", key_col=self.db.dialect.quote(key), contact_table=self.db.table(table),
-                                  ids=self.db.dialect.in_list(len(keys)))
-                owners = self.db.autocommit_query(sql, keys + [it.app_id])
+                sql = self.db.sql("contact_owners", key_col=self.db.dialect.quote(key), contact_table=self.db.table(table))
+                owners = self.db.autocommit_query(sql, {"keys": keys, "app_id": it.app_id})
                 if owners:
                     desc = "; ".join(f"{key} {k} already belongs to application {a}" for k, a in owners)
                     reason = f"{desc} ({table}); nothing of application {it.app_id} was written"

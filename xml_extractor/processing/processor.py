@@ -435,7 +435,7 @@ class ProductionProcessor:
     def _log_worker_crash(self, db: Database, app_id: int, code: Any, summary: RunSummary) -> None:
         writer = BatchWriter(db, self.plan, RunIdentity(self.opt.session_id, self.opt.instance_id,
                                                         self.opt.instance_count, self.contract.version_tag))
-        last = db.autocommit_query(db.sql("last_attempts", ids="?"), [app_id])
+        last = db.autocommit_query(db.sql("last_attempts"), {"ids": [app_id]})
         attempt = (last[0][1] if last else 0) + 1
         res = writer.write([Outcome(app_id, attempt, None, "parse", "WorkerCrashed",
                                     f"the worker process died twice while processing this application (exit code {code})")])

@@ -38,11 +38,11 @@ class SelectionSpec:
 
 def page_ids(db: Database, spec: SelectionSpec, after: int, lo: int, hi: int, size: int) -> list[int]:
     modulus, remainder = (spec.instance_count, spec.instance_id) if spec.mode == "partition" else (1, 0)
+    params = {"after_id": after, "id_lo": lo, "id_hi": hi, "modulus": modulus, "remainder": remainder, "limit": size}
     if spec.retry_failed:
-        name, params = "retry_ids", [after, lo, hi, modulus, remainder, spec.max_attempts]
+        name, params = "retry_ids", {**params, "max_attempts": spec.max_attempts}
     else:
-        name, params = "pending_ids", [after, lo, hi, modulus, remainder]
-    params = [size] + params if db.dialect.limit_first else params + [size]
+        name = "pending_ids"
     return [int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql(name), params))]
 
 
@@ -101,7 +101,7 @@ class WorkQueue:
 
     def seed(self) -> int:
         db, spec = self.db, self.spec
-        lo, hi = db.with_retry(lambda: db.autocommit_query(db.sql("queue_bounds"), [spec.id_lo, spec.id_hi]))[0]
+        lo, hi = db.with_retry(lambda: db.autocommit_query(db.sql("queue_bounds"), {"id_lo": spec.id_lo, "id_hi": spec.id_hi}))[0]
         if lo is None:
             return 0
         lo, hi = int(lo), int(hi)
@@ -110,14 +110,13 @@ class WorkQueue:
         for k in range(lo // w, hi // w + 1):
             rows.append((k, max(k * w, spec.id_lo), min(k * w + w - 1, spec.id_hi)))
         sql = db.sql("queue_seed")
-        mssql = db.dialect.name == "mssql"
 
         def tx() -> None:
             db.begin()
             cur = db.conn.cursor()
             for i in range(0, len(rows), 500):
                 part = rows[i:i + 500]
-                cur.executemany(sql, [r + (r[0],) for r in part] if mssql else part)
+                cur.executemany(sql, [sql.values({"chunk_id": k, "lo": a, "hi": b}) for k, a, b in part])
             cur.close()
             db.commit()
         db.with_retry(tx)
@@ -131,21 +130,20 @@ class WorkQueue:
                 db.begin()  # BEGIN IMMEDIATE: a short write lock for pick + take
                 row = db.query(db.sql("queue_pick"))
                 if row:
-                    db.execute(db.sql("queue_take"), [spec.owner, spec.lease_seconds, row[0][0]]).close()
+                    db.execute(db.sql("queue_take"), {"owner": spec.owner, "lease_seconds": spec.lease_seconds,
+                                                      "chunk_id": row[0][0]}).close()
                 db.commit()
             else:
-                params = [spec.owner, spec.lease_seconds]
-                row = db.query(db.sql("queue_claim"), params)
+                row = db.query(db.sql("queue_claim"), {"owner": spec.owner, "lease_seconds": spec.lease_seconds})
                 db.commit()
             return (int(row[0][0]), int(row[0][1]), int(row[0][2])) if row else None
         return db.with_retry(tx)
 
     def unfinished(self) -> int:
         db = self.db
-        return int(db.with_retry(lambda: db.autocommit_query(
-            f"SELECT COUNT(*) FROM {db.names['queue']} WHERE done_at IS NULL"))[0][0])
+        return int(db.with_retry(lambda: db.autocommit_query(db.sql("queue_unfinished")))[0][0])
 
-    def _update(self, name: str, params: list) -> None:
+    def _update(self, name: str, params: dict[str, object]) -> None:
         db = self.db
 
         def tx() -> None:
@@ -155,14 +153,14 @@ class WorkQueue:
         db.with_retry(tx)
 
     def renew(self, chunk_id: int) -> None:
-        self._update("queue_renew", [self.spec.lease_seconds, chunk_id, self.spec.owner])
+        self._update("queue_renew", {"lease_seconds": self.spec.lease_seconds, "chunk_id": chunk_id, "owner": self.spec.owner})
 
     def finish(self, chunk_id: int) -> None:
-        self._update("queue_done", [self.spec.owner, chunk_id, self.spec.owner])
+        self._update("queue_done", {"chunk_id": chunk_id, "owner": self.spec.owner})
 
     def release_all(self) -> None:
         """On a clean stop, hand unfinished claims back at once instead of waiting for the lease."""
-        self._update("queue_release", [self.spec.owner])
+        self._update("queue_release", {"owner": self.spec.owner})
 
 
 def queue_batches(db: Database, spec: SelectionSpec, stop: threading.Event, chunk_done: "callable") -> Iterator[tuple[list[int], int | None]]:

@@ -73,14 +73,14 @@ def map_outcome(plan: MappingPlan, app_id: int, xml: Any, attempt: int, min_leng
 def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: list[int], retry: bool) -> BatchResult:
     res = BatchResult(failures=[])
     t0 = time.perf_counter()
-    in_list = db.dialect.in_list(len(ids))
-    attempts = dict(db.with_retry(lambda: db.autocommit_query(db.sql("last_attempts", ids=in_list), ids)))
+    attempts = dict(db.with_retry(lambda: db.autocommit_query(db.sql("last_attempts"), {"ids": ids})))
     heads = "fetch_heads" in db.dialect.queries
     if heads:  # server dialects: only the head of each document crosses the connection
         marker = f"</{plan.document.scope_steps[-1]}>"
-        docs = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_heads", ids=in_list), [marker, len(marker.encode()), *ids]))
+        docs = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_heads"), {
+            "marker": marker, "marker_bytes": len(marker.encode()), "ids": ids}))
     else:
-        docs = [(a, x, None) for a, x in db.with_retry(lambda: db.autocommit_query(db.sql("fetch_documents", ids=in_list), ids))]
+        docs = [(a, x, None) for a, x in db.with_retry(lambda: db.autocommit_query(db.sql("fetch_documents"), {"ids": ids}))]
     res.fetch_ms = (time.perf_counter() - t0) * 1000
     outcomes = []
     for app_id, xml, tail in sorted(docs, key=lambda r: r[0]):
@@ -91,7 +91,7 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
         try:
             oc = map_outcome(plan, int(app_id), xml, (last or 0) + 1, db.contract.source_min_length, tail)
         except NeedFullDocument:
-            whole = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_documents", ids="?"), [app_id]))
+            whole = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_documents"), {"ids": [app_id]}))
             oc = map_outcome(plan, int(app_id), whole[0][1] if whole else None, (last or 0) + 1,
                              db.contract.source_min_length)
         res.parse_ms += oc.parse_ms or 0.0

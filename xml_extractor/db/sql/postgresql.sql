@@ -1,11 +1,12 @@
 -- PostgreSQL overrides.
 
 -- name: queue_seed
-INSERT INTO {queue} (chunk_id, lo, hi, claims) VALUES (?, ?, ?, 0) ON CONFLICT (chunk_id) DO NOTHING;
+-- One chunk of the app_id range, unless it is already there.
+INSERT INTO {queue} (chunk_id, lo, hi, claims) VALUES (:chunk_id, :lo, :hi, 0) ON CONFLICT (chunk_id) DO NOTHING;
 
 -- name: queue_claim
 -- One statement: pick the first free or expired chunk, skipping rows other instances hold locked.
-UPDATE {queue} SET owner = ?, lease_until = {lease_expr}, claims = claims + 1
+UPDATE {queue} SET owner = :owner, lease_until = {lease_expr}, claims = claims + 1
 WHERE chunk_id = (
     SELECT chunk_id FROM {queue}
     WHERE done_at IS NULL AND (owner IS NULL OR lease_until < {now})
@@ -18,11 +19,10 @@ RETURNING chunk_id, lo, hi;
 -- 200 bytes (to check it is complete), so the ~95% that is vendor payload never crosses the
 -- connection. Everything is done on the bytes of one detoasted copy (textsend, kept by OFFSET 0):
 -- character-based left()/right() count characters from the start and cost 5-8x more (measured:
--- 1.17 ms a document with strpos/left/right, 0.15 ms this way). Params: marker, its byte length;
--- then the ids.
+-- 1.17 ms a document with strpos/left/right, 0.15 ms this way).
 SELECT x.id,
        CASE WHEN x.p > 0 THEN substring(x.b FROM 1 FOR x.p + x.m - 1) ELSE x.b END,
        CASE WHEN x.p > 0 THEN substring(x.b FROM greatest(1, length(x.b) - 199)) END
-FROM (SELECT y.id, y.b, position(convert_to(?, 'UTF8') IN y.b) AS p, ?::int AS m
-      FROM (SELECT s.{src_id} AS id, textsend(s.{src_xml}) AS b FROM {src} s WHERE s.{src_id} IN ({ids}) OFFSET 0) y
+FROM (SELECT y.id, y.b, position(convert_to(:marker, 'UTF8') IN y.b) AS p, CAST(:marker_bytes AS int) AS m
+      FROM (SELECT s.{src_id} AS id, textsend(s.{src_xml}) AS b FROM {src} s WHERE s.{src_id} IN (:ids) OFFSET 0) y
       OFFSET 0) x;
