@@ -8,8 +8,9 @@ from xml_extractor.mapping import map_document
 
 
 def doc(app="", contacts="", product="", extra="", app_id=7, rmts=""):
+    # regb_start_date is present so that the Reg B fallback (tests/test_legacy_rules.py) adds no event here
     return (f'\ufeff<Provenir><Request ID="{app_id}"><CustData><application app_receive_date="2025-01-02" {app}>'
-            f'<app_product {product}/><rmts_info {rmts}/>{contacts}{extra}</application></CustData>'
+            f'<app_product regb_start_date="2025-01-02" {product}/><rmts_info {rmts}/>{contacts}{extra}</application></CustData>'
             f'<Reports><Report><x a="1"/></Report></Reports></Request></Provenir>')
 
 
@@ -149,8 +150,8 @@ def test_receive_date_defaults_when_unparseable(plan):
 
 
 def test_empty_strings_are_null_and_attribute_case_is_ignored(plan):
-    t, _ = m(plan, doc(app='campaign_num="" PRIORITY="2"', product='RISK_MODEL_REASON1_TP_C="R1"'))
-    assert t["app_base"][0]["campaign_num"] is None and t["app_base"][0]["priority"] == "2"
+    t, _ = m(plan, doc(app='campaign_num="" PRIORITY="Offline Step-Up"', product='RISK_MODEL_REASON1_TP_C="R1"'))
+    assert t["app_base"][0]["campaign_num"] is None and t["app_operational_cc"][0]["priority_enum"] == 561
     assert t["app_transactional_cc"][0]["risk_model_reason1_code"] == "R1"
 
 

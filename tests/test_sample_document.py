@@ -27,7 +27,7 @@ def test_map_sample_json():
     emp = t["app_contact_employment"][0]
     assert emp["con_id"] == 900001 and float(emp["monthly_salary"]) == 5200.00 and emp["months_at_job"] == 30
     assert [i["indicator"] for i in t["indicators"]] == ["CreditBureauPulled", "MLA"]
-    scores = {s["score_identifier"]: s["score"] for s in t["scores"]}
+    scores = {s["score_identifier"]: float(s["score"]) for s in t["scores"]}  # decimal(14,4), as text in JSON
     assert scores == {"experian_fico_score": 712, "precision_score": 0, "prescreen_risk_score": 326,
                       "Vantage_Score_TU": 701, "email_risk": 2}
     dropped = [e for e in ev if e["event_type"] == "row_dropped" and e["table"] == "app_contact_base"]

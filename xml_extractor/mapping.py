@@ -48,7 +48,7 @@ def _raw_for_event(raw: Any) -> str | None:
 
 def locate(el: Any) -> str:
     """``application/contact[2]/contact_address[1]``: where in the document an event comes from."""
-    parts = []
+    parts: list[str] = []
     while el is not None and len(parts) < 12:
         parent = el.getparent()
         if parent is None:
@@ -76,14 +76,23 @@ def _text_value(col: ColumnPlan, raw: str, scope: Scope, table: str) -> Any:
     return _convert(col, col.text_fn, s, raw, scope, table)  # type: ignore[arg-type]
 
 
+def _named(scope: Scope, reason: str) -> str:
+    """Events of an unpivoted row name the attribute it came from ('DIE_Plus_Score: ...')."""
+    return reason if scope.unpivot_name is None else f"{scope.unpivot_name}: {reason}"
+
+
 def _convert(col: ColumnPlan, fn: Any, value: Any, raw: Any, scope: Scope, table: str) -> Any:
     """Apply a converter; a rounded value is kept with an event, a bad one meets on_invalid."""
     try:
         return fn(value)
     except Rounded as r:
-        _event(scope.doc, table, col.name, "value_rounded", raw, r.reason, scope.element)
+        if scope.doc.observe is not None:
+            scope.doc.observe(table, col.name, raw, r, scope)
+        _event(scope.doc, table, col.name, "value_rounded", raw, _named(scope, r.reason), scope.element)
         return r.value
     except BadValue as b:
+        if scope.doc.observe is not None:
+            scope.doc.observe(table, col.name, raw, b, scope)
         return _invalid(col, scope, table, raw, b)
 
 
@@ -96,23 +105,44 @@ def _column_value(col: ColumnPlan, scope: Scope, row: dict, table: str) -> Any:
         value = _text_value(col, raw if isinstance(raw, str) else str(raw), scope, table)
     else:
         value = _convert(col, col.convert, raw, raw, scope, table)
+    if value is None and col.fallbacks:
+        value = _fallback_value(col, scope, row, table)
     if value is None and not col.nullable:
         return _missing(col, scope, table)
     return value
 
 
+def _fallback_value(col: ColumnPlan, scope: Scope, row: dict, table: str) -> Any:
+    """The column's own source gave nothing usable: its fallback sources, in order."""
+    for fetch, textual, label in col.fallbacks:
+        raw = fetch(scope, row)
+        if raw is None:
+            continue
+        if textual:
+            value = _text_value(col, raw if isinstance(raw, str) else str(raw), scope, table)
+        else:
+            value = _convert(col, col.convert, raw, raw, scope, table)
+        if value is not None:
+            if col.fallback_event:
+                _event(scope.doc, table, col.name, "fallback_applied", raw,
+                       f"no usable value from {col.source_label}; {label} used", scope.element)
+            return value
+    return None
+
+
 def _invalid(col: ColumnPlan, scope: Scope, table: str, raw: Any, bad: BadValue) -> Any:
     doc, el = scope.doc, scope.element
     policy = col.on_invalid
+    reason = _named(scope, bad.reason)
     if policy == "fail":
-        raise MapFailure(f"{table}.{col.name}: {bad.reason}", "InvalidValue")
+        raise MapFailure(f"{table}.{col.name}: {reason}", "InvalidValue")
     if policy == "truncate" and bad.fixed is not None:
-        _event(doc, table, col.name, "value_truncated", raw, f"{bad.reason}; truncated", el)
+        _event(doc, table, col.name, "value_truncated", raw, f"{reason}; truncated", el)
         return bad.fixed
     if policy == "default" and col.default is not None:
-        _event(doc, table, col.name, "default_applied", raw, f"{bad.reason}; default {col.default} used", el)
+        _event(doc, table, col.name, "default_applied", raw, f"{reason}; default {col.default} used", el)
         return col.default
-    _event(doc, table, col.name, bad.kind, raw, f"{bad.reason}; stored NULL", el)
+    _event(doc, table, col.name, bad.kind, raw, f"{reason}; stored NULL", el)
     if not col.nullable:
         return _missing(col, scope, table)
     return None
@@ -168,7 +198,7 @@ def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
                     continue
                 scope.unpivot_name, scope.unpivot_value = name, v
                 row = _build_row(gen, scope)
-                if _keep(gen, doc, row, v, el):
+                if _keep(gen, doc, row, v, el, name):
                     out.append((row, el, 0, len(out)))
         return out
     if gen.parent_table is not None:
@@ -197,10 +227,13 @@ def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
     return out
 
 
-def _keep(gen: GeneratorPlan, doc: DocContext, row: dict, raw: Any, el: Any) -> bool:
+def _keep(gen: GeneratorPlan, doc: DocContext, row: dict, raw: Any, el: Any, attribute: str | None = None) -> bool:
+    """A row without a required value is dropped with an event naming the attribute (for an
+    unpivoted row, the attribute it came from: 'score DIE_Plus_Score dropped: ...')."""
     for r in gen.required:
         if row.get(r) is None:
-            _event(doc, gen.table, r, "row_dropped", raw, f"{gen.drop_label} dropped: no usable {r}", el)
+            what = f"{gen.drop_label} {attribute}" if attribute else gen.drop_label
+            _event(doc, gen.table, r, "row_dropped", raw, f"{what} dropped: no usable {r}", el)
             return False
     return True
 
@@ -249,8 +282,9 @@ def _map_table(tp: TablePlan, doc: DocContext, record: Any, kept: dict) -> list[
     return rows
 
 
-def map_record(plan: MappingPlan, record: Any, app_id: int) -> MappedApplication:
-    doc = DocContext(app_id, plan.case_insensitive)
+def map_record(plan: MappingPlan, record: Any, app_id: int, observe: Any = None) -> MappedApplication:
+    """``observe`` (profile's hook) sees every value a converter refused or rounded."""
+    doc = DocContext(app_id, plan.case_insensitive, observe)
     kept: dict[str, list[tuple[dict, Any]]] = {}
     rows: dict[str, list[tuple]] = {}
     for tp in plan.tables:

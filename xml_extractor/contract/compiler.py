@@ -108,13 +108,16 @@ class Scope:
 class DocContext:
     """Per-document state: the app_id, an attribute-dict cache, the collected events."""
 
-    __slots__ = ("app_id", "ci", "_attrs", "events")
+    __slots__ = ("app_id", "ci", "_attrs", "events", "observe")
 
-    def __init__(self, app_id: int, case_insensitive: bool) -> None:
+    def __init__(self, app_id: int, case_insensitive: bool, observe: Callable[..., None] | None = None) -> None:
         self.app_id = app_id
         self.ci = case_insensitive
         self._attrs: dict[Any, dict] = {}
         self.events: list[tuple] = []
+        # profile's hook: called with (table, column, raw, BadValue|Rounded, scope) for every value
+        # a converter refused or rounded; None (the default) while mapping for real
+        self.observe = observe
 
     def attrs_of(self, el: Any) -> dict:
         d = self._attrs.get(el)
@@ -148,6 +151,10 @@ class ColumnPlan:
     context_like: bool  # key-ish values that do not count as data (app_id, parent keys, constants)
     attr_key: str | None = None  # set for plain attribute columns: the (case-folded) attribute name
     text_fn: Callable[[str], Any] | None = None  # trimmed non-empty text -> value (transforms, check, convert)
+    # "fallback": further sources, tried in order when the column's own source gives no usable value
+    fallbacks: tuple[tuple[Fetch, bool, str], ...] = ()  # (fetch, textual, label)
+    source_label: str = ""  # how events name the column's own source ("@regb_start_date")
+    fallback_event: bool = True  # record a fallback_applied event when a fallback is used
 
     def __post_init__(self) -> None:
         self.text_fn = _compose_text(self.transforms, self.transform_names, self.check, self.convert)
@@ -194,7 +201,7 @@ class GeneratorPlan:
     def __post_init__(self) -> None:
         self.template = {c.name: None for c in self.columns}
         for c in self.columns:
-            if c.attr_key is not None:
+            if c.attr_key is not None and not c.fallbacks:
                 self.attr_map.setdefault(c.attr_key, []).append(c)
                 if not c.nullable:
                     self.attr_notnull.append(c)
@@ -305,6 +312,17 @@ def _converter_for(col: dict, contract: "Contract", date_formats: list[str]) -> 
     raise ContractError(f"unsupported type {t}")  # unreachable: the schema enumerates types
 
 
+def _source_label(kind: str, value: Any) -> str:
+    """How an event names a value source: ``@attr``, the path, ``constant 'x'``, ``expression``."""
+    if kind == "attribute":
+        return f"@{value}"
+    if kind == "path":
+        return str(value)
+    if kind == "constant":
+        return f"constant {value!r}"
+    return kind if kind == "expression" else f"{kind} {value}"
+
+
 def compile_contract(contract: "Contract") -> MappingPlan:
     from ..parsing import DocumentPlan
 
@@ -367,6 +385,12 @@ def compile_contract(contract: "Contract") -> MappingPlan:
                     except cv.BadValue as exc:
                         raise ContractError(f"{cw}.default: {exc.reason}") from None
                 nullable = c.get("nullable", True)
+                fallbacks = []
+                for fi, fb in enumerate(c.get("fallback", [])):
+                    fkind = next(k for k in _SOURCE_KINDS if k in fb)
+                    ff, ftextual, _ = _make_fetch(fkind, fb[fkind], f"{tw}.columns[{ci_}].fallback[{fi}]", ci, so_far,
+                                                  parent_cols, in_unpivot)
+                    fallbacks.append((ff, ftextual, _source_label(fkind, fb[fkind])))
                 cols.append(ColumnPlan(
                     name=c["name"], type=c["type"], stored=c.get("store", True), nullable=nullable,
                     fetch=fetch, textual=textual, convert=conv,
@@ -377,6 +401,8 @@ def compile_contract(contract: "Contract") -> MappingPlan:
                     default=default,
                     context_like=kind in ("context", "parent", "constant") or (kind == "unpivot" and src_def[kind] == "name"),
                     attr_key=((src_def[kind].lower() if ci else src_def[kind]) if kind == "attribute" else None),
+                    fallbacks=tuple(fallbacks), source_label=_source_label(kind, src_def[kind]),
+                    fallback_event=c.get("fallback_event", True),
                 ))
                 so_far.add(c["name"])
             names = {c.name for c in cols}

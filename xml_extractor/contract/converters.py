@@ -39,23 +39,42 @@ _TRUE = {"Y", "YES", "T", "TRUE", "1"}
 _FALSE = {"N", "NO", "F", "FALSE", "0"}
 
 
-class BadValue(Exception):
-    """The value does not fit its column. ``kind`` is the data-quality event type."""
+# What a capacity loss is about: a *valid* value that the column's declared type cannot hold
+# (the contract must change), as opposed to an invalid value the rules reject on purpose.
+CAPACITY_LENGTH = "length"        # more characters than string(n)
+CAPACITY_DIGITS = "digits"        # more integer digits than decimal(p,s) or the integer type holds
+CAPACITY_SCALE = "scale"          # more decimal places than the scale
+CAPACITY_TIME = "time"            # a time of day (or sub-millisecond part) the date/datetime type drops
 
-    def __init__(self, kind: str, reason: str, fixed: Any = None) -> None:
+
+class BadValue(Exception):
+    """The value does not fit its column. ``kind`` is the data-quality event type.
+
+    ``capacity`` is set (one of the CAPACITY_* labels) when the value is valid but the declared
+    type is too small for it; None when the value itself is invalid. ``size`` is the measured
+    quantity (characters, digits) for capacity problems."""
+
+    def __init__(self, kind: str, reason: str, fixed: Any = None, capacity: str | None = None,
+                 size: int | None = None) -> None:
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
         self.fixed = fixed  # a usable replacement (the rounded/truncated value), if any
+        self.capacity = capacity
+        self.size = size
 
 
 class Rounded(Exception):
-    """The value fits only after rounding to the column's scale: stored, with an event."""
+    """The value fits only after rounding (decimal places beyond the scale, a time of day a date
+    column cannot hold, microseconds beyond milliseconds): stored rounded, with an event. Always a
+    capacity matter: the value was valid."""
 
-    def __init__(self, value: Decimal, reason: str) -> None:
+    def __init__(self, value: Any, reason: str, capacity: str = CAPACITY_SCALE, size: int | None = None) -> None:
         super().__init__(reason)
         self.value = value
         self.reason = reason
+        self.capacity = capacity
+        self.size = size
 
 
 # -- transforms: str -> str | None, applied before the type conversion ---------------------------
@@ -122,7 +141,8 @@ def make_int(type_name: str) -> Converter:
                 raise BadValue("value_rejected", f"{s[:80]!r} is not a whole number")
             n = int(s.split(".")[0])
         if not lo <= n <= hi:
-            raise BadValue("value_rejected", f"{n} is outside the {type_name} range {lo}..{hi}")
+            raise BadValue("value_rejected", f"{n} is outside the {type_name} range {lo}..{hi}",
+                           capacity=CAPACITY_DIGITS, size=len(str(abs(n))))
         return n
     return convert
 
@@ -146,13 +166,30 @@ def make_decimal(precision: int, scale: int) -> Converter:
         try:
             q = d.quantize(quantum, rounding=ROUND_HALF_UP)
         except InvalidOperation:
-            raise BadValue("value_rejected", f"{d} does not fit decimal({precision},{scale})") from None
+            raise BadValue("value_rejected", f"{d} does not fit decimal({precision},{scale})",
+                           capacity=CAPACITY_DIGITS, size=integer_digits(d)) from None
         if abs(q) >= limit:
-            raise BadValue("value_rejected", f"{d} does not fit decimal({precision},{scale})")
+            raise BadValue("value_rejected", f"{d} does not fit decimal({precision},{scale})",
+                           capacity=CAPACITY_DIGITS, size=integer_digits(d))
         if q != d:
-            raise Rounded(q, f"{d} rounded to {q} to fit decimal({precision},{scale})")
+            raise Rounded(q, f"{d} rounded to {q} to fit decimal({precision},{scale})", CAPACITY_SCALE,
+                          decimal_places(d))
         return q
     return convert
+
+
+def integer_digits(d: Decimal) -> int:
+    """Digits before the decimal point (0 for 0.5)."""
+    t = d.as_tuple()
+    return max(0, len(t.digits) + int(t.exponent)) if isinstance(t.exponent, int) else 0
+
+
+def decimal_places(d: Decimal) -> int:
+    """Significant decimal places: 45.3100 has 2 (trailing zeros carry nothing)."""
+    if not d.is_finite() or d == 0:
+        return 0
+    e = d.normalize().as_tuple().exponent
+    return max(0, -int(e))
 
 
 def make_string(length: int | None) -> Converter:
@@ -160,7 +197,7 @@ def make_string(length: int | None) -> Converter:
         s = v if isinstance(v, str) else str(v)
         if length is not None and len(s) > length:
             raise BadValue("value_rejected", f"{len(s)} characters do not fit string({length})",
-                           fixed=s[:length])
+                           fixed=s[:length], capacity=CAPACITY_LENGTH, size=len(s))
         return s
     return convert
 
@@ -218,29 +255,37 @@ def make_datetime(formats: list[str], date_only: bool) -> Converter:
                     return None
             parsers.append(by_strptime)
 
+    def parse_text(s: str) -> _dt.datetime:
+        for parse in parsers:
+            try:
+                found = parse(s)
+            except ValueError:  # matched the shape but not a real date (month 13, Feb 30)
+                found = None
+            if found is not None:
+                return found
+        raise BadValue("value_rejected", f"{s[:80]!r} is not a date in any declared format")
+
     def convert(v: Any) -> Any:
+        d: _dt.datetime
         if isinstance(v, _dt.datetime):
             d = v
         elif isinstance(v, _dt.date):
             d = _dt.datetime(v.year, v.month, v.day)
         else:
-            s = str(v).strip()
-            d = None
-            for parse in parsers:
-                try:
-                    d = parse(s)
-                except ValueError:  # matched the shape but not a real date (month 13, Feb 30)
-                    d = None
-                if d is not None:
-                    break
-            if d is None:
-                raise BadValue("value_rejected", f"{s[:80]!r} is not a date in any declared format")
+            d = parse_text(str(v).strip())
         if not MIN_YEAR <= d.year <= MAX_YEAR:
             raise BadValue("value_rejected", f"year {d.year} is outside {MIN_YEAR}..{MAX_YEAR}")
         if date_only:
+            if d.hour or d.minute or d.second or d.microsecond:
+                raise Rounded(d.date(), f"time of day {d.time().isoformat()} dropped: the column is a date",
+                              CAPACITY_TIME)
             return d.date()
         # datetime columns keep milliseconds (SQL Server datetime2(3), PostgreSQL timestamp(3))
-        return d.replace(microsecond=(d.microsecond // 1000) * 1000)
+        if d.microsecond % 1000:
+            kept = d.replace(microsecond=(d.microsecond // 1000) * 1000)
+            raise Rounded(kept, f"{d.isoformat(sep=' ')} cut to milliseconds ({kept.isoformat(sep=' ', timespec='milliseconds')})",
+                          CAPACITY_TIME)
+        return d
     return convert
 
 

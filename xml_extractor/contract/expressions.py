@@ -17,11 +17,13 @@ Grammar (case-insensitive keywords)::
     mul      := unary ((* | / | %) unary)*
     unary    := - unary | primary
     primary  := number | 'string' | NULL | TRUE | FALSE | DATE 'YYYY-MM-DD'
+              | DATE ( expr )   -- the day of a date-time (comparable with DATE literals)
               | name            -- a column computed earlier in the same row
               | @attribute      -- the raw attribute of the current element (trimmed, '' -> NULL)
               | func(expr, ...) | CASE ... END | ( expr )
 
-Functions: COALESCE, NULLIF, UPPER, LOWER, TRIM, LENGTH, ABS, ROUND, INT, DECIMAL, DIGITS.
+Functions: COALESCE, NULLIF, UPPER, LOWER, TRIM, LENGTH, ABS, ROUND, INT, DECIMAL, DIGITS,
+SUBSTR(text, start[, length]) (1-based, as in SQL), DATE(datetime) (the day of a date-time).
 """
 from __future__ import annotations
 
@@ -159,6 +161,29 @@ def _to_int(v: Any) -> Any:
     return n
 
 
+def _substr(v: Any, start: Any, length: Any = None) -> Any:
+    """SQL SUBSTR: 1-based start; NULL in, NULL out."""
+    if v is None or start is None:
+        return None
+    s, i = str(v), _to_int(start)
+    if i is None:
+        return None
+    i = max(int(i), 1) - 1
+    if length is None:
+        return s[i:]
+    n = _to_int(length)
+    return None if n is None else s[i:i + max(int(n), 0)]
+
+
+def _day_of(v: Any) -> Any:
+    """DATE(x): the day of a date-time; a date stays a date; anything else is NULL."""
+    if isinstance(v, _dt.datetime):
+        return v.date()
+    if isinstance(v, _dt.date):
+        return v
+    return None
+
+
 def _round(v: Any, places: Any = 0) -> Any:
     n = _num(v)
     if n is None:
@@ -179,6 +204,7 @@ _FUNCTIONS: dict[str, tuple[int, int, Callable[..., Any]]] = {
     "INT": (1, 1, _to_int),
     "DECIMAL": (1, 1, _num),
     "DIGITS": (1, 1, lambda a: None if a is None else ("".join(c for c in str(a) if c.isdigit()) or None)),
+    "SUBSTR": (2, 3, _substr),
 }
 
 
@@ -360,6 +386,11 @@ class _Parser:
                 b = tok.value == "TRUE"
                 return lambda row, attr: b
             if tok.value == "DATE":
+                if self.peek().kind == "op" and self.peek().value == "(":
+                    self.take()
+                    arg = self.parse_or()
+                    self.expect("op", ")")
+                    return lambda row, attr: _day_of(arg(row, attr))
                 lit = self.expect("str")
                 try:
                     d = _dt.date.fromisoformat(lit.value[1:-1])
