@@ -591,100 +591,100 @@ CREATE TABLE [sandbox].[work_queue] (
     [done_at] DATETIME2(3)
 )
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (1, 'app_type', 'PRODB', 'Product B application')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (1, N'app_type', N'PRODB', N'Product B application')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (2, 'app_type', 'SECURE', 'Secured card')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (2, N'app_type', N'SECURE', N'Secured card')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (3, 'app_type', 'FPP', 'FPP')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (3, N'app_type', N'FPP', N'FPP')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (10, 'decision', 'APPRV', 'Approved')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (10, N'decision', N'APPRV', N'Approved')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (11, 'decision', 'DECLN', 'Declined')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (11, N'decision', N'DECLN', N'Declined')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (12, 'decision', 'DECNC', 'Declined, no counter')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (12, N'decision', N'DECNC', N'Declined, no counter')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (13, 'decision', 'NONE', 'No decision yet')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (13, N'decision', N'NONE', N'No decision yet')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (14, 'decision', 'WITHD', 'Withdrawn')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (14, N'decision', N'WITHD', N'Withdrawn')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (15, 'decision', 'PDEP', 'Pending')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (15, N'decision', N'PDEP', N'Pending')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (16, 'decision', 'PDNVA', 'Pending, not verified')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (16, N'decision', N'PDNVA', N'Pending, not verified')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (17, 'decision', 'PDFIN', 'Pending, financial')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (17, N'decision', N'PDFIN', N'Pending, financial')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (18, 'decision', 'NODEC', 'No decision')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (18, N'decision', N'NODEC', N'No decision')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (30, 'population_assignment', 'DN', 'DN')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (30, N'population_assignment', N'DN', N'DN')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (31, 'population_assignment', 'SB', 'SB')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (31, N'population_assignment', N'SB', N'SB')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (32, 'population_assignment', 'CM', 'CM')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (32, N'population_assignment', N'CM', N'CM')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (33, 'population_assignment', 'SO', 'SO')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (33, N'population_assignment', N'SO', N'SO')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (34, 'population_assignment', 'JB', 'JB')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (34, N'population_assignment', N'JB', N'JB')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (35, 'population_assignment', 'LB', 'LB')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (35, N'population_assignment', N'LB', N'LB')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (36, 'population_assignment', 'HD', 'HD')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (36, N'population_assignment', N'HD', N'HD')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (37, 'population_assignment', 'T', 'T')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (37, N'population_assignment', N'T', N'T')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (38, 'population_assignment', 'HU', 'HU')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (38, N'population_assignment', N'HU', N'HU')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (39, 'population_assignment', 'BL', 'BL')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (39, N'population_assignment', N'BL', N'BL')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (40, 'population_assignment', 'EV', 'EV')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (40, N'population_assignment', N'EV', N'EV')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (41, 'population_assignment', 'HW', 'HW')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (41, N'population_assignment', N'HW', N'HW')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (42, 'population_assignment', 'HE', 'HE')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (42, N'population_assignment', N'HE', N'HE')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (50, 'app_source', 'I', 'Internet')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (50, N'app_source', N'I', N'Internet')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (51, 'app_source', 'M', 'Mail')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (51, N'app_source', N'M', N'Mail')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (281, 'contact_type', 'PR', 'Primary applicant')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (281, N'contact_type', N'PR', N'Primary applicant')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (282, 'contact_type', 'AUTHU', 'Authorized user')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (282, N'contact_type', N'AUTHU', N'Authorized user')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (320, 'address_type', 'CURR', 'Current address')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (320, N'address_type', N'CURR', N'Current address')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (321, 'address_type', 'PREV', 'Previous address')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (321, N'address_type', N'PREV', N'Previous address')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (350, 'employment_type', 'CURR', 'Current employment')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (350, N'employment_type', N'CURR', N'Current employment')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (351, 'employment_type', 'PREV', 'Previous employment')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (351, N'employment_type', N'PREV', N'Previous employment')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (400, 'salary_basis', 'ANNUM', 'Per year')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (400, N'salary_basis', N'ANNUM', N'Per year')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (401, 'salary_basis', 'MONTH', 'Per month')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (401, N'salary_basis', N'MONTH', N'Per month')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (402, 'salary_basis', 'WEEK', 'Per week')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (402, N'salary_basis', N'WEEK', N'Per week')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (403, 'salary_basis', 'BIWEEK', 'Every two weeks')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (403, N'salary_basis', N'BIWEEK', N'Every two weeks')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (404, 'salary_basis', 'HOURLY', 'Per hour')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (404, N'salary_basis', N'HOURLY', N'Per hour')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (420, 'ownership', 'O', 'Own')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (420, N'ownership', N'O', N'Own')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (421, 'ownership', 'R', 'Rent')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (421, N'ownership', N'R', N'Rent')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (422, 'ownership', 'X', 'Other (as seen in documents)')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (422, N'ownership', N'X', N'Other (as seen in documents)')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (440, 'income_source', 'EMPLOY', 'Employment')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (440, N'income_source', N'EMPLOY', N'Employment')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (441, 'income_source', 'OTHER', 'Other')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (441, N'income_source', N'OTHER', N'Other')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (442, 'income_source', 'ALLOW', 'Allowance')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (442, N'income_source', N'ALLOW', N'Allowance')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (443, 'income_source', 'INVEST', 'Investments')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (443, N'income_source', N'INVEST', N'Investments')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (460, 'banking_account_type', 'C', 'Checking')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (460, N'banking_account_type', N'C', N'Checking')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (461, 'banking_account_type', 'S', 'Savings')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (461, N'banking_account_type', N'S', N'Savings')
 GO
-INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (462, 'banking_account_type', 'B', 'Both')
+INSERT INTO [sandbox].[app_enums] ([enum_id], [type], [value], [description]) VALUES (462, N'banking_account_type', N'B', N'Both')
 GO
 

@@ -306,6 +306,17 @@ class Dialect:
         ]))
         return out
 
+    def literal(self, value: Any) -> str:
+        """A value as an SQL literal, for printed scripts only (init-db --print); the tool itself
+        always binds values."""
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        if isinstance(value, (int, float)):
+            return repr(value)
+        return "'" + str(value).replace("'", "''") + "'"
+
     def enum_seed_sql(self, contract: "Contract") -> tuple[str, list[tuple]]:
         rows = [(v.id, e, v.code, v.description) for e, vals in contract.enums.items() for v in vals]
         return (f"INSERT INTO {self.qualified(contract.target_schema, contract.enum_table)} "

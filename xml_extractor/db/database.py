@@ -37,7 +37,9 @@ from ..errors import ConnectionLost  # noqa: E402  (re-exported: the database we
 class Database:
     """One connection, reconnecting with backoff; named queries with the contract's identifiers."""
 
-    def __init__(self, url: DatabaseURL | str | None, contract: "Contract", reconnect_seconds: float = 60.0) -> None:
+    def __init__(self, url: DatabaseURL | str | None, contract: "Contract", reconnect_seconds: float = 60.0,
+                 connect: bool = True) -> None:
+        """``connect=False``: names and statements only (the SQL tests render every query this way)."""
         self.url = url if isinstance(url, DatabaseURL) else parse_url(url)
         self.contract = contract
         self.dialect = make_dialect(self.url.dialect)
@@ -60,7 +62,8 @@ class Database:
         }
         self._sql: dict[tuple, Statement] = {}
         self.conn: Any = None
-        self.connect()
+        if connect:
+            self.connect()
 
     # -- connection -----------------------------------------------------------------------------
     def connect(self) -> None:

@@ -33,6 +33,12 @@ class MSSQLDialect(Dialect):
     def lease_sql(self) -> str:
         return "DATEADD(second, :lease_seconds, SYSUTCDATETIME())"
 
+    def literal(self, value: Any) -> str:
+        """Strings as N'...': NVARCHAR columns, so non-ASCII text survives any server collation."""
+        if isinstance(value, str):
+            return "N" + super().literal(value)
+        return super().literal(value)
+
     def varchar(self, n: int) -> str:
         return f"NVARCHAR({n})"
 
