@@ -15,11 +15,12 @@ subset.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Generator, Iterator
 
 import pytest
 
@@ -52,21 +53,37 @@ def _scrubbed_session() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def _isolated_test(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Per test: scrub again (a test that set a variable by hand does not leak it into the next),
-    give subprocesses their own folder, put every variable back afterwards."""
+    give subprocesses their own folder (removed when the test passed, kept for a look when it
+    failed), put every variable back afterwards."""
     global _TEST_DIR
     saved = dict(os.environ)
     mp = pytest.MonkeyPatch()
     _scrub(mp)
-    _TEST_DIR = tmp_path_factory.mktemp("run")
+    _TEST_DIR = folder = tmp_path_factory.mktemp("run")
     try:
-        yield _TEST_DIR
+        yield folder
     finally:
         _TEST_DIR = None
         mp.undo()
         os.environ.clear()
         os.environ.update(saved)
+        report = request.node.stash.get(_CALL_REPORT, None)
+        if report is not None and report.passed:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+_CALL_REPORT = pytest.StashKey[pytest.TestReport]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember the outcome of each test's call phase (the folder fixture reads it)."""
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_REPORT] = report
+    return report
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -77,10 +94,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.postgres)
 
 
-def test_dir() -> Path:
+def subprocess_dir() -> Path:
     """The running test's own temporary folder (where cli()/popen() subprocesses run)."""
     if _TEST_DIR is None:
-        raise RuntimeError("test_dir() is only available while a test runs")
+        raise RuntimeError("subprocess_dir() is only available while a test runs")
     return _TEST_DIR
 
 

@@ -11,13 +11,51 @@ from __future__ import annotations
 import datetime as _dt
 import sqlite3
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from .base import Dialect, ErrorKind
 
-sqlite3.register_adapter(Decimal, str)
-sqlite3.register_adapter(_dt.date, lambda d: d.isoformat())
-sqlite3.register_adapter(_dt.datetime, lambda d: d.isoformat(sep=" ", timespec="milliseconds"))
+# How Decimal, date and datetime are stored, applied by this module's connections only (not by
+# sqlite3.register_adapter, which would change every sqlite3 connection of the host process).
+_BIND: dict[type, Callable[[Any], Any]] = {
+    Decimal: str,
+    _dt.date: _dt.date.isoformat,
+    _dt.datetime: lambda d: d.isoformat(sep=" ", timespec="milliseconds"),
+}
+
+
+def bind_values(params: Any) -> Any:
+    """Parameters as this dialect stores them (exact types, as sqlite3's adapters match)."""
+    if not params:
+        return params
+    get = _BIND.get
+    if isinstance(params, Mapping):
+        return {k: v if (f := get(type(v))) is None else f(v) for k, v in params.items()}
+    return [v if (f := get(type(v))) is None else f(v) for v in params]
+
+
+class BindingCursor(sqlite3.Cursor):
+    """A cursor that converts its parameters with :func:`bind_values`."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> "BindingCursor":  # type: ignore[override]
+        return super().execute(sql, bind_values(parameters))
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> "BindingCursor":  # type: ignore[override]
+        return super().executemany(sql, (bind_values(p) for p in seq_of_parameters))
+
+
+class BindingConnection(sqlite3.Connection):
+    """The connection class of the dialect: every cursor (and the execute shortcuts) binds
+    through :func:`bind_values`."""
+
+    def cursor(self, factory: Any = BindingCursor) -> Any:  # type: ignore[override]
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:  # type: ignore[override]
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any:  # type: ignore[override]
+        return self.cursor().executemany(sql, parameters)
 
 
 class SQLiteDialect(Dialect):
@@ -36,7 +74,8 @@ class SQLiteDialect(Dialect):
     timestamp_type = "TIMESTAMP"
 
     def connect(self, url: Any) -> sqlite3.Connection:
-        conn = sqlite3.connect(url.path, timeout=120, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(url.path, timeout=120, isolation_level=None, check_same_thread=False,
+                               factory=BindingConnection)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
