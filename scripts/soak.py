@@ -81,8 +81,10 @@ def main() -> int:
         if cli(*args).wait() != 0:
             print(f"setup failed: {args[0]}", file=sys.stderr)
             return 2
-    env = dict(os.environ, XML_EXTRACTOR_FAULTS=f"sleep_before_commit={a.commit_delay}")
     logs = tempfile.mkdtemp(prefix="xe-soak-logs-")
+    # the commit delay is test-only fault injection: it needs the harness's gate (xml_extractor/_testing.py)
+    from xml_extractor._testing import fault_injection_env
+    env = dict(os.environ, **fault_injection_env(f"sleep_before_commit={a.commit_delay}", logs))
     common = ["run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "10", "--logs-dir", logs,
               "--metrics-dir", logs, "--lease-seconds", "6"]
 

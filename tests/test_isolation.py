@@ -182,3 +182,45 @@ def test_this_session_is_scrubbed_too():
     assert subprocess_dir().is_dir()
     p = cli("--version")
     assert p.returncode == 0
+
+
+# -- fault injection behind the harness's gate (reproduction 5, first half) -------------------------
+
+def test_fault_injection_is_honoured_only_behind_the_gate(monkeypatch, tmp_path):
+    from xml_extractor import _testing
+    from xml_extractor.db.store import FaultPlan
+    spec = "fail_app=5,fail_after_table=app_base"
+    monkeypatch.setenv(_testing.FAULTS_ENV, spec)
+    assert FaultPlan.from_env() == FaultPlan()  # the variable alone trips nothing
+    gate = _testing.fault_injection_env(spec, tmp_path)[_testing.GATE_ENV]
+    monkeypatch.setenv(_testing.GATE_ENV, gate)
+    assert FaultPlan.from_env() == FaultPlan(fail_app=5, fail_after_table="app_base")
+    monkeypatch.setenv(_testing.FAULTS_ENV, "sleep_before_commit=30")  # a gate admits its own faults only
+    assert FaultPlan.from_env() == FaultPlan()
+    monkeypatch.setenv(_testing.FAULTS_ENV, spec)
+    os.chmod(gate, 0o666)  # a gate anyone could have written
+    assert FaultPlan.from_env() == FaultPlan()
+    os.chmod(gate, 0o600)
+    link = tmp_path / "link"
+    link.symlink_to(gate)
+    monkeypatch.setenv(_testing.GATE_ENV, str(link))
+    assert FaultPlan.from_env() == FaultPlan()
+    monkeypatch.setenv(_testing.GATE_ENV, str(tmp_path / "missing"))
+    assert FaultPlan.from_env() == FaultPlan()
+
+
+def test_a_run_with_a_stray_faults_variable_is_not_affected(tmp_path):
+    """XML_EXTRACTOR_FAULTS in a production shell (no gate): the run is the normal run, and says so."""
+    from conftest import _child_env, assert_exactly_once
+    url = f"sqlite:///{tmp_path / 'prod.db'}"
+    cli("init-db", "--db", url, check=True)
+    cli("generate-mock", "--db", url, "--count", "20", "--faulty-share", "0", check=True)
+    env = _child_env(None)
+    env["XML_EXTRACTOR_FAULTS"] = "fail_app=5,fail_after_table=app_base"
+    p = subprocess.run([sys.executable, "-m", "xml_extractor", "run", "--db", url, "--no-progress", "--workers", "1",
+                        "--logs-dir", str(tmp_path / "logs"), "--metrics-dir", str(tmp_path / "metrics")],
+                       capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert assert_exactly_once(url)["success"] == 20
+    said = p.stdout + p.stderr + "".join(f.read_text() for f in (tmp_path / "logs").iterdir())
+    assert "XML_EXTRACTOR_FAULTS is set but ignored" in said

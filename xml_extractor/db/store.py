@@ -59,10 +59,11 @@ def utcnow() -> _dt.datetime:
 
 @dataclass
 class FaultPlan:
-    """Test-only fault injection, read from XML_EXTRACTOR_FAULTS (``key=value,...``):
-    ``fail_app=ID,fail_after_table=T`` raises inside the transaction right after table T was
-    inserted for a batch holding application ID; ``sleep_before_commit=S`` holds every write
-    transaction open S seconds (so a test can kill a worker mid-transaction)."""
+    """Test-only fault injection, read from XML_EXTRACTOR_FAULTS (``key=value,...``) and honoured
+    only behind the test harness's gate (xml_extractor/_testing.py: a production run cannot trip
+    it by accident): ``fail_app=ID,fail_after_table=T`` raises inside the transaction right after
+    table T was inserted for a batch holding application ID; ``sleep_before_commit=S`` holds every
+    write transaction open S seconds (so a test can kill a worker mid-transaction)."""
 
     fail_app: int | None = None
     fail_after_table: str | None = None
@@ -70,7 +71,8 @@ class FaultPlan:
 
     @classmethod
     def from_env(cls) -> "FaultPlan":
-        spec = os.environ.get("XML_EXTRACTOR_FAULTS", "")
+        from .._testing import fault_spec
+        spec = fault_spec()
         kv = dict(p.split("=", 1) for p in spec.split(",") if "=" in p)
         return cls(int(kv["fail_app"]) if "fail_app" in kv else None, kv.get("fail_after_table"),
                    float(kv.get("sleep_before_commit", 0)))
