@@ -1,4 +1,7 @@
-"""Realistic mock documents: the shape, sizes, value formats and edge cases of ``domain.md``.
+"""Realistic mock documents: the shape, sizes, value formats and edge cases of ``domain.md``, and
+the real value ranges of ``legacy-rules.md`` (5-decimal APRs, fractional scores, 24-character
+results, 44-character base64 tokens, six-digit sequence numbers, date-times with their time,
+``Priority`` and the workflow attributes on ``Request``, every score-factor rule branch).
 
 Deterministic: document ``app_id`` under seed ``S`` is always the same bytes, whatever else is
 generated alongside. Sizes follow a log-normal around a 145 KB median (7 KB..2 MB), with ~95% of
@@ -30,6 +33,9 @@ _FIRST = ["JANE", "JOHN", "MARIA", "DAVID", "LINDA", "JAMES", "ANA", "WEI", "FAT
 _LAST = ["EXAMPLE", "SMITH", "GARCIA", "NGUYEN", "O'BRIEN", "MÜLLER", "JOHNSON", "PATEL", "KOWALSKI", "LEE"]
 _CITY = [("FARGO", "ND"), ("MOORHEAD", "MN"), ("AUSTIN", "TX"), ("TAMPA", "FL"), ("BOISE", "ID"), ("DAYTON", "OH")]
 _STREET = ["MAIN ST", "ELM AVE", "OAK DR", "2ND ST", "LAKE RD", "HILL CT"]
+_PROCESS = ("00025 00050 00095 00098 00100 00500 01000 02000 03000 03010 03100 06000 07000 07500 08000 09000 10900 "
+            "11000 12000 13000 15000 20000 30000 40000 99000 99500").split()
+_PRIORITY = ["Alloy Error", "Offline Step-Up", "Step-Up Received"]
 _NOISE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
@@ -61,11 +67,23 @@ class MockGenerator:
     # -- values ---------------------------------------------------------------------------------
     @staticmethod
     def _date(r: random.Random, kind: str = "any") -> str:
+        """``any``: a date-time in one of the real formats (often with its time of day); ``birth`` and
+        ``date``: a day only (a real date attribute carries no time, at most midnight)."""
         y, m, d = r.randint(1990, 2025), r.randint(1, 12), r.randint(1, 28)
         hh, mi, ss = r.randint(0, 23), r.randint(0, 59), r.randint(0, 59)
         x = r.random()
         if kind == "birth":
             y = r.randint(1940, 2004)
+        if kind in ("birth", "date"):
+            if x < 0.3:
+                return f"{y:04d}-{m:02d}-{d:02d} 00:00:00.000"
+            if x < 0.6:
+                return f"{m:02d}/{d:02d}/{y:04d}"
+            if x < 0.75:
+                return f"{m}/{d}/{y}"
+            if x < 0.95:
+                return f"{m:02d}-{d:02d}-{y:04d}"
+            return "" if x < 0.98 else "not a valid date"
         if x < 0.35:
             return f"{y:04d}-{m:02d}-{d:02d} {hh:02d}:{mi:02d}:{ss:02d}.{r.randint(0, 999):03d}"
         if x < 0.6:
@@ -164,50 +182,102 @@ class MockGenerator:
             ("app_receive_date", self._date(r) if r.random() > 0.01 else "not a valid date"),
             ("app_entry_date", self._date(r)), ("app_type_code", self._pick(r, [("PRODB", 127), ("SECURE", 32), ("FPP", 3), ("", 2)])),
             ("campaign_num", r.choice(["Z4K", "A1B", "Q77", "XK2"])),
-            ("population_assignment", self._pick(r, [("", 50), ("DN", 38), ("SB", 22), ("CM", 15), ("SO", 9), ("JB", 9), ("LB", 6), ("HD", 4), ("ZZ", 1)])),
+            ("population_assignment", self._pick(r, [("", 50), ("DN", 38), ("SB", 22), ("CM", 15), ("SO", 9), ("JB", 9), ("LB", 6), ("HD", 4),
+                                                     ("T", 2), ("HU", 2), ("BL", 2), ("EV", 1), ("HW", 1), ("HE", 1), ("CV", 1), ("L2", 1),
+                                                     ("HV", 1), ("ZZ", 1)])),
             ("signature_ind", self._pick(r, [("Y", 159), ("", 5)])), ("special_offer", self._pick(r, [("1", 67), ("3", 49), ("2", 30), ("4", 8), ("", 4)])),
             ("app_source_ind", self._pick(r, [("I", 144), ("M", 14), ("", 4)])),
             ("paperless_flag", self._pick(r, [("true", 67), ("false", 26), ("", 1)])),
             ("sms_consent_flag", r.choice(["true", "false"])), ("esign_consent_flag", r.choice(["true", "false", ""])),
             ("IP_address", f"10.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(0, 255)}" if r.random() > 0.02 else "x" * 60),
-            ("priority" if r.random() < 0.7 else "Priority", r.choice(["", "1", "2"])),
             ("procs_date", self._date(r)), ("solicitation_num", str(r.randint(10 ** 8, 10 ** 9))),
             ("address_match_flag", self._yn(r)), ("name_match_flag", self._yn(r)), ("ssn_match_flag", self._yn(r)),
             ("pymnt_prot_plan_ind", self._yn(r)), ("swiftpay_num", str(r.randint(1000, 99999))),
-            ("pricing_tier", r.choice(["T1", "T2", "T3", ""])), ("processing_expiration_date", self._date(r)),
+            ("pricing_tier", r.choice(["T1", "T2", "T3", ""])), ("processing_expiration_date", self._date(r, "date")),
             ("last_update_time", self._date(r)), ("credit_life_ind", self._yn(r)),
             ("verification_source", self._pick(r, [("", 103), ("LNQ", 8), ("KIQ", 4), ("LNA", 3)])),
             ("assignedTo", "ANALYST.ONE@EXAMPLE.COM"), ("updatedBy", "SYSTEM"),
-            ("regb_start_date", self._date(r)), ("opt_out_ind", self._yn(r)), ("suspicious_ind", self._yn(r)),
+            ("opt_out_ind", self._yn(r)), ("suspicious_ind", self._yn(r)),
             ("Debit_Initial_Deposit_amount", self._money(r)), ("secure_ach_amount", self._money(r)),
             ("existing_credit_line", self._money(r)), ("signed_date", self._date(r)),
         ]
         a += [(f"non_mon_{x}_sent_flag", self._yn(r, 0.5)) for x in ("016", "020", "103", "115", "122")]
+        x = r.random()
+        if x < 0.05:  # a few documents carry Priority here instead of on Request
+            a.append(("priority" if r.random() < 0.5 else "Priority", r.choice(_PRIORITY)))
+        if r.random() < 0.5:  # empty (or absent) means credit card
+            a.append(("product_line", ""))
+        if r.random() < 0.1:  # encrypted account numbers: 44-character base64
+            a.append(("existing_card_account_num", self._base64(r, 32)))
+        if r.random() < 0.05:
+            a.append(("regb_start_date", self._date(r)))
         if r.random() < 0.1:
             a.append(("signiture_ind", "Y"))  # a retired attribute -> app_historical_lookup
         return a
 
+    @staticmethod
+    def _base64(r: random.Random, nbytes: int) -> str:
+        """Ciphertext as the documents carry it: 32 bytes -> 44 base64 characters."""
+        import base64
+        return base64.b64encode(bytes(r.randrange(256) for _ in range(nbytes))).decode("ascii")
+
+    def _request(self, r: random.Random) -> list[tuple[str, str]]:
+        """``Request`` attributes with the shares of the 164 real documents (legacy-rules.md)."""
+        a = [("Process", r.choice(_PROCESS) if r.random() < 0.94 else "")]
+        if r.random() < 0.65:
+            a.append(("Status", r.choice("ABCDFPQW")))
+        if r.random() < 0.74:
+            a.append(("Trans", r.choice(["WSCLOSE", "WEBAPP", "LETTR", "DECISION"])))
+        if r.random() < 0.41:
+            a.append(("LastUpdatedBy", r.choice(["ANALYST.ONE@EXAMPLE.COM", "SYSTEM", "underwriter.two@example.com"])))
+        a.append(("LockedBy", r.choice(["ANALYST.ONE@EXAMPLE.COM", "SYSTEM"]) if r.random() < 0.03 else ""))
+        if r.random() < 0.9:
+            a.append(("Priority", r.choice(_PRIORITY) if r.random() < 0.8 else ""))
+        if r.random() < 0.28:
+            a.append(("iovation_blackbox", "0400" + self._base64(r, r.randint(300, 1500))))
+        if r.random() < 0.09:
+            a.append(("btcardtoken", self._base64(r, 32)))
+        if r.random() < 0.1:
+            a.append(("btresponsecode", r.choice(["APPROVED", "DECLINED", "ERROR_TIMEOUT"])))
+        a.append(("Timestamp", self._date(r)))
+        return a
+
     def _product(self, r: random.Random) -> list[tuple[str, str]]:
         def score() -> str:
-            return "" if r.random() < 0.3 else str(r.randint(300, 850))
+            x = r.random()
+            if x < 0.3:
+                return ""
+            return str(r.randint(300, 850)) if x < 0.6 else f"{r.randint(1, 99)}.{r.randint(1, 99):02d}"  # 45.31
         a = [
             ("decision_tp_c", self._pick(r, [("APPRV", 62), ("NONE", 44), ("DECNC", 29), ("WITHD", 8), ("", 7), ("PDEP", 7), ("DECLN", 3), ("XXX", 1)])),
             ("decision_date", self._date(r)), ("precision_score", str(r.randint(0, 999))),
             ("experian_fico_score", score()), ("prescreen_fico_score", score()), ("prescreen_risk_score", score()),
             ("Vantage_Score_TU" if r.random() < 0.8 else "vantage_score_tu", score()), ("TU_DIE_score", score()),
             ("EX_DIE_score", score()), ("risk_model_score", score()), ("classic_08_score", score()),
+            ("DIE_Plus_Score", score()), ("Vantage_Score_EX", score()),
+            ("VeridQA_Result", self._pick(r, [("", 60), ("NoOnlineQA_ManualProcess", 25), ("Pass", 10), ("Fail", 5)])),
             ("prescreen_risk_grade", self._pick(r, [("", 66), ("A", 34), ("B", 19), ("D", 10), ("E", 10), ("C", 8)])),
             ("backend_risk_grade", self._pick(r, [("", 75), ("U", 74), ("D", 6), ("too many characters", 1)])),
             ("duplicate_app_ind", self._yn(r)), ("pending_verif_ind", self._yn(r)), ("analyst_rev_ind", self._yn(r)),
             ("supervisor_rev_ind", self._yn(r)), ("monthly_income", self._money(r, 12000)), ("monthly_debt", self._money(r)),
             ("debt_to_income_ratio", f"0.{r.randint(0, 99):02d}"), ("booked_date", self._date(r)),
-            ("adverse_actn1_type_cd", self._pick(r, [("", 113), ("010", 11), ("039", 6), ("38", 4), ("AA ANYTHING-1 ANOTHER FIELD TOO LONG", 1)])),
-            ("adverse_actn2_type_cd", self._pick(r, [("", 150), ("004", 3)])),
+            ("adverse_actn1_type_cd", self._pick(r, [("", 113), ("010", 11), ("039", 6), ("38", 4), ("V4_81", 2), ("97V", 2),
+                                                     ("AA ANYTHING-1 ANOTHER FIELD TOO LONG", 1)])),
+            ("adverse_actn2_type_cd", self._pick(r, [("", 150), ("004", 3), ("V4_68", 1)])),
+            ("adverse_actn3_type_cd", self._pick(r, [("", 150), ("027", 3)])),
+            ("adverse_actn4_type_cd", self._pick(r, [("", 155), ("015", 2)])),
+            ("adverse_actn5_type_cd", self._pick(r, [("", 160), ("45", 1)])),
             ("Risk_Model_reason1_tp_c" if r.random() < 0.5 else "risk_model_reason1_tp_c", r.choice(["", "R1", "R22"])),
+            ("Risk_Model_reason2_tp_c", r.choice(["", "", "R7"])), ("Risk_Model_reason3_tp_c", r.choice(["", "", "", "R9"])),
+            ("Risk_Model_reason4_tp_c", r.choice(["", "", "", "", "R2"])),
             ("regbcloseddays_num", str(r.randint(0, 90))), ("regb_end_date", self._date(r)),
             ("thirty_day_delinq_num", str(r.randint(0, 5))), ("merrick_tradelines_num", str(r.randint(0, 40))),
-            ("aggregate_balance", self._money(r, 90000)), ("decision_model", "DM" + str(r.randint(1, 9))),
+            ("aggregate_balance", self._money(r, 90000)),
+            ("decision_model", ("DM" if r.random() < 0.8 else "TU_") + str(r.randint(1, 9))),
+            ("control_accnt_seq_no", str(r.randint(1, 999999))), ("pd_seq_no", str(r.randint(1, 999999))),
         ]
+        if r.random() < 0.9:  # else the Reg B start date falls back (to application's, then to app_receive_date)
+            a.append(("regb_start_date", self._date(r)))
         return a
 
     def _rmts(self, r: random.Random, first: str, last: str, city: str, st: str) -> list[tuple[str, str]]:
@@ -216,7 +286,8 @@ class MockGenerator:
             ("pri_city", city), ("pri_state", st), ("pri_zip_code", self._zip(r)), ("pri_cur_street_num", str(r.randint(1, 9999))),
             ("pri_cur_street_name", r.choice(_STREET)), ("primary_ssn", self._ssn(r)), ("apr", f"{r.randint(9, 35)}.{r.randint(0, 99):02d}"),
             ("annual_fee", r.choice(["0", "39", "75", "99"])), ("late_payment_fee", "40.00"), ("cash_advance_apr", "29.99"),
-            ("intro_purchase_apr", "0.00"), ("transmission_date", self._date(r)), ("upc1", str(r.randint(0, 10 ** 9))),
+            ("intro_purchase_apr", f"0.{r.randint(0, 99999):05d}" if r.random() < 0.9 else "0.00"),  # 0.07657
+            ("intro_cash_advance_apr", f"0.{r.randint(0, 9999):04d}" if r.random() < 0.5 else f"0.{r.randint(0, 99999):05d}"), ("transmission_date", self._date(r)), ("upc1", str(r.randint(0, 10 ** 9))),
             ("misc_field_1", r.choice(["", "X", "LONGER VALUE"])), ("special_flag_1", self._yn(r)),
         ] + ([("pri_apt_num", "4")] if r.random() < 0.05 else [])
 
@@ -233,7 +304,7 @@ class MockGenerator:
         n_addr = 1 if r.random() < 0.85 else r.randint(2, 3)
         for i in range(n_addr):
             typ = "CURR" if i == 0 else self._pick(r, [("PREV", 5), ("", 3), ("CURR", 1)])
-            a = [("address_tp_c", typ), ("street_number", str(r.randint(1, 9999))), ("street_name", r.choice(_STREET)),
+            a = [("address_tp_c", typ), ("address_seq_no", str(r.randint(1, 999999))), ("street_number", str(r.randint(1, 9999))), ("street_name", r.choice(_STREET)),
                  ("unit", r.choice(["", "", "2B"])), ("po_box", ""), ("rural_route", ""), ("address_line_1", ""),
                  ("city", city), ("state", r.choice([st, st.lower(), st, "vermontington"]) if r.random() < 0.1 else st),
                  ("zip", self._zip(r)), ("home_phone", self._phone(r)), ("cell_phone", self._phone(r)),
@@ -248,7 +319,7 @@ class MockGenerator:
             basis = self._pick(r, [("ANNUM", 156), ("MONTH", 10), ("WEEK", 1), ("BIWEEK", 1), ("HOURLY", 1)])
             sal = {"ANNUM": r.randint(15, 250) * 1000, "MONTH": r.randint(1, 20) * 500, "WEEK": r.randint(3, 30) * 100,
                    "BIWEEK": r.randint(6, 60) * 100, "HOURLY": r.randint(12, 90)}[basis]
-            e = [("employment_tp_c", self._pick(r, [("CURR", 159), ("PREV", 2), ("", 1)])), ("b_name", r.choice(["ACME FREIGHT", "CITY OF FARGO", "SELF"])),
+            e = [("employment_tp_c", self._pick(r, [("CURR", 159), ("PREV", 2), ("", 1)])), ("employment_seq_no", str(r.randint(1, 999999))), ("b_name", r.choice(["ACME FREIGHT", "CITY OF FARGO", "SELF"])),
                  ("b_salary", f"{sal}.0" if r.random() < 0.97 else "no numbers here!"), ("b_salary_basis_tp_c", basis),
                  ("b_years_at_job", str(r.randint(0, 30))), ("b_months_at_job", str(r.randint(0, 11))),
                  ("b_other_income_amt", r.choice(["0", "", "250.00"])), ("b_self_employed_ind", self._yn(r)),
@@ -334,6 +405,8 @@ class MockGenerator:
             contacts[0] = self._contact(r, str(max(1, app_id - 1) * 10 + 1), "PR", city, st)
         first, last = r.choice(_FIRST), r.choice(_LAST)
         scores = "".join(f'<score score_identifier="{n}" score="{r.randint(0, 9)}" />' for n in ("email_risk", "device_risk")[:r.randint(0, 2)])
+        if r.random() < 0.2:  # a scores/score V4 beside app_product/@Vantage_Score_EX (the legacy V4): kept apart
+            scores += f'<score score_identifier="V4" score="{r.randint(300, 850)}.{r.randint(0, 99):02d}" />'
         indicators = "".join(f'<Indicator ID="{n}" value="{r.choice(["1", "0", "Y", "N", "true"])}" />'
                              for n in ("CreditBureauPulled", "MLA", "OFAC", "FraudAlert")[:r.randint(1, 4)])
         app_tag = "IL_application" if fault == "wrong_product_line" else "application"
@@ -345,8 +418,7 @@ class MockGenerator:
                 f'<comments><comment text="called applicant" /></comments>\n</{app_tag}>\n</CustData>')
         doc_id = "" if fault == "missing_id" else str(app_id + 7 if fault == "id_mismatch" else app_id)
         id_attr = f' ID="{doc_id}"' if fault != "missing_id" else ""
-        head = (f'<Request{id_attr} Process="06000" Status="P" Trans="LETTR" LastUpdatedBy="SYSTEM" LockedBy="" '
-                f'Priority="{r.randint(0, 9)}" Timestamp="{self._date(r)}">\n')
+        head = f"<Request{id_attr} {self._attrs(self._request(r))}>\n"
         noise = self._noise(r, max(0, target - len(cust) - 400))
         root = "Provenir" if fault != "wrong_root" else "Provenirr"
         text = (f'<{root} app_source="API" appType="CC" shred_version="4.0">\n{head}{cust}\n{noise}\n</Request>\n</{root}>\n')

@@ -1,7 +1,7 @@
 """The ``xml-extractor`` command line: a thin layer over the library.
 
 The group lives here and every command is registered explicitly from its module (``contract``,
-``setup``, ``run``, ``launch``, ``operate``, ``bench``); the modules import only ``common``, never this package,
+``setup``, ``run``, ``launch``, ``operate``, ``bench``, ``profile``); the modules import only ``common``, never this package,
 so there is no import cycle and ``from xml_extractor.cli import cli`` always holds every command.
 ``python -m xml_extractor`` is the one module entry point.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import bench, contract, launch, operate, run, setup
+from . import bench, contract, launch, operate, profile, run, setup
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -28,7 +28,7 @@ for command in (contract.validate_contract, contract.map_cmd,
                 run.run_cmd, launch.launch_cmd,
                 operate.status_cmd, operate.failures_cmd, operate.reprocess_cmd, operate.reconcile_cmd,
                 operate.quality_cmd,
-                bench.bench_cmd):
+                bench.bench_cmd, profile.profile_cmd):
     cli.add_command(command)
 
 

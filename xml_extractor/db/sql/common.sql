@@ -15,23 +15,28 @@
 -- :limit: TOP (:limit) after SELECT on SQL Server, LIMIT :limit at the end elsewhere).
 -- tests/test_sql_dialects.py parses every query of every dialect with sqlglot.
 --
+-- Id bounds are CAST(... AS BIGINT): selection covers the whole 64-bit range, and psqlODBC would
+-- otherwise bind them as the (int4) column's type and fail on -2**63+1.
+--
 -- An instance's share is the NON-NEGATIVE remainder (((id % :modulus) + :modulus) % :modulus) =
 -- :remainder, identical to Python's id % N (see processing/partition.py): SQL's % truncates
 -- toward zero, so a negative id would otherwise belong to no instance.
 
 -- name: pending_ids
--- Keyset page of this instance's unprocessed applications (never OFFSET).
+-- Keyset page of this instance's pending applications (never OFFSET). Pending = never logged, or
+-- with an open reprocess request (its new attempt replaces the old one, see reprocess.py).
 SELECT {top} s.{src_id} FROM {src} s
-WHERE s.{src_id} > :after_id AND s.{src_id} BETWEEN :id_lo AND :id_hi
+WHERE s.{src_id} > CAST(:after_id AS BIGINT) AND s.{src_id} BETWEEN CAST(:id_lo AS BIGINT) AND CAST(:id_hi AS BIGINT)
   AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
-  AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id})
+  AND (NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id})
+       OR EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = s.{src_id}))
 ORDER BY s.{src_id}
 {limit};
 
 -- name: retry_ids
 -- Keyset page of failed applications with attempts left.
 SELECT {top} s.{src_id} FROM {src} s
-WHERE s.{src_id} > :after_id AND s.{src_id} BETWEEN :id_lo AND :id_hi
+WHERE s.{src_id} > CAST(:after_id AS BIGINT) AND s.{src_id} BETWEEN CAST(:id_lo AS BIGINT) AND CAST(:id_hi AS BIGINT)
   AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
   AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'failed')
   AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'success')
@@ -42,13 +47,14 @@ ORDER BY s.{src_id}
 -- name: count_pending
 -- How many unprocessed applications this instance has (the progress bar's total).
 SELECT COUNT(*) FROM {src} s
-WHERE s.{src_id} BETWEEN :id_lo AND :id_hi AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
-  AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id});
+WHERE s.{src_id} BETWEEN CAST(:id_lo AS BIGINT) AND CAST(:id_hi AS BIGINT) AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
+  AND (NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id})
+       OR EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = s.{src_id}));
 
 -- name: count_retry
 -- How many failed applications with attempts left this instance has.
 SELECT COUNT(*) FROM {src} s
-WHERE s.{src_id} BETWEEN :id_lo AND :id_hi AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
+WHERE s.{src_id} BETWEEN CAST(:id_lo AS BIGINT) AND CAST(:id_hi AS BIGINT) AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
   AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'failed')
   AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'success')
   AND (SELECT MAX(l.attempt) FROM {log} l WHERE l.app_id = s.{src_id}) < :max_attempts;
@@ -79,9 +85,23 @@ WHERE session_id = :session_id AND worker_pid = :worker_pid;
 INSERT INTO {progress} (session_id, worker_pid, instance_id, instance_count, started_at, last_at, success, failed)
 VALUES (:session_id, :worker_pid, :instance_id, :instance_count, :now, :now, :success, :failed);
 
--- name: queue_bounds
--- The lowest and highest source app_id in the run's range (the chunks to seed).
-SELECT MIN(s.{src_id}), MAX(s.{src_id}) FROM {src} s WHERE s.{src_id} BETWEEN :id_lo AND :id_hi;
+-- name: queue_reopen
+-- A chunk marked done that holds pending work again (the caller found it with pending_ids).
+UPDATE {queue} SET done_at = NULL, owner = NULL, lease_until = NULL WHERE chunk_id = :chunk_id AND done_at IS NOT NULL;
+
+-- name: queue_bounds_of
+-- The range of a chunk this owner holds (inside its finishing transaction).
+SELECT lo, hi FROM {queue} WHERE chunk_id = :chunk_id AND owner = :owner AND done_at IS NULL;
+
+-- name: queue_release_one
+-- Give back one chunk that still holds pending work (it is claimed again later).
+UPDATE {queue} SET owner = NULL, lease_until = NULL WHERE chunk_id = :chunk_id AND owner = :owner AND done_at IS NULL;
+
+-- name: queue_held_elsewhere
+-- Unfinished chunks overlapping the run's range under another owner's live lease.
+SELECT COUNT(*) FROM {queue}
+WHERE done_at IS NULL AND owner IS NOT NULL AND owner <> :owner AND lease_until >= {now}
+  AND hi >= :id_lo AND lo <= :id_hi;
 
 -- name: queue_renew
 -- Extend the lease of a chunk this owner holds.
@@ -95,6 +115,147 @@ UPDATE {queue} SET done_at = {now}, owner = :owner WHERE chunk_id = :chunk_id AN
 -- Give back every unfinished chunk this owner holds (clean shutdown).
 UPDATE {queue} SET owner = NULL, lease_until = NULL WHERE owner = :owner AND done_at IS NULL;
 
--- name: queue_unfinished
--- How many chunks are not done yet.
-SELECT COUNT(*) FROM {queue} WHERE done_at IS NULL;
+-- name: log_max_id
+-- How many log rows there are, about (the identity's high-water mark: one index lookup).
+SELECT MAX(log_id) FROM {log};
+
+-- name: ops_count_log_attempt_one
+-- Applications that have a first attempt (scripts/ops_bench.py: is the database already built?).
+SELECT COUNT(*) FROM {log} WHERE attempt = 1;
+
+-- Synthetic operator-scale data for scripts/ops_bench.py: a million applications' log, rows and
+-- events built by INSERT ... SELECT, without parsing a document. synth_numbers (per dialect)
+-- makes the temp table synth_n(n, ts); the statements below fill the real tables from it.
+
+-- name: synth_source
+-- Every number is a source row (the ones past the log's last id stay pending).
+INSERT INTO {src} ({src_id}, {src_xml}) SELECT n, NULL FROM synth_n;
+
+-- name: synth_log
+-- Attempt 1 of applications 1..apps: every 50th failed at parse; 30 sessions of 3 instances.
+INSERT INTO {log} (app_id, status, stage, error_class, reason, attempt, instance_id, instance_count, session_id,
+                   contract_version, parse_ms, map_ms, insert_ms, worker_pid, logged_at)
+SELECT n, CASE WHEN n % 50 = 0 THEN 'failed' ELSE 'success' END, CASE WHEN n % 50 = 0 THEN 'parse' END,
+       CASE WHEN n % 50 = 0 THEN 'XMLSyntaxError' END,
+       CASE WHEN n % 50 = 0 THEN 'malformed XML: line ' || (n % 97) END, 1, n % 3, 3,
+       'session-' || (n * 30 / :apps), :contract_version, 0.2, 0.5, 0.3, 1000 + n % 4, ts
+FROM synth_n WHERE n <= :apps;
+
+-- name: synth_log_retry
+-- Attempt 2 (a success) of every 100th application: half the failures were retried.
+INSERT INTO {log} (app_id, status, stage, error_class, reason, attempt, instance_id, instance_count, session_id,
+                   contract_version, parse_ms, map_ms, insert_ms, worker_pid, logged_at)
+SELECT n, 'success', NULL, NULL, NULL, 2, n % 3, 3, 'session-' || (n * 30 / :apps), :contract_version,
+       0.2, 0.5, 0.3, 1000 + n % 4, ts
+FROM synth_n WHERE n <= :apps AND n % 100 = 0;
+
+-- name: synth_base
+-- One base row per successful application.
+INSERT INTO {base} (app_id, receive_date, app_type_enum, campaign_num)
+SELECT n, :receive_date, 1 + n % 3, 'C' || (n % 1000) FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0);
+
+-- name: synth_one_to_one
+-- A 1:1 child row per successful application.
+INSERT INTO {child} (app_id) SELECT n FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0);
+
+-- name: synth_contact
+-- One contact per successful application (con_id = app_id).
+INSERT INTO {contact} (con_id, app_id, first_name, last_name)
+SELECT n, n, 'First' || (n % 500), 'Last' || (n % 900) FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0);
+
+-- name: synth_address
+-- One address per contact.
+INSERT INTO {address} (con_id, app_id, address_type_enum, city)
+SELECT n, n, 1, 'City' || (n % 300) FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0);
+
+-- name: synth_scores
+-- Two scores per successful application.
+INSERT INTO {scores} (app_id, score_identifier, score)
+SELECT n, 'FICO', 300 + n % 550 FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0)
+UNION ALL
+SELECT n, 'BEACON', 300 + n % 500 FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0);
+
+-- name: synth_events
+-- A data-quality event for every third application, 20 kinds.
+INSERT INTO {events} (app_id, table_name, column_name, event_type, raw_value, reason, locator, session_id, logged_at)
+SELECT n, 'app_contact_base',
+       CASE n % 4 WHEN 0 THEN 'ssn' WHEN 1 THEN 'birth_date' WHEN 2 THEN 'email' ELSE 'first_name' END,
+       CASE n % 5 WHEN 0 THEN 'invalid' WHEN 1 THEN 'rounded' WHEN 2 THEN 'defaulted' WHEN 3 THEN 'truncated' ELSE 'dropped' END,
+       'raw' || n, 'synthetic event', NULL, 'session-' || (n * 30 / :apps), ts
+FROM synth_n WHERE n <= :apps AND n % 3 = 0;
+
+-- name: synth_progress
+-- run_progress as the workers would have kept it.
+INSERT INTO {progress} (session_id, worker_pid, instance_id, instance_count, started_at, last_at, success, failed)
+SELECT session_id, worker_pid, MIN(instance_id), 3, MIN(logged_at), MAX(logged_at),
+       SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END), SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END)
+FROM {log} GROUP BY session_id, worker_pid;
+
+-- name: synth_drop
+-- The numbers are not needed any more.
+DROP TABLE synth_n;
+
+-- Reprocess (xml_extractor/reprocess.py and BatchWriter._replace_requested): a request per
+-- application, consumed by the batch transaction that writes the new attempt.
+
+-- name: reprocess_all
+-- Every application with an open reprocess request.
+SELECT app_id FROM {requests};
+
+-- name: reprocess_open
+-- The open requests one reprocess command recorded (to resume it after a stop).
+SELECT app_id FROM {requests} WHERE command = :command;
+
+-- name: reprocess_existing
+-- Which of these applications have an open request.
+SELECT app_id FROM {requests} WHERE app_id IN (:ids);
+
+-- name: reprocess_insert
+-- Record one request.
+INSERT INTO {requests} (app_id, requested_at, command) VALUES (:app_id, :now, :command);
+
+-- name: reprocess_consume
+-- Consume these applications' requests (inside the transaction of their new attempt).
+DELETE FROM {requests} WHERE app_id IN (:ids);
+
+-- name: log_to_history
+-- The replaced attempts' log rows, kept (identifiers: {cols} = log_id and the log's columns).
+INSERT INTO {log_history} ({cols}, replaced_at) SELECT {cols}, :now FROM {log} WHERE app_id IN (:ids);
+
+-- name: delete_app_rows
+-- An application's rows in one table (identifiers: {table}, {app_col}).
+DELETE FROM {table} WHERE {app_col} IN (:ids);
+
+-- name: count_app_rows
+-- How many rows of these applications one table holds (reprocess --dry-run).
+SELECT COUNT(*) FROM {table} WHERE {app_col} IN (:ids);
+
+-- name: schema_probe
+-- Does this table have these columns? (no rows; an error if not) Identifiers: {table}, {cols} as
+-- p."col" (qualified: SQLite reads an unknown bare "col" as a string literal instead of failing).
+SELECT {cols} FROM {table} p WHERE 1 = 0;
+
+-- name: contract_versions
+-- Applications per contract version that produced their current log rows.
+SELECT contract_version, COUNT(DISTINCT app_id) FROM {log} GROUP BY contract_version ORDER BY contract_version;
+
+-- name: source_existing
+-- Which of these application ids the source table holds.
+SELECT s.{src_id} FROM {src} s WHERE s.{src_id} IN (:ids);
+
+-- name: requested_by_outcome
+-- Open reprocess requests whose application currently counts as success / final failed, and all.
+SELECT SUM(CASE WHEN EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'success') THEN 1 ELSE 0 END),
+       SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'success')
+                 AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'failed') THEN 1 ELSE 0 END),
+       COUNT(*)
+FROM {requests} r;
+
+-- name: profile_id_range
+-- The lowest and highest source id (profile spreads its sample over this range).
+SELECT MIN(s.{src_id}), MAX(s.{src_id}) FROM {src} s;
+
+-- name: profile_next_id
+-- The first source id at or after an evenly spaced point of the id range (profile's keyset probe).
+SELECT {top} s.{src_id} FROM {src} s WHERE s.{src_id} >= :point ORDER BY s.{src_id}
+{limit};

@@ -1,0 +1,132 @@
+"""profile: before the run, find where a contract would lose data (exit 1 on capacity loss)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any, Iterator
+
+import click
+from tabulate import tabulate
+
+from .common import ENV, FORMAT, db_options, handle_errors, resolve_url
+
+PROGRESS_FROM = 200  # documents: a shorter sample needs no progress bar
+
+
+@contextlib.contextmanager
+def _progress(total: int, label: str) -> Iterator[Any]:
+    """click's progress bar on a terminal for long samples; a no-op callback otherwise."""
+    if total < PROGRESS_FROM or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _contracts(contract_option: Any) -> list[Any]:
+    """--contract as cli/common.py offers it: one value, or several if the option is repeatable."""
+    from ..contract.loader import load_contract
+    values = list(contract_option) if isinstance(contract_option, (list, tuple)) else [contract_option]
+    return [load_contract(v) for v in (values or [None])]
+
+
+@click.command("profile")
+@click.argument("paths", nargs=-1)
+@db_options
+@click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True, envvar=ENV + "PROFILE_SAMPLE",
+              show_envvar=True, help="Documents read from the source table, spread evenly over its id range.")
+@FORMAT
+@handle_errors
+def profile_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, database: str | None,
+                username: str | None, contract_path: Any, sample: int, fmt: str) -> None:
+    """Before the run: map a sample of documents (or PATHS: files, folders, globs) with the
+    contract's own converters and report, per column, what would be rejected, rounded, truncated or
+    defaulted, the longest value against the declared length, digits and decimal places against
+    precision and scale, date-times whose time would be lost; the attributes no column reads; the
+    codes no enum knows. Exit 1 when a valid value would not fit a column (capacity loss: the
+    contract must change); invalid values the rules reject on purpose do not count."""
+    from ..errors import ConfigError
+    from ..loading import expand_paths
+    from ..profile import profile_db, profile_files
+    if paths and (db_url or server):
+        raise ConfigError("give either PATHS or --db/--server, not both")
+    reports = []
+    for contract in _contracts(contract_path):
+        if paths:
+            files = expand_paths(paths)
+            if not files:
+                raise ConfigError(f"no files found in {', '.join(paths)}")
+            with _progress(len(files), f"profiling {contract.name}") as tick:
+                reports.append(profile_files(contract, files, tick))
+        else:
+            from ..db.database import Database
+            db = Database(resolve_url(db_url, server, database, username), contract)
+            try:
+                with _progress(sample, f"profiling {contract.name}") as tick:
+                    reports.append(profile_db(db, sample, tick))
+            finally:
+                db.close()
+    if fmt == "json":
+        out = [r.as_dict() for r in reports]
+        click.echo(json.dumps(out[0] if len(out) == 1 else out, indent=2, default=str))
+    else:
+        for r in reports:
+            _print_table(r.as_dict())
+    if any(r.capacity_columns for r in reports):
+        sys.exit(1)
+
+
+def _fit(c: dict) -> str:
+    """The largest value seen against what the column declares."""
+    d = c["declared"]
+    if d.startswith("string("):
+        return f"longest {c['longest']} / {d}"
+    if d.startswith("decimal("):
+        p, s = (int(x) for x in d[8:-1].split(","))
+        return f"{c['max_integer_digits']} digits.{c['max_decimal_places']} places / {p - s}.{s}"
+    if c["time_lost"]:
+        return f"{c['time_lost']} time(s) lost / {d}"
+    if c["max_integer_digits"]:
+        return f"{c['max_integer_digits']} digits / {d}"
+    return d
+
+
+def _example(examples: list[dict]) -> str:
+    if not examples:
+        return ""
+    e = examples[0]
+    return f"{e['app_id']}: {e['raw'][:40]!r} ({e['reason'][:60]})"
+
+
+def _print_table(r: dict) -> None:
+    click.echo(f"contract {r['contract']} on {r['source']}: {r['documents']} documents, {r['mapped']} mapped"
+               + (", would fail: " + ", ".join(f"{n} at {s}" for s, n in r["failed"].items()) if r["failed"] else ""))
+    cap = [c for c in r["columns"] if c["capacity_loss"]]
+    click.echo(f"\ncapacity loss: a valid value the column cannot hold -- the contract must change ({len(cap)} columns)")
+    if cap:
+        click.echo(tabulate([[f"{c['table']}.{c['column']}", c["values"], c["capacity_loss"],
+                              ", ".join(f"{k} {v}" for k, v in c["capacity"].items()), _fit(c),
+                              _example(c["capacity_examples"])] for c in cap],
+                            headers=["column", "values", "lost", "what", "seen / declared", "example"], tablefmt="simple"))
+    inv = [c for c in r["columns"] if c["invalid"]]
+    click.echo(f"\ninvalid values: rejected by the contract's rules on purpose -- the data is wrong ({len(inv)} columns)")
+    if inv:
+        click.echo(tabulate([[f"{c['table']}.{c['column']}", c["values"], c["invalid"],
+                              ", ".join(f"{k} {v}" for k, v in c["events"].items()), _example(c["invalid_examples"])]
+                             for c in inv], headers=["column", "values", "invalid", "events", "example"], tablefmt="simple"))
+    seen = [c for c in r["columns"] if c["values"] and not c["capacity_loss"]]
+    click.echo(f"\n{len(seen)} columns received values that all fit; {sum(1 for c in r['columns'] if not c['values'])} "
+               "received none in this sample (--format json lists every column with its largest value)")
+    click.echo(f"\nunmapped: attributes inside the document scope that no column reads ({len(r['unmapped'])})")
+    if r["unmapped"]:
+        click.echo(tabulate([[u["element"], u["attribute"], u["documents"], (u["examples"] or [""])[0]] for u in r["unmapped"]],
+                            headers=["element", "attribute", "documents", "example"], tablefmt="simple"))
+    if r["enums"]:
+        click.echo("\ncodes no enum of the contract knows")
+        click.echo(tabulate([[e["enum"], ", ".join(e["columns"]), ", ".join(f"{k!r} x{v}" for k, v in list(e["unknown_codes"].items())[:8])]
+                             for e in r["enums"]], headers=["enum", "columns", "unknown codes"], tablefmt="simple"))
+    if r["capacity_loss_columns"]:
+        click.echo(f"\nCAPACITY LOSS in {len(r['capacity_loss_columns'])} column(s): {', '.join(r['capacity_loss_columns'])}")
+    else:
+        click.echo("\nno capacity loss: every valid value seen fits its column")

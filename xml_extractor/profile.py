@@ -1,0 +1,393 @@
+"""Profile documents against a contract before the run: where would it lose data?
+
+A sample of the source table (ids spread over the whole id range, picked by keyset from evenly
+spaced points, never OFFSET) or a set of files is parsed and mapped with the contract's own
+compiled plan -- the same converters, transforms, patterns and enum lookups the run uses, seen
+through the mapper's ``observe`` hook -- and summarised:
+
+- per column: how many values, how many the converter would reject, round, truncate or default
+  (with examples), the longest value against the declared length, the most integer digits and
+  decimal places against precision/scale, the date-times whose time would be lost;
+- per attribute inside the parsed scope that no column reads: how many documents carry it (the
+  "unmapped" list), with examples;
+- per enum: the codes seen that the contract does not know.
+
+It tells *capacity* loss -- a valid value the declared type cannot hold (too long, too many digits
+or decimal places, a time the type drops): the contract must change -- from *invalid* values the
+rules reject on purpose (an 8-digit SSN, an unknown code): the data is wrong. A report with any
+capacity loss is what makes ``xml-extractor profile`` exit 1.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from .contract import converters as cv
+from .contract.compiler import MappingPlan, Scope, compile_contract, parse_path
+from .contract.expressions import tokenize
+from .errors import DocumentFailure, ValidateFailure
+from .mapping import map_record
+from .parsing import decode_source, parse_app_id, parse_document
+
+if TYPE_CHECKING:
+    from .contract.loader import Contract
+    from .db.database import Database
+
+EXAMPLES = 3  # examples kept per column and problem
+ElementPath = tuple[str, ...]  # tags from the root: ("Provenir", "Request", "CustData", "application")
+
+
+@dataclass
+class ColumnProfile:
+    """What the sample did to one contract column."""
+
+    table: str
+    column: str
+    declared: str  # "string(20)", "decimal(10,5)", "date", ...
+    stored: bool
+    values: int = 0  # non-NULL values the column would hold
+    events: Counter = field(default_factory=Counter)  # data-quality event kind -> count
+    capacity: Counter = field(default_factory=Counter)  # CAPACITY_* label -> count
+    invalid: int = 0  # values the rules reject on purpose
+    longest: int = 0  # characters (strings), over kept and refused values
+    max_integer_digits: int = 0  # decimals and integers
+    max_decimal_places: int = 0
+    time_lost: int = 0  # date-times whose time of day (or sub-millisecond part) the type drops
+    capacity_examples: list[dict] = field(default_factory=list)
+    invalid_examples: list[dict] = field(default_factory=list)
+
+    @property
+    def capacity_loss(self) -> int:
+        return sum(self.capacity.values())
+
+
+@dataclass
+class UnmappedAttribute:
+    element: str  # "Provenir/Request/CustData/application"
+    attribute: str
+    documents: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EnumProfile:
+    enum: str
+    columns: set[str] = field(default_factory=set)
+    unknown: Counter = field(default_factory=Counter)  # code -> times seen
+
+
+@dataclass
+class ProfileReport:
+    contract: str
+    source: str
+    documents: int = 0
+    mapped: int = 0
+    failed: Counter = field(default_factory=Counter)  # stage -> documents that would fail
+    failure_examples: list[dict] = field(default_factory=list)
+    columns: dict[tuple[str, str], ColumnProfile] = field(default_factory=dict)
+    unmapped: dict[tuple[ElementPath, str], UnmappedAttribute] = field(default_factory=dict)
+    enums: dict[str, EnumProfile] = field(default_factory=dict)
+
+    @property
+    def capacity_columns(self) -> list[ColumnProfile]:
+        """Columns where a valid value would not fit: the contract must change."""
+        return [c for c in self.columns.values() if c.capacity_loss]
+
+    def as_dict(self) -> dict:
+        def col(c: ColumnProfile) -> dict:
+            return {"table": c.table, "column": c.column, "declared": c.declared, "stored": c.stored,
+                    "values": c.values, "events": dict(c.events), "capacity_loss": c.capacity_loss,
+                    "capacity": dict(c.capacity), "invalid": c.invalid, "longest": c.longest,
+                    "max_integer_digits": c.max_integer_digits, "max_decimal_places": c.max_decimal_places,
+                    "time_lost": c.time_lost, "capacity_examples": c.capacity_examples,
+                    "invalid_examples": c.invalid_examples}
+        return {
+            "contract": self.contract, "source": self.source, "documents": self.documents, "mapped": self.mapped,
+            "failed": dict(self.failed), "failure_examples": self.failure_examples,
+            "capacity_loss_columns": [f"{c.table}.{c.column}" for c in self.capacity_columns],
+            "columns": [col(c) for c in self.columns.values()],
+            "unmapped": [{"element": u.element, "attribute": u.attribute, "documents": u.documents,
+                          "examples": u.examples} for u in sorted(self.unmapped.values(), key=lambda u: -u.documents)],
+            "enums": [{"enum": e.enum, "columns": sorted(e.columns), "unknown_codes": dict(e.unknown.most_common())}
+                      for e in self.enums.values() if e.unknown],
+        }
+
+
+def _declared(spec: dict) -> str:
+    t = spec["type"]
+    if t == "string":
+        return f"string({spec['length']})"
+    if t == "decimal":
+        return f"decimal({spec['precision']},{spec['scale']})"
+    return t + (f" enum {spec['enum']}" if spec.get("enum") else "")
+
+
+# -- which attributes the contract reads ---------------------------------------------------------
+
+
+def _walk_steps(base: ElementPath, steps: Iterable[Any], reads: set, ci: bool) -> ElementPath:
+    """Apply path steps to an element path; predicate attributes count as read."""
+    path = base
+    for st in steps:
+        if st.tag == ".":
+            pass
+        elif st.tag == "..":
+            path = path[:-1]
+        else:
+            path = path + (st.tag,)
+        if st.pred_attr is not None:
+            reads.add((path, st.pred_attr))
+    return path
+
+
+def read_attributes(contract: "Contract") -> set[tuple[ElementPath, str]]:
+    """Every (element path from the root, attribute) the contract reads: columns' attributes, paths
+    (and their predicates), expressions' ``@attr``, fallbacks, unpivot names, ``allowed`` and the
+    id. Attribute names are case-folded when the contract matches them case-insensitively."""
+    raw = contract.raw
+    d = raw["document"]
+    ci = bool(d.get("case_insensitive_attributes", False))
+
+    def key(a: str) -> str:
+        return a.lower() if ci else a
+    root: ElementPath = (d["root"],)
+    record = root + tuple(d["record_path"].split("/"))
+    reads: set[tuple[ElementPath, str]] = set()
+    id_parts = d["id_path"].split("/")
+    reads.add((root + tuple(id_parts[:-1]), key(id_parts[-1][1:])))
+    table_elements: dict[str, list[ElementPath]] = {}
+    for t in raw["tables"]:
+        gens = t["rows"] if isinstance(t["rows"], list) else [t["rows"]]
+        bases_of_table: list[ElementPath] = []
+        for g in gens:
+            if "unpivot" in g:
+                base = _walk_steps(record, parse_path(g["unpivot"]["of"], "unpivot", False, ci).steps, reads, ci)
+                bases = [base]
+                for name in g["unpivot"]["names"]:
+                    reads.add((base, key(name)))
+            else:
+                steps = parse_path(g["for_each"], "for_each", False, ci).steps
+                origins = table_elements.get(g["parent_table"], []) if g.get("parent_table") else [record]
+                bases = [_walk_steps(o, steps, reads, ci) for o in origins]
+            if g.get("allowed"):
+                for b in bases:
+                    reads.add((b, key(g["allowed"]["attribute"])))
+            overrides = g.get("values", {})
+            for c in t["columns"]:
+                sources = [overrides.get(c["name"], c)] + list(c.get("fallback", []))
+                for src in sources:
+                    for b in bases:
+                        _source_reads(src, b, reads, ci)
+            bases_of_table.extend(bases)
+        table_elements[t["name"]] = bases_of_table
+    return reads
+
+
+def _source_reads(src: dict, base: ElementPath, reads: set, ci: bool) -> None:
+    if "attribute" in src:
+        reads.add((base, src["attribute"].lower() if ci else src["attribute"]))
+    elif "path" in src:
+        ps = parse_path(src["path"], "path", True, ci)
+        reads.add((_walk_steps(base, ps.steps, reads, ci), ps.attribute))
+    elif "expression" in src:
+        for tok in tokenize(src["expression"]):
+            if tok.kind == "attr":
+                reads.add((base, tok.value[1:].lower() if ci else tok.value[1:]))
+
+
+# -- the profiler ------------------------------------------------------------------------------------
+
+class Profiler:
+    """Feeds documents through the contract's plan and accumulates a :class:`ProfileReport`."""
+
+    def __init__(self, contract: "Contract", source: str, plan: MappingPlan | None = None) -> None:
+        self.contract = contract
+        self.plan = plan or compile_contract(contract)
+        self.ci = self.plan.case_insensitive
+        self.report = ProfileReport(contract=contract.version_tag, source=source)
+        self.reads = read_attributes(contract)
+        self._stored: dict[str, tuple[tuple[ColumnProfile, str], ...]] = {}
+        for t in contract.tables:
+            for c in t.columns:
+                self.report.columns[(t.name, c.name)] = ColumnProfile(t.name, c.name, _declared(c.spec), c.stored)
+                if c.spec.get("enum"):
+                    e = self.report.enums.setdefault(c.spec["enum"], EnumProfile(c.spec["enum"]))
+                    e.columns.add(f"{t.name}.{c.name}")
+            self._stored[t.name] = tuple((self.report.columns[(t.name, n)], t_type)
+                                         for n, t_type in ((c.name, c.type) for c in t.stored_columns))
+        self._enum_of = {(t.name, c.name): c.spec["enum"] for t in contract.tables for c in t.columns if c.spec.get("enum")}
+
+    # the mapper's hook: every value a converter refused or rounded, with the converter's verdict
+    def _observe(self, table: str, column: str, raw: Any, exc: Any, scope: Scope) -> None:
+        cp = self.report.columns.get((table, column))
+        if cp is None:
+            return
+        label = getattr(exc, "capacity", None)
+        where = f"{scope.unpivot_name}: " if scope.unpivot_name else ""
+        example = {"app_id": scope.doc.app_id, "raw": _cut(raw), "reason": where + exc.reason}
+        if label is not None:
+            cp.capacity[label] += 1
+            size = exc.size or 0
+            if label == cv.CAPACITY_LENGTH:
+                cp.longest = max(cp.longest, size)
+            elif label == cv.CAPACITY_DIGITS:
+                cp.max_integer_digits = max(cp.max_integer_digits, size)
+            elif label == cv.CAPACITY_SCALE:
+                cp.max_decimal_places = max(cp.max_decimal_places, size)
+            elif label == cv.CAPACITY_TIME:
+                cp.time_lost += 1
+            if len(cp.capacity_examples) < EXAMPLES:
+                cp.capacity_examples.append(example)
+        else:
+            cp.invalid += 1
+            if len(cp.invalid_examples) < EXAMPLES:
+                cp.invalid_examples.append(example)
+            if exc.kind == "unknown_enum":
+                enum = self._enum_of.get((table, column))
+                if enum is not None:
+                    self.report.enums[enum].unknown[str(raw).strip()[:80]] += 1
+
+    def add(self, source: Any, expected_app_id: int | None = None, tail: Any = None) -> None:
+        """One document (text or bytes). A document the run would fail is counted by stage."""
+        rep = self.report
+        rep.documents += 1
+        plan = self.plan
+        try:
+            text = decode_source(source, self.contract.source_min_length)
+            if tail is not None and not isinstance(tail, str):
+                tail = bytes(tail).decode("utf-8", errors="replace")
+            parsed = parse_document(text, plan.document, tail)
+            app_id = parse_app_id(parsed.document_id, plan.document)
+            if expected_app_id is not None and app_id != expected_app_id:
+                raise ValidateFailure(f"the document's id is {app_id} but the row's app_id is {expected_app_id}", "IdMismatch")
+            if parsed.record is None:
+                raise ValidateFailure(f"no {plan.document.record_path} in the document", "NoRecordElement")
+            mapped = map_record(plan, parsed.record, app_id, observe=self._observe)
+        except DocumentFailure as f:
+            rep.failed[f.stage] += 1
+            if len(rep.failure_examples) < EXAMPLES * 3:
+                rep.failure_examples.append({"app_id": expected_app_id, "stage": f.stage, "reason": f.reason[:300]})
+            return
+        rep.mapped += 1
+        for table, rows in mapped.rows.items():
+            cols = self._stored[table]
+            for row in rows:
+                for (cp, typ), v in zip(cols, row):
+                    if v is None:
+                        continue
+                    cp.values += 1
+                    if isinstance(v, str):
+                        if len(v) > cp.longest:
+                            cp.longest = len(v)
+                    elif typ == "decimal":
+                        n = cv.integer_digits(v)
+                        if n > cp.max_integer_digits:
+                            cp.max_integer_digits = n
+                        p = cv.decimal_places(v)
+                        if p > cp.max_decimal_places:
+                            cp.max_decimal_places = p
+                    elif typ in cv.INT_RANGES and isinstance(v, int):
+                        n = len(str(abs(v)))
+                        if n > cp.max_integer_digits:
+                            cp.max_integer_digits = n
+        for table, column, kind, *_ in mapped.events:
+            target = rep.columns.get((table, column))
+            if target is not None:
+                target.events[kind] += 1
+        self._unmapped(parsed.root, app_id)
+
+    def _unmapped(self, root: Any, app_id: int) -> None:
+        reads, ci, found = self.reads, self.ci, self.report.unmapped
+        seen: set[tuple[ElementPath, str]] = set()
+        stack: list[tuple[Any, ElementPath]] = [(root, (root.tag,))]
+        while stack:
+            el, path = stack.pop()
+            for k, v in el.attrib.items():
+                a = k.lower() if ci else k
+                if (path, a) in reads or not v.strip() or (path, a) in seen:
+                    continue
+                seen.add((path, a))
+                u = found.get((path, a))
+                if u is None:
+                    u = found[(path, a)] = UnmappedAttribute("/".join(path), k)
+                u.documents += 1
+                if len(u.examples) < EXAMPLES:
+                    u.examples.append(f"{app_id}: {_cut(v, 60)}")
+            for child in el:
+                if isinstance(child.tag, str):
+                    stack.append((child, path + (child.tag,)))
+
+
+def _cut(v: Any, n: int = 120) -> str:
+    s = v if isinstance(v, str) else str(v)
+    return s if len(s) <= n else s[:n] + f"... [{len(s)} characters]"
+
+
+# -- sources ---------------------------------------------------------------------------------------
+
+def sample_ids(db: "Database", sample: int) -> list[int]:
+    """Up to ``sample`` source ids spread evenly over the id range: for each of ``sample`` evenly
+    spaced points, the first id at or after it (and after the previous pick) -- one keyset probe
+    each, never OFFSET."""
+    lo, hi = db.autocommit_query(db.sql("profile_id_range"))[0]
+    if lo is None:
+        return []
+    lo, hi = int(lo), int(hi)
+    span = hi - lo + 1
+    ids: list[int] = []
+    last = lo - 1
+    for k in range(sample):
+        point = max(lo + (span * k) // sample, last + 1)
+        if point > hi:
+            break
+        row = db.autocommit_query(db.sql("profile_next_id"), {"point": point, "limit": 1})
+        if not row:
+            break
+        last = int(row[0][0])
+        ids.append(last)
+    return ids
+
+
+def documents_from_db(db: "Database", ids: list[int], batch: int = 200) -> Iterator[tuple[int, Any, Any]]:
+    """(app_id, text, tail) in batches; the server dialects send only each document's head."""
+    marker = f"</{compile_contract(db.contract).document.scope_steps[-1]}>"
+    heads = "fetch_heads" in db.dialect.queries
+    for i in range(0, len(ids), batch):
+        chunk = ids[i:i + batch]
+        if heads:
+            rows = db.autocommit_query(db.sql("fetch_heads"), {"marker": marker, "marker_bytes": len(marker.encode()),
+                                                               "ids": chunk})
+            yield from ((int(a), x, t) for a, x, t in rows)
+        else:
+            yield from ((int(a), x, None) for a, x in db.autocommit_query(db.sql("fetch_documents"), {"ids": chunk}))
+
+
+def profile_db(db: "Database", sample: int, progress: Callable[[int], None] | None = None,
+               plan: MappingPlan | None = None) -> ProfileReport:
+    """Profile a sample of ``sample`` documents of the source table spread over its id range."""
+    from .parsing import NeedFullDocument
+    prof = Profiler(db.contract, db.url.display(), plan)
+    ids = sample_ids(db, sample)
+    for app_id, text, tail in documents_from_db(db, ids):
+        try:
+            prof.add(text, app_id, tail)
+        except NeedFullDocument:  # the head did not settle it: the whole document, as the run does
+            prof.report.documents -= 1
+            whole = db.autocommit_query(db.sql("fetch_documents"), {"ids": [app_id]})
+            prof.add(whole[0][1] if whole else None, app_id)
+        if progress is not None:
+            progress(1)
+    return prof.report
+
+
+def profile_files(contract: "Contract", paths: list[Path], progress: Callable[[int], None] | None = None,
+                  plan: MappingPlan | None = None) -> ProfileReport:
+    """Profile document files (no database)."""
+    prof = Profiler(contract, f"{len(paths)} file(s)", plan)
+    for p in paths:
+        prof.add(p.read_bytes())
+        if progress is not None:
+            progress(1)
+    return prof.report
