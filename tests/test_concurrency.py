@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import assert_exactly_once, cli, expected_failures, open_db, popen
+from conftest import assert_exactly_once, cli, expected_failures, open_db, popen, subprocess_dir
 from procs import kill_group
 
 pytestmark = pytest.mark.slow  # real instances and worker processes, seconds each
@@ -24,8 +24,14 @@ def base(url):
 
 
 def start_all(arg_lists, env=None):
-    e = {"XML_EXTRACTOR_LAUNCHED": "1", **(env or {})}
-    return [popen(*a, env=e) for a in arg_lists]
+    """Start each run with its summary going to its own file (the option launch uses)."""
+    procs = []
+    for i, a in enumerate(arg_lists):
+        path = subprocess_dir() / f"summary-{time.monotonic_ns()}-{i}.json"
+        p = popen(*a, "--summary-json", str(path), env=env)
+        p.summary_path = path
+        procs.append(p)
+    return procs
 
 
 def summaries(procs, timeout=300):
@@ -33,8 +39,7 @@ def summaries(procs, timeout=300):
     for p in procs:
         stdout, stderr = p.communicate(timeout=timeout)
         assert p.returncode in (0, 1), stdout + stderr
-        line = [ln for ln in stdout.splitlines() if ln.startswith("SUMMARY ")][-1]
-        out.append(json.loads(line[8:]))
+        out.append(json.loads(p.summary_path.read_text()))
     return out
 
 

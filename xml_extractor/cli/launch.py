@@ -1,13 +1,22 @@
-"""launch: N partitioned ``run`` instances as subprocesses, prefixed output, one combined summary."""
+"""launch: N partitioned ``run`` instances as subprocesses, prefixed output, one combined summary.
+
+The instances live and die with the launcher: each is started with PR_SET_PDEATHSIG (Linux), so a
+launcher that is killed (even SIGKILL) sends its instances SIGTERM, which stops them cleanly;
+SIGHUP (the terminal closed) is a stop like Ctrl-C. Each instance writes its summary to a file
+given with the hidden ``run --summary-json`` option: its stdout is exactly what ``run`` prints.
+"""
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import click
 from tabulate import tabulate
@@ -26,21 +35,17 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     for bad in ("--instance-id", "--instance-count"):
         if any(a == bad or a.startswith(bad + "=") for a in run_args):
             raise ConfigError(f"launch sets {bad} itself; do not pass it")
-    env = dict(os.environ, XML_EXTRACTOR_LAUNCHED="1")
+    folder = Path(tempfile.mkdtemp(prefix="xml-extractor-launch-"))
     procs = []
     for i in range(instances):
         cmd = [sys.executable, "-m", "xml_extractor", "run", "--no-progress", *run_args,
-               "--instance-id", str(i), "--instance-count", str(instances)]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                      stdin=subprocess.DEVNULL, start_new_session=True))
-    summaries: dict[int, dict] = {}
+               "--instance-id", str(i), "--instance-count", str(instances), "--summary-json", str(folder / f"{i}.json")]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent()))
 
     def pump(i: int, p: subprocess.Popen) -> None:
         assert p.stdout is not None
         for line in p.stdout:
-            if line.startswith("SUMMARY "):
-                summaries[i] = json.loads(line[8:])
-                continue
             click.echo(f"[{i}/{instances}] {line.rstrip()}")
     threads = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
     for t in threads:
@@ -57,14 +62,15 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
                     os.killpg(p.pid, signal.SIGTERM if stopping["n"] == 1 else signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         codes = [p.wait() for p in procs]
         for t in threads:
             t.join(timeout=5)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    summaries = _read_summaries(folder, instances)
     rows = []
     for i in range(instances):
         s = summaries.get(i, {})
@@ -77,3 +83,40 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     click.echo(tabulate(rows, headers=["instance", "exit", "selected", "success", "failed", "skipped", "apps/min", "elapsed s"],
                         tablefmt="simple"))
     sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
+
+
+def _read_summaries(folder: Path, instances: int) -> dict[int, dict]:
+    """The summaries the instances wrote (an instance that was killed wrote none)."""
+    out: dict[int, dict] = {}
+    for i in range(instances):
+        f = folder / f"{i}.json"
+        try:
+            out[i] = json.loads(f.read_text(encoding="utf-8"))
+            f.unlink()
+        except (OSError, ValueError):
+            pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+    return out
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """In the child, before exec: ask the kernel to send SIGTERM when the launcher dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    parent = os.getpid()
+
+    def setup() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the launcher died before prctl: stop at once
+            os.kill(os.getpid(), signal.SIGTERM)
+    return setup

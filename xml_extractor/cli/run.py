@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -13,14 +15,16 @@ from .common import handle_errors, resolve_url, run_options
 
 @click.command("run")
 @run_options
+@click.option("--summary-json", default=None, hidden=True,
+              help="Write the summary as JSON to this file (how `launch` collects its instances' summaries).")
 @handle_errors
-def run_cmd(**kw: Any) -> None:
+def run_cmd(summary_json: str | None, **kw: Any) -> None:
     """Process unprocessed applications (resumable: run the same command again after any stop)."""
-    summary = execute_run(kw)
+    summary = execute_run(kw, summary_json)
     sys.exit(summary.exit_code)
 
 
-def execute_run(kw: dict) -> Any:
+def execute_run(kw: dict, summary_json: str | None = None) -> Any:
     from ..processing.processor import ProductionProcessor, RunOptions
     url = resolve_url(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"))
     progress = not kw.pop("no_progress") and sys.stderr.isatty()
@@ -30,30 +34,45 @@ def execute_run(kw: dict) -> Any:
         total = _pending_count(opts)
         bar = click.progressbar(length=total or 0, label="applications", show_pos=True, show_eta=True, file=sys.stderr)
         bar.__enter__()
-    proc = ProductionProcessor(opts, on_progress=(bar.update if bar else None))
+    handler, log_file = _configure_logging(opts)
     try:
-        summary = proc.run()
+        summary = ProductionProcessor(opts, on_progress=(bar.update if bar else None), log_file=log_file).run()
     finally:
         if bar:
             bar.__exit__(None, None, None)
+        if handler is not None:
+            logging.getLogger("xml_extractor").removeHandler(handler)
+            handler.close()
     print_summary(summary)
-    if os.environ.get("XML_EXTRACTOR_LAUNCHED"):
-        from ..processing.processor import _public
-        click.echo("SUMMARY " + json.dumps(_public(summary), default=str))
+    if summary_json:
+        Path(summary_json).write_text(json.dumps(summary.public(), default=str), encoding="utf-8")
     return summary
+
+
+def _configure_logging(opts: Any) -> tuple[logging.Handler | None, str | None]:
+    """The command line, not the library, decides where records go: the run's own log file under
+    --logs-dir (workers' records arrive through the coordinator) at --log-level."""
+    package = logging.getLogger("xml_extractor")
+    package.setLevel(opts.log_level)
+    if not opts.logs_dir:
+        return None, None
+    Path(opts.logs_dir).mkdir(parents=True, exist_ok=True)
+    path = str(Path(opts.logs_dir) / (f"run-{time.strftime('%Y%m%d-%H%M%S')}-i{opts.instance_id}of{opts.instance_count}"
+                                      f"-{opts.session_id[:8]}.log"))
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s-%(process)d %(levelname)s %(name)s: %(message)s"))
+    package.addHandler(handler)
+    return handler, path
 
 
 def _pending_count(opts: Any) -> int | None:
     from ..contract.loader import load_contract
     from ..db.database import Database
-    from ..processing.selection import ID_MAX, ID_MIN
     if opts.only_ids is not None:
         return len(opts.only_ids)
     try:
         db = Database(opts.url, load_contract(opts.contract_path))
-        modulus, rem = (opts.instance_count, opts.instance_id) if opts.mode == "partition" else (1, 0)
-        params = {"id_lo": opts.app_id_start if opts.app_id_start is not None else ID_MIN,
-                  "id_hi": opts.app_id_end if opts.app_id_end is not None else ID_MAX, "modulus": modulus, "remainder": rem}
+        params = {"id_lo": opts.id_lo, "id_hi": opts.id_hi, "modulus": opts.modulus, "remainder": opts.remainder}
         if opts.retry_failed:
             n = db.scalar(db.sql("count_retry"), {**params, "max_attempts": opts.max_attempts})
         else:

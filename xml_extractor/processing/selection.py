@@ -1,49 +1,70 @@
 """Which applications this instance processes next.
 
-Partition mode: keyset pages (never OFFSET) of unprocessed rows with ``app_id % N = I``.
-Queue mode: chunks of the app_id range are claimed from a work table through the database's own
-row locking, with a lease; a dead instance's chunks are taken over when the lease runs out. No
-claim keeps a transaction open while documents are processed.
+Partition mode: keyset pages (never OFFSET) of this instance's pending rows (``pending_ids``:
+never logged, or with an open reprocess request; ``retry_ids`` with ``--retry-failed``).
+
+Queue mode: the id space is cut into fixed chunks ``[k*w, k*w + w - 1]`` (w = ``--chunk-size``),
+claimed through the database's own row locking with a lease; a dead instance's chunks are taken
+over when its lease runs out. Each queue run first *prepares* the chunks it has work in, found by
+keyset jumps over the work actually present (one index seek per chunk that holds work, so a sparse
+range costs what its rows cost): missing chunks are seeded, chunks marked done that hold pending
+work again (rows loaded later, a reprocess request, a run cut short by ``--app-id-end``) are
+reopened. A chunk is finished only when none of its applications is pending, checked by
+``pending_ids`` itself inside the finishing transaction; otherwise it is released for a later
+claim. So queue mode supports what partition mode does: ``--retry-failed``, reprocess (an id
+list), ``--app-id-start/--app-id-end``, ``--limit`` and rows that arrive later. No claim keeps a
+transaction open while documents are processed.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..db.database import Database
+from .context import RunContext
+from .partition import ID_MAX, ID_MIN, mine
 
 log = logging.getLogger(__name__)
 
-ID_MIN, ID_MAX = -(2 ** 31) + 1, 2 ** 31 - 1
+__all__ = ["ID_MAX", "ID_MIN", "Budget", "WorkQueue", "keyset_pages", "page_ids", "partition_batches", "queue_batches"]
 
 
-@dataclass
-class SelectionSpec:
-    batch_size: int
-    limit: int | None
-    instance_id: int
-    instance_count: int
-    id_lo: int = ID_MIN
-    id_hi: int = ID_MAX
-    retry_failed: bool = False
-    max_attempts: int = 3
-    mode: str = "partition"
-    lease_seconds: int = 120
-    chunk_size: int = 1000
-    owner: str = ""
-    only_ids: list[int] | None = None  # reprocess: exactly these applications
+def _params(ctx: RunContext, after: int, lo: int, hi: int, size: int, everything: bool = False) -> dict[str, object]:
+    modulus, remainder = (1, 0) if everything else (ctx.modulus, ctx.remainder)
+    p: dict[str, object] = {"after_id": after, "id_lo": lo, "id_hi": hi, "modulus": modulus,
+                            "remainder": remainder, "limit": size}
+    if ctx.retry_failed:
+        p["max_attempts"] = ctx.max_attempts
+    return p
 
 
-def page_ids(db: Database, spec: SelectionSpec, after: int, lo: int, hi: int, size: int) -> list[int]:
-    modulus, remainder = (spec.instance_count, spec.instance_id) if spec.mode == "partition" else (1, 0)
-    params = {"after_id": after, "id_lo": lo, "id_hi": hi, "modulus": modulus, "remainder": remainder, "limit": size}
-    if spec.retry_failed:
-        name, params = "retry_ids", {**params, "max_attempts": spec.max_attempts}
-    else:
-        name = "pending_ids"
+def page_ids(db: Database, ctx: RunContext, after: int, lo: int, hi: int, size: int) -> list[int]:
+    """Up to ``size`` ids of this run's work in [lo, hi] after ``after``, ascending."""
+    name = "retry_ids" if ctx.retry_failed else "pending_ids"
+    params = _params(ctx, after, lo, hi, size)
     return [int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql(name), params))]
+
+
+def _first_work_id(db: Database, ctx: RunContext, lo: int, hi: int) -> int | None:
+    """The lowest id of this run's work in [lo, hi] (ID_MIN itself included)."""
+    if lo == ID_MIN:  # 'id > lo - 1' cannot be bound for the lowest 64-bit id: ask for it alone
+        if page_ids_between(db, ctx, ID_MIN, ID_MIN):
+            return ID_MIN
+        if hi == ID_MIN:
+            return None
+        got = page_ids(db, ctx, ID_MIN, ID_MIN, hi, 1)
+    else:
+        got = page_ids(db, ctx, lo - 1, lo, hi, 1)
+    return got[0] if got else None
+
+
+def page_ids_between(db: Database, ctx: RunContext, lo: int, hi: int) -> bool:
+    name = "count_retry" if ctx.retry_failed else "count_pending"
+    params = _params(ctx, 0, lo, hi, 1)
+    params.pop("after_id")
+    params.pop("limit")
+    return int(db.with_retry(lambda: db.autocommit_query(db.sql(name), params))[0][0]) > 0
 
 
 class Budget:
@@ -64,121 +85,230 @@ class Budget:
         return self.remaining is not None and self.remaining <= 0
 
 
-def keyset_pages(db: Database, spec: SelectionSpec, lo: int, hi: int, budget: Budget,
-                 stop: threading.Event) -> Iterator[list[int]]:
-    """Pages of pending ids in [lo, hi], each starting after the last id of the one before."""
-    after = lo - 1
-    while not stop.is_set():
-        size = budget.next_size(spec.batch_size)
+def keyset_pages(db: Database, ctx: RunContext, lo: int, hi: int, budget: Budget,
+                 stop: threading.Event, only: frozenset[int] | None = None) -> Iterator[list[int]]:
+    """Pages of this run's work in [lo, hi], each starting after the last id of the one before
+    (``only``: restricted to these ids, for reprocess)."""
+    if lo > hi:
+        return
+    if lo > ID_MIN:
+        after = lo - 1
+    else:  # 'id > lo - 1' cannot be bound for the lowest 64-bit id: ask for that id alone
+        after = ID_MIN
+        if page_ids_between(db, ctx, ID_MIN, ID_MIN) and (only is None or ID_MIN in only) and budget.next_size(1) > 0:
+            budget.take(1)
+            yield [ID_MIN]
+    while not stop.is_set() and after < hi:
+        size = budget.next_size(ctx.batch_size)
         if size <= 0:
             return
-        ids = page_ids(db, spec, after, lo, hi, size)
+        ids = page_ids(db, ctx, after, lo, hi, size)
         if not ids:
             return
         after = ids[-1]
+        if only is not None:
+            ids = [i for i in ids if i in only]
+            if not ids:
+                continue
         budget.take(len(ids))
         yield ids
 
 
-def partition_batches(db: Database, spec: SelectionSpec, stop: threading.Event) -> Iterator[tuple[list[int], int | None]]:
-    if spec.only_ids is not None:
-        mine = [i for i in sorted(set(spec.only_ids)) if i % spec.instance_count == spec.instance_id][:spec.limit]
-        for i in range(0, len(mine), spec.batch_size):
+def partition_batches(db: Database, ctx: RunContext, stop: threading.Event) -> Iterator[tuple[list[int], int | None]]:
+    if ctx.only_ids is not None:
+        ids = [i for i in mine(list(ctx.only_ids), ctx.instance_id, ctx.instance_count)
+               if ctx.id_lo <= i <= ctx.id_hi][:ctx.limit]
+        for i in range(0, len(ids), ctx.batch_size):
             if stop.is_set():
                 return
-            yield mine[i:i + spec.batch_size], None
+            yield ids[i:i + ctx.batch_size], None
         return
-    for ids in keyset_pages(db, spec, spec.id_lo, spec.id_hi, Budget(spec.limit), stop):
+    for ids in keyset_pages(db, ctx, ctx.id_lo, ctx.id_hi, Budget(ctx.limit), stop):
         yield ids, None
 
 
+def chunk_bounds(app_id: int, width: int) -> tuple[int, int, int]:
+    """(chunk_id, lo, hi) of the fixed chunk holding ``app_id`` (clamped to the 64-bit range)."""
+    k = app_id // width
+    return k, max(ID_MIN, k * width), min(ID_MAX, k * width + width - 1)
+
+
 class WorkQueue:
-    """The chunk table: seed, claim, renew, finish."""
+    """The chunk table: prepare (seed + reopen), claim, renew, finish-or-release."""
 
-    def __init__(self, db: Database, spec: SelectionSpec) -> None:
+    def __init__(self, db: Database, ctx: RunContext) -> None:
         self.db = db
-        self.spec = spec
+        self.ctx = ctx
 
-    def seed(self) -> int:
-        db, spec = self.db, self.spec
-        lo, hi = db.with_retry(lambda: db.autocommit_query(db.sql("queue_bounds"), {"id_lo": spec.id_lo, "id_hi": spec.id_hi}))[0]
-        if lo is None:
-            return 0
-        lo, hi = int(lo), int(hi)
-        w = spec.chunk_size
-        rows = []
-        for k in range(lo // w, hi // w + 1):
-            rows.append((k, max(k * w, spec.id_lo), min(k * w + w - 1, spec.id_hi)))
-        sql = db.sql("queue_seed")
+    def work_chunks(self, stop: threading.Event | None = None) -> list[tuple[int, int, int]]:
+        """The chunks holding this run's work, by keyset jumps over the work present: one query per
+        chunk with work (reprocess: the chunks of its ids)."""
+        ctx, w = self.ctx, self.ctx.chunk_size
+        if ctx.only_ids is not None:
+            ks = {chunk_bounds(i, w) for i in ctx.only_ids if ctx.id_lo <= i <= ctx.id_hi}
+            return sorted(ks)
+        out: list[tuple[int, int, int]] = []
+        lo = ctx.id_lo
+        while lo <= ctx.id_hi and not (stop is not None and stop.is_set()):
+            first = _first_work_id(self.db, ctx, lo, ctx.id_hi)
+            if first is None:
+                break
+            out.append(chunk_bounds(first, w))
+            if out[-1][2] >= ctx.id_hi:
+                break
+            lo = out[-1][2] + 1
+        return out
+
+    def prepare(self, stop: threading.Event | None = None) -> int:
+        """Seed the chunks this run has work in and reopen those of them marked done."""
+        db = self.db
+        chunks = self.work_chunks(stop)
+        seed, reopen = db.sql("queue_seed"), db.sql("queue_reopen")
 
         def tx() -> None:
             db.begin()
             cur = db.conn.cursor()
-            for i in range(0, len(rows), 500):
-                part = rows[i:i + 500]
-                cur.executemany(sql, [sql.values({"chunk_id": k, "lo": a, "hi": b}) for k, a, b in part])
+            for i in range(0, len(chunks), 500):
+                part = chunks[i:i + 500]
+                cur.executemany(seed, [seed.values({"chunk_id": k, "lo": a, "hi": b}) for k, a, b in part])
+                cur.executemany(reopen, [reopen.values({"chunk_id": k}) for k, _, _ in part])
             cur.close()
             db.commit()
-        db.with_retry(tx)
-        return len(rows)
+        if chunks:
+            db.with_retry(tx)
+        return len(chunks)
 
-    def claim(self) -> tuple[int, int, int] | None:
-        db, spec = self.db, self.spec
+    def claim(self, after_chunk: int) -> tuple[int, int, int] | None:
+        """The first free (or lease-expired) unfinished chunk after ``after_chunk`` overlapping
+        the run's range, taken with a lease."""
+        db, ctx = self.db, self.ctx
+        params = {"owner": ctx.owner, "lease_seconds": ctx.lease_seconds, "after_chunk": after_chunk,
+                  "id_lo": ctx.id_lo, "id_hi": ctx.id_hi}
 
         def tx() -> tuple[int, int, int] | None:
             if db.dialect.name == "sqlite":
                 db.begin()  # BEGIN IMMEDIATE: a short write lock for pick + take
-                row = db.query(db.sql("queue_pick"))
+                row = db.query(db.sql("queue_pick"), {k: params[k] for k in ("after_chunk", "id_lo", "id_hi")})
                 if row:
-                    db.execute(db.sql("queue_take"), {"owner": spec.owner, "lease_seconds": spec.lease_seconds,
+                    db.execute(db.sql("queue_take"), {"owner": ctx.owner, "lease_seconds": ctx.lease_seconds,
                                                       "chunk_id": row[0][0]}).close()
                 db.commit()
             else:
-                row = db.query(db.sql("queue_claim"), {"owner": spec.owner, "lease_seconds": spec.lease_seconds})
+                row = db.query(db.sql("queue_claim"), params)
                 db.commit()
             return (int(row[0][0]), int(row[0][1]), int(row[0][2])) if row else None
         return db.with_retry(tx)
 
-    def unfinished(self) -> int:
-        db = self.db
-        return int(db.with_retry(lambda: db.autocommit_query(db.sql("queue_unfinished")))[0][0])
+    def held_elsewhere(self) -> int:
+        """Unfinished chunks of the run's range under another owner's live lease."""
+        db, ctx = self.db, self.ctx
+        return int(db.with_retry(lambda: db.autocommit_query(db.sql("queue_held_elsewhere"), {
+            "owner": ctx.owner, "id_lo": ctx.id_lo, "id_hi": ctx.id_hi}))[0][0])
 
-    def _update(self, name: str, params: dict[str, object]) -> None:
+    def renew(self, chunk_id: int) -> bool:
+        """Extend the lease; False when the chunk is no longer ours (taken over)."""
+        db, ctx = self.db, self.ctx
+
+        def tx() -> int:
+            db.begin()
+            cur = db.execute(db.sql("queue_renew"), {"lease_seconds": ctx.lease_seconds, "chunk_id": chunk_id,
+                                                     "owner": ctx.owner})
+            n = cur.rowcount
+            cur.close()
+            db.commit()
+            return int(n)
+        return db.with_retry(tx) > 0
+
+    def finish(self, chunk_id: int) -> bool:
+        """Mark the chunk done if none of its applications is pending (asked with ``pending_ids``
+        inside the same transaction); otherwise release it. True when it was marked done."""
+        db, ctx = self.db, self.ctx
+
+        def tx() -> bool:
+            db.begin()
+            try:
+                row = db.query(db.sql("queue_bounds_of"), {"chunk_id": chunk_id, "owner": ctx.owner})
+                if not row:
+                    db.commit()
+                    return False  # not ours any more
+                lo, hi = int(row[0][0]), int(row[0][1])
+                left = _pending_in(db, lo, hi)
+                db.execute(db.sql("queue_release_one" if left else "queue_done"),
+                           {"chunk_id": chunk_id, "owner": ctx.owner}).close()
+                db.commit()
+                return not left
+            except BaseException:
+                db.rollback()
+                raise
+        done = db.with_retry(tx)
+        if not done:
+            log.info("chunk %d still holds pending applications: released, not finished", chunk_id)
+        return done
+
+    def release_all(self) -> None:
+        """On any stop, hand unfinished claims back at once instead of waiting for the lease."""
         db = self.db
 
         def tx() -> None:
             db.begin()
-            db.execute(db.sql(name), params).close()
+            db.execute(db.sql("queue_release"), {"owner": self.ctx.owner}).close()
             db.commit()
         db.with_retry(tx)
 
-    def renew(self, chunk_id: int) -> None:
-        self._update("queue_renew", {"lease_seconds": self.spec.lease_seconds, "chunk_id": chunk_id, "owner": self.spec.owner})
 
-    def finish(self, chunk_id: int) -> None:
-        self._update("queue_done", {"chunk_id": chunk_id, "owner": self.spec.owner})
+def _pending_in(db: Database, lo: int, hi: int) -> bool:
+    """Whether any application in [lo, hi] is pending, whatever instance or run it belongs to
+    (the one definition: ``pending_ids`` with modulus 1)."""
+    if lo == ID_MIN:
+        params = {"id_lo": lo, "id_hi": lo, "modulus": 1, "remainder": 0}
+        if int(db.query(db.sql("count_pending"), params)[0][0]):
+            return True
+        lo_after = lo
+    else:
+        lo_after = lo - 1
+    return bool(db.query(db.sql("pending_ids"), {"after_id": lo_after, "id_lo": lo, "id_hi": hi, "modulus": 1,
+                                                 "remainder": 0, "limit": 1}))
 
-    def release_all(self) -> None:
-        """On a clean stop, hand unfinished claims back at once instead of waiting for the lease."""
-        self._update("queue_release", {"owner": self.spec.owner})
 
-
-def queue_batches(db: Database, spec: SelectionSpec, stop: threading.Event, chunk_done: "callable") -> Iterator[tuple[list[int], int | None]]:
-    """Yield batches chunk by chunk; ``chunk_done(chunk_id)`` is called when a chunk is fully
-    dispatched (the coordinator finishes it once its batches are committed)."""
-    wq = WorkQueue(db, spec)
-    wq.seed()
-    budget = Budget(spec.limit)
+def queue_batches(db: Database, ctx: RunContext, stop: threading.Event,
+                  chunk_claimed: Callable[[int], None], chunk_exhausted: Callable[[int], None],
+                  lost: Callable[[int], bool] = lambda cid: False) -> Iterator[tuple[list[int], int | None]]:
+    """Yield batches chunk by chunk. ``chunk_claimed`` is called when a chunk is taken (from then on
+    the coordinator renews its lease), ``chunk_exhausted`` when all its work was handed out (the
+    coordinator finishes it once its batches are committed). Passes over the chunks repeat while
+    other owners hold chunks of the range, or while the last pass found work (what it released
+    may hold rows that arrived meanwhile)."""
+    wq = WorkQueue(db, ctx)
+    wq.prepare(stop)
+    budget = Budget(ctx.limit)
+    only = frozenset(ctx.only_ids) if ctx.only_ids is not None else None
+    seen: set[int] = set()  # a --retry-failed/reprocess run takes each application at most once
+    after, found = ID_MIN, False
     while not stop.is_set() and not budget.exhausted:
-        claim = wq.claim()
+        claim = wq.claim(after)
         if claim is None:
-            if wq.unfinished() == 0:
+            if wq.held_elsewhere():
+                # others hold leases: wait, and take over whatever they leave behind when it expires
+                stop.wait(min(5.0, max(0.5, ctx.lease_seconds / 4)))
+            elif not found:
                 return
-            # others hold leases: wait, and take over whatever they leave behind when it expires
-            stop.wait(min(5.0, max(0.5, spec.lease_seconds / 4)))
+            after, found = ID_MIN, False
             continue
         chunk_id, lo, hi = claim
-        for ids in keyset_pages(db, spec, lo, hi, budget, stop):
+        after = chunk_id
+        chunk_claimed(chunk_id)
+        if only is not None and not any(lo <= i <= hi for i in only):
+            chunk_exhausted(chunk_id)
+            continue
+        for ids in keyset_pages(db, ctx, max(lo, ctx.id_lo), min(hi, ctx.id_hi), budget, stop, only):
+            if lost(chunk_id):
+                break
+            if ctx.retry_failed or only is not None:
+                ids = [i for i in ids if i not in seen]
+                seen.update(ids)
+                if not ids:
+                    continue
+            found = True
             yield ids, chunk_id
-        if not stop.is_set() and not budget.exhausted:
-            chunk_done(chunk_id)  # a chunk cut short by --limit stays open and is released at the end
+        if not stop.is_set():
+            chunk_exhausted(chunk_id)  # finished (or released) once its batches are committed

@@ -3,6 +3,12 @@
 Workers get application ids (not documents) from the coordinator and read the XML themselves,
 so the 145 KB documents cross the process boundary once, from the database. Each worker keeps
 its contract, compiled plan and database connection for its whole life.
+
+A worker ignores SIGINT, SIGTERM and SIGHUP: a signal to the process group (Ctrl-C, systemd's
+stop, a closed terminal) reaches the workers too, and the coordinator, not the signal, decides when
+they stop (it lets in-flight batches commit, then sends "stop" through the pipe). A worker
+configures no logging of its own: its records travel through the pipe to the coordinator, whose
+process logs them with whatever handlers the application (the CLI) configured.
 """
 from __future__ import annotations
 
@@ -10,32 +16,20 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ..contract.compiler import MappingPlan, compile_contract
 from ..contract.loader import load_contract
 from ..db.database import ConnectionLost, Database
-from ..db.store import BatchWriter, Outcome, RunIdentity
-from ..db.url import DatabaseURL
-from ..errors import ConfigError, DocumentFailure
+from ..db.store import BatchWriter, Outcome
+from ..errors import ConfigError, DocumentFailure, TransientDatabaseError
 from ..mapping import map_document
 from ..parsing import NeedFullDocument
+from .context import RunContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WorkerConfig:
-    url: DatabaseURL
-    contract_path: str | None
-    session_id: str
-    instance_id: int
-    instance_count: int
-    reconnect_seconds: float
-    log_file: str | None
-    log_level: str
 
 
 @dataclass
@@ -43,7 +37,7 @@ class BatchResult:
     success: int = 0
     failed: int = 0
     skipped: int = 0
-    failures: list[tuple[int, str, str]] | None = None
+    failures: list[tuple[int, str, str]] = field(default_factory=list)
     fetch_ms: float = 0.0
     parse_ms: float = 0.0
     map_ms: float = 0.0
@@ -71,9 +65,11 @@ def map_outcome(plan: MappingPlan, app_id: int, xml: Any, attempt: int, min_leng
 
 
 def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: list[int], retry: bool) -> BatchResult:
-    res = BatchResult(failures=[])
+    res = BatchResult()
     t0 = time.perf_counter()
     attempts = dict(db.with_retry(lambda: db.autocommit_query(db.sql("last_attempts"), {"ids": ids})))
+    # an application with an open reprocess request is redone although it has log rows (H16)
+    requested = {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("reprocess_existing"), {"ids": ids}))}
     heads = "fetch_heads" in db.dialect.queries
     if heads:  # server dialects: only the head of each document crosses the connection
         marker = f"</{plan.document.scope_steps[-1]}>"
@@ -85,7 +81,7 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
     outcomes = []
     for app_id, xml, tail in sorted(docs, key=lambda r: r[0]):
         last = attempts.get(app_id)
-        if last is not None and not retry:
+        if last is not None and not retry and app_id not in requested:
             res.skipped += 1  # logged since it was selected (another instance): not ours to redo
             continue
         try:
@@ -101,6 +97,7 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
     t1 = time.perf_counter()
     results = writer.write(outcomes)
     res.write_ms = (time.perf_counter() - t1) * 1000
+    skipped = []
     for app_id, (status, stage, error_class) in results.items():
         if status == "success":
             res.success += 1
@@ -108,9 +105,45 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
             res.failed += 1
             res.failures.append((app_id, stage or "", error_class or ""))
         else:
-            res.skipped += 1
+            skipped.append(app_id)
+    res.skipped += _committed(db, skipped)
     res.peak_rss_kb, res.rss_kb = _rss_kb()
     return res
+
+
+def _committed(db: Database, app_ids: list[int]) -> int:
+    """How many of these 'skipped' applications really have a committed log row (written by someone
+    else). "Skipped (done elsewhere)" is never counted without one: an id without it stays pending,
+    so its queue chunk is not finished and a later claim or run takes it."""
+    if not app_ids:
+        return 0
+    logged = {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("last_attempts"), {"ids": app_ids}))}
+    missing = sorted(set(app_ids) - logged)
+    if missing:
+        log.warning("%d application(s) reported skipped have no committed log row; they stay pending: %s",
+                    len(missing), missing[:10])
+    return len(logged & set(app_ids))
+
+
+class PipeLogHandler(logging.Handler):
+    """Sends a worker's log records to the coordinator through the worker's pipe (the worker is
+    single-threaded, so it never interleaves with a result message)."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            d = dict(record.__dict__)
+            d["msg"] = record.getMessage()
+            d["args"] = None
+            if record.exc_info:
+                d["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            d["exc_info"] = None
+            self.conn.send(("log", d))
+        except Exception:  # noqa: BLE001 - logging must never break a worker
+            self.handleError(record)
 
 
 def _rss_kb() -> tuple[int, int]:
@@ -129,20 +162,22 @@ def _rss_kb() -> tuple[int, int]:
     return peak, cur
 
 
-def worker_main(conn: Connection, cfg: WorkerConfig) -> None:
+def worker_main(conn: Connection, ctx: RunContext) -> None:
     """Entry point of a worker process. Messages in: ("batch", id, ids, retry) | ("stop",).
-    Messages out: ("ready", pid) | ("done", id, BatchResult) | ("fatal", id, kind, message)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop
-    if cfg.log_file:
-        logging.basicConfig(filename=cfg.log_file, level=getattr(logging, cfg.log_level, logging.INFO),
-                            format=f"%(asctime)s worker-{os.getpid()} %(levelname)s %(name)s: %(message)s")
+    Messages out: ("ready", pid) | ("done", id, BatchResult) | ("fatal", id, kind, message) |
+    ("log", record dict)."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)  # the coordinator decides when we stop
+    package = logging.getLogger("xml_extractor")
+    package.handlers = [PipeLogHandler(conn)]  # this process's records go to the coordinator's handlers
+    package.setLevel(ctx.log_level)
+    package.propagate = False
     batch_id = None
     try:
-        contract = load_contract(cfg.contract_path)
+        contract = load_contract(ctx.contract_path)
         plan = compile_contract(contract)
-        db = Database(cfg.url, contract, cfg.reconnect_seconds)
-        writer = BatchWriter(db, plan, RunIdentity(cfg.session_id, cfg.instance_id, cfg.instance_count,
-                                                   contract.version_tag))
+        db = Database(ctx.database_url, contract, ctx.reconnect_seconds)
+        writer = BatchWriter(db, plan, ctx.identity(contract.version_tag))
         conn.send(("ready", os.getpid()))
         while True:
             try:
@@ -156,12 +191,13 @@ def worker_main(conn: Connection, cfg: WorkerConfig) -> None:
             conn.send(("done", batch_id, result))
             batch_id = None
         db.close()
-    except ConnectionLost as exc:
+    except (ConnectionLost, TransientDatabaseError) as exc:
+        log.error("worker stopped: the database stayed unavailable: %s", exc)
         _send(conn, ("fatal", batch_id, "connection", str(exc)))
     except ConfigError as exc:
         _send(conn, ("fatal", batch_id, "config", str(exc)))
-    except Exception as exc:  # noqa: BLE001
-        log.exception("worker crashed")
+    except Exception as exc:  # noqa: BLE001 - a bug or an untyped error: stop the run, no failed rows
+        log.exception("worker stopped on an unexpected error (no application is marked failed for it)")
         _send(conn, ("fatal", batch_id, "crash", f"{type(exc).__name__}: {exc}"))
 
 

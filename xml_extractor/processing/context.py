@@ -1,0 +1,171 @@
+"""One frozen description of a run, and its summary.
+
+Before, five dataclasses carried the run's identity (RunOptions, SelectionSpec, WorkerConfig,
+RunIdentity, RunSummary) and had to be kept in step by hand. Now :class:`RunContext` is the only
+one anybody fills in: the selector, the workers and the batch writer read it (or a value derived
+from it: :meth:`RunContext.identity`), and :meth:`RunSummary.start` copies what a summary reports
+from it. ``RunOptions`` is the same class under the name the command line and the library used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from ..db.url import DatabaseURL, parse_url
+from ..errors import ConfigError
+from .partition import ID_MAX, ID_MIN
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything that identifies and shapes one instance's run (validated on construction)."""
+
+    url: DatabaseURL | str | None = None
+    contract_path: str | None = None
+    workers: int = 2
+    batch_size: int = 200
+    limit: int | None = None
+    instance_id: int = 0
+    instance_count: int = 1
+    app_id_start: int | None = None
+    app_id_end: int | None = None
+    retry_failed: bool = False
+    max_attempts: int = 3
+    mode: str = "partition"
+    lease_seconds: int = 120
+    chunk_size: int = 1000
+    progress: bool = True
+    reconnect_seconds: float = 60.0
+    metrics_dir: str | None = "metrics"  # where the run's metrics JSON goes (None: nowhere)
+    logs_dir: str | None = "logs"  # read by the command line, which configures logging
+    only_ids: tuple[int, ...] | None = None  # reprocess: exactly these applications
+    allow_contract_change: bool = False  # run although the log holds another version of this contract
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    owner: str = ""  # queue-mode lease owner: host:pid:session (filled in on construction)
+    log_level: int | str = 20  # the level workers forward records at (the parent's handlers decide the rest)
+
+    def __post_init__(self) -> None:
+        if self.only_ids is not None and not isinstance(self.only_ids, tuple):
+            object.__setattr__(self, "only_ids", tuple(self.only_ids))
+        if isinstance(self.log_level, str):
+            object.__setattr__(self, "log_level", logging.getLevelName(self.log_level.upper())
+                               if isinstance(logging.getLevelName(self.log_level.upper()), int) else logging.INFO)
+        if not self.owner:
+            object.__setattr__(self, "owner", f"{socket.gethostname()}:{os.getpid()}:{self.session_id[:8]}")
+        self.validate()
+
+    def validate(self) -> None:
+        if self.instance_count < 1:
+            raise ConfigError(f"--instance-count must be at least 1 (got {self.instance_count})")
+        if not 0 <= self.instance_id < self.instance_count:
+            raise ConfigError(f"--instance-id must be between 0 and {self.instance_count - 1} for "
+                              f"--instance-count {self.instance_count} (got {self.instance_id})")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1 (got {self.workers})")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError(f"--limit cannot be negative (got {self.limit})")
+        if self.max_attempts < 1:
+            raise ConfigError(f"--max-attempts must be at least 1 (got {self.max_attempts})")
+        if self.mode not in ("partition", "queue"):
+            raise ConfigError(f"--mode must be partition or queue (got {self.mode})")
+        if self.mode == "queue" and self.instance_count > 1:
+            raise ConfigError("--mode queue shares work through the database: do not combine it with --instance-count")
+        if self.app_id_start is not None and self.app_id_end is not None and self.app_id_start > self.app_id_end:
+            raise ConfigError(f"--app-id-start {self.app_id_start} is after --app-id-end {self.app_id_end}")
+        if self.lease_seconds < 5:
+            raise ConfigError("--lease-seconds must be at least 5")
+        if self.chunk_size < 1:
+            raise ConfigError(f"--chunk-size must be at least 1 (got {self.chunk_size})")
+
+    # -- derived --------------------------------------------------------------------------------
+    @property
+    def database_url(self) -> DatabaseURL:
+        return self.url if isinstance(self.url, DatabaseURL) else parse_url(self.url)
+
+    def resolved(self) -> "RunContext":
+        """The same context with the URL parsed (what is handed to worker processes)."""
+        return self if isinstance(self.url, DatabaseURL) else replace(self, url=parse_url(self.url))
+
+    @property
+    def id_lo(self) -> int:
+        return self.app_id_start if self.app_id_start is not None else ID_MIN
+
+    @property
+    def id_hi(self) -> int:
+        return self.app_id_end if self.app_id_end is not None else ID_MAX
+
+    @property
+    def modulus(self) -> int:
+        """The partition this instance selects: (N, I) in partition mode, everything in queue mode."""
+        return self.instance_count if self.mode == "partition" else 1
+
+    @property
+    def remainder(self) -> int:
+        return self.instance_id if self.mode == "partition" else 0
+
+    def identity(self, contract_version: str) -> Any:
+        """What the batch writer stamps on every log row (db.store.RunIdentity), for this process."""
+        from ..db.store import RunIdentity
+        return RunIdentity(self.session_id, self.instance_id, self.instance_count, contract_version)
+
+
+RunOptions = RunContext  # the name the command line, bench and the library know
+
+
+@dataclass
+class RunSummary:
+    """What one instance's run did; ``exit_code`` is what the command exits with."""
+
+    session_id: str
+    instance_id: int
+    instance_count: int
+    mode: str
+    database: str
+    contract_version: str
+    workers: int
+    batch_size: int
+    started_at: str = ""
+    elapsed_s: float = 0.0
+    selected: int = 0
+    success: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures_by_stage: dict = field(default_factory=dict)
+    failures_by_class: dict = field(default_factory=dict)
+    apps_per_minute: float = 0.0
+    stage_ms: dict = field(default_factory=dict)
+    peak_worker_rss_mb: float = 0.0
+    worker_restarts: int = 0
+    timeline: list = field(default_factory=list)  # [elapsed s, applications done, max worker RSS MB] every ~5 s
+    interrupted: bool = False
+    stop_reason: str | None = None
+    log_file: str | None = None
+    metrics_file: str | None = None
+
+    @classmethod
+    def start(cls, ctx: RunContext, database: str, contract_version: str, started_at: str) -> "RunSummary":
+        return cls(session_id=ctx.session_id, instance_id=ctx.instance_id, instance_count=ctx.instance_count,
+                   mode=ctx.mode, database=database, contract_version=contract_version, workers=ctx.workers,
+                   batch_size=ctx.batch_size, started_at=started_at)
+
+    @property
+    def exit_code(self) -> int:
+        if self.stop_reason and self.stop_reason.startswith("config"):
+            return 2
+        if self.interrupted:
+            return 130
+        if self.stop_reason:
+            return 3
+        return 1 if self.failed else 0
+
+    def public(self) -> dict:
+        """The summary as JSON-able data (metrics file, launch's summary file)."""
+        d = asdict(self)
+        d["exit_code"] = self.exit_code
+        return d
