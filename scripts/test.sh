@@ -11,7 +11,12 @@ if ! pg_cluster_start; then
   echo "WARNING: PostgreSQL could not be started: its tests will be skipped" >&2
 fi
 trap pg_cluster_stop EXIT
+# static types first (config: [tool.mypy] in pyproject.toml); a type error fails the run, but
+# the tests still run so one report shows both
+python3 -m mypy
+mypy_rc=$?
 python3 -m pytest -q -p no:cacheprovider -rs "$@"
 rc=$?
 if [ $rc -eq 5 ]; then echo "pytest ran no tests" >&2; rc=1; fi
+if [ $rc -eq 0 ] && [ $mypy_rc -ne 0 ]; then echo "mypy found type errors" >&2; rc=1; fi
 exit $rc

@@ -43,7 +43,7 @@ def load_queries(dialect: str) -> dict[str, NamedQuery]:
     statement. Comment lines inside the statement are dropped; a trailing ``;`` is optional."""
     out: dict[str, NamedQuery] = {}
     for fname in ("common.sql", f"{dialect}.sql"):
-        text = resources.files("xml_extractor.db").joinpath("sql", fname).read_text("utf-8")
+        text = resources.files("xml_extractor.db").joinpath("sql").joinpath(fname).read_text("utf-8")
         parts = _NAMED.split(text)
         for i in range(1, len(parts), 2):
             lines = parts[i + 1].strip().splitlines()
