@@ -11,6 +11,7 @@ SELECT :chunk_id, :lo, :hi, 0 WHERE NOT EXISTS (SELECT 1 FROM {queue} WITH (UPDL
 WITH c AS (
     SELECT TOP (1) chunk_id, lo, hi, owner, lease_until, claims FROM {queue} WITH (UPDLOCK, READPAST, ROWLOCK)
     WHERE done_at IS NULL AND (owner IS NULL OR lease_until < {now})
+      AND chunk_id > :after_chunk AND hi >= :id_lo AND lo <= :id_hi
     ORDER BY chunk_id)
 UPDATE c SET owner = :owner, lease_until = {lease_expr}, claims = claims + 1
 OUTPUT inserted.chunk_id, inserted.lo, inserted.hi;

@@ -10,6 +10,7 @@ UPDATE {queue} SET owner = :owner, lease_until = {lease_expr}, claims = claims +
 WHERE chunk_id = (
     SELECT chunk_id FROM {queue}
     WHERE done_at IS NULL AND (owner IS NULL OR lease_until < {now})
+      AND chunk_id > :after_chunk AND hi >= :id_lo AND lo <= :id_hi
     ORDER BY chunk_id LIMIT 1
     FOR UPDATE SKIP LOCKED)
 RETURNING chunk_id, lo, hi;

@@ -5,9 +5,11 @@
 INSERT OR IGNORE INTO {queue} (chunk_id, lo, hi, claims) VALUES (:chunk_id, :lo, :hi, 0);
 
 -- name: queue_pick
--- The first free or expired chunk (inside BEGIN IMMEDIATE; queue_take follows).
+-- The first free or expired unfinished chunk after :after_chunk overlapping [:id_lo, :id_hi]
+-- (inside BEGIN IMMEDIATE; queue_take follows).
 SELECT chunk_id, lo, hi FROM {queue}
 WHERE done_at IS NULL AND (owner IS NULL OR lease_until < {now})
+  AND chunk_id > :after_chunk AND hi >= :id_lo AND lo <= :id_hi
 ORDER BY chunk_id LIMIT 1;
 
 -- name: queue_take
