@@ -36,7 +36,11 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
     source = _q(db, f"SELECT COUNT(*) FROM {n['src']}")[0][0]
     success = _q(db, f"SELECT COUNT(*) FROM {log} WHERE status = 'success'")[0][0]
     failed = _q(db, f"SELECT COUNT(DISTINCT f.app_id) {final_failed(db)}")[0][0]
+    # an open reprocess request makes an application pending again until its new attempt commits
+    req_ok, req_failed, requested = (int(v or 0) for v in _q(db, db.sql("requested_by_outcome"))[0])
+    success, failed = int(success) - req_ok, int(failed) - req_failed
     pending = max(0, int(source) - int(success) - int(failed))
+    versions = [{"contract_version": str(v), "applications": int(a)} for v, a in _q(db, db.sql("contract_versions"))]
     now = utcnow()
     since = now - _dt.timedelta(hours=session_hours)
     recent = now - _dt.timedelta(minutes=recent_minutes)
@@ -59,10 +63,12 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
                      "idle_s": round((now - last).total_seconds()) if last else None})
     rate = total_recent / recent_minutes
     eta = None if rate <= 0 or pending == 0 else round(pending / rate, 1)
-    by_stage = _q(db, f"SELECT stage, error_class, COUNT(*) FROM {log} WHERE status = 'failed' "
-                      f"GROUP BY stage, error_class ORDER BY COUNT(*) DESC")
+    # final failures only (an application that later succeeded is not a failure any more)
+    by_stage = _q(db, f"SELECT f.stage, f.error_class, COUNT(DISTINCT f.app_id) {final_failed(db)} "
+                      f"GROUP BY f.stage, f.error_class ORDER BY COUNT(DISTINCT f.app_id) DESC")
     return {"source_rows": int(source), "success": int(success), "failed": int(failed), "pending": pending,
             "done_pct": round(100.0 * (int(success) + int(failed)) / max(1, int(source)), 2),
+            "reprocess_requested": requested, "contract_versions": versions,
             "rate_per_min_recent": round(rate, 1), "eta_minutes": eta, "sessions": sess,
             "failures": [{"stage": s, "error_class": e, "count": int(c)} for s, e, c in by_stage]}
 
@@ -111,7 +117,9 @@ def history(db: Database, app_id: int) -> dict:
 
 def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, since: _dt.datetime | None) -> list[int]:
     log = db.names["log"]
-    ids: set[int] = set(app_ids or [])
+    ids: set[int] = set()
+    for part in _parts(sorted(set(app_ids or []))):  # only applications the source table holds
+        ids |= {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("source_existing"), {"ids": part}))}
     if failed:
         ids |= {int(r[0]) for r in _q(db, f"SELECT DISTINCT f.app_id {final_failed(db)}")}
     if since is not None:
@@ -119,48 +127,8 @@ def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, 
     return sorted(ids)
 
 
-def reprocess_plan(db: Database, ids: list[int]) -> dict[str, int]:
-    """What ``reprocess`` would delete, per table (for --dry-run and for the report)."""
-    counts: dict[str, int] = {}
-    for name, qt, col in _app_tables(db):
-        n = 0
-        for part in _parts(ids):
-            n += int(_q(db, f"SELECT COUNT(*) FROM {qt} WHERE {col} IN ({db.dialect.in_list(len(part))})", part)[0][0])
-        counts[name] = n
-    return counts
-
-
-def _app_tables(db: Database) -> list[tuple[str, str, str]]:
-    """Every table holding rows of an application, children first (reverse FK order)."""
-    c = db.contract
-    out = [(t.name, db.table(t.name), db.dialect.quote(t.app_id_column)) for t in reversed(c.tables)]
-    out.append((c.event_table, db.names["events"], db.dialect.quote("app_id")))
-    out.append((c.log_table, db.names["log"], db.dialect.quote("app_id")))
-    return out
-
-
 def _parts(ids: list[int], size: int = 500) -> list[list[int]]:
     return [ids[i:i + size] for i in range(0, len(ids), size)]
-
-
-def delete_applications(db: Database, ids: list[int]) -> dict[str, int]:
-    """Remove the applications' target rows, events and log rows in one transaction."""
-    deleted: dict[str, int] = {}
-
-    def tx() -> None:
-        deleted.clear()
-        db.begin()
-        cur = db.conn.cursor()
-        for name, qt, col in _app_tables(db):
-            n = 0
-            for part in _parts(ids):
-                cur.execute(f"DELETE FROM {qt} WHERE {col} IN ({db.dialect.in_list(len(part))})", part)
-                n += max(0, cur.rowcount or 0)
-            deleted[name] = n
-        cur.close()
-        db.commit()
-    db.with_retry(tx)
-    return deleted
 
 
 def reconcile(db: Database) -> dict:
@@ -169,32 +137,41 @@ def reconcile(db: Database) -> dict:
     base_key = db.dialect.quote(c.tables[0].app_id_column)
     checks: list[dict] = []
 
-    def add(name: str, sql: str, params: list | None = None, inconsistency: bool = True) -> None:
+    def add(name: str, sql: str, params: list | None = None, inconsistency: bool = True, gap: str = "") -> None:
         rows = _q(db, sql, params or [])
         checks.append({"check": name, "count": len(rows), "sample_app_ids": [int(r[0]) for r in rows[:10]],
-                       "inconsistency": inconsistency})
+                       "inconsistency": inconsistency, "gap": gap if inconsistency else ""})
 
     add(f"success without a {c.tables[0].name} row",
         f"SELECT l.app_id FROM {log} l WHERE l.status = 'success' AND NOT EXISTS "
-        f"(SELECT 1 FROM {base} b WHERE b.{base_key} = l.app_id)")
+        f"(SELECT 1 FROM {base} b WHERE b.{base_key} = l.app_id)", gap="missing rows")
     for t in c.tables:
         col = db.dialect.quote(t.app_id_column)
         add(f"{t.name} rows without a success row",
             f"SELECT DISTINCT x.{col} FROM {db.table(t.name)} x WHERE NOT EXISTS "
-            f"(SELECT 1 FROM {log} l WHERE l.app_id = x.{col} AND l.status = 'success')")
+            f"(SELECT 1 FROM {log} l WHERE l.app_id = x.{col} AND l.status = 'success')", gap="orphan rows")
     add("applications with more than one success row",
-        f"SELECT app_id FROM {log} WHERE status = 'success' GROUP BY app_id HAVING COUNT(*) > 1")
+        f"SELECT app_id FROM {log} WHERE status = 'success' GROUP BY app_id HAVING COUNT(*) > 1", gap="duplicate")
     add("more than one final row for one attempt",
-        f"SELECT app_id FROM {log} GROUP BY app_id, attempt HAVING COUNT(*) > 1")
+        f"SELECT app_id FROM {log} GROUP BY app_id, attempt HAVING COUNT(*) > 1", gap="duplicate")
     add("log rows for applications not in the source table",
-        f"SELECT DISTINCT l.app_id FROM {log} l WHERE NOT EXISTS (SELECT 1 FROM {n['src']} s WHERE s.{n['src_id']} = l.app_id)")
+        f"SELECT DISTINCT l.app_id FROM {log} l WHERE NOT EXISTS (SELECT 1 FROM {n['src']} s WHERE s.{n['src_id']} = l.app_id)",
+        gap="unknown application")
     add("failed applications (final, no success)",
         f"SELECT DISTINCT f.app_id {final_failed(db)}", inconsistency=False)
+    # pending is "not done": a run that claimed to finish left work behind (issue 16)
     add("pending (never attempted)",
         f"SELECT s.{n['src_id']} FROM {n['src']} s WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{n['src_id']})",
-        inconsistency=False)
-    bad = sum(ch["count"] for ch in checks if ch["inconsistency"])
-    return {"consistent": bad == 0, "checks": checks}
+        gap="pending")
+    add("pending (open reprocess request)",
+        f"SELECT r.app_id FROM {n['requests']} r WHERE EXISTS (SELECT 1 FROM {n['src']} s WHERE s.{n['src_id']} = r.app_id)",
+        gap="pending")
+    gaps: dict[str, int] = {}
+    for ch in checks:
+        if ch["inconsistency"] and ch["count"]:
+            gaps[ch["gap"]] = gaps.get(ch["gap"], 0) + ch["count"]
+    versions = [{"contract_version": str(v), "applications": int(a)} for v, a in _q(db, db.sql("contract_versions"))]
+    return {"consistent": not gaps, "gaps": gaps, "checks": checks, "contract_versions": versions}
 
 
 def quality(db: Database, examples: int = 3) -> dict:

@@ -94,6 +94,9 @@ def run_options(fn: Callable) -> Callable:
         click.option("--app-id-end", type=int, default=None, envvar=ENV + "APP_ID_END"),
         click.option("--retry-failed", is_flag=True, envvar=ENV + "RETRY_FAILED", help="Retry applications whose last attempt failed."),
         click.option("--max-attempts", type=int, default=3, show_default=True, envvar=ENV + "MAX_ATTEMPTS"),
+        click.option("--allow-contract-change", is_flag=True, envvar=ENV + "ALLOW_CONTRACT_CHANGE",
+                     help="Run although the database holds results of another version of this contract "
+                          "(see docs/operations.md: changing the contract)."),
         click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
                      default="INFO", show_default=True, envvar=ENV + "LOG_LEVEL"),
         click.option("--no-progress", is_flag=True, envvar=ENV + "NO_PROGRESS", help="No progress bar."),

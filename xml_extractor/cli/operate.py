@@ -48,8 +48,13 @@ def status_cmd(fmt: str, watch: float | None, recent_minutes: int, **kw: Any) ->
 def _print_status(d: dict) -> None:
     eta = "-" if d["eta_minutes"] is None else (f"{d['eta_minutes']:.0f} min" if d["eta_minutes"] < 120 else f"{d['eta_minutes'] / 60:.1f} h")
     click.echo(tabulate([["source rows", d["source_rows"]], ["success", d["success"]], ["failed", d["failed"]],
-                         ["pending (never attempted)", d["pending"]], ["done", f"{d['done_pct']}%"],
+                         ["pending (never attempted)", d["pending"] - d.get("reprocess_requested", 0)],
+                         ["pending (reprocess requested)", d.get("reprocess_requested", 0)], ["done", f"{d['done_pct']}%"],
                          ["rate (recent)", f"{d['rate_per_min_recent']}/min"], ["ETA", eta]], tablefmt="simple"))
+    if len(d.get("contract_versions", [])) > 1:  # more than one version produced the current results
+        click.echo("\napplications per contract version")
+        click.echo(tabulate([[v["contract_version"], v["applications"]] for v in d["contract_versions"]],
+                            headers=["contract version", "applications"], tablefmt="simple"))
     if d["sessions"]:
         click.echo("\nsessions (last 24 h)")
         click.echo(tabulate([[s["session"], s["instance"], s["processed"], s["success"], s["failed"], s["rate_per_min"],
@@ -131,34 +136,46 @@ def _parse_time(v: str) -> _dt.datetime:
 @click.argument("app_ids", nargs=-1, type=int)
 @click.option("--failed", is_flag=True, help="Every application whose last attempt failed.")
 @click.option("--since", default=None, help="Every application logged at or after this UTC time (ISO).")
-@click.option("--dry-run", is_flag=True, help="List what would be removed and reprocessed; change nothing.")
+@click.option("--dry-run", is_flag=True, help="List what would be replaced and reprocessed; change nothing.")
 @FORMAT
 @run_options
 @handle_errors
 def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry_run: bool, fmt: str, **kw: Any) -> None:
-    """After a contract fix: remove applications' rows, events and log rows in one transaction,
-    then process them again."""
-    if not app_ids and not failed and not since:
-        raise ConfigError("name applications: APP_ID..., --failed or --since TIME")
+    """After a contract fix: redo applications. Each one's new attempt replaces its old rows, events
+    and log rows in one transaction (old log rows are kept in processing_log_history); a stop at
+    any point leaves the old or the new result, and the same command again resumes. With
+    --instance-id/--instance-count and --limit only this instance's share, limited, is requested."""
+    from .. import reprocess as rp
+    rp.require_selection(list(app_ids), failed, since)
+    if kw["instance_count"] < 1 or not 0 <= kw["instance_id"] < kw["instance_count"]:
+        raise ConfigError(f"--instance-id must be between 0 and {kw['instance_count'] - 1} for --instance-count {kw['instance_count']}")
     db = open_db(kw["db_url"], kw["server"], kw["database"], kw["username"], kw["contract_path"])
     try:
-        ids = ops.select_for_reprocess(db, list(app_ids), failed, _parse_time(since) if since else None)
-        plan = ops.reprocess_plan(db, ids) if ids else {}
-        if dry_run or not ids:
-            out = {"applications": len(ids), "app_ids": ids[:1000], "rows_to_remove": plan, "dry_run": dry_run}
+        rp.check_schema(db)  # the contract against the database before anything changes
+        since_dt = _parse_time(since) if since else None
+        ids = ops.select_for_reprocess(db, list(app_ids), failed, since_dt)
+        command = rp.command_key(list(app_ids), failed, since_dt, kw["limit"])
+        req = rp.request_reprocess(db, ids, command, kw["instance_id"], kw["instance_count"], kw["limit"], dry_run)
+        todo = req.app_ids
+        plan = rp.rows_to_replace(db, todo) if todo else {}
+        if dry_run or not todo:
+            out = {"applications": len(todo), "app_ids": todo[:1000], "rows_to_remove": plan, "dry_run": dry_run,
+                   "command": command}
             if fmt == "json":
                 _json(out)
             else:
-                click.echo(f"{'would reprocess' if dry_run else 'nothing to reprocess:'} {len(ids)} application(s): "
-                           f"{' '.join(map(str, ids[:30]))}{' ...' if len(ids) > 30 else ''}")
+                click.echo(f"{'would reprocess' if dry_run else 'nothing to reprocess:'} {len(todo)} application(s): "
+                           f"{' '.join(map(str, todo[:30]))}{' ...' if len(todo) > 30 else ''}")
                 if plan:
-                    click.echo(tabulate(sorted(plan.items()), headers=["table", "rows to remove"], tablefmt="simple"))
+                    click.echo(tabulate(sorted(plan.items()), headers=["table", "rows to replace"], tablefmt="simple"))
             return
-        deleted = ops.delete_applications(db, ids)
-        click.echo(f"removed {sum(deleted.values())} rows of {len(ids)} application(s); processing them again")
+        click.echo(f"{'resuming the open requests of' if req.resumed else 'requested'} {command!r}: {len(todo)} "
+                   f"application(s), {sum(plan.values())} rows to replace; processing them again")
     finally:
         db.close()
-    kw["only_ids"] = ids
+    kw["only_ids"] = todo
+    kw["limit"] = None  # already applied to what was requested
+    kw["allow_contract_change"] = True  # redoing with a changed contract is what reprocess is for
     summary = execute_run(kw)
     sys.exit(summary.exit_code)
 
@@ -170,15 +187,24 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
 @FORMAT
 @handle_errors
 def reconcile_cmd(fmt: str, **kw: Any) -> None:
-    """Source vs processing_log vs target tables; exit 1 on any inconsistency."""
+    """Source vs processing_log vs target tables; exit 1 on any gap: pending (never attempted, or an
+    open reprocess request), orphan or missing rows, duplicates, unknown applications."""
     r = _query(kw, ops.reconcile)
     if fmt == "json":
         _json(r)
     else:
-        click.echo(tabulate([[c["check"], c["count"], "yes" if c["inconsistency"] and c["count"] else "",
+        click.echo(tabulate([[c["check"], c["count"], c["gap"] if c["inconsistency"] and c["count"] else "",
                               " ".join(map(str, c["sample_app_ids"]))] for c in r["checks"]],
-                            headers=["check", "count", "inconsistent", "sample app_ids"], tablefmt="simple"))
-        click.echo("consistent" if r["consistent"] else "INCONSISTENT: see the rows marked above")
+                            headers=["check", "count", "gap", "sample app_ids"], tablefmt="simple"))
+        if r["contract_versions"]:
+            click.echo("\napplications per contract version")
+            click.echo(tabulate([[v["contract_version"], v["applications"]] for v in r["contract_versions"]],
+                                headers=["contract version", "applications"], tablefmt="simple"))
+        if r["consistent"]:
+            click.echo("consistent: every application is done (success or final failure), nothing orphaned or doubled")
+        else:
+            click.echo("NOT CONSISTENT: " + ", ".join(f"{k} {v}" for k, v in sorted(r["gaps"].items()))
+                       + " (see the rows marked above)")
     sys.exit(0 if r["consistent"] else 1)
 
 

@@ -136,6 +136,10 @@ class Statement(str):
                 s for s in (f"missing {sorted(missing)}" if missing else "", f"unexpected {sorted(extra)}" if extra else "") if s))
 
 
+REQUEST_TABLE = "reprocess_request"  # open reprocess requests (xml_extractor/reprocess.py)
+HISTORY_SUFFIX = "_history"  # processing_log_history: log rows of replaced attempts
+
+
 class ErrorKind:
     DUPLICATE = "duplicate"
     FOREIGN_KEY = "foreign_key"
@@ -242,7 +246,7 @@ class Dialect:
             if t.app_id_column not in t.primary_key[:1] and (t.app_id_column,) not in idx_cols:
                 out.append(self.create_index(f"ix_{t.name}_{t.app_id_column}"[:63], q(sch, t.name), [t.app_id_column], schema=sch))
         log = q(sch, contract.log_table)
-        out.append(self.create_table(log, [
+        out.append(self.create_table(log, log_body := [
             f"{self.quote('log_id')} {self.serial_pk}",
             f"{self.quote('app_id')} INTEGER NOT NULL",
             f"{self.quote('status')} {self.varchar(10)} NOT NULL",
@@ -267,6 +271,18 @@ class Dialect:
         out.append(self.create_index(f"ix_{contract.log_table}_session", log, ["session_id", "logged_at"], schema=sch))
         out.append(self.create_index(f"ix_{contract.log_table}_status_stage", log, ["status", "stage"], schema=sch))
         out.append(self.create_index(f"ix_{contract.log_table}_logged_at", log, ["logged_at"], schema=sch))
+        # reprocess (see xml_extractor/reprocess.py): the open requests, and the log rows of attempts a
+        # reprocess replaced (same columns as the log, log_id kept, no identity, plus replaced_at)
+        out.append(self.create_table(q(sch, REQUEST_TABLE), [
+            f"{self.quote('app_id')} BIGINT NOT NULL PRIMARY KEY",
+            f"{self.quote('requested_at')} {self.timestamp_type} NOT NULL",
+            f"{self.quote('command')} {self.varchar(400)} NOT NULL",
+        ]))
+        history = q(sch, contract.log_table + HISTORY_SUFFIX)
+        out.append(self.create_table(history, [f"{self.quote('log_id')} BIGINT NOT NULL"]
+                                     + [c for c in log_body[1:] if not c.startswith("CONSTRAINT")]
+                                     + [f"{self.quote('replaced_at')} {self.timestamp_type} NOT NULL"]))
+        out.append(self.create_index(f"ix_{contract.log_table}{HISTORY_SUFFIX}_app", history, ["app_id", "attempt"], schema=sch))
         ev = q(sch, contract.event_table)
         out.append(self.create_table(ev, [
             f"{self.quote('event_id')} {self.serial_pk}",
@@ -339,7 +355,22 @@ class Dialect:
     def begin(self, conn: Any) -> None:
         """Start a write transaction (pyodbc connections are always in one)."""
 
+    def wrap(self, exc: BaseException) -> Exception:
+        """The driver's exception as a typed error of xml_extractor.errors (see db/classify.py):
+        RowsRefused, TransientDatabaseError, ConnectionLost, SchemaMissing or DatabaseError."""
+        from ..errors import DatabaseError
+        return exc if isinstance(exc, (DatabaseError, ConfigError)) else DatabaseError(str(exc), exc)
+
     def classify(self, exc: BaseException) -> str:
+        """The typed error as one of ErrorKind's words (for messages and old callers)."""
+        from ..errors import ConnectionLost, RowsRefused, TransientDatabaseError
+        e = self.wrap(exc)
+        if isinstance(e, ConnectionLost):
+            return ErrorKind.CONNECTION
+        if isinstance(e, TransientDatabaseError):
+            return ErrorKind.RETRY
+        if isinstance(e, RowsRefused):
+            return {"duplicate": ErrorKind.DUPLICATE, "foreign_key": ErrorKind.FOREIGN_KEY}.get(e.kind, ErrorKind.OTHER)
         return ErrorKind.OTHER
 
     def refresh_statistics_sql(self, qtables: Sequence[str]) -> list[str]:

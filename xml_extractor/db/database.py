@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar, Union
 
 from ..errors import ConfigError
-from .base import Dialect, ErrorKind, Statement
+from .base import HISTORY_SUFFIX, REQUEST_TABLE, Dialect, Statement
 from .url import DatabaseURL, parse_url
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def make_dialect(name: str) -> Dialect:
     raise ConfigError(f"unknown dialect {name!r} (sqlite, postgresql, mssql)")
 
 
-from ..errors import ConnectionLost  # noqa: E402  (re-exported: the database went away and did not come back)
+from ..errors import ConnectionLost, TransientDatabaseError  # noqa: E402  (re-exported: the database went away and did not come back)
 
 
 class Database:
@@ -55,6 +55,8 @@ class Database:
             "queue": d.qualified(sch, c.queue_table),
             "progress": d.qualified(sch, c.progress_table),
             "enums": d.qualified(sch, c.enum_table),
+            "requests": d.qualified(sch, REQUEST_TABLE),
+            "log_history": d.qualified(sch, c.log_table + HISTORY_SUFFIX),
             "now": d.now_sql,
             "lease_expr": d.lease_sql(),
             "top": d.top_clause,
@@ -96,24 +98,32 @@ class Database:
                              f"{self.reconnect_seconds:.0f}s: {last}")
 
     def with_retry(self, fn: Callable[[], T], attempts: int = 6) -> T:
-        """Run ``fn`` (a whole transaction); on a lost connection reconnect and run it again,
-        on a deadlock/locked database wait a little and run it again."""
+        """Run ``fn`` (a whole transaction) and type what the driver raises (``Dialect.wrap``):
+        ConnectionLost -> reconnect and run it again; TransientDatabaseError (timeout, lock wait,
+        deadlock, disk full, read-only) -> back off and run it again; after ``attempts`` the typed
+        error propagates (the run stops, exit 3, the applications still pending). RowsRefused,
+        SchemaMissing and DatabaseError propagate at once; exceptions that are not the driver's
+        propagate unchanged."""
         for i in range(attempts):
             try:
                 return fn()
             except ConnectionLost:
                 raise
             except Exception as exc:  # noqa: BLE001
-                kind = self.dialect.classify(exc)
+                err = self.dialect.wrap(exc)
                 self.rollback()
-                if kind == ErrorKind.CONNECTION and i < attempts - 1:
-                    log.warning("database connection lost (%s); reconnecting", type(exc).__name__)
+                if isinstance(err, ConnectionLost) and i < attempts - 1:
+                    log.warning("database connection lost (%s); reconnecting", err)
                     self.reconnect()
                     continue
-                if kind == ErrorKind.RETRY and i < attempts - 1:
-                    time.sleep(0.05 * (2 ** i) * (0.5 + random.random()))
+                if isinstance(err, TransientDatabaseError) and i < attempts - 1:
+                    delay = min(5.0, 0.1 * (2 ** i)) * (0.5 + random.random())
+                    log.warning("transient database error (%s); retrying in %.1fs", err, delay)
+                    time.sleep(delay)
                     continue
-                raise
+                if err is exc:
+                    raise
+                raise err from exc
         raise AssertionError("unreachable")
 
     # -- SQL ------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .base import Dialect, chunks
-from .odbc import classify_odbc, odbc_connect
+from .classify import wrap_odbc
+from .odbc import odbc_connect
 
 FAST_EXECUTEMANY_CHUNK = 1000
 
@@ -76,8 +77,8 @@ class MSSQLDialect(Dialect):
         conn = odbc_connect(url.odbc_connection_string(), url.driver)
         return conn
 
-    def classify(self, exc: BaseException) -> str:
-        return classify_odbc(exc)
+    def wrap(self, exc: BaseException) -> Exception:
+        return wrap_odbc(exc)
 
     def insert_rows(self, cursor: Any, qtable: str, columns: Sequence[str], rows: list[tuple]) -> None:
         cursor.fast_executemany = True

@@ -18,7 +18,8 @@ import json
 from typing import Any, Sequence
 
 from .base import Dialect, chunks
-from .odbc import classify_odbc, odbc_connect
+from .classify import wrap_odbc
+from .odbc import odbc_connect
 
 MAX_PARAMS_PER_STATEMENT = 7000
 JSON_ROWS_PER_STATEMENT = 5000
@@ -60,8 +61,8 @@ class PostgreSQLDialect(Dialect):
     def connect(self, url: Any) -> Any:
         return odbc_connect(url.odbc_connection_string(), url.driver)
 
-    def classify(self, exc: BaseException) -> str:
-        return classify_odbc(exc)
+    def wrap(self, exc: BaseException) -> Exception:
+        return wrap_odbc(exc)
 
     def refresh_statistics_sql(self, qtables: Sequence[str]) -> list[str]:
         """Tables that start empty are planned as empty: the FK checks' cached plans then scan

@@ -5,6 +5,15 @@ statements per table (FK order), their data-quality events and their processing_
 the same transaction. If the database refuses the batch, it is rolled back and split in halves
 until the offending application stands alone; that one gets a ``failed`` row with the reason
 (after the rollback), the others commit. Nothing of an application commits without its log row.
+
+Only :class:`RowsRefused` (the database refused *these rows*: constraint, type, value) takes the
+bisect-and-isolate path. A timeout, lock wait, full disk, read-only database or lost connection
+(:class:`TransientDatabaseError`, retried by ``Database.with_retry``) and any unknown error
+propagate: the run stops (exit 3) with those applications still pending, never logged failed.
+
+An application with an open reprocess request (xml_extractor/reprocess.py) is *replaced*: the
+same transaction that writes its new attempt moves its old log rows to the history table,
+deletes its old target rows and events, and deletes the request.
 """
 from __future__ import annotations
 
@@ -15,15 +24,17 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
-from .base import ErrorKind
-from .database import ConnectionLost, Database
+from ..errors import ConfigError, RowsRefused
+from .base import chunks
+from .database import Database
 
 if TYPE_CHECKING:
     from ..contract.compiler import MappingPlan
     from ..mapping import MappedApplication
 
 log = logging.getLogger(__name__)
+
+IN_LIST_CHUNK = 500  # ids/keys per IN (...) list: far below every driver's safe parameter count
 
 LOG_COLUMNS = ("app_id", "status", "stage", "error_class", "reason", "attempt", "instance_id", "instance_count",
                "session_id", "contract_version", "parse_ms", "map_ms", "insert_ms", "worker_pid", "logged_at")
@@ -52,6 +63,16 @@ def init_db(db: Database, with_source: bool = True) -> dict:
     return {"statements": len(stmts), "enums_seeded": len(missing), "enums_total": len(rows)}
 
 
+def app_tables(db: Database) -> list[tuple[str, str, str]]:
+    """(name, qualified table, quoted app_id column) of every table holding an application's
+    rows: target tables children first (reverse FK order), then events, then the log."""
+    c = db.contract
+    out = [(t.name, db.table(t.name), db.dialect.quote(t.app_id_column)) for t in reversed(c.tables)]
+    out.append((c.event_table, db.names["events"], db.dialect.quote("app_id")))
+    out.append((c.log_table, db.names["log"], db.dialect.quote("app_id")))
+    return out
+
+
 def utcnow() -> _dt.datetime:
     d = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
     return d.replace(microsecond=d.microsecond // 1000 * 1000)
@@ -63,11 +84,13 @@ class FaultPlan:
     only behind the test harness's gate (xml_extractor/_testing.py: a production run cannot trip
     it by accident): ``fail_app=ID,fail_after_table=T`` raises inside the transaction right after
     table T was inserted for a batch holding application ID; ``sleep_before_commit=S`` holds every
-    write transaction open S seconds (so a test can kill a worker mid-transaction)."""
+    write transaction open S seconds (so a test can kill a worker mid-transaction); ``bug=1`` makes
+    ``fail_app`` raise a TypeError instead (a programming error in the write path)."""
 
     fail_app: int | None = None
     fail_after_table: str | None = None
     sleep_before_commit: float = 0.0
+    bug: bool = False  # fail_app raises a TypeError (a bug in the write path) instead of a refusal
 
     @classmethod
     def from_env(cls) -> "FaultPlan":
@@ -75,11 +98,23 @@ class FaultPlan:
         spec = fault_spec()
         kv = dict(p.split("=", 1) for p in spec.split(",") if "=" in p)
         return cls(int(kv["fail_app"]) if "fail_app" in kv else None, kv.get("fail_after_table"),
-                   float(kv.get("sleep_before_commit", 0)))
+                   float(kv.get("sleep_before_commit", 0)), kv.get("bug") == "1")
 
 
-class InjectedFault(Exception):
-    """Raised by FaultPlan inside a write transaction."""
+class InjectedFault(RowsRefused):
+    """Raised by FaultPlan inside a write transaction: stands for the database refusing the rows
+    of the application named by ``fail_app`` (so it takes the bisect-and-isolate path)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "other")
+
+
+class RequestTaken(Exception):
+    """Another writer consumed these applications' reprocess requests first (its result stands)."""
+
+    def __init__(self, app_ids: set[int]) -> None:
+        super().__init__(f"reprocess requests taken by another writer: {sorted(app_ids)[:10]}")
+        self.app_ids = app_ids
 
 
 @dataclass
@@ -122,6 +157,7 @@ class BatchWriter:
         self.tables = [(t.name, db.table(t.name), c.table(t.name).stored_columns) for t in plan.tables]
         self.table_cols = {name: tuple(col.name for col in cols) for name, _, cols in self.tables}
         self.faults = FaultPlan.from_env()
+        self.replace_tables = app_tables(db)  # what a replaced attempt leaves behind
         # tables whose key can collide across applications (the key does not contain app_id)
         self.cross_app_keys = [(t.name, t.primary_key[0]) for t in c.tables
                                if t.app_id_column not in t.primary_key and len(t.primary_key) == 1]
@@ -137,24 +173,51 @@ class BatchWriter:
     def _write_or_split(self, items: list[Outcome], results: dict) -> None:
         try:
             self.db.with_retry(lambda: self._transaction(items))
-        except ConnectionLost:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            kind = self.db.dialect.classify(exc)
-            if kind == ErrorKind.CONNECTION:
-                raise ConnectionLost(str(exc)) from exc
-            if _is_schema_error(exc):
-                raise ConfigError(f"the database schema is missing or different from the contract "
-                                  f"(run xml-extractor init-db): {exc}") from None
+        except RequestTaken as taken:
+            # another writer replaced some of these first: theirs stands, ours is not written
+            gone = [it for it in items if it.app_id in taken.app_ids]
+            for it in gone:
+                results[it.app_id] = ("skipped", None, None)
+            rest = [it for it in items if it.app_id not in taken.app_ids]
+            if rest:
+                self._write_or_split(rest, results)
+            return
+        except RowsRefused as exc:
             if len(items) > 1:
                 mid = len(items) // 2
                 self._write_or_split(items[:mid], results)
                 self._write_or_split(items[mid:], results)
                 return
-            self._resolve_single(items[0], exc, kind, results)
+            self._resolve_single(items[0], exc, results)
             return
         for it in items:
             results[it.app_id] = ("success", None, None) if it.ok else ("failed", it.stage, it.error_class)
+
+    def _replace_requested(self, cur: Any, items: list[Outcome], now: _dt.datetime) -> None:
+        """Inside the batch transaction: for the applications with an open reprocess request,
+        consume the request and clear the replaced attempt (log rows to history, rows, events).
+        A request that another writer consumed meanwhile raises RequestTaken (rolled back)."""
+        db = self.db
+        ids = [it.app_id for it in items]
+        requested: list[int] = []
+        for part in chunks(ids, IN_LIST_CHUNK):
+            requested += [int(r[0]) for r in db.query(db.sql("reprocess_existing"), {"ids": part})]
+        if not requested:
+            return
+        consumed = 0
+        for part in chunks(requested, IN_LIST_CHUNK):
+            cur.execute(*db.sql("reprocess_consume").bind({"ids": part}))
+            consumed += max(0, cur.rowcount or 0)
+        if consumed != len(requested):
+            still = set()
+            for part in chunks(requested, IN_LIST_CHUNK):
+                still |= {int(r[0]) for r in db.query(db.sql("reprocess_existing"), {"ids": part})}
+            raise RequestTaken(set(requested) - still)
+        move = db.sql("log_to_history", cols=", ".join(db.dialect.quote(c) for c in ("log_id",) + LOG_COLUMNS))
+        for part in chunks(requested, IN_LIST_CHUNK):
+            cur.execute(*move.bind({"now": now, "ids": part}))
+            for _, qtable, col in self.replace_tables:
+                cur.execute(*db.sql("delete_app_rows", table=qtable, app_col=col).bind({"ids": part}))
 
     def _transaction(self, items: list[Outcome]) -> None:
         db = self.db
@@ -163,6 +226,7 @@ class BatchWriter:
         cur = db.conn.cursor()
         try:
             now = utcnow()
+            self._replace_requested(cur, items, now)
             ok = [it for it in items if it.ok]
             for name, qtable, _ in self.tables:
                 rows = [r for it in ok for r in it.mapped.rows.get(name, ())]  # type: ignore[union-attr]
@@ -170,6 +234,8 @@ class BatchWriter:
                     db.dialect.insert_rows(cur, qtable, self.table_cols[name], rows)
                 f = self.faults
                 if f.fail_after_table == name and any(it.app_id == f.fail_app for it in ok):
+                    if f.bug:  # a programming error, not a refusal: the run must stop, nobody is failed
+                        raise TypeError(f"injected bug after inserting {name} for application {f.fail_app}")
                     raise InjectedFault(f"injected fault after inserting {name} for application {f.fail_app}")
             ev_rows = []
             sid = self.ident.session_id
@@ -212,12 +278,12 @@ class BatchWriter:
         rows = self.db.autocommit_query(self.db.sql("logged_status"), {"app_id": it.app_id})
         return any(st == "success" or att >= it.attempt for _, st, att in rows)
 
-    def _resolve_single(self, it: Outcome, exc: Exception, kind: str, results: dict) -> None:
+    def _resolve_single(self, it: Outcome, exc: RowsRefused, results: dict) -> None:
         if self._already_logged(it):
             results[it.app_id] = ("skipped", None, None)
             return
         if it.ok:
-            reason, error_class, extra = self._explain(it, exc, kind)
+            reason, error_class, extra = self._explain(it, exc)
             failed = Outcome(it.app_id, it.attempt, None, "insert", error_class, reason, it.parse_ms, it.map_ms,
                              extra_events=extra)
         else:
@@ -225,18 +291,18 @@ class BatchWriter:
         try:
             self.db.with_retry(lambda: self._transaction([failed]))
             results[it.app_id] = ("failed", failed.stage, failed.error_class)
-        except ConnectionLost:
-            raise
-        except Exception as exc2:  # noqa: BLE001
+        except (RowsRefused, RequestTaken):
             if self._already_logged(it):
                 results[it.app_id] = ("skipped", None, None)
                 return
-            raise exc2
+            raise
 
-    def _explain(self, it: Outcome, exc: Exception, kind: str) -> tuple[str, str, list[tuple]]:
-        """Name the other application that owns a colliding key, if that is what happened."""
+    def _explain(self, it: Outcome, exc: RowsRefused) -> tuple[str, str, list[tuple]]:
+        """Name the other application that owns a colliding key, if that is what happened. The
+        keys go in chunks: one IN list per IN_LIST_CHUNK keys (psqlODBC loses its protocol
+        synchronisation beyond ~7,000 bound parameters in one statement)."""
         assert it.mapped is not None
-        if kind == ErrorKind.DUPLICATE:
+        if exc.kind == "duplicate":
             for table, key in self.cross_app_keys:
                 cols = self.table_cols[table]
                 ki = cols.index(key)
@@ -244,17 +310,21 @@ class BatchWriter:
                 if not keys:
                     continue
                 sql = self.db.sql("contact_owners", key_col=self.db.dialect.quote(key), contact_table=self.db.table(table))
-                owners = self.db.autocommit_query(sql, {"keys": keys, "app_id": it.app_id})
+                owners: list[tuple] = []
+                for part in chunks(keys, IN_LIST_CHUNK):
+                    owners += self.db.with_retry(lambda: self.db.autocommit_query(sql, {"keys": part, "app_id": it.app_id}))
                 if owners:
-                    desc = "; ".join(f"{key} {k} already belongs to application {a}" for k, a in owners)
-                    reason = f"{desc} ({table}); nothing of application {it.app_id} was written"
+                    desc = "; ".join(f"{key} {k} already belongs to application {a}" for k, a in owners[:20])
+                    more = f" and {len(owners) - 20} more" if len(owners) > 20 else ""
+                    reason = f"{desc}{more} ({table}); nothing of application {it.app_id} was written"
                     events = [(table, key, "con_id_collision" if key == "con_id" else "key_collision", str(k),
                                f"{key} {k} already belongs to application {a}", None) for k, a in owners]
                     return reason, "KeyCollision", events
             return f"the database refused the rows as duplicates: {_short(exc)}", "DuplicateKey", []
-        if kind == ErrorKind.FOREIGN_KEY:
+        if exc.kind == "foreign_key":
             return f"foreign key violation: {_short(exc)}", "ForeignKeyViolation", []
-        return f"the database refused the rows: {_short(exc)}", type(exc).__name__, []
+        original = exc.original if exc.original is not None else exc
+        return f"the database refused the rows: {_short(exc)}", type(original).__name__, []
 
 
 def _r(v: float | None) -> float | None:
@@ -264,11 +334,3 @@ def _r(v: float | None) -> float | None:
 def _short(exc: Exception) -> str:
     from .odbc import redact
     return redact(" ".join(str(a) for a in getattr(exc, "args", ()) or [str(exc)]))[:2000]
-
-
-def _is_schema_error(exc: Exception) -> bool:
-    msg = str(exc).lower()
-    args = getattr(exc, "args", ())
-    state = str(args[0]) if args else ""
-    return ("no such table" in msg or "no such column" in msg or "has no column" in msg
-            or state in ("42P01", "42703", "42S02", "42S22") or "does not exist" in msg and "relation" in msg)

@@ -1,0 +1,170 @@
+"""reprocess replaces, it does not delete-then-hope (issue 16, items 1-3, 6, 8).
+
+A reprocess request is recorded per application (after partition and --limit), and the batch
+transaction of the new attempt moves the old log rows to processing_log_history and deletes the
+old rows, events and the request: a SIGKILL at any point leaves the old or the new result, and
+the same command again finishes exactly the open requests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import assert_exactly_once, cli, expected_failures, open_db, popen
+
+COUNT = 60
+SEED = 33
+RUN = ("--no-progress", "--workers", "1")
+
+
+def _dirs(tmp_path) -> tuple[str, ...]:
+    return ("--logs-dir", str(tmp_path / "logs"), "--metrics-dir", str(tmp_path / "metrics"))
+
+
+@pytest.fixture
+def processed(db_url, tmp_path):
+    cli("init-db", "--db", db_url, check=True)
+    cli("generate-mock", "--db", db_url, "--count", str(COUNT), "--faulty-share", "0.2", "--seed", str(SEED), check=True)
+    p = cli("run", "--db", db_url, *RUN, "--batch-size", "10", *_dirs(tmp_path))
+    assert p.returncode == 1, p.stdout + p.stderr
+    return db_url
+
+
+def faulty() -> dict[int, str]:
+    return expected_failures(SEED, 0.2, COUNT)
+
+
+def _scalar(url: str, sql: str, params: list | None = None) -> int:
+    db = open_db(url)
+    try:
+        return int(db.autocommit_query(sql.format(**db.names, history=db.names["log_history"]), params or [])[0][0])
+    finally:
+        db.close()
+
+
+def _snapshot(url: str) -> dict:
+    db = open_db(url)
+    try:
+        out = {"log": db.autocommit_query(f"SELECT app_id, attempt, status FROM {db.names['log']} ORDER BY app_id, attempt")}
+        for t in db.contract.tables:
+            out[t.name] = db.autocommit_query(f"SELECT COUNT(*) FROM {db.table(t.name)}")[0][0]
+        out["events"] = db.autocommit_query(f"SELECT COUNT(*) FROM {db.names['events']}")[0][0]
+        return out
+    finally:
+        db.close()
+
+
+def _no_replaced_leftovers(url: str) -> None:
+    """No rows of a replaced attempt survive: every event belongs to the session of the
+    application's current log row; no request is left open."""
+    assert _scalar(url, "SELECT COUNT(*) FROM {events} e WHERE NOT EXISTS (SELECT 1 FROM {log} l "
+                        "WHERE l.app_id = e.app_id AND l.session_id = e.session_id)") == 0
+    assert _scalar(url, "SELECT COUNT(*) FROM {requests}") == 0
+
+
+def test_contract_checked_against_schema_before_anything_changes(processed, tmp_path):
+    from xml_extractor.contract.loader import default_contract_path
+    c = json.loads(open(default_contract_path(), encoding="utf-8").read())
+    c["tables"][0]["columns"].append({"name": "extra_note", "type": "string", "length": 20, "attribute": "app_entry_date"})
+    addcol = tmp_path / "addcol.json"
+    addcol.write_text(json.dumps(c), encoding="utf-8")
+    ok = sorted(set(range(1, COUNT + 1)) - set(faulty()))[:3]
+    before = _snapshot(processed)
+    p = cli("reprocess", "--db", processed, *map(str, ok), "--contract", str(addcol), *RUN, *_dirs(tmp_path))
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "extra_note" in p.stderr and "nothing was changed" in p.stderr
+    assert _snapshot(processed) == before  # the three successful applications are still there
+    assert _scalar(processed, "SELECT COUNT(*) FROM {requests}") == 0
+
+
+def test_partition_and_limit_apply_to_what_is_replaced(processed, tmp_path):
+    failed = sorted(faulty())
+    mine0 = [a for a in failed if a % 2 == 0]
+    p = cli("reprocess", "--db", processed, "--failed", "--instance-id", "0", "--instance-count", "2", *RUN, *_dirs(tmp_path))
+    assert p.returncode == 1, p.stdout + p.stderr  # they fail again: the documents are still broken
+    replaced = {r for r in range(1, COUNT + 1) if _scalar(processed, "SELECT COUNT(*) FROM {history} WHERE app_id = ?", [r])}
+    assert replaced == set(mine0)  # instance 0's share and nothing else
+    assert _scalar(processed, "SELECT MAX(attempt) FROM {log} WHERE app_id = ?", [mine0[0]]) == 2
+    others = [a for a in failed if a % 2 == 1]
+    assert _scalar(processed, "SELECT MAX(attempt) FROM {log} WHERE app_id = ?", [others[0]]) == 1
+    assert cli("reconcile", "--db", processed).returncode == 0  # nothing left pending
+    p = cli("reprocess", "--db", processed, "--failed", "--limit", "3", *RUN, *_dirs(tmp_path))
+    assert p.returncode == 1
+    assert _scalar(processed, "SELECT COUNT(*) FROM {history}") == len(mine0) + 3  # exactly 3 more replaced
+    assert cli("reconcile", "--db", processed).returncode == 0
+    assert_exactly_once(processed)
+    _no_replaced_leftovers(processed)
+
+
+def test_reconcile_counts_pending_as_not_done_and_names_the_gap(db_url, tmp_path):
+    cli("init-db", "--db", db_url, check=True)
+    cli("generate-mock", "--db", db_url, "--count", "12", "--faulty-share", "0", check=True)
+    cli("run", "--db", db_url, *RUN, "--limit", "5", *_dirs(tmp_path), check=True)
+    p = cli("reconcile", "--db", db_url, "--format", "json")
+    assert p.returncode == 1
+    r = json.loads(p.stdout)
+    assert r["gaps"] == {"pending": 7} and not r["consistent"]
+    assert "pending 7" in cli("reconcile", "--db", db_url).stdout
+    cli("run", "--db", db_url, *RUN, *_dirs(tmp_path), check=True)
+    assert cli("reconcile", "--db", db_url).returncode == 0
+
+
+def test_contract_version_is_part_of_the_run_identity(db_url, tmp_path):
+    from xml_extractor.contract.loader import default_contract_path
+    cli("init-db", "--db", db_url, check=True)
+    cli("generate-mock", "--db", db_url, "--count", "20", "--faulty-share", "0", check=True)
+    cli("run", "--db", db_url, *RUN, "--limit", "10", *_dirs(tmp_path), check=True)
+    c = json.loads(open(default_contract_path(), encoding="utf-8").read())
+    c["version"] = c["version"] + "-other"  # schema-compatible, another version
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(c), encoding="utf-8")
+    p = cli("run", "--db", db_url, "--contract", str(other), *RUN, *_dirs(tmp_path))
+    assert p.returncode == 2 and "--allow-contract-change" in p.stdout + p.stderr, p.stdout + p.stderr
+    assert _scalar(db_url, "SELECT COUNT(*) FROM {log}") == 10  # refused before anything was written
+    p = cli("run", "--db", db_url, "--contract", str(other), "--allow-contract-change", *RUN, *_dirs(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    versions = json.loads(cli("reconcile", "--db", db_url, "--format", "json").stdout)["contract_versions"]
+    assert sorted(v["applications"] for v in versions) == [10, 10]
+    out = cli("status", "--db", db_url).stdout
+    assert "applications per contract version" in out and "-other" in out
+
+
+def _wait(pred, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached")
+
+
+@pytest.mark.slow
+def test_sigkill_during_reprocess_then_same_command_resumes(processed, tmp_path):
+    since = "2000-01-01T00:00"
+    cmd = ("reprocess", "--db", processed, "--since", since, "--workers", "2", "--batch-size", "4", "--no-progress",
+           *_dirs(tmp_path))
+    env = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.3"}
+    p = popen(*cmd, env=env)
+    # some applications replaced, most requests still open: kill the whole process group
+    _wait(lambda: _scalar(processed, "SELECT COUNT(*) FROM {history}") >= 8)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    open_requests = _scalar(processed, "SELECT COUNT(*) FROM {requests}")
+    assert 0 < open_requests < COUNT
+    # every application still has exactly one current result, the old or the new
+    assert_exactly_once(processed)
+    r = json.loads(cli("reconcile", "--db", processed, "--format", "json").stdout)
+    assert r["gaps"] == {"pending": open_requests}
+    # the same command again: resumes the open requests only (no application replaced twice)
+    p2 = cli(*cmd)
+    assert p2.returncode == 1, p2.stdout + p2.stderr  # the faulty documents fail again
+    assert "resuming" in p2.stdout
+    assert _scalar(processed, "SELECT COUNT(*) FROM {history}") == COUNT  # one replaced attempt per application
+    assert _scalar(processed, "SELECT COUNT(*) FROM {log} WHERE attempt <> 2") == 0
+    assert_exactly_once(processed)
+    _no_replaced_leftovers(processed)
+    assert cli("reconcile", "--db", processed).returncode == 0
