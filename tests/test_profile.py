@@ -1,0 +1,142 @@
+"""`xml-extractor profile`: capacity loss (the contract must change) told apart from invalid values, the
+unmapped attributes, unknown codes; exit 1 only on capacity loss. Real SQLite/PostgreSQL sources made
+by `generate-mock`, real command line."""
+import json
+import re
+
+import pytest
+
+from conftest import cli
+from xml_extractor.contract.loader import default_contract_path, load_contract
+from xml_extractor.db.database import Database
+from xml_extractor.mock import MockGenerator
+from xml_extractor.profile import read_attributes, sample_ids
+
+DOCS = 2000
+
+
+@pytest.fixture(scope="module")
+def source_2000(tmp_path_factory):
+    """2,000 generated documents in a SQLite source table."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('profile') / 'source.db'}"
+    cli("generate-mock", "--db", url, "--count", str(DOCS), "--seed", "7", check=True)
+    return url
+
+
+def contract_copy(tmp_path, change):
+    raw = json.loads(default_contract_path().read_text("utf-8"))
+    change(raw)
+    p = tmp_path / "contract.json"
+    p.write_text(json.dumps(raw), encoding="utf-8")
+    return p
+
+
+def column(raw, table, name):
+    t = next(t for t in raw["tables"] if t["name"] == table)
+    return next(c for c in t["columns"] if c["name"] == name)
+
+
+@pytest.mark.slow
+def test_default_contract_has_no_capacity_loss_on_generated_documents(source_2000):
+    p = cli("profile", "--db", source_2000, "--sample", str(DOCS), "--format", "json")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr
+    r = json.loads(p.stdout)
+    assert r["documents"] == DOCS and r["mapped"] == DOCS
+    assert r["capacity_loss_columns"] == []
+    cols = {f"{c['table']}.{c['column']}": c for c in r["columns"]}
+    # the real ranges were seen and fit: 5 decimals, 24 characters, 6 digits, fractional scores
+    assert cols["app_pricing_cc.intro_purchase_apr"]["max_decimal_places"] == 5
+    assert cols["app_transactional_cc.verid_qa_result"]["longest"] == 24
+    assert cols["app_contact_address.address_seq_no"]["max_integer_digits"] == 6
+    assert cols["scores.score"]["max_decimal_places"] == 2
+    # invalid values are reported as such, not as capacity loss
+    assert cols["app_contact_base.ssn"]["invalid"] > 0 and cols["app_contact_base.ssn"]["capacity_loss"] == 0
+    assert cols["app_base.ip_address"]["invalid"] > 0 and cols["app_base.ip_address"]["invalid_examples"]
+    assert {e["enum"]: set(e["unknown_codes"]) for e in r["enums"]} == {"decision": {"XXX"}, "population_assignment": {"ZZ"}}
+    unmapped = {(u["element"], u["attribute"]) for u in r["unmapped"]}
+    assert ("Provenir/Request", "Timestamp") in unmapped
+    for a in ("Process", "Status", "Trans", "LastUpdatedBy", "Priority", "iovation_blackbox", "btcardtoken"):
+        assert ("Provenir/Request", a) not in unmapped  # the legacy attributes are mapped now
+    table = cli("profile", "--db", source_2000, "--sample", "300")
+    assert table.returncode == 0 and "no capacity loss" in table.stdout and "unmapped" in table.stdout
+
+
+def test_narrow_contract_reports_exactly_the_two_columns_and_exits_1(source_2000, tmp_path):
+    def narrow(raw):
+        column(raw, "app_pricing_cc", "intro_purchase_apr")["scale"] = 3
+        column(raw, "app_transactional_cc", "verid_qa_result")["length"] = 20
+    path = contract_copy(tmp_path, narrow)
+    p = cli("profile", "--db", source_2000, "--sample", "400", "--contract", str(path), "--format", "json")
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr
+    r = json.loads(p.stdout)
+    assert sorted(r["capacity_loss_columns"]) == ["app_pricing_cc.intro_purchase_apr", "app_transactional_cc.verid_qa_result"]
+    cols = {f"{c['table']}.{c['column']}": c for c in r["columns"]}
+    apr, verid = cols["app_pricing_cc.intro_purchase_apr"], cols["app_transactional_cc.verid_qa_result"]
+    assert apr["capacity"] == {"scale": apr["capacity_loss"]} and apr["max_decimal_places"] == 5
+    assert re.fullmatch(r"0\.\d{5}", apr["capacity_examples"][0]["raw"])
+    assert "rounded" in apr["capacity_examples"][0]["reason"]
+    assert verid["capacity"] == {"length": verid["capacity_loss"]} and verid["longest"] == 24
+    assert verid["capacity_examples"][0]["raw"] == "NoOnlineQA_ManualProcess"
+    table = cli("profile", "--db", source_2000, "--sample", "400", "--contract", str(path))
+    assert table.returncode == 1
+    assert "CAPACITY LOSS in 2 column(s)" in table.stdout and "NoOnlineQA_ManualProcess" in table.stdout
+
+
+def test_attributes_the_contract_leaves_unmapped_are_listed(tmp_path):
+    def leave_out(raw):
+        for t in raw["tables"]:
+            if t["name"] == "app_operational_cc":
+                t["columns"] = [c for c in t["columns"] if c["name"] != "last_transaction"]
+            if t["name"] == "app_base":
+                t["columns"] = [c for c in t["columns"] if c["name"] != "campaign_num"]
+    path = contract_copy(tmp_path, leave_out)
+    files = tmp_path / "docs"
+    files.mkdir()
+    carrying_trans = 0
+    for d in MockGenerator(seed=3).documents(1, 40):
+        (files / f"{d.app_id}.xml").write_text(d.text, encoding="utf-8")
+        carrying_trans += bool(re.search(r'<Request[^>]* Trans="[^"]+"', d.text))
+    p = cli("profile", str(files), "--contract", str(path), "--format", "json")
+    assert p.returncode == 0, p.stderr
+    unmapped = {(u["element"], u["attribute"]): u for u in json.loads(p.stdout)["unmapped"]}
+    assert unmapped[("Provenir/Request", "Trans")]["documents"] == carrying_trans > 0
+    camp = unmapped[("Provenir/Request/CustData/application", "campaign_num")]
+    assert camp["documents"] == 40 and len(camp["examples"]) == 3
+    p = cli("profile", str(files), "--format", "json")  # the default contract reads both
+    assert not {("Provenir/Request", "Trans"), ("Provenir/Request/CustData/application", "campaign_num")} & {
+        (u["element"], u["attribute"]) for u in json.loads(p.stdout)["unmapped"]}
+
+
+def test_read_set_covers_paths_expressions_fallbacks_and_unpivot(contract):
+    reads = read_attributes(contract)
+    app = ("Provenir", "Request", "CustData", "application")
+    assert (("Provenir", "Request"), "priority") in reads  # path ../../@Priority
+    assert (app, "priority") in reads  # its fallback
+    assert (app, "product_line") in reads  # an expression's @attribute
+    assert (app + ("app_product",), "die_plus_score") in reads  # an unpivot name
+    assert (app + ("contact", "contact_address"), "address_tp_c") in reads  # allowed + predicate
+    assert (("Provenir", "Request"), "id") in reads
+
+
+def test_sample_ids_spread_over_the_range_by_keyset(source_2000):
+    db = Database(source_2000, load_contract())
+    try:
+        ids = sample_ids(db, 10)
+        assert ids == [1 + 200 * k for k in range(10)]
+        assert len(sample_ids(db, 5000)) == DOCS  # never more than there are, never twice the same
+    finally:
+        db.close()
+
+
+def test_profile_reads_server_heads_and_counts_failures(db_url):
+    cli("generate-mock", "--db", db_url, "--count", "60", "--seed", "11", "--faulty-share", "0.3", check=True)
+    p = cli("profile", "--db", db_url, "--sample", "60", "--format", "json")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr
+    r = json.loads(p.stdout)
+    assert r["documents"] == 60 and r["mapped"] + sum(r["failed"].values()) == 60 and r["failed"]
+    assert r["capacity_loss_columns"] == []
+
+
+def test_paths_and_db_together_is_a_usage_error(tmp_path):
+    p = cli("profile", str(tmp_path), "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert p.returncode == 2 and "either PATHS or --db" in p.stderr
