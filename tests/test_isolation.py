@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -224,3 +225,45 @@ def test_a_run_with_a_stray_faults_variable_is_not_affected(tmp_path):
     assert assert_exactly_once(url)["success"] == 20
     said = p.stdout + p.stderr + "".join(f.read_text() for f in (tmp_path / "logs").iterdir())
     assert "XML_EXTRACTOR_FAULTS is set but ignored" in said
+
+
+# -- the contract is compiled once per process (reproduction 8) ------------------------------------
+
+COUNT_COMPILES = """
+import json, sys
+from xml_extractor.contract import compiler
+calls = []
+real = compiler._compile
+compiler._compile = lambda c: calls.append(c.digest) or real(c)
+"""
+
+
+def test_validating_then_running_compiles_the_contract_once(tmp_path):
+    """Loading validates by compiling; the plan is kept (not thrown away) and reused, also when the
+    same contract is loaded again."""
+    p = subprocess.run([sys.executable, "-c", COUNT_COMPILES + textwrap.dedent("""
+        from xml_extractor import compile_contract, load_contract
+        first = load_contract()
+        plan = compile_contract(first)
+        again = compile_contract(load_contract())
+        print(json.dumps({"calls": len(calls), "same": plan is again}))
+    """)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"calls": 1, "same": True}
+
+
+def test_load_xml_compiles_once_not_per_file(tmp_path):
+    folder = tmp_path / "docs"
+    assert cli("generate-mock", "--count", "25", "--out", str(folder)).returncode == 0
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    p = subprocess.run([sys.executable, "-c", COUNT_COMPILES + textwrap.dedent(f"""
+        from xml_extractor.cli import cli
+        try:
+            cli.main(["load-xml", {str(folder)!r}, "--db", {url!r}], prog_name="xml-extractor", standalone_mode=False)
+        except SystemExit as e:
+            assert e.code in (0, None), e.code
+        print(json.dumps({{"calls": len(calls)}}))
+    """)], capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"calls": 1}
+    assert re.search(r"loaded\s+25\b", p.stdout), p.stdout

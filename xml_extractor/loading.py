@@ -15,7 +15,7 @@ from .db.database import Database
 from .db.store import init_db
 from .errors import DocumentFailure
 from .mock import MockGenerator
-from .parsing import decode_source, parse_app_id, parse_document
+from .parsing import DocumentPlan, decode_source, parse_app_id, parse_document
 
 _ID_FALLBACK = re.compile(r"<Request\b[^>]*?\bID\s*=\s*[\"'](\d+)[\"']")
 
@@ -38,11 +38,9 @@ def expand_paths(paths: Iterable[str]) -> list[Path]:
     return out
 
 
-def document_id(text: str, db: Database) -> int:
+def document_id(text: str, plan: DocumentPlan) -> int:
     """Request/@ID by the safe parser; a regex on the head only if the document does not parse
     (a broken document is still loaded: it fails, visibly, when it is processed)."""
-    from .contract.compiler import compile_contract
-    plan = compile_contract(db.contract).document
     try:
         return parse_app_id(parse_document(text, plan).document_id, plan)
     except DocumentFailure:
@@ -81,6 +79,8 @@ def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[in
 
 def load_files(db: Database, paths: Iterable[str], replace: bool = False, batch: int = 200) -> LoadReport:
     init_db(db)
+    from .contract.compiler import compile_contract
+    plan = compile_contract(db.contract).document  # once, not per file
     rep = LoadReport()
     pending: list[tuple[int, str]] = []
     seen: set[int] = set()
@@ -109,7 +109,7 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, batch:
             continue
         try:
             text = decode_source(raw)
-            app_id = document_id(text, db)
+            app_id = document_id(text, plan)
         except DocumentFailure as f:
             rep.counts["skipped: no usable Request/@ID"] += 1
             rep.problems.append((str(path), f.reason))

@@ -323,7 +323,24 @@ def _source_label(kind: str, value: Any) -> str:
     return kind if kind == "expression" else f"{kind} {value}"
 
 
+_PLANS: dict[str, MappingPlan] = {}  # contract digest -> plan (insertion order: oldest first)
+_PLANS_KEPT = 16
+
+
 def compile_contract(contract: "Contract") -> MappingPlan:
+    """The plan of a contract, compiled once per process: cached by the contract's identity, its
+    content digest (the loader's validation compile fills the cache, the run reuses it; a
+    contract loaded twice is compiled once). A plan is never changed after compilation."""
+    plan = _PLANS.get(contract.digest)
+    if plan is None:
+        plan = _compile(contract)
+        if len(_PLANS) >= _PLANS_KEPT:
+            del _PLANS[next(iter(_PLANS))]
+        _PLANS[contract.digest] = plan
+    return plan
+
+
+def _compile(contract: "Contract") -> MappingPlan:
     from ..parsing import DocumentPlan
 
     raw = contract.raw
