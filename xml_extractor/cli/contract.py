@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from tabulate import tabulate
@@ -17,9 +18,34 @@ def validate_contract(path: str | None) -> None:
     """Check a contract (default: the packaged one) and summarise it."""
     from ..contract.loader import load_contract
     c = load_contract(path)
-    ncols = sum(len(t.stored_columns) for t in c.tables)
-    click.echo(f"ok: {c.name} {c.version_tag}: {len(c.tables)} tables, {ncols} columns, "
-               f"{sum(len(v) for v in c.enums.values())} enum values in {len(c.enums)} enums")
+    f = contract_figures(c)
+    click.echo(f"ok: {c.name} {c.version_tag}: {f['tables']} tables, {f['columns']} columns, "
+               f"{f['attributes']} attributes, {f['enum_values']} enum values in {f['enums']} enums")
+
+
+def contract_figures(c: Any) -> dict[str, int]:
+    """The figures validate-contract prints (and the docs quote; tests/test_docs.py compares them).
+
+    columns: stored target columns; attributes: distinct XML attribute names the contract reads
+    (``attribute`` sources, the ``/@x`` of paths, unpivoted names, row filters)."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "attribute" and isinstance(value, str):
+                    names.add(value.lower())
+                elif key == "path" and isinstance(value, str) and "/@" in "/" + value:
+                    names.add(value.rsplit("@", 1)[1].lower())
+                elif key == "unpivot" and isinstance(value, dict):
+                    names.update(n.lower() for n in value.get("names", ()) if isinstance(n, str))
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+    walk([t.spec for t in c.tables])
+    return {"tables": len(c.tables), "columns": sum(len(t.stored_columns) for t in c.tables),
+            "attributes": len(names), "enum_values": sum(len(v) for v in c.enums.values()), "enums": len(c.enums)}
 
 
 @click.command("map")
