@@ -1,11 +1,13 @@
 """SQL Server: cannot run here. The SQL the dialect emits is checked statement by statement;
 live tests run when XML_EXTRACTOR_TEST_MSSQL holds an odbc: URL or connection string."""
+import json
 import os
 import re
+import uuid
 
 import pytest
 
-from conftest import cli
+from conftest import ROOT, cli
 from xml_extractor.db.database import make_dialect
 from xml_extractor.db.url import parse_url, server_url
 
@@ -49,9 +51,9 @@ def test_core_tables_keys_fks_and_types(ddl):
     addr = stmt(ddl, r"CREATE TABLE \[sandbox\]\.\[app_contact_address\]")
     assert "PRIMARY KEY ([con_id], [address_type_enum])" in addr
     assert "FOREIGN KEY ([con_id]) REFERENCES [sandbox].[app_contact_base] ([con_id])" in addr
-    assert "[residence_monthly_pymnt] DECIMAL(12,2)" in addr
+    assert "[residence_monthly_pymnt] DECIMAL(14,4)" in addr
     emp = stmt(ddl, r"CREATE TABLE \[sandbox\]\.\[app_contact_employment\]")
-    assert "[monthly_salary] DECIMAL(12,2)" in emp and "[self_employed_flag] BIT" in emp
+    assert "[monthly_salary] DECIMAL(14,4)" in emp and "[self_employed_flag] BIT" in emp
     for s in ddl:
         assert not re.search(r"\b(N?TEXT|NTEXT|TIMESTAMP)\b", s), s  # no text/ntext, no rowversion
 
@@ -66,7 +68,9 @@ def test_processing_log_and_indexes(ddl):
     stmt(ddl, r"CREATE INDEX \[ix_app_contact_base_app_id\] ON \[sandbox\]\.\[app_contact_base\] \(\[app_id\]\)")
     stmt(ddl, r"CREATE TABLE \[sandbox\]\.\[work_queue\]")
     seeds = [s for s in ddl if s.startswith("INSERT INTO [sandbox].[app_enums]")]
-    assert len(seeds) == 48 and any("'PR'" in s and "281" in s for s in seeds)
+    from xml_extractor.contract.loader import load_contract
+    assert len(seeds) == sum(len(v) for v in load_contract().enums.values())
+    assert any("N'PR'" in s and "281" in s for s in seeds)
 
 
 def test_claim_and_selection_queries():
@@ -80,12 +84,11 @@ def test_claim_and_selection_queries():
 def test_pending_page_is_top_with_named_parameters():
     """One definition of pending_ids for every dialect: TOP (?) on SQL Server, LIMIT ? elsewhere,
     and the values bound by name land in the right places whatever the order of the markers."""
-    from xml_extractor.db.base import Statement
+    from xml_extractor.contract.loader import load_contract
+    from xml_extractor.db.database import Database
     d = make_dialect("mssql")
     assert d.queries["pending_ids"].source == "common.sql"
-    names = {"src": "[dbo].[app_xml]", "src_id": "[app_id]", "log": "[sandbox].[processing_log]",
-             "top": d.top_clause, "limit": d.limit_clause}
-    st = Statement(d.queries["pending_ids"].template.format(**names), "pending_ids")
+    st = Database("mssql://h/db", load_contract(), connect=False).sql("pending_ids")
     assert st.startswith("SELECT TOP (?) s.[app_id] FROM [dbo].[app_xml] s")
     assert "LIMIT" not in st and "OFFSET" not in st
     sql, values = st.bind({"after_id": 10, "id_lo": 1, "id_hi": 99, "modulus": 3, "remainder": 2, "limit": 50})
@@ -133,16 +136,60 @@ def test_server_flags_build_a_trusted_mssql_url(monkeypatch):
     assert u.port == 1433 and u.user == "svc" and "PWD=pw" in u.odbc_connection_string() and "pw" not in u.display()
 
 
+def _scenario(url: str, contract: str, workdir) -> tuple[dict, dict]:
+    """init-db, 100 mock documents (seeded, ~10% faulty), run twice, reconcile and status as JSON."""
+    base = ["--db", url, "--contract", contract]
+    cli("init-db", *base, check=True)
+    cli("generate-mock", *base, "--count", "100", "--faulty-share", "0.1", "--seed", "12",
+        "--start-id", "7000000", check=True)
+    run = ["run", *base, "--no-progress", "--workers", "2", "--logs-dir", str(workdir / "logs"),
+           "--metrics-dir", str(workdir / "metrics")]
+    first = cli(*run)
+    assert first.returncode == 1, first.stdout + first.stderr  # the faulty documents failed
+    again = cli(*run)
+    assert again.returncode == 0, again.stdout + again.stderr  # nothing left to do, nothing redone
+    rec = cli("reconcile", *base, "--format", "json")
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    st = cli("status", *base, "--format", "json", check=True)
+    return json.loads(rec.stdout), json.loads(st.stdout)
+
+
+@pytest.mark.mssql
 @pytest.mark.skipif(not MSSQL, reason="SQL Server live tests need XML_EXTRACTOR_TEST_MSSQL=odbc:<connection string> "
                                       "(no SQL Server can run on this machine)")
-def test_live_sql_server_end_to_end():
+def test_live_sql_server_end_to_end(tmp_path):
+    """The same seeded scenario on SQL Server and on SQLite gives exactly the same reconcile
+    result: consistent, the same failed applications, nothing pending, nothing doubled. The SQL
+    Server side uses a fresh schema of its own (dropped afterwards), so earlier data cannot blur it."""
+    import pyodbc
     url = MSSQL if MSSQL.startswith(("odbc:", "mssql:")) else "odbc:" + MSSQL
-    cli("init-db", "--db", url, check=True)
-    cli("generate-mock", "--db", url, "--count", "100", "--faulty-share", "0.1", "--start-id", "7000000", check=True)
-    p = cli("run", "--db", url, "--no-progress", "--app-id-start", "7000000", "--app-id-end", "7000099")
-    assert p.returncode in (0, 1), p.stdout + p.stderr
-    assert cli("run", "--db", url, "--no-progress", "--app-id-start", "7000000", "--app-id-end", "7000099").returncode == 0
-    assert cli("reconcile", "--db", url).returncode in (0, 1)
+    schema = "xe_test_" + uuid.uuid4().hex[:10]
+    raw = json.loads((ROOT / "xml_extractor" / "contracts" / "credit_card.json").read_text())
+    raw["target_schema"] = schema
+    raw["source"]["schema"] = schema
+    contract = tmp_path / "contract.json"
+    contract.write_text(json.dumps(raw))
+    (tmp_path / "sqlite").mkdir()
+    (tmp_path / "mssql").mkdir()
+    expected_rec, expected_status = _scenario(f"sqlite:///{tmp_path / 'ref.db'}", str(contract), tmp_path / "sqlite")
+    try:
+        rec, status = _scenario(url, str(contract), tmp_path / "mssql")
+        assert rec == expected_rec
+        assert rec["consistent"] is True and rec["gaps"] == {}
+        failed = [c for c in rec["checks"] if c["check"].startswith("failed applications")]
+        assert failed and failed[0]["count"] > 0
+        for key in ("source_rows", "success", "failed", "pending", "contract_versions"):
+            assert status[key] == expected_status[key], key
+        assert status["pending"] == 0 and status["success"] + status["failed"] == status["source_rows"] == 100
+    finally:
+        ddl = cli("init-db", "--print", "--dialect", "mssql", "--contract", str(contract), check=True).stdout
+        tables = re.findall(r"^CREATE TABLE (\[[^\]]+\]\.\[[^\]]+\])", ddl, re.M)
+        conn = pyodbc.connect(url[len("odbc:"):] if url.startswith("odbc:") else parse_url(url).odbc_connection_string(),
+                              autocommit=True)
+        for qtable in reversed(tables):  # children first (FK order reversed)
+            conn.execute("DROP TABLE IF EXISTS " + qtable)
+        conn.execute("DROP SCHEMA IF EXISTS [" + schema + "]")
+        conn.close()
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mssql"])
