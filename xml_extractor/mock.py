@@ -36,6 +36,16 @@ _STREET = ["MAIN ST", "ELM AVE", "OAK DR", "2ND ST", "LAKE RD", "HILL CT"]
 _PROCESS = ("00025 00050 00095 00098 00100 00500 01000 02000 03000 03010 03100 06000 07000 07500 08000 09000 10900 "
             "11000 12000 13000 15000 20000 30000 40000 99000 99500").split()
 _PRIORITY = ["Alloy Error", "Offline Step-Up", "Step-Up Received"]
+# (cumulative share, format): the date shapes of real documents, and of their date-only attributes
+_DATETIME_SHAPES = [
+    (0.35, "{y:04d}-{m:02d}-{d:02d} {hh:02d}:{mi:02d}:{ss:02d}.{ms:03d}"), (0.6, "{m:02d}/{d:02d}/{y:04d}"),
+    (0.72, "{m}/{d}/{y}"), (0.8, "{y}-{m}-{d:02d} {hh}:{mi}:{ss}.0"), (0.88, "{m}/{d}/{y} {h12}:{mi:02d}:{ss:02d} {ampm}"),
+    (0.95, "{m:02d}-{d:02d}-{y:04d}"), (0.97, ""), (0.985, "not a valid date"), (1.01, "hxjMnT9N5sefccFPz6MJbg=="),
+]
+_DAY_SHAPES = [
+    (0.3, "{y:04d}-{m:02d}-{d:02d} 00:00:00.000"), (0.6, "{m:02d}/{d:02d}/{y:04d}"), (0.75, "{m}/{d}/{y}"),
+    (0.95, "{m:02d}-{d:02d}-{y:04d}"), (0.98, ""), (1.01, "not a valid date"),
+]
 _NOISE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
@@ -70,37 +80,13 @@ class MockGenerator:
         """``any``: a date-time in one of the real formats (often with its time of day); ``birth`` and
         ``date``: a day only (a real date attribute carries no time, at most midnight)."""
         y, m, d = r.randint(1990, 2025), r.randint(1, 12), r.randint(1, 28)
-        hh, mi, ss = r.randint(0, 23), r.randint(0, 59), r.randint(0, 59)
+        hh, mi, ss, ms = r.randint(0, 23), r.randint(0, 59), r.randint(0, 59), r.randint(0, 999)
         x = r.random()
         if kind == "birth":
             y = r.randint(1940, 2004)
-        if kind in ("birth", "date"):
-            if x < 0.3:
-                return f"{y:04d}-{m:02d}-{d:02d} 00:00:00.000"
-            if x < 0.6:
-                return f"{m:02d}/{d:02d}/{y:04d}"
-            if x < 0.75:
-                return f"{m}/{d}/{y}"
-            if x < 0.95:
-                return f"{m:02d}-{d:02d}-{y:04d}"
-            return "" if x < 0.98 else "not a valid date"
-        if x < 0.35:
-            return f"{y:04d}-{m:02d}-{d:02d} {hh:02d}:{mi:02d}:{ss:02d}.{r.randint(0, 999):03d}"
-        if x < 0.6:
-            return f"{m:02d}/{d:02d}/{y:04d}"
-        if x < 0.72:
-            return f"{m}/{d}/{y}"
-        if x < 0.8:
-            return f"{y}-{m}-{d:02d} {hh}:{mi}:{ss}.0"
-        if x < 0.88:
-            return f"{m}/{d}/{y} {(hh % 12) or 12}:{mi:02d}:{ss:02d} {'PM' if hh >= 12 else 'AM'}"
-        if x < 0.95:
-            return f"{m:02d}-{d:02d}-{y:04d}"
-        if x < 0.97:
-            return ""
-        if x < 0.985:
-            return "not a valid date"
-        return "hxjMnT9N5sefccFPz6MJbg=="
+        shapes = _DAY_SHAPES if kind in ("birth", "date") else _DATETIME_SHAPES
+        shape = next(f for share, f in shapes if x < share)
+        return shape.format(y=y, m=m, d=d, hh=hh, mi=mi, ss=ss, ms=ms, h12=(hh % 12) or 12, ampm="PM" if hh >= 12 else "AM")
 
     @staticmethod
     def _money(r: random.Random, hi: int = 5000) -> str:
