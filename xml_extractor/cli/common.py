@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DatabaseError
 
 ENV = "XML_EXTRACTOR_"
 
@@ -26,6 +26,8 @@ def handle_errors(fn: Callable) -> Callable:
             return fn(*a, **kw)
         except ConfigError as exc:
             _fail(str(exc), 2)
+        except DatabaseError as exc:  # typed at the driver boundary: the environment, not the input
+            _fail(f"stopped on a database error: {exc}", 3)
     return wrapper
 
 
@@ -44,7 +46,10 @@ def db_options(fn: Callable) -> Callable:
     return fn
 
 
-def resolve_url(db_url: str | None, server: str | None, database: str | None, username: str | None) -> Any:
+def resolve_url(db_url: str | None, server: str | None, database: str | None, username: str | None,
+                create: bool = False) -> Any:
+    """The database URL from the options. A SQLite file must exist unless ``create`` (init-db,
+    load-xml, generate-mock): a mistyped path never silently becomes a new empty database."""
     from ..db.url import PASSWORD_ENV, DatabaseURL, _pick_mssql_driver, parse_url
     if server:
         if db_url:
@@ -61,17 +66,19 @@ def resolve_url(db_url: str | None, server: str | None, database: str | None, us
         return DatabaseURL(dialect="mssql", raw="", host=host, port=int(port) if port else None, database=database,
                            user=username or "", password=password, driver=_pick_mssql_driver())
     url = parse_url(db_url)
+    if url.dialect == "sqlite" and not create and url.path != ":memory:" and not os.path.exists(url.path):
+        raise ConfigError(f"no database at {url.path} (create it with: xml-extractor init-db --db {url.display()})")
     if url.dialect == "mssql" and url.user and not url.password and sys.stdin.isatty():
         url.password = click.prompt(f"Password for {url.user}", hide_input=True)
     return url
 
 
 def open_db(db_url: str | None, server: str | None, database: str | None, username: str | None,
-            contract_path: str | None) -> Any:
+            contract_path: str | None, create: bool = False) -> Any:
     from ..contract.loader import load_contract
     from ..db.database import Database
     contract = load_contract(contract_path)
-    return Database(resolve_url(db_url, server, database, username), contract)
+    return Database(resolve_url(db_url, server, database, username, create), contract)
 
 
 def run_options(fn: Callable) -> Callable:
@@ -119,7 +126,12 @@ def _json(data: Any) -> None:
 
 
 def _db(kw: dict) -> Any:
-    return open_db(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"), kw.pop("contract_path"))
+    """An operator command's database, its planner statistics refreshed first if they are stale
+    (db/statistics.py: without them SQLite plans reconcile quadratically)."""
+    from ..db.statistics import refresh_if_stale
+    db = open_db(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"), kw.pop("contract_path"))
+    refresh_if_stale(db)
+    return db
 
 
 def _query(kw: dict, fn: Any) -> Any:

@@ -69,7 +69,13 @@ class Database:
 
     # -- connection -----------------------------------------------------------------------------
     def connect(self) -> None:
-        self.conn = self.dialect.connect(self.url)
+        try:
+            self.conn = self.dialect.connect(self.url)
+        except Exception as exc:  # noqa: BLE001 - typed at the boundary like every other driver error
+            err = self.dialect.wrap(exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     def close(self) -> None:
         if self.conn is not None:

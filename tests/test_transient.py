@@ -1,0 +1,132 @@
+"""The driver boundary (issue 16, items 6-7): a refusal of *these rows* is an application's
+failure; a timeout, a lock wait or a full disk is the run's problem (retried, then exit 3 with the
+applications still pending, never logged failed), and the same command finishes them once the
+fault is gone. No statement binds more parameters than the driver takes (10,000 colliding
+contacts on PostgreSQL)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import _pg_admin_exec, assert_exactly_once, cli, open_db
+
+RUN = ("--no-progress", "--workers", "1", "--batch-size", "10")
+
+
+def _dirs(tmp_path) -> tuple[str, ...]:
+    return ("--logs-dir", str(tmp_path / "logs"), "--metrics-dir", str(tmp_path / "metrics"))
+
+
+def _load(url: str, ids: list[int], texts: dict[int, str] | None = None) -> None:
+    from xml_extractor.mock import MockGenerator
+    gen = MockGenerator(seed=9, median_kb=3)
+    db = open_db(url)
+    n = db.names
+    db.begin()
+    cur = db.conn.cursor()
+    for i in ids:
+        cur.execute(f"INSERT INTO {n['src']} ({n['src_id']}, {n['src_xml']}) VALUES (?, ?)",
+                    [i, (texts or {}).get(i) or gen.document(i).text])
+    cur.close()
+    db.commit()
+    db.close()
+
+
+def _counts(url: str) -> dict[str, int]:
+    db = open_db(url)
+    try:
+        rows = db.autocommit_query(f"SELECT status, COUNT(*) FROM {db.names['log']} GROUP BY status")
+        return {str(s): int(c) for s, c in rows}
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+def test_statement_timeout_on_a_held_lock_leaves_nothing_failed(db_url, tmp_path):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL role setting")
+    cli("init-db", "--db", db_url, check=True)
+    _load(db_url, list(range(1, 31)))
+    role = "xe_to_" + uuid.uuid4().hex[:8]
+    _pg_admin_exec(f"CREATE ROLE {role} LOGIN SUPERUSER")
+    _pg_admin_exec(f"ALTER ROLE {role} SET statement_timeout = '1s'")
+    role_url = db_url.replace("://postgres@", f"://{role}@")
+    holder = open_db(db_url)
+    try:
+        holder.execute(f"LOCK TABLE {holder.table('app_contact_base')} IN EXCLUSIVE MODE").close()  # reads pass, writes wait
+        p = cli("run", "--db", role_url, *RUN, *_dirs(tmp_path), timeout=180)
+        assert p.returncode == 3, p.stdout + p.stderr
+        assert "timeout" in (p.stdout + p.stderr).lower()
+        assert _counts(db_url).get("failed", 0) == 0  # valid applications are not failed: still pending
+    finally:
+        holder.rollback()  # the fault is gone
+        holder.close()
+    try:
+        p = cli("run", "--db", role_url, *RUN, *_dirs(tmp_path), timeout=180)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert _counts(db_url) == {"success": 30}
+        assert_exactly_once(db_url)
+    finally:
+        _pg_admin_exec(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.slow
+def test_disk_full_leaves_nothing_failed_and_the_same_command_finishes(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs (needs root)")
+    try:
+        url = f"sqlite:///{mnt / 'full.db'}"
+        cli("init-db", "--db", url, check=True)
+        _load(url, list(range(1, 41)))
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # take every byte that is left
+        for size in (65536, 512):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size - 96 * 1024))  # room to open the database, not to write much
+        os.close(fd)
+        p = cli("run", "--db", url, *RUN, *_dirs(tmp_path), timeout=90)
+        assert p.returncode == 3, p.stdout + p.stderr
+        assert "full" in (p.stdout + p.stderr).lower()
+        os.remove(filler)  # the fault is gone
+        assert _counts(url).get("failed", 0) == 0
+        p = cli("run", "--db", url, *RUN, *_dirs(tmp_path), timeout=90)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert _counts(url) == {"success": 40}
+        assert_exactly_once(url)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_ten_thousand_colliding_contacts_fail_alone_with_the_owner_named(db_url, tmp_path):
+    from xml_extractor.mock import MockGenerator
+    cli("init-db", "--db", db_url, check=True)
+    _load(db_url, [1, 2])
+    cli("run", "--db", db_url, *RUN, *_dirs(tmp_path), check=True)  # application 1 owns con_id 11
+    t = MockGenerator(seed=9, median_kb=3).document(3).text
+    i = t.find("<contact ")
+    j = t.find("</contact>", i) + len("</contact>")
+    block = t[i:j]
+    first_con = block.split('con_id="', 1)[1].split('"', 1)[0]
+    extra = [block.replace(f'con_id="{first_con}"', f'con_id="{cid}"', 1).replace('ac_role_tp_c="PR"', 'ac_role_tp_c="AUTHU"', 1)
+             for cid in [11] + list(range(500000, 509999))]
+    doc = t[:j] + "\n" + "\n".join(extra) + t[j:]
+    _load(db_url, [3], {3: doc})
+    p = cli("run", "--db", db_url, *RUN, *_dirs(tmp_path), timeout=300)
+    assert p.returncode == 1, p.stdout + p.stderr  # application 3 failed, the run did not stop
+    db = open_db(db_url)
+    try:
+        rows = db.autocommit_query(f"SELECT app_id, status, stage, error_class, reason FROM {db.names['log']} WHERE app_id = 3")
+    finally:
+        db.close()
+    assert len(rows) == 1 and rows[0][1] == "failed" and rows[0][2] == "insert" and rows[0][3] == "KeyCollision", rows
+    assert "con_id 11 already belongs to application 1" in rows[0][4]
+    assert_exactly_once(db_url)
