@@ -1,0 +1,144 @@
+"""The command line as one package, tested in-process with click's CliRunner wherever no real
+process or signal is needed (fast; the process/signal behaviour is tested with real processes in
+test_pipeline/test_concurrency/test_crash_safety). One small SQLite database is processed once by a
+real ``run`` (real worker processes); the operator commands then read it in-process."""
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import xml_extractor.cli as cli_pkg
+from conftest import ROOT, cli as run_cli, expected_failures
+from xml_extractor.cli import cli
+
+SAMPLE = ROOT / "tests" / "data" / "app-1001.xml"
+COUNT, SEED, FAULTY = 40, 33, 0.2
+
+
+def invoke(*args: str) -> click.testing.Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_every_command_defined_in_the_package_is_registered() -> None:
+    """The group holds every command whatever was imported before (no import-order registration)."""
+    defined = set()
+    for mod in pkgutil.iter_modules(cli_pkg.__path__):
+        m = importlib.import_module(f"xml_extractor.cli.{mod.name}")
+        defined |= {obj.name for obj in vars(m).values() if isinstance(obj, click.Command) and not isinstance(obj, click.Group)}
+    assert defined and defined == set(cli.commands)
+    fresh = subprocess.run([sys.executable, "-c", "from xml_extractor.cli import cli; print(sorted(cli.commands))"],
+                           capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == str(sorted(cli.commands))
+
+
+def test_module_entry_point() -> None:
+    p = run_cli("--version", check=True)
+    assert p.stdout.startswith("xml-extractor, version ")
+    assert run_cli("no-such-command").returncode == 2
+
+
+def test_validate_contract_prints_figures_and_names_the_error_place(tmp_path: Path) -> None:
+    r = invoke("validate-contract")
+    assert r.exit_code == 0 and r.output.startswith("ok: credit_card ")
+    assert " tables, " in r.output and " attributes, " in r.output
+    raw = json.loads((ROOT / "xml_extractor" / "contracts" / "credit_card.json").read_text())
+    raw["tables"][0]["columns"][1]["enum"] = "nope"
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(raw))
+    r = CliRunner().invoke(cli, ["validate-contract", str(broken)])
+    assert r.exit_code == 2
+    assert "tables[0].columns[1]" in r.output and "nope" in r.output
+
+
+def test_map_shows_rows_and_fails_a_broken_document(tmp_path: Path) -> None:
+    r = invoke("map", str(SAMPLE), "--format", "json")
+    assert r.exit_code == 0
+    out = json.loads(r.output)
+    assert out["status"] == "success" and out["tables"]["app_base"][0]["app_id"] == out["app_id"]
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(SAMPLE.read_bytes()[:500])
+    r = invoke("map", str(bad), "--format", "json")
+    assert r.exit_code == 1 and json.loads(r.output)["stage"] == "parse"
+    r = invoke("map", str(SAMPLE), "--app-id", "1")
+    assert r.exit_code == 1 and "failed at stage" in r.output
+
+
+@pytest.mark.parametrize("dialect,quote", [("sqlite", '"'), ("postgresql", '"'), ("mssql", "[")])
+def test_init_db_print(dialect: str, quote: str) -> None:
+    r = invoke("init-db", "--print", "--dialect", dialect)
+    assert r.exit_code == 0 and f"({dialect})" in r.output.splitlines()[0]
+    assert f"CREATE TABLE {quote}" in r.output or f"CREATE TABLE IF NOT EXISTS {quote}" in r.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["init-db", "--print", "--dialect", "oracle"], "oracle"),
+    (["status", "--db", "mysql://h/db"], "mysql"),
+    (["status", "--db", "sqlite:///{tmp}/missing.db"], "init-db"),
+    (["run", "--db", "sqlite:///{tmp}/missing.db"], "init-db"),
+    (["status", "--server", "h"], "--database"),
+    (["validate-contract", "{tmp}/none.json"], "none.json"),
+])
+def test_usage_and_configuration_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    r = CliRunner().invoke(cli, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small SQLite database: init-db and generate-mock in-process, one real run (worker processes)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'ops.db'}"
+    assert invoke("init-db", "--db", url).exit_code == 0
+    assert invoke("generate-mock", "--db", url, "--count", str(COUNT), "--seed", str(SEED),
+                  "--faulty-share", str(FAULTY)).exit_code == 0
+    p = run_cli("run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "10")
+    assert p.returncode == 1, p.stdout + p.stderr  # the faulty documents failed
+    return url
+
+
+def test_status_failures_quality_in_process(processed: str) -> None:
+    failed = len(expected_failures(SEED, FAULTY, COUNT))
+    r = invoke("status", "--db", processed, "--format", "json")
+    assert r.exit_code == 0
+    st = json.loads(r.output)
+    assert (st["source_rows"], st["success"], st["failed"], st["pending"]) == (COUNT, COUNT - failed, failed, 0)
+    r = invoke("failures", "--db", processed, "--format", "json")
+    assert r.exit_code == 0
+    assert sum(g["count"] for g in json.loads(r.output)) == failed
+    r = invoke("quality", "--db", processed, "--format", "json")
+    assert r.exit_code == 0 and json.loads(r.output)
+
+
+def test_contradicting_run_options_exit_2(processed: str) -> None:
+    r = CliRunner().invoke(cli, ["run", "--db", processed, "--mode", "queue", "--instance-count", "2", "--no-progress"])
+    assert r.exit_code == 2 and "instance-count" in r.output
+
+
+def test_reconcile_in_process_consistent_then_a_gap(processed: str, tmp_path: Path) -> None:
+    r = invoke("reconcile", "--db", processed, "--format", "json")
+    assert r.exit_code == 0 and json.loads(r.output)["consistent"] is True
+    copy = tmp_path / "damaged.db"
+    src = sqlite3.connect(processed[len("sqlite:///"):])
+    dst = sqlite3.connect(copy)
+    src.backup(dst)
+    src.close()
+    app_id = dst.execute("SELECT app_id FROM processing_log WHERE status = 'success' ORDER BY app_id LIMIT 1").fetchone()[0]
+    dst.execute("DELETE FROM processing_log WHERE app_id = ?", (app_id,))
+    dst.commit()
+    dst.close()
+    r = invoke("reconcile", "--db", f"sqlite:///{copy}", "--format", "json")
+    assert r.exit_code == 1
+    rec = json.loads(r.output)
+    assert rec["consistent"] is False
+    hits = [c for c in rec["checks"] if c["inconsistency"] and c["count"]]
+    assert hits and all(app_id in c["sample_app_ids"] for c in hits)
