@@ -34,23 +34,34 @@ class NamedQuery:
     description: str
     template: str
     source: str  # the file that defined it (common.sql or the dialect's own)
+    dialects: tuple[str, ...] = ()  # a "-- dialects:" restriction (empty: every dialect)
 
 
 def load_queries(dialect: str) -> dict[str, NamedQuery]:
     """``-- name: x`` sections of common.sql, overridden by name by the dialect's own file.
 
     A section is ``-- name: x``, comment lines (the first is the one-line description), then one
-    statement. Comment lines inside the statement are dropped; a trailing ``;`` is optional."""
+    statement. Comment lines inside the statement are dropped; a trailing ``;`` is optional. A
+    leading ``-- dialects: sqlite, postgresql`` line limits a common query to those dialects (a
+    query only some code paths use on some engines, e.g. scripts/ops_bench.py's data generator)."""
     out: dict[str, NamedQuery] = {}
     for fname in ("common.sql", f"{dialect}.sql"):
         text = resources.files("xml_extractor.db").joinpath("sql").joinpath(fname).read_text("utf-8")
         parts = _NAMED.split(text)
         for i in range(1, len(parts), 2):
             lines = parts[i + 1].strip().splitlines()
-            comments = [ln.lstrip()[2:].strip() for ln in lines if ln.lstrip().startswith("--")]
+            leading = []
+            for ln in lines:
+                if not ln.lstrip().startswith("--"):
+                    break
+                leading.append(ln.lstrip()[2:].strip())
+            only = [c for c in leading if c.startswith("dialects:")]
+            dialects = tuple(d.strip() for d in only[0][len("dialects:"):].split(",")) if only else ()
+            if dialects and dialect not in dialects:
+                continue
             body = "\n".join(ln for ln in lines if not ln.lstrip().startswith("--")).strip()
-            description = " ".join(comments) if comments else ""
-            out[parts[i]] = NamedQuery(parts[i], description, body.rstrip(";").strip(), fname)
+            description = " ".join(c for c in leading if not c.startswith("dialects:"))
+            out[parts[i]] = NamedQuery(parts[i], description, body.rstrip(";").strip(), fname, dialects)
     return out
 
 
