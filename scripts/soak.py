@@ -5,6 +5,10 @@ instance runs to completion and the invariants are counted:
 
     apps=4000 kills=20 lost=0 duplicated=0 orphaned=0
 
+With ``--reprocess-kills K`` the processed database then goes through K SIGKILLs of
+``reprocess --since ...`` runs (issue 16): after the same commands again no request may stay open
+and no event of a replaced attempt may survive (both counted as orphaned).
+
 lost: a source row with no final log row; duplicated: two success rows for one application or two
 rows for one (app_id, attempt); orphaned: target rows of an application without a success row.
 Exit 0 only when all three are 0.
@@ -63,6 +67,54 @@ def count(db: Database) -> dict:
     return {"apps": len(src), "success": len(set(ok)), "lost": lost, "duplicated": dup, "orphaned": len(orphans)}
 
 
+def reprocess_kills(a: argparse.Namespace, url: str, env: dict, logs: str, rnd: random.Random) -> dict:
+    """SIGKILL (whole process group) `reprocess --since 2000-01-01` runs, one per instance share, at
+    random moments; each victim, and each command that finished, is started again with the same
+    command (which resumes its open requests, or requests a new round). At the end `run` finishes
+    whatever is still requested. Leftovers of a replaced attempt: open requests, and events whose
+    session is not the session of the application's current log row."""
+    def cmd(i: int) -> list[str]:
+        return ["reprocess", "--db", url, "--since", "2000-01-01T00:00", "--no-progress", "--workers", "1",
+                "--batch-size", "10", "--logs-dir", logs, "--metrics-dir", logs,
+                "--instance-id", str(i), "--instance-count", str(a.instances)]
+    procs = [cli(*cmd(i), env=env) for i in range(a.instances)]
+    kills = finished = 0
+    while kills < a.reprocess_kills:
+        time.sleep(rnd.uniform(0.4, 1.5))
+        i = rnd.randrange(a.instances)
+        if procs[i].poll() is not None:
+            finished += 1
+            procs[i] = cli(*cmd(i), env=env)
+            continue
+        try:
+            os.killpg(procs[i].pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        procs[i].wait(timeout=120)
+        kills += 1
+        procs[i] = cli(*cmd(i), env=env)  # the same command again
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # a last kill each, mid-work or not
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=120)
+    for i in range(a.instances):  # requested applications are pending: a plain run finishes them
+        cli("run", "--db", url, "--no-progress", "--workers", "1", "--logs-dir", logs, "--metrics-dir", logs,
+            "--instance-id", str(i), "--instance-count", str(a.instances)).wait(timeout=1800)
+    db = Database(url, load_contract())
+    n = db.names
+    try:
+        open_requests = int(db.autocommit_query(f"SELECT COUNT(*) FROM {n['requests']}")[0][0])
+        stale = int(db.autocommit_query(f"SELECT COUNT(*) FROM {n['events']} e WHERE NOT EXISTS (SELECT 1 FROM {n['log']} l "
+                                        f"WHERE l.app_id = e.app_id AND l.session_id = e.session_id)")[0][0])
+        replaced = int(db.autocommit_query(f"SELECT COUNT(*) FROM {n['log_history']}")[0][0])
+    finally:
+        db.close()
+    return {"kills": kills, "finished": finished, "replaced": replaced, "open_requests": open_requests,
+            "stale_events": stale}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", default=None, help="database URL (default: a new SQLite file)")
@@ -71,6 +123,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=20, help="how many kills")
     ap.add_argument("--mode", choices=["partition", "queue"], default="partition")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--reprocess-kills", type=int, default=0,
+                    help="after the run, SIGKILL this many `reprocess --since ...` runs (each instance's share, "
+                         "restarted with the same command) and count replaced-attempt leftovers too")
     ap.add_argument("--commit-delay", type=float, default=0.15,
                     help="hold each write transaction open this long (so kills land mid-transaction)")
     a = ap.parse_args()
@@ -127,9 +182,15 @@ def main() -> int:
         p.wait(timeout=1800)
     for i in range(a.instances):
         cli(*args_for(i)).wait(timeout=1800)
+    rp = reprocess_kills(a, url, env, logs, rnd) if a.reprocess_kills else None
     db = Database(url, load_contract())
     c = count(db)
     db.close()
+    if rp is not None:
+        print(f"reprocess: kills={rp['kills']}, commands finished={rp['finished']}, replaced attempts={rp['replaced']}, "
+              f"open requests={rp['open_requests']}, stale events={rp['stale_events']}")
+        if rp["open_requests"] or rp["stale_events"]:
+            c["orphaned"] += rp["open_requests"] + rp["stale_events"]
     print(f"apps={c['apps']}, kills={kills} ({', '.join(f'{k}: {v}' for k, v in kinds.items())}), "
           f"lost={c['lost']}, duplicated={c['duplicated']}, orphaned={c['orphaned']}")
     return 0 if c["lost"] == c["duplicated"] == c["orphaned"] == 0 else 1
