@@ -350,9 +350,10 @@ def sample_ids(db: "Database", sample: int) -> list[int]:
     return ids
 
 
-def documents_from_db(db: "Database", ids: list[int], batch: int = 200) -> Iterator[tuple[int, Any, Any]]:
-    """(app_id, text, tail) in batches; the server dialects send only each document's head."""
-    marker = f"</{compile_contract(db.contract).document.scope_steps[-1]}>"
+def documents_from_db(db: "Database", plan: MappingPlan, ids: list[int], batch: int = 200) -> Iterator[tuple[int, Any, Any]]:
+    """(app_id, text, tail) in batches; the server dialects send only each document's head (as the
+    run does: up to the end of the contract's scope element, and the last bytes)."""
+    marker = f"</{plan.document.scope_steps[-1]}>"
     heads = "fetch_heads" in db.dialect.queries
     for i in range(0, len(ids), batch):
         chunk = ids[i:i + batch]
@@ -370,7 +371,7 @@ def profile_db(db: "Database", sample: int, progress: Callable[[int], None] | No
     from .parsing import NeedFullDocument
     prof = Profiler(db.contract, db.url.display(), plan)
     ids = sample_ids(db, sample)
-    for app_id, text, tail in documents_from_db(db, ids):
+    for app_id, text, tail in documents_from_db(db, prof.plan, ids):
         try:
             prof.add(text, app_id, tail)
         except NeedFullDocument:  # the head did not settle it: the whole document, as the run does
