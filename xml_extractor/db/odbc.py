@@ -9,14 +9,6 @@ import re
 from typing import Any, Iterable
 
 from ..errors import ConfigError
-from .base import ErrorKind
-
-CONNECTION_STATES = {"08000", "08001", "08003", "08004", "08006", "08007", "08S01", "57P01", "57P02", "57P03", "HYT00", "HYT01"}
-CONNECTION_WORDS = ("server closed the connection", "terminating connection", "no connection to the server",
-                    "could not send data", "could not receive data", "connection is closed", "communication link failure",
-                    "broken pipe", "connection reset", "connection not open", "ssl syscall error", "the connection is broken",
-                    "transport-level error", "connection dead", "connection has been lost", "lost connection",
-                    "connection was closed", "server has gone away")
 
 
 def import_pyodbc() -> Any:
@@ -158,20 +150,3 @@ def redact(text: str) -> str:
         pos = end
     out.append(text[pos:])
     return "".join(out)
-
-
-def classify_odbc(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
-    state = str(args[0]) if args else ""
-    msg = " ".join(str(a) for a in args).lower()
-    if state in CONNECTION_STATES or any(w in msg for w in CONNECTION_WORDS):
-        return ErrorKind.CONNECTION
-    if state in ("40001", "40P01") or "deadlock" in msg:
-        return ErrorKind.RETRY
-    if state == "23505" or "duplicate key" in msg or "unique" in msg and "violat" in msg:
-        return ErrorKind.DUPLICATE
-    if state == "23503" or "foreign key" in msg:
-        return ErrorKind.FOREIGN_KEY
-    if state.startswith("23"):
-        return ErrorKind.DUPLICATE if "primary key" in msg else ErrorKind.OTHER
-    return ErrorKind.OTHER
