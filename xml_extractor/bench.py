@@ -42,18 +42,15 @@ class BenchResult:
 
 
 def _load_corpus(db: Database, count: int) -> list[tuple[int, str]]:
-    n = db.names
-    rows = db.autocommit_query(f"SELECT {n['src_id']}, {n['src_xml']} FROM {n['src']} WHERE {n['src_id']} BETWEEN 1 AND ? "
-                               f"ORDER BY {n['src_id']}", [count])
+    rows = db.autocommit_query(db.sql("bench_corpus"), {"count": count})
     return [(int(a), x) for a, x in rows]
 
 
 def _share(url: DatabaseURL, contract_path: str | None, count: int, k: int, n: int) -> list[tuple[int, str]]:
     db = Database(url, load_contract(contract_path))
     try:
-        s = db.names
-        rows = db.autocommit_query(f"SELECT {s['src_id']}, {s['src_xml']} FROM {s['src']} WHERE {s['src_id']} BETWEEN 1 AND ? "
-                                   f"AND ({s['src_id']} % ?) = ?", [count, n, k])  # only this process's share
+        rows = db.autocommit_query(db.sql("bench_corpus_share"),  # only this process's share
+                                   {"count": count, "modulus": n, "remainder": k})
         return [(int(a), x) for a, x in rows]
     finally:
         db.close()
@@ -100,14 +97,10 @@ def empty_targets(db: Database) -> None:
     def tx() -> None:
         db.begin()
         for t in tables:
-            db.execute(f"DELETE FROM {t}").close()
+            db.execute(db.sql("delete_all_rows", table=t)).close()
         db.commit()
     db.with_retry(tx)
-    if db.dialect.name == "postgresql":
-        db.conn.autocommit = True
-        for t in tables:
-            db.execute(f"VACUUM ANALYZE {t}").close()
-        db.conn.autocommit = False
+    db.execute_outside_transaction(db.dialect.reclaim_space_sql(tables))
 
 
 def bench(url: DatabaseURL | str | None, count: int, runs: int, workers: int, batch_size: int,
@@ -117,7 +110,7 @@ def bench(url: DatabaseURL | str | None, count: int, runs: int, workers: int, ba
     contract = load_contract(contract_path)
     db = Database(u, contract)
     init_db(db)
-    have = int(db.scalar(f"SELECT COUNT(*) FROM {db.names['src']} WHERE {db.names['src_id']} BETWEEN 1 AND ?", [count]))
+    have = int(db.scalar(db.sql("bench_corpus_size"), {"count": count}))
     if have < count:
         echo(f"generating the corpus: {count - have} documents (seed {seed}), once")
         generate_into_db(db, count, seed, 0.0, 1)

@@ -384,6 +384,11 @@ class Dialect:
             return {"duplicate": ErrorKind.DUPLICATE, "foreign_key": ErrorKind.FOREIGN_KEY}.get(e.kind, ErrorKind.OTHER)
         return ErrorKind.OTHER
 
+    def reclaim_space_sql(self, qtables: Sequence[str]) -> list[str]:
+        """Statements, run outside a transaction, that give back the space of deleted rows
+        (bench empties its tables between runs); none by default."""
+        return []
+
     def refresh_statistics_sql(self, qtables: Sequence[str]) -> list[str]:
         """Statements that refresh the planner's statistics of fast-growing tables (none by default)."""
         return []

@@ -195,6 +195,18 @@ class Database:
         except Exception:  # noqa: BLE001 - a dead connection cannot roll back; the server already has
             pass
 
+    def execute_outside_transaction(self, statements: Sequence[str]) -> None:
+        """Statements that cannot run in a transaction (VACUUM): autocommit for their duration."""
+        if not statements:
+            return
+        self.conn.commit()
+        self.conn.autocommit = True
+        try:
+            for sql in statements:
+                self.execute(sql).close()
+        finally:
+            self.conn.autocommit = False
+
     def autocommit_query(self, sql: str, params: Params = ()) -> list[tuple]:
         """A read that must not leave a transaction open (pyodbc starts one implicitly)."""
         rows = self.query(sql, params)

@@ -115,6 +115,23 @@ UPDATE {queue} SET done_at = {now}, owner = :owner WHERE chunk_id = :chunk_id AN
 -- Give back every unfinished chunk this owner holds (clean shutdown).
 UPDATE {queue} SET owner = NULL, lease_until = NULL WHERE owner = :owner AND done_at IS NULL;
 
+-- name: bench_corpus
+-- The benchmark corpus: documents 1..count in id order (bench.py).
+SELECT s.{src_id}, s.{src_xml} FROM {src} s WHERE s.{src_id} BETWEEN 1 AND :count ORDER BY s.{src_id};
+
+-- name: bench_corpus_share
+-- One benchmark process's share of the corpus (same partition as a run's instances).
+SELECT s.{src_id}, s.{src_xml} FROM {src} s
+WHERE s.{src_id} BETWEEN 1 AND :count AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder;
+
+-- name: bench_corpus_size
+-- How many corpus documents are already there.
+SELECT COUNT(*) FROM {src} s WHERE s.{src_id} BETWEEN 1 AND :count;
+
+-- name: delete_all_rows
+-- Empty one table ({table}: a qualified target, log, event, queue or progress table; bench.py).
+DELETE FROM {table};
+
 -- name: log_max_id
 -- How many log rows there are, about (the identity's high-water mark: one index lookup).
 SELECT MAX(log_id) FROM {log};
