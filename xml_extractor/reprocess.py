@@ -122,7 +122,10 @@ def check_schema(db: Database) -> None:
         migrate = None
     checker = getattr(migrate, "require_current", None) if migrate is not None else None
     if checker is not None:
-        checker(db)
+        try:
+            checker(db)
+        except ConfigError as exc:
+            raise type(exc)(f"nothing was changed: {exc}") from None
         return
     from .db.store import EVENT_COLUMNS, LOG_COLUMNS
     probes: list[tuple[str, list[str]]] = [(db.table(t.name), [c.name for c in t.stored_columns]) for t in db.contract.tables]
