@@ -267,3 +267,17 @@ def test_load_xml_compiles_once_not_per_file(tmp_path):
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1]) == {"calls": 1}
     assert re.search(r"loaded\s+25\b", p.stdout), p.stdout
+
+
+def test_markers_select_the_fast_subset():
+    """`-m "not slow and not postgres"` leaves out the PostgreSQL half of db_url tests and the
+    process/signal tests; the markers are registered (--strict-markers)."""
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "--strict-markers",
+                        "-m", "not slow and not postgres", "tests/test_pipeline.py", "tests/test_crash_safety.py"],
+                       capture_output=True, text=True, cwd=str(ROOT), timeout=300,
+                       env=dict(os.environ, XML_EXTRACTOR_TEST_PG="postgresql://postgres@127.0.0.1:1/unused"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    kept = [ln for ln in p.stdout.splitlines() if "::" in ln]
+    assert any("[sqlite]" in t for t in kept)
+    assert not [t for t in kept if "[postgresql]" in t or "test_crash_safety" in t]
+    assert re.search(r"\b\d+ deselected", p.stdout)

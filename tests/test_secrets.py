@@ -31,7 +31,7 @@ PRINTABLE = st.characters(blacklist_categories=("Cc", "Cs"))
 SECRET = st.text(st.one_of(PRINTABLE, st.sampled_from(list(";{}= \t=}}{"))), min_size=1, max_size=40)
 NAME = st.text(st.one_of(st.characters(whitelist_categories=("L", "N")), st.sampled_from(list(";{}= _-."))),
                min_size=1, max_size=20).filter(lambda s: s.strip() == s and "/" not in s)
-PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def attrs(cs: str) -> dict[str, str]:
