@@ -43,13 +43,17 @@ def _scrub(mp: pytest.MonkeyPatch) -> None:
         mp.delenv(k, raising=False)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _scrubbed_session() -> Iterator[None]:
-    """Scrub before any session fixture (contract, plan) runs; restore the shell's at the end."""
-    mp = pytest.MonkeyPatch()
-    _scrub(mp)
-    yield
-    mp.undo()
+_SESSION_SCRUB = pytest.MonkeyPatch()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Scrub before collection (a test module reading a variable at import sees the scrubbed
+    environment) and before any session fixture; :func:`pytest_unconfigure` restores the shell's."""
+    _scrub(_SESSION_SCRUB)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _SESSION_SCRUB.undo()
 
 
 @pytest.fixture(autouse=True)
