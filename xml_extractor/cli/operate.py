@@ -89,7 +89,8 @@ def failures_cmd(fmt: str, stage: str | None, app_id: int | None, csv_file: str 
             click.echo(f"application {app_id}: {'in' if h['in_source'] else 'NOT in'} the source table, "
                        f"{len(h['attempts'])} attempt(s)")
             if h["attempts"]:
-                click.echo(tabulate([[a["attempt"], a["status"], a["stage"], a["error_class"], (a["reason"] or "")[:90],
+                click.echo(tabulate([[a["attempt"], a["status"] + (" (replaced)" if a.get("replaced_at") else ""), a["stage"],
+                                      a["error_class"], (a["reason"] or "")[:90],
                                       a["logged_at"], a["contract"]] for a in h["attempts"]],
                                     headers=["attempt", "status", "stage", "class", "reason", "logged at", "contract"],
                                     tablefmt="simple"))
