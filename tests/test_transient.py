@@ -130,3 +130,45 @@ def test_ten_thousand_colliding_contacts_fail_alone_with_the_owner_named(db_url,
     assert len(rows) == 1 and rows[0][1] == "failed" and rows[0][2] == "insert" and rows[0][3] == "KeyCollision", rows
     assert "con_id 11 already belongs to application 1" in rows[0][4]
     assert_exactly_once(db_url)
+
+
+def _pyodbc_error(cls_name: str, state: str, text: str) -> BaseException:
+    pyodbc = pytest.importorskip("pyodbc")
+    return getattr(pyodbc, cls_name)(state, f"[{state}] ERROR: {text};\nError while executing the query (1) (SQLExecDirectW)")
+
+
+def test_driver_errors_are_typed_rows_or_environment():
+    """The classification table itself: what bisects (RowsRefused) and what stops the run."""
+    import sqlite3
+
+    from xml_extractor.db.classify import wrap_odbc, wrap_sqlite
+    from xml_extractor.errors import ConnectionLost, DatabaseError, RowsRefused, SchemaMissing, TransientDatabaseError
+    cases = [
+        (wrap_sqlite(sqlite3.IntegrityError("UNIQUE constraint failed: app_contact_base.con_id")), RowsRefused, "duplicate"),
+        (wrap_sqlite(sqlite3.IntegrityError("FOREIGN KEY constraint failed")), RowsRefused, "foreign_key"),
+        (wrap_sqlite(sqlite3.IntegrityError("NOT NULL constraint failed: app_base.receive_date")), RowsRefused, "value"),
+        (wrap_sqlite(OverflowError("Python int too large to convert to SQLite INTEGER")), RowsRefused, "value"),
+        (wrap_sqlite(sqlite3.OperationalError("database or disk is full")), TransientDatabaseError, None),
+        (wrap_sqlite(sqlite3.OperationalError("database is locked")), TransientDatabaseError, None),
+        (wrap_sqlite(sqlite3.OperationalError("attempt to write a readonly database")), TransientDatabaseError, None),
+        (wrap_sqlite(sqlite3.OperationalError("disk I/O error")), TransientDatabaseError, None),
+        (wrap_sqlite(sqlite3.OperationalError("table app_base has no column named x")), SchemaMissing, None),
+        (wrap_sqlite(sqlite3.ProgrammingError("Cannot operate on a closed database.")), ConnectionLost, None),
+        (wrap_sqlite(sqlite3.DatabaseError("database disk image is malformed")), DatabaseError, None),
+        (wrap_odbc(_pyodbc_error("IntegrityError", "23505", "duplicate key value violates unique constraint")), RowsRefused, "duplicate"),
+        (wrap_odbc(_pyodbc_error("IntegrityError", "23503", "insert or update violates foreign key constraint")), RowsRefused, "foreign_key"),
+        (wrap_odbc(_pyodbc_error("DataError", "22003", "integer out of range")), RowsRefused, "value"),
+        (wrap_odbc(_pyodbc_error("DataError", "22001", "value too long for type character varying(2)")), RowsRefused, "value"),
+        (wrap_odbc(_pyodbc_error("Error", "57014", "canceling statement due to statement timeout")), TransientDatabaseError, None),
+        (wrap_odbc(_pyodbc_error("Error", "55P03", "could not obtain lock on relation")), TransientDatabaseError, None),
+        (wrap_odbc(_pyodbc_error("Error", "40P01", "deadlock detected")), TransientDatabaseError, None),
+        (wrap_odbc(_pyodbc_error("Error", "53100", "could not extend file: No space left on device")), TransientDatabaseError, None),
+        (wrap_odbc(_pyodbc_error("ProgrammingError", "25006", "cannot execute INSERT in a read-only transaction")), TransientDatabaseError, None),
+        (wrap_odbc(_pyodbc_error("OperationalError", "08S01", "server closed the connection unexpectedly")), ConnectionLost, None),
+        (wrap_odbc(_pyodbc_error("ProgrammingError", "42703", 'column "x" does not exist')), SchemaMissing, None),
+    ]
+    for err, cls, kind in cases:
+        assert type(err) is cls, (err, cls)
+        if kind:
+            assert err.kind == kind
+    assert isinstance(wrap_sqlite(KeyError("x")), KeyError)  # not the driver's: unchanged (a bug stays a bug)
