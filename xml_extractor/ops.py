@@ -7,14 +7,16 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections import defaultdict
-from typing import Any
+from typing import Any, Mapping
 
-from .db.database import Database
+from .db.checks import count_and_sample
+from .db.database import Database, Params
 from .db.store import utcnow
+from .progress import eta_minutes, observe, rate_per_minute
 
 
-def _q(db: Database, sql: str, params: list | tuple = ()) -> list[tuple]:
-    return db.with_retry(lambda: db.autocommit_query(sql, list(params)))
+def _q(db: Database, sql: str, params: Params = ()) -> list[tuple]:
+    return db.with_retry(lambda: db.autocommit_query(sql, params if isinstance(params, Mapping) else list(params)))
 
 
 def final_failed(db: Database) -> str:
@@ -27,15 +29,15 @@ def final_failed(db: Database) -> str:
 
 def failed_rows(db: Database, stage: str | None = None) -> list[tuple]:
     """(app_id, attempt, stage, error_class, reason, logged_at) of every such failed attempt."""
-    return _q(db, f"SELECT f.app_id, f.attempt, f.stage, f.error_class, f.reason, f.logged_at {final_failed(db)}"
-                  + (" AND f.stage = ?" if stage else "") + " ORDER BY f.app_id, f.attempt", [stage] if stage else [])
+    return _q(db, db.sql("ops_failed_rows"), {"stage": stage})
 
 
 def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -> dict:
-    n, log = db.names, db.names["log"]
-    source = _q(db, f"SELECT COUNT(*) FROM {n['src']}")[0][0]
-    success = _q(db, f"SELECT COUNT(*) FROM {log} WHERE status = 'success'")[0][0]
-    failed = _q(db, f"SELECT COUNT(DISTINCT f.app_id) {final_failed(db)}")[0][0]
+    """Totals, sessions, failures by stage, and the rate over the results actually observed in
+    the last ``recent_minutes`` (see progress.py: one definition shared with run and launch)."""
+    source = _q(db, db.sql("ops_count_source"), {})[0][0]
+    success = _q(db, db.sql("ops_count_success"), {})[0][0]
+    failed = _q(db, db.sql("ops_count_final_failed"), {})[0][0]
     # an open reprocess request makes an application pending again until its new attempt commits
     req_ok, req_failed, requested = (int(v or 0) for v in _q(db, db.sql("requested_by_outcome"))[0])
     success, failed = int(success) - req_ok, int(failed) - req_failed
@@ -46,30 +48,33 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
     recent = now - _dt.timedelta(minutes=recent_minutes)
     # per instance/session: the run_progress rows the workers keep (a handful of rows), plus the
     # log rows of the last few minutes (a short range of the logged_at index) for the current rate
-    sessions = _q(db, f"SELECT session_id, instance_id, instance_count, SUM(success) + SUM(failed), SUM(success), "
-                      f"SUM(failed), MIN(started_at), MAX(last_at) FROM {n['progress']} WHERE last_at >= ? "
-                      f"GROUP BY session_id, instance_id, instance_count ORDER BY MAX(last_at) DESC", [since])
-    recent_by_session = {sid: int(c) for sid, c in _q(
-        db, f"SELECT session_id, COUNT(*) FROM {log} WHERE logged_at >= ? GROUP BY session_id", [recent])}
+    sessions = _q(db, db.sql("ops_sessions"), {"since": since})
+    window = {sid: (int(c), _ts(lo), _ts(hi)) for sid, c, lo, hi in _q(db, db.sql("ops_results_since"), {"since": recent})}
     sess = []
-    total_recent = sum(recent_by_session.values())
     for sid, inst, cnt, total, ok, bad, first, last in sessions:
         first, last = _ts(first), _ts(last)
-        span = max(1.0, (last - first).total_seconds()) if first and last else 1.0
-        rec = recent_by_session.get(sid, 0)
+        rec, lo, hi = window.get(sid, (0, None, None))
+        seen = observe(rec, lo, hi, now, last)
         sess.append({"session": sid[:12], "instance": f"{inst}/{cnt}", "processed": int(total), "success": int(ok),
-                     "failed": int(bad), "rate_per_min": round(rec / recent_minutes, 1),
-                     "avg_rate_per_min": round(int(total) / span * 60, 1), "first": first, "last_activity": last,
+                     "failed": int(bad), "rate_per_min": seen.rate_per_min,
+                     "avg_rate_per_min": round(rate_per_minute(int(total), first, last), 1), "first": first,
+                     "last_activity": last, "running": seen.running,
                      "idle_s": round((now - last).total_seconds()) if last else None})
-    rate = total_recent / recent_minutes
-    eta = None if rate <= 0 or pending == 0 else round(pending / rate, 1)
+    total_recent = sum(c for c, _, _ in window.values())
+    first_seen = min((lo for _, lo, _ in window.values() if lo), default=None)
+    last_seen = max((hi for _, _, hi in window.values() if hi), default=None)
+    last_activity = max((s["last_activity"] for s in sess if s["last_activity"]), default=None)
+    seen = observe(total_recent, first_seen, last_seen, now, last_activity)
+    eta = eta_minutes(pending, seen.rate_per_min, seen.running)
     # final failures only (an application that later succeeded is not a failure any more)
-    by_stage = _q(db, f"SELECT f.stage, f.error_class, COUNT(DISTINCT f.app_id) {final_failed(db)} "
-                      f"GROUP BY f.stage, f.error_class ORDER BY COUNT(DISTINCT f.app_id) DESC")
+    by_stage = _q(db, db.sql("ops_failures_by_stage"), {})
     return {"source_rows": int(source), "success": int(success), "failed": int(failed), "pending": pending,
             "done_pct": round(100.0 * (int(success) + int(failed)) / max(1, int(source)), 2),
             "reprocess_requested": requested, "contract_versions": versions,
-            "rate_per_min_recent": round(rate, 1), "eta_minutes": eta, "sessions": sess,
+            "rate_per_min_recent": seen.rate_per_min, "rate_window_s": round((
+                (now if seen.running else last_seen) - first_seen).total_seconds(), 1) if first_seen and last_seen else 0.0,
+            "running": seen.running, "idle_since": seen.idle_since,
+            "eta_minutes": None if eta is None else round(eta, 1), "sessions": sess,
             "failures": [{"stage": s, "error_class": e, "count": int(c)} for s, e, c in by_stage]}
 
 
@@ -104,13 +109,11 @@ def failures(db: Database, stage: str | None = None, sample: int = 5, limit_rows
 
 
 def history(db: Database, app_id: int) -> dict:
-    log = db.names["log"]
-    attempts = _q(db, f"SELECT attempt, status, stage, error_class, reason, session_id, instance_id, contract_version, "
-                      f"logged_at FROM {log} WHERE app_id = ? ORDER BY attempt", [app_id])
-    events = _q(db, f"SELECT table_name, column_name, event_type, raw_value, reason, locator FROM {db.names['events']} "
-                    f"WHERE app_id = ? ORDER BY event_id", [app_id])
-    in_source = _q(db, f"SELECT COUNT(*) FROM {db.names['src']} WHERE {db.names['src_id']} = ?", [app_id])[0][0]
-    cols = ("attempt", "status", "stage", "error_class", "reason", "session", "instance", "contract", "logged_at")
+    attempts = _q(db, db.sql("ops_history_attempts"), {"app_id": app_id})
+    events = _q(db, db.sql("ops_history_events"), {"app_id": app_id})
+    in_source = _q(db, db.sql("ops_in_source"), {"app_id": app_id})[0][0]
+    cols = ("attempt", "status", "stage", "error_class", "reason", "session", "instance", "contract", "logged_at",
+            "replaced_at")
     return {"app_id": app_id, "in_source": bool(in_source), "attempts": [dict(zip(cols, a)) for a in attempts],
             "events": [dict(zip(("table", "column", "event_type", "raw_value", "reason", "locator"), e)) for e in events]}
 
@@ -132,40 +135,28 @@ def _parts(ids: list[int], size: int = 500) -> list[list[int]]:
 
 
 def reconcile(db: Database) -> dict:
-    n, log, c = db.names, db.names["log"], db.contract
-    base = db.table(c.tables[0].name)
-    base_key = db.dialect.quote(c.tables[0].app_id_column)
+    """Every check is linear in the tables it reads (an index probe per row) and is counted in
+    SQL with a sample of ten ids (db/checks.py), so it answers in seconds at millions of rows."""
+    c, q = db.contract, db.dialect.quote
     checks: list[dict] = []
 
-    def add(name: str, sql: str, params: list | None = None, inconsistency: bool = True, gap: str = "") -> None:
-        rows = _q(db, sql, params or [])
-        checks.append({"check": name, "count": len(rows), "sample_app_ids": [int(r[0]) for r in rows[:10]],
+    def add(label: str, name: str, inconsistency: bool = True, gap: str = "", **identifiers: str) -> None:
+        count, sample = count_and_sample(db, name, **identifiers)
+        checks.append({"check": label, "count": count, "sample_app_ids": sample,
                        "inconsistency": inconsistency, "gap": gap if inconsistency else ""})
 
-    add(f"success without a {c.tables[0].name} row",
-        f"SELECT l.app_id FROM {log} l WHERE l.status = 'success' AND NOT EXISTS "
-        f"(SELECT 1 FROM {base} b WHERE b.{base_key} = l.app_id)", gap="missing rows")
+    add(f"success without a {c.tables[0].name} row", "reconcile_success_without_base", gap="missing rows",
+        base=db.table(c.tables[0].name), base_key=q(c.tables[0].app_id_column))
     for t in c.tables:
-        col = db.dialect.quote(t.app_id_column)
-        add(f"{t.name} rows without a success row",
-            f"SELECT DISTINCT x.{col} FROM {db.table(t.name)} x WHERE NOT EXISTS "
-            f"(SELECT 1 FROM {log} l WHERE l.app_id = x.{col} AND l.status = 'success')", gap="orphan rows")
-    add("applications with more than one success row",
-        f"SELECT app_id FROM {log} WHERE status = 'success' GROUP BY app_id HAVING COUNT(*) > 1", gap="duplicate")
-    add("more than one final row for one attempt",
-        f"SELECT app_id FROM {log} GROUP BY app_id, attempt HAVING COUNT(*) > 1", gap="duplicate")
-    add("log rows for applications not in the source table",
-        f"SELECT DISTINCT l.app_id FROM {log} l WHERE NOT EXISTS (SELECT 1 FROM {n['src']} s WHERE s.{n['src_id']} = l.app_id)",
-        gap="unknown application")
-    add("failed applications (final, no success)",
-        f"SELECT DISTINCT f.app_id {final_failed(db)}", inconsistency=False)
+        add(f"{t.name} rows without a success row", "reconcile_rows_without_success", gap="orphan rows",
+            table=db.table(t.name), app_col=q(t.app_id_column))
+    add("applications with more than one success row", "reconcile_multiple_success", gap="duplicate")
+    add("more than one final row for one attempt", "reconcile_duplicate_attempt", gap="duplicate")
+    add("log rows for applications not in the source table", "reconcile_log_not_in_source", gap="unknown application")
+    add("failed applications (final, no success)", "reconcile_final_failed", inconsistency=False)
     # pending is "not done": a run that claimed to finish left work behind (issue 16)
-    add("pending (never attempted)",
-        f"SELECT s.{n['src_id']} FROM {n['src']} s WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{n['src_id']})",
-        gap="pending")
-    add("pending (open reprocess request)",
-        f"SELECT r.app_id FROM {n['requests']} r WHERE EXISTS (SELECT 1 FROM {n['src']} s WHERE s.{n['src_id']} = r.app_id)",
-        gap="pending")
+    add("pending (never attempted)", "reconcile_never_attempted", gap="pending")
+    add("pending (open reprocess request)", "reconcile_requested", gap="pending")
     gaps: dict[str, int] = {}
     for ch in checks:
         if ch["inconsistency"] and ch["count"]:

@@ -13,14 +13,21 @@ from .common import ENV, db_options, handle_errors, open_db
 
 @click.command("init-db")
 @db_options
-@click.option("--print", "print_only", is_flag=True, help="Print the SQL instead of running it.")
+@click.option("--print", "print_only", is_flag=True,
+              help="Print the whole schema's SQL instead of running it (no database needed).")
 @click.option("--dialect", type=click.Choice(["sqlite", "postgresql", "mssql"]), default=None,
               help="With --print: the dialect to emit (default: the --db URL's).")
+@click.option("--dry-run", is_flag=True,
+              help="Compare the database with the contract and print the plan (new tables, ALTER TABLE ... ADD; "
+                   "T-SQL batches for SQL Server) without changing anything. Exit 2 if a change could lose data.")
 @handle_errors
 def init_db_cmd(db_url: str | None, server: str | None, database: str | None, username: str | None,
-                contract_path: str | None, print_only: bool, dialect: str | None) -> None:
-    """Create source, target, log and event tables and seed app_enums (idempotent)."""
+                contract_path: str | None, print_only: bool, dialect: str | None, dry_run: bool) -> None:
+    """Create source, target, log and event tables and seed app_enums (idempotent). On an existing
+    database: add the tables and nullable columns a newer contract declares; refuse (exit 2, with
+    the exact difference) a change that could lose data."""
     from ..contract.loader import load_contract
+    from ..db import migrate
     if print_only:
         from ..db.database import make_dialect
         from ..db.url import parse_url
@@ -29,15 +36,28 @@ def init_db_cmd(db_url: str | None, server: str | None, database: str | None, us
         click.echo(render_ddl(d, contract))
         return
     from ..db.store import init_db
-    db = open_db(db_url, server, database, username, contract_path)
-    res = init_db(db)
-    click.echo(f"initialised {db.url.display()}: {res['statements']} statements, "
-               f"{res['enums_seeded']} enum rows seeded ({res['enums_total']} declared)")
-    db.close()
+    db = open_db(db_url, server, database, username, contract_path, create=not dry_run)
+    try:
+        plan = migrate.plan(db)
+        if dry_run:
+            click.echo(plan.render(), nl=False)
+            if plan.refusals:
+                raise migrate.SchemaRefused(migrate.refusal_message(plan))
+            return
+        if plan.refusals:
+            raise migrate.SchemaRefused(migrate.refusal_message(plan))
+        res = init_db(db)
+        altered = migrate.apply(db, migrate.plan(db))
+        click.echo(f"initialised {db.url.display()}: {res['statements']} statements, "
+                   f"{res['enums_seeded']} enum rows seeded ({res['enums_total']} declared)"
+                   + (f"; {altered} ALTER statement(s): " + "; ".join(c.describe() for c in plan.additions if c.column)
+                      if altered else ""))
+    finally:
+        db.close()
 
 
 def render_ddl(dialect: Any, contract: Any) -> str:
-    sep = "\nGO\n" if dialect.name == "mssql" else ";\n"
+    sep = dialect.script_separator
     stmts = dialect.ddl(contract)
     sql, rows = dialect.enum_seed_sql(contract)
     head = (f"-- xml-extractor {__version__}: schema for contract {contract.version_tag} ({dialect.name})\n"
@@ -55,7 +75,7 @@ def load_xml_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None,
                  username: str | None, contract_path: str | None, replace: bool) -> None:
     """Load XML files (files, folders, globs) into the source table; app_id from Request/@ID."""
     from ..loading import load_files
-    db = open_db(db_url, server, database, username, contract_path)
+    db = open_db(db_url, server, database, username, contract_path, create=True)
     report = load_files(db, paths, replace=replace)
     click.echo(tabulate(sorted(report.counts.items()), headers=["outcome", "files"], tablefmt="simple"))
     for path, why in report.problems[:50]:
@@ -83,7 +103,7 @@ def generate_mock_cmd(db_url: str | None, server: str | None, database: str | No
         stats = generate_into_folder(out_dir, count, seed, faulty_share, start_id)
         where = out_dir
     else:
-        db = open_db(db_url, server, database, username, contract_path)
+        db = open_db(db_url, server, database, username, contract_path, create=True)
         stats = generate_into_db(db, count, seed, faulty_share, start_id)
         where = db.url.display()
         db.close()

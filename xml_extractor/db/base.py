@@ -178,6 +178,9 @@ class Dialect:
             return f"{self.quote(schema)}.{self.quote(name)}"
         return self.quote(name)
 
+    # a printed script's statement separator (init-db --print); SQL Server's tools want GO batches
+    script_separator = ";\n"
+
     # -- row limits: "{top}" after SELECT and "{limit}" at the end of a named query; both take :limit
     top_clause = ""
     limit_clause = "LIMIT :limit"
@@ -281,6 +284,10 @@ class Dialect:
         out.append(self.create_index(f"ux_{contract.log_table}_app_attempt", log, ["app_id", "attempt"], True, sch))
         out.append(self.create_index(f"ix_{contract.log_table}_session", log, ["session_id", "logged_at"], schema=sch))
         out.append(self.create_index(f"ix_{contract.log_table}_status_stage", log, ["status", "stage"], schema=sch))
+        # (status, app_id): "has a success row" probes match two columns here (the planner picks it
+        # even without statistics: without it SQLite chose (status, stage) and reconcile went
+        # quadratic), and counting or listing success/failed applications is an index range.
+        out.append(self.create_index(f"ix_{contract.log_table}_status_app", log, ["status", "app_id"], schema=sch))
         out.append(self.create_index(f"ix_{contract.log_table}_logged_at", log, ["logged_at"], schema=sch))
         # reprocess (see xml_extractor/reprocess.py): the open requests, and the log rows of attempts a
         # reprocess replaced (same columns as the log, log_id kept, no identity, plus replaced_at)

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from ..contract.compiler import compile_contract
 from ..contract.loader import load_contract
+from ..db.migrate import require_current
 from ..db.database import Database, make_dialect
 from ..db.statistics import refresh_statistics
 from ..db.store import BatchWriter, Outcome
@@ -54,6 +55,7 @@ class _WorkerPool:
         self.procs: dict[int, Any] = {}
         self.conns: dict[int, Connection] = {}
         self.stopped = False
+        _start_server_ignoring_stop_signals(self.mp)
         for slot in range(size):
             self.spawn(slot)
 
@@ -166,6 +168,7 @@ class ProductionProcessor:
         pool: _WorkerPool | None = None
         old_handlers = self._install_signals()
         try:
+            require_current(self._db)  # the schema matches the contract (db/migrate.py), else exit 2 with the plan
             # the contract version is part of the run's identity: refuse to mix versions
             check_contract_identity(self._db, self.contract.version_tag, self.contract.name, ctx.allow_contract_change)
             pool = _WorkerPool(ctx, ctx.workers)
@@ -343,6 +346,21 @@ def _poll(conn: Connection) -> bool:
         return conn.poll()
     except (OSError, EOFError):
         return False
+
+
+def _start_server_ignoring_stop_signals(ctx: Any) -> None:
+    """Start the forkserver with SIGINT/SIGTERM/SIGHUP ignored (an ignored signal stays ignored
+    across exec). A signal to the process group would otherwise kill the server, and since the
+    workers' sentinels are pipes held by it, every worker would look dead at once."""
+    if ctx.get_start_method() != "forkserver" or threading.current_thread() is not threading.main_thread():
+        return
+    from multiprocessing import forkserver
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
+    try:
+        forkserver.ensure_running()
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
 
 
 def _worker_context() -> Any:

@@ -144,11 +144,6 @@ SELECT COUNT(*) FROM {log} WHERE attempt = 1;
 -- events built by INSERT ... SELECT, without parsing a document. synth_numbers (per dialect)
 -- makes the temp table synth_n(n, ts); the statements below fill the real tables from it.
 
--- name: synth_source
--- dialects: sqlite, postgresql
--- Every number is a source row (the ones past the log's last id stay pending).
-INSERT INTO {src} ({src_id}, {src_xml}) SELECT n, NULL FROM synth_n;
-
 -- name: synth_log
 -- dialects: sqlite, postgresql
 -- Attempt 1 of applications 1..apps: every 50th failed at parse; 30 sessions of 3 instances.
@@ -157,7 +152,7 @@ INSERT INTO {log} (app_id, status, stage, error_class, reason, attempt, instance
 SELECT n, CASE WHEN n % 50 = 0 THEN 'failed' ELSE 'success' END, CASE WHEN n % 50 = 0 THEN 'parse' END,
        CASE WHEN n % 50 = 0 THEN 'XMLSyntaxError' END,
        CASE WHEN n % 50 = 0 THEN 'malformed XML: line ' || (n % 97) END, 1, n % 3, 3,
-       'session-' || (n * 30 / :apps), :contract_version, 0.2, 0.5, 0.3, 1000 + n % 4, ts
+       'session-' || ((n - 1) * 30 / :apps), :contract_version, 0.2, 0.5, 0.3, 1000 + n % 6, ts
 FROM synth_n WHERE n <= :apps;
 
 -- name: synth_log_retry
@@ -165,8 +160,8 @@ FROM synth_n WHERE n <= :apps;
 -- Attempt 2 (a success) of every 100th application: half the failures were retried.
 INSERT INTO {log} (app_id, status, stage, error_class, reason, attempt, instance_id, instance_count, session_id,
                    contract_version, parse_ms, map_ms, insert_ms, worker_pid, logged_at)
-SELECT n, 'success', NULL, NULL, NULL, 2, n % 3, 3, 'session-' || (n * 30 / :apps), :contract_version,
-       0.2, 0.5, 0.3, 1000 + n % 4, ts
+SELECT n, 'success', NULL, NULL, NULL, 2, n % 3, 3, 'session-' || ((n - 1) * 30 / :apps), :contract_version,
+       0.2, 0.5, 0.3, 1000 + n % 6, ts
 FROM synth_n WHERE n <= :apps AND n % 100 = 0;
 
 -- name: synth_base
@@ -207,7 +202,7 @@ INSERT INTO {events} (app_id, table_name, column_name, event_type, raw_value, re
 SELECT n, 'app_contact_base',
        CASE n % 4 WHEN 0 THEN 'ssn' WHEN 1 THEN 'birth_date' WHEN 2 THEN 'email' ELSE 'first_name' END,
        CASE n % 5 WHEN 0 THEN 'invalid' WHEN 1 THEN 'rounded' WHEN 2 THEN 'defaulted' WHEN 3 THEN 'truncated' ELSE 'dropped' END,
-       'raw' || n, 'synthetic event', NULL, 'session-' || (n * 30 / :apps), ts
+       'raw' || n, 'synthetic event', NULL, 'session-' || ((n - 1) * 30 / :apps), ts
 FROM synth_n WHERE n <= :apps AND n % 3 = 0;
 
 -- name: synth_progress
@@ -287,3 +282,117 @@ SELECT MIN(s.{src_id}), MAX(s.{src_id}) FROM {src} s;
 -- The first source id at or after an evenly spaced point of the id range (profile's keyset probe).
 SELECT {top} s.{src_id} FROM {src} s WHERE s.{src_id} >= :point ORDER BY s.{src_id}
 {limit};
+
+-- Operator commands (ops.py). Each is linear in the tables it reads, with a plan that uses an
+-- index for every per-row probe (tests/test_ops_scale.py checks the plans). The reconcile_*
+-- checks return app_ids; db/checks.py counts them and takes a sample.
+
+-- name: ops_count_source
+-- Rows in the source table (SQLite counts through ix_app_xml_app_id, not the documents).
+SELECT COUNT(*) FROM {src};
+
+-- name: ops_count_success
+-- Applications with a success row (an index range of ix_processing_log_status_app).
+SELECT COUNT(*) FROM {log} WHERE status = 'success';
+
+-- name: ops_count_final_failed
+-- Applications whose attempts all failed: the one definition of "failed".
+SELECT COUNT(DISTINCT f.app_id) FROM {log} f
+WHERE f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success');
+
+-- name: ops_failures_by_stage
+-- Final failures by stage and class.
+SELECT f.stage, f.error_class, COUNT(DISTINCT f.app_id) FROM {log} f
+WHERE f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')
+GROUP BY f.stage, f.error_class ORDER BY COUNT(DISTINCT f.app_id) DESC;
+
+-- name: ops_failed_rows
+-- Every failed attempt of a finally failed application, optionally of one stage (NULL: all).
+SELECT f.app_id, f.attempt, f.stage, f.error_class, f.reason, f.logged_at FROM {log} f
+WHERE f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')
+  AND (CAST(:stage AS VARCHAR(10)) IS NULL OR f.stage = :stage)
+ORDER BY f.app_id, f.attempt;
+
+-- name: ops_sessions
+-- Sessions and instances active since a time, from the counters the workers keep in run_progress.
+SELECT session_id, instance_id, instance_count, SUM(success) + SUM(failed), SUM(success), SUM(failed),
+       MIN(started_at), MAX(last_at)
+FROM {progress} WHERE last_at >= :since
+GROUP BY session_id, instance_id, instance_count ORDER BY MAX(last_at) DESC;
+
+-- name: ops_results_since
+-- Results logged per session since a time, with the first and last of them (a logged_at index range).
+SELECT session_id, COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log} WHERE logged_at >= :since GROUP BY session_id;
+
+-- name: ops_history_attempts
+-- One application's attempts, the ones a reprocess replaced included (replaced_at set).
+SELECT attempt, status, stage, error_class, reason, session_id, instance_id, contract_version, logged_at,
+       CAST(NULL AS TIMESTAMP) AS replaced_at
+FROM {log} WHERE app_id = :app_id
+UNION ALL
+SELECT attempt, status, stage, error_class, reason, session_id, instance_id, contract_version, logged_at, replaced_at
+FROM {log_history} WHERE app_id = :app_id
+ORDER BY attempt;
+
+-- name: ops_history_events
+-- One application's data-quality events.
+SELECT table_name, column_name, event_type, raw_value, reason, locator FROM {events}
+WHERE app_id = :app_id ORDER BY event_id;
+
+-- name: ops_in_source
+-- Is this application in the source table.
+SELECT COUNT(*) FROM {src} WHERE {src_id} = :app_id;
+
+-- name: reconcile_success_without_base
+-- Success rows whose application has no base-table row.
+SELECT l.app_id FROM {log} l
+WHERE l.status = 'success' AND NOT EXISTS (SELECT 1 FROM {base} b WHERE b.{base_key} = l.app_id);
+
+-- name: reconcile_rows_without_success
+-- Applications with rows in a target table but no success row.
+SELECT DISTINCT x.{app_col} AS app_id FROM {table} x
+WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = x.{app_col} AND l.status = 'success');
+
+-- name: reconcile_multiple_success
+-- Applications with more than one success row.
+SELECT app_id FROM {log} WHERE status = 'success' GROUP BY app_id HAVING COUNT(*) > 1;
+
+-- name: reconcile_duplicate_attempt
+-- More than one final row for one attempt.
+SELECT app_id FROM {log} GROUP BY app_id, attempt HAVING COUNT(*) > 1;
+
+-- name: reconcile_log_not_in_source
+-- Log rows of applications the source table does not hold.
+SELECT DISTINCT l.app_id FROM {log} l WHERE NOT EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = l.app_id);
+
+-- name: reconcile_final_failed
+-- Finally failed applications.
+SELECT DISTINCT f.app_id FROM {log} f
+WHERE f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success');
+
+-- name: reconcile_never_attempted
+-- Source rows with no log row at all.
+SELECT s.{src_id} AS app_id FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id});
+
+-- name: reconcile_requested
+-- Open reprocess requests of applications the source holds.
+SELECT r.app_id FROM {requests} r WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id);
+
+-- Schema introspection (db/migrate.py): compare the database with the contract.
+
+-- name: schema_columns
+-- A table's columns: name, type, length, precision, scale, nullable (YES/NO); no rows: no table.
+SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale, is_nullable
+FROM information_schema.columns WHERE table_schema = :schema AND table_name = :table ORDER BY ordinal_position;
+
+-- name: schema_primary_key
+-- A table's primary key columns in key order.
+SELECT k.column_name FROM information_schema.table_constraints c
+JOIN information_schema.key_column_usage k
+  ON k.constraint_schema = c.constraint_schema AND k.constraint_name = c.constraint_name AND k.table_name = c.table_name
+WHERE c.constraint_type = 'PRIMARY KEY' AND c.table_schema = :schema AND c.table_name = :table
+ORDER BY k.ordinal_position;
+
+-- name: test_campaign_columns
+-- tests/test_schema_evolution.py: the original and the added column of every base row.
+SELECT app_id, campaign_num, campaign_code FROM {base};

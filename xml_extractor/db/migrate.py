@@ -1,0 +1,295 @@
+"""Schema evolution: compare the database with the contract and plan what makes them match.
+
+Migrations of millions of applications meet a contract change half-way. What can be done without
+losing anything is planned as SQL: a new table (its CREATE TABLE), a new nullable column
+(``ALTER TABLE ... ADD``), a wider string/number on PostgreSQL and SQL Server (SQLite does not
+enforce declared lengths: nothing to do). What could lose or invent data is refused with the exact
+difference and what to do: a narrower type, length or precision; a column the database has and
+the contract dropped; a different primary key; a NULL-able column the contract makes NOT NULL; a
+new NOT NULL column (existing rows have no value for it); a change of type family.
+
+``init-db`` applies the plan (``--dry-run`` prints it: T-SQL batches with ``GO`` for SQL Server,
+for a DBA to run); ``run`` and ``reprocess`` call :func:`require_current` at start and refuse a
+database that does not match, printing the plan. Introspection per dialect: SQLite
+``pragma_table_info``, ``information_schema`` on PostgreSQL and SQL Server (named queries
+``schema_columns`` / ``schema_primary_key``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, SchemaMissing
+from .base import HISTORY_SUFFIX, REQUEST_TABLE
+from .database import Database
+
+if TYPE_CHECKING:
+    from ..contract.loader import ColumnDef, TableDef
+
+
+class SchemaRefused(ConfigError):
+    """The contract differs from the database in a way that could lose data (exit 2)."""
+
+
+@dataclass(frozen=True)
+class ColType:
+    """A column type reduced to what decides whether a value fits: family and size."""
+
+    family: str  # char, text, int, decimal, float, date, timestamp, other
+    size: int = 0  # char: length; int: bytes; decimal: precision
+    scale: int = 0  # decimal only
+
+    def __str__(self) -> str:
+        if self.family == "char":
+            return f"string({self.size})"
+        if self.family == "int":
+            return {1: "tinyint", 2: "smallint", 4: "int", 8: "bigint"}.get(self.size, f"int{self.size * 8}")
+        if self.family == "decimal":
+            return f"decimal({self.size},{self.scale})"
+        return self.family
+
+
+_TYPE = re.compile(r"^\s*([A-Za-z][A-Za-z ]*?)\s*(?:\(\s*(\w+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
+_INT_BYTES = {"tinyint": 1, "smallint": 2, "int": 4, "integer": 4, "bigint": 8, "bit": 1}
+
+
+def parse_type(name: str, length: Any = None, precision: Any = None, scale: Any = None) -> ColType:
+    """A declared type (``VARCHAR(50)``, ``character varying`` + length, ``DECIMAL(12,2)``, ...)."""
+    m = _TYPE.match(name or "")
+    base = (m.group(1) if m else (name or "")).strip().lower()
+    a = m.group(2) if m else None
+    b = m.group(3) if m else None
+    if base in ("varchar", "nvarchar", "character varying", "char", "nchar", "character"):
+        n = a if a is not None else length
+        if n is None or str(n).lower() == "max" or int(n) < 0:
+            return ColType("text")
+        return ColType("char", int(n))
+    if base in ("text", "ntext", "clob"):
+        return ColType("text")
+    if base in _INT_BYTES:
+        return ColType("int", _INT_BYTES[base])
+    if base in ("decimal", "numeric"):
+        p = a if a is not None else precision
+        s = b if b is not None else scale
+        return ColType("decimal", int(p or 0), int(s or 0))
+    if base in ("real", "double precision", "float", "double"):
+        return ColType("float")
+    if base == "date":
+        return ColType("date")
+    if base.startswith("timestamp") or base.startswith("datetime"):
+        return ColType("timestamp")
+    return ColType("other", 0)
+
+
+@dataclass
+class DbColumn:
+    name: str
+    type: ColType
+    nullable: bool
+
+
+@dataclass
+class Change:
+    """One difference: ``sql`` when it can be applied, ``why``/``todo`` when it is refused."""
+
+    table: str
+    column: str | None
+    what: str
+    sql: list[str] = field(default_factory=list)
+    refused: bool = False
+    todo: str = ""
+
+    def describe(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        return f"{where}: {self.what}" + (f" -- {self.todo}" if self.todo else "")
+
+
+@dataclass
+class MigrationPlan:
+    dialect: str
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def additions(self) -> list[Change]:
+        return [c for c in self.changes if not c.refused]
+
+    @property
+    def refusals(self) -> list[Change]:
+        return [c for c in self.changes if c.refused]
+
+    @property
+    def statements(self) -> list[str]:
+        return [s for c in self.additions for s in c.sql]
+
+    def render(self) -> str:
+        """The plan as a script: what is refused (as comments), then the statements."""
+        sep = "\nGO\n" if self.dialect == "mssql" else ";\n"
+        out = [f"-- xml-extractor schema plan ({self.dialect}): {len(self.additions)} change(s) to apply, "
+               f"{len(self.refusals)} refused"]
+        for c in self.refusals:
+            out.append(f"-- REFUSED {c.describe()}")
+        for c in self.additions:
+            out.append(f"-- {c.describe()}")
+        text = "\n".join(out) + "\n"
+        if self.statements:
+            text += sep.join(self.statements) + sep.rstrip("\n") + "\n"
+        return text
+
+
+def _params(stmt: Any, known: dict[str, Any]) -> dict[str, Any]:
+    return {k: known[k] for k in stmt.params}
+
+
+def table_columns(db: Database, table: str) -> dict[str, DbColumn] | None:
+    """The columns of a target-schema table by lower-case name, or None if there is no such table."""
+    stmt = db.sql("schema_columns")
+    rows = db.autocommit_query(stmt, _params(stmt, {"schema": db.contract.target_schema, "table": table}))
+    if not rows:
+        return None
+    return {str(r[0]).lower(): DbColumn(str(r[0]), parse_type(str(r[1]), r[2], r[3], r[4]), str(r[5]).upper() != "NO")
+            for r in rows}
+
+
+def table_primary_key(db: Database, table: str) -> list[str]:
+    stmt = db.sql("schema_primary_key")
+    rows = db.autocommit_query(stmt, _params(stmt, {"schema": db.contract.target_schema, "table": table}))
+    return [str(r[0]).lower() for r in rows]
+
+
+def _expected(db: Database, col: "ColumnDef") -> ColType:
+    return parse_type(db.dialect.column_type(col))
+
+
+def _add_column_sql(db: Database, t: "TableDef", col: "ColumnDef") -> str:
+    d, qt = db.dialect, db.table(t.name)
+    if d.name == "mssql":
+        return f"ALTER TABLE {qt} ADD {d.quote(col.name)} {d.column_type(col)} NULL"
+    if d.name == "postgresql":
+        return f"ALTER TABLE {qt} ADD COLUMN IF NOT EXISTS {d.quote(col.name)} {d.column_type(col)}"
+    return f"ALTER TABLE {qt} ADD COLUMN {d.quote(col.name)} {d.column_type(col)}"
+
+
+def _widen_sql(db: Database, t: "TableDef", col: "ColumnDef") -> list[str]:
+    d, qt = db.dialect, db.table(t.name)
+    if d.name == "mssql":
+        return [f"ALTER TABLE {qt} ALTER COLUMN {d.quote(col.name)} {d.column_type(col)}{' NULL' if col.nullable else ' NOT NULL'}"]
+    if d.name == "postgresql":
+        return [f"ALTER TABLE {qt} ALTER COLUMN {d.quote(col.name)} TYPE {d.column_type(col)}"]
+    return []  # SQLite stores any length in any declared type
+
+
+def _compare_type(have: ColType, want: ColType) -> str:
+    """'' (same), 'wider' (the contract's type holds everything the database's does) or the reason
+    the contract's type is narrower or different."""
+    if have == want:
+        return ""
+    if have.family != want.family:
+        if {have.family, want.family} == {"char", "text"} and want.family == "text":
+            return "wider"
+        return f"type {have} in the database, {want} in the contract (a different kind of value)"
+    if have.family == "char" and want.size < have.size:
+        return f"length {have.size} in the database, {want.size} in the contract: longer values would be cut"
+    if have.family == "int" and want.size < have.size:
+        return f"{have} in the database, {want} in the contract: large values would not fit"
+    if have.family == "decimal":
+        if want.scale < have.scale:
+            return f"{have} in the database, {want} in the contract: digits after the point would be lost"
+        if want.size - want.scale < have.size - have.scale:
+            return f"{have} in the database, {want} in the contract: large values would not fit"
+    return "wider"
+
+
+def plan(db: Database) -> MigrationPlan:
+    """Compare every contract table with the database (tool tables: that they exist)."""
+    c, d = db.contract, db.dialect
+    out = MigrationPlan(d.name)
+    create_stmts = d.ddl(c, with_source=True)
+    for t in c.tables:
+        have = table_columns(db, t.name)
+        if have is None:
+            qt = db.table(t.name)
+            stmts = [s for s in create_stmts if qt in s.splitlines()[0]]
+            out.changes.append(Change(t.name, None, "new table", stmts))
+            continue
+        want = {col.name.lower(): col for col in t.stored_columns}
+        for name, col in want.items():
+            h = have.get(name)
+            if h is None:
+                if col.nullable:
+                    out.changes.append(Change(t.name, col.name, f"new column {d.column_type(col)}",
+                                              [_add_column_sql(db, t, col)]))
+                else:
+                    out.changes.append(Change(t.name, col.name, f"new NOT NULL column {d.column_type(col)}", refused=True,
+                                              todo="existing rows have no value for it: declare it nullable "
+                                                   "(\"nullable\": true) in the contract"))
+                continue
+            diff = _compare_type(h.type, _expected(db, col))
+            if diff == "wider":
+                sql = _widen_sql(db, t, col)
+                if sql:
+                    out.changes.append(Change(t.name, col.name, f"widen {h.type} to {_expected(db, col)}", sql))
+            elif diff:
+                out.changes.append(Change(t.name, col.name, diff, refused=True,
+                                          todo=f"keep {h.type} in the contract, or change the column in the "
+                                               f"database yourself after checking its values"))
+            if h.nullable and not col.nullable:
+                out.changes.append(Change(t.name, col.name, "NULL allowed in the database, NOT NULL in the contract",
+                                          refused=True, todo="rows with NULL would break: keep it nullable in the contract"))
+            elif not h.nullable and col.nullable:
+                out.changes.append(Change(t.name, col.name, "NOT NULL in the database, nullable in the contract",
+                                          refused=True, todo="NULL values would be refused: keep it not nullable in the "
+                                                             "contract, or drop the NOT NULL in the database yourself"))
+        for name, h in have.items():
+            if name not in want:
+                out.changes.append(Change(t.name, h.name, f"column {h.type} is in the database but not in the contract",
+                                          refused=True, todo="its values would no longer be written: put the column back "
+                                                             "in the contract (or archive and drop it yourself)"))
+        pk = table_primary_key(db, t.name)
+        if pk and pk != [k.lower() for k in t.primary_key]:
+            out.changes.append(Change(t.name, None, f"primary key ({', '.join(pk)}) in the database, "
+                                                    f"({', '.join(t.primary_key)}) in the contract", refused=True,
+                                      todo="a changed key changes which rows are one row: keep the key, or migrate "
+                                           "into new tables"))
+    for name in (c.log_table, c.event_table, c.progress_table, c.queue_table, c.enum_table,
+                 REQUEST_TABLE, c.log_table + HISTORY_SUFFIX):  # reprocess's tables (issue 16)
+        if table_columns(db, name) is None:
+            qt = d.qualified(c.target_schema, name)
+            out.changes.append(Change(name, None, "new table", [s for s in create_stmts if qt in s.splitlines()[0]]))
+    return out
+
+
+def apply(db: Database, p: MigrationPlan) -> int:
+    """Run the plan's statements (the caller has checked there are no refusals)."""
+    if p.refusals:
+        raise SchemaRefused(refusal_message(p))
+    for s in p.statements:
+        db.execute(s).close()
+    db.commit()
+    return len(p.statements)
+
+
+def refusal_message(p: MigrationPlan) -> str:
+    lines = [f"the contract changes the database in a way that could lose data ({len(p.refusals)} difference(s)); "
+             "nothing was changed:"]
+    lines += [f"  {c.describe()}" for c in p.refusals]
+    return "\n".join(lines)
+
+
+def require_current(db: Database) -> None:
+    """At the start of run/reprocess: the database must match the contract. Raises SchemaRefused
+    (lossy differences) or SchemaMissing (init-db would fix it), both exit 2, with the plan."""
+    try:
+        p = plan(db)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - introspection failed: the schema is not what we need
+        db.rollback()
+        raise SchemaMissing(f"could not read the database schema ({str(exc).splitlines()[0][:300]}): "
+                            f"run xml-extractor init-db") from None
+    if p.refusals:
+        raise SchemaRefused(refusal_message(p))
+    if p.additions:
+        raise SchemaMissing("the database does not match the contract: run `xml-extractor init-db` "
+                            "(or `init-db --dry-run` to see the SQL) to apply:\n  "
+                            + "\n  ".join(c.describe() for c in p.additions))
