@@ -12,10 +12,15 @@ and no event of a replaced attempt may survive (both counted as orphaned).
 lost: a source row with no final log row; duplicated: two success rows for one application or two
 rows for one (app_id, attempt); orphaned: target rows of an application without a success row.
 Exit 0 only when all three are 0.
+
+``--mode queue --mix-retries`` restarts each victim as a random one of: a plain queue run, a queue
+run with ``--retry-failed``, ``reprocess --failed --mode queue`` (so kills land in all three), then
+lets plain queue runs finish; lost then also counts applications left pending.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import random
 import signal
@@ -126,6 +131,10 @@ def main() -> int:
     ap.add_argument("--reprocess-kills", type=int, default=0,
                     help="after the run, SIGKILL this many `reprocess --since ...` runs (each instance's share, "
                          "restarted with the same command) and count replaced-attempt leftovers too")
+    ap.add_argument("--mix-retries", action="store_true",
+                    help="queue mode: restart victims (and finished instances) as a random mix of plain queue runs, "
+                         "`run --retry-failed` and `reprocess --failed`; lost also counts applications left pending "
+                         "(an open reprocess request included)")
     ap.add_argument("--commit-delay", type=float, default=0.15,
                     help="hold each write transaction open this long (so kills land mid-transaction)")
     a = ap.parse_args()
@@ -143,9 +152,18 @@ def main() -> int:
     common = ["run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "10", "--logs-dir", logs,
               "--metrics-dir", logs, "--lease-seconds", "6"]
 
-    def args_for(i: int) -> list[str]:
+    started: collections.Counter[str] = collections.Counter()  # queue mode: commands started, by kind
+
+    def args_for(i: int, mixed: bool = False) -> list[str]:
         if a.mode == "queue":
-            return common + ["--mode", "queue", "--chunk-size", "100"]
+            queue = ["--mode", "queue", "--chunk-size", "100"]
+            kind = rnd.choice(["run", "run", "retry", "reprocess"]) if mixed and a.mix_retries else "run"
+            started[kind] += 1
+            if kind == "retry":  # failed applications with attempts left, in queue mode
+                return common + queue + ["--retry-failed"]
+            if kind == "reprocess":  # every final failure again, in queue mode
+                return ["reprocess", "--failed"] + common[1:] + queue
+            return common + queue
         return common + ["--instance-id", str(i), "--instance-count", str(a.instances)]
 
     procs = [cli(*args_for(i), env=env) for i in range(a.instances)]
@@ -155,6 +173,9 @@ def main() -> int:
         time.sleep(rnd.uniform(0.4, 1.5))
         i = rnd.randrange(a.instances)
         p = procs[i]
+        if p.poll() is not None and a.mix_retries:
+            procs[i] = cli(*args_for(i, mixed=True), env=env)  # a finished command: start another one
+            continue
         if p.poll() is not None:
             if all(q.poll() is not None for q in procs):
                 print("every instance finished before all kills were done: use a larger --count", file=sys.stderr)
@@ -177,7 +198,7 @@ def main() -> int:
         kills += 1
         if kind != "worker SIGKILL":
             p.wait(timeout=120)
-            procs[i] = cli(*args_for(i), env=env)  # the same command again
+            procs[i] = cli(*args_for(i, mixed=True), env=env)  # the same command again (or, mixed, another)
     for i, p in enumerate(procs):  # let everything finish; restart any instance that is not running
         p.wait(timeout=1800)
     for i in range(a.instances):
@@ -185,13 +206,17 @@ def main() -> int:
     rp = reprocess_kills(a, url, env, logs, rnd) if a.reprocess_kills else None
     db = Database(url, load_contract())
     c = count(db)
+    if a.mix_retries:  # pending by the one definition: no log row, or an open reprocess request
+        c["lost"] = max(c["lost"], int(db.scalar(db.sql("count_pending"), {
+            "id_lo": -(2 ** 63), "id_hi": 2 ** 63 - 1, "modulus": 1, "remainder": 0})))
     db.close()
     if rp is not None:
         print(f"reprocess: kills={rp['kills']}, commands finished={rp['finished']}, replaced attempts={rp['replaced']}, "
               f"open requests={rp['open_requests']}, stale events={rp['stale_events']}")
         if rp["open_requests"] or rp["stale_events"]:
             c["orphaned"] += rp["open_requests"] + rp["stale_events"]
-    print(f"apps={c['apps']}, kills={kills} ({', '.join(f'{k}: {v}' for k, v in kinds.items())}), "
+    mix = f", commands started: {', '.join(f'{k} {v}' for k, v in sorted(started.items()))}" if a.mix_retries else ""
+    print(f"apps={c['apps']}, kills={kills} ({', '.join(f'{k}: {v}' for k, v in kinds.items())}{mix}), "
           f"lost={c['lost']}, duplicated={c['duplicated']}, orphaned={c['orphaned']}")
     return 0 if c["lost"] == c["duplicated"] == c["orphaned"] == 0 else 1
 

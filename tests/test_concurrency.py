@@ -64,7 +64,8 @@ def test_three_partitioned_instances(db_url):
 
 def test_three_queue_mode_instances(db_url):
     prepare(db_url)
-    procs = start_all([base(db_url) + ["--mode", "queue", "--chunk-size", "20"] for _ in range(3)])
+    slow = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.1"}  # long enough for all three to take part
+    procs = start_all([base(db_url) + ["--mode", "queue", "--chunk-size", "20"] for _ in range(3)], env=slow)
     sums = summaries(procs)
     assert sum(s["success"] + s["failed"] for s in sums) == N_APPS
     assert all(s["skipped"] == 0 for s in sums), [s["skipped"] for s in sums]  # zero overlap
@@ -75,15 +76,46 @@ def test_three_queue_mode_instances(db_url):
     db.close()
 
 
+def queue_rows(url):
+    db = open_db(url)
+    try:
+        return db.autocommit_query(f"SELECT chunk_id, owner, claims, done_at FROM {db.names['queue']} ORDER BY chunk_id")
+    finally:
+        db.close()
+
+
+def wait_for(pred, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
 def test_queue_mode_takes_over_a_dead_instance(db_url):
     prepare(db_url)
     slow = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.5"}
     victim = popen(*(base(db_url) + ["--mode", "queue", "--chunk-size", "20", "--lease-seconds", "5"]), env=slow)
-    time.sleep(4)
+    # wait until it holds a chunk it has started but not finished (a live lease, some rows logged)
+    wait_for(lambda: any(o is not None and d is None for _, o, _, d in queue_rows(db_url))
+             and logged_count(db_url) >= 3)
+    held = {c for c, o, _, d in queue_rows(db_url) if o is not None and d is None}
     kill_group(victim, signal.SIGKILL)  # dies holding a claimed chunk with a live lease
     victim.wait(timeout=30)
     (s,) = summaries(start_all([base(db_url) + ["--mode", "queue", "--chunk-size", "20", "--lease-seconds", "5"]]))
     assert_exactly_once(db_url)
+    rows = {c: (o, n) for c, o, n, _ in queue_rows(db_url)}
+    taken = [c for c in held if rows[c][1] >= 2 and s["session_id"][:8] in rows[c][0]]
+    assert taken, rows  # a second owner claimed the dead instance's chunk and finished it
+
+
+def logged_count(url):
+    db = open_db(url)
+    try:
+        return db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}")
+    finally:
+        db.close()
 
 
 def test_three_uncoordinated_instances(db_url):
