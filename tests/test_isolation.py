@@ -119,10 +119,11 @@ def test_the_dialect_still_stores_decimal_date_and_datetime_as_before(tmp_path):
     values = [Decimal("12.50"), dt.date(2025, 1, 2), dt.datetime(2025, 1, 2, 3, 4, 5, 678901), 7]
     conn.execute("INSERT INTO t VALUES (?, ?, ?, ?)", values)
     cur = conn.cursor()
-    cur.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", [values])
+    cur.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", [values, [None, None, None, None]])
+    cur.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", iter([values]))
     cur.execute("INSERT INTO t VALUES (:a, :b, :c, :d)", dict(zip("abcd", values)))
-    rows = conn.execute("SELECT typeof(a), a, typeof(b), b, typeof(c), c, d FROM t").fetchall()
-    assert rows == [("text", "12.50", "text", "2025-01-02", "text", "2025-01-02 03:04:05.678", 7)] * 3
+    rows = conn.execute("SELECT typeof(a), a, typeof(b), b, typeof(c), c, d FROM t WHERE a IS NOT NULL").fetchall()
+    assert rows == [("text", "12.50", "text", "2025-01-02", "text", "2025-01-02 03:04:05.678", 7)] * 4
     import sqlite3
     with pytest.raises(sqlite3.Error):  # a plain connection of the same process is untouched
         sqlite3.connect(":memory:").execute("select ?", [Decimal("1")])
