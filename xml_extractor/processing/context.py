@@ -76,6 +76,9 @@ class RunContext:
             raise ConfigError(f"--mode must be partition or queue (got {self.mode})")
         if self.mode == "queue" and self.instance_count > 1:
             raise ConfigError("--mode queue shares work through the database: do not combine it with --instance-count")
+        for flag, v in (("--app-id-start", self.app_id_start), ("--app-id-end", self.app_id_end)):
+            if v is not None and not ID_MIN <= v <= ID_MAX:
+                raise ConfigError(f"{flag} {v} is outside the ids a source column can hold ({ID_MIN}..{ID_MAX})")
         if self.app_id_start is not None and self.app_id_end is not None and self.app_id_start > self.app_id_end:
             raise ConfigError(f"--app-id-start {self.app_id_start} is after --app-id-end {self.app_id_end}")
         if self.lease_seconds < 5:
