@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..errors import ConfigError
 
@@ -136,5 +136,5 @@ def _pick_mssql_driver() -> str:
 def server_url(server: str, database: str, username: str | None) -> str:
     """The seed-style --server/--database/--username flags as an mssql URL."""
     host, _, port = server.partition(",")
-    user = f"{username}@" if username else ""
-    return f"mssql://{user}{host}{':' + port if port else ''}/{database}"
+    user = f"{quote(username, safe='')}@" if username else ""
+    return f"mssql://{user}{host}{':' + port if port else ''}/{quote(database, safe='')}"
