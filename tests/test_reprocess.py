@@ -168,3 +168,25 @@ def test_sigkill_during_reprocess_then_same_command_resumes(processed, tmp_path)
     assert_exactly_once(processed)
     _no_replaced_leftovers(processed)
     assert cli("reconcile", "--db", processed).returncode == 0
+
+
+@pytest.mark.slow
+def test_reprocess_racing_a_plain_run_replaces_each_application_once(processed, tmp_path):
+    """An open request is pending for `run` too: a reprocess and an uncoordinated run race for the
+    same applications; each is replaced exactly once (the loser of a request skips it)."""
+    env = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.2"}
+    args = ("--workers", "1", "--batch-size", "4", "--no-progress", *_dirs(tmp_path))
+    rep = popen("reprocess", "--db", processed, "--since", "2000-01-01T00:00", *args, env=env)
+    _wait(lambda: _scalar(processed, "SELECT COUNT(*) FROM {requests}") > 0)
+    run = popen("run", "--db", processed, *args, env=env)
+    out_rep, err_rep = rep.communicate(timeout=240)
+    out_run, err_run = run.communicate(timeout=240)
+    assert rep.returncode in (0, 1), out_rep + err_rep
+    assert run.returncode in (0, 1), out_run + err_run
+    import re
+    took = sum(int(m) for m in re.findall(r"^(?:success|failed|skipped \(done elsewhere\))\s+(\d+)\s*$", out_run, re.M))
+    assert took > 0, out_run  # the run did take requested applications (replaced them, or lost the race)
+    assert _scalar(processed, "SELECT COUNT(*) FROM {history}") == COUNT
+    assert _scalar(processed, "SELECT COUNT(*) FROM {log} WHERE attempt <> 2") == 0
+    assert_exactly_once(processed)
+    _no_replaced_leftovers(processed)
