@@ -17,7 +17,6 @@ figures are wall-clock on whatever machine runs it: on a shared machine, quote t
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import statistics
@@ -33,6 +32,7 @@ from xml_extractor import load_contract  # noqa: E402
 from xml_extractor.db.database import Database  # noqa: E402
 from xml_extractor.db.statistics import refresh_statistics  # noqa: E402
 from xml_extractor.db.store import init_db  # noqa: E402
+from xml_extractor.db.synthetic import build  # noqa: E402
 
 COMMANDS: list[tuple[str, list[str]]] = [
     ("status", ["status"]),
@@ -42,35 +42,6 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("quality", ["quality"]),
     ("reprocess --failed --dry-run", ["reprocess", "--failed", "--dry-run"]),
 ]
-
-
-def build(db: Database, apps: int, doc_bytes: int) -> float:
-    """Fill an initialised, empty database with ``apps`` synthetic applications (and 2% pending)."""
-    t0 = time.perf_counter()
-    contract = db.contract
-    now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-    span_ms = 30 * 3600 * 1000
-    version = contract.version_tag
-
-    def run(name: str, params: dict, **tables: str) -> None:
-        db.execute(db.sql(name, **tables), params).close()
-
-    apps_v = {"apps": apps}
-    db.begin()
-    run("synth_numbers", {"count": apps + apps // 50, "now": now.isoformat(sep=" "), "apps": apps, "span_ms": span_ms})
-    run("synth_source", {"doc_bytes": doc_bytes})
-    run("synth_log", {"apps": apps, "contract_version": version})
-    run("synth_log_retry", {"apps": apps, "contract_version": version})
-    run("synth_base", {"apps": apps, "receive_date": _dt.datetime(2024, 1, 15)}, base=db.table("app_base"))
-    run("synth_one_to_one", apps_v, child=db.table("app_operational_cc"))
-    run("synth_contact", apps_v, contact=db.table("app_contact_base"))
-    run("synth_address", apps_v, address=db.table("app_contact_address"))
-    run("synth_scores", apps_v, scores=db.table("scores"))
-    run("synth_events", apps_v)
-    run("synth_progress", {})
-    run("synth_drop", {})
-    db.commit()
-    return time.perf_counter() - t0
 
 
 def time_command(db_url: str, args: list[str], repeat: int) -> tuple[list[float], int]:

@@ -9,7 +9,7 @@ import re
 from collections import defaultdict
 from typing import Any, Mapping
 
-from .db.checks import count_and_sample
+from .db.checks import count_and_sample, default_rows, sparse_rows
 from .db.database import Database, Params
 from .db.store import utcnow
 from .progress import eta_minutes, observe, rate_per_minute
@@ -141,15 +141,28 @@ def reconcile(db: Database) -> dict:
     checks: list[dict] = []
 
     def add(label: str, name: str, inconsistency: bool = True, gap: str = "", **identifiers: str) -> None:
-        count, sample = count_and_sample(db, name, **identifiers)
+        count, sample = count_and_sample(db, name, identifiers)
         checks.append({"check": label, "count": count, "sample_app_ids": sample,
                        "inconsistency": inconsistency, "gap": gap if inconsistency else ""})
 
     add(f"success without a {c.tables[0].name} row", "reconcile_success_without_base", gap="missing rows",
         base=db.table(c.tables[0].name), base_key=q(c.tables[0].app_id_column))
+    # A table whose app_id is a foreign key to the base table cannot hold a row the base table
+    # lacks, so while the base table has no orphan neither does it: those scans (a million rows
+    # each) run only when the base table's check finds something.
+    base = c.tables[0]
+    base_orphans = 0
     for t in c.tables:
-        add(f"{t.name} rows without a success row", "reconcile_rows_without_success", gap="orphan rows",
-            table=db.table(t.name), app_col=q(t.app_id_column))
+        by_fk = t is not base and any(fk.references == base.name and tuple(fk.columns) == (t.app_id_column,)
+                                      for fk in t.foreign_keys)
+        label = f"{t.name} rows without a success row"
+        if by_fk and not base_orphans:
+            checks.append({"check": label, "count": 0, "sample_app_ids": [], "inconsistency": True, "gap": "orphan rows",
+                           "note": f"none: its {t.app_id_column} is a foreign key to {base.name}"})
+            continue
+        add(label, "reconcile_rows_without_success", gap="orphan rows", table=db.table(t.name), app_col=q(t.app_id_column))
+        if t is base:
+            base_orphans = checks[-1]["count"]
     add("applications with more than one success row", "reconcile_multiple_success", gap="duplicate")
     add("more than one final row for one attempt", "reconcile_duplicate_attempt", gap="duplicate")
     add("log rows for applications not in the source table", "reconcile_log_not_in_source", gap="unknown application")
@@ -165,15 +178,18 @@ def reconcile(db: Database) -> dict:
     return {"consistent": not gaps, "gaps": gaps, "checks": checks, "contract_versions": versions}
 
 
-def quality(db: Database, examples: int = 3) -> dict:
-    ev = db.names["events"]
-    groups = _q(db, f"SELECT table_name, column_name, event_type, COUNT(*), COUNT(DISTINCT app_id), MIN(event_id) FROM {ev} "
-                    f"GROUP BY table_name, column_name, event_type ORDER BY COUNT(*) DESC")
+QUALITY_SAMPLE_ROWS = 100_000
+
+
+def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_SAMPLE_ROWS) -> dict:
+    """Events by kind with examples (every event counted); declared defaults and sparse rows over
+    the first ``sample_rows`` rows of each table (None: every row: a full scan of every table,
+    minutes at tens of millions of rows)."""
+    groups = _q(db, db.sql("quality_event_groups"), {})
     out_groups = []
     for t, col, kind, cnt, apps, first_id in groups:
-        col_sql, col_params = ("column_name IS NULL", []) if col is None else ("column_name = ?", [col])
-        samples = _first_rows(db, f"SELECT raw_value, reason FROM {ev} WHERE table_name = ? AND event_type = ? AND "
-                                  f"{col_sql} AND event_id >= ? ORDER BY event_id", [t, kind, *col_params, first_id], 50)
+        samples = _q(db, db.sql("quality_examples"), {"table_name": t, "event_type": kind, "first_id": first_id,
+                                                      "column_name": col, "limit": 50})
         vals = list(dict.fromkeys((r[0] if r[0] is not None else "(none)") for r in samples))[:examples]
         out_groups.append({"table": t, "column": col, "event_type": kind, "events": int(cnt), "applications": int(apps),
                            "examples": [v[:60] for v in vals], "reason": (samples[0][1] or "")[:100] if samples else ""})
@@ -182,30 +198,18 @@ def quality(db: Database, examples: int = 3) -> dict:
         for cdef in t.stored_columns:
             if "default" in cdef.spec and cdef.spec["default"] is not None:
                 v = cdef.spec["default"]
-                cnt = _q(db, f"SELECT COUNT(*) FROM {db.table(t.name)} WHERE {db.dialect.quote(cdef.name)} = ?",
-                         [_sentinel_param(cdef.type, v)])[0][0]
-                sentinels.append({"table": t.name, "column": cdef.name, "default": v, "rows": int(cnt)})
+                read, hits = db.with_retry(lambda: default_rows(db, t.name, cdef.name, _sentinel_param(cdef.type, v),
+                                                                sample_rows))
+                sentinels.append({"table": t.name, "column": cdef.name, "default": v, "rows": hits, "rows_read": read})
     sparse = []
     for t in db.contract.tables:
-        data = [c for c in t.stored_columns if c.name not in t.primary_key and c.name != t.app_id_column
+        data = [c.name for c in t.stored_columns if c.name not in t.primary_key and c.name != t.app_id_column
                 and "parent" not in c.spec and "context" not in c.spec]
         if len(data) < 4:
             continue
-        filled = " + ".join(f"CASE WHEN {db.dialect.quote(c.name)} IS NULL THEN 0 ELSE 1 END" for c in data)
-        total, few = _q(db, f"SELECT COUNT(*), SUM(CASE WHEN ({filled}) <= 1 THEN 1 ELSE 0 END) FROM {db.table(t.name)}")[0]
-        sparse.append({"table": t.name, "rows": int(total or 0), "rows_with_at_most_one_value": int(few or 0),
-                       "data_columns": len(data)})
-    return {"events": out_groups, "sentinels": sentinels, "sparse": sparse}
-
-
-def _first_rows(db: Database, sql: str, params: list, n: int) -> list[tuple]:
-    """The first n rows of a query, portably (no LIMIT/TOP): fetchmany, then close."""
-    cur = db.execute(sql, params)
-    rows = [tuple(r) for r in cur.fetchmany(n)]
-    cur.close()
-    if db.dialect.name != "sqlite":
-        db.conn.commit()
-    return rows
+        total, few = db.with_retry(lambda: sparse_rows(db, t.name, data, sample_rows))
+        sparse.append({"table": t.name, "rows": total, "rows_with_at_most_one_value": few, "data_columns": len(data)})
+    return {"events": out_groups, "sentinels": sentinels, "sparse": sparse, "sample_rows": sample_rows}
 
 
 def _sentinel_param(type_: str, v: Any) -> Any:

@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from .. import ops
 from ..errors import ConfigError
-from .common import FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
+from .common import ENV, FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
 from .run import execute_run
 
 # -- status ---------------------------------------------------------------------------------------
@@ -46,11 +46,17 @@ def status_cmd(fmt: str, watch: float | None, recent_minutes: int, **kw: Any) ->
 
 
 def _print_status(d: dict) -> None:
-    eta = "-" if d["eta_minutes"] is None else (f"{d['eta_minutes']:.0f} min" if d["eta_minutes"] < 120 else f"{d['eta_minutes'] / 60:.1f} h")
+    if not d.get("running", True):
+        eta = f"- (idle since {d['idle_since']:%Y-%m-%d %H:%M:%S} UTC)" if d.get("idle_since") else "- (nothing has run)"
+    elif d["eta_minutes"] is None:
+        eta = "-"
+    else:
+        eta = f"{d['eta_minutes']:.0f} min" if d["eta_minutes"] < 120 else f"{d['eta_minutes'] / 60:.1f} h"
+    window = f" over the last {d['rate_window_s']:.0f} s" if d.get("rate_window_s") else ""
     click.echo(tabulate([["source rows", d["source_rows"]], ["success", d["success"]], ["failed", d["failed"]],
                          ["pending (never attempted)", d["pending"] - d.get("reprocess_requested", 0)],
                          ["pending (reprocess requested)", d.get("reprocess_requested", 0)], ["done", f"{d['done_pct']}%"],
-                         ["rate (recent)", f"{d['rate_per_min_recent']}/min"], ["ETA", eta]], tablefmt="simple"))
+                         ["rate (recent)", f"{d['rate_per_min_recent']}/min{window}"], ["ETA", eta]], tablefmt="simple"))
     if len(d.get("contract_versions", [])) > 1:  # more than one version produced the current results
         click.echo("\napplications per contract version")
         click.echo(tabulate([[v["contract_version"], v["applications"]] for v in d["contract_versions"]],
@@ -212,20 +218,25 @@ def reconcile_cmd(fmt: str, **kw: Any) -> None:
 @click.command("quality")
 @db_options
 @FORMAT
+@click.option("--sample-rows", type=click.IntRange(min=0), default=ops.QUALITY_SAMPLE_ROWS, show_default=True,
+              envvar=ENV + "SAMPLE_ROWS", show_envvar=True,
+              help="Count declared defaults and sparse rows in the first N rows of each table (0: every row, "
+                   "a full scan of every table). Events are always counted in full.")
 @handle_errors
-def quality_cmd(fmt: str, **kw: Any) -> None:
+def quality_cmd(fmt: str, sample_rows: int, **kw: Any) -> None:
     """Data-quality events by table, column and reason, with examples; defaults and sparse rows."""
-    q = _query(kw, ops.quality)
+    q = _query(kw, lambda db: ops.quality(db, sample_rows=sample_rows or None))
     if fmt == "json":
         _json(q)
         return
     click.echo(tabulate([[e["table"], e["column"], e["event_type"], e["events"], e["applications"], " | ".join(e["examples"])]
                          for e in q["events"]], headers=["table", "column", "event", "events", "apps", "example raw values"],
                         tablefmt="simple"))
+    scope = f" (first {q['sample_rows']:,} rows of each table; --sample-rows 0 for all)" if q["sample_rows"] else ""
     if q["sentinels"]:
-        click.echo("\ndeclared defaults in the data")
+        click.echo("\ndeclared defaults in the data" + scope)
         click.echo(tabulate([[s["table"], s["column"], s["default"], s["rows"]] for s in q["sentinels"]],
                             headers=["table", "column", "default", "rows"], tablefmt="simple"))
-    click.echo("\nsparse rows (at most one data value)")
+    click.echo("\nsparse rows (at most one data value)" + scope)
     click.echo(tabulate([[s["table"], s["rows"], s["rows_with_at_most_one_value"], s["data_columns"]] for s in q["sparse"]],
                         headers=["table", "rows", "sparse", "data columns"], tablefmt="simple"))

@@ -315,7 +315,9 @@ class Dialect:
             f"{self.quote('logged_at')} {self.timestamp_type} NOT NULL",
         ]))
         out.append(self.create_index(f"ix_{contract.event_table}_app", ev, ["app_id"], schema=sch))
-        out.append(self.create_index(f"ix_{contract.event_table}_kind", ev, ["table_name", "column_name", "event_type"], schema=sch))
+        # app_id too: `quality` counts distinct applications per kind from the index alone (4x faster at 1M)
+        out.append(self.create_index(f"ix_{contract.event_table}_kind_app", ev, ["table_name", "column_name", "event_type", "app_id"],
+                                     schema=sch))
         # One row per worker process and run, updated in each batch's own transaction: `status`
         # reads instances and sessions from here instead of aggregating the whole log.
         out.append(self.create_table(q(sch, contract.progress_table), [
