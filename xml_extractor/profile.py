@@ -354,15 +354,8 @@ def documents_from_db(db: "Database", plan: MappingPlan, ids: list[int], batch: 
     """(app_id, text, tail) in batches; the server dialects send only each document's head (as the
     run does: up to the end of the contract's scope element, and the last bytes)."""
     marker = f"</{plan.document.scope_steps[-1]}>"
-    heads = "fetch_heads" in db.dialect.queries
     for i in range(0, len(ids), batch):
-        chunk = ids[i:i + batch]
-        if heads:
-            rows = db.autocommit_query(db.sql("fetch_heads"), {"marker": marker, "marker_bytes": len(marker.encode()),
-                                                               "ids": chunk})
-            yield from ((int(a), x, t) for a, x, t in rows)
-        else:
-            yield from ((int(a), x, None) for a, x in db.autocommit_query(db.sql("fetch_documents"), {"ids": chunk}))
+        yield from db.fetch_documents(ids[i:i + batch], marker)
 
 
 def profile_db(db: "Database", sample: int, progress: Callable[[int], None] | None = None,

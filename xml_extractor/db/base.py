@@ -181,6 +181,9 @@ class Dialect:
     # a printed script's statement separator (init-db --print); SQL Server's tools want GO batches
     script_separator = ";\n"
 
+    # a printed script's statement separator (init-db --print); SQL Server's tools want GO batches
+    script_separator = ";\n"
+
     # -- row limits: "{top}" after SELECT and "{limit}" at the end of a named query; both take :limit
     top_clause = ""
     limit_clause = "LIMIT :limit"

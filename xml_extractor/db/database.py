@@ -195,6 +195,17 @@ class Database:
         except Exception:  # noqa: BLE001 - a dead connection cannot roll back; the server already has
             pass
 
+    def fetch_documents(self, ids: list[int], scope_end: str | None = None) -> list[tuple[int, Any, Any]]:
+        """(app_id, text, tail) of these source rows, outside any transaction. With ``scope_end``
+        (the end tag of the contract's scope, ``</CustData>``) a dialect that has ``fetch_heads``
+        sends only the text up to it plus the document's last bytes (``tail``, to tell a truncated
+        document); otherwise the whole text, tail None."""
+        if scope_end is not None and "fetch_heads" in self.dialect.queries:
+            rows = self.autocommit_query(self.sql("fetch_heads"), {
+                "marker": scope_end, "marker_bytes": len(scope_end.encode()), "ids": ids})
+            return [(int(a), x, t) for a, x, t in rows]
+        return [(int(a), x, None) for a, x in self.autocommit_query(self.sql("fetch_documents"), {"ids": ids})]
+
     def execute_outside_transaction(self, statements: Sequence[str]) -> None:
         """Statements that cannot run in a transaction (VACUUM): autocommit for their duration."""
         if not statements:

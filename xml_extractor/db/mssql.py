@@ -17,6 +17,7 @@ FAST_EXECUTEMANY_CHUNK = 1000
 
 class MSSQLDialect(Dialect):
     name = "mssql"
+    script_separator = "\nGO\n"
     top_clause = "TOP (:limit)"
     limit_clause = ""
     now_sql = "SYSUTCDATETIME()"

@@ -70,13 +70,8 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
     attempts = dict(db.with_retry(lambda: db.autocommit_query(db.sql("last_attempts"), {"ids": ids})))
     # an application with an open reprocess request is redone although it has log rows (H16)
     requested = {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("reprocess_existing"), {"ids": ids}))}
-    heads = "fetch_heads" in db.dialect.queries
-    if heads:  # server dialects: only the head of each document crosses the connection
-        marker = f"</{plan.document.scope_steps[-1]}>"
-        docs = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_heads"), {
-            "marker": marker, "marker_bytes": len(marker.encode()), "ids": ids}))
-    else:
-        docs = [(a, x, None) for a, x in db.with_retry(lambda: db.autocommit_query(db.sql("fetch_documents"), {"ids": ids}))]
+    # server dialects: only the head of each document crosses the connection
+    docs = db.with_retry(lambda: db.fetch_documents(ids, f"</{plan.document.scope_steps[-1]}>"))
     res.fetch_ms = (time.perf_counter() - t0) * 1000
     outcomes = []
     for app_id, xml, tail in sorted(docs, key=lambda r: r[0]):
@@ -87,7 +82,7 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
         try:
             oc = map_outcome(plan, int(app_id), xml, (last or 0) + 1, db.contract.source_min_length, tail)
         except NeedFullDocument:
-            whole = db.with_retry(lambda: db.autocommit_query(db.sql("fetch_documents"), {"ids": [app_id]}))
+            whole = db.with_retry(lambda: db.fetch_documents([app_id]))
             oc = map_outcome(plan, int(app_id), whole[0][1] if whole else None, (last or 0) + 1,
                              db.contract.source_min_length)
         res.parse_ms += oc.parse_ms or 0.0
