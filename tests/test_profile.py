@@ -140,3 +140,23 @@ def test_profile_reads_server_heads_and_counts_failures(db_url):
 def test_paths_and_db_together_is_a_usage_error(tmp_path):
     p = cli("profile", str(tmp_path), "--db", f"sqlite:///{tmp_path / 'x.db'}")
     assert p.returncode == 2 and "either PATHS or --db" in p.stderr
+
+
+def test_fractional_scores_in_an_int_column_are_capacity_loss_not_invalid():
+    """The legacy complaint 'fractional scores dropped': with scores.score int (contract 1.0.0),
+    45.31 is a valid number the type cannot hold; 'abc' stays an invalid value."""
+    from xml_extractor.contract.loader import contract_from_dict
+    from xml_extractor.profile import Profiler
+    raw = json.loads(default_contract_path().read_text("utf-8"))
+    score = column(raw, "scores", "score")
+    score["type"] = "int"
+    del score["precision"], score["scale"]
+    prof = Profiler(contract_from_dict(raw, "int-scores"), "mock")
+    for d in MockGenerator(seed=5).documents(1, 150):
+        prof.add(d.text, d.app_id)
+    prof.add(MockGenerator(seed=5).document(151).text.replace('DIE_Plus_Score="', 'DIE_Plus_Score="abc'), 151)
+    assert [f"{c.table}.{c.column}" for c in prof.report.capacity_columns] == ["scores.score"]
+    cp = prof.report.columns[("scores", "score")]
+    assert cp.capacity["scale"] > 0 and cp.max_decimal_places == 2
+    assert re.fullmatch(r"\w+: '\d+\.\d\d' is not a whole number \(int has no decimal places\)",
+                        cp.capacity_examples[0]["reason"])

@@ -132,12 +132,16 @@ def make_int(type_name: str) -> Converter:
         if isinstance(v, int):
             n = v
         elif isinstance(v, Decimal):
-            if v != v.to_integral_value():
-                raise BadValue("value_rejected", f"{v} is not a whole number")
+            if v != v.to_integral_value():  # a valid number with a fraction the type cannot hold
+                raise BadValue("value_rejected", f"{v} is not a whole number ({type_name} has no decimal places)",
+                               capacity=CAPACITY_SCALE, size=decimal_places(v))
             n = int(v)
         else:
             s = str(v).strip()
             if not _INT_TEXT.fullmatch(s):
+                if _DECIMAL_TEXT.fullmatch(s):  # 45.31 in an int column: capacity, not bad data
+                    raise BadValue("value_rejected", f"{s[:80]!r} is not a whole number ({type_name} has no decimal places)",
+                                   capacity=CAPACITY_SCALE, size=decimal_places(Decimal(s)))
                 raise BadValue("value_rejected", f"{s[:80]!r} is not a whole number")
             n = int(s.split(".")[0])
         if not lo <= n <= hi:
