@@ -49,7 +49,10 @@ def profile_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, 
     from ..errors import ConfigError
     from ..loading import expand_paths
     from ..profile import profile_db, profile_files
-    if paths and (db_url or server):
+    ctx = click.get_current_context()
+    given = [o for o in ("db_url", "server")
+             if ctx.get_parameter_source(o) == click.core.ParameterSource.COMMANDLINE]
+    if paths and given:  # a database from the environment is simply not used with PATHS
         raise ConfigError("give either PATHS or --db/--server, not both")
     reports = []
     for contract in _contracts(contract_path):
