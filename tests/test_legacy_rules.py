@@ -261,3 +261,14 @@ def test_dropped_score_names_its_attribute(plan):
     ev = [e for e in r.events if e[0] == "scores"]
     assert {e[2] for e in ev} == {"value_rejected", "row_dropped"}
     assert all("DIE_Plus_Score" in e[4] for e in ev), ev
+
+
+def test_a_bad_fallback_is_a_contract_error_naming_its_place():
+    from xml_extractor.contract.loader import contract_from_dict, default_contract_path
+    from xml_extractor.errors import ContractError
+    raw = json.loads(default_contract_path().read_text("utf-8"))
+    t = next(t for t in raw["tables"] if t["name"] == "app_transactional_cc")
+    col = next(c for c in t["columns"] if c["name"] == "regb_start_date")
+    col["fallback"] = [{"path": "../@app_receive_date"}, {"expression": "nope + 1"}]
+    with pytest.raises(ContractError, match=r"columns\[\d+\]\.fallback\[1\].*unknown column 'nope'"):
+        contract_from_dict(raw, "bad-fallback")
