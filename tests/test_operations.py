@@ -69,6 +69,7 @@ def test_quality_reports_events_defaults_and_sparse_rows(processed):
     assert "example raw values" in out
 
 
+@pytest.mark.slow  # several real runs with worker processes
 def test_reprocess_dry_run_then_real(processed):
     ids = sorted(faulty())[:2]
     p = cli("reprocess", "--db", processed, "--dry-run", "--format", "json", *map(str, ids))

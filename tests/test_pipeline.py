@@ -65,6 +65,7 @@ def test_injected_failure_after_some_tables_leaves_nothing(db_url, contract):
     assert assert_exactly_once(db_url)["success"] == 39
 
 
+@pytest.mark.slow  # several real runs with worker processes
 def test_retry_failed_bounded_by_max_attempts(db_url, contract):
     seed(db_url, count=20, faulty=0.0)
     env = {"XML_EXTRACTOR_FAULTS": "fail_app=5,fail_after_table=app_base"}

@@ -81,6 +81,7 @@ def test_contract_checked_against_schema_before_anything_changes(processed, tmp_
     assert _scalar(processed, "SELECT COUNT(*) FROM {requests}") == 0
 
 
+@pytest.mark.slow  # several real runs with worker processes
 def test_partition_and_limit_apply_to_what_is_replaced(processed, tmp_path):
     failed = sorted(faulty())
     mine0 = [a for a in failed if a % 2 == 0]
@@ -100,6 +101,7 @@ def test_partition_and_limit_apply_to_what_is_replaced(processed, tmp_path):
     _no_replaced_leftovers(processed)
 
 
+@pytest.mark.slow  # several real runs with worker processes
 def test_reconcile_counts_pending_as_not_done_and_names_the_gap(db_url, tmp_path):
     cli("init-db", "--db", db_url, check=True)
     cli("generate-mock", "--db", db_url, "--count", "12", "--faulty-share", "0", check=True)
@@ -113,6 +115,7 @@ def test_reconcile_counts_pending_as_not_done_and_names_the_gap(db_url, tmp_path
     assert cli("reconcile", "--db", db_url).returncode == 0
 
 
+@pytest.mark.slow  # several real runs with worker processes
 def test_contract_version_is_part_of_the_run_identity(db_url, tmp_path):
     from xml_extractor.contract.loader import default_contract_path
     cli("init-db", "--db", db_url, check=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import cli
 
 from xml_extractor.contracts import __file__ as _contracts_init
@@ -41,6 +43,7 @@ def _values(url: str, contract: str) -> dict[int, tuple]:
         db.close()
 
 
+@pytest.mark.slow  # several real runs with worker processes
 def test_added_column_planned_applied_and_filled(db_url, tmp_path):
     cli("init-db", "--db", db_url, check=True)
     cli("generate-mock", "--db", db_url, "--count", "20", "--seed", "3", check=True)

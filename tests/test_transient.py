@@ -106,6 +106,7 @@ def test_disk_full_leaves_nothing_failed_and_the_same_command_finishes(tmp_path)
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@pytest.mark.slow  # several real runs with worker processes
 def test_ten_thousand_colliding_contacts_fail_alone_with_the_owner_named(db_url, tmp_path):
     from xml_extractor.mock import MockGenerator
     cli("init-db", "--db", db_url, check=True)
