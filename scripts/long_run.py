@@ -50,7 +50,7 @@ def main() -> int:
     (ROOT / ".cache").mkdir(exist_ok=True)
     db = Database(a.db, load_contract())
     init_db(db)
-    have = int(db.scalar(f"SELECT COUNT(*) FROM {db.names['src']}"))
+    have = int(db.scalar(db.sql("ops_count_source")))
     if have < a.count:
         print(f"generating {a.count - have} documents ...", flush=True)
         generate_into_db(db, a.count - have, a.seed, 0.0, have + 1)
