@@ -192,15 +192,17 @@ def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
         for el in select_elements(record, gen.unpivot_of.steps, doc.attrs_of):
             scope = Scope(doc, el)
             attrs = scope.attrs
-            for name in gen.unpivot_names:
+            for name, label in zip(gen.unpivot_names, gen.unpivot_labels):
                 v = attrs.get(name.lower() if doc.ci else name)
                 if v is None or not v.strip():
                     continue
-                scope.unpivot_name, scope.unpivot_value = name, v
+                scope.unpivot_name, scope.unpivot_value = label, v
                 row = _build_row(gen, scope)
-                if _keep(gen, doc, row, v, el, name):
+                if _keep(gen, doc, row, v, el, label):
                     out.append((row, el, 0, len(out)))
         return out
+    if gen.groups_of is not None:
+        return _run_groups(gen, doc, record)
     if gen.parent_table is not None:
         origins = kept.get(gen.parent_table, [])
     else:
@@ -224,6 +226,26 @@ def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
             row = _build_row(gen, scope)
             if _keep(gen, doc, row, None, el):
                 out.append((row, el, priority, len(out)))
+    return out
+
+
+def _run_groups(gen: GeneratorPlan, doc: DocContext, record: Any) -> list[tuple[dict, Any, int, int]]:
+    """A ``groups`` generator: each attribute group of each element (``coll1_*``..``coll4_*``, the
+    fields of one policy type) with a non-empty ``present_if`` field (default: any field) is a row."""
+    out: list[tuple[dict, Any, int, int]] = []
+    assert gen.groups_of is not None
+    for el in select_elements(record, gen.groups_of.steps, doc.attrs_of):
+        scope = Scope(doc, el)
+        attrs = scope.attrs
+        for group in gen.groups:
+            fields = gen.present_if or tuple(group.fields)
+            if not any((attrs.get(group.fields[f]) or "").strip() for f in fields if f in group.fields):
+                continue  # nothing of this group is there: no row, nothing lost
+            scope.group = group
+            scope.unpivot_name = f"group {group.key}"  # events name the group they come from
+            row = _build_row(gen, scope)
+            if _keep(gen, doc, row, None, el, f"group {group.key}"):
+                out.append((row, el, 0, len(out)))
     return out
 
 
@@ -285,7 +307,7 @@ def _map_table(tp: TablePlan, doc: DocContext, record: Any, kept: dict) -> list[
 def map_record(plan: MappingPlan, record: Any, app_id: int, observe: Any = None) -> MappedApplication:
     """``observe`` (profile's hook) sees every value a converter refused or rounded."""
     doc = DocContext(app_id, plan.case_insensitive, observe)
-    kept: dict[str, list[tuple[dict, Any]]] = {}
+    kept: dict[str, list[tuple[dict, Any]]] = doc.kept
     rows: dict[str, list[tuple]] = {}
     for tp in plan.tables:
         trows = _map_table(tp, doc, record, kept)

@@ -94,7 +94,7 @@ def select_one(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], dict]
 class Scope:
     """What a column can see while one row is built."""
 
-    __slots__ = ("doc", "element", "attrs", "parent_values", "unpivot_name", "unpivot_value")
+    __slots__ = ("doc", "element", "attrs", "parent_values", "unpivot_name", "unpivot_value", "group")
 
     def __init__(self, doc: "DocContext", element: Any, parent_values: dict | None = None) -> None:
         self.doc = doc
@@ -103,12 +103,13 @@ class Scope:
         self.parent_values = parent_values
         self.unpivot_name: str | None = None
         self.unpivot_value: str | None = None
+        self.group: AttributeGroup | None = None  # set while an attribute group builds its row
 
 
 class DocContext:
     """Per-document state: the app_id, an attribute-dict cache, the collected events."""
 
-    __slots__ = ("app_id", "ci", "_attrs", "events", "observe")
+    __slots__ = ("app_id", "ci", "_attrs", "events", "observe", "kept")
 
     def __init__(self, app_id: int, case_insensitive: bool, observe: Callable[..., None] | None = None) -> None:
         self.app_id = app_id
@@ -118,6 +119,8 @@ class DocContext:
         # profile's hook: called with (table, column, raw, BadValue|Rounded, scope) for every value
         # a converter refused or rounded; None (the default) while mapping for real
         self.observe = observe
+        # the rows each table kept so far (table -> [(row values, element)]): "kept" sources read it
+        self.kept: dict[str, list[tuple[dict, Any]]] = {}
 
     def attrs_of(self, el: Any) -> dict:
         d = self._attrs.get(el)
@@ -178,6 +181,14 @@ def _compose_text(transforms: tuple, names: tuple, check: Callable[[str], None] 
     return text_fn
 
 
+@dataclass(frozen=True)
+class AttributeGroup:
+    """One group of a ``groups`` generator: its key and which attribute gives each field."""
+
+    key: Any
+    fields: dict  # field name -> (case-folded) attribute name
+
+
 @dataclass
 class GeneratorPlan:
     table: str
@@ -193,6 +204,10 @@ class GeneratorPlan:
     empty_except: frozenset[str] | None
     columns: list[ColumnPlan]
     drop_label: str
+    unpivot_labels: tuple[str, ...] = ()  # the row name of each unpivoted attribute (default: the attribute)
+    groups_of: PathSpec | None = None
+    groups: tuple[AttributeGroup, ...] = ()
+    present_if: tuple[str, ...] = ()  # group fields of which one must be non-empty for a row
     template: dict = field(default_factory=dict)
     attr_map: dict[str, list[ColumnPlan]] = field(default_factory=dict)
     attr_notnull: list[ColumnPlan] = field(default_factory=list)
@@ -236,8 +251,26 @@ class MappingPlan:
 
 
 def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: set[str],
-                parent_columns: set[str] | None, in_unpivot: bool) -> tuple[Fetch, bool, Any]:
+                parent_columns: set[str] | None, in_unpivot: bool,
+                group_fields: set[str] | None = None,
+                kept_tables: dict[str, set[str]] | None = None) -> tuple[Fetch, bool, Any]:
     """Returns (fetch, textual, compiled-expression-or-None)."""
+    if src_kind == "group":
+        if group_fields is None:
+            raise ContractError(f"{where}.group: only 'groups' generators provide group fields")
+        if src == "key":
+            return (lambda s, row: None if s.group is None else str(s.group.key)), True, None
+        if src not in group_fields:
+            raise ContractError(f"{where}.group: no group declares the field {src!r} "
+                                f"(declared: {', '.join(sorted(group_fields)) or 'none'})")
+
+        def fetch_group(s: Scope, row: dict) -> Any:
+            g = s.group
+            name = None if g is None else g.fields.get(src)
+            return None if name is None else s.attrs.get(name)
+        return fetch_group, True, None
+    if src_kind == "kept":
+        return _make_kept_fetch(src, where, ci, kept_tables or {})
     if src_kind == "attribute":
         key = src.lower() if ci else src
         return (lambda s, row: s.attrs.get(key)), True, None
@@ -288,7 +321,46 @@ def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: s
     raise ContractError(f"{where}: no value source (attribute, path, context, parent, expression, constant, unpivot)")
 
 
-_SOURCE_KINDS = ("attribute", "path", "context", "parent", "expression", "constant", "unpivot")
+_SOURCE_KINDS = ("attribute", "path", "context", "parent", "expression", "constant", "unpivot", "group", "kept")
+
+
+def _make_kept_fetch(src: dict, where: str, ci: bool, kept_tables: dict[str, set[str]]) -> tuple[Fetch, bool, Any]:
+    """``{"kept": {"table": t, "where": {"attribute": a, "value": v}, "path": p | "column": c}}``: a
+    value of the last row table ``t`` kept (after its filters and dedup) whose element has
+    attribute ``a`` = ``v`` (trimmed, case-insensitive) -- e.g. a value of the kept PR contact."""
+    table = src["table"]
+    if table not in kept_tables:
+        raise ContractError(f"{where}.kept.table: {table!r} must be a table defined earlier")
+    cond = src.get("where")
+    want_attr = None if cond is None else (cond["attribute"].lower() if ci else cond["attribute"])
+    want_value = None if cond is None else cond["value"].strip().upper()
+
+    def matching(s: Scope) -> list[tuple[dict, Any]]:
+        rows = s.doc.kept.get(table, ())
+        if want_attr is None:
+            return list(rows)
+        return [(r, el) for r, el in rows
+                if (s.doc.attrs_of(el).get(want_attr) or "").strip().upper() == want_value]
+    if "column" in src:
+        col = src["column"]
+        if col not in kept_tables[table]:
+            raise ContractError(f"{where}.kept.column: {col!r} is not a column of {table}")
+
+        def fetch_kept_column(s: Scope, row: dict) -> Any:
+            found = matching(s)
+            return found[-1][0].get(col) if found else None
+        return fetch_kept_column, False, None
+    ps = parse_path(src["path"], f"{where}.kept.path", True, ci)
+
+    def fetch_kept_path(s: Scope, row: dict) -> Any:
+        found = matching(s)
+        if not found:
+            return None
+        el = found[-1][1]
+        if ps.steps:
+            el = select_one(el, ps.steps, s.doc.attrs_of)
+        return None if el is None else s.doc.attrs_of(el).get(ps.attribute)
+    return fetch_kept_path, True, None
 
 
 def _converter_for(col: dict, contract: "Contract", date_formats: list[str]) -> Callable[[Any], Any]:
@@ -316,6 +388,8 @@ def _source_label(kind: str, value: Any) -> str:
     """How an event names a value source: ``@attr``, the path, ``constant 'x'``, ``expression``."""
     if kind == "attribute":
         return f"@{value}"
+    if kind == "kept":
+        return f"kept {value.get('table')} {value.get('column') or value.get('path')}"
     if kind == "path":
         return str(value)
     if kind == "constant":
@@ -379,6 +453,13 @@ def _compile(contract: "Contract") -> MappingPlan:
                 if oname not in colspec:
                     raise ContractError(f"{gw}.values: {oname!r} is not a column of {tdef.name}")
             in_unpivot = "unpivot" in g
+            groups_def = g.get("groups")
+            group_fields: set[str] | None = None
+            if groups_def is not None:
+                if parent:
+                    raise ContractError(f"{gw}: groups generators cannot have a parent_table")
+                group_fields = {f for grp in groups_def["groups"] for f in grp["attributes"]}
+            kept_cols = {name: table_columns[name] for name in generator_tables}
             cols: list[ColumnPlan] = []
             so_far: set[str] = set()
             for ci_, c in enumerate(t["columns"]):
@@ -392,7 +473,8 @@ def _compile(contract: "Contract") -> MappingPlan:
                 if not kinds:
                     raise ContractError(f"{cw}: column {c['name']!r} has no value source in this generator")
                 kind = kinds[0]
-                fetch, textual, _ = _make_fetch(kind, src_def[kind], cw, ci, so_far, parent_cols, in_unpivot)
+                fetch, textual, _ = _make_fetch(kind, src_def[kind], cw, ci, so_far, parent_cols, in_unpivot,
+                                                group_fields, kept_cols)
                 conv = _converter_for(c, contract, date_formats)
                 tnames = tuple(x for x in c.get("transforms", []) if x in cv.TRANSFORMS)
                 default = None
@@ -406,7 +488,7 @@ def _compile(contract: "Contract") -> MappingPlan:
                 for fi, fb in enumerate(c.get("fallback", [])):
                     fkind = next(k for k in _SOURCE_KINDS if k in fb)
                     ff, ftextual, _ = _make_fetch(fkind, fb[fkind], f"{tw}.columns[{ci_}].fallback[{fi}]", ci, so_far,
-                                                  parent_cols, in_unpivot)
+                                                  parent_cols, in_unpivot, group_fields, kept_cols)
                     fallbacks.append((ff, ftextual, _source_label(fkind, fb[fkind])))
                 cols.append(ColumnPlan(
                     name=c["name"], type=c["type"], stored=c.get("store", True), nullable=nullable,
@@ -416,7 +498,8 @@ def _compile(contract: "Contract") -> MappingPlan:
                     on_invalid=c.get("on_invalid", "null"),
                     on_missing=c.get("on_missing", "null" if nullable else ("default" if "default" in c else "fail")),
                     default=default,
-                    context_like=kind in ("context", "parent", "constant") or (kind == "unpivot" and src_def[kind] == "name"),
+                    context_like=kind in ("context", "parent", "constant") or (kind == "unpivot" and src_def[kind] == "name")
+                    or (kind == "group" and src_def[kind] == "key"),
                     attr_key=((src_def[kind].lower() if ci else src_def[kind]) if kind == "attribute" else None),
                     fallbacks=tuple(fallbacks), source_label=_source_label(kind, src_def[kind]),
                     fallback_event=c.get("fallback_event", True),
@@ -449,12 +532,32 @@ def _compile(contract: "Contract") -> MappingPlan:
                     raise ContractError(f"{gw}.unpivot: the table needs one column with \"unpivot\": \"name\" "
                                         "and one with \"unpivot\": \"value\"")
             skip = g.get("skip_when_empty")
+            groups: tuple[AttributeGroup, ...] = ()
+            present_if: tuple[str, ...] = ()
+            if groups_def is not None:
+                used = {(overrides.get(cdef["name"]) or cdef).get("group") for cdef in t["columns"]}
+                for gi_, grp in enumerate(groups_def["groups"]):
+                    for f in grp["attributes"]:
+                        if f not in used:
+                            raise ContractError(f"{gw}.groups.groups[{gi_}].attributes: no column reads the field "
+                                                f"{f!r} (columns take it with {{\"group\": \"{f}\"}})")
+                groups = tuple(AttributeGroup(grp["key"], {f: (a.lower() if ci else a) for f, a in grp["attributes"].items()})
+                               for grp in groups_def["groups"])
+                present_if = tuple(groups_def.get("present_if", ()))
+                for f in present_if:
+                    if f not in (group_fields or set()):
+                        raise ContractError(f"{gw}.groups.present_if: {f!r} is not a field of any group")
+            unpivot_entries = [(n, n) if isinstance(n, str) else (n["attribute"], n["name"])
+                               for n in (unp["names"] if unp else [])]
             gens.append(GeneratorPlan(
                 table=tdef.name,
                 for_each=parse_path(g["for_each"], f"{gw}.for_each", False, ci) if "for_each" in g else None,
                 parent_table=parent,
                 unpivot_of=parse_path(unp["of"], f"{gw}.unpivot.of", False, ci) if unp else None,
-                unpivot_names=tuple(unp["names"]) if unp else (),
+                unpivot_names=tuple(a for a, _ in unpivot_entries),
+                unpivot_labels=tuple(n for _, n in unpivot_entries),
+                groups_of=parse_path(groups_def["of"], f"{gw}.groups.of", False, ci) if groups_def else None,
+                groups=groups, present_if=present_if,
                 allowed_attr=((allowed["attribute"].lower() if ci else allowed["attribute"]) if allowed else None),
                 allowed_values=tuple(v.strip().upper() for v in allowed["values"]) if allowed else (),
                 required=required, dedup_key=dkey, prefer_allowed=bool(dedup.get("prefer_allowed_order")),

@@ -23,7 +23,8 @@ Grammar (case-insensitive keywords)::
               | func(expr, ...) | CASE ... END | ( expr )
 
 Functions: COALESCE, NULLIF, UPPER, LOWER, TRIM, LENGTH, ABS, ROUND, INT, DECIMAL, DIGITS,
-SUBSTR(text, start[, length]) (1-based, as in SQL), DATE(datetime) (the day of a date-time).
+SUBSTR(text, start[, length]) (1-based, as in SQL), DATE(datetime) (the day of a date-time),
+ADD_DAYS(date, n).
 """
 from __future__ import annotations
 
@@ -184,6 +185,18 @@ def _day_of(v: Any) -> Any:
     return None
 
 
+def _add_days(v: Any, days: Any) -> Any:
+    """ADD_DAYS(date or date-time, n): n days later (earlier when negative); NULL in, NULL out;
+    a result outside the calendar is NULL."""
+    n = _to_int(days)
+    if n is None or not isinstance(v, _dt.date):
+        return None
+    try:
+        return v + _dt.timedelta(days=int(n))
+    except OverflowError:
+        return None
+
+
 def _round(v: Any, places: Any = 0) -> Any:
     n = _num(v)
     if n is None:
@@ -205,6 +218,7 @@ _FUNCTIONS: dict[str, tuple[int, int, Callable[..., Any]]] = {
     "DECIMAL": (1, 1, _num),
     "DIGITS": (1, 1, lambda a: None if a is None else ("".join(c for c in str(a) if c.isdigit()) or None)),
     "SUBSTR": (2, 3, _substr),
+    "ADD_DAYS": (2, 2, _add_days),
 }
 
 

@@ -127,9 +127,30 @@ def validate_schema(raw: Any, source: str = "contract") -> None:
         raise ContractError(f"{source} is not a valid contract:\n" + "\n".join(lines) + more)
 
 
+def packaged_contracts() -> list[str]:
+    """The names of the contracts that ship with the package (``credit_card``, ``rec_lending``)."""
+    return sorted(p.name[:-5] for p in resources.files("xml_extractor.contracts").iterdir() if p.name.endswith(".json"))
+
+
+def resolve_contract_path(name_or_path: str | Path | None) -> Path:
+    """``--contract`` takes a packaged contract's name (``rec_lending``) or a file path: a bare name
+    without a suffix or a slash is a packaged contract when one has that name, else a path."""
+    if not name_or_path:
+        return default_contract_path()
+    text = str(name_or_path)
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text) and not Path(text).exists():
+        packaged = Path(str(resources.files("xml_extractor.contracts").joinpath(f"{text}.json")))
+        if packaged.exists():
+            return packaged
+        raise ContractError(f"no packaged contract named {text!r} (packaged: {', '.join(packaged_contracts())}); "
+                            "give a path to a contract file instead")
+    return Path(text)
+
+
 def load_contract(path: str | Path | None = None) -> Contract:
-    """Read, validate and cross-check a contract file (default: the packaged credit_card)."""
-    p = Path(path) if path else default_contract_path()
+    """Read, validate and cross-check a contract file or packaged contract by name (default: the
+    packaged credit_card)."""
+    p = resolve_contract_path(path)
     try:
         text = p.read_text("utf-8")
     except FileNotFoundError:
@@ -201,7 +222,8 @@ def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
                     re.compile(c["pattern"])
                 except re.error as exc:
                     raise ContractError(f"{source}: {cw}.pattern: not a valid regular expression: {exc}") from None
-            kinds = [k for k in ("attribute", "path", "context", "parent", "expression", "constant", "unpivot") if k in c]
+            kinds = [k for k in ("attribute", "path", "context", "parent", "expression", "constant", "unpivot", "group",
+                                 "kept") if k in c]
             if len(kinds) > 1:
                 raise ContractError(f"{source}: {cw}: a column takes one value source, got {', '.join(kinds)}")
             stored = c.get("store", True)
