@@ -211,6 +211,7 @@ def test_fault_injection_is_honoured_only_behind_the_gate(monkeypatch, tmp_path)
     assert FaultPlan.from_env() == FaultPlan()
 
 
+@pytest.mark.slow  # a real run with a worker process
 def test_a_run_with_a_stray_faults_variable_is_not_affected(tmp_path):
     """XML_EXTRACTOR_FAULTS in a production shell (no gate): the run is the normal run, and says so."""
     from conftest import _child_env, assert_exactly_once
