@@ -305,6 +305,8 @@ class Dialect:
                                      + [f"{self.quote('replaced_at')} {self.timestamp_type} NOT NULL"]))
         out.append(self.create_index(f"ix_{contract.log_table}{HISTORY_SUFFIX}_app", history, ["app_id", "attempt"], schema=sch))
         ev = q(sch, contract.event_table)
+        # which contract versions produced the log: a loose index scan instead of reading every row
+        out.append(self.create_index(f"ix_{contract.log_table}_contract_version", log, ["contract_version", "app_id"], schema=sch))
         out.append(self.create_table(ev, [
             f"{self.quote('event_id')} {self.serial_pk}",
             f"{self.quote('app_id')} INTEGER NOT NULL",

@@ -425,3 +425,16 @@ SELECT COUNT(*), SUM(CASE WHEN ({filled}) <= 1 THEN 1 ELSE 0 END) FROM {table};
 -- name: quality_sparse_sample
 -- The same over the first :limit rows the table yields.
 SELECT COUNT(*), SUM(CASE WHEN ({filled}) <= 1 THEN 1 ELSE 0 END) FROM (SELECT {top} {cols} FROM {table} {limit}) q;
+
+-- name: ops_count_rows
+-- Rows of one table.
+SELECT COUNT(*) FROM {table};
+
+-- name: log_contract_version_list
+-- The contract versions in the log, by a loose scan of ix_processing_log_contract_version (one
+-- index probe per version, not a read of every log row).
+WITH RECURSIVE v(cv) AS (
+    SELECT MIN(contract_version) FROM {log}
+    UNION ALL
+    SELECT (SELECT MIN(l.contract_version) FROM {log} l WHERE l.contract_version > v.cv) FROM v WHERE v.cv IS NOT NULL)
+SELECT cv FROM v WHERE cv IS NOT NULL;

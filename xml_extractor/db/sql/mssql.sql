@@ -23,3 +23,7 @@ SELECT x.id,
        CASE WHEN x.p > 0 THEN RIGHT(x.doc, 200) END
 FROM (SELECT s.{src_id} AS id, s.{src_xml} AS doc, CHARINDEX(:marker, s.{src_xml}) AS p, CAST(:marker_bytes AS INT) AS m
       FROM {src} s WHERE s.{src_id} IN (:ids)) x;
+
+-- name: log_contract_version_list
+-- The contract versions in the log (SQL Server: no aggregate in a recursive CTE member).
+SELECT DISTINCT contract_version FROM {log};
