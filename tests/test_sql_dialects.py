@@ -29,7 +29,7 @@ from sqlglot.tokens import TokenType  # noqa: E402
 
 from xml_extractor.cli import cli  # noqa: E402
 from xml_extractor.contract.loader import load_contract  # noqa: E402
-from xml_extractor.db.base import Statement, load_queries  # noqa: E402
+from xml_extractor.db.base import Statement, load_fragments, load_queries  # noqa: E402
 from xml_extractor.db.database import Database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +122,15 @@ def test_every_defined_query_is_used_and_described() -> None:
         for name, q in queries.items():
             assert name in used, f"{q.source}: query {name} is defined but no code uses it"
             assert q.description, f"{q.source}: query {name} has no one-line description"
+
+
+def test_every_fragment_is_used_and_described() -> None:
+    """A fragment (a condition written once, e.g. "pending") is described and used by a query."""
+    for dialect in DIALECTS:
+        templates = " ".join(q.template for q in load_queries(dialect).values())
+        for name, f in load_fragments(dialect).items():
+            assert f.description, f"{f.source}: fragment {name} has no description"
+            assert "{" + name + "}" in templates, f"{f.source}: fragment {name} is used by no query"
 
 
 def test_a_dialect_file_overrides_only_what_differs() -> None:

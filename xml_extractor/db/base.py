@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..contract.loader import ColumnDef, Contract
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-_NAMED = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_SECTION = re.compile(r"^-- (name|fragment): ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 # A named parameter: ``:name`` not preceded by ``:`` or a word character (so PostgreSQL's ``::int``
 # casts and ``a:b`` inside identifiers are left alone). String literals are skipped (see _code_parts).
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
@@ -44,12 +44,26 @@ def load_queries(dialect: str) -> dict[str, NamedQuery]:
     statement. Comment lines inside the statement are dropped; a trailing ``;`` is optional. A
     leading ``-- dialects: sqlite, postgresql`` line limits a common query to those dialects (a
     query only some code paths use on some engines, e.g. scripts/ops_bench.py's data generator)."""
+    return _load_sections(dialect, "name")
+
+
+def load_fragments(dialect: str) -> dict[str, NamedQuery]:
+    """``-- fragment: x`` sections: a condition written once (an instance's share, "pending") that
+    queries use as ``{x}``. Same format as a query; it may use identifiers and :parameters, and
+    assumes the aliases its description names."""
+    return _load_sections(dialect, "fragment")
+
+
+def _load_sections(dialect: str, kind: str) -> dict[str, NamedQuery]:
     out: dict[str, NamedQuery] = {}
     for fname in ("common.sql", f"{dialect}.sql"):
         text = resources.files("xml_extractor.db").joinpath("sql").joinpath(fname).read_text("utf-8")
-        parts = _NAMED.split(text)
-        for i in range(1, len(parts), 2):
-            lines = parts[i + 1].strip().splitlines()
+        parts = _SECTION.split(text)
+        for i in range(1, len(parts), 3):
+            if parts[i] != kind:
+                continue
+            name = parts[i + 1]
+            lines = parts[i + 2].strip().splitlines()
             leading = []
             for ln in lines:
                 if not ln.lstrip().startswith("--"):
@@ -61,7 +75,7 @@ def load_queries(dialect: str) -> dict[str, NamedQuery]:
                 continue
             body = "\n".join(ln for ln in lines if not ln.lstrip().startswith("--")).strip()
             description = " ".join(c for c in leading if not c.startswith("dialects:"))
-            out[parts[i]] = NamedQuery(parts[i], description, body.rstrip(";").strip(), fname, dialects)
+            out[name] = NamedQuery(name, description, body.rstrip(";").strip(), fname, dialects)
     return out
 
 
@@ -168,6 +182,7 @@ class Dialect:
 
     def __init__(self) -> None:
         self.queries = load_queries(self.name)
+        self.fragments = load_fragments(self.name)
 
     # -- identifiers ----------------------------------------------------------------------------
     def quote(self, ident: str) -> str:

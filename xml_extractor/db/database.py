@@ -62,6 +62,8 @@ class Database:
             "top": d.top_clause,
             "limit": d.limit_clause,
         }
+        # fragments (conditions written once in the SQL files) with the identifiers substituted
+        self.names.update({k: f.template.format(**self.names) for k, f in d.fragments.items()})
         self._sql: dict[tuple, Statement] = {}
         self.conn: Any = None
         if connect:

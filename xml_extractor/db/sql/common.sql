@@ -22,42 +22,47 @@
 -- :remainder, identical to Python's id % N (see processing/partition.py): SQL's % truncates
 -- toward zero, so a negative id would otherwise belong to no instance.
 
+-- fragment: in_range
+-- The source row s is within the run's id bounds.
+s.{src_id} BETWEEN CAST(:id_lo AS BIGINT) AND CAST(:id_hi AS BIGINT)
+
+-- fragment: in_share
+-- The source row s belongs to this instance: the non-negative remainder (see above).
+(((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
+
+-- fragment: is_pending
+-- The source row s is pending: never logged, or with an open reprocess request (its new attempt
+-- replaces the old one, see reprocess.py).
+(NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id})
+ OR EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = s.{src_id}))
+
+-- fragment: is_retryable
+-- The source row s failed, never succeeded, and has attempts left (fewer than :max_attempts).
+(EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'failed')
+ AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'success')
+ AND (SELECT MAX(l.attempt) FROM {log} l WHERE l.app_id = s.{src_id}) < :max_attempts)
+
 -- name: pending_ids
--- Keyset page of this instance's pending applications (never OFFSET). Pending = never logged, or
--- with an open reprocess request (its new attempt replaces the old one, see reprocess.py).
+-- Keyset page of this instance's pending applications (never OFFSET).
 SELECT {top} s.{src_id} FROM {src} s
-WHERE s.{src_id} > CAST(:after_id AS BIGINT) AND s.{src_id} BETWEEN CAST(:id_lo AS BIGINT) AND CAST(:id_hi AS BIGINT)
-  AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
-  AND (NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id})
-       OR EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = s.{src_id}))
+WHERE s.{src_id} > CAST(:after_id AS BIGINT) AND {in_range} AND {in_share} AND {is_pending}
 ORDER BY s.{src_id}
 {limit};
 
 -- name: retry_ids
 -- Keyset page of failed applications with attempts left.
 SELECT {top} s.{src_id} FROM {src} s
-WHERE s.{src_id} > CAST(:after_id AS BIGINT) AND s.{src_id} BETWEEN CAST(:id_lo AS BIGINT) AND CAST(:id_hi AS BIGINT)
-  AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
-  AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'failed')
-  AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'success')
-  AND (SELECT MAX(l.attempt) FROM {log} l WHERE l.app_id = s.{src_id}) < :max_attempts
+WHERE s.{src_id} > CAST(:after_id AS BIGINT) AND {in_range} AND {in_share} AND {is_retryable}
 ORDER BY s.{src_id}
 {limit};
 
 -- name: count_pending
--- How many unprocessed applications this instance has (the progress bar's total).
-SELECT COUNT(*) FROM {src} s
-WHERE s.{src_id} BETWEEN CAST(:id_lo AS BIGINT) AND CAST(:id_hi AS BIGINT) AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
-  AND (NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id})
-       OR EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = s.{src_id}));
+-- How many pending applications this instance has (the progress bar's total).
+SELECT COUNT(*) FROM {src} s WHERE {in_range} AND {in_share} AND {is_pending};
 
 -- name: count_retry
 -- How many failed applications with attempts left this instance has.
-SELECT COUNT(*) FROM {src} s
-WHERE s.{src_id} BETWEEN CAST(:id_lo AS BIGINT) AND CAST(:id_hi AS BIGINT) AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder
-  AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'failed')
-  AND NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = s.{src_id} AND l.status = 'success')
-  AND (SELECT MAX(l.attempt) FROM {log} l WHERE l.app_id = s.{src_id}) < :max_attempts;
+SELECT COUNT(*) FROM {src} s WHERE {in_range} AND {in_share} AND {is_retryable};
 
 -- name: last_attempts
 -- The highest attempt logged so far for each of a batch's applications.
@@ -122,7 +127,7 @@ SELECT s.{src_id}, s.{src_xml} FROM {src} s WHERE s.{src_id} BETWEEN 1 AND :coun
 -- name: bench_corpus_share
 -- One benchmark process's share of the corpus (same partition as a run's instances).
 SELECT s.{src_id}, s.{src_xml} FROM {src} s
-WHERE s.{src_id} BETWEEN 1 AND :count AND (((s.{src_id} % :modulus) + :modulus) % :modulus) = :remainder;
+WHERE s.{src_id} BETWEEN 1 AND :count AND {in_share};
 
 -- name: bench_corpus_size
 -- How many corpus documents are already there.
