@@ -13,6 +13,9 @@
 -- substitution: {src} {src_id} {src_xml} {log} {events} {queue} {progress} {enums}, and the
 -- dialect fragments {now}, {lease_expr} (takes :lease_seconds), {top} / {limit} (row limit, take
 -- :limit: TOP (:limit) after SELECT on SQL Server, LIMIT :limit at the end elsewhere).
+-- A condition several queries share is written once as "-- fragment: name" (same format, no
+-- trailing ;) and used as {name}: {in_range} {in_share} {is_pending} {is_retryable} below.
+-- "-- dialects: sqlite, postgresql" under a name limits a common query to those engines.
 -- tests/test_sql_dialects.py parses every query of every dialect with sqlglot.
 --
 -- Id bounds are CAST(... AS BIGINT): selection covers the whole 64-bit range, and psqlODBC would
