@@ -9,11 +9,11 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from .db.database import Database
 from .db.store import init_db
-from .errors import DocumentFailure
+from .errors import ConfigError, DocumentFailure
 from .mock import MockGenerator
 from .parsing import DocumentPlan, decode_source, parse_app_id, parse_document
 
@@ -24,18 +24,43 @@ _ID_FALLBACK = re.compile(r"<Request\b[^>]*?\bID\s*=\s*[\"'](\d+)[\"']")
 class LoadReport:
     counts: collections.Counter = field(default_factory=collections.Counter)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    created_schema: bool = False
+
+    def skip(self, path: str, category: str, why: str) -> None:
+        self.counts[f"skipped: {category}"] += 1
+        self.problems.append((path, why))
 
 
 def expand_paths(paths: Iterable[str]) -> list[Path]:
+    """Files of the arguments (files, folders: their *.xml, globs); an argument that matches no
+    file is a usage error (exit 2): a typo must not look like an empty load."""
     out: list[Path] = []
+    unmatched: list[str] = []
     for p in paths:
         if any(c in p for c in "*?["):
-            out += [Path(x) for x in sorted(glob.glob(p, recursive=True)) if os.path.isfile(x)]
+            found = [Path(x) for x in sorted(glob.glob(p, recursive=True)) if os.path.isfile(x)]
         elif os.path.isdir(p):
-            out += sorted(Path(p).rglob("*.xml"))
+            found = sorted(Path(p).rglob("*.xml"))
+        elif os.path.lexists(p):
+            found = [Path(p)]
         else:
-            out.append(Path(p))
+            found = []
+        if not found:
+            unmatched.append(p)
+        out += found
+    if unmatched:
+        raise ConfigError("no files matched: " + ", ".join(unmatched))
     return out
+
+
+# the largest id the source table's id column holds (SQLite INTEGER is 64-bit; the others' INTEGER/INT 32-bit)
+SOURCE_ID_MAX = {"sqlite": 2 ** 63 - 1}
+INT32_MAX = 2 ** 31 - 1
+
+
+def id_in_range(db: Database, app_id: int) -> bool:
+    hi = SOURCE_ID_MAX.get(db.dialect.name, INT32_MAX)
+    return -hi - 1 <= app_id <= hi
 
 
 def document_id(text: str, plan: DocumentPlan) -> int:
@@ -52,73 +77,131 @@ def document_id(text: str, plan: DocumentPlan) -> int:
 
 def _existing(db: Database, ids: list[int]) -> set[int]:
     found: set[int] = set()
-    n = db.names
     for i in range(0, len(ids), 500):
         part = ids[i:i + 500]
-        found |= {int(r[0]) for r in db.autocommit_query(
-            f"SELECT {n['src_id']} FROM {n['src']} WHERE {n['src_id']} IN ({db.dialect.in_list(len(part))})", part)}
+        found |= {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("source_existing"), {"ids": part}))}
     return found
 
 
 def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[int]) -> None:
-    n = db.names
+    """Insert rows (an id another process inserted meanwhile is left alone: two loads or two
+    generate-mock at once never fail on each other), after deleting ``replace_ids``."""
+    insert = db.sql("source_insert_new")
 
     def tx() -> None:
         db.begin()
         cur = db.conn.cursor()
-        if replace_ids:
-            ids = sorted(replace_ids)
-            for i in range(0, len(ids), 500):
-                part = ids[i:i + 500]
-                cur.execute(f"DELETE FROM {n['src']} WHERE {n['src_id']} IN ({db.dialect.in_list(len(part))})", part)
-        cur.executemany(f"INSERT INTO {n['src']} ({n['src_id']}, {n['src_xml']}) VALUES (?, ?)", rows)
+        ids = sorted(replace_ids)
+        for i in range(0, len(ids), 500):
+            text, values = db.sql("source_delete").bind({"ids": ids[i:i + 500]})
+            cur.execute(text, values)
+        if rows:
+            cur.executemany(str(insert), [insert.values({"app_id": a, "xml": x}) for a, x in rows])
         cur.close()
         db.commit()
     db.with_retry(tx)
 
 
-def load_files(db: Database, paths: Iterable[str], replace: bool = False, batch: int = 200) -> LoadReport:
-    init_db(db)
+@dataclass
+class _Candidate:
+    path: Path
+    app_id: int
+
+
+def _identify(path: Path, plan: DocumentPlan, db: Database, rep: LoadReport) -> _Candidate | None:
+    """The file's application id, or None after recording why it is skipped."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        rep.skip(str(path), "unreadable", f"unreadable: {exc.strerror or exc}")
+        return None
+    if not raw.strip():
+        rep.skip(str(path), "not XML", "an empty file")
+        return None
+    try:
+        text = decode_source(raw)
+    except DocumentFailure as f:
+        rep.skip(str(path), "not XML", f"not a readable XML document: {f.reason}")
+        return None
+    if "<" not in text[:4096]:
+        rep.skip(str(path), "not XML", "not an XML document (no element in its first 4 KB)")
+        return None
+    try:
+        app_id = document_id(text, plan)
+    except DocumentFailure as f:
+        if f.stage == "parse":  # not well-formed, and no ID to be found in its head either
+            rep.skip(str(path), "not XML", f"not a well-formed XML document: {f.reason}")
+        else:
+            rep.skip(str(path), "no usable Request/@ID", f.reason)
+        return None
+    if not id_in_range(db, app_id):
+        rep.skip(str(path), "id out of range",
+                 f"Request/@ID {app_id} does not fit the source table's id column ({db.dialect.name})")
+        return None
+    return _Candidate(path, app_id)
+
+
+def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer: Iterable[str] = (),
+               batch: int = 200) -> LoadReport:
+    """Load files into the source table. Every per-file problem is a skip with a reason. Two files
+    carrying one id: neither is loaded (the conflict names both) unless ``prefer`` names one of
+    them. An id already in the table is skipped unless ``replace``. Creates the schema when the
+    database has none (and says so: ``created_schema``)."""
+    files = expand_paths(paths)
+    from .db.migrate import plan as schema_plan
+    if any(c.column is None for c in schema_plan(db).additions):
+        init_db(db)
+        rep = LoadReport(created_schema=True)
+    else:
+        rep = LoadReport()
     from .contract.compiler import compile_contract
     plan = compile_contract(db.contract).document  # once, not per file
-    rep = LoadReport()
+    by_id: dict[int, list[Path]] = collections.defaultdict(list)
+    for path in files:  # first pass: ids only (documents are not kept in memory)
+        cand = _identify(path, plan, db, rep)
+        if cand is not None:
+            by_id[cand.app_id].append(cand.path)
+    preferred = {os.path.realpath(p) for p in prefer}
+    chosen: dict[int, Path] = {}
+    for app_id, found in by_id.items():
+        if len(found) == 1:
+            chosen[app_id] = found[0]
+            continue
+        picks = [f for f in found if os.path.realpath(f) in preferred]
+        if len(picks) == 1:
+            chosen[app_id] = picks[0]
+            for f in found:
+                if f is not picks[0]:
+                    rep.skip(str(f), "id conflict (other file preferred)", f"Request/@ID {app_id} is also in {picks[0]}, "
+                                                                           "which --prefer chose")
+            continue
+        listed = ", ".join(map(str, found))
+        for f in found:
+            rep.skip(str(f), "id conflict", f"Request/@ID {app_id} is carried by {len(found)} files ({listed}); "
+                                            "none loaded: name the right one with --prefer PATH")
     pending: list[tuple[int, str]] = []
-    seen: set[int] = set()
 
     def flush() -> None:
         if not pending:
             return
-        ids = [i for i, _ in pending]
-        exists = _existing(db, ids)
+        exists = _existing(db, [i for i, _ in pending])
         keep = [(i, t) for i, t in pending if replace or i not in exists]
         for i, _ in pending:
-            if i in exists:
-                rep.counts["replaced" if replace else "skipped: app_id already present"] += 1
-                if not replace:
-                    rep.problems.append((f"app_id {i}", "already present (use --replace to overwrite)"))
+            if i in exists and not replace:
+                rep.skip(str(chosen[i]), "app_id already present",
+                         f"app_id {i} is already in the source table (--replace to overwrite)")
+            elif i in exists:
+                rep.counts["replaced"] += 1
         _write_source(db, keep, exists if replace else set())
         rep.counts["loaded"] += len([1 for i, _ in keep if i not in exists])
         pending.clear()
 
-    for path in expand_paths(paths):
+    for app_id in sorted(chosen):  # second pass: read again and load
         try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            rep.counts["skipped: unreadable"] += 1
-            rep.problems.append((str(path), str(exc)))
+            text = decode_source(chosen[app_id].read_bytes())
+        except (OSError, DocumentFailure) as exc:
+            rep.skip(str(chosen[app_id]), "unreadable", f"changed or unreadable since it was read: {exc}")
             continue
-        try:
-            text = decode_source(raw)
-            app_id = document_id(text, plan)
-        except DocumentFailure as f:
-            rep.counts["skipped: no usable Request/@ID"] += 1
-            rep.problems.append((str(path), f.reason))
-            continue
-        if app_id in seen:
-            rep.counts["skipped: duplicate app_id in this load"] += 1
-            rep.problems.append((str(path), f"app_id {app_id} appears in another file of this load"))
-            continue
-        seen.add(app_id)
         pending.append((app_id, text))
         if len(pending) >= batch:
             flush()
@@ -126,9 +209,11 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, batch:
     return rep
 
 
-def generate_into_db(db: Database, count: int, seed: int, faulty_share: float, start_id: int, batch: int = 200) -> dict:
+def generate_into_db(db: Database, count: int, seed: int, faulty_share: float, start_id: int, batch: int = 200,
+                     generator: Any = None) -> dict:
+    """``generator``: anything with ``documents(start, count)`` (mock_rl.generator_for: rl, mixed)."""
     init_db(db)
-    gen = MockGenerator(seed=seed, faulty_share=faulty_share)
+    gen = generator or MockGenerator(seed=seed, faulty_share=faulty_share)
     t0 = time.perf_counter()
     faults: collections.Counter = collections.Counter()
     sizes: list[int] = []
@@ -152,8 +237,9 @@ def generate_into_db(db: Database, count: int, seed: int, faulty_share: float, s
             "faults": dict(sorted(faults.items()))}
 
 
-def generate_into_folder(out_dir: str, count: int, seed: int, faulty_share: float, start_id: int) -> dict:
-    gen = MockGenerator(seed=seed, faulty_share=faulty_share)
+def generate_into_folder(out_dir: str, count: int, seed: int, faulty_share: float, start_id: int,
+                         generator: Any = None) -> dict:
+    gen = generator or MockGenerator(seed=seed, faulty_share=faulty_share)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     faults: collections.Counter = collections.Counter()

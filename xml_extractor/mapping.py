@@ -335,8 +335,13 @@ def map_document(plan: MappingPlan, source: Any, expected_app_id: int | None = N
     if parsed.record is None:
         raise ValidateFailure(f"no {plan.document.record_path} in the document", "NoRecordElement")
     t1 = time.perf_counter()
+    routes = plan.extra.get("routes")
     try:
-        result = map_record(plan, parsed.record, app_id)
+        if routes:  # a contract set: the member whose record the document has (contract_set.py)
+            from .contract.contract_set import map_routed
+            result = map_routed(routes, parsed.record, app_id)
+        else:
+            result = map_record(plan, parsed.record, app_id)
     except DocumentFailure:
         raise
     except RecursionError:

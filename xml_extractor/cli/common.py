@@ -31,9 +31,25 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _contracts_option(ctx: Any, param: Any, value: tuple[str, ...]) -> str | None:
+    from ..contract.contract_set import join_contract_specs
+    try:
+        return join_contract_specs(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+# Repeatable: several contracts over one source table are a contract set (each document goes to the
+# contract whose record it has); the commands receive them as one "a,b" string (contract_set.py).
+CONTRACT_OPTION = click.option(
+    "--contract", "contract_path", envvar=ENV + "CONTRACT", show_envvar=True, multiple=True,
+    callback=_contracts_option,
+    help="Contract: a packaged name (credit_card, rec_lending) or a file path; repeat it for a source "
+         "table holding several product lines (default: credit_card).")
+
+
 def db_options(fn: Callable) -> Callable:
-    fn = click.option("--contract", "contract_path", envvar=ENV + "CONTRACT", show_envvar=True, default=None,
-                      help="Contract file (default: the packaged credit_card contract).")(fn)
+    fn = CONTRACT_OPTION(fn)
     fn = click.option("--username", envvar=ENV + "USERNAME", show_envvar=True, default=None,
                       help="SQL Server user (password from XML_EXTRACTOR_DB_PASSWORD or a prompt).")(fn)
     fn = click.option("--database", envvar=ENV + "DATABASE", show_envvar=True, default=None,

@@ -12,12 +12,18 @@ from tabulate import tabulate
 from .common import ENV, handle_errors
 
 @click.command("validate-contract")
-@click.argument("path", required=False, envvar=ENV + "CONTRACT")
+@click.argument("paths", nargs=-1, envvar=ENV + "CONTRACT")
 @handle_errors
-def validate_contract(path: str | None) -> None:
-    """Check a contract (default: the packaged one) and summarise it."""
+def validate_contract(paths: tuple[str, ...]) -> None:
+    """Check a contract (a packaged name or a file; default: credit_card) and summarise it. Several
+    are checked as a contract set: one database for all (shared tables must agree)."""
+    from ..contract.contract_set import join_contract_specs
     from ..contract.loader import load_contract
-    c = load_contract(path)
+    c = load_contract(join_contract_specs(paths))
+    for m in c.extra.get("members", ()):
+        f = contract_figures(m)
+        click.echo(f"ok: {m.name} {m.version_tag}: {f['tables']} tables, {f['columns']} columns, "
+                   f"{f['attributes']} attributes, {f['enum_values']} enum values in {f['enums']} enums")
     f = contract_figures(c)
     click.echo(f"ok: {c.name} {c.version_tag}: {f['tables']} tables, {f['columns']} columns, "
                f"{f['attributes']} attributes, {f['enum_values']} enum values in {f['enums']} enums")

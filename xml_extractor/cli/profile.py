@@ -27,7 +27,8 @@ def _progress(total: int, label: str) -> Iterator[Any]:
 def _contracts(contract_option: Any) -> list[Any]:
     """--contract as cli/common.py offers it: one value, or several if the option is repeatable."""
     from ..contract.loader import load_contract
-    values = list(contract_option) if isinstance(contract_option, (list, tuple)) else [contract_option]
+    from ..contract.contract_set import split_contract_spec
+    values = list(contract_option) if isinstance(contract_option, (list, tuple)) else split_contract_spec(contract_option)
     return [load_contract(v) for v in (values or [None])]
 
 

@@ -69,18 +69,33 @@ def render_ddl(dialect: Any, contract: Any) -> str:
 @click.command("load-xml")
 @click.argument("paths", nargs=-1, required=True)
 @db_options
-@click.option("--replace", is_flag=True, help="Overwrite rows whose app_id is already present.")
+@click.option("--replace", is_flag=True, envvar=ENV + "REPLACE", show_envvar=True,
+              help="Overwrite documents whose app_id is already in the source table (default: skip them, with a reason).")
+@click.option("--prefer", "prefer", multiple=True, metavar="PATH", type=click.Path(dir_okay=False),
+              help="When several files carry one Request/@ID, load this one (repeatable). Without it none of them "
+                   "is loaded and the conflict is reported with every path.")
 @handle_errors
 def load_xml_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, database: str | None,
-                 username: str | None, contract_path: str | None, replace: bool) -> None:
-    """Load XML files (files, folders, globs) into the source table; app_id from Request/@ID."""
+                 username: str | None, contract_path: str | None, replace: bool, prefer: tuple[str, ...]) -> None:
+    """Load XML files (files, folders, globs) into the source table; app_id from Request/@ID.
+
+    Every file that cannot be loaded is skipped with a reason (unreadable, not XML, no usable ID,
+    an ID out of range for the source column, an ID two files carry, an ID already loaded); exit 1
+    if any was skipped, 2 if an argument matches no file. Creates the database and its schema if
+    there is none (as init-db would) and says so."""
     from ..loading import load_files
     db = open_db(db_url, server, database, username, contract_path, create=True)
-    report = load_files(db, paths, replace=replace)
+    try:
+        report = load_files(db, paths, replace=replace, prefer=prefer)
+    finally:
+        db.close()
+    if report.created_schema:
+        click.echo(f"created the schema in {db.url.display()} (as init-db does)")
     click.echo(tabulate(sorted(report.counts.items()), headers=["outcome", "files"], tablefmt="simple"))
     for path, why in report.problems[:50]:
         click.echo(f"  skipped {path}: {why}", err=True)
-    db.close()
+    if len(report.problems) > 50:
+        click.echo(f"  ... and {len(report.problems) - 50} more", err=True)
     sys.exit(1 if report.problems else 0)
 
 
@@ -91,20 +106,26 @@ def load_xml_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None,
 @click.option("--faulty-share", type=click.FloatRange(0, 1), default=0.0, show_default=True, envvar=ENV + "FAULTY_SHARE",
               help="Share of documents broken in one of the real ways (malformed, truncated, wrong product line, ...).")
 @click.option("--start-id", type=int, default=1, show_default=True, envvar=ENV + "START_ID")
+@click.option("--product", type=click.Choice(["cc", "rl", "mixed"]), default="cc", show_default=True, envvar=ENV + "PRODUCT",
+              help="Credit-card documents, rec-lending documents, or both in one source table.")
+@click.option("--rl-share", type=click.FloatRange(0, 1), default=0.3, show_default=True, envvar=ENV + "RL_SHARE",
+              help="With --product mixed: the share of rec-lending documents.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write .xml files into this folder instead of the database.")
 @handle_errors
 def generate_mock_cmd(db_url: str | None, server: str | None, database: str | None, username: str | None,
                       contract_path: str | None, count: int, seed: int, faulty_share: float, start_id: int,
-                      out_dir: str | None) -> None:
+                      product: str, rl_share: float, out_dir: str | None) -> None:
     """Generate realistic documents (sizes, formats, edge cases), deterministically for a seed."""
     from ..loading import generate_into_db, generate_into_folder
+    from ..mock_rl import generator_for
+    gen = generator_for(product, seed, faulty_share, rl_share)
     if out_dir:
-        stats = generate_into_folder(out_dir, count, seed, faulty_share, start_id)
+        stats = generate_into_folder(out_dir, count, seed, faulty_share, start_id, generator=gen)
         where = out_dir
     else:
         db = open_db(db_url, server, database, username, contract_path, create=True)
-        stats = generate_into_db(db, count, seed, faulty_share, start_id)
+        stats = generate_into_db(db, count, seed, faulty_share, start_id, generator=gen)
         where = db.url.display()
         db.close()
     click.echo(f"generated {stats['written']} documents into {where} in {stats['seconds']:.1f}s "

@@ -407,7 +407,11 @@ def compile_contract(contract: "Contract") -> MappingPlan:
     contract loaded twice is compiled once). A plan is never changed after compilation."""
     plan = _PLANS.get(contract.digest)
     if plan is None:
-        plan = _compile(contract)
+        if contract.extra.get("members"):
+            from .contract_set import compile_set
+            plan = compile_set(contract)
+        else:
+            plan = _compile(contract)
         if len(_PLANS) >= _PLANS_KEPT:
             del _PLANS[next(iter(_PLANS))]
         _PLANS[contract.digest] = plan

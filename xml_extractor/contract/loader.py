@@ -149,7 +149,12 @@ def resolve_contract_path(name_or_path: str | Path | None) -> Path:
 
 def load_contract(path: str | Path | None = None) -> Contract:
     """Read, validate and cross-check a contract file or packaged contract by name (default: the
-    packaged credit_card)."""
+    packaged credit_card). Several, comma-separated (what a repeated ``--contract`` becomes), are a
+    contract set: one union contract whose plan routes each document (contract_set.py)."""
+    if path is not None and "," in str(path):
+        from .contract_set import merge_contracts, split_contract_spec
+        members = [load_contract(p) for p in split_contract_spec(str(path))]
+        return members[0] if len(members) == 1 else merge_contracts(members)
     p = resolve_contract_path(path)
     try:
         text = p.read_text("utf-8")

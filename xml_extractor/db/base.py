@@ -196,9 +196,6 @@ class Dialect:
     # a printed script's statement separator (init-db --print); SQL Server's tools want GO batches
     script_separator = ";\n"
 
-    # a printed script's statement separator (init-db --print); SQL Server's tools want GO batches
-    script_separator = ";\n"
-
     # -- row limits: "{top}" after SELECT and "{limit}" at the end of a named query; both take :limit
     top_clause = ""
     limit_clause = "LIMIT :limit"
@@ -290,6 +287,8 @@ class Dialect:
             f"{self.quote('instance_count')} INTEGER NOT NULL",
             f"{self.quote('session_id')} {self.varchar(40)} NOT NULL",
             f"{self.quote('contract_version')} {self.varchar(100)} NOT NULL",
+            # which contract of a contract set mapped the application (NULL: a failure before routing)
+            f"{self.quote('contract_name')} {self.varchar(63)}",
             f"{self.quote('parse_ms')} {self.float_type}",
             f"{self.quote('map_ms')} {self.float_type}",
             f"{self.quote('insert_ms')} {self.float_type}",
@@ -306,6 +305,8 @@ class Dialect:
         # even without statistics: without it SQLite chose (status, stage) and reconcile went
         # quadratic), and counting or listing success/failed applications is an index range.
         out.append(self.create_index(f"ix_{contract.log_table}_status_app", log, ["status", "app_id"], schema=sch))
+        # which contract versions produced the log: a loose index scan instead of reading every row
+        out.append(self.create_index(f"ix_{contract.log_table}_contract_version", log, ["contract_version", "app_id"], schema=sch))
         out.append(self.create_index(f"ix_{contract.log_table}_logged_at", log, ["logged_at"], schema=sch))
         # reprocess (see xml_extractor/reprocess.py): the open requests, and the log rows of attempts a
         # reprocess replaced (same columns as the log, log_id kept, no identity, plus replaced_at)
@@ -320,8 +321,6 @@ class Dialect:
                                      + [f"{self.quote('replaced_at')} {self.timestamp_type} NOT NULL"]))
         out.append(self.create_index(f"ix_{contract.log_table}{HISTORY_SUFFIX}_app", history, ["app_id", "attempt"], schema=sch))
         ev = q(sch, contract.event_table)
-        # which contract versions produced the log: a loose index scan instead of reading every row
-        out.append(self.create_index(f"ix_{contract.log_table}_contract_version", log, ["contract_version", "app_id"], schema=sch))
         out.append(self.create_table(ev, [
             f"{self.quote('event_id')} {self.serial_pk}",
             f"{self.quote('app_id')} INTEGER NOT NULL",

@@ -37,23 +37,29 @@ log = logging.getLogger(__name__)
 IN_LIST_CHUNK = 500  # ids/keys per IN (...) list: far below every driver's safe parameter count
 
 LOG_COLUMNS = ("app_id", "status", "stage", "error_class", "reason", "attempt", "instance_id", "instance_count",
-               "session_id", "contract_version", "parse_ms", "map_ms", "insert_ms", "worker_pid", "logged_at")
+               "session_id", "contract_version", "parse_ms", "map_ms", "insert_ms", "worker_pid", "logged_at",
+               "contract_name")
 EVENT_COLUMNS = ("app_id", "table_name", "column_name", "event_type", "raw_value", "reason", "locator",
                  "session_id", "logged_at")
 
 
 def init_db(db: Database, with_source: bool = True) -> dict:
-    """Create everything the contract needs (idempotent) and seed app_enums with missing ids."""
+    """Create everything the contract needs (idempotent) and seed app_enums with missing ids.
+    One transaction, serialized against any other init-db/load-xml/generate-mock doing the same
+    (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock): two at once on a fresh database both
+    succeed instead of racing on CREATE TABLE IF NOT EXISTS or on the enum seed."""
     stmts = db.dialect.ddl(db.contract, with_source)
+    db.begin()
+    if "init_lock" in db.dialect.queries:
+        db.execute(db.sql("init_lock"), {}).close()
     for s in stmts:
         try:
             db.execute(s).close()
         except Exception as exc:  # noqa: BLE001
             db.rollback()
             raise ConfigError(f"init-db failed on:\n{s}\n{exc}") from None
-    db.commit()
     sql, rows = db.dialect.enum_seed_sql(db.contract)
-    have = {r[0] for r in db.query(f"SELECT {db.dialect.quote('enum_id')} FROM {db.names['enums']}")}
+    have = {r[0] for r in db.query(db.sql("enum_ids"), {})}
     missing = [r for r in rows if r[0] not in have]
     if missing:
         cur = db.conn.cursor()
@@ -154,6 +160,8 @@ class BatchWriter:
         self.plan = plan
         self.ident = ident
         c = db.contract
+        # a single contract's name; a contract set logs each application's own (None on a failure before routing)
+        self.contract_name: str | None = None if c.extra.get("members") else c.name
         self.tables = [(t.name, db.table(t.name), c.table(t.name).stored_columns) for t in plan.tables]
         self.table_cols = {name: tuple(col.name for col in cols) for name, _, cols in self.tables}
         self.faults = FaultPlan.from_env()
@@ -269,10 +277,13 @@ class BatchWriter:
 
     def _log_row(self, it: Outcome, now: _dt.datetime, insert_ms: float | None) -> tuple:
         i = self.ident
+        # a contract set's run logs the member contract that mapped the application (contract_set.py)
+        routed = it.mapped.extra.get("contract") if it.mapped is not None else None
+        version, name = routed if routed else (i.contract_version, self.contract_name)
         return (it.app_id, "success" if it.ok else "failed", None if it.ok else it.stage,
                 None if it.ok else it.error_class, None if it.ok else it.reason, it.attempt,
-                i.instance_id, i.instance_count, i.session_id, i.contract_version,
-                _r(it.parse_ms), _r(it.map_ms), _r(insert_ms) if it.ok else None, i.worker_pid, now)
+                i.instance_id, i.instance_count, i.session_id, version,
+                _r(it.parse_ms), _r(it.map_ms), _r(insert_ms) if it.ok else None, i.worker_pid, now, name)
 
     def _already_logged(self, it: Outcome) -> bool:
         rows = self.db.autocommit_query(self.db.sql("logged_status"), {"app_id": it.app_id})
