@@ -50,7 +50,7 @@ def init_db_cmd(db_url: str | None, server: str | None, database: str | None, us
         altered = migrate.apply(db, migrate.plan(db))
         click.echo(f"initialised {db.url.display()}: {res['statements']} statements, "
                    f"{res['enums_seeded']} enum rows seeded ({res['enums_total']} declared)"
-                   + (f"; {altered} ALTER statement(s): " + "; ".join(c.describe() for c in plan.additions if c.column)
+                   + (f"; {altered} schema change(s) applied: " + "; ".join(c.describe() for c in plan.additions if c.column)
                       if altered else ""))
     finally:
         db.close()
