@@ -253,9 +253,15 @@ def plan(db: Database) -> MigrationPlan:
                                            "into new tables"))
     for name in (c.log_table, c.event_table, c.progress_table, c.queue_table, c.enum_table,
                  REQUEST_TABLE, c.log_table + HISTORY_SUFFIX):  # reprocess's tables (issue 16)
-        if table_columns(db, name) is None:
+        cols = table_columns(db, name)
+        if cols is None:
             qt = d.qualified(c.target_schema, name)
             out.changes.append(Change(name, None, "new table", [s for s in create_stmts if qt in s.splitlines()[0]]))
+        elif name in (c.log_table, c.log_table + HISTORY_SUFFIX) and "contract_name" not in cols:
+            # issue 14: the contract of a contract set that mapped each application (nullable: old rows keep NULL)
+            qt, col = d.qualified(c.target_schema, name), f"{d.quote('contract_name')} {d.varchar(63)}"
+            add = (f"ALTER TABLE {qt} ADD {col} NULL" if d.name == "mssql" else f"ALTER TABLE {qt} ADD COLUMN {col}")
+            out.changes.append(Change(name, "contract_name", "new column", [add]))
     return out
 
 
