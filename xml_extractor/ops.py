@@ -68,7 +68,7 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
     eta = eta_minutes(pending, seen.rate_per_min, seen.running)
     # final failures only (an application that later succeeded is not a failure any more)
     by_stage = _q(db, db.sql("ops_failures_by_stage"), {})
-    return {"source_rows": int(source), "success": int(success), "failed": int(failed), "pending": pending,
+    return {"by_contract": by_contract(db, versions), "source_rows": int(source), "success": int(success), "failed": int(failed), "pending": pending,
             "done_pct": round(100.0 * (int(success) + int(failed)) / max(1, int(source)), 2),
             "reprocess_requested": requested, "contract_versions": versions,
             "rate_per_min_recent": seen.rate_per_min, "rate_window_s": round((
@@ -132,6 +132,17 @@ def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, 
 
 def _parts(ids: list[int], size: int = 500) -> list[list[int]]:
     return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def by_contract(db: Database, versions: list[dict] | None = None) -> list[dict]:
+    """Per contract of a contract set (issue 14): applications done by each member, final failures
+    by the member they reached; empty for a single contract's database (one version, no extra scan)."""
+    if not db.contract.extra.get("members") and versions is not None and len(versions) <= 1:
+        return []
+    out: dict[str, dict] = {}
+    for name, st, n in _q(db, db.sql("ops_by_contract"), {}):
+        out.setdefault(str(name), {"contract": str(name), "success": 0, "failed": 0})[str(st)] = int(n)
+    return list(out.values())
 
 
 def contract_versions(db: Database, attempted: int | None = None) -> list[dict]:

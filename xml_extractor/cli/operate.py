@@ -57,6 +57,10 @@ def _print_status(d: dict) -> None:
                          ["pending (never attempted)", d["pending"] - d.get("reprocess_requested", 0)],
                          ["pending (reprocess requested)", d.get("reprocess_requested", 0)], ["done", f"{d['done_pct']}%"],
                          ["rate (recent)", f"{d['rate_per_min_recent']}/min{window}"], ["ETA", eta]], tablefmt="simple"))
+    if d.get("by_contract"):  # a contract set: its members side by side (issue 14)
+        click.echo("\nper contract")
+        click.echo(tabulate([[c["contract"], c["success"], c["failed"]] for c in d["by_contract"]],
+                            headers=["contract", "ok", "failed"], tablefmt="simple"))
     if len(d.get("contract_versions", [])) > 1:  # more than one version produced the current results
         click.echo("\napplications per contract version")
         click.echo(tabulate([[v["contract_version"], v["applications"]] for v in d["contract_versions"]],

@@ -446,3 +446,9 @@ WITH RECURSIVE v(cv) AS (
     UNION ALL
     SELECT (SELECT MIN(l.contract_version) FROM {log} l WHERE l.contract_version > v.cv) FROM v WHERE v.cv IS NOT NULL)
 SELECT cv FROM v WHERE cv IS NOT NULL;
+
+-- name: ops_by_contract
+-- Applications per contract of a contract set (issue 14): successes by the contract that mapped them, final failures by the contract they reached ('(none)': failed before routing).
+SELECT COALESCE(l.contract_name, '(none)'), l.status, COUNT(DISTINCT l.app_id) FROM {log} l
+WHERE l.status = 'success' OR NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = l.app_id AND s.status = 'success')
+GROUP BY COALESCE(l.contract_name, '(none)'), l.status ORDER BY 1, 2;
