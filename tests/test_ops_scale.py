@@ -135,12 +135,3 @@ def test_postgresql_plans_have_no_per_row_scans(db_url):
         assert r["gaps"] == {"pending": 4000}
     finally:
         db.close()
-
-
-def test_read_commands_never_create_a_database_file(tmp_path):
-    missing = tmp_path / "typo.db"
-    for cmd in (["status"], ["reconcile"], ["failures"], ["quality"], ["run", "--no-progress"], ["reprocess", "--failed"]):
-        p = cli(*cmd, "--db", f"sqlite:///{missing}")
-        assert p.returncode == 2, (cmd, p.stdout, p.stderr)
-        assert f"no database at {missing}" in p.stderr
-        assert not missing.exists()

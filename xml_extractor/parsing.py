@@ -211,7 +211,9 @@ def _parse_with_events(text: str, plan: DocumentPlan) -> ParsedDocument:
                         break
                     stack.pop()
             if done:
-                tail = text[cut + len(marker):] if k == 0 and cut >= 0 else ""
+                # the rest of the document after the scope: the second piece, or (a self-closing
+                # scope such as <CustData/> has no end marker: one piece) the whole text
+                tail = (text[cut + len(marker):] if cut >= 0 else text) if k == 0 else ""
                 if k == 0 and not re.search(rf"</{re.escape(plan.root)}\s*>\s*$", tail[-200:]):
                     raise ParseFailure(
                         f"the document is incomplete: it does not end with </{plan.root}> (truncated?)",

@@ -452,3 +452,15 @@ SELECT cv FROM v WHERE cv IS NOT NULL;
 SELECT COALESCE(l.contract_name, '(none)'), l.status, COUNT(DISTINCT l.app_id) FROM {log} l
 WHERE l.status = 'success' OR NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = l.app_id AND s.status = 'success')
 GROUP BY COALESCE(l.contract_name, '(none)'), l.status ORDER BY 1, 2;
+-- name: source_insert_new
+-- One document into the source table unless its id is already there (a concurrent load won).
+INSERT INTO {src} ({src_id}, {src_xml}) SELECT :app_id, :xml WHERE NOT EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = :app_id);
+
+-- name: source_delete
+-- Remove these documents (load-xml --replace).
+DELETE FROM {src} WHERE {src_id} IN (:ids);
+
+-- name: enum_ids
+-- The enum ids already seeded (init-db adds the missing ones).
+SELECT enum_id FROM {enums};
+

@@ -42,3 +42,12 @@ SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 -- Every number is a source row (the ones past the log's last id stay pending), with a document
 -- of doc_bytes characters standing in for the real one (its size is what scans of the table pay).
 INSERT INTO {src} ({src_id}, {src_xml}) SELECT n, repeat('x', :doc_bytes) FROM synth_n;
+
+-- name: source_insert_new
+-- One document into the source table unless its id is already there (a concurrent load won).
+INSERT INTO {src} ({src_id}, {src_xml}) VALUES (:app_id, :xml) ON CONFLICT DO NOTHING;
+
+-- name: init_lock
+-- init-db's DDL and seed, one at a time (until the transaction ends): concurrent CREATE TABLE IF
+-- NOT EXISTS on a fresh database otherwise fails in one of them (pg_type unique violation).
+SELECT pg_advisory_xact_lock(7215015);

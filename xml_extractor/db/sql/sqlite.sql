@@ -44,3 +44,7 @@ SELECT name FROM pragma_table_info(:table) WHERE pk > 0 ORDER BY pk;
 -- As in common.sql; "+session_id" keeps SQLite from reading the whole (session_id, logged_at)
 -- index in group order instead of the short logged_at range (its choice without statistics).
 SELECT session_id, COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log} WHERE logged_at >= :since GROUP BY +session_id;
+
+-- name: source_insert_new
+-- One document into the source table unless its id is already there (a concurrent load won).
+INSERT OR IGNORE INTO {src} ({src_id}, {src_xml}) VALUES (:app_id, :xml);

@@ -1,0 +1,101 @@
+"""load-xml: every per-file problem is a skip with a reason; conflicts load neither file unless one
+is preferred; a pattern matching nothing is a usage error; read commands never create a database
+file; setup commands run concurrently without failing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, cli, popen
+
+from xml_extractor import load_contract
+from xml_extractor.db.database import Database
+
+
+def _doc(app_id: str, custdata: str = "<CustData/>") -> str:
+    return f'<?xml version="1.0"?>\n<Provenir><Request ID="{app_id}">{custdata}</Request></Provenir>\n'
+
+
+def _source(url: str, ids: list[int]) -> dict[int, str]:
+    db = Database(url, load_contract())
+    try:
+        return {int(a): x for a, x in db.query(db.sql("fetch_documents"), {"ids": ids})}
+    finally:
+        db.close()
+
+
+def _folder(tmp_path: Path, too_big: str) -> Path:
+    d = tmp_path / "docs"
+    d.mkdir()
+    sample = (SAMPLES / "app-1001.xml").read_text("utf-8")
+    (d / "app-1001.xml").write_text(sample, "utf-8")
+    (d / "empty-custdata.xml").write_text(_doc("77"), "utf-8")  # complete, empty CustData: loads
+    (d / "big-id.xml").write_text(_doc(too_big), "utf-8")
+    (d / "no-id.xml").write_text("<Provenir><Request><CustData/></Request></Provenir>", "utf-8")
+    (d / "not-xml.xml").write_text("id,name\n1,x\n", "utf-8")
+    (d / "empty.xml").write_text("", "utf-8")
+    (d / "app-463.xml").write_text(_doc("470", "<CustData><application/></CustData>"), "utf-8")  # carries 470
+    (d / "app-470.xml").write_text(_doc("470"), "utf-8")
+    return d
+
+
+def test_each_problem_is_a_skip_with_a_reason(db_url, tmp_path):
+    too_big = "99999999999999999999" if db_url.startswith("sqlite") else "3000000000"
+    d = _folder(tmp_path, too_big)
+    p = cli("load-xml", str(d), "--db", db_url)
+    assert p.returncode == 1, p.stdout + p.stderr
+    out, err = p.stdout, p.stderr
+    assert "Traceback" not in out + err
+    assert "created the schema" in out
+    assert f"big-id.xml: Request/@ID {too_big} does not fit the source table's id column" in err
+    assert "no-id.xml: no /Provenir/Request/@ID in the document" in err
+    assert "not-xml.xml: not an XML document" in err and "empty.xml: an empty file" in err
+    assert "truncated" not in err  # the complete document with <CustData/> is fine
+    for name in ("app-463.xml", "app-470.xml"):  # the conflict names both files, loads neither
+        line = next(ln for ln in err.splitlines() if f"{name}: " in ln)
+        assert "Request/@ID 470 is carried by 2 files" in line and "app-463.xml" in line and "app-470.xml" in line
+    assert set(_source(db_url, [77, 470, 1001])) == {77, 1001}
+
+    again = cli("load-xml", str(d / "app-1001.xml"), "--db", db_url)
+    assert again.returncode == 1 and "app_id 1001 is already in the source table (--replace to overwrite)" in again.stderr
+
+    chosen = cli("load-xml", str(d / "app-463.xml"), str(d / "app-470.xml"), "--prefer", str(d / "app-470.xml"),
+                 "--db", db_url)
+    assert "app-463.xml: Request/@ID 470 is also in" in chosen.stderr
+    assert _source(db_url, [470])[470] == _doc("470")  # the real 470, not 463's file
+
+
+def test_no_files_matched_is_a_usage_error(sqlite_url, tmp_path):
+    p = cli("load-xml", str(tmp_path / "nothere" / "*.xml"), "--db", sqlite_url)
+    assert p.returncode == 2 and "no files matched" in p.stderr and "nothere" in p.stderr
+    p = cli("load-xml", str(tmp_path / "missing.xml"), "--db", sqlite_url)
+    assert p.returncode == 2 and "no files matched" in p.stderr
+
+
+def test_read_commands_never_create_a_database_file(tmp_path):
+    missing = tmp_path / "typo.db"
+    for cmd in (["status"], ["reconcile"], ["failures"], ["quality"], ["run", "--no-progress"], ["reprocess", "--failed"],
+                ["init-db", "--dry-run"]):
+        p = cli(*cmd, "--db", f"sqlite:///{missing}")
+        assert p.returncode == 2, (cmd, p.stdout, p.stderr)
+        assert f"no database at {missing}" in p.stderr
+        assert not missing.exists()
+
+
+def _together(*commands: list[str]) -> list[tuple[int, str]]:
+    procs = [popen(*c) for c in commands]
+    return [(p.wait(timeout=300), p.stdout.read() + p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+
+
+def test_two_init_db_at_once_on_a_fresh_database(db_url):
+    for code, out in _together(["init-db", "--db", db_url], ["init-db", "--db", db_url], ["init-db", "--db", db_url]):
+        assert code == 0 and "Traceback" not in out, out
+    assert "0 change(s) to apply" in cli("init-db", "--db", db_url, "--dry-run", check=True).stdout
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])
+def test_two_generate_mock_at_once(engine, sqlite_url):
+    args = ["generate-mock", "--db", sqlite_url, "--count", "300", "--seed", "5"]
+    for code, out in _together(args, args):
+        assert code == 0 and "Traceback" not in out, out
+    assert len(_source(sqlite_url, list(range(1, 301)))) == 300
