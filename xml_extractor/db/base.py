@@ -165,14 +165,6 @@ REQUEST_TABLE = "reprocess_request"  # open reprocess requests (xml_extractor/re
 HISTORY_SUFFIX = "_history"  # processing_log_history: log rows of replaced attempts
 
 
-class ErrorKind:
-    DUPLICATE = "duplicate"
-    FOREIGN_KEY = "foreign_key"
-    CONNECTION = "connection"
-    RETRY = "retry"  # deadlock, serialization failure, database locked
-    OTHER = "other"
-
-
 class Dialect:
     """An engine's differences: quoting, types, DDL, bulk insert, clock, error classes."""
 
@@ -396,21 +388,10 @@ class Dialect:
 
     def wrap(self, exc: BaseException) -> Exception:
         """The driver's exception as a typed error of xml_extractor.errors (see db/classify.py):
-        RowsRefused, TransientDatabaseError, ConnectionLost, SchemaMissing or DatabaseError."""
+        RowsRefused, TransientDatabaseError, ConnectionLost, SchemaMissing or DatabaseError. An
+        exception that is not the driver's is returned unchanged (a bug stays a bug)."""
         from ..errors import DatabaseError
-        return exc if isinstance(exc, (DatabaseError, ConfigError)) else DatabaseError(str(exc), exc)
-
-    def classify(self, exc: BaseException) -> str:
-        """The typed error as one of ErrorKind's words (for messages and old callers)."""
-        from ..errors import ConnectionLost, RowsRefused, TransientDatabaseError
-        e = self.wrap(exc)
-        if isinstance(e, ConnectionLost):
-            return ErrorKind.CONNECTION
-        if isinstance(e, TransientDatabaseError):
-            return ErrorKind.RETRY
-        if isinstance(e, RowsRefused):
-            return {"duplicate": ErrorKind.DUPLICATE, "foreign_key": ErrorKind.FOREIGN_KEY}.get(e.kind, ErrorKind.OTHER)
-        return ErrorKind.OTHER
+        return exc if isinstance(exc, Exception) else DatabaseError(str(exc), exc)
 
     def reclaim_space_sql(self, qtables: Sequence[str]) -> list[str]:
         """Statements, run outside a transaction, that give back the space of deleted rows
