@@ -57,7 +57,7 @@ class InsertFailure(DocumentFailure):
 
 
 # -- database errors, typed at the driver boundary ------------------------------------------------
-# The dialects turn every driver exception into one of these (see ``Dialect.wrap``/``classify``).
+# The dialects turn every driver exception into one of these (``Dialect.wrap``, db/classify.py).
 # Only ``RowsRefused`` may become an application's failure (bisect, isolate, log failed/insert);
 # ``TransientDatabaseError`` is the run's problem (retry with backoff, then stop with exit 3, the
 # applications still pending); any other exception is a bug: the run stops with exit 3, traceback in
