@@ -99,3 +99,22 @@ def test_two_generate_mock_at_once(engine, sqlite_url):
     for code, out in _together(args, args):
         assert code == 0 and "Traceback" not in out, out
     assert len(_source(sqlite_url, list(range(1, 301)))) == 300
+
+
+@pytest.mark.parametrize("table_index, name, clash", [(0, "Processing_Log", "the processing log"),
+                                                      (0, "APP_XML", "the source table"),
+                                                      (1, "Run_Progress", "the progress table"),
+                                                      (1, "App_Base", "defined twice")])
+def test_contract_table_names_that_clash_are_refused(tmp_path, table_index, name, clash):
+    import json
+
+    from xml_extractor.contracts import __file__ as contracts_init
+    from xml_extractor.errors import ContractError
+    c = json.loads((Path(contracts_init).parent / "credit_card.json").read_text("utf-8"))
+    c["tables"][table_index]["name"] = name
+    path = tmp_path / "clash.json"
+    path.write_text(json.dumps(c), "utf-8")
+    with pytest.raises(ContractError, match=clash):
+        load_contract(str(path))
+    p = cli("validate-contract", str(path))
+    assert p.returncode == 2 and name in p.stderr + p.stdout

@@ -197,14 +197,24 @@ def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
     tables: list[TableDef] = []
     seen_tables: dict[str, TableDef] = {}
     logs = raw.get("log_tables") or {}
-    reserved = {logs.get("processing_log", "processing_log"), logs.get("data_quality_event", "data_quality_event"),
-                logs.get("work_queue", "work_queue"), logs.get("enums", "app_enums"),
-                logs.get("run_progress", "run_progress")}
+    log_name = logs.get("processing_log", "processing_log")
+    # the tool's own tables and the source table, by lower-case name: names that differ only in
+    # case are one table on SQL Server and SQLite (and a trap on PostgreSQL), refused here rather
+    # than by a run that fails later
+    reserved = {log_name: "the processing log", logs.get("data_quality_event", "data_quality_event"): "the event table",
+                logs.get("work_queue", "work_queue"): "the work queue", logs.get("enums", "app_enums"): "the enum table",
+                logs.get("run_progress", "run_progress"): "the progress table",
+                "reprocess_request": "the reprocess request table", log_name + "_history": "the log history table",
+                (raw.get("source") or {}).get("table", ""): "the source table"}
+    reserved_lower = {k.lower(): f"{v} {k!r}" for k, v in reserved.items() if k}
     for ti, t in enumerate(raw["tables"]):
         tw = f"tables[{ti}]"
         name = t["name"]
-        if name.lower() in {s.lower() for s in seen_tables} or name in reserved:
-            raise ContractError(f"{source}: {tw}.name: table {name!r} is defined twice or is a reserved name")
+        if name.lower() in reserved_lower:
+            raise ContractError(f"{source}: {tw}.name: table {name!r} clashes with {reserved_lower[name.lower()]} "
+                                "(names are compared without case): rename it")
+        if name.lower() in {s.lower() for s in seen_tables}:
+            raise ContractError(f"{source}: {tw}.name: table {name!r} is defined twice (names are compared without case)")
         cols: list[ColumnDef] = []
         names: set[str] = set()
         app_id_col = None
