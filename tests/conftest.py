@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Generator, Iterator
@@ -54,18 +55,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     _SESSION_SCRUB.undo()
+    if _SESSION_DIR is not None:
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_test(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Per test: scrub again (a test that set a variable by hand does not leak it into the next),
-    give subprocesses their own folder (removed when the test passed, kept for a look when it
-    failed), put every variable back afterwards."""
+    give the test and its subprocesses their own folder as working directory (an in-process run's
+    relative ``logs``/``metrics`` land there too; removed when the test passed, kept for a look
+    when it failed), put every variable and the working directory back afterwards."""
     global _TEST_DIR
     saved = dict(os.environ)
     mp = pytest.MonkeyPatch()
     _scrub(mp)
     _TEST_DIR = folder = tmp_path_factory.mktemp("run")
+    mp.chdir(folder)
     try:
         yield folder
     finally:
@@ -184,8 +189,16 @@ def _child_env(extra: dict | None) -> dict[str, str]:
     return e
 
 
+_SESSION_DIR: Path | None = None  # for subprocesses a module/session fixture starts (no test folder yet)
+
+
 def _default_cwd() -> Path:
-    return _TEST_DIR if _TEST_DIR is not None else ROOT
+    global _SESSION_DIR
+    if _TEST_DIR is not None:
+        return _TEST_DIR
+    if _SESSION_DIR is None:
+        _SESSION_DIR = Path(tempfile.mkdtemp(prefix="xe-tests-"))
+    return _SESSION_DIR
 
 
 def open_db(url: str):
