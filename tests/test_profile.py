@@ -160,3 +160,23 @@ def test_fractional_scores_in_an_int_column_are_capacity_loss_not_invalid():
     assert cp.capacity["scale"] > 0 and cp.max_decimal_places == 2
     assert re.fullmatch(r"\w+: '\d+\.\d\d' is not a whole number \(int has no decimal places\)",
                         cp.capacity_examples[0]["reason"])
+
+
+def test_a_contract_set_routes_each_document_to_its_contract(tmp_path):
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    cli("generate-mock", "--db", url, "--count", "120", "--product", "mixed", "--seed", "4", check=True)
+    p = cli("profile", "--db", url, "--sample", "120", "--contract", "credit_card", "--contract", "rec_lending",
+            "--format", "json")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr
+    out = json.loads(p.stdout)
+    cc, rl = out["contracts"]
+    assert cc["contract"].startswith("credit_card@") and rl["contract"].startswith("rec_lending@")
+    assert cc["documents"] > 0 and rl["documents"] > 0 and cc["documents"] + rl["documents"] == 120
+    assert cc["mapped"] == cc["documents"] and rl["mapped"] == rl["documents"] and out["unrouted"]["documents"] == 0
+    rl_unmapped = {(u["element"], u["attribute"]) for u in rl["unmapped"]}
+    assert all(e.startswith("Provenir/Request/CustData/IL_application") or e in ("Provenir", "Provenir/Request")
+               for e, _ in rl_unmapped)
+    # the credit-card contract alone: the rec-lending documents fail at validate, as in a run
+    p = cli("profile", "--db", url, "--sample", "120", "--format", "json")
+    alone = json.loads(p.stdout)
+    assert alone["failed"] == {"validate": rl["documents"]} and alone["mapped"] == cc["documents"]

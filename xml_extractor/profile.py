@@ -165,8 +165,14 @@ def read_attributes(contract: "Contract") -> set[tuple[ElementPath, str]]:
             if "unpivot" in g:
                 base = _walk_steps(record, parse_path(g["unpivot"]["of"], "unpivot", False, ci).steps, reads, ci)
                 bases = [base]
-                for name in g["unpivot"]["names"]:
-                    reads.add((base, key(name)))
+                for name in g["unpivot"]["names"]:  # "attr" or {"attribute": "attr", "name": "row name"}
+                    reads.add((base, key(name if isinstance(name, str) else name["attribute"])))
+            elif "groups" in g:  # attribute groups: the compiler makes sure a column reads every field
+                base = _walk_steps(record, parse_path(g["groups"]["of"], "groups", False, ci).steps, reads, ci)
+                bases = [base]
+                for grp in g["groups"]["groups"]:
+                    for attr in grp["attributes"].values():
+                        reads.add((base, key(attr)))
             else:
                 steps = parse_path(g["for_each"], "for_each", False, ci).steps
                 origins = table_elements.get(g["parent_table"], []) if g.get("parent_table") else [record]
@@ -179,14 +185,23 @@ def read_attributes(contract: "Contract") -> set[tuple[ElementPath, str]]:
                 sources = [overrides.get(c["name"], c)] + list(c.get("fallback", []))
                 for src in sources:
                     for b in bases:
-                        _source_reads(src, b, reads, ci)
+                        _source_reads(src, b, reads, ci, table_elements)
             bases_of_table.extend(bases)
         table_elements[t["name"]] = bases_of_table
     return reads
 
 
-def _source_reads(src: dict, base: ElementPath, reads: set, ci: bool) -> None:
-    if "attribute" in src:
+def _source_reads(src: dict, base: ElementPath, reads: set, ci: bool,
+                  table_elements: dict[str, list[ElementPath]]) -> None:
+    if "kept" in src:  # a value of an earlier table's kept row: its element's path (and the where rule)
+        k = src["kept"]
+        for kb in table_elements.get(k["table"], []):
+            if k.get("where"):
+                reads.add((kb, k["where"]["attribute"].lower() if ci else k["where"]["attribute"]))
+            if "path" in k:
+                ps = parse_path(k["path"], "kept.path", True, ci)
+                reads.add((_walk_steps(kb, ps.steps, reads, ci), ps.attribute))
+    elif "attribute" in src:
         reads.add((base, src["attribute"].lower() if ci else src["attribute"]))
     elif "path" in src:
         ps = parse_path(src["path"], "path", True, ci)
@@ -250,25 +265,26 @@ class Profiler:
                     self.report.enums[enum].unknown[str(raw).strip()[:80]] += 1
 
     def add(self, source: Any, expected_app_id: int | None = None, tail: Any = None) -> None:
-        """One document (text or bytes). A document the run would fail is counted by stage."""
+        """One document (text or bytes). A document the run would fail is counted by stage.
+        NeedFullDocument (only a head was given and it did not settle the parse) propagates."""
+        try:
+            parsed, app_id = parse_source(self.plan, self.contract.source_min_length, source, expected_app_id, tail)
+            if parsed.record is None:
+                raise ValidateFailure(f"no {self.plan.document.record_path} in the document", "NoRecordElement")
+        except DocumentFailure as f:
+            self.report.documents += 1
+            _count_failure(self.report, f, expected_app_id)
+            return
+        self.add_record(parsed.root, parsed.record, app_id)
+
+    def add_record(self, root: Any, record: Any, app_id: int) -> None:
+        """One parsed document whose record element this contract maps."""
         rep = self.report
         rep.documents += 1
-        plan = self.plan
         try:
-            text = decode_source(source, self.contract.source_min_length)
-            if tail is not None and not isinstance(tail, str):
-                tail = bytes(tail).decode("utf-8", errors="replace")
-            parsed = parse_document(text, plan.document, tail)
-            app_id = parse_app_id(parsed.document_id, plan.document)
-            if expected_app_id is not None and app_id != expected_app_id:
-                raise ValidateFailure(f"the document's id is {app_id} but the row's app_id is {expected_app_id}", "IdMismatch")
-            if parsed.record is None:
-                raise ValidateFailure(f"no {plan.document.record_path} in the document", "NoRecordElement")
-            mapped = map_record(plan, parsed.record, app_id, observe=self._observe)
+            mapped = map_record(self.plan, record, app_id, observe=self._observe)
         except DocumentFailure as f:
-            rep.failed[f.stage] += 1
-            if len(rep.failure_examples) < EXAMPLES * 3:
-                rep.failure_examples.append({"app_id": expected_app_id, "stage": f.stage, "reason": f.reason[:300]})
+            _count_failure(rep, f, app_id)
             return
         rep.mapped += 1
         for table, rows in mapped.rows.items():
@@ -296,7 +312,7 @@ class Profiler:
             target = rep.columns.get((table, column))
             if target is not None:
                 target.events[kind] += 1
-        self._unmapped(parsed.root, app_id)
+        self._unmapped(root, app_id)
 
     def _unmapped(self, root: Any, app_id: int) -> None:
         reads, ci, found = self.reads, self.ci, self.report.unmapped
@@ -318,6 +334,61 @@ class Profiler:
             for child in el:
                 if isinstance(child.tag, str):
                     stack.append((child, path + (child.tag,)))
+
+
+def parse_source(plan: MappingPlan, min_length: int, source: Any, expected_app_id: int | None,
+                 tail: Any = None) -> tuple[Any, int]:
+    """Decode and parse (scoped, safely) as the run does; the document's id checked against the row's."""
+    text = decode_source(source, min_length)
+    if tail is not None and not isinstance(tail, str):
+        tail = bytes(tail).decode("utf-8", errors="replace")
+    parsed = parse_document(text, plan.document, tail)
+    app_id = parse_app_id(parsed.document_id, plan.document)
+    if expected_app_id is not None and app_id != expected_app_id:
+        raise ValidateFailure(f"the document's id is {app_id} but the row's app_id is {expected_app_id}", "IdMismatch")
+    return parsed, app_id
+
+
+def _count_failure(rep: "ProfileReport", f: DocumentFailure, app_id: int | None) -> None:
+    rep.failed[f.stage] += 1
+    if len(rep.failure_examples) < EXAMPLES * 3:
+        rep.failure_examples.append({"app_id": app_id, "stage": f.stage, "reason": f.reason[:300]})
+
+
+class ProfileSet:
+    """Several contracts over one source (a contract set): each document is parsed once and profiled
+    by the member whose record element it has, as the run routes it; a document that fails before
+    that, or matches no member, is counted in ``report`` (the set's own)."""
+
+    def __init__(self, contracts: list["Contract"], source: str) -> None:
+        self.members = [Profiler(c, source) for c in contracts]
+        self.report = ProfileReport(contract=" + ".join(c.version_tag for c in contracts), source=source)
+        self._records = [m.plan.document.record_steps for m in self.members]
+
+    def add(self, source: Any, expected_app_id: int | None = None, tail: Any = None) -> None:
+        first = self.members[0]
+        try:
+            parsed, app_id = parse_source(first.plan, first.contract.source_min_length, source, expected_app_id, tail)
+        except DocumentFailure as f:
+            self.report.documents += 1
+            _count_failure(self.report, f, expected_app_id)
+            return
+        for member, steps in zip(self.members, self._records):
+            record = parsed.root
+            for step in steps:
+                record = record.find(step)
+                if record is None:
+                    break
+            if record is not None:
+                member.add_record(parsed.root, record, app_id)
+                return
+        self.report.documents += 1
+        tried = "; ".join(m.plan.document.record_path for m in self.members)
+        _count_failure(self.report, ValidateFailure(f"the document has none of the records {tried}", "NoContract"), app_id)
+
+    @property
+    def reports(self) -> list[ProfileReport]:
+        return [m.report for m in self.members]
 
 
 def _cut(v: Any, n: int = 120) -> str:
@@ -358,30 +429,36 @@ def documents_from_db(db: "Database", plan: MappingPlan, ids: list[int], batch: 
         yield from db.fetch_documents(ids[i:i + batch], marker)
 
 
+def make_profiler(contracts: list["Contract"], source: str) -> "Profiler | ProfileSet":
+    """One contract: its profiler; several (a contract set): documents routed to their member."""
+    return Profiler(contracts[0], source) if len(contracts) == 1 else ProfileSet(contracts, source)
+
+
 def profile_db(db: "Database", sample: int, progress: Callable[[int], None] | None = None,
-               plan: MappingPlan | None = None) -> ProfileReport:
-    """Profile a sample of ``sample`` documents of the source table spread over its id range."""
+               contracts: list["Contract"] | None = None) -> "Profiler | ProfileSet":
+    """Profile a sample of ``sample`` documents of the source table spread over its id range
+    (``contracts``: the members of a contract set; default: the database's contract)."""
     from .parsing import NeedFullDocument
-    prof = Profiler(db.contract, db.url.display(), plan)
+    prof = make_profiler(contracts or [db.contract], db.url.display())
+    plan = prof.members[0].plan if isinstance(prof, ProfileSet) else prof.plan
     ids = sample_ids(db, sample)
-    for app_id, text, tail in documents_from_db(db, prof.plan, ids):
+    for app_id, text, tail in documents_from_db(db, plan, ids):
         try:
             prof.add(text, app_id, tail)
         except NeedFullDocument:  # the head did not settle it: the whole document, as the run does
-            prof.report.documents -= 1
-            whole = db.autocommit_query(db.sql("fetch_documents"), {"ids": [app_id]})
+            whole = db.fetch_documents([app_id])
             prof.add(whole[0][1] if whole else None, app_id)
         if progress is not None:
             progress(1)
-    return prof.report
+    return prof
 
 
-def profile_files(contract: "Contract", paths: list[Path], progress: Callable[[int], None] | None = None,
-                  plan: MappingPlan | None = None) -> ProfileReport:
+def profile_files(contracts: list["Contract"], paths: list[Path],
+                  progress: Callable[[int], None] | None = None) -> "Profiler | ProfileSet":
     """Profile document files (no database)."""
-    prof = Profiler(contract, f"{len(paths)} file(s)", plan)
+    prof = make_profiler(contracts, f"{len(paths)} file(s)")
     for p in paths:
         prof.add(p.read_bytes())
         if progress is not None:
             progress(1)
-    return prof.report
+    return prof

@@ -25,11 +25,15 @@ def _progress(total: int, label: str) -> Iterator[Any]:
 
 
 def _contracts(contract_option: Any) -> list[Any]:
-    """--contract as cli/common.py offers it: one value, or several if the option is repeatable."""
-    from ..contract.loader import load_contract
+    """The members of --contract (repeatable: a contract set travels as one "a,b" string, see
+    contract_set.py); one contract when a single one (or none: the default) is given."""
     from ..contract.contract_set import split_contract_spec
-    values = list(contract_option) if isinstance(contract_option, (list, tuple)) else split_contract_spec(contract_option)
-    return [load_contract(v) for v in (values or [None])]
+    from ..contract.loader import load_contract
+    if isinstance(contract_option, (list, tuple)):
+        specs = [p for v in contract_option for p in split_contract_spec(v)]
+    else:
+        specs = split_contract_spec(contract_option)
+    return [load_contract(v) for v in specs] or [load_contract(None)]
 
 
 @click.command("profile")
@@ -49,34 +53,43 @@ def profile_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, 
     contract must change); invalid values the rules reject on purpose do not count."""
     from ..errors import ConfigError
     from ..loading import expand_paths
-    from ..profile import profile_db, profile_files
+    from ..profile import ProfileSet, profile_db, profile_files
     ctx = click.get_current_context()
     given = [o for o in ("db_url", "server")
              if ctx.get_parameter_source(o) == click.core.ParameterSource.COMMANDLINE]
     if paths and given:  # a database from the environment is simply not used with PATHS
         raise ConfigError("give either PATHS or --db/--server, not both")
-    reports = []
-    for contract in _contracts(contract_path):
-        if paths:
-            files = expand_paths(paths)
-            if not files:
-                raise ConfigError(f"no files found in {', '.join(paths)}")
-            with _progress(len(files), f"profiling {contract.name}") as tick:
-                reports.append(profile_files(contract, files, tick))
-        else:
-            from ..db.database import Database
-            db = Database(resolve_url(db_url, server, database, username), contract)
-            try:
-                with _progress(sample, f"profiling {contract.name}") as tick:
-                    reports.append(profile_db(db, sample, tick))
-            finally:
-                db.close()
+    contracts = _contracts(contract_path)
+    label = "profiling " + " + ".join(c.name for c in contracts)
+    if paths:
+        files = expand_paths(paths)
+        if not files:
+            raise ConfigError(f"no files found in {', '.join(paths)}")
+        with _progress(len(files), label) as tick:
+            prof = profile_files(contracts, files, tick)
+    else:
+        from ..db.database import Database
+        db = Database(resolve_url(db_url, server, database, username), contracts[0])
+        try:
+            with _progress(sample, label) as tick:
+                prof = profile_db(db, sample, tick, contracts)
+        finally:
+            db.close()
+    reports = prof.reports if isinstance(prof, ProfileSet) else [prof.report]
     if fmt == "json":
-        out = [r.as_dict() for r in reports]
-        click.echo(json.dumps(out[0] if len(out) == 1 else out, indent=2, default=str))
+        if isinstance(prof, ProfileSet):  # a contract set: one report per member, and what no member took
+            click.echo(json.dumps({"contracts": [r.as_dict() for r in reports],
+                                   "unrouted": {"documents": prof.report.documents, "failed": dict(prof.report.failed),
+                                                "examples": prof.report.failure_examples}}, indent=2, default=str))
+        else:
+            click.echo(json.dumps(reports[0].as_dict(), indent=2, default=str))
     else:
         for r in reports:
             _print_table(r.as_dict())
+            click.echo()
+        if isinstance(prof, ProfileSet) and prof.report.documents:
+            click.echo(f"{prof.report.documents} documents went to no contract: "
+                       + ", ".join(f"{n} failed at {s}" for s, n in prof.report.failed.items()))
     if any(r.capacity_columns for r in reports):
         sys.exit(1)
 
