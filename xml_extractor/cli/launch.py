@@ -22,7 +22,9 @@ import click
 from tabulate import tabulate
 
 from ..errors import ConfigError
+from ..progress import rate_per_minute
 from .common import ENV, handle_errors
+from .launch_progress import LaunchProgress
 
 @click.command("launch", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--instances", type=click.IntRange(min=1), required=True, envvar=ENV + "INSTANCES",
@@ -43,10 +45,13 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent()))
 
+    progress = LaunchProgress(run_args, instances, lambda: [p.poll() for p in procs])  # a live line on a terminal
+    progress.start()
+
     def pump(i: int, p: subprocess.Popen) -> None:
         assert p.stdout is not None
         for line in p.stdout:
-            click.echo(f"[{i}/{instances}] {line.rstrip()}")
+            progress.echo(f"[{i}/{instances}] {line.rstrip()}")
     threads = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
     for t in threads:
         t.start()
@@ -70,6 +75,7 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+        progress.stop()
     summaries = _read_summaries(folder, instances)
     rows = []
     for i in range(instances):
@@ -79,7 +85,7 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     tot = lambda k: sum(int(summaries[i].get(k, 0)) for i in summaries)  # noqa: E731
     wall = max((float(summaries[i].get("elapsed_s", 0)) for i in summaries), default=0.0)
     rows.append(["all", max(codes), tot("selected"), tot("success"), tot("failed"), tot("skipped"),
-                 round((tot("success") + tot("failed")) / max(wall, 1e-9) * 60, 1), wall])
+                 round(rate_per_minute(tot("success") + tot("failed"), 0.0, wall), 1), wall])
     click.echo(tabulate(rows, headers=["instance", "exit", "selected", "success", "failed", "skipped", "apps/min", "elapsed s"],
                         tablefmt="simple"))
     sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))

@@ -259,8 +259,8 @@ def plan(db: Database) -> MigrationPlan:
             out.changes.append(Change(name, None, "new table", [s for s in create_stmts if qt in s.splitlines()[0]]))
         elif name in (c.log_table, c.log_table + HISTORY_SUFFIX) and "contract_name" not in cols:
             # issue 14: the contract of a contract set that mapped each application (nullable: old rows keep NULL)
-            qt, col = d.qualified(c.target_schema, name), f"{d.quote('contract_name')} {d.varchar(63)}"
-            add = (f"ALTER TABLE {qt} ADD {col} NULL" if d.name == "mssql" else f"ALTER TABLE {qt} ADD COLUMN {col}")
+            qt, new_col = d.qualified(c.target_schema, name), f"{d.quote('contract_name')} {d.varchar(63)}"
+            add = (f"ALTER TABLE {qt} ADD {new_col} NULL" if d.name == "mssql" else f"ALTER TABLE {qt} ADD COLUMN {new_col}")
             out.changes.append(Change(name, "contract_name", "new column", [add]))
     return out
 

@@ -28,6 +28,7 @@ from typing import Any, Callable
 from ..contract.compiler import compile_contract
 from ..contract.loader import load_contract
 from ..db.migrate import require_current
+from ..progress import rate_per_minute
 from ..db.database import Database, make_dialect
 from ..db.statistics import refresh_statistics
 from ..db.store import BatchWriter, Outcome
@@ -313,7 +314,7 @@ class ProductionProcessor:
         # the last point is when the last result arrived (shutdown is not processing time)
         last_at = getattr(self, "_last_result_at", time.time())
         summary.timeline.append([round(last_at - started, 1), coord.done, round(coord.rss_window_kb / 1024, 1)])
-        summary.apps_per_minute = round((summary.success + summary.failed) / max(1e-9, summary.elapsed_s) * 60, 1)
+        summary.apps_per_minute = round(rate_per_minute(summary.success + summary.failed, 0.0, summary.elapsed_s), 1)
         summary.stage_ms = {k: round(v, 1) for k, v in coord.stage_ms.items()}
         summary.metrics_file = self._write_metrics(summary)
         log.info("run %s finished: %s", summary.session_id, json.dumps(summary.public(), default=str))

@@ -1,0 +1,139 @@
+"""launch's combined live progress line: done/total, rate, ETA and each instance's state, redrawn
+every few seconds on a terminal (stderr), nothing at all without one.
+
+It reads what the instances commit (run_progress: one row per worker and run, updated in each
+batch's transaction) for the sessions started since the launch, so it needs nothing from the
+instances but the database they share. Rate and ETA are progress.py's, the same definition as
+``status`` and the run summary. Lines the instances print go through :meth:`echo`, which clears
+the live line first and redraws it after, so the two never garble each other.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Callable, TextIO
+
+import click
+
+from ..progress import eta_minutes, rate_per_minute
+from ..processing.partition import ID_MAX, ID_MIN
+
+
+def _run_params(run_args: tuple[str, ...]) -> dict[str, Any]:
+    """The run options as ``run`` itself would parse them (flags, then environment variables)."""
+    from .run import run_cmd
+    ctx = run_cmd.make_context("run", list(run_args), resilient_parsing=True)
+    return dict(ctx.params)
+
+
+class LaunchProgress:
+    """One status line for N launched instances. ``start()`` does nothing without a terminal."""
+
+    def __init__(self, run_args: tuple[str, ...], instances: int, states: Callable[[], list[int | None]],
+                 stream: TextIO | None = None, interval: float = 2.0) -> None:
+        self.run_args = run_args
+        self.instances = instances
+        self.states = states  # each instance's exit code, None while it runs
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self.active = False
+        self._lock = threading.Lock()
+        self._line = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._db: Any = None
+        self._since: Any = None
+        self._total: int | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        if not self.stream.isatty():
+            return
+        try:
+            self._open()
+        except Exception:  # noqa: BLE001 - a progress line is not worth failing the launch for
+            return
+        self.active = True
+        self._thread = threading.Thread(target=self._loop, name="launch-progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.active:
+            self._draw(self._render(), final=True)
+        if self._db is not None:
+            self._db.close()
+
+    def echo(self, message: str) -> None:
+        """Print an instance's line without garbling the live line."""
+        shared = self.active and self._line and sys.stdout.isatty()  # both on one screen
+        with self._lock:
+            if shared:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+            click.echo(message)
+            if shared:
+                self.stream.write(self._line)
+                self.stream.flush()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _open(self) -> None:
+        from ..contract.loader import load_contract
+        from ..db.database import Database
+        from ..db.store import utcnow
+        from .common import resolve_url
+        p = _run_params(self.run_args)
+        self._db = Database(resolve_url(p.get("db_url"), p.get("server"), p.get("database"), p.get("username")),
+                            load_contract(p.get("contract_path")))
+        self._since = utcnow()
+        lo = p.get("app_id_start") if p.get("app_id_start") is not None else ID_MIN
+        hi = p.get("app_id_end") if p.get("app_id_end") is not None else ID_MAX
+        n = self._db.scalar(self._db.sql("count_pending"), {"id_lo": lo, "id_hi": hi, "modulus": 1, "remainder": 0})
+        limit = p.get("limit")
+        self._total = min(int(n), limit * self.instances) if limit is not None else int(n)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._draw(self._render())
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _render(self) -> str:
+        from ..db.store import utcnow
+        rows = self._db.autocommit_query(self._db.sql("launch_progress"), {"since": self._since,
+                                                                          "instance_count": self.instances})
+        per = {int(i): (int(ok or 0) + int(bad or 0)) for i, ok, bad, _, _ in rows}
+        first = min((r[3] for r in rows if r[3] is not None), default=None)
+        done = sum(per.values())
+        now = utcnow()
+        first_ts = _ts(first)
+        rate = rate_per_minute(done, first_ts, now) if first_ts else 0.0
+        states = self.states()
+        running = any(s is None for s in states)
+        remaining = (self._total or 0) - done
+        eta = eta_minutes(remaining, rate, running)
+        total = f"/{self._total:,}" if self._total is not None else ""
+        parts = [f"{done:,}{total} done", f"{rate:,.0f}/min"]
+        if eta is not None:
+            parts.append(f"ETA {eta:.0f} min" if eta >= 1 else f"ETA {eta * 60:.0f} s")
+        inst = " ".join(f"[{i}] {per.get(i, 0):,} " + ("running" if s is None else f"exit {s}") for i, s in enumerate(states))
+        return " | ".join(parts) + " | " + inst
+
+    def _draw(self, line: str, final: bool = False) -> None:
+        with self._lock:
+            width = 200
+            self._line = "\r\033[K" + line[:width]
+            self.stream.write(self._line + ("\n" if final else ""))
+            self.stream.flush()
+            if final:
+                self._line = ""
+
+
+def _ts(v: Any) -> Any:
+    import datetime as _dt
+    if v is None or isinstance(v, _dt.datetime):
+        return v
+    return _dt.datetime.fromisoformat(str(v))
