@@ -15,6 +15,7 @@ import click
 
 from .. import __version__
 from . import bench, contract, launch, operate, profile, run, setup
+from .common import show_envvars
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -30,6 +31,7 @@ for command in (contract.validate_contract, contract.map_cmd,
                 operate.quality_cmd,
                 bench.bench_cmd, profile.profile_cmd):
     cli.add_command(command)
+show_envvars(cli)  # every option: its environment variable, shown in --help
 
 
 def main() -> None:

@@ -105,26 +105,34 @@ def run_options(fn: Callable) -> Callable:
                      help="Applications per batch (and per transaction)."),
         click.option("--limit", type=int, default=None, envvar=ENV + "LIMIT", show_envvar=True,
                      help="Process at most this many applications in this run."),
-        click.option("--instance-id", type=int, default=0, show_default=True, envvar=ENV + "INSTANCE_ID", show_envvar=True),
+        click.option("--instance-id", type=int, default=0, show_default=True, envvar=ENV + "INSTANCE_ID", show_envvar=True,
+                     help="Partition mode: this instance's number, 0 .. COUNT-1 (it takes app_id % COUNT = ID)."),
         click.option("--instance-count", type=int, default=1, show_default=True, envvar=ENV + "INSTANCE_COUNT", show_envvar=True,
                      help="Partition mode: this instance takes app_id % COUNT = ID."),
         click.option("--mode", type=click.Choice(["partition", "queue"]), default="partition", show_default=True,
                      envvar=ENV + "MODE", show_envvar=True, help="queue: claim chunks from a work table with a lease."),
-        click.option("--lease-seconds", type=int, default=120, show_default=True, envvar=ENV + "LEASE_SECONDS"),
+        click.option("--lease-seconds", type=int, default=120, show_default=True, envvar=ENV + "LEASE_SECONDS",
+                     help="Queue mode: how long a claimed chunk stays this instance's without renewal; a dead "
+                          "instance's chunk is taken over after this."),
         click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True, envvar=ENV + "CHUNK_SIZE",
                      help="Queue mode: app_id range width of one claim."),
-        click.option("--app-id-start", type=int, default=None, envvar=ENV + "APP_ID_START"),
-        click.option("--app-id-end", type=int, default=None, envvar=ENV + "APP_ID_END"),
+        click.option("--app-id-start", type=int, default=None, envvar=ENV + "APP_ID_START",
+                     help="Only applications with app_id >= this (inclusive)."),
+        click.option("--app-id-end", type=int, default=None, envvar=ENV + "APP_ID_END",
+                     help="Only applications with app_id <= this (inclusive)."),
         click.option("--retry-failed", is_flag=True, envvar=ENV + "RETRY_FAILED", help="Retry applications whose last attempt failed."),
-        click.option("--max-attempts", type=int, default=3, show_default=True, envvar=ENV + "MAX_ATTEMPTS"),
+        click.option("--max-attempts", type=int, default=3, show_default=True, envvar=ENV + "MAX_ATTEMPTS",
+                     help="With --retry-failed: retry an application only while it has had fewer attempts than this."),
         click.option("--allow-contract-change", is_flag=True, envvar=ENV + "ALLOW_CONTRACT_CHANGE",
                      help="Run although the database holds results of another version of this contract "
                           "(see docs/operations.md: changing the contract)."),
         click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-                     default="INFO", show_default=True, envvar=ENV + "LOG_LEVEL"),
+                     default="INFO", show_default=True, envvar=ENV + "LOG_LEVEL", help="Detail of the run's log file."),
         click.option("--no-progress", is_flag=True, envvar=ENV + "NO_PROGRESS", help="No progress bar."),
-        click.option("--logs-dir", default="logs", show_default=True, envvar=ENV + "LOGS_DIR"),
-        click.option("--metrics-dir", default="metrics", show_default=True, envvar=ENV + "METRICS_DIR"),
+        click.option("--logs-dir", default="logs", show_default=True, envvar=ENV + "LOGS_DIR",
+                     help="Folder of the per-run log files (run-*.log)."),
+        click.option("--metrics-dir", default="metrics", show_default=True, envvar=ENV + "METRICS_DIR",
+                     help="Folder of the per-run metrics (run-*.json: counts, stages, timeline)."),
         click.option("--reconnect-seconds", type=float, default=60, show_default=True, envvar=ENV + "RECONNECT_SECONDS",
                      help="How long to keep reconnecting after a lost connection."),
     ]
@@ -134,7 +142,21 @@ def run_options(fn: Callable) -> Callable:
 
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-                      envvar=ENV + "FORMAT")
+                      envvar=ENV + "FORMAT", help="table for people, json for scripts and dashboards.")
+
+
+def show_envvars(group: click.Group) -> None:
+    """Every option of every command reads an XML_EXTRACTOR_* environment variable and shows it in
+    --help: the ones declared with their own name keep it, the others get ENV + the option's name
+    (--sample-rows: XML_EXTRACTOR_SAMPLE_ROWS). One place, so no option can be left out."""
+    for command in group.commands.values():
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden or param.name in ("help", "version"):
+                continue
+            if not param.envvar:
+                long = max(param.opts, key=len).lstrip("-")
+                param.envvar = ENV + long.upper().replace("-", "_")
+            param.show_envvar = True
 
 
 def _json(data: Any) -> None:

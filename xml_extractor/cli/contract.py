@@ -57,7 +57,8 @@ def contract_figures(c: Any) -> dict[str, int]:
 @click.command("map")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--contract", "contract_path", envvar=ENV + "CONTRACT", default=None, help="Contract file.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table: rows per table and the events; json: the same as data.")
 @click.option("--app-id", type=int, default=None, help="Expect this app_id (as a source row would).")
 @handle_errors
 def map_cmd(file: str, contract_path: str | None, fmt: str, app_id: int | None) -> None:

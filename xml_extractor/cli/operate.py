@@ -82,7 +82,8 @@ def _print_status(d: dict) -> None:
 @click.command("failures")
 @db_options
 @FORMAT
-@click.option("--stage", type=click.Choice(["read", "parse", "validate", "map", "insert"]), default=None)
+@click.option("--stage", type=click.Choice(["read", "parse", "validate", "map", "insert"]), default=None,
+              help="Only failures at this stage.")
 @click.option("--app-id", type=int, default=None, help="One application's full history of attempts and events.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write every failed application (app_id, stage, error_class, reason) to this CSV file.")

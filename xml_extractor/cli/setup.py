@@ -102,10 +102,12 @@ def load_xml_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None,
 @click.command("generate-mock")
 @db_options
 @click.option("--count", type=click.IntRange(min=1), required=True, envvar=ENV + "COUNT", help="How many documents.")
-@click.option("--seed", type=int, default=42, show_default=True, envvar=ENV + "SEED")
+@click.option("--seed", type=int, default=42, show_default=True, envvar=ENV + "SEED",
+              help="The same seed gives the same documents.")
 @click.option("--faulty-share", type=click.FloatRange(0, 1), default=0.0, show_default=True, envvar=ENV + "FAULTY_SHARE",
               help="Share of documents broken in one of the real ways (malformed, truncated, wrong product line, ...).")
-@click.option("--start-id", type=int, default=1, show_default=True, envvar=ENV + "START_ID")
+@click.option("--start-id", type=int, default=1, show_default=True, envvar=ENV + "START_ID",
+              help="app_id of the first document (the others follow).")
 @click.option("--product", type=click.Choice(["cc", "rl", "mixed"]), default="cc", show_default=True, envvar=ENV + "PRODUCT",
               help="Credit-card documents, rec-lending documents, or both in one source table.")
 @click.option("--rl-share", type=click.FloatRange(0, 1), default=0.3, show_default=True, envvar=ENV + "RL_SHARE",
