@@ -105,7 +105,11 @@ def empty_targets(db: Database) -> None:
 
 def bench(url: DatabaseURL | str | None, count: int, runs: int, workers: int, batch_size: int,
           contract_path: str | None = None, seed: int = 20261122, metrics_dir: str | None = "metrics",
-          echo: Any = print) -> BenchResult:
+          echo: Any = print, product: str = "cc", rl_share: float = 0.3) -> BenchResult:
+    """``product``: the corpus, cc | rl | mixed (mock_rl.py); the contract(s) default to its line(s)."""
+    from .mock_rl import generator_for
+    if contract_path is None and product != "cc":
+        contract_path = "rec_lending" if product == "rl" else "credit_card,rec_lending"
     u = url if isinstance(url, DatabaseURL) else parse_url(url)
     contract = load_contract(contract_path)
     db = Database(u, contract)
@@ -113,7 +117,7 @@ def bench(url: DatabaseURL | str | None, count: int, runs: int, workers: int, ba
     have = int(db.scalar(db.sql("bench_corpus_size"), {"count": count}))
     if have < count:
         echo(f"generating the corpus: {count - have} documents (seed {seed}), once")
-        generate_into_db(db, count, seed, 0.0, 1)
+        generate_into_db(db, count, seed, 0.0, 1, generator=generator_for(product, seed, 0.0, rl_share))
     sizes = sorted(len(x) for _, x in _load_corpus(db, count))
     res = BenchResult(database=u.display(), documents=len(sizes), workers=workers, batch_size=batch_size, runs=runs,
                       median_kb=round(sizes[len(sizes) // 2] / 1024, 1), machine=_machine())
