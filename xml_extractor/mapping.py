@@ -12,7 +12,7 @@ from typing import Any
 from .contract.compiler import ColumnPlan, DocContext, GeneratorPlan, MappingPlan, Scope, TablePlan, select_elements
 from .contract.converters import BadValue, Rounded
 from .errors import DocumentFailure, MapFailure, ValidateFailure
-from .parsing import decode_source, parse_app_id, parse_document
+from .parsing import DocumentPlan, decode_source, parse_app_id, parse_document
 
 RAW_VALUE_LIMIT = 2000  # events keep at most this much of a raw value, and say when they cut it
 
@@ -230,8 +230,8 @@ def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
 
 
 def _run_groups(gen: GeneratorPlan, doc: DocContext, record: Any) -> list[tuple[dict, Any, int, int]]:
-    """A ``groups`` generator: each attribute group of each element (``coll1_*``..``coll4_*``, the
-    fields of one policy type) with a non-empty ``present_if`` field (default: any field) is a row."""
+    """A ``groups`` generator: each attribute group of each element (``item1_*``..``item4_*``, the
+    fields of one product type) with a non-empty ``present_if`` field (default: any field) is a row."""
     out: list[tuple[dict, Any, int, int]] = []
     assert gen.groups_of is not None
     for el in select_elements(record, gen.groups_of.steps, doc.attrs_of):
@@ -318,20 +318,28 @@ def map_record(plan: MappingPlan, record: Any, app_id: int, observe: Any = None)
     return MappedApplication(app_id=app_id, rows=rows, events=doc.events)
 
 
+def parse_checked(document: DocumentPlan, source: Any, expected_app_id: int | None = None,
+                  min_length: int = 1, tail: Any = None) -> tuple[Any, int]:
+    """Decode, parse (scoped, safely) and read the document's ID, checked against the row's:
+    (parsed document, app_id). What map_document and profile do before mapping."""
+    text = decode_source(source, min_length)
+    if tail is not None and not isinstance(tail, str):
+        tail = bytes(tail).decode("utf-8", errors="replace")
+    parsed = parse_document(text, document, tail)
+    app_id = parse_app_id(parsed.document_id, document)
+    if expected_app_id is not None and app_id != expected_app_id:
+        raise ValidateFailure(
+            f"the document's /{document.root}/{'/'.join(document.id_steps)}/@{document.id_attribute} "
+            f"is {app_id} but the row's app_id is {expected_app_id}", "IdMismatch")
+    return parsed, app_id
+
+
 def map_document(plan: MappingPlan, source: Any, expected_app_id: int | None = None,
                  min_length: int = 1, tail: Any = None) -> MappedApplication:
     """Decode, parse (scoped, safely), validate the ID and map. Raises DocumentFailure subclasses
     (and NeedFullDocument when given only a document's head and tail that do not settle it)."""
     t0 = time.perf_counter()
-    text = decode_source(source, min_length)
-    if tail is not None and not isinstance(tail, str):
-        tail = bytes(tail).decode("utf-8", errors="replace")
-    parsed = parse_document(text, plan.document, tail)
-    app_id = parse_app_id(parsed.document_id, plan.document)
-    if expected_app_id is not None and app_id != expected_app_id:
-        raise ValidateFailure(
-            f"the document's /{plan.document.root}/{'/'.join(plan.document.id_steps)}/@{plan.document.id_attribute} "
-            f"is {app_id} but the row's app_id is {expected_app_id}", "IdMismatch")
+    parsed, app_id = parse_checked(plan.document, source, expected_app_id, min_length, tail)
     if parsed.record is None:
         raise ValidateFailure(f"no {plan.document.record_path} in the document", "NoRecordElement")
     t1 = time.perf_counter()
