@@ -162,8 +162,8 @@ def test_fractional_scores_in_an_int_column_are_capacity_loss_not_invalid():
                         cp.capacity_examples[0]["reason"])
 
 
-def test_a_contract_set_routes_each_document_to_its_contract(tmp_path):
-    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+def test_a_contract_set_routes_each_document_to_its_contract(db_url):
+    url = db_url  # PostgreSQL sends heads only: the routing must not need the whole document
     cli("generate-mock", "--db", url, "--count", "120", "--product", "mixed", "--seed", "4", check=True)
     p = cli("profile", "--db", url, "--sample", "120", "--contract", "credit_card", "--contract", "rec_lending",
             "--format", "json")

@@ -20,7 +20,7 @@ capacity loss is what makes ``xml-extractor profile`` exit 1.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -28,8 +28,7 @@ from .contract import converters as cv
 from .contract.compiler import MappingPlan, Scope, compile_contract, parse_path
 from .contract.expressions import tokenize
 from .errors import DocumentFailure, ValidateFailure
-from .mapping import map_record
-from .parsing import decode_source, parse_app_id, parse_document
+from .mapping import map_record, parse_checked
 
 if TYPE_CHECKING:
     from .contract.loader import Contract
@@ -268,7 +267,7 @@ class Profiler:
         """One document (text or bytes). A document the run would fail is counted by stage.
         NeedFullDocument (only a head was given and it did not settle the parse) propagates."""
         try:
-            parsed, app_id = parse_source(self.plan, self.contract.source_min_length, source, expected_app_id, tail)
+            parsed, app_id = parse_checked(self.plan.document, source, expected_app_id, self.contract.source_min_length, tail)
             if parsed.record is None:
                 raise ValidateFailure(f"no {self.plan.document.record_path} in the document", "NoRecordElement")
         except DocumentFailure as f:
@@ -336,19 +335,6 @@ class Profiler:
                     stack.append((child, path + (child.tag,)))
 
 
-def parse_source(plan: MappingPlan, min_length: int, source: Any, expected_app_id: int | None,
-                 tail: Any = None) -> tuple[Any, int]:
-    """Decode and parse (scoped, safely) as the run does; the document's id checked against the row's."""
-    text = decode_source(source, min_length)
-    if tail is not None and not isinstance(tail, str):
-        tail = bytes(tail).decode("utf-8", errors="replace")
-    parsed = parse_document(text, plan.document, tail)
-    app_id = parse_app_id(parsed.document_id, plan.document)
-    if expected_app_id is not None and app_id != expected_app_id:
-        raise ValidateFailure(f"the document's id is {app_id} but the row's app_id is {expected_app_id}", "IdMismatch")
-    return parsed, app_id
-
-
 def _count_failure(rep: "ProfileReport", f: DocumentFailure, app_id: int | None) -> None:
     rep.failed[f.stage] += 1
     if len(rep.failure_examples) < EXAMPLES * 3:
@@ -363,22 +349,22 @@ class ProfileSet:
     def __init__(self, contracts: list["Contract"], source: str) -> None:
         self.members = [Profiler(c, source) for c in contracts]
         self.report = ProfileReport(contract=" + ".join(c.version_tag for c in contracts), source=source)
-        self._records = [m.plan.document.record_steps for m in self.members]
+        doc = self.members[0].plan.document  # root, id and scope are the same for every member (contract_set.py)
+        self._document = replace(doc, record_steps=doc.scope_steps)  # the parse yields the scope element
+        self._records = [m.plan.document.record_steps[len(doc.scope_steps):] for m in self.members]
 
     def add(self, source: Any, expected_app_id: int | None = None, tail: Any = None) -> None:
         first = self.members[0]
         try:
-            parsed, app_id = parse_source(first.plan, first.contract.source_min_length, source, expected_app_id, tail)
+            parsed, app_id = parse_checked(self._document, source, expected_app_id, first.contract.source_min_length, tail)
         except DocumentFailure as f:
             self.report.documents += 1
             _count_failure(self.report, f, expected_app_id)
             return
         for member, steps in zip(self.members, self._records):
-            record = parsed.root
+            record = parsed.record  # the scope element
             for step in steps:
-                record = record.find(step)
-                if record is None:
-                    break
+                record = None if record is None else record.find(step)
             if record is not None:
                 member.add_record(parsed.root, record, app_id)
                 return
