@@ -230,8 +230,9 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
     groups = _q(db, db.sql("quality_event_groups"), {})
     out_groups = []
     for t, col, kind, cnt, apps, first_id in groups:
-        samples = _q(db, db.sql("quality_examples"), {"table_name": t, "event_type": kind, "first_id": first_id,
-                                                      "column_name": col, "limit": 50})
+        params = {"table_name": t, "event_type": kind, "first_id": first_id, "limit": 50}
+        samples = (_q(db, db.sql("quality_examples"), {**params, "column_name": col}) if col is not None
+                   else _q(db, db.sql("quality_examples_no_column"), params))
         vals = list(dict.fromkeys((r[0] if r[0] is not None else "(none)") for r in samples))[:examples]
         out_groups.append({"table": t, "column": col, "event_type": kind, "events": int(cnt), "applications": int(apps),
                            "examples": [v[:60] for v in vals], "reason": (samples[0][1] or "")[:100] if samples else ""})

