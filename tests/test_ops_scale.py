@@ -135,3 +135,49 @@ def test_postgresql_plans_have_no_per_row_scans(db_url):
         assert r["gaps"] == {"pending": 4000}
     finally:
         db.close()
+
+
+def _launch(url: str, tty: bool) -> tuple[int, str, str]:
+    """launch --instances 2 with stderr on a pseudo-terminal (or a pipe); (exit, stdout, stderr)."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    from conftest import ROOT, _child_env
+    master, slave = pty.openpty() if tty else os.pipe()
+    p = subprocess.Popen([sys.executable, "-m", "xml_extractor", "launch", "--instances", "2", "--db", url,
+                          "--workers", "1"], stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
+                         cwd=str(ROOT), env=_child_env(None))
+    os.close(slave)
+    err = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if not ready:
+            if p.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the pty closes when the launcher exits
+            break
+        if not chunk:
+            break
+        err += chunk
+    out = p.stdout.read().decode()  # type: ignore[union-attr]
+    os.close(master)
+    return p.wait(timeout=120), out, err.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_launch_shows_a_live_line_on_a_terminal_only(sqlite_url):
+    cli("generate-mock", "--db", sqlite_url, "--count", "600", "--seed", "9", check=True)
+    code, out, err = _launch(sqlite_url, tty=True)
+    assert code == 0, out + err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "600/600 done" in last and "/min" in last and "[0]" in last and "[1]" in last and "exit 0" in last, err
+    assert "all " in out  # the combined summary still goes to stdout
+    cli("generate-mock", "--db", sqlite_url, "--count", "200", "--seed", "9", "--start-id", "1001", check=True)
+    code, out, err = _launch(sqlite_url, tty=False)
+    assert code == 0 and " done |" not in err, err
