@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from .db.checks import count_and_sample, default_rows, sparse_rows
 from .db.database import Database, Params
+from .db.migrate import has_index
 from .db.store import utcnow
 from .progress import eta_minutes, observe, rate_per_minute
 
@@ -194,7 +195,9 @@ def reconcile(db: Database) -> dict:
             note=f"none: its {t.app_id_column} is a foreign key to {base.name}", table=db.table(t.name),
             app_col=q(t.app_id_column))
     multiple = run("multiple", "applications with more than one success row", "reconcile_multiple_success", gap="duplicate")
-    run("attempt", "more than one final row for one attempt", "reconcile_duplicate_attempt", gap="duplicate")
+    unique = has_index(db, c.log_table, f"ux_{c.log_table}_app_attempt")
+    run("attempt", "more than one final row for one attempt", "reconcile_duplicate_attempt", gap="duplicate",
+        derived=0 if unique else None, note=f"none: the unique index ux_{c.log_table}_app_attempt forbids it")
     failed = run("failed", "failed applications (final, no success)", "reconcile_final_failed", inconsistency=False)
     never = run("never", "pending (never attempted)", "reconcile_never_attempted", gap="pending")
     success_rows = int(_q(db, db.sql("ops_count_success"), {})[0][0])

@@ -157,6 +157,18 @@ def table_primary_key(db: Database, table: str) -> list[str]:
     return [str(r[0]).lower() for r in rows]
 
 
+def has_index(db: Database, table: str, index: str) -> bool:
+    """Whether the (unique, where the engine tells) index exists on a target-schema table."""
+    stmt = db.sql("schema_has_index")
+    known = {"schema": db.contract.target_schema, "table": table, "index": index,
+             "qtable": db.dialect.qualified(db.contract.target_schema, table)}
+    try:
+        return int(db.autocommit_query(stmt, _params(stmt, known))[0][0]) > 0
+    except Exception:  # noqa: BLE001 - no catalogue access: assume it is not there (the check runs)
+        db.rollback()
+        return False
+
+
 def _expected(db: Database, col: "ColumnDef") -> ColType:
     return parse_type(db.dialect.column_type(col))
 

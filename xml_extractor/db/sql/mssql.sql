@@ -27,3 +27,7 @@ FROM (SELECT s.{src_id} AS id, s.{src_xml} AS doc, CHARINDEX(:marker, s.{src_xml
 -- name: log_contract_version_list
 -- The contract versions in the log (SQL Server: no aggregate in a recursive CTE member).
 SELECT DISTINCT contract_version FROM {log};
+
+-- name: schema_has_index
+-- Does this unique index exist on the table.
+SELECT COUNT(*) FROM sys.indexes WHERE name = :index AND object_id = OBJECT_ID(:qtable) AND is_unique = 1;

@@ -51,3 +51,7 @@ INSERT INTO {src} ({src_id}, {src_xml}) VALUES (:app_id, :xml) ON CONFLICT DO NO
 -- init-db's DDL and seed, one at a time (until the transaction ends): concurrent CREATE TABLE IF
 -- NOT EXISTS on a fresh database otherwise fails in one of them (pg_type unique violation).
 SELECT pg_advisory_xact_lock(7215015);
+
+-- name: schema_has_index
+-- Does this index exist in the target schema (reconcile skips a check its unique index forbids).
+SELECT COUNT(*) FROM pg_indexes WHERE schemaname = :schema AND indexname = :index;

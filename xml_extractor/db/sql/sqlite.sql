@@ -48,3 +48,7 @@ SELECT session_id, COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log} WHERE log
 -- name: source_insert_new
 -- One document into the source table unless its id is already there (a concurrent load won).
 INSERT OR IGNORE INTO {src} ({src_id}, {src_xml}) VALUES (:app_id, :xml);
+
+-- name: schema_has_index
+-- Does this unique index exist on the table.
+SELECT COUNT(*) FROM pragma_index_list(:table) WHERE name = :index AND "unique" = 1;
