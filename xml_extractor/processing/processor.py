@@ -283,11 +283,10 @@ class ProductionProcessor:
                 self._wq.finish(a.chunk_id)
             elif isinstance(a, RenewLeases):
                 assert self._wq is not None
-                for cid in a.chunk_ids:
-                    if not self._wq.renew(cid):
-                        log.warning("the lease of chunk %d was lost (taken over): dropping its queued batches", cid)
-                        self._lost.add(cid)
-                        todo += coord.lease_lost(cid)
+                for cid in sorted(self._wq.renew(list(a.chunk_ids))):
+                    log.warning("the lease of chunk %d was lost (taken over): dropping its queued batches", cid)
+                    self._lost.add(cid)
+                    todo += coord.lease_lost(cid)
             elif isinstance(a, StopWorkers):
                 self._stop.set()
                 pool.stop(a.hard)

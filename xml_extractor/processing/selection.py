@@ -160,20 +160,31 @@ class WorkQueue:
         return out
 
     def prepare(self, stop: threading.Event | None = None) -> int:
-        """Seed the chunks this run has work in and reopen those of them marked done."""
-        db = self.db
+        """Seed the chunks this run has work in and reopen those of them marked done that still
+        hold its work (checked again inside the transaction: another instance may have finished
+        the chunk since it was found)."""
+        db, ctx = self.db, self.ctx
         chunks = self.work_chunks(stop)
-        seed, reopen = db.sql("queue_seed"), db.sql("queue_reopen")
+        seed = db.sql("queue_seed")
 
         def tx() -> None:
             db.begin()
-            cur = db.conn.cursor()
-            for i in range(0, len(chunks), 500):
-                part = chunks[i:i + 500]
-                cur.executemany(seed, [seed.values({"chunk_id": k, "lo": a, "hi": b}) for k, a, b in part])
-                cur.executemany(reopen, [reopen.values({"chunk_id": k}) for k, _, _ in part])
-            cur.close()
-            db.commit()
+            try:
+                cur = db.conn.cursor()
+                for i in range(0, len(chunks), 500):
+                    part = chunks[i:i + 500]
+                    cur.executemany(seed, [seed.values({"chunk_id": k, "lo": a, "hi": b}) for k, a, b in part])
+                    for k, lo, hi in db.query(db.sql("queue_done_among"), {"ids": [k for k, _, _ in part]}):
+                        lo, hi = max(int(lo), ctx.id_lo), min(int(hi), ctx.id_hi)
+                        has_work = (_pending_in(db, lo, hi) if ctx.only_ids is not None
+                                    else _first_work_id(db, ctx, lo, hi) is not None)
+                        if has_work:
+                            cur.execute(*db.sql("queue_reopen").bind({"chunk_id": int(k)}))
+                cur.close()
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
         if chunks:
             db.with_retry(tx)
         return len(chunks)
@@ -205,19 +216,26 @@ class WorkQueue:
         return int(db.with_retry(lambda: db.autocommit_query(db.sql("queue_held_elsewhere"), {
             "owner": ctx.owner, "id_lo": ctx.id_lo, "id_hi": ctx.id_hi}))[0][0])
 
-    def renew(self, chunk_id: int) -> bool:
-        """Extend the lease; False when the chunk is no longer ours (taken over)."""
+    def renew(self, chunk_ids: list[int]) -> set[int]:
+        """Extend the leases of these chunks in one transaction (one lock wait, however many are
+        held); returns those that are no longer ours (taken over after an expired lease)."""
         db, ctx = self.db, self.ctx
 
-        def tx() -> int:
+        def tx() -> set[int]:
             db.begin()
-            cur = db.execute(db.sql("queue_renew"), {"lease_seconds": ctx.lease_seconds, "chunk_id": chunk_id,
-                                                     "owner": ctx.owner})
-            n = cur.rowcount
-            cur.close()
-            db.commit()
-            return int(n)
-        return db.with_retry(tx) > 0
+            try:
+                mine: set[int] = set()
+                for i in range(0, len(chunk_ids), 500):
+                    part = chunk_ids[i:i + 500]
+                    db.execute(db.sql("queue_renew"), {"lease_seconds": ctx.lease_seconds, "ids": part,
+                                                       "owner": ctx.owner}).close()
+                    mine |= {int(r[0]) for r in db.query(db.sql("queue_held_by"), {"ids": part, "owner": ctx.owner})}
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
+            return set(chunk_ids) - mine
+        return db.with_retry(tx) if chunk_ids else set()
 
     def finish(self, chunk_id: int) -> bool:
         """Mark the chunk done if none of its applications is pending (asked with ``pending_ids``
@@ -243,6 +261,8 @@ class WorkQueue:
         done = db.with_retry(tx)
         if not done:
             log.info("chunk %d still holds pending applications: released, not finished", chunk_id)
+        else:
+            log.debug("finished chunk %d", chunk_id)
         return done
 
     def release_all(self) -> None:
@@ -295,6 +315,7 @@ def queue_batches(db: Database, ctx: RunContext, stop: threading.Event,
             after, found = ID_MIN, False
             continue
         chunk_id, lo, hi = claim
+        log.debug("claimed chunk %d [%d, %d]", chunk_id, lo, hi)
         after = chunk_id
         chunk_claimed(chunk_id)
         if only is not None and not any(lo <= i <= hi for i in only):

@@ -112,8 +112,16 @@ WHERE done_at IS NULL AND owner IS NOT NULL AND owner <> :owner AND lease_until 
   AND hi >= :id_lo AND lo <= :id_hi;
 
 -- name: queue_renew
--- Extend the lease of a chunk this owner holds.
-UPDATE {queue} SET lease_until = {lease_expr} WHERE chunk_id = :chunk_id AND owner = :owner;
+-- Extend the leases of the chunks this owner holds (all in one statement).
+UPDATE {queue} SET lease_until = {lease_expr} WHERE chunk_id IN (:ids) AND owner = :owner AND done_at IS NULL;
+
+-- name: queue_held_by
+-- Which of these chunks this owner still holds (the others were taken over).
+SELECT chunk_id FROM {queue} WHERE chunk_id IN (:ids) AND owner = :owner AND done_at IS NULL;
+
+-- name: queue_done_among
+-- Which of these chunks are marked done (candidates to reopen), with their range.
+SELECT chunk_id, lo, hi FROM {queue} WHERE chunk_id IN (:ids) AND done_at IS NOT NULL;
 
 -- name: queue_done
 -- Mark a chunk this owner holds as finished.
