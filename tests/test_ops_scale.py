@@ -96,6 +96,7 @@ def big_sqlite(tmp_path_factory):
     return url
 
 
+@pytest.mark.slow  # a large input: its fixture builds thousands of rows
 def test_sqlite_plans_probe_an_index_per_row_even_without_statistics(big_sqlite):
     db = Database(big_sqlite, load_contract())
     try:

@@ -61,6 +61,7 @@ def test_default_contract_has_no_capacity_loss_on_generated_documents(source_200
     assert table.returncode == 0 and "no capacity loss" in table.stdout and "unmapped" in table.stdout
 
 
+@pytest.mark.slow  # a large input: its fixture builds thousands of rows
 def test_narrow_contract_reports_exactly_the_two_columns_and_exits_1(source_2000, tmp_path):
     def narrow(raw):
         column(raw, "app_pricing_cc", "intro_purchase_apr")["scale"] = 3
@@ -118,6 +119,7 @@ def test_read_set_covers_paths_expressions_fallbacks_and_unpivot(contract):
     assert (("Provenir", "Request"), "id") in reads
 
 
+@pytest.mark.slow  # a large input: its fixture builds thousands of rows
 def test_sample_ids_spread_over_the_range_by_keyset(source_2000):
     db = Database(source_2000, load_contract())
     try:
