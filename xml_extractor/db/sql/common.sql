@@ -311,21 +311,24 @@ SELECT COUNT(*) FROM {src};
 -- Applications with a success row (an index range of ix_processing_log_status_app).
 SELECT COUNT(*) FROM {log} WHERE status = 'success';
 
+-- fragment: is_final_failed
+-- The log row f is a failed attempt of an application that never succeeded: the one definition
+-- of "failed" that status, failures, reprocess and reconcile share.
+f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')
+
 -- name: ops_count_final_failed
--- Applications whose attempts all failed: the one definition of "failed".
-SELECT COUNT(DISTINCT f.app_id) FROM {log} f
-WHERE f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success');
+-- Applications whose attempts all failed.
+SELECT COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_final_failed};
 
 -- name: ops_failures_by_stage
 -- Final failures by stage and class.
-SELECT f.stage, f.error_class, COUNT(DISTINCT f.app_id) FROM {log} f
-WHERE f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')
+SELECT f.stage, f.error_class, COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_final_failed}
 GROUP BY f.stage, f.error_class ORDER BY COUNT(DISTINCT f.app_id) DESC;
 
 -- name: ops_failed_rows
 -- Every failed attempt of a finally failed application, optionally of one stage (NULL: all).
 SELECT f.app_id, f.attempt, f.stage, f.error_class, f.reason, f.logged_at FROM {log} f
-WHERE f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')
+WHERE {is_final_failed}
   AND (CAST(:stage AS VARCHAR(10)) IS NULL OR f.stage = :stage)
 ORDER BY f.app_id, f.attempt;
 
@@ -384,8 +387,7 @@ SELECT l.app_id FROM {log} l EXCEPT SELECT s.{src_id} FROM {src} s;
 
 -- name: reconcile_final_failed
 -- Finally failed applications.
-SELECT DISTINCT f.app_id FROM {log} f
-WHERE f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success');
+SELECT DISTINCT f.app_id FROM {log} f WHERE {is_final_failed};
 
 -- name: reconcile_never_attempted
 -- Source rows with no log row at all.
