@@ -109,7 +109,7 @@ class Scope:
 class DocContext:
     """Per-document state: the app_id, an attribute-dict cache, the collected events."""
 
-    __slots__ = ("app_id", "ci", "_attrs", "events", "observe", "kept")
+    __slots__ = ("app_id", "ci", "_attrs", "events", "observe", "kept", "_children")
 
     def __init__(self, app_id: int, case_insensitive: bool, observe: Callable[..., None] | None = None) -> None:
         self.app_id = app_id
@@ -121,6 +121,18 @@ class DocContext:
         self.observe = observe
         # the rows each table kept so far (table -> [(row values, element)]): "kept" sources read it
         self.kept: dict[str, list[tuple[dict, Any]]] = {}
+        self._children: dict[tuple[Any, str], dict | None] = {}
+
+    def child_attrs(self, el: Any, tag: str) -> dict | None:
+        """The attributes of ``el``'s child ``tag`` (the first, as select_one; None: none), found once per document."""
+        key = (el, tag)
+        try:
+            return self._children[key]
+        except KeyError:
+            pass
+        found = el.find(tag)
+        d = self._children[key] = None if found is None else self.attrs_of(found)
+        return d
 
     def attrs_of(self, el: Any) -> dict:
         d = self._attrs.get(el)
@@ -279,6 +291,14 @@ def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: s
         steps, attr = ps.steps, ps.attribute
         if not steps:
             return (lambda s, row: s.attrs.get(attr)), True, None
+        if len(steps) == 1 and steps[0].pred_attr is None and steps[0].tag not in (".", ".."):
+            tag = steps[0].tag
+
+            def fetch_child(s: Scope, row: dict) -> Any:
+                # a 1:1 table reads dozens of attributes of the same child: its attributes once per document
+                d = s.doc.child_attrs(s.element, tag)
+                return None if d is None else d.get(attr)
+            return fetch_child, True, None
 
         def fetch_path(s: Scope, row: dict) -> Any:
             el = select_one(s.element, steps, s.doc.attrs_of)
