@@ -505,6 +505,7 @@ CREATE TABLE IF NOT EXISTS "sandbox"."processing_log" (
     "instance_count" INTEGER NOT NULL,
     "session_id" VARCHAR(40) NOT NULL,
     "contract_version" VARCHAR(100) NOT NULL,
+    "contract_name" VARCHAR(63),
     "parse_ms" DOUBLE PRECISION,
     "map_ms" DOUBLE PRECISION,
     "insert_ms" DOUBLE PRECISION,
@@ -516,6 +517,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS "ux_processing_log_app_attempt" ON "sandbox"."
 CREATE INDEX IF NOT EXISTS "ix_processing_log_session" ON "sandbox"."processing_log" ("session_id", "logged_at");
 CREATE INDEX IF NOT EXISTS "ix_processing_log_status_stage" ON "sandbox"."processing_log" ("status", "stage");
 CREATE INDEX IF NOT EXISTS "ix_processing_log_status_app" ON "sandbox"."processing_log" ("status", "app_id");
+CREATE INDEX IF NOT EXISTS "ix_processing_log_contract_version" ON "sandbox"."processing_log" ("contract_version", "app_id");
 CREATE INDEX IF NOT EXISTS "ix_processing_log_logged_at" ON "sandbox"."processing_log" ("logged_at");
 CREATE TABLE IF NOT EXISTS "sandbox"."reprocess_request" (
     "app_id" BIGINT NOT NULL PRIMARY KEY,
@@ -534,6 +536,7 @@ CREATE TABLE IF NOT EXISTS "sandbox"."processing_log_history" (
     "instance_count" INTEGER NOT NULL,
     "session_id" VARCHAR(40) NOT NULL,
     "contract_version" VARCHAR(100) NOT NULL,
+    "contract_name" VARCHAR(63),
     "parse_ms" DOUBLE PRECISION,
     "map_ms" DOUBLE PRECISION,
     "insert_ms" DOUBLE PRECISION,
@@ -555,7 +558,7 @@ CREATE TABLE IF NOT EXISTS "sandbox"."data_quality_event" (
     "logged_at" TIMESTAMP(3) NOT NULL
 );
 CREATE INDEX IF NOT EXISTS "ix_data_quality_event_app" ON "sandbox"."data_quality_event" ("app_id");
-CREATE INDEX IF NOT EXISTS "ix_data_quality_event_kind" ON "sandbox"."data_quality_event" ("table_name", "column_name", "event_type");
+CREATE INDEX IF NOT EXISTS "ix_data_quality_event_kind_app" ON "sandbox"."data_quality_event" ("table_name", "column_name", "event_type", "app_id");
 CREATE TABLE IF NOT EXISTS "sandbox"."run_progress" (
     "session_id" VARCHAR(40) NOT NULL,
     "worker_pid" INTEGER NOT NULL,

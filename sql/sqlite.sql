@@ -504,6 +504,7 @@ CREATE TABLE IF NOT EXISTS "processing_log" (
     "instance_count" INTEGER NOT NULL,
     "session_id" VARCHAR(40) NOT NULL,
     "contract_version" VARCHAR(100) NOT NULL,
+    "contract_name" VARCHAR(63),
     "parse_ms" REAL,
     "map_ms" REAL,
     "insert_ms" REAL,
@@ -515,6 +516,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS "ux_processing_log_app_attempt" ON "processing
 CREATE INDEX IF NOT EXISTS "ix_processing_log_session" ON "processing_log" ("session_id", "logged_at");
 CREATE INDEX IF NOT EXISTS "ix_processing_log_status_stage" ON "processing_log" ("status", "stage");
 CREATE INDEX IF NOT EXISTS "ix_processing_log_status_app" ON "processing_log" ("status", "app_id");
+CREATE INDEX IF NOT EXISTS "ix_processing_log_contract_version" ON "processing_log" ("contract_version", "app_id");
 CREATE INDEX IF NOT EXISTS "ix_processing_log_logged_at" ON "processing_log" ("logged_at");
 CREATE TABLE IF NOT EXISTS "reprocess_request" (
     "app_id" BIGINT NOT NULL PRIMARY KEY,
@@ -533,6 +535,7 @@ CREATE TABLE IF NOT EXISTS "processing_log_history" (
     "instance_count" INTEGER NOT NULL,
     "session_id" VARCHAR(40) NOT NULL,
     "contract_version" VARCHAR(100) NOT NULL,
+    "contract_name" VARCHAR(63),
     "parse_ms" REAL,
     "map_ms" REAL,
     "insert_ms" REAL,
@@ -554,7 +557,7 @@ CREATE TABLE IF NOT EXISTS "data_quality_event" (
     "logged_at" TIMESTAMP NOT NULL
 );
 CREATE INDEX IF NOT EXISTS "ix_data_quality_event_app" ON "data_quality_event" ("app_id");
-CREATE INDEX IF NOT EXISTS "ix_data_quality_event_kind" ON "data_quality_event" ("table_name", "column_name", "event_type");
+CREATE INDEX IF NOT EXISTS "ix_data_quality_event_kind_app" ON "data_quality_event" ("table_name", "column_name", "event_type", "app_id");
 CREATE TABLE IF NOT EXISTS "run_progress" (
     "session_id" VARCHAR(40) NOT NULL,
     "worker_pid" INTEGER NOT NULL,
