@@ -350,17 +350,22 @@ def _poll(conn: Connection) -> bool:
 
 def _start_server_ignoring_stop_signals(ctx: Any) -> None:
     """Start the forkserver with SIGINT/SIGTERM/SIGHUP ignored (an ignored signal stays ignored
-    across exec). A signal to the process group would otherwise kill the server, and since the
-    workers' sentinels are pipes held by it, every worker would look dead at once."""
+    across exec, and the workers it forks inherit that). A signal to the process group would
+    otherwise kill the server, and since the workers' sentinels are pipes held by it, every worker
+    would look dead at once. Meanwhile the signals are also blocked in this process, so one that
+    arrives is kept pending (Linux never discards a blocked signal) and reaches the run's own
+    handler once the mask is restored."""
     if ctx.get_start_method() != "forkserver" or threading.current_thread() is not threading.main_thread():
         return
     from multiprocessing import forkserver
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     saved = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
     try:
         forkserver.ensure_running()
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def _worker_context() -> Any:
