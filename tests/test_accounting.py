@@ -218,13 +218,13 @@ def test_5_no_schema_is_a_usage_error_not_an_inconsistency(tmp_path, command):
 
 @pytest.mark.slow
 def test_7_no_chunk_is_claimed_twice_while_its_owner_lives(db_url):
-    # one batch per chunk, ~1.5 s a batch: the chunks claimed ahead wait inside the process (the
+    # one batch per chunk, ~2 s a batch: the chunks claimed ahead wait inside the process (the
     # selector's read-ahead) longer than the 5 s lease; only renewal keeps them
     if db_url.startswith("sqlite"):
-        pytest.skip("SQLite serialises writers: the injected 1.5 s open write transactions of two instances starve "
+        pytest.skip("SQLite serialises writers: the injected 2 s open write transactions of two instances starve "
                     "any other writer (renewals included) for seconds; PostgreSQL renews under row locks")
-    prepare(db_url, count=60, share=0.0)
-    slow = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=1.5"}
+    prepare(db_url, count=48, share=0.0)
+    slow = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=2.0"}
     args = run_args(db_url, "--workers", "1", "--batch-size", "4", "--mode", "queue", "--chunk-size", "4",
                     "--lease-seconds", "5")
     procs = [popen(*args, env=slow) for _ in range(2)]
