@@ -171,7 +171,8 @@ class ProductionProcessor:
         try:
             require_current(self._db)  # the schema matches the contract (db/migrate.py), else exit 2 with the plan
             # the contract version is part of the run's identity: refuse to mix versions
-            check_contract_identity(self._db, self.contract.version_tag, self.contract.name, ctx.allow_contract_change)
+            for member in self.contract.extra.get("members") or [self.contract]:  # a contract set: each member
+                check_contract_identity(self._db, member.version_tag, member.name, ctx.allow_contract_change)
             pool = _WorkerPool(ctx, ctx.workers)
             threading.Thread(target=self._selector, name="selector", daemon=True).start()
             self._loop(coord, pool, started)
