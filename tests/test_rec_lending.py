@@ -185,3 +185,40 @@ def test_contract_by_name_or_path(tmp_path: Path) -> None:
         load_contract("nope")
     p = cli("validate-contract", "rec_lending")
     assert p.returncode == 0 and "rec_lending@1.0.0" in p.stdout
+
+
+def test_generated_rl_documents_have_the_real_shape() -> None:
+    """generate-mock --product rl: one to four collaterals, PR alone or PR + SEC, some backend
+    policies, the ~145 KB median of the real documents; faults fail at their stage."""
+    import statistics
+
+    from xml_extractor.errors import DocumentFailure
+    from xml_extractor.mock_rl import RLMockGenerator, fault_stage
+    plan = compile_contract(load_contract("rec_lending"))
+    gen = RLMockGenerator(seed=4, faulty_share=0.1)
+    sizes, colls, roles, warranties, stages = [], set(), set(), 0, []
+    for d in gen.documents(1, 120):
+        sizes.append(len(d.text.encode("utf-8")))
+        try:
+            m = map_document(plan, d.text, expected_app_id=d.row_app_id, min_length=20)
+        except DocumentFailure as f:
+            stages.append((d.fault, f.stage, fault_stage(d.fault or "")))
+            continue
+        assert d.fault in (None, "con_id_collision"), d.fault
+        rows = m.as_dicts(plan)
+        colls.add(len(rows.get("app_collateral_rl", [])))
+        roles.add(tuple(sorted(r["contact_type_enum"] for r in rows["app_contact_base"])))
+        warranties += len(rows.get("app_warranties_rl", []))
+    assert 100_000 < statistics.median(sizes) < 200_000
+    assert {1, 2, 3, 4} <= colls
+    assert len(roles) == 2  # PR alone, PR + SEC
+    assert warranties > 10
+    assert stages and all(got == want for _, got, want in stages)
+
+
+def test_generate_mock_product_cli(tmp_path: Path) -> None:
+    out = tmp_path / "rl"
+    p = cli("generate-mock", "--product", "rl", "--count", "5", "--out", str(out), check=True)
+    assert "generated 5 documents" in p.stdout
+    m = cli("map", str(next(out.glob("*.xml"))), "--contract", "rec_lending", "--format", "json", check=True)
+    assert json.loads(m.stdout)["tables"]["app_collateral_rl"]

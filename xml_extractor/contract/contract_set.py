@@ -18,7 +18,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ContractError, ValidateFailure
+from ..errors import ContractError, DocumentFailure, ValidateFailure
 from .loader import ColumnDef, Contract, EnumValue, TableDef
 
 if TYPE_CHECKING:
@@ -205,7 +205,12 @@ def map_routed(routes: tuple[Route, ...], scope_element: Any, app_id: int) -> "M
                 break
         if record is None:
             continue
-        result = map_record(r.plan, record, app_id)
+        try:
+            result = map_record(r.plan, record, app_id)
+        except DocumentFailure as f:  # the log's reason says which contract refused it
+            f.reason = f"{r.name}: {f.reason}"
+            f.args = (f.reason,)
+            raise
         for table, positions in r.remap.items():
             rows = result.rows.get(table)
             if rows:
