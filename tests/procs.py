@@ -51,3 +51,23 @@ def kill_group(proc, sig=signal.SIGKILL) -> None:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def wait_until(pred, timeout: float = 90, what: str = "condition") -> None:
+    """Poll observable state (a DB count, a file, /proc) until ``pred()``; never a fixed sleep."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def db_rows(url: str, sql_of) -> list[tuple]:
+    """Rows of one query (``sql_of(db)`` builds it from the database's names), autocommit."""
+    from conftest import open_db
+    db = open_db(url)
+    try:
+        return db.autocommit_query(sql_of(db))
+    finally:
+        db.close()

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import assert_exactly_once, cli, expected_failures, log_rows, open_db, popen, subprocess_dir
-from procs import children, kill_group
+from procs import children, db_rows, kill_group, wait_until
 
 SEED, SHARE = 7, 0.05
 
@@ -22,16 +21,8 @@ def prepare(url: str, count: int = 120, share: float = SHARE) -> None:
     cli("generate-mock", "--db", url, "--count", str(count), "--faulty-share", str(share), "--seed", str(SEED), check=True)
 
 
-def scalar(url: str, sql_of) -> int:
-    db = open_db(url)
-    try:
-        return int(db.scalar(sql_of(db)) or 0)
-    finally:
-        db.close()
-
-
 def logged(url: str) -> int:
-    return scalar(url, lambda db: f"SELECT COUNT(*) FROM {db.names['log']}")
+    return int(db_rows(url, lambda db: f"SELECT COUNT(*) FROM {db.names['log']}")[0][0])
 
 
 def pending(url: str) -> int:
@@ -42,15 +33,6 @@ def pending(url: str) -> int:
                                                          "remainder": 0}))
     finally:
         db.close()
-
-
-def wait_until(pred, timeout: float = 90, what: str = "condition") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def crashed_rows(url: str) -> list:
@@ -148,9 +130,7 @@ def test_6_a_run_cut_short_by_app_id_end_leaves_nothing_behind(db_url):
     prepare(db_url, count=120)
     queue_run(db_url, "--app-id-end", "30")
     assert pending(db_url) == 90
-    db = open_db(db_url)
-    done = db.autocommit_query(f"SELECT chunk_id FROM {db.names['queue']} WHERE done_at IS NOT NULL")
-    db.close()
+    done = db_rows(db_url, lambda db: f"SELECT chunk_id FROM {db.names['queue']} WHERE done_at IS NOT NULL")
     assert done == []  # chunk 0..49 still holds 31..49: not finished
     queue_run(db_url)
     assert pending(db_url) == 0
@@ -232,9 +212,7 @@ def test_7_no_chunk_is_claimed_twice_while_its_owner_lives(db_url):
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, out + err
         assert summary_row(out, "skipped (done elsewhere)") == "0"
-    db = open_db(db_url)
-    claims = db.autocommit_query(f"SELECT chunk_id, claims FROM {db.names['queue']} ORDER BY chunk_id")
-    db.close()
+    claims = db_rows(db_url, lambda db: f"SELECT chunk_id, claims FROM {db.names['queue']} ORDER BY chunk_id")
     assert claims and all(c == 1 for _, c in claims), claims
     assert_exactly_once(db_url)
 

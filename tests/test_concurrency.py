@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import assert_exactly_once, cli, expected_failures, open_db, popen, subprocess_dir
-from procs import kill_group
+from procs import db_rows, kill_group, wait_until
 
 pytestmark = pytest.mark.slow  # real instances and worker processes, seconds each
 
@@ -44,11 +44,7 @@ def summaries(procs, timeout=300):
 
 
 def sessions_by_app(url):
-    db = open_db(url)
-    try:
-        return db.autocommit_query(f"SELECT app_id, instance_id, instance_count, session_id FROM {db.names['log']}")
-    finally:
-        db.close()
+    return db_rows(url, lambda db: f"SELECT app_id, instance_id, instance_count, session_id FROM {db.names['log']}")
 
 
 def test_three_partitioned_instances(db_url):
@@ -77,20 +73,7 @@ def test_three_queue_mode_instances(db_url):
 
 
 def queue_rows(url):
-    db = open_db(url)
-    try:
-        return db.autocommit_query(f"SELECT chunk_id, owner, claims, done_at FROM {db.names['queue']} ORDER BY chunk_id")
-    finally:
-        db.close()
-
-
-def wait_for(pred, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
+    return db_rows(url, lambda db: f"SELECT chunk_id, owner, claims, done_at FROM {db.names['queue']} ORDER BY chunk_id")
 
 
 def test_queue_mode_takes_over_a_dead_instance(db_url):
@@ -98,7 +81,7 @@ def test_queue_mode_takes_over_a_dead_instance(db_url):
     slow = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.5"}
     victim = popen(*(base(db_url) + ["--mode", "queue", "--chunk-size", "20", "--lease-seconds", "5"]), env=slow)
     # wait until it holds a chunk it has started but not finished (a live lease, some rows logged)
-    wait_for(lambda: any(o is not None and d is None for _, o, _, d in queue_rows(db_url))
+    wait_until(lambda: any(o is not None and d is None for _, o, _, d in queue_rows(db_url))
              and logged_count(db_url) >= 3)
     held = {c for c, o, _, d in queue_rows(db_url) if o is not None and d is None}
     kill_group(victim, signal.SIGKILL)  # dies holding a claimed chunk with a live lease
@@ -111,11 +94,7 @@ def test_queue_mode_takes_over_a_dead_instance(db_url):
 
 
 def logged_count(url):
-    db = open_db(url)
-    try:
-        return db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}")
-    finally:
-        db.close()
+    return db_rows(url, lambda db: f"SELECT COUNT(*) FROM {db.names['log']}")[0][0]
 
 
 def test_three_uncoordinated_instances(db_url):
