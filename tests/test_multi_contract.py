@@ -124,3 +124,17 @@ def test_mixed_corpus_three_instances(db_url: str, mode: str) -> None:
     p = cli("status", "--db", db_url, *SET, "--format", "json")
     by = {c["contract"]: c for c in json.loads(p.stdout)["by_contract"]}
     assert by["rec_lending"]["success"] > 0 and by["credit_card"]["success"] > 0
+
+
+def test_map_routes_a_document_and_names_the_contracts_it_does_not_match(tmp_path: Path) -> None:
+    sample = Path(__file__).parent / "data" / "sample-rl-600000.xml"
+    p = cli("map", str(sample), *SET, "--format", "json", check=True)
+    out = json.loads(p.stdout)
+    assert out["contract"] == "rec_lending" and out["tables"]["app_dealer_rl"][0]["dealer_name"] == "Mickey Mouse RV"
+    other = tmp_path / "other.xml"
+    other.write_text(sample.read_text("utf-8-sig").replace("IL_application", "XX_application"), "utf-8")
+    p = cli("map", str(other), *SET, "--format", "json")
+    out = json.loads(p.stdout)
+    assert p.returncode == 1 and (out["stage"], out["error_class"]) == ("validate", "NoContract")
+    assert "credit_card (no /Provenir/Request/CustData/application)" in out["reason"]
+    assert "rec_lending (no /Provenir/Request/CustData/IL_application)" in out["reason"]

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from .common import ENV, handle_errors
+from .common import CONTRACT_OPTION, ENV, handle_errors
 
 @click.command("validate-contract")
 @click.argument("paths", nargs=-1, envvar=ENV + "CONTRACT")
@@ -56,7 +56,7 @@ def contract_figures(c: Any) -> dict[str, int]:
 
 @click.command("map")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--contract", "contract_path", envvar=ENV + "CONTRACT", default=None, help="Contract file.")
+@CONTRACT_OPTION
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="table: rows per table and the events; json: the same as data.")
 @click.option("--app-id", type=int, default=None, help="Expect this app_id (as a source row would).")
@@ -78,8 +78,10 @@ def map_cmd(file: str, contract_path: str | None, fmt: str, app_id: int | None) 
     tables = mapped.as_dicts(plan)
     events = [dict(zip(("table", "column", "event_type", "raw_value", "reason", "locator"), e)) for e in mapped.events]
     if fmt == "json":
-        click.echo(json.dumps({"status": "success", "app_id": mapped.app_id, "tables": tables, "events": events},
-                              indent=2, default=str))
+        routed = mapped.extra.get("contract")  # a contract set: the member that mapped it
+        contract = routed[1] if routed else plan.contract_version.split("@", 1)[0]
+        click.echo(json.dumps({"status": "success", "app_id": mapped.app_id, "contract": contract, "tables": tables,
+                               "events": events}, indent=2, default=str))
         return
     for name, rows in tables.items():
         click.echo(f"\n{name} ({len(rows)} row{'s' if len(rows) != 1 else ''})")
