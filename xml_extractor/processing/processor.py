@@ -225,10 +225,10 @@ class ProductionProcessor:
             for ready in wait(pool.waitables(), timeout=0.2):
                 for slot, conn in list(pool.conns.items()):
                     if ready is conn:
-                        actions += self._on_message(coord, slot, conn)
+                        actions += self._on_message(coord, slot, _recv(conn))
                     elif ready == pool.procs[slot].sentinel:
-                        while _poll(conn):  # a result sent just before dying still counts
-                            actions += self._on_message(coord, slot, conn)
+                        for msg in _drain(conn):  # a result sent just before dying still counts
+                            actions += self._on_message(coord, slot, msg)
                         proc = pool.reap(slot)
                         log.warning("worker %s died (exit code %s)", proc.pid, proc.exitcode)
                         actions += coord.worker_died(slot, proc.exitcode)
@@ -247,11 +247,9 @@ class ProductionProcessor:
                          coord.summary.failed, coord.summary.skipped, done / max(1e-9, time.time() - started) * 60)
                 last_log = now
 
-    def _on_message(self, coord: ParallelCoordinator, slot: int, conn: Connection) -> list[Action]:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return []  # death is handled through the sentinel
+    def _on_message(self, coord: ParallelCoordinator, slot: int, msg: tuple | None) -> list[Action]:
+        if msg is None:
+            return []  # the pipe is closed: the death is handled through the sentinel
         if msg[0] == "log":
             record = logging.makeLogRecord(msg[1])
             logging.getLogger(record.name).handle(record)
@@ -342,11 +340,24 @@ class ProductionProcessor:
         return str(path)
 
 
-def _poll(conn: Connection) -> bool:
+def _recv(conn: Connection) -> tuple | None:
+    """One message, or None at the end of the pipe."""
     try:
-        return conn.poll()
-    except (OSError, EOFError):
-        return False
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
+
+
+def _drain(conn: Connection) -> list[tuple]:
+    """Every message still in the pipe of a worker that died (a closed pipe polls as readable
+    forever, so this stops at the first end-of-file)."""
+    out: list[tuple] = []
+    try:
+        while conn.poll():
+            out.append(conn.recv())
+    except (EOFError, OSError):
+        pass
+    return out
 
 
 def _start_server_ignoring_stop_signals(ctx: Any) -> None:
