@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .db.base import chunks
 from .db.database import Database
 from .db.store import app_tables, utcnow
-from .errors import ConfigError, SchemaMissing
+from .errors import ConfigError
 from .processing.partition import mine
 
 IN_LIST_CHUNK = 500  # ids per IN (...) list: far below every driver's parameter limit
@@ -113,33 +113,14 @@ def _q_ident(db: Database, name: str, qtable: str, col: str, ids: list[int]) -> 
 
 
 def check_schema(db: Database) -> None:
-    """The contract against the database, before anything changes: every table and column the
-    run writes must exist (else SchemaMissing, exit 2, nothing touched). Uses db/migrate.py's
-    comparison when it is there (issue 15), else a probe of each table's columns."""
+    """The contract against the database, before anything changes: db/migrate.py's comparison
+    (every table and column the run writes, reprocess's own tables included). A difference is
+    SchemaMissing / SchemaRefused (exit 2) and nothing has been touched."""
+    from .db.migrate import require_current
     try:
-        from .db import migrate  # type: ignore[attr-defined]
-    except ImportError:
-        migrate = None
-    checker = getattr(migrate, "require_current", None) if migrate is not None else None
-    if checker is not None:
-        try:
-            checker(db)
-        except ConfigError as exc:
-            raise type(exc)(f"nothing was changed: {exc}") from None
-        return
-    from .db.store import EVENT_COLUMNS, LOG_COLUMNS
-    probes: list[tuple[str, list[str]]] = [(db.table(t.name), [c.name for c in t.stored_columns]) for t in db.contract.tables]
-    probes += [(db.names["log"], list(LOG_COLUMNS)), (db.names["events"], list(EVENT_COLUMNS)),
-               (db.names["requests"], ["app_id", "requested_at", "command"]),
-               (db.names["log_history"], ["log_id", *LOG_COLUMNS, "replaced_at"])]
-    for qtable, cols in probes:
-        sql = db.sql("schema_probe", table=qtable, cols=", ".join("p." + db.dialect.quote(c) for c in cols))
-        try:
-            db.autocommit_query(sql)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "not the schema we need"
-            db.rollback()
-            raise SchemaMissing(f"the database does not match the contract ({qtable}: {str(exc).splitlines()[0][:300]}); "
-                                f"nothing was changed. Run xml-extractor init-db (a new column) or fix the contract.") from None
+        require_current(db)
+    except ConfigError as exc:
+        raise type(exc)(f"nothing was changed: {exc}") from None
 
 
 def require_selection(app_ids: list[int], failed: bool, since: object) -> None:
