@@ -269,11 +269,6 @@ DELETE FROM {table} WHERE {app_col} IN (:ids);
 -- How many rows of these applications one table holds (reprocess --dry-run).
 SELECT COUNT(*) FROM {table} WHERE {app_col} IN (:ids);
 
--- name: schema_probe
--- Does this table have these columns? (no rows; an error if not) Identifiers: {table}, {cols} as
--- p."col" (qualified: SQLite reads an unknown bare "col" as a string literal instead of failing).
-SELECT {cols} FROM {table} p WHERE 1 = 0;
-
 -- name: contract_versions
 -- Applications per contract version that produced their current log rows.
 SELECT contract_version, COUNT(DISTINCT app_id) FROM {log} GROUP BY contract_version ORDER BY contract_version;
@@ -346,7 +341,7 @@ SELECT session_id, COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log} WHERE log
 -- name: ops_history_attempts
 -- One application's attempts, the ones a reprocess replaced included (replaced_at set).
 SELECT attempt, status, stage, error_class, reason, session_id, instance_id, contract_version, logged_at,
-       CAST(NULL AS TIMESTAMP) AS replaced_at
+       NULL AS replaced_at
 FROM {log} WHERE app_id = :app_id
 UNION ALL
 SELECT attempt, status, stage, error_class, reason, session_id, instance_id, contract_version, logged_at, replaced_at
