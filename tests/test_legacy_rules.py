@@ -113,6 +113,73 @@ def test_sub_millisecond_time_is_an_event(plan):
     assert [e[2] for e in r.events if e[1] == "decision_date"] == ["value_rounded"]
 
 
+
+# -- boundary values: kept exactly, or changed/refused with an event (an adversarial review) -----------
+
+def _through_map(plan, column_path, raw):
+    """Map one value of (table, column, where) and return (stored value, event kinds on the column)."""
+    table, column, where = column_path
+    if where == "address":
+        kw = {"contacts": f'<contact con_id="1" ac_role_tp_c="PR"><contact_address address_tp_c="CURR" city="X" '
+                          f'address_seq_no="{raw}"/></contact>'}
+    elif where == "birth":
+        kw = {"contacts": f'<contact con_id="1" ac_role_tp_c="PR" birth_date="{raw}"/>'}
+    else:
+        kw = {where: f'{ {"rmts": "intro_purchase_apr", "product": "decision_date"}[where]}="{raw}"'}
+    r = map_document(plan, document(**kw), 7)
+    rows = r.as_dicts(plan).get(table) or [{}]
+    return rows[0].get(column), [e[2] for e in r.events if e[1] == column]
+
+
+SEQ = ("app_contact_address", "address_seq_no", "address")
+APR = ("app_pricing_cc", "intro_purchase_apr", "rmts")
+DECISION = ("app_base", "decision_date", "product")
+BIRTH = ("app_contact_base", "birth_date", "birth")
+
+
+@pytest.mark.parametrize("where,raw,expected", [
+    (SEQ, "2147483647", 2147483647), (SEQ, "-2147483648", -2147483648), (SEQ, "206886.000", 206886),
+    (SEQ, "0" * 5000 + "206886", 206886),  # leading zeros do not count as digits (int() alone refuses >4,300)
+    (APR, "99999.99999", Decimal("99999.99999")), (APR, "-0.07657", Decimal("-0.07657")),
+    (APR, " 0.07657 ", Decimal("0.07657")),
+    (DECISION, "2024-02-29", dt.datetime(2024, 2, 29)), (DECISION, "02/29/2024 11:59:59 PM", dt.datetime(2024, 2, 29, 23, 59, 59)),
+    (DECISION, "9999-12-31 23:59:59.999", dt.datetime(9999, 12, 31, 23, 59, 59, 999000)),
+    (DECISION, "2025-10-14 17:13:36.9590000", dt.datetime(2025, 10, 14, 17, 13, 36, 959000)),  # zeros carry nothing
+    (BIRTH, "1978-05-10 00:00:00.0000000", dt.date(1978, 5, 10)),
+], ids=lambda v: v[:24] if isinstance(v, str) else None)
+def test_boundary_values_are_kept_exactly_without_event(plan, where, raw, expected):
+    assert _through_map(plan, where, raw) == (expected, [])
+
+
+@pytest.mark.parametrize("where,raw,expected,kind", [
+    (SEQ, "2147483648", None, "value_rejected"), (SEQ, "-2147483649", None, "value_rejected"),
+    (SEQ, "9" * 5000, None, "value_rejected"),  # was a ValueError out of int(): the document failed, profile crashed
+    (SEQ, "206886.5", None, "value_rejected"),
+    (APR, "100000", None, "value_rejected"), (APR, "0.076575", Decimal("0.07658"), "value_rounded"),
+    (APR, "7.657E-2", None, "value_rejected"),
+    (DECISION, "2023-02-29", None, "value_rejected"), (DECISION, "2025-10-14 24:00:00", None, "value_rejected"),
+    (DECISION, "2025-10-14T17:13:36.959Z", None, "value_rejected"),  # an offset is never dropped silently
+    # SQL Server / .NET write 7 decimal places: cut to milliseconds with an event (was: the whole value NULL)
+    (DECISION, "2025-10-14 17:13:36.9591234", dt.datetime(2025, 10, 14, 17, 13, 36, 959000), "value_rounded"),
+    (DECISION, "2025-10-14 17:13:36.9590001", dt.datetime(2025, 10, 14, 17, 13, 36, 959000), "value_rounded"),
+    (BIRTH, "1978-05-10 00:00:00.0000001", dt.date(1978, 5, 10), "value_rounded"),
+], ids=lambda v: v[:24] if isinstance(v, str) else None)
+def test_boundary_values_changed_or_refused_leave_an_event(plan, where, raw, expected, kind):
+    assert _through_map(plan, where, raw) == (expected, [kind])
+
+
+def test_boundary_values_through_the_command_line(tmp_path):
+    """The same converters behind `xml-extractor map`: a 5,000-digit number is an event, not a traceback."""
+    f = tmp_path / "huge.xml"
+    f.write_text(document(product='decision_date="2025-10-14 17:13:36.9591234"',
+                          contacts='<contact con_id="1" ac_role_tp_c="PR"><contact_address address_tp_c="CURR" city="X" '
+                                   f'address_seq_no="{"9" * 5000}"/></contact>'), encoding="utf-8")
+    out = json.loads(cli("map", str(f), "--format", "json", check=True).stdout)
+    assert one(out, "app_contact_address")["address_seq_no"] is None
+    assert one(out, "app_base")["decision_date"] == "2025-10-14 17:13:36.959000"
+    kinds = {e["column"]: e["event_type"] for e in out["events"]}
+    assert kinds["address_seq_no"] == "value_rejected" and kinds["decision_date"] == "value_rounded"
+
 # -- the attributes the legacy system maps ---------------------------------------------------------------
 
 @pytest.mark.parametrize("column,expected", [

@@ -182,3 +182,20 @@ def test_a_contract_set_routes_each_document_to_its_contract(db_url):
     p = cli("profile", "--db", url, "--sample", "120", "--format", "json")
     alone = json.loads(p.stdout)
     assert alone["failed"] == {"validate": rl["documents"]} and alone["mapped"] == cc["documents"]
+
+
+def test_huge_integers_and_seven_fraction_digits_are_capacity_not_invalid_or_a_crash():
+    """A 5,000-digit sequence number is a number the int column cannot hold (it used to raise ValueError
+    out of int() and stop the profile); a date-time with 7 decimal places (SQL Server, .NET) is a time
+    the column cuts (it used to be 'not a date': invalid, the whole value lost)."""
+    from xml_extractor.profile import Profiler
+    prof = Profiler(load_contract(), "test")
+    text = MockGenerator(seed=5).document(1).text
+    text = re.sub(r'address_seq_no="\d+"', f'address_seq_no="{"9" * 5000}"', text, count=1)
+    text = re.sub(r'decision_date="[^"]*"', 'decision_date="2025-10-14 17:13:36.9591234"', text, count=1)
+    prof.add(text, 1)
+    assert prof.report.mapped == 1
+    seq = prof.report.columns[("app_contact_address", "address_seq_no")]
+    decision = prof.report.columns[("app_base", "decision_date")]
+    assert seq.capacity == {"digits": 1} and seq.invalid == 0 and seq.max_integer_digits == 5000
+    assert decision.capacity == {"time": 1} and decision.invalid == 0 and decision.values == 1

@@ -143,7 +143,12 @@ def make_int(type_name: str) -> Converter:
                     raise BadValue("value_rejected", f"{s[:80]!r} is not a whole number ({type_name} has no decimal places)",
                                    capacity=CAPACITY_SCALE, size=decimal_places(Decimal(s)))
                 raise BadValue("value_rejected", f"{s[:80]!r} is not a whole number")
-            n = int(s.split(".")[0])
+            whole = s.split(".")[0]
+            digits = whole.lstrip("+-").lstrip("0") or "0"
+            if len(digits) > 19:  # beyond every integer type, and int() refuses > 4,300 digits
+                raise BadValue("value_rejected", f"{len(digits)} digits are outside the {type_name} range {lo}..{hi}",
+                               capacity=CAPACITY_DIGITS, size=len(digits))
+            n = int(whole[0] + digits if whole[0] in "+-" else digits)
         if not lo <= n <= hi:
             raise BadValue("value_rejected", f"{n} is outside the {type_name} range {lo}..{hi}",
                            capacity=CAPACITY_DIGITS, size=len(str(abs(n))))
@@ -208,7 +213,8 @@ def make_string(length: int | None) -> Converter:
 
 _DIRECTIVES = {
     "%Y": r"(?P<Y>\d{4})", "%m": r"(?P<m>\d{1,2})", "%d": r"(?P<d>\d{1,2})", "%H": r"(?P<H>\d{1,2})",
-    "%I": r"(?P<I>\d{1,2})", "%M": r"(?P<M>\d{1,2})", "%S": r"(?P<S>\d{1,2})", "%f": r"(?P<f>\d{1,6})",
+    "%I": r"(?P<I>\d{1,2})", "%M": r"(?P<M>\d{1,2})", "%S": r"(?P<S>\d{1,2})",
+    "%f": r"(?P<f>\d+)",  # any number of places (SQL Server and .NET write 7): beyond 6 is cut with an event
     "%p": r"(?P<p>[AaPp][Mm])",
 }
 
@@ -229,7 +235,9 @@ def _format_regex(fmt: str) -> re.Pattern[str] | None:
     return re.compile("".join(out))
 
 
-def _from_match(g: dict) -> _dt.datetime:
+def _from_match(g: dict) -> tuple[_dt.datetime, bool]:
+    """The date-time of a format match, and whether it is exact (False: non-zero digits beyond the
+    microsecond, which a datetime cannot hold, were cut)."""
     hour = int(g.get("H") or 0)
     if g.get("I") is not None:
         hour = int(g["I"])
@@ -238,28 +246,30 @@ def _from_match(g: dict) -> _dt.datetime:
         pm = (g.get("p") or "AM").upper() == "PM"
         hour = hour % 12 + (12 if pm else 0)
     frac = g.get("f")
-    micro = int(frac.ljust(6, "0")) if frac else 0
-    return _dt.datetime(int(g["Y"]), int(g["m"]), int(g["d"]), hour, int(g.get("M") or 0), int(g.get("S") or 0), micro)
+    micro = int(frac[:6].ljust(6, "0")) if frac else 0
+    exact = not (frac and frac[6:].strip("0"))
+    return (_dt.datetime(int(g["Y"]), int(g["m"]), int(g["d"]), hour, int(g.get("M") or 0), int(g.get("S") or 0), micro),
+            exact)
 
 
 def make_datetime(formats: list[str], date_only: bool) -> Converter:
-    parsers: list[Callable[[str], _dt.datetime | None]] = []
+    parsers: list[Callable[[str], tuple[_dt.datetime, bool] | None]] = []
     for f in formats:
         rx = _format_regex(f)
         if rx is not None:
-            def by_regex(s: str, rx: re.Pattern[str] = rx) -> _dt.datetime | None:
+            def by_regex(s: str, rx: re.Pattern[str] = rx) -> tuple[_dt.datetime, bool] | None:
                 m = rx.fullmatch(s)
                 return _from_match(m.groupdict()) if m else None
             parsers.append(by_regex)
         else:
-            def by_strptime(s: str, f: str = f) -> _dt.datetime | None:
+            def by_strptime(s: str, f: str = f) -> tuple[_dt.datetime, bool] | None:
                 try:
-                    return _dt.datetime.strptime(s, f)
+                    return _dt.datetime.strptime(s, f), True
                 except ValueError:
                     return None
             parsers.append(by_strptime)
 
-    def parse_text(s: str) -> _dt.datetime:
+    def parse_text(s: str) -> tuple[_dt.datetime, bool]:
         for parse in parsers:
             try:
                 found = parse(s)
@@ -271,23 +281,24 @@ def make_datetime(formats: list[str], date_only: bool) -> Converter:
 
     def convert(v: Any) -> Any:
         d: _dt.datetime
+        exact = True  # False: digits beyond the microsecond were cut while parsing
         if isinstance(v, _dt.datetime):
             d = v
         elif isinstance(v, _dt.date):
             d = _dt.datetime(v.year, v.month, v.day)
         else:
-            d = parse_text(str(v).strip())
+            d, exact = parse_text(str(v).strip())
         if not MIN_YEAR <= d.year <= MAX_YEAR:
             raise BadValue("value_rejected", f"year {d.year} is outside {MIN_YEAR}..{MAX_YEAR}")
         if date_only:
-            if d.hour or d.minute or d.second or d.microsecond:
-                raise Rounded(d.date(), f"time of day {d.time().isoformat()} dropped: the column is a date",
-                              CAPACITY_TIME)
+            if d.hour or d.minute or d.second or d.microsecond or not exact:
+                time = d.time().isoformat() if exact else f"of {str(v).strip()[:60]!r}"
+                raise Rounded(d.date(), f"time of day {time} dropped: the column is a date", CAPACITY_TIME)
             return d.date()
         # datetime columns keep milliseconds (SQL Server datetime2(3), PostgreSQL timestamp(3))
-        if d.microsecond % 1000:
+        if d.microsecond % 1000 or not exact:
             kept = d.replace(microsecond=(d.microsecond // 1000) * 1000)
-            raise Rounded(kept, f"{d.isoformat(sep=' ')} cut to milliseconds ({kept.isoformat(sep=' ', timespec='milliseconds')})",
+            raise Rounded(kept, f"{d.isoformat(sep=' ') if exact else str(v).strip()[:60]} cut to milliseconds ({kept.isoformat(sep=' ', timespec='milliseconds')})",
                           CAPACITY_TIME)
         return d
     return convert
