@@ -199,3 +199,21 @@ def test_huge_integers_and_seven_fraction_digits_are_capacity_not_invalid_or_a_c
     decision = prof.report.columns[("app_base", "decision_date")]
     assert seq.capacity == {"digits": 1} and seq.invalid == 0 and seq.max_integer_digits == 5000
     assert decision.capacity == {"time": 1} and decision.invalid == 0 and decision.values == 1
+
+
+def test_sample_size_is_honoured_when_ids_have_gaps(db_url):
+    """ids 1..60 and 1000: evenly spaced points run past the dense ids and the one far id ends the range.
+    A sample as large as the table reads every document (was 11 of 31 for ids 1..30 + 100); a smaller one
+    is still exactly --sample distinct ids, and still reaches both ends of the range."""
+    cli("generate-mock", "--db", db_url, "--count", "60", "--seed", "2", check=True)
+    cli("generate-mock", "--db", db_url, "--count", "1", "--start-id", "1000", "--seed", "2", check=True)
+    db = Database(db_url, load_contract())
+    try:
+        assert sample_ids(db, 61) == list(range(1, 61)) + [1000]
+        assert sample_ids(db, 500) == list(range(1, 61)) + [1000]
+        ids = sample_ids(db, 31)
+        assert len(ids) == len(set(ids)) == 31 and ids == sorted(ids) and ids[0] == 1 and ids[-1] == 1000
+    finally:
+        db.close()
+    p = cli("profile", "--db", db_url, "--sample", "61", "--format", "json")
+    assert json.loads(p.stdout)["documents"] == 61, p.stderr

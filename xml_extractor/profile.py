@@ -385,26 +385,52 @@ def _cut(v: Any, n: int = 120) -> str:
 # -- sources ---------------------------------------------------------------------------------------
 
 def sample_ids(db: "Database", sample: int) -> list[int]:
-    """Up to ``sample`` source ids spread evenly over the id range: for each of ``sample`` evenly
-    spaced points, the first id at or after it (and after the previous pick) -- one keyset probe
-    each, never OFFSET."""
+    """Up to ``sample`` source ids spread evenly over the id range, ascending, never OFFSET.
+
+    A table of at most ``sample`` rows is read whole (one keyset page). Otherwise, for each of
+    ``sample`` evenly spaced points, the first id at or after it (and after the previous pick): one
+    keyset probe each. Where the ids have gaps, several points meet the same id and the pass comes up
+    short (ids 1..60 and 1000, sample 31: 5 ids); the rest is then taken after the ids already
+    picked, spread over them (each takes its share of the next ids before the following pick), so the
+    sample is exactly ``sample`` distinct ids."""
     lo, hi = db.autocommit_query(db.sql("profile_id_range"))[0]
     if lo is None:
         return []
     lo, hi = int(lo), int(hi)
+
+    def ids_from(point: int, limit: int) -> list[int]:
+        return [int(r[0]) for r in db.autocommit_query(db.sql("profile_next_id"), {"point": point, "limit": limit})]
+    first = ids_from(lo, sample + 1)
+    if len(first) <= sample:  # the whole table fits the sample
+        return first
     span = hi - lo + 1
-    ids: list[int] = []
+    chosen: list[int] = []
     last = lo - 1
     for k in range(sample):
         point = max(lo + (span * k) // sample, last + 1)
         if point > hi:
             break
-        row = db.autocommit_query(db.sql("profile_next_id"), {"point": point, "limit": 1})
+        row = ids_from(point, 1)
         if not row:
             break
-        last = int(row[0][0])
-        ids.append(last)
-    return ids
+        last = row[0]
+        chosen.append(last)
+    picked = set(chosen)
+    while len(picked) < sample:  # fill: each pick's share of the ids that follow it
+        anchors = sorted(picked)
+        share = -(-(sample - len(picked)) // len(anchors))
+        before = len(picked)
+        for i, anchor in enumerate(anchors):
+            bound = anchors[i + 1] if i + 1 < len(anchors) else hi + 1
+            for x in ids_from(anchor + 1, share):
+                if x >= bound or len(picked) >= sample:
+                    break
+                picked.add(x)
+            if len(picked) >= sample:
+                break
+        if len(picked) == before:
+            break
+    return sorted(picked)
 
 
 def documents_from_db(db: "Database", plan: MappingPlan, ids: list[int], batch: int = 200) -> Iterator[tuple[int, Any, Any]]:
