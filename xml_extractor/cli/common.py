@@ -82,8 +82,9 @@ def resolve_url(db_url: str | None, server: str | None, database: str | None, us
         return DatabaseURL(dialect="mssql", raw="", host=host, port=int(port) if port else None, database=database,
                            user=username or "", password=password, driver=_pick_mssql_driver())
     url = parse_url(db_url)
-    if url.dialect == "sqlite" and not create and url.path != ":memory:" and not os.path.exists(url.path):
-        raise ConfigError(f"no database at {url.path} (create it with: xml-extractor init-db --db {url.display()})")
+    if not create:
+        from ..db.migrate import require_exists
+        require_exists(url)
     if url.dialect == "mssql" and url.user and not url.password and sys.stdin.isatty():
         url.password = click.prompt(f"Password for {url.user}", hide_input=True)
     return url

@@ -26,7 +26,8 @@ def run_cmd(summary_json: str | None, **kw: Any) -> None:
 
 def execute_run(kw: dict, summary_json: str | None = None) -> Any:
     from ..processing.processor import ProductionProcessor, RunOptions
-    url = resolve_url(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"))
+    # the processor refuses a missing SQLite file itself, after the flags and the contract are checked
+    url = resolve_url(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"), create=True)
     progress = not kw.pop("no_progress") and sys.stderr.isatty()
     opts = RunOptions(url=url, progress=progress, log_level=kw.pop("log_level").upper(), **kw)
     bar = None
@@ -68,9 +69,11 @@ def _configure_logging(opts: Any) -> tuple[logging.Handler | None, str | None]:
 def _pending_count(opts: Any) -> int | None:
     from ..contract.loader import load_contract
     from ..db.database import Database
+    from ..db.migrate import require_exists
     if opts.only_ids is not None:
         return len(opts.only_ids)
     try:
+        require_exists(opts.url)  # never create the file for a progress bar
         db = Database(opts.url, load_contract(opts.contract_path))
         params = {"id_lo": opts.id_lo, "id_hi": opts.id_hi, "modulus": opts.modulus, "remainder": opts.remainder}
         if opts.retry_failed:

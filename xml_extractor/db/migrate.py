@@ -157,6 +157,14 @@ def table_primary_key(db: Database, table: str) -> list[str]:
     return [str(r[0]).lower() for r in rows]
 
 
+def require_exists(url: Any) -> None:
+    """A SQLite file must exist for every command that does not create one (exit 2 otherwise):
+    connecting would silently create an empty database at a mistyped path."""
+    import os
+    if url.dialect == "sqlite" and url.path != ":memory:" and not os.path.exists(url.path):
+        raise ConfigError(f"no database at {url.path} (create it with: xml-extractor init-db --db {url.display()})")
+
+
 def has_index(db: Database, table: str, index: str) -> bool:
     """Whether the (unique, where the engine tells) index exists on a target-schema table."""
     stmt = db.sql("schema_has_index")

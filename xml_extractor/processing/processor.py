@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from ..contract.compiler import compile_contract
 from ..contract.loader import load_contract
-from ..db.migrate import require_current
+from ..db.migrate import require_current, require_exists
 from ..progress import rate_per_minute
 from ..db.database import Database, make_dialect
 from ..db.statistics import refresh_statistics
@@ -164,6 +164,7 @@ class ProductionProcessor:
                  ctx.workers, ctx.batch_size)
         coord = ParallelCoordinator(summary, ctx.workers, ctx.lease_seconds if ctx.mode == "queue" else None,
                                     ctx.retry_failed)
+        require_exists(ctx.database_url)  # a missing SQLite file: exit 2, never a new empty database
         self._db = Database(ctx.database_url, self.contract, ctx.reconnect_seconds)
         self._wq = WorkQueue(self._db, ctx) if ctx.mode == "queue" else None
         pool: _WorkerPool | None = None
