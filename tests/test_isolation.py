@@ -174,9 +174,9 @@ def test_the_suite_runs_in_a_scrubbed_environment_and_cleans_its_folders(tmp_pat
                         "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(inner), str(inner / "test_inner.py")],
                        capture_output=True, text=True, env=env, cwd=str(inner), timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "3 passed" in p.stdout
+    assert "3 passed" in p.stdout, p.stdout + p.stderr
     folder = Path(mark.read_text())
-    assert not folder.exists(), "the passing test's folder was not removed"
+    assert not folder.exists(), f"the passing test's folder was not removed: {sorted(folder.iterdir())}"
 
 
 def test_this_session_is_scrubbed_too():
