@@ -213,6 +213,12 @@ def test_priority_either_place(plan, code, enum_id):
         assert not [e for e in r.events if e[1] == "priority_enum"]  # either place is normal: no event
     r = map_document(plan, document(request='Priority="Alloy Error"', app='priority="Step-Up Received"'), 7)
     assert r.as_dicts(plan)["app_operational_cc"][0]["priority_enum"] == 560  # Request first
+    # ... and the application's different priority, not stored, is an event (it was dropped silently)
+    (e,) = [e for e in r.events if e[1] == "priority_enum"]
+    assert e[2] == "value_conflict" and e[3] == "Step-Up Received" and "@priority" in e[4]
+    for same in ('priority="alloy error "', 'priority=""'):  # the same code, or nothing: no event
+        r = map_document(plan, document(request='Priority="Alloy Error"', app=same), 7)
+        assert not [e for e in r.events if e[1] == "priority_enum"]
 
 
 # -- Reg B start date -------------------------------------------------------------------------------------

@@ -105,8 +105,11 @@ def _column_value(col: ColumnPlan, scope: Scope, row: dict, table: str) -> Any:
         value = _text_value(col, raw if isinstance(raw, str) else str(raw), scope, table)
     else:
         value = _convert(col, col.convert, raw, raw, scope, table)
-    if value is None and col.fallbacks:
-        value = _fallback_value(col, scope, row, table)
+    if col.fallbacks:
+        if value is None:
+            value = _fallback_value(col, scope, row, table)
+        elif col.fallback_conflict:
+            _other_places(col, scope, row, table, value)
     if value is None and not col.nullable:
         return _missing(col, scope, table)
     return value
@@ -128,6 +131,23 @@ def _fallback_value(col: ColumnPlan, scope: Scope, row: dict, table: str) -> Any
                        f"no usable value from {col.source_label}; {label} used", scope.element)
             return value
     return None
+
+
+def _other_places(col: ColumnPlan, scope: Scope, row: dict, table: str, used: Any) -> None:
+    """A column whose fallbacks are other places of the same attribute (``fallback_conflict``):
+    when one of them carries a different value, that value is not stored -- say so."""
+    for fetch, textual, label in col.fallbacks:
+        raw = fetch(scope, row)
+        if raw is None or (textual and not str(raw).strip()):
+            continue
+        try:
+            other = col.text_fn(str(raw).strip()) if textual else col.convert(raw)  # type: ignore[misc]
+        except (BadValue, Rounded):
+            other = None
+        if other != used:
+            _event(scope.doc, table, col.name, "value_conflict", raw,
+                   _named(scope, f"{label} differs from {col.source_label}, whose value is stored; not stored"),
+                   scope.element)
 
 
 def _invalid(col: ColumnPlan, scope: Scope, table: str, raw: Any, bad: BadValue) -> Any:

@@ -170,6 +170,7 @@ class ColumnPlan:
     fallbacks: tuple[tuple[Fetch, bool, str], ...] = ()  # (fetch, textual, label)
     source_label: str = ""  # how events name the column's own source ("@regb_start_date")
     fallback_event: bool = True  # record a fallback_applied event when a fallback is used
+    fallback_conflict: bool = False  # fallbacks are other places of the same attribute: a different value there is an event
 
     def __post_init__(self) -> None:
         self.text_fn = _compose_text(self.transforms, self.transform_names, self.check, self.convert)
@@ -526,7 +527,7 @@ def _compile(contract: "Contract") -> MappingPlan:
                     or (kind == "group" and src_def[kind] == "key"),
                     attr_key=((src_def[kind].lower() if ci else src_def[kind]) if kind == "attribute" else None),
                     fallbacks=tuple(fallbacks), source_label=_source_label(kind, src_def[kind]),
-                    fallback_event=c.get("fallback_event", True),
+                    fallback_event=c.get("fallback_event", True), fallback_conflict=c.get("fallback_conflict", False),
                 ))
                 so_far.add(c["name"])
             names = {c.name for c in cols}
