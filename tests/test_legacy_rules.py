@@ -336,6 +336,15 @@ def test_dropped_score_names_its_attribute(plan):
     assert all("DIE_Plus_Score" in e[4] for e in ev), ev
 
 
+def test_dropped_score_element_names_its_identifier(plan):
+    """A scores/score element whose score is unusable: the drop event says which score (it said
+    'score dropped: no usable score', and the locator scores/score does not tell V4 from another)."""
+    r = map_document(plan, document(scores='<score score_identifier="V4" score="abc"/><score score_identifier="X" score="1"/>'), 7)
+    assert [s["score_identifier"] for s in r.as_dicts(plan)["scores"]] == ["X"]
+    (e,) = [e for e in r.events if e[2] == "row_dropped"]
+    assert e[0] == "scores" and e[4] == "score V4 dropped: no usable score"
+
+
 def test_a_bad_fallback_is_a_contract_error_naming_its_place():
     from xml_extractor.contract.loader import contract_from_dict, default_contract_path
     from xml_extractor.errors import ContractError

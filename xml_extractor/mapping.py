@@ -274,6 +274,8 @@ def _keep(gen: GeneratorPlan, doc: DocContext, row: dict, raw: Any, el: Any, att
     unpivoted row, the attribute it came from: 'score DIE_Plus_Score dropped: ...')."""
     for r in gen.required:
         if row.get(r) is None:
+            if attribute is None:  # an element's row: named by its other required values ('score V4 dropped')
+                attribute = " ".join(str(row[k]) for k in gen.required if k != r and row.get(k) is not None) or None
             what = f"{gen.drop_label} {attribute}" if attribute else gen.drop_label
             _event(doc, gen.table, r, "row_dropped", raw, f"{what} dropped: no usable {r}", el)
             return False
