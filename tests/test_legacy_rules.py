@@ -336,6 +336,19 @@ def test_dropped_score_names_its_attribute(plan):
     assert all("DIE_Plus_Score" in e[4] for e in ev), ev
 
 
+def test_a_score_losing_a_key_clash_leaves_its_value_in_the_event(plan):
+    """A scores/score named like an unpivoted attribute, or two V4 elements: the event of the row that
+    loses carries the value it drops (it carried only the key: 45.31 was gone without a trace)."""
+    r = map_document(plan, document(product='DIE_Plus_Score="45.31"',
+                                    scores='<score score_identifier="DIE_Plus_Score" score="50"/>'), 7)
+    assert [s["score"] for s in r.as_dicts(plan)["scores"]] == [Decimal("50")]
+    (e,) = [e for e in r.events if e[2] == "duplicate_key"]
+    assert e[3] == "7|DIE_Plus_Score" and e[4].endswith("; not kept: score=45.3100")
+    r = map_document(plan, document(scores='<score score_identifier="V4" score="50"/><score score_identifier="V4" score="51"/>'), 7)
+    (e,) = [e for e in r.events if e[2] == "duplicate_key"]
+    assert e[4].endswith("; not kept: score=50.0000") and e[5] == "application/scores/score[1]"
+
+
 def test_dropped_score_element_names_its_identifier(plan):
     """A scores/score element whose score is unusable: the drop event says which score (it said
     'score dropped: no usable score', and the locator scores/score does not tell V4 from another)."""

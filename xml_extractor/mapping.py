@@ -282,6 +282,14 @@ def _keep(gen: GeneratorPlan, doc: DocContext, row: dict, raw: Any, el: Any, att
     return True
 
 
+def _lost_values(loser: dict, winner: dict, key: tuple[str, ...]) -> str:
+    """What a row that loses a key clash held and the winner does not ('; not kept: score=45.31'):
+    a duplicate_key event carries the values it drops, so a reconciliation can find them."""
+    lost = [f"{k}={v}" for k, v in loser.items() if k not in key and v is not None and winner.get(k) != v]
+    text = ", ".join(lost)
+    return f"; not kept: {text[:RAW_VALUE_LIMIT]}" if lost else "; nothing else differs"
+
+
 def _dedup(gen: GeneratorPlan, doc: DocContext, cands: list[tuple[dict, Any, int, int]]) -> list[tuple[dict, Any, int, int]]:
     winners: dict[tuple, tuple[dict, Any, int, int]] = {}
     for cand in cands:
@@ -298,7 +306,8 @@ def _dedup(gen: GeneratorPlan, doc: DocContext, cands: list[tuple[dict, Any, int
         winners[key] = winner
         _event(doc, gen.table, ",".join(gen.dedup_key), "duplicate_key", "|".join(map(str, key)),
                f"{gen.drop_label} dropped: another element has the same {', '.join(gen.dedup_key)} "
-               f"{', '.join(map(str, key))} and takes precedence", loser[1])
+               f"{', '.join(map(str, key))} and takes precedence"
+               + _lost_values(loser[0], winner[0], gen.dedup_key), loser[1])
     return sorted(winners.values(), key=lambda c: c[3])
 
 
@@ -317,7 +326,8 @@ def _map_table(tp: TablePlan, doc: DocContext, record: Any, kept: dict) -> list[
             key = tuple(row.get(k) for k in tp.primary_key)
             if key in seen:
                 _event(doc, tp.name, ",".join(tp.primary_key), "duplicate_key", "|".join(map(str, key)),
-                       f"{tp.name}: a later source has the same key and takes precedence")
+                       f"{tp.name}: a later source has the same key and takes precedence"
+                       + _lost_values(out[seen[key]][0], row, tuple(tp.primary_key)))
                 out[seen[key]] = (row, el)
             else:
                 seen[key] = len(out)
