@@ -208,6 +208,24 @@ class Database:
             return [(int(a), x, t) for a, x, t in rows]
         return [(int(a), x, None) for a, x in self.autocommit_query(self.sql("fetch_documents"), {"ids": ids})]
 
+    def claim_chunk(self, params: Mapping[str, Any]) -> tuple[int, int, int] | None:
+        """One queue claim transaction: the first free or lease-expired chunk (queue_claim's
+        parameters: owner, lease_seconds, after_chunk, id_lo, id_hi) taken by this owner, as
+        (chunk_id, lo, hi), or None. The server dialects do it in one statement that skips rows
+        other instances hold locked; SQLite picks and takes inside BEGIN IMMEDIATE (a short write
+        lock; no UPDATE ... RETURNING before SQLite 3.35)."""
+        self.begin()
+        if "queue_claim" in self.dialect.queries:
+            row = self.query(self.sql("queue_claim"), params)
+        else:
+            pick = self.sql("queue_pick")
+            row = self.query(pick, {k: params[k] for k in dict.fromkeys(pick.params)})
+            if row:
+                self.execute(self.sql("queue_take"), {"owner": params["owner"], "lease_seconds": params["lease_seconds"],
+                                                      "chunk_id": row[0][0]}).close()
+        self.commit()
+        return (int(row[0][0]), int(row[0][1]), int(row[0][2])) if row else None
+
     def execute_outside_transaction(self, statements: Sequence[str]) -> None:
         """Statements that cannot run in a transaction (VACUUM): autocommit for their duration."""
         if not statements:

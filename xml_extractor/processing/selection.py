@@ -195,20 +195,7 @@ class WorkQueue:
         db, ctx = self.db, self.ctx
         params = {"owner": ctx.owner, "lease_seconds": ctx.lease_seconds, "after_chunk": after_chunk,
                   "id_lo": ctx.id_lo, "id_hi": ctx.id_hi}
-
-        def tx() -> tuple[int, int, int] | None:
-            if db.dialect.name == "sqlite":
-                db.begin()  # BEGIN IMMEDIATE: a short write lock for pick + take
-                row = db.query(db.sql("queue_pick"), {k: params[k] for k in ("after_chunk", "id_lo", "id_hi")})
-                if row:
-                    db.execute(db.sql("queue_take"), {"owner": ctx.owner, "lease_seconds": ctx.lease_seconds,
-                                                      "chunk_id": row[0][0]}).close()
-                db.commit()
-            else:
-                row = db.query(db.sql("queue_claim"), params)
-                db.commit()
-            return (int(row[0][0]), int(row[0][1]), int(row[0][2])) if row else None
-        return db.with_retry(tx)
+        return db.with_retry(lambda: db.claim_chunk(params))  # how a dialect claims: Database.claim_chunk
 
     def held_elsewhere(self) -> int:
         """Unfinished chunks of the run's range under another owner's live lease."""
