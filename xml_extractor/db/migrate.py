@@ -161,6 +161,10 @@ def require_exists(url: Any) -> None:
     """A SQLite file must exist for every command that does not create one (exit 2 otherwise):
     connecting would silently create an empty database at a mistyped path."""
     import os
+
+    from .url import parse_url
+    if isinstance(url, str) or url is None:
+        url = parse_url(url)
     if url.dialect == "sqlite" and url.path != ":memory:" and not os.path.exists(url.path):
         raise ConfigError(f"no database at {url.path} (create it with: xml-extractor init-db --db {url.display()})")
 
