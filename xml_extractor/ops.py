@@ -20,14 +20,6 @@ def _q(db: Database, sql: str, params: Params = ()) -> list[tuple]:
     return db.with_retry(lambda: db.autocommit_query(sql, params if isinstance(params, Mapping) else list(params)))
 
 
-def final_failed(db: Database) -> str:
-    """FROM/WHERE of the failed rows of applications that never succeeded (alias ``f``): the one
-    definition of "failed" that status, failures, reprocess and reconcile share."""
-    log = db.names["log"]
-    return (f"FROM {log} f WHERE f.status = 'failed' AND NOT EXISTS "
-            f"(SELECT 1 FROM {log} s WHERE s.app_id = f.app_id AND s.status = 'success')")
-
-
 def failed_rows(db: Database, stage: str | None = None) -> list[tuple]:
     """(app_id, attempt, stage, error_class, reason, logged_at) of every such failed attempt."""
     return _q(db, db.sql("ops_failed_rows"), {"stage": stage})
@@ -120,14 +112,14 @@ def history(db: Database, app_id: int) -> dict:
 
 
 def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, since: _dt.datetime | None) -> list[int]:
-    log = db.names["log"]
     ids: set[int] = set()
     for part in _parts(sorted(set(app_ids or []))):  # only applications the source table holds
         ids |= {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("source_existing"), {"ids": part}))}
     if failed:
-        ids |= {int(r[0]) for r in _q(db, f"SELECT DISTINCT f.app_id {final_failed(db)}")}
+        # the finally failed applications, "failed" as status/failures/reconcile count them
+        ids |= {int(r[0]) for r in _q(db, db.sql("reconcile_final_failed"), {})}
     if since is not None:
-        ids |= {int(r[0]) for r in _q(db, f"SELECT DISTINCT app_id FROM {log} WHERE logged_at >= ?", [since])}
+        ids |= {int(r[0]) for r in _q(db, db.sql("reprocess_logged_since"), {"since": since})}
     return sorted(ids)
 
 

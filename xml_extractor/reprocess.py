@@ -10,7 +10,7 @@ same command again after a stop finds its open requests and finishes exactly tho
 
 Attempt history: old log rows move to ``processing_log_history`` (with ``replaced_at``), so
 ``processing_log`` only ever holds the current generation of an application and the one
-definition of "final" (ops.final_failed: a failed row and no success row) stays right; the new
+definition of "final" (the is_final_failed fragment of db/sql/common.sql: a failed row and no success row) stays right; the new
 attempt continues the numbering (max + 1).
 """
 from __future__ import annotations

@@ -380,8 +380,12 @@ SELECT app_id FROM {log} GROUP BY app_id, attempt HAVING COUNT(*) > 1;
 -- log row into the source table reads the documents' pages (SQLite, 1M rows: 12 s; this: 1 s).
 SELECT l.app_id FROM {log} l EXCEPT SELECT s.{src_id} FROM {src} s;
 
+-- name: reprocess_logged_since
+-- Applications with a result logged at or after :since (reprocess --since).
+SELECT DISTINCT app_id FROM {log} WHERE logged_at >= :since;
+
 -- name: reconcile_final_failed
--- Finally failed applications.
+-- Finally failed applications (also what reprocess --failed redoes).
 SELECT DISTINCT f.app_id FROM {log} f WHERE {is_final_failed};
 
 -- name: reconcile_never_attempted
