@@ -53,13 +53,9 @@ def expand_paths(paths: Iterable[str]) -> list[Path]:
     return out
 
 
-# the largest id the source table's id column holds (SQLite INTEGER is 64-bit; the others' INTEGER/INT 32-bit)
-SOURCE_ID_MAX = {"sqlite": 2 ** 63 - 1}
-INT32_MAX = 2 ** 31 - 1
-
-
 def id_in_range(db: Database, app_id: int) -> bool:
-    hi = SOURCE_ID_MAX.get(db.dialect.name, INT32_MAX)
+    """Does the id fit the source table's id column (Dialect.source_id_max)?"""
+    hi = db.dialect.source_id_max
     return -hi - 1 <= app_id <= hi
 
 

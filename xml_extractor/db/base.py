@@ -171,6 +171,7 @@ class Dialect:
     name = "base"
     supports_schemas = True
     max_params = 2000  # bound parameters one statement may carry (a batch's IN list must fit)
+    source_id_max = 2 ** 31 - 1  # the largest id the source table's INTEGER/INT id column holds
 
     def __init__(self) -> None:
         self.queries = load_queries(self.name)

@@ -83,6 +83,7 @@ class SQLiteDialect(Dialect):
     serial_pk = "INTEGER PRIMARY KEY AUTOINCREMENT"
     float_type = "REAL"
     max_params = 32000
+    source_id_max = 2 ** 63 - 1  # SQLite's INTEGER is 64-bit
 
     def lease_sql(self) -> str:
         return "strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || :lease_seconds || ' seconds')"
