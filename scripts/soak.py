@@ -59,16 +59,15 @@ def descendants(pid: int) -> list[int]:
 
 
 def count(db: Database) -> dict:
-    n = db.names
-    src = {r[0] for r in db.autocommit_query(f"SELECT {n['src_id']} FROM {n['src']}")}
-    logs = db.autocommit_query(f"SELECT app_id, status, attempt FROM {n['log']}")
+    src = {r[0] for r in db.autocommit_query(db.sql("soak_source_ids"), {})}
+    logs = db.autocommit_query(db.sql("soak_log_rows"), {})
     ok = [a for a, s, _ in logs if s == "success"]
     dup = (len(ok) - len(set(ok))) + (len(logs) - len({(a, t) for a, _, t in logs}))
     lost = len(src - {a for a, _, _ in logs})
     orphans: set = set()
     for t in db.contract.tables:
-        col = db.dialect.quote(t.app_id_column)
-        orphans |= {r[0] for r in db.autocommit_query(f"SELECT DISTINCT {col} FROM {db.table(t.name)}")} - set(ok)
+        ids = db.sql("soak_table_app_ids", table=db.table(t.name), app_col=db.dialect.quote(t.app_id_column))
+        orphans |= {r[0] for r in db.autocommit_query(ids, {})} - set(ok)
     return {"apps": len(src), "success": len(set(ok)), "lost": lost, "duplicated": dup, "orphaned": len(orphans)}
 
 
@@ -110,10 +109,9 @@ def reprocess_kills(a: argparse.Namespace, url: str, env: dict, logs: str, rnd: 
     db = Database(url, load_contract())
     n = db.names
     try:
-        open_requests = int(db.autocommit_query(f"SELECT COUNT(*) FROM {n['requests']}")[0][0])
-        stale = int(db.autocommit_query(f"SELECT COUNT(*) FROM {n['events']} e WHERE NOT EXISTS (SELECT 1 FROM {n['log']} l "
-                                        f"WHERE l.app_id = e.app_id AND l.session_id = e.session_id)")[0][0])
-        replaced = int(db.autocommit_query(f"SELECT COUNT(*) FROM {n['log_history']}")[0][0])
+        open_requests = int(db.autocommit_query(db.sql("ops_count_rows", table=n["requests"]), {})[0][0])
+        stale = int(db.autocommit_query(db.sql("soak_stale_events"), {})[0][0])
+        replaced = int(db.autocommit_query(db.sql("ops_count_rows", table=n["log_history"]), {})[0][0])
     finally:
         db.close()
     return {"kills": kills, "finished": finished, "replaced": replaced, "open_requests": open_requests,

@@ -148,6 +148,24 @@ SELECT COUNT(*) FROM {src} s WHERE s.{src_id} BETWEEN 1 AND :count;
 -- Empty one table ({table}: a qualified target, log, event, queue or progress table; bench.py).
 DELETE FROM {table};
 
+-- name: soak_source_ids
+-- Every source id (scripts/soak.py's accounting: small databases only).
+SELECT s.{src_id} FROM {src} s;
+
+-- name: soak_log_rows
+-- Every log row's application, status and attempt (scripts/soak.py).
+SELECT app_id, status, attempt FROM {log};
+
+-- name: soak_table_app_ids
+-- The applications a target table holds rows of ({table}, its app id column {app_col}; soak.py).
+SELECT DISTINCT x.{app_col} FROM {table} x;
+
+-- name: soak_stale_events
+-- Events whose session is not the session of any log row of their application (left over by a
+-- replaced attempt; scripts/soak.py).
+SELECT COUNT(*) FROM {events} e
+WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = e.app_id AND l.session_id = e.session_id);
+
 -- name: log_max_id
 -- How many log rows there are, about (the identity's high-water mark: one index lookup).
 SELECT MAX(log_id) FROM {log};
