@@ -3,8 +3,8 @@
 No SQL Server runs here, so a statement that is wrong only in T-SQL would first fail on a
 customer's server. sqlglot (a test-only dependency) parses each statement with the dialect's own
 grammar: the DDL and seed INSERTs that ``init-db --print`` emits, the ALTERs schema evolution may
-apply (for every column), the bulk INSERTs of every target table, statistics refreshes, and every
-named query after template substitution. sqlglot's parsers
+apply (for every column), the bulk INSERTs of every target table, statistics refreshes, every
+named query after template substitution, and reconcile's count/sample wrappers of its checks. sqlglot's parsers
 are lenient (its T-SQL parser reads LIMIT and ``||`` and converts them), so each statement is also
 tokenized with the dialect's tokenizer and syntax the dialect does not have is refused by name.
 
@@ -224,8 +224,24 @@ def render_migrations(dialect: str) -> list[tuple[str, str]]:
     return out
 
 
+def render_checks(dialect: str) -> list[tuple[str, str]]:
+    """reconcile's count and sample wrappers around each check query (db/checks.py)."""
+    from xml_extractor.db.checks import check_statements
+    db = database(dialect)
+    out = []
+    for name, q in sorted(db.dialect.queries.items()):
+        if not name.startswith("reconcile_"):
+            continue
+        fields = {f for _, f, _, _ in string.Formatter().parse(q.template) if f}
+        extra = {f: db.dialect.quote(f) for f in fields - db.names.keys()}
+        body = sqlglot.parse_one(str(db.sql(name, **extra)), read=DIALECTS[dialect])
+        if "app_id" in getattr(body, "named_selects", ()):  # a check: one app_id column
+            out += [(f"check {name}", str(s)) for s in check_statements(db, name, extra)]
+    return out
+
+
 def emitted(dialect: str) -> list[tuple[str, str]]:
-    return (render_init_db(dialect) + render_inserts(dialect) + render_migrations(dialect)
+    return (render_init_db(dialect) + render_inserts(dialect) + render_migrations(dialect) + render_checks(dialect)
             + [(w, str(s)) for w, s in render_named(dialect)])
 
 

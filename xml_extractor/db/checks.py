@@ -17,16 +17,23 @@ def count_and_sample(db: Database, name: str, identifiers: dict[str, str] | None
                      sample: int = 10) -> tuple[int, list[int]]:
     """(how many rows, the first ``sample`` app_ids in id order) of the named check query, whose
     one column is ``app_id`` and which takes no parameters."""
-    d = db.dialect
-    body = d.queries[name].template.format(**db.names, **(identifiers or {}))
-    count = Statement(f"SELECT COUNT(*) FROM ({body}) q", f"{name}:count")
+    count, first = check_statements(db, name, identifiers)
     n = int(db.with_retry(lambda: db.autocommit_query(count, {}))[0][0])
     if not n or sample <= 0:
         return n, []
-    first = Statement(f"SELECT {d.top_clause} q.app_id FROM ({body}) q ORDER BY q.app_id {d.limit_clause}",
-                      f"{name}:sample")
     rows = db.with_retry(lambda: db.autocommit_query(first, {"limit": sample}))
     return n, [int(r[0]) for r in rows]
+
+
+def check_statements(db: Database, name: str, identifiers: dict[str, str] | None = None) -> tuple[Statement, Statement]:
+    """The count and the first-rows statements over a check query (tests/test_sql_dialects.py
+    parses them for every dialect)."""
+    d = db.dialect
+    body = d.queries[name].template.format(**db.names, **(identifiers or {}))
+    count = Statement(f"SELECT COUNT(*) FROM ({body}) q", f"{name}:count")
+    first = Statement(f"SELECT {d.top_clause} q.app_id FROM ({body}) q ORDER BY q.app_id {d.limit_clause}",
+                      f"{name}:sample")
+    return count, first
 
 
 def filled_count_sql(db: Database, columns: list[str]) -> str:
