@@ -8,10 +8,12 @@ Two contracts that disagree on a shared table are refused with the columns that 
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,88 @@ def test_map_routes_a_document_and_names_the_contracts_it_does_not_match(tmp_pat
     assert p.returncode == 1 and (out["stage"], out["error_class"]) == ("validate", "NoContract")
     assert "credit_card (no /Provenir/Request/CustData/application)" in out["reason"]
     assert "rec_lending (no /Provenir/Request/CustData/IL_application)" in out["reason"]
+
+
+def _direct_counts(db_url: str) -> tuple[dict, Counter, dict[int, str]]:
+    """Per contract, counted straight from processing_log, data_quality_event and the source table:
+    ({contract: {success, failed, pending}}, events per (contract, table, column, kind),
+    {failed app_id: contract of its last attempt})."""
+    db = Database(parse_url(db_url), load_contract("credit_card,rec_lending"))
+    try:
+        log = db.autocommit_query(f"SELECT app_id, attempt, status, contract_name FROM {db.names['log']}")
+        events = db.autocommit_query(f"SELECT app_id, table_name, column_name, event_type FROM {db.names['events']}")
+        source = {int(r[0]) for r in db.autocommit_query(f"SELECT {db.names['src_id']} FROM {db.names['src']}")}
+    finally:
+        db.close()
+    success = {int(a): n for a, _, st, n in log if st == "success"}
+    last: dict[int, tuple] = {}
+    for a, att, st, n in sorted(log, key=lambda r: (r[0], r[1])):
+        last[int(a)] = (st, n)
+    failed = {a: n or "(not routed)" for a, (st, n) in last.items() if a not in success}
+    out: dict[str, dict] = {}
+    for name in list(success.values()) + list(failed.values()):
+        out.setdefault(name, {"contract": name, "success": 0, "failed": 0, "pending": 0})
+    for name in success.values():
+        out[name]["success"] += 1
+    for name in failed.values():
+        out[name]["failed"] += 1
+    pending = len(source - set(last))
+    if pending:
+        out["(not routed yet)"] = {"contract": "(not routed yet)", "success": 0, "failed": 0, "pending": pending}
+    per_event = Counter((success.get(int(a)) or "(not routed)", t, c, k) for a, t, c, k in events)
+    return out, per_event, failed
+
+
+@pytest.mark.slow
+def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Path) -> None:
+    """failures, quality, reconcile and profile of a contract set split their numbers by the
+    contract that mapped (or refused) each application, and those equal what processing_log and
+    data_quality_event say directly; pending applications are '(not routed yet)'."""
+    gen = ["generate-mock", "--db", db_url, *SET, "--product", "mixed", "--rl-share", "0.3", "--faulty-share", "0.1",
+           "--seed", "5"]
+    cli(*gen, "--count", "120", check=True)
+    p = cli("run", "--db", db_url, *SET, "--workers", "1", "--no-progress")
+    assert p.returncode == 1, p.stdout + p.stderr  # the faulty documents failed
+    cli(*gen, "--count", "10", "--start-id", "1001", check=True)  # pending: no contract has seen them
+    want, events, failed = _direct_counts(db_url)
+    assert want["credit_card"]["success"] > 40 and want["rec_lending"]["success"] > 20
+    assert want["(not routed yet)"]["pending"] == 10 and want["(not routed)"]["failed"] > 5
+    # a routed document that failed (con_id_collision at insert) is the failure of its contract
+    assert any(n in ("credit_card", "rec_lending") for n in failed.values()), failed
+
+    p = cli("failures", "--db", db_url, *SET, "--format", "json", check=True)
+    got: Counter = Counter()
+    for g in json.loads(p.stdout):
+        got[g["contract"]] += g["count"]
+        assert all(failed[a] == g["contract"] for a in g["sample_app_ids"]), g
+    assert got == Counter({k: v["failed"] for k, v in want.items() if v["failed"]})
+    csv_path = tmp_path / "failed.csv"
+    p = cli("failures", "--db", db_url, *SET, "--contract-name", "(not routed)", "--csv", str(csv_path), check=True)
+    assert p.stdout.splitlines()[0].startswith(f"{want['(not routed)']['failed']} failed application(s)")
+    assert "contract" in p.stdout.splitlines()[1]  # the contract column of a contract set's table
+    with csv_path.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {int(r["app_id"]) for r in rows} == {a for a, n in failed.items() if n == "(not routed)"}
+    assert {r["contract"] for r in rows} == {"(not routed)"}
+
+    p = cli("quality", "--db", db_url, *SET, "--format", "json", check=True)
+    q = json.loads(p.stdout)["events"]
+    assert {(e["contract"], e["table"], e["column"], e["event_type"]): e["events"] for e in q} == dict(events)
+    assert {e["contract"] for e in q} >= {"credit_card", "rec_lending"}
+    assert "rec_lending" in cli("quality", "--db", db_url, *SET, check=True).stdout.split("events per contract")[1]
+
+    p = cli("reconcile", "--db", db_url, *SET, "--format", "json")
+    assert p.returncode == 1  # the ten pending ones
+    r = json.loads(p.stdout)
+    assert {c["contract"]: c for c in r["by_contract"]} == want
+    p = cli("reconcile", "--db", db_url, *SET)
+    table = p.stdout.split("applications per contract\n")[1]
+    assert "(not routed yet)" in table and "rec_lending" in table
+
+    p = cli("profile", "--db", db_url, *SET, "--format", "json", check=True)
+    prof = json.loads(p.stdout)
+    docs = {c["contract"].split("@")[0]: c["documents"] for c in prof["contracts"]}
+    assert set(docs) == {"credit_card", "rec_lending"}
+    for name, n in docs.items():  # what each member mapped: its successes, more (insert failures, the pending ten)
+        assert want[name]["success"] <= n <= want[name]["success"] + want[name]["failed"] + 10, (name, n, want[name])
+    assert sum(docs.values()) + prof["unrouted"]["documents"] == 130

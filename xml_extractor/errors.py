@@ -19,6 +19,9 @@ class DocumentFailure(Exception):
     """One application failed; it is logged with ``stage`` and the run goes on."""
 
     stage = "map"
+    # (version tag, name) of the contract set's member that refused the document, once routed:
+    # processing_log records it for the failure as for a success (ops: failures per contract)
+    contract: tuple[str, str] | None = None
 
     def __init__(self, reason: str, error_class: str | None = None) -> None:
         super().__init__(reason)

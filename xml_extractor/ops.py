@@ -20,9 +20,20 @@ def _q(db: Database, sql: str, params: Params = ()) -> list[tuple]:
     return db.with_retry(lambda: db.autocommit_query(sql, params if isinstance(params, Mapping) else list(params)))
 
 
-def failed_rows(db: Database, stage: str | None = None) -> list[tuple]:
-    """(app_id, attempt, stage, error_class, reason, logged_at) of every such failed attempt."""
-    return _q(db, db.sql("ops_failed_rows"), {"stage": stage})
+NOT_ROUTED = "(not routed)"  # a failure before a contract set routed the document: no contract_name
+NOT_ROUTED_YET = "(not routed yet)"  # pending applications: no contract has seen them yet
+
+
+def contract_label(name: str | None) -> str:
+    """processing_log.contract_name as the operator commands show it (NULL: not routed)."""
+    return NOT_ROUTED if name is None else str(name)
+
+
+def failed_rows(db: Database, stage: str | None = None, contract: str | None = None) -> list[tuple]:
+    """(app_id, attempt, stage, error_class, reason, logged_at, contract) of every such failed
+    attempt, optionally of one contract (its name, or NOT_ROUTED)."""
+    rows = [(*r[:6], contract_label(r[6])) for r in _q(db, db.sql("ops_failed_rows"), {"stage": stage})]
+    return rows if contract is None else [r for r in rows if r[6] == contract]
 
 
 def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -> dict:
@@ -87,17 +98,20 @@ def reason_class(reason: str | None) -> str:
     return _NUM.sub("N", r)[:160]
 
 
-def failures(db: Database, stage: str | None = None, sample: int = 5, limit_rows: int = 200_000) -> list[dict]:
+def failures(db: Database, stage: str | None = None, sample: int = 5, limit_rows: int = 200_000,
+             contract: str | None = None) -> list[dict]:
+    """Final failures grouped by contract (the one the last attempt reached), stage, class and
+    reason with its numbers masked; optionally of one stage and one contract."""
     latest: dict[int, tuple] = {}
-    for app_id, attempt, st, ec, reason, _ in failed_rows(db, stage)[:limit_rows]:
-        latest[app_id] = (st, ec, reason)  # rows come in attempt order: the last one stays
+    for app_id, attempt, st, ec, reason, _, name in failed_rows(db, stage, contract)[:limit_rows]:
+        latest[app_id] = (name, st, ec, reason)  # rows come in attempt order: the last one stays
     groups: dict[tuple, list] = defaultdict(list)
-    for app_id, (st, ec, reason) in latest.items():
-        groups[(st, ec, reason_class(reason))].append((app_id, reason))
+    for app_id, (name, st, ec, reason) in latest.items():
+        groups[(name, st, ec, reason_class(reason))].append((app_id, reason))
     out = []
-    for (st, ec, rc), items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        out.append({"stage": st, "error_class": ec, "reason": items[0][1], "reason_class": rc, "count": len(items),
-                    "sample_app_ids": [a for a, _ in sorted(items)[:sample]]})
+    for (name, st, ec, rc), items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        out.append({"contract": name, "stage": st, "error_class": ec, "reason": items[0][1], "reason_class": rc,
+                    "count": len(items), "sample_app_ids": [a for a, _ in sorted(items)[:sample]]})
     return out
 
 
@@ -212,7 +226,22 @@ def reconcile(db: Database) -> dict:
         if ch["inconsistency"] and ch["count"]:
             gaps[ch["gap"]] = gaps.get(ch["gap"], 0) + ch["count"]
     versions = contract_versions(db, success_rows + failed if not multiple else None)
-    return {"consistent": not gaps, "gaps": gaps, "checks": checks, "contract_versions": versions}
+    pending = found["never"]["count"] + found["requested"]["count"]
+    return {"consistent": not gaps, "gaps": gaps, "checks": checks, "contract_versions": versions,
+            "by_contract": reconcile_by_contract(db, pending)}
+
+
+def reconcile_by_contract(db: Database, pending: int) -> list[dict]:
+    """Applications per contract: success, final failed (NOT_ROUTED: failed before routing) and
+    pending (never attempted or requested again: NOT_ROUTED_YET, no contract has seen them)."""
+    out: dict[str, dict] = {}
+    for name, st, n in _q(db, db.sql("reconcile_by_contract"), {}):
+        row = out.setdefault(contract_label(name), {"contract": contract_label(name), "success": 0, "failed": 0,
+                                                    "pending": 0})
+        row[str(st)] += int(n)
+    if pending:
+        out[NOT_ROUTED_YET] = {"contract": NOT_ROUTED_YET, "success": 0, "failed": 0, "pending": pending}
+    return sorted(out.values(), key=lambda r: (r["contract"].startswith("("), r["contract"]))
 
 
 QUALITY_SAMPLE_ROWS = 100_000
@@ -222,14 +251,25 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
     """Events by kind with examples (every event counted); declared defaults and sparse rows over
     the first ``sample_rows`` rows of each table (None: every row: a full scan of every table,
     minutes at tens of millions of rows)."""
-    groups = _q(db, db.sql("quality_event_groups"), {})
+    per_contract = bool(db.contract.extra.get("members"))  # a contract set: by the contract that mapped the application
+    if per_contract:
+        groups = list(_q(db, db.sql("quality_event_groups_by_contract"), {}))
+    else:
+        groups = [(db.contract.name, *r) for r in _q(db, db.sql("quality_event_groups"), {})]
     out_groups = []
-    for t, col, kind, cnt, apps, first_id in groups:
+    for name, t, col, kind, cnt, apps, first_id in groups:
         params = {"table_name": t, "event_type": kind, "first_id": first_id, "limit": 50}
-        samples = (_q(db, db.sql("quality_examples"), {**params, "column_name": col}) if col is not None
-                   else _q(db, db.sql("quality_examples_no_column"), params))
+        if per_contract and name is not None:  # examples of that contract's applications
+            params["contract_name"] = name
+            samples = (_q(db, db.sql("quality_examples_of_contract"), {**params, "column_name": col}) if col is not None
+                       else _q(db, db.sql("quality_examples_no_column_of_contract"), params))
+        else:
+            samples = (_q(db, db.sql("quality_examples"), {**params, "column_name": col}) if col is not None
+                       else _q(db, db.sql("quality_examples_no_column"), params))
+        name = contract_label(name) if per_contract else name
         vals = list(dict.fromkeys((r[0] if r[0] is not None else "(none)") for r in samples))[:examples]
-        out_groups.append({"table": t, "column": col, "event_type": kind, "events": int(cnt), "applications": int(apps),
+        out_groups.append({"contract": name, "table": t, "column": col, "event_type": kind, "events": int(cnt),
+                           "applications": int(apps),
                            "examples": [v[:60] for v in vals], "reason": (samples[0][1] or "")[:100] if samples else ""})
     sentinels = []
     for t in db.contract.tables:

@@ -12,9 +12,15 @@ import click
 from tabulate import tabulate
 
 from .. import ops
+from ..contract.contract_set import split_contract_spec
 from ..errors import ConfigError
 from .common import ENV, FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
 from .run import execute_run
+
+def _contract_set(kw: dict) -> bool:
+    """Whether the command was given a contract set: its tables then show a contract column."""
+    return len(split_contract_spec(kw.get("contract_path"))) > 1
+
 
 # -- status ---------------------------------------------------------------------------------------
 
@@ -86,10 +92,14 @@ def _print_status(d: dict) -> None:
               help="Only failures at this stage.")
 @click.option("--app-id", type=int, default=None, help="One application's full history of attempts and events.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Also write every failed application (app_id, stage, error_class, reason) to this CSV file.")
+              help="Also write every failed application (app_id, stage, error_class, reason, contract) to this CSV file.")
+@click.option("--contract-name", default=None, metavar="NAME",
+              help=f"Only failures of this contract of a contract set ('{ops.NOT_ROUTED}': failed before routing).")
 @handle_errors
-def failures_cmd(fmt: str, stage: str | None, app_id: int | None, csv_file: str | None, **kw: Any) -> None:
-    """Failures grouped by reason with counts and sample app_ids, or one application's history."""
+def failures_cmd(fmt: str, stage: str | None, app_id: int | None, csv_file: str | None, contract_name: str | None,
+                 **kw: Any) -> None:
+    """Failures grouped by contract and reason with counts and sample app_ids, or one application's history."""
+    per_contract = _contract_set(kw)
     db = _db(kw)
     try:
         if app_id is not None:
@@ -111,12 +121,12 @@ def failures_cmd(fmt: str, stage: str | None, app_id: int | None, csv_file: str 
                                      for e in h["events"]], headers=["table", "column", "event", "raw", "where"],
                                     tablefmt="simple"))
             return
-        groups = ops.failures(db, stage)
+        groups = ops.failures(db, stage, contract=contract_name)
         if csv_file:
-            rows = ops.failed_rows(db, stage)
+            rows = ops.failed_rows(db, stage, contract_name)
             with open(csv_file, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
-                w.writerow(["app_id", "attempt", "stage", "error_class", "reason", "logged_at"])
+                w.writerow(["app_id", "attempt", "stage", "error_class", "reason", "logged_at", "contract"])
                 w.writerows(rows)
         if fmt == "json":
             _json(groups)
@@ -124,10 +134,17 @@ def failures_cmd(fmt: str, stage: str | None, app_id: int | None, csv_file: str 
         total = sum(g["count"] for g in groups)
         click.echo(f"{total} failed application(s) in {len(groups)} group(s)" + (f"; all written to {csv_file}" if csv_file else ""))
         if groups:
-            click.echo(tabulate([[g["count"], g["stage"], g["error_class"], g["reason"][:80],
-                                  " ".join(map(str, g["sample_app_ids"]))] for g in groups],
-                                headers=["apps", "stage", "class", "reason (first of group)", "sample app_ids"],
+            lead = ["contract"] if per_contract else []
+            click.echo(tabulate([[g["contract"]] * len(lead) + [g["count"], g["stage"], g["error_class"], g["reason"][:80],
+                                                                " ".join(map(str, g["sample_app_ids"]))] for g in groups],
+                                headers=lead + ["apps", "stage", "class", "reason (first of group)", "sample app_ids"],
                                 tablefmt="simple"))
+        if per_contract and groups:
+            per: dict[str, int] = {}
+            for g in groups:
+                per[g["contract"]] = per.get(g["contract"], 0) + g["count"]
+            click.echo("\nfailed applications per contract")
+            click.echo(tabulate(sorted(per.items()), headers=["contract", "apps"], tablefmt="simple"))
     finally:
         db.close()
 
@@ -201,6 +218,7 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
 def reconcile_cmd(fmt: str, **kw: Any) -> None:
     """Source vs processing_log vs target tables; exit 1 on any gap: pending (never attempted, or an
     open reprocess request), orphan or missing rows, duplicates, unknown applications."""
+    _set = _contract_set(kw)
     r = _query(kw, ops.reconcile)
     if fmt == "json":
         _json(r)
@@ -208,6 +226,11 @@ def reconcile_cmd(fmt: str, **kw: Any) -> None:
         click.echo(tabulate([[c["check"], c["count"], c["gap"] if c["inconsistency"] and c["count"] else "",
                               " ".join(map(str, c["sample_app_ids"]))] for c in r["checks"]],
                             headers=["check", "count", "gap", "sample app_ids"], tablefmt="simple"))
+        if r.get("by_contract") and _set:
+            click.echo("\napplications per contract")
+            click.echo(tabulate([[c["contract"], c["success"], c["failed"], c["pending"]] for c in r["by_contract"]]
+                                + [["total", *(sum(c[k] for c in r["by_contract"]) for k in ("success", "failed", "pending"))]],
+                                headers=["contract", "success", "failed", "pending"], tablefmt="simple"))
         if r["contract_versions"]:
             click.echo("\napplications per contract version")
             click.echo(tabulate([[v["contract_version"], v["applications"]] for v in r["contract_versions"]],
@@ -229,14 +252,22 @@ def reconcile_cmd(fmt: str, **kw: Any) -> None:
                    "a full scan of every table). Events are always counted in full.")
 @handle_errors
 def quality_cmd(fmt: str, sample_rows: int, **kw: Any) -> None:
-    """Data-quality events by table, column and reason, with examples; defaults and sparse rows."""
+    """Data-quality events by (contract,) table, column and reason, with examples; defaults and sparse rows."""
+    per_contract = _contract_set(kw)
     q = _query(kw, lambda db: ops.quality(db, sample_rows=sample_rows or None))
     if fmt == "json":
         _json(q)
         return
-    click.echo(tabulate([[e["table"], e["column"], e["event_type"], e["events"], e["applications"], " | ".join(e["examples"])]
-                         for e in q["events"]], headers=["table", "column", "event", "events", "apps", "example raw values"],
-                        tablefmt="simple"))
+    lead = ["contract"] if per_contract else []
+    click.echo(tabulate([[e["contract"]] * len(lead) + [e["table"], e["column"], e["event_type"], e["events"],
+                                                        e["applications"], " | ".join(e["examples"])] for e in q["events"]],
+                        headers=lead + ["table", "column", "event", "events", "apps", "example raw values"], tablefmt="simple"))
+    if per_contract and q["events"]:
+        per: dict[str, list[int]] = {}
+        for e in q["events"]:
+            per.setdefault(e["contract"], [0, 0])[0] += e["events"]
+        click.echo("\nevents per contract")
+        click.echo(tabulate([[k, v[0]] for k, v in sorted(per.items())], headers=["contract", "events"], tablefmt="simple"))
     scope = f" (first {q['sample_rows']:,} rows of each table; --sample-rows 0 for all)" if q["sample_rows"] else ""
     if q["sentinels"]:
         click.echo("\ndeclared defaults in the data" + scope)

@@ -210,6 +210,7 @@ def map_routed(routes: tuple[Route, ...], scope_element: Any, app_id: int) -> "M
         except DocumentFailure as f:  # the log's reason says which contract refused it
             f.reason = f"{r.name}: {f.reason}"
             f.args = (f.reason,)
+            f.contract = (r.version_tag, r.name)
             raise
         for table, positions in r.remap.items():
             rows = result.rows.get(table)

@@ -136,6 +136,7 @@ class Outcome:
     parse_ms: float | None = None
     map_ms: float | None = None
     extra_events: list[tuple] = field(default_factory=list)
+    contract: tuple[str, str] | None = None  # a failure's contract-set member, once routed (version tag, name)
 
     @property
     def ok(self) -> bool:
@@ -278,7 +279,7 @@ class BatchWriter:
     def _log_row(self, it: Outcome, now: _dt.datetime, insert_ms: float | None) -> tuple:
         i = self.ident
         # a contract set's run logs the member contract that mapped the application (contract_set.py)
-        routed = it.mapped.extra.get("contract") if it.mapped is not None else None
+        routed = it.mapped.extra.get("contract") if it.mapped is not None else it.contract
         version, name = routed if routed else (i.contract_version, self.contract_name)
         return (it.app_id, "success" if it.ok else "failed", None if it.ok else it.stage,
                 None if it.ok else it.error_class, None if it.ok else it.reason, it.attempt,
@@ -296,7 +297,7 @@ class BatchWriter:
         if it.ok:
             reason, error_class, extra = self._explain(it, exc)
             failed = Outcome(it.app_id, it.attempt, None, "insert", error_class, reason, it.parse_ms, it.map_ms,
-                             extra_events=extra)
+                             extra_events=extra, contract=it.mapped.extra.get("contract") if it.mapped else None)
         else:
             failed = it  # a failure row that could not be written: retried once below, alone
         try:

@@ -57,7 +57,7 @@ def map_outcome(plan: MappingPlan, app_id: int, xml: Any, attempt: int, min_leng
         raise
     except DocumentFailure as f:
         return Outcome(app_id, attempt, None, f.stage, f.error_class, f.reason,
-                       parse_ms=(time.perf_counter() - t0) * 1000)
+                       parse_ms=(time.perf_counter() - t0) * 1000, contract=f.contract)
     except MemoryError:
         return Outcome(app_id, attempt, None, "parse", "MemoryError", "the document needs more memory than is available")
     except Exception as exc:  # noqa: BLE001 - one bad document must never stop the run

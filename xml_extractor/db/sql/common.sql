@@ -339,8 +339,9 @@ SELECT f.stage, f.error_class, COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_f
 GROUP BY f.stage, f.error_class ORDER BY COUNT(DISTINCT f.app_id) DESC;
 
 -- name: ops_failed_rows
--- Every failed attempt of a finally failed application, optionally of one stage (NULL: all).
-SELECT f.app_id, f.attempt, f.stage, f.error_class, f.reason, f.logged_at FROM {log} f
+-- Every failed attempt of a finally failed application, optionally of one stage (NULL: all), with
+-- the contract it reached (NULL: failed before a contract set routed it).
+SELECT f.app_id, f.attempt, f.stage, f.error_class, f.reason, f.logged_at, f.contract_name FROM {log} f
 WHERE {is_final_failed}
   AND (CAST(:stage AS VARCHAR(10)) IS NULL OR f.stage = :stage)
 ORDER BY f.app_id, f.attempt;
@@ -448,8 +449,7 @@ ORDER BY event_id {limit};
 -- name: quality_examples_no_column
 -- The same for events that name no column.
 SELECT {top} raw_value, reason FROM {events}
-WHERE table_name = :table_name AND event_type = :event_type AND event_id >= :first_id
-  AND (column_name = :column_name OR (column_name IS NULL AND CAST(:column_name AS VARCHAR(128)) IS NULL))
+WHERE table_name = :table_name AND column_name IS NULL AND event_type = :event_type AND event_id >= :first_id
 ORDER BY event_id {limit};
 
 -- name: quality_default_rows
@@ -481,11 +481,6 @@ WITH RECURSIVE v(cv) AS (
     SELECT (SELECT MIN(l.contract_version) FROM {log} l WHERE l.contract_version > v.cv) FROM v WHERE v.cv IS NOT NULL)
 SELECT cv FROM v WHERE cv IS NOT NULL;
 
--- name: ops_by_contract
--- Applications per contract of a contract set (issue 14): successes by the contract that mapped them, final failures by the contract they reached ('(none)': failed before routing).
-SELECT COALESCE(l.contract_name, '(none)'), l.status, COUNT(DISTINCT l.app_id) FROM {log} l
-WHERE l.status = 'success' OR NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = l.app_id AND s.status = 'success')
-GROUP BY COALESCE(l.contract_name, '(none)'), l.status ORDER BY 1, 2;
 -- name: source_insert_new
 -- One document into the source table unless its id is already there (a concurrent load won).
 INSERT INTO {src} ({src_id}, {src_xml}) SELECT :app_id, :xml WHERE NOT EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = :app_id);
@@ -508,3 +503,38 @@ GROUP BY COALESCE(l.contract_name, '(none)'), l.status ORDER BY 1, 2;
 -- Per instance of a launch: what its workers committed since the launch started (run_progress).
 SELECT instance_id, SUM(success), SUM(failed), MIN(started_at), MAX(last_at) FROM {progress}
 WHERE started_at >= :since AND instance_count = :instance_count GROUP BY instance_id;
+
+-- Per contract (issue 14): the operator commands of a contract set split by processing_log.
+-- contract_name (NULL: the application never reached a contract: it failed before routing).
+
+-- name: reconcile_by_contract
+-- Applications done per contract and outcome: success rows, and the last failed attempt of each
+-- finally failed application (one row per application by ux_processing_log_app_attempt); open
+-- reprocess requests excluded (they are pending). Probes only: (status, app_id), (app_id, attempt),
+-- the requests' key.
+SELECT f.contract_name, f.status, COUNT(*) FROM {log} f
+WHERE (f.status = 'success'
+       OR ({is_final_failed} AND NOT EXISTS (SELECT 1 FROM {log} n WHERE n.app_id = f.app_id AND n.attempt > f.attempt)))
+  AND NOT EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = f.app_id)
+GROUP BY f.contract_name, f.status;
+
+-- name: quality_event_groups_by_contract
+-- Data-quality events by the contract that mapped the application (its success row: one probe of
+-- ix_processing_log_status_app per event; NULL: no success row), table, column and kind.
+SELECT l.contract_name, e.table_name, e.column_name, e.event_type, COUNT(*), COUNT(DISTINCT e.app_id), MIN(e.event_id)
+FROM {events} e LEFT JOIN {log} l ON l.app_id = e.app_id AND l.status = 'success'
+GROUP BY l.contract_name, e.table_name, e.column_name, e.event_type ORDER BY COUNT(*) DESC;
+
+-- name: quality_examples_of_contract
+-- quality_examples of the applications one contract of a set mapped (a success-row probe per event read).
+SELECT {top} e.raw_value, e.reason FROM {events} e
+WHERE e.table_name = :table_name AND e.column_name = :column_name AND e.event_type = :event_type AND e.event_id >= :first_id
+  AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = e.app_id AND l.status = 'success' AND l.contract_name = :contract_name)
+ORDER BY e.event_id {limit};
+
+-- name: quality_examples_no_column_of_contract
+-- The same for events that name no column.
+SELECT {top} e.raw_value, e.reason FROM {events} e
+WHERE e.table_name = :table_name AND e.column_name IS NULL AND e.event_type = :event_type AND e.event_id >= :first_id
+  AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = e.app_id AND l.status = 'success' AND l.contract_name = :contract_name)
+ORDER BY e.event_id {limit};
