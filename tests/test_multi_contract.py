@@ -218,6 +218,10 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
     table = p.stdout.split("applications per contract\n")[1]
     assert "(not routed yet)" in table and "rec_lending" in table
 
+    p = cli("status", "--db", db_url, *SET, "--format", "json", check=True)
+    assert {c["contract"]: (c["success"], c["failed"]) for c in json.loads(p.stdout)["by_contract"]} == {
+        k: (v["success"], v["failed"]) for k, v in want.items() if v["success"] or v["failed"]}
+
     p = cli("profile", "--db", db_url, *SET, "--format", "json", check=True)
     prof = json.loads(p.stdout)
     docs = {c["contract"].split("@")[0]: c["documents"] for c in prof["contracts"]}

@@ -494,10 +494,10 @@ DELETE FROM {src} WHERE {src_id} IN (:ids);
 SELECT enum_id FROM {enums};
 
 -- name: ops_by_contract
--- Applications per contract of a contract set (issue 14): successes by the contract that mapped them, final failures by the contract they reached ('(none)': failed before routing).
-SELECT COALESCE(l.contract_name, '(none)'), l.status, COUNT(DISTINCT l.app_id) FROM {log} l
+-- Applications per contract of a contract set (issue 14): successes by the contract that mapped them, final failures by the contract they reached ('(not routed)': failed before routing, as failures/reconcile say).
+SELECT COALESCE(l.contract_name, '(not routed)'), l.status, COUNT(DISTINCT l.app_id) FROM {log} l
 WHERE l.status = 'success' OR NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = l.app_id AND s.status = 'success')
-GROUP BY COALESCE(l.contract_name, '(none)'), l.status ORDER BY 1, 2;
+GROUP BY COALESCE(l.contract_name, '(not routed)'), l.status ORDER BY 1, 2;
 
 -- name: launch_progress
 -- Per instance of a launch: what its workers committed since the launch started (run_progress).
