@@ -59,7 +59,8 @@ def _reconcile_queries(db: Database) -> list[tuple[str, dict[str, str]]]:
             for t in c.tables if t.name in ("app_base", "scores", "app_contact_address")]
     out += [(n, {}) for n in ("reconcile_multiple_success", "reconcile_log_not_in_source", "reconcile_final_failed",
                               "reconcile_never_attempted", "ops_count_final_failed", "ops_failures_by_stage",
-                              "ops_failed_rows", "ops_count_success", "quality_event_groups")]
+                              "ops_failed_rows", "ops_count_success", "quality_event_groups",
+                              "reconcile_by_contract", "quality_event_groups_by_contract")]
     return out
 
 

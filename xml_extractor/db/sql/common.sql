@@ -510,11 +510,14 @@ WHERE started_at >= :since AND instance_count = :instance_count GROUP BY instanc
 -- name: reconcile_by_contract
 -- Applications done per contract and outcome: success rows, and the last failed attempt of each
 -- finally failed application (one row per application by ux_processing_log_app_attempt); open
--- reprocess requests excluded (they are pending). Probes only: (status, app_id), (app_id, attempt),
--- the requests' key.
+-- reprocess requests excluded (they are pending). Two branches, not an OR: PostgreSQL turns each
+-- NOT EXISTS into an anti-join only outside an OR (with it: a subplan over the whole log).
 SELECT f.contract_name, f.status, COUNT(*) FROM {log} f
-WHERE (f.status = 'success'
-       OR ({is_final_failed} AND NOT EXISTS (SELECT 1 FROM {log} n WHERE n.app_id = f.app_id AND n.attempt > f.attempt)))
+WHERE f.status = 'success' AND NOT EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = f.app_id)
+GROUP BY f.contract_name, f.status
+UNION ALL
+SELECT f.contract_name, f.status, COUNT(*) FROM {log} f
+WHERE {is_final_failed} AND NOT EXISTS (SELECT 1 FROM {log} n WHERE n.app_id = f.app_id AND n.attempt > f.attempt)
   AND NOT EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = f.app_id)
 GROUP BY f.contract_name, f.status;
 
