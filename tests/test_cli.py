@@ -142,3 +142,14 @@ def test_reconcile_in_process_consistent_then_a_gap(processed: str, tmp_path: Pa
     assert rec["consistent"] is False
     hits = [c for c in rec["checks"] if c["inconsistency"] and c["count"]]
     assert hits and all(app_id in c["sample_app_ids"] for c in hits)
+
+
+@pytest.mark.parametrize("command", [["status"], ["run", "--reconnect-seconds", "1", "--no-progress"]])
+def test_unreachable_server_exits_3_with_one_line(command: list[str]) -> None:
+    """A server that refuses the connection is the environment (exit 3), said in one line (no
+    driver tuple with \\n\\t); run retries for --reconnect-seconds first."""
+    pytest.importorskip("pyodbc")
+    p = run_cli(*command, "--db", "postgresql://postgres:s3cret@127.0.0.1:59999/x")
+    assert p.returncode == 3, p.stderr
+    assert "cannot connect to the database" in p.stderr and "Connection refused" in p.stderr
+    assert "\\n" not in p.stderr and "s3cret" not in p.stderr and len(p.stderr.strip().splitlines()) == 1

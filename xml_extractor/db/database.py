@@ -79,6 +79,22 @@ class Database:
                 raise
             raise err from exc
 
+    def connect_patiently(self) -> None:
+        """Connect, retrying a refused/unreachable server (ConnectionLost) with backoff for at most
+        ``reconnect_seconds`` (a run started while the database restarts); any other error at once."""
+        deadline = time.monotonic() + self.reconnect_seconds
+        delay = 0.2
+        while True:
+            try:
+                self.connect()
+                return
+            except ConnectionLost as exc:
+                if time.monotonic() + delay > deadline:
+                    raise ConnectionLost(f"{exc} (retried for {self.reconnect_seconds:.0f}s)", exc.original) from None
+                log.warning("cannot connect yet (%s); retrying", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def close(self) -> None:
         if self.conn is not None:
             try:

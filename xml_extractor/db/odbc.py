@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ConnectionLost
 
 
 def import_pyodbc() -> Any:
@@ -32,7 +32,14 @@ def odbc_connect(conn_str: str, driver_hint: str, autocommit: bool = False) -> A
         if "IM002" in msg or "Can't open lib" in msg or "file not found" in msg.lower():
             raise ConfigError(f"ODBC driver not found: {driver_hint}. Installed drivers: "
                               f"{', '.join(pyodbc.drivers()) or 'none'}") from None
-        raise ConfigError(f"cannot connect: {redact(msg)}") from None
+        from .classify import CONNECTION_STATES, _first_line, _state_and_text
+        state, text = _state_and_text(exc)
+        reason = _first_line(exc)  # one line, password redacted (the driver's tuple has \n\t in it)
+        if state in CONNECTION_STATES or "connection refused" in text or "could not connect" in text \
+                or "could not translate host name" in text or "timeout expired" in text:
+            # the server refuses or cannot be reached: the environment (exit 3), not the configuration
+            raise ConnectionLost(f"cannot connect to the database: {reason}", original=exc) from None
+        raise ConfigError(f"cannot connect: {reason}") from None
 
 
 # -- connection strings ---------------------------------------------------------------------------

@@ -165,7 +165,8 @@ class ProductionProcessor:
         coord = ParallelCoordinator(summary, ctx.workers, ctx.lease_seconds if ctx.mode == "queue" else None,
                                     ctx.retry_failed)
         require_exists(ctx.database_url)  # a missing SQLite file: exit 2, never a new empty database
-        self._db = Database(ctx.database_url, self.contract, ctx.reconnect_seconds)
+        self._db = Database(ctx.database_url, self.contract, ctx.reconnect_seconds, connect=False)
+        self._db.connect_patiently()  # a server that refuses: retried for --reconnect-seconds, then exit 3
         self._wq = WorkQueue(self._db, ctx) if ctx.mode == "queue" else None
         pool: _WorkerPool | None = None
         old_handlers = self._install_signals()
