@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 import pytest
@@ -153,3 +154,36 @@ def test_unreachable_server_exits_3_with_one_line(command: list[str]) -> None:
     assert p.returncode == 3, p.stderr
     assert "cannot connect to the database" in p.stderr and "Connection refused" in p.stderr
     assert "\\n" not in p.stderr and "s3cret" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def _interrupt_when(p: "subprocess.Popen", ready: "Callable[[], bool]") -> tuple[int, str]:
+    """SIGINT to the process group (Ctrl-C in a terminal) once ``ready`` holds; exit code, stderr."""
+    import os
+    import signal
+    import time
+    deadline = time.monotonic() + 60
+    while not ready() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.poll() is None, p.communicate()
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    return p.returncode, err
+
+
+def test_ctrl_c_exits_130_on_every_command(tmp_path: Path) -> None:
+    """Ctrl-C: exit 130 with a short message (not click's 'Aborted!' and 1, not 0 for status --watch)."""
+    from conftest import popen
+    out = tmp_path / "mock"
+    p = popen("generate-mock", "--count", "1000000", "--out", str(out), cwd=tmp_path)
+    code, err = _interrupt_when(p, lambda: out.is_dir() and any(out.iterdir()))
+    assert code == 130 and "interrupted" in err and "Aborted" not in err, err
+    run_cli("init-db", "--db", "sqlite:///s.db", cwd=tmp_path, check=True)
+    p = popen("status", "--db", "sqlite:///s.db", "--watch", "0.1", cwd=tmp_path)
+    assert p.stdout is not None and p.stdout.readline()  # the first refresh is out
+    code, err = _interrupt_when(p, lambda: True)
+    assert code == 130 and "interrupted" in err, err
+
+
+def test_status_watch_must_be_positive() -> None:
+    result = CliRunner().invoke(cli, ["status", "--watch", "-1"])
+    assert result.exit_code == 2 and "--watch" in result.output and "Traceback" not in result.output

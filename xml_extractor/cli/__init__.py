@@ -36,7 +36,11 @@ show_envvars(cli)  # every option: its environment variable, shown in --help
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="xml-extractor")
+    try:
+        cli(prog_name="xml-extractor")
+    except KeyboardInterrupt:  # Ctrl-C outside a command (start-up): 130 like inside one (common.handle_errors)
+        click.echo("error: interrupted", err=True)
+        raise SystemExit(130) from None
 
 
 __all__ = ["cli", "main"]

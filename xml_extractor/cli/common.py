@@ -28,6 +28,8 @@ def handle_errors(fn: Callable) -> Callable:
             _fail(str(exc), 2)
         except DatabaseError as exc:  # typed at the driver boundary: the environment, not the input
             _fail(f"stopped on a database error: {exc}", 3)
+        except (KeyboardInterrupt, click.Abort):  # Ctrl-C / SIGINT: committed work stays; 130 for every command
+            _fail("interrupted (what was committed stays; run the command again to go on)", 130)
     return wrapper
 
 

@@ -27,7 +27,8 @@ def _contract_set(kw: dict) -> bool:
 @click.command("status")
 @db_options
 @FORMAT
-@click.option("--watch", type=float, default=None, metavar="SECONDS", help="Refresh every SECONDS until Ctrl-C.")
+@click.option("--watch", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Refresh every SECONDS until Ctrl-C (which exits 130).")
 @click.option("--recent-minutes", type=click.IntRange(min=1), default=5, show_default=True, help="Window for the current rate.")
 @handle_errors
 def status_cmd(fmt: str, watch: float | None, recent_minutes: int, **kw: Any) -> None:
@@ -45,9 +46,7 @@ def status_cmd(fmt: str, watch: float | None, recent_minutes: int, **kw: Any) ->
             if not watch:
                 break
             time.sleep(watch)
-    except KeyboardInterrupt:
-        pass
-    finally:
+    finally:  # Ctrl-C ends --watch: exit 130 (common.handle_errors)
         db.close()
 
 
