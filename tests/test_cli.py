@@ -187,3 +187,17 @@ def test_ctrl_c_exits_130_on_every_command(tmp_path: Path) -> None:
 def test_status_watch_must_be_positive() -> None:
     result = CliRunner().invoke(cli, ["status", "--watch", "-1"])
     assert result.exit_code == 2 and "--watch" in result.output and "Traceback" not in result.output
+
+
+def test_run_start_up_configuration_error_on_stderr(tmp_path: Path) -> None:
+    """A data-losing contract change found at run start: 'error: ...' on stderr and exit 2, like
+    every other configuration error (not only a 'stopped config:' row of the summary on stdout)."""
+    from xml_extractor.contract.loader import default_contract_path
+    c = json.loads(Path(default_contract_path()).read_text("utf-8"))
+    base = next(t for t in c["tables"] if t["name"] == "app_base")
+    next(x for x in base["columns"] if x["name"] == "campaign_num")["length"] = 4
+    (tmp_path / "narrow.json").write_text(json.dumps(c), "utf-8")
+    run_cli("init-db", "--db", "sqlite:///n.db", cwd=tmp_path, check=True)
+    p = run_cli("run", "--db", "sqlite:///n.db", "--contract", "narrow.json", "--workers", "1", "--no-progress", cwd=tmp_path)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.stderr.startswith("error: ") and "campaign_num" in p.stderr and "config:" not in p.stderr, p.stderr
