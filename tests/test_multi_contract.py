@@ -229,3 +229,27 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
     for name, n in docs.items():  # what each member mapped: its successes, more (insert failures, the pending ten)
         assert want[name]["success"] <= n <= want[name]["success"] + want[name]["failed"] + 10, (name, n, want[name])
     assert sum(docs.values()) + prof["unrouted"]["documents"] == 130
+
+
+def test_status_per_contract_counts_open_reprocess_requests_as_pending(tmp_path: Path) -> None:
+    """While a reprocess is open its applications are pending in status' totals, so the
+    per-contract table and the failures by stage leave them out too (they contradicted the top)."""
+    db_url = f"sqlite:///{tmp_path / 'set.db'}"
+    cli("generate-mock", "--db", db_url, *SET, "--product", "mixed", "--faulty-share", "0.1", "--seed", "3",
+        "--count", "60", check=True)
+    cli("run", "--db", db_url, *SET, "--workers", "1", "--no-progress")
+    db = Database(parse_url(db_url), load_contract("credit_card,rec_lending"))
+    try:
+        failed = [int(r[0]) for r in db.autocommit_query(
+            f"SELECT DISTINCT app_id FROM {db.names['log']} WHERE status = 'failed'")]
+        # an open request for every application (as `reprocess` leaves them when it is stopped)
+        db.execute(f"INSERT INTO {db.names['requests']} (app_id, requested_at, command) "
+                   f"SELECT {db.names['src_id']}, '2026-01-01 00:00:00', 'test' FROM {db.names['src']}")
+        db.commit()
+    finally:
+        db.close()
+    assert failed
+    s = json.loads(cli("status", "--db", db_url, *SET, "--format", "json", check=True).stdout)
+    assert (s["success"], s["failed"], s["pending"]) == (0, 0, 60), s
+    assert sum(c["success"] + c["failed"] for c in s["by_contract"]) == 0, s["by_contract"]
+    assert s["failures"] == [], s["failures"]

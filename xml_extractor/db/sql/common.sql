@@ -334,8 +334,9 @@ f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app
 SELECT COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_final_failed};
 
 -- name: ops_failures_by_stage
--- Final failures by stage and class.
+-- Final failures by stage and class; an application with an open reprocess request is pending, not failed (as status' totals say).
 SELECT f.stage, f.error_class, COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_final_failed}
+  AND NOT EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = f.app_id)
 GROUP BY f.stage, f.error_class ORDER BY COUNT(DISTINCT f.app_id) DESC;
 
 -- name: ops_failed_rows
@@ -494,9 +495,10 @@ DELETE FROM {src} WHERE {src_id} IN (:ids);
 SELECT enum_id FROM {enums};
 
 -- name: ops_by_contract
--- Applications per contract of a contract set (issue 14): successes by the contract that mapped them, final failures by the contract they reached ('(not routed)': failed before routing, as failures/reconcile say).
+-- Applications per contract of a contract set (issue 14): successes by the contract that mapped them, final failures by the contract they reached ('(not routed)': failed before routing, as failures/reconcile say); an application with an open reprocess request is left out (pending, as status' totals count it).
 SELECT COALESCE(l.contract_name, '(not routed)'), l.status, COUNT(DISTINCT l.app_id) FROM {log} l
-WHERE l.status = 'success' OR NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = l.app_id AND s.status = 'success')
+WHERE (l.status = 'success' OR NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = l.app_id AND s.status = 'success'))
+  AND NOT EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = l.app_id)
 GROUP BY COALESCE(l.contract_name, '(not routed)'), l.status ORDER BY 1, 2;
 
 -- name: launch_progress
