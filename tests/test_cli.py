@@ -201,3 +201,17 @@ def test_run_start_up_configuration_error_on_stderr(tmp_path: Path) -> None:
     p = run_cli("run", "--db", "sqlite:///n.db", "--contract", "narrow.json", "--workers", "1", "--no-progress", cwd=tmp_path)
     assert p.returncode == 2, p.stdout + p.stderr
     assert p.stderr.startswith("error: ") and "campaign_num" in p.stderr and "config:" not in p.stderr, p.stderr
+
+
+def test_command_line_database_option_wins_over_the_environment(tmp_path: Path) -> None:
+    """XML_EXTRACTOR_DB / XML_EXTRACTOR_SERVER exported, the other typed: the typed one is used
+    (was refused 'give either --db or --server/--database, not both')."""
+    missing = tmp_path / "typed.db"
+    r = CliRunner().invoke(cli, ["status", "--db", f"sqlite:///{missing}"],
+                           env={"XML_EXTRACTOR_SERVER": "envhost", "XML_EXTRACTOR_DATABASE": "envdb"})
+    assert r.exit_code == 2 and "no database at" in r.output and "not both" not in r.output, r.output
+    r = CliRunner().invoke(cli, ["status", "--server", "typedhost", "--database", "d"],
+                           env={"XML_EXTRACTOR_DB": f"sqlite:///{missing}"})
+    assert "not both" not in r.output and "no database at" not in r.output, r.output
+    r = CliRunner().invoke(cli, ["status"], env={"XML_EXTRACTOR_DB": f"sqlite:///{missing}", "XML_EXTRACTOR_SERVER": "h"})
+    assert r.exit_code == 2 and "not both" in r.output  # both from the environment: still ambiguous

@@ -69,6 +69,13 @@ def resolve_url(db_url: str | None, server: str | None, database: str | None, us
     """The database URL from the options. A SQLite file must exist unless ``create`` (init-db,
     load-xml, generate-mock): a mistyped path never silently becomes a new empty database."""
     from ..db.url import PASSWORD_ENV, DatabaseURL, _pick_mssql_driver, parse_url
+    if server and db_url:  # an option typed on the command line wins over one from the environment
+        ctx = click.get_current_context(silent=True)
+        env = click.core.ParameterSource.ENVIRONMENT
+        if ctx is not None and ctx.get_parameter_source("db_url") == env and ctx.get_parameter_source("server") != env:
+            db_url = None
+        elif ctx is not None and ctx.get_parameter_source("server") == env and ctx.get_parameter_source("db_url") != env:
+            server = database = None
     if server:
         if db_url:
             raise ConfigError("give either --db or --server/--database, not both")
