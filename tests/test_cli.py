@@ -215,3 +215,12 @@ def test_command_line_database_option_wins_over_the_environment(tmp_path: Path) 
     assert "not both" not in r.output and "no database at" not in r.output, r.output
     r = CliRunner().invoke(cli, ["status"], env={"XML_EXTRACTOR_DB": f"sqlite:///{missing}", "XML_EXTRACTOR_SERVER": "h"})
     assert r.exit_code == 2 and "not both" in r.output  # both from the environment: still ambiguous
+
+
+def test_missing_odbc_driver_names_the_package() -> None:
+    pyodbc = pytest.importorskip("pyodbc")
+    r = CliRunner().invoke(cli, ["status", "--db", "postgresql://u@127.0.0.1:59999/d?driver=PostgreSQL+Missing"])
+    assert r.exit_code == 2 and "ODBC driver not found" in r.output and "odbc-postgresql" in r.output, r.output
+    if not any("SQL Server" in d for d in pyodbc.drivers()):
+        r = CliRunner().invoke(cli, ["status", "--server", "127.0.0.1,59999", "--database", "d"])
+        assert r.exit_code == 2 and "msodbcsql18" in r.output and "msodbcsql17" in r.output and "18 or 17" in r.output, r.output

@@ -31,7 +31,7 @@ def odbc_connect(conn_str: str, driver_hint: str, autocommit: bool = False) -> A
         msg = str(exc)
         if "IM002" in msg or "Can't open lib" in msg or "file not found" in msg.lower():
             raise ConfigError(f"ODBC driver not found: {driver_hint}. Installed drivers: "
-                              f"{', '.join(pyodbc.drivers()) or 'none'}") from None
+                              f"{', '.join(pyodbc.drivers()) or 'none'}. {driver_install_hint(driver_hint)}") from None
         from .classify import CONNECTION_STATES, _first_line, _state_and_text
         state, text = _state_and_text(exc)
         reason = _first_line(exc)  # one line, password redacted (the driver's tuple has \n\t in it)
@@ -40,6 +40,14 @@ def odbc_connect(conn_str: str, driver_hint: str, autocommit: bool = False) -> A
             # the server refuses or cannot be reached: the environment (exit 3), not the configuration
             raise ConnectionLost(f"cannot connect to the database: {reason}", original=exc) from None
         raise ConfigError(f"cannot connect: {reason}") from None
+
+
+def driver_install_hint(driver: str) -> str:
+    """What to install when an ODBC driver is missing: the package, by database."""
+    if "postgres" in driver.lower() or "psqlodbc" in driver.lower():
+        return "Install the PostgreSQL ODBC driver: Debian/Ubuntu package odbc-postgresql (apt-get install odbc-postgresql)."
+    return ("Install Microsoft's ODBC Driver 18 or 17 for SQL Server (both are looked for, 18 first): "
+            "package msodbcsql18 (or msodbcsql17) from Microsoft's repository.")
 
 
 # -- connection strings ---------------------------------------------------------------------------
