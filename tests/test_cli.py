@@ -224,3 +224,16 @@ def test_missing_odbc_driver_names_the_package() -> None:
     if not any("SQL Server" in d for d in pyodbc.drivers()):
         r = CliRunner().invoke(cli, ["status", "--server", "127.0.0.1,59999", "--database", "d"])
         assert r.exit_code == 2 and "msodbcsql18" in r.output and "msodbcsql17" in r.output and "18 or 17" in r.output, r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["status", "--db", "sqlite:///notdb.db"], "not a SQLite database: notdb.db"),
+    (["init-db", "--db", "sqlite:///notdb.db"], "not a SQLite database: notdb.db"),
+    (["status", "--db", "sqlite:///adir"], "not a SQLite database: adir is a folder"),
+    (["init-db", "--db", "sqlite:///nodir/x.db"], "cannot create nodir/x.db: folder nodir does not exist"),
+])
+def test_a_path_that_is_not_a_sqlite_database_exits_2_naming_it(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "notdb.db").write_text("hello, not a database\n", "utf-8")
+    (tmp_path / "adir").mkdir()
+    p = run_cli(*args, cwd=tmp_path)
+    assert p.returncode == 2 and message in p.stderr, p.stderr

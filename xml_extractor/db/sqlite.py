@@ -13,6 +13,7 @@ import sqlite3
 from decimal import Decimal
 from typing import Any, Callable, Mapping, Sequence
 
+from ..errors import ConfigError
 from .base import Dialect
 from .classify import wrap_sqlite
 
@@ -76,6 +77,19 @@ class BindingConnection(sqlite3.Connection):
         return self.cursor().executemany(sql, parameters)
 
 
+def check_sqlite_path(path: str) -> None:
+    """A path SQLite cannot use, said with the path (exit 2): the driver only says "unable to open
+    database file"."""
+    import os
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    if os.path.isdir(path):
+        raise ConfigError(f"not a SQLite database: {path} is a folder")
+    folder = os.path.dirname(path)
+    if folder and not os.path.isdir(folder):
+        raise ConfigError(f"cannot create {path}: folder {folder} does not exist")
+
+
 class SQLiteDialect(Dialect):
     name = "sqlite"
     supports_schemas = False
@@ -93,9 +107,16 @@ class SQLiteDialect(Dialect):
     timestamp_type = "TIMESTAMP"
 
     def connect(self, url: Any) -> sqlite3.Connection:
+        check_sqlite_path(url.path)
         conn = sqlite3.connect(url.path, timeout=120, isolation_level=None, check_same_thread=False,
                                factory=BindingConnection)
-        conn.execute("PRAGMA journal_mode=WAL")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # the first statement that reads the file's header
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if "not a database" in str(exc) or "encrypted" in str(exc):
+                raise ConfigError(f"not a SQLite database: {url.path}") from None
+            raise
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=120000")
