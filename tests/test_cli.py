@@ -125,6 +125,16 @@ def test_contradicting_run_options_exit_2(processed: str) -> None:
     assert r.exit_code == 2 and "instance-count" in r.output
 
 
+def test_reprocess_names_ids_missing_from_the_source(processed: str) -> None:
+    """Unknown ids are reported on stderr, not dropped silently; none existing is a usage error."""
+    r = CliRunner().invoke(cli, ["reprocess", "--db", processed, "123456"])
+    assert r.exit_code == 2 and "not in the source table: 123456" in r.stderr, r.output
+    r = CliRunner().invoke(cli, ["reprocess", "--db", processed, "12", "5", "99999", "--dry-run"])
+    assert r.exit_code == 0 and "not in the source table: 99999" in r.stderr, r.output
+    assert "would reprocess 2 application(s): 5 12" in r.stdout
+    assert "union" in invoke("reprocess", "--help").output
+
+
 def test_reconcile_in_process_consistent_then_a_gap(processed: str, tmp_path: Path) -> None:
     r = invoke("reconcile", "--db", processed, "--format", "json")
     assert r.exit_code == 0 and json.loads(r.output)["consistent"] is True

@@ -125,10 +125,17 @@ def history(db: Database, app_id: int) -> dict:
             "events": [dict(zip(("table", "column", "event_type", "raw_value", "reason", "locator"), e)) for e in events]}
 
 
-def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, since: _dt.datetime | None) -> list[int]:
+def source_existing(db: Database, app_ids: list[int] | None) -> set[int]:
+    """Which of these application ids the source table holds (reprocess names the others)."""
     ids: set[int] = set()
-    for part in _parts(sorted(set(app_ids or []))):  # only applications the source table holds
+    for part in _parts(sorted(set(app_ids or []))):
         ids |= {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("source_existing"), {"ids": part}))}
+    return ids
+
+
+def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, since: _dt.datetime | None) -> list[int]:
+    """The union of the selectors: the named ids the source table holds, --failed, --since."""
+    ids = source_existing(db, app_ids)  # only applications the source table holds
     if failed:
         # the finally failed applications, "failed" as status/failures/reconcile count them
         ids |= {int(r[0]) for r in _q(db, db.sql("reconcile_final_failed"), {})}

@@ -172,7 +172,12 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
     """After a contract fix: redo applications. Each one's new attempt replaces its old rows, events
     and log rows in one transaction (old log rows are kept in processing_log_history); a stop at
     any point leaves the old or the new result, and the same command again resumes. With
-    --instance-id/--instance-count and --limit only this instance's share, limited, is requested."""
+    --instance-id/--instance-count and --limit only this instance's share, limited, is requested.
+
+    The selectors combine as a union: APP_IDS, --failed and --since together select every
+    application any one of them selects. Named ids the source table lacks are reported on stderr
+    ("not in the source table: ..."); when none of them exists (and no other selector is given)
+    the command exits 2."""
     from .. import reprocess as rp
     rp.require_selection(list(app_ids), failed, since)
     if kw["instance_count"] < 1 or not 0 <= kw["instance_id"] < kw["instance_count"]:
@@ -181,6 +186,12 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
     try:
         rp.check_schema(db)  # the contract against the database before anything changes
         since_dt = _parse_time(since) if since else None
+        missing = sorted(set(app_ids) - ops.source_existing(db, list(app_ids)))
+        if missing:  # named but not in the source table: say so rather than drop them silently
+            shown = " ".join(map(str, missing[:30])) + (" ..." if len(missing) > 30 else "")
+            if len(missing) == len(set(app_ids)) and not failed and since is None:
+                raise ConfigError(f"none of the named applications is in the source table; not in the source table: {shown}")
+            click.echo(f"not in the source table: {shown}", err=True)
         ids = ops.select_for_reprocess(db, list(app_ids), failed, since_dt)
         command = rp.command_key(list(app_ids), failed, since_dt, kw["limit"])
         req = rp.request_reprocess(db, ids, command, kw["instance_id"], kw["instance_count"], kw["limit"], dry_run)
