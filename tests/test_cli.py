@@ -247,3 +247,24 @@ def test_a_path_that_is_not_a_sqlite_database_exits_2_naming_it(tmp_path: Path, 
     (tmp_path / "adir").mkdir()
     p = run_cli(*args, cwd=tmp_path)
     assert p.returncode == 2 and message in p.stderr, p.stderr
+
+
+def test_validate_contract_takes_contract_option_too() -> None:
+    r = invoke("validate-contract", "--contract", "rec_lending")
+    assert r.exit_code == 0 and r.output.startswith("ok: rec_lending ") and "credit_card" not in r.output, r.output
+    r = invoke("validate-contract", "credit_card", "--contract", "rec_lending")
+    assert r.exit_code == 0 and "ok: credit_card+rec_lending " in r.output, r.output
+
+
+def test_environment_variable_exceptions_are_exactly_the_documented_ones() -> None:
+    """Every option reads XML_EXTRACTOR_ + its name, except the ones docs/usage.md names."""
+    exceptions = set()
+    for name, command in cli.commands.items():
+        for p in command.params:
+            if isinstance(p, click.Option) and not p.hidden:
+                long = max(p.opts, key=len).lstrip("-")
+                if p.envvar != "XML_EXTRACTOR_" + long.upper().replace("-", "_"):
+                    exceptions.add((name, long, p.envvar))
+    assert exceptions == {("bench", "db", "XML_EXTRACTOR_BENCH_DB"), ("profile", "sample", "XML_EXTRACTOR_PROFILE_SAMPLE")}
+    usage = (ROOT / "docs" / "usage.md").read_text("utf-8")
+    assert all(f"`{c} --{o}` reads `{e}`" in usage for c, o, e in exceptions)

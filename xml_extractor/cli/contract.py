@@ -9,17 +9,19 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from .common import CONTRACT_OPTION, ENV, handle_errors
+from .common import CONTRACT_OPTION, handle_errors
 
 @click.command("validate-contract")
-@click.argument("paths", nargs=-1, envvar=ENV + "CONTRACT")
+@click.argument("paths", nargs=-1)
+@CONTRACT_OPTION  # --contract NAME, repeatable, as on every other command (and XML_EXTRACTOR_CONTRACT)
 @handle_errors
-def validate_contract(paths: tuple[str, ...]) -> None:
-    """Check a contract (a packaged name or a file; default: credit_card) and summarise it. Several
-    are checked as a contract set: one database for all (shared tables must agree)."""
+def validate_contract(paths: tuple[str, ...], contract_path: str | None) -> None:
+    """Check a contract (a packaged name or a file, given as an argument or with --contract;
+    default: credit_card) and summarise it. Several are checked as a contract set: one database
+    for all (shared tables must agree)."""
     from ..contract.contract_set import join_contract_specs
     from ..contract.loader import load_contract
-    c = load_contract(join_contract_specs(paths))
+    c = load_contract(join_contract_specs(paths + ((contract_path,) if contract_path else ())))
     for m in c.extra.get("members", ()):
         f = contract_figures(m)
         click.echo(f"ok: {m.name} {m.version_tag}: {f['tables']} tables, {f['columns']} columns, "
