@@ -253,3 +253,15 @@ def test_status_per_contract_counts_open_reprocess_requests_as_pending(tmp_path:
     assert (s["success"], s["failed"], s["pending"]) == (0, 0, 60), s
     assert sum(c["success"] + c["failed"] for c in s["by_contract"]) == 0, s["by_contract"]
     assert s["failures"] == [], s["failures"]
+
+
+def test_one_member_on_a_contract_set_database_names_the_set(tmp_path: Path) -> None:
+    """run with one contract of a database initialised with a contract set: the other members'
+    columns are not data to lose but a missing --contract; the refusal says so first."""
+    db_url = f"sqlite:///{tmp_path / 'set.db'}"
+    cli("init-db", "--db", db_url, *SET, check=True)
+    for one in ("rec_lending", "credit_card"):
+        p = cli("run", "--db", db_url, "--contract", one, "--no-progress")
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert p.stderr.startswith("error: this database was initialised with contracts credit_card+rec_lending; "
+                                   "run with --contract credit_card --contract rec_lending\n"), p.stderr

@@ -306,6 +306,37 @@ def refusal_message(p: MigrationPlan) -> str:
     return "\n".join(lines)
 
 
+def contract_set_hint(db: Database, p: MigrationPlan) -> str:
+    """A run with one contract of a database initialised with a contract set sees the other
+    members' columns as lossy differences: name the set to run with instead (a line ending in a
+    newline), or "" when the log names no other contract and no other packaged contract declares
+    every refused column."""
+    from ..contract.loader import load_contract, packaged_contracts
+    mine = {m.name for m in db.contract.extra.get("members", [])} or {db.contract.name}
+    try:  # the contracts that processed applications here (an index probe per version)
+        logged = {str(v).split("@", 1)[0] for (v,) in db.autocommit_query(db.sql("log_contract_version_list"))}
+    except Exception:  # noqa: BLE001 - only a hint: without it the refusal still stands
+        db.rollback()
+        logged = set()
+    others = sorted(n for n in logged if "+" not in n and n not in mine)
+    if not others:
+        declared: dict[str, set[tuple[str, str | None]]] = {}
+        for name in packaged_contracts():
+            if name not in mine:
+                c = load_contract(name)
+                declared[name] = {(t.name, col.name.lower()) for t in c.tables for col in t.stored_columns}
+                declared[name] |= {(t.name, None) for t in c.tables}
+        covered = {(r.table, r.column) for r in p.refusals}
+        hits = sorted(n for n, d in declared.items() if covered & d)
+        if hits and covered <= set().union(*(declared[n] for n in hits)):
+            others = hits
+    if not others:
+        return ""
+    names = sorted(mine | set(others))
+    return (f"this database was initialised with contracts {'+'.join(names)}; run with "
+            f"{' '.join(f'--contract {n}' for n in names)}\n")
+
+
 def require_current(db: Database) -> None:
     """At the start of run/reprocess: the database must match the contract. Raises SchemaRefused
     (lossy differences) or SchemaMissing (init-db would fix it), both exit 2, with the plan."""
@@ -318,7 +349,7 @@ def require_current(db: Database) -> None:
         raise SchemaMissing(f"could not read the database schema ({str(exc).splitlines()[0][:300]}): "
                             f"run xml-extractor init-db") from None
     if p.refusals:
-        raise SchemaRefused(refusal_message(p))
+        raise SchemaRefused(contract_set_hint(db, p) + refusal_message(p))
     if p.additions:
         raise SchemaMissing("the database does not match the contract: run `xml-extractor init-db` "
                             "(or `init-db --dry-run` to see the SQL) to apply:\n  "
