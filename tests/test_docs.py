@@ -175,3 +175,17 @@ def test_validate_contract_prints_the_figures_of_the_contract(figures: dict[str,
     assert figures["tables"] == len(c.tables) and figures["enums"] == len(c.enums)
     assert figures["columns"] == sum(len(t.stored_columns) for t in c.tables)
     assert figures["attributes"] > 100
+
+
+def test_sections_the_code_points_to_exist() -> None:
+    """Messages and help texts that send the reader to "docs/X.md, 'Section'" name a real heading
+    (a refusal pointed to 'Changing the contract' when the heading said otherwise)."""
+    ref = re.compile(r"docs/([a-z]+\.md), '([^']+)'")
+    found = []
+    for src in sorted((ROOT / "xml_extractor").rglob("*.py")):
+        for doc, section in ref.findall(src.read_text(encoding="utf-8")):
+            headings = {m.group(2).strip() for line in (ROOT / "docs" / doc).read_text(encoding="utf-8").splitlines()
+                        if (m := HEADING.match(line))}
+            found.append((src.name, section))
+            assert section in headings, (src.name, doc, section)
+    assert len(found) >= 2, found

@@ -135,7 +135,7 @@ def run_options(fn: Callable) -> Callable:
                      help="With --retry-failed: retry an application only while it has had fewer attempts than this."),
         click.option("--allow-contract-change", is_flag=True, envvar=ENV + "ALLOW_CONTRACT_CHANGE",
                      help="Run although the database holds results of another version of this contract "
-                          "(see docs/operations.md: changing the contract)."),
+                          "(see docs/operations.md, 'Re-running after a contract change')."),
         click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
                      default="INFO", show_default=True, envvar=ENV + "LOG_LEVEL", help="Detail of the run's log file."),
         click.option("--no-progress", is_flag=True, envvar=ENV + "NO_PROGRESS", help="No progress bar."),

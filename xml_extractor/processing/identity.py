@@ -34,6 +34,6 @@ def check_contract_identity(db: Database, version_tag: str, contract_name: str, 
         raise ConfigError(f"this run's contract is {version_tag}, but the database holds results of {desc}. "
                           f"Mixing contract versions gives applications mapped two different ways. If the change is "
                           f"intended, redo the old ones with `reprocess` or run with --allow-contract-change "
-                          f"(see docs/operations.md, 'Changing the contract').")
+                          f"(see docs/operations.md, 'Re-running after a contract change').")
     log.warning("contract change allowed: this run uses %s; the database also holds %s", version_tag, desc)
     return others
