@@ -166,6 +166,18 @@ def test_unreachable_server_exits_3_with_one_line(command: list[str]) -> None:
     assert "\\n" not in p.stderr and "s3cret" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.postgres
+def test_server_refusing_the_credentials_is_a_configuration_error() -> None:
+    """The server answered (unknown role or database): exit 2, the configuration, not exit 3."""
+    from conftest import PG_URL
+    from xml_extractor.db.url import parse_url
+    if not PG_URL:
+        pytest.skip("PostgreSQL not available")
+    u = parse_url(PG_URL)
+    p = run_cli("status", "--db", f"postgresql://nosuchrole_fa@{u.host}:{u.port}/{u.database}")
+    assert p.returncode == 2 and "cannot connect" in p.stderr and "nosuchrole_fa" in p.stderr, p.stderr
+
+
 def _interrupt_when(p: "subprocess.Popen", ready: "Callable[[], bool]") -> tuple[int, str]:
     """SIGINT to the process group (Ctrl-C in a terminal) once ``ready`` holds; exit code, stderr."""
     import os

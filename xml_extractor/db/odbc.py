@@ -35,6 +35,10 @@ def odbc_connect(conn_str: str, driver_hint: str, autocommit: bool = False) -> A
         from .classify import CONNECTION_STATES, _first_line, _state_and_text
         state, text = _state_and_text(exc)
         reason = _first_line(exc)  # one line, password redacted (the driver's tuple has \n\t in it)
+        refused_by_config = ("authentication failed", "login failed", "no pg_hba.conf entry", "does not exist",
+                             "cannot open database", "permission denied")
+        if any(w in text for w in refused_by_config):  # the server answered: the credentials/database name (exit 2)
+            raise ConfigError(f"cannot connect: {reason}") from None
         if state in CONNECTION_STATES or "connection refused" in text or "could not connect" in text \
                 or "could not translate host name" in text or "timeout expired" in text:
             # the server refuses or cannot be reached: the environment (exit 3), not the configuration
