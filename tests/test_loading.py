@@ -72,6 +72,24 @@ def test_no_files_matched_is_a_usage_error(sqlite_url, tmp_path):
     assert p.returncode == 2 and "no files matched" in p.stderr
 
 
+def test_overlapping_arguments_load_each_file_once_and_generate_mock_says_it_created_the_schema(tmp_path):
+    """A folder and a glob inside it name the same files: each is loaded once, not a conflict with
+    itself. generate-mock into a fresh database says it created the schema, as load-xml does."""
+    d = tmp_path / "docs"
+    d.mkdir()
+    for i in (11, 12, 20):
+        (d / f"app-{i}.xml").write_text(_doc(str(i)), "utf-8")
+    url = f"sqlite:///{tmp_path / 'load.db'}"
+    p = cli("load-xml", str(d), str(d / "app-1*.xml"), "--db", url)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "carried by" not in p.stderr and set(_source(url, [11, 12, 20])) == {11, 12, 20}
+    fresh = f"sqlite:///{tmp_path / 'mock.db'}"
+    p = cli("generate-mock", "--db", fresh, "--count", "2", check=True)
+    assert p.stdout.startswith(f"created the schema in {fresh} (as init-db does)"), p.stdout
+    p = cli("generate-mock", "--db", fresh, "--count", "2", check=True)
+    assert "created the schema" not in p.stdout
+
+
 def test_read_commands_never_create_a_database_file(tmp_path):
     missing = tmp_path / "typo.db"
     for cmd in (["status"], ["reconcile"], ["failures"], ["quality"], ["run", "--no-progress"], ["reprocess", "--failed"],

@@ -33,8 +33,11 @@ class LoadReport:
 
 def expand_paths(paths: Iterable[str]) -> list[Path]:
     """Files of the arguments (files, folders: their *.xml, globs); an argument that matches no
-    file is a usage error (exit 2): a typo must not look like an empty load."""
+    file is a usage error (exit 2): a typo must not look like an empty load. A file several
+    arguments match (``DIR 'DIR/app-1*.xml'``) is listed once (by its resolved path), or it would
+    conflict with itself."""
     out: list[Path] = []
+    seen: set[Path] = set()
     unmatched: list[str] = []
     for p in paths:
         if any(c in p for c in "*?["):
@@ -47,7 +50,10 @@ def expand_paths(paths: Iterable[str]) -> list[Path]:
             found = []
         if not found:
             unmatched.append(p)
-        out += found
+        for f in found:
+            if (key := f.resolve()) not in seen:
+                seen.add(key)
+                out.append(f)
     if unmatched:
         raise ConfigError("no files matched: " + ", ".join(unmatched))
     return out
@@ -137,6 +143,16 @@ def _identify(path: Path, plan: DocumentPlan, db: Database, rep: LoadReport) -> 
     return _Candidate(path, app_id)
 
 
+def ensure_schema(db: Database) -> bool:
+    """Create the schema (as init-db does) when tables are missing; True when it created any, so
+    load-xml and generate-mock can say so."""
+    from .db.migrate import plan as schema_plan
+    created = any(c.column is None for c in schema_plan(db).additions)
+    if created:
+        init_db(db)
+    return created
+
+
 def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer: Iterable[str] = (),
                batch: int = 200) -> LoadReport:
     """Load files into the source table. Every per-file problem is a skip with a reason. Two files
@@ -144,12 +160,7 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
     them. An id already in the table is skipped unless ``replace``. Creates the schema when the
     database has none (and says so: ``created_schema``)."""
     files = expand_paths(paths)
-    from .db.migrate import plan as schema_plan
-    if any(c.column is None for c in schema_plan(db).additions):
-        init_db(db)
-        rep = LoadReport(created_schema=True)
-    else:
-        rep = LoadReport()
+    rep = LoadReport(created_schema=ensure_schema(db))
     from .contract.compiler import compile_contract
     plan = compile_contract(db.contract).document  # once, not per file
     by_id: dict[int, list[Path]] = collections.defaultdict(list)
@@ -208,7 +219,9 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
 def generate_into_db(db: Database, count: int, seed: int, faulty_share: float, start_id: int, batch: int = 200,
                      generator: Any = None) -> dict:
     """``generator``: anything with ``documents(start, count)`` (mock_rl.generator_for: rl, mixed)."""
-    init_db(db)
+    created = ensure_schema(db)
+    if not created:
+        init_db(db)  # as always: an existing schema gets what it lacks (columns, enum rows)
     gen = generator or MockGenerator(seed=seed, faulty_share=faulty_share)
     t0 = time.perf_counter()
     faults: collections.Counter = collections.Counter()
@@ -230,7 +243,7 @@ def generate_into_db(db: Database, count: int, seed: int, faulty_share: float, s
         written += len(rows)
     return {"written": written, "skipped": skipped, "seconds": time.perf_counter() - t0,
             "median_kb": statistics.median(sizes) / 1024 if sizes else 0, "faulty": sum(faults.values()),
-            "faults": dict(sorted(faults.items()))}
+            "faults": dict(sorted(faults.items())), "created_schema": created}
 
 
 def generate_into_folder(out_dir: str, count: int, seed: int, faulty_share: float, start_id: int,

@@ -66,6 +66,11 @@ def render_ddl(dialect: Any, contract: Any) -> str:
     return head + sep.join(stmts + seeds) + sep.rstrip("\n") + "\n"
 
 
+def _say_created(where: str) -> None:
+    """load-xml and generate-mock create a missing schema themselves: they say so."""
+    click.echo(f"created the schema in {where} (as init-db does)")
+
+
 @click.command("load-xml")
 @click.argument("paths", nargs=-1, required=True)
 @db_options
@@ -90,7 +95,7 @@ def load_xml_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None,
     finally:
         db.close()
     if report.created_schema:
-        click.echo(f"created the schema in {db.url.display()} (as init-db does)")
+        _say_created(db.url.display())
     click.echo(tabulate(sorted(report.counts.items()), headers=["outcome", "files"], tablefmt="simple"))
     for path, why in report.problems[:50]:
         click.echo(f"  skipped {path}: {why}", err=True)
@@ -130,6 +135,8 @@ def generate_mock_cmd(db_url: str | None, server: str | None, database: str | No
         stats = generate_into_db(db, count, seed, faulty_share, start_id, generator=gen)
         where = db.url.display()
         db.close()
+        if stats["created_schema"]:
+            _say_created(where)
     click.echo(f"generated {stats['written']} documents into {where} in {stats['seconds']:.1f}s "
                f"({stats['written'] / max(stats['seconds'], 1e-9):.0f}/s), median {stats['median_kb']:.0f} KB; "
                f"faulty: {stats['faulty']} {json.dumps(stats['faults'])}; skipped (already present): {stats['skipped']}")
