@@ -217,3 +217,16 @@ def test_sample_size_is_honoured_when_ids_have_gaps(db_url):
         db.close()
     p = cli("profile", "--db", db_url, "--sample", "61", "--format", "json")
     assert json.loads(p.stdout)["documents"] == 61, p.stderr
+
+
+def test_file_failures_name_their_path_and_map_checks_the_same_min_length(tmp_path):
+    """profile on files: a failure example carries the file's path (it has no app_id); map checks
+    the contract's min_length as run and profile do (it said 'at least 1 needed')."""
+    (tmp_path / "short.xml").write_text("<Provenir><Req", "utf-8")
+    (tmp_path / "empty.xml").write_text("", "utf-8")
+    p = cli("profile", str(tmp_path), "--format", "json")
+    examples = json.loads(p.stdout)["failure_examples"]
+    assert sorted(e["path"] for e in examples) == [str(tmp_path / "empty.xml"), str(tmp_path / "short.xml")]
+    assert all("at least 20 needed" in e["reason"] for e in examples), examples
+    m = cli("map", str(tmp_path / "empty.xml"))
+    assert m.returncode == 1 and "at least 20 needed" in m.stdout, m.stdout + m.stderr

@@ -232,6 +232,7 @@ class Profiler:
             self._stored[t.name] = tuple((self.report.columns[(t.name, n)], t_type)
                                          for n, t_type in ((c.name, c.type) for c in t.stored_columns))
         self._enum_of = {(t.name, c.name): c.spec["enum"] for t in contract.tables for c in t.columns if c.spec.get("enum")}
+        self.path: str | None = None  # the file being profiled (profile_files), for failure examples
 
     # the mapper's hook: every value a converter refused or rounded, with the converter's verdict
     def _observe(self, table: str, column: str, raw: Any, exc: Any, scope: Scope) -> None:
@@ -263,16 +264,18 @@ class Profiler:
                 if enum is not None:
                     self.report.enums[enum].unknown[str(raw).strip()[:80]] += 1
 
-    def add(self, source: Any, expected_app_id: int | None = None, tail: Any = None) -> None:
-        """One document (text or bytes). A document the run would fail is counted by stage.
-        NeedFullDocument (only a head was given and it did not settle the parse) propagates."""
+    def add(self, source: Any, expected_app_id: int | None = None, tail: Any = None, path: str | None = None) -> None:
+        """One document (text or bytes; ``path``: the file it came from). A document the run would
+        fail is counted by stage. NeedFullDocument (only a head was given and it did not settle the
+        parse) propagates."""
+        self.path = path
         try:
             parsed, app_id = parse_checked(self.plan.document, source, expected_app_id, self.contract.source_min_length, tail)
             if parsed.record is None:
                 raise ValidateFailure(f"no {self.plan.document.record_path} in the document", "NoRecordElement")
         except DocumentFailure as f:
             self.report.documents += 1
-            _count_failure(self.report, f, expected_app_id)
+            _count_failure(self.report, f, expected_app_id, path)
             return
         self.add_record(parsed.root, parsed.record, app_id)
 
@@ -283,7 +286,7 @@ class Profiler:
         try:
             mapped = map_record(self.plan, record, app_id, observe=self._observe)
         except DocumentFailure as f:
-            _count_failure(rep, f, app_id)
+            _count_failure(rep, f, app_id, self.path)
             return
         rep.mapped += 1
         for table, rows in mapped.rows.items():
@@ -335,10 +338,13 @@ class Profiler:
                     stack.append((child, path + (child.tag,)))
 
 
-def _count_failure(rep: "ProfileReport", f: DocumentFailure, app_id: int | None) -> None:
+def _count_failure(rep: "ProfileReport", f: DocumentFailure, app_id: int | None, path: str | None = None) -> None:
+    """Count a failure by stage; keep a few examples, with the file's path when profiling files
+    (a document that fails to parse has no app_id to find it by)."""
     rep.failed[f.stage] += 1
     if len(rep.failure_examples) < EXAMPLES * 3:
-        rep.failure_examples.append({"app_id": app_id, "stage": f.stage, "reason": f.reason[:300]})
+        rep.failure_examples.append({"app_id": app_id, "stage": f.stage, "reason": f.reason[:300],
+                                     **({"path": path} if path is not None else {})})
 
 
 class ProfileSet:
@@ -353,13 +359,15 @@ class ProfileSet:
         self._document = replace(doc, record_steps=doc.scope_steps)  # the parse yields the scope element
         self._records = [m.plan.document.record_steps[len(doc.scope_steps):] for m in self.members]
 
-    def add(self, source: Any, expected_app_id: int | None = None, tail: Any = None) -> None:
+    def add(self, source: Any, expected_app_id: int | None = None, tail: Any = None, path: str | None = None) -> None:
         first = self.members[0]
+        for m in self.members:
+            m.path = path
         try:
             parsed, app_id = parse_checked(self._document, source, expected_app_id, first.contract.source_min_length, tail)
         except DocumentFailure as f:
             self.report.documents += 1
-            _count_failure(self.report, f, expected_app_id)
+            _count_failure(self.report, f, expected_app_id, path)
             return
         for member, steps in zip(self.members, self._records):
             record = parsed.record  # the scope element
@@ -370,7 +378,8 @@ class ProfileSet:
                 return
         self.report.documents += 1
         tried = "; ".join(m.plan.document.record_path for m in self.members)
-        _count_failure(self.report, ValidateFailure(f"the document has none of the records {tried}", "NoContract"), app_id)
+        _count_failure(self.report, ValidateFailure(f"the document has none of the records {tried}", "NoContract"), app_id,
+                       path)
 
     @property
     def reports(self) -> list[ProfileReport]:
@@ -470,7 +479,7 @@ def profile_files(contracts: list["Contract"], paths: list[Path],
     """Profile document files (no database)."""
     prof = make_profiler(contracts, f"{len(paths)} file(s)")
     for p in paths:
-        prof.add(p.read_bytes())
+        prof.add(p.read_bytes(), path=str(p))
         if progress is not None:
             progress(1)
     return prof

@@ -68,9 +68,10 @@ def map_cmd(file: str, contract_path: str | None, fmt: str, app_id: int | None) 
     from .. import compile_contract, load_contract
     from ..errors import DocumentFailure
     from ..mapping import map_document
-    plan = compile_contract(load_contract(contract_path))
-    try:
-        mapped = map_document(plan, Path(file).read_bytes(), expected_app_id=app_id)
+    loaded = load_contract(contract_path)
+    plan = compile_contract(loaded)
+    try:  # the contract's min_length, as run and profile check it
+        mapped = map_document(plan, Path(file).read_bytes(), expected_app_id=app_id, min_length=loaded.source_min_length)
     except DocumentFailure as f:
         if fmt == "json":
             click.echo(json.dumps({"status": "failed", "stage": f.stage, "error_class": f.error_class, "reason": f.reason}, indent=2))
