@@ -115,3 +115,15 @@ def test_queue_mode_limit_leaves_the_rest_of_a_chunk_claimable(sqlite_url):
     (s2,) = summaries(start_all([base(sqlite_url) + ["--mode", "queue", "--chunk-size", "100"]]))
     assert s2["success"] + s2["failed"] == N_APPS - 30
     assert_exactly_once(sqlite_url)
+
+
+def test_launch_in_queue_mode_starts_plain_queue_instances(tmp_path):
+    """launch --mode queue passes no --instance-id/--instance-count (run refuses them with a queue):
+    the instances share the work queue and do every application once."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    cli("generate-mock", "--db", url, "--count", "120", check=True)
+    p = cli("launch", "--instances", "2", "--db", url, "--mode", "queue", "--workers", "1", "--chunk-size", "30")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "do not combine" not in p.stdout + p.stderr
+    last = p.stdout.strip().splitlines()[-1].split()
+    assert last[:4] == ["all", "0", "120", "120"], p.stdout

@@ -24,7 +24,7 @@ from tabulate import tabulate
 from ..errors import ConfigError
 from ..progress import rate_per_minute
 from .common import ENV, handle_errors
-from .launch_progress import LaunchProgress
+from .launch_progress import LaunchProgress, _run_params
 
 @click.command("launch", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--instances", type=click.IntRange(min=1), required=True, envvar=ENV + "INSTANCES",
@@ -33,15 +33,20 @@ from .launch_progress import LaunchProgress
 @handle_errors
 def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     """Start N partitioned `run` instances as subprocesses, prefix their output, sum them up.
-    Ctrl-C (or SIGTERM) stops them all cleanly."""
+    Ctrl-C (or SIGTERM) stops them all cleanly. With --mode queue the N instances share the work
+    queue instead of a partition each (launch passes them no --instance-id/--instance-count)."""
     for bad in ("--instance-id", "--instance-count"):
         if any(a == bad or a.startswith(bad + "=") for a in run_args):
             raise ConfigError(f"launch sets {bad} itself; do not pass it")
+    # queue mode: the instances coordinate through the work queue, so each is a plain queue run (no
+    # partition of its own: run refuses --instance-count with --mode queue)
+    queue = _run_params(run_args).get("mode") == "queue"
     folder = Path(tempfile.mkdtemp(prefix="xml-extractor-launch-"))
     procs = []
     for i in range(instances):
+        part = [] if queue else ["--instance-id", str(i), "--instance-count", str(instances)]
         cmd = [sys.executable, "-m", "xml_extractor", "run", "--no-progress", *run_args,
-               "--instance-id", str(i), "--instance-count", str(instances), "--summary-json", str(folder / f"{i}.json")]
+               *part, "--summary-json", str(folder / f"{i}.json")]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent()))
 

@@ -44,6 +44,7 @@ class LaunchProgress:
         self._db: Any = None
         self._since: Any = None
         self._total: int | None = None
+        self._queue = False  # queue mode: every instance is instance 0 of 1; only the total is known
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -85,6 +86,7 @@ class LaunchProgress:
         from ..db.store import utcnow
         from .common import resolve_url
         p = _run_params(self.run_args)
+        self._queue = p.get("mode") == "queue"
         self._db = Database(resolve_url(p.get("db_url"), p.get("server"), p.get("database"), p.get("username")),
                             load_contract(p.get("contract_path")))
         self._since = utcnow()
@@ -104,7 +106,7 @@ class LaunchProgress:
     def _render(self) -> str:
         from ..db.store import utcnow
         rows = self._db.autocommit_query(self._db.sql("launch_progress"), {"since": self._since,
-                                                                          "instance_count": self.instances})
+                                                                          "instance_count": 1 if self._queue else self.instances})
         per = {int(i): (int(ok or 0) + int(bad or 0)) for i, ok, bad, _, _ in rows}
         first = min((r[3] for r in rows if r[3] is not None), default=None)
         done = sum(per.values())
@@ -119,7 +121,8 @@ class LaunchProgress:
         parts = [f"{done:,}{total} done", f"{rate:,.0f}/min"]
         if eta is not None:
             parts.append(f"ETA {eta:.0f} min" if eta >= 1 else f"ETA {eta * 60:.0f} s")
-        inst = " ".join(f"[{i}] {per.get(i, 0):,} " + ("running" if s is None else f"exit {s}") for i, s in enumerate(states))
+        inst = " ".join(f"[{i}] " + ("" if self._queue else f"{per.get(i, 0):,} ") + ("running" if s is None else f"exit {s}")
+                        for i, s in enumerate(states))
         return " | ".join(parts) + " | " + inst
 
     def _draw(self, line: str, final: bool = False) -> None:
