@@ -230,3 +230,13 @@ def test_file_failures_name_their_path_and_map_checks_the_same_min_length(tmp_pa
     assert all("at least 20 needed" in e["reason"] for e in examples), examples
     m = cli("map", str(tmp_path / "empty.xml"))
     assert m.returncode == 1 and "at least 20 needed" in m.stdout, m.stdout + m.stderr
+
+
+def test_operator_labels_say_what_they_count(tmp_path):
+    """failures --csv help lists the CSV's real columns; reconcile's label reads 'an app_base row'."""
+    h = " ".join(cli("failures", "--help", check=True).stdout.split())
+    assert "app_id, attempt, stage, error_class, reason, logged_at, contract" in h
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    cli("init-db", "--db", url, check=True)
+    out = cli("reconcile", "--db", url).stdout
+    assert "success without an app_base row" in out and "without a app_base" not in out, out

@@ -217,7 +217,7 @@ def reconcile(db: Database) -> dict:
     source = int(_q(db, db.sql("ops_count_source"), {})[0][0])
     base_rows = int(_q(db, db.sql("ops_count_rows", table=db.table(base.name)), {})[0][0])
     exact = not base_orphans and not multiple
-    run("no_base", f"success without a {base.name} row", "reconcile_success_without_base", gap="missing rows",
+    run("no_base", f"success without {'an' if base.name[:1].lower() in 'aeiou' else 'a'} {base.name} row", "reconcile_success_without_base", gap="missing rows",
         derived=success_rows - base_rows if exact else None,
         note=f"none: as many success rows as {base.name} rows, each with its success row",
         base=db.table(base.name), base_key=q(base.app_id_column))

@@ -91,7 +91,8 @@ def _print_status(d: dict) -> None:
               help="Only failures at this stage.")
 @click.option("--app-id", type=int, default=None, help="One application's full history of attempts and events.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Also write every failed application (app_id, stage, error_class, reason, contract) to this CSV file.")
+              help="Also write every failed attempt of the failed applications to this CSV file (columns: app_id, attempt, "
+                   "stage, error_class, reason, logged_at, contract).")
 @click.option("--contract-name", default=None, metavar="NAME",
               help=f"Only failures of this contract of a contract set ('{ops.NOT_ROUTED}': failed before routing).")
 @handle_errors

@@ -125,13 +125,13 @@ def _print_table(r: dict) -> None:
         click.echo(tabulate([[f"{c['table']}.{c['column']}", c["values"], c["capacity_loss"],
                               ", ".join(f"{k} {v}" for k, v in c["capacity"].items()), _fit(c),
                               _example(c["capacity_examples"])] for c in cap],
-                            headers=["column", "values", "lost", "what", "seen / declared", "example"], tablefmt="simple"))
+                            headers=["column", "non-null values", "lost", "what", "seen / declared", "example"], tablefmt="simple"))
     inv = [c for c in r["columns"] if c["invalid"]]
     click.echo(f"\ninvalid values: rejected by the contract's rules on purpose -- the data is wrong ({len(inv)} columns)")
     if inv:
         click.echo(tabulate([[f"{c['table']}.{c['column']}", c["values"], c["invalid"],
                               ", ".join(f"{k} {v}" for k, v in c["events"].items()), _example(c["invalid_examples"])]
-                             for c in inv], headers=["column", "values", "invalid", "events", "example"], tablefmt="simple"))
+                             for c in inv], headers=["column", "non-null values", "invalid", "events", "example"], tablefmt="simple"))
     seen = [c for c in r["columns"] if c["values"] and not c["capacity_loss"]]
     click.echo(f"\n{len(seen)} columns received values that all fit; {sum(1 for c in r['columns'] if not c['values'])} "
                "received none in this sample (--format json lists every column with its largest value)")
