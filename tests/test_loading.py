@@ -3,6 +3,9 @@ is preferred; a pattern matching nothing is a usage error; read commands never c
 file; setup commands run concurrently without failing."""
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.queues
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,34 @@ def test_contract_table_names_that_clash_are_refused(tmp_path, table_index, name
         load_contract(str(path))
     p = cli("validate-contract", str(path))
     assert p.returncode == 2 and name in p.stderr + p.stdout
+
+
+def _connect_at(path: str, start: float, out: "multiprocessing.queues.Queue") -> None:
+    from xml_extractor.db.sqlite import SQLiteDialect
+    from xml_extractor.db.url import parse_url
+    while time.time() < start:
+        pass
+    try:
+        conn = SQLiteDialect().connect(parse_url(f"sqlite:///{path}"))
+        out.put(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    except Exception as exc:  # noqa: BLE001
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_one_fresh_sqlite_file_at_the_same_instant_all_get_wal(tmp_path):
+    """Converting a fresh file to WAL needs the exclusive lock, and SQLite refuses the losers at
+    once ("database is locked") without calling the busy handler: two generate-mock or init-db
+    started together on a new file lost one (CI saw it). Six processes, released at one instant,
+    ten fresh files: every connection must end up open and in WAL mode."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        path = str(tmp_path / f"fresh{round_}.db")
+        out = ctx.Queue()
+        start = time.time() + 0.3
+        procs = [ctx.Process(target=_connect_at, args=(path, start, out)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        results = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert results == ["wal"] * 6, (round_, results)

@@ -90,6 +90,25 @@ def check_sqlite_path(path: str) -> None:
         raise ConfigError(f"cannot create {path}: folder {folder} does not exist")
 
 
+def _switch_to_wal(conn: sqlite3.Connection, wait_seconds: float = 120.0) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while another connection holds the file. On a fresh
+    file two processes converting it at once (two generate-mock, two init-db) both hold a read
+    lock and want the exclusive one: SQLite refuses one *at once* with "database is locked",
+    without calling the busy handler (deadlock avoidance), so the 120 s busy timeout does not help.
+    Once the file is in WAL mode the pragma is a no-op that never conflicts."""
+    import random
+    import time
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.05))
+
+
 class SQLiteDialect(Dialect):
     name = "sqlite"
     supports_schemas = False
@@ -111,7 +130,7 @@ class SQLiteDialect(Dialect):
         conn = sqlite3.connect(url.path, timeout=120, isolation_level=None, check_same_thread=False,
                                factory=BindingConnection)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")  # the first statement that reads the file's header
+            _switch_to_wal(conn)  # the first statement that reads the file's header
         except sqlite3.DatabaseError as exc:
             conn.close()
             if "not a database" in str(exc) or "encrypted" in str(exc):
