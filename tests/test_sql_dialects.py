@@ -300,3 +300,28 @@ def test_statement_binds_by_name() -> None:
         st.bind({"x": 1, "ids": [1]})
     with pytest.raises(TypeError, match="unexpected \\['q'\\]"):
         st.values({"x": 1, "y": 2, "ids": 3, "q": 4})
+
+
+@pytest.mark.parametrize("dialect, lock", [("mssql", "EXEC sp_getapplock"), ("postgresql", "pg_advisory_xact_lock")])
+def test_init_db_takes_its_lock_before_any_ddl(dialect: str, lock: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two init-db at once on a fresh server database: the second waits for the first's lock
+    (PostgreSQL is exercised live in test_loading; SQL Server only here)."""
+    from types import SimpleNamespace
+
+    from xml_extractor.db import store
+
+    class Cursor(RecordingCursor):
+        def close(self) -> None:
+            pass
+
+    cur = Cursor()
+    db = Database(URLS[dialect], contract(), connect=False)
+    monkeypatch.setattr(db, "begin", lambda: cur.sql.append("BEGIN"))
+    monkeypatch.setattr(db, "execute", lambda sql, params=None: (cur.sql.append(str(sql)), cur)[1])
+    monkeypatch.setattr(db, "query", lambda sql, params=None: [])
+    monkeypatch.setattr(db, "commit", lambda: cur.sql.append("COMMIT"))
+    monkeypatch.setattr(db, "conn", SimpleNamespace(cursor=lambda: cur))
+    store.init_db(db)
+    assert cur.sql[0] == "BEGIN" and cur.sql[1].startswith(("SELECT " + lock, lock)), cur.sql[:2]
+    assert cur.sql[-1] == "COMMIT" and sum(lock in s for s in cur.sql) == 1
+    assert any(s.startswith(("CREATE TABLE", "IF OBJECT_ID")) for s in cur.sql[2:])

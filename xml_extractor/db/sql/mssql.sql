@@ -16,6 +16,12 @@ WITH c AS (
 UPDATE c SET owner = :owner, lease_until = {lease_expr}, claims = claims + 1
 OUTPUT inserted.chunk_id, inserted.lo, inserted.hi;
 
+-- name: init_lock
+-- init-db's DDL and seed, one at a time (until the transaction ends): IF OBJECT_ID(...) IS NULL
+-- CREATE TABLE in two sessions at once otherwise fails in one ("There is already an object named").
+-- After 120 s without the lock it goes on and the DDL's own error, if any, is reported.
+EXEC sp_getapplock @Resource = N'xml_extractor:init-db', @LockMode = 'Exclusive', @LockOwner = 'Transaction', @LockTimeout = 120000;
+
 -- name: fetch_heads
 -- Only the text up to the end of the scope element and the last 200 characters (see postgresql.sql).
 SELECT x.id,
