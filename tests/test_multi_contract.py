@@ -168,7 +168,11 @@ def _direct_counts(db_url: str) -> tuple[dict, Counter, dict[int, str]]:
     pending = len(source - set(last))
     if pending:
         out["(not routed yet)"] = {"contract": "(not routed yet)", "success": 0, "failed": 0, "pending": pending}
-    per_event = Counter((success.get(int(a)) or "(not routed)", t, c, k) for a, t, c, k in events)
+    routed: dict[int, str] = {}
+    for a, _, _, n in log:
+        if n is not None:
+            routed[int(a)] = max(n, routed.get(int(a), n))
+    per_event = Counter((routed.get(int(a), "(not routed)"), t, c, k) for a, t, c, k in events)
     return out, per_event, failed
 
 
@@ -208,6 +212,9 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
     q = json.loads(p.stdout)["events"]
     assert {(e["contract"], e["table"], e["column"], e["event_type"]): e["events"] for e in q} == dict(events)
     assert {e["contract"] for e in q} >= {"credit_card", "rec_lending"}
+    collisions = [e for e in q if e["event_type"] in ("con_id_collision", "key_collision")]
+    assert collisions and all(e["contract"] in ("credit_card", "rec_lending") for e in collisions), collisions
+    assert "(not routed)" not in {e["contract"] for e in q}  # no event without the contract that produced it
     assert "rec_lending" in cli("quality", "--db", db_url, *SET, check=True).stdout.split("events per contract")[1]
 
     p = cli("reconcile", "--db", db_url, *SET, "--format", "json")

@@ -524,22 +524,24 @@ WHERE {is_final_failed} AND NOT EXISTS (SELECT 1 FROM {log} n WHERE n.app_id = f
 GROUP BY f.contract_name, f.status;
 
 -- name: quality_event_groups_by_contract
--- Data-quality events by the contract that mapped the application (its success row: one probe of
--- ix_processing_log_status_app per event; NULL: no success row), table, column and kind.
-SELECT l.contract_name, e.table_name, e.column_name, e.event_type, COUNT(*), COUNT(DISTINCT e.app_id), MIN(e.event_id)
-FROM {events} e LEFT JOIN {log} l ON l.app_id = e.app_id AND l.status = 'success'
-GROUP BY l.contract_name, e.table_name, e.column_name, e.event_type ORDER BY COUNT(*) DESC;
+-- Data-quality events by the contract that produced them (the application's routed contract in
+-- the log: one probe of the (app_id, attempt) index per event; a routed application that failed,
+-- e.g. on a key collision, counts under its contract as in failures), table, column and kind.
+SELECT x.contract_name, x.table_name, x.column_name, x.event_type, COUNT(*), COUNT(DISTINCT x.app_id), MIN(x.event_id)
+FROM (SELECT (SELECT MAX(l.contract_name) FROM {log} l WHERE l.app_id = e.app_id) AS contract_name,
+             e.table_name, e.column_name, e.event_type, e.app_id, e.event_id FROM {events} e) x
+GROUP BY x.contract_name, x.table_name, x.column_name, x.event_type ORDER BY COUNT(*) DESC;
 
 -- name: quality_examples_of_contract
--- quality_examples of the applications one contract of a set mapped (a success-row probe per event read).
+-- quality_examples of the applications one contract of a set produced (a log probe per event read).
 SELECT {top} e.raw_value, e.reason FROM {events} e
 WHERE e.table_name = :table_name AND e.column_name = :column_name AND e.event_type = :event_type AND e.event_id >= :first_id
-  AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = e.app_id AND l.status = 'success' AND l.contract_name = :contract_name)
+  AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = e.app_id AND l.contract_name = :contract_name)
 ORDER BY e.event_id {limit};
 
 -- name: quality_examples_no_column_of_contract
 -- The same for events that name no column.
 SELECT {top} e.raw_value, e.reason FROM {events} e
 WHERE e.table_name = :table_name AND e.column_name IS NULL AND e.event_type = :event_type AND e.event_id >= :first_id
-  AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = e.app_id AND l.status = 'success' AND l.contract_name = :contract_name)
+  AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = e.app_id AND l.contract_name = :contract_name)
 ORDER BY e.event_id {limit};
