@@ -173,3 +173,22 @@ def test_driver_errors_are_typed_rows_or_environment():
         if kind:
             assert err.kind == kind
     assert isinstance(wrap_sqlite(KeyError("x")), KeyError)  # not the driver's: unchanged (a bug stays a bug)
+
+
+def test_a_connection_dropped_before_the_schema_check_is_reconnected_not_called_a_missing_schema(db_url):
+    """run and reprocess check the schema first (db/migrate.py require_current). A connection the
+    server drops at that moment (a failover, pg_terminate_backend) used to be reported as "could not
+    read the database schema: run init-db", exit 2: the operator was sent to fix a schema that was
+    fine. It is read again on a new connection."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a server-side connection to terminate")
+    from xml_extractor.db.migrate import require_current
+    cli("init-db", "--db", db_url, check=True)
+    db = open_db(db_url)
+    try:
+        pid = db.autocommit_query("SELECT pg_backend_pid()")[0][0]
+        _pg_admin_exec(f"SELECT pg_terminate_backend({int(pid)})")
+        require_current(db)  # raised SchemaMissing before the fix
+        assert db.autocommit_query("SELECT pg_backend_pid()")[0][0] != pid  # a new connection did the read
+    finally:
+        db.close()

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, SchemaMissing
+from ..errors import ConfigError, SchemaMissing, TransientDatabaseError
 from .base import HISTORY_SUFFIX, REQUEST_TABLE
 from .database import Database
 
@@ -341,9 +341,9 @@ def require_current(db: Database) -> None:
     """At the start of run/reprocess: the database must match the contract. Raises SchemaRefused
     (lossy differences) or SchemaMissing (init-db would fix it), both exit 2, with the plan."""
     try:
-        p = plan(db)
-    except ConfigError:
-        raise
+        p = db.with_retry(lambda: plan(db))  # read-only: a dropped connection is reconnected and read again
+    except (ConfigError, TransientDatabaseError):
+        raise  # a connection that stays lost is the environment (exit 3), not a schema to create
     except Exception as exc:  # noqa: BLE001 - introspection failed: the schema is not what we need
         db.rollback()
         raise SchemaMissing(f"could not read the database schema ({str(exc).splitlines()[0][:300]}): "
