@@ -170,3 +170,29 @@ def test_processes_opening_one_fresh_sqlite_file_at_the_same_instant_all_get_wal
         for p in procs:
             p.join(timeout=60)
         assert results == ["wal"] * 6, (round_, results)
+
+
+def test_ids_outside_the_selectable_range_are_refused_and_the_edges_are_processed(db_url, tmp_path):
+    """The id range a database can load is the one run can process: ids past the source's int
+    column (PostgreSQL) or the contract's int app_id columns (SQLite's source holds 64 bits; such an
+    id failed at map with a misleading "no usable value") are refused by load-xml (a skip) and
+    generate-mock (exit 2, nothing written); the lowest and highest accepted ids are processed."""
+    lo, hi = -(2 ** 31), 2 ** 31 - 1
+    d = tmp_path / "edge"
+    d.mkdir()
+    (d / "below.xml").write_text(_doc(str(lo - 1)), "utf-8")
+    p = cli("load-xml", str(d), "--db", db_url)
+    assert p.returncode == 1 and f"Request/@ID {lo - 1} does not fit" in p.stderr, p.stdout + p.stderr
+    for start, count in ((hi - 2, 5), (lo - 1, 3)):
+        p = cli("generate-mock", "--db", db_url, "--count", str(count), "--start-id", str(start))
+        assert p.returncode == 2 and f"hold {lo}..{hi}" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not _source(db_url, [lo, hi])
+    cli("generate-mock", "--db", db_url, "--count", "2", "--start-id", str(lo), "--faulty-share", "0", check=True)
+    cli("generate-mock", "--db", db_url, "--count", "2", "--start-id", str(hi - 1), "--faulty-share", "0", check=True)
+    p = cli("run", "--db", db_url, "--no-progress", "--workers", "1", "--instance-id", "1", "--instance-count", "3")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for i in (0, 2):
+        cli("run", "--db", db_url, "--no-progress", "--workers", "1", "--instance-id", str(i), "--instance-count", "3",
+            check=True)
+    p = cli("reconcile", "--db", db_url)
+    assert p.returncode == 0, p.stdout

@@ -59,10 +59,28 @@ def expand_paths(paths: Iterable[str]) -> list[Path]:
     return out
 
 
-def id_in_range(db: Database, app_id: int) -> bool:
-    """Does the id fit the source table's id column (Dialect.source_id_max)?"""
+def id_range(db: Database) -> tuple[int, int]:
+    """The ids the tool can load and process: what the source table's id column holds
+    (Dialect.source_id_max) and what the contract's app_id columns hold (``int`` in the packaged
+    contracts: a larger id would be rejected at map), within the 64-bit range selection works in
+    (partition.ID_MIN: the lowest 64-bit id, -2**63, is left out, so 'id > lo - 1' always binds)."""
+    from .contract.converters import INT_RANGES
+    from .processing.partition import ID_MIN
     hi = db.dialect.source_id_max
-    return -hi - 1 <= app_id <= hi
+    lo = max(-hi - 1, ID_MIN)
+    members = db.contract.extra.get("members") or [db.contract]
+    for c in members:
+        for t in c.tables:
+            for col in t.stored_columns:
+                if col.name == t.app_id_column and col.type in INT_RANGES:
+                    lo, hi = max(lo, INT_RANGES[col.type][0]), min(hi, INT_RANGES[col.type][1])
+    return lo, hi
+
+
+def id_in_range(db: Database, app_id: int) -> bool:
+    """Does the id fit the source table's id column and the selectable range (id_range)?"""
+    lo, hi = id_range(db)
+    return lo <= app_id <= hi
 
 
 def document_id(text: str, plan: DocumentPlan) -> int:
@@ -138,7 +156,8 @@ def _identify(path: Path, plan: DocumentPlan, db: Database, rep: LoadReport) -> 
         return None
     if not id_in_range(db, app_id):
         rep.skip(str(path), "id out of range",
-                 f"Request/@ID {app_id} does not fit the source table's id column ({db.dialect.name})")
+                 f"Request/@ID {app_id} does not fit the source table's id column ({db.dialect.name}) "
+                 f"or the contract's app_id columns: {'..'.join(map(str, id_range(db)))}")
         return None
     return _Candidate(path, app_id)
 
@@ -219,6 +238,10 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
 def generate_into_db(db: Database, count: int, seed: int, faulty_share: float, start_id: int, batch: int = 200,
                      generator: Any = None) -> dict:
     """``generator``: anything with ``documents(start, count)`` (mock_rl.generator_for: rl, mixed)."""
+    lo, hi = id_range(db)
+    if count > 0 and not (lo <= start_id and start_id + count - 1 <= hi):
+        raise ConfigError(f"--start-id {start_id} with --count {count} gives ids {start_id}..{start_id + count - 1}; "
+                          f"the source table's id column ({db.dialect.name}) and the contract's app_id columns hold {lo}..{hi}")
     created = ensure_schema(db)
     if not created:
         init_db(db)  # as always: an existing schema gets what it lacks (columns, enum rows)
