@@ -280,3 +280,31 @@ def test_environment_variable_exceptions_are_exactly_the_documented_ones() -> No
     assert exceptions == {("bench", "db", "XML_EXTRACTOR_BENCH_DB"), ("profile", "sample", "XML_EXTRACTOR_PROFILE_SAMPLE")}
     usage = (ROOT / "docs" / "usage.md").read_text("utf-8")
     assert all(f"`{c} --{o}` reads `{e}`" in usage for c, o, e in exceptions)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--metrics-dir", "{file}"], "--metrics-dir {file}: cannot write there"),
+    (["--logs-dir", "{file}/logs"], "--logs-dir {file}/logs: cannot write there"),
+    (["--reconnect-seconds", "-1"], "--reconnect-seconds must be a number of seconds"),
+    (["--reconnect-seconds", "nan"], "--reconnect-seconds must be a number of seconds"),
+])
+def test_run_refuses_bad_folders_and_durations_before_any_work(tmp_path: Path, extra: list[str], message: str) -> None:
+    """A --metrics-dir that is a file used to be found after the whole run (exit 1, a traceback,
+    no summary); --reconnect-seconds -1 or nan were accepted. Exit 2 before anything is processed."""
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    assert invoke("generate-mock", "--db", url, "--count", "5").exit_code == 0
+    blocker = tmp_path / "metrics.txt"
+    blocker.write_text("a file where a folder should be")
+    for command in (["run"], ["reprocess", "1", "2"]):
+        args = [*command, "--db", url, "--no-progress", *(a.replace("{file}", str(blocker)) for a in extra)]
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 2 and message.replace("{file}", str(blocker)) in r.output, (args, r.output)
+        assert "Traceback" not in r.output
+    with sqlite3.connect(tmp_path / "d.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM processing_log").fetchone()[0] == 0
+
+
+def test_failures_csv_that_cannot_be_written_exits_2(processed: str, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    r = CliRunner().invoke(cli, ["failures", "--db", processed, "--csv", str(tmp_path / "afile" / "f.csv")])
+    assert r.exit_code == 2 and f"--csv {tmp_path / 'afile' / 'f.csv'}: cannot write it" in r.output, r.output

@@ -124,10 +124,13 @@ def failures_cmd(fmt: str, stage: str | None, app_id: int | None, csv_file: str 
         groups = ops.failures(db, stage, contract=contract_name)
         if csv_file:
             rows = ops.failed_rows(db, stage, contract_name)
-            with open(csv_file, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(["app_id", "attempt", "stage", "error_class", "reason", "logged_at", "contract"])
-                w.writerows(rows)
+            try:
+                with open(csv_file, "w", newline="", encoding="utf-8") as fh:
+                    w = csv.writer(fh)
+                    w.writerow(["app_id", "attempt", "stage", "error_class", "reason", "logged_at", "contract"])
+                    w.writerows(rows)
+            except OSError as exc:
+                raise ConfigError(f"--csv {csv_file}: cannot write it ({exc.strerror or exc})") from None
         if fmt == "json":
             _json(groups)
             return

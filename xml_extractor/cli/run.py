@@ -38,6 +38,7 @@ def execute_run(kw: dict, summary_json: str | None = None) -> Any:
         total = _pending_count(opts)
         bar = click.progressbar(length=total or 0, label="applications", show_pos=True, show_eta=True, file=sys.stderr)
         bar.__enter__()
+    opts.prepare_folders()  # a folder that takes no file: exit 2 now, not a traceback after the run
     handler, log_file = _configure_logging(opts)
     try:
         summary = ProductionProcessor(opts, on_progress=(bar.update if bar else None), log_file=log_file).run()

@@ -9,7 +9,9 @@ from it. ``RunOptions`` is the same class under the name the command line and th
 from __future__ import annotations
 
 import logging
+import math
 import os
+import tempfile
 import socket
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -18,6 +20,18 @@ from typing import Any
 from ..db.url import DatabaseURL, parse_url
 from ..errors import ConfigError
 from .partition import ID_MAX, ID_MIN
+
+
+def writable_folder(flag: str, folder: str) -> None:
+    """Make ``folder`` (parents too) and write a probe file in it; ConfigError naming ``flag`` if
+    either fails (a file in the way, no permission, a read-only or pseudo file system)."""
+    from pathlib import Path
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from None
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,16 @@ class RunContext:
             raise ConfigError("--lease-seconds must be at least 5")
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size must be at least 1 (got {self.chunk_size})")
+        if not (math.isfinite(self.reconnect_seconds) and self.reconnect_seconds >= 0):
+            raise ConfigError(f"--reconnect-seconds must be a number of seconds, 0 or more (got {self.reconnect_seconds})")
+
+    def prepare_folders(self) -> None:
+        """Create --logs-dir and --metrics-dir and prove they take a file, before any work: a bad
+        folder found after the run (the metrics are written last) stopped a finished run with a
+        traceback and exit 1. ConfigError (exit 2) names the flag."""
+        for flag, folder in (("--logs-dir", self.logs_dir), ("--metrics-dir", self.metrics_dir)):
+            if folder:
+                writable_folder(flag, folder)
 
     # -- derived --------------------------------------------------------------------------------
     @property

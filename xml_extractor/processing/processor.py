@@ -164,6 +164,7 @@ class ProductionProcessor:
                  ctx.workers, ctx.batch_size)
         coord = ParallelCoordinator(summary, ctx.workers, ctx.lease_seconds if ctx.mode == "queue" else None,
                                     ctx.retry_failed)
+        ctx.prepare_folders()  # --logs-dir/--metrics-dir take a file, or exit 2 before any work
         require_exists(ctx.database_url)  # a missing SQLite file: exit 2, never a new empty database
         self._db = Database(ctx.database_url, self.contract, ctx.reconnect_seconds, connect=False)
         self._db.connect_patiently()  # a server that refuses: retried for --reconnect-seconds, then exit 3
@@ -334,11 +335,15 @@ class ProductionProcessor:
         ctx = self.ctx
         if not ctx.metrics_dir:
             return None
-        Path(ctx.metrics_dir).mkdir(parents=True, exist_ok=True)
         path = Path(ctx.metrics_dir) / (f"run-{time.strftime('%Y%m%d-%H%M%S')}-i{ctx.instance_id}of{ctx.instance_count}"
                                         f"-{ctx.session_id[:8]}.json")
+        try:  # the folder was proven at start (prepare_folders); a disk that fills up since must not
+            Path(ctx.metrics_dir).mkdir(parents=True, exist_ok=True)  # turn a finished run into a crash
+            path.write_text(json.dumps(summary.public(), indent=2, default=str), encoding="utf-8")
+        except OSError as exc:
+            log.error("metrics not written to %s: %s", path, exc)
+            return None
         summary.metrics_file = str(path)
-        path.write_text(json.dumps(summary.public(), indent=2, default=str), encoding="utf-8")
         return str(path)
 
 
