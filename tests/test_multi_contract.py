@@ -215,6 +215,10 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
     collisions = [e for e in q if e["event_type"] in ("con_id_collision", "key_collision")]
     assert collisions and all(e["contract"] in ("credit_card", "rec_lending") for e in collisions), collisions
     assert "(not routed)" not in {e["contract"] for e in q}  # no event without the contract that produced it
+    for name in ("credit_card", "rec_lending"):  # one contract on the shared database: its own events only
+        p = cli("quality", "--db", db_url, "--contract", name, "--format", "json", check=True)
+        mine = {(e["table"], e["column"], e["event_type"]): e["events"] for e in json.loads(p.stdout)["events"]}
+        assert mine == {(t, c, k): n for (who, t, c, k), n in events.items() if who == name}, name
     assert "rec_lending" in cli("quality", "--db", db_url, *SET, check=True).stdout.split("events per contract")[1]
 
     p = cli("reconcile", "--db", db_url, *SET, "--format", "json")

@@ -259,14 +259,20 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
     the first ``sample_rows`` rows of each table (None: every row: a full scan of every table,
     minutes at tens of millions of rows)."""
     per_contract = bool(db.contract.extra.get("members"))  # a contract set: by the contract that mapped the application
+    # one contract on a database other contracts also wrote to (one source, two product lines):
+    # that contract's applications only, not every event in the table
+    shared = not per_contract and bool(
+        {str(v).split("@", 1)[0] for (v,) in _q(db, db.sql("log_contract_version_list"), {})} - {db.contract.name})
     if per_contract:
         groups = list(_q(db, db.sql("quality_event_groups_by_contract"), {}))
+    elif shared:
+        groups = [g for g in _q(db, db.sql("quality_event_groups_by_contract"), {}) if g[0] == db.contract.name]
     else:
         groups = [(db.contract.name, *r) for r in _q(db, db.sql("quality_event_groups"), {})]
     out_groups = []
     for name, t, col, kind, cnt, apps, first_id in groups:
         params = {"table_name": t, "event_type": kind, "first_id": first_id, "limit": 50}
-        if per_contract and name is not None:  # examples of that contract's applications
+        if (per_contract or shared) and name is not None:  # examples of that contract's applications
             params["contract_name"] = name
             samples = (_q(db, db.sql("quality_examples_of_contract"), {**params, "column_name": col}) if col is not None
                        else _q(db, db.sql("quality_examples_no_column_of_contract"), params))
