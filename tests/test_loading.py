@@ -59,8 +59,14 @@ def test_each_problem_is_a_skip_with_a_reason(db_url, tmp_path):
         assert "Request/@ID 470 is carried by 2 files" in line and "app-463.xml" in line and "app-470.xml" in line
     assert set(_source(db_url, [77, 470, 1001])) == {77, 1001}
 
-    again = cli("load-xml", str(d / "app-1001.xml"), "--db", db_url)
-    assert again.returncode == 1 and "app_id 1001 is already in the source table (--replace to overwrite)" in again.stderr
+    again = cli("load-xml", str(d / "app-1001.xml"), "--db", db_url)  # the same file again (a load run twice)
+    assert again.returncode == 0 and "already loaded (same text)" in again.stdout, again.stdout + again.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "app-1001.xml").write_text(_doc("1001", "<CustData><application/></CustData>"), "utf-8")
+    again = cli("load-xml", str(other / "app-1001.xml"), "--db", db_url)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "app_id 1001 is already in the source table with another text (--replace to overwrite)" in again.stderr
 
     chosen = cli("load-xml", str(d / "app-463.xml"), str(d / "app-470.xml"), "--prefer", str(d / "app-470.xml"),
                  "--db", db_url)

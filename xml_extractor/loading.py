@@ -103,6 +103,16 @@ def _existing(db: Database, ids: list[int]) -> set[int]:
     return found
 
 
+def _stored_texts(db: Database, ids: list[int]) -> dict[int, str]:
+    """The source table's text of these ids (to tell a file loaded before from a different one)."""
+    out: dict[int, str] = {}
+    for i in range(0, len(ids), 100):
+        part = ids[i:i + 100]
+        rows = db.with_retry(lambda: db.autocommit_query(db.sql("source_documents"), {"ids": part}))
+        out.update((int(a), x if isinstance(x, str) else bytes(x).decode("utf-8", "replace")) for a, x in rows)
+    return out
+
+
 def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[int]) -> None:
     """Insert rows (an id another process inserted meanwhile is left alone: two loads or two
     generate-mock at once never fail on each other), after deleting ``replace_ids``."""
@@ -212,10 +222,14 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
             return
         exists = _existing(db, [i for i, _ in pending])
         keep = [(i, t) for i, t in pending if replace or i not in exists]
-        for i, _ in pending:
+        stored = {} if replace else _stored_texts(db, sorted(exists))
+        for i, t in pending:
             if i in exists and not replace:
-                rep.skip(str(chosen[i]), "app_id already present",
-                         f"app_id {i} is already in the source table (--replace to overwrite)")
+                if stored.get(i) == t:  # loaded before (an interrupted load run again): nothing to do
+                    rep.counts["already loaded (same text)"] += 1
+                else:
+                    rep.skip(str(chosen[i]), "app_id already present",
+                             f"app_id {i} is already in the source table with another text (--replace to overwrite)")
             elif i in exists:
                 rep.counts["replaced"] += 1
         _write_source(db, keep, exists if replace else set())
