@@ -276,3 +276,19 @@ def test_one_member_on_a_contract_set_database_names_the_set(tmp_path: Path) -> 
         assert p.returncode == 2, p.stdout + p.stderr
         assert p.stderr.startswith("error: this database was initialised with contracts credit_card+rec_lending; "
                                    "run with --contract credit_card --contract rec_lending\n"), p.stderr
+
+
+def test_a_document_with_the_records_of_two_contracts_fails_whatever_their_order(tmp_path: Path) -> None:
+    """Mapped by whichever contract came first, two instances given the contracts in different
+    orders would map one document two ways; it fails alone instead, naming both."""
+    sample = Path(__file__).parent / "data" / "sample-rl-600000.xml"
+    text = sample.read_text("utf-8-sig")
+    both = tmp_path / "both.xml"
+    both.write_text(text.replace("</IL_application>", "</IL_application><application app_receive_date=\"2026-01-02\"/>"),
+                    "utf-8")
+    for order in (SET, ("--contract", "rec_lending", "--contract", "credit_card")):
+        p = cli("map", str(both), *order, "--format", "json")
+        out = json.loads(p.stdout)
+        assert p.returncode == 1 and (out["stage"], out["error_class"]) == ("validate", "AmbiguousContract"), out
+        assert "credit_card (/Provenir/Request/CustData/application)" in out["reason"]
+        assert "rec_lending (/Provenir/Request/CustData/IL_application)" in out["reason"]

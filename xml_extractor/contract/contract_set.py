@@ -194,17 +194,25 @@ def compile_set(contract: Contract) -> "MappingPlan":
 
 
 def map_routed(routes: tuple[Route, ...], scope_element: Any, app_id: int) -> "MappedApplication":
-    """Map the document with the first member whose record element it has; its rows in the union's
-    column order; ``extra["contract"]`` = (version tag, name) for processing_log."""
+    """Map the document with the member whose record element it has; its rows in the union's
+    column order; ``extra["contract"]`` = (version tag, name) for processing_log. A document with
+    the record elements of several members fails (AmbiguousContract): which one maps it must not
+    depend on the order the contracts were given in, which two instances may not share."""
     from ..mapping import map_record
+    found = []
     for r in routes:
         record = scope_element
         for step in r.record_steps:
             record = record.find(step)
             if record is None:
                 break
-        if record is None:
-            continue
+        if record is not None:
+            found.append((r, record))
+    if len(found) > 1:
+        which = " and ".join(f"{r.name} ({r.plan.document.record_path})" for r, _ in found)
+        raise ValidateFailure(f"the document has the record elements of several contracts: {which}; "
+                              f"none maps it", "AmbiguousContract")
+    for r, record in found:
         try:
             result = map_record(r.plan, record, app_id)
         except DocumentFailure as f:  # the log's reason says which contract refused it
