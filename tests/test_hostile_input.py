@@ -134,3 +134,124 @@ def test_two_boms_and_an_internal_entity_is_refused_not_expanded(plan):
     with pytest.raises(DocumentFailure) as e:
         map_document(plan, "\ufeff\ufeff" + big, expected_app_id=7004)
     assert e.value.stage == "parse"
+
+
+# -- red team: one invalid UTF-8 byte in the source TEXT stopped the whole run (exit 3) -----------
+import json  # noqa: E402
+import uuid  # noqa: E402
+
+from conftest import PG_URL, _pg_admin_exec, cli, log_rows  # noqa: E402
+from xml_extractor.parsing import UndecodableText, decode_source, decode_tail, text_or_undecodable  # noqa: E402
+
+BAD_IN_SCOPE = 5  # an 0xFF inside Request/CustData: what the run reads, on every engine
+BAD_AT_END = 12  # an 0xFF after </Provenir> (the red team's case)
+
+
+@pytest.fixture
+def source_url(db_url):
+    """The engine's database that can hold a text that is not UTF-8: SQLite's TEXT holds any bytes;
+    PostgreSQL only in a SQL_ASCII database (a UTF8 one refuses the byte on the way in), created
+    here next to the fixture's UTF8 one."""
+    if db_url.startswith("sqlite"):
+        yield db_url
+        return
+    name = "xe_ascii_" + uuid.uuid4().hex[:12]
+    _pg_admin_exec(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+    yield f"{PG_URL.rsplit('/', 1)[0]}/{name}"
+    try:
+        _pg_admin_exec(f"DROP DATABASE {name} WITH (FORCE)")
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _put_invalid_bytes(url: str) -> None:
+    """Write 0xFF into two documents' text, below the tool (the column stays a text column)."""
+    if url.startswith("sqlite"):
+        import sqlite3
+        conn = sqlite3.connect(url[len("sqlite:///"):])
+        read, write = "SELECT CAST(xml AS BLOB) FROM app_xml WHERE app_id = ?", "UPDATE app_xml SET xml = CAST(? AS TEXT) WHERE app_id = ?"
+    else:
+        import pyodbc
+        from xml_extractor.db.url import parse_url
+        conn = pyodbc.connect(parse_url(url).odbc_connection_string())
+        read, write = "SELECT textsend(xml) FROM app_xml WHERE app_id = ?", "UPDATE app_xml SET xml = convert_from(?, 'SQL_ASCII') WHERE app_id = ?"
+    for app_id in (BAD_IN_SCOPE, BAD_AT_END):
+        raw = bytes(conn.execute(read, (app_id,)).fetchone()[0])
+        at = raw.index(b"<CustData") + len(b"<CustData") if app_id == BAD_IN_SCOPE else len(raw)
+        conn.execute(write, (raw[:at] + b" \xff" + raw[at:], app_id))
+    conn.commit()
+    conn.close()
+
+
+def test_a_text_that_is_not_utf8_fails_alone_at_parse_and_the_run_goes_on(source_url):
+    cli("generate-mock", "--db", source_url, "--count", "20", "--faulty-share", "0", check=True)
+    _put_invalid_bytes(source_url)
+    p = cli("run", "--db", source_url, "--no-progress", "--batch-size", "8")
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr
+    assert "Provenir" not in p.stdout + p.stderr  # no document text on the screen
+    rows = {r[0]: r for r in log_rows(source_url)}
+    assert sorted(rows) == list(range(1, 21))  # every application has its log row
+    failed = {a: r for a, r in rows.items() if r[1] == "failed"}
+    assert set(failed) == {BAD_IN_SCOPE, BAD_AT_END}, failed
+    _, _, stage, _, error_class, reason = failed[BAD_IN_SCOPE]
+    assert (stage, error_class) == ("parse", "InvalidUTF8")
+    assert reason.startswith("the xml column's text is not valid UTF-8: byte(s) 0xff at byte offset ")
+    # after the root's end: in the tail the server dialects fetch (their last 200 bytes), the whole text on SQLite
+    assert failed[BAD_AT_END][2:5:2] == ("parse", "InvalidUTF8"), failed[BAD_AT_END]
+    for r in failed.values():
+        assert "<" not in r[5] and "Provenir" not in r[5], r
+    again = cli("run", "--db", source_url, "--no-progress")  # nothing to do: it does not stop on them again
+    assert again.returncode in (0, 1) and "error" not in again.stderr, again.stderr
+    prof = cli("profile", "--db", source_url, "--format", "json")
+    assert prof.returncode == 0 and "Traceback" not in prof.stderr, prof.stderr
+    report = json.loads(prof.stdout)
+    assert report["documents"] == 20 and report["failed"] == {"parse": 2}, report["failed"]
+    examples = {e["app_id"]: e for e in report["failure_examples"]}
+    assert examples[BAD_IN_SCOPE]["reason"].startswith("the xml column's text is not valid UTF-8")
+    assert all("<" not in e["reason"] for e in report["failure_examples"])
+
+
+def test_the_sqlite_fetch_decodes_leniently_only_while_it_fetches(sqlite_url):
+    """Everything else the connection reads keeps sqlite3's own text handling."""
+    from conftest import open_db
+    cli("generate-mock", "--db", sqlite_url, "--count", "3", "--faulty-share", "0", check=True)
+    _put_invalid_bytes_one = b"<Provenir>\xff</Provenir>"
+    db = open_db(sqlite_url)
+    try:
+        db.conn.execute("UPDATE app_xml SET xml = CAST(? AS TEXT) WHERE app_id = 2", (_put_invalid_bytes_one,))
+        docs = {a: x for a, x, _ in db.fetch_documents([1, 2, 3])}
+        assert isinstance(docs[2], UndecodableText) and docs[2].offset == 10
+        assert isinstance(docs[1], str) and docs[1].lstrip("\ufeff").startswith("<")
+        assert db.conn.text_factory is str
+    finally:
+        db.close()
+
+
+def test_undecodable_text_fails_at_parse_naming_bytes_not_text():
+    bad = text_or_undecodable("<a>caf\u00e9</a>".encode() + b"\xe2\x82<b secret='x'/>")
+    with pytest.raises(ParseFailure) as e:
+        decode_source(bad)
+    assert e.value.stage == "parse" and e.value.error_class == "InvalidUTF8"
+    assert e.value.reason == "the xml column's text is not valid UTF-8: byte(s) 0xe2 0x82 at byte offset 12"
+    assert text_or_undecodable("caf\u00e9".encode()) == "caf\u00e9"
+
+
+def test_a_tail_cut_inside_a_character_is_fine_a_bad_byte_in_it_is_not():
+    assert decode_tail("\u20ac</Provenir>".encode()[1:]) == "</Provenir>"  # cut by bytes: 2 of 3 bytes of a character
+    with pytest.raises(ParseFailure, match="0xff within its last 12 bytes") as e:
+        decode_tail(b"</Provenir>\xff")
+    assert e.value.error_class == "InvalidUTF8"
+
+
+def test_a_run_that_stops_says_error_once(sqlite_url):
+    """A stop reason is kept as "error: ..." (or "config: ..."); stderr said "error: error: ..."."""
+    import sqlite3
+    cli("generate-mock", "--db", sqlite_url, "--count", "3", "--faulty-share", "0", check=True)
+    cli("init-db", "--db", sqlite_url, check=True)
+    conn = sqlite3.connect(sqlite_url[len("sqlite:///"):])
+    conn.execute("CREATE TRIGGER refuse_log BEFORE INSERT ON processing_log BEGIN SELECT RAISE(ABORT, 'log refused'); END")
+    conn.commit()
+    conn.close()
+    p = cli("run", "--db", sqlite_url, "--no-progress")
+    assert p.returncode == 3, p.stdout[-2000:] + p.stderr
+    assert p.stderr.startswith("error: ") and "error: error" not in p.stderr and "log refused" in p.stderr, p.stderr

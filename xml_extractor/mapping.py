@@ -12,7 +12,7 @@ from typing import Any
 from .contract.compiler import ColumnPlan, DocContext, GeneratorPlan, MappingPlan, Scope, TablePlan, select_elements
 from .contract.converters import BadValue, Rounded
 from .errors import DocumentFailure, MapFailure, ValidateFailure
-from .parsing import DocumentPlan, decode_source, parse_app_id, parse_document
+from .parsing import DocumentPlan, decode_source, decode_tail, parse_app_id, parse_document
 
 RAW_VALUE_LIMIT = 2000  # events keep at most this much of a raw value, and say when they cut it
 
@@ -356,7 +356,7 @@ def parse_checked(document: DocumentPlan, source: Any, expected_app_id: int | No
     (parsed document, app_id). What map_document and profile do before mapping."""
     text = decode_source(source, min_length)
     if tail is not None and not isinstance(tail, str):
-        tail = bytes(tail).decode("utf-8", errors="replace")
+        tail = decode_tail(tail)
     parsed = parse_document(text, document, tail)
     app_id = parse_app_id(parsed.document_id, document)
     if expected_app_id is not None and app_id != expected_app_id:

@@ -29,11 +29,57 @@ class NeedFullDocument(Exception):
 _BOM = "\ufeff"
 
 
+class UndecodableText:
+    """A text column's value whose bytes are not valid UTF-8 (a SQLite TEXT value written as raw
+    bytes; a SQL_ASCII PostgreSQL database). The fetch hands this on in the document's place
+    instead of failing the whole batch's statement, and :func:`decode_source` fails that one
+    document at stage parse. It keeps where the first bad bytes are, never any of the text."""
+
+    __slots__ = ("offset", "bad")
+
+    def __init__(self, offset: int, bad: bytes) -> None:
+        self.offset, self.bad = offset, bad
+
+    def reason(self) -> str:
+        return f"the xml column's text is not valid UTF-8: byte(s) {self.shown()} at byte offset {self.offset}"
+
+    def shown(self) -> str:
+        return " ".join(f"0x{b:02x}" for b in self.bad)
+
+
+def text_or_undecodable(raw: bytes) -> "str | UndecodableText":
+    """A text column's bytes -> its text, strictly UTF-8 (unlike a binary column's bytes, no
+    cp1252 fallback: the database said this is text). Used as sqlite3's text_factory while
+    documents are fetched and on PostgreSQL's fetched bytes."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return UndecodableText(exc.start, raw[exc.start:min(exc.end, exc.start + 4)])
+
+
+def decode_tail(raw: Any) -> str:
+    """The last bytes of a text column's document (the server dialects' fetch_heads): cut by byte
+    count, so up to 3 leading bytes may be the end of a character; past them it must be UTF-8
+    like the rest (a bad byte there fails at stage parse as in the head)."""
+    raw = bytes(raw)
+    start = 0
+    while start < min(3, len(raw)) and 0x80 <= raw[start] <= 0xBF:
+        start += 1
+    text = text_or_undecodable(raw[start:])
+    if isinstance(text, UndecodableText):
+        raise ParseFailure(f"the xml column's text is not valid UTF-8: byte(s) {text.shown()} within its last {len(raw)} bytes",
+                           "InvalidUTF8")
+    return text
+
+
 def decode_source(value: Any, min_length: int = 1) -> str:
     """Row value -> text. Bytes are UTF-8, else cp1252 (older rows); leading byte-order marks are
-    dropped (any number of them: re-encoded exports stack them)."""
+    dropped (any number of them: re-encoded exports stack them). A text column's value that is
+    not UTF-8 (:class:`UndecodableText`) fails at stage parse."""
     if value is None:
         raise ReadFailure("the xml column is NULL", "EmptyDocument")
+    if isinstance(value, UndecodableText):
+        raise ParseFailure(value.reason(), "InvalidUTF8")
     if isinstance(value, memoryview):
         value = value.tobytes()
     if isinstance(value, (bytes, bytearray)):

@@ -22,8 +22,8 @@ def run_cmd(summary_json: str | None, **kw: Any) -> None:
     """Process unprocessed applications (resumable: run the same command again after any stop)."""
     summary = execute_run(kw, summary_json)
     if summary.stop_reason and summary.exit_code in (2, 3):  # like every other command: the reason on stderr
-        reason = summary.stop_reason
-        click.echo(f"error: {reason[len('config: '):] if reason.startswith('config: ') else reason}", err=True)
+        kind, _, text = summary.stop_reason.partition(": ")  # "config: ..." / "error: ...": said once
+        click.echo(f"error: {text if kind in ('config', 'error') and text else summary.stop_reason}", err=True)
     sys.exit(summary.exit_code)
 
 

@@ -218,11 +218,13 @@ class Database:
         (the end tag of the contract's scope, ``</CustData>``) a dialect that has ``fetch_heads``
         sends only the text up to it plus the document's last bytes (``tail``, to tell a truncated
         document); otherwise the whole text, tail None."""
-        if scope_end is not None and "fetch_heads" in self.dialect.queries:
-            rows = self.autocommit_query(self.sql("fetch_heads"), {
-                "marker": scope_end, "marker_bytes": len(scope_end.encode()), "ids": ids})
-            return [(int(a), x, t) for a, x, t in rows]
-        return [(int(a), x, None) for a, x in self.autocommit_query(self.sql("fetch_documents"), {"ids": ids})]
+        text = self.dialect.document_text
+        with self.dialect.reading_documents(self.conn):  # one document's bad bytes fail it alone
+            if scope_end is not None and "fetch_heads" in self.dialect.queries:
+                rows = self.autocommit_query(self.sql("fetch_heads"), {
+                    "marker": scope_end, "marker_bytes": len(scope_end.encode()), "ids": ids})
+                return [(int(a), text(x), t) for a, x, t in rows]
+            return [(int(a), text(x), None) for a, x in self.autocommit_query(self.sql("fetch_documents"), {"ids": ids})]
 
     def claim_chunk(self, params: Mapping[str, Any]) -> tuple[int, int, int] | None:
         """One queue claim transaction: the first free or lease-expired chunk (queue_claim's

@@ -17,6 +17,7 @@ import datetime as _dt
 import json
 from typing import Any, Sequence
 
+from ..parsing import text_or_undecodable
 from .base import Dialect, chunks
 from .classify import wrap_odbc
 from .odbc import odbc_connect
@@ -60,6 +61,11 @@ class PostgreSQLDialect(Dialect):
 
     def connect(self, url: Any) -> Any:
         return odbc_connect(url.odbc_connection_string(), url.driver)
+
+    def document_text(self, value: Any) -> Any:
+        """fetch_heads/fetch_documents send the document's bytes ({doc_bytes}): decoded here, one
+        document at a time, so one that is not UTF-8 (a SQL_ASCII database) fails alone."""
+        return text_or_undecodable(value) if isinstance(value, bytes) else value
 
     def wrap(self, exc: BaseException) -> Exception:
         return wrap_odbc(exc)

@@ -8,12 +8,14 @@ next run (rows and log row go together). Each connection keeps a 64 MB page cach
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import sqlite3
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import ConfigError
+from ..parsing import text_or_undecodable
 from .base import Dialect
 from .classify import wrap_sqlite
 
@@ -165,6 +167,17 @@ class SQLiteDialect(Dialect):
         (see db/statistics.py). analysis_limit samples each index instead of reading it whole:
         ~0.1 s on a million-application database, plans as good as a full ANALYZE."""
         return ["PRAGMA analysis_limit=1000"] + [f"ANALYZE {t}" for t in qtables]
+
+    @contextlib.contextmanager
+    def reading_documents(self, conn: Any) -> Iterator[None]:
+        """sqlite3 decodes TEXT as UTF-8 and raises for the whole statement on one bad byte (a
+        TEXT value can hold any bytes): while documents are fetched each one is decoded alone,
+        and one that is not UTF-8 arrives as UndecodableText (it fails at stage parse)."""
+        conn.text_factory = text_or_undecodable
+        try:
+            yield
+        finally:
+            conn.text_factory = str
 
     def wrap(self, exc: BaseException) -> Exception:
         return wrap_sqlite(exc)
