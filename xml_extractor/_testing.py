@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 FAULTS_ENV = "XML_EXTRACTOR_FAULTS"
@@ -42,6 +43,26 @@ def fault_spec() -> str:
         log.warning("%s is set but ignored (%s): fault injection is for the test suite only", FAULTS_ENV, why)
         return ""
     return spec
+
+
+def fault_settings() -> dict[str, str]:
+    """The admitted fault specification (:func:`fault_spec`) as ``{key: value}`` (``k=v,...``)."""
+    return dict(p.split("=", 1) for p in fault_spec().split(",") if "=" in p)
+
+
+def hold(point: str, timeout_s: float = 120.0) -> None:
+    """Test hook: stop at a named point of the start-up until the test lets go, so that a signal
+    test can hit a window of a few milliseconds every time instead of by luck. A no-op unless the
+    gated specification holds ``hold=POINT,hold_dir=DIR``: then this writes ``DIR/held-POINT``
+    (the process id) and waits until ``DIR/release-POINT`` exists (at most ``timeout_s``)."""
+    kv = fault_settings()
+    if kv.get("hold") != point or not kv.get("hold_dir"):
+        return
+    folder = Path(kv["hold_dir"])
+    (folder / f"held-{point}").write_text(str(os.getpid()), encoding="utf-8")
+    deadline = time.monotonic() + timeout_s
+    while not (folder / f"release-{point}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _gate_refusal(path: str, spec: str) -> str | None:

@@ -11,6 +11,8 @@ error, 3 stopped on an error it could not recover from, 130 interrupted.
 """
 from __future__ import annotations
 
+import signal
+
 import click
 
 from .. import __version__
@@ -34,8 +36,19 @@ for command in (contract.validate_contract, contract.map_cmd,
 show_envvars(cli)  # every option: its environment variable, shown in --help
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM and SIGHUP interrupt a command as Ctrl-C does (exit
+    130: common.handle_errors) from here on, not only once a run has installed its own handlers
+    (processing/processor.py): a stop sent while a command prepares (reprocess recording its
+    requests, a run connecting) ends it with 130, not 143 or -15. A signal the process was started
+    ignoring (``nohup``: SIGHUP) stays ignored."""
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(s) == signal.SIG_DFL:
+            signal.signal(s, _interrupt)
     try:
         cli(prog_name="xml-extractor")
     except KeyboardInterrupt:  # Ctrl-C outside a command (start-up): 130 like inside one (common.handle_errors)

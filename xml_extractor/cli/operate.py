@@ -12,6 +12,7 @@ import click
 from tabulate import tabulate
 
 from .. import ops
+from .._testing import hold
 from ..contract.contract_set import split_contract_spec
 from ..errors import ConfigError
 from .common import ENV, FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
@@ -216,6 +217,7 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
                    f"application(s), {sum(plan.values())} rows to replace; processing them again")
     finally:
         db.close()
+    hold("reprocess_requested")  # test hook (gated): the requests are committed, the run not started
     kw["only_ids"] = todo
     kw["limit"] = None  # already applied to what was requested
     kw["allow_contract_change"] = True  # redoing with a changed contract is what reprocess is for

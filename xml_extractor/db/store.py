@@ -100,9 +100,8 @@ class FaultPlan:
 
     @classmethod
     def from_env(cls) -> "FaultPlan":
-        from .._testing import fault_spec
-        spec = fault_spec()
-        kv = dict(p.split("=", 1) for p in spec.split(",") if "=" in p)
+        from .._testing import fault_settings
+        kv = fault_settings()
         return cls(int(kv["fail_app"]) if "fail_app" in kv else None, kv.get("fail_after_table"),
                    float(kv.get("sleep_before_commit", 0)), kv.get("bug") == "1")
 

@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
+from .._testing import hold
 from ..contract.compiler import compile_contract
 from ..contract.loader import load_contract
 from ..db.migrate import require_current, require_exists
@@ -56,7 +57,7 @@ class _WorkerPool:
         self.procs: dict[int, Any] = {}
         self.conns: dict[int, Connection] = {}
         self.stopped = False
-        _start_server_ignoring_stop_signals(self.mp)
+        _start_servers_with_stop_signals_blocked(self.mp)
         for slot in range(size):
             self.spawn(slot)
 
@@ -170,6 +171,7 @@ class ProductionProcessor:
         self._db.connect_patiently()  # a server that refuses: retried for --reconnect-seconds, then exit 3
         self._wq = WorkQueue(self._db, ctx) if ctx.mode == "queue" else None
         pool: _WorkerPool | None = None
+        hold("run_start")  # test hook (gated): until here a signal is the CLI's (cli.main: exit 130)
         old_handlers = self._install_signals()
         try:
             require_current(self._db)  # the schema matches the contract (db/migrate.py), else exit 2 with the plan
@@ -186,9 +188,13 @@ class ProductionProcessor:
             self._stop.set()
             if pool is not None:
                 pool.stop(hard=coord.hard or not coord.stopped)
-            self._restore_signals(old_handlers)
             self._release_chunks()
             self._db.close()
+            if self._signals and not coord.summary.interrupted:  # arrived after the loop's last look
+                log.warning("received %s while finishing: the run reports it was interrupted",
+                            signal.Signals(self._signals[0]).name)
+                coord.stop_requested()
+            self._restore_signals(old_handlers)
         return self._finish_summary(summary, coord, started)
 
     def _loop(self, coord: ParallelCoordinator, pool: _WorkerPool, started: float) -> None:
@@ -323,9 +329,12 @@ class ProductionProcessor:
 
     # -- signals, metrics -----------------------------------------------------------------------
     def _install_signals(self) -> dict:
+        """Record SIGINT/SIGTERM/SIGHUP for the loop (which stops the run). A signal the process was
+        started ignoring (``nohup`` ignores SIGHUP) stays ignored."""
         if threading.current_thread() is not threading.main_thread():
             return {}
-        return {s: signal.signal(s, lambda signum, frame: self._signals.append(signum)) for s in STOP_SIGNALS}
+        record = lambda signum, frame: self._signals.append(signum)  # noqa: E731
+        return {s: signal.signal(s, record) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
 
     def _restore_signals(self, handlers: dict) -> None:
         for s, h in handlers.items():
@@ -367,23 +376,29 @@ def _drain(conn: Connection) -> list[tuple]:
     return out
 
 
-def _start_server_ignoring_stop_signals(ctx: Any) -> None:
-    """Start the forkserver with SIGINT/SIGTERM/SIGHUP ignored (an ignored signal stays ignored
-    across exec, and the workers it forks inherit that). A signal to the process group would
-    otherwise kill the server, and since the workers' sentinels are pipes held by it, every worker
-    would look dead at once. Meanwhile the signals are also blocked in this process, so one that
-    arrives is kept pending (Linux never discards a blocked signal) and reaches the run's own
-    handler once the mask is restored."""
+def _start_servers_with_stop_signals_blocked(ctx: Any) -> None:
+    """Start multiprocessing's helper processes (the resource tracker, then the forkserver) with
+    SIGINT/SIGTERM/SIGHUP blocked. A blocked mask is inherited across fork and exec and neither
+    helper unblocks the signals it does not handle itself (the tracker ignores SIGINT/SIGTERM;
+    the forkserver never unblocks them; the workers it forks ignore them, worker.py), so a signal to
+    the process group cannot kill them: their pipes are the workers' sentinels, and a dead server
+    would make every worker look dead at once.
+
+    This process keeps its own handlers the whole time: a signal that arrives meanwhile is only
+    held pending and reaches the run's handler when the mask is restored. (It used to set SIG_IGN
+    here as well, and the resource tracker's start unblocks SIGINT/SIGTERM on its way out, in this
+    process, so a signal in that window was discarded and the run went on to the end. Hence the
+    tracker is started first, on its own, and the mask blocked again before the forkserver.)"""
     if ctx.get_start_method() != "forkserver" or threading.current_thread() is not threading.main_thread():
         return
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    saved = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
     try:
-        forkserver.ensure_running()
+        resource_tracker.ensure_running()  # unblocks SIGINT/SIGTERM here when it starts the tracker
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        forkserver.ensure_running()  # the tracker is running: it is only probed, the mask stays
+        hold("forkserver_started")  # test hook (gated): a signal now must still stop the run
     finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
