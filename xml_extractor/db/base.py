@@ -2,11 +2,10 @@
 per driver (sqlite.py, postgresql.py, mssql.py). Everything else talks to a :class:`Database`."""
 from __future__ import annotations
 
-import contextlib
 import re
 from importlib import resources
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
 
@@ -388,10 +387,10 @@ class Dialect:
     def begin(self, conn: Any) -> None:
         """Start a write transaction (pyodbc connections are always in one)."""
 
-    def reading_documents(self, conn: Any) -> ContextManager[None]:
-        """Around a fetch of documents (Database.fetch_documents): a dialect whose driver would
-        refuse a whole batch over one document's bad bytes reads them leniently here (SQLite)."""
-        return contextlib.nullcontext()
+    def read_documents(self, conn: Any, fetch: Callable[[], list[tuple]]) -> list[tuple]:
+        """Run a fetch of documents (Database.fetch_documents): a dialect whose driver refuses a
+        whole batch over one document's bad bytes fetches it again leniently here (SQLite)."""
+        return fetch()
 
     def document_text(self, value: Any) -> Any:
         """One fetched document as map_document takes it (PostgreSQL fetches the text's bytes)."""

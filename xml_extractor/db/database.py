@@ -218,13 +218,13 @@ class Database:
         (the end tag of the contract's scope, ``</CustData>``) a dialect that has ``fetch_heads``
         sends only the text up to it plus the document's last bytes (``tail``, to tell a truncated
         document); otherwise the whole text, tail None."""
-        text = self.dialect.document_text
-        with self.dialect.reading_documents(self.conn):  # one document's bad bytes fail it alone
-            if scope_end is not None and "fetch_heads" in self.dialect.queries:
-                rows = self.autocommit_query(self.sql("fetch_heads"), {
-                    "marker": scope_end, "marker_bytes": len(scope_end.encode()), "ids": ids})
-                return [(int(a), text(x), t) for a, x, t in rows]
-            return [(int(a), text(x), None) for a, x in self.autocommit_query(self.sql("fetch_documents"), {"ids": ids})]
+        text = self.dialect.document_text  # one document's bytes that are not UTF-8 fail it alone
+        if scope_end is not None and "fetch_heads" in self.dialect.queries:
+            params = {"marker": scope_end, "marker_bytes": len(scope_end.encode()), "ids": ids}
+            rows = self.dialect.read_documents(self.conn, lambda: self.autocommit_query(self.sql("fetch_heads"), params))
+            return [(int(a), text(x), t) for a, x, t in rows]
+        rows = self.dialect.read_documents(self.conn, lambda: self.autocommit_query(self.sql("fetch_documents"), {"ids": ids}))
+        return [(int(a), text(x), None) for a, x in rows]
 
     def claim_chunk(self, params: Mapping[str, Any]) -> tuple[int, int, int] | None:
         """One queue claim transaction: the first free or lease-expired chunk (queue_claim's

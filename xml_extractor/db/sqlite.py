@@ -8,11 +8,10 @@ next run (rows and log row go together). Each connection keeps a 64 MB page cach
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import sqlite3
 from decimal import Decimal
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..parsing import text_or_undecodable
@@ -168,14 +167,19 @@ class SQLiteDialect(Dialect):
         ~0.1 s on a million-application database, plans as good as a full ANALYZE."""
         return ["PRAGMA analysis_limit=1000"] + [f"ANALYZE {t}" for t in qtables]
 
-    @contextlib.contextmanager
-    def reading_documents(self, conn: Any) -> Iterator[None]:
-        """sqlite3 decodes TEXT as UTF-8 and raises for the whole statement on one bad byte (a
-        TEXT value can hold any bytes): while documents are fetched each one is decoded alone,
-        and one that is not UTF-8 arrives as UndecodableText (it fails at stage parse)."""
+    def read_documents(self, conn: Any, fetch: Callable[[], list[tuple]]) -> list[tuple]:
+        """sqlite3 decodes TEXT as UTF-8 and refuses the whole statement over one bad byte (a TEXT
+        value can hold any bytes). Then the batch is fetched again with each document decoded
+        alone: one that is not UTF-8 arrives as UndecodableText and fails at stage parse. Only
+        then: a Python text_factory on every fetch cost 5-15% of the fetch (measured)."""
+        try:
+            return fetch()
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith("Could not decode to UTF-8"):
+                raise
         conn.text_factory = text_or_undecodable
         try:
-            yield
+            return fetch()
         finally:
             conn.text_factory = str
 
