@@ -270,3 +270,20 @@ def test_stop_signal_during_start_up_exits_130_and_the_same_command_finishes(pro
         assert _scalar(processed, "SELECT COUNT(*) FROM {log}") == COUNT + 20
     assert_exactly_once(processed)
     assert cli("reconcile", "--db", processed).returncode == 0
+
+
+@pytest.mark.slow  # real runs with worker processes and signals
+def test_stop_signal_after_the_last_batch_exits_130_and_says_a_finished_reprocess_is_complete(processed, tmp_path):
+    """A signal after the run's loop took its last look at signals still stops with 130 (it was
+    simply dropped before). All of reprocess's requests are consumed by then, so running it again
+    would redo the selection, not resume: the command says so."""
+    failed = sorted(faulty())
+    cmd = ("reprocess", "--db", processed, "--failed", *RUN, "--batch-size", "4", *_dirs(tmp_path))
+    folder = tmp_path / "hold"
+    folder.mkdir()
+    code, output = _held_then_signalled(cmd, "loop_done", signal.SIGTERM, folder)
+    assert code == 130, output
+    assert "it is complete, do not run it again" in output, output
+    assert _scalar(processed, "SELECT COUNT(*) FROM {history}") == len(failed)  # every requested one was redone
+    _no_replaced_leftovers(processed)
+    assert_exactly_once(processed)

@@ -222,7 +222,29 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
     kw["limit"] = None  # already applied to what was requested
     kw["allow_contract_change"] = True  # redoing with a changed contract is what reprocess is for
     summary = execute_run(kw)
+    if summary.exit_code == 130:
+        _say_if_nothing_is_left(db, command)
     sys.exit(summary.exit_code)
+
+
+def _say_if_nothing_is_left(closed: Any, command: str) -> None:
+    """A reprocess stopped after its last request was consumed is complete, although interrupted:
+    running the same command again would not resume, it would select and redo everything again
+    (there is no record of a finished command). Say so instead of leaving the summary's
+    "run the same command again" unqualified."""
+    from .. import reprocess as rp
+    from ..db.database import Database
+    try:
+        db = Database(closed.url, closed.contract)  # the resolved URL: no second password prompt
+        try:
+            left = rp.open_requests(db, command)
+        finally:
+            db.close()
+    except Exception:  # noqa: BLE001 - only a hint; the exit code stands
+        return
+    if not left:
+        click.echo(f"note: every application {command!r} requested was processed before the stop; it is complete, "
+                   "do not run it again (it would request and redo its selection again)", err=True)
 
 
 # -- reconcile and quality ------------------------------------------------------------------------

@@ -188,6 +188,7 @@ class ProductionProcessor:
             self._stop.set()
             if pool is not None:
                 pool.stop(hard=coord.hard or not coord.stopped)
+            hold("loop_done")  # test hook (gated): a signal after the loop's last look
             self._release_chunks()
             self._db.close()
             if self._signals and not coord.summary.interrupted:  # arrived after the loop's last look
