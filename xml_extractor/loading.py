@@ -103,13 +103,14 @@ def _existing(db: Database, ids: list[int]) -> set[int]:
     return found
 
 
-def _stored_texts(db: Database, ids: list[int]) -> dict[int, str]:
-    """The source table's text of these ids (to tell a file loaded before from a different one)."""
-    out: dict[int, str] = {}
+def _stored_texts(db: Database, ids: list[int]) -> dict[int, Any]:
+    """The source table's text of these ids, as the run fetches it (a stored text that is not
+    UTF-8 comes back as parsing.UndecodableText, equal to no file's text), to tell a file loaded
+    before from a different one."""
+    out: dict[int, Any] = {}
     for i in range(0, len(ids), 100):
         part = ids[i:i + 100]
-        rows = db.with_retry(lambda: db.autocommit_query(db.sql("source_documents"), {"ids": part}))
-        out.update((int(a), x if isinstance(x, str) else bytes(x).decode("utf-8", "replace")) for a, x in rows)
+        out.update((a, x) for a, x, _ in db.with_retry(lambda: db.fetch_documents(part)))
     return out
 
 

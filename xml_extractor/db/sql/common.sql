@@ -482,10 +482,6 @@ WITH RECURSIVE v(cv) AS (
     SELECT (SELECT MIN(l.contract_version) FROM {log} l WHERE l.contract_version > v.cv) FROM v WHERE v.cv IS NOT NULL)
 SELECT cv FROM v WHERE cv IS NOT NULL;
 
--- name: source_documents
--- The stored text of these application ids (load-xml: a file already loaded with the same text is no problem).
-SELECT s.{src_id}, s.{src_xml} FROM {src} s WHERE s.{src_id} IN (:ids);
-
 -- name: source_insert_new
 -- One document into the source table unless its id is already there (a concurrent load won).
 INSERT INTO {src} ({src_id}, {src_xml}) SELECT :app_id, :xml WHERE NOT EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = :app_id);
