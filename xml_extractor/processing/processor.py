@@ -191,7 +191,7 @@ class ProductionProcessor:
             hold("loop_done")  # test hook (gated): a signal after the loop's last look
             self._release_chunks()
             self._db.close()
-            if self._signals and not coord.summary.interrupted:  # arrived after the loop's last look
+            if self._signals and not (coord.summary.interrupted or coord.summary.stop_reason):  # after the loop's last look
                 log.warning("received %s while finishing: the run reports it was interrupted",
                             signal.Signals(self._signals[0]).name)
                 coord.stop_requested()
