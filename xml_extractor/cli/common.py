@@ -125,7 +125,8 @@ def run_options(fn: Callable) -> Callable:
                      help="Queue mode: how long a claimed chunk stays this instance's without renewal; a dead "
                           "instance's chunk is taken over after this."),
         click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True, envvar=ENV + "CHUNK_SIZE",
-                     help="Queue mode: app_id range width of one claim."),
+                     help="Queue mode: app_id range width of one claim, for a new queue; a queue that "
+                          "has chunks keeps its width (the run says so)."),
         click.option("--app-id-start", type=int, default=None, envvar=ENV + "APP_ID_START",
                      help="Only applications with app_id >= this (inclusive)."),
         click.option("--app-id-end", type=int, default=None, envvar=ENV + "APP_ID_END",

@@ -3,10 +3,13 @@
 Partition mode: keyset pages (never OFFSET) of this instance's pending rows (``pending_ids``:
 never logged, or with an open reprocess request; ``retry_ids`` with ``--retry-failed``).
 
-Queue mode: the id space is cut into fixed chunks ``[k*w, k*w + w - 1]`` (w = ``--chunk-size``),
-claimed through the database's own row locking with a lease; a dead instance's chunks are taken
-over when its lease runs out. Each queue run first *prepares* the chunks it has work in, found by
-keyset jumps over the work actually present (one index seek per chunk that holds work, so a sparse
+Queue mode: the id space is cut into fixed chunks ``[k*w, k*w + w - 1]``, claimed through the
+database's own row locking with a lease; a dead instance's chunks are taken over when its lease
+runs out. The width ``w`` belongs to the queue, not to a run: the run that finds the queue empty
+fixes it at its ``--chunk-size`` (seeding its first chunk under the queue lock), every later or
+concurrent run adopts it (chunk ids are ``app_id // w``: two widths would name different ranges by
+the same id and leave work unclaimed). Each queue run first *prepares* the chunks it has work in,
+found by keyset jumps over the work actually present (one index seek per chunk that holds work, so a sparse
 range costs what its rows cost): missing chunks are seeded, chunks marked done that hold pending
 work again (rows loaded later, a reprocess request, a run cut short by ``--app-id-end``) are
 reopened. A chunk is finished only when none of its applications is pending, checked by
@@ -18,9 +21,11 @@ transaction open while documents are processed.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Callable, Iterator
 
+from .._testing import hold
 from ..db.database import Database
 from .context import RunContext
 from .partition import ID_MAX, ID_MIN, mine
@@ -39,32 +44,37 @@ def _params(ctx: RunContext, after: int, lo: int, hi: int, size: int, everything
     return p
 
 
-def page_ids(db: Database, ctx: RunContext, after: int, lo: int, hi: int, size: int) -> list[int]:
+def _read(db: Database, sql: str, params: dict[str, object], in_tx: bool) -> list[tuple]:
+    """A read on its own (retried, no transaction left open) or inside the caller's transaction
+    (``in_tx``: neither committed nor retried alone, the caller's with_retry redoes the whole)."""
+    return db.query(sql, params) if in_tx else db.with_retry(lambda: db.autocommit_query(sql, params))
+
+
+def page_ids(db: Database, ctx: RunContext, after: int, lo: int, hi: int, size: int, in_tx: bool = False) -> list[int]:
     """Up to ``size`` ids of this run's work in [lo, hi] after ``after``, ascending."""
     name = "retry_ids" if ctx.retry_failed else "pending_ids"
-    params = _params(ctx, after, lo, hi, size)
-    return [int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql(name), params))]
+    return [int(r[0]) for r in _read(db, db.sql(name), _params(ctx, after, lo, hi, size), in_tx)]
 
 
-def _first_work_id(db: Database, ctx: RunContext, lo: int, hi: int) -> int | None:
+def _first_work_id(db: Database, ctx: RunContext, lo: int, hi: int, in_tx: bool = False) -> int | None:
     """The lowest id of this run's work in [lo, hi] (ID_MIN itself included)."""
     if lo == ID_MIN:  # 'id > lo - 1' cannot be bound for the lowest 64-bit id: ask for it alone
-        if page_ids_between(db, ctx, ID_MIN, ID_MIN):
+        if page_ids_between(db, ctx, ID_MIN, ID_MIN, in_tx):
             return ID_MIN
         if hi == ID_MIN:
             return None
-        got = page_ids(db, ctx, ID_MIN, ID_MIN, hi, 1)
+        got = page_ids(db, ctx, ID_MIN, ID_MIN, hi, 1, in_tx)
     else:
-        got = page_ids(db, ctx, lo - 1, lo, hi, 1)
+        got = page_ids(db, ctx, lo - 1, lo, hi, 1, in_tx)
     return got[0] if got else None
 
 
-def page_ids_between(db: Database, ctx: RunContext, lo: int, hi: int) -> bool:
+def page_ids_between(db: Database, ctx: RunContext, lo: int, hi: int, in_tx: bool = False) -> bool:
     name = "count_retry" if ctx.retry_failed else "count_pending"
     params = _params(ctx, 0, lo, hi, 1)
     params.pop("after_id")
     params.pop("limit")
-    return int(db.with_retry(lambda: db.autocommit_query(db.sql(name), params))[0][0]) > 0
+    return int(_read(db, db.sql(name), params, in_tx)[0][0]) > 0
 
 
 class Budget:
@@ -133,17 +143,96 @@ def chunk_bounds(app_id: int, width: int) -> tuple[int, int, int]:
     return k, max(ID_MIN, k * width), min(ID_MAX, k * width + width - 1)
 
 
+WIDEST = ID_MAX + 1  # every width from 2**63 on cuts the 64-bit range the same way: [ID_MIN, -1], [0, ID_MAX]
+
+
+def chunk_width(chunk_id: int, lo: int, hi: int) -> int:
+    """The width of the grid a stored chunk belongs to (the inverse of :func:`chunk_bounds`, also
+    for a chunk clamped at an end of the 64-bit range)."""
+    if lo > ID_MIN and hi < ID_MAX:
+        return hi - lo + 1
+    if lo > ID_MIN:  # cut at ID_MAX: lo = k*w
+        return lo // chunk_id if chunk_id else WIDEST
+    if chunk_id != -1:  # cut at ID_MIN: hi = (k+1)*w - 1
+        return (hi + 1) // (chunk_id + 1)
+    return WIDEST
+
+
 class WorkQueue:
     """The chunk table: prepare (seed + reopen), claim, renew, finish-or-release."""
 
     def __init__(self, db: Database, ctx: RunContext) -> None:
         self.db = db
         self.ctx = ctx
+        self.width = ctx.chunk_size  # the queue's own width once adopt_width() has run
+
+    def adopt_width(self) -> int:
+        """Fix or adopt the queue's chunk width, in one transaction under the queue lock (PostgreSQL
+        an advisory lock, SQL Server an application lock, SQLite BEGIN IMMEDIATE), so two runs
+        started at once with different ``--chunk-size`` values take turns and the second adopts
+        the first's: the width of the chunks already there (the lowest one's), or, in an empty
+        queue, this run's, fixed by seeding the chunk of its first pending id. Chunks of another
+        width (left by a version that cut the space per run) that nobody holds are removed; their
+        work is seeded again at the queue's width. Says once (log and stderr) when the run's
+        ``--chunk-size`` is not the queue's."""
+        db, ctx = self.db, self.ctx
+
+        def tx() -> tuple[int, int, bool]:
+            db.begin()
+            try:
+                if "queue_lock" in db.dialect.queries:
+                    db.execute(db.sql("queue_lock"), {}).close()
+                row = db.query(db.sql("queue_first_chunk"), {"limit": 1})
+                if row:
+                    width = chunk_width(int(row[0][0]), int(row[0][1]), int(row[0][2]))
+                    dropped = self._drop_other_widths(width)
+                    fixed_now = False
+                else:
+                    width, dropped, fixed_now = ctx.chunk_size, 0, True
+                    first = (min((i for i in ctx.only_ids if ctx.id_lo <= i <= ctx.id_hi), default=None)
+                             if ctx.only_ids is not None else _first_work_id(db, ctx, ctx.id_lo, ctx.id_hi, in_tx=True))
+                    if first is not None:
+                        k, lo, hi = chunk_bounds(first, width)
+                        db.execute(db.sql("queue_seed"), {"chunk_id": k, "lo": lo, "hi": hi}).close()
+                hold("queue_width_locked")  # test hook (gated): the lock is held, the width not committed
+                db.commit()
+                return width, dropped, fixed_now
+            except BaseException:
+                db.rollback()
+                raise
+        width, dropped, fixed_now = db.with_retry(tx)
+        if dropped:
+            self._say(f"work queue: removed {dropped} chunk(s) of another width than {width} (left by an earlier "
+                      f"version); their pending work is queued again at width {width}")
+        if not fixed_now and width != ctx.chunk_size:
+            self._say(f"work queue: its chunks are {_width_text(width)} ids wide (fixed by the run that first "
+                      f"filled it); this run uses that width, not --chunk-size {ctx.chunk_size}")
+        self.width = width
+        return width
+
+    def _drop_other_widths(self, width: int) -> int:
+        """Inside adopt_width's transaction: remove the chunks of another grid than ``width``'s
+        that nobody holds; how many were removed."""
+        db = self.db
+        bounds = {"id_min": ID_MIN, "id_max": ID_MAX, "span": min(width - 1, ID_MAX)}
+        n = int(db.query(db.sql("queue_other_width"), bounds)[0][0])
+        if n:
+            db.execute(db.sql("queue_drop_other_width"), bounds).close()
+        for k, lo, hi in db.query(db.sql("queue_edge_chunks"), {"id_min": ID_MIN, "id_max": ID_MAX}):
+            k, lo, hi = int(k), int(lo), int(hi)
+            if chunk_bounds(lo, width) != (k, lo, hi):
+                db.execute(db.sql("queue_drop_chunk"), {"chunk_id": k}).close()
+                n += 1
+        return n
+
+    def _say(self, message: str) -> None:
+        log.warning("%s", message)
+        print(message, file=sys.stderr, flush=True)
 
     def work_chunks(self, stop: threading.Event | None = None) -> list[tuple[int, int, int]]:
-        """The chunks holding this run's work, by keyset jumps over the work present: one query per
-        chunk with work (reprocess: the chunks of its ids)."""
-        ctx, w = self.ctx, self.ctx.chunk_size
+        """The chunks holding this run's work at the queue's width, by keyset jumps over the work
+        present: one query per chunk with work (reprocess: the chunks of its ids)."""
+        ctx, w = self.ctx, self.width
         if ctx.only_ids is not None:
             ks = {chunk_bounds(i, w) for i in ctx.only_ids if ctx.id_lo <= i <= ctx.id_hi}
             return sorted(ks)
@@ -164,6 +253,7 @@ class WorkQueue:
         hold its work (checked again inside the transaction: another instance may have finished
         the chunk since it was found)."""
         db, ctx = self.db, self.ctx
+        self.adopt_width()
         chunks = self.work_chunks(stop)
         seed = db.sql("queue_seed")
 
@@ -177,7 +267,7 @@ class WorkQueue:
                     for k, lo, hi in db.query(db.sql("queue_done_among"), {"ids": [k for k, _, _ in part]}):
                         lo, hi = max(int(lo), ctx.id_lo), min(int(hi), ctx.id_hi)
                         has_work = (_pending_in(db, lo, hi) if ctx.only_ids is not None
-                                    else _first_work_id(db, ctx, lo, hi) is not None)
+                                    else _first_work_id(db, ctx, lo, hi, in_tx=True) is not None)
                         if has_work:
                             cur.execute(*db.sql("queue_reopen").bind({"chunk_id": int(k)}))
                 cur.close()
@@ -261,6 +351,10 @@ class WorkQueue:
             db.execute(db.sql("queue_release"), {"owner": self.ctx.owner}).close()
             db.commit()
         db.with_retry(tx)
+
+
+def _width_text(width: int) -> str:
+    return "2**63 or more" if width >= WIDEST else str(width)
 
 
 def _pending_in(db: Database, lo: int, hi: int) -> bool:

@@ -93,6 +93,30 @@ WHERE session_id = :session_id AND worker_pid = :worker_pid;
 INSERT INTO {progress} (session_id, worker_pid, instance_id, instance_count, started_at, last_at, success, failed)
 VALUES (:session_id, :worker_pid, :instance_id, :instance_count, :now, :now, :success, :failed);
 
+-- name: queue_first_chunk
+-- The queue's lowest chunk: its width is the queue's width, which every later run adopts.
+SELECT {top} chunk_id, lo, hi FROM {queue} ORDER BY chunk_id {limit};
+
+-- name: queue_edge_chunks
+-- Chunks cut short at an end of the 64-bit range (their width is checked in Python).
+SELECT chunk_id, lo, hi FROM {queue} WHERE lo = CAST(:id_min AS BIGINT) OR hi = CAST(:id_max AS BIGINT);
+
+-- name: queue_other_width
+-- Chunks (not at an end of the range) of another width than :span + 1: written by a version that
+-- let each run cut the id space at its own --chunk-size.
+SELECT COUNT(*) FROM {queue}
+WHERE lo > CAST(:id_min AS BIGINT) AND hi < CAST(:id_max AS BIGINT) AND hi - lo <> CAST(:span AS BIGINT);
+
+-- name: queue_drop_other_width
+-- Remove the chunks of another width that nobody holds (their work is queued again at the queue's width).
+DELETE FROM {queue}
+WHERE lo > CAST(:id_min AS BIGINT) AND hi < CAST(:id_max AS BIGINT) AND hi - lo <> CAST(:span AS BIGINT)
+  AND (done_at IS NOT NULL OR owner IS NULL OR lease_until < {now});
+
+-- name: queue_drop_chunk
+-- Remove one chunk nobody holds (an end chunk of another width, see queue_drop_other_width).
+DELETE FROM {queue} WHERE chunk_id = :chunk_id AND (done_at IS NOT NULL OR owner IS NULL OR lease_until < {now});
+
 -- name: queue_reopen
 -- A chunk marked done that holds pending work again (the caller found it with pending_ids).
 UPDATE {queue} SET done_at = NULL, owner = NULL, lease_until = NULL WHERE chunk_id = :chunk_id AND done_at IS NOT NULL;

@@ -16,6 +16,11 @@ WITH c AS (
 UPDATE c SET owner = :owner, lease_until = {lease_expr}, claims = claims + 1
 OUTPUT inserted.chunk_id, inserted.lo, inserted.hi;
 
+-- name: queue_lock
+-- Runs fixing or adopting the work queue's chunk width take turns (until the transaction ends):
+-- two started at once with different --chunk-size values otherwise both see an empty queue.
+EXEC sp_getapplock @Resource = N'xml_extractor:work-queue', @LockMode = 'Exclusive', @LockOwner = 'Transaction', @LockTimeout = 120000;
+
 -- name: init_lock
 -- init-db's DDL and seed, one at a time (until the transaction ends): IF OBJECT_ID(...) IS NULL
 -- CREATE TABLE in two sessions at once otherwise fails in one ("There is already an object named").
