@@ -136,6 +136,39 @@ def test_contract_version_is_part_of_the_run_identity(db_url, tmp_path):
     assert "applications per contract version" in out and "-other" in out
 
 
+@pytest.mark.slow  # real runs with worker processes
+def test_two_instances_started_together_with_different_contract_versions_do_not_both_finish(db_url, tmp_path):
+    """Both pass the start check when neither has written yet (held right after it here): the run
+    re-reads the log's versions after its first results and stops with exit 2 naming the other."""
+    from xml_extractor.contract.loader import default_contract_path
+    cli("init-db", "--db", db_url, check=True)
+    cli("generate-mock", "--db", db_url, "--count", "60", "--faulty-share", "0", check=True)
+    c = json.loads(open(default_contract_path(), encoding="utf-8").read())
+    c["version"] = c["version"] + "-other"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(c), encoding="utf-8")
+    folder = tmp_path / "hold"
+    folder.mkdir()
+    first = popen("run", "--db", db_url, *RUN, "--batch-size", "5", "--instance-id", "0", "--instance-count", "2",
+                  *_dirs(tmp_path),
+                  env={"XML_EXTRACTOR_FAULTS": f"hold=identity_checked,hold_dir={folder}"})
+    try:
+        _wait(lambda: (folder / "held-identity_checked").exists() or first.poll() is not None)
+        assert first.poll() is None, first.communicate()
+        second = cli("run", "--db", db_url, "--contract", str(other), *RUN, "--instance-id", "1", "--instance-count", "2",
+                     *_dirs(tmp_path))
+        assert second.returncode == 0, second.stdout + second.stderr  # alone in the log while it ran
+        (folder / "release-identity_checked").touch()
+        out, err = first.communicate(timeout=180)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert first.returncode == 2, out + err
+    assert f"another instance is writing results of credit_card@{c['version']}" in out + err
+    assert _scalar(db_url, "SELECT COUNT(*) FROM {log}") < 60  # the first stopped after its first results
+
+
 def _wait(pred, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

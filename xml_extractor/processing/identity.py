@@ -37,3 +37,12 @@ def check_contract_identity(db: Database, version_tag: str, contract_name: str, 
                           f"(see docs/operations.md, 'Re-running after a contract change').")
     log.warning("contract change allowed: this run uses %s; the database also holds %s", version_tag, desc)
     return others
+
+
+def other_version_started(db: Database, version_tag: str, contract_name: str) -> list[str]:
+    """Other versions of this contract in the log, by the loose index scan (one probe per version,
+    cheap at any log size): what the run re-reads while it runs. Two instances started within a
+    moment of each other with different versions both pass the start check (neither has written
+    yet); the re-read catches the other's first commits."""
+    rows = db.with_retry(lambda: db.autocommit_query(db.sql("log_contract_version_list")))
+    return sorted(str(v) for (v,) in rows if str(v) != version_tag and str(v).split("@", 1)[0] == contract_name)

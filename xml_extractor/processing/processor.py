@@ -37,7 +37,7 @@ from ..errors import ConfigError
 from .context import RunContext, RunOptions, RunSummary
 from .coordinator import (Action, Batch, Dispatch, FinishChunk, LogCrash, ParallelCoordinator, RenewLeases, Respawn,
                           StopWorkers)
-from .identity import check_contract_identity
+from .identity import check_contract_identity, other_version_started
 from .selection import WorkQueue, partition_batches, queue_batches
 from .worker import worker_main
 
@@ -178,6 +178,7 @@ class ProductionProcessor:
             # the contract version is part of the run's identity: refuse to mix versions
             for member in self.contract.extra.get("members") or [self.contract]:  # a contract set: each member
                 check_contract_identity(self._db, member.version_tag, member.name, ctx.allow_contract_change)
+            hold("identity_checked")  # test hook (gated): the start check passed, nothing written yet
             pool = _WorkerPool(ctx, ctx.workers)
             threading.Thread(target=self._selector, name="selector", daemon=True).start()
             self._loop(coord, pool, started)
@@ -201,6 +202,7 @@ class ProductionProcessor:
     def _loop(self, coord: ParallelCoordinator, pool: _WorkerPool, started: float) -> None:
         """Events in, actions out, until the coordinator says the run is over."""
         last_sample = last_log = time.monotonic()
+        identity_at: float | None = None
         analyze_at = [1000, 10000, 100000]  # refresh planner statistics as the tables grow
         self._rss_window = 0.0
         while not coord.stopped:
@@ -252,10 +254,25 @@ class ProductionProcessor:
                 coord.summary.timeline.append([round(time.time() - started, 1), done, round(coord.rss_window_kb / 1024, 1)])
                 coord.rss_window_kb = 0
                 last_sample = now
+            if done and not self.ctx.allow_contract_change and (identity_at is None or now - identity_at >= 10):
+                self._recheck_contract_identity()  # after the first results, then every 10 s: ConfigError stops the run
+                identity_at = now
             if now - last_log > 10:
                 log.info("progress: %d done (%d ok, %d failed, %d skipped), %.0f apps/min", done, coord.summary.success,
                          coord.summary.failed, coord.summary.skipped, done / max(1e-9, time.time() - started) * 60)
                 last_log = now
+
+    def _recheck_contract_identity(self) -> None:
+        """The start check (check_contract_identity) cannot see an instance of another contract
+        version started at the same moment: neither has written yet. Its first commits show up
+        here, and this run stops (exit 2) naming it; so does the other when it re-reads."""
+        for member in self.contract.extra.get("members") or [self.contract]:
+            others = other_version_started(self._db, member.version_tag, member.name)
+            if others:
+                raise ConfigError(f"another instance is writing results of {', '.join(others)} into this database while "
+                                  f"this run uses {member.version_tag}: stopped, so that applications are not mapped two "
+                                  f"ways. Run every instance with one contract (see docs/operations.md, 'Re-running "
+                                  f"after a contract change').")
 
     def _on_message(self, coord: ParallelCoordinator, slot: int, msg: tuple | None) -> list[Action]:
         if msg is None:
