@@ -271,8 +271,8 @@ class ProductionProcessor:
             if others:
                 raise ConfigError(f"another instance is writing results of {', '.join(others)} into this database while "
                                   f"this run uses {member.version_tag}: stopped, so that applications are not mapped two "
-                                  f"ways. Run every instance with one contract (see docs/operations.md, 'Re-running "
-                                  f"after a contract change').")
+                                  "ways. Run every instance with one contract "
+                                  "(see docs/operations.md, 'Re-running after a contract change').")
 
     def _on_message(self, coord: ParallelCoordinator, slot: int, msg: tuple | None) -> list[Action]:
         if msg is None:
