@@ -188,3 +188,24 @@ def test_chunks_of_other_widths_left_by_an_earlier_version_are_replaced_unless_h
         assert rows[0][3] is None  # reopened: it holds the 300 pending applications
     finally:
         db.close()
+
+
+@pytest.mark.slow
+def test_a_run_after_a_killed_queue_instance_says_it_waits_for_the_lease_and_then_finishes(db_url):
+    """SIGKILL leaves the instance's chunks under a live lease: the next run waited it out in
+    silence (up to --lease-seconds). It says what it waits for, takes the chunks over, finishes."""
+    mock(db_url, 200)
+    args = ["run", "--db", db_url, "--mode", "queue", "--chunk-size", "50", "--lease-seconds", "6", "--workers", "1",
+            "--batch-size", "5", "--no-progress"]
+    victim = popen(*args, env={"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.2"})
+    try:
+        wait_until(lambda: logged(db_url) >= 10, what="the first instance's first commits")
+    finally:
+        kill_group(victim)
+        victim.wait()
+    assert logged(db_url) < 200
+    again = cli(*args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "work queue: waiting for 1 chunk(s) other instances hold" in again.stderr, again.stderr
+    assert "--lease-seconds 6" in again.stderr
+    assert assert_exactly_once(db_url) == {"apps": 200, "success": 200, "failed": 0}
