@@ -203,10 +203,10 @@ class WorkQueue:
         width, dropped, fixed_now = db.with_retry(tx)
         if dropped:
             self.notice(f"work queue: removed {dropped} chunk(s) of another width than {width} (left by an earlier "
-                      f"version); their pending work is queued again at width {width}")
+                        f"version); their pending work is queued again at width {width}")
         if not fixed_now and width != ctx.chunk_size:
             self.notice(f"work queue: its chunks are {_width_text(width)} ids wide (fixed by the run that first "
-                      f"filled it); this run uses that width, not --chunk-size {ctx.chunk_size}")
+                        f"filled it); this run uses that width, not --chunk-size {ctx.chunk_size}")
         self.width = width
         return width
 
@@ -386,18 +386,20 @@ def queue_batches(db: Database, ctx: RunContext, stop: threading.Event,
     only = frozenset(ctx.only_ids) if ctx.only_ids is not None else None
     seen: set[int] = set()  # a --retry-failed/reprocess run takes each application at most once
     after, found = ID_MIN, False
-    waiting_for = 0  # chunks others held when this run last said it waits (said again when it changes)
+    waiting_for = 0  # chunks others held when this run last looked (0: it has not waited yet)
     while not stop.is_set() and not budget.exhausted:
         claim = wq.claim(after)
         if claim is None:
             held = wq.held_elsewhere()
             if held:
                 # others hold leases: wait, and take over whatever they leave behind when it expires
-                if held != waiting_for:  # a stopped instance's chunks wait out their lease: say so
+                if not waiting_for:  # a stopped instance's chunks wait out their lease: say so, once
                     wq.notice(f"work queue: waiting for {held} chunk(s) other instances hold; a chunk whose "
-                            f"instance stopped is taken over when its lease ends (at most --lease-seconds "
-                            f"{ctx.lease_seconds} after its last renewal)")
-                    waiting_for = held
+                              f"instance stopped is taken over when its lease ends (at most --lease-seconds "
+                              f"{ctx.lease_seconds} after its last renewal)")
+                elif held != waiting_for:
+                    log.info("work queue: waiting for %d chunk(s) other instances hold", held)
+                waiting_for = held
                 stop.wait(min(5.0, max(0.5, ctx.lease_seconds / 4)))
             elif not found:
                 return
