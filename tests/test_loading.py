@@ -202,3 +202,32 @@ def test_ids_outside_the_selectable_range_are_refused_and_the_edges_are_processe
             check=True)
     p = cli("reconcile", "--db", db_url)
     assert p.returncode == 0, p.stdout
+
+
+def test_load_xml_again_over_rows_other_tools_wrote_with_a_byte_order_mark(sqlite_url, tmp_path):
+    """A row written by another tool keeps the file's byte-order mark; load-xml drops it when it
+    reads the file. The same document is 'already loaded (same text)' (an interrupted load run
+    again exits 0), with or without --replace (which rewrites only what differs)."""
+    cli("init-db", "--db", sqlite_url, check=True)
+    d = tmp_path / "bom"
+    d.mkdir()
+    docs = {i: "\ufeff" + _doc(str(i)) for i in (1, 2, 3)}
+    for i, text in docs.items():
+        (d / f"app-{i}.xml").write_text(text, "utf-8")
+    db = Database(sqlite_url, load_contract())
+    try:
+        db.begin()
+        for i, text in docs.items():
+            db.execute(f"INSERT INTO {db.names['src']} ({db.names['src_id']}, {db.names['src_xml']}) VALUES (?, ?)",
+                       [i, text]).close()
+        db.commit()
+    finally:
+        db.close()
+    p = cli("load-xml", str(d), "--db", sqlite_url)
+    assert p.returncode == 0 and "already loaded (same text)" in p.stdout, p.stdout + p.stderr
+    (d / "app-3.xml").write_text(_doc("3", "<CustData><application/></CustData>"), "utf-8")
+    p = cli("load-xml", str(d), "--db", sqlite_url, "--replace")
+    assert p.returncode == 0, p.stdout + p.stderr
+    counts = {ln.rsplit(None, 1)[0].strip(): ln.rsplit(None, 1)[1] for ln in p.stdout.splitlines()
+              if ln[:1].isalpha() and ln.rsplit(None, 1)[-1].isdigit()}
+    assert counts.get("replaced") == "1" and counts.get("already loaded (same text)") == "2", p.stdout

@@ -114,6 +114,12 @@ def _stored_texts(db: Database, ids: list[int]) -> dict[int, Any]:
     return out
 
 
+def _same_text(stored: Any, text: str) -> bool:
+    """Is the stored document the file's text, as the run reads both (decode_source drops leading
+    byte-order marks from the file; a row written by another tool may keep them)?"""
+    return isinstance(stored, str) and stored.lstrip("\ufeff") == text
+
+
 def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[int]) -> None:
     """Insert rows (an id another process inserted meanwhile is left alone: two loads or two
     generate-mock at once never fail on each other), after deleting ``replace_ids``."""
@@ -222,18 +228,19 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
         if not pending:
             return
         exists = _existing(db, [i for i, _ in pending])
-        keep = [(i, t) for i, t in pending if replace or i not in exists]
-        stored = {} if replace else _stored_texts(db, sorted(exists))
-        for i, t in pending:
-            if i in exists and not replace:
-                if stored.get(i) == t:  # loaded before (an interrupted load run again): nothing to do
-                    rep.counts["already loaded (same text)"] += 1
-                else:
-                    rep.skip(str(chosen[i]), "app_id already present",
-                             f"app_id {i} is already in the source table with another text (--replace to overwrite)")
+        stored = _stored_texts(db, sorted(exists))
+        # loaded before (an interrupted load run again): nothing to do, with or without --replace
+        same = {i for i, t in pending if i in exists and _same_text(stored.get(i), t)}
+        keep = [(i, t) for i, t in pending if i not in same and (replace or i not in exists)]
+        for i, _ in pending:
+            if i in same:
+                rep.counts["already loaded (same text)"] += 1
+            elif i in exists and not replace:
+                rep.skip(str(chosen[i]), "app_id already present",
+                         f"app_id {i} is already in the source table with another text (--replace to overwrite)")
             elif i in exists:
                 rep.counts["replaced"] += 1
-        _write_source(db, keep, exists if replace else set())
+        _write_source(db, keep, (exists - same) if replace else set())
         rep.counts["loaded"] += len([1 for i, _ in keep if i not in exists])
         pending.clear()
 
