@@ -260,25 +260,28 @@ def test_a_run_that_stops_says_error_once(sqlite_url):
     assert p.stderr.startswith("error: ") and "error: error" not in p.stderr and "log refused" in p.stderr, p.stderr
 
 
-def test_a_sqlite_blob_value_that_is_not_utf8_fails_at_parse_and_valid_text_is_never_guessed(tmp_path):
-    """Python's sqlite3 stores bytes as a BLOB even in the TEXT xml column. Such a value was read
-    as a binary column's (UTF-8, else cp1252): a document with one bad byte succeeded and its valid
-    'Zoë' was stored as 'ZoÃ«'. It is text: strictly UTF-8, or it fails alone."""
+def test_bytes_that_mix_utf8_with_another_encoding_fail_at_parse_and_cp1252_rows_still_load(tmp_path):
+    """Python's sqlite3 stores bytes as a BLOB even in the TEXT xml column; such a value is read
+    as bytes: UTF-8, else cp1252 (older rows are cp1252, domain.md). A document with UTF-8
+    characters and one byte that is not UTF-8 was read as cp1252 and succeeded with its valid
+    'Zoë' stored as 'ZoÃ«'. Mixed bytes fail alone (InvalidUTF8); a pure cp1252 row still loads."""
     import re
     import sqlite3
     url = f"sqlite:///{tmp_path / 'b.db'}"
     cli("generate-mock", "--db", url, "--count", "3", "--faulty-share", "0", check=True)
     with sqlite3.connect(tmp_path / "b.db") as conn:
         texts = dict(conn.execute("SELECT app_id, xml FROM app_xml").fetchall())
-        zoe = {i: re.sub(r'last_name="[^"]*"', 'last_name="Zoë"', t).encode("utf-8") for i, t in texts.items()}
-        bad = re.sub(rb'first_name="[^"]*"', b'first_name="Jos\xe9"', zoe[1])
-        conn.execute("UPDATE app_xml SET xml = ? WHERE app_id = 1", (bad,))
-        conn.execute("UPDATE app_xml SET xml = ? WHERE app_id = 2", (zoe[2],))  # a BLOB, valid UTF-8
+        zoe = {i: re.sub(r'last_name="[^"]*"', 'last_name="Zoë"', t) for i, t in texts.items()}
+        mixed = re.sub(rb'first_name="[^"]*"', b'first_name="Jos\xe9"', zoe[1].encode("utf-8"))
+        conn.execute("UPDATE app_xml SET xml = ? WHERE app_id = 1", (mixed,))
+        conn.execute("UPDATE app_xml SET xml = ? WHERE app_id = 2", (zoe[2].lstrip("\ufeff").encode("cp1252"),))  # an older row
         assert conn.execute("SELECT typeof(xml) FROM app_xml WHERE app_id = 1").fetchone()[0] == "blob"
     p = cli("run", "--db", url, "--no-progress")
     assert p.returncode == 1, p.stdout + p.stderr
     with sqlite3.connect(tmp_path / "b.db") as conn:
         log = {a: (s, st, e) for a, s, st, e in conn.execute("SELECT app_id, status, stage, error_class FROM processing_log")}
         names = {r[0] for r in conn.execute("SELECT last_name FROM app_contact_base WHERE app_id = 2")}
-    assert log[1] == ("failed", "parse", "InvalidUTF8") and log[2][0] == "success" and log[3][0] == "success", log
-    assert names and names <= {"Zoë", "ZOË"}, names  # read as the text it is, never as cp1252
+        stored = {r[0] for r in conn.execute("SELECT last_name FROM app_contact_base WHERE app_id = 1")}
+    assert log[1] == ("failed", "parse", "InvalidUTF8") and not stored, (log, stored)
+    assert log[2][0] == "success" and log[3][0] == "success", log
+    assert names and names <= {"Zoë", "ZOË"}, names  # the cp1252 row read as the text it is

@@ -159,6 +159,10 @@ def test_load_xml_files_folders_and_replace(sqlite_url, tmp_path):
     p = cli("load-xml", "--db", sqlite_url, str(tmp_path / "docs" / "app-1*.xml"))  # loaded before: resumable
     assert p.returncode == 0 and "already loaded (same text)" in p.stdout, p.stdout + p.stderr
     p = cli("load-xml", "--db", sqlite_url, "--replace", str(tmp_path / "docs" / "app-3.xml"))
+    assert p.returncode == 0 and "already loaded (same text)" in p.stdout  # the same text is not rewritten
+    app3 = tmp_path / "docs" / "app-3.xml"
+    app3.write_text(app3.read_text("utf-8-sig").replace("<Provenir", "<!-- corrected export -->\n<Provenir", 1), "utf-8")
+    p = cli("load-xml", "--db", sqlite_url, "--replace", str(app3))
     assert p.returncode == 0 and "replaced" in p.stdout
     assert run(sqlite_url).returncode == 0
     assert assert_exactly_once(sqlite_url)["success"] == 12

@@ -27,6 +27,9 @@ class NeedFullDocument(Exception):
     """The head of a document (fetched without its payload) did not settle it: fetch it whole."""
 
 _BOM = "\ufeff"
+# A multi-byte UTF-8 character: older rows in cp1252 (domain.md) hardly ever hold one (it would
+# read as 'Ã©'-like pairs), so bytes that are not UTF-8 but hold these are mixed, not cp1252.
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 
 
 class UndecodableText:
@@ -88,7 +91,11 @@ def decode_source(value: Any, min_length: int = 1) -> str:
             raw = raw[3:]
         try:
             text = raw.decode("utf-8")
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as exc:
+            if _UTF8_SEQUENCE.search(raw):  # UTF-8 characters beside a byte that is not: mixed, not cp1252
+                bad = UndecodableText(exc.start, raw[exc.start:min(exc.end, exc.start + 4)])
+                raise ParseFailure(bad.reason() + " (the rest holds UTF-8 characters: not read as cp1252, "
+                                   "which would change them)", "InvalidUTF8") from None
             text = raw.decode("cp1252", errors="strict") if _cp1252_ok(raw) else raw.decode("latin-1")
     else:
         text = str(value)

@@ -167,13 +167,6 @@ class SQLiteDialect(Dialect):
         ~0.1 s on a million-application database, plans as good as a full ANALYZE."""
         return ["PRAGMA analysis_limit=1000"] + [f"ANALYZE {t}" for t in qtables]
 
-    def document_text(self, value: Any) -> Any:
-        """The xml column is TEXT, but SQLite keeps whatever a client bound: a value stored as a
-        BLOB (Python bytes) arrives as bytes. It is text all the same: strictly UTF-8, or it
-        fails at stage parse (InvalidUTF8), never guessed as cp1252 (which corrupted valid UTF-8
-        in the same document)."""
-        return text_or_undecodable(bytes(value)) if isinstance(value, (bytes, memoryview)) else value
-
     def read_documents(self, conn: Any, fetch: Callable[[], list[tuple]]) -> list[tuple]:
         """sqlite3 decodes TEXT as UTF-8 and refuses the whole statement over one bad byte (a TEXT
         value can hold any bytes). Then the batch is fetched again with each document decoded
