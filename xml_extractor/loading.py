@@ -77,12 +77,6 @@ def id_range(db: Database) -> tuple[int, int]:
     return lo, hi
 
 
-def id_in_range(db: Database, app_id: int) -> bool:
-    """Does the id fit the source table's id column and the selectable range (id_range)?"""
-    lo, hi = id_range(db)
-    return lo <= app_id <= hi
-
-
 def document_id(text: str, plan: DocumentPlan) -> int:
     """Request/@ID by the safe parser; a regex on the head only if the document does not parse
     (a broken document is still loaded: it fails, visibly, when it is processed)."""
@@ -145,8 +139,9 @@ class _Candidate:
     app_id: int
 
 
-def _identify(path: Path, plan: DocumentPlan, db: Database, rep: LoadReport) -> _Candidate | None:
-    """The file's application id, or None after recording why it is skipped."""
+def _identify(path: Path, plan: DocumentPlan, db: Database, ids: tuple[int, int],
+              rep: LoadReport) -> _Candidate | None:
+    """The file's application id, or None after recording why it is skipped (``ids``: id_range)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -171,10 +166,10 @@ def _identify(path: Path, plan: DocumentPlan, db: Database, rep: LoadReport) -> 
         else:
             rep.skip(str(path), "no usable Request/@ID", f.reason)
         return None
-    if not id_in_range(db, app_id):
+    if not ids[0] <= app_id <= ids[1]:
         rep.skip(str(path), "id out of range",
                  f"Request/@ID {app_id} does not fit the source table's id column ({db.dialect.name}) "
-                 f"or the contract's app_id columns: {'..'.join(map(str, id_range(db)))}")
+                 f"or the contract's app_id columns: {ids[0]}..{ids[1]}")
         return None
     return _Candidate(path, app_id)
 
@@ -199,9 +194,10 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
     rep = LoadReport(created_schema=ensure_schema(db))
     from .contract.compiler import compile_contract
     plan = compile_contract(db.contract).document  # once, not per file
+    ids = id_range(db)  # likewise: it walks every column of the contract
     by_id: dict[int, list[Path]] = collections.defaultdict(list)
     for path in files:  # first pass: ids only (documents are not kept in memory)
-        cand = _identify(path, plan, db, rep)
+        cand = _identify(path, plan, db, ids, rep)
         if cand is not None:
             by_id[cand.app_id].append(cand.path)
     preferred = {os.path.realpath(p) for p in prefer}
