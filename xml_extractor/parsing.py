@@ -43,6 +43,11 @@ class UndecodableText:
     def __init__(self, offset: int, bad: bytes) -> None:
         self.offset, self.bad = offset, bad
 
+    @classmethod
+    def at(cls, raw: bytes, exc: UnicodeDecodeError) -> "UndecodableText":
+        """Where ``raw.decode("utf-8")`` failed (``exc``): the offset and up to 4 bad bytes."""
+        return cls(exc.start, raw[exc.start:min(exc.end, exc.start + 4)])
+
     def reason(self) -> str:
         return f"the xml column's text is not valid UTF-8: byte(s) {self.shown()} at byte offset {self.offset}"
 
@@ -57,7 +62,7 @@ def text_or_undecodable(raw: bytes) -> "str | UndecodableText":
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return UndecodableText(exc.start, raw[exc.start:min(exc.end, exc.start + 4)])
+        return UndecodableText.at(raw, exc)
 
 
 def decode_tail(raw: Any) -> str:
@@ -93,8 +98,7 @@ def decode_source(value: Any, min_length: int = 1) -> str:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             if _UTF8_SEQUENCE.search(raw):  # UTF-8 characters beside a byte that is not: mixed, not cp1252
-                bad = UndecodableText(exc.start, raw[exc.start:min(exc.end, exc.start + 4)])
-                raise ParseFailure(bad.reason() + " (the rest holds UTF-8 characters: not read as cp1252, "
+                raise ParseFailure(UndecodableText.at(raw, exc).reason() + " (the rest holds UTF-8 characters: not read as cp1252, "
                                    "which would change them)", "InvalidUTF8") from None
             text = raw.decode("cp1252", errors="strict") if _cp1252_ok(raw) else raw.decode("latin-1")
     else:

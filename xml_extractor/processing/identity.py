@@ -23,10 +23,15 @@ def versions_in_log(db: Database) -> list[tuple[str, int]]:
     return [(str(v), int(n)) for v, n in db.with_retry(lambda: db.autocommit_query(db.sql("contract_versions")))]
 
 
+def is_other_version(version: str, version_tag: str, contract_name: str) -> bool:
+    """Is a log row's contract_version another version of this run's contract?"""
+    return version != version_tag and version.split("@", 1)[0] == contract_name
+
+
 def check_contract_identity(db: Database, version_tag: str, contract_name: str, allow_change: bool) -> list[tuple[str, int]]:
     """The other versions of this contract that produced existing rows; ConfigError if there are
     any and the change is not allowed."""
-    others = [(v, n) for v, n in versions_in_log(db) if v != version_tag and v.split("@", 1)[0] == contract_name]
+    others = [(v, n) for v, n in versions_in_log(db) if is_other_version(v, version_tag, contract_name)]
     if not others:
         return []
     desc = ", ".join(f"{v} ({n} application(s))" for v, n in others)
@@ -45,4 +50,4 @@ def other_version_started(db: Database, version_tag: str, contract_name: str) ->
     moment of each other with different versions both pass the start check (neither has written
     yet); the re-read catches the other's first commits."""
     rows = db.with_retry(lambda: db.autocommit_query(db.sql("log_contract_version_list")))
-    return sorted(str(v) for (v,) in rows if str(v) != version_tag and str(v).split("@", 1)[0] == contract_name)
+    return sorted(str(v) for (v,) in rows if is_other_version(str(v), version_tag, contract_name))
