@@ -163,7 +163,7 @@ def contract_versions(db: Database, attempted: int | None = None) -> list[dict]:
     """Applications per contract version that produced their current log rows. The versions come
     from a loose index scan; with a single version (the usual case) and ``attempted`` (how many
     applications the log holds) known, no count over the whole log is needed."""
-    names = [str(r[0]) for r in _q(db, db.sql("log_contract_version_list"), {})]
+    names = db.logged_contract_versions()
     if len(names) == 1 and attempted is not None:
         return [{"contract_version": names[0], "applications": int(attempted)}]
     if not names:
@@ -261,8 +261,7 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
     per_contract = bool(db.contract.extra.get("members"))  # a contract set: by the contract that mapped the application
     # one contract on a database other contracts also wrote to (one source, two product lines):
     # that contract's applications only, not every event in the table
-    shared = not per_contract and bool(
-        {str(v).split("@", 1)[0] for (v,) in _q(db, db.sql("log_contract_version_list"), {})} - {db.contract.name})
+    shared = not per_contract and bool({v.split("@", 1)[0] for v in db.logged_contract_versions()} - {db.contract.name})
     if per_contract:
         groups = list(_q(db, db.sql("quality_event_groups_by_contract"), {}))
     elif shared:

@@ -226,6 +226,11 @@ class Database:
         rows = self.dialect.read_documents(self.conn, lambda: self.autocommit_query(self.sql("fetch_documents"), {"ids": ids}))
         return [(int(a), text(x), None) for a, x in rows]
 
+    def logged_contract_versions(self) -> list[str]:
+        """The contract versions (``name@version``) in processing_log, by a loose index scan: one
+        probe per version, cheap at any log size (log_contract_version_list)."""
+        return [str(v) for (v,) in self.with_retry(lambda: self.autocommit_query(self.sql("log_contract_version_list")))]
+
     def claim_chunk(self, params: Mapping[str, Any]) -> tuple[int, int, int] | None:
         """One queue claim transaction: the first free or lease-expired chunk (queue_claim's
         parameters: owner, lease_seconds, after_chunk, id_lo, id_hi) taken by this owner, as

@@ -314,7 +314,7 @@ def contract_set_hint(db: Database, p: MigrationPlan) -> str:
     from ..contract.loader import load_contract, packaged_contracts
     mine = {m.name for m in db.contract.extra.get("members", [])} or {db.contract.name}
     try:  # the contracts that processed applications here (an index probe per version)
-        logged = {str(v).split("@", 1)[0] for (v,) in db.autocommit_query(db.sql("log_contract_version_list"))}
+        logged = {v.split("@", 1)[0] for v in db.logged_contract_versions()}
     except Exception:  # noqa: BLE001 - only a hint: without it the refusal still stands
         db.rollback()
         logged = set()

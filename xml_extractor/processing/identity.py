@@ -49,5 +49,4 @@ def other_version_started(db: Database, version_tag: str, contract_name: str) ->
     cheap at any log size): what the run re-reads while it runs. Two instances started within a
     moment of each other with different versions both pass the start check (neither has written
     yet); the re-read catches the other's first commits."""
-    rows = db.with_retry(lambda: db.autocommit_query(db.sql("log_contract_version_list")))
-    return sorted(str(v) for (v,) in rows if is_other_version(str(v), version_tag, contract_name))
+    return sorted(v for v in db.logged_contract_versions() if is_other_version(v, version_tag, contract_name))
