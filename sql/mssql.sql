@@ -11,8 +11,8 @@ GO
 IF OBJECT_ID(N'[sandbox].[app_enums]', N'U') IS NULL
 CREATE TABLE [sandbox].[app_enums] (
     [enum_id] INTEGER NOT NULL PRIMARY KEY,
-    [type] NVARCHAR(64) NOT NULL,
-    [value] NVARCHAR(50) NOT NULL,
+    [type] NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    [value] NVARCHAR(50) COLLATE Latin1_General_100_BIN2 NOT NULL,
     [description] NVARCHAR(200)
 )
 GO
@@ -507,7 +507,7 @@ GO
 IF OBJECT_ID(N'[sandbox].[scores]', N'U') IS NULL
 CREATE TABLE [sandbox].[scores] (
     [app_id] INT NOT NULL,
-    [score_identifier] NVARCHAR(50) NOT NULL,
+    [score_identifier] NVARCHAR(50) COLLATE Latin1_General_100_BIN2 NOT NULL,
     [score] DECIMAL(14,4) NOT NULL,
     CONSTRAINT [pk_scores] PRIMARY KEY ([app_id], [score_identifier]),
     CONSTRAINT [fk_scores_1] FOREIGN KEY ([app_id]) REFERENCES [sandbox].[app_base] ([app_id])
@@ -516,7 +516,7 @@ GO
 IF OBJECT_ID(N'[sandbox].[indicators]', N'U') IS NULL
 CREATE TABLE [sandbox].[indicators] (
     [app_id] INT NOT NULL,
-    [indicator] NVARCHAR(50) NOT NULL,
+    [indicator] NVARCHAR(50) COLLATE Latin1_General_100_BIN2 NOT NULL,
     [value] NVARCHAR(50),
     CONSTRAINT [pk_indicators] PRIMARY KEY ([app_id], [indicator]),
     CONSTRAINT [fk_indicators_1] FOREIGN KEY ([app_id]) REFERENCES [sandbox].[app_base] ([app_id])
@@ -525,8 +525,8 @@ GO
 IF OBJECT_ID(N'[sandbox].[app_historical_lookup]', N'U') IS NULL
 CREATE TABLE [sandbox].[app_historical_lookup] (
     [app_id] INT NOT NULL,
-    [name] NVARCHAR(64) NOT NULL,
-    [source] NVARCHAR(64) NOT NULL,
+    [name] NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    [source] NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     [value] NVARCHAR(4000),
     CONSTRAINT [pk_app_historical_lookup] PRIMARY KEY ([app_id], [source], [name]),
     CONSTRAINT [fk_app_historical_lookup_1] FOREIGN KEY ([app_id]) REFERENCES [sandbox].[app_base] ([app_id])

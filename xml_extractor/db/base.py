@@ -213,6 +213,11 @@ class Dialect:
         except KeyError:
             raise ConfigError(f"no SQL type for {col.type}") from None
 
+    # The collation of string key columns (primary keys, the enum table's unique (type, value) and
+    # foreign keys referencing them), so that keys compare as they do in Python, SQLite and
+    # PostgreSQL: exact, case-sensitive. None: the engine's comparison already is (SQLite, PostgreSQL).
+    key_collation: str | None = None
+
     text_type = "TEXT"
     timestamp_type = "TIMESTAMP(3)"
     float_type = "DOUBLE PRECISION"
@@ -220,6 +225,14 @@ class Dialect:
 
     def varchar(self, n: int) -> str:
         return f"VARCHAR({n})"
+
+    def collate(self, key: bool, type_name: str = "string") -> str:
+        """`` COLLATE x`` after a string key column's type (see key_collation), else ''."""
+        return f" COLLATE {self.key_collation}" if key and self.key_collation and type_name == "string" else ""
+
+    def column_sql(self, col: "ColumnDef", key: bool) -> str:
+        """A contract column's type as declared in CREATE/ALTER: its type, the key collation."""
+        return self.column_type(col) + self.collate(key, col.type)
 
     # -- DDL ------------------------------------------------------------------------------------
     def create_schema(self, schema: str) -> list[str]:
@@ -248,15 +261,16 @@ class Dialect:
             ]))
         out.append(self.create_table(q(sch, contract.enum_table), [
             f"{self.quote('enum_id')} INTEGER NOT NULL PRIMARY KEY",
-            f"{self.quote('type')} {self.varchar(64)} NOT NULL",
-            f"{self.quote('value')} {self.varchar(50)} NOT NULL",
+            f"{self.quote('type')} {self.varchar(64)}{self.collate(True)} NOT NULL",
+            f"{self.quote('value')} {self.varchar(50)}{self.collate(True)} NOT NULL",
             f"{self.quote('description')} {self.varchar(200)}",
         ]))
         out.append(self.create_index(f"ux_{contract.enum_table}_type_value", q(sch, contract.enum_table), ["type", "value"], True, sch))
         for t in contract.tables:
             body = []
+            keys = key_columns(t)
             for c in t.stored_columns:
-                body.append(f"{self.quote(c.name)} {self.column_type(c)}{'' if c.nullable else ' NOT NULL'}")
+                body.append(f"{self.quote(c.name)} {self.column_sql(c, c.name.lower() in keys)}{'' if c.nullable else ' NOT NULL'}")
             body.append(f"CONSTRAINT {self.quote('pk_' + t.name)} PRIMARY KEY ({', '.join(self.quote(k) for k in t.primary_key)})")
             for i, fk in enumerate(t.foreign_keys):
                 body.append(f"CONSTRAINT {self.quote(f'fk_{t.name}_{i + 1}')} FOREIGN KEY ({', '.join(self.quote(c) for c in fk.columns)}) "
@@ -414,6 +428,12 @@ class Dialect:
 
     def in_list(self, n: int) -> str:
         return ", ".join("?" * 1 for _ in range(n))
+
+
+def key_columns(t: Any) -> set[str]:
+    """A contract table's key columns (lower-case): its primary key and its foreign-key columns
+    (which must share the referenced key's type and collation)."""
+    return {c.lower() for c in t.primary_key} | {c.lower() for fk in t.foreign_keys for c in fk.columns}
 
 
 def chunks(rows: list, size: int) -> Iterable[list]:

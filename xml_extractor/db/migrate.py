@@ -13,6 +13,16 @@ for a DBA to run); ``run`` and ``reprocess`` call :func:`require_current` at sta
 database that does not match, printing the plan. Introspection per dialect: SQLite
 ``pragma_table_info``, ``information_schema`` on PostgreSQL and SQL Server (named queries
 ``schema_columns`` / ``schema_primary_key``).
+
+SQL Server cannot ``ALTER COLUMN`` a column in a primary or foreign key, nor one in an index
+unless it stays (n)varchar and grows within a non-primary-key index (ALTER TABLE, "The modified
+column can't be"; msgs 5074/4922). Such a widening is refused (exit 2), with the DBA script that
+drops the dependent foreign keys and indexes, alters and recreates them in one transaction: on a
+table of millions of rows that rebuild takes hours and log space the size of the table, a
+maintenance window the DBA chooses, never a side effect of ``init-db`` or a ``run`` start. The
+catalogue facts (``sys.indexes``/``sys.index_columns``, ``sys.foreign_keys``) are read by the
+mssql-only named queries ``schema_index_columns`` / ``schema_foreign_keys``; what they decide is a
+pure function of them (:func:`mssql_alter_blockers`, :func:`mssql_dba_script`).
 """
 from __future__ import annotations
 
@@ -21,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, SchemaMissing, TransientDatabaseError
-from .base import HISTORY_SUFFIX, REQUEST_TABLE
+from .base import HISTORY_SUFFIX, REQUEST_TABLE, key_columns
 from .database import Database
 
 if TYPE_CHECKING:
@@ -30,6 +40,10 @@ if TYPE_CHECKING:
 
 class SchemaRefused(ConfigError):
     """The contract differs from the database in a way that could lose data (exit 2)."""
+
+
+class SchemaApplyFailed(ConfigError):
+    """The database refused a statement of the plan (exit 2, naming the statement)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,7 @@ class Change:
     sql: list[str] = field(default_factory=list)
     refused: bool = False
     todo: str = ""
+    dba: "DbaWiden | None" = None  # a widening SQL Server cannot ALTER in place: in the DBA script
 
     def describe(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
@@ -109,6 +124,7 @@ class Change:
 class MigrationPlan:
     dialect: str
     changes: list[Change] = field(default_factory=list)
+    dba_script: str = ""  # one T-SQL batch (one transaction) for the refused widenings, or ""
 
     @property
     def additions(self) -> list[Change]:
@@ -134,7 +150,18 @@ class MigrationPlan:
         text = "\n".join(out) + "\n"
         if self.statements:
             text += sep.join(self.statements) + sep.rstrip("\n") + "\n"
+        if self.dba_script:
+            text += DBA_SCRIPT_HEAD + self.dba_script + sep.rstrip("\n") + "\n"
         return text
+
+
+DBA_SCRIPT_HEAD = """-- DBA script for the widenings SQL Server cannot ALTER in place (one transaction: all or nothing).
+-- Stop every xml-extractor instance first (run, reprocess, launch): it holds schema locks on these tables.
+-- Dropping and recreating a clustered primary key rebuilds the table and its indexes: on millions of rows
+-- this takes hours and transaction log space of about the table's size; on Enterprise edition add
+-- WITH (ONLINE = ON) to the index statements. Indexes are recreated with default options (fill factor,
+-- compression, filegroup): adjust them to yours. Then run xml-extractor init-db for the rest of the plan.
+"""
 
 
 def _params(stmt: Any, known: dict[str, Any]) -> dict[str, Any]:
@@ -185,10 +212,15 @@ def _expected(db: Database, col: "ColumnDef") -> ColType:
     return parse_type(db.dialect.column_type(col))
 
 
+def _column_sql(db: Database, t: "TableDef", col: "ColumnDef") -> str:
+    """The column's declared type (with the key collation of a string key column)."""
+    return db.dialect.column_sql(col, col.name.lower() in key_columns(t))
+
+
 def _add_column_sql(db: Database, t: "TableDef", col: "ColumnDef") -> str:
     d, qt = db.dialect, db.table(t.name)
     if d.name == "mssql":
-        return f"ALTER TABLE {qt} ADD {d.quote(col.name)} {d.column_type(col)} NULL"
+        return f"ALTER TABLE {qt} ADD {d.quote(col.name)} {_column_sql(db, t, col)} NULL"
     if d.name == "postgresql":
         return f"ALTER TABLE {qt} ADD COLUMN IF NOT EXISTS {d.quote(col.name)} {d.column_type(col)}"
     return f"ALTER TABLE {qt} ADD COLUMN {d.quote(col.name)} {d.column_type(col)}"
@@ -196,8 +228,9 @@ def _add_column_sql(db: Database, t: "TableDef", col: "ColumnDef") -> str:
 
 def _widen_sql(db: Database, t: "TableDef", col: "ColumnDef") -> list[str]:
     d, qt = db.dialect, db.table(t.name)
-    if d.name == "mssql":
-        return [f"ALTER TABLE {qt} ALTER COLUMN {d.quote(col.name)} {d.column_type(col)}{' NULL' if col.nullable else ' NOT NULL'}"]
+    if d.name == "mssql":  # COLLATE repeated: ALTER COLUMN without it resets the database's default
+        return [f"ALTER TABLE {qt} ALTER COLUMN {d.quote(col.name)} {_column_sql(db, t, col)}"
+                f"{' NULL' if col.nullable else ' NOT NULL'}"]
     if d.name == "postgresql":
         return [f"ALTER TABLE {qt} ALTER COLUMN {d.quote(col.name)} TYPE {d.column_type(col)}"]
     return []  # SQLite stores any length in any declared type
@@ -224,11 +257,187 @@ def _compare_type(have: ColType, want: ColType) -> str:
     return "wider"
 
 
+# -- SQL Server: what ALTER COLUMN cannot change in place ----------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexFact:
+    """One index of a table as sys.indexes/sys.index_columns describe it (PK and UNIQUE constraints
+    are indexes there too)."""
+
+    table: str  # the qualified, quoted table name
+    name: str
+    primary_key: bool = False
+    unique: bool = False
+    constraint: bool = False  # a UNIQUE constraint (dropped/added with ALTER TABLE, like the PK)
+    clustered: bool = False
+    keys: tuple[tuple[str, bool], ...] = ()  # (column, descending) in key order
+    included: tuple[str, ...] = ()
+    filter: str | None = None
+
+    def columns(self) -> set[str]:
+        return {k.lower() for k, _ in self.keys} | {c.lower() for c in self.included}
+
+
+@dataclass(frozen=True)
+class ForeignKeyFact:
+    """One foreign key touching a table (from it, or referencing it): sys.foreign_keys."""
+
+    name: str
+    table: str  # the referencing table, qualified and quoted
+    columns: tuple[str, ...]
+    ref_table: str
+    ref_columns: tuple[str, ...]
+    on_delete: str = "NO_ACTION"
+    on_update: str = "NO_ACTION"
+
+
+@dataclass
+class TableFacts:
+    indexes: list[IndexFact] = field(default_factory=list)
+    foreign_keys: list[ForeignKeyFact] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DbaWiden:
+    """A widening for the DBA script: ALTER TABLE table ALTER COLUMN column sql_type [NOT] NULL."""
+
+    table: str
+    column: str
+    sql_type: str
+    nullable: bool
+
+
+def _bracket(name: str) -> str:
+    """A catalogue name (any characters) as a T-SQL identifier."""
+    return "[" + name.replace("]", "]]") + "]"
+
+
+def mssql_table_facts(db: Database, qtable: str) -> TableFacts:
+    """The indexes of a table and the foreign keys from or to it, read from SQL Server's catalogue."""
+    out = TableFacts()
+    stmt = db.sql("schema_index_columns")
+    rows = db.autocommit_query(stmt, _params(stmt, {"qtable": qtable}))
+    by_name: dict[str, dict[str, Any]] = {}
+    for name, is_pk, is_unique, is_uc, type_desc, is_included, is_desc, col, filt in rows:
+        ix = by_name.setdefault(str(name), {"primary_key": bool(is_pk), "unique": bool(is_unique),
+                                            "constraint": bool(is_uc), "clustered": str(type_desc).upper() == "CLUSTERED",
+                                            "keys": [], "included": [], "filter": filt or None})
+        if is_included:
+            ix["included"].append(str(col))
+        else:
+            ix["keys"].append((str(col), bool(is_desc)))
+    out.indexes = [IndexFact(qtable, n, v["primary_key"], v["unique"], v["constraint"], v["clustered"], tuple(v["keys"]),
+                             tuple(v["included"]), v["filter"]) for n, v in by_name.items()]
+    stmt = db.sql("schema_foreign_keys")
+    fks: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, sch, tab, col, rsch, rtab, rcol, on_del, on_upd in db.autocommit_query(stmt, _params(stmt, {"qtable": qtable})):
+        t, rt = f"{_bracket(str(sch))}.{_bracket(str(tab))}", f"{_bracket(str(rsch))}.{_bracket(str(rtab))}"
+        fk = fks.setdefault((t, str(name)), {"ref": rt, "cols": [], "rcols": [], "del": str(on_del), "upd": str(on_upd)})
+        fk["cols"].append(str(col))
+        fk["rcols"].append(str(rcol))
+    out.foreign_keys = [ForeignKeyFact(n, t, tuple(v["cols"]), v["ref"], tuple(v["rcols"]), v["del"], v["upd"])
+                        for (t, n), v in fks.items()]
+    return out
+
+
+def mssql_alter_blockers(table: str, column: str, have: ColType, want: ColType, facts: TableFacts) -> tuple[list[str], bool]:
+    """Why SQL Server refuses ``ALTER COLUMN`` of this widening (msgs 5074/4922), and whether the
+    DBA script can do it (False: the new type cannot be an index key at all: NVARCHAR(MAX)).
+    No reasons: a plain ALTER COLUMN works. The rules (ALTER TABLE, "The modified column can't
+    be"): not in a PRIMARY KEY or FOREIGN KEY; not in an index unless it is (n)varchar, stays so,
+    does not shrink and the index is not the primary key's."""
+    c = column.lower()
+    why: list[str] = []
+    possible = True
+    for ix in facts.indexes:
+        if c not in ix.columns():
+            continue
+        is_key = c in {k.lower() for k, _ in ix.keys}
+        if want.family == "text" and is_key:
+            why.append(f"key of index {ix.name} (an index key cannot be NVARCHAR(MAX))")
+            possible = False
+        elif ix.primary_key:
+            why.append(f"in primary key {ix.name}")
+        elif not (have.family == want.family == "char" and want.size >= have.size):
+            why.append(f"in index {ix.name}")
+    for fk in facts.foreign_keys:
+        if (fk.table == table and c in {x.lower() for x in fk.columns}) or \
+                (fk.ref_table == table and c in {x.lower() for x in fk.ref_columns}):
+            why.append(f"in foreign key {fk.name}")
+    return why, possible
+
+
+def _index_sql(ix: IndexFact) -> str:
+    keys = ", ".join(_bracket(k) + (" DESC" if desc else "") for k, desc in ix.keys)
+    kind = "CLUSTERED" if ix.clustered else "NONCLUSTERED"
+    if ix.primary_key or ix.constraint:
+        what = "PRIMARY KEY" if ix.primary_key else "UNIQUE"
+        return f"ALTER TABLE {ix.table} ADD CONSTRAINT {_bracket(ix.name)} {what} {kind} ({keys})"
+    inc = f" INCLUDE ({', '.join(_bracket(c) for c in ix.included)})" if ix.included else ""
+    where = f" WHERE {ix.filter}" if ix.filter else ""
+    return f"CREATE {'UNIQUE ' if ix.unique else ''}{kind} INDEX {_bracket(ix.name)} ON {ix.table} ({keys}){inc}{where}"
+
+
+def _drop_index_sql(ix: IndexFact) -> str:
+    if ix.primary_key or ix.constraint:
+        return f"ALTER TABLE {ix.table} DROP CONSTRAINT {_bracket(ix.name)}"
+    return f"DROP INDEX {_bracket(ix.name)} ON {ix.table}"
+
+
+def _fk_sql(fk: ForeignKeyFact) -> str:
+    actions = "".join(f" ON {verb} {act.replace('_', ' ')}" for verb, act in (("DELETE", fk.on_delete), ("UPDATE", fk.on_update))
+                      if act.upper() != "NO_ACTION")
+    return (f"ALTER TABLE {fk.table} WITH CHECK ADD CONSTRAINT {_bracket(fk.name)} FOREIGN KEY "
+            f"({', '.join(_bracket(c) for c in fk.columns)}) REFERENCES {fk.ref_table} "
+            f"({', '.join(_bracket(c) for c in fk.ref_columns)}){actions}")
+
+
+def mssql_dba_script(widen: list[DbaWiden], facts: dict[str, TableFacts]) -> str:
+    """One T-SQL batch, one transaction (XACT_ABORT: any error rolls all of it back): drop the
+    foreign keys and indexes the widened columns are in, ALTER the columns, recreate them. A
+    table whose clustered index is dropped has all its indexes dropped first and recreated after
+    it (each rebuilt once, not once for the heap and again for the new clustered index)."""
+    drop_ix: dict[tuple[str, str], IndexFact] = {}
+    drop_fk: dict[tuple[str, str], ForeignKeyFact] = {}
+    for w in widen:
+        f = facts.get(w.table, TableFacts())
+        c = w.column.lower()
+        for ix in f.indexes:
+            if c in ix.columns():
+                drop_ix[(ix.table, ix.name)] = ix
+        for fk in f.foreign_keys:
+            if (fk.table == w.table and c in {x.lower() for x in fk.columns}) or \
+                    (fk.ref_table == w.table and c in {x.lower() for x in fk.ref_columns}):
+                drop_fk[(fk.table, fk.name)] = fk
+    for (table, _), ix in list(drop_ix.items()):
+        if ix.clustered:  # rebuild every index of the table once
+            drop_ix.update({(i.table, i.name): i for i in facts.get(table, TableFacts()).indexes})
+    for ix in list(drop_ix.values()):  # foreign keys that reference a dropped key
+        if ix.primary_key or ix.unique:
+            for f in facts.values():
+                for fk in f.foreign_keys:
+                    if fk.ref_table == ix.table and {x.lower() for x in fk.ref_columns} == {k.lower() for k, _ in ix.keys}:
+                        drop_fk[(fk.table, fk.name)] = fk
+    fks = sorted(drop_fk.values(), key=lambda k: (k.table, k.name))
+    ixs = sorted(drop_ix.values(), key=lambda i: (i.table, i.clustered, i.name))  # nonclustered first
+    lines = ["SET XACT_ABORT ON;", "BEGIN TRANSACTION;"]
+    lines += [f"ALTER TABLE {fk.table} DROP CONSTRAINT {_bracket(fk.name)};" for fk in fks]
+    lines += [_drop_index_sql(ix) + ";" for ix in ixs]
+    lines += [f"ALTER TABLE {w.table} ALTER COLUMN {_bracket(w.column)} {w.sql_type}{' NULL' if w.nullable else ' NOT NULL'};"
+              for w in widen]
+    lines += [_index_sql(ix) + ";" for ix in sorted(drop_ix.values(), key=lambda i: (i.table, not i.clustered, i.name))]
+    lines += [_fk_sql(fk) + ";" for fk in fks]
+    lines.append("COMMIT TRANSACTION;")
+    return "\n".join(lines)
+
+
 def plan(db: Database) -> MigrationPlan:
     """Compare every contract table with the database (tool tables: that they exist)."""
     c, d = db.contract, db.dialect
     out = MigrationPlan(d.name)
     create_stmts = d.ddl(c, with_source=True)
+    facts: dict[str, TableFacts] = {}  # SQL Server: indexes and foreign keys of tables with widenings
     for t in c.tables:
         have = table_columns(db, t.name)
         if have is None:
@@ -251,7 +460,10 @@ def plan(db: Database) -> MigrationPlan:
             diff = _compare_type(h.type, _expected(db, col))
             if diff == "wider":
                 sql = _widen_sql(db, t, col)
-                if sql:
+                blocked = _mssql_blocked(db, t, col, h.type, facts) if sql and d.name == "mssql" else None
+                if blocked is not None:
+                    out.changes.append(blocked)
+                elif sql:
                     out.changes.append(Change(t.name, col.name, f"widen {h.type} to {_expected(db, col)}", sql))
             elif diff:
                 out.changes.append(Change(t.name, col.name, diff, refused=True,
@@ -286,7 +498,31 @@ def plan(db: Database) -> MigrationPlan:
             qt, new_col = d.qualified(c.target_schema, name), f"{d.quote('contract_name')} {d.varchar(63)}"
             add = (f"ALTER TABLE {qt} ADD {new_col} NULL" if d.name == "mssql" else f"ALTER TABLE {qt} ADD COLUMN {new_col}")
             out.changes.append(Change(name, "contract_name", "new column", [add]))
+    widen = [ch.dba for ch in out.changes if ch.dba is not None]
+    if widen:
+        out.dba_script = mssql_dba_script(widen, facts)
     return out
+
+
+DBA_TODO = ("SQL Server cannot change it in place: run the DBA script that `xml-extractor init-db --dry-run` "
+            "prints (it drops and recreates those keys and indexes in one transaction; stop every instance "
+            "first), then init-db")
+
+
+def _mssql_blocked(db: Database, t: "TableDef", col: "ColumnDef", have: ColType, facts: dict[str, TableFacts]) -> Change | None:
+    """The refusal of a widening SQL Server cannot ALTER in place, or None (a plain ALTER works)."""
+    qt, want = db.table(t.name), _expected(db, col)
+    if qt not in facts:
+        facts[qt] = mssql_table_facts(db, qt)
+    why, possible = mssql_alter_blockers(qt, col.name, have, want, facts[qt])
+    if not why:
+        return None
+    what = f"widen {have} to {want}: SQL Server cannot ALTER a column " + "; ".join(why)
+    if not possible:
+        return Change(t.name, col.name, what, refused=True,
+                      todo="keep the length at most 4000 in the contract, or drop that index yourself first")
+    return Change(t.name, col.name, what, refused=True, todo=DBA_TODO,
+                  dba=DbaWiden(qt, col.name, _column_sql(db, t, col), col.nullable))
 
 
 def apply(db: Database, p: MigrationPlan) -> int:
@@ -294,7 +530,19 @@ def apply(db: Database, p: MigrationPlan) -> int:
     if p.refusals:
         raise SchemaRefused(refusal_message(p))
     for s in p.statements:
-        db.execute(s).close()
+        try:
+            db.execute(s).close()
+        except Exception as exc:  # noqa: BLE001 - typed below: never a raw driver traceback
+            db.rollback()
+            typed = db.dialect.wrap(exc)
+            if typed is exc:
+                raise  # not the driver's: a bug stays a bug
+            if isinstance(typed, TransientDatabaseError):
+                raise typed from exc  # the environment (exit 3)
+            raise SchemaApplyFailed(f"init-db could not apply: {' '.join(s.split())[:300]}\n"
+                                    f"  the database said: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}\n"
+                                    "  the plan's transaction was rolled back; `xml-extractor init-db --dry-run` shows "
+                                    "what is left to apply (change it in the database yourself, then run init-db again)") from None
     db.commit()
     return len(p.statements)
 
@@ -326,7 +574,7 @@ def contract_set_hint(db: Database, p: MigrationPlan) -> str:
                 c = load_contract(name)
                 declared[name] = {(t.name, col.name.lower()) for t in c.tables for col in t.stored_columns}
                 declared[name] |= {(t.name, None) for t in c.tables}
-        covered = {(r.table, r.column) for r in p.refusals}
+        covered = {(r.table, r.column) for r in p.refusals if r.dba is None}
         hits = sorted(n for n, d in declared.items() if covered & d)
         if hits and covered <= set().union(*(declared[n] for n in hits)):
             others = hits
@@ -340,6 +588,7 @@ def contract_set_hint(db: Database, p: MigrationPlan) -> str:
 def require_current(db: Database) -> None:
     """At the start of run/reprocess: the database must match the contract. Raises SchemaRefused
     (lossy differences) or SchemaMissing (init-db would fix it), both exit 2, with the plan."""
+    db.check_source()  # a source column the fetch cannot read (SQL Server text/ntext/xml): ConfigError, exit 2
     try:
         p = db.with_retry(lambda: plan(db))  # read-only: a dropped connection is reconnected and read again
     except (ConfigError, TransientDatabaseError):

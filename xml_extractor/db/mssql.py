@@ -22,6 +22,7 @@ class MSSQLDialect(Dialect):
     limit_clause = ""
     now_sql = "SYSUTCDATETIME()"
     text_type = "NVARCHAR(MAX)"
+    key_collation = "Latin1_General_100_BIN2"  # keys compare exactly, as in SQLite/PostgreSQL (base.Dialect.key_collation)
     source_xml_type = "VARCHAR(MAX)"
     timestamp_type = "DATETIME2(3)"
     float_type = "FLOAT"

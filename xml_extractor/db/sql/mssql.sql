@@ -42,3 +42,28 @@ SELECT DISTINCT contract_version FROM {log};
 -- name: schema_has_index
 -- Does this unique index exist on the table.
 SELECT COUNT(*) FROM sys.indexes WHERE name = :index AND object_id = OBJECT_ID(:qtable) AND is_unique = 1;
+
+-- name: schema_index_columns
+-- dialects: mssql
+-- Every index of a table (PK and UNIQUE constraints too) with its columns: what ALTER COLUMN cannot change (db/migrate.py).
+SELECT i.name, i.is_primary_key, i.is_unique, i.is_unique_constraint, i.type_desc, ic.is_included_column,
+       ic.is_descending_key, c.name, i.filter_definition
+FROM sys.indexes i
+JOIN sys.index_columns ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id
+JOIN sys.columns c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+WHERE i.object_id = OBJECT_ID(:qtable) AND i.type IN (1, 2) AND i.is_hypothetical = 0
+ORDER BY i.index_id, ic.is_included_column, ic.key_ordinal, ic.index_column_id;
+
+-- name: schema_foreign_keys
+-- dialects: mssql
+-- The foreign keys from or to a table, one row per column pair in key order (db/migrate.py).
+SELECT fk.name, SCHEMA_NAME(pt.schema_id), pt.name, pc.name, SCHEMA_NAME(rt.schema_id), rt.name, rc.name,
+       fk.delete_referential_action_desc, fk.update_referential_action_desc
+FROM sys.foreign_keys fk
+JOIN sys.foreign_key_columns fkc ON fkc.constraint_object_id = fk.object_id
+JOIN sys.tables pt ON pt.object_id = fk.parent_object_id
+JOIN sys.columns pc ON pc.object_id = fkc.parent_object_id AND pc.column_id = fkc.parent_column_id
+JOIN sys.tables rt ON rt.object_id = fk.referenced_object_id
+JOIN sys.columns rc ON rc.object_id = fkc.referenced_object_id AND rc.column_id = fkc.referenced_column_id
+WHERE fk.parent_object_id = OBJECT_ID(:qtable) OR fk.referenced_object_id = OBJECT_ID(:qtable)
+ORDER BY fk.name, fkc.constraint_column_id;
