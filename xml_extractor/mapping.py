@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .contract.compiler import ColumnPlan, DocContext, GeneratorPlan, MappingPlan, Scope, TablePlan, select_elements
-from .contract.converters import BadValue, Rounded
+from .contract.converters import BadValue, Rounded, cut_utf16, utf16_length
 from .errors import DocumentFailure, MapFailure, ValidateFailure
 from .parsing import DocumentPlan, decode_source, decode_tail, parse_app_id, parse_document
 
 RAW_VALUE_LIMIT = 2000  # events keep at most this much of a raw value, and say when they cut it
+# data_quality_event.locator is VARCHAR(400)/NVARCHAR(400): counted in UTF-16 units, which fits
+# every engine (SQL Server counts units, the others characters, never more than units)
+LOCATOR_LIMIT = 400
 
 Event = tuple  # (table, column, event_type, raw_value, reason, locator)
 
@@ -59,7 +62,15 @@ def locate(el: Any) -> str:
         if el.tag == "application":
             break
         el = parent
-    return "/".join(reversed(parts))
+    return fit_locator("/".join(reversed(parts)))
+
+
+def fit_locator(loc: str) -> str:
+    """A locator that fits its column: the end of the path (the element itself) is kept,
+    the beginning cut to '…'."""
+    if len(loc) * 2 <= LOCATOR_LIMIT or (len(loc) <= LOCATOR_LIMIT and (loc.isascii() or utf16_length(loc) <= LOCATOR_LIMIT)):
+        return loc
+    return "…" + cut_utf16(loc[::-1], LOCATOR_LIMIT - 1)[::-1]
 
 
 def _event(doc: DocContext, table: str, column: str | None, kind: str, raw: Any, reason: str,

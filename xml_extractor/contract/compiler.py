@@ -384,7 +384,7 @@ def _make_kept_fetch(src: dict, where: str, ci: bool, kept_tables: dict[str, set
     return fetch_kept_path, True, None
 
 
-def _converter_for(col: dict, contract: "Contract", date_formats: list[str]) -> Callable[[Any], Any]:
+def _converter_for(col: dict, contract: "Contract", date_formats: list[str], unit: str = cv.UNIT_CHARS) -> Callable[[Any], Any]:
     t = col["type"]
     if col.get("enum"):
         codes = {v.code: v.id for v in contract.enums[col["enum"]]}
@@ -394,7 +394,7 @@ def _converter_for(col: dict, contract: "Contract", date_formats: list[str]) -> 
     if t == "decimal":
         return cv.make_decimal(col["precision"], col["scale"])
     if t == "string":
-        return cv.make_string(col["length"])
+        return cv.make_string(col["length"], unit)
     if t == "text":
         return cv.make_string(None)
     if t == "bit":
@@ -418,28 +418,33 @@ def _source_label(kind: str, value: Any) -> str:
     return kind if kind == "expression" else f"{kind} {value}"
 
 
-_PLANS: dict[str, MappingPlan] = {}  # contract digest -> plan (insertion order: oldest first)
+_PLANS: dict[tuple[str, str], MappingPlan] = {}  # (contract digest, string unit) -> plan (oldest first)
 _PLANS_KEPT = 16
 
 
-def compile_contract(contract: "Contract") -> MappingPlan:
+def compile_contract(contract: "Contract", dialect: str | None = None) -> MappingPlan:
     """The plan of a contract, compiled once per process: cached by the contract's identity, its
     content digest (the loader's validation compile fills the cache, the run reuses it; a
-    contract loaded twice is compiled once). A plan is never changed after compilation."""
-    plan = _PLANS.get(contract.digest)
+    contract loaded twice is compiled once). A plan is never changed after compilation.
+
+    ``dialect``: the target the rows are written to, which decides the unit string lengths are
+    checked in (SQL Server's NVARCHAR(n) counts UTF-16 units; converters.string_unit). A plan
+    that writes must be compiled for its target; None (map, profile) counts characters."""
+    unit = cv.string_unit(dialect)
+    plan = _PLANS.get((contract.digest, unit))
     if plan is None:
         if contract.extra.get("members"):
             from .contract_set import compile_set
-            plan = compile_set(contract)
+            plan = compile_set(contract, dialect)
         else:
-            plan = _compile(contract)
+            plan = _compile(contract, unit)
         if len(_PLANS) >= _PLANS_KEPT:
             del _PLANS[next(iter(_PLANS))]
-        _PLANS[contract.digest] = plan
+        _PLANS[(contract.digest, unit)] = plan
     return plan
 
 
-def _compile(contract: "Contract") -> MappingPlan:
+def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
     from ..parsing import DocumentPlan
 
     raw = contract.raw
@@ -500,7 +505,7 @@ def _compile(contract: "Contract") -> MappingPlan:
                 kind = kinds[0]
                 fetch, textual, _ = _make_fetch(kind, src_def[kind], cw, ci, so_far, parent_cols, in_unpivot,
                                                 group_fields, kept_cols)
-                conv = _converter_for(c, contract, date_formats)
+                conv = _converter_for(c, contract, date_formats, unit)
                 tnames = tuple(x for x in c.get("transforms", []) if x in cv.TRANSFORMS)
                 default = None
                 if "default" in c:

@@ -169,12 +169,12 @@ class Route:
     remap: dict  # table -> positions of the union's columns in the member's tuple (-1: NULL), when they differ
 
 
-def compile_set(contract: Contract) -> "MappingPlan":
+def compile_set(contract: Contract, dialect: str | None = None) -> "MappingPlan":
     """The set's plan: the scope element is the parsed record; :func:`map_routed` picks the member."""
     from ..parsing import DocumentPlan
     from .compiler import MappingPlan, TablePlan, compile_contract
     members: list[Contract] = contract.extra["members"]
-    plans = [compile_contract(m) for m in members]
+    plans = [compile_contract(m, dialect) for m in members]  # dialect: the string unit (compile_contract)
     doc = plans[0].document
     set_doc = DocumentPlan(root=doc.root, id_steps=doc.id_steps, id_attribute=doc.id_attribute,
                            record_steps=doc.scope_steps, scope_steps=doc.scope_steps,

@@ -201,10 +201,61 @@ def decimal_places(d: Decimal) -> int:
     return max(0, -int(e))
 
 
-def make_string(length: int | None) -> Converter:
+# The unit a target counts string lengths in: characters (code points: SQLite, PostgreSQL) or
+# UTF-16 code units (SQL Server's NVARCHAR(n): a character beyond U+FFFF takes two).
+UNIT_CHARS = "characters"
+UNIT_UTF16 = "utf16"
+UTF16_DIALECTS = frozenset({"mssql"})
+
+
+def string_unit(dialect: str | None) -> str:
+    """The string unit of a dialect's columns (characters when none is given: map, profile)."""
+    return UNIT_UTF16 if dialect in UTF16_DIALECTS else UNIT_CHARS
+
+
+def utf16_length(s: str) -> int:
+    """UTF-16 code units: characters plus one for each beyond the Basic Multilingual Plane."""
+    return len(s.encode("utf-16-le")) // 2
+
+
+def cut_utf16(s: str, units: int) -> str:
+    """The longest prefix of ``s`` of at most ``units`` UTF-16 units, never half a surrogate pair."""
+    if len(s) * 2 <= units or s.isascii():
+        return s[:units]
+    b = s.encode("utf-16-le")[:2 * units]
+    if len(b) >= 2 and 0xD8 <= b[-1] <= 0xDB:  # a lone high surrogate at the end: drop it
+        b = b[:-2]
+    return b.decode("utf-16-le")
+
+
+def fit_units(s: str, units: int, unit: str) -> str:
+    """``s`` cut to fit a column of ``units`` in the target's unit (the tool's own strings)."""
+    return cut_utf16(s, units) if unit == UNIT_UTF16 else s[:units]
+
+
+def make_string(length: int | None, unit: str = UNIT_CHARS) -> Converter:
+    """A string of at most ``length`` in the target's unit. UTF-16 is measured only when it can
+    differ from the character count (a non-ASCII value longer than half the limit)."""
+    if length is None:
+        return lambda v: v if isinstance(v, str) else str(v)
+    if unit == UNIT_UTF16:
+        half = length // 2
+
+        def convert_utf16(v: Any) -> str:
+            s = v if isinstance(v, str) else str(v)
+            n = len(s)
+            if n > half:  # at most 2 units a character: shorter values fit whatever they hold
+                size = n if s.isascii() else utf16_length(s)  # isascii: a flag of the str, O(1)
+                if size > length:
+                    raise BadValue("value_rejected", f"{n} characters do not fit string({length})" if size == n else
+                                   f"{size} UTF-16 units ({n} characters) do not fit string({length}) on SQL Server",
+                                   fixed=cut_utf16(s, length), capacity=CAPACITY_LENGTH, size=size)
+            return s
+        return convert_utf16
+
     def convert(v: Any) -> str:
         s = v if isinstance(v, str) else str(v)
-        if length is not None and len(s) > length:
+        if len(s) > length:
             raise BadValue("value_rejected", f"{len(s)} characters do not fit string({length})",
                            fixed=s[:length], capacity=CAPACITY_LENGTH, size=len(s))
         return s

@@ -16,6 +16,7 @@ import jsonschema
 from ..errors import ContractError
 
 DEFAULT_CONTRACT = "credit_card"
+VERSION_TAG_LIMIT = 100  # processing_log.contract_version: VARCHAR(100) (UTF-16 units on SQL Server)
 _SCHEMA: dict | None = None
 
 
@@ -296,4 +297,8 @@ def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
     # Compiling checks paths, expressions, generators and parent references; fail now, not per document.
     from .compiler import compile_contract
     compile_contract(contract)
+    from .converters import utf16_length
+    if utf16_length(contract.version_tag) > VERSION_TAG_LIMIT:  # else every log row of the run is refused
+        raise ContractError(f"{contract.path}: name and version are too long: {contract.version_tag!r} must fit "
+                            f"processing_log.contract_version ({VERSION_TAG_LIMIT}); shorten the version")
     return contract

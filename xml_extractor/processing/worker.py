@@ -170,7 +170,7 @@ def worker_main(conn: Connection, ctx: RunContext) -> None:
     batch_id = None
     try:
         contract = load_contract(ctx.contract_path)
-        plan = compile_contract(contract)
+        plan = compile_contract(contract, ctx.database_url.dialect)  # string lengths in the target's unit
         db = Database(ctx.database_url, contract, ctx.reconnect_seconds)
         writer = BatchWriter(db, plan, ctx.identity(contract.version_tag))
         conn.send(("ready", os.getpid()))
