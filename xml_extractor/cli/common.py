@@ -50,8 +50,42 @@ CONTRACT_OPTION = click.option(
          "table holding several product lines (default: credit_card).")
 
 
+# --encrypt / --trust-server-certificate reach resolve_url through the click context (ctx.meta), not
+# as keyword arguments: every command taking db_options gets them without a new parameter, and
+# run's options (RunOptions(**kw)) stay as they are.
+TLS_META = "xml_extractor.tls"
+
+
+def _tls_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta.setdefault(TLS_META, {})[param.name] = (value, ctx)
+    return value
+
+
+def tls_options(ctx: click.Context | None = None) -> Any:
+    """The --encrypt / --trust-server-certificate values of ``ctx`` (default: the current command)
+    as a db.url.TLSOptions; nothing given -> TLSOptions() (the secure defaults)."""
+    from ..db.url import ENCRYPT_FLAG, TRUST_FLAG, TLSOptions
+    ctx = ctx if ctx is not None else click.get_current_context(silent=True)
+    got = ctx.meta.get(TLS_META, {}) if ctx is not None else {}
+    encrypt, _ = got.get("encrypt", (None, None))
+    trust, _ = got.get("trust_server_certificate", (None, None))
+    # typed on the command line or read from the environment (known once parsing is done)
+    typed = frozenset(flag for flag, name in ((ENCRYPT_FLAG, "encrypt"), (TRUST_FLAG, "trust_server_certificate"))
+                      if name in got and got[name][1].get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE)
+    return TLSOptions(encrypt=encrypt, trust_server_certificate=trust, typed=typed)
+
+
 def db_options(fn: Callable) -> Callable:
+    from ..db.url import ENCRYPT_CHOICES
     fn = CONTRACT_OPTION(fn)
+    fn = click.option("--encrypt", type=click.Choice(ENCRYPT_CHOICES, case_sensitive=False), default=None,
+                      envvar=ENV + "ENCRYPT", show_envvar=True, expose_value=False, callback=_tls_option,
+                      help="SQL Server connection encryption (default yes; strict = TDS 8.0, Driver 18; "
+                           "mandatory = yes, optional = no).")(fn)
+    fn = click.option("--trust-server-certificate", is_flag=True, default=None, envvar=ENV + "TRUST_SERVER_CERTIFICATE",
+                      show_envvar=True, expose_value=False, callback=_tls_option,
+                      help="SQL Server: accept the server's certificate without checking it (a self-signed "
+                           "Express install); only on a network you trust.")(fn)
     fn = click.option("--username", envvar=ENV + "USERNAME", show_envvar=True, default=None,
                       help="SQL Server user (password from XML_EXTRACTOR_DB_PASSWORD or a prompt).")(fn)
     fn = click.option("--database", envvar=ENV + "DATABASE", show_envvar=True, default=None,
@@ -65,10 +99,13 @@ def db_options(fn: Callable) -> Callable:
 
 
 def resolve_url(db_url: str | None, server: str | None, database: str | None, username: str | None,
-                create: bool = False) -> Any:
+                create: bool = False, tls: Any = None) -> Any:
     """The database URL from the options. A SQLite file must exist unless ``create`` (init-db,
-    load-xml, generate-mock): a mistyped path never silently becomes a new empty database."""
-    from ..db.url import PASSWORD_ENV, DatabaseURL, _pick_mssql_driver, parse_url
+    load-xml, generate-mock): a mistyped path never silently becomes a new empty database.
+    ``tls`` (a db.url.TLSOptions) defaults to the current command's --encrypt /
+    --trust-server-certificate."""
+    from ..db.url import PASSWORD_ENV, parse_url, server_database_url
+    tls = tls if tls is not None else tls_options()
     if server and db_url:  # an option typed on the command line wins over one from the environment
         ctx = click.get_current_context(silent=True)
         env = click.core.ParameterSource.ENVIRONMENT
@@ -81,16 +118,16 @@ def resolve_url(db_url: str | None, server: str | None, database: str | None, us
             raise ConfigError("give either --db or --server/--database, not both")
         if not database:
             raise ConfigError("--server needs --database")
+        url = tls.apply(server_database_url(server, database, username))  # refused before any prompt
         password = os.environ.get(PASSWORD_ENV, "")
         if username and not password:
             if sys.stdin.isatty():
                 password = click.prompt(f"Password for {username}@{server}", hide_input=True)
             else:
                 raise ConfigError(f"--username {username} needs a password in {PASSWORD_ENV} (no terminal to prompt on)")
-        host, _, port = server.partition(",")
-        return DatabaseURL(dialect="mssql", raw="", host=host, port=int(port) if port else None, database=database,
-                           user=username or "", password=password, driver=_pick_mssql_driver())
-    url = parse_url(db_url)
+        url.password = password
+        return url
+    url = tls.apply(parse_url(db_url))
     if not create:
         from ..db.migrate import require_exists
         require_exists(url)

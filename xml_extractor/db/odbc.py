@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-from ..errors import ConfigError, ConnectionLost
+from ..errors import ConfigError
 
 
 def import_pyodbc() -> Any:
@@ -24,34 +24,24 @@ def import_pyodbc() -> Any:
 
 
 def odbc_connect(conn_str: str, driver_hint: str, autocommit: bool = False) -> Any:
+    """pyodbc.connect, a failure typed by :func:`classify.connect_error`: ConfigError (exit 2, one
+    line naming what to change) or ConnectionLost (the server cannot be reached: retried)."""
     pyodbc = import_pyodbc()
     try:
         return pyodbc.connect(conn_str, autocommit=autocommit, timeout=30)
     except pyodbc.Error as exc:
-        msg = str(exc)
-        if "IM002" in msg or "Can't open lib" in msg or "file not found" in msg.lower():
-            raise ConfigError(f"ODBC driver not found: {driver_hint}. Installed drivers: "
-                              f"{', '.join(pyodbc.drivers()) or 'none'}. {driver_install_hint(driver_hint)}") from None
-        from .classify import CONNECTION_STATES, _first_line, _state_and_text
-        state, text = _state_and_text(exc)
-        reason = _first_line(exc)  # one line, password redacted (the driver's tuple has \n\t in it)
-        refused_by_config = ("authentication failed", "login failed", "no pg_hba.conf entry", "does not exist",
-                             "cannot open database", "permission denied")
-        if any(w in text for w in refused_by_config):  # the server answered: the credentials/database name (exit 2)
-            raise ConfigError(f"cannot connect: {reason}") from None
-        if state in CONNECTION_STATES or "connection refused" in text or "could not connect" in text \
-                or "could not translate host name" in text or "timeout expired" in text:
-            # the server refuses or cannot be reached: the environment (exit 3), not the configuration
-            raise ConnectionLost(f"cannot connect to the database: {reason}", original=exc) from None
-        raise ConfigError(f"cannot connect: {reason}") from None
+        from .classify import connect_error
+        raise connect_error(exc, conn_str, driver_hint, installed=pyodbc.drivers) from None
 
 
 def driver_install_hint(driver: str) -> str:
-    """What to install when an ODBC driver is missing: the package, by database."""
+    """What to install when an ODBC driver is missing: the package, by database and system."""
     if "postgres" in driver.lower() or "psqlodbc" in driver.lower():
         return "Install the PostgreSQL ODBC driver: Debian/Ubuntu package odbc-postgresql (apt-get install odbc-postgresql)."
-    return ("Install Microsoft's ODBC Driver 18 or 17 for SQL Server (both are looked for, 18 first): "
-            "package msodbcsql18 (or msodbcsql17) from Microsoft's repository.")
+    return ("Install Microsoft's ODBC Driver 18 or 17 for SQL Server (both are looked for, 18 first): on Windows "
+            "the msodbcsql.msi installer from Microsoft's 'Download ODBC Driver for SQL Server' page; on Linux "
+            "the package msodbcsql18 (or msodbcsql17) from Microsoft's repository packages.microsoft.com; "
+            "on macOS brew install msodbcsql18 (tap microsoft/mssql-release).")
 
 
 # -- connection strings ---------------------------------------------------------------------------

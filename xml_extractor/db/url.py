@@ -3,6 +3,7 @@ prompt in the CLI), may be given in a URL for PostgreSQL, and never appear in wh
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -12,6 +13,19 @@ PASSWORD_ENV = "XML_EXTRACTOR_DB_PASSWORD"
 DEFAULT_URL = "sqlite:///xml_extractor.db"
 PG_DRIVER = "PostgreSQL Unicode"
 MSSQL_DRIVERS = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Server")
+# Drivers that must not be used for SQL Server: the Windows built-in "SQL Server" driver (returns
+# DATETIME2 as text, fast_executemany fails on it), SQL Server Native Client and the ODBC drivers
+# before 17 (all out of support). Any other name (a driver registered under an alias) is allowed.
+LEGACY_MSSQL_DRIVER = re.compile(r"(?i)\s*(sql server|sql native client|sql server native client\b.*|"
+                                 r"odbc driver 1[13](\.\d+)? for sql server)\s*")
+ENCRYPT_CHOICES = ("yes", "no", "strict", "mandatory", "optional")
+# what the driver is sent: Mandatory is yes and Optional is no (Driver 18 documents them as the
+# same values; Driver 17 knows only yes/no); strict (TDS 8.0) exists from Driver 18 on
+_ENCRYPT = {"yes": "yes", "mandatory": "yes", "true": "yes", "no": "no", "optional": "no", "false": "no",
+            "strict": "strict"}
+_YES_NO = {"yes": "yes", "true": "yes", "1": "yes", "on": "yes", "no": "no", "false": "no", "0": "no", "off": "no"}
+TRUST_FLAG = "--trust-server-certificate"
+ENCRYPT_FLAG = "--encrypt"
 
 
 @dataclass
@@ -52,6 +66,8 @@ class DatabaseURL:
                      "BoolsAsChar": "0", "MaxVarcharSize": "65535", "TextAsLongVarchar": "1"}
         else:
             server = self.host + (f",{self.port}" if self.port else "")
+            # secure by default whichever driver is installed (Driver 17 alone would not encrypt):
+            # --encrypt / --trust-server-certificate or the URL parameters change it
             parts = {"Driver": self.driver, "Server": server, "Database": self.database,
                      "Encrypt": self.params.get("encrypt", "yes"),
                      "TrustServerCertificate": self.params.get("trust_server_certificate", "no"),
@@ -84,17 +100,25 @@ def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
     if scheme in ("postgresql", "postgres", "mssql", "sqlserver"):
         dialect = "postgresql" if scheme.startswith("postgres") else "mssql"
         params = dict(parse_qsl(parts.query))
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError(f"bad port in database URL {DatabaseURL(dialect, url).display()}") from None
+        if dialect == "mssql":
+            host, port, user, url_pw = _mssql_netloc(parts.netloc)
+        else:
+            try:
+                port = parts.port
+            except ValueError:
+                raise ConfigError(f"bad port in database URL {DatabaseURL(dialect, url).display()}") from None
+            host, user, url_pw = parts.hostname or "", unquote(parts.username or ""), unquote(parts.password or "")
         db = unquote(parts.path.lstrip("/"))
         if not db:
             raise ConfigError(f"database URL needs a database name: {dialect}://host/DBNAME")
-        pw = unquote(parts.password or "") or env_pw
+        pw = url_pw or env_pw
         driver = params.pop("driver", "") or (PG_DRIVER if dialect == "postgresql" else _pick_mssql_driver())
-        return DatabaseURL(dialect=dialect, raw=url, host=parts.hostname or "", port=port, database=db,
-                           user=unquote(parts.username or ""), password=pw, driver=driver, params=params)
+        out = DatabaseURL(dialect=dialect, raw=url, host=host, port=port, database=db,
+                          user=user, password=pw, driver=driver, params=params)
+        if dialect == "mssql":
+            _normalise_mssql_params(out)
+            check_mssql(out)
+        return out
     raise ConfigError(f"unknown database URL scheme {scheme + ':' if scheme else repr(url)} "
                       "(use sqlite:///file.db, postgresql://user@host:port/db, mssql://host/db or odbc:<connection string>)")
 
@@ -109,7 +133,7 @@ def _odbc_url(url: str, password: str) -> DatabaseURL:
     except ValueError as exc:
         raise ConfigError(f"odbc: URL: not a valid connection string: {exc}") from None
     driver = next((v for k, v in pairs if k.lower() == "driver"), "").lower()
-    if "sql server" in driver:
+    if "sql server" in driver or "native client" in driver:
         dialect = "mssql"
     elif "postgres" in driver or "psqlodbc" in driver:
         dialect = "postgresql"
@@ -118,7 +142,10 @@ def _odbc_url(url: str, password: str) -> DatabaseURL:
                           "(supported: SQL Server and PostgreSQL drivers)")
     if password and not any(k.lower() in SECRET_KEYS for k, _ in pairs):
         cs = cs.rstrip("; \t") + ";" + connection_string([("PWD", password)])
-    return DatabaseURL(dialect=dialect, raw=url, odbc=cs, driver=next(v for k, v in pairs if k.lower() == "driver"))
+    out = DatabaseURL(dialect=dialect, raw=url, odbc=cs, driver=next(v for k, v in pairs if k.lower() == "driver"))
+    if dialect == "mssql":
+        check_mssql(out)
+    return out
 
 
 def _pick_mssql_driver() -> str:
@@ -138,3 +165,138 @@ def server_url(server: str, database: str, username: str | None) -> str:
     host, _, port = server.partition(",")
     user = f"{quote(username, safe='')}@" if username else ""
     return f"mssql://{user}{host}{':' + port if port else ''}/{quote(database, safe='')}"
+
+
+# -- SQL Server: server names, encryption options, drivers ---------------------------------------
+
+def split_server(server: str, where: str = "--server") -> tuple[str, int | None]:
+    """``host[\\instance][,port]`` as SQL Server tools take it (also ``tcp:host,port``, ``.\\SQLEXPRESS``,
+    ``(localdb)\\MSSQLLocalDB``, ``np:...``) -> (server as typed, port). The instance name keeps its
+    case; only a port that is not a number is refused."""
+    text = server.strip()
+    if not text:
+        raise ConfigError(f"{where} is empty: give host[\\instance][,port]")
+    host, sep, port = text.rpartition(",") if "," in text else (text, "", "")
+    if not sep:
+        return text, None
+    if not port.strip().isdigit() or not 0 < int(port) < 65536 or not host.strip():
+        raise ConfigError(f"{where} {server!r}: after the comma comes the TCP port number (host[\\instance][,port])")
+    return host.strip(), int(port)
+
+
+def _mssql_netloc(netloc: str) -> tuple[str, int | None, str, str]:
+    """An mssql:// URL's ``[user[:password]@]host[\\instance][:port]`` read as typed: urlsplit would
+    lower-case the host and instance and cannot take a backslash or ``%5C`` with a port. The
+    instance may be written ``host\\INST`` or ``host%5CINST``; ``host\\INST,port`` works too."""
+    userinfo, at, hostport = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":") if at else ("", "", "")
+    hostport = unquote(hostport)
+    if hostport.startswith("[") and "]" in hostport:  # [IPv6][:port]
+        host, _, rest = hostport[1:].partition("]")
+        m = re.fullmatch(r"()(?::(\d+))?", rest)
+    else:
+        m = re.fullmatch(r"(.+?)(?:[:,](\d+))?", hostport)
+        host = m.group(1) if m else hostport
+    port = (m.group(2) or "") if m else ""
+    if m is None or "," in host or host.endswith(":") or (port and not 0 < int(port) < 65536):
+        raise ConfigError(f"bad host or port in database URL mssql://{hostport}/...: host[\\instance][:port]")
+    return host, int(port) if port else None, unquote(user), unquote(password)
+
+
+def _normalise_mssql_params(url: DatabaseURL) -> None:
+    """URL parameters with the tool's names for encryption (``encrypt``, ``trust_server_certificate``,
+    also spelled ``TrustServerCertificate``/``Encrypt``) under one key each, values as the driver
+    takes them; anything else stays a connection attribute passed through."""
+    out: dict = {}
+    for key, value in url.params.items():
+        k = key.lower().replace("_", "")
+        if k == "encrypt":
+            canon = _ENCRYPT.get(str(value).strip().lower())
+            if canon is None:
+                raise ConfigError(f"mssql URL: encrypt={value!r}: use one of {', '.join(ENCRYPT_CHOICES)}")
+            _put(out, "encrypt", canon, f"?{key}=")
+        elif k == "trustservercertificate":
+            canon = _YES_NO.get(str(value).strip().lower())
+            if canon is None:
+                raise ConfigError(f"mssql URL: trust_server_certificate={value!r}: use yes or no")
+            _put(out, "trust_server_certificate", canon, f"?{key}=")
+        else:
+            out[key] = value
+    url.params = out
+
+
+def _put(params: dict, key: str, value: str, how: str) -> None:
+    if key in params and params[key] != value:
+        raise ConfigError(f"{key} is given twice with different values ({params[key]} and {how}{value}): give it once")
+    params[key] = value
+
+
+def check_mssql(url: DatabaseURL) -> None:
+    """What no SQL Server connection may be opened with, refused before connecting (exit 2): a
+    legacy driver, ``encrypt=strict`` on Driver 17, strict together with a trusted certificate."""
+    if LEGACY_MSSQL_DRIVER.fullmatch(url.driver or ""):
+        raise ConfigError(f"the ODBC driver {url.driver!r} cannot be used for SQL Server (legacy, out of support; the "
+                          "built-in 'SQL Server' driver returns DATETIME2 values as text): install Microsoft ODBC "
+                          "Driver 18 for SQL Server (Windows: msodbcsql.msi from Microsoft's download page; Linux: "
+                          "package msodbcsql18) or 17, and name it (or leave ?driver= out: 18, then 17, is picked)")
+    encrypt = url.params.get("encrypt")
+    if encrypt == "strict" and "17" in (url.driver or ""):
+        raise ConfigError(f"{ENCRYPT_FLAG} strict (TDS 8.0) needs ODBC Driver 18 for SQL Server; {url.driver!r} "
+                          "knows only yes and no: install Driver 18 (package msodbcsql18) or use --encrypt yes")
+    if encrypt == "strict" and url.params.get("trust_server_certificate") == "yes":
+        raise ConfigError(f"{ENCRYPT_FLAG} strict always checks the server's certificate, so "
+                          f"{TRUST_FLAG} would be ignored: give one of them")
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    """``--encrypt`` / ``--trust-server-certificate`` (or XML_EXTRACTOR_ENCRYPT /
+    XML_EXTRACTOR_TRUST_SERVER_CERTIFICATE) as the user gave them: None = not given. ``typed``
+    names the ones given on the command line (the others came from the environment)."""
+    encrypt: str | None = None
+    trust_server_certificate: bool | None = None
+    typed: frozenset = frozenset()
+
+    def given(self) -> list[str]:
+        return [n for n, v in ((ENCRYPT_FLAG, self.encrypt), (TRUST_FLAG, self.trust_server_certificate))
+                if v is not None]
+
+    def apply(self, url: DatabaseURL) -> DatabaseURL:
+        """Put the options into ``url`` (SQL Server only). Typed with a SQLite or PostgreSQL
+        database they are an error; from the environment they are ignored there (the environment
+        may serve several databases). A URL parameter saying otherwise is an error, not overridden."""
+        given = self.given()
+        if not given:
+            return url
+        if url.dialect != "mssql":
+            typed = [n for n in given if n in self.typed]
+            if typed:
+                raise ConfigError(f"{' and '.join(typed)} {'apply' if len(typed) > 1 else 'applies'} to SQL Server "
+                                  f"only, not to this {url.dialect} "
+                                  f"database {url.display()}: leave {'them' if len(typed) > 1 else 'it'} out")
+            return url
+        if url.odbc:
+            raise ConfigError(f"with an odbc: connection string write Encrypt=/TrustServerCertificate= in the "
+                              f"string itself instead of {' and '.join(given)} (or XML_EXTRACTOR_ENCRYPT/"
+                              f"XML_EXTRACTOR_TRUST_SERVER_CERTIFICATE)")
+        if self.encrypt is not None:
+            _put(url.params, "encrypt", _ENCRYPT[self.encrypt.lower()], f"{ENCRYPT_FLAG} ")
+        if self.trust_server_certificate is not None:
+            _put(url.params, "trust_server_certificate", "yes" if self.trust_server_certificate else "no",
+                 f"{TRUST_FLAG}=")
+        check_mssql(url)
+        return url
+
+
+def server_database_url(server: str, database: str, username: str | None, password: str = "",
+                        driver: str | None = None) -> DatabaseURL:
+    """The seed-style ``--server/--database/--username`` flags as a SQL Server DatabaseURL: the
+    server exactly as typed (named instance, port, protocol prefix); no username = Windows
+    authentication (Trusted_Connection=yes)."""
+    host, port = split_server(server)
+    if not database.strip():
+        raise ConfigError("--database is empty: give the SQL Server database name")
+    url = DatabaseURL(dialect="mssql", raw="", host=host, port=port, database=database, user=username or "",
+                      password=password, driver=driver or _pick_mssql_driver())
+    check_mssql(url)
+    return url
