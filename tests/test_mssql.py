@@ -33,6 +33,8 @@ def test_schema_is_created_when_missing(ddl):
 
 
 def test_source_table_is_dbo_varchar_max(ddl):
+    """The tool's own source table mirrors the users' (varchar(max)): load-xml/generate-mock store
+    UTF-8 bytes in it (source_value), so the tool's rows take the users' rows' fetch path."""
     s = stmt(ddl, r"CREATE TABLE \[dbo\]\.\[app_xml\]")
     assert "IF OBJECT_ID(N'[dbo].[app_xml]', N'U') IS NULL" in s
     assert "[app_id] INTEGER NOT NULL PRIMARY KEY" in s and "[xml] VARCHAR(MAX)" in s
@@ -134,6 +136,298 @@ def test_server_flags_build_a_trusted_mssql_url(monkeypatch):
     monkeypatch.setenv("XML_EXTRACTOR_DB_PASSWORD", "pw")
     u = resolve_url(None, "db,1433", "X", "svc")
     assert u.port == 1433 and u.user == "svc" and "PWD=pw" in u.odbc_connection_string() and "pw" not in u.display()
+
+
+# -- the source column: its type decides the fetch (M1, M13, M17) and the load (M6) -----------------
+
+def _db(kind: str | None = None):
+    from xml_extractor.contract.loader import load_contract
+    from xml_extractor.db.database import Database
+    db = Database("mssql://h/db", load_contract(), connect=False)
+    if kind is not None:
+        db._source_kind = kind  # what source_column_type would have told this Database
+    return db
+
+
+@pytest.mark.parametrize("type_name, max_length, kind", [
+    ("varchar", -1, "bytes"), ("varchar", 8000, "bytes"), ("char", 100, "bytes"),
+    ("varbinary", -1, "bytes"), ("nvarchar", -1, "text"), ("nchar", 200, "text")])
+def test_source_kinds_the_dialect_reads(type_name, max_length, kind):
+    from xml_extractor.db.mssql import SourceColumn
+    d = make_dialect("mssql")
+    assert d.source_kind(SourceColumn(type_name, max_length, "SQL_Latin1_General_CP1_CI_AS"), "[dbo].[app_xml].[xml]") == kind
+    # a *_UTF8 collation's varchar holds UTF-8 bytes: the bytes path is right for it too
+    assert d.source_kind(SourceColumn(type_name, max_length, "Latin1_General_100_CI_AS_SC_UTF8"), "[dbo].[app_xml].[xml]") == kind
+
+
+@pytest.mark.parametrize("type_name, to, why", [
+    ("text", "VARCHAR(MAX)", "deprecated"), ("ntext", "NVARCHAR(MAX)", "deprecated"),
+    ("xml", "NVARCHAR(MAX)", "re-serialises"), ("image", "VARBINARY(MAX)", "deprecated"),
+    ("sql_variant", "VARCHAR(MAX)", "reads varchar, nvarchar or varbinary")])
+def test_a_legacy_source_type_is_refused_with_the_alter_that_fixes_it(type_name, to, why):
+    from xml_extractor.db.mssql import SourceColumn
+    from xml_extractor.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        make_dialect("mssql").source_kind(SourceColumn(type_name, 16, None), "[dbo].[app_xml].[xml]")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"the source column [dbo].[app_xml].[xml] is {type_name}")
+    assert why in msg and msg.endswith(f"ALTER TABLE [dbo].[app_xml] ALTER COLUMN [xml] {to}")
+
+
+def test_the_source_type_is_read_once_and_checked_before_any_fetch(monkeypatch):
+    """Database.source_kind reads sys.columns once per Database (source_column_type, bound by
+    name); an ntext column stops the command with the one-line ConfigError before a fetch runs."""
+    from xml_extractor.errors import ConfigError
+    db = _db()
+    sent = []
+
+    def query(sql, params=()):
+        sent.append((str(sql), dict(params)))
+        return [("ntext", 16, "SQL_Latin1_General_CP1_CI_AS")] if "sys.columns" in str(sql) else []
+    monkeypatch.setattr(db, "autocommit_query", query)
+    with pytest.raises(ConfigError, match=r"is ntext: .*ALTER COLUMN \[xml\] NVARCHAR\(MAX\)$"):
+        db.check_source()
+    with pytest.raises(ConfigError, match="is ntext"):
+        db.fetch_documents([1, 2], "</CustData>")
+    assert all("sys.columns" in q for q, _ in sent)  # nothing but the type was asked
+    assert sent[0][1] == {"qtable": "[dbo].[app_xml]", "column": "xml"}
+    assert "JOIN sys.types t ON t.user_type_id = c.system_type_id" in sent[0][0]  # the base type of an alias type
+    db2 = _db()
+    asked = []
+    monkeypatch.setattr(db2, "autocommit_query", lambda sql, params=(): asked.append(1) or [("varchar", -1, None)])
+    assert db2.source_kind() == "bytes" and db2.source_kind() == "bytes" and len(asked) == 1
+
+
+def test_bytes_fetch_statements_never_convert_the_document_to_nvarchar():
+    db = _db("bytes")
+    heads, whole = str(db.sql("fetch_heads")), str(db.sql("fetch_documents"))
+    assert "CAST(s.[xml] AS VARBINARY(MAX)) AS b" in heads
+    assert "CHARINDEX(CAST(CAST(? AS VARCHAR(100)) AS VARBINARY(100)), y.b)" in heads  # bytes in bytes, no collation
+    assert "SUBSTRING(x.b, 1, x.p + x.m - 1)" in heads and "DATALENGTH(x.b) - 199" in heads  # bytes, as PostgreSQL's
+    assert "LEFT(" not in heads and "RIGHT(" not in heads and "NVARCHAR" not in heads
+    assert whole == "SELECT s.[app_id], CAST(s.[xml] AS VARBINARY(MAX)) FROM [dbo].[app_xml] s WHERE s.[app_id] IN (?)"
+    text = str(db.sql("fetch_heads_text"))
+    assert "CHARINDEX(CAST(? AS NVARCHAR(100)), s.[xml])" in text and "RIGHT(x.doc, 200)" in text
+
+
+def _as_sql_server_sends_heads(raw: bytes, marker: bytes = b"</CustData>") -> tuple:
+    """fetch_heads' bytes result for one document, computed as its SQL does (1-based CHARINDEX)."""
+    p = raw.find(marker) + 1
+    if p == 0:
+        return raw, None
+    return raw[:p + len(marker) - 1], raw[max(1, len(raw) - 199) - 1:]
+
+
+def _fetch(db, monkeypatch, docs: dict[int, bytes], heads: bool = True):
+    sent = []
+
+    def query(sql, params=()):
+        sent.append((str(sql), dict(params)))
+        if "fetch" not in getattr(sql, "name", ""):
+            raise AssertionError(sql)
+        if heads:
+            return [(i, *_as_sql_server_sends_heads(raw)) for i, raw in docs.items()]
+        return [(i, raw) for i, raw in docs.items()]
+    monkeypatch.setattr(db, "autocommit_query", query)
+    out = db.fetch_documents(list(docs), "</CustData>" if heads else None)
+    return out, sent
+
+
+def test_bom_cp1252_and_mixed_documents_decode_as_on_every_engine(monkeypatch):
+    """The bytes SQL Server returns for a varchar column go through the same decoding as every
+    engine's: a UTF-8 document with its BOM maps to exactly what it maps to from a file; a cp1252
+    row reads its 'é' as 'é'; a row mixing UTF-8 and a cp1252 byte fails at parse (InvalidUTF8)."""
+    from xml_extractor.contract.compiler import compile_contract
+    from xml_extractor.contract.loader import load_contract
+    from xml_extractor.errors import ParseFailure
+    from xml_extractor.mapping import map_document
+    plan = compile_contract(load_contract())
+    original = (ROOT / "tests" / "data" / "app-1001.xml").read_bytes()
+    assert original.startswith(b"\xef\xbb\xbf")
+    utf8 = original.replace(b'first_name="JANE"', 'first_name="Zoë"'.encode(), 1)
+    cp1252 = original[3:].replace(b'first_name="JANE"', 'first_name="Zoé"'.encode("cp1252"), 1)
+    mixed = utf8.replace(b'first_name="JOHN"', b'first_name="Ren\xe9"', 1)
+    db = _db("bytes")
+    got, sent = _fetch(db, monkeypatch, {1001: utf8, 1002: cp1252, 1003: mixed})
+    assert sent[0][1]["marker_bytes"] == len(b"</CustData>") and "marker_chars" not in sent[0][1]
+    by_id = {a: (x, t) for a, x, t in got}
+    assert all(isinstance(t, str) and t.rstrip().endswith("</Provenir>") for _, t in by_id.values())
+    reference = map_document(plan, original, 1001)
+    rows = map_document(plan, by_id[1001][0], 1001, tail=by_id[1001][1])
+    names = {r for t in rows.rows.values() for row in t for r in row if isinstance(r, str)}
+    assert "Zoë" in names and "ZoÃ«" not in names
+    assert sum(len(v) for v in rows.rows.values()) == sum(len(v) for v in reference.rows.values())
+    cp = map_document(plan, by_id[1002][0], 1001, tail=by_id[1002][1])
+    assert "Zoé" in {r for t in cp.rows.values() for row in t for r in row if isinstance(r, str)}
+    with pytest.raises(ParseFailure) as e:
+        map_document(plan, by_id[1003][0], 1001, tail=by_id[1003][1])
+    assert e.value.error_class == "InvalidUTF8" and "0xe9" in e.value.reason
+
+
+def test_a_cp1252_tail_is_read_like_its_document(monkeypatch):
+    """The last 200 bytes of a cp1252 row are cp1252 (not a parse failure); a tail mixing UTF-8
+    with a bad byte fails like the whole document would."""
+    from xml_extractor.errors import ParseFailure
+    from xml_extractor.parsing import decode_tail_bytes
+    assert decode_tail_bytes("<x a='é'/></Provenir>".encode("cp1252")).endswith("é'/></Provenir>")
+    assert decode_tail_bytes(b"\xa9\xc3\xa9</Provenir>") == "é</Provenir>"  # a character cut by the byte count
+    with pytest.raises(ParseFailure, match="0xe9"):
+        decode_tail_bytes("ë".encode() + b"\xe9</Provenir>")
+
+
+def test_whole_documents_and_nvarchar_text(monkeypatch):
+    db = _db("bytes")
+    got, sent = _fetch(db, monkeypatch, {7: b"\xef\xbb\xbf<a/>"}, heads=False)
+    assert got == [(7, b"\xef\xbb\xbf<a/>", None)] and "VARBINARY(MAX)" in sent[0][0]
+    db = _db("text")
+    monkeypatch.setattr(db, "autocommit_query", lambda sql, params=(): (sent.append((str(sql), dict(params))), [(7, "\ufeff<a>", "</a>")])[1])
+    assert db.fetch_documents([7], "</CustDätä>") == [(7, "\ufeff<a>", "</a>")]
+    assert "fetch_heads_text" == db.dialect.fetch_query("text", "fetch_heads")
+    assert sent[-1][1]["marker_chars"] == len("</CustDätä>") and "marker_bytes" not in sent[-1][1]
+
+
+def test_load_binds_utf8_bytes_for_varchar_and_text_for_nvarchar():
+    """load-xml/generate-mock: a varchar column gets the document's UTF-8 bytes (converted to
+    varchar byte for byte: no '?' for a character its code page lacks, the BOM kept as EF BB BF
+    like the users' rows), an nvarchar column the text."""
+    doc = "\ufeff<Provenir a='Zoë 中'/>"
+    assert _db("bytes").source_value(doc) == doc.encode("utf-8")
+    assert _db("text").source_value(doc) == doc
+    insert = str(_db("bytes").sql("source_insert_new"))
+    assert "WITH (UPDLOCK, HOLDLOCK)" in insert and "CAST" not in insert  # implicit varbinary -> column type
+
+
+def test_same_text_reads_stored_bytes_as_the_run_does():
+    from xml_extractor.loading import _same_text
+    assert _same_text(b"\xef\xbb\xbf<a>Zo\xc3\xab</a>", "<a>Zoë</a>")
+    assert _same_text("<a>Zo\xe9</a>".encode("cp1252"), "<a>Zoé</a>")
+    assert not _same_text(b"\xc3\xab\xe9", "ë") and not _same_text(b"", "")
+
+
+# -- per connection settings (M10, M15) --------------------------------------------------------------
+
+def test_every_connection_sets_lock_timeout_nocount_and_a_query_timeout(monkeypatch):
+    from xml_extractor.db import mssql
+    from xml_extractor.errors import ConfigError
+
+    class Conn:
+        def __init__(self):
+            self.sent, self.timeout = [], 0
+
+        def cursor(self):
+            conn = self
+
+            class C:
+                def execute(self, sql):
+                    conn.sent.append(sql)
+
+                def close(self):
+                    pass
+            return C()
+    conn = Conn()
+    monkeypatch.setattr(mssql, "odbc_connect", lambda cs, driver: conn)
+    make_dialect("mssql").connect(parse_url("mssql://h/db"))
+    assert conn.sent == ["SET LOCK_TIMEOUT 30000; SET NOCOUNT OFF"] and conn.timeout == 3600
+    import sqlglot
+    assert [type(x).__name__ for x in sqlglot.parse(conn.sent[0], read="tsql")] == ["Set", "Set"]
+    monkeypatch.setenv("XML_EXTRACTOR_LOCK_TIMEOUT", "5")
+    monkeypatch.setenv("XML_EXTRACTOR_QUERY_TIMEOUT", "0")
+    assert mssql.session_settings() == ("SET LOCK_TIMEOUT 5000; SET NOCOUNT OFF", 0)
+    monkeypatch.setenv("XML_EXTRACTOR_LOCK_TIMEOUT", "0")
+    assert mssql.session_settings()[0].startswith("SET LOCK_TIMEOUT -1;")  # 0: wait as long as it takes
+    monkeypatch.setenv("XML_EXTRACTOR_LOCK_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="XML_EXTRACTOR_LOCK_TIMEOUT='soon'"):
+        mssql.session_settings()
+
+
+# -- locks (M3) --------------------------------------------------------------------------------------
+
+def _run_lock_batch(batch: list[str], trancount: int, begin_adds: int) -> tuple[int, int, list[str]]:
+    """The lock batch as SQL Server runs it under the driver's implicit transactions: BEGIN
+    TRANSACTION at @@TRANCOUNT 0 adds ``begin_adds`` levels (2 as SET IMPLICIT_TRANSACTIONS
+    documents, 1 as a plain explicit BEGIN would), a nested COMMIT removes one, sp_getapplock
+    with @LockOwner='Transaction' returns -999 outside a transaction. Returns (@@TRANCOUNT after,
+    the return code, errors raised)."""
+    r, errors = 0, []
+    for st in batch:
+        if st == "IF @@TRANCOUNT = 0 BEGIN TRANSACTION":
+            trancount += begin_adds if trancount == 0 else 0
+        elif st == "IF @@TRANCOUNT > 1 COMMIT TRANSACTION":
+            trancount -= 1 if trancount > 1 else 0
+        elif st.startswith("EXEC @r = sp_getapplock"):
+            r = 0 if trancount > 0 else -999
+        elif st.startswith("IF @r < 0 RAISERROR(") and r < 0:
+            errors.append(st)
+        elif not st.startswith(("DECLARE @r int", "IF @r < 0")):
+            raise AssertionError(f"statement not modelled: {st}")
+    return trancount, r, errors
+
+
+@pytest.mark.parametrize("name", ["init_lock", "queue_lock"])
+@pytest.mark.parametrize("begin_adds", [2, 1])
+@pytest.mark.parametrize("already", [0, 1])
+def test_lock_batch_holds_the_lock_in_exactly_the_transaction_the_driver_ends(name, begin_adds, already):
+    """Whether the caller's transaction is already open or not, the applock is taken inside a
+    transaction (return code 0) and exactly one level is open afterwards: the driver's commit
+    (one COMMIT) ends it, releasing the lock with the DDL committed. The old batch (a bare EXEC)
+    got -999 and went on; a bare 'IF @@TRANCOUNT = 0 BEGIN TRANSACTION' would leave a second level
+    open after the commit (the DDL uncommitted, the lock held until the connection closes)."""
+    from test_sql_dialects import batch_statements
+    batch = [s.rstrip(";") for s in batch_statements(str(_db().sql(name)))]
+    trancount, r, errors = _run_lock_batch(batch, already, begin_adds)
+    assert r == 0 and not errors and trancount == 1
+    assert trancount - 1 == 0  # the driver's one COMMIT ends it
+    assert "@LockOwner = 'Transaction'" in batch[-2] and "@LockTimeout = 120000" in batch[-2]
+    old = ["EXEC @r = sp_getapplock @Resource = N'x'", "IF @r < 0 RAISERROR(N'x', 16, 1, @r)"]
+    assert _run_lock_batch(old, 0, begin_adds)[1] == -999  # the silent no-op the batch replaces
+    naive = ["IF @@TRANCOUNT = 0 BEGIN TRANSACTION", *old]
+    if begin_adds == 2 and already == 0:
+        assert _run_lock_batch(naive, 0, 2)[0] == 2  # one COMMIT would leave a transaction open
+
+
+def test_run_batch_reads_every_result_so_a_late_error_is_raised():
+    """pyodbc raises an error of a later statement of a batch only when the results before it are
+    read (nextset): Database.run_batch reads them all."""
+    class Cur:
+        def __init__(self):
+            self.results = [None, None, RuntimeError("lock request time out: sp_getapplock returned -1")]
+            self.closed = False
+
+        def nextset(self):
+            item = self.results.pop(0)
+            if isinstance(item, Exception):
+                raise item
+            return bool(self.results)
+
+        def close(self):
+            self.closed = True
+    db = _db()
+    cur = Cur()
+    db.execute = lambda sql, params=(): cur
+    with pytest.raises(RuntimeError, match="lock request time out"):
+        db.run_batch(db.sql("init_lock"), {})
+    assert cur.closed
+
+
+# -- catalog and log queries (M8, M14, M16) -----------------------------------------------------------
+
+def test_contract_versions_are_a_loose_index_scan():
+    q = str(_db().sql("log_contract_version_list"))
+    assert "DISTINCT" not in q and q.startswith("WITH v(cv) AS (") and "RECURSIVE" not in q
+    assert "SELECT MIN(contract_version) FROM [sandbox].[processing_log]" in q  # anchor: one seek
+    assert "ROW_NUMBER() OVER (ORDER BY l.contract_version) AS rn" in q and "l.contract_version > v.cv" in q
+    assert "WHERE n.rn = 1" in q and q.endswith("OPTION (MAXRECURSION 0)")
+
+
+@pytest.mark.parametrize("dialect", ["mssql", "postgresql"])
+def test_catalog_queries_use_upper_case_information_schema(dialect):
+    """A case-sensitive SQL Server database knows INFORMATION_SCHEMA only in upper case;
+    PostgreSQL folds the same unquoted names to its own."""
+    from xml_extractor.db.base import load_queries
+    for name in ("schema_columns", "schema_primary_key"):
+        q = load_queries(dialect)[name].template
+        assert "information_schema" not in q and "INFORMATION_SCHEMA." in q
+        assert not re.search(r"\b(column_name|table_schema|table_name|ordinal_position|constraint_type)\b", q)
 
 
 def _scenario(url: str, contract: str, workdir) -> tuple[dict, dict]:

@@ -110,7 +110,13 @@ def _stored_texts(db: Database, ids: list[int]) -> dict[int, Any]:
 
 def _same_text(stored: Any, text: str) -> bool:
     """Is the stored document the file's text, as the run reads both (decode_source drops leading
-    byte-order marks from the file; a row written by another tool may keep them)?"""
+    byte-order marks from the file; a row written by another tool may keep them)? A document
+    fetched as bytes (SQL Server varchar) is read as the run reads it: decode_source."""
+    if isinstance(stored, (bytes, bytearray, memoryview)):
+        try:
+            stored = decode_source(stored)
+        except DocumentFailure:
+            return False
     return isinstance(stored, str) and stored.lstrip("\ufeff") == text
 
 
@@ -118,6 +124,7 @@ def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[in
     """Insert rows (an id another process inserted meanwhile is left alone: two loads or two
     generate-mock at once never fail on each other), after deleting ``replace_ids``."""
     insert = db.sql("source_insert_new")
+    db.check_source()  # the column's kind read (and a legacy type refused) before the transaction, not inside it
 
     def tx() -> None:
         db.begin()
@@ -127,7 +134,8 @@ def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[in
             text, values = db.sql("source_delete").bind({"ids": ids[i:i + 500]})
             cur.execute(text, values)
         if rows:
-            cur.executemany(str(insert), [insert.values({"app_id": a, "xml": x}) for a, x in rows])
+            # bound as the source column takes it (Database.source_value: SQL Server varchar -> UTF-8 bytes)
+            cur.executemany(str(insert), [insert.values({"app_id": a, "xml": db.source_value(x)}) for a, x in rows])
         cur.close()
         db.commit()
     db.with_retry(tx)

@@ -80,6 +80,26 @@ def decode_tail(raw: Any) -> str:
     return text
 
 
+def decode_tail_bytes(raw: Any) -> str:
+    """The last bytes of a document fetched as bytes from a column that holds bytes, not text (SQL
+    Server varchar/varbinary: UTF-8 rows and older cp1252 ones), read as :func:`decode_source`
+    reads the whole: UTF-8 (up to 3 leading bytes may end a character the byte count cut), else
+    cp1252, unless UTF-8 characters stand beside the bad byte (mixed: InvalidUTF8 at parse)."""
+    raw = bytes(raw)
+    start = 0
+    while start < min(3, len(raw)) and 0x80 <= raw[start] <= 0xBF:
+        start += 1
+    try:
+        return raw[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if _UTF8_SEQUENCE.search(raw):
+            bad = UndecodableText.at(raw[start:], exc)
+            raise ParseFailure(f"the xml column's text is not valid UTF-8: byte(s) {bad.shown()} within its last {len(raw)} "
+                               "bytes (the rest holds UTF-8 characters: not read as cp1252, which would change them)",
+                               "InvalidUTF8") from None
+        return raw.decode("cp1252") if _cp1252_ok(raw) else raw.decode("latin-1")
+
+
 def decode_source(value: Any, min_length: int = 1) -> str:
     """Row value -> text. Bytes are UTF-8, else cp1252 (older rows); leading byte-order marks are
     dropped (any number of them: re-encoded exports stack them). A text column's value that is

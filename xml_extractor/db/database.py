@@ -65,6 +65,7 @@ class Database:
         # fragments (conditions written once in the SQL files) with the identifiers substituted
         self.names.update({k: f.template.format(**self.names) for k, f in d.fragments.items()})
         self._sql: dict[tuple, Statement] = {}
+        self._source_kind: str | None = None  # how the source column is read (source_kind), once
         self.conn: Any = None
         if connect:
             self.connect()
@@ -213,18 +214,73 @@ class Database:
         except Exception:  # noqa: BLE001 - a dead connection cannot roll back; the server already has
             pass
 
+    def source_kind(self) -> str:
+        """How documents cross the connection: 'native' (SQLite, PostgreSQL: their own fetch), or on
+        SQL Server 'bytes' (varchar/varbinary source column) or 'text' (nvarchar), from the column's
+        type read once per Database (sys.columns). A source type the tool cannot read (text, ntext,
+        xml, image, ...) raises ConfigError naming the ALTER that fixes it: at run start
+        (check_source) and in every command that fetches documents."""
+        if self._source_kind is None:
+            from .mssql import MSSQLDialect, SourceColumn
+            d = self.dialect
+            if not isinstance(d, MSSQLDialect):
+                self._source_kind = "native"
+            else:
+                params = {"qtable": self.names["src"], "column": self.contract.source_xml_column}
+                rows = self.with_retry(lambda: self.autocommit_query(self.sql("source_column_type"), params))
+                column = SourceColumn(str(rows[0][0]).lower(), int(rows[0][1]), rows[0][2]) if rows else None
+                self._source_kind = d.source_kind(column, f"{self.names['src']}.{self.names['src_xml']}")
+        return self._source_kind
+
+    def check_source(self) -> None:
+        """Refuse, before any work, a source column the fetch cannot read (see source_kind)."""
+        self.source_kind()
+
+    def source_value(self, text: str) -> Any:
+        """A document as load-xml/generate-mock bind it into the source column: text, or on SQL
+        Server UTF-8 bytes for a varchar/varbinary column (stored byte for byte, never '?')."""
+        from .mssql import MSSQLDialect
+        kind = self.source_kind()
+        return self.dialect.source_value(kind, text) if isinstance(self.dialect, MSSQLDialect) else text
+
     def fetch_documents(self, ids: list[int], scope_end: str | None = None) -> list[tuple[int, Any, Any]]:
         """(app_id, text, tail) of these source rows, outside any transaction. With ``scope_end``
         (the end tag of the contract's scope, ``</CustData>``) a dialect that has ``fetch_heads``
         sends only the text up to it plus the document's last bytes (``tail``, to tell a truncated
-        document); otherwise the whole text, tail None."""
+        document); otherwise the whole text, tail None. SQL Server picks the query of its source
+        column's kind (source_kind): bytes, decoded by parsing.decode_source like every engine's
+        bytes (the tail by parsing.decode_tail_bytes), or nvarchar text."""
+        from .mssql import MSSQLDialect
         text = self.dialect.document_text  # one document's bytes that are not UTF-8 fail it alone
-        if scope_end is not None and "fetch_heads" in self.dialect.queries:
-            params = {"marker": scope_end, "marker_bytes": len(scope_end.encode()), "ids": ids}
-            rows = self.dialect.read_documents(self.conn, lambda: self.autocommit_query(self.sql("fetch_heads"), params))
-            return [(int(a), text(x), t) for a, x, t in rows]
-        rows = self.dialect.read_documents(self.conn, lambda: self.autocommit_query(self.sql("fetch_documents"), {"ids": ids}))
+        kind = self.source_kind()
+        heads, whole = "fetch_heads", "fetch_documents"
+        tail: Callable[[Any], Any] = lambda t: t  # noqa: E731 - str, or bytes mapping decodes strictly (PostgreSQL)
+        if isinstance(self.dialect, MSSQLDialect):
+            heads, whole = self.dialect.fetch_query(kind, heads), self.dialect.fetch_query(kind, whole)
+            if kind == "bytes":
+                from ..parsing import decode_tail_bytes
+                tail = lambda t: None if t is None else decode_tail_bytes(t)  # noqa: E731
+        if scope_end is not None and heads in self.dialect.queries:
+            stmt = self.sql(heads)
+            known = {"marker": scope_end, "marker_bytes": len(scope_end.encode()),
+                     "marker_chars": len(scope_end.encode("utf-16-le")) // 2, "ids": ids}
+            params = {k: known[k] for k in dict.fromkeys(stmt.params)}
+            rows = self.dialect.read_documents(self.conn, lambda: self.autocommit_query(stmt, params))
+            return [(int(a), text(x), tail(t)) for a, x, t in rows]
+        rows = self.dialect.read_documents(self.conn, lambda: self.autocommit_query(self.sql(whole), {"ids": ids}))
         return [(int(a), text(x), None) for a, x in rows]
+
+    def run_batch(self, sql: str, params: Params = ()) -> None:
+        """Run a statement that may be a batch of several (SQL Server's lock batches) and read every
+        result it produces: an error raised by a later statement of the batch (RAISERROR after a
+        row count) reaches pyodbc only when the results before it are consumed."""
+        cur = self.execute(sql, params)
+        try:
+            nextset = getattr(cur, "nextset", None)
+            while nextset is not None and nextset():
+                pass
+        finally:
+            cur.close()
 
     def logged_contract_versions(self) -> list[str]:
         """The contract versions (``name@version``) in processing_log, by a loose index scan: one

@@ -46,12 +46,21 @@ EVENT_COLUMNS = ("app_id", "table_name", "column_name", "event_type", "raw_value
 def init_db(db: Database, with_source: bool = True) -> dict:
     """Create everything the contract needs (idempotent) and seed app_enums with missing ids.
     One transaction, serialized against any other init-db/load-xml/generate-mock doing the same
-    (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock): two at once on a fresh database both
-    succeed instead of racing on CREATE TABLE IF NOT EXISTS or on the enum seed."""
+    (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock; SQL Server: a Transaction-owned
+    applock, the lock batch opening the transaction itself and raising unless it holds the lock):
+    two at once on a fresh database both succeed instead of racing on CREATE TABLE IF NOT EXISTS
+    or on the enum seed."""
     stmts = db.dialect.ddl(db.contract, with_source)
     db.begin()
     if "init_lock" in db.dialect.queries:
-        db.execute(db.sql("init_lock"), {}).close()
+        try:  # held until commit/rollback, or raised (SQL Server: a negative sp_getapplock code raises)
+            db.run_batch(db.sql("init_lock"), {})
+        except Exception as exc:  # noqa: BLE001 - typed like every driver error (a timeout is transient: exit 3)
+            db.rollback()
+            err = db.dialect.wrap(exc)
+            if err is exc:
+                raise
+            raise err from exc
     for s in stmts:
         try:
             db.execute(s).close()
@@ -165,6 +174,7 @@ class BatchWriter:
         self.tables = [(t.name, db.table(t.name), c.table(t.name).stored_columns) for t in plan.tables]
         self.table_cols = {name: tuple(col.name for col in cols) for name, _, cols in self.tables}
         self.faults = FaultPlan.from_env()
+        self.before_commit: Any = None  # called right before each commit; raising rolls it back (a worker: is its run alive)
         self.replace_tables = app_tables(db)  # what a replaced attempt leaves behind
         # tables whose key can collide across applications (the key does not contain app_id)
         self.cross_app_keys = [(t.name, t.primary_key[0]) for t in c.tables
@@ -260,6 +270,8 @@ class BatchWriter:
             cur.close()
             if self.faults.sleep_before_commit:
                 time.sleep(self.faults.sleep_before_commit)
+            if self.before_commit is not None:
+                self.before_commit()
             db.commit()
         except BaseException:
             db.rollback()

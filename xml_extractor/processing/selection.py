@@ -143,6 +143,7 @@ def chunk_bounds(app_id: int, width: int) -> tuple[int, int, int]:
     return k, max(ID_MIN, k * width), min(ID_MAX, k * width + width - 1)
 
 
+SEED_PART = 500  # queue chunks seeded per transaction (WorkQueue.prepare)
 WIDEST = ID_MAX + 1  # every width from 2**63 on cuts the 64-bit range the same way: [ID_MIN, -1], [0, ID_MAX]
 
 
@@ -181,7 +182,7 @@ class WorkQueue:
             db.begin()
             try:
                 if "queue_lock" in db.dialect.queries:
-                    db.execute(db.sql("queue_lock"), {}).close()
+                    db.run_batch(db.sql("queue_lock"), {})  # held until commit, or raised
                 row = db.query(db.sql("queue_first_chunk"), {"limit": 1})
                 if row:
                     width = chunk_width(int(row[0][0]), int(row[0][1]), int(row[0][2]))
@@ -252,32 +253,34 @@ class WorkQueue:
     def prepare(self, stop: threading.Event | None = None) -> int:
         """Seed the chunks this run has work in and reopen those of them marked done that still
         hold its work (checked again inside the transaction: another instance may have finished
-        the chunk since it was found)."""
+        the chunk since it was found). One transaction per SEED_PART chunks: seeding is idempotent,
+        and one transaction over all of them (11,000 chunks at 11 M ids) would hold every seeded row
+        locked until its end, so another instance's claims (SKIP LOCKED / READPAST) would skip them
+        all, find nothing free and nothing leased, and end early with work pending."""
         db, ctx = self.db, self.ctx
         self.adopt_width()
         chunks = self.work_chunks(stop)
         seed = db.sql("queue_seed")
 
-        def tx() -> None:
+        def tx(part: list[tuple[int, int, int]]) -> None:
             db.begin()
             try:
                 cur = db.conn.cursor()
-                for i in range(0, len(chunks), 500):
-                    part = chunks[i:i + 500]
-                    cur.executemany(seed, [seed.values({"chunk_id": k, "lo": a, "hi": b}) for k, a, b in part])
-                    for k, lo, hi in db.query(db.sql("queue_done_among"), {"ids": [k for k, _, _ in part]}):
-                        lo, hi = max(int(lo), ctx.id_lo), min(int(hi), ctx.id_hi)
-                        has_work = (_pending_in(db, lo, hi) if ctx.only_ids is not None
-                                    else _first_work_id(db, ctx, lo, hi, in_tx=True) is not None)
-                        if has_work:
-                            cur.execute(*db.sql("queue_reopen").bind({"chunk_id": int(k)}))
+                cur.executemany(seed, [seed.values({"chunk_id": k, "lo": a, "hi": b}) for k, a, b in part])
+                for k, lo, hi in db.query(db.sql("queue_done_among"), {"ids": [k for k, _, _ in part]}):
+                    lo, hi = max(int(lo), ctx.id_lo), min(int(hi), ctx.id_hi)
+                    has_work = (_pending_in(db, lo, hi) if ctx.only_ids is not None
+                                else _first_work_id(db, ctx, lo, hi, in_tx=True) is not None)
+                    if has_work:
+                        cur.execute(*db.sql("queue_reopen").bind({"chunk_id": int(k)}))
                 cur.close()
                 db.commit()
             except BaseException:
                 db.rollback()
                 raise
-        if chunks:
-            db.with_retry(tx)
+        for i in range(0, len(chunks), SEED_PART):
+            part = chunks[i:i + SEED_PART]
+            db.with_retry(lambda: tx(part))
         return len(chunks)
 
     def claim(self, after_chunk: int) -> tuple[int, int, int] | None:

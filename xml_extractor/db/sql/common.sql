@@ -444,16 +444,18 @@ SELECT r.app_id FROM {requests} r WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{s
 
 -- name: schema_columns
 -- A table's columns: name, type, length, precision, scale, nullable (YES/NO); no rows: no table.
-SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale, is_nullable
-FROM information_schema.columns WHERE table_schema = :schema AND table_name = :table ORDER BY ordinal_position;
+-- INFORMATION_SCHEMA's names in upper case: a case-sensitive SQL Server database (*_CS_*, *_BIN*)
+-- has them only so; PostgreSQL folds the unquoted names to its lower-case ones.
+SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, IS_NULLABLE
+FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = :schema AND TABLE_NAME = :table ORDER BY ORDINAL_POSITION;
 
 -- name: schema_primary_key
--- A table's primary key columns in key order.
-SELECT k.column_name FROM information_schema.table_constraints c
-JOIN information_schema.key_column_usage k
-  ON k.constraint_schema = c.constraint_schema AND k.constraint_name = c.constraint_name AND k.table_name = c.table_name
-WHERE c.constraint_type = 'PRIMARY KEY' AND c.table_schema = :schema AND c.table_name = :table
-ORDER BY k.ordinal_position;
+-- A table's primary key columns in key order (catalog names in upper case, see schema_columns).
+SELECT k.COLUMN_NAME FROM INFORMATION_SCHEMA.TABLE_CONSTRAINTS c
+JOIN INFORMATION_SCHEMA.KEY_COLUMN_USAGE k
+  ON k.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = c.CONSTRAINT_NAME AND k.TABLE_NAME = c.TABLE_NAME
+WHERE c.CONSTRAINT_TYPE = 'PRIMARY KEY' AND c.TABLE_SCHEMA = :schema AND c.TABLE_NAME = :table
+ORDER BY k.ORDINAL_POSITION;
 
 -- name: test_campaign_columns
 -- tests/test_schema_evolution.py: the original and the added column of every base row.
