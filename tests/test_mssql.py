@@ -492,3 +492,117 @@ def test_sql_scripts_for_dbas_are_current(dialect):
     p = cli("init-db", "--print", "--dialect", dialect, check=True)
     assert (ROOT / "sql" / f"{dialect}.sql").read_text() == p.stdout, \
         f"sql/{dialect}.sql is stale: regenerate with xml-extractor init-db --print --dialect {dialect} > sql/{dialect}.sql"
+
+
+# -- live (XML_EXTRACTOR_TEST_MSSQL) ---------------------------------------------------------------
+
+live = pytest.mark.skipif(not MSSQL, reason="SQL Server live tests need XML_EXTRACTOR_TEST_MSSQL=odbc:<connection string> "
+                                            "(no SQL Server can run on this machine)")
+
+
+def _live_url() -> str:
+    assert MSSQL
+    return MSSQL if MSSQL.startswith(("odbc:", "mssql:")) else "odbc:" + MSSQL
+
+
+def _raw_connection(autocommit: bool = True):
+    import pyodbc
+    url = _live_url()
+    return pyodbc.connect(url[len("odbc:"):] if url.startswith("odbc:") else parse_url(url).odbc_connection_string(),
+                          autocommit=autocommit)
+
+
+def _fresh_contract(tmp_path):
+    schema = "xe_test_" + uuid.uuid4().hex[:10]
+    raw = json.loads((ROOT / "xml_extractor" / "contracts" / "credit_card.json").read_text())
+    raw["target_schema"] = schema
+    raw["source"]["schema"] = schema
+    path = tmp_path / "contract.json"
+    path.write_text(json.dumps(raw))
+    return schema, path
+
+
+def _drop_schema(schema: str, contract) -> None:
+    ddl = cli("init-db", "--print", "--dialect", "mssql", "--contract", str(contract), check=True).stdout
+    tables = re.findall(r"^CREATE TABLE (\[[^\]]+\]\.\[[^\]]+\])", ddl, re.M)
+    conn = _raw_connection()
+    for qtable in reversed(tables):  # children first (FK order reversed)
+        conn.execute("DROP TABLE IF EXISTS " + qtable)
+    conn.execute("DROP SCHEMA IF EXISTS [" + schema + "]")
+    conn.close()
+
+
+@pytest.mark.mssql
+@live
+def test_live_init_lock_is_held_until_the_commit_and_no_longer():
+    """The lock batch on a connection the tool opened (manual commit: implicit transactions) holds
+    the applock in one open transaction, seen from a second session; the tool's commit ends that
+    transaction and releases it (no nested level left open)."""
+    from xml_extractor.contract.loader import load_contract
+    from xml_extractor.db.database import Database
+    db = Database(_live_url(), load_contract())
+    other = _raw_connection()
+    resource = "N'xml_extractor:init-db'"
+    try:
+        db.commit()
+        db.begin()
+        db.run_batch(db.sql("init_lock"), {})
+        assert db.scalar("SELECT @@TRANCOUNT") == 1
+        assert db.scalar(f"SELECT APPLOCK_MODE('public', {resource}, 'Transaction')") == "Exclusive"
+        # another session cannot have it (APPLOCK_TEST: 0 = would not be granted)
+        assert other.execute(f"SELECT APPLOCK_TEST('public', {resource}, 'Exclusive', 'Session')").fetchone()[0] == 0
+        db.commit()
+        assert db.scalar("SELECT @@TRANCOUNT") == 0  # no nested level left open (a SELECT of no table opens none)
+        assert other.execute(f"SELECT APPLOCK_TEST('public', {resource}, 'Exclusive', 'Session')").fetchone()[0] == 1
+        db.rollback()
+        # joining a transaction the caller already opened takes the lock in it, still one level
+        db.begin()
+        db.query("SELECT COUNT(*) FROM sys.objects")
+        db.run_batch(db.sql("queue_lock"), {})
+        assert db.scalar("SELECT @@TRANCOUNT") == 1
+        db.rollback()
+        assert other.execute("SELECT APPLOCK_TEST('public', N'xml_extractor:work-queue', 'Exclusive', 'Session')").fetchone()[0] == 1
+    finally:
+        other.close()
+        db.close()
+
+
+@pytest.mark.mssql
+@live
+def test_live_varchar_rows_with_bom_utf8_and_cp1252_round_trip_through_run(tmp_path):
+    """Rows written into a varchar(max) column as the users' application writes them (UTF-8 with a
+    byte-order mark; an older cp1252 row; one mixing both) go through `run`: 'Zoë' and 'Zoé' arrive
+    as written, the mixed row fails at stage parse with InvalidUTF8, nothing else fails."""
+    import pyodbc
+    schema, contract = _fresh_contract(tmp_path)
+    url = _live_url()
+    base = ["--db", url, "--contract", str(contract)]
+    original = (ROOT / "tests" / "data" / "app-1001.xml").read_bytes()
+
+    def doc(app_id: int, name: bytes, bom: bool = True) -> bytes:
+        raw = original.replace(b'<Request ID="1001"', b'<Request ID="%d"' % app_id, 1)
+        raw = raw.replace(b'con_id="900', b'con_id="9%d0' % (app_id % 10), 3)
+        raw = raw.replace(b'first_name="JANE"', b'first_name="' + name + b'"', 1)
+        return raw if bom else raw[3:]
+    rows = {5001: doc(5001, "Zoë".encode()), 5002: doc(5002, "Zoé".encode("cp1252"), bom=False),
+            5003: doc(5003, "Zoë".encode()).replace(b'first_name="JOHN"', b'first_name="Ren\xe9"', 1)}
+    try:
+        cli("init-db", *base, check=True)
+        conn = _raw_connection()
+        cur = conn.cursor()
+        cur.setinputsizes([(pyodbc.SQL_INTEGER, 0, 0), (pyodbc.SQL_VARBINARY, 0, 0)])
+        for app_id, raw in rows.items():  # bytes into varchar: stored byte for byte
+            cur.execute(f"INSERT INTO [{schema}].[app_xml] ([app_id], [xml]) VALUES (?, ?)", app_id, raw)
+        stored = conn.execute(f"SELECT CAST(LEFT([xml], 3) AS VARBINARY(3)) FROM [{schema}].[app_xml] WHERE [app_id] = 5001").fetchone()[0]
+        assert bytes(stored) == b"\xef\xbb\xbf"
+        run = cli("run", *base, "--no-progress", "--workers", "1", "--logs-dir", str(tmp_path / "logs"),
+                  "--metrics-dir", str(tmp_path / "metrics"))
+        assert run.returncode == 1, run.stdout + run.stderr  # the mixed row failed, alone
+        log = dict(conn.execute(f"SELECT app_id, COALESCE(error_class, status) FROM [{schema}].[processing_log]").fetchall())
+        assert log == {5001: "success", 5002: "success", 5003: "InvalidUTF8"}
+        names = {r[0]: r[1] for r in conn.execute(
+            f"SELECT app_id, first_name FROM [{schema}].[app_contact_base] WHERE first_name LIKE N'Zo%'").fetchall()}
+        assert names == {5001: "Zoë", 5002: "Zoé"}
+        conn.close()
+    finally:
+        _drop_schema(schema, contract)
