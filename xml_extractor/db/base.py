@@ -54,9 +54,10 @@ def load_fragments(dialect: str) -> dict[str, NamedQuery]:
     return _load_sections(dialect, "fragment")
 
 
-def _load_sections(dialect: str, kind: str) -> dict[str, NamedQuery]:
+def _load_sections(dialect: str, kind: str, prefix: str = "") -> dict[str, NamedQuery]:
+    """``prefix``: another set of files in the same format (``preflight_common.sql`` + ``preflight_<dialect>.sql``)."""
     out: dict[str, NamedQuery] = {}
-    for fname in ("common.sql", f"{dialect}.sql"):
+    for fname in (f"{prefix}common.sql", f"{prefix}{dialect}.sql"):
         text = resources.files("xml_extractor.db").joinpath("sql").joinpath(fname).read_text("utf-8")
         parts = _SECTION.split(text)
         for i in range(1, len(parts), 3):
