@@ -16,7 +16,7 @@ import signal
 import click
 
 from .. import __version__
-from . import bench, contract, launch, operate, profile, run, setup
+from . import bench, contract, launch, operate, preflight, profile, run, setup
 from .common import show_envvars
 
 
@@ -31,7 +31,7 @@ for command in (contract.validate_contract, contract.map_cmd,
                 run.run_cmd, launch.launch_cmd,
                 operate.status_cmd, operate.failures_cmd, operate.reprocess_cmd, operate.reconcile_cmd,
                 operate.quality_cmd,
-                bench.bench_cmd, profile.profile_cmd):
+                bench.bench_cmd, profile.profile_cmd, preflight.preflight_cmd):
     cli.add_command(command)
 show_envvars(cli)  # every option: its environment variable, shown in --help
 
