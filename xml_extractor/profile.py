@@ -50,7 +50,7 @@ class ColumnProfile:
     events: Counter = field(default_factory=Counter)  # data-quality event kind -> count
     capacity: Counter = field(default_factory=Counter)  # CAPACITY_* label -> count
     invalid: int = 0  # values the rules reject on purpose
-    longest: int = 0  # characters (strings), over kept and refused values
+    longest: int = 0  # strings: in the target's unit (characters; UTF-16 units on SQL Server), kept and refused values
     max_integer_digits: int = 0  # decimals and integers
     max_decimal_places: int = 0
     time_lost: int = 0  # date-times whose time of day (or sub-millisecond part) the type drops
@@ -216,9 +216,10 @@ def _source_reads(src: dict, base: ElementPath, reads: set, ci: bool,
 class Profiler:
     """Feeds documents through the contract's plan and accumulates a :class:`ProfileReport`."""
 
-    def __init__(self, contract: "Contract", source: str, plan: MappingPlan | None = None) -> None:
+    def __init__(self, contract: "Contract", source: str, plan: MappingPlan | None = None, dialect: str | None = None) -> None:
         self.contract = contract
-        self.plan = plan or compile_contract(contract)
+        self.plan = plan or compile_contract(contract, dialect)  # dialect: lengths in its unit (a --db profile)
+        self._length = cv.utf16_length if cv.string_unit(dialect) == cv.UNIT_UTF16 else len
         self.ci = self.plan.case_insensitive
         self.report = ProfileReport(contract=contract.version_tag, source=source)
         self.reads = read_attributes(contract)
@@ -297,8 +298,9 @@ class Profiler:
                         continue
                     cp.values += 1
                     if isinstance(v, str):
-                        if len(v) > cp.longest:
-                            cp.longest = len(v)
+                        n = self._length(v)
+                        if n > cp.longest:
+                            cp.longest = n
                     elif typ == "decimal":
                         n = cv.integer_digits(v)
                         if n > cp.max_integer_digits:
@@ -352,8 +354,8 @@ class ProfileSet:
     by the member whose record element it has, as the run routes it; a document that fails before
     that, or matches no member, is counted in ``report`` (the set's own)."""
 
-    def __init__(self, contracts: list["Contract"], source: str) -> None:
-        self.members = [Profiler(c, source) for c in contracts]
+    def __init__(self, contracts: list["Contract"], source: str, dialect: str | None = None) -> None:
+        self.members = [Profiler(c, source, dialect=dialect) for c in contracts]
         self.report = ProfileReport(contract=" + ".join(c.version_tag for c in contracts), source=source)
         doc = self.members[0].plan.document  # root, id and scope are the same for every member (contract_set.py)
         self._document = replace(doc, record_steps=doc.scope_steps)  # the parse yields the scope element
@@ -450,9 +452,10 @@ def documents_from_db(db: "Database", plan: MappingPlan, ids: list[int], batch: 
         yield from db.fetch_documents(ids[i:i + batch], marker)
 
 
-def make_profiler(contracts: list["Contract"], source: str) -> "Profiler | ProfileSet":
-    """One contract: its profiler; several (a contract set): documents routed to their member."""
-    return Profiler(contracts[0], source) if len(contracts) == 1 else ProfileSet(contracts, source)
+def make_profiler(contracts: list["Contract"], source: str, dialect: str | None = None) -> "Profiler | ProfileSet":
+    """One contract: its profiler; several (a contract set): documents routed to their member.
+    ``dialect``: the target whose string unit lengths are measured in (None: characters)."""
+    return Profiler(contracts[0], source, dialect=dialect) if len(contracts) == 1 else ProfileSet(contracts, source, dialect)
 
 
 def profile_db(db: "Database", sample: int, progress: Callable[[int], None] | None = None,
@@ -460,7 +463,7 @@ def profile_db(db: "Database", sample: int, progress: Callable[[int], None] | No
     """Profile a sample of ``sample`` documents of the source table spread over its id range
     (``contracts``: the members of a contract set; default: the database's contract)."""
     from .parsing import NeedFullDocument
-    prof = make_profiler(contracts or [db.contract], db.url.display())
+    prof = make_profiler(contracts or [db.contract], db.url.display(), db.dialect.name)  # the run writes here
     plan = prof.members[0].plan if isinstance(prof, ProfileSet) else prof.plan
     ids = sample_ids(db, sample)
     for app_id, text, tail in documents_from_db(db, plan, ids):

@@ -539,8 +539,9 @@ def apply(db: Database, p: MigrationPlan) -> int:
                 raise  # not the driver's: a bug stays a bug
             if isinstance(typed, TransientDatabaseError):
                 raise typed from exc  # the environment (exit 3)
+            said = max((a for a in exc.args if isinstance(a, str)), key=len, default="") or str(exc) or type(exc).__name__
             raise SchemaApplyFailed(f"init-db could not apply: {' '.join(s.split())[:300]}\n"
-                                    f"  the database said: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}\n"
+                                    f"  the database said: {said.splitlines()[0][:300]}\n"
                                     "  the plan's transaction was rolled back; `xml-extractor init-db --dry-run` shows "
                                     "what is left to apply (change it in the database yourself, then run init-db again)") from None
     db.commit()
