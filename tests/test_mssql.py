@@ -606,3 +606,34 @@ def test_live_varchar_rows_with_bom_utf8_and_cp1252_round_trip_through_run(tmp_p
         conn.close()
     finally:
         _drop_schema(schema, contract)
+
+
+def test_queue_seeding_commits_in_parts(tmp_path, monkeypatch):
+    """WorkQueue.prepare (shared by every engine) commits its seeds every SEED_PART chunks: one
+    transaction over all 11,000 chunks of a large run would keep them locked, and another
+    instance's claims (READPAST / SKIP LOCKED) would skip them all and end early with work pending.
+    Seen from a second connection, the queue grows part by part (real SQLite)."""
+    import threading
+
+    from conftest import open_db
+    from xml_extractor.processing import selection
+    from xml_extractor.processing.context import RunContext
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    cli("generate-mock", "--db", url, "--count", "30", "--start-id", "1", "--faulty-share", "0", check=True)
+    monkeypatch.setattr(selection, "SEED_PART", 2)
+    db, watcher = open_db(url), open_db(url)
+    seen = []
+    real_commit = db.commit
+
+    def commit():
+        real_commit()
+        seen.append(int(watcher.autocommit_query(f"SELECT COUNT(*) FROM {watcher.names['queue']}")[0][0]))
+    monkeypatch.setattr(db, "commit", commit)
+    try:
+        wq = selection.WorkQueue(db, RunContext(url=url, mode="queue", chunk_size=5))
+        assert wq.prepare(threading.Event()) == 7  # ids 1..30 at width 5: chunks 0..6
+        assert seen[-1] == 7 and len(seen) >= 5  # adopt_width's commit, then 4 parts of at most 2
+        assert all(b - a <= 2 for a, b in zip(seen, seen[1:]))
+    finally:
+        db.close()
+        watcher.close()

@@ -82,10 +82,22 @@ def defined() -> dict[str, dict[str, Any]]:
     return {d: load_queries(d) for d in DIALECTS}
 
 
+def preflight_names() -> set[str]:
+    """The preflight command's own queries (preflight_*.sql, loaded by xml_extractor.preflight):
+    a separate set, not the tool's named queries."""
+    try:
+        from xml_extractor.preflight import load_preflight_queries
+    except ImportError:
+        return set()
+    return set().union(*(load_preflight_queries(d).keys() for d in DIALECTS))
+
+
 def used_query_names() -> dict[str, set[str]]:
     """Query names the code uses: the first argument of ``.sql("x")`` / ``query_named("x")``, and
-    any other string constant in the code that names a defined query (names picked indirectly)."""
+    any other string constant in the code that names a defined query (names picked indirectly).
+    Not: preflight's own queries, nor sqlglot's ``expression.sql("tsql")``."""
     known = set().union(*(q.keys() for q in defined().values()))
+    other = preflight_names() | set(DIALECTS.values())
     out: dict[str, set[str]] = {}
     files = [*(ROOT / "xml_extractor").rglob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "tests").glob("*.py")]
     for path in files:
@@ -100,7 +112,7 @@ def used_query_names() -> dict[str, set[str]]:
                 name = node.args[0].value
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in known:
                 name = node.value
-            if name is not None:
+            if name is not None and (name in known or name not in other):
                 out.setdefault(name, set()).add(str(path.relative_to(ROOT)))
     return out
 
