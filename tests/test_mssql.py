@@ -637,3 +637,26 @@ def test_queue_seeding_commits_in_parts(tmp_path, monkeypatch):
     finally:
         db.close()
         watcher.close()
+
+
+def test_a_lock_not_granted_is_a_transient_error_not_a_traceback(monkeypatch):
+    """The lock batch's RAISERROR reaches pyodbc as SQL Server sends it (msg 50000, severity 16):
+    init-db rolls back and raises it typed as transient (exit 3 after retries), never untyped."""
+    pyodbc = pytest.importorskip("pyodbc")
+    from xml_extractor.db import store
+    from xml_extractor.errors import TransientDatabaseError
+    batch = str(_db().sql("init_lock"))
+    text = re.search(r"RAISERROR\(N'([^']*)'", batch).group(1).replace("%d", "-1")
+    err = pyodbc.ProgrammingError("42000", f"[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]{text} (50000) "
+                                           "(SQLExecDirectW)")
+    db = _db()
+    rolled = []
+    monkeypatch.setattr(db, "begin", lambda: None)
+    monkeypatch.setattr(db, "rollback", lambda: rolled.append(1))
+
+    def refuse(sql, params=()):
+        raise err
+    monkeypatch.setattr(db, "run_batch", refuse)
+    with pytest.raises(TransientDatabaseError, match="lock request time out: sp_getapplock"):
+        store.init_db(db)
+    assert rolled
