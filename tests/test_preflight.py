@@ -294,6 +294,31 @@ def test_mssql_missing_permissions_are_named() -> None:
         parses("mssql", sql)
 
 
+def test_mssql_nvarchar_source_is_read_as_text_and_compared() -> None:
+    """An nvarchar column: stored as UTF-16LE, fetched as text (the run's fetch_heads_text)."""
+    text = DOC.decode("utf-8")  # keeps the byte-order mark as U+FEFF
+    end = text.index("</CustData>") + len("</CustData>")
+    pf, conn = mssql_preflight(healthy(**{
+        "SELECT c.name, t.name": [("app_id", "int", 4, None), ("xml", "nvarchar", -1, "SQL_Latin1_General_CP1_CI_AS")],
+        "SELECT t.name, c.max_length": [("nvarchar", -1, "SQL_Latin1_General_CP1_CI_AS")],
+        "SUBSTRING(CAST(s.[xml] AS VARBINARY(MAX))": [(1001, text.encode("utf-16-le"))],
+        "CHARINDEX": [(1001, text[:end], text[-200:])]}))
+    checks = {c.name: c for c in run_checks(pf, ["source_table", "sample_encoding", "sample_mapping"])}
+    assert "xml nvarchar(max)" in checks["source_table"].detail
+    assert checks["sample_encoding"].status == "ok", checks["sample_encoding"].detail
+    assert "1 utf-16; 1 start with a byte-order mark" in checks["sample_encoding"].detail
+    assert checks["sample_mapping"].status == "ok"
+    assert any("NVARCHAR(100)" in s for s in conn.sent)  # the text fetch, not the bytes one
+
+
+def test_mssql_connection_without_view_server_state_still_answers() -> None:
+    pf, _ = mssql_preflight(healthy(**{"sys.dm_exec_connections": PyodbcError(
+        "42000", "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]VIEW SERVER STATE permission was denied "
+                 "on object 'server', database 'master'. (300)")}))
+    (c,) = run_checks(pf, ["connection"])
+    assert c.status == "ok" and "VIEW SERVER STATE" in c.detail
+
+
 def test_mssql_legacy_driver_fails() -> None:
     pf, _ = mssql_preflight(healthy(), driver="SQLSRV32.DLL")
     (c,) = run_checks(pf, ["driver"])

@@ -493,7 +493,7 @@ def collect_sample(pf: Preflight) -> list[SampleDoc]:
             raw = _whole_characters(bytes(raw), utf16) if raw is not None else None
             doc = docs[int(app_id)] = SampleDoc(int(app_id), raw)
             doc.boms, doc.encoding = _classify(raw, utf16) if raw is not None else (0, "null")
-    plan = compile_contract(pf.contract)
+    plan = compile_contract(pf.contract, pf.dialect)  # string lengths in the target's unit, as the worker compiles it
     marker = f"</{plan.document.scope_steps[-1]}>"
     min_length = pf.contract.source_min_length
     for i in range(0, len(ids), 100):

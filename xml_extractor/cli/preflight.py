@@ -25,9 +25,10 @@ def _connect(kw: dict) -> Any:
     except Exception as exc:  # noqa: BLE001 - any failure to connect: exit 2 with the driver's first line
         lines = str(exc).strip().splitlines()
         msg = lines[0][:400] if lines else type(exc).__name__
+        msg = msg.removeprefix("cannot connect to the database: ")
         hint = ""
         if "certificate" in msg.lower():
-            hint = " (the server's certificate is not trusted: install a trusted one, or add trust_server_certificate=yes)"
+            hint = " (the server's certificate is not trusted: install a trusted one, or --trust-server-certificate)"
         raise ConfigError(f"cannot connect to {url.display()}: {msg}{hint}") from None
     return db
 
