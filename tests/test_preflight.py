@@ -460,6 +460,7 @@ def test_undecodable_rows_fail_the_sample_naming_them(ascii_url: str) -> None:
     cli("generate-mock", "--db", ascii_url, "--count", "30", check=True)
     _put_bytes(ascii_url, 7, b"<?xml version='1.0'?><Provenir>Zo\xff</Provenir>")  # cp1252 in a text column
     _put_bytes(ascii_url, 23, b"<?xml version='1.0'?>\xc3\x28<Provenir/>")  # a broken UTF-8 sequence
+    _put_bytes(ascii_url, 11, b"   ")  # empty: the document's problem, not an encoding one
     code, checks, err = preflight(ascii_url, "--sample", "200")
     assert code == 1, err
     got = by_name(checks)
@@ -469,6 +470,7 @@ def test_undecodable_rows_fail_the_sample_naming_them(ascii_url: str) -> None:
     assert "30 documents sampled" in enc["detail"]
     mapping = got["sample_mapping"]
     assert mapping["status"] == "warn" and "parse/InvalidUTF8: 2 (app_id 7, 23" in mapping["detail"]
+    assert "read/EmptyDocument: 1 (app_id 11" in mapping["detail"]
     if not ascii_url.startswith("sqlite"):
         assert got["collation"]["status"] == "warn" and "SQL_ASCII" in got["collation"]["detail"]
 

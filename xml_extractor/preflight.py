@@ -515,8 +515,8 @@ def collect_sample(pf: Preflight) -> list[SampleDoc]:
                 expected = _expected_text(doc.raw, utf16)
                 try:
                     got = decode_source(text)
-                except DocumentFailure as f:
-                    doc.fetch_problem = f.reason
+                except DocumentFailure as f:  # NULL or empty is the document's problem (sample_mapping), not the fetch's
+                    doc.fetch_problem = f.reason if f.error_class == "InvalidUTF8" else ""
                     continue
                 if expected is not None and not expected.startswith(got[:len(expected)]) or expected is None and doc.stage is None:
                     at = next((k for k, (a, b) in enumerate(zip(expected or "", got)) if a != b), 0)
