@@ -162,7 +162,7 @@ def test_source_kinds_the_dialect_reads(type_name, max_length, kind):
 
 @pytest.mark.parametrize("type_name, to, why", [
     ("text", "VARCHAR(MAX)", "deprecated"), ("ntext", "NVARCHAR(MAX)", "deprecated"),
-    ("xml", "NVARCHAR(MAX)", "re-serialises"), ("image", "VARBINARY(MAX)", "deprecated"),
+    ("xml", "NVARCHAR(MAX)", "re-serialised, without the document's encoding declaration and byte-order mark"), ("image", "VARBINARY(MAX)", "deprecated"),
     ("sql_variant", "VARCHAR(MAX)", "reads varchar, nvarchar or varbinary")])
 def test_a_legacy_source_type_is_refused_with_the_alter_that_fixes_it(type_name, to, why):
     from xml_extractor.db.mssql import SourceColumn

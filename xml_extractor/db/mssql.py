@@ -81,12 +81,12 @@ _TEXT_FETCH = {"fetch_heads": "fetch_heads_text", "fetch_documents": "fetch_docu
 
 # What to change a legacy source type to, and why it cannot stay.
 _LEGACY = {
-    "text": ("VARCHAR(MAX)", "text is deprecated and CHARINDEX/SUBSTRING cannot search it (msg 8116); varchar(max) keeps the same bytes"),
+    "text": ("VARCHAR(MAX)", "text is deprecated and CHARINDEX cannot search it (msg 8116); varchar(max) keeps the same bytes"),
     "ntext": ("NVARCHAR(MAX)", "ntext is deprecated and CHARINDEX cannot search it (msg 8116); nvarchar(max) keeps the same text"),
     "image": ("VARBINARY(MAX)", "image is deprecated and cannot be searched; varbinary(max) keeps the same bytes"),
-    "xml": ("NVARCHAR(MAX)", "SQL Server re-serialises an xml value (the encoding declaration, byte-order mark, "
-                             "attribute quoting and whitespace of the document as written are gone) and the tool reads "
-                             "documents as text; keep them as written in varchar(max) (UTF-8 bytes) or nvarchar(max)"),
+    "xml": ("NVARCHAR(MAX)", "SQL Server stores an xml value re-serialised, without the document's encoding "
+                             "declaration and byte-order mark, so the documents as written are gone; nvarchar(max) keeps "
+                             "what is stored (better: load the original documents into varchar(max))"),
 }
 
 
