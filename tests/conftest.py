@@ -8,26 +8,38 @@ subprocesses started by :func:`cli` and :func:`popen` get that scrubbed environm
 test's own temporary folder (relative ``logs``/``metrics``/``*.db`` land there; pytest removes the
 folders of passing tests).
 
-Markers: ``postgres`` (added automatically to the PostgreSQL param of ``db_url``), ``mssql``,
-``slow`` (real worker processes / signals). ``pytest -m "not slow and not postgres"`` is the fast
-subset.
+SQL Server: ``XML_EXTRACTOR_TEST_MSSQL=<url>`` (``mssql://user@host:1433/db?...`` with the
+password in ``XML_EXTRACTOR_DB_PASSWORD``, or ``odbc:Driver={ODBC Driver 18 for SQL Server};...``)
+adds a third param to ``db_url``: each test gets a fresh ``xe_<hex>`` database on that server,
+created and dropped through its ``master``. The password is read before the scrub and written
+into the per-test URL (the subprocesses get no ``XML_EXTRACTOR_DB_PASSWORD``). With ``CI=true`` a
+server that is given but cannot be reached fails the tests instead of skipping them.
+
+Markers: ``postgres`` and ``mssql`` (added automatically to the PostgreSQL and SQL Server params of
+``db_url``), ``slow`` (real worker processes / signals). ``pytest -m "not slow and not postgres"``
+is the fast subset.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Generator, Iterator
+from typing import Any, Generator, Iterator
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "data"  # a copy of shared/samples/app-1001.xml: the suite needs nothing outside the repo
 PG_URL = os.environ.get("XML_EXTRACTOR_TEST_PG")
+MSSQL_URL = os.environ.get("XML_EXTRACTOR_TEST_MSSQL")
+# read at import, before pytest_configure scrubs XML_EXTRACTOR_*: the per-test SQL Server URLs carry it
+_MSSQL_PASSWORD = os.environ.get("XML_EXTRACTOR_DB_PASSWORD", "") if MSSQL_URL else ""
 KEEP_ENV = frozenset({"XML_EXTRACTOR_TEST_PG", "XML_EXTRACTOR_TEST_MSSQL"})
 LIBPQ_ENV = ("PGPASSWORD", "PGPASSFILE", "PGUSER", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE",
              "PGSERVICEFILE", "PGOPTIONS", "PGSSLMODE", "PGAPPNAME", "PGCONNECT_TIMEOUT", "PGTZ", "PGCLIENTENCODING")
@@ -96,11 +108,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The PostgreSQL param of db_url is a postgres test: `-m "not postgres"` deselects it."""
+    """The PostgreSQL param of db_url is a postgres test (`-m "not postgres"` deselects it), the
+    SQL Server param an mssql test (`-m mssql` selects only those)."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("db_url") == "postgresql":
+        engine = callspec.params.get("db_url") if callspec is not None else None
+        if engine == "postgresql":
             item.add_marker(pytest.mark.postgres)
+        elif engine == "mssql":
+            item.add_marker(pytest.mark.mssql)
 
 
 def subprocess_dir() -> Path:
@@ -120,11 +136,154 @@ def _pg_admin_exec(sql: str) -> None:
     conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(url: str) -> str:
+    """sqlite, postgresql or mssql: the engine of a test URL (an ``odbc:`` one by its driver)."""
+    from xml_extractor.db.url import parse_url
+    return parse_url(url, password="").dialect
+
+
+def url_password(url: str) -> str:
+    """The password a test URL carries (in the URL or in an ``odbc:`` connection string's PWD)."""
+    from xml_extractor.db.odbc import connection_attribute
+    from xml_extractor.db.url import parse_url
+    u = parse_url(url, password="")
+    return u.password or (connection_attribute(u.odbc, "PWD") or "" if u.odbc else "")
+
+
+# -- SQL Server: a fresh database per test on the server of XML_EXTRACTOR_TEST_MSSQL ----------------
+_MSSQL_DB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def mssql_database_url(base: str, database: str, password: str = "") -> str:
+    """The URL of ``database`` on the server of ``base`` (an ``mssql://`` or ``odbc:`` SQL Server
+    URL) with the same login and options: only the database name differs. ``password`` (the
+    shell's XML_EXTRACTOR_DB_PASSWORD) is written in when ``base`` has none, since the tests'
+    processes run without that variable."""
+    from xml_extractor.db.odbc import connection_string, parse_connection_string
+    from xml_extractor.db.url import parse_url
+    u = parse_url(base, password=password)
+    if u.dialect != "mssql":
+        raise ValueError("XML_EXTRACTOR_TEST_MSSQL is not a SQL Server URL (mssql://... or odbc:Driver={...SQL Server};...)")
+    if u.odbc:  # the password, if any, is in it already (parse_url adds the given one)
+        keep = [(k, v) for k, v in parse_connection_string(u.odbc) if k.lower() not in ("database", "initial catalog")]
+        return "odbc:" + connection_string(keep + [("Database", database)])
+    parts = urlsplit(base)
+    who = ""
+    if u.user:
+        who = quote(u.user, safe="") + (":" + quote(u.password, safe="") if u.password else "") + "@"
+    return urlunsplit((parts.scheme, who + parts.netloc.rpartition("@")[2], "/" + quote(database, safe=""), parts.query, ""))
+
+
+def mssql_create_database_sql(name: str, collation: str | None = None) -> str:
+    """The statement that creates a test database (the server's default collation unless given)."""
+    if not _MSSQL_DB_NAME.fullmatch(name) or (collation is not None and not re.fullmatch(r"\w+", collation)):
+        raise ValueError(f"not a plain SQL Server name: {name!r} {collation!r}")
+    return f"CREATE DATABASE [{name}]" + (f" COLLATE {collation}" if collation else "")
+
+
+def mssql_drop_database_sql(name: str) -> list[str]:
+    """The statements that drop a test database even while a test's connections are still open
+    (a killed run's workers): every other session is rolled back and put out first."""
+    if not _MSSQL_DB_NAME.fullmatch(name):
+        raise ValueError(f"not a plain SQL Server name: {name!r}")
+    return [f"IF DB_ID(N'{name}') IS NOT NULL ALTER DATABASE [{name}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE",
+            f"IF DB_ID(N'{name}') IS NOT NULL DROP DATABASE [{name}]"]
+
+
+def mssql_sessions_sql(name: str) -> str:
+    """The user sessions whose current database is ``name`` (the tool's connections to a test
+    database), but the caller's own."""
+    if not _MSSQL_DB_NAME.fullmatch(name):
+        raise ValueError(f"not a plain SQL Server name: {name!r}")
+    return ("SELECT session_id FROM sys.dm_exec_sessions WHERE is_user_process = 1 "
+            f"AND database_id = DB_ID(N'{name}') AND session_id <> @@SPID")
+
+
+def _mssql_admin(statements: list[str]) -> list[Any]:
+    """Run statements on the ``master`` database of XML_EXTRACTOR_TEST_MSSQL in autocommit (CREATE
+    and DROP DATABASE refuse a transaction); the rows of the last one that returns any."""
+    import pyodbc
+    from xml_extractor.db.url import parse_url
+    assert MSSQL_URL
+    master = parse_url(mssql_database_url(MSSQL_URL, "master", _MSSQL_PASSWORD))
+    conn = pyodbc.connect(master.odbc_connection_string(), autocommit=True, timeout=15)
+    rows: list[Any] = []
+    try:
+        for sql in statements:
+            cur = conn.execute(sql)
+            if cur.description:
+                rows = cur.fetchall()
+    finally:
+        conn.close()
+    return rows
+
+
+def kill_sessions(url: str, session: Any = None) -> None:
+    """Cut the server connections to the test database ``url`` as a DBA would (all of them, or
+    only ``session`` from :func:`server_session`): pg_terminate_backend on PostgreSQL, KILL on
+    SQL Server. The caller's admin connection is its own, to the server's maintenance database."""
+    from xml_extractor.db.url import parse_url
+    e, name = engine(url), parse_url(url, password="").database
+    if e == "postgresql":
+        target = f"pid = {int(session)}" if session is not None else f"datname = '{name}'"
+        _pg_admin_exec(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {target} AND pid <> pg_backend_pid()")
+    elif e == "mssql":
+        if not name:  # an odbc: URL: the database is in the connection string
+            from xml_extractor.db.odbc import connection_attribute
+            name = connection_attribute(parse_url(url, password="").odbc, "Database") or ""
+        spids = [int(session[0])] if session is not None else [int(r[0]) for r in _mssql_admin([mssql_sessions_sql(name)])]
+        for spid in spids:
+            try:
+                _mssql_admin([f"KILL {spid}"])
+            except Exception:  # noqa: BLE001 - gone already
+                pass
+    else:
+        raise ValueError("SQLite has no server connection to cut")
+
+
+def server_session(db: Any) -> Any:
+    """What identifies ``db``'s current server connection (not reused by the next one):
+    PostgreSQL's backend pid; SQL Server's (session id, connection id): session ids are reused."""
+    if db.dialect.name == "mssql":
+        return tuple(db.autocommit_query("SELECT @@SPID, CONVERT(NVARCHAR(36), connection_id) "
+                                         "FROM sys.dm_exec_connections WHERE session_id = @@SPID")[0])
+    return db.autocommit_query("SELECT pg_backend_pid()")[0][0]
+
+
+_MSSQL_UNREACHABLE: list[str] = []  # the first failure to reach the server: later tests do not wait for it again
+
+
+def _mssql_database(collation: str | None = None) -> Iterator[str]:
+    """A fresh database on XML_EXTRACTOR_TEST_MSSQL's server for one test, dropped afterwards."""
+    if not MSSQL_URL:
+        pytest.skip("SQL Server not given (set XML_EXTRACTOR_TEST_MSSQL)")
+    name = "xe_" + uuid.uuid4().hex[:12]
+    if not _MSSQL_UNREACHABLE:
+        try:
+            _mssql_admin([mssql_create_database_sql(name, collation)])
+        except Exception as exc:  # noqa: BLE001 - said in the failure or skip
+            from xml_extractor.db.odbc import redact
+            _MSSQL_UNREACHABLE.append(redact(f"{type(exc).__name__}: {exc}")[:500])
+    if _MSSQL_UNREACHABLE:
+        msg = f"the SQL Server in XML_EXTRACTOR_TEST_MSSQL cannot be reached: {_MSSQL_UNREACHABLE[0]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: {msg}")
+        pytest.skip(msg)
+    yield mssql_database_url(MSSQL_URL, name, _MSSQL_PASSWORD)
+    try:
+        _mssql_admin(mssql_drop_database_sql(name))
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@pytest.fixture(params=["sqlite", "postgresql"] + (["mssql"] if MSSQL_URL else []))
 def db_url(request, tmp_path):
-    """A fresh empty database URL of each engine."""
+    """A fresh empty database URL of each engine (SQL Server when XML_EXTRACTOR_TEST_MSSQL is set)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if request.param == "mssql":
+        yield from _mssql_database()
         return
     if not PG_URL:
         if os.environ.get("CI") == "true":

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import assert_exactly_once, cli, open_db, popen
+from conftest import assert_exactly_once, cli, kill_sessions, open_db, popen
 from procs import kill_group, python_workers
 
 pytestmark = pytest.mark.slow  # real processes and signals, seconds each
@@ -88,18 +88,15 @@ def test_sigterm_stops_cleanly_and_resumes(db_url):
 
 
 def test_connection_killed_from_the_server(db_url):
-    if not db_url.startswith("postgresql"):
-        pytest.skip("pg_terminate_backend is PostgreSQL's; SQLite has no server connection to kill")
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite has no server connection to kill")
     prepare(db_url)
     proc = popen(*run_args(db_url), env=SLOW)
     try:
         wait_logged(db_url, 10)
-        db = open_db(db_url)
-        for _ in range(3):  # kill every other connection to this database, a few times
-            db.autocommit_query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        for _ in range(3):  # kill every connection to this database, a few times (pg_terminate_backend / KILL)
+            kill_sessions(db_url)
             time.sleep(0.7)
-        db.close()
         out, err = proc.communicate(timeout=240)
     finally:
         kill_group(proc)

@@ -151,9 +151,14 @@ BAD_AT_END = 12  # an 0xFF after </Provenir> (the red team's case)
 def source_url(db_url):
     """The engine's database that can hold a text that is not UTF-8: SQLite's TEXT holds any bytes;
     PostgreSQL only in a SQL_ASCII database (a UTF8 one refuses the byte on the way in), created
-    here next to the fixture's UTF8 one."""
+    here next to the fixture's UTF8 one; SQL Server in a database of a UTF-8 collation (in a
+    Latin1 one the byte is the cp1252 character 'ÿ', a valid text), created the same way."""
     if db_url.startswith("sqlite"):
         yield db_url
+        return
+    if not db_url.startswith("postgresql"):
+        from conftest import _mssql_database
+        yield from _mssql_database(collation="Latin1_General_100_CI_AS_SC_UTF8")
         return
     name = "xe_ascii_" + uuid.uuid4().hex[:12]
     try:
@@ -176,8 +181,12 @@ def _put_invalid_bytes(url: str) -> None:
     else:
         import pyodbc
         from xml_extractor.db.url import parse_url
-        conn = pyodbc.connect(parse_url(url).odbc_connection_string())
+        u = parse_url(url)
+        conn = pyodbc.connect(u.odbc_connection_string())
         read, write = "SELECT textsend(xml) FROM app_xml WHERE app_id = ?", "UPDATE app_xml SET xml = convert_from(?, 'SQL_ASCII') WHERE app_id = ?"
+        if u.dialect == "mssql":  # varchar(max): the bytes as they are, no code-page conversion
+            read, write = ("SELECT CAST(xml AS VARBINARY(MAX)) FROM app_xml WHERE app_id = ?",
+                           "UPDATE app_xml SET xml = CAST(CAST(? AS VARBINARY(MAX)) AS VARCHAR(MAX)) WHERE app_id = ?")
     for app_id in (BAD_IN_SCOPE, BAD_AT_END):
         raw = bytes(conn.execute(read, (app_id,)).fetchone()[0])
         at = raw.index(b"<CustData") + len(b"<CustData") if app_id == BAD_IN_SCOPE else len(raw)
