@@ -52,6 +52,12 @@ def init_db_cmd(db_url: str | None, server: str | None, database: str | None, us
                    f"{res['enums_seeded']} enum rows seeded ({res['enums_total']} declared)"
                    + (f"; {altered} schema change(s) applied: " + "; ".join(c.describe() for c in plan.additions if c.column)
                       if altered else ""))
+    except Exception as exc:  # a driver error (catalogue read, DDL): typed, one line, never a raw traceback
+        typed = db.dialect.wrap(exc)
+        if typed is exc:
+            raise
+        db.rollback()
+        raise typed from exc
     finally:
         db.close()
 
