@@ -146,6 +146,7 @@ def test_run_says_what_init_db_says(tmp_path):
         migrate.require_current(db)
     assert str(e.value) == migrate.refusal_message(migrate.plan(db))
     assert "init-db --dry-run" in str(e.value) and "run `xml-extractor init-db`" not in str(e.value)
+    assert "only a DBA script can apply" in str(e.value) and "could lose data" not in str(e.value)
 
 
 def _app_id_bigint(c: dict) -> None:

@@ -549,8 +549,10 @@ def apply(db: Database, p: MigrationPlan) -> int:
 
 
 def refusal_message(p: MigrationPlan) -> str:
-    lines = [f"the contract changes the database in a way that could lose data ({len(p.refusals)} difference(s)); "
-             "nothing was changed:"]
+    dba = sum(1 for c in p.refusals if c.dba is not None)
+    what = ("in a way that could lose data" if not dba else "in a way only a DBA script can apply" if dba == len(p.refusals)
+            else "in ways that could lose data or only a DBA script can apply")
+    lines = [f"the contract changes the database {what} ({len(p.refusals)} difference(s)); nothing was changed:"]
     lines += [f"  {c.describe()}" for c in p.refusals]
     return "\n".join(lines)
 
