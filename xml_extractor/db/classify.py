@@ -149,7 +149,7 @@ _INSTANCE_WORDS = ("error locating server/instance specified",)
 _KERBEROS_WORDS = ("sspi provider", "cannot generate sspi context", "kerberos", "gss failure")
 _LOGIN_WORDS = ("login failed", "untrusted domain")
 _PG_REFUSED = ("authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied",
-               "password authentication", "role ")
+               "password authentication")
 _UNREACHABLE_WORDS = ("connection refused", "could not connect", "could not translate host name", "timeout expired",
                       "tcp provider", "named pipes provider", "server is not found or not accessible",
                       "network-related", "no route to host", "network is unreachable", "timed out")
