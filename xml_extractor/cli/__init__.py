@@ -11,11 +11,9 @@ error, 3 stopped on an error it could not recover from, 130 interrupted.
 """
 from __future__ import annotations
 
-import signal
-
 import click
 
-from .. import __version__
+from .. import __version__, supervision
 from . import bench, contract, launch, operate, preflight, profile, run, setup
 from .common import show_envvars
 
@@ -36,19 +34,16 @@ for command in (contract.validate_contract, contract.map_cmd,
 show_envvars(cli)  # every option: its environment variable, shown in --help
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main() -> None:
-    """Console-script entry point. SIGTERM and SIGHUP interrupt a command as Ctrl-C does (exit
-    130: common.handle_errors) from here on, not only once a run has installed its own handlers
+    """Console-script entry point. Every stop signal (supervision.stop_signals: a service stop or
+    a closed terminal on POSIX, Ctrl-Break on Windows) interrupts a command as Ctrl-C does (exit 130:
+    common.handle_errors) from here on, not only once a run has installed its own handlers
     (processing/processor.py): a stop sent while a command prepares (reprocess recording its
     requests, a run connecting) ends it with 130, not 143 or -15. A signal the process was started
-    ignoring (``nohup``: SIGHUP) stays ignored."""
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(s) == signal.SIG_DFL:
-            signal.signal(s, _interrupt)
+    ignoring (``nohup``: the hang-up) stays ignored. An instance started by ``launch`` watches its
+    standard input as its lifeline to the launcher (supervision.watch_stdin_lifeline)."""
+    supervision.interrupt_on_stop_signals()
+    supervision.watch_stdin_lifeline()
     try:
         cli(prog_name="xml-extractor")
     except KeyboardInterrupt:  # Ctrl-C outside a command (start-up): 130 like inside one (common.handle_errors)

@@ -1,26 +1,28 @@
 """launch: N partitioned ``run`` instances as subprocesses, prefixed output, one combined summary.
 
-The instances live and die with the launcher: each is started with PR_SET_PDEATHSIG (Linux), so a
-launcher that is killed (even SIGKILL) sends its instances SIGTERM, which stops them cleanly;
-SIGHUP (the terminal closed) is a stop like Ctrl-C. Each instance writes its summary to a file
-given with the hidden ``run --summary-json`` option: its stdout is exactly what ``run`` prints.
+The instances live and die with the launcher: each is started in its own process group with its
+standard input as a lifeline (supervision.group_popen_kwargs): when the launcher dies, however (even
+SIGKILL or TerminateProcess), the pipe closes and each instance ends its workers at once (nothing
+more is committed) and stops. A stop signal to the launcher (supervision.stop_signals: Ctrl-C, a
+service stop, a closed terminal, Ctrl-Break) is forwarded to every instance's group (supervision.stop_group: SIGTERM to
+the group on POSIX, CTRL_BREAK_EVENT on Windows): in-flight batches commit; a second stop ends
+them now. Each instance writes its summary to a file given with the hidden ``run --summary-json``
+option: its stdout is exactly what ``run`` prints.
 """
 from __future__ import annotations
 
-import ctypes
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 from tabulate import tabulate
 
+from .. import supervision
 from ..errors import ConfigError
 from ..progress import rate_per_minute
 from .common import ENV, handle_errors
@@ -48,7 +50,7 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
         cmd = [sys.executable, "-m", "xml_extractor", "run", "--no-progress", *run_args,
                *part, "--summary-json", str(folder / f"{i}.json")]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent()))
+                                      **supervision.group_popen_kwargs()))
 
     progress = LaunchProgress(run_args, instances, lambda: [p.poll() for p in procs])  # a live line on a terminal
     progress.start()
@@ -64,23 +66,24 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
 
     def forward(signum: int, frame: Any) -> None:
         stopping["n"] += 1
-        click.echo(f"[launch] {signal.Signals(signum).name}: stopping all instances"
+        click.echo(f"[launch] {supervision.signal_name(signum)}: stopping all instances"
                    + (" now" if stopping["n"] > 1 else " after their in-flight batches"), err=True)
         for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM if stopping["n"] == 1 else signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+            supervision.stop_group(p, hard=stopping["n"] > 1)
+    old = supervision.install_stop_handlers(forward)
     try:
         codes = [p.wait() for p in procs]
         for t in threads:
             t.join(timeout=5)
     finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
+        supervision.restore_handlers(old)
         progress.stop()
+        for p in procs:  # the lifelines: closed only once every instance has ended
+            if p.stdin is not None:
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
     summaries = _read_summaries(folder, instances)
     rows = []
     for i in range(instances):
@@ -111,23 +114,3 @@ def _read_summaries(folder: Path, instances: int) -> dict[int, dict]:
     except OSError:
         pass
     return out
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """In the child, before exec: ask the kernel to send SIGTERM when the launcher dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-    parent = os.getpid()
-
-    def setup() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the launcher died before prctl: stop at once
-            os.kill(os.getpid(), signal.SIGTERM)
-    return setup

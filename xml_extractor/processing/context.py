@@ -169,7 +169,9 @@ class RunSummary:
     stage_ms: dict = field(default_factory=dict)
     peak_worker_rss_mb: float = 0.0
     worker_restarts: int = 0
+    worker_startup_s: float | None = None  # from starting the workers to all of them ready
     timeline: list = field(default_factory=list)  # [elapsed s, applications done, max worker RSS MB] every ~5 s
+    status: str = "running"  # in the metrics file: running while the run goes, then finished / interrupted / stopped
     interrupted: bool = False
     stop_reason: str | None = None
     log_file: str | None = None

@@ -231,7 +231,7 @@ class ParallelCoordinator:
 
     # -- control ----------------------------------------------------------------------------------
     def stop_requested(self) -> list[Action]:
-        """Ctrl-C / SIGTERM / SIGHUP: the first lets in-flight batches commit, the second stops now."""
+        """A stop signal (Ctrl-C, a service stop, a closed terminal): the first lets in-flight batches commit, the second stops now."""
         self.interrupted = self.summary.interrupted = True
         return self._stop(hard=self.stopping)
 

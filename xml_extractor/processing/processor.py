@@ -6,25 +6,29 @@ what a worker's death means, when a queue chunk is finished, when to renew lease
 over) is the coordinator's (processing/coordinator.py, no I/O); this module only turns events into
 calls of the coordinator and carries out the actions it returns.
 
-Stopping: SIGINT/SIGTERM/SIGHUP (to the process or its whole group) ask the coordinator to stop:
-in-flight batches commit, then the workers are told to stop through their pipes (they ignore the
-signals themselves); a second signal stops at once (open transactions roll back). Logging: this
-module only logs; the application (the CLI) decides where records go.
+Stopping: a stop signal (supervision.stop_signals: Ctrl-C, a service stop, a closed terminal,
+Ctrl-Break; to the process or its whole group) asks the coordinator to stop: in-flight batches
+commit, then the workers are told to stop through their pipes (they ignore the signals themselves);
+a second signal stops at once (open transactions roll back). Each worker holds a lifeline from this
+process and dies with it (supervision.ParentWatch); when launch's lifeline of this process breaks,
+the workers are ended at once and the run stops. The metrics file is rewritten (atomically) at
+every timeline sample while the run goes, so a killed run leaves it with what was committed.
+Logging: this module only logs; the application (the CLI) decides where records go.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import logging
-import multiprocessing as mp
+import os
 import queue
-import signal
 import threading
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import supervision
 from .._testing import hold
 from ..contract.compiler import compile_contract
 from ..contract.loader import load_contract
@@ -45,28 +49,35 @@ log = logging.getLogger("xml_extractor.run")
 
 __all__ = ["ProductionProcessor", "RunContext", "RunOptions", "RunSummary", "run"]
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WORKER_PRELOAD = ["xml_extractor.processing.worker", "xml_extractor.contract.compiler"]
 
 
 class _WorkerPool:
-    """The worker processes by slot: start, send, stop; nothing else."""
+    """The worker processes by slot: start, send, stop; nothing else. Each worker gets a lifeline
+    whose other end only this pool holds (closed when the worker is reaped or this process dies)."""
 
     def __init__(self, ctx: RunContext, size: int) -> None:
         self.ctx = ctx
-        self.mp = _worker_context()
+        self.mp = supervision.worker_context(WORKER_PRELOAD)
         self.procs: dict[int, Any] = {}
         self.conns: dict[int, Connection] = {}
+        self.lifelines: dict[int, Connection] = {}
         self.stopped = False
-        _start_servers_with_stop_signals_blocked(self.mp)
+        supervision.start_helpers(self.mp, hold)
         for slot in range(size):
             self.spawn(slot)
 
     def spawn(self, slot: int) -> None:
+        if supervision.parent_gone():
+            return  # the launcher is gone: this run stops now, nobody new is started
         parent, child = self.mp.Pipe()
-        proc = self.mp.Process(target=worker_main, args=(child, self.ctx), daemon=True)
-        proc.start()
+        child_life, parent_life = supervision.lifeline(self.mp)
+        proc = self.mp.Process(target=worker_main, args=(child, self.ctx, child_life), daemon=True)
+        supervision.start_process(proc)
+        supervision.register_child(proc)
         child.close()
-        self.procs[slot], self.conns[slot] = proc, parent
+        child_life.close()
+        self.procs[slot], self.conns[slot], self.lifelines[slot] = proc, parent, parent_life
 
     def send(self, slot: int, msg: tuple) -> None:
         try:
@@ -78,7 +89,9 @@ class _WorkerPool:
         """Forget a dead worker (a Respawn puts a new one in its slot)."""
         proc = self.procs.pop(slot)
         self.conns.pop(slot).close()
+        self.lifelines.pop(slot).close()
         proc.join(timeout=1)
+        supervision.unregister_child(proc)
         return proc
 
     def waitables(self) -> list[Any]:
@@ -95,9 +108,10 @@ class _WorkerPool:
             if not hard:
                 p.join(timeout=5)
             if p.is_alive():
-                p.kill()  # SIGKILL: workers ignore SIGTERM; an open transaction is rolled back
+                supervision.kill(p)  # workers ignore the stop signals; an open transaction is rolled back
                 p.join(timeout=5)
-        for c in self.conns.values():
+            supervision.unregister_child(p)
+        for c in list(self.conns.values()) + list(self.lifelines.values()):
             c.close()
 
 
@@ -121,6 +135,8 @@ class ProductionProcessor:
         self._claims: queue.SimpleQueue = queue.SimpleQueue()  # claims reach the coordinator at once
         self._lost: set[int] = set()  # chunks taken over by another owner (the selector stops paging them)
         self._signals: list[int] = []
+        self._metrics_path: Path | None = None
+        self._ready: set[int] = set()
 
     # -- selection thread -----------------------------------------------------------------------
     def _selector(self) -> None:
@@ -172,14 +188,18 @@ class ProductionProcessor:
         self._wq = WorkQueue(self._db, ctx) if ctx.mode == "queue" else None
         pool: _WorkerPool | None = None
         hold("run_start")  # test hook (gated): until here a signal is the CLI's (cli.main: exit 130)
-        old_handlers = self._install_signals()
+        old_handlers = supervision.install_stop_handlers(lambda signum, frame: self._signals.append(signum))
+        self._metrics_path = self._metrics_file_path()
+        self._write_metrics(summary, coord, started, "running")  # a run killed from here on leaves its metrics
         try:
             require_current(self._db)  # the schema matches the contract (db/migrate.py), else exit 2 with the plan
             # the contract version is part of the run's identity: refuse to mix versions
             for member in self.contract.extra.get("members") or [self.contract]:  # a contract set: each member
                 check_contract_identity(self._db, member.version_tag, member.name, ctx.allow_contract_change)
             hold("identity_checked")  # test hook (gated): the start check passed, nothing written yet
+            self._pool_started = time.monotonic()
             pool = _WorkerPool(ctx, ctx.workers)
+            self._start_method = pool.mp.get_start_method()
             threading.Thread(target=self._selector, name="selector", daemon=True).start()
             self._loop(coord, pool, started)
         except BaseException as exc:  # noqa: BLE001 - the run stops; the traceback goes to the log
@@ -194,9 +214,9 @@ class ProductionProcessor:
             self._db.close()
             if self._signals and not (coord.summary.interrupted or coord.summary.stop_reason):  # after the loop's last look
                 log.warning("received %s while finishing: the run reports it was interrupted",
-                            signal.Signals(self._signals[0]).name)
+                            supervision.signal_name(self._signals[0]))
                 coord.stop_requested()
-            self._restore_signals(old_handlers)
+            supervision.restore_handlers(old_handlers)
         return self._finish_summary(summary, coord, started)
 
     def _loop(self, coord: ParallelCoordinator, pool: _WorkerPool, started: float) -> None:
@@ -207,8 +227,13 @@ class ProductionProcessor:
         self._rss_window = 0.0
         while not coord.stopped:
             actions: list[Action] = []
+            if supervision.parent_gone() and not coord.hard:  # launch is gone: its workers are ended already
+                log.warning("the launcher is gone: stopping now")
+                self._signals.clear()
+                actions += coord.stop_requested()
+                actions += coord.stop_requested()  # the second request: stop now
             while self._signals:
-                name = signal.Signals(self._signals.pop(0)).name
+                name = supervision.signal_name(self._signals.pop(0))
                 log.warning("received %s: %s", name, "stopping now" if coord.stopping else
                             "finishing in-flight batches, then stopping (again to stop at once)")
                 actions += coord.stop_requested()
@@ -254,6 +279,7 @@ class ProductionProcessor:
                 coord.summary.timeline.append([round(time.time() - started, 1), done, round(coord.rss_window_kb / 1024, 1)])
                 coord.rss_window_kb = 0
                 last_sample = now
+                self._write_metrics(coord.summary, coord, started, "running")  # what is committed so far
             if done and not self.ctx.allow_contract_change and (identity_at is None or now - identity_at >= 10):
                 self._recheck_contract_identity()  # after the first results, then every 10 s: ConfigError stops the run
                 identity_at = now
@@ -282,6 +308,7 @@ class ProductionProcessor:
             logging.getLogger(record.name).handle(record)
             return []
         if msg[0] == "ready":
+            self._note_ready(coord, msg[1])
             return coord.worker_ready(slot)
         if msg[0] == "done":
             res = msg[2]
@@ -341,36 +368,53 @@ class ProductionProcessor:
         summary.timeline.append([round(last_at - started, 1), coord.done, round(coord.rss_window_kb / 1024, 1)])
         summary.apps_per_minute = round(rate_per_minute(summary.success + summary.failed, 0.0, summary.elapsed_s), 1)
         summary.stage_ms = {k: round(v, 1) for k, v in coord.stage_ms.items()}
-        summary.metrics_file = self._write_metrics(summary)
+        summary.metrics_file = self._write_metrics(
+            summary, coord, started, "interrupted" if summary.interrupted else "stopped" if summary.stop_reason else "finished")
         log.info("run %s finished: %s", summary.session_id, json.dumps(summary.public(), default=str))
         return summary
 
-    # -- signals, metrics -----------------------------------------------------------------------
-    def _install_signals(self) -> dict:
-        """Record SIGINT/SIGTERM/SIGHUP for the loop (which stops the run). A signal the process was
-        started ignoring (``nohup`` ignores SIGHUP) stays ignored."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        record = lambda signum, frame: self._signals.append(signum)  # noqa: E731
-        return {s: signal.signal(s, record) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
+    # -- workers, metrics ------------------------------------------------------------------------
+    def _note_ready(self, coord: ParallelCoordinator, pid: int) -> None:
+        """The first time every worker has reported ready: how long their start took (pool created
+        to all ready), in the log and the summary."""
+        self._ready.add(pid)
+        pool_started = getattr(self, "_pool_started", None)
+        if coord.summary.worker_startup_s is None and pool_started is not None and len(self._ready) >= self.ctx.workers:
+            coord.summary.worker_startup_s = round(time.monotonic() - pool_started, 3)
+            log.info("%d workers ready in %.2f s (start method %s)", self.ctx.workers, coord.summary.worker_startup_s,
+                     self._start_method)
 
-    def _restore_signals(self, handlers: dict) -> None:
-        for s, h in handlers.items():
-            signal.signal(s, h)
-
-    def _write_metrics(self, summary: RunSummary) -> str | None:
+    def _metrics_file_path(self) -> Path | None:
         ctx = self.ctx
         if not ctx.metrics_dir:
             return None
-        path = Path(ctx.metrics_dir) / (f"run-{time.strftime('%Y%m%d-%H%M%S')}-i{ctx.instance_id}of{ctx.instance_count}"
+        return Path(ctx.metrics_dir) / (f"run-{time.strftime('%Y%m%d-%H%M%S')}-i{ctx.instance_id}of{ctx.instance_count}"
                                         f"-{ctx.session_id[:8]}.json")
+
+    def _write_metrics(self, summary: RunSummary, coord: ParallelCoordinator, started: float, status: str) -> str | None:
+        """Write the metrics file whole, through a temporary file and os.replace: a reader (or a
+        kill) never sees half a file. ``status``: running (rewritten at every timeline sample),
+        then finished, interrupted or stopped."""
+        path = self._metrics_path
+        if path is None:
+            return None
+        summary.status = status
+        summary.metrics_file = str(path)
+        if status == "running":
+            summary.elapsed_s = round(time.time() - started, 3)
+            summary.stage_ms = {k: round(v, 1) for k, v in coord.stage_ms.items()}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:  # the folder was proven at start (prepare_folders); a disk that fills up since must not
-            Path(ctx.metrics_dir).mkdir(parents=True, exist_ok=True)  # turn a finished run into a crash
-            path.write_text(json.dumps(summary.public(), indent=2, default=str), encoding="utf-8")
+            path.parent.mkdir(parents=True, exist_ok=True)  # turn a finished run into a crash
+            tmp.write_text(json.dumps(summary.public(), indent=2, default=str), encoding="utf-8")
+            os.replace(tmp, path)
         except OSError as exc:
             log.error("metrics not written to %s: %s", path, exc)
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
             return None
-        summary.metrics_file = str(path)
         return str(path)
 
 
@@ -392,44 +436,6 @@ def _drain(conn: Connection) -> list[tuple]:
     except (EOFError, OSError):
         pass
     return out
-
-
-def _start_servers_with_stop_signals_blocked(ctx: Any) -> None:
-    """Start multiprocessing's helper processes (the resource tracker, then the forkserver) with
-    SIGINT/SIGTERM/SIGHUP blocked. A blocked mask is inherited across fork and exec and neither
-    helper unblocks the signals it does not handle itself (the tracker ignores SIGINT/SIGTERM;
-    the forkserver never unblocks them; the workers it forks ignore them, worker.py), so a signal to
-    the process group cannot kill them: their pipes are the workers' sentinels, and a dead server
-    would make every worker look dead at once.
-
-    This process keeps its own handlers the whole time: a signal that arrives meanwhile is only
-    held pending and reaches the run's handler when the mask is restored. (It used to set SIG_IGN
-    here as well, and the resource tracker's start unblocks SIGINT/SIGTERM on its way out, in this
-    process, so a signal in that window was discarded and the run went on to the end. Hence the
-    tracker is started first, on its own, and the mask blocked again before the forkserver.)"""
-    if ctx.get_start_method() != "forkserver" or threading.current_thread() is not threading.main_thread():
-        return
-    from multiprocessing import forkserver, resource_tracker
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        resource_tracker.ensure_running()  # unblocks SIGINT/SIGTERM here when it starts the tracker
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        forkserver.ensure_running()  # the tracker is running: it is only probed, the mask stays
-        hold("forkserver_started")  # test hook (gated): a signal now must still stop the run
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-
-
-def _worker_context() -> Any:
-    """forkserver with the worker module preloaded: a new worker is a cheap fork of a clean,
-    single-threaded server (never of this multi-threaded coordinator), with lxml and the mapping
-    code already imported. Falls back to spawn where forkserver does not exist."""
-    try:
-        ctx = mp.get_context("forkserver")
-    except ValueError:
-        return mp.get_context("spawn")
-    ctx.set_forkserver_preload(["xml_extractor.processing.worker", "xml_extractor.contract.compiler"])
-    return ctx
 
 
 def run(options: RunContext, on_progress: Callable[[int], None] | None = None) -> RunSummary:

@@ -4,17 +4,18 @@ Workers get application ids (not documents) from the coordinator and read the XM
 so the 145 KB documents cross the process boundary once, from the database. Each worker keeps
 its contract, compiled plan and database connection for its whole life.
 
-A worker ignores SIGINT, SIGTERM and SIGHUP: a signal to the process group (Ctrl-C, systemd's
-stop, a closed terminal) reaches the workers too, and the coordinator, not the signal, decides when
-they stop (it lets in-flight batches commit, then sends "stop" through the pipe). A worker
-configures no logging of its own: its records travel through the pipe to the coordinator, whose
-process logs them with whatever handlers the application (the CLI) configured.
+A worker ignores the stop signals (supervision.stop_signals: Ctrl-C, Ctrl-Break, a service stop, a
+closed terminal reach the whole process group), and the coordinator, not the signal, decides when
+they stop (it lets in-flight batches commit, then sends "stop" through the pipe). A worker dies with
+its run: it watches a lifeline from the run (supervision.ParentWatch); once the run is gone it
+starts no batch, commits nothing (the check runs right before each commit) and prints nothing. A
+worker configures no logging of its own: its records travel through the pipe to the coordinator,
+whose process logs them with whatever handlers the application (the CLI) configured.
 """
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -27,6 +28,7 @@ from ..db.store import BatchWriter, Outcome
 from ..errors import ConfigError, DocumentFailure, TransientDatabaseError
 from ..mapping import map_document
 from ..parsing import NeedFullDocument
+from ..supervision import ParentGone, ParentWatch, ignore_stop_signals, memory_kb
 from .context import RunContext
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,7 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
         else:
             skipped.append(app_id)
     res.skipped += _committed(db, skipped)
-    res.peak_rss_kb, res.rss_kb = _rss_kb()
+    res.peak_rss_kb, res.rss_kb = memory_kb()
     return res
 
 
@@ -122,13 +124,18 @@ def _committed(db: Database, app_ids: list[int]) -> int:
 
 class PipeLogHandler(logging.Handler):
     """Sends a worker's log records to the coordinator through the worker's pipe (the worker is
-    single-threaded, so it never interleaves with a result message)."""
+    single-threaded, so it never interleaves with a result message). Once the pipe is closed (the
+    run is gone) records are dropped: nobody is left to read them, and an error printed for each
+    would reach the operator's terminal."""
 
     def __init__(self, conn: Connection) -> None:
         super().__init__()
         self.conn = conn
+        self.closed = False
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.closed:
+            return
         try:
             d = dict(record.__dict__)
             d["msg"] = record.getMessage()
@@ -137,61 +144,77 @@ class PipeLogHandler(logging.Handler):
                 d["exc_text"] = logging.Formatter().formatException(record.exc_info)
             d["exc_info"] = None
             self.conn.send(("log", d))
+        except (OSError, EOFError):
+            self.closed = True  # the run is gone
         except Exception:  # noqa: BLE001 - logging must never break a worker
             self.handleError(record)
 
 
-def _rss_kb() -> tuple[int, int]:
-    """This process's own peak and current RSS (VmHWM, VmRSS); ru_maxrss would include the
-    parent's memory at fork."""
-    peak = cur = 0
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    peak = int(line.split()[1])
-                elif line.startswith("VmRSS:"):
-                    cur = int(line.split()[1])
-    except OSError:
-        pass
-    return peak, cur
-
-
-def worker_main(conn: Connection, ctx: RunContext) -> None:
+def worker_main(conn: Connection, ctx: RunContext, lifeline: Connection | None = None) -> None:
     """Entry point of a worker process. Messages in: ("batch", id, ids, retry) | ("stop",).
     Messages out: ("ready", pid) | ("done", id, BatchResult) | ("fatal", id, kind, message) |
-    ("log", record dict)."""
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, signal.SIG_IGN)  # the coordinator decides when we stop
+    ("log", record dict). ``lifeline``: the run holds its other end (supervision.lifeline)."""
+    ignore_stop_signals()  # the coordinator decides when we stop
+    watch = ParentWatch(lifeline) if lifeline is not None else None
     package = logging.getLogger("xml_extractor")
-    package.handlers = [PipeLogHandler(conn)]  # this process's records go to the coordinator's handlers
+    handler = PipeLogHandler(conn)
+    package.handlers = [handler]  # this process's records go to the coordinator's handlers
     package.setLevel(ctx.log_level)
     package.propagate = False
+    try:
+        _serve(conn, ctx, watch, handler)
+    except ParentGone:
+        pass  # the run is gone: the open transaction was rolled back, nothing to report to
+    finally:
+        if watch is not None:
+            watch.finished()
+
+
+def _serve(conn: Connection, ctx: RunContext, watch: ParentWatch | None, handler: PipeLogHandler) -> None:
     batch_id = None
+
+    def parent_gone() -> bool:
+        if watch is not None and watch.gone():
+            handler.closed = True  # quiet from here on
+            return True
+        return False
     try:
         contract = load_contract(ctx.contract_path)
         plan = compile_contract(contract, ctx.database_url.dialect)  # string lengths in the target's unit
         db = Database(ctx.database_url, contract, ctx.reconnect_seconds)
         writer = BatchWriter(db, plan, ctx.identity(contract.version_tag))
+        if watch is not None:
+            writer.before_commit = watch.check  # a batch is never committed after the run is gone
         conn.send(("ready", os.getpid()))
         while True:
             try:
                 msg = conn.recv()
             except (EOFError, OSError):
                 break  # the coordinator is gone: nothing of ours is half-written
-            if msg[0] == "stop":
+            if msg[0] == "stop" or parent_gone():
                 break
             _, batch_id, ids, retry = msg
             result = process_batch(db, plan, writer, ids, retry)
             conn.send(("done", batch_id, result))
             batch_id = None
         db.close()
+    except ParentGone:
+        handler.closed = True
+        raise
+    except (OSError, EOFError) as exc:  # the pipe to the run broke: gone, or a real I/O error
+        if parent_gone() or isinstance(exc, (BrokenPipeError, ConnectionResetError, EOFError)):
+            handler.closed = True
+            return
+        log.exception("worker stopped on an unexpected error (no application is marked failed for it)")
+        _send(conn, ("fatal", batch_id, "crash", f"{type(exc).__name__}: {exc}"))
     except (ConnectionLost, TransientDatabaseError) as exc:
         log.error("worker stopped: the database stayed unavailable: %s", exc)
         _send(conn, ("fatal", batch_id, "connection", str(exc)))
     except ConfigError as exc:
         _send(conn, ("fatal", batch_id, "config", str(exc)))
     except Exception as exc:  # noqa: BLE001 - a bug or an untyped error: stop the run, no failed rows
+        if parent_gone():
+            return
         log.exception("worker stopped on an unexpected error (no application is marked failed for it)")
         _send(conn, ("fatal", batch_id, "crash", f"{type(exc).__name__}: {exc}"))
 

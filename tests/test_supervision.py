@@ -1,0 +1,166 @@
+"""Workers and launched instances die with their parent (xml_extractor/supervision.py).
+
+A ``kill -9`` of a run (or of launch) must leave no process of it behind, commit nothing after the
+kill, print nothing after the kill into the operator's terminal, and leave the run's log and
+metrics file; the same command then finishes every application exactly once. Real processes, real
+SIGKILL (POSIX by nature: the ``posix`` marker), SQLite."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import _child_env, assert_exactly_once, cli, open_db, subprocess_dir
+from procs import descendants, python_workers, wait_until
+
+from xml_extractor import supervision
+
+# every batch transaction stays open 2 s: at the kill a worker is inside one, and a commit after the
+# kill lands well after the count taken as the kill is seen
+SLOW = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=2"}
+COUNT = 600
+
+
+# -- the module's answers (no processes) --------------------------------------------------------------
+
+def test_stop_signals_are_the_platforms():
+    sigs = supervision.stop_signals()
+    assert sigs[0] == signal.SIGINT
+    if hasattr(signal, "SIGHUP"):
+        assert {signal.SIGTERM, signal.SIGHUP} <= set(sigs)
+    assert [supervision.signal_name(s) for s in sigs][0] == "SIGINT"
+
+
+def test_memory_figures_of_this_process():
+    peak, cur = supervision.memory_kb()
+    assert peak >= cur > 0
+
+
+def test_parent_watch_sees_the_parent_end_closed():
+    import multiprocessing as mp
+    child_end, parent_end = supervision.lifeline(mp.get_context("spawn"))
+    watch = supervision.ParentWatch(child_end, grace_s=60)
+    try:
+        assert not watch.gone()
+        watch.check()
+        parent_end.close()
+        wait_until(watch.gone, timeout=10, what="the watch to see the closed end")
+        with pytest.raises(supervision.ParentGone):
+            watch.check()
+    finally:
+        watch.finished()
+
+
+# -- kill -9 with real processes ------------------------------------------------------------------------
+
+def prepare(url: str) -> None:
+    cli("init-db", "--db", url, check=True)
+    cli("generate-mock", "--db", url, "--count", str(COUNT), "--faulty-share", "0", "--seed", "5", check=True)
+
+
+def committed(url: str, db=None) -> int:
+    own = db is None
+    db = db or open_db(url)
+    try:
+        return int(db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}"))
+    finally:
+        if own:
+            db.close()
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped is dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start(args: list[str], folder: Path) -> tuple[subprocess.Popen, Path, Path]:
+    """The command in its own session, its two output streams to files (read after the kill)."""
+    out, err = folder / "stdout.txt", folder / "stderr.txt"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        p = subprocess.Popen([sys.executable, "-m", "xml_extractor", *args], stdout=fo, stderr=fe,
+                             stdin=subprocess.DEVNULL, env=_child_env(SLOW), cwd=str(subprocess_dir()),
+                             start_new_session=True)
+    return p, out, err
+
+
+def kill_and_check(p: subprocess.Popen, url: str, family: list[int], out: Path, err: Path) -> None:
+    """SIGKILL ``p`` (only it); then: every process of ``family`` gone within 1.5 s, no commit
+    after the kill was observed, nothing printed after the kill."""
+    assert family and all(alive(pid) for pid in family)
+    db = open_db(url)  # opened before: the count right after the kill is one query
+    printed = (out.stat().st_size, err.stat().st_size)
+    before = committed(url, db)  # kill just after a commit: the other worker, waiting for the lock, takes it now
+    wait_until(lambda: committed(url, db) > before, timeout=60, what="the next commit")
+    os.kill(p.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    p.wait(timeout=30)
+    at_kill = committed(url, db)
+    db.close()
+    try:
+        wait_until(lambda: not any(alive(pid) for pid in family), timeout=1.5 - (time.monotonic() - killed_at),
+                   what="every worker (and helper) of the killed process to end")
+    finally:
+        for pid in family:  # never leave a process behind, even when the check failed
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert committed(url) == at_kill, "a worker committed after its parent was killed"
+    assert (out.stat().st_size, err.stat().st_size) == printed, (out.read_text() + err.read_text())[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.posix
+def test_kill_9_of_a_run_leaves_no_worker_commits_nothing_more_and_leaves_its_record(sqlite_url, tmp_path):
+    prepare(sqlite_url)
+    folder = subprocess_dir()
+    p, out, err = start(["run", "--db", sqlite_url, "--no-progress", "--workers", "2", "--batch-size", "10"], tmp_path)
+    try:
+        wait_until(lambda: committed(sqlite_url) >= 20, timeout=120, what="some batches committed")
+        workers = python_workers(p.pid, 2)
+        family = descendants(p.pid)  # the workers, the forkserver, the resource tracker
+        assert set(workers) <= set(family)
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        raise
+    kill_and_check(p, sqlite_url, family, out, err)
+    # the killed run's record: its log, and its metrics file (rewritten while the run went)
+    (metrics,) = list((folder / "metrics").glob("run-*.json"))
+    m = json.loads(metrics.read_text(encoding="utf-8"))
+    assert m["status"] == "running" and m["success"] <= committed(sqlite_url)
+    (log,) = list((folder / "logs").glob("run-*.log"))
+    assert "workers ready" in log.read_text(encoding="utf-8")
+    again = cli("run", "--db", sqlite_url, "--no-progress", "--workers", "2", timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert assert_exactly_once(sqlite_url)["apps"] == COUNT
+
+
+@pytest.mark.slow
+@pytest.mark.posix
+def test_kill_9_of_launch_leaves_no_instance_or_worker_and_commits_nothing_more(sqlite_url, tmp_path):
+    prepare(sqlite_url)
+    launch = ["launch", "--instances", "2", "--db", sqlite_url, "--workers", "1", "--batch-size", "10"]
+    p, out, err = start(launch, tmp_path)
+    try:
+        wait_until(lambda: committed(sqlite_url) >= 20, timeout=120, what="some batches committed")
+        wait_until(lambda: len([c for c in descendants(p.pid) if alive(c)]) >= 2 + 2, timeout=30,
+                   what="two instances and their workers")
+        family = descendants(p.pid)  # instances, their forkservers, trackers and workers
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        raise
+    kill_and_check(p, sqlite_url, family, out, err)
+    assert committed(sqlite_url) < COUNT
+    again = cli(*launch, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert assert_exactly_once(sqlite_url)["apps"] == COUNT
