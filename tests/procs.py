@@ -46,9 +46,9 @@ def python_workers(pid: int, want: int, timeout: float = 30) -> list[int]:
     raise AssertionError(f"no {want} workers under {pid}")
 
 
-def kill_group(proc, sig=signal.SIGKILL) -> None:
+def kill_group(proc, sig=None) -> None:
     try:
-        os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, signal.SIGKILL if sig is None else sig)  # not a default: Windows has no SIGKILL (import)
     except ProcessLookupError:
         pass
 

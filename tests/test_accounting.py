@@ -55,6 +55,7 @@ SLOW = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.3"}
 
 # -- 1. a SIGTERM to the process group writes no false failures ------------------------------------
 
+@pytest.mark.posix
 @pytest.mark.slow
 def test_1_sigterm_to_launch_writes_no_worker_crash_and_the_same_launch_finishes(db_url):
     prepare(db_url)
@@ -73,6 +74,7 @@ def test_1_sigterm_to_launch_writes_no_worker_crash_and_the_same_launch_finishes
     assert crashed_rows(db_url) == []
 
 
+@pytest.mark.posix
 @pytest.mark.slow
 def test_1_sigterm_to_the_process_group_of_a_run(db_url):
     prepare(db_url)
@@ -227,8 +229,9 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.posix
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [getattr(signal, "SIGKILL", None), getattr(signal, "SIGHUP", None)])  # importable on Windows
 def test_8_killing_or_hanging_up_launch_stops_its_instances(sqlite_url, sig):
     prepare(sqlite_url)
     p = popen("launch", "--instances", "2", "--db", sqlite_url, "--workers", "1", "--batch-size", "2", env=SLOW)

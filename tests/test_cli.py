@@ -192,6 +192,7 @@ def _interrupt_when(p: "subprocess.Popen", ready: "Callable[[], bool]") -> tuple
     return p.returncode, err
 
 
+@pytest.mark.posix
 def test_ctrl_c_exits_130_on_every_command(tmp_path: Path) -> None:
     """Ctrl-C: exit 130 with a short message (not click's 'Aborted!' and 1, not 0 for status --watch)."""
     from conftest import popen

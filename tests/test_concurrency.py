@@ -76,6 +76,7 @@ def queue_rows(url):
     return db_rows(url, lambda db: f"SELECT chunk_id, owner, claims, done_at FROM {db.names['queue']} ORDER BY chunk_id")
 
 
+@pytest.mark.posix
 def test_queue_mode_takes_over_a_dead_instance(db_url):
     prepare(db_url)
     slow = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.5"}

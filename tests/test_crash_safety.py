@@ -46,6 +46,7 @@ def finish(url):
     return assert_exactly_once(url)
 
 
+@pytest.mark.posix
 def test_sigkill_worker_mid_transaction(db_url):
     prepare(db_url)
     proc = popen(*run_args(db_url), env=SLOW)
@@ -63,6 +64,7 @@ def test_sigkill_worker_mid_transaction(db_url):
     assert stats["apps"] == 160
 
 
+@pytest.mark.posix
 def test_sigkill_whole_instance_mid_batch(db_url):
     prepare(db_url)
     proc = popen(*run_args(db_url), env=SLOW)
@@ -74,6 +76,7 @@ def test_sigkill_whole_instance_mid_batch(db_url):
     finish(db_url)
 
 
+@pytest.mark.posix
 def test_sigterm_stops_cleanly_and_resumes(db_url):
     prepare(db_url)
     proc = popen(*run_args(db_url), env=SLOW)

@@ -102,6 +102,7 @@ def test_launch_runs_partitioned_instances(db_url):
     assert cli("launch", "--instances", "2", "--instance-id", "1").returncode == 2
 
 
+@pytest.mark.posix
 @pytest.mark.slow
 def test_launch_sigterm_stops_every_instance_and_resume_finishes(sqlite_url):
     import signal

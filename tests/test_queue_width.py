@@ -194,6 +194,7 @@ def test_chunks_of_other_widths_left_by_an_earlier_version_are_replaced_unless_h
         db.close()
 
 
+@pytest.mark.posix
 @pytest.mark.slow
 def test_a_run_after_a_killed_queue_instance_says_it_waits_for_the_lease_and_then_finishes(db_url):
     """SIGKILL leaves the instance's chunks under a live lease: the next run waited it out in

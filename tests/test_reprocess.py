@@ -178,6 +178,7 @@ def _wait(pred, timeout: float = 90.0) -> None:
     raise AssertionError("condition not reached")
 
 
+@pytest.mark.posix
 @pytest.mark.slow
 def test_sigkill_during_reprocess_then_same_command_resumes(processed, tmp_path):
     since = "2000-01-01T00:00"
@@ -237,7 +238,7 @@ def test_reprocess_racing_a_plain_run_replaces_each_application_once(processed, 
 # "run_start" and "reprocess_requested" are before the run's own handlers: SIGTERM/SIGHUP used to
 # kill the process by their default action (143/129, not 130).
 START_UP_STOPS = [
-    ("reprocess", "reprocess_requested", signal.SIGHUP),
+    ("reprocess", "reprocess_requested", getattr(signal, "SIGHUP", None)),  # None on Windows (deselected: posix)
     ("reprocess", "run_start", signal.SIGTERM),
     ("reprocess", "forkserver_started", signal.SIGTERM),
     ("run", "run_start", signal.SIGTERM),
@@ -271,7 +272,8 @@ def _held_then_signalled(cmd: tuple[str, ...], point: str, sig: int, folder) -> 
 
 @pytest.mark.slow  # real runs with worker processes and signals
 @pytest.mark.parametrize("command,point,sig", START_UP_STOPS,
-                         ids=[f"{c}-{p}-{signal.Signals(s).name}" for c, p, s in START_UP_STOPS])
+                         ids=[f"{c}-{p}-{getattr(s, 'name', s)}" for c, p, s in START_UP_STOPS])
+@pytest.mark.posix
 def test_stop_signal_during_start_up_exits_130_and_the_same_command_finishes(processed, tmp_path, command, point, sig):
     failed = sorted(faulty())
     if command == "run":  # new applications for the run to process
@@ -305,6 +307,7 @@ def test_stop_signal_during_start_up_exits_130_and_the_same_command_finishes(pro
     assert cli("reconcile", "--db", processed).returncode == 0
 
 
+@pytest.mark.posix
 @pytest.mark.slow  # real runs with worker processes and signals
 def test_stop_signal_after_the_last_batch_exits_130_and_says_a_finished_reprocess_is_complete(processed, tmp_path):
     """A signal after the run's loop took its last look at signals still stops with 130 (it was
