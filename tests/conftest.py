@@ -108,11 +108,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The PostgreSQL param of db_url is a postgres test (`-m "not postgres"` deselects it), the
-    SQL Server param an mssql test (`-m mssql` selects only those)."""
+    """The PostgreSQL param of db_url (or module_db_url) is a postgres test (`-m "not postgres"`
+    deselects it), the SQL Server param an mssql test (`-m mssql` selects only those)."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        engine = callspec.params.get("db_url") if callspec is not None else None
+        params = callspec.params if callspec is not None else {}
+        engine = params.get("db_url", params.get("module_db_url"))
         if engine == "postgresql":
             item.add_marker(pytest.mark.postgres)
         elif engine == "mssql":
@@ -276,13 +277,15 @@ def _mssql_database(collation: str | None = None) -> Iterator[str]:
         pass
 
 
-@pytest.fixture(params=["sqlite", "postgresql"] + (["mssql"] if MSSQL_URL else []))
-def db_url(request, tmp_path):
-    """A fresh empty database URL of each engine (SQL Server when XML_EXTRACTOR_TEST_MSSQL is set)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
+ENGINES = ["sqlite", "postgresql"] + (["mssql"] if MSSQL_URL else [])
+
+
+def _fresh_database(engine_name: str, folder: Path) -> Iterator[str]:
+    """A fresh empty database of ``engine_name`` (a file in ``folder`` for SQLite), dropped after."""
+    if engine_name == "sqlite":
+        yield f"sqlite:///{folder / 'test.db'}"
         return
-    if request.param == "mssql":
+    if engine_name == "mssql":
         yield from _mssql_database()
         return
     if not PG_URL:
@@ -297,6 +300,19 @@ def db_url(request, tmp_path):
         _pg_admin_exec(f"DROP DATABASE {name} WITH (FORCE)")
     except Exception:  # noqa: BLE001
         pass
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request, tmp_path):
+    """A fresh empty database URL of each engine (SQL Server when XML_EXTRACTOR_TEST_MSSQL is set)."""
+    yield from _fresh_database(request.param, tmp_path)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def module_db_url(request, tmp_path_factory):
+    """db_url for a module-scoped fixture: one fresh database per engine per module, for tests that
+    only read what the fixture built (one processed database instead of one per test)."""
+    yield from _fresh_database(request.param, tmp_path_factory.mktemp(f"module-{request.param}"))
 
 
 @pytest.fixture

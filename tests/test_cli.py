@@ -1,13 +1,13 @@
 """The command line as one package, tested in-process with click's CliRunner wherever no real
 process or signal is needed (fast; the process/signal behaviour is tested with real processes in
-test_pipeline/test_concurrency/test_crash_safety). One small SQLite database is processed once by a
-real ``run`` (real worker processes); the operator commands then read it in-process."""
+test_pipeline/test_concurrency/test_crash_safety). One small database is processed once by a
+real ``run`` (real worker processes) per engine (module_db_url); the operator commands then read it
+in-process."""
 from __future__ import annotations
 
 import importlib
 import json
 import pkgutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import xml_extractor.cli as cli_pkg
-from conftest import ROOT, cli as run_cli, expected_failures
+from conftest import ROOT, cli as run_cli, expected_failures, open_db
 from xml_extractor.cli import cli
 
 SAMPLE = ROOT / "tests" / "data" / "app-1001.xml"
@@ -96,9 +96,10 @@ def test_usage_and_configuration_errors_exit_2(tmp_path: Path, args: list[str], 
 
 
 @pytest.fixture(scope="module")
-def processed(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A small SQLite database: init-db and generate-mock in-process, one real run (worker processes)."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'ops.db'}"
+def processed(module_db_url: str) -> str:
+    """A small database of each engine: init-db and generate-mock in-process, one real run (worker
+    processes). The tests only read it, or put back what they change."""
+    url = module_db_url
     assert invoke("init-db", "--db", url).exit_code == 0
     assert invoke("generate-mock", "--db", url, "--count", str(COUNT), "--seed", str(SEED),
                   "--faulty-share", str(FAULTY)).exit_code == 0
@@ -135,24 +136,38 @@ def test_reprocess_names_ids_missing_from_the_source(processed: str) -> None:
     assert "union" in invoke("reprocess", "--help").output
 
 
-def test_reconcile_in_process_consistent_then_a_gap(processed: str, tmp_path: Path) -> None:
+def test_reconcile_in_process_consistent_then_a_gap(processed: str) -> None:
     r = invoke("reconcile", "--db", processed, "--format", "json")
     assert r.exit_code == 0 and json.loads(r.output)["consistent"] is True
-    copy = tmp_path / "damaged.db"
-    src = sqlite3.connect(processed[len("sqlite:///"):])
-    dst = sqlite3.connect(copy)
-    src.backup(dst)
-    src.close()
-    app_id = dst.execute("SELECT app_id FROM processing_log WHERE status = 'success' ORDER BY app_id LIMIT 1").fetchone()[0]
-    dst.execute("DELETE FROM processing_log WHERE app_id = ?", (app_id,))
-    dst.commit()
-    dst.close()
-    r = invoke("reconcile", "--db", f"sqlite:///{copy}", "--format", "json")
+    db = open_db(processed)  # the module's database: the lost log rows are put back afterwards
+    try:
+        log = db.names["log"]
+        app_id = db.scalar(f"SELECT MIN(app_id) FROM {log} WHERE status = 'success'")
+        db.begin()
+        cur = db.execute(f"SELECT * FROM {log} WHERE app_id = ?", [app_id])
+        names = [d[0] for d in cur.description]
+        lost = [list(row) for row in cur.fetchall()]
+        cur.close()
+        keep = [i for i, n in enumerate(names) if n.lower() != "log_id"]  # an identity column: numbered again
+        db.execute(f"DELETE FROM {log} WHERE app_id = ?", [app_id]).close()
+        db.commit()
+        try:
+            r = invoke("reconcile", "--db", processed, "--format", "json")
+        finally:
+            cols = ", ".join(db.dialect.quote(names[i]) for i in keep)
+            db.begin()
+            for row in lost:
+                db.execute(f"INSERT INTO {log} ({cols}) VALUES ({', '.join('?' for _ in keep)})",
+                           [row[i] for i in keep]).close()
+            db.commit()
+    finally:
+        db.close()
     assert r.exit_code == 1
     rec = json.loads(r.output)
     assert rec["consistent"] is False
     hits = [c for c in rec["checks"] if c["inconsistency"] and c["count"]]
     assert hits and all(app_id in c["sample_app_ids"] for c in hits)
+    assert invoke("reconcile", "--db", processed).exit_code == 0  # put back: the next test sees it whole
 
 
 @pytest.mark.parametrize("command", [["status"], ["run", "--reconnect-seconds", "1", "--no-progress"]])
@@ -212,7 +227,7 @@ def test_status_watch_must_be_positive() -> None:
     assert result.exit_code == 2 and "--watch" in result.output and "Traceback" not in result.output
 
 
-def test_run_start_up_configuration_error_on_stderr(tmp_path: Path) -> None:
+def test_run_start_up_configuration_error_on_stderr(db_url: str, tmp_path: Path) -> None:
     """A data-losing contract change found at run start: 'error: ...' on stderr and exit 2, like
     every other configuration error (not only a 'stopped config:' row of the summary on stdout)."""
     from xml_extractor.contract.loader import default_contract_path
@@ -220,8 +235,8 @@ def test_run_start_up_configuration_error_on_stderr(tmp_path: Path) -> None:
     base = next(t for t in c["tables"] if t["name"] == "app_base")
     next(x for x in base["columns"] if x["name"] == "campaign_num")["length"] = 4
     (tmp_path / "narrow.json").write_text(json.dumps(c), "utf-8")
-    run_cli("init-db", "--db", "sqlite:///n.db", cwd=tmp_path, check=True)
-    p = run_cli("run", "--db", "sqlite:///n.db", "--contract", "narrow.json", "--workers", "1", "--no-progress", cwd=tmp_path)
+    run_cli("init-db", "--db", db_url, cwd=tmp_path, check=True)
+    p = run_cli("run", "--db", db_url, "--contract", "narrow.json", "--workers", "1", "--no-progress", cwd=tmp_path)
     assert p.returncode == 2, p.stdout + p.stderr
     assert p.stderr.startswith("error: ") and "campaign_num" in p.stderr and "config:" not in p.stderr, p.stderr
 
@@ -289,10 +304,11 @@ def test_environment_variable_exceptions_are_exactly_the_documented_ones() -> No
     (["--reconnect-seconds", "-1"], "--reconnect-seconds must be a number of seconds"),
     (["--reconnect-seconds", "nan"], "--reconnect-seconds must be a number of seconds"),
 ])
-def test_run_refuses_bad_folders_and_durations_before_any_work(tmp_path: Path, extra: list[str], message: str) -> None:
+def test_run_refuses_bad_folders_and_durations_before_any_work(db_url: str, tmp_path: Path, extra: list[str],
+                                                               message: str) -> None:
     """A --metrics-dir that is a file used to be found after the whole run (exit 1, a traceback,
     no summary); --reconnect-seconds -1 or nan were accepted. Exit 2 before anything is processed."""
-    url = f"sqlite:///{tmp_path / 'd.db'}"
+    url = db_url
     assert invoke("generate-mock", "--db", url, "--count", "5").exit_code == 0
     blocker = tmp_path / "metrics.txt"
     blocker.write_text("a file where a folder should be")
@@ -301,8 +317,11 @@ def test_run_refuses_bad_folders_and_durations_before_any_work(tmp_path: Path, e
         r = CliRunner().invoke(cli, args)
         assert r.exit_code == 2 and message.replace("{file}", str(blocker)) in r.output, (args, r.output)
         assert "Traceback" not in r.output
-    with sqlite3.connect(tmp_path / "d.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM processing_log").fetchone()[0] == 0
+    db = open_db(url)
+    try:
+        assert db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}") == 0
+    finally:
+        db.close()
 
 
 def test_failures_csv_that_cannot_be_written_exits_2(processed: str, tmp_path: Path) -> None:
