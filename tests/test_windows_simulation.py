@@ -6,7 +6,9 @@ command and every process it starts (spawned workers, launched instances) lack `
 ``SIGKILL``, ``pthread_sigmask``, ``os.killpg``, ``os.fork``, ``os.setsid`` ..., have only the spawn
 start method, and have ``signal.SIGBREAK``. Each command runs in its own session, which plays the
 console window: "pressing Ctrl-Break" sends the simulated SIGBREAK to every process of it, as
-Windows delivers CTRL_BREAK_EVENT to every process attached to the console.
+Windows delivers CTRL_BREAK_EVENT to every process attached to the console; "pressing Ctrl-C"
+sends SIGINT to all but those in a process group of their own (CREATE_NEW_PROCESS_GROUP disables
+Ctrl-C); "End task" terminates the one process.
 
 The module is ``posix``: the simulation runs on Linux (it reads /proc); the Windows job runs the
 real thing instead.
@@ -318,3 +320,28 @@ def test_a_key_stops_launch_cleanly_and_the_relaunch_completes_exactly_once(star
         # forwarded another: an instance took the second as "stop now" (in-flight batches rolled back)
         pytest.xfail("one Ctrl-Break to launch reaches an instance twice (console + forwarded): it stops now")
     assert "stopping now" not in logs, logs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["run", "launch"])
+def test_ending_the_command_in_task_manager_ends_its_workers_and_the_rerun_completes(started: list[subprocess.Popen],
+                                                                                      tmp_path: Path, command: str) -> None:
+    """"End task" on the run (or on launch): Windows terminates that one process, not a group. Its
+    workers (launch: its instances and their workers) notice through their lifelines and end by
+    themselves, with no traceback or logging error on the console; the same command again finishes
+    the rest, exactly once."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    prepare(started, url)
+    args = (("run", "--workers", "2") if command == "run" else ("launch", "--instances", "2", "--workers", "1"))
+    args += ("--db", url, "--batch-size", "2", "--no-progress")
+    p = start(started, *args, env=SLOW)
+    wait_until(lambda: logged(url) >= 4, what="some progress")
+    running = commands(p.pid)
+    assert len(running) >= 3, running  # the command and its workers (launch: instances and workers)
+    os.kill(p.pid, signal.SIGKILL)  # TerminateProcess of the one process
+    out, err = p.communicate(timeout=120)  # returns when every process holding the console's pipes has ended
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert_all_gone(running, f"processes of {command} outlived it")
+    assert logged(url) < COUNT
+    expect(sim(started, *args), 1)
+    check_outcome(url)
