@@ -37,6 +37,16 @@ def test_stop_signals_are_the_platforms():
     assert [supervision.signal_name(s) for s in sigs][0] == "SIGINT"
 
 
+def test_a_ctrl_break_forwarded_within_a_second_is_the_same_stop(monkeypatch):
+    last: dict = {}
+    assert not supervision.repeats(signal.SIGTERM, last, 0.0)
+    assert not supervision.repeats(signal.SIGTERM, last, 0.1)  # POSIX: a second signal is "stop now"
+    monkeypatch.setattr(signal, "SIGBREAK", 21, raising=False)
+    assert not supervision.repeats(21, last, 5.0)
+    assert supervision.repeats(21, last, 5.4)  # the console's event and launch's forward of it
+    assert not supervision.repeats(21, last, 7.0)  # pressed again: the second stop
+
+
 def test_memory_figures_of_this_process():
     peak, cur = supervision.memory_kb()
     assert peak >= cur > 0
@@ -162,5 +172,33 @@ def test_kill_9_of_launch_leaves_no_instance_or_worker_and_commits_nothing_more(
     kill_and_check(p, sqlite_url, family, out, err)
     assert committed(sqlite_url) < COUNT
     again = cli(*launch, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert assert_exactly_once(sqlite_url)["apps"] == COUNT
+
+
+@pytest.mark.slow
+def test_a_stop_line_on_the_lifeline_stops_a_run_like_ctrl_c_and_the_run_resumes(sqlite_url, tmp_path):
+    """How launch stops an instance where neither a process-group signal nor CTRL_BREAK_EVENT
+    exists: a ``stop`` line on the instance's standard input (its lifeline)."""
+    prepare(sqlite_url)
+    env = _child_env({**SLOW, supervision.LIFELINE_ENV: "stdin"})
+    p = subprocess.Popen([sys.executable, "-m", "xml_extractor", "run", "--db", sqlite_url, "--no-progress",
+                          "--workers", "2", "--batch-size", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=str(subprocess_dir()), start_new_session=True)
+    try:
+        wait_until(lambda: committed(sqlite_url) >= 20, timeout=120, what="some batches committed")
+        assert p.stdin is not None
+        p.stdin.write("stop\n")
+        p.stdin.flush()
+        p.wait(timeout=120)  # the lifeline stays open (its end would mean: the launcher is gone)
+        assert p.stdout is not None and p.stderr is not None
+        out, err = p.stdout.read(), p.stderr.read()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, out + err
+    assert "interrupted" in out and "worker restarts" not in out
+    assert committed(sqlite_url) < COUNT
+    again = cli("run", "--db", sqlite_url, "--no-progress", "--workers", "2", timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert assert_exactly_once(sqlite_url)["apps"] == COUNT

@@ -5,7 +5,8 @@ to be killed. That switch must never be tripped by a production run, not even by
 ``XML_EXTRACTOR_FAULTS`` copied from a test into a shell or a unit file. So the faults are
 honoured only when, in addition, ``XML_EXTRACTOR_TESTING_GATE`` names a gate file that:
 
-- is a regular file owned by the user running the process and not writable by anyone else, and
+- is a regular file owned by the user running the process and not writable by anyone else (where
+  the platform has POSIX owners and permissions), and
 - holds :data:`GATE_MAGIC` followed by the SHA-256 of the exact fault specification.
 
 The test harness (tests/conftest.py ``cli``/``popen``, scripts/soak.py) writes such a file into
@@ -77,10 +78,11 @@ def _gate_refusal(path: str, spec: str) -> str | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return "the gate is not a regular file"
-        if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
-            return "the gate file belongs to another user"
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return "the gate file is writable by others"
+        if hasattr(os, "geteuid"):  # POSIX permissions (Windows has neither owner ids nor these bits)
+            if st.st_uid != os.geteuid():
+                return "the gate file belongs to another user"
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return "the gate file is writable by others"
         content = os.read(fd, 4096).decode("utf-8", errors="replace")
     finally:
         os.close(fd)

@@ -38,6 +38,7 @@ class BenchResult:
     ratio_map_to_ceiling: float = 0.0
     stage_ms_per_app: dict = field(default_factory=dict)
     peak_worker_rss_mb: float = 0.0
+    worker_startup_s: list[float] = field(default_factory=list)  # each run: starting its workers until all are ready
     machine: dict = field(default_factory=dict)
 
 
@@ -137,6 +138,8 @@ def bench(url: DatabaseURL | str | None, count: int, runs: int, workers: int, ba
         rate = s.apps_per_minute
         res.e2e_apps_per_min.append(rate)
         res.peak_worker_rss_mb = max(res.peak_worker_rss_mb, s.peak_worker_rss_mb)
+        if s.worker_startup_s is not None:
+            res.worker_startup_s.append(s.worker_startup_s)
         for k, v in s.stage_ms.items():
             stage_total[k] = stage_total.get(k, 0.0) + v
         echo(f"end to end run {r + 1}/{runs}: {s.success + s.failed} apps in {s.elapsed_s:.1f}s = {rate:.0f}/min")
@@ -161,6 +164,9 @@ def _machine() -> dict:
     import sqlite3
 
     import lxml.etree
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "lxml": ".".join(map(str, lxml.etree.LXML_VERSION)),
+    from .processing.processor import WORKER_PRELOAD
+    from .supervision import worker_context
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "start_method": worker_context(WORKER_PRELOAD).get_start_method(), "lxml": ".".join(map(str, lxml.etree.LXML_VERSION)),
             "libxml2": ".".join(map(str, lxml.etree.LIBXML_VERSION)), "sqlite": sqlite3.sqlite_version,
             "platform": platform.platform()}

@@ -63,6 +63,15 @@ def signal_name(signum: int) -> str:
                      and getattr(signal, n) == signum), f"SIG{signum}")
 
 
+def repeats(signum: int, last: dict[int, float], now: float) -> bool:
+    """Whether ``signum`` repeats, within a second, a stop the process already has (``last``: when
+    each signal was last seen, updated here). Only for SIGBREAK: Windows sends a console's
+    Ctrl-Break to every process of the console, so an instance started by launch gets it directly
+    and again as launch's forwarded CTRL_BREAK_EVENT; that is one stop, not "stop now"."""
+    seen, last[signum] = last.get(signum), now
+    return signum == getattr(signal, "SIGBREAK", None) and seen is not None and now - seen < 1.0
+
+
 def install_stop_handlers(handler: Callable[[int, Any], Any]) -> dict[int, Any]:
     """Point every stop signal at ``handler``; returns what to :func:`restore_handlers`. A signal
     the process was started ignoring (``nohup``: SIGHUP) stays ignored. Only the main thread can

@@ -135,6 +135,7 @@ class ProductionProcessor:
         self._claims: queue.SimpleQueue = queue.SimpleQueue()  # claims reach the coordinator at once
         self._lost: set[int] = set()  # chunks taken over by another owner (the selector stops paging them)
         self._signals: list[int] = []
+        self._signal_seen: dict[int, float] = {}
         self._metrics_path: Path | None = None
         self._ready: set[int] = set()
 
@@ -188,7 +189,7 @@ class ProductionProcessor:
         self._wq = WorkQueue(self._db, ctx) if ctx.mode == "queue" else None
         pool: _WorkerPool | None = None
         hold("run_start")  # test hook (gated): until here a signal is the CLI's (cli.main: exit 130)
-        old_handlers = supervision.install_stop_handlers(lambda signum, frame: self._signals.append(signum))
+        old_handlers = supervision.install_stop_handlers(self._on_signal)
         self._metrics_path = self._metrics_file_path()
         self._write_metrics(summary, coord, started, "running")  # a run killed from here on leaves its metrics
         try:
@@ -232,11 +233,7 @@ class ProductionProcessor:
                 self._signals.clear()
                 actions += coord.stop_requested()
                 actions += coord.stop_requested()  # the second request: stop now
-            while self._signals:
-                name = supervision.signal_name(self._signals.pop(0))
-                log.warning("received %s: %s", name, "stopping now" if coord.stopping else
-                            "finishing in-flight batches, then stopping (again to stop at once)")
-                actions += coord.stop_requested()
+            actions += self._take_signals(coord)
             while not self._claims.empty():
                 actions += coord.chunk_claimed(self._claims.get())
             while coord.wants_selection() and not coord.selection_done:
@@ -264,6 +261,9 @@ class ProductionProcessor:
                     if ready is conn:
                         actions += self._on_message(coord, slot, _recv(conn))
                     elif ready == pool.procs[slot].sentinel:
+                        # a stop signal to the group can end a worker that is still starting (spawn:
+                        # before it ignores the signal): with the stop taken first, it is no crash
+                        actions += self._take_signals(coord)
                         for msg in _drain(conn):  # a result sent just before dying still counts
                             actions += self._on_message(coord, slot, msg)
                         proc = pool.reap(slot)
@@ -287,6 +287,21 @@ class ProductionProcessor:
                 log.info("progress: %d done (%d ok, %d failed, %d skipped), %.0f apps/min", done, coord.summary.success,
                          coord.summary.failed, coord.summary.skipped, done / max(1e-9, time.time() - started) * 60)
                 last_log = now
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """Record a stop signal for the loop (which stops the run); a console's Ctrl-Break that
+        also arrives forwarded by launch is one stop (supervision.repeats)."""
+        if not supervision.repeats(signum, self._signal_seen, time.monotonic()):
+            self._signals.append(signum)
+
+    def _take_signals(self, coord: ParallelCoordinator) -> list[Action]:
+        actions: list[Action] = []
+        while self._signals:
+            name = supervision.signal_name(self._signals.pop(0))
+            log.warning("received %s: %s", name, "stopping now" if coord.stopping else
+                        "finishing in-flight batches, then stopping (again to stop at once)")
+            actions += coord.stop_requested()
+        return actions
 
     def _recheck_contract_identity(self) -> None:
         """The start check (check_contract_identity) cannot see an instance of another contract
