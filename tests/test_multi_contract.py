@@ -30,7 +30,7 @@ SET = ("--contract", "credit_card", "--contract", "rec_lending")
 CONTRACT_OF = {"cc": "credit_card", "rl": "rec_lending"}
 
 
-def test_contracts_disagreeing_on_a_shared_table_are_refused(tmp_path: Path) -> None:
+def test_contracts_disagreeing_on_a_shared_table_are_refused(db_url: str, tmp_path: Path) -> None:
     raw = json.loads(Path(load_contract("rec_lending").path).read_text("utf-8"))
     base = next(t for t in raw["tables"] if t["name"] == "app_base")
     for c in base["columns"]:
@@ -44,8 +44,9 @@ def test_contracts_disagreeing_on_a_shared_table_are_refused(tmp_path: Path) -> 
     assert "table app_base" in p.stderr
     assert "column receive_date: datetime NOT NULL in credit_card vs date NOT NULL in rec_lending" in p.stderr
     assert "column dealer_code (int NOT NULL) only in rec_lending must be nullable" in p.stderr
-    p = cli("init-db", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--contract", "credit_card", "--contract", str(path))
+    p = cli("init-db", "--db", db_url, "--contract", "credit_card", "--contract", str(path))
     assert p.returncode == 2 and "receive_date" in p.stderr
+    assert "0 change(s) to apply" not in cli("init-db", "--db", db_url, "--dry-run").stdout  # nothing was created
 
 
 def test_contract_set_union_and_enum_space() -> None:
@@ -242,10 +243,9 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
     assert sum(docs.values()) + prof["unrouted"]["documents"] == 130
 
 
-def test_status_per_contract_counts_open_reprocess_requests_as_pending(tmp_path: Path) -> None:
+def test_status_per_contract_counts_open_reprocess_requests_as_pending(db_url: str) -> None:
     """While a reprocess is open its applications are pending in status' totals, so the
     per-contract table and the failures by stage leave them out too (they contradicted the top)."""
-    db_url = f"sqlite:///{tmp_path / 'set.db'}"
     cli("generate-mock", "--db", db_url, *SET, "--product", "mixed", "--faulty-share", "0.1", "--seed", "3",
         "--count", "60", check=True)
     cli("run", "--db", db_url, *SET, "--workers", "1", "--no-progress")
@@ -266,10 +266,9 @@ def test_status_per_contract_counts_open_reprocess_requests_as_pending(tmp_path:
     assert s["failures"] == [], s["failures"]
 
 
-def test_one_member_on_a_contract_set_database_names_the_set(tmp_path: Path) -> None:
+def test_one_member_on_a_contract_set_database_names_the_set(db_url: str) -> None:
     """run with one contract of a database initialised with a contract set: the other members'
     columns are not data to lose but a missing --contract; the refusal says so first."""
-    db_url = f"sqlite:///{tmp_path / 'set.db'}"
     cli("init-db", "--db", db_url, *SET, check=True)
     for one in ("rec_lending", "credit_card"):
         p = cli("run", "--db", db_url, "--contract", one, "--no-progress")

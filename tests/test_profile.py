@@ -16,9 +16,9 @@ DOCS = 2000
 
 
 @pytest.fixture(scope="module")
-def source_2000(tmp_path_factory):
-    """2,000 generated documents in a SQLite source table."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('profile') / 'source.db'}"
+def source_2000(module_db_url):
+    """2,000 generated documents in a source table of each engine."""
+    url = module_db_url
     cli("generate-mock", "--db", url, "--count", str(DOCS), "--seed", "7", check=True)
     return url
 
@@ -232,11 +232,11 @@ def test_file_failures_name_their_path_and_map_checks_the_same_min_length(tmp_pa
     assert m.returncode == 1 and "at least 20 needed" in m.stdout, m.stdout + m.stderr
 
 
-def test_operator_labels_say_what_they_count(tmp_path):
+def test_operator_labels_say_what_they_count(db_url):
     """failures --csv help lists the CSV's real columns; reconcile's label reads 'an app_base row'."""
     h = " ".join(cli("failures", "--help", check=True).stdout.split())
     assert "app_id, attempt, stage, error_class, reason, logged_at, contract" in h
-    url = f"sqlite:///{tmp_path / 'r.db'}"
+    url = db_url
     cli("init-db", "--db", url, check=True)
     out = cli("reconcile", "--db", url).stdout
     assert "success without an app_base row" in out and "without a app_base" not in out, out
