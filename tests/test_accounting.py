@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_exactly_once, cli, expected_failures, log_rows, open_db, popen, subprocess_dir
+from conftest import assert_exactly_once, cli, engine, expected_failures, log_rows, open_db, popen, subprocess_dir
 from procs import children, db_rows, kill_group, wait_until
 
 SEED, SHARE = 7, 0.05
@@ -188,12 +188,24 @@ def test_4_status_lists_only_final_failures(db_url):
     assert s["failed"] == 0 and s["failures"] == []
 
 
-@pytest.mark.parametrize("command", ["status", "reconcile"])
-def test_5_no_schema_is_a_usage_error_not_an_inconsistency(tmp_path, command):
-    url = f"sqlite:///{tmp_path / 'empty.db'}"
-    p = cli(command, "--db", url)
+@pytest.mark.parametrize("command", [
+    ["status"], ["reconcile"], ["failures"], ["quality"], ["run", "--no-progress"], ["reprocess", "--failed"],
+    pytest.param(["profile"], marks=pytest.mark.xfail(strict=True, reason=(
+        "product bug: profile --db on a database without the source table ends in the driver's traceback "
+        "(no such table / relation does not exist) and exit 1, the capacity-loss code, not exit 2 naming init-db"))),
+], ids=lambda c: c[0])
+def test_5_no_schema_is_a_usage_error_not_an_inconsistency(db_url, command):
+    """A database without the schema (an empty one of each engine: the engine's own missing-table
+    error): exit 2 naming init-db, no traceback, and nothing created behind the operator's back.
+    (A SQLite file that does not exist is test_loading's: no file is created.)"""
+    if engine(db_url) == "sqlite":  # an existing SQLite database, empty like the servers' fresh ones
+        import sqlite3
+        sqlite3.connect(db_url[len("sqlite:///"):]).execute("VACUUM").connection.close()
+    before = cli("init-db", "--db", db_url, "--dry-run", check=True).stdout
+    p = cli(*command, "--db", db_url)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "init-db" in p.stderr and "Traceback" not in p.stderr + p.stdout
+    assert cli("init-db", "--db", db_url, "--dry-run", check=True).stdout == before
 
 
 # -- 7. every chunk the process holds is renewed --------------------------------------------------------
@@ -232,11 +244,11 @@ def alive(pid: int) -> bool:
 @pytest.mark.posix
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [getattr(signal, "SIGKILL", None), getattr(signal, "SIGHUP", None)])  # importable on Windows
-def test_8_killing_or_hanging_up_launch_stops_its_instances(sqlite_url, sig):
-    prepare(sqlite_url)
-    p = popen("launch", "--instances", "2", "--db", sqlite_url, "--workers", "1", "--batch-size", "2", env=SLOW)
+def test_8_killing_or_hanging_up_launch_stops_its_instances(db_url, sig):
+    prepare(db_url)
+    p = popen("launch", "--instances", "2", "--db", db_url, "--workers", "1", "--batch-size", "2", env=SLOW)
     try:
-        wait_until(lambda: logged(sqlite_url) >= 4, what="some progress")
+        wait_until(lambda: logged(db_url) >= 4, what="some progress")
         instances = children(p.pid)
         assert len(instances) == 2
         os.kill(p.pid, sig)
@@ -244,13 +256,13 @@ def test_8_killing_or_hanging_up_launch_stops_its_instances(sqlite_url, sig):
         if sig == signal.SIGHUP:
             assert p.returncode == 130
         wait_until(lambda: not any(alive(i) for i in instances), timeout=120, what="the instances to stop")
-        assert logged(sqlite_url) < 120
-        assert crashed_rows(sqlite_url) == []
+        assert logged(db_url) < 120
+        assert crashed_rows(db_url) == []
     finally:
         kill_group(p)
-    again = cli("launch", "--instances", "2", "--db", sqlite_url, timeout=300)
+    again = cli("launch", "--instances", "2", "--db", db_url, timeout=300)
     assert again.returncode in (0, 1), again.stdout + again.stderr
-    assert_exactly_once(sqlite_url)
+    assert_exactly_once(db_url)
 
 
 # -- 9. 'skipped' only with a committed log row; a chunk is finished only with none pending -------------
