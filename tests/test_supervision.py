@@ -3,7 +3,7 @@
 A ``kill -9`` of a run (or of launch) must leave no process of it behind, commit nothing after the
 kill, print nothing after the kill into the operator's terminal, and leave the run's log and
 metrics file; the same command then finishes every application exactly once. Real processes, real
-SIGKILL (POSIX by nature: the ``posix`` marker), SQLite."""
+SIGKILL (POSIX by nature: the ``posix`` marker), SQLite (the run also on PostgreSQL)."""
 from __future__ import annotations
 
 import json
@@ -131,7 +131,8 @@ def kill_and_check(p: subprocess.Popen, url: str, family: list[int], out: Path, 
 
 @pytest.mark.slow
 @pytest.mark.posix
-def test_kill_9_of_a_run_leaves_no_worker_commits_nothing_more_and_leaves_its_record(sqlite_url, tmp_path):
+def test_kill_9_of_a_run_leaves_no_worker_commits_nothing_more_and_leaves_its_record(db_url, tmp_path):
+    sqlite_url = db_url  # SQLite and PostgreSQL: the rollback of the batch whose run is gone is the database's
     prepare(sqlite_url)
     folder = subprocess_dir()
     p, out, err = start(["run", "--db", sqlite_url, "--no-progress", "--workers", "2", "--batch-size", "10"], tmp_path)
