@@ -189,9 +189,9 @@ class ProductionProcessor:
         self._wq = WorkQueue(self._db, ctx) if ctx.mode == "queue" else None
         pool: _WorkerPool | None = None
         hold("run_start")  # test hook (gated): until here a signal is the CLI's (cli.main: exit 130)
-        old_handlers = supervision.install_stop_handlers(self._on_signal)
         self._metrics_path = self._metrics_file_path()
         self._write_metrics(summary, coord, started, "running")  # a run killed from here on leaves its metrics
+        old_handlers = supervision.install_stop_handlers(self._on_signal)
         try:
             require_current(self._db)  # the schema matches the contract (db/migrate.py), else exit 2 with the plan
             # the contract version is part of the run's identity: refuse to mix versions
