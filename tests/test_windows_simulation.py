@@ -270,6 +270,14 @@ def logged(url: str) -> int:
     return len({r[0] for r in log_rows(url)})
 
 
+def some_progress(p: subprocess.Popen, url: str) -> None:
+    """Wait until the command has committed a few applications (or ended early: then say how)."""
+    wait_until(lambda: logged(url) >= 4 or p.poll() is not None, what="some progress")
+    if p.poll() is not None:
+        out, err = p.communicate()
+        raise AssertionError(f"ended early with exit {p.returncode}\n{out}\n{err}")
+
+
 @pytest.mark.slow
 def test_ctrl_break_stops_a_run_cleanly_and_the_rerun_completes_exactly_once(started: list[subprocess.Popen],
                                                                              tmp_path: Path) -> None:
@@ -279,7 +287,7 @@ def test_ctrl_break_stops_a_run_cleanly_and_the_rerun_completes_exactly_once(sta
     prepare(started, url)
     args = ("run", "--db", url, "--workers", "2", "--batch-size", "2", "--no-progress")
     p = start(started, *args, env=SLOW)
-    wait_until(lambda: logged(url) >= 4, what="some progress")
+    some_progress(p, url)
     running = commands(p.pid)
     press_ctrl_break(p)
     out, err = p.communicate(timeout=120)
@@ -303,7 +311,7 @@ def test_a_key_stops_launch_cleanly_and_the_relaunch_completes_exactly_once(star
     prepare(started, url)
     args = ("launch", "--instances", "2", "--db", url, "--workers", "1", "--batch-size", "2", "--no-progress")
     p = start(started, *args, env=SLOW)
-    wait_until(lambda: logged(url) >= 4, what="some progress")
+    some_progress(p, url)
     running = commands(p.pid)
     (press_ctrl_c if key == "ctrl-c" else press_ctrl_break)(p)
     out, err = p.communicate(timeout=120)
@@ -335,7 +343,7 @@ def test_ending_the_command_in_task_manager_ends_its_workers_and_the_rerun_compl
     args = (("run", "--workers", "2") if command == "run" else ("launch", "--instances", "2", "--workers", "1"))
     args += ("--db", url, "--batch-size", "2", "--no-progress")
     p = start(started, *args, env=SLOW)
-    wait_until(lambda: logged(url) >= 4, what="some progress")
+    some_progress(p, url)
     running = commands(p.pid)
     assert len(running) >= 3, running  # the command and its workers (launch: instances and workers)
     os.kill(p.pid, signal.SIGKILL)  # TerminateProcess of the one process
