@@ -109,19 +109,19 @@ def test_three_uncoordinated_instances(db_url):
     assert sum(s["success"] for s in sums) == N_APPS - faulty
 
 
-def test_queue_mode_limit_leaves_the_rest_of_a_chunk_claimable(sqlite_url):
-    prepare(sqlite_url)
-    (s,) = summaries(start_all([base(sqlite_url) + ["--mode", "queue", "--chunk-size", "100", "--limit", "30"]]))
+def test_queue_mode_limit_leaves_the_rest_of_a_chunk_claimable(db_url):
+    prepare(db_url)
+    (s,) = summaries(start_all([base(db_url) + ["--mode", "queue", "--chunk-size", "100", "--limit", "30"]]))
     assert s["success"] + s["failed"] == 30
-    (s2,) = summaries(start_all([base(sqlite_url) + ["--mode", "queue", "--chunk-size", "100"]]))
+    (s2,) = summaries(start_all([base(db_url) + ["--mode", "queue", "--chunk-size", "100"]]))
     assert s2["success"] + s2["failed"] == N_APPS - 30
-    assert_exactly_once(sqlite_url)
+    assert_exactly_once(db_url)
 
 
-def test_launch_in_queue_mode_starts_plain_queue_instances(tmp_path):
+def test_launch_in_queue_mode_starts_plain_queue_instances(db_url):
     """launch --mode queue passes no --instance-id/--instance-count (run refuses them with a queue):
     the instances share the work queue and do every application once."""
-    url = f"sqlite:///{tmp_path / 'q.db'}"
+    url = db_url
     cli("generate-mock", "--db", url, "--count", "120", check=True)
     p = cli("launch", "--instances", "2", "--db", url, "--mode", "queue", "--workers", "1", "--chunk-size", "30")
     assert p.returncode == 0, p.stdout + p.stderr

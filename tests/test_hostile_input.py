@@ -140,7 +140,7 @@ def test_two_boms_and_an_internal_entity_is_refused_not_expanded(plan):
 import json  # noqa: E402
 import uuid  # noqa: E402
 
-from conftest import PG_URL, _pg_admin_exec, cli, log_rows  # noqa: E402
+from conftest import PG_URL, _pg_admin_exec, cli, log_rows, open_db  # noqa: E402
 from xml_extractor.parsing import UndecodableText, decode_source, decode_tail, text_or_undecodable  # noqa: E402
 
 BAD_IN_SCOPE = 5  # an 0xFF inside Request/CustData: what the run reads, on every engine
@@ -255,16 +255,29 @@ def test_a_tail_cut_inside_a_character_is_fine_a_bad_byte_in_it_is_not():
     assert e.value.error_class == "InvalidUTF8"
 
 
-def test_a_run_that_stops_says_error_once(sqlite_url):
+def refuse_log_inserts_sql(db) -> list[str]:
+    """A trigger that makes every insert into the processing log fail with 'log refused', in the
+    engine's own words (a DBA's trigger, a permission revoked: the log cannot be written)."""
+    log, name = db.names["log"], db.dialect.qualified(db.contract.target_schema, "refuse_log")
+    if db.dialect.name == "sqlite":
+        return [f"CREATE TRIGGER refuse_log BEFORE INSERT ON {log} BEGIN SELECT RAISE(ABORT, 'log refused'); END"]
+    if db.dialect.name == "postgresql":
+        return [f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'log refused'; END $$",
+                f"CREATE TRIGGER refuse_log BEFORE INSERT ON {log} FOR EACH ROW EXECUTE FUNCTION {name}()"]
+    return [f"CREATE TRIGGER {name} ON {log} INSTEAD OF INSERT AS THROW 50000, 'log refused', 1;"]  # SQL Server
+
+
+def test_a_run_that_stops_says_error_once(db_url):
     """A stop reason is kept as "error: ..." (or "config: ..."); stderr said "error: error: ..."."""
-    import sqlite3
-    cli("generate-mock", "--db", sqlite_url, "--count", "3", "--faulty-share", "0", check=True)
-    cli("init-db", "--db", sqlite_url, check=True)
-    conn = sqlite3.connect(sqlite_url[len("sqlite:///"):])
-    conn.execute("CREATE TRIGGER refuse_log BEFORE INSERT ON processing_log BEGIN SELECT RAISE(ABORT, 'log refused'); END")
-    conn.commit()
-    conn.close()
-    p = cli("run", "--db", sqlite_url, "--no-progress")
+    cli("generate-mock", "--db", db_url, "--count", "3", "--faulty-share", "0", check=True)
+    cli("init-db", "--db", db_url, check=True)
+    db = open_db(db_url)
+    try:
+        db.execute_outside_transaction(refuse_log_inserts_sql(db))
+    finally:
+        db.close()
+    p = cli("run", "--db", db_url, "--no-progress")
     assert p.returncode == 3, p.stdout[-2000:] + p.stderr
     assert p.stderr.startswith("error: ") and "error: error" not in p.stderr and "log refused" in p.stderr, p.stderr
 

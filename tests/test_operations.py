@@ -104,22 +104,22 @@ def test_launch_runs_partitioned_instances(db_url):
 
 @pytest.mark.posix
 @pytest.mark.slow
-def test_launch_sigterm_stops_every_instance_and_resume_finishes(sqlite_url):
+def test_launch_sigterm_stops_every_instance_and_resume_finishes(db_url):
     import signal
     import time
 
     from conftest import popen
     from procs import descendants
-    cli("init-db", "--db", sqlite_url, check=True)
-    cli("generate-mock", "--db", sqlite_url, "--count", "150", "--faulty-share", "0", check=True)
-    p = popen("launch", "--instances", "2", "--db", sqlite_url, "--workers", "1", "--batch-size", "5",
+    cli("init-db", "--db", db_url, check=True)
+    cli("generate-mock", "--db", db_url, "--count", "150", "--faulty-share", "0", check=True)
+    p = popen("launch", "--instances", "2", "--db", db_url, "--workers", "1", "--batch-size", "5",
               env={"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.3"})
     deadline = time.time() + 60
     while time.time() < deadline and len(descendants(p.pid)) < 4:
         time.sleep(0.2)
 
     def logged() -> int:
-        db = open_db(sqlite_url)
+        db = open_db(db_url)
         try:
             return int(db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}"))
         finally:
@@ -132,6 +132,6 @@ def test_launch_sigterm_stops_every_instance_and_resume_finishes(sqlite_url):
     assert "stopping all instances" in err
     assert not descendants(p.pid)
     assert 0 < logged() < 150
-    p2 = cli("launch", "--instances", "2", "--db", sqlite_url, "--workers", "1")
+    p2 = cli("launch", "--instances", "2", "--db", db_url, "--workers", "1")
     assert p2.returncode == 0, p2.stdout
-    assert assert_exactly_once(sqlite_url)["success"] == 150
+    assert assert_exactly_once(db_url)["success"] == 150

@@ -173,13 +173,13 @@ def _launch(url: str, tty: bool) -> tuple[int, str, str]:
 
 
 @pytest.mark.slow
-def test_launch_shows_a_live_line_on_a_terminal_only(sqlite_url):
-    cli("generate-mock", "--db", sqlite_url, "--count", "600", "--seed", "9", check=True)
-    code, out, err = _launch(sqlite_url, tty=True)
+def test_launch_shows_a_live_line_on_a_terminal_only(db_url):
+    cli("generate-mock", "--db", db_url, "--count", "600", "--seed", "9", check=True)
+    code, out, err = _launch(db_url, tty=True)
     assert code == 0, out + err
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert "600/600 done" in last and "/min" in last and "[0]" in last and "[1]" in last and "exit 0" in last, err
     assert "all " in out  # the combined summary still goes to stdout
-    cli("generate-mock", "--db", sqlite_url, "--count", "200", "--seed", "9", "--start-id", "1001", check=True)
-    code, out, err = _launch(sqlite_url, tty=False)
+    cli("generate-mock", "--db", db_url, "--count", "200", "--seed", "9", "--start-id", "1001", check=True)
+    code, out, err = _launch(db_url, tty=False)
     assert code == 0 and " done |" not in err, err

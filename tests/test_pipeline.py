@@ -1,9 +1,10 @@
 """The pipeline end to end with real processes, on a real SQLite file and a real PostgreSQL."""
 import json
+import re
 
 import pytest
 
-from conftest import assert_exactly_once, cli, expected_failures, log_rows, open_db
+from conftest import assert_exactly_once, cli, engine, expected_failures, log_rows, open_db
 from hostile import cases
 from xml_extractor.mock import FAULT_KINDS
 
@@ -136,12 +137,35 @@ def test_bad_flags_exit_2_with_a_clear_message(sqlite_url, args, msg):
     assert p.returncode == 2 and msg in p.stderr, p.stderr
 
 
-def test_production_processor_alias_and_metrics(sqlite_url, tmp_path):
+# The engines' own limits on the bound parameters of one statement (SQLite's SQLITE_MAX_VARIABLE_NUMBER
+# since 3.32, PostgreSQL's protocol limit, SQL Server's 2,100 parameters of one request)
+ENGINE_PARAMETER_LIMITS = {"sqlite": 32766, "postgresql": 65535, "mssql": 2100}
+
+
+def test_the_largest_batch_size_fits_the_engine_and_one_more_is_refused_before_any_work(db_url):
+    """A batch's ids are bound parameters of one IN (...) list: --batch-size is capped by the
+    engine's own limit (with room for the statement's other parameters); past it, exit 2 at once."""
+    seed(db_url, count=5, faulty=0.0)
+    p = cli("run", "--db", db_url, "--no-progress", "--batch-size", "100000")
+    assert p.returncode == 2, p.stdout + p.stderr
+    m = re.search(r"--batch-size 100000 is too large for (\w+): at most (\d+)", p.stderr)
+    assert m and m.group(1) == engine(db_url), p.stderr
+    most = int(m.group(2))
+    assert most + 8 <= ENGINE_PARAMETER_LIMITS[engine(db_url)]
+    assert log_rows(db_url) == []
+    p = cli("run", "--db", db_url, "--no-progress", "--batch-size", str(most + 1))
+    assert p.returncode == 2 and f"at most {most}" in p.stderr, p.stdout + p.stderr
+    p = cli("run", "--db", db_url, "--no-progress", "--workers", "1", "--batch-size", str(most))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert assert_exactly_once(db_url)["success"] == 5
+
+
+def test_production_processor_alias_and_metrics(db_url, tmp_path):
     import subprocess
     import sys
     from conftest import ROOT
-    seed(sqlite_url, count=10, faulty=0.0)
-    p = subprocess.run([sys.executable, str(ROOT / "production_processor.py"), "--db", sqlite_url, "--no-progress",
+    seed(db_url, count=10, faulty=0.0)
+    p = subprocess.run([sys.executable, str(ROOT / "production_processor.py"), "--db", db_url, "--no-progress",
                         "--workers", "1", "--metrics-dir", str(tmp_path), "--logs-dir", str(tmp_path)],
                        capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr
@@ -151,21 +175,21 @@ def test_production_processor_alias_and_metrics(sqlite_url, tmp_path):
     assert list(tmp_path.glob("run-*.log"))
 
 
-def test_load_xml_files_folders_and_replace(sqlite_url, tmp_path):
+def test_load_xml_files_folders_and_replace(db_url, tmp_path):
     cli("generate-mock", "--out", str(tmp_path / "docs"), "--count", "12", "--faulty-share", "0", check=True)
     (tmp_path / "docs" / "noid.xml").write_text("<Provenir><Request><CustData/></Request></Provenir>")
-    p = cli("load-xml", "--db", sqlite_url, str(tmp_path / "docs"))
+    p = cli("load-xml", "--db", db_url, str(tmp_path / "docs"))
     assert p.returncode == 1 and "loaded" in p.stdout and "no usable Request/@ID" in p.stdout
-    p = cli("load-xml", "--db", sqlite_url, str(tmp_path / "docs" / "app-1*.xml"))  # loaded before: resumable
+    p = cli("load-xml", "--db", db_url, str(tmp_path / "docs" / "app-1*.xml"))  # loaded before: resumable
     assert p.returncode == 0 and "already loaded (same text)" in p.stdout, p.stdout + p.stderr
-    p = cli("load-xml", "--db", sqlite_url, "--replace", str(tmp_path / "docs" / "app-3.xml"))
+    p = cli("load-xml", "--db", db_url, "--replace", str(tmp_path / "docs" / "app-3.xml"))
     assert p.returncode == 0 and "already loaded (same text)" in p.stdout  # the same text is not rewritten
     app3 = tmp_path / "docs" / "app-3.xml"
     app3.write_text(app3.read_text("utf-8-sig").replace("<Provenir", "<!-- corrected export -->\n<Provenir", 1), "utf-8")
-    p = cli("load-xml", "--db", sqlite_url, "--replace", str(app3))
+    p = cli("load-xml", "--db", db_url, "--replace", str(app3))
     assert p.returncode == 0 and "replaced" in p.stdout
-    assert run(sqlite_url).returncode == 0
-    assert assert_exactly_once(sqlite_url)["success"] == 12
+    assert run(db_url).returncode == 0
+    assert assert_exactly_once(db_url)["success"] == 12
 
 
 def test_rows_in_the_database_equal_the_mapped_rows(db_url, plan):
