@@ -197,9 +197,9 @@ def test_request_attributes_land_in_columns(mapped_real, column, expected):
 
 
 def test_product_line_empty_means_credit_card(plan, mapped_real):
-    assert one(mapped_real, "app_base")["product_line_enum"] == 602
+    assert one(mapped_real, "app_base")["product_line_enum"] == 600
     for app in ('product_line="CC"', ""):  # explicit, or absent
-        assert map_document(plan, document(app=app), 7).as_dicts(plan)["app_base"][0]["product_line_enum"] == 602
+        assert map_document(plan, document(app=app), 7).as_dicts(plan)["app_base"][0]["product_line_enum"] == 600
     r = map_document(plan, document(app='product_line="RL"'), 7)
     assert r.as_dicts(plan)["app_base"][0]["product_line_enum"] is None
     assert [e[2] for e in r.events if e[1] == "product_line_enum"] == ["unknown_enum"]
@@ -252,7 +252,8 @@ def test_regb_start_date_on_application_is_used_before_receive_date(plan):
 
 # -- score-factor types -----------------------------------------------------------------------------------
 
-AFTER, ON_BOUNDARY = "2023-10-12 00:00:00", "2023-10-11 23:59:59"
+# the legacy compares the receive date-time with 2023-10-11 00:00: one second later is after it
+AFTER, ON_BOUNDARY, JUST_AFTER = "2023-10-12 00:00:00", "2023-10-11 00:00:00", "2023-10-11 00:00:01"
 
 CB_ALWAYS = {"BL": "00Q88", "CV": "AJ", "EV": "EV", "JB": "00227", "L2": "00337", "SO": "00A9Q"}
 CB_AFTER = {"CM": "AJ", "DN": "00W83", "HD": "00W83", "HE": "AJ", "HU": "FT", "HV": "00V60", "HW": "V4",
@@ -281,13 +282,15 @@ def test_cb_factor_populations_at_any_date(plan, population, expected):
 @pytest.mark.parametrize("population,expected", sorted(CB_AFTER.items()))
 def test_cb_factor_populations_only_after_2023_10_11(plan, population, expected):
     assert factors(plan, population, AFTER)[0] == [expected] * 5
-    assert factors(plan, population, ON_BOUNDARY)[0] == [None] * 5  # on 2023-10-11 (any time) not yet
-    assert factors(plan, population, ON_BOUNDARY, app_type="SECURE")[0] == ["00W83"] * 5  # falls through
+    assert factors(plan, population, JUST_AFTER)[0] == [expected] * 5
+    assert factors(plan, population, ON_BOUNDARY)[0] == [None] * 5  # at 2023-10-11 00:00 not yet
+    assert factors(plan, population, ON_BOUNDARY, app_type="SECURE")[0] == [None] * 5  # SECURE is gated too
 
 
 def test_cb_factor_decision_model_tu(plan):
     assert factors(plan, "", AFTER, decision_model="TU_FICO9")[0] == ["00227"] * 5
-    assert factors(plan, "CM", ON_BOUNDARY, decision_model="TU_FICO9")[0] == ["00227"] * 5
+    assert factors(plan, "CM", JUST_AFTER, decision_model="TU_FICO9")[0] == ["AJ"] * 5
+    assert factors(plan, "CM", ON_BOUNDARY, decision_model="TU_FICO9")[0] == [None] * 5  # TU is gated too
     assert factors(plan, "BL", AFTER, decision_model="TU_FICO9")[0] == ["00Q88"] * 5  # population first
 
 

@@ -100,7 +100,7 @@ def test_four_collateral_groups_and_warranties() -> None:
 def test_second_contact_and_its_values() -> None:
     plan = compile_contract(load_contract("rec_lending"))
     text = SAMPLE.read_text("utf-8-sig")
-    sec = ('<IL_contact first_name="JO" last_name="ROE" con_id="645982" ac_role_tp_c="SEC" loanpro_customer_id="77">'
+    sec = ('<IL_contact first_name="JO" last_name="ROE" con_id="645982" ac_role_tp_c="SEC" ssn="666192485" loanpro_customer_id="77">'
            '<IL_contact_address address_type_code="CURR" city="X" residence_monthly_pymnt="1250.50" />'
            '</IL_contact><IL_contact con_id="645983" ac_role_tp_c="AUTHU" first_name="NO" />')
     text = text.replace("<IL_Indicators>", sec + "<IL_Indicators>", 1)
@@ -184,7 +184,7 @@ def test_contract_by_name_or_path(tmp_path: Path) -> None:
     with pytest.raises(ContractError, match="no packaged contract named 'nope'"):
         load_contract("nope")
     p = cli("validate-contract", "rec_lending")
-    assert p.returncode == 0 and "rec_lending@1.0.0" in p.stdout
+    assert p.returncode == 0 and "rec_lending@1.1.0" in p.stdout
 
 
 def test_generated_rl_documents_have_the_real_shape() -> None:

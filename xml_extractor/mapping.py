@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract.compiler import ColumnPlan, DocContext, GeneratorPlan, MappingPlan, Scope, TablePlan, select_elements
+from .contract.compiler import (ColumnPlan, DocContext, GeneratorPlan, MappingPlan, Scope, TablePlan, generator_paths,
+                                select_elements)
 from .contract.converters import BadValue, Rounded, cut_utf16, utf16_length
 from .errors import DocumentFailure, MapFailure, ValidateFailure
 from .parsing import DocumentPlan, decode_source, decode_tail, parse_app_id, parse_document
@@ -220,7 +221,7 @@ def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
     """-> [(row values, element, priority, position)] before dedup."""
     out: list[tuple[dict, Any, int, int]] = []
     if gen.unpivot_of is not None:
-        for el in select_elements(record, gen.unpivot_of.steps, doc.attrs_of):
+        for el in [e for ps in generator_paths(gen) for e in select_elements(record, ps.steps, doc.attrs_of)]:
             scope = Scope(doc, el)
             attrs = scope.attrs
             for name, label in zip(gen.unpivot_names, gen.unpivot_labels):
@@ -240,7 +241,7 @@ def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
         origins = [({}, record)]
     assert gen.for_each is not None
     for parent_values, parent_el in origins:
-        for el in select_elements(parent_el, gen.for_each.steps, doc.attrs_of):
+        for el in _elements(gen, parent_el, doc):
             attrs = doc.attrs_of(el)
             priority = 0
             if gen.allowed_attr is not None:
@@ -255,9 +256,42 @@ def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
                 continue  # an element with nothing but its type writes no row of NULLs
             scope = Scope(doc, el, parent_values)
             row = _build_row(gen, scope)
+            if gen.blank_attrs and _blank(gen, attrs):
+                _drop_blank(gen, doc, row, attrs, el)
+                continue
             if _keep(gen, doc, row, None, el):
                 out.append((row, el, priority, len(out)))
     return out
+
+
+def _elements(gen: GeneratorPlan, base: Any, doc: DocContext) -> list:
+    """The elements a generator reads under ``base``: its path's, then those of its ``also_at`` places."""
+    assert gen.for_each is not None
+    found = select_elements(base, gen.for_each.steps, doc.attrs_of)
+    for ps in gen.also_at:
+        found += select_elements(base, ps.steps, doc.attrs_of)
+    return found
+
+
+def _blank(gen: GeneratorPlan, attrs: dict) -> bool:
+    """drop_when_blank: every listed attribute absent or blank (and the where-rule's code matches)."""
+    if gen.blank_where_attr is not None and \
+            (attrs.get(gen.blank_where_attr) or "").strip().upper() not in gen.blank_where_values:
+        return False
+    return not any((attrs.get(a) or "").strip() for a in gen.blank_attrs)
+
+
+def _drop_blank(gen: GeneratorPlan, doc: DocContext, row: dict, attrs: dict, el: Any) -> None:
+    """The event of a blank element: which one (its key values), why, and what lay under it."""
+    ident = " ".join(f"{k} {row[k]}" for k in gen.required if row.get(k) is not None)
+    what = f"{gen.drop_label} {ident}".rstrip()
+    cond = (f" ({gen.blank_where_attr} {(attrs.get(gen.blank_where_attr) or '').strip()})"
+            if gen.blank_where_attr is not None else "")
+    under = [f"{len(found)} {ps.steps[-1].tag}" for ps in gen.child_paths
+             for found in [select_elements(el, ps.steps, doc.attrs_of)] if found]
+    _event(doc, gen.table, ",".join(gen.blank_attrs), "row_dropped", ident or None,
+           f"{what} dropped: {', '.join(gen.blank_attrs)} empty{cond}, not a real {gen.drop_label}"
+           + (f"; with it {', '.join(under)} not mapped" if under else ""), el)
 
 
 def _run_groups(gen: GeneratorPlan, doc: DocContext, record: Any) -> list[tuple[dict, Any, int, int]]:
@@ -265,7 +299,7 @@ def _run_groups(gen: GeneratorPlan, doc: DocContext, record: Any) -> list[tuple[
     fields of one product type) with a non-empty ``present_if`` field (default: any field) is a row."""
     out: list[tuple[dict, Any, int, int]] = []
     assert gen.groups_of is not None
-    for el in select_elements(record, gen.groups_of.steps, doc.attrs_of):
+    for el in [e for ps in generator_paths(gen) for e in select_elements(record, ps.steps, doc.attrs_of)]:
         scope = Scope(doc, el)
         attrs = scope.attrs
         for group in gen.groups:
@@ -358,7 +392,50 @@ def map_record(plan: MappingPlan, record: Any, app_id: int, observe: Any = None)
         if trows:
             as_tuple = tp.as_tuple
             rows[tp.name] = [as_tuple(r) for r, _ in trows]
+    if plan.record_kinds:
+        _unmapped_records(plan, doc, record)
     return MappedApplication(app_id=app_id, rows=rows, events=doc.events)
+
+
+def _unmapped_records(plan: MappingPlan, doc: DocContext, record: Any) -> None:
+    """Every element of a kind some generator makes rows of (a contact, an address, ...) that lies
+    inside the scope where no generator reads it is an ``unmapped_record`` event, never a silent
+    drop (a contact beside the record element when the contract does not say it may be there)."""
+    scope_el = record
+    for _ in range(len(plan.document.record_steps) - len(plan.document.scope_steps)):
+        parent = scope_el.getparent()
+        if parent is None:
+            break
+        scope_el = parent
+    kinds = {k.tag: k for k in plan.record_kinds}
+    found = list(scope_el.iter(*kinds))
+    if not found:
+        return
+    read: set = set()
+    elements_of: dict[str, list] = {}
+    for tp in plan.tables:  # every element a generator reads, kept or not (a dropped one has its event)
+        mine = elements_of.setdefault(tp.name, [])
+        for gen in tp.generators:
+            bases = elements_of.get(gen.parent_table, []) if gen.parent_table is not None else [record]
+            for base in bases:
+                for ps in generator_paths(gen):
+                    mine += select_elements(base, ps.steps, doc.attrs_of)
+        read.update(mine)
+    flagged: set = set()
+    for el in found:
+        if el in read:
+            continue
+        up = el.getparent()
+        while up is not None and up not in flagged and up is not scope_el:
+            up = up.getparent()
+        if up is not None and up in flagged:
+            continue  # inside an element already reported
+        flagged.add(el)
+        k = kinds[el.tag]
+        attrs = " ".join(f'{a}="{v}"' for a, v in el.attrib.items() if v.strip())
+        _event(doc, k.table, None, "unmapped_record", attrs or None,
+               f"{el.tag} where the contract does not read it (it reads {el.tag} at: {'; '.join(k.places)}); "
+               "not mapped", el)
 
 
 def parse_checked(document: DocumentPlan, source: Any, expected_app_id: int | None = None,

@@ -14,8 +14,11 @@ through the mapper's ``observe`` hook -- and summarised:
 
 It tells *capacity* loss -- a valid value the declared type cannot hold (too long, too many digits
 or decimal places, a time the type drops): the contract must change -- from *invalid* values the
-rules reject on purpose (an 8-digit SSN, an unknown code): the data is wrong. A report with any
-capacity loss is what makes ``xml-extractor profile`` exit 1.
+rules reject on purpose (an 8-digit SSN, an unknown code): the data is wrong. A number with more
+significant digits than a binary float carries (``3333.3333333333335``), rounded to the column's
+scale, is *precision noise*, a class of its own: nothing meaningful is lost. A report with any
+capacity loss is what makes ``xml-extractor profile`` exit 1; every document that would fail is
+named (its file, or its app_id).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from .db.database import Database
 
 EXAMPLES = 3  # examples kept per column and problem
+FAILED_LISTED = 10_000  # failing documents named one by one (the counts by stage are always complete)
 ElementPath = tuple[str, ...]  # tags from the root: ("Provenir", "Request", "CustData", "application")
 
 
@@ -56,6 +60,8 @@ class ColumnProfile:
     time_lost: int = 0  # date-times whose time of day (or sub-millisecond part) the type drops
     capacity_examples: list[dict] = field(default_factory=list)
     invalid_examples: list[dict] = field(default_factory=list)
+    precision_noise: int = 0  # float noise rounded to the scale (not a capacity loss)
+    noise_examples: list[dict] = field(default_factory=list)
 
     @property
     def capacity_loss(self) -> int:
@@ -85,6 +91,7 @@ class ProfileReport:
     mapped: int = 0
     failed: Counter = field(default_factory=Counter)  # stage -> documents that would fail
     failure_examples: list[dict] = field(default_factory=list)
+    failed_files: list[dict] = field(default_factory=list)  # every failing document: path (files) or app_id, stage, reason
     columns: dict[tuple[str, str], ColumnProfile] = field(default_factory=dict)
     unmapped: dict[tuple[ElementPath, str], UnmappedAttribute] = field(default_factory=dict)
     enums: dict[str, EnumProfile] = field(default_factory=dict)
@@ -94,6 +101,11 @@ class ProfileReport:
         """Columns where a valid value would not fit: the contract must change."""
         return [c for c in self.columns.values() if c.capacity_loss]
 
+    @property
+    def noise_columns(self) -> list[ColumnProfile]:
+        """Columns whose values carried float noise, rounded to the scale (not a loss)."""
+        return [c for c in self.columns.values() if c.precision_noise]
+
     def as_dict(self) -> dict:
         def col(c: ColumnProfile) -> dict:
             return {"table": c.table, "column": c.column, "declared": c.declared, "stored": c.stored,
@@ -101,11 +113,13 @@ class ProfileReport:
                     "capacity": dict(c.capacity), "invalid": c.invalid, "longest": c.longest,
                     "max_integer_digits": c.max_integer_digits, "max_decimal_places": c.max_decimal_places,
                     "time_lost": c.time_lost, "capacity_examples": c.capacity_examples,
-                    "invalid_examples": c.invalid_examples}
+                    "invalid_examples": c.invalid_examples, "precision_noise": c.precision_noise,
+                    "precision_noise_examples": c.noise_examples}
         return {
             "contract": self.contract, "source": self.source, "documents": self.documents, "mapped": self.mapped,
-            "failed": dict(self.failed), "failure_examples": self.failure_examples,
+            "failed": dict(self.failed), "failure_examples": self.failure_examples, "failed_files": self.failed_files,
             "capacity_loss_columns": [f"{c.table}.{c.column}" for c in self.capacity_columns],
+            "precision_noise_columns": [f"{c.table}.{c.column}" for c in self.noise_columns],
             "columns": [col(c) for c in self.columns.values()],
             "unmapped": [{"element": u.element, "attribute": u.attribute, "documents": u.documents,
                           "examples": u.examples} for u in sorted(self.unmapped.values(), key=lambda u: -u.documents)],
@@ -243,7 +257,13 @@ class Profiler:
         label = getattr(exc, "capacity", None)
         where = f"{scope.unpivot_name}: " if scope.unpivot_name else ""
         example = {"app_id": scope.doc.app_id, "raw": _cut(raw), "reason": where + exc.reason}
-        if label is not None:
+        if self.path is not None:
+            example["path"] = self.path
+        if label == cv.PRECISION_NOISE:
+            cp.precision_noise += 1
+            if len(cp.noise_examples) < EXAMPLES:
+                cp.noise_examples.append(example)
+        elif label is not None:
             cp.capacity[label] += 1
             size = exc.size or 0
             if label == cv.CAPACITY_LENGTH:
@@ -344,6 +364,8 @@ def _count_failure(rep: "ProfileReport", f: DocumentFailure, app_id: int | None,
     """Count a failure by stage; keep a few examples, with the file's path when profiling files
     (a document that fails to parse has no app_id to find it by)."""
     rep.failed[f.stage] += 1
+    if len(rep.failed_files) < FAILED_LISTED:
+        rep.failed_files.append({"path": path, "app_id": app_id, "stage": f.stage, "reason": f.reason[:300]})
     if len(rep.failure_examples) < EXAMPLES * 3:
         rep.failure_examples.append({"app_id": app_id, "stage": f.stage, "reason": f.reason[:300],
                                      **({"path": path} if path is not None else {})})

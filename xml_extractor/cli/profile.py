@@ -49,8 +49,10 @@ def profile_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, 
     contract's own converters and report, per column, what would be rejected, rounded, truncated or
     defaulted, the longest value against the declared length, digits and decimal places against
     precision and scale, date-times whose time would be lost; the attributes no column reads; the
-    codes no enum knows. Exit 1 when a valid value would not fit a column (capacity loss: the
-    contract must change); invalid values the rules reject on purpose do not count."""
+    codes no enum knows; each document that would fail (its file or app_id). Exit 1 when a valid
+    value would not fit a column (capacity loss: the contract must change); invalid values the
+    rules reject on purpose and float noise rounded to a column's scale (precision noise) do not
+    count."""
     from ..errors import ConfigError
     from ..loading import expand_paths
     from ..profile import ProfileSet, profile_db, profile_files
@@ -90,6 +92,7 @@ def profile_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, 
         if isinstance(prof, ProfileSet) and prof.report.documents:
             click.echo(f"{prof.report.documents} documents went to no contract: "
                        + ", ".join(f"{n} failed at {s}" for s, n in prof.report.failed.items()))
+            _print_failures(prof.report.as_dict())
     if any(r.capacity_columns for r in reports):
         sys.exit(1)
 
@@ -116,9 +119,23 @@ def _example(examples: list[dict]) -> str:
     return f"{e['app_id']}: {e['raw'][:40]!r} ({e['reason'][:60]})"
 
 
+FAILURES_PRINTED = 50  # --format json lists every one
+
+
+def _print_failures(r: dict) -> None:
+    """Each document that would fail: its file (or app_id), stage and reason."""
+    for f in r["failed_files"][:FAILURES_PRINTED]:
+        who = f["path"] if f.get("path") is not None else f"app_id {f['app_id']}"
+        click.echo(f"  would fail: {who}: {f['stage']}: {f['reason'][:200]}")
+    more = sum(r["failed"].values()) - min(len(r["failed_files"]), FAILURES_PRINTED)
+    if more > 0:
+        click.echo(f"  ... and {more} more (--format json lists them)")
+
+
 def _print_table(r: dict) -> None:
     click.echo(f"contract {r['contract']} on {r['source']}: {r['documents']} documents, {r['mapped']} mapped"
                + (", would fail: " + ", ".join(f"{n} at {s}" for s, n in r["failed"].items()) if r["failed"] else ""))
+    _print_failures(r)
     cap = [c for c in r["columns"] if c["capacity_loss"]]
     click.echo(f"\ncapacity loss: a valid value the column cannot hold -- the contract must change ({len(cap)} columns)")
     if cap:
@@ -132,6 +149,13 @@ def _print_table(r: dict) -> None:
         click.echo(tabulate([[f"{c['table']}.{c['column']}", c["values"], c["invalid"],
                               ", ".join(f"{k} {v}" for k, v in c["events"].items()), _example(c["invalid_examples"])]
                              for c in inv], headers=["column", "non-null values", "invalid", "events", "example"], tablefmt="simple"))
+    noise = [c for c in r["columns"] if c["precision_noise"]]
+    click.echo(f"\nprecision noise: more digits than a binary float carries, rounded to the column's scale -- "
+               f"nothing meaningful lost ({len(noise)} columns)")
+    if noise:
+        click.echo(tabulate([[f"{c['table']}.{c['column']}", c["values"], c["precision_noise"], c["declared"],
+                              _example(c["precision_noise_examples"])] for c in noise],
+                            headers=["column", "non-null values", "rounded", "declared", "example"], tablefmt="simple"))
     seen = [c for c in r["columns"] if c["values"] and not c["capacity_loss"]]
     click.echo(f"\n{len(seen)} columns received values that all fit; {sum(1 for c in r['columns'] if not c['values'])} "
                "received none in this sample (--format json lists every column with its largest value)")

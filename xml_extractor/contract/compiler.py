@@ -221,6 +221,11 @@ class GeneratorPlan:
     groups_of: PathSpec | None = None
     groups: tuple[AttributeGroup, ...] = ()
     present_if: tuple[str, ...] = ()  # group fields of which one must be non-empty for a row
+    also_at: tuple[PathSpec, ...] = ()  # further places of this generator's elements (relative to the record)
+    blank_attrs: tuple[str, ...] = ()  # drop_when_blank: an element with all of these blank is dropped
+    blank_where_attr: str | None = None
+    blank_where_values: tuple[str, ...] = ()
+    child_paths: list[PathSpec] = field(default_factory=list)  # for_each of the generators under this table's rows
     template: dict = field(default_factory=dict)
     attr_map: dict[str, list[ColumnPlan]] = field(default_factory=dict)
     attr_notnull: list[ColumnPlan] = field(default_factory=list)
@@ -254,6 +259,16 @@ class TablePlan:
         self.as_tuple = getter if len(names) > 1 else (lambda row: (getter(row),))
 
 
+@dataclass(frozen=True)
+class RecordKind:
+    """An element tag some generator makes rows of (``IL_contact``, ``contact_address``): every
+    element of it inside the scope must be one a generator reads, else an ``unmapped_record`` event."""
+
+    tag: str
+    table: str  # the (first) table whose generator reads it: events are filed under it
+    places: tuple[str, ...]  # the contract's paths to it, for the event's reason
+
+
 @dataclass
 class MappingPlan:
     document: "DocumentPlan"
@@ -261,6 +276,7 @@ class MappingPlan:
     case_insensitive: bool
     contract_version: str
     extra: dict = field(default_factory=dict)
+    record_kinds: tuple[RecordKind, ...] = ()
 
 
 def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: set[str],
@@ -577,6 +593,14 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
                 for f in present_if:
                     if f not in (group_fields or set()):
                         raise ContractError(f"{gw}.groups.present_if: {f!r} is not a field of any group")
+            also_at = tuple(_also_at_path(x, f"{gw}.also_at[{ai}]", ci, len(record_steps) - len(scope_steps))
+                            for ai, x in enumerate(g.get("also_at", [])))
+            if also_at and parent:
+                raise ContractError(f"{gw}.also_at: a generator with a parent_table reads under its parent's rows; "
+                                    "give also_at to the parent table's generator")
+            blank = g.get("drop_when_blank")
+            if blank and "for_each" not in g:
+                raise ContractError(f"{gw}.drop_when_blank: only for_each generators drop elements")
             unpivot_entries = [(n, n) if isinstance(n, str) else (n["attribute"], n["name"])
                                for n in (unp["names"] if unp else [])]
             gens.append(GeneratorPlan(
@@ -594,6 +618,12 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
                 empty_except=(frozenset((x.lower() if ci else x) for x in skip["except"]) if skip else None),
                 columns=cols,
                 drop_label=g.get("drop_event") or tdef.name,
+                also_at=also_at,
+                blank_attrs=tuple((a.lower() if ci else a) for a in blank["attributes"]) if blank else (),
+                blank_where_attr=((blank["where"]["attribute"].lower() if ci else blank["where"]["attribute"])
+                                  if blank and blank.get("where") else None),
+                blank_where_values=(tuple(v.strip().upper() for v in blank["where"]["values"])
+                                    if blank and blank.get("where") else ()),
             ))
         stored_names = tuple(c.name for c in tdef.stored_columns)
         first = gens[0].columns
@@ -601,4 +631,49 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
         tables.append(TablePlan(tdef.name, gens, stored_names, tdef.primary_key, t.get("skip_when_empty", False), data_cols))
         table_columns[tdef.name] = {c.name for c in tdef.columns}
         generator_tables.add(tdef.name)
-    return MappingPlan(document=doc_plan, tables=tables, case_insensitive=ci, contract_version=contract.version_tag)
+    by_name = {tp.name: tp for tp in tables}
+    for tp in tables:  # what lies under a table's rows (a dropped element's event counts it)
+        for g in tp.generators:
+            if g.parent_table is not None and g.for_each is not None:
+                for pg in by_name[g.parent_table].generators:
+                    pg.child_paths.append(g.for_each)
+    return MappingPlan(document=doc_plan, tables=tables, case_insensitive=ci, contract_version=contract.version_tag,
+                       record_kinds=_record_kinds(tables))
+
+
+def generator_paths(g: GeneratorPlan) -> tuple[PathSpec, ...]:
+    """The paths of the elements a generator reads: for_each / unpivot.of / groups.of, then also_at."""
+    first = g.for_each or g.unpivot_of or g.groups_of
+    return ((first,) if first is not None else ()) + g.also_at
+
+
+def _record_kinds(tables: list[TablePlan]) -> tuple[RecordKind, ...]:
+    kinds: dict[str, RecordKind] = {}
+    for tp in tables:
+        for g in tp.generators:
+            for ps in generator_paths(g):
+                if not ps.steps or ps.steps[-1].tag in (".", ".."):
+                    continue
+                tag = ps.steps[-1].tag
+                where = (f"under {g.parent_table} rows: " if g.parent_table else "") + ps.text
+                k = kinds.get(tag)
+                if k is None:
+                    kinds[tag] = RecordKind(tag, tp.name, (where,))
+                elif where not in k.places:
+                    kinds[tag] = RecordKind(tag, k.table, k.places + (where,))
+    return tuple(kinds.values())
+
+
+def _also_at_path(text: str, where: str, ci: bool, up_limit: int) -> PathSpec:
+    """An ``also_at`` path: elements, and no further up than the scope element (the parser stops
+    at the end of document.scope: nothing outside it is there to read)."""
+    ps = parse_path(text, where, False, ci)
+    depth = 0
+    for st in ps.steps:
+        depth += -1 if st.tag == ".." else 0 if st.tag == "." else 1
+        if depth < -up_limit:
+            raise ContractError(f"{where}: path {text!r} leaves document.scope (at most {up_limit} '..' "
+                                "from the record element)")
+    if not ps.steps or ps.steps[-1].tag in (".", ".."):
+        raise ContractError(f"{where}: path {text!r} must end with an element name")
+    return ps

@@ -45,6 +45,11 @@ CAPACITY_LENGTH = "length"        # more characters than string(n)
 CAPACITY_DIGITS = "digits"        # more integer digits than decimal(p,s) or the integer type holds
 CAPACITY_SCALE = "scale"          # more decimal places than the scale
 CAPACITY_TIME = "time"            # a time of day (or sub-millisecond part) the date/datetime type drops
+# Not a capacity loss: a number with more significant digits than a binary float carries
+# (3333.3333333333335, 0.22449999999999998: a float printed in full by the system that wrote it),
+# rounded to the column's scale. Its digits beyond the 15th mean nothing.
+PRECISION_NOISE = "float_noise"
+FLOAT_DIGITS = 15  # decimal digits a binary double always carries (DBL_DIG)
 
 
 class BadValue(Exception):
@@ -181,8 +186,8 @@ def make_decimal(precision: int, scale: int) -> Converter:
             raise BadValue("value_rejected", f"{d} does not fit decimal({precision},{scale})",
                            capacity=CAPACITY_DIGITS, size=integer_digits(d))
         if q != d:
-            raise Rounded(q, f"{d} rounded to {q} to fit decimal({precision},{scale})", CAPACITY_SCALE,
-                          decimal_places(d))
+            raise Rounded(q, f"{d} rounded to {q} to fit decimal({precision},{scale})",
+                          PRECISION_NOISE if significant_digits(d) > FLOAT_DIGITS else CAPACITY_SCALE, decimal_places(d))
         return q
     return convert
 
@@ -191,6 +196,13 @@ def integer_digits(d: Decimal) -> int:
     """Digits before the decimal point (0 for 0.5)."""
     t = d.as_tuple()
     return max(0, len(t.digits) + int(t.exponent)) if isinstance(t.exponent, int) else 0
+
+
+def significant_digits(d: Decimal) -> int:
+    """Significant digits: 0.22449999999999998 has 17, 45.3100 has 4."""
+    if not d.is_finite() or d == 0:
+        return 0
+    return len(d.normalize().as_tuple().digits)
 
 
 def decimal_places(d: Decimal) -> int:

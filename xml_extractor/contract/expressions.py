@@ -117,11 +117,18 @@ def _arith(op: str) -> Callable[[Any, Any], Any]:
     return apply
 
 
+def _same_kind(v: Any) -> Any:
+    """A date compared with a date-time is that day's midnight, as SQL compares them."""
+    return v if isinstance(v, _dt.datetime) else _dt.datetime(v.year, v.month, v.day)
+
+
 def _compare(op: str) -> Callable[[Any, Any], Any]:
     def apply(a: Any, b: Any) -> Any:
         if a is None or b is None:
             return None
-        if isinstance(a, str) != isinstance(b, str):
+        if isinstance(a, _dt.date) and isinstance(b, _dt.date):
+            a, b = _same_kind(a), _same_kind(b)
+        elif isinstance(a, str) != isinstance(b, str):
             na, nb = _num(a), _num(b)
             if na is None or nb is None:
                 a, b = str(a), str(b)
