@@ -19,8 +19,8 @@ What it does, before any of the program's code runs:
   ``SIGBREAK`` is really SIGUSR2's number (a spare signal): a test "presses Ctrl-Break" by sending
   that signal.
 - ``os`` loses ``killpg fork forkpty setsid setpgrp setpgid getpgid getpgrp getsid wait3 wait4
-  register_at_fork tcgetpgrp tcsetpgrp posix_spawn posix_spawnp sched_getaffinity getloadavg
-  getuid geteuid getgid getegid``. ``os.getppid()`` returns the parent's pid as it was at start-up
+  register_at_fork tcgetpgrp tcsetpgrp posix_spawn posix_spawnp sched_getaffinity getloadavg``.
+  ``os.getppid()`` returns the parent's pid as it was at start-up
   forever (Windows records it at creation; nothing re-parents an orphan), so "my parent's pid
   changed" never reveals a dead parent, as on Windows.
 - ``os.kill`` behaves as Windows' does: ``CTRL_BREAK_EVENT`` to a process group id (a process
@@ -52,7 +52,8 @@ What it does not simulate (kept because removing it would break CPython, or cann
 
 - ``sys.platform`` stays ``linux`` and ``os.name`` ``posix``: code that branches on them takes its
   POSIX branch here; only feature detection (``hasattr(signal, "SIGHUP")``, ``getattr(subprocess,
-  "CREATE_NEW_PROCESS_GROUP", 0)``, ...) is exercised.
+  "CREATE_NEW_PROCESS_GROUP", 0)``, ...) is exercised. For the same reason ``os.getuid`` and its
+  kin stay (pytest, among others, calls them when ``sys.platform`` is not ``win32``).
 - Console control events are real signals: Ctrl-Break is SIGUSR2 delivered to the handler the
   program installed for ``SIGBREAK`` (Windows runs console handlers on a new thread and the C
   runtime raises the signal in the main thread; the effect on Python code is the same); closing
@@ -89,7 +90,7 @@ SIGNAL_FUNCS_GONE = ("pthread_sigmask", "pthread_kill", "sigwait", "sigwaitinfo"
                      "ItimerError", "Sigmasks")
 OS_GONE = ("killpg", "fork", "forkpty", "setsid", "setpgrp", "setpgid", "getpgid", "getpgrp", "getsid", "wait3",
            "wait4", "register_at_fork", "tcgetpgrp", "tcsetpgrp", "posix_spawn", "posix_spawnp",
-           "sched_getaffinity", "getloadavg", "getuid", "geteuid", "getgid", "getegid")
+           "sched_getaffinity", "getloadavg")
 MODULES_GONE = frozenset({"resource", "fcntl", "termios", "pty", "tty", "pwd", "grp"})
 CREATE_NEW_CONSOLE = 0x10
 CREATE_NEW_PROCESS_GROUP = 0x200
