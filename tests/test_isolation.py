@@ -212,10 +212,10 @@ def test_fault_injection_is_honoured_only_behind_the_gate(monkeypatch, tmp_path)
 
 
 @pytest.mark.slow  # a real run with a worker process
-def test_a_run_with_a_stray_faults_variable_is_not_affected(tmp_path):
+def test_a_run_with_a_stray_faults_variable_is_not_affected(db_url, tmp_path):
     """XML_EXTRACTOR_FAULTS in a production shell (no gate): the run is the normal run, and says so."""
     from conftest import _child_env, assert_exactly_once
-    url = f"sqlite:///{tmp_path / 'prod.db'}"
+    url = db_url
     cli("init-db", "--db", url, check=True)
     cli("generate-mock", "--db", url, "--count", "20", "--faulty-share", "0", check=True)
     env = _child_env(None)
@@ -236,7 +236,7 @@ import json, sys
 from xml_extractor.contract import compiler
 calls = []
 real = compiler._compile
-compiler._compile = lambda c: calls.append(c.digest) or real(c)
+compiler._compile = lambda c, *unit: calls.append(c.digest) or real(c, *unit)
 """
 
 
@@ -254,10 +254,10 @@ def test_validating_then_running_compiles_the_contract_once(tmp_path):
     assert json.loads(p.stdout) == {"calls": 1, "same": True}
 
 
-def test_load_xml_compiles_once_not_per_file(tmp_path):
+def test_load_xml_compiles_once_not_per_file(db_url, tmp_path):
     folder = tmp_path / "docs"
     assert cli("generate-mock", "--count", "25", "--out", str(folder)).returncode == 0
-    url = f"sqlite:///{tmp_path / 'l.db'}"
+    url = db_url
     p = subprocess.run([sys.executable, "-c", COUNT_COMPILES + textwrap.dedent(f"""
         from xml_extractor.cli import cli
         try:
@@ -272,14 +272,30 @@ def test_load_xml_compiles_once_not_per_file(tmp_path):
 
 
 def test_markers_select_the_fast_subset():
-    """`-m "not slow and not postgres"` leaves out the PostgreSQL half of db_url tests and the
-    process/signal tests; the markers are registered (--strict-markers)."""
+    """`-m "not slow and not postgres"` leaves out the PostgreSQL half of db_url (and module_db_url)
+    tests and the process/signal tests; the markers are registered (--strict-markers)."""
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "--strict-markers",
-                        "-m", "not slow and not postgres", "tests/test_pipeline.py", "tests/test_crash_safety.py"],
+                        "-m", "not slow and not postgres", "tests/test_pipeline.py", "tests/test_crash_safety.py",
+                        "tests/test_cli.py"],
                        capture_output=True, text=True, cwd=str(ROOT), timeout=300,
                        env=dict(os.environ, XML_EXTRACTOR_TEST_PG="postgresql://postgres@127.0.0.1:1/unused"))
     assert p.returncode == 0, p.stdout + p.stderr
     kept = [ln for ln in p.stdout.splitlines() if "::" in ln]
     assert any("[sqlite]" in t for t in kept)
     assert not [t for t in kept if "[postgresql]" in t or "test_crash_safety" in t]
+    assert any("test_status_failures_quality_in_process[sqlite]" in t for t in kept)  # module_db_url's SQLite param
     assert re.search(r"\b\d+ deselected", p.stdout)
+
+
+def test_a_given_sql_server_adds_the_mssql_param_to_db_url_and_module_db_url():
+    """XML_EXTRACTOR_TEST_MSSQL (any URL: collection connects to nothing) makes SQL Server a third
+    engine of db_url and module_db_url, marked mssql (`-m mssql` selects only those)."""
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "--strict-markers",
+                        "-m", "mssql", "tests/test_cli.py", "tests/test_crash_safety.py"],
+                       capture_output=True, text=True, cwd=str(ROOT), timeout=300,
+                       env=dict(os.environ, XML_EXTRACTOR_TEST_MSSQL="mssql://sa@127.0.0.1:1/unused"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    kept = [ln for ln in p.stdout.splitlines() if "::" in ln]
+    assert kept and all("[mssql" in t or "-mssql" in t for t in kept), kept
+    assert any("test_status_failures_quality_in_process[mssql]" in t for t in kept)  # module_db_url
+    assert any("test_sigkill_worker_mid_transaction[mssql]" in t for t in kept)  # db_url
