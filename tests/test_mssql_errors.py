@@ -324,3 +324,13 @@ def test_a_pyodbc_truncation_bisects_and_fails_one_application(tmp_path):
     reason = db.autocommit_query(f"SELECT reason FROM {log_table} WHERE app_id = 4")[0][0]
     assert "String data, right truncation" in reason
     db.close()
+
+
+def test_pyodbc_binding_an_int_beyond_64_bits_is_a_refusal_of_those_rows():
+    """pyodbc raises the built-in OverflowError('int too big to convert') while binding (seen
+    through psqlODBC here): the rows' value, bisected like any refusal, never a stop of the run;
+    any other OverflowError is not the driver's and stays as it is."""
+    err = wrap_odbc(OverflowError("int too big to convert"))
+    assert isinstance(err, RowsRefused) and err.kind == "value"
+    other = OverflowError("math range error")
+    assert wrap_odbc(other) is other

@@ -19,11 +19,14 @@ from ..progress import eta_minutes, rate_per_minute
 from ..processing.partition import ID_MAX, ID_MIN
 
 
-def _run_params(run_args: tuple[str, ...]) -> dict[str, Any]:
+def _run_context(run_args: tuple[str, ...]) -> click.Context:
     """The run options as ``run`` itself would parse them (flags, then environment variables)."""
     from .run import run_cmd
-    ctx = run_cmd.make_context("run", list(run_args), resilient_parsing=True)
-    return dict(ctx.params)
+    return run_cmd.make_context("run", list(run_args), resilient_parsing=True)
+
+
+def _run_params(run_args: tuple[str, ...]) -> dict[str, Any]:
+    return dict(_run_context(run_args).params)
 
 
 class LaunchProgress:
@@ -84,11 +87,13 @@ class LaunchProgress:
         from ..contract.loader import load_contract
         from ..db.database import Database
         from ..db.store import utcnow
-        from .common import resolve_url
-        p = _run_params(self.run_args)
+        from .common import resolve_url, tls_options
+        ctx = _run_context(self.run_args)
+        p = ctx.params
         self._queue = p.get("mode") == "queue"
-        self._db = Database(resolve_url(p.get("db_url"), p.get("server"), p.get("database"), p.get("username")),
-                            load_contract(p.get("contract_path")))
+        # the instances' own --encrypt / --trust-server-certificate: the live line connects as they do
+        self._db = Database(resolve_url(p.get("db_url"), p.get("server"), p.get("database"), p.get("username"),
+                                        tls=tls_options(ctx)), load_contract(p.get("contract_path")))
         self._since = utcnow()
         lo = p.get("app_id_start") if p.get("app_id_start") is not None else ID_MIN
         hi = p.get("app_id_end") if p.get("app_id_end") is not None else ID_MAX

@@ -70,7 +70,10 @@ def _state_and_text(exc: BaseException) -> tuple[str, str]:
 
 def wrap_odbc(exc: BaseException) -> Exception:
     """A pyodbc exception (PostgreSQL or SQL Server) as a typed error; any other exception is
-    returned unchanged (it is not the driver's: a bug, or already typed)."""
+    returned unchanged (it is not the driver's: a bug, or already typed). pyodbc binding an int
+    beyond 64 bits raises the built-in OverflowError: a value of those rows, as for sqlite3."""
+    if isinstance(exc, OverflowError) and "int too big" in str(exc).lower():
+        return RowsRefused(f"OverflowError: {exc}", "value", exc)
     if type(exc).__module__ != "pyodbc":
         return exc  # type: ignore[return-value]
     state, text = _state_and_text(exc)
