@@ -298,8 +298,19 @@ class BatchWriter:
                 _r(it.parse_ms), _r(it.map_ms), _r(insert_ms) if it.ok else None, i.worker_pid, now, name)
 
     def _already_logged(self, it: Outcome) -> bool:
-        rows = self.db.autocommit_query(self.db.sql("logged_status"), {"app_id": it.app_id})
-        return any(st == "success" or att >= it.attempt for _, st, att in rows)
+        """Whether another writer logged this application since it was selected (its result
+        stands, ours is not written). An application with an open reprocess request is being
+        replaced: its logged rows are the attempt the new one replaces, never "done elsewhere";
+        only the transaction that writes a new attempt consumes the request, so while it is
+        open nobody else has written one. Read with retries: a lost connection is reconnected."""
+        db = self.db
+
+        def ask() -> bool:
+            if db.autocommit_query(db.sql("reprocess_existing"), {"ids": [it.app_id]}):
+                return False
+            rows = db.autocommit_query(db.sql("logged_status"), {"app_id": it.app_id})
+            return any(st == "success" or att >= it.attempt for _, st, att in rows)
+        return bool(db.with_retry(ask))
 
     def _resolve_single(self, it: Outcome, exc: RowsRefused, results: dict) -> None:
         if self._already_logged(it):

