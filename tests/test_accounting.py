@@ -190,9 +190,7 @@ def test_4_status_lists_only_final_failures(db_url):
 
 @pytest.mark.parametrize("command", [
     ["status"], ["reconcile"], ["failures"], ["quality"], ["run", "--no-progress"], ["reprocess", "--failed"],
-    pytest.param(["profile"], marks=pytest.mark.xfail(strict=True, reason=(
-        "product bug: profile --db on a database without the source table ends in the driver's traceback "
-        "(no such table / relation does not exist) and exit 1, the capacity-loss code, not exit 2 naming init-db"))),
+    ["profile"],
 ], ids=lambda c: c[0])
 def test_5_no_schema_is_a_usage_error_not_an_inconsistency(db_url, command):
     """A database without the schema (an empty one of each engine: the engine's own missing-table

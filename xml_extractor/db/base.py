@@ -194,6 +194,11 @@ class Dialect:
     top_clause = ""
     limit_clause = "LIMIT :limit"
 
+    # A read run on the same connection right after each commit (Database.commit) that answers
+    # NULL/0 only when no write transaction is open: the commit's proof where the driver may report
+    # a commit that did not happen. None: the driver's commit raises whenever it fails (sqlite3).
+    commit_probe: str | None = None
+
     # -- clock ----------------------------------------------------------------------------------
     now_sql = "CURRENT_TIMESTAMP"
 

@@ -34,6 +34,10 @@ def make_dialect(name: str) -> Dialect:
 from ..errors import ConnectionLost, TransientDatabaseError  # noqa: E402  (re-exported: the database went away and did not come back)
 
 
+class CommitNotProven(TransientDatabaseError):
+    """A commit the driver reported but the database did not confirm (Database.commit): retried."""
+
+
 class Database:
     """One connection, reconnecting with backoff; named queries with the contract's identifiers."""
 
@@ -67,6 +71,7 @@ class Database:
         self._sql: dict[tuple, Statement] = {}
         self._source_kind: str | None = None  # how the source column is read (source_kind), once
         self.conn: Any = None
+        self._retrying = 0  # with_retry calls open on this connection (autocommit_query retries on its own outside them)
         if connect:
             self.connect()
 
@@ -129,6 +134,13 @@ class Database:
         error propagates (the run stops, exit 3, the applications still pending). RowsRefused,
         SchemaMissing and DatabaseError propagate at once; exceptions that are not the driver's
         propagate unchanged."""
+        self._retrying += 1
+        try:
+            return self._retry(fn, attempts)
+        finally:
+            self._retrying -= 1
+
+    def _retry(self, fn: Callable[[], T], attempts: int) -> T:
         for i in range(attempts):
             try:
                 return fn()
@@ -205,7 +217,24 @@ class Database:
         self.dialect.begin(self.conn)
 
     def commit(self) -> None:
+        """Commit, then prove it where the driver's word is not enough (Dialect.commit_probe): psqlODBC
+        returns success from cursor.close() and commit() after the backend died, with nothing
+        committed. A probe on the same connection that answers "no write transaction open" shows the
+        backend was alive after the commit, so the COMMIT reached it; a dead one raises the driver's
+        error (ConnectionLost: with_retry reconnects and the caller checks what landed), and a
+        transaction still open raises CommitNotProven (rolled back, done again)."""
         self.conn.commit()
+        probe = self.dialect.commit_probe
+        if probe is None:
+            return
+        cur = self.conn.cursor()
+        cur.execute(probe)
+        row = cur.fetchone()
+        cur.close()
+        self.conn.commit()  # the probe's own (read-only) transaction
+        if row is None or row[0]:
+            raise CommitNotProven("the database still had this connection's write transaction open after the "
+                                  f"commit ({probe} gave {None if row is None else row[0]!r})")
 
     def rollback(self) -> None:
         try:
@@ -318,7 +347,11 @@ class Database:
             self.conn.autocommit = False
 
     def autocommit_query(self, sql: str, params: Params = ()) -> list[tuple]:
-        """A read that must not leave a transaction open (pyodbc starts one implicitly)."""
+        """A read that must not leave a transaction open (pyodbc starts one implicitly). Outside a
+        with_retry it retries itself (a read is safe to repeat): a connection lost during a read
+        reconnects within reconnect_seconds instead of surfacing as the driver's raw error."""
+        if not self._retrying:
+            return self.with_retry(lambda: self.autocommit_query(sql, params))
         rows = self.query(sql, params)
         if self.dialect.name != "sqlite":
             self.conn.commit()

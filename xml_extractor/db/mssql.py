@@ -96,6 +96,8 @@ class MSSQLDialect(Dialect):
     top_clause = "TOP (:limit)"
     limit_clause = ""
     now_sql = "SYSUTCDATETIME()"
+    # manual-commit ODBC runs with IMPLICIT_TRANSACTIONS ON; a SELECT without a table starts none
+    commit_probe = "SELECT @@TRANCOUNT"
     text_type = "NVARCHAR(MAX)"
     key_collation = "Latin1_General_100_BIN2"  # keys compare exactly, as in SQLite/PostgreSQL (base.Dialect.key_collation)
     source_xml_type = "VARCHAR(MAX)"

@@ -51,6 +51,9 @@ class PostgreSQLDialect(Dialect):
     name = "postgresql"
     now_sql = "(now() AT TIME ZONE 'UTC')"
     max_params = MAX_PARAMS_PER_STATEMENT
+    # psqlODBC returns success from SQLFreeStmt and SQLEndTran after the backend died (measured: 5 of
+    # 5 batches "committed" and absent): a fresh transaction on a live backend has no xid assigned
+    commit_probe = "SELECT txid_current_if_assigned()"
 
     def __init__(self) -> None:
         super().__init__()

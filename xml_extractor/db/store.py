@@ -189,8 +189,17 @@ class BatchWriter:
 
     # -- internals ------------------------------------------------------------------------------
     def _write_or_split(self, items: list[Outcome], results: dict) -> None:
+        tries = 0
+
+        def once() -> None:
+            nonlocal tries
+            tries += 1
+            # a retry after a lost connection: the commit may have landed with its answer lost
+            if tries > 1 and self._landed(items):
+                return
+            self._transaction(items)
         try:
-            self.db.with_retry(lambda: self._transaction(items))
+            self.db.with_retry(once)
         except RequestTaken as taken:
             # another writer replaced some of these first: theirs stands, ours is not written
             gone = [it for it in items if it.app_id in taken.app_ids]
@@ -276,6 +285,21 @@ class BatchWriter:
         except BaseException:
             db.rollback()
             raise
+
+    def _landed(self, items: list[Outcome]) -> bool:
+        """Whether this writer's transaction of these items committed although its answer was lost
+        (the connection died in or right after the commit): each has its log row of this session
+        and attempt. Then the batch is this run's own result, not "done elsewhere"; a transaction
+        is all-or-nothing, so it is every item or none."""
+        db, want = self.db, {(it.app_id, it.attempt) for it in items}
+        have: set[tuple[int, int]] = set()
+        for part in chunks(sorted({it.app_id for it in items}), IN_LIST_CHUNK):
+            rows = db.autocommit_query(db.sql("logged_in_session"), {"session_id": self.ident.session_id, "ids": part})
+            have |= {(int(a), int(n)) for a, n in rows}
+        if want <= have:
+            log.warning("a commit whose answer was lost had landed: %d application(s) written by this run", len(items))
+            return True
+        return False
 
     def _count_progress(self, cur: Any, items: list[Outcome], now: _dt.datetime) -> None:
         i = self.ident

@@ -176,6 +176,8 @@ class RunSummary:
     stop_reason: str | None = None
     log_file: str | None = None
     metrics_file: str | None = None
+    # the end-of-run check (processor._check_session): "match", "differs: ..." or "unavailable: ..."
+    database_check: str | None = None
 
     @classmethod
     def start(cls, ctx: RunContext, database: str, contract_version: str, started_at: str) -> "RunSummary":

@@ -143,7 +143,8 @@ class ProductionProcessor:
     def _selector(self) -> None:
         db = None
         try:
-            db = Database(self.ctx.database_url, self.contract, self.ctx.reconnect_seconds)
+            db = Database(self.ctx.database_url, self.contract, self.ctx.reconnect_seconds, connect=False)
+            db.connect_patiently()  # a database restarting as the run starts: waited for, like the main connection
             if self.ctx.mode == "queue":
                 source = queue_batches(db, self.ctx, self._stop, self._claimed,
                                        lambda cid: self._put(("exhausted", cid)), self._lost.__contains__)
@@ -212,6 +213,8 @@ class ProductionProcessor:
                 pool.stop(hard=coord.hard or not coord.stopped)
             hold("loop_done")  # test hook (gated): a signal after the loop's last look
             self._release_chunks()
+            self._final_identity_check(coord.summary)
+            self._check_session(coord.summary)
             self._db.close()
             if self._signals and not (coord.summary.interrupted or coord.summary.stop_reason):  # after the loop's last look
                 log.warning("received %s while finishing: the run reports it was interrupted",
@@ -280,8 +283,8 @@ class ProductionProcessor:
                 coord.rss_window_kb = 0
                 last_sample = now
                 self._write_metrics(coord.summary, coord, started, "running")  # what is committed so far
-            if done and not self.ctx.allow_contract_change and (identity_at is None or now - identity_at >= 10):
-                self._recheck_contract_identity()  # after the first results, then every 10 s: ConfigError stops the run
+            if done and not self.ctx.allow_contract_change and (identity_at is None or now - identity_at >= 1):
+                self._recheck_contract_identity()  # after the first results, then every second: ConfigError stops the run
                 identity_at = now
             if now - last_log > 10:
                 log.info("progress: %d done (%d ok, %d failed, %d skipped), %.0f apps/min", done, coord.summary.success,
@@ -314,6 +317,19 @@ class ProductionProcessor:
                                   f"this run uses {member.version_tag}: stopped, so that applications are not mapped two "
                                   "ways. Run every instance with one contract "
                                   "(see docs/operations.md, 'Re-running after a contract change').")
+
+    def _final_identity_check(self, summary: RunSummary) -> None:
+        """The re-read once more after the last commit: a share finished before the other version's
+        first results arrived is not reported as a clean run (exit 2 naming the other version)."""
+        if self.ctx.allow_contract_change or summary.stop_reason or summary.interrupted or not (summary.success + summary.failed):
+            return
+        try:
+            self._recheck_contract_identity()
+        except ConfigError as exc:
+            log.error("run finished, but: %s", exc)
+            summary.stop_reason = f"config: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the database is gone: the end-of-run check says so
+            log.warning("could not re-read the contract versions at the end of the run: %s", exc)
 
     def _on_message(self, coord: ParallelCoordinator, slot: int, msg: tuple | None) -> list[Action]:
         if msg is None:
@@ -375,6 +391,44 @@ class ProductionProcessor:
             self._wq.release_all()
         except Exception as exc:  # noqa: BLE001 - the leases run out by themselves
             log.warning("could not release this run's chunks (their leases run out): %s", exc)
+
+    def _check_session(self, summary: RunSummary) -> None:
+        """What the run reports as done is what the database holds: once every worker is stopped,
+        count this session's log rows. A difference is said loudly and the summary takes the
+        database's figures: applications counted but absent (a commit that did not happen) stay
+        pending and the run ends with exit 3 (run it again); rows the run did not count (batches
+        committed while it stopped at once) are added."""
+        db = self._db
+        read = db.sql("session_outcomes")
+        try:
+            if summary.stop_reason:  # stopped on an error: one look on a fresh connection, no second wait
+                db.close()
+                db.connect()
+                rows = db.with_retry(lambda: db.autocommit_query(read, {"session_id": summary.session_id}), attempts=1)
+            else:
+                rows = db.autocommit_query(read, {"session_id": summary.session_id})
+        except Exception as exc:  # noqa: BLE001 - the database is gone: said, the counts stay the run's
+            summary.database_check = f"unavailable: {exc}"
+            log.error("could not check this run's counts against the database (%s): success %d, failed %d as the "
+                      "workers reported them", exc, summary.success, summary.failed)
+            return
+        have = {str(st): int(n) for st, n in rows}
+        ok, bad = have.get("success", 0), have.get("failed", 0)
+        if (ok, bad) == (summary.success, summary.failed):
+            summary.database_check = "match"
+            return
+        text = (f"the run counted success {summary.success}, failed {summary.failed}; the database holds success {ok}, "
+                f"failed {bad} for this run (session {summary.session_id})")
+        summary.database_check = f"differs: {text}"
+        missing = max(0, summary.success - ok) + max(0, summary.failed - bad)
+        summary.success, summary.failed = ok, bad
+        if missing:
+            log.error("%s: %d application(s) reported done are not in the database; they stay pending", text, missing)
+            if not summary.stop_reason and not summary.interrupted:
+                summary.stop_reason = (f"error: {missing} application(s) the run counted as done are not in the database "
+                                       f"({text}); they stay pending: run the same command again")
+        else:
+            log.warning("%s: the summary gives the database's figures", text)
 
     def _finish_summary(self, summary: RunSummary, coord: ParallelCoordinator, started: float) -> RunSummary:
         summary.elapsed_s = round(time.time() - started, 3)

@@ -181,7 +181,8 @@ def _serve(conn: Connection, ctx: RunContext, watch: ParentWatch | None, handler
     try:
         contract = load_contract(ctx.contract_path)
         plan = compile_contract(contract, ctx.database_url.dialect)  # string lengths in the target's unit
-        db = Database(ctx.database_url, contract, ctx.reconnect_seconds)
+        db = Database(ctx.database_url, contract, ctx.reconnect_seconds, connect=False)
+        db.connect_patiently()  # a (re)started worker waits for a restarting database like the run does
         writer = BatchWriter(db, plan, ctx.identity(contract.version_tag))
         if watch is not None:
             writer.before_commit = watch.check  # a batch is never committed after the run is gone

@@ -79,6 +79,15 @@ SELECT s.{src_id}, s.{src_xml} FROM {src} s WHERE s.{src_id} IN (:ids);
 -- Every logged attempt of one application (was it written after all?).
 SELECT app_id, status, attempt FROM {log} WHERE app_id = :app_id ORDER BY attempt;
 
+-- name: logged_in_session
+-- Which of these applications this run (session) logged, and with which attempt (a commit whose
+-- answer was lost: did it land?).
+SELECT app_id, attempt FROM {log} WHERE session_id = :session_id AND app_id IN (:ids);
+
+-- name: session_outcomes
+-- The log rows of one run (session) by status: what the run really committed (its end-of-run check).
+SELECT status, COUNT(*) FROM {log} WHERE session_id = :session_id GROUP BY status;
+
 -- name: contact_owners
 -- Which other application already owns any of these con_ids.
 SELECT {key_col}, app_id FROM {contact_table} WHERE {key_col} IN (:keys) AND app_id <> :app_id;
