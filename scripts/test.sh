@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what it needs (Python packages; Debian's
-# postgresql, odbc-postgresql, unixodbc, shellcheck), starts a throwaway PostgreSQL on loopback, runs pytest
+# postgresql, odbc-postgresql, unixodbc, shellcheck, chromium), starts a throwaway PostgreSQL on loopback, runs pytest
 # against SQLite and PostgreSQL, stops the cluster. Non-interactive. Extra args go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v -i "warning" || true
+python3 -m pip install -q --disable-pip-version-check -e '.[test,report]' 2>&1 | grep -v -i "warning" || true
 # Debian's shellcheck, which actionlint (a test extra) runs on the workflows' run: blocks (tests/test_ci_workflows.py)
 if ! command -v shellcheck >/dev/null && [ "$(id -u)" = 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1 ||
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; } ||
     echo "WARNING: could not install shellcheck" >&2
+fi
+# Debian's chromium: tests/test_report.py renders the report page in it, headless (CI fails without it)
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 ||
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+    echo "WARNING: could not install chromium" >&2
 fi
 # shellcheck source=scripts/pg_cluster.sh
 source scripts/pg_cluster.sh

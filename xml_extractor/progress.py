@@ -56,3 +56,86 @@ def observe(results: int, first: _dt.datetime | None, last: _dt.datetime | None,
     running = latest is not None and _seconds(latest, now) <= IDLE_AFTER_S
     end = now if running else last
     return Observed(round(rate_per_minute(results, first, end), 1), running, None if running else latest)
+
+
+# -- the one definition, with its labels ---------------------------------------------------------
+# Two numbers describe throughput, and every place that shows one names it the same way:
+#   "rate (last 5 min)": results logged in the named window, divided by the part of the window
+#       that was observed (the window starts no earlier than the first result; it ends now while
+#       running, at the last result once idle: see observe()).
+#   "average since first result": every result, divided by the time from the first result to now
+#       (to the last result once idle).
+# A "result" is one committed attempt (success or failed) of one application. The ETA is always
+# the remaining applications at the windowed rate, and only while something is running.
+
+RATE_WINDOW_MINUTES = 5
+
+
+def rate_label(window_minutes: float = RATE_WINDOW_MINUTES) -> str:
+    """The windowed rate's name, e.g. ``rate (last 5 min)``."""
+    return f"rate (last {window_minutes:g} min)"
+
+
+AVERAGE_LABEL = "average since first result"
+ETA_LABEL = "at the {rate}"  # how an ETA says which rate it assumes
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Both throughput numbers of one moment, their labels, and the ETA they imply."""
+
+    recent_per_min: float
+    average_per_min: float
+    window_minutes: float
+    running: bool
+    idle_since: _dt.datetime | None
+
+    @property
+    def recent_label(self) -> str:
+        return rate_label(self.window_minutes)
+
+    def eta(self, remaining: int) -> float | None:
+        """Minutes to finish ``remaining`` at the windowed rate (None when idle or nothing remains)."""
+        return eta_minutes(remaining, self.recent_per_min, self.running)
+
+    def describe(self, remaining: int | None = None) -> str:
+        """One line any command can print: ``1,234/min rate (last 5 min), 1,100/min average since
+        first result, ETA 12 min at the rate (last 5 min)``."""
+        text = f"{self.recent_per_min:,.0f}/min {self.recent_label}, {self.average_per_min:,.0f}/min {AVERAGE_LABEL}"
+        if remaining is not None:
+            text += ", " + format_eta(self.eta(remaining), self)
+        return text
+
+
+def measure(total: int, first: _dt.datetime | None, last: _dt.datetime | None, recent: int,
+            recent_first: _dt.datetime | None, recent_last: _dt.datetime | None, now: _dt.datetime,
+            window_minutes: float = RATE_WINDOW_MINUTES, last_activity: _dt.datetime | None = None) -> Rates:
+    """Rates from ``total`` results logged between ``first`` and ``last`` and the ``recent`` of them
+    logged in the window (between ``recent_first`` and ``recent_last``), seen at ``now``."""
+    seen = observe(recent, recent_first, recent_last, now, last_activity or last)
+    end = now if seen.running else last
+    return Rates(seen.rate_per_min, round(rate_per_minute(total, first, end), 1), window_minutes, seen.running,
+                 seen.idle_since)
+
+
+def format_eta(minutes: float | None, rates: Rates | None = None) -> str:
+    """``ETA 12 min at the rate (last 5 min)``, hours past two, ``ETA - (idle)`` without one."""
+    label = ETA_LABEL.format(rate=rates.recent_label if rates else rate_label())
+    if minutes is None:
+        return "ETA - (" + ("idle" if rates is not None and not rates.running else "nothing to estimate") + ")"
+    shown = f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+    return f"ETA {shown} {label}"
+
+
+def rolling_rates(counts: list[int], window_minutes: int = RATE_WINDOW_MINUTES) -> list[float]:
+    """The rate curve: for each minute of ``counts`` (results per consecutive minute, from the
+    first result's minute), the windowed rate ending with that minute, over the observed part of
+    the window (the first minutes are not divided by the whole window)."""
+    out: list[float] = []
+    acc = 0
+    for i, n in enumerate(counts):
+        acc += n
+        if i >= window_minutes:
+            acc -= counts[i - window_minutes]
+        out.append(round(acc / min(i + 1, window_minutes), 1))
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__, supervision
-from . import bench, contract, launch, operate, preflight, profile, run, setup
+from . import bench, contract, launch, operate, preflight, profile, report, run, setup
 from .common import show_envvars
 
 
@@ -29,7 +29,7 @@ for command in (contract.validate_contract, contract.map_cmd,
                 run.run_cmd, launch.launch_cmd,
                 operate.status_cmd, operate.failures_cmd, operate.reprocess_cmd, operate.reconcile_cmd,
                 operate.quality_cmd,
-                bench.bench_cmd, profile.profile_cmd, preflight.preflight_cmd):
+                bench.bench_cmd, profile.profile_cmd, preflight.preflight_cmd, report.report_cmd):
     cli.add_command(command)
 show_envvars(cli)  # every option: its environment variable, shown in --help
 
