@@ -48,6 +48,10 @@ def test_default_contract_is_valid_and_maps_most_attributes(raw):
     (lambda c: col(c, "app_base", "campaign_num").update(on_invalid="explode"), "on_invalid"),
     (lambda c: c["source"].update(table="app_xml--"), "source.table"),
     (lambda c: c["enums"]["decision"]["values"][0].update(id=0), "enums.decision.values[0].id"),
+    (lambda c: table(c, "app_contact_base")["rows"].update(drop_when_blank={"where": {"attribute": "a", "values": ["SEC"]}}),
+     "tables[5].rows.drop_when_blank: 'attributes' is a required property"),
+    (lambda c: table(c, "app_contact_base")["rows"].update(also_at="../contact"),
+     "tables[5].rows.also_at: '../contact' is not of type 'array'"),
 ])
 def test_schema_errors_name_the_path(raw, mutate, expect):
     assert expect in broken(raw, mutate)
@@ -73,6 +77,13 @@ def test_schema_errors_name_the_path(raw, mutate, expect):
     (lambda c: [x.pop("context") for x in table(c, "indicators")["columns"] if x["name"] == "app_id"] and
      [x.update(constant=1) for x in table(c, "indicators")["columns"] if x["name"] == "app_id"], 'needs a stored column with "context": "app_id"'),
     (lambda c: c["document"].update(scope="Request/Other"), "must contain document.record_path"),
+    (lambda c: table(c, "app_contact_base")["rows"].update(also_at=["../../../contact"]),
+     "tables[5].rows.also_at[0]: path '../../../contact' leaves document.scope (at most 1 '..' from the record element)"),
+    (lambda c: table(c, "app_contact_base")["rows"].update(also_at=["../contact/@x"]), "tables[5].rows.also_at[0]: path"),
+    (lambda c: table(c, "app_contact_address")["rows"].update(also_at=["../contact_address"]),
+     "tables[6].rows.also_at: a generator with a parent_table reads under its parent's rows"),
+    (lambda c: table(c, "scores")["rows"][0].update(drop_when_blank={"attributes": ["x"]}),
+     "tables[9].rows[0].drop_when_blank: only for_each generators drop elements"),
 ])
 def test_semantic_errors_name_the_place(raw, mutate, expect):
     assert expect in broken(raw, mutate)

@@ -196,7 +196,7 @@ def test_generated_rl_documents_have_the_real_shape() -> None:
     from xml_extractor.mock_rl import RLMockGenerator, fault_stage
     plan = compile_contract(load_contract("rec_lending"))
     gen = RLMockGenerator(seed=4, faulty_share=0.1)
-    sizes, colls, roles, warranties, stages = [], set(), set(), 0, []
+    sizes, colls, roles, warranties, stages, shapes = [], set(), set(), 0, [], set()
     for d in gen.documents(1, 120):
         sizes.append(len(d.text.encode("utf-8")))
         try:
@@ -209,10 +209,18 @@ def test_generated_rl_documents_have_the_real_shape() -> None:
         colls.add(len(rows.get("app_collateral_rl", [])))
         roles.add(tuple(sorted(r["contact_type_enum"] for r in rows["app_contact_base"])))
         warranties += len(rows.get("app_warranties_rl", []))
+        assert not [e for e in m.events if e[2] == "unmapped_record"]
+        if "</IL_application>\n<IL_contact" in d.text:  # the PR contact beside IL_application: mapped
+            shapes.add("beside")
+            assert d.app_id * 10 + 1 in {r["con_id"] for r in rows["app_contact_base"]} or d.fault
+        if f'con_id="{d.app_id * 10 + 4}"' in d.text:  # a blank SEC contact: dropped with an event
+            shapes.add("blank SEC")
+            assert [e for e in m.events if e[2] == "row_dropped" and "not a real contact" in e[4]]
     assert 100_000 < statistics.median(sizes) < 200_000
     assert {1, 2, 3, 4} <= colls
     assert len(roles) == 2  # PR alone, PR + SEC
     assert warranties > 10
+    assert shapes == {"beside", "blank SEC"}
     assert stages and all(got == want for _, got, want in stages)
 
 
@@ -222,3 +230,47 @@ def test_generate_mock_product_cli(tmp_path: Path) -> None:
     assert "generated 5 documents" in p.stdout
     m = cli("map", str(next(out.glob("*.xml"))), "--contract", "rec_lending", "--format", "json", check=True)
     assert json.loads(m.stdout)["tables"]["app_collateral_rl"]
+
+
+def _people(rows: dict) -> dict:
+    return _tiny([
+        {"name": "person", "primary_key": ["pid"], "rows": rows,
+         "columns": [{"name": "app_id", "type": "int", "nullable": False, "context": "app_id"},
+                     {"name": "pid", "type": "int", "nullable": False, "attribute": "pid"},
+                     {"name": "ssn", "type": "string", "length": 9, "attribute": "ssn"}]},
+        {"name": "phone", "primary_key": ["pid", "n"],
+         "rows": {"for_each": "phone", "parent_table": "person"},
+         "columns": [{"name": "app_id", "type": "int", "nullable": False, "context": "app_id"},
+                     {"name": "pid", "type": "int", "nullable": False, "parent": "pid"},
+                     {"name": "n", "type": "string", "length": 12, "nullable": False, "attribute": "n"}]}])
+
+
+def test_also_at_and_unmapped_record_events() -> None:
+    """Elements of a kind a generator reads: mapped where the contract says they may be (also_at),
+    an unmapped_record event anywhere else in the scope (once, for the outermost)."""
+    doc = _doc('<p pid="1"><phone n="5551"/></p>') .replace("</rec>", '</rec><p pid="2"><phone n="5552"/></p>'
+                                                         '<x><p pid="3"><phone n="5553"/></p></x><phone n="9"/>')
+    plain = compile_contract(contract_from_dict(_people({"for_each": "p"})))
+    m = map_document(plain, doc)
+    assert m.rows["person"] == [(7, 1, None)] and m.rows["phone"] == [(7, 1, "5551")]
+    unmapped = [(e[0], e[5]) for e in m.events if e[2] == "unmapped_record"]
+    assert unmapped == [("person", "R/D/p"), ("person", "R/D/x/p"), ("phone", "R/D/phone")]
+    also = compile_contract(contract_from_dict(_people({"for_each": "p", "also_at": ["../p"]})))
+    m = map_document(also, doc)
+    assert m.rows["person"] == [(7, 1, None), (7, 2, None)]
+    assert m.rows["phone"] == [(7, 1, "5551"), (7, 2, "5552")]  # children follow their parent
+    assert [e[5] for e in m.events if e[2] == "unmapped_record"] == ["R/D/x/p", "R/D/phone"]
+
+
+def test_drop_when_blank_drops_the_element_and_its_children() -> None:
+    rows = {"for_each": "p", "drop_when_blank": {"attributes": ["ssn"], "where": {"attribute": "role", "values": ["SEC"]}},
+            "drop_event": "person"}
+    plan = compile_contract(contract_from_dict(_people(rows)))
+    m = map_document(plan, _doc('<p pid="1" role="PR" ssn=""/><p pid="2" role="sec" ssn=" "><phone n="1"/><phone n="2"/></p>'
+                                '<p pid="3" role="SEC" ssn="123456789"/>'))
+    assert m.rows["person"] == [(7, 1, None), (7, 3, "123456789")]  # PR without ssn kept: the rule is SEC only
+    assert "phone" not in m.rows
+    (e,) = [e for e in m.events if e[2] == "row_dropped"]
+    assert e[0] == "person" and e[3] == "pid 2"
+    assert e[4] == "person pid 2 dropped: ssn empty (role sec), not a real person; with it 2 phone not mapped"
+    assert not [e for e in m.events if e[2] == "unmapped_record"]  # under a dropped element: its event says so

@@ -183,6 +183,13 @@ class RLMockGenerator:
             contacts.append(self._contact(r, str(app_id * 10 + 2), "SEC"))
         if r.random() < 0.03:
             contacts.append(self._contact(r, str(app_id * 10 + 3), "AUTHU"))  # not an RL role: dropped with an event
+        # the shapes of real recent exports, drawn apart so the other values of a seed stay the same:
+        # the PR contact beside IL_application (a child of CustData), a blank SEC contact (no SSN, no names)
+        shape = random.Random(f"{self.seed}:{app_id}:shape")
+        beside = contacts.pop(0) if shape.random() < 0.1 else ""
+        if shape.random() < 0.05:
+            contacts.append(f'<IL_contact con_id="{app_id * 10 + 4}" ac_role_tp_c="SEC" ssn="" first_name="" last_name="" '
+                            'birth_date=""><IL_contact_address address_type_code="CURR" city="" state="" /></IL_contact>')
         tag = "IL_app" if fault == "no_record" else "IL_application"
         comments = "".join(f'<IL_comments comment_seq_number="{i}" comment="Revolving Debt Burden automatically calculated" '
                            f'user_id="System" />' for i in range(r.randint(1, 12)))
@@ -196,7 +203,7 @@ class RLMockGenerator:
                 + self._checklist(r) + "\n" + self._policies(r) + "\n"
                 + f'<IL_ITI_note payment_date="{r.randint(1, 12):02d}/{r.randint(1, 28):02d}/25" product_number="4015201" />\n'
                 + "\n".join(contacts) + "\n<WorkItems><WorkItem name=\"decision\" status=\"pass\" /></WorkItems>\n"
-                f"</{tag}>\n</CustData>")
+                f"</{tag}>\n{beside}</CustData>")
         doc_id = str(app_id + 7 if fault == "id_mismatch" else app_id)
         id_attr = "" if fault == "missing_id" else f' ID="{doc_id}"'
         head = (f'<Request{id_attr} Process="{r.choice(["01800", "06800", "99800"])}" Status="{r.choice(["F", "P", ""])}" '

@@ -175,21 +175,26 @@ def read_attributes(contract: "Contract") -> set[tuple[ElementPath, str]]:
         gens = t["rows"] if isinstance(t["rows"], list) else [t["rows"]]
         bases_of_table: list[ElementPath] = []
         for g in gens:
+            # also_at: the same elements at further places (relative to the record)
+            also = [_walk_steps(record, parse_path(a, "also_at", False, ci).steps, reads, ci) for a in g.get("also_at", [])]
             if "unpivot" in g:
-                base = _walk_steps(record, parse_path(g["unpivot"]["of"], "unpivot", False, ci).steps, reads, ci)
-                bases = [base]
+                bases = [_walk_steps(record, parse_path(g["unpivot"]["of"], "unpivot", False, ci).steps, reads, ci)] + also
                 for name in g["unpivot"]["names"]:  # "attr" or {"attribute": "attr", "name": "row name"}
-                    reads.add((base, key(name if isinstance(name, str) else name["attribute"])))
+                    for base in bases:
+                        reads.add((base, key(name if isinstance(name, str) else name["attribute"])))
             elif "groups" in g:  # attribute groups: the compiler makes sure a column reads every field
-                base = _walk_steps(record, parse_path(g["groups"]["of"], "groups", False, ci).steps, reads, ci)
-                bases = [base]
+                bases = [_walk_steps(record, parse_path(g["groups"]["of"], "groups", False, ci).steps, reads, ci)] + also
                 for grp in g["groups"]["groups"]:
                     for attr in grp["attributes"].values():
-                        reads.add((base, key(attr)))
+                        for base in bases:
+                            reads.add((base, key(attr)))
             else:
                 steps = parse_path(g["for_each"], "for_each", False, ci).steps
                 origins = table_elements.get(g["parent_table"], []) if g.get("parent_table") else [record]
-                bases = [_walk_steps(o, steps, reads, ci) for o in origins]
+                bases = [_walk_steps(o, steps, reads, ci) for o in origins] + also
+                blank = g.get("drop_when_blank")
+                for b in bases if blank else ():
+                    reads.update((b, key(a)) for a in blank["attributes"] + ([blank["where"]["attribute"]] if blank.get("where") else []))
             if g.get("allowed"):
                 for b in bases:
                     reads.add((b, key(g["allowed"]["attribute"])))

@@ -20,12 +20,18 @@ from .common import ENV, db_options, handle_errors, open_db
 @click.option("--dry-run", is_flag=True,
               help="Compare the database with the contract and print the plan (new tables, ALTER TABLE ... ADD; "
                    "T-SQL batches for SQL Server) without changing anything. Exit 2 if a change could lose data.")
+@click.option("--allow-enum-change", is_flag=True,
+              help="When the contract gives an enum code another id than the database holds: rewrite app_enums and "
+                   "every stored id of that enum in one transaction (stop every run first). Without it such a "
+                   "change is refused (exit 2).")
 @handle_errors
 def init_db_cmd(db_url: str | None, server: str | None, database: str | None, username: str | None,
-                contract_path: str | None, print_only: bool, dialect: str | None, dry_run: bool) -> None:
+                contract_path: str | None, print_only: bool, dialect: str | None, dry_run: bool,
+                allow_enum_change: bool) -> None:
     """Create source, target, log and event tables and seed app_enums (idempotent). On an existing
     database: add the tables and nullable columns a newer contract declares; refuse (exit 2, with
-    the exact difference) a change that could lose data."""
+    the exact difference) a change that could lose data, and an enum id the contract changes unless
+    --allow-enum-change."""
     from ..contract.loader import load_contract
     from ..db import migrate
     if print_only:
@@ -38,7 +44,7 @@ def init_db_cmd(db_url: str | None, server: str | None, database: str | None, us
     from ..db.store import init_db
     db = open_db(db_url, server, database, username, contract_path, create=not dry_run)
     try:
-        plan = migrate.plan(db)
+        plan = migrate.plan(db, allow_enum_change)
         if dry_run:
             click.echo(plan.render(), nl=False)
             if plan.refusals:
@@ -46,10 +52,14 @@ def init_db_cmd(db_url: str | None, server: str | None, database: str | None, us
             return
         if plan.refusals:
             raise migrate.SchemaRefused(migrate.refusal_message(plan))
+        moves = plan.enum_moves
+        rewritten = migrate.apply_enum_changes(db, plan) if moves else 0  # before the seed: it adds missing ids
         res = init_db(db)
         altered = migrate.apply(db, migrate.plan(db))
         click.echo(f"initialised {db.url.display()}: {res['statements']} statements, "
                    f"{res['enums_seeded']} enum rows seeded ({res['enums_total']} declared)"
+                   + (f"; enum ids changed: " + ", ".join(f"{m.enum} {m.code} {m.old_id} -> {m.new_id}" for m in moves)
+                      + f" ({rewritten} stored value(s) rewritten)" if moves else "")
                    + (f"; {altered} schema change(s) applied: " + "; ".join(c.describe() for c in plan.additions if c.column)
                       if altered else ""))
     except Exception as exc:  # a driver error (catalogue read, DDL): typed, one line, never a raw traceback

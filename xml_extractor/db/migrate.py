@@ -114,10 +114,22 @@ class Change:
     refused: bool = False
     todo: str = ""
     dba: "DbaWiden | None" = None  # a widening SQL Server cannot ALTER in place: in the DBA script
+    enum_move: "EnumMove | None" = None  # an enum code whose id changes (applied by apply_enum_changes)
 
     def describe(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
         return f"{where}: {self.what}" + (f" -- {self.todo}" if self.todo else "")
+
+
+@dataclass(frozen=True)
+class EnumMove:
+    """An enum code the database holds under another id than the contract declares."""
+
+    enum: str
+    code: str  # as the database holds it
+    old_id: int
+    new_id: int
+    description: str
 
 
 @dataclass
@@ -125,6 +137,11 @@ class MigrationPlan:
     dialect: str
     changes: list[Change] = field(default_factory=list)
     dba_script: str = ""  # one T-SQL batch (one transaction) for the refused widenings, or ""
+    enum_sql: list[str] = field(default_factory=list)  # the enum id rewrite, printed (literal values)
+
+    @property
+    def enum_moves(self) -> list[EnumMove]:
+        return [c.enum_move for c in self.changes if c.enum_move is not None]
 
     @property
     def additions(self) -> list[Change]:
@@ -136,7 +153,7 @@ class MigrationPlan:
 
     @property
     def statements(self) -> list[str]:
-        return [s for c in self.additions for s in c.sql]
+        return [s for c in self.additions if c.enum_move is None for s in c.sql]
 
     def render(self) -> str:
         """The plan as a script: what is refused (as comments), then the statements."""
@@ -148,6 +165,12 @@ class MigrationPlan:
         for c in self.additions:
             out.append(f"-- {c.describe()}")
         text = "\n".join(out) + "\n"
+        if self.enum_sql:
+            text += ("-- enum ids: app_enums and every stored id rewritten in one transaction, before the rest\n"
+                     if any(not c.refused for c in self.changes if c.enum_move) else
+                     "-- what `init-db --allow-enum-change` would run (one transaction):\n")
+            text += "".join(f"{'' if any(not c.refused for c in self.changes if c.enum_move) else '-- '}{s}{sep}"
+                            for s in self.enum_sql)
         if self.statements:
             text += sep.join(self.statements) + sep.rstrip("\n") + "\n"
         if self.dba_script:
@@ -432,14 +455,136 @@ def mssql_dba_script(widen: list[DbaWiden], facts: dict[str, TableFacts]) -> str
     return "\n".join(lines)
 
 
-def plan(db: Database) -> MigrationPlan:
-    """Compare every contract table with the database (tool tables: that they exist)."""
+ENUM_TODO = ("the stored ids would mix old and new meanings: stop every run, then `xml-extractor init-db "
+             "--allow-enum-change` rewrites app_enums and every stored id in one transaction (or keep the old id "
+             "in the contract)")
+
+
+def enum_changes(db: Database, existing: dict[str, dict[str, DbColumn] | None], allow: bool) -> tuple[list[Change], list[str]]:
+    """The enum codes whose id the contract changes, and the printed statements that rewrite them.
+
+    A code the database holds under another id is a move (refused unless ``allow``: the stored
+    ids of every column of that enum are rewritten with app_enums, in one transaction); an id the
+    contract gives a code while the database holds another code there, which the contract does not
+    declare, is always refused (which meaning should the stored ids keep?)."""
+    c, d = db.contract, db.dialect
+    if existing.get(c.enum_table) is None:
+        return [], []
+    q = d.quote
+    rows = db.autocommit_query(f"SELECT {q('enum_id')}, {q('type')}, {q('value')} FROM {d.qualified(c.target_schema, c.enum_table)}")
+    have_by_code = {(str(t), str(v).strip().upper()): (int(i), str(v)) for i, t, v in rows}
+    have_by_id = {int(i): (str(t), str(v).strip().upper()) for i, t, v in rows}
+    want_codes = {(v.enum, v.code.strip().upper()) for vals in c.enums.values() for v in vals}
+    moves: list[EnumMove] = []
+    out: list[Change] = []
+    for vals in c.enums.values():
+        for v in vals:
+            key = (v.enum, v.code.strip().upper())
+            held = have_by_code.get(key)
+            if held is not None and held[0] != v.id:
+                moves.append(EnumMove(v.enum, held[1], held[0], v.id, v.description))
+            other = have_by_id.get(v.id)
+            if other is not None and other != key and other not in want_codes:
+                out.append(Change(c.enum_table, None, f"id {v.id} is {other[0]} {other[1]!r} in the database, "
+                                                      f"{v.enum} {v.code!r} in the contract", refused=True,
+                                  todo="the contract gives a code an id the database uses for a code it does not "
+                                       "declare: run init-db with every contract the database serves (--contract a "
+                                       "--contract b), or keep the old id in the contract"))
+    if not moves:
+        return out, []
+    columns = _enum_columns(db, existing, {m.enum for m in moves})
+    for m in moves:
+        held_in = [f"{t}.{col}" for t, col, e in columns if e == m.enum] or ["no stored column"]
+        out.append(Change(c.enum_table, None, f"enum {m.enum} code {m.code!r}: id {m.old_id} in the database, "
+                                              f"{m.new_id} in the contract (stored in {', '.join(held_in)})",
+                          refused=not allow, todo="" if allow else ENUM_TODO, enum_move=m))
+    return out, [stmt for stmt, _ in _enum_statements(db, moves, columns, literal=True)]
+
+
+def _enum_columns(db: Database, existing: dict[str, dict[str, DbColumn] | None], enums: set[str]) -> list[tuple[str, str, str]]:
+    """(table, column, enum) of every stored column of those enums that the database has."""
+    out = []
+    for t in db.contract.tables:
+        have = existing.get(t.name)
+        if have is None:
+            continue
+        for col in t.stored_columns:
+            e = col.spec.get("enum")
+            if e in enums and col.name.lower() in have:
+                out.append((t.name, col.name, e))
+    return out
+
+
+def _enum_statements(db: Database, moves: list[EnumMove], columns: list[tuple[str, str, str]],
+                     literal: bool) -> list[tuple[str, tuple]]:
+    """(statement, parameters): delete the moved rows, insert them under their new ids, rewrite each
+    stored column with one CASE (the moves happen at once: 602->600 and 603->602 cannot collide).
+    ``literal``: the strings written into the text (the printed plan) instead of bound; ids are
+    always written as integer literals (psqlODBC binds parameters as text, which a CASE over a
+    smallint column refuses)."""
+    c, d = db.contract, db.dialect
+    q, et = d.quote, d.qualified(c.target_schema, c.enum_table)
+
+    def v(x: Any) -> str:
+        return d.literal(x) if literal else "?"
+
+    def n(x: int) -> str:
+        return str(int(x))
+    olds = [m.old_id for m in moves]
+    out: list[tuple[str, tuple]] = [(f"DELETE FROM {et} WHERE {q('enum_id')} IN ({', '.join(n(o) for o in olds)})", ())]
+    for m in moves:
+        out.append((f"INSERT INTO {et} ({q('enum_id')}, {q('type')}, {q('value')}, {q('description')}) "
+                    f"VALUES ({n(m.new_id)}, {v(m.enum)}, {v(m.code)}, {v(m.description)})",
+                    () if literal else (m.enum, m.code, m.description)))
+    for table, col, enum in columns:
+        mine = [m for m in moves if m.enum == enum]
+        qc = q(col)
+        case = " ".join(f"WHEN {n(m.old_id)} THEN {n(m.new_id)}" for m in mine)
+        out.append((f"UPDATE {db.table(table)} SET {qc} = CASE {qc} {case} END "
+                    f"WHERE {qc} IN ({', '.join(n(m.old_id) for m in mine)})", ()))
+    return out
+
+
+def apply_enum_changes(db: Database, p: MigrationPlan) -> int:
+    """Rewrite app_enums and every stored id of the plan's enum moves in one transaction (all or
+    nothing); returns the rows of target tables rewritten."""
+    moves = p.enum_moves
+    if not moves:
+        return 0
+    existing = {t.name: table_columns(db, t.name) for t in db.contract.tables}
+    stmts = _enum_statements(db, moves, _enum_columns(db, existing, {m.enum for m in moves}), literal=False)
+    rewritten = 0
+    db.begin()
+    try:
+        for i, (sql, params) in enumerate(stmts):
+            cur = db.execute(sql, params)
+            if i > len(moves):  # the UPDATEs
+                rewritten += max(cur.rowcount or 0, 0)
+            cur.close()
+        db.commit()
+    except Exception as exc:  # noqa: BLE001 - typed like apply(): never a raw driver traceback
+        db.rollback()
+        typed = db.dialect.wrap(exc)
+        if typed is exc:
+            raise
+        if isinstance(typed, TransientDatabaseError):
+            raise typed from exc
+        raise SchemaApplyFailed(f"init-db could not rewrite the enum ids: {str(exc).splitlines()[0][:300]}\n"
+                                "  the transaction was rolled back: nothing changed") from None
+    return rewritten
+
+
+def plan(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
+    """Compare every contract table with the database (tool tables: that they exist), and the
+    enum ids the database holds with the contract's (``allow_enum_change``: a moved id is a change
+    to apply, not a refusal)."""
     c, d = db.contract, db.dialect
     out = MigrationPlan(d.name)
+    existing: dict[str, dict[str, DbColumn] | None] = {}
     create_stmts = d.ddl(c, with_source=True)
     facts: dict[str, TableFacts] = {}  # SQL Server: indexes and foreign keys of tables with widenings
     for t in c.tables:
-        have = table_columns(db, t.name)
+        have = existing[t.name] = table_columns(db, t.name)
         if have is None:
             qt = db.table(t.name)
             stmts = [s for s in create_stmts if qt in s.splitlines()[0]]
@@ -488,8 +633,8 @@ def plan(db: Database) -> MigrationPlan:
                                       todo="a changed key changes which rows are one row: keep the key, or migrate "
                                            "into new tables"))
     for name in (c.log_table, c.event_table, c.progress_table, c.queue_table, c.enum_table,
-                 REQUEST_TABLE, c.log_table + HISTORY_SUFFIX):  # reprocess's tables (issue 16)
-        cols = table_columns(db, name)
+                 REQUEST_TABLE, c.log_table + HISTORY_SUFFIX):  # reprocess's tables
+        cols = existing[name] = table_columns(db, name)
         if cols is None:
             qt = d.qualified(c.target_schema, name)
             out.changes.append(Change(name, None, "new table", [s for s in create_stmts if qt in s.splitlines()[0]]))
@@ -498,6 +643,8 @@ def plan(db: Database) -> MigrationPlan:
             qt, new_col = d.qualified(c.target_schema, name), f"{d.quote('contract_name')} {d.varchar(63)}"
             add = (f"ALTER TABLE {qt} ADD {new_col} NULL" if d.name == "mssql" else f"ALTER TABLE {qt} ADD COLUMN {new_col}")
             out.changes.append(Change(name, "contract_name", "new column", [add]))
+    enum_changes_, out.enum_sql = enum_changes(db, existing, allow_enum_change)
+    out.changes += enum_changes_
     widen = [ch.dba for ch in out.changes if ch.dba is not None]
     if widen:
         out.dba_script = mssql_dba_script(widen, facts)
