@@ -99,11 +99,11 @@ def parse_connection_string(text: str) -> list[tuple[str, str]]:
         if j < n and text[j] == "{":
             value, j = _braced(text, j)
             if j < 0:
-                raise ValueError(f"the value of {key!r} opens a brace that is never closed")
+                raise ValueError(f"the value of {_named(key, len(pairs))} opens a brace that is never closed")
             while j < n and text[j] in " \t":
                 j += 1
             if j < n and text[j] != ";":
-                raise ValueError(f"text after the closing brace of {key!r}")
+                raise ValueError(f"text after the closing brace of {_named(key, len(pairs))}")
         else:
             end = text.find(";", j)
             end = n if end < 0 else end
@@ -111,6 +111,12 @@ def parse_connection_string(text: str) -> list[tuple[str, str]]:
         pairs.append((key, value))
         i = j + 1
     return pairs
+
+
+def _named(key: str, index: int) -> str:
+    """An attribute as an error message may name it: its keyword when that is a plain keyword,
+    else its position (a malformed keyword may be a password typed in the wrong place)."""
+    return repr(key) if _KEY.fullmatch(key) and len(key) <= 40 else f"attribute {index + 1}"
 
 
 def _braced(text: str, start: int) -> tuple[str, int]:

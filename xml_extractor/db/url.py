@@ -39,7 +39,7 @@ class DatabaseURL:
     user: str = ""
     password: str = field(default="", repr=False)
     driver: str = ""
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict, repr=False)  # may hold ?password=
     odbc: str = field(default="", repr=False)
 
     def display(self) -> str:
@@ -85,6 +85,42 @@ class DatabaseURL:
         return connection_string(parts.items())
 
 
+_SECRET_PARAM = re.compile(r"(?i)(pwd|password|passwd)\s*=")
+_SCHEME_LIKE = re.compile(r"([A-Za-z][A-Za-z0-9+.\- ]*)?:?/{0,2}")
+
+
+def mask_url(text: str) -> str:
+    """A database URL the tool could not parse, as it may be printed or logged: everything after
+    a password parameter (``?password=``, ``&pwd=``, ``;PWD=``, any case) and everything before
+    the last ``@`` except a scheme-like start (``postgresql//``, ``postgres ql://``, ``etl:``)
+    become ``***``. Which part of a mistyped URL is the password cannot be known, so all of the
+    user information goes, whatever slashes or colons a typo left in it."""
+    m = _SECRET_PARAM.search(text)
+    if m:
+        text = text[:m.end()] + "***"
+    at = text.rfind("@")
+    if at >= 0:
+        keep = _SCHEME_LIKE.match(text, 0, at)
+        start = keep.end() if keep else 0
+        text = text[:start] + "***" + text[at:]
+    return text
+
+
+def _refuse_odd_parts(dialect: str, netloc: str, raw_path: str) -> None:
+    """A mistyped server URL is refused before anything echoes or sends its parts: with one slash
+    (``postgresql:/u:PW@h/db``) or three, the user information lands in the database name (which
+    is logged, and sent to a server on the default port); a space typed in the user or host part
+    stands for a missing ``:``. Nothing of the URL is quoted: any part of it may be the password."""
+    db = raw_path.lstrip("/")
+    if "@" in db or ":" in db:
+        raise ConfigError(f"database URL: the database name holds '@' or ':', so the URL is mistyped (not shown: "
+                          f"it may hold a password); write {dialect}://user@host:port/dbname (a name with such "
+                          "characters percent-encoded)")
+    if any(c.isspace() for c in netloc):
+        raise ConfigError(f"database URL: a space in the user or host part (as typed: not percent-encoded), so the URL is mistyped (not shown: it "
+                          f"may hold a password); write {dialect}://user@host:port/dbname")
+
+
 def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
     url = (url or DEFAULT_URL).strip()
     env_pw = os.environ.get(PASSWORD_ENV, "") if password is None else password
@@ -95,7 +131,13 @@ def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
     if scheme == "sqlite":
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
         if not path:
-            raise ConfigError(f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
+            raise ConfigError(f"bad SQLite URL {mask_url(url)!r}: use sqlite:///relative/path.db or "
+                              "sqlite:////absolute/path.db")
+        local = re.sub(r"^/?[A-Za-z]:[/\\]", "", path)  # a Windows drive letter's colon is not user information
+        if ":" in local and "@" in local[local.index(":"):]:
+            raise ConfigError("bad SQLite URL: its path reads as user:password@host (not shown: it may hold a "
+                              "password), so the URL is mistyped; use sqlite:///relative/path.db or a server URL "
+                              "(postgresql://user@host:port/db)")
         return DatabaseURL(dialect="sqlite", raw=url, path=path)
     if scheme in ("postgresql", "postgres", "mssql", "sqlserver"):
         dialect = "postgresql" if scheme.startswith("postgres") else "mssql"
@@ -108,6 +150,7 @@ def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
             except ValueError:
                 raise ConfigError(f"bad port in database URL {DatabaseURL(dialect, url).display()}") from None
             host, user, url_pw = parts.hostname or "", unquote(parts.username or ""), unquote(parts.password or "")
+        _refuse_odd_parts(dialect, parts.netloc, parts.path)
         db = unquote(parts.path.lstrip("/"))
         if not db:
             raise ConfigError(f"database URL needs a database name: {dialect}://host/DBNAME")
@@ -119,7 +162,8 @@ def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
             _normalise_mssql_params(out)
             check_mssql(out)
         return out
-    raise ConfigError(f"unknown database URL scheme {scheme + ':' if scheme else repr(url)} "
+    shown = f"{scheme}:" if re.fullmatch(r"[a-z][a-z0-9+.\-]*", scheme) and "@" not in scheme else repr(mask_url(url))
+    raise ConfigError(f"unknown database URL scheme {shown} "
                       "(use sqlite:///file.db, postgresql://user@host:port/db, mssql://host/db or odbc:<connection string>)")
 
 
