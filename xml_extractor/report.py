@@ -121,7 +121,8 @@ def gather(db: "Database", now: _dt.datetime | None = None, window_minutes: int 
                            for (m, s, c), n in sorted(failures_cells.items())]
 
     events: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for contract, table, kind, n, apps in q.rows("report_events_by_kind"):
+    events_query = "report_events_by_kind_one_contract" if one_contract else "report_events_by_kind"
+    for contract, table, kind, n, apps in q.rows(events_query):
         label = contract or one_contract or ops.NOT_ROUTED
         e = events[(label, table, kind)]
         e[0] += int(n)
@@ -500,7 +501,7 @@ font:14px/1.45 -apple-system,"Segoe UI",Roboto,"DejaVu Sans",Helvetica,Arial,san
 main{max-width:1060px;margin:0 auto;padding:28px 24px 48px}
 h1{font-size:22px;margin:0 0 2px}h2{font-size:17px;margin:34px 0 4px}
 .sub{color:var(--muted);margin:0 0 18px}.note{color:var(--muted);margin:2px 0 8px;font-size:13px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(118px,1fr));gap:10px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(100px,1fr));gap:10px}
 .card{background:var(--card);border-radius:8px;padding:10px 14px}.card b{display:block;font-size:21px;white-space:nowrap}
 .card span{color:var(--muted);font-size:12px}.bar{height:8px;background:var(--line);border-radius:4px;margin:14px 0 4px;overflow:hidden;display:flex}
 .bar i{display:block;height:100%}figure{margin:6px 0 0}figure svg{width:100%;height:auto;display:block}
@@ -550,7 +551,10 @@ def to_html(data: dict) -> str:
     sections = [
         ("Applications done over time", "chart-done",
          "Results committed per instance, stacked, cumulative: each attempt's success or failure, the attempts a "
-         f"reprocess replaced included at their original time. The dashed line goes on to the end at the rate: {r['eta']}.",
+         "reprocess replaced included at their original time. " + (
+             f"The dashed line goes on to the end at the {r['rate_label']}: {r['eta']}." if r["eta_minutes"] is not None
+             else f"Idle: the dashed line goes on to the end at the {AVERAGE_LABEL}." if r["minutes_at_average"]
+             else ""),
          _chart_done(data), ""),
         ("Rate", "chart-rate",
          f"Results per minute (bars), the {r['rate_label']} and the {AVERAGE_LABEL}. {r['definition']}",

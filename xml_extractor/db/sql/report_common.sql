@@ -43,6 +43,12 @@ FROM (SELECT (SELECT MAX(l.contract_name) FROM {log} l WHERE l.app_id = e.app_id
              e.table_name, e.event_type, e.app_id FROM {events} e) x
 GROUP BY x.contract_name, x.table_name, x.event_type;
 
+-- name: report_events_by_kind_one_contract
+-- The same for a single contract (every event is its): table and kind from
+-- ix_data_quality_event_kind_app alone, no probe of the log.
+SELECT NULL, e.table_name, e.event_type, COUNT(*), COUNT(DISTINCT e.app_id) FROM {events} e
+GROUP BY e.table_name, e.event_type;
+
 -- name: report_runs
 -- Runs (sessions) per instance from the counters the workers keep: workers, first start, last
 -- commit, successes and failures.
