@@ -8,39 +8,50 @@ from conftest import assert_exactly_once, cli, expected_failures, open_db
 COUNT = 80
 
 
+def _process(url):
+    cli("init-db", "--db", url, check=True)
+    cli("generate-mock", "--db", url, "--count", str(COUNT), "--faulty-share", "0.2", "--seed", "21", check=True)
+    p = cli("run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "10")
+    assert p.returncode == 1
+    return url
+
+
 @pytest.fixture
 def processed(db_url):
-    cli("init-db", "--db", db_url, check=True)
-    cli("generate-mock", "--db", db_url, "--count", str(COUNT), "--faulty-share", "0.2", "--seed", "21", check=True)
-    p = cli("run", "--db", db_url, "--no-progress", "--workers", "2", "--batch-size", "10")
-    assert p.returncode == 1
-    return db_url
+    """A processed database of its own, for a test that changes it."""
+    return _process(db_url)
+
+
+@pytest.fixture(scope="module")
+def processed_once(module_db_url):
+    """One processed database per engine for the tests that only read it."""
+    return _process(module_db_url)
 
 
 def faulty():
     return expected_failures(21, 0.2, COUNT)
 
 
-def test_status(processed):
-    d = json.loads(cli("status", "--db", processed, "--format", "json", check=True).stdout)
+def test_status(processed_once):
+    d = json.loads(cli("status", "--db", processed_once, "--format", "json", check=True).stdout)
     f = len(faulty())
     assert d["source_rows"] == COUNT and d["failed"] == f and d["success"] == COUNT - f and d["pending"] == 0
     assert d["sessions"][0]["processed"] == COUNT and sum(x["count"] for x in d["failures"]) == f
-    out = cli("status", "--db", processed, check=True).stdout
+    out = cli("status", "--db", processed_once, check=True).stdout
     assert "pending (never attempted)" in out and "failures by stage" in out
 
 
-def test_failures_groups_history_and_csv(processed, tmp_path):
-    groups = json.loads(cli("failures", "--db", processed, "--format", "json", check=True).stdout)
+def test_failures_groups_history_and_csv(processed_once, tmp_path):
+    groups = json.loads(cli("failures", "--db", processed_once, "--format", "json", check=True).stdout)
     assert sum(g["count"] for g in groups) == len(faulty())
     assert {g["stage"] for g in groups} <= {"read", "parse", "validate", "insert"}
-    parse_only = json.loads(cli("failures", "--db", processed, "--stage", "parse", "--format", "json", check=True).stdout)
+    parse_only = json.loads(cli("failures", "--db", processed_once, "--stage", "parse", "--format", "json", check=True).stdout)
     assert parse_only and all(g["stage"] == "parse" for g in parse_only)
     app_id = next(iter(faulty()))
-    h = json.loads(cli("failures", "--db", processed, "--app-id", str(app_id), "--format", "json", check=True).stdout)
+    h = json.loads(cli("failures", "--db", processed_once, "--app-id", str(app_id), "--format", "json", check=True).stdout)
     assert h["in_source"] and h["attempts"][0]["status"] == "failed"
     csv_file = tmp_path / "f.csv"
-    cli("failures", "--db", processed, "--csv", str(csv_file), check=True)
+    cli("failures", "--db", processed_once, "--csv", str(csv_file), check=True)
     assert len(csv_file.read_text().strip().splitlines()) == len(faulty()) + 1
 
 
@@ -59,13 +70,13 @@ def test_reconcile_clean_then_detects_damage(processed):
     assert ok in bad["app_base rows without a success row"]["sample_app_ids"]
 
 
-def test_quality_reports_events_defaults_and_sparse_rows(processed):
-    q = json.loads(cli("quality", "--db", processed, "--format", "json", check=True).stdout)
+def test_quality_reports_events_defaults_and_sparse_rows(processed_once):
+    q = json.loads(cli("quality", "--db", processed_once, "--format", "json", check=True).stdout)
     kinds = {(e["table"], e["column"], e["event_type"]) for e in q["events"]}
     assert ("app_contact_base", "ssn", "value_rejected") in kinds
     assert any(s["column"] == "receive_date" for s in q["sentinels"])
     assert any(s["table"] == "app_base" for s in q["sparse"])
-    out = cli("quality", "--db", processed, check=True).stdout
+    out = cli("quality", "--db", processed_once, check=True).stdout
     assert "example raw values" in out
 
 
