@@ -354,3 +354,73 @@ def test_png_reader_reads_what_it_is_given(tmp_path):
     w, h, rows = read_png(tmp_path / "t.png")
     assert (w, h) == (width, height)
     assert rows == [bytes(v for px in row for v in px) for row in pixels]
+
+
+def test_events_per_contract_of_a_contract_set(db_url, tmp_path):
+    """With two contracts, each event counts under the contract that mapped its application."""
+    both = ("--contract", "credit_card", "--contract", "rec_lending")
+    cli("init-db", "--db", db_url, *both, check=True)
+    cli("generate-mock", "--db", db_url, "--count", "30", "--product", "mixed", "--rl-share", "0.4",
+        "--faulty-share", "0.1", "--seed", "3", check=True)
+    cli("run", "--db", db_url, *both, *RUN, *_dirs(tmp_path))
+    p = cli("report", "--db", db_url, *both, "--format", "json", "--out", "-")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["contracts"] == ["credit_card", "rec_lending"]
+    db = open_db(db_url)
+    try:
+        owner = dict(db.autocommit_query(f"SELECT app_id, MAX(contract_name) FROM {db.names['log']} GROUP BY app_id"))
+        events = db.autocommit_query(f"SELECT app_id, table_name, event_type FROM {db.names['events']}")
+    finally:
+        db.close()
+    want = Counter((owner.get(a) or "(not routed)", t, k) for a, t, k in events)
+    assert Counter({(e["contract"], e["table"], e["event_type"]): e["events"] for e in data["events"]}) == want
+    assert {c for c, _, _ in want} == {"credit_card", "rec_lending"}
+
+
+def test_a_long_migration_draws_bounded_charts(db_url, tmp_path):
+    """30 hours of synthetic results (db/synthetic.py, as scripts/ops_bench.py builds them): the
+    json has every minute, the page draws at most MAX_POINTS buckets per chart and stays small;
+    an empty database draws a page too."""
+    from xml_extractor.db.synthetic import build
+    from xml_extractor.report import MAX_POINTS
+    cli("init-db", "--db", db_url, check=True)
+    _need("matplotlib (the report extra)", _has_matplotlib())
+    empty = _report(db_url, "html", tmp_path / "empty.html")
+    assert "nothing has been processed yet" in empty and "no failed attempt" in empty
+    db = open_db(db_url)
+    try:
+        build(db, 3000, doc_bytes=10, span=_dt.timedelta(hours=30))
+        logged = db.autocommit_query(f"SELECT COUNT(*) FROM {db.names['log']}")[0][0]
+    finally:
+        db.close()
+    data = json.loads(_report(db_url, "json"))
+    tpm = data["total_per_minute"]
+    assert 1790 <= len(tpm) <= 1801 and tpm[-1]["cumulative"] == logged
+    assert {x["instance"] for x in data["results_per_minute"]} == {0, 1, 2}
+    assert {r["instance"] for r in data["runs"]} == {0, 1, 2} and len(data["runs"]) >= 30
+    page = _report(db_url, "html", tmp_path / "long.html")
+    assert len(page.encode()) < 400_000
+    rate_svg = re.search(r'<figure id="chart-rate">(.*?)</figure>', page, re.S).group(1)
+    points = max(len(re.findall(r"[ML] ?-?\d", d)) for d in re.findall(r'<path[^>]* d="([^"]+)"', rate_svg))
+    assert points <= 4 * MAX_POINTS + 10, points  # a bucket is a step: a few vertices each
+
+
+def test_one_rate_definition():
+    """progress.py: the labels, the windowed rate over the observed part of the window, the
+    average since the first result, the ETA only while running, the curve."""
+    from xml_extractor import progress
+    now = _dt.datetime(2026, 12, 7, 12, 0)
+    m = _dt.timedelta(minutes=1)
+    r = progress.measure(1000, now - 10 * m, now, 300, now - 5 * m, now, now)
+    assert (r.recent_label, r.recent_per_min, r.average_per_min, r.running) == ("rate (last 5 min)", 60.0, 100.0, True)
+    assert r.eta(600) == 10.0
+    assert r.describe(600) == ("60/min rate (last 5 min), 100/min average since first result, "
+                               "ETA 10 min at the rate (last 5 min)")
+    # one minute old: divided by the minute observed, not the 5-minute window
+    assert progress.measure(120, now - m, now, 120, now - m, now, now).recent_per_min == 120.0
+    # idle for 10 minutes: no ETA, the average ends at the last result
+    idle = progress.measure(1000, now - 20 * m, now - 10 * m, 0, None, None, now)
+    assert (idle.running, idle.eta(50), idle.average_per_min, idle.idle_since) == (False, None, 100.0, now - 10 * m)
+    assert progress.format_eta(None, idle) == "ETA - (idle)" and progress.format_eta(150.0) == "ETA 2.5 h at the rate (last 5 min)"
+    assert progress.rolling_rates([10, 20, 30, 0, 0, 0, 0, 5], 5) == [10.0, 15.0, 20.0, 15.0, 12.0, 10.0, 6.0, 1.0]
