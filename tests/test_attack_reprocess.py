@@ -115,3 +115,58 @@ def test_d24_a_refused_reprocess_becomes_a_failed_attempt_and_consumes_the_reque
     assert re.search(r"\bselected\s+0\b", again.stdout), again.stdout + again.stderr
     rec = cli("reconcile", "--db", url)
     assert rec.returncode == 0, rec.stdout + rec.stderr
+
+
+def _delete_source(url: str, ids: list[int]) -> None:
+    db = open_db(url)
+    try:
+        db.begin()
+        for i in ids:
+            db.execute(f"DELETE FROM {db.names['src']} WHERE {db.names['src_id']} = ?", [i]).close()
+        db.commit()
+    finally:
+        db.close()
+
+
+def _status_pending_lines(url: str) -> dict[str, int]:
+    p = cli("status", "--db", url)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(pending \([^)]*\))\s+(-?\d+)", p.stdout, re.M)}
+
+
+def test_d29_requests_of_deleted_source_rows_are_closed_with_a_reason_and_never_counted(processed, tmp_path):
+    """D29. Before the fix: `reprocess --failed` requested the 3 deleted applications, every later
+    one "resumed" them for ever (selected 3, success 0, failed 0), and status showed
+    'pending (never attempted) -3'."""
+    url = processed
+    failed = sorted(expected_failures(SEED, 0.2, COUNT))
+    gone, stale = failed[:3], failed[3:5]
+    # an earlier reprocess left requests open, then the business deleted those source rows too
+    db = open_db(url)
+    try:
+        db.begin()
+        for a in stale:
+            db.execute(f"INSERT INTO {db.names['requests']} (app_id, requested_at, command) VALUES (?, ?, ?)",
+                       [a, "2026-01-01 00:00:00", "reprocess --failed"]).close()
+        db.commit()
+    finally:
+        db.close()
+    _delete_source(url, gone + stale)
+    lines = _status_pending_lines(url)
+    assert lines and all(v >= 0 for v in lines.values()), lines
+    assert lines["pending (reprocess requested)"] == 0, lines  # requests of missing rows are not pending work
+
+    p = cli("reprocess", "--failed", "--db", url, *RUN, *_dirs(tmp_path))
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out  # the failures fail again
+    assert f"closed 2 open reprocess request(s) whose application is not in the source table" in p.stderr, out
+    assert " ".join(map(str, stale)) in p.stderr
+    assert "not in the source table (logged, not requested): " + " ".join(map(str, gone)) in p.stderr, out
+    assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0, out
+    assert re.search(rf"\bselected\s+{len(failed) - 5}\b", p.stdout), out
+    # nothing is left to resume: the same command requests afresh, status never goes negative
+    lines = _status_pending_lines(url)
+    assert all(v == 0 for v in lines.values()), lines
+    again = cli("reprocess", "--failed", "--db", url, *RUN, *_dirs(tmp_path))
+    assert "resuming" not in again.stdout, again.stdout + again.stderr
+    assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0

@@ -133,15 +133,22 @@ def source_existing(db: Database, app_ids: list[int] | None) -> set[int]:
     return ids
 
 
-def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, since: _dt.datetime | None) -> list[int]:
-    """The union of the selectors: the named ids the source table holds, --failed, --since."""
+def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, since: _dt.datetime | None,
+                         gone: set[int] | None = None) -> list[int]:
+    """The union of the selectors: the named ids the source table holds, --failed, --since. Only
+    applications the source table holds (no run could select the others, so their requests could
+    never be consumed); the logged ones it lacks are added to ``gone`` for the command to name."""
     ids = source_existing(db, app_ids)  # only applications the source table holds
+    logged: set[int] = set()
     if failed:
         # the finally failed applications, "failed" as status/failures/reconcile count them
-        ids |= {int(r[0]) for r in _q(db, db.sql("reconcile_final_failed"), {})}
+        logged |= {int(r[0]) for r in _q(db, db.sql("reconcile_final_failed"), {})}
     if since is not None:
-        ids |= {int(r[0]) for r in _q(db, db.sql("reprocess_logged_since"), {"since": since})}
-    return sorted(ids)
+        logged |= {int(r[0]) for r in _q(db, db.sql("reprocess_logged_since"), {"since": since})}
+    held = source_existing(db, sorted(logged - ids))
+    if gone is not None:
+        gone |= logged - ids - held
+    return sorted(ids | held)
 
 
 def _parts(ids: list[int], size: int = 500) -> list[list[int]]:

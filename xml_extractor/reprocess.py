@@ -66,6 +66,28 @@ def open_requests(db: Database, command: str | None = None) -> list[int]:
     return sorted(int(r[0]) for r in _q(db, "reprocess_open", command=command))
 
 
+def close_orphans(db: Database, dry_run: bool = False) -> list[int]:
+    """Close (delete) the open requests whose application the source table no longer holds: no
+    run can select such an application, so its request could never be consumed and would stay
+    open forever. Returns their ids, for the command to name with the reason (``dry_run``: only
+    which they are)."""
+    if dry_run:
+        return sorted(int(r[0]) for r in _q(db, "reprocess_orphans"))
+
+    def tx() -> list[int]:
+        db.begin()
+        try:
+            gone = sorted(int(r[0]) for r in db.query(db.sql("reprocess_orphans"), {}))
+            for part in chunks(gone, IN_LIST_CHUNK):
+                db.execute(db.sql("reprocess_consume"), {"ids": part}).close()
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        return gone
+    return list(db.with_retry(tx))
+
+
 def request_reprocess(db: Database, selected: list[int], command: str, instance_id: int, instance_count: int,
                       limit: int | None, dry_run: bool = False) -> ReprocessRequest:
     """Record what this instance will redo: the open requests of the same command if a previous

@@ -60,7 +60,7 @@ def _print_status(d: dict) -> None:
         eta = f"{d['eta_minutes']:.0f} min" if d["eta_minutes"] < 120 else f"{d['eta_minutes'] / 60:.1f} h"
     window = f" over the last {d['rate_window_s']:.0f} s" if d.get("rate_window_s") else ""
     click.echo(tabulate([["source rows", d["source_rows"]], ["success", d["success"]], ["failed", d["failed"]],
-                         ["pending (never attempted)", d["pending"] - d.get("reprocess_requested", 0)],
+                         ["pending (never attempted)", max(0, d["pending"] - d.get("reprocess_requested", 0))],
                          ["pending (reprocess requested)", d.get("reprocess_requested", 0)], ["done", f"{d['done_pct']}%"],
                          ["rate (recent)", f"{d['rate_per_min_recent']}/min{window}"], ["ETA", eta]], tablefmt="simple"))
     if d.get("by_contract"):  # a contract set: its members side by side (issue 14)
@@ -197,7 +197,15 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
             if len(missing) == len(set(app_ids)) and not failed and since is None:
                 raise ConfigError(f"none of the named applications is in the source table; not in the source table: {shown}")
             click.echo(f"not in the source table: {shown}", err=True)
-        ids = ops.select_for_reprocess(db, list(app_ids), failed, since_dt)
+        closed = rp.close_orphans(db, dry_run)  # requests no run can consume: closed, with the reason
+        if closed:
+            click.echo(f"{'would close' if dry_run else 'closed'} {len(closed)} open reprocess request(s) whose "
+                       "application is not in the source table "
+                       f"any more (nothing can be processed for it): {_ids_text(closed)}", err=True)
+        gone: set[int] = set()
+        ids = ops.select_for_reprocess(db, list(app_ids), failed, since_dt, gone)
+        if gone:  # logged, selected by --failed/--since, but their source rows are gone: said, not requested
+            click.echo(f"not in the source table (logged, not requested): {_ids_text(sorted(gone))}", err=True)
         command = rp.command_key(list(app_ids), failed, since_dt, kw["limit"])
         req = rp.request_reprocess(db, ids, command, kw["instance_id"], kw["instance_count"], kw["limit"], dry_run)
         todo = req.app_ids
@@ -225,6 +233,10 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
     if summary.exit_code == 130:
         _say_if_nothing_is_left(db, command)
     sys.exit(summary.exit_code)
+
+
+def _ids_text(ids: list[int], shown: int = 30) -> str:
+    return " ".join(map(str, ids[:shown])) + (f" ... ({len(ids)} in all)" if len(ids) > shown else "")
 
 
 def _say_if_nothing_is_left(closed: Any, command: str) -> None:

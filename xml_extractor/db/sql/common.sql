@@ -329,12 +329,17 @@ SELECT contract_version, COUNT(DISTINCT app_id) FROM {log} GROUP BY contract_ver
 SELECT s.{src_id} FROM {src} s WHERE s.{src_id} IN (:ids);
 
 -- name: requested_by_outcome
--- Open reprocess requests whose application currently counts as success / final failed, and all.
+-- Open reprocess requests whose application currently counts as success / final failed, and all;
+-- only those of applications the source holds (a request whose source row is gone is not pending).
 SELECT SUM(CASE WHEN EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'success') THEN 1 ELSE 0 END),
        SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'success')
                  AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'failed') THEN 1 ELSE 0 END),
        COUNT(*)
-FROM {requests} r;
+FROM {requests} r WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id);
+
+-- name: reprocess_orphans
+-- Open reprocess requests whose application the source table no longer holds (reprocess closes them).
+SELECT r.app_id FROM {requests} r WHERE NOT EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id);
 
 -- name: profile_id_range
 -- The lowest and highest source id (profile spreads its sample over this range).
