@@ -140,7 +140,7 @@ def test_two_boms_and_an_internal_entity_is_refused_not_expanded(plan):
 import json  # noqa: E402
 import uuid  # noqa: E402
 
-from conftest import PG_URL, _pg_admin_exec, cli, log_rows, open_db  # noqa: E402
+from conftest import PG_URL, _pg_admin_exec, cli, engine, log_rows, open_db  # noqa: E402
 from xml_extractor.parsing import UndecodableText, decode_source, decode_tail, text_or_undecodable  # noqa: E402
 
 BAD_IN_SCOPE = 5  # an 0xFF inside Request/CustData: what the run reads, on every engine
@@ -282,28 +282,62 @@ def test_a_run_that_stops_says_error_once(db_url):
     assert p.stderr.startswith("error: ") and "error: error" not in p.stderr and "log refused" in p.stderr, p.stderr
 
 
-def test_bytes_that_mix_utf8_with_another_encoding_fail_at_parse_and_cp1252_rows_still_load(tmp_path):
-    """Python's sqlite3 stores bytes as a BLOB even in the TEXT xml column; such a value is read
-    as bytes: UTF-8, else cp1252 (older rows are cp1252, domain.md). A document with UTF-8
-    characters and one byte that is not UTF-8 was read as cp1252 and succeeded with its valid
-    'Zoë' stored as 'ZoÃ«'. Mixed bytes fail alone (InvalidUTF8); a pure cp1252 row still loads."""
+def _source_bytes(url: str, changes: "dict[int, bytes] | None" = None) -> dict[int, bytes]:
+    """The source rows' bytes, read below the tool; ``changes`` written back first, as bytes the
+    column keeps as they are: SQLite's BLOB (Python's sqlite3 binds bytes so, even in the TEXT
+    column), SQL Server's varchar(max) (from varbinary, byte for byte, whatever its code page)."""
+    if url.startswith("sqlite"):
+        import sqlite3
+        conn = sqlite3.connect(url[len("sqlite:///"):])
+        read, write = "SELECT app_id, CAST(xml AS BLOB) FROM app_xml", "UPDATE app_xml SET xml = ? WHERE app_id = ?"
+    else:
+        import pyodbc
+        from xml_extractor.db.url import parse_url
+        assert parse_url(url).dialect == "mssql"
+        conn = pyodbc.connect(parse_url(url).odbc_connection_string())
+        read, write = ("SELECT app_id, CAST(xml AS VARBINARY(MAX)) FROM app_xml",
+                       "UPDATE app_xml SET xml = CAST(CAST(? AS VARBINARY(MAX)) AS VARCHAR(MAX)) WHERE app_id = ?")
+    try:
+        for app_id, raw in (changes or {}).items():
+            conn.execute(write, (raw, app_id))
+        conn.commit()
+        return {int(a): bytes(b) for a, b in conn.execute(read).fetchall()}
+    finally:
+        conn.close()
+
+
+def test_bytes_that_mix_utf8_with_another_encoding_fail_at_parse_and_cp1252_rows_still_load(db_url):
+    """Bytes in the source column (SQLite's BLOB: Python's sqlite3 stores bytes so even in the TEXT
+    column; SQL Server's varchar(max), where the users' older rows live) are read as bytes: UTF-8,
+    else cp1252 (older rows are cp1252, domain.md). A document with UTF-8 characters and one byte
+    that is not UTF-8 was read as cp1252 and succeeded with its valid 'Zoë' stored as 'ZoÃ«'. Mixed
+    bytes fail alone (InvalidUTF8); a pure cp1252 row still loads."""
     import re
-    import sqlite3
-    url = f"sqlite:///{tmp_path / 'b.db'}"
+    if engine(db_url) == "postgresql":
+        pytest.skip("PostgreSQL's source column is text, read strictly as UTF-8 (no cp1252 fallback: "
+                    "parsing.text_or_undecodable); a byte that is not UTF-8 there is test_a_text_that_is_not_utf8's")
+    url = db_url
     cli("generate-mock", "--db", url, "--count", "3", "--faulty-share", "0", check=True)
-    with sqlite3.connect(tmp_path / "b.db") as conn:
-        texts = dict(conn.execute("SELECT app_id, xml FROM app_xml").fetchall())
-        zoe = {i: re.sub(r'last_name="[^"]*"', 'last_name="Zoë"', t) for i, t in texts.items()}
-        mixed = re.sub(rb'first_name="[^"]*"', b'first_name="Jos\xe9"', zoe[1].encode("utf-8"))
-        conn.execute("UPDATE app_xml SET xml = ? WHERE app_id = 1", (mixed,))
-        conn.execute("UPDATE app_xml SET xml = ? WHERE app_id = 2", (zoe[2].lstrip("\ufeff").encode("cp1252"),))  # an older row
-        assert conn.execute("SELECT typeof(xml) FROM app_xml WHERE app_id = 1").fetchone()[0] == "blob"
+    texts = {a: b.decode("utf-8") for a, b in _source_bytes(url).items()}
+    zoe = {i: re.sub(r'last_name="[^"]*"', 'last_name="Zoë"', t) for i, t in texts.items()}
+    mixed = re.sub(rb'first_name="[^"]*"', b'first_name="Jos\xe9"', zoe[1].encode("utf-8"))
+    older = zoe[2].lstrip("\ufeff").encode("cp1252")  # an older row
+    stored_bytes = _source_bytes(url, {1: mixed, 2: older})
+    assert (stored_bytes[1], stored_bytes[2]) == (mixed, older)  # below the tool: the bytes as written
+    if url.startswith("sqlite"):
+        import sqlite3
+        with sqlite3.connect(url[len("sqlite:///"):]) as conn:
+            assert conn.execute("SELECT typeof(xml) FROM app_xml WHERE app_id = 1").fetchone()[0] == "blob"
     p = cli("run", "--db", url, "--no-progress")
     assert p.returncode == 1, p.stdout + p.stderr
-    with sqlite3.connect(tmp_path / "b.db") as conn:
-        log = {a: (s, st, e) for a, s, st, e in conn.execute("SELECT app_id, status, stage, error_class FROM processing_log")}
-        names = {r[0] for r in conn.execute("SELECT last_name FROM app_contact_base WHERE app_id = 2")}
-        stored = {r[0] for r in conn.execute("SELECT last_name FROM app_contact_base WHERE app_id = 1")}
+    log = {a: (s, st, e) for a, s, st, _, e, _ in log_rows(url)}
+    db = open_db(url)
+    try:
+        contact = db.table("app_contact_base")
+        names = {r[0] for r in db.autocommit_query(f"SELECT last_name FROM {contact} WHERE app_id = 2")}
+        stored = {r[0] for r in db.autocommit_query(f"SELECT last_name FROM {contact} WHERE app_id = 1")}
+    finally:
+        db.close()
     assert log[1] == ("failed", "parse", "InvalidUTF8") and not stored, (log, stored)
     assert log[2][0] == "success" and log[3][0] == "success", log
     assert names and names <= {"Zoë", "ZOË"}, names  # the cp1252 row read as the text it is
