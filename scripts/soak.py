@@ -16,11 +16,20 @@ Exit 0 only when all three are 0.
 ``--mode queue --mix-retries`` restarts each victim as a random one of: a plain queue run, a queue
 run with ``--retry-failed``, ``reprocess --failed --mode queue`` (so kills land in all three), then
 lets plain queue runs finish; lost then also counts applications left pending.
+
+``--terminations ROUNDS`` (PostgreSQL, a server this script may restart: its own cluster) is the
+termination-window scenario: each round a fresh database, two queue instances, the server
+restarted (``pg_ctl restart -m immediate``) at +3, +7 and +10 s, then every backend of the
+database terminated every 0.5 s until both end; instances that stopped are run again with the same
+command. Each run's summary (``--summary-json``) is compared with its session's log rows:
+
+    round 3: runs 2, summary = database 2/2, corrected by the end-of-run check 0, lost 0, duplicated 0
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import random
 import signal
@@ -118,6 +127,147 @@ def reprocess_kills(a: argparse.Namespace, url: str, env: dict, logs: str, rnd: 
             "stale_events": stale}
 
 
+def _cluster(url: str) -> tuple[list[str], str]:
+    """pg_ctl for the server behind ``url`` (its data directory read from it; ``restart`` reuses its
+    start options from postmaster.opts): the command prefix and the data directory."""
+    db = Database(url, load_contract())
+    data = str(db.autocommit_query("SHOW data_directory")[0][0])
+    db.close()
+    opts = Path(data, "postmaster.opts").read_text().split()
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return run_as + [str(Path(opts[0].strip('"')).parent / "pg_ctl"), "-D", data], data
+
+
+def _admin(url: str):
+    """A pyodbc connection to the server's maintenance database, autocommit."""
+    import pyodbc
+    from xml_extractor.db.url import parse_url
+    u = parse_url(url)
+    u.database = "postgres"
+    return pyodbc.connect(u.odbc_connection_string(), autocommit=True)
+
+
+def _admin_exec(url: str, sql: str) -> None:
+    for _ in range(100):  # the server may be restarting
+        try:
+            conn = _admin(url)
+            conn.execute(sql)
+            conn.close()
+            return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.2)
+    raise RuntimeError(f"the server did not come back for: {sql}")
+
+
+def session_counts(db: Database, session_id: str) -> tuple[int, int]:
+    rows = {str(st): int(n) for st, n in db.autocommit_query(db.sql("session_outcomes"), {"session_id": session_id})}
+    return rows.get("success", 0), rows.get("failed", 0)
+
+
+def termination_round(a: argparse.Namespace, base_url: str, pg_ctl: list[str], n: int, rnd: random.Random) -> dict:
+    """One round of the termination-window scenario (see the module's docstring)."""
+    name = f"xe_soak_{os.getpid()}_{n}"
+    url = base_url.rsplit("/", 1)[0] + "/" + name
+    _admin_exec(base_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    _admin_exec(base_url, f"CREATE DATABASE {name}")
+    for args in (["init-db", "--db", url],
+                 ["generate-mock", "--db", url, "--count", str(a.count), "--faulty-share", "0.05", "--seed", str(a.seed + n)]):
+        if cli(*args).wait() != 0:
+            raise RuntimeError(f"setup failed: {args[0]}")
+    work = Path(tempfile.mkdtemp(prefix=f"xe-soak-term-{n}-"))
+    from xml_extractor._testing import fault_injection_env
+    env = dict(os.environ, **fault_injection_env(f"sleep_before_commit={a.commit_delay}", str(work)))
+    summaries: list[Path] = []
+
+    def start(k: int) -> subprocess.Popen:
+        out = work / f"summary-{len(summaries)}.json"
+        summaries.append(out)
+        return cli("run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "20", "--mode", "queue",
+                   "--chunk-size", "100", "--lease-seconds", "10", "--reconnect-seconds", "60", "--logs-dir", str(work),
+                   "--metrics-dir", str(work), "--summary-json", str(out), env=env)
+    t0 = time.monotonic()
+    procs = [start(k) for k in range(2)]
+    restarts = terminations = 0
+    for at in (3, 7, 10):
+        time.sleep(max(0.0, t0 + at + rnd.uniform(-0.3, 0.3) - time.monotonic()))
+        subprocess.run(pg_ctl + ["-m", "immediate", "-w", "-t", "60", "restart"], capture_output=True, timeout=120)
+        restarts += 1
+    while any(p.poll() is None for p in procs):
+        time.sleep(0.5)
+        try:
+            conn = _admin(base_url)
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?", name)
+            conn.close()
+            terminations += 1
+        except Exception:  # noqa: BLE001 - the server is restarting
+            pass
+    codes = [p.wait() for p in procs]
+    codes_seen = list(codes)
+    again = 0
+    while any(c not in (0, 1) for c in codes):  # a stopped instance: the same command again, no faults
+        env.pop("XML_EXTRACTOR_FAULTS", None)
+        again += 1
+        procs = [start(k) for k in range(2)]
+        codes = [p.wait(timeout=1800) for p in procs]
+        codes_seen += codes
+        if again > 5:
+            break
+    db = Database(url, load_contract())
+    try:
+        equal = corrected = 0
+        mismatches: list[str] = []
+        notes: list[str] = []
+        for path in summaries:
+            if not path.exists():
+                mismatches.append(f"{path.name}: no summary")
+                continue
+            s = json.loads(path.read_text())
+            have = session_counts(db, s["session_id"])
+            if have == (s["success"], s["failed"]):
+                equal += 1
+            else:
+                mismatches.append(f"{path.name}: summary {s['success']}/{s['failed']}, database {have[0]}/{have[1]}")
+            if str(s.get("database_check") or "").startswith("differs"):
+                corrected += 1
+                notes.append(f"exit {s['exit_code']}: {s['database_check'][len('differs: '):]}")
+        c = count(db)
+        c["lost"] = max(c["lost"], int(db.scalar(db.sql("count_pending"), {
+            "id_lo": -(2 ** 63), "id_hi": 2 ** 63 - 1, "modulus": 1, "remainder": 0})))
+    finally:
+        db.close()
+    _admin_exec(base_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return {"runs": len(summaries), "equal": equal, "corrected": corrected, "mismatches": mismatches, "notes": notes,
+            "codes": codes_seen, "restarts": restarts,
+            "terminations": terminations, "reruns": again, **c}
+
+
+def terminations_main(a: argparse.Namespace) -> int:
+    if not (a.db or "").startswith("postgresql"):
+        print("--terminations needs --db postgresql://... (a server this script may restart)", file=sys.stderr)
+        return 2
+    pg_ctl, data = _cluster(a.db)
+    pg_ctl += ["-l", str(Path(data) / "server.log")]
+    rnd = random.Random(a.seed)
+    bad = 0
+    totals = collections.Counter()
+    for n in range(a.terminations):
+        r = termination_round(a, a.db, pg_ctl, n, rnd)
+        ok = r["equal"] == r["runs"] and r["lost"] == r["duplicated"] == r["orphaned"] == 0
+        bad += not ok
+        for k in ("runs", "equal", "corrected", "restarts", "terminations", "reruns", "lost", "duplicated", "orphaned"):
+            totals[k] += r[k]
+        print(f"round {n}: runs {r['runs']}, summary = database {r['equal']}/{r['runs']}, corrected by the end-of-run "
+              f"check {r['corrected']}, restarts {r['restarts']}, terminations {r['terminations']}, re-runs {r['reruns']}, "
+              f"exit codes {r['codes']}, apps {r['apps']}, lost {r['lost']}, duplicated {r['duplicated']}, "
+              f"orphaned {r['orphaned']}" + "".join(f"\n  MISMATCH {m}" for m in r["mismatches"])
+              + "".join(f"\n  corrected: {m}" for m in r["notes"]), flush=True)
+    print(f"{a.terminations} rounds: runs {totals['runs']}, summary = database {totals['equal']}/{totals['runs']}, "
+          f"corrected {totals['corrected']}, restarts {totals['restarts']}, terminations {totals['terminations']}, "
+          f"re-runs {totals['reruns']}, lost {totals['lost']}, duplicated {totals['duplicated']}, "
+          f"orphaned {totals['orphaned']}; rounds not clean: {bad}")
+    return 0 if bad == 0 else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", default=None, help="database URL (default: a new SQLite file)")
@@ -135,7 +285,13 @@ def main() -> int:
                          "(an open reprocess request included)")
     ap.add_argument("--commit-delay", type=float, default=0.15,
                     help="hold each write transaction open this long (so kills land mid-transaction)")
+    ap.add_argument("--terminations", type=int, default=0, metavar="ROUNDS",
+                    help="the termination-window scenario instead (PostgreSQL only): this many rounds of two queue "
+                         "instances, server restarts at +3/+7/+10 s, then backend terminations every 0.5 s; each "
+                         "run's summary is checked against its session's log rows")
     a = ap.parse_args()
+    if a.terminations:
+        return terminations_main(a)
     rnd = random.Random(a.seed)
     url = a.db or f"sqlite:///{tempfile.mkdtemp(prefix='xe-soak-')}/soak.db"
     for args in (["init-db", "--db", url],
