@@ -26,8 +26,8 @@ from . import ops
 from .db.base import NamedQuery, Statement, _load_sections
 from .db.store import utcnow
 from .errors import ConfigError
-from .progress import (AVERAGE_LABEL, ETA_LABEL, RATE_WINDOW_MINUTES, format_eta, measure, rate_label, rate_per_minute,
-                       rolling_rates)
+from .progress import (AVERAGE_LABEL, ETA_LABEL, IDLE_AFTER_S, RATE_WINDOW_MINUTES, format_eta, measure,
+                       rate_per_minute, rolling_rates)
 
 if TYPE_CHECKING:
     from .db.database import Database
@@ -133,7 +133,7 @@ def gather(db: "Database", now: _dt.datetime | None = None, window_minutes: int 
     runs = []
     for sid, inst, count, workers, started, last_at, ok, bad in q.rows("report_runs"):
         started, last_at = _ts(started), _ts(last_at)
-        running = last_at is not None and (now - last_at).total_seconds() <= 120
+        running = last_at is not None and (now - last_at).total_seconds() <= IDLE_AFTER_S
         ok, bad = int(ok or 0), int(bad or 0)
         runs.append({"session": str(sid), "instance": int(inst), "instance_count": int(count), "workers": int(workers),
                      "started": _iso(started), "last_commit": _iso(last_at), "success": ok, "failed": bad,
@@ -275,9 +275,9 @@ def _style(ax: Any, ylabel: str = "") -> None:
 
 def _svg(fig: Any) -> str:
     import matplotlib
-    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, crisp, the page's font
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text: smaller, crisp, the page's font
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
     return text[text.index("<svg"):]
 

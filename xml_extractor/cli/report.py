@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .. import report
-from .common import ENV, _query, db_options, handle_errors
+from .common import _query, db_options, handle_errors
 
 DEFAULT_HTML = "xml-extractor-report.html"
 
@@ -17,10 +17,9 @@ DEFAULT_HTML = "xml-extractor-report.html"
 @click.command("report")
 @db_options
 @click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]), default="html", show_default=True,
-              envvar=ENV + "REPORT_FORMAT",
               help="html: one self-contained page with charts (needs the report extra: matplotlib); md and json: the same "
                    "figures for scripts.")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None, envvar=ENV + "REPORT_OUT",
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None,
               help=f"Write to this file ('-': standard output). Default: {DEFAULT_HTML} for html, standard output for md "
                    "and json.")
 @handle_errors
