@@ -170,3 +170,45 @@ def test_d29_requests_of_deleted_source_rows_are_closed_with_a_reason_and_never_
     again = cli("reprocess", "--failed", "--db", url, *RUN, *_dirs(tmp_path))
     assert "resuming" not in again.stdout, again.stdout + again.stderr
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
+
+
+def test_d32_load_xml_replace_of_a_processed_application_marks_it_for_reprocess(processed, tmp_path):
+    """D32. Before the fix: 'replaced 1', exit 0, the next run selected 0 and the stored rows kept
+    the old names, silently."""
+    url = processed
+    ok = _rows(url, "SELECT app_id FROM {contact} ORDER BY app_id")
+    victim = int(ok[0][0])
+    fresh = COUNT + 1  # a document never processed: replacing it needs no reprocess
+    text = _source_text(url, victim)
+    changed = re.sub(r'first_name="[^"]*"', 'first_name="CHANGED"', text)
+    assert changed != text
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / f"app-{victim}.xml").write_text(changed, encoding="utf-8")
+    other = re.sub(r'(<Request\b[^>]*\bID=")\d+(")', rf"\g<1>{fresh}\g<2>", text, count=1)
+    (files / "new.xml").write_text(other, encoding="utf-8")
+    cli("load-xml", str(files / "new.xml"), "--db", url, check=True)  # loaded, never processed
+    (files / "new.xml").write_text(other.replace('first_name="', 'first_name="X', 1), encoding="utf-8")
+
+    p = cli("load-xml", str(files), "--replace", "--db", url)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.search(r"replaced\s+2\b", p.stdout), p.stdout
+    assert f"marked for reprocess: 1 replaced application(s) had been processed" in p.stderr, p.stderr
+    assert p.stderr.rstrip().endswith(f": {victim}"), p.stderr
+    requests = _rows(url, "SELECT app_id, command FROM {requests}")
+    assert [(int(a), c) for a, c in requests] == [(victim, "load-xml --replace")]
+    st = _status_pending_lines(url)
+    assert st["pending (reprocess requested)"] == 1 and st["pending (never attempted)"] == 1, st
+
+    # the next plain run redoes it (its new attempt replaces the old rows) and the new document
+    run = cli("run", "--db", url, *RUN, *_dirs(tmp_path))
+    assert re.search(r"\bselected\s+2\b", run.stdout), run.stdout + run.stderr
+    names = {str(r[0]) for r in _rows(url, "SELECT first_name FROM {contact} WHERE app_id = ?", [victim])}
+    assert "CHANGED" in names, names
+    hist = _rows(url, "SELECT attempt, status FROM {log_history} WHERE app_id = ?", [victim])
+    assert [(int(a), s) for a, s in hist] == [(1, "success")]
+    assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
+    # the same files again: the same text, nothing replaced, nothing marked
+    same = cli("load-xml", str(files), "--replace", "--db", url)
+    assert same.returncode == 0 and "marked for reprocess" not in same.stderr, same.stdout + same.stderr
+    assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0

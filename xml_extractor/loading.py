@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .db.database import Database
-from .db.store import init_db
+from .db.store import init_db, utcnow
 from .errors import ConfigError, DocumentFailure
 from .mock import MockGenerator
 from .parsing import DocumentPlan, decode_source, parse_app_id, parse_document
@@ -25,6 +25,7 @@ class LoadReport:
     counts: collections.Counter = field(default_factory=collections.Counter)
     problems: list[tuple[str, str]] = field(default_factory=list)
     created_schema: bool = False
+    marked_for_reprocess: list[int] = field(default_factory=list)  # replaced documents of processed applications
 
     def skip(self, path: str, category: str, why: str) -> None:
         self.counts[f"skipped: {category}"] += 1
@@ -120,25 +121,44 @@ def _same_text(stored: Any, text: str) -> bool:
     return isinstance(stored, str) and stored.lstrip("\ufeff") == text
 
 
-def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[int]) -> None:
+REPLACE_COMMAND = "load-xml --replace"  # the command key of the reprocess requests a replace records
+
+
+def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[int]) -> list[int]:
     """Insert rows (an id another process inserted meanwhile is left alone: two loads or two
-    generate-mock at once never fail on each other), after deleting ``replace_ids``."""
+    generate-mock at once never fail on each other), after deleting ``replace_ids``. A replaced
+    application that was already processed gets a reprocess request in the same transaction
+    (xml_extractor/reprocess.py): its stored rows come from the old document, so it is pending
+    again until the next run or reprocess replaces them. Returns those ids."""
     insert = db.sql("source_insert_new")
     db.check_source()  # the column's kind read (and a legacy type refused) before the transaction, not inside it
 
-    def tx() -> None:
+    def tx() -> list[int]:
         db.begin()
-        cur = db.conn.cursor()
-        ids = sorted(replace_ids)
-        for i in range(0, len(ids), 500):
-            text, values = db.sql("source_delete").bind({"ids": ids[i:i + 500]})
-            cur.execute(text, values)
-        if rows:
-            # bound as the source column takes it (Database.source_value: SQL Server varchar -> UTF-8 bytes)
-            cur.executemany(str(insert), [insert.values({"app_id": a, "xml": db.source_value(x)}) for a, x in rows])
-        cur.close()
-        db.commit()
-    db.with_retry(tx)
+        try:
+            cur = db.conn.cursor()
+            ids = sorted(replace_ids)
+            marked: list[int] = []
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                text, values = db.sql("source_delete").bind({"ids": part})
+                cur.execute(text, values)
+                logged = {int(r[0]) for r in db.query(db.sql("logged_among"), {"ids": part})}
+                open_ = {int(r[0]) for r in db.query(db.sql("reprocess_existing"), {"ids": part})}
+                marked += sorted(logged - open_)
+            if rows:
+                # bound as the source column takes it (Database.source_value: SQL Server varchar -> UTF-8 bytes)
+                cur.executemany(str(insert), [insert.values({"app_id": a, "xml": db.source_value(x)}) for a, x in rows])
+            if marked:
+                req, now = db.sql("reprocess_insert"), utcnow()
+                cur.executemany(str(req), [req.values({"app_id": a, "now": now, "command": REPLACE_COMMAND}) for a in marked])
+            cur.close()
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        return marked
+    return list(db.with_retry(tx))
 
 
 @dataclass
@@ -244,7 +264,7 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
                          f"app_id {i} is already in the source table with another text (--replace to overwrite)")
             elif i in exists:
                 rep.counts["replaced"] += 1
-        _write_source(db, keep, (exists - same) if replace else set())
+        rep.marked_for_reprocess += _write_source(db, keep, (exists - same) if replace else set())
         rep.counts["loaded"] += len([1 for i, _ in keep if i not in exists])
         pending.clear()
 

@@ -113,6 +113,11 @@ def load_xml_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None,
     if report.created_schema:
         _say_created(db.url.display())
     click.echo(tabulate(sorted(report.counts.items()), headers=["outcome", "files"], tablefmt="simple"))
+    marked = report.marked_for_reprocess
+    if marked:  # their stored rows come from the old documents: said loudly, and pending again
+        shown = " ".join(map(str, marked[:30])) + (f" ... ({len(marked)} in all)" if len(marked) > 30 else "")
+        click.echo(f"marked for reprocess: {len(marked)} replaced application(s) had been processed; their stored "
+                   f"rows are from the old document until the next run (or reprocess) redoes them: {shown}", err=True)
     for path, why in report.problems[:50]:
         click.echo(f"  skipped {path}: {why}", err=True)
     if len(report.problems) > 50:

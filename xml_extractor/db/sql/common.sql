@@ -337,6 +337,10 @@ SELECT SUM(CASE WHEN EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND
        COUNT(*)
 FROM {requests} r WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id);
 
+-- name: logged_among
+-- Which of these applications have a log row (load-xml --replace marks those for reprocess).
+SELECT DISTINCT app_id FROM {log} WHERE app_id IN (:ids);
+
 -- name: reprocess_orphans
 -- Open reprocess requests whose application the source table no longer holds (reprocess closes them).
 SELECT r.app_id FROM {requests} r WHERE NOT EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id);
