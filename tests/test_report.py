@@ -422,5 +422,6 @@ def test_one_rate_definition():
     # idle for 10 minutes: no ETA, the average ends at the last result
     idle = progress.measure(1000, now - 20 * m, now - 10 * m, 0, None, None, now)
     assert (idle.running, idle.eta(50), idle.average_per_min, idle.idle_since) == (False, None, 100.0, now - 10 * m)
+    assert progress.format_eta(None, idle, 0) == "ETA - (nothing pending)"
     assert progress.format_eta(None, idle) == "ETA - (idle)" and progress.format_eta(150.0) == "ETA 2.5 h at the rate (last 5 min)"
     assert progress.rolling_rates([10, 20, 30, 0, 0, 0, 0, 5], 5) == [10.0, 15.0, 20.0, 15.0, 12.0, 10.0, 6.0, 1.0]

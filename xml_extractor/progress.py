@@ -103,7 +103,7 @@ class Rates:
         first result, ETA 12 min at the rate (last 5 min)``."""
         text = f"{self.recent_per_min:,.0f}/min {self.recent_label}, {self.average_per_min:,.0f}/min {AVERAGE_LABEL}"
         if remaining is not None:
-            text += ", " + format_eta(self.eta(remaining), self)
+            text += ", " + format_eta(self.eta(remaining), self, remaining)
         return text
 
 
@@ -118,11 +118,14 @@ def measure(total: int, first: _dt.datetime | None, last: _dt.datetime | None, r
                  seen.idle_since)
 
 
-def format_eta(minutes: float | None, rates: Rates | None = None) -> str:
-    """``ETA 12 min at the rate (last 5 min)``, hours past two, ``ETA - (idle)`` without one."""
+def format_eta(minutes: float | None, rates: Rates | None = None, remaining: int | None = None) -> str:
+    """``ETA 12 min at the rate (last 5 min)``, hours past two; without one ``ETA - (nothing
+    pending)``, ``ETA - (idle)`` or ``ETA - (nothing to estimate)``."""
     label = ETA_LABEL.format(rate=rates.recent_label if rates else rate_label())
     if minutes is None:
-        return "ETA - (" + ("idle" if rates is not None and not rates.running else "nothing to estimate") + ")"
+        why = ("nothing pending" if remaining == 0 else "idle" if rates is not None and not rates.running
+               else "nothing to estimate")
+        return f"ETA - ({why})"
     shown = f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
     return f"ETA {shown} {label}"
 

@@ -155,7 +155,7 @@ def gather(db: "Database", now: _dt.datetime | None = None, window_minutes: int 
                  "average_label": AVERAGE_LABEL, "average_per_min": rates.average_per_min, "running": rates.running,
                  "idle_since": _iso(rates.idle_since), "results": total, "first_result": _iso(first),
                  "last_result": _iso(last), "remaining": remaining,
-                 "eta_minutes": None if eta is None else round(eta, 1), "eta": format_eta(eta, rates),
+                 "eta_minutes": None if eta is None else round(eta, 1), "eta": format_eta(eta, rates, remaining),
                  "minutes_at_average": None if at_average is None else round(at_average, 1)},
         "results_per_minute": per_minute, "total_per_minute": total_per_minute,
         "failures_per_minute": failures_per_minute,
@@ -209,7 +209,7 @@ def to_markdown(data: dict) -> str:
              "## Results per minute and instance", "",
              _md_table([[x["minute"], x["instance"], x["results"], x["success"], x["failed"], x["replaced"]]
                         for x in data["results_per_minute"]],
-                       ["minute (UTC)", "instance", "results", "success", "failed", "replaced since"]), "",
+                       ["minute (UTC)", "instance", "results", "success", "failed", "of them replaced"]), "",
              "## Failures per minute by stage and class", "",
              _md_table([[x["minute"], x["stage"], x["error_class"], x["count"]] for x in data["failures_per_minute"]],
                        ["minute (UTC)", "stage", "error class", "failed attempts"]), "",
@@ -538,7 +538,7 @@ def to_html(data: dict) -> str:
              ("pending", f"{t.get('pending', 0):,}"), ("done", f"{t.get('done_pct', 0)}%"),
              (r["rate_label"], f"{r['recent_per_min']:,.0f}/min"), (AVERAGE_LABEL, f"{r['average_per_min']:,.0f}/min"),
              ("ETA " + ETA_LABEL.format(rate=r["rate_label"]),
-              _duration(r["eta_minutes"]) if r["eta_minutes"] is not None else "- (idle)" if not r["running"] else "-")]
+              _duration(r["eta_minutes"]) if r["eta_minutes"] is not None else r["eta"][4:])]
     if t.get("reprocess_requested"):
         cards.insert(4, ("reprocess requested", f"{t['reprocess_requested']:,}"))
     card_html = "".join(f'<div class="card"><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>' for k, v in cards)
