@@ -212,3 +212,46 @@ def test_d32_load_xml_replace_of_a_processed_application_marks_it_for_reprocess(
     same = cli("load-xml", str(files), "--replace", "--db", url)
     assert same.returncode == 0 and "marked for reprocess" not in same.stderr, same.stdout + same.stderr
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
+
+
+def _wait_until(pred, what: str, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"gave up waiting: {what}")
+
+
+@pytest.mark.slow
+def test_d30_reprocess_in_queue_mode_beside_a_queue_run_ends_with_its_own_ids(db_url, tmp_path):
+    """D30. Before the fix the reprocess claimed (and released) chunks holding none of its ids and
+    waited for every chunk the queue run held, so it ended together with the whole run."""
+    url, total = db_url, 600
+    cli("init-db", "--db", url, check=True)
+    cli("generate-mock", "--db", url, "--count", str(total), "--seed", str(SEED), check=True)
+    q = ("--mode", "queue", "--chunk-size", "50", "--batch-size", "10")
+    # ids 1..20 done by an earlier run (the reprocess replaces rows of that session, not the queue run's)
+    cli("run", "--db", url, *RUN, "--limit", "20", *_dirs(tmp_path), check=True)
+    slow = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.4"}  # 58 batches: the run lasts many times the reprocess
+    migration = popen("run", "--db", url, *RUN, *q, "--lease-seconds", "30", "--logs-dir", str(tmp_path / "mlogs"),
+                      "--metrics-dir", str(tmp_path / "mmetrics"), env=slow)
+    try:
+        _wait_until(lambda: _rows(url, "SELECT COUNT(*) FROM {queue} WHERE chunk_id = 0 AND done_at IS NOT NULL")[0][0] == 1,
+                    "the queue run finished chunk 0")
+        ids = [5, 6, 7, total - 10]  # three of its finished chunk, one far ahead of it
+        p = cli("reprocess", *map(str, ids), "--db", url, *RUN, *q, *_dirs(tmp_path))
+        out = p.stdout + p.stderr
+        assert migration.poll() is None, "the reprocess ended only after the whole queue run (D30)"
+        assert p.returncode == 0, out
+        assert re.search(r"\bsuccess\s+4\b", p.stdout), out
+        assert "waiting for" not in p.stderr, out
+        hist = _rows(url, "SELECT COUNT(*) FROM {log_history} WHERE app_id IN (5, 6, 7)")
+        assert int(hist[0][0]) == 3  # replaced, not just logged
+    finally:
+        out, err = migration.communicate(timeout=600)
+    assert migration.returncode == 0, out + err
+    assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
+    assert _one(url, "SELECT COUNT(DISTINCT app_id) FROM {log}") == total
+    rec = cli("reconcile", "--db", url)
+    assert rec.returncode == 0, rec.stdout + rec.stderr

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .._testing import hold
 from ..db.database import Database
@@ -283,19 +283,42 @@ class WorkQueue:
             db.with_retry(lambda: tx(part))
         return len(chunks)
 
-    def claim(self, after_chunk: int) -> tuple[int, int, int] | None:
+    def claim(self, after_chunk: int, among: Iterable[int] | None = None) -> tuple[int, int, int] | None:
         """The first free (or lease-expired) unfinished chunk after ``after_chunk`` overlapping
-        the run's range, taken with a lease."""
+        the run's range, taken with a lease. ``among`` (reprocess: its ids not yet handed out):
+        only a chunk holding one of them that is still pending, never another run's chunk."""
         db, ctx = self.db, self.ctx
         params = {"owner": ctx.owner, "lease_seconds": ctx.lease_seconds, "after_chunk": after_chunk,
                   "id_lo": ctx.id_lo, "id_hi": ctx.id_hi}
-        return db.with_retry(lambda: db.claim_chunk(params))  # how a dialect claims: Database.claim_chunk
+        if among is None:
+            return db.with_retry(lambda: db.claim_chunk(params))  # how a dialect claims: Database.claim_chunk
+        for k, lo, hi in self._chunks_of_pending(among):
+            if k > after_chunk:
+                one = {**params, "after_chunk": k - 1, "id_lo": max(lo, ctx.id_lo), "id_hi": min(hi, ctx.id_hi)}
+                got = db.with_retry(lambda: db.claim_chunk(one))
+                if got is not None:
+                    return got
+        return None
 
-    def held_elsewhere(self) -> int:
-        """Unfinished chunks of the run's range under another owner's live lease."""
+    def held_elsewhere(self, among: Iterable[int] | None = None) -> int:
+        """Unfinished chunks of the run's range under another owner's live lease; with ``among``
+        (reprocess) only those holding one of these ids that is still pending: a reprocess beside a
+        long queue run waits for the chunks of its own ids, not for the whole run."""
         db, ctx = self.db, self.ctx
-        return int(db.with_retry(lambda: db.autocommit_query(db.sql("queue_held_elsewhere"), {
-            "owner": ctx.owner, "id_lo": ctx.id_lo, "id_hi": ctx.id_hi}))[0][0])
+        ranges = [(ctx.id_lo, ctx.id_hi)] if among is None else [
+            (max(lo, ctx.id_lo), min(hi, ctx.id_hi)) for _, lo, hi in self._chunks_of_pending(among)]
+        return sum(int(db.with_retry(lambda: db.autocommit_query(db.sql("queue_held_elsewhere"), {
+            "owner": ctx.owner, "id_lo": lo, "id_hi": hi}))[0][0]) for lo, hi in ranges)
+
+    def _chunks_of_pending(self, ids: Iterable[int]) -> list[tuple[int, int, int]]:
+        """The chunks (at the queue's width) of those of ``ids`` that are still pending."""
+        db, ctx = self.db, self.ctx
+        todo = sorted(i for i in set(ids) if ctx.id_lo <= i <= ctx.id_hi)
+        left: list[int] = []
+        for i in range(0, len(todo), 500):
+            part = todo[i:i + 500]
+            left += [int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("pending_among"), {"ids": part}))]
+        return sorted({chunk_bounds(i, self.width) for i in left})
 
     def renew(self, chunk_ids: list[int]) -> set[int]:
         """Extend the leases of these chunks in one transaction (one lock wait, however many are
@@ -391,9 +414,10 @@ def queue_batches(db: Database, ctx: RunContext, stop: threading.Event,
     after, found = ID_MIN, False
     waiting_for = 0  # chunks others held when this run last looked (0: it has not waited yet)
     while not stop.is_set() and not budget.exhausted:
-        claim = wq.claim(after)
+        among = None if only is None else only - seen  # reprocess: its own ids, not yet handed out
+        claim = wq.claim(after, among)
         if claim is None:
-            held = wq.held_elsewhere()
+            held = wq.held_elsewhere(among)
             if held:
                 # others hold leases: wait, and take over whatever they leave behind when it expires
                 if not waiting_for:  # a stopped instance's chunks wait out their lease: say so, once

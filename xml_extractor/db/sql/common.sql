@@ -337,6 +337,10 @@ SELECT SUM(CASE WHEN EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND
        COUNT(*)
 FROM {requests} r WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id);
 
+-- name: pending_among
+-- Which of these applications are pending, whoever's (reprocess in queue mode: which chunks it still needs).
+SELECT s.{src_id} FROM {src} s WHERE s.{src_id} IN (:ids) AND {is_pending};
+
 -- name: logged_among
 -- Which of these applications have a log row (load-xml --replace marks those for reprocess).
 SELECT DISTINCT app_id FROM {log} WHERE app_id IN (:ids);
