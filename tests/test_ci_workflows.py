@@ -159,7 +159,7 @@ def test_windows_runs_the_suite_minus_posix_and_postgres_and_a_powershell_smoke(
     assert job["runs-on"].startswith("windows")
     assert {"3.11", "3.12"} <= {str(v) for v in job["strategy"]["matrix"]["python-version"]}
     runs = _runs(job)
-    assert 'pip install -e ".[test]"' in runs
+    assert 'pip install -e ".[test,report]"' in runs
     marks = _pytest_marks(job)
     assert not _selects(marks, {"posix"}) and not _selects(marks, {"postgres"}), marks
     assert _selects(marks, set()) and _selects(marks, {"slow"}), marks
@@ -169,7 +169,21 @@ def test_windows_runs_the_suite_minus_posix_and_postgres_and_a_powershell_smoke(
     assert "$LASTEXITCODE" in runs  # PowerShell does not stop on a failing native command by itself
 
 
+def test_the_jobs_without_debian_chromium_name_a_browser_and_install_the_report_extra(ci: dict[str, Any]) -> None:
+    """The report's browser test fails under CI=true without a browser or matplotlib: the
+    sqlserver and windows jobs install .[test,report] and point XE_CHROMIUM at the image's Chrome."""
+    sql = ci["jobs"]["sqlserver"]
+    assert sql["env"]["XE_CHROMIUM"] == "/usr/bin/google-chrome"
+    win = ci["jobs"]["windows"]
+    test_step = next(s for s in win["steps"] if "pytest" in s.get("run", ""))
+    assert test_step["env"]["XE_CHROMIUM"].endswith("chrome.exe")
+    for job in (sql, win):
+        assert any('.[test,report]' in s.get("run", "") for s in job["steps"])
+
+
 # -- the SQL Server fixture's pieces ------------------------------------------------------------------
+
+
 def test_the_per_test_url_replaces_only_the_database_name() -> None:
     from xml_extractor.db.url import parse_url
     url = mssql_database_url("mssql://sa@db.example:1433/xe?trust_server_certificate=yes", "xe_abc", "p@ss;w{rd}")

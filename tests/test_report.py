@@ -195,6 +195,10 @@ SLOT = 460  # CSS pixels per chart on the slotted test page
 
 
 def _chromium() -> str | None:
+    """Debian's chromium, or the browser XE_CHROMIUM names (the hosted Windows job: Google Chrome)."""
+    named = os.environ.get("XE_CHROMIUM")
+    if named:
+        return named if Path(named).exists() else None
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
