@@ -11,8 +11,9 @@ if ! command -v shellcheck >/dev/null && [ "$(id -u)" = 0 ]; then
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; } ||
     echo "WARNING: could not install shellcheck" >&2
 fi
-# Debian's chromium: tests/test_report.py renders the report page in it, headless (CI fails without it)
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ]; then
+# Debian's chromium: tests/test_report.py renders the report page in it, headless (CI fails without
+# it); a machine that has Google Chrome (a hosted Ubuntu runner) uses that
+if ! command -v chromium >/dev/null && ! command -v google-chrome >/dev/null && [ "$(id -u)" = 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 ||
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
     echo "WARNING: could not install chromium" >&2

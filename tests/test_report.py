@@ -199,7 +199,8 @@ def _chromium() -> str | None:
     named = os.environ.get("XE_CHROMIUM")
     if named:
         return named if Path(named).exists() else None
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    return next((found for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+                 if (found := shutil.which(name))), None)
 
 
 def _browse(page: Path, folder: Path, *args: str) -> subprocess.CompletedProcess:
