@@ -255,3 +255,61 @@ def test_d30_reprocess_in_queue_mode_beside_a_queue_run_ends_with_its_own_ids(db
     assert _one(url, "SELECT COUNT(DISTINCT app_id) FROM {log}") == total
     rec = cli("reconcile", "--db", url)
     assert rec.returncode == 0, rec.stdout + rec.stderr
+
+
+def test_d33_reprocess_failed_with_limit_pages_through_the_failures(processed, tmp_path):
+    """D33. Before the fix `reprocess --failed --limit 3` run twice requested and redid the same
+    first 3 ids both times."""
+    url = processed
+    firsts = sorted(expected_failures(SEED, 0.2, COUNT))
+    seen: set[int] = set()
+    for k in range(3):
+        p = cli("reprocess", "--failed", "--limit", "3", "--db", url, *RUN, *_dirs(tmp_path))
+        assert p.returncode == 1, p.stdout + p.stderr  # they fail again (the documents are broken)
+        redone = {int(a) for (a,) in _rows(url, "SELECT DISTINCT app_id FROM {log_history}")} - seen
+        # the oldest results first (a first run's are equally old: by id), then the next ones
+        assert sorted(redone) == firsts[3 * k:3 * k + 3], (k, sorted(redone))
+        seen |= redone
+    assert _one(url, "SELECT COUNT(*) FROM {log_history}") == 9  # nobody was redone twice
+
+
+@pytest.mark.parametrize("raw", ["\u0663", "+12", "1\u0662", "\uff11\uff12"])
+def test_d33_request_ids_are_ascii_digits(sqlite_url, tmp_path, raw):
+    """D33. Before the fix `Request ID="٣"` (Arabic-Indic three) was loaded as application 3: an ID
+    is ASCII digits with an optional minus (whitespace around it is trimmed, as ever)."""
+    from xml_extractor.mock import MockGenerator
+    doc = next(iter(MockGenerator(seed=1).documents(3, 1))).text
+    bad = re.sub(r'(<Request\b[^>]*\bID=")\d+(")', lambda m: m.group(1) + raw + m.group(2), doc, count=1)
+    assert bad != doc
+    f = tmp_path / "odd.xml"
+    f.write_text(bad, encoding="utf-8")
+    p = cli("load-xml", str(f), "--db", sqlite_url)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "no usable Request/@ID" in p.stdout + p.stderr and "not an integer" in p.stderr, p.stdout + p.stderr
+    assert _one(sqlite_url, "SELECT COUNT(*) FROM {src}") == 0
+
+
+def test_d33_status_eta_under_a_minute_is_not_zero_minutes(capsys):
+    """D33. Before the fix any ETA under a minute printed as 'ETA 0 min'."""
+    from xml_extractor.cli.operate import _print_status
+    d = {"running": True, "eta_minutes": 0.4, "rate_window_s": 30.0, "source_rows": 2000, "success": 200, "failed": 0,
+         "pending": 1800, "reprocess_requested": 0, "done_pct": 10.0, "rate_per_min_recent": 5000.0, "sessions": [],
+         "failures": []}
+    _print_status(d)
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ETA"))
+    assert "under 1 min" in line and "0 min" not in line, line
+
+
+@pytest.mark.posix
+@pytest.mark.slow
+def test_d33_ctrl_c_ends_status_watch_with_its_own_message(sqlite_url, tmp_path):
+    """D33. Before the fix Ctrl-C on `status --watch` printed the run's message ('what was
+    committed stays; run the command again to go on') for a command that only reads."""
+    import signal
+    cli("init-db", "--db", sqlite_url, check=True)
+    p = popen("status", "--db", sqlite_url, "--watch", "0.2")
+    assert p.stdout is not None and p.stdout.readline()  # the first refresh is out
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "stopped watching" in err and "run the command again" not in err, err

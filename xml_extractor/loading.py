@@ -17,7 +17,7 @@ from .errors import ConfigError, DocumentFailure
 from .mock import MockGenerator
 from .parsing import DocumentPlan, decode_source, parse_app_id, parse_document
 
-_ID_FALLBACK = re.compile(r"<Request\b[^>]*?\bID\s*=\s*[\"'](\d+)[\"']")
+_ID_FALLBACK = re.compile(r"<Request\b[^>]*?\bID\s*=\s*[\"']([0-9]+)[\"']")  # ASCII digits, as parse_app_id
 
 
 @dataclass

@@ -334,7 +334,6 @@ def parse_app_id(document_id: str | None, plan: DocumentPlan) -> int:
     path = "/" + "/".join((plan.root,) + plan.id_steps) + "/@" + plan.id_attribute
     if not document_id:
         raise ValidateFailure(f"no {path} in the document", "MissingId")
-    try:
-        return int(document_id)
-    except ValueError:
-        raise ValidateFailure(f"{path} is {document_id[:40]!r}, not an integer", "BadId") from None
+    if not re.fullmatch(r"-?[0-9]+", document_id):  # ASCII digits only: int() would also take '+12' and '٣'
+        raise ValidateFailure(f"{path} is {document_id[:40]!r}, not an integer", "BadId")
+    return int(document_id)

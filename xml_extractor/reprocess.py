@@ -96,8 +96,8 @@ def request_reprocess(db: Database, selected: list[int], command: str, instance_
     if resume:
         return ReprocessRequest(command, resume[:limit] if limit is not None else resume, True)
     todo = mine(selected, instance_id, instance_count)
-    if limit is not None:
-        todo = todo[:limit]
+    if limit is not None:  # the oldest results first: the same command again takes the next ones
+        todo = sorted(oldest_first(db, todo)[:limit])
     if dry_run or not todo:
         return ReprocessRequest(command, todo, False)
     now = utcnow()
@@ -116,6 +116,16 @@ def request_reprocess(db: Database, selected: list[int], command: str, instance_
         db.commit()
     db.with_retry(tx)
     return ReprocessRequest(command, todo, False)
+
+
+def oldest_first(db: Database, ids: list[int]) -> list[int]:
+    """``ids`` ordered by when their current result was logged, never-logged ones first, then by
+    id: ``reprocess --failed --limit N`` run again pages through the failures instead of redoing
+    the same first N (each redone application's result is then the newest)."""
+    last: dict[int, str] = {}
+    for part in chunks(ids, IN_LIST_CHUNK):
+        last.update((int(a), str(t)) for a, t in _q(db, "last_logged_among", ids=part))
+    return sorted(ids, key=lambda a: (a in last, last.get(a, ""), a))
 
 
 def rows_to_replace(db: Database, ids: list[int]) -> dict[str, int]:

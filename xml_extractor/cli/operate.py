@@ -47,7 +47,13 @@ def status_cmd(fmt: str, watch: float | None, recent_minutes: int, **kw: Any) ->
             if not watch:
                 break
             time.sleep(watch)
-    finally:  # Ctrl-C ends --watch: exit 130 (common.handle_errors)
+    except (KeyboardInterrupt, click.Abort):
+        if not watch:
+            raise  # common.handle_errors: exit 130
+        # Ctrl-C is how --watch ends: exit 130 with a message for a command that only reads
+        click.echo("interrupted: stopped watching (status only reads the database)", err=True)
+        sys.exit(130)
+    finally:
         db.close()
 
 
@@ -57,7 +63,8 @@ def _print_status(d: dict) -> None:
     elif d["eta_minutes"] is None:
         eta = "-"
     else:
-        eta = f"{d['eta_minutes']:.0f} min" if d["eta_minutes"] < 120 else f"{d['eta_minutes'] / 60:.1f} h"
+        m = d["eta_minutes"]
+        eta = "under 1 min" if m < 1 else f"{m:.0f} min" if m < 120 else f"{m / 60:.1f} h"
     window = f" over the last {d['rate_window_s']:.0f} s" if d.get("rate_window_s") else ""
     click.echo(tabulate([["source rows", d["source_rows"]], ["success", d["success"]], ["failed", d["failed"]],
                          ["pending (never attempted)", max(0, d["pending"] - d.get("reprocess_requested", 0))],

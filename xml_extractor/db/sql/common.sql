@@ -341,6 +341,10 @@ FROM {requests} r WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_i
 -- Which of these applications are pending, whoever's (reprocess in queue mode: which chunks it still needs).
 SELECT s.{src_id} FROM {src} s WHERE s.{src_id} IN (:ids) AND {is_pending};
 
+-- name: last_logged_among
+-- When each of these applications' current result was logged (reprocess --limit: oldest first).
+SELECT app_id, MAX(logged_at) FROM {log} WHERE app_id IN (:ids) GROUP BY app_id;
+
 -- name: logged_among
 -- Which of these applications have a log row (load-xml --replace marks those for reprocess).
 SELECT DISTINCT app_id FROM {log} WHERE app_id IN (:ids);
