@@ -313,3 +313,13 @@ def test_d33_ctrl_c_ends_status_watch_with_its_own_message(sqlite_url, tmp_path)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "stopped watching" in err and "run the command again" not in err, err
+
+
+def test_d33_a_contract_set_is_the_same_whatever_the_order_of_its_flags():
+    """D33. Before the fix `--contract rec_lending --contract credit_card` was the set
+    'rec_lending+credit_card@...', another version tag than the same two the other way round."""
+    from xml_extractor.contract.loader import load_contract
+    a = load_contract("credit_card,rec_lending")
+    b = load_contract("rec_lending,credit_card")
+    assert a.version_tag == b.version_tag and a.name == b.name == "credit_card+rec_lending"
+    assert [t.name for t in a.tables] == [t.name for t in b.tables]

@@ -49,7 +49,9 @@ def _describe(c: ColumnDef) -> str:
 
 
 def merge_contracts(members: list[Contract]) -> Contract:
-    """The set's union contract, or ContractError naming every disagreement."""
+    """The set's union contract, or ContractError naming every disagreement. Members in name order:
+    the set's name and version tag do not depend on the order of the --contract flags."""
+    members = sorted(members, key=lambda m: m.name)
     first = members[0]
     names = [m.name for m in members]
     if len(set(names)) != len(names):
