@@ -220,6 +220,13 @@ def test_the_users_exact_command_without_the_driver_names_both_installers(tmp_pa
     (["status", "--server", "localhost\\SQLEXPRESS,port", "--database", "X"], "TCP port number"),
     (["run", "--server", "h", "--database", "X", "--encrypt", "strict", "--trust-server-certificate"],
      "give one of them"),
+    # options that belong to --server are never ignored (the default SQLite file or a Windows login
+    # would quietly take their place), an empty --server (an unset variable) is named, and a SQL
+    # login of a URL without a password and no terminal is refused as the --server path refuses it
+    (["init-db", "--database", "XmlConversionDB"], "--database is only used with --server"),
+    (["status", "--db", "mssql://h/db", "--username", "sa"], "--username is only used with --server"),
+    (["init-db", "--server", "", "--database", "X"], "--server is empty"),
+    (["status", "--db", "mssql://sa@127.0.0.1/db"], "needs a password in XML_EXTRACTOR_DB_PASSWORD"),
 ])
 def test_the_cli_refuses_a_wrong_setting_with_exit_2_and_one_line(args, message):
     p = cli(*args)
@@ -230,5 +237,7 @@ def test_the_cli_refuses_a_wrong_setting_with_exit_2_and_one_line(args, message)
 def test_environment_options_do_not_break_a_sqlite_command(tmp_path):
     url = f"sqlite:///{tmp_path / 'x.db'}"
     cli("init-db", "--db", url, check=True)
-    p = cli("status", "--db", url, env={"XML_EXTRACTOR_TRUST_SERVER_CERTIFICATE": "yes", "XML_EXTRACTOR_ENCRYPT": "no"})
+    p = cli("status", "--db", url, env={"XML_EXTRACTOR_TRUST_SERVER_CERTIFICATE": "yes", "XML_EXTRACTOR_ENCRYPT": "no",
+                                        "XML_EXTRACTOR_DATABASE": "XmlConversionDB", "XML_EXTRACTOR_USERNAME": "etl"})
     assert p.returncode == 0, p.stderr
+    assert not (tmp_path / "xml_extractor.db").exists() and not list(Path.cwd().glob("xml_extractor.db"))

@@ -112,7 +112,18 @@ def resolve_url(db_url: str | None, server: str | None, database: str | None, us
         if ctx is not None and ctx.get_parameter_source("db_url") == env and ctx.get_parameter_source("server") != env:
             db_url = None
         elif ctx is not None and ctx.get_parameter_source("server") == env and ctx.get_parameter_source("db_url") != env:
-            server = database = None
+            server = database = username = None
+    if server is not None and not server.strip():
+        raise ConfigError("--server is empty (an unset variable?): give the SQL Server as host[\\instance][,port]")
+    if not server:
+        # --database/--username belong to --server: typed without it they would be ignored and the
+        # command would quietly use another database (the default SQLite file, or a Windows login)
+        for name, value, fix in (("database", database, "--server HOST --database DB, or the database in the "
+                                                          "--db URL: mssql://host/DB"),
+                                 ("username", username, "--server HOST --username U, or the login in the "
+                                                        "--db URL: mssql://U@host/db")):
+            if value and _typed(name):
+                raise ConfigError(f"--{name} is only used with --server: {fix}")
     if server:
         if db_url:
             raise ConfigError("give either --db or --server/--database, not both")
@@ -131,9 +142,24 @@ def resolve_url(db_url: str | None, server: str | None, database: str | None, us
     if not create:
         from ..db.migrate import require_exists
         require_exists(url)
-    if url.dialect == "mssql" and url.user and not url.password and sys.stdin.isatty():
+    if url.dialect == "mssql" and url.user and not url.password:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"the SQL Server login {url.user} needs a password in {PASSWORD_ENV} "
+                              "(no terminal to prompt on)")
         url.password = click.prompt(f"Password for {url.user}", hide_input=True)
     return url
+
+
+def _typed(param: str) -> bool:
+    """Whether the current command's option was typed on the command line (not read from the
+    environment, which may serve several databases)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return True
+    try:
+        return ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE
+    except (KeyError, TypeError):
+        return True
 
 
 def open_db(db_url: str | None, server: str | None, database: str | None, username: str | None,
