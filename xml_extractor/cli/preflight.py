@@ -36,7 +36,7 @@ def _connect(kw: dict) -> Any:
 @click.command("preflight")
 @db_options
 @FORMAT
-@click.option("--sample", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--sample", type=click.IntRange(min=1, max=100_000), default=200, show_default=True,
               help="Documents to read, spread over the source's id range (encodings, what the run's fetch returns, "
                    "documents that would not parse or map).")
 @handle_errors
