@@ -89,16 +89,24 @@ def _row_counts(db: Any) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def live(module_db_url: str) -> Iterator[Any]:
-    """One database per engine for the module: initialised, 30 mock applications, one run."""
+    """One database per engine for the module: initialised, 30 mock applications (a fifth faulty)
+    processed by a queue-mode run, three of them reprocessed: every table the queries read holds rows."""
     url = module_db_url
     cli("init-db", "--db", url, check=True)
     cli("generate-mock", "--db", url, "--count", "30", "--faulty-share", "0.2", "--seed", "7", check=True)
-    p = cli("run", "--db", url, "--workers", "1", "--no-progress")
+    # queue mode: the work queue holds chunks too (on an empty table a server never meets a value it
+    # cannot convert: SQL Server raises those per row)
+    p = cli("run", "--db", url, "--workers", "1", "--no-progress", "--mode", "queue", "--chunk-size", "10")
     assert p.returncode in (0, 1), p.stderr  # 1: some documents failed (the faulty share)
+    # replaced attempts: processing_log_history holds rows
+    p = cli("reprocess", "1", "2", "3", "--db", url, "--workers", "1", "--no-progress")
+    assert p.returncode in (0, 1), p.stderr
     db = open_db(url)
-    SNAPSHOT[db.dialect.name] = _row_counts(db)
-    assert SNAPSHOT[db.dialect.name][db.names["src"]] == 30 and SNAPSHOT[db.dialect.name][db.names["log"]] >= 30
     try:
+        rows = SNAPSHOT[db.dialect.name] = _row_counts(db)
+        n = db.names
+        assert rows[n["src"]] == 30 and rows[n["log"]] >= 30 and rows[n["queue"]] > 0, rows
+        assert rows[n["log_history"]] > 0 and rows[n["events"]] > 0 and rows[n["progress"]] > 0, rows
         yield db
     finally:
         db.close()
