@@ -145,6 +145,46 @@ def test_d31_a_commit_whose_answer_was_lost_counts_as_this_runs_own(db_url):
     assert _scalar(db_url, "SELECT COUNT(*) FROM {log} WHERE app_id IN (1, 2)") == 2
 
 
+def test_d31_a_failed_row_whose_commit_answer_was_lost_is_counted_failed_not_skipped(db_url):
+    """The same for the failed row of an application isolated after a refusal (application 2
+    carries application 1's con_id): its commit lands, the answer is lost, the retry finds the row."""
+    _pg_only(db_url)
+    _prepare(db_url, 3)
+    _collide(db_url)
+    from xml_extractor.processing.worker import process_batch
+    db, plan, writer = _writer(db_url)
+    assert process_batch(db, plan, writer, [1], retry=False).success == 1
+    pid = server_session(db)
+    real_commit = db.commit
+    fired: list[int] = []
+
+    def commit_then_lose_answer():
+        if fired:
+            return real_commit()
+        fired.append(1)
+        db.conn.commit()
+        _terminate(pid)
+        db.conn.cursor().execute("SELECT 1")
+    db.commit = commit_then_lose_answer
+    try:
+        res = process_batch(db, plan, writer, [2, 3], retry=False)
+    finally:
+        db.close()
+    assert fired
+    assert (res.success, res.failed, res.skipped) == (1, 1, 0) and res.failures == [(2, "insert", "KeyCollision")]
+
+
+def _collide(url: str) -> None:
+    """Application 2's document carries application 1's con_id (11)."""
+    db = open_db(url)
+    n = db.names
+    xml = db.autocommit_query(f"SELECT {n['src_xml']} FROM {n['src']} WHERE {n['src_id']} = 2")[0][0]
+    db.execute(f"UPDATE {n['src']} SET {n['src_xml']} = ? WHERE {n['src_id']} = 2",
+               [re.sub(r'con_id="\d+"', 'con_id="11"', xml, count=1)]).close()
+    db.commit()
+    db.close()
+
+
 # -- D27: a connection lost during the duplicate-key check -------------------------------------------------
 
 def test_d27_connection_lost_in_the_duplicate_key_check_is_retried(db_url):
@@ -153,13 +193,7 @@ def test_d27_connection_lost_in_the_duplicate_key_check_is_retried(db_url):
     is retried: 2 is failed with KeyCollision, the batch is not a crash."""
     _pg_only(db_url)
     _prepare(db_url, 3)
-    db = open_db(db_url)
-    n = db.names
-    xml = db.autocommit_query(f"SELECT {n['src_xml']} FROM {n['src']} WHERE {n['src_id']} = 2")[0][0]
-    db.execute(f"UPDATE {n['src']} SET {n['src_xml']} = ? WHERE {n['src_id']} = 2",
-               [re.sub(r'con_id="\d+"', 'con_id="11"', xml, count=1)]).close()
-    db.commit()
-    db.close()
+    _collide(db_url)
     from xml_extractor.processing.worker import process_batch
     db, plan, writer = _writer(db_url)
     assert process_batch(db, plan, writer, [1], retry=False).success == 1

@@ -175,6 +175,7 @@ class BatchWriter:
         self.table_cols = {name: tuple(col.name for col in cols) for name, _, cols in self.tables}
         self.faults = FaultPlan.from_env()
         self.before_commit: Any = None  # called right before each commit; raising rolls it back (a worker: is its run alive)
+        self._unsure: frozenset[tuple[int, int]] | None = None  # (app_id, attempt) of a commit that raised
         self.replace_tables = app_tables(db)  # what a replaced attempt leaves behind
         # tables whose key can collide across applications (the key does not contain app_id)
         self.cross_app_keys = [(t.name, t.primary_key[0]) for t in c.tables
@@ -189,17 +190,8 @@ class BatchWriter:
 
     # -- internals ------------------------------------------------------------------------------
     def _write_or_split(self, items: list[Outcome], results: dict) -> None:
-        tries = 0
-
-        def once() -> None:
-            nonlocal tries
-            tries += 1
-            # a retry after a lost connection: the commit may have landed with its answer lost
-            if tries > 1 and self._landed(items):
-                return
-            self._transaction(items)
         try:
-            self.db.with_retry(once)
+            self.db.with_retry(lambda: self._transaction(items))
         except RequestTaken as taken:
             # another writer replaced some of these first: theirs stands, ours is not written
             gone = [it for it in items if it.app_id in taken.app_ids]
@@ -248,7 +240,14 @@ class BatchWriter:
 
     def _transaction(self, items: list[Outcome]) -> None:
         db = self.db
+        keys = frozenset((it.app_id, it.attempt) for it in items)
+        if self._unsure is not None and self._unsure == keys:
+            # the same items again after a commit that raised: it may have landed with its answer lost
+            self._unsure = None
+            if self._landed(items):
+                return
         t0 = time.perf_counter()
+        committing = False
         db.begin()
         cur = db.conn.cursor()
         try:
@@ -281,8 +280,11 @@ class BatchWriter:
                 time.sleep(self.faults.sleep_before_commit)
             if self.before_commit is not None:
                 self.before_commit()
+            committing = True
             db.commit()
         except BaseException:
+            if committing:  # the commit (or its proof) raised: whether it landed is read on the retry
+                self._unsure = keys
             db.rollback()
             raise
 
