@@ -241,3 +241,14 @@ def test_environment_options_do_not_break_a_sqlite_command(tmp_path):
                                         "XML_EXTRACTOR_DATABASE": "XmlConversionDB", "XML_EXTRACTOR_USERNAME": "etl"})
     assert p.returncode == 0, p.stderr
     assert not (tmp_path / "xml_extractor.db").exists() and not list(Path.cwd().glob("xml_extractor.db"))
+
+
+@pytest.mark.parametrize("url", ["mssql://sa:S3cretPw/db", "mssql://sa:S3cretPw:1433/db", "mssql://sa:S3cretPw,1433/db"])
+def test_a_login_without_its_host_is_refused_without_echo(url, tmp_path):
+    """'user:password' with '@host' forgotten was taken for a host name: sent to DNS, printed in
+    the connect error and logged on every retry. Refused (exit 2) before connecting, never quoted."""
+    p = cli("run", "--db", url, "--no-progress", "--logs-dir", str(tmp_path / "logs"),
+            "--metrics-dir", str(tmp_path / "metrics"))
+    assert p.returncode == 2 and "a ':' in the host part" in p.stderr, p.stderr
+    said = p.stdout + p.stderr + "".join(f.read_text() for f in tmp_path.rglob("*") if f.is_file())
+    assert "S3c" not in said and "cret" not in said

@@ -242,8 +242,13 @@ def _mssql_netloc(netloc: str) -> tuple[str, int | None, str, str]:
         m = re.fullmatch(r"(.+?)(?:[:,](\d+))?", hostport)
         host = m.group(1) if m else hostport
     port = (m.group(2) or "") if m else ""
+    if ":" in host and not hostport.startswith("["):
+        # "user:password" with its "@host" forgotten would be taken for a host name (and sent to DNS,
+        # logged): refused without quoting it, since what is before the ':' may be a password
+        raise ConfigError("bad mssql URL: a ':' in the host part (a login without '@host'?): "
+                          "mssql://USER@host[\\instance][:port]/DB, the password in XML_EXTRACTOR_DB_PASSWORD")
     if m is None or "," in host or host.endswith(":") or (port and not 0 < int(port) < 65536):
-        raise ConfigError(f"bad host or port in database URL mssql://{hostport}/...: host[\\instance][:port]")
+        raise ConfigError("bad host or port in database URL mssql://...: host[\\instance][:port]")
     return host, int(port) if port else None, unquote(user), unquote(password)
 
 
