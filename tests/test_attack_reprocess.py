@@ -239,17 +239,19 @@ def test_d30_reprocess_in_queue_mode_beside_a_queue_run_ends_with_its_own_ids(db
     try:
         _wait_until(lambda: _rows(url, "SELECT COUNT(*) FROM {queue} WHERE chunk_id = 0 AND done_at IS NOT NULL")[0][0] == 1,
                     "the queue run finished chunk 0")
-        ids = [5, 6, 7, total - 10]  # three of its finished chunk, one far ahead of it
+        # three of its finished chunk an earlier run did, one it did itself, one far ahead of it
+        ids = [5, 6, 7, 25, total - 10]
         p = cli("reprocess", *map(str, ids), "--db", url, *RUN, *q, *_dirs(tmp_path))
         out = p.stdout + p.stderr
         assert migration.poll() is None, "the reprocess ended only after the whole queue run (D30)"
         assert p.returncode == 0, out
-        assert re.search(r"\bsuccess\s+4\b", p.stdout), out
+        assert re.search(r"\bsuccess\s+5\b", p.stdout), out
         assert "waiting for" not in p.stderr, out
-        hist = _rows(url, "SELECT COUNT(*) FROM {log_history} WHERE app_id IN (5, 6, 7)")
-        assert int(hist[0][0]) == 3  # replaced, not just logged
+        hist = _rows(url, "SELECT COUNT(*) FROM {log_history} WHERE app_id IN (5, 6, 7, 25)")
+        assert int(hist[0][0]) == 4  # replaced, not just logged
     finally:
         out, err = migration.communicate(timeout=600)
+    # its own result for 25 was replaced by the reprocess: still counted as committed by its end-of-run check
     assert migration.returncode == 0, out + err
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
     assert _one(url, "SELECT COUNT(DISTINCT app_id) FROM {log}") == total

@@ -85,8 +85,12 @@ SELECT app_id, status, attempt FROM {log} WHERE app_id = :app_id ORDER BY attemp
 SELECT app_id, attempt FROM {log} WHERE session_id = :session_id AND app_id IN (:ids);
 
 -- name: session_outcomes
--- The log rows of one run (session) by status: what the run really committed (its end-of-run check).
-SELECT status, COUNT(*) FROM {log} WHERE session_id = :session_id GROUP BY status;
+-- The log rows of one run (session) by status: what the run really committed (its end-of-run check),
+-- the ones a reprocess replaced meanwhile included (moved to the history, they were committed).
+SELECT x.status, COUNT(*) FROM (SELECT status FROM {log} WHERE session_id = :session_id
+                                UNION ALL
+                                SELECT status FROM {log_history} WHERE session_id = :session_id) x
+GROUP BY x.status;
 
 -- name: contact_owners
 -- Which other application already owns any of these con_ids.
