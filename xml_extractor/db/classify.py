@@ -103,6 +103,8 @@ def wrap_sqlite(exc: BaseException) -> Exception:
         return exc  # type: ignore[return-value]
     text = str(exc).lower()
     msg = f"{type(exc).__name__}: {_first_line(exc)}"
+    if "could not decode to utf-8" in text:  # sqlite3 quotes the whole value: never a document's text
+        msg = f"{type(exc).__name__}: {str(exc).split(' with text ', 1)[0]}"
     if isinstance(exc, sqlite3.IntegrityError):
         if "foreign key" in text:
             return RowsRefused(msg, "foreign_key", exc)

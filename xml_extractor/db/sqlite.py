@@ -174,8 +174,10 @@ class SQLiteDialect(Dialect):
         then: a Python text_factory on every fetch cost 5-15% of the fetch (measured)."""
         try:
             return fetch()
-        except sqlite3.OperationalError as exc:
-            if not str(exc).startswith("Could not decode to UTF-8"):
+        except Exception as exc:  # noqa: BLE001 - the driver's error, or the same typed by a retrying read
+            original = getattr(exc, "original", exc)
+            if not (isinstance(original, sqlite3.OperationalError)
+                    and str(original).startswith("Could not decode to UTF-8")):
                 raise
         conn.text_factory = text_or_undecodable
         try:
