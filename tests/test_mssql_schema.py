@@ -95,6 +95,8 @@ class Catalogue(Database):
                         out += [(f"fk_{t.name}_{i + 1}", c.target_schema, t.name, a, c.target_schema, fk.references, b,
                                  "NO_ACTION", "NO_ACTION") for a, b in zip(fk.columns, fk.ref_columns)]
             return out
+        if name == "enum_rows":  # the database holds the contract's own ids
+            return [(v.id, v.enum, v.code) for vals in c.enums.values() for v in vals]
         if name == "source_column_type":  # the users' [dbo].[app_xml].[xml]
             return [("varchar", -1, "SQL_Latin1_General_CP1_CI_AS")]
         raise AssertionError(f"unexpected query {name}")

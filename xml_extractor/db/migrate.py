@@ -470,8 +470,7 @@ def enum_changes(db: Database, existing: dict[str, dict[str, DbColumn] | None], 
     c, d = db.contract, db.dialect
     if existing.get(c.enum_table) is None:
         return [], []
-    q = d.quote
-    rows = db.autocommit_query(f"SELECT {q('enum_id')}, {q('type')}, {q('value')} FROM {d.qualified(c.target_schema, c.enum_table)}")
+    rows = db.autocommit_query(db.sql("enum_rows"))
     have_by_code = {(str(t), str(v).strip().upper()): (int(i), str(v)) for i, t, v in rows}
     have_by_id = {int(i): (str(t), str(v).strip().upper()) for i, t, v in rows}
     want_codes = {(v.enum, v.code.strip().upper()) for vals in c.enums.values() for v in vals}

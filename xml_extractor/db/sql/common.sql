@@ -601,3 +601,7 @@ SELECT {top} e.raw_value, e.reason FROM {events} e
 WHERE e.table_name = :table_name AND e.column_name IS NULL AND e.event_type = :event_type AND e.event_id >= :first_id
   AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = e.app_id AND l.contract_name = :contract_name)
 ORDER BY e.event_id {limit};
+
+-- name: enum_rows
+-- Every enum code the database holds, with its id (init-db compares them with the contract's ids).
+SELECT enum_id, type, value FROM {enums};
