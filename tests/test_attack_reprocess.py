@@ -20,22 +20,8 @@ import pytest
 
 from conftest import cli, expected_failures, open_db, popen
 
-COUNT = 60
-SEED = 33
-RUN = ("--no-progress", "--workers", "1")
-
-
-def _dirs(tmp_path) -> tuple[str, ...]:
-    return ("--logs-dir", str(tmp_path / "logs"), "--metrics-dir", str(tmp_path / "metrics"))
-
-
-@pytest.fixture
-def processed(db_url, tmp_path):
-    cli("init-db", "--db", db_url, check=True)
-    cli("generate-mock", "--db", db_url, "--count", str(COUNT), "--faulty-share", "0.2", "--seed", str(SEED), check=True)
-    p = cli("run", "--db", db_url, *RUN, "--batch-size", "10", *_dirs(tmp_path))
-    assert p.returncode == 1, p.stdout + p.stderr
-    return db_url
+# the same processed database as test_reprocess.py (one definition of it)
+from test_reprocess import COUNT, RUN, SEED, _dirs, processed  # noqa: E402,F401
 
 
 def _rows(url: str, sql: str, params: list | None = None) -> list[tuple]:
