@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The name our users already type: ``python production_processor.py [run flags]`` is exactly
 ``xml-extractor run [run flags]`` (same flags, same exit codes)."""
+
 import sys
 
 from xml_extractor.cli import main

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Thin alias: ``python scripts/establish_baseline.py [flags]`` = ``xml-extractor bench [flags]``."""
+
 import sys
 
 from xml_extractor.cli import main

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Thin alias: ``python scripts/generate_mock_xml.py [flags]`` = ``xml-extractor generate-mock [flags]``."""
+
 import sys
 
 from xml_extractor.cli import main

@@ -7,6 +7,7 @@ the first and the last 10% of the applications and the workers' resident memory 
 
     python scripts/long_run.py --count 100000 [--db sqlite:///.cache/long.db] [--workers 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,6 +28,7 @@ from xml_extractor.loading import generate_into_db  # noqa: E402
 
 def window_rate(timeline: list, lo: float, hi: float) -> float:
     """Applications/minute between the moments `lo` and `hi` applications were done."""
+
     def when(n: float) -> float:
         prev = [0.0, 0]
         for t, done, _ in timeline:
@@ -35,12 +37,15 @@ def window_rate(timeline: list, lo: float, hi: float) -> float:
                 return prev[0] + (t - prev[0]) * ((n - prev[1]) / max(1, done - prev[1]))
             prev = [t, done]
         return timeline[-1][0]
+
     t0, t1 = when(lo), when(hi)
     return (hi - lo) / max(1e-9, t1 - t0) * 60
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--db", default="sqlite:///.cache/long.db")
     ap.add_argument("--count", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=2)
@@ -57,9 +62,26 @@ def main() -> int:
     empty_targets(db)
     db.close()
     metrics = ROOT / ".cache" / "long-run-metrics"
-    p = subprocess.run([sys.executable, "-m", "xml_extractor", "run", "--db", a.db, "--no-progress",
-                        "--workers", str(a.workers), "--batch-size", str(a.batch_size), "--metrics-dir", str(metrics),
-                        "--logs-dir", str(ROOT / ".cache" / "long-run-logs")], cwd=str(ROOT))
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xml_extractor",
+            "run",
+            "--db",
+            a.db,
+            "--no-progress",
+            "--workers",
+            str(a.workers),
+            "--batch-size",
+            str(a.batch_size),
+            "--metrics-dir",
+            str(metrics),
+            "--logs-dir",
+            str(ROOT / ".cache" / "long-run-logs"),
+        ],
+        cwd=str(ROOT),
+    )
     if p.returncode not in (0, 1):
         print(f"run failed with exit code {p.returncode}", file=sys.stderr)
         return 2
@@ -69,10 +91,14 @@ def main() -> int:
     first, last = window_rate(tl, 0, 0.1 * n), window_rate(tl, 0.9 * n, n)
     rss = [r for _, _, r in tl if r]
     print(f"applications={n} elapsed={m['elapsed_s']:.0f}s overall={m['apps_per_minute']:.0f}/min")
-    print(f"rate first 10%={first:.0f}/min last 10%={last:.0f}/min (last/first = {last / first:.2f})")
+    print(
+        f"rate first 10%={first:.0f}/min last 10%={last:.0f}/min (last/first = {last / first:.2f})"
+    )
     if rss:
         k = max(1, len(rss) // 10)
-        print(f"worker RSS MB: first samples {rss[:k]} ... last samples {rss[-k:]} (min {min(rss)}, max {max(rss)})")
+        print(
+            f"worker RSS MB: first samples {rss[:k]} ... last samples {rss[-k:]} (min {min(rss)}, max {max(rss)})"
+        )
     print(f"timeline (s, done, worker RSS MB): {json.dumps(tl)}")
     return 0
 

@@ -25,6 +25,7 @@ command. Each run's summary (``--summary-json``) is compared with its session's 
 
     round 3: runs 2, summary = database 2/2, corrected by the end-of-run check 0, lost 0, duplicated 0
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,15 @@ from xml_extractor.db.database import Database  # noqa: E402
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "xml_extractor", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT),
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "xml_extractor", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=str(ROOT),
+        start_new_session=True,
+    )
 
 
 def descendants(pid: int) -> list[int]:
@@ -75,21 +82,50 @@ def count(db: Database) -> dict:
     lost = len(src - {a for a, _, _ in logs})
     orphans: set = set()
     for t in db.contract.tables:
-        ids = db.sql("soak_table_app_ids", table=db.table(t.name), app_col=db.dialect.quote(t.app_id_column))
+        ids = db.sql(
+            "soak_table_app_ids", table=db.table(t.name), app_col=db.dialect.quote(t.app_id_column)
+        )
         orphans |= {r[0] for r in db.autocommit_query(ids, {})} - set(ok)
-    return {"apps": len(src), "success": len(set(ok)), "lost": lost, "duplicated": dup, "orphaned": len(orphans)}
+    return {
+        "apps": len(src),
+        "success": len(set(ok)),
+        "lost": lost,
+        "duplicated": dup,
+        "orphaned": len(orphans),
+    }
 
 
-def reprocess_kills(a: argparse.Namespace, url: str, env: dict, logs: str, rnd: random.Random) -> dict:
+def reprocess_kills(
+    a: argparse.Namespace, url: str, env: dict, logs: str, rnd: random.Random
+) -> dict:
     """SIGKILL (whole process group) `reprocess --since 2000-01-01` runs, one per instance share, at
     random moments; each victim, and each command that finished, is started again with the same
     command (which resumes its open requests, or requests a new round). At the end `run` finishes
     whatever is still requested. Leftovers of a replaced attempt: open requests, and events whose
     session is not the session of the application's current log row."""
+
     def cmd(i: int) -> list[str]:
-        return ["reprocess", "--db", url, "--since", "2000-01-01T00:00", "--no-progress", "--workers", "1",
-                "--batch-size", "10", "--logs-dir", logs, "--metrics-dir", logs,
-                "--instance-id", str(i), "--instance-count", str(a.instances)]
+        return [
+            "reprocess",
+            "--db",
+            url,
+            "--since",
+            "2000-01-01T00:00",
+            "--no-progress",
+            "--workers",
+            "1",
+            "--batch-size",
+            "10",
+            "--logs-dir",
+            logs,
+            "--metrics-dir",
+            logs,
+            "--instance-id",
+            str(i),
+            "--instance-count",
+            str(a.instances),
+        ]
+
     procs = [cli(*cmd(i), env=env) for i in range(a.instances)]
     kills = finished = 0
     while kills < a.reprocess_kills:
@@ -113,18 +149,41 @@ def reprocess_kills(a: argparse.Namespace, url: str, env: dict, logs: str, rnd: 
             pass
         p.wait(timeout=120)
     for i in range(a.instances):  # requested applications are pending: a plain run finishes them
-        cli("run", "--db", url, "--no-progress", "--workers", "1", "--logs-dir", logs, "--metrics-dir", logs,
-            "--instance-id", str(i), "--instance-count", str(a.instances)).wait(timeout=1800)
+        cli(
+            "run",
+            "--db",
+            url,
+            "--no-progress",
+            "--workers",
+            "1",
+            "--logs-dir",
+            logs,
+            "--metrics-dir",
+            logs,
+            "--instance-id",
+            str(i),
+            "--instance-count",
+            str(a.instances),
+        ).wait(timeout=1800)
     db = Database(url, load_contract())
     n = db.names
     try:
-        open_requests = int(db.autocommit_query(db.sql("ops_count_rows", table=n["requests"]), {})[0][0])
+        open_requests = int(
+            db.autocommit_query(db.sql("ops_count_rows", table=n["requests"]), {})[0][0]
+        )
         stale = int(db.autocommit_query(db.sql("soak_stale_events"), {})[0][0])
-        replaced = int(db.autocommit_query(db.sql("ops_count_rows", table=n["log_history"]), {})[0][0])
+        replaced = int(
+            db.autocommit_query(db.sql("ops_count_rows", table=n["log_history"]), {})[0][0]
+        )
     finally:
         db.close()
-    return {"kills": kills, "finished": finished, "replaced": replaced, "open_requests": open_requests,
-            "stale_events": stale}
+    return {
+        "kills": kills,
+        "finished": finished,
+        "replaced": replaced,
+        "open_requests": open_requests,
+        "stale_events": stale,
+    }
 
 
 def _cluster(url: str) -> tuple[list[str], str]:
@@ -141,7 +200,9 @@ def _cluster(url: str) -> tuple[list[str], str]:
 def _admin(url: str):
     """A pyodbc connection to the server's maintenance database, autocommit."""
     import pyodbc
+
     from xml_extractor.db.url import parse_url
+
     u = parse_url(url)
     u.database = "postgres"
     return pyodbc.connect(u.odbc_connection_string(), autocommit=True)
@@ -154,57 +215,108 @@ def _admin_exec(url: str, sql: str) -> None:
             conn.execute(sql)
             conn.close()
             return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             time.sleep(0.2)
     raise RuntimeError(f"the server did not come back for: {sql}")
 
 
 def session_counts(db: Database, session_id: str) -> tuple[int, int]:
-    rows = {str(st): int(n) for st, n in db.autocommit_query(db.sql("session_outcomes"), {"session_id": session_id})}
+    rows = {
+        str(st): int(n)
+        for st, n in db.autocommit_query(db.sql("session_outcomes"), {"session_id": session_id})
+    }
     return rows.get("success", 0), rows.get("failed", 0)
 
 
-def termination_round(a: argparse.Namespace, base_url: str, pg_ctl: list[str], n: int, rnd: random.Random) -> dict:
+def termination_round(
+    a: argparse.Namespace, base_url: str, pg_ctl: list[str], n: int, rnd: random.Random
+) -> dict:
     """One round of the termination-window scenario (see the module's docstring)."""
     name = f"xe_soak_{os.getpid()}_{n}"
     url = base_url.rsplit("/", 1)[0] + "/" + name
     _admin_exec(base_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     _admin_exec(base_url, f"CREATE DATABASE {name}")
-    for args in (["init-db", "--db", url],
-                 ["generate-mock", "--db", url, "--count", str(a.count), "--faulty-share", "0.05", "--seed", str(a.seed + n)]):
+    for args in (
+        ["init-db", "--db", url],
+        [
+            "generate-mock",
+            "--db",
+            url,
+            "--count",
+            str(a.count),
+            "--faulty-share",
+            "0.05",
+            "--seed",
+            str(a.seed + n),
+        ],
+    ):
         if cli(*args).wait() != 0:
             raise RuntimeError(f"setup failed: {args[0]}")
     work = Path(tempfile.mkdtemp(prefix=f"xe-soak-term-{n}-"))
     from xml_extractor._testing import fault_injection_env
-    env = dict(os.environ, **fault_injection_env(f"sleep_before_commit={a.commit_delay}", str(work)))
+
+    env = dict(
+        os.environ, **fault_injection_env(f"sleep_before_commit={a.commit_delay}", str(work))
+    )
     summaries: list[Path] = []
 
     def start(k: int) -> subprocess.Popen:
         out = work / f"summary-{len(summaries)}.json"
         summaries.append(out)
-        return cli("run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "20", "--mode", "queue",
-                   "--chunk-size", "100", "--lease-seconds", "10", "--reconnect-seconds", "60", "--logs-dir", str(work),
-                   "--metrics-dir", str(work), "--summary-json", str(out), env=env)
+        return cli(
+            "run",
+            "--db",
+            url,
+            "--no-progress",
+            "--workers",
+            "1",
+            "--batch-size",
+            "20",
+            "--mode",
+            "queue",
+            "--chunk-size",
+            "100",
+            "--lease-seconds",
+            "10",
+            "--reconnect-seconds",
+            "60",
+            "--logs-dir",
+            str(work),
+            "--metrics-dir",
+            str(work),
+            "--summary-json",
+            str(out),
+            env=env,
+        )
+
     t0 = time.monotonic()
     procs = [start(k) for k in range(2)]
     restarts = terminations = 0
     for at in (3, 7, 10):
         time.sleep(max(0.0, t0 + at + rnd.uniform(-0.3, 0.3) - time.monotonic()))
-        subprocess.run(pg_ctl + ["-m", "immediate", "-w", "-t", "60", "restart"], capture_output=True, timeout=120)
+        subprocess.run(
+            pg_ctl + ["-m", "immediate", "-w", "-t", "60", "restart"],
+            capture_output=True,
+            timeout=120,
+        )
         restarts += 1
     while any(p.poll() is None for p in procs):
         time.sleep(0.5)
         try:
             conn = _admin(base_url)
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?", name)
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ?", name
+            )
             conn.close()
             terminations += 1
-        except Exception:  # noqa: BLE001 - the server is restarting
+        except Exception:
             pass
     codes = [p.wait() for p in procs]
     codes_seen = list(codes)
     again = 0
-    while any(c not in (0, 1) for c in codes):  # a stopped instance: the same command again, no faults
+    while any(
+        c not in (0, 1) for c in codes
+    ):  # a stopped instance: the same command again, no faults
         env.pop("XML_EXTRACTOR_FAULTS", None)
         again += 1
         procs = [start(k) for k in range(2)]
@@ -226,24 +338,45 @@ def termination_round(a: argparse.Namespace, base_url: str, pg_ctl: list[str], n
             if have == (s["success"], s["failed"]):
                 equal += 1
             else:
-                mismatches.append(f"{path.name}: summary {s['success']}/{s['failed']}, database {have[0]}/{have[1]}")
+                mismatches.append(
+                    f"{path.name}: summary {s['success']}/{s['failed']}, database {have[0]}/{have[1]}"
+                )
             if str(s.get("database_check") or "").startswith("differs"):
                 corrected += 1
-                notes.append(f"exit {s['exit_code']}: {s['database_check'][len('differs: '):]}")
+                notes.append(f"exit {s['exit_code']}: {s['database_check'][len('differs: ') :]}")
         c = count(db)
-        c["lost"] = max(c["lost"], int(db.scalar(db.sql("count_pending"), {
-            "id_lo": -(2 ** 63), "id_hi": 2 ** 63 - 1, "modulus": 1, "remainder": 0})))
+        c["lost"] = max(
+            c["lost"],
+            int(
+                db.scalar(
+                    db.sql("count_pending"),
+                    {"id_lo": -(2**63), "id_hi": 2**63 - 1, "modulus": 1, "remainder": 0},
+                )
+            ),
+        )
     finally:
         db.close()
     _admin_exec(base_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    return {"runs": len(summaries), "equal": equal, "corrected": corrected, "mismatches": mismatches, "notes": notes,
-            "codes": codes_seen, "restarts": restarts,
-            "terminations": terminations, "reruns": again, **c}
+    return {
+        "runs": len(summaries),
+        "equal": equal,
+        "corrected": corrected,
+        "mismatches": mismatches,
+        "notes": notes,
+        "codes": codes_seen,
+        "restarts": restarts,
+        "terminations": terminations,
+        "reruns": again,
+        **c,
+    }
 
 
 def terminations_main(a: argparse.Namespace) -> int:
     if not (a.db or "").startswith("postgresql"):
-        print("--terminations needs --db postgresql://... (a server this script may restart)", file=sys.stderr)
+        print(
+            "--terminations needs --db postgresql://... (a server this script may restart)",
+            file=sys.stderr,
+        )
         return 2
     pg_ctl, data = _cluster(a.db)
     pg_ctl += ["-l", str(Path(data) / "server.log")]
@@ -254,64 +387,131 @@ def terminations_main(a: argparse.Namespace) -> int:
         r = termination_round(a, a.db, pg_ctl, n, rnd)
         ok = r["equal"] == r["runs"] and r["lost"] == r["duplicated"] == r["orphaned"] == 0
         bad += not ok
-        for k in ("runs", "equal", "corrected", "restarts", "terminations", "reruns", "lost", "duplicated", "orphaned"):
+        for k in (
+            "runs",
+            "equal",
+            "corrected",
+            "restarts",
+            "terminations",
+            "reruns",
+            "lost",
+            "duplicated",
+            "orphaned",
+        ):
             totals[k] += r[k]
-        print(f"round {n}: runs {r['runs']}, summary = database {r['equal']}/{r['runs']}, corrected by the end-of-run "
-              f"check {r['corrected']}, restarts {r['restarts']}, terminations {r['terminations']}, re-runs {r['reruns']}, "
-              f"exit codes {r['codes']}, apps {r['apps']}, lost {r['lost']}, duplicated {r['duplicated']}, "
-              f"orphaned {r['orphaned']}" + "".join(f"\n  MISMATCH {m}" for m in r["mismatches"])
-              + "".join(f"\n  corrected: {m}" for m in r["notes"]), flush=True)
-    print(f"{a.terminations} rounds: runs {totals['runs']}, summary = database {totals['equal']}/{totals['runs']}, "
-          f"corrected {totals['corrected']}, restarts {totals['restarts']}, terminations {totals['terminations']}, "
-          f"re-runs {totals['reruns']}, lost {totals['lost']}, duplicated {totals['duplicated']}, "
-          f"orphaned {totals['orphaned']}; rounds not clean: {bad}")
+        print(
+            f"round {n}: runs {r['runs']}, summary = database {r['equal']}/{r['runs']}, corrected by the end-of-run "
+            f"check {r['corrected']}, restarts {r['restarts']}, terminations {r['terminations']}, re-runs {r['reruns']}, "
+            f"exit codes {r['codes']}, apps {r['apps']}, lost {r['lost']}, duplicated {r['duplicated']}, "
+            f"orphaned {r['orphaned']}"
+            + "".join(f"\n  MISMATCH {m}" for m in r["mismatches"])
+            + "".join(f"\n  corrected: {m}" for m in r["notes"]),
+            flush=True,
+        )
+    print(
+        f"{a.terminations} rounds: runs {totals['runs']}, summary = database {totals['equal']}/{totals['runs']}, "
+        f"corrected {totals['corrected']}, restarts {totals['restarts']}, terminations {totals['terminations']}, "
+        f"re-runs {totals['reruns']}, lost {totals['lost']}, duplicated {totals['duplicated']}, "
+        f"orphaned {totals['orphaned']}; rounds not clean: {bad}"
+    )
     return 0 if bad == 0 else 1
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--db", default=None, help="database URL (default: a new SQLite file)")
     ap.add_argument("--count", type=int, default=4000)
     ap.add_argument("--instances", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=20, help="how many kills")
     ap.add_argument("--mode", choices=["partition", "queue"], default="partition")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--reprocess-kills", type=int, default=0,
-                    help="after the run, SIGKILL this many `reprocess --since ...` runs (each instance's share, "
-                         "restarted with the same command) and count replaced-attempt leftovers too")
-    ap.add_argument("--mix-retries", action="store_true",
-                    help="queue mode: restart victims (and finished instances) as a random mix of plain queue runs, "
-                         "`run --retry-failed` and `reprocess --failed`; lost also counts applications left pending "
-                         "(an open reprocess request included)")
-    ap.add_argument("--commit-delay", type=float, default=0.15,
-                    help="hold each write transaction open this long (so kills land mid-transaction)")
-    ap.add_argument("--terminations", type=int, default=0, metavar="ROUNDS",
-                    help="the termination-window scenario instead (PostgreSQL only): this many rounds of two queue "
-                         "instances, server restarts at +3/+7/+10 s, then backend terminations every 0.5 s; each "
-                         "run's summary is checked against its session's log rows")
+    ap.add_argument(
+        "--reprocess-kills",
+        type=int,
+        default=0,
+        help="after the run, SIGKILL this many `reprocess --since ...` runs (each instance's share, "
+        "restarted with the same command) and count replaced-attempt leftovers too",
+    )
+    ap.add_argument(
+        "--mix-retries",
+        action="store_true",
+        help="queue mode: restart victims (and finished instances) as a random mix of plain queue runs, "
+        "`run --retry-failed` and `reprocess --failed`; lost also counts applications left pending "
+        "(an open reprocess request included)",
+    )
+    ap.add_argument(
+        "--commit-delay",
+        type=float,
+        default=0.15,
+        help="hold each write transaction open this long (so kills land mid-transaction)",
+    )
+    ap.add_argument(
+        "--terminations",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="the termination-window scenario instead (PostgreSQL only): this many rounds of two queue "
+        "instances, server restarts at +3/+7/+10 s, then backend terminations every 0.5 s; each "
+        "run's summary is checked against its session's log rows",
+    )
     a = ap.parse_args()
     if a.terminations:
         return terminations_main(a)
     rnd = random.Random(a.seed)
     url = a.db or f"sqlite:///{tempfile.mkdtemp(prefix='xe-soak-')}/soak.db"
-    for args in (["init-db", "--db", url],
-                 ["generate-mock", "--db", url, "--count", str(a.count), "--faulty-share", "0.03", "--seed", str(a.seed)]):
+    for args in (
+        ["init-db", "--db", url],
+        [
+            "generate-mock",
+            "--db",
+            url,
+            "--count",
+            str(a.count),
+            "--faulty-share",
+            "0.03",
+            "--seed",
+            str(a.seed),
+        ],
+    ):
         if cli(*args).wait() != 0:
             print(f"setup failed: {args[0]}", file=sys.stderr)
             return 2
     logs = tempfile.mkdtemp(prefix="xe-soak-logs-")
     # the commit delay is test-only fault injection: it needs the harness's gate (xml_extractor/_testing.py)
     from xml_extractor._testing import fault_injection_env
-    env = dict(os.environ, **fault_injection_env(f"sleep_before_commit={a.commit_delay}", logs))
-    common = ["run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "10", "--logs-dir", logs,
-              "--metrics-dir", logs, "--lease-seconds", "6"]
 
-    started: collections.Counter[str] = collections.Counter()  # queue mode: commands started, by kind
+    env = dict(os.environ, **fault_injection_env(f"sleep_before_commit={a.commit_delay}", logs))
+    common = [
+        "run",
+        "--db",
+        url,
+        "--no-progress",
+        "--workers",
+        "1",
+        "--batch-size",
+        "10",
+        "--logs-dir",
+        logs,
+        "--metrics-dir",
+        logs,
+        "--lease-seconds",
+        "6",
+    ]
+
+    started: collections.Counter[str] = (
+        collections.Counter()
+    )  # queue mode: commands started, by kind
 
     def args_for(i: int, mixed: bool = False) -> list[str]:
         if a.mode == "queue":
             queue = ["--mode", "queue", "--chunk-size", "100"]
-            kind = rnd.choice(["run", "run", "retry", "reprocess"]) if mixed and a.mix_retries else "run"
+            kind = (
+                rnd.choice(["run", "run", "retry", "reprocess"])
+                if mixed and a.mix_retries
+                else "run"
+            )
             started[kind] += 1
             if kind == "retry":  # failed applications with attempts left, in queue mode
                 return common + queue + ["--retry-failed"]
@@ -328,11 +528,16 @@ def main() -> int:
         i = rnd.randrange(a.instances)
         p = procs[i]
         if p.poll() is not None and a.mix_retries:
-            procs[i] = cli(*args_for(i, mixed=True), env=env)  # a finished command: start another one
+            procs[i] = cli(
+                *args_for(i, mixed=True), env=env
+            )  # a finished command: start another one
             continue
         if p.poll() is not None:
             if all(q.poll() is not None for q in procs):
-                print("every instance finished before all kills were done: use a larger --count", file=sys.stderr)
+                print(
+                    "every instance finished before all kills were done: use a larger --count",
+                    file=sys.stderr,
+                )
                 break
             continue
         kind = rnd.choice(list(kinds))
@@ -352,8 +557,10 @@ def main() -> int:
         kills += 1
         if kind != "worker SIGKILL":
             p.wait(timeout=120)
-            procs[i] = cli(*args_for(i, mixed=True), env=env)  # the same command again (or, mixed, another)
-    for i, p in enumerate(procs):  # let everything finish; restart any instance that is not running
+            procs[i] = cli(
+                *args_for(i, mixed=True), env=env
+            )  # the same command again (or, mixed, another)
+    for p in procs:  # let everything finish; restart any instance that is not running
         p.wait(timeout=1800)
     for i in range(a.instances):
         cli(*args_for(i)).wait(timeout=1800)
@@ -361,17 +568,32 @@ def main() -> int:
     db = Database(url, load_contract())
     c = count(db)
     if a.mix_retries:  # pending by the one definition: no log row, or an open reprocess request
-        c["lost"] = max(c["lost"], int(db.scalar(db.sql("count_pending"), {
-            "id_lo": -(2 ** 63), "id_hi": 2 ** 63 - 1, "modulus": 1, "remainder": 0})))
+        c["lost"] = max(
+            c["lost"],
+            int(
+                db.scalar(
+                    db.sql("count_pending"),
+                    {"id_lo": -(2**63), "id_hi": 2**63 - 1, "modulus": 1, "remainder": 0},
+                )
+            ),
+        )
     db.close()
     if rp is not None:
-        print(f"reprocess: kills={rp['kills']}, commands finished={rp['finished']}, replaced attempts={rp['replaced']}, "
-              f"open requests={rp['open_requests']}, stale events={rp['stale_events']}")
+        print(
+            f"reprocess: kills={rp['kills']}, commands finished={rp['finished']}, replaced attempts={rp['replaced']}, "
+            f"open requests={rp['open_requests']}, stale events={rp['stale_events']}"
+        )
         if rp["open_requests"] or rp["stale_events"]:
             c["orphaned"] += rp["open_requests"] + rp["stale_events"]
-    mix = f", commands started: {', '.join(f'{k} {v}' for k, v in sorted(started.items()))}" if a.mix_retries else ""
-    print(f"apps={c['apps']}, kills={kills} ({', '.join(f'{k}: {v}' for k, v in kinds.items())}{mix}), "
-          f"lost={c['lost']}, duplicated={c['duplicated']}, orphaned={c['orphaned']}")
+    mix = (
+        f", commands started: {', '.join(f'{k} {v}' for k, v in sorted(started.items()))}"
+        if a.mix_retries
+        else ""
+    )
+    print(
+        f"apps={c['apps']}, kills={kills} ({', '.join(f'{k}: {v}' for k, v in kinds.items())}{mix}), "
+        f"lost={c['lost']}, duplicated={c['duplicated']}, orphaned={c['orphaned']}"
+    )
     return 0 if c["lost"] == c["duplicated"] == c["orphaned"] == 0 else 1
 
 

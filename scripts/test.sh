@@ -29,8 +29,10 @@ trap pg_cluster_stop EXIT
 # the tests still run so one report shows both
 python3 -m mypy
 mypy_rc=$?
+# lint and format (config: [tool.ruff] in pyproject.toml), same rule: reported, then the tests run
+python3 -m ruff check . && python3 -m ruff format --check . >/dev/null || { echo "ruff: run 'ruff check --fix . && ruff format .'" >&2; mypy_rc=1; }
 python3 -m pytest -q -p no:cacheprovider -rs "$@"
 rc=$?
 if [ $rc -eq 5 ]; then echo "pytest ran no tests" >&2; rc=1; fi
-if [ $rc -eq 0 ] && [ $mypy_rc -ne 0 ]; then echo "mypy found type errors" >&2; rc=1; fi
+if [ $rc -eq 0 ] && [ $mypy_rc -ne 0 ]; then echo "mypy or ruff found problems" >&2; rc=1; fi
 exit $rc

@@ -19,6 +19,7 @@ Markers: ``postgres`` and ``mssql`` (added automatically to the PostgreSQL and S
 ``db_url``), ``slow`` (real worker processes / signals). ``pytest -m "not slow and not postgres"``
 is the fast subset.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,27 +29,49 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, Generator, Iterator
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "tests" / "data"  # a copy of shared/samples/app-1001.xml: the suite needs nothing outside the repo
+SAMPLES = (
+    ROOT / "tests" / "data"
+)  # a copy of shared/samples/app-1001.xml: the suite needs nothing outside the repo
 PG_URL = os.environ.get("XML_EXTRACTOR_TEST_PG")
 MSSQL_URL = os.environ.get("XML_EXTRACTOR_TEST_MSSQL")
 # read at import, before pytest_configure scrubs XML_EXTRACTOR_*: the per-test SQL Server URLs carry it
 _MSSQL_PASSWORD = os.environ.get("XML_EXTRACTOR_DB_PASSWORD", "") if MSSQL_URL else ""
 KEEP_ENV = frozenset({"XML_EXTRACTOR_TEST_PG", "XML_EXTRACTOR_TEST_MSSQL"})
-LIBPQ_ENV = ("PGPASSWORD", "PGPASSFILE", "PGUSER", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE",
-             "PGSERVICEFILE", "PGOPTIONS", "PGSSLMODE", "PGAPPNAME", "PGCONNECT_TIMEOUT", "PGTZ", "PGCLIENTENCODING")
+LIBPQ_ENV = (
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGUSER",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGOPTIONS",
+    "PGSSLMODE",
+    "PGAPPNAME",
+    "PGCONNECT_TIMEOUT",
+    "PGTZ",
+    "PGCLIENTENCODING",
+)
 _TEST_DIR: Path | None = None  # the running test's own folder: the default cwd of cli()/popen()
 
 
-def scrubbed_names(environ: "os._Environ[str] | dict[str, str]") -> list[str]:
+def scrubbed_names(environ: os._Environ[str] | dict[str, str]) -> list[str]:
     """The variables a test must not inherit: the tool's own and libpq's."""
-    return [k for k in environ if (k.startswith("XML_EXTRACTOR_") and k not in KEEP_ENV) or k in LIBPQ_ENV]
+    return [
+        k
+        for k in environ
+        if (k.startswith("XML_EXTRACTOR_") and k not in KEEP_ENV) or k in LIBPQ_ENV
+    ]
 
 
 def _scrub(mp: pytest.MonkeyPatch) -> None:
@@ -72,7 +95,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_test(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def _isolated_test(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """Per test: scrub again (a test that set a variable by hand does not leak it into the next),
     give the test and its subprocesses their own folder as working directory (an in-process run's
     relative ``logs``/``metrics`` land there too; removed when the test passed, kept for a look
@@ -99,7 +124,9 @@ _CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Remember the outcome of each test's call phase (the folder fixture reads it)."""
     report = yield
     if report.when == "call":
@@ -129,7 +156,9 @@ def subprocess_dir() -> Path:
 
 def _pg_admin_exec(sql: str) -> None:
     import pyodbc
+
     from xml_extractor.db.url import parse_url
+
     u = parse_url(PG_URL)
     u.database = "postgres"
     conn = pyodbc.connect(u.odbc_connection_string(), autocommit=True)
@@ -140,6 +169,7 @@ def _pg_admin_exec(sql: str) -> None:
 def engine(url: str) -> str:
     """sqlite, postgresql or mssql: the engine of a test URL (an ``odbc:`` one by its driver)."""
     from xml_extractor.db.url import parse_url
+
     return parse_url(url, password="").dialect
 
 
@@ -147,6 +177,7 @@ def url_password(url: str) -> str:
     """The password a test URL carries (in the URL or in an ``odbc:`` connection string's PWD)."""
     from xml_extractor.db.odbc import connection_attribute
     from xml_extractor.db.url import parse_url
+
     u = parse_url(url, password="")
     return u.password or (connection_attribute(u.odbc, "PWD") or "" if u.odbc else "")
 
@@ -162,22 +193,41 @@ def mssql_database_url(base: str, database: str, password: str = "") -> str:
     processes run without that variable."""
     from xml_extractor.db.odbc import connection_string, parse_connection_string
     from xml_extractor.db.url import parse_url
+
     u = parse_url(base, password=password)
     if u.dialect != "mssql":
-        raise ValueError("XML_EXTRACTOR_TEST_MSSQL is not a SQL Server URL (mssql://... or odbc:Driver={...SQL Server};...)")
+        raise ValueError(
+            "XML_EXTRACTOR_TEST_MSSQL is not a SQL Server URL (mssql://... or odbc:Driver={...SQL Server};...)"
+        )
     if u.odbc:  # the password, if any, is in it already (parse_url adds the given one)
-        keep = [(k, v) for k, v in parse_connection_string(u.odbc) if k.lower() not in ("database", "initial catalog")]
+        keep = [
+            (k, v)
+            for k, v in parse_connection_string(u.odbc)
+            if k.lower() not in ("database", "initial catalog")
+        ]
         return "odbc:" + connection_string(keep + [("Database", database)])
     parts = urlsplit(base)
     who = ""
     if u.user:
-        who = quote(u.user, safe="") + (":" + quote(u.password, safe="") if u.password else "") + "@"
-    return urlunsplit((parts.scheme, who + parts.netloc.rpartition("@")[2], "/" + quote(database, safe=""), parts.query, ""))
+        who = (
+            quote(u.user, safe="") + (":" + quote(u.password, safe="") if u.password else "") + "@"
+        )
+    return urlunsplit(
+        (
+            parts.scheme,
+            who + parts.netloc.rpartition("@")[2],
+            "/" + quote(database, safe=""),
+            parts.query,
+            "",
+        )
+    )
 
 
 def mssql_create_database_sql(name: str, collation: str | None = None) -> str:
     """The statement that creates a test database (the server's default collation unless given)."""
-    if not _MSSQL_DB_NAME.fullmatch(name) or (collation is not None and not re.fullmatch(r"\w+", collation)):
+    if not _MSSQL_DB_NAME.fullmatch(name) or (
+        collation is not None and not re.fullmatch(r"\w+", collation)
+    ):
         raise ValueError(f"not a plain SQL Server name: {name!r} {collation!r}")
     return f"CREATE DATABASE [{name}]" + (f" COLLATE {collation}" if collation else "")
 
@@ -187,8 +237,10 @@ def mssql_drop_database_sql(name: str) -> list[str]:
     (a killed run's workers): every other session is rolled back and put out first."""
     if not _MSSQL_DB_NAME.fullmatch(name):
         raise ValueError(f"not a plain SQL Server name: {name!r}")
-    return [f"IF DB_ID(N'{name}') IS NOT NULL ALTER DATABASE [{name}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE",
-            f"IF DB_ID(N'{name}') IS NOT NULL DROP DATABASE [{name}]"]
+    return [
+        f"IF DB_ID(N'{name}') IS NOT NULL ALTER DATABASE [{name}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE",
+        f"IF DB_ID(N'{name}') IS NOT NULL DROP DATABASE [{name}]",
+    ]
 
 
 def mssql_sessions_sql(name: str) -> str:
@@ -196,15 +248,19 @@ def mssql_sessions_sql(name: str) -> str:
     database), but the caller's own."""
     if not _MSSQL_DB_NAME.fullmatch(name):
         raise ValueError(f"not a plain SQL Server name: {name!r}")
-    return ("SELECT session_id FROM sys.dm_exec_sessions WHERE is_user_process = 1 "
-            f"AND database_id = DB_ID(N'{name}') AND session_id <> @@SPID")
+    return (
+        "SELECT session_id FROM sys.dm_exec_sessions WHERE is_user_process = 1 "
+        f"AND database_id = DB_ID(N'{name}') AND session_id <> @@SPID"
+    )
 
 
 def _mssql_admin(statements: list[str]) -> list[Any]:
     """Run statements on the ``master`` database of XML_EXTRACTOR_TEST_MSSQL in autocommit (CREATE
     and DROP DATABASE refuse a transaction); the rows of the last one that returns any."""
     import pyodbc
+
     from xml_extractor.db.url import parse_url
+
     assert MSSQL_URL
     master = parse_url(mssql_database_url(MSSQL_URL, "master", _MSSQL_PASSWORD))
     conn = pyodbc.connect(master.odbc_connection_string(), autocommit=True, timeout=15)
@@ -224,19 +280,27 @@ def kill_sessions(url: str, session: Any = None) -> None:
     only ``session`` from :func:`server_session`): pg_terminate_backend on PostgreSQL, KILL on
     SQL Server. The caller's admin connection is its own, to the server's maintenance database."""
     from xml_extractor.db.url import parse_url
+
     e, name = engine(url), parse_url(url, password="").database
     if e == "postgresql":
         target = f"pid = {int(session)}" if session is not None else f"datname = '{name}'"
-        _pg_admin_exec(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {target} AND pid <> pg_backend_pid()")
+        _pg_admin_exec(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {target} AND pid <> pg_backend_pid()"
+        )
     elif e == "mssql":
         if not name:  # an odbc: URL: the database is in the connection string
             from xml_extractor.db.odbc import connection_attribute
+
             name = connection_attribute(parse_url(url, password="").odbc, "Database") or ""
-        spids = [int(session[0])] if session is not None else [int(r[0]) for r in _mssql_admin([mssql_sessions_sql(name)])]
+        spids = (
+            [int(session[0])]
+            if session is not None
+            else [int(r[0]) for r in _mssql_admin([mssql_sessions_sql(name)])]
+        )
         for spid in spids:
             try:
                 _mssql_admin([f"KILL {spid}"])
-            except Exception:  # noqa: BLE001 - gone already
+            except Exception:
                 pass
     else:
         raise ValueError("SQLite has no server connection to cut")
@@ -246,12 +310,18 @@ def server_session(db: Any) -> Any:
     """What identifies ``db``'s current server connection (not reused by the next one):
     PostgreSQL's backend pid; SQL Server's (session id, connection id): session ids are reused."""
     if db.dialect.name == "mssql":
-        return tuple(db.autocommit_query("SELECT @@SPID, CONVERT(NVARCHAR(36), connection_id) "
-                                         "FROM sys.dm_exec_connections WHERE session_id = @@SPID")[0])
+        return tuple(
+            db.autocommit_query(
+                "SELECT @@SPID, CONVERT(NVARCHAR(36), connection_id) "
+                "FROM sys.dm_exec_connections WHERE session_id = @@SPID"
+            )[0]
+        )
     return db.autocommit_query("SELECT pg_backend_pid()")[0][0]
 
 
-_MSSQL_UNREACHABLE: list[str] = []  # the first failure to reach the server: later tests do not wait for it again
+_MSSQL_UNREACHABLE: list[
+    str
+] = []  # the first failure to reach the server: later tests do not wait for it again
 
 
 def _mssql_database(collation: str | None = None) -> Iterator[str]:
@@ -262,18 +332,21 @@ def _mssql_database(collation: str | None = None) -> Iterator[str]:
     if not _MSSQL_UNREACHABLE:
         try:
             _mssql_admin([mssql_create_database_sql(name, collation)])
-        except Exception as exc:  # noqa: BLE001 - said in the failure or skip
+        except Exception as exc:
             from xml_extractor.db.odbc import redact
+
             _MSSQL_UNREACHABLE.append(redact(f"{type(exc).__name__}: {exc}")[:500])
     if _MSSQL_UNREACHABLE:
-        msg = f"the SQL Server in XML_EXTRACTOR_TEST_MSSQL cannot be reached: {_MSSQL_UNREACHABLE[0]}"
+        msg = (
+            f"the SQL Server in XML_EXTRACTOR_TEST_MSSQL cannot be reached: {_MSSQL_UNREACHABLE[0]}"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true: {msg}")
         pytest.skip(msg)
     yield mssql_database_url(MSSQL_URL, name, _MSSQL_PASSWORD)
     try:
         _mssql_admin(mssql_drop_database_sql(name))
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
 
 
@@ -290,7 +363,9 @@ def _fresh_database(engine_name: str, folder: Path) -> Iterator[str]:
         return
     if not PG_URL:
         if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but XML_EXTRACTOR_TEST_PG is not set: PostgreSQL tests must run in CI")
+            pytest.fail(
+                "CI=true but XML_EXTRACTOR_TEST_PG is not set: PostgreSQL tests must run in CI"
+            )
         pytest.skip("PostgreSQL not available (run the suite with scripts/test.sh to start one)")
     name = "xe_" + uuid.uuid4().hex[:12]
     _pg_admin_exec(f"CREATE DATABASE {name}")
@@ -298,7 +373,7 @@ def _fresh_database(engine_name: str, folder: Path) -> Iterator[str]:
     yield f"{base}/{name}"
     try:
         _pg_admin_exec(f"DROP DATABASE {name} WITH (FORCE)")
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
 
 
@@ -323,21 +398,35 @@ def sqlite_url(tmp_path):
 @pytest.fixture(scope="session")
 def plan():
     from xml_extractor import compile_contract, load_contract
+
     return compile_contract(load_contract())
 
 
 @pytest.fixture(scope="session")
 def contract():
     from xml_extractor import load_contract
+
     return load_contract()
 
 
-def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300,
-        check: bool = False) -> subprocess.CompletedProcess:
+def cli(
+    *args: str,
+    env: dict | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    check: bool = False,
+) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess (real processes, real exit codes), in the scrubbed
     environment plus ``env``, in the test's own folder unless ``cwd`` is given."""
-    p = subprocess.run([sys.executable, "-m", "xml_extractor", *args], capture_output=True, text=True,
-                       env=_child_env(env), cwd=str(cwd or _default_cwd()), timeout=timeout, stdin=subprocess.DEVNULL)
+    p = subprocess.run(
+        [sys.executable, "-m", "xml_extractor", *args],
+        capture_output=True,
+        text=True,
+        env=_child_env(env),
+        cwd=str(cwd or _default_cwd()),
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
@@ -346,9 +435,16 @@ def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: f
 def popen(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
     """Start the real command line in its own process group (signals go to the group, as systemd
     sends them); same environment and folder rules as :func:`cli`."""
-    return subprocess.Popen([sys.executable, "-m", "xml_extractor", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_child_env(env), cwd=str(cwd or _default_cwd()),
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "xml_extractor", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_child_env(env),
+        cwd=str(cwd or _default_cwd()),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _child_env(extra: dict | None) -> dict[str, str]:
@@ -360,11 +456,14 @@ def _child_env(extra: dict | None) -> dict[str, str]:
     spec = (extra or {}).get("XML_EXTRACTOR_FAULTS")
     if spec and "XML_EXTRACTOR_TESTING_GATE" not in (extra or {}):
         from xml_extractor._testing import fault_injection_env
+
         e.update(fault_injection_env(spec, subprocess_dir()))
     return e
 
 
-_SESSION_DIR: Path | None = None  # for subprocesses a module/session fixture starts (no test folder yet)
+_SESSION_DIR: Path | None = (
+    None  # for subprocesses a module/session fixture starts (no test folder yet)
+)
 
 
 def _default_cwd() -> Path:
@@ -379,6 +478,7 @@ def _default_cwd() -> Path:
 def open_db(url: str):
     from xml_extractor import load_contract
     from xml_extractor.db.database import Database
+
     return Database(url, load_contract())
 
 
@@ -389,7 +489,9 @@ def target_tables(contract) -> list[str]:
 def log_rows(url: str) -> list[tuple]:
     db = open_db(url)
     try:
-        return db.autocommit_query(f"SELECT app_id, status, stage, attempt, error_class, reason FROM {db.names['log']} ORDER BY app_id, attempt")
+        return db.autocommit_query(
+            f"SELECT app_id, status, stage, attempt, error_class, reason FROM {db.names['log']} ORDER BY app_id, attempt"
+        )
     finally:
         db.close()
 
@@ -407,11 +509,18 @@ def assert_exactly_once(url: str) -> dict:
         pairs = [(a, t) for a, _, t in logs]
         assert len(pairs) == len(set(pairs)), "two final rows for one (app_id, attempt)"
         logged = {a for a, _, _ in logs}
-        assert src == logged, f"unprocessed: {sorted(src - logged)[:10]}, unknown: {sorted(logged - src)[:10]}"
+        assert src == logged, (
+            f"unprocessed: {sorted(src - logged)[:10]}, unknown: {sorted(logged - src)[:10]}"
+        )
         ok = set(succ)
         orphans = {}
         for t in db.contract.tables:
-            apps = {r[0] for r in db.autocommit_query(f"SELECT DISTINCT {db.dialect.quote(t.app_id_column)} FROM {db.table(t.name)}")}
+            apps = {
+                r[0]
+                for r in db.autocommit_query(
+                    f"SELECT DISTINCT {db.dialect.quote(t.app_id_column)} FROM {db.table(t.name)}"
+                )
+            }
             bad = apps - ok
             if bad:
                 orphans[t.name] = sorted(bad)[:10]
@@ -427,5 +536,10 @@ def expected_failures(seed: int, share: float, count: int, start: int = 1) -> di
     """app_id -> fault kind of the mock documents that must fail. A con_id collision fails only
     when the application whose con_id it borrows (the one before it) wrote that con_id."""
     from xml_extractor.mock import MockGenerator
-    faults = {d.app_id: d.fault for d in MockGenerator(seed=seed, faulty_share=share).documents(start, count) if d.fault}
+
+    faults = {
+        d.app_id: d.fault
+        for d in MockGenerator(seed=seed, faulty_share=share).documents(start, count)
+        if d.fault
+    }
     return {a: k for a, k in faults.items() if k != "con_id_collision" or (a - 1) not in faults}

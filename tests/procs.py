@@ -1,4 +1,5 @@
 """Process helpers for tests that send real signals to real processes."""
+
 import os
 import signal
 import time
@@ -48,7 +49,9 @@ def python_workers(pid: int, want: int, timeout: float = 30) -> list[int]:
 
 def kill_group(proc, sig=None) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL if sig is None else sig)  # not a default: Windows has no SIGKILL (import)
+        os.killpg(
+            proc.pid, signal.SIGKILL if sig is None else sig
+        )  # not a default: Windows has no SIGKILL (import)
     except ProcessLookupError:
         pass
 
@@ -66,6 +69,7 @@ def wait_until(pred, timeout: float = 90, what: str = "condition") -> None:
 def db_rows(url: str, sql_of) -> list[tuple]:
     """Rows of one query (``sql_of(db)`` builds it from the database's names), autocommit."""
     from conftest import open_db
+
     db = open_db(url)
     try:
         return db.autocommit_query(sql_of(db))

@@ -4,6 +4,7 @@ Real processes and real server terminations: the backend of the writer's own con
 terminated (pg_terminate_backend) at the exact point a finding names, by wrapping the writer's
 method that runs there; the server itself is stopped and started while a run starts.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import _pg_admin_exec, assert_exactly_once, cli, open_db, popen, server_session
 
 RUN = ("--no-progress", "--workers", "1", "--batch-size", "5")
@@ -47,6 +47,7 @@ def _terminate(pid: int) -> None:
 def _writer(url: str):
     from xml_extractor.contract.compiler import compile_contract
     from xml_extractor.db.store import BatchWriter, RunIdentity
+
     db = open_db(url)
     plan = compile_contract(db.contract, db.dialect.name)
     writer = BatchWriter(db, plan, RunIdentity("attack-session", 0, 1, db.contract.version_tag))
@@ -64,10 +65,13 @@ def _wait(pred, timeout: float = 120.0) -> None:
 
 def _pg_only(url: str) -> None:
     if not url.startswith("postgresql"):
-        pytest.skip("a backend terminated under psqlODBC is PostgreSQL's (SQLite has no server connection)")
+        pytest.skip(
+            "a backend terminated under psqlODBC is PostgreSQL's (SQLite has no server connection)"
+        )
 
 
 # -- D23: psqlODBC reports a commit that never happened ------------------------------------------------
+
 
 def test_d23_commit_on_a_terminated_backend_raises(db_url):
     """The driver-level reproduction: the backend dies after the transaction's last statement and
@@ -79,7 +83,9 @@ def test_d23_commit_on_a_terminated_backend_raises(db_url):
         db.commit()
         pid = server_session(db)
         cur = db.conn.cursor()
-        cur.execute("INSERT INTO t SELECT * FROM json_populate_recordset(NULL::t, ?)", '[{"id": 1}]')  # as insert_rows does
+        cur.execute(
+            "INSERT INTO t SELECT * FROM json_populate_recordset(NULL::t, ?)", '[{"id": 1}]'
+        )  # as insert_rows does
         _terminate(pid)
         cur.close()  # psqlODBC: no error
         with pytest.raises(Exception) as raised:
@@ -96,6 +102,7 @@ def test_d23_a_batch_whose_commit_did_not_happen_is_written_again_not_reported(d
     _pg_only(db_url)
     _prepare(db_url, 5)
     from xml_extractor.processing.worker import process_batch
+
     db, plan, writer = _writer(db_url)
     real = writer._count_progress
     pid = server_session(db)
@@ -106,6 +113,7 @@ def test_d23_a_batch_whose_commit_did_not_happen_is_written_again_not_reported(d
         if not fired:
             fired.append(1)
             _terminate(pid)
+
     writer._count_progress = count_then_die
     try:
         res = process_batch(db, plan, writer, [3, 4, 5], retry=False)
@@ -113,7 +121,12 @@ def test_d23_a_batch_whose_commit_did_not_happen_is_written_again_not_reported(d
         db.close()
     assert fired
     assert (res.success, res.failed, res.skipped) == (3, 0, 0)
-    assert _scalar(db_url, "SELECT COUNT(*) FROM {log} WHERE app_id IN (3, 4, 5) AND status = 'success'") == 3
+    assert (
+        _scalar(
+            db_url, "SELECT COUNT(*) FROM {log} WHERE app_id IN (3, 4, 5) AND status = 'success'"
+        )
+        == 3
+    )
     assert _scalar(db_url, "SELECT SUM(success) FROM {progress}") == 3
 
 
@@ -123,6 +136,7 @@ def test_d31_a_commit_whose_answer_was_lost_counts_as_this_runs_own(db_url):
     _pg_only(db_url)
     _prepare(db_url, 5)
     from xml_extractor.processing.worker import process_batch
+
     db, plan, writer = _writer(db_url)
     pid = server_session(db)
     real_commit = db.commit
@@ -135,6 +149,7 @@ def test_d31_a_commit_whose_answer_was_lost_counts_as_this_runs_own(db_url):
         db.conn.commit()  # the COMMIT reaches the server ...
         _terminate(pid)
         db.conn.cursor().execute("SELECT 1")  # ... and its answer is lost: the driver's own error
+
     db.commit = commit_then_lose_answer
     try:
         res = process_batch(db, plan, writer, [1, 2], retry=False)
@@ -152,6 +167,7 @@ def test_d31_a_failed_row_whose_commit_answer_was_lost_is_counted_failed_not_ski
     _prepare(db_url, 3)
     _collide(db_url)
     from xml_extractor.processing.worker import process_batch
+
     db, plan, writer = _writer(db_url)
     assert process_batch(db, plan, writer, [1], retry=False).success == 1
     pid = server_session(db)
@@ -165,27 +181,35 @@ def test_d31_a_failed_row_whose_commit_answer_was_lost_is_counted_failed_not_ski
         db.conn.commit()
         _terminate(pid)
         db.conn.cursor().execute("SELECT 1")
+
     db.commit = commit_then_lose_answer
     try:
         res = process_batch(db, plan, writer, [2, 3], retry=False)
     finally:
         db.close()
     assert fired
-    assert (res.success, res.failed, res.skipped) == (1, 1, 0) and res.failures == [(2, "insert", "KeyCollision")]
+    assert (res.success, res.failed, res.skipped) == (1, 1, 0) and res.failures == [
+        (2, "insert", "KeyCollision")
+    ]
 
 
 def _collide(url: str) -> None:
     """Application 2's document carries application 1's con_id (11)."""
     db = open_db(url)
     n = db.names
-    xml = db.autocommit_query(f"SELECT {n['src_xml']} FROM {n['src']} WHERE {n['src_id']} = 2")[0][0]
-    db.execute(f"UPDATE {n['src']} SET {n['src_xml']} = ? WHERE {n['src_id']} = 2",
-               [re.sub(r'con_id="\d+"', 'con_id="11"', xml, count=1)]).close()
+    xml = db.autocommit_query(f"SELECT {n['src_xml']} FROM {n['src']} WHERE {n['src_id']} = 2")[0][
+        0
+    ]
+    db.execute(
+        f"UPDATE {n['src']} SET {n['src_xml']} = ? WHERE {n['src_id']} = 2",
+        [re.sub(r'con_id="\d+"', 'con_id="11"', xml, count=1)],
+    ).close()
     db.commit()
     db.close()
 
 
 # -- D27: a connection lost during the duplicate-key check -------------------------------------------------
+
 
 def test_d27_connection_lost_in_the_duplicate_key_check_is_retried(db_url):
     """Application 2's document carries application 1's con_id: the batch is refused, the writer
@@ -195,6 +219,7 @@ def test_d27_connection_lost_in_the_duplicate_key_check_is_retried(db_url):
     _prepare(db_url, 3)
     _collide(db_url)
     from xml_extractor.processing.worker import process_batch
+
     db, plan, writer = _writer(db_url)
     assert process_batch(db, plan, writer, [1], retry=False).success == 1
     real = writer._already_logged
@@ -205,6 +230,7 @@ def test_d27_connection_lost_in_the_duplicate_key_check_is_retried(db_url):
             fired.append(1)
             _terminate(server_session(db))
         return real(it)
+
     writer._already_logged = die_then_check
     try:
         res = process_batch(db, plan, writer, [2, 3], retry=False)
@@ -216,6 +242,7 @@ def test_d27_connection_lost_in_the_duplicate_key_check_is_retried(db_url):
 
 # -- item 2 and D31: the end-of-run check of the run's counts against its session's log rows ------------
 
+
 @pytest.mark.parametrize("change", ["lost", "uncounted"])
 def test_the_summary_is_what_the_database_holds(db_url, tmp_path, change):
     """Held after the run's last look at its workers: one of its log rows is taken away (a commit
@@ -224,8 +251,14 @@ def test_the_summary_is_what_the_database_holds(db_url, tmp_path, change):
     _prepare(db_url, 10)
     folder = tmp_path / "hold"
     folder.mkdir()
-    p = popen("run", "--db", db_url, *RUN, *_dirs(tmp_path),
-              env={"XML_EXTRACTOR_FAULTS": f"hold=loop_done,hold_dir={folder}"})
+    p = popen(
+        "run",
+        "--db",
+        db_url,
+        *RUN,
+        *_dirs(tmp_path),
+        env={"XML_EXTRACTOR_FAULTS": f"hold=loop_done,hold_dir={folder}"},
+    )
     try:
         _wait(lambda: (folder / "held-loop_done").exists() or p.poll() is not None)
         assert p.poll() is None, p.communicate()
@@ -233,13 +266,18 @@ def test_the_summary_is_what_the_database_holds(db_url, tmp_path, change):
         log = db.names["log"]
         if change == "lost":
             from xml_extractor.db.store import app_tables
+
             for _, qtable, col in app_tables(db):
                 db.execute(f"DELETE FROM {qtable} WHERE {col} = 7").close()
         else:
-            sid, ver = db.autocommit_query(f"SELECT session_id, contract_version FROM {log} WHERE app_id = 1")[0]
-            db.execute(f"INSERT INTO {log} (app_id, status, attempt, instance_id, instance_count, session_id, "
-                       f"contract_version, logged_at) VALUES (11, 'success', 1, 0, 1, ?, ?, {db.dialect.now_sql})",
-                       [sid, ver]).close()
+            sid, ver = db.autocommit_query(
+                f"SELECT session_id, contract_version FROM {log} WHERE app_id = 1"
+            )[0]
+            db.execute(
+                f"INSERT INTO {log} (app_id, status, attempt, instance_id, instance_count, session_id, "
+                f"contract_version, logged_at) VALUES (11, 'success', 1, 0, 1, ?, ?, {db.dialect.now_sql})",
+                [sid, ver],
+            ).close()
         db.commit()
         db.close()
         (folder / "release-loop_done").touch()
@@ -268,11 +306,13 @@ def test_a_clean_run_says_its_counts_match(db_url, tmp_path):
 
 # -- D26: two versions of one contract started together both stop ------------------------------------
 
+
 def test_d26_an_instance_that_finished_before_the_other_version_wrote_still_stops(db_url, tmp_path):
     """A (held right after its start check) and B (the other version) pass the start check; B
     writes its whole share before A writes anything and is held after its last look; A's first
     results show B's version (A stops); B's last re-read shows A's: B stops too, exit 2."""
     from xml_extractor.contract.loader import default_contract_path
+
     _prepare(db_url, 40)
     c = json.loads(open(default_contract_path(), encoding="utf-8").read())
     c["version"] = c["version"] + "-other"
@@ -281,14 +321,36 @@ def test_d26_an_instance_that_finished_before_the_other_version_wrote_still_stop
     fa, fb = tmp_path / "a", tmp_path / "b"
     fa.mkdir()
     fb.mkdir()
-    a = popen("run", "--db", db_url, *RUN, "--instance-id", "0", "--instance-count", "2", *_dirs(tmp_path),
-              env={"XML_EXTRACTOR_FAULTS": f"hold=identity_checked,hold_dir={fa}"})
+    a = popen(
+        "run",
+        "--db",
+        db_url,
+        *RUN,
+        "--instance-id",
+        "0",
+        "--instance-count",
+        "2",
+        *_dirs(tmp_path),
+        env={"XML_EXTRACTOR_FAULTS": f"hold=identity_checked,hold_dir={fa}"},
+    )
     b = None
     try:
         _wait(lambda: (fa / "held-identity_checked").exists() or a.poll() is not None)
         assert a.poll() is None, a.communicate()
-        b = popen("run", "--db", db_url, "--contract", str(other), *RUN, "--instance-id", "1", "--instance-count", "2",
-                  *_dirs(tmp_path), env={"XML_EXTRACTOR_FAULTS": f"hold=loop_done,hold_dir={fb}"})
+        b = popen(
+            "run",
+            "--db",
+            db_url,
+            "--contract",
+            str(other),
+            *RUN,
+            "--instance-id",
+            "1",
+            "--instance-count",
+            "2",
+            *_dirs(tmp_path),
+            env={"XML_EXTRACTOR_FAULTS": f"hold=loop_done,hold_dir={fb}"},
+        )
         _wait(lambda: (fb / "held-loop_done").exists() or b.poll() is not None)
         assert b.poll() is None, b.communicate()
         (fa / "release-identity_checked").touch()
@@ -307,6 +369,7 @@ def test_d26_an_instance_that_finished_before_the_other_version_wrote_still_stop
 
 # -- D25: a database restart while the run starts its selector and workers ---------------------------
 
+
 def _cluster(url: str) -> tuple[list[str], str, list[str]]:
     """How to run pg_ctl on the test server's own cluster: (command prefix, data directory, the
     server's start options), read from the running server and its postmaster.opts."""
@@ -316,7 +379,11 @@ def _cluster(url: str) -> tuple[list[str], str, list[str]]:
     opts = shlex.split(Path(data, "postmaster.opts").read_text())
     run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     i = opts.index("-D")
-    return run_as + [str(Path(opts[0]).parent / "pg_ctl"), "-D", data], data, opts[1:i] + opts[i + 2:]
+    return (
+        run_as + [str(Path(opts[0]).parent / "pg_ctl"), "-D", data],
+        data,
+        opts[1:i] + opts[i + 2 :],
+    )
 
 
 def _pg_ctl(cluster: tuple[list[str], str, list[str]], action: str) -> None:
@@ -324,7 +391,16 @@ def _pg_ctl(cluster: tuple[list[str], str, list[str]], action: str) -> None:
     if action == "stop":
         args = ["-m", "immediate", "stop"]
     else:
-        args = ["-w", "-t", "60", "-l", str(Path(data) / "restart.log"), "-o", " ".join(shlex.quote(o) for o in opts), "start"]
+        args = [
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(Path(data) / "restart.log"),
+            "-o",
+            " ".join(shlex.quote(o) for o in opts),
+            "start",
+        ]
     subprocess.run(cmd + args, check=True, capture_output=True, timeout=120)
 
 
@@ -338,8 +414,16 @@ def test_d25_a_database_restart_at_start_up_is_waited_for(db_url, tmp_path):
     cluster = _cluster(db_url)
     folder = tmp_path / "hold"
     folder.mkdir()
-    p = popen("run", "--db", db_url, *RUN, "--reconnect-seconds", "60", *_dirs(tmp_path),
-              env={"XML_EXTRACTOR_FAULTS": f"hold=identity_checked,hold_dir={folder}"})
+    p = popen(
+        "run",
+        "--db",
+        db_url,
+        *RUN,
+        "--reconnect-seconds",
+        "60",
+        *_dirs(tmp_path),
+        env={"XML_EXTRACTOR_FAULTS": f"hold=identity_checked,hold_dir={folder}"},
+    )
     stopped = False
     try:
         _wait(lambda: (folder / "held-identity_checked").exists() or p.poll() is not None)

@@ -10,6 +10,7 @@ reproduced with the real CLI on a real database (SQLite and PostgreSQL through `
 - D32: load-xml --replace of a processed application records a reprocess request, and says so.
 - D33: reprocess --failed --limit N pages through the failures; Request IDs are ASCII digits.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,17 +18,18 @@ import re
 import time
 
 import pytest
-
 from conftest import cli, expected_failures, open_db, popen
 
 # the same processed database as test_reprocess.py (one definition of it)
-from test_reprocess import COUNT, RUN, SEED, _dirs, processed  # noqa: E402,F401
+from test_reprocess import COUNT, RUN, SEED, _dirs, processed  # noqa: F401
 
 
 def _rows(url: str, sql: str, params: list | None = None) -> list[tuple]:
     db = open_db(url)
     try:
-        return db.autocommit_query(sql.format(**db.names, contact=db.table("app_contact_base")), params or [])
+        return db.autocommit_query(
+            sql.format(**db.names, contact=db.table("app_contact_base")), params or []
+        )
     finally:
         db.close()
 
@@ -39,7 +41,7 @@ def _one(url: str, sql: str, params: list | None = None) -> int:
 def _source_text(url: str, app_id: int) -> str:
     db = open_db(url)
     try:
-        (_, text, _), = db.fetch_documents([app_id])
+        ((_, text, _),) = db.fetch_documents([app_id])
         return text if isinstance(text, str) else bytes(text).decode("utf-8")
     finally:
         db.close()
@@ -49,8 +51,10 @@ def _set_source_text(url: str, app_id: int, text: str) -> None:
     db = open_db(url)
     try:
         db.begin()
-        db.execute(f"UPDATE {db.names['src']} SET {db.names['src_xml']} = ? WHERE {db.names['src_id']} = ?",
-                   [db.source_value(text), app_id]).close()
+        db.execute(
+            f"UPDATE {db.names['src']} SET {db.names['src_xml']} = ? WHERE {db.names['src_id']} = ?",
+            [db.source_value(text), app_id],
+        ).close()
         db.commit()
     finally:
         db.close()
@@ -73,7 +77,9 @@ def _collide(url: str) -> tuple[int, int, str]:
 
 
 @pytest.mark.parametrize("mode", ["partition", "queue"])
-def test_d24_a_refused_reprocess_becomes_a_failed_attempt_and_consumes_the_request(processed, tmp_path, mode):
+def test_d24_a_refused_reprocess_becomes_a_failed_attempt_and_consumes_the_request(
+    processed, tmp_path, mode
+):
     """D24. Before the fix: 'skipped (done elsewhere) 1', exit 0, the request open forever (every
     later run repeated it) and the old success with its old rows stayed."""
     url = processed
@@ -83,18 +89,28 @@ def test_d24_a_refused_reprocess_becomes_a_failed_attempt_and_consumes_the_reque
     p = cli("reprocess", str(victim), "--db", url, "--mode", mode, *RUN, *_dirs(tmp_path))
     out = p.stdout + p.stderr
     assert p.returncode == 1, out  # some failed: this one
-    assert re.search(r"skipped \(done elsewhere\)\s+0\b", out) and re.search(r"\bfailed\s+1\b", out), out
+    assert re.search(r"skipped \(done elsewhere\)\s+0\b", out) and re.search(
+        r"\bfailed\s+1\b", out
+    ), out
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0, out  # the request is consumed
-    log = _rows(url, "SELECT attempt, status, stage, error_class, reason FROM {log} WHERE app_id = ?", [victim])
+    log = _rows(
+        url,
+        "SELECT attempt, status, stage, error_class, reason FROM {log} WHERE app_id = ?",
+        [victim],
+    )
     assert len(log) == 1, log
     attempt, status, stage, error_class, reason = log[0]
-    assert (int(attempt), status, stage, error_class) == (2, "failed", "insert", "KeyCollision"), log
+    assert (int(attempt), status, stage, error_class) == (2, "failed", "insert", "KeyCollision"), (
+        log
+    )
     assert f"already belongs to application {owner}" in reason and con_id in reason
     # the old attempt was replaced as a new one would be: its log row in the history, its rows gone
     hist = _rows(url, "SELECT attempt, status FROM {log_history} WHERE app_id = ?", [victim])
     assert [(int(a), s) for a, s in hist] == [(1, "success")]
     assert _one(url, "SELECT COUNT(*) FROM {contact} WHERE app_id = ?", [victim]) == 0
-    assert _one(url, "SELECT COUNT(*) FROM {contact} WHERE app_id = ?", [owner]) > 0  # the owner keeps its rows
+    assert (
+        _one(url, "SELECT COUNT(*) FROM {contact} WHERE app_id = ?", [owner]) > 0
+    )  # the owner keeps its rows
     # nothing is left to do: a plain run selects nothing, reconcile is consistent
     again = cli("run", "--db", url, *RUN, *_dirs(tmp_path))
     assert again.returncode == 0, again.stdout + again.stderr
@@ -117,10 +133,15 @@ def _delete_source(url: str, ids: list[int]) -> None:
 def _status_pending_lines(url: str) -> dict[str, int]:
     p = cli("status", "--db", url)
     assert p.returncode == 0, p.stdout + p.stderr
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(pending \([^)]*\))\s+(-?\d+)", p.stdout, re.M)}
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(pending \([^)]*\))\s+(-?\d+)", p.stdout, re.M)
+    }
 
 
-def test_d29_requests_of_deleted_source_rows_are_closed_with_a_reason_and_never_counted(processed, tmp_path):
+def test_d29_requests_of_deleted_source_rows_are_closed_with_a_reason_and_never_counted(
+    processed, tmp_path
+):
     """D29. Before the fix: `reprocess --failed` requested the 3 deleted applications, every later
     one "resumed" them for ever (selected 3, success 0, failed 0), and status showed
     'pending (never attempted) -3'."""
@@ -132,22 +153,31 @@ def test_d29_requests_of_deleted_source_rows_are_closed_with_a_reason_and_never_
     try:
         db.begin()
         for a in stale:
-            db.execute(f"INSERT INTO {db.names['requests']} (app_id, requested_at, command) VALUES (?, ?, ?)",
-                       [a, "2026-01-01 00:00:00", "reprocess --failed"]).close()
+            db.execute(
+                f"INSERT INTO {db.names['requests']} (app_id, requested_at, command) VALUES (?, ?, ?)",
+                [a, "2026-01-01 00:00:00", "reprocess --failed"],
+            ).close()
         db.commit()
     finally:
         db.close()
     _delete_source(url, gone + stale)
     lines = _status_pending_lines(url)
     assert lines and all(v >= 0 for v in lines.values()), lines
-    assert lines["pending (reprocess requested)"] == 0, lines  # requests of missing rows are not pending work
+    assert lines["pending (reprocess requested)"] == 0, (
+        lines
+    )  # requests of missing rows are not pending work
 
     p = cli("reprocess", "--failed", "--db", url, *RUN, *_dirs(tmp_path))
     out = p.stdout + p.stderr
     assert p.returncode == 1, out  # the failures fail again
-    assert f"closed 2 open reprocess request(s) whose application is not in the source table" in p.stderr, out
+    assert (
+        "closed 2 open reprocess request(s) whose application is not in the source table"
+        in p.stderr
+    ), out
     assert " ".join(map(str, stale)) in p.stderr
-    assert "not in the source table (logged, not requested): " + " ".join(map(str, gone)) in p.stderr, out
+    assert (
+        "not in the source table (logged, not requested): " + " ".join(map(str, gone)) in p.stderr
+    ), out
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0, out
     assert re.search(rf"\bselected\s+{len(failed) - 5}\b", p.stdout), out
     # nothing is left to resume: the same command requests afresh, status never goes negative
@@ -158,7 +188,9 @@ def test_d29_requests_of_deleted_source_rows_are_closed_with_a_reason_and_never_
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
 
 
-def test_d32_load_xml_replace_of_a_processed_application_marks_it_for_reprocess(processed, tmp_path):
+def test_d32_load_xml_replace_of_a_processed_application_marks_it_for_reprocess(
+    processed, tmp_path
+):
     """D32. Before the fix: 'replaced 1', exit 0, the next run selected 0 and the stored rows kept
     the old names, silently."""
     url = processed
@@ -174,12 +206,16 @@ def test_d32_load_xml_replace_of_a_processed_application_marks_it_for_reprocess(
     other = re.sub(r'(<Request\b[^>]*\bID=")\d+(")', rf"\g<1>{fresh}\g<2>", text, count=1)
     (files / "new.xml").write_text(other, encoding="utf-8")
     cli("load-xml", str(files / "new.xml"), "--db", url, check=True)  # loaded, never processed
-    (files / "new.xml").write_text(other.replace('first_name="', 'first_name="X', 1), encoding="utf-8")
+    (files / "new.xml").write_text(
+        other.replace('first_name="', 'first_name="X', 1), encoding="utf-8"
+    )
 
     p = cli("load-xml", str(files), "--replace", "--db", url)
     assert p.returncode == 0, p.stdout + p.stderr
     assert re.search(r"replaced\s+2\b", p.stdout), p.stdout
-    assert f"marked for reprocess: 1 replaced application(s) had been processed" in p.stderr, p.stderr
+    assert "marked for reprocess: 1 replaced application(s) had been processed" in p.stderr, (
+        p.stderr
+    )
     assert p.stderr.rstrip().endswith(f": {victim}"), p.stderr
     requests = _rows(url, "SELECT app_id, command FROM {requests}")
     assert [(int(a), c) for a, c in requests] == [(victim, "load-xml --replace")]
@@ -189,14 +225,18 @@ def test_d32_load_xml_replace_of_a_processed_application_marks_it_for_reprocess(
     # the next plain run redoes it (its new attempt replaces the old rows) and the new document
     run = cli("run", "--db", url, *RUN, *_dirs(tmp_path))
     assert re.search(r"\bselected\s+2\b", run.stdout), run.stdout + run.stderr
-    names = {str(r[0]) for r in _rows(url, "SELECT first_name FROM {contact} WHERE app_id = ?", [victim])}
+    names = {
+        str(r[0]) for r in _rows(url, "SELECT first_name FROM {contact} WHERE app_id = ?", [victim])
+    }
     assert "CHANGED" in names, names
     hist = _rows(url, "SELECT attempt, status FROM {log_history} WHERE app_id = ?", [victim])
     assert [(int(a), s) for a, s in hist] == [(1, "success")]
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
     # the same files again: the same text, nothing replaced, nothing marked
     same = cli("load-xml", str(files), "--replace", "--db", url)
-    assert same.returncode == 0 and "marked for reprocess" not in same.stderr, same.stdout + same.stderr
+    assert same.returncode == 0 and "marked for reprocess" not in same.stderr, (
+        same.stdout + same.stderr
+    )
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
 
 
@@ -219,12 +259,33 @@ def test_d30_reprocess_in_queue_mode_beside_a_queue_run_ends_with_its_own_ids(db
     q = ("--mode", "queue", "--chunk-size", "50", "--batch-size", "10")
     # ids 1..20 done by an earlier run (the reprocess replaces rows of that session, not the queue run's)
     cli("run", "--db", url, *RUN, "--limit", "20", *_dirs(tmp_path), check=True)
-    slow = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.4"}  # 58 batches: the run lasts many times the reprocess
-    migration = popen("run", "--db", url, *RUN, *q, "--lease-seconds", "30", "--logs-dir", str(tmp_path / "mlogs"),
-                      "--metrics-dir", str(tmp_path / "mmetrics"), env=slow)
+    slow = {
+        "XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.4"
+    }  # 58 batches: the run lasts many times the reprocess
+    migration = popen(
+        "run",
+        "--db",
+        url,
+        *RUN,
+        *q,
+        "--lease-seconds",
+        "30",
+        "--logs-dir",
+        str(tmp_path / "mlogs"),
+        "--metrics-dir",
+        str(tmp_path / "mmetrics"),
+        env=slow,
+    )
     try:
-        _wait_until(lambda: _rows(url, "SELECT COUNT(*) FROM {queue} WHERE chunk_id = 0 AND done_at IS NOT NULL")[0][0] == 1,
-                    "the queue run finished chunk 0")
+        _wait_until(
+            lambda: (
+                _rows(
+                    url, "SELECT COUNT(*) FROM {queue} WHERE chunk_id = 0 AND done_at IS NOT NULL"
+                )[0][0]
+                == 1
+            ),
+            "the queue run finished chunk 0",
+        )
         # three of its finished chunk an earlier run did, one it did itself, one far ahead of it
         ids = [5, 6, 7, 25, total - 10]
         p = cli("reprocess", *map(str, ids), "--db", url, *RUN, *q, *_dirs(tmp_path))
@@ -256,7 +317,7 @@ def test_d33_reprocess_failed_with_limit_pages_through_the_failures(processed, t
         assert p.returncode == 1, p.stdout + p.stderr  # they fail again (the documents are broken)
         redone = {int(a) for (a,) in _rows(url, "SELECT DISTINCT app_id FROM {log_history}")} - seen
         # the oldest results first (a first run's are equally old: by id), then the next ones
-        assert sorted(redone) == firsts[3 * k:3 * k + 3], (k, sorted(redone))
+        assert sorted(redone) == firsts[3 * k : 3 * k + 3], (k, sorted(redone))
         seen |= redone
     assert _one(url, "SELECT COUNT(*) FROM {log_history}") == 9  # nobody was redone twice
 
@@ -266,23 +327,40 @@ def test_d33_request_ids_are_ascii_digits(sqlite_url, tmp_path, raw):
     """D33. Before the fix `Request ID="٣"` (Arabic-Indic three) was loaded as application 3: an ID
     is ASCII digits with an optional minus (whitespace around it is trimmed, as ever)."""
     from xml_extractor.mock import MockGenerator
+
     doc = next(iter(MockGenerator(seed=1).documents(3, 1))).text
-    bad = re.sub(r'(<Request\b[^>]*\bID=")\d+(")', lambda m: m.group(1) + raw + m.group(2), doc, count=1)
+    bad = re.sub(
+        r'(<Request\b[^>]*\bID=")\d+(")', lambda m: m.group(1) + raw + m.group(2), doc, count=1
+    )
     assert bad != doc
     f = tmp_path / "odd.xml"
     f.write_text(bad, encoding="utf-8")
     p = cli("load-xml", str(f), "--db", sqlite_url)
     assert p.returncode == 1, p.stdout + p.stderr
-    assert "no usable Request/@ID" in p.stdout + p.stderr and "not an integer" in p.stderr, p.stdout + p.stderr
+    assert "no usable Request/@ID" in p.stdout + p.stderr and "not an integer" in p.stderr, (
+        p.stdout + p.stderr
+    )
     assert _one(sqlite_url, "SELECT COUNT(*) FROM {src}") == 0
 
 
 def test_d33_status_eta_under_a_minute_is_not_zero_minutes(capsys):
     """D33. Before the fix any ETA under a minute printed as 'ETA 0 min'."""
     from xml_extractor.cli.operate import _print_status
-    d = {"running": True, "eta_minutes": 0.4, "rate_window_s": 30.0, "source_rows": 2000, "success": 200, "failed": 0,
-         "pending": 1800, "reprocess_requested": 0, "done_pct": 10.0, "rate_per_min_recent": 5000.0, "sessions": [],
-         "failures": []}
+
+    d = {
+        "running": True,
+        "eta_minutes": 0.4,
+        "rate_window_s": 30.0,
+        "source_rows": 2000,
+        "success": 200,
+        "failed": 0,
+        "pending": 1800,
+        "reprocess_requested": 0,
+        "done_pct": 10.0,
+        "rate_per_min_recent": 5000.0,
+        "sessions": [],
+        "failures": [],
+    }
     _print_status(d)
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ETA"))
     assert "under 1 min" in line and "0 min" not in line, line
@@ -294,6 +372,7 @@ def test_d33_ctrl_c_ends_status_watch_with_its_own_message(sqlite_url, tmp_path)
     """D33. Before the fix Ctrl-C on `status --watch` printed the run's message ('what was
     committed stays; run the command again to go on') for a command that only reads."""
     import signal
+
     cli("init-db", "--db", sqlite_url, check=True)
     p = popen("status", "--db", sqlite_url, "--watch", "0.2")
     assert p.stdout is not None and p.stdout.readline()  # the first refresh is out
@@ -307,6 +386,7 @@ def test_d33_a_contract_set_is_the_same_whatever_the_order_of_its_flags():
     """D33. Before the fix `--contract rec_lending --contract credit_card` was the set
     'rec_lending+credit_card@...', another version tag than the same two the other way round."""
     from xml_extractor.contract.loader import load_contract
+
     a = load_contract("credit_card,rec_lending")
     b = load_contract("rec_lending,credit_card")
     assert a.version_tag == b.version_tag and a.name == b.name == "credit_card+rec_lending"

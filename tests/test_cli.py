@@ -3,6 +3,7 @@ process or signal is needed (fast; the process/signal behaviour is tested with r
 test_pipeline/test_concurrency/test_crash_safety). One small database is processed once by a
 real ``run`` (real worker processes) per engine (module_db_url); the operator commands then read it
 in-process."""
+
 from __future__ import annotations
 
 import importlib
@@ -10,15 +11,16 @@ import json
 import pkgutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT, expected_failures, open_db
+from conftest import cli as run_cli
 
 import xml_extractor.cli as cli_pkg
-from conftest import ROOT, cli as run_cli, expected_failures, open_db
 from xml_extractor.cli import cli
 
 SAMPLE = ROOT / "tests" / "data" / "app-1001.xml"
@@ -34,10 +36,18 @@ def test_every_command_defined_in_the_package_is_registered() -> None:
     defined = set()
     for mod in pkgutil.iter_modules(cli_pkg.__path__):
         m = importlib.import_module(f"xml_extractor.cli.{mod.name}")
-        defined |= {obj.name for obj in vars(m).values() if isinstance(obj, click.Command) and not isinstance(obj, click.Group)}
+        defined |= {
+            obj.name
+            for obj in vars(m).values()
+            if isinstance(obj, click.Command) and not isinstance(obj, click.Group)
+        }
     assert defined and defined == set(cli.commands)
-    fresh = subprocess.run([sys.executable, "-c", "from xml_extractor.cli import cli; print(sorted(cli.commands))"],
-                           capture_output=True, text=True, check=True)
+    fresh = subprocess.run(
+        [sys.executable, "-c", "from xml_extractor.cli import cli; print(sorted(cli.commands))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert fresh.stdout.strip() == str(sorted(cli.commands))
 
 
@@ -80,15 +90,20 @@ def test_init_db_print(dialect: str, quote: str) -> None:
     assert f"CREATE TABLE {quote}" in r.output or f"CREATE TABLE IF NOT EXISTS {quote}" in r.output
 
 
-@pytest.mark.parametrize("args,message", [
-    (["init-db", "--print", "--dialect", "oracle"], "oracle"),
-    (["status", "--db", "mysql://h/db"], "mysql"),
-    (["status", "--db", "sqlite:///{tmp}/missing.db"], "init-db"),
-    (["run", "--db", "sqlite:///{tmp}/missing.db"], "init-db"),
-    (["status", "--server", "h"], "--database"),
-    (["validate-contract", "{tmp}/none.json"], "none.json"),
-])
-def test_usage_and_configuration_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["init-db", "--print", "--dialect", "oracle"], "oracle"),
+        (["status", "--db", "mysql://h/db"], "mysql"),
+        (["status", "--db", "sqlite:///{tmp}/missing.db"], "init-db"),
+        (["run", "--db", "sqlite:///{tmp}/missing.db"], "init-db"),
+        (["status", "--server", "h"], "--database"),
+        (["validate-contract", "{tmp}/none.json"], "none.json"),
+    ],
+)
+def test_usage_and_configuration_errors_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     r = CliRunner().invoke(cli, [a.replace("{tmp}", str(tmp_path)) for a in args])
     assert r.exit_code == 2, r.output
     assert message in r.output
@@ -101,8 +116,20 @@ def processed(module_db_url: str) -> str:
     processes). The tests only read it, or put back what they change."""
     url = module_db_url
     assert invoke("init-db", "--db", url).exit_code == 0
-    assert invoke("generate-mock", "--db", url, "--count", str(COUNT), "--seed", str(SEED),
-                  "--faulty-share", str(FAULTY)).exit_code == 0
+    assert (
+        invoke(
+            "generate-mock",
+            "--db",
+            url,
+            "--count",
+            str(COUNT),
+            "--seed",
+            str(SEED),
+            "--faulty-share",
+            str(FAULTY),
+        ).exit_code
+        == 0
+    )
     p = run_cli("run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "10")
     assert p.returncode == 1, p.stdout + p.stderr  # the faulty documents failed
     return url
@@ -113,7 +140,12 @@ def test_status_failures_quality_in_process(processed: str) -> None:
     r = invoke("status", "--db", processed, "--format", "json")
     assert r.exit_code == 0
     st = json.loads(r.output)
-    assert (st["source_rows"], st["success"], st["failed"], st["pending"]) == (COUNT, COUNT - failed, failed, 0)
+    assert (st["source_rows"], st["success"], st["failed"], st["pending"]) == (
+        COUNT,
+        COUNT - failed,
+        failed,
+        0,
+    )
     r = invoke("failures", "--db", processed, "--format", "json")
     assert r.exit_code == 0
     assert sum(g["count"] for g in json.loads(r.output)) == failed
@@ -122,7 +154,9 @@ def test_status_failures_quality_in_process(processed: str) -> None:
 
 
 def test_contradicting_run_options_exit_2(processed: str) -> None:
-    r = CliRunner().invoke(cli, ["run", "--db", processed, "--mode", "queue", "--instance-count", "2", "--no-progress"])
+    r = CliRunner().invoke(
+        cli, ["run", "--db", processed, "--mode", "queue", "--instance-count", "2", "--no-progress"]
+    )
     assert r.exit_code == 2 and "instance-count" in r.output
 
 
@@ -148,7 +182,9 @@ def test_reconcile_in_process_consistent_then_a_gap(processed: str) -> None:
         names = [d[0] for d in cur.description]
         lost = [list(row) for row in cur.fetchall()]
         cur.close()
-        keep = [i for i, n in enumerate(names) if n.lower() != "log_id"]  # an identity column: numbered again
+        keep = [
+            i for i, n in enumerate(names) if n.lower() != "log_id"
+        ]  # an identity column: numbered again
         db.execute(f"DELETE FROM {log} WHERE app_id = ?", [app_id]).close()
         db.commit()
         try:
@@ -157,8 +193,10 @@ def test_reconcile_in_process_consistent_then_a_gap(processed: str) -> None:
             cols = ", ".join(db.dialect.quote(names[i]) for i in keep)
             db.begin()
             for row in lost:
-                db.execute(f"INSERT INTO {log} ({cols}) VALUES ({', '.join('?' for _ in keep)})",
-                           [row[i] for i in keep]).close()
+                db.execute(
+                    f"INSERT INTO {log} ({cols}) VALUES ({', '.join('?' for _ in keep)})",
+                    [row[i] for i in keep],
+                ).close()
             db.commit()
     finally:
         db.close()
@@ -167,10 +205,14 @@ def test_reconcile_in_process_consistent_then_a_gap(processed: str) -> None:
     assert rec["consistent"] is False
     hits = [c for c in rec["checks"] if c["inconsistency"] and c["count"]]
     assert hits and all(app_id in c["sample_app_ids"] for c in hits)
-    assert invoke("reconcile", "--db", processed).exit_code == 0  # put back: the next test sees it whole
+    assert (
+        invoke("reconcile", "--db", processed).exit_code == 0
+    )  # put back: the next test sees it whole
 
 
-@pytest.mark.parametrize("command", [["status"], ["run", "--reconnect-seconds", "1", "--no-progress"]])
+@pytest.mark.parametrize(
+    "command", [["status"], ["run", "--reconnect-seconds", "1", "--no-progress"]]
+)
 def test_unreachable_server_exits_3_with_one_line(command: list[str]) -> None:
     """A server that refuses the connection is the environment (exit 3), said in one line (no
     driver tuple with \\n\\t); run retries for --reconnect-seconds first."""
@@ -178,26 +220,35 @@ def test_unreachable_server_exits_3_with_one_line(command: list[str]) -> None:
     p = run_cli(*command, "--db", "postgresql://postgres:s3cret@127.0.0.1:59999/x")
     assert p.returncode == 3, p.stderr
     assert "cannot connect to the database" in p.stderr and "Connection refused" in p.stderr
-    assert "\\n" not in p.stderr and "s3cret" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert (
+        "\\n" not in p.stderr
+        and "s3cret" not in p.stderr
+        and len(p.stderr.strip().splitlines()) == 1
+    )
 
 
 @pytest.mark.postgres
 def test_server_refusing_the_credentials_is_a_configuration_error() -> None:
     """The server answered (unknown role or database): exit 2, the configuration, not exit 3."""
     from conftest import PG_URL
+
     from xml_extractor.db.url import parse_url
+
     if not PG_URL:
         pytest.skip("PostgreSQL not available")
     u = parse_url(PG_URL)
     p = run_cli("status", "--db", f"postgresql://nosuchrole_fa@{u.host}:{u.port}/{u.database}")
-    assert p.returncode == 2 and "cannot connect" in p.stderr and "nosuchrole_fa" in p.stderr, p.stderr
+    assert p.returncode == 2 and "cannot connect" in p.stderr and "nosuchrole_fa" in p.stderr, (
+        p.stderr
+    )
 
 
-def _interrupt_when(p: "subprocess.Popen", ready: "Callable[[], bool]") -> tuple[int, str]:
+def _interrupt_when(p: subprocess.Popen, ready: Callable[[], bool]) -> tuple[int, str]:
     """SIGINT to the process group (Ctrl-C in a terminal) once ``ready`` holds; exit code, stderr."""
     import os
     import signal
     import time
+
     deadline = time.monotonic() + 60
     while not ready() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -212,6 +263,7 @@ def test_ctrl_c_exits_130_on_every_command(db_url: str, tmp_path: Path) -> None:
     """Ctrl-C: exit 130 with a short message (not click's 'Aborted!' and 1, not 0 for status --watch,
     whose queries each engine's driver is running when the signal comes)."""
     from conftest import popen
+
     out = tmp_path / "mock"
     p = popen("generate-mock", "--count", "1000000", "--out", str(out), cwd=tmp_path)
     code, err = _interrupt_when(p, lambda: out.is_dir() and any(out.iterdir()))
@@ -232,46 +284,88 @@ def test_run_start_up_configuration_error_on_stderr(db_url: str, tmp_path: Path)
     """A data-losing contract change found at run start: 'error: ...' on stderr and exit 2, like
     every other configuration error (not only a 'stopped config:' row of the summary on stdout)."""
     from xml_extractor.contract.loader import default_contract_path
+
     c = json.loads(Path(default_contract_path()).read_text("utf-8"))
     base = next(t for t in c["tables"] if t["name"] == "app_base")
     next(x for x in base["columns"] if x["name"] == "campaign_num")["length"] = 4
     (tmp_path / "narrow.json").write_text(json.dumps(c), "utf-8")
     run_cli("init-db", "--db", db_url, cwd=tmp_path, check=True)
-    p = run_cli("run", "--db", db_url, "--contract", "narrow.json", "--workers", "1", "--no-progress", cwd=tmp_path)
+    p = run_cli(
+        "run",
+        "--db",
+        db_url,
+        "--contract",
+        "narrow.json",
+        "--workers",
+        "1",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert p.returncode == 2, p.stdout + p.stderr
-    assert p.stderr.startswith("error: ") and "campaign_num" in p.stderr and "config:" not in p.stderr, p.stderr
+    assert (
+        p.stderr.startswith("error: ") and "campaign_num" in p.stderr and "config:" not in p.stderr
+    ), p.stderr
 
 
 def test_command_line_database_option_wins_over_the_environment(tmp_path: Path) -> None:
     """XML_EXTRACTOR_DB / XML_EXTRACTOR_SERVER exported, the other typed: the typed one is used
     (was refused 'give either --db or --server/--database, not both')."""
     missing = tmp_path / "typed.db"
-    r = CliRunner().invoke(cli, ["status", "--db", f"sqlite:///{missing}"],
-                           env={"XML_EXTRACTOR_SERVER": "envhost", "XML_EXTRACTOR_DATABASE": "envdb"})
-    assert r.exit_code == 2 and "no database at" in r.output and "not both" not in r.output, r.output
-    r = CliRunner().invoke(cli, ["status", "--server", "typedhost", "--database", "d"],
-                           env={"XML_EXTRACTOR_DB": f"sqlite:///{missing}"})
+    r = CliRunner().invoke(
+        cli,
+        ["status", "--db", f"sqlite:///{missing}"],
+        env={"XML_EXTRACTOR_SERVER": "envhost", "XML_EXTRACTOR_DATABASE": "envdb"},
+    )
+    assert r.exit_code == 2 and "no database at" in r.output and "not both" not in r.output, (
+        r.output
+    )
+    r = CliRunner().invoke(
+        cli,
+        ["status", "--server", "typedhost", "--database", "d"],
+        env={"XML_EXTRACTOR_DB": f"sqlite:///{missing}"},
+    )
     assert "not both" not in r.output and "no database at" not in r.output, r.output
-    r = CliRunner().invoke(cli, ["status"], env={"XML_EXTRACTOR_DB": f"sqlite:///{missing}", "XML_EXTRACTOR_SERVER": "h"})
+    r = CliRunner().invoke(
+        cli,
+        ["status"],
+        env={"XML_EXTRACTOR_DB": f"sqlite:///{missing}", "XML_EXTRACTOR_SERVER": "h"},
+    )
     assert r.exit_code == 2 and "not both" in r.output  # both from the environment: still ambiguous
 
 
 def test_missing_odbc_driver_names_the_package() -> None:
     pyodbc = pytest.importorskip("pyodbc")
-    r = CliRunner().invoke(cli, ["status", "--db", "postgresql://u@127.0.0.1:59999/d?driver=PostgreSQL+Missing"])
-    assert r.exit_code == 2 and "ODBC driver not found" in r.output and "odbc-postgresql" in r.output, r.output
+    r = CliRunner().invoke(
+        cli, ["status", "--db", "postgresql://u@127.0.0.1:59999/d?driver=PostgreSQL+Missing"]
+    )
+    assert (
+        r.exit_code == 2 and "ODBC driver not found" in r.output and "odbc-postgresql" in r.output
+    ), r.output
     if not any("SQL Server" in d for d in pyodbc.drivers()):
         r = CliRunner().invoke(cli, ["status", "--server", "127.0.0.1,59999", "--database", "d"])
-        assert r.exit_code == 2 and "msodbcsql18" in r.output and "msodbcsql17" in r.output and "18 or 17" in r.output, r.output
+        assert (
+            r.exit_code == 2
+            and "msodbcsql18" in r.output
+            and "msodbcsql17" in r.output
+            and "18 or 17" in r.output
+        ), r.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["status", "--db", "sqlite:///notdb.db"], "not a SQLite database: notdb.db"),
-    (["init-db", "--db", "sqlite:///notdb.db"], "not a SQLite database: notdb.db"),
-    (["status", "--db", "sqlite:///adir"], "not a SQLite database: adir is a folder"),
-    (["init-db", "--db", "sqlite:///nodir/x.db"], "cannot create nodir/x.db: folder nodir does not exist"),
-])
-def test_a_path_that_is_not_a_sqlite_database_exits_2_naming_it(tmp_path: Path, args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["status", "--db", "sqlite:///notdb.db"], "not a SQLite database: notdb.db"),
+        (["init-db", "--db", "sqlite:///notdb.db"], "not a SQLite database: notdb.db"),
+        (["status", "--db", "sqlite:///adir"], "not a SQLite database: adir is a folder"),
+        (
+            ["init-db", "--db", "sqlite:///nodir/x.db"],
+            "cannot create nodir/x.db: folder nodir does not exist",
+        ),
+    ],
+)
+def test_a_path_that_is_not_a_sqlite_database_exits_2_naming_it(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     (tmp_path / "notdb.db").write_text("hello, not a database\n", "utf-8")
     (tmp_path / "adir").mkdir()
     p = run_cli(*args, cwd=tmp_path)
@@ -280,7 +374,11 @@ def test_a_path_that_is_not_a_sqlite_database_exits_2_naming_it(tmp_path: Path, 
 
 def test_validate_contract_takes_contract_option_too() -> None:
     r = invoke("validate-contract", "--contract", "rec_lending")
-    assert r.exit_code == 0 and r.output.startswith("ok: rec_lending ") and "credit_card" not in r.output, r.output
+    assert (
+        r.exit_code == 0
+        and r.output.startswith("ok: rec_lending ")
+        and "credit_card" not in r.output
+    ), r.output
     r = invoke("validate-contract", "credit_card", "--contract", "rec_lending")
     assert r.exit_code == 0 and "ok: credit_card+rec_lending " in r.output, r.output
 
@@ -294,19 +392,26 @@ def test_environment_variable_exceptions_are_exactly_the_documented_ones() -> No
                 long = max(p.opts, key=len).lstrip("-")
                 if p.envvar != "XML_EXTRACTOR_" + long.upper().replace("-", "_"):
                     exceptions.add((name, long, p.envvar))
-    assert exceptions == {("bench", "db", "XML_EXTRACTOR_BENCH_DB"), ("profile", "sample", "XML_EXTRACTOR_PROFILE_SAMPLE")}
+    assert exceptions == {
+        ("bench", "db", "XML_EXTRACTOR_BENCH_DB"),
+        ("profile", "sample", "XML_EXTRACTOR_PROFILE_SAMPLE"),
+    }
     usage = (ROOT / "docs" / "usage.md").read_text("utf-8")
     assert all(f"`{c} --{o}` reads `{e}`" in usage for c, o, e in exceptions)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--metrics-dir", "{file}"], "--metrics-dir {file}: cannot write there"),
-    (["--logs-dir", "{file}/logs"], "--logs-dir {file}/logs: cannot write there"),
-    (["--reconnect-seconds", "-1"], "--reconnect-seconds must be a number of seconds"),
-    (["--reconnect-seconds", "nan"], "--reconnect-seconds must be a number of seconds"),
-])
-def test_run_refuses_bad_folders_and_durations_before_any_work(db_url: str, tmp_path: Path, extra: list[str],
-                                                               message: str) -> None:
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--metrics-dir", "{file}"], "--metrics-dir {file}: cannot write there"),
+        (["--logs-dir", "{file}/logs"], "--logs-dir {file}/logs: cannot write there"),
+        (["--reconnect-seconds", "-1"], "--reconnect-seconds must be a number of seconds"),
+        (["--reconnect-seconds", "nan"], "--reconnect-seconds must be a number of seconds"),
+    ],
+)
+def test_run_refuses_bad_folders_and_durations_before_any_work(
+    db_url: str, tmp_path: Path, extra: list[str], message: str
+) -> None:
     """A --metrics-dir that is a file used to be found after the whole run (exit 1, a traceback,
     no summary); --reconnect-seconds -1 or nan were accepted. Exit 2 before anything is processed."""
     url = db_url
@@ -314,9 +419,18 @@ def test_run_refuses_bad_folders_and_durations_before_any_work(db_url: str, tmp_
     blocker = tmp_path / "metrics.txt"
     blocker.write_text("a file where a folder should be")
     for command in (["run"], ["reprocess", "1", "2"]):
-        args = [*command, "--db", url, "--no-progress", *(a.replace("{file}", str(blocker)) for a in extra)]
+        args = [
+            *command,
+            "--db",
+            url,
+            "--no-progress",
+            *(a.replace("{file}", str(blocker)) for a in extra),
+        ]
         r = CliRunner().invoke(cli, args)
-        assert r.exit_code == 2 and message.replace("{file}", str(blocker)) in r.output, (args, r.output)
+        assert r.exit_code == 2 and message.replace("{file}", str(blocker)) in r.output, (
+            args,
+            r.output,
+        )
         assert "Traceback" not in r.output
     db = open_db(url)
     try:
@@ -327,5 +441,9 @@ def test_run_refuses_bad_folders_and_durations_before_any_work(db_url: str, tmp_
 
 def test_failures_csv_that_cannot_be_written_exits_2(processed: str, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
-    r = CliRunner().invoke(cli, ["failures", "--db", processed, "--csv", str(tmp_path / "afile" / "f.csv")])
-    assert r.exit_code == 2 and f"--csv {tmp_path / 'afile' / 'f.csv'}: cannot write it" in r.output, r.output
+    r = CliRunner().invoke(
+        cli, ["failures", "--db", processed, "--csv", str(tmp_path / "afile" / "f.csv")]
+    )
+    assert (
+        r.exit_code == 2 and f"--csv {tmp_path / 'afile' / 'f.csv'}: cannot write it" in r.output
+    ), r.output

@@ -1,10 +1,11 @@
 """Contract validation: every error names its place in the contract and what is wrong."""
+
 import copy
 import json
 
 import pytest
-
 from conftest import cli
+
 from xml_extractor.contract.loader import contract_from_dict, load_contract
 from xml_extractor.errors import ContractError
 
@@ -32,59 +33,162 @@ def col(c, tname, cname):
 
 def test_default_contract_is_valid_and_maps_most_attributes(raw):
     c = load_contract()
-    mapped = sum(1 for t in c.tables for x in t.columns if "attribute" in x.spec or "path" in x.spec)
+    mapped = sum(
+        1 for t in c.tables for x in t.columns if "attribute" in x.spec or "path" in x.spec
+    )
     assert mapped >= 200 and len(c.tables) >= 12
-    assert {"app_base", "app_contact_base", "app_contact_address", "app_contact_employment", "scores", "indicators",
-            "app_historical_lookup", "app_operational_cc", "app_pricing_cc", "app_transactional_cc", "app_solicited_cc"} <= {t.name for t in c.tables}
+    assert {
+        "app_base",
+        "app_contact_base",
+        "app_contact_address",
+        "app_contact_employment",
+        "scores",
+        "indicators",
+        "app_historical_lookup",
+        "app_operational_cc",
+        "app_pricing_cc",
+        "app_transactional_cc",
+        "app_solicited_cc",
+    } <= {t.name for t in c.tables}
 
 
-@pytest.mark.parametrize("mutate,expect", [
-    (lambda c: c.pop("tables"), "(top level): 'tables' is a required property"),
-    (lambda c: c.update(target_schema="x; DROP TABLE y"), "target_schema: 'x; DROP TABLE y' does not match"),
-    (lambda c: table(c, "app_base").update(name='app"base'), "tables[0].name"),
-    (lambda c: col(c, "app_base", "campaign_num").update(name="a b"), "tables[0].columns[6].name"),
-    (lambda c: col(c, "app_base", "campaign_num").update(type="varchar"), "tables[0].columns[6].type"),
-    (lambda c: col(c, "app_base", "campaign_num").pop("length"), "'length' is a required property"),
-    (lambda c: col(c, "app_base", "campaign_num").update(on_invalid="explode"), "on_invalid"),
-    (lambda c: c["source"].update(table="app_xml--"), "source.table"),
-    (lambda c: c["enums"]["decision"]["values"][0].update(id=0), "enums.decision.values[0].id"),
-    (lambda c: table(c, "app_contact_base")["rows"].update(drop_when_blank={"where": {"attribute": "a", "values": ["SEC"]}}),
-     "tables[5].rows.drop_when_blank: 'attributes' is a required property"),
-    (lambda c: table(c, "app_contact_base")["rows"].update(also_at="../contact"),
-     "tables[5].rows.also_at: '../contact' is not of type 'array'"),
-])
+@pytest.mark.parametrize(
+    "mutate,expect",
+    [
+        (lambda c: c.pop("tables"), "(top level): 'tables' is a required property"),
+        (
+            lambda c: c.update(target_schema="x; DROP TABLE y"),
+            "target_schema: 'x; DROP TABLE y' does not match",
+        ),
+        (lambda c: table(c, "app_base").update(name='app"base'), "tables[0].name"),
+        (
+            lambda c: col(c, "app_base", "campaign_num").update(name="a b"),
+            "tables[0].columns[6].name",
+        ),
+        (
+            lambda c: col(c, "app_base", "campaign_num").update(type="varchar"),
+            "tables[0].columns[6].type",
+        ),
+        (
+            lambda c: col(c, "app_base", "campaign_num").pop("length"),
+            "'length' is a required property",
+        ),
+        (lambda c: col(c, "app_base", "campaign_num").update(on_invalid="explode"), "on_invalid"),
+        (lambda c: c["source"].update(table="app_xml--"), "source.table"),
+        (lambda c: c["enums"]["decision"]["values"][0].update(id=0), "enums.decision.values[0].id"),
+        (
+            lambda c: table(c, "app_contact_base")["rows"].update(
+                drop_when_blank={"where": {"attribute": "a", "values": ["SEC"]}}
+            ),
+            "tables[5].rows.drop_when_blank: 'attributes' is a required property",
+        ),
+        (
+            lambda c: table(c, "app_contact_base")["rows"].update(also_at="../contact"),
+            "tables[5].rows.also_at: '../contact' is not of type 'array'",
+        ),
+    ],
+)
 def test_schema_errors_name_the_path(raw, mutate, expect):
     assert expect in broken(raw, mutate)
 
 
-@pytest.mark.parametrize("mutate,expect", [
-    (lambda c: col(c, "app_base", "app_type_enum").update(enum="nope"), "tables[0].columns[3].enum: unknown enum 'nope'"),
-    (lambda c: c["enums"]["app_type"]["values"][1].update(id=1), "duplicate id 1"),
-    (lambda c: c["enums"]["app_type"]["values"][1].update(id=10), "already used by enum"),
-    (lambda c: table(c, "app_base").update(foreign_keys=[{"columns": ["app_id"], "references": "scores", "ref_columns": ["app_id"]}]),
-     "must be a table defined earlier"),
-    (lambda c: col(c, "app_base", "app_id").update(nullable=True), "must be declared nullable: false"),
-    (lambda c: col(c, "app_base", "campaign_num").update(pattern="(["), "not a valid regular expression"),
-    (lambda c: col(c, "app_contact_address", "months_at_address").update(expression="months_at_residence + nope"), "unknown column 'nope'"),
-    (lambda c: col(c, "app_contact_address", "months_at_address").update(expression="FOO(1)"), "unknown function FOO()"),
-    (lambda c: col(c, "app_contact_address", "months_at_address").update(expression="(1 + "), "expected"),
-    (lambda c: col(c, "app_base", "campaign_num").update(on_invalid="truncate", type="int"), "applies to string columns only"),
-    (lambda c: col(c, "app_base", "campaign_num").pop("attribute"), "has no value source"),
-    (lambda c: col(c, "app_base", "decision_enum").update(path="app_product/@x[y"), "bad"),
-    (lambda c: col(c, "app_base", "campaign_num").update(parent="con_id", attribute=None) or col(c, "app_base", "campaign_num").pop("attribute"),
-     "only generators with a parent_table"),
-    (lambda c: table(c, "app_contact_address")["rows"].update(parent_table="indicators"), "must be a table defined earlier"),
-    (lambda c: [x.pop("context") for x in table(c, "indicators")["columns"] if x["name"] == "app_id"] and
-     [x.update(constant=1) for x in table(c, "indicators")["columns"] if x["name"] == "app_id"], 'needs a stored column with "context": "app_id"'),
-    (lambda c: c["document"].update(scope="Request/Other"), "must contain document.record_path"),
-    (lambda c: table(c, "app_contact_base")["rows"].update(also_at=["../../../contact"]),
-     "tables[5].rows.also_at[0]: path '../../../contact' leaves document.scope (at most 1 '..' from the record element)"),
-    (lambda c: table(c, "app_contact_base")["rows"].update(also_at=["../contact/@x"]), "tables[5].rows.also_at[0]: path"),
-    (lambda c: table(c, "app_contact_address")["rows"].update(also_at=["../contact_address"]),
-     "tables[6].rows.also_at: a generator with a parent_table reads under its parent's rows"),
-    (lambda c: table(c, "scores")["rows"][0].update(drop_when_blank={"attributes": ["x"]}),
-     "tables[9].rows[0].drop_when_blank: only for_each generators drop elements"),
-])
+@pytest.mark.parametrize(
+    "mutate,expect",
+    [
+        (
+            lambda c: col(c, "app_base", "app_type_enum").update(enum="nope"),
+            "tables[0].columns[3].enum: unknown enum 'nope'",
+        ),
+        (lambda c: c["enums"]["app_type"]["values"][1].update(id=1), "duplicate id 1"),
+        (lambda c: c["enums"]["app_type"]["values"][1].update(id=10), "already used by enum"),
+        (
+            lambda c: table(c, "app_base").update(
+                foreign_keys=[
+                    {"columns": ["app_id"], "references": "scores", "ref_columns": ["app_id"]}
+                ]
+            ),
+            "must be a table defined earlier",
+        ),
+        (
+            lambda c: col(c, "app_base", "app_id").update(nullable=True),
+            "must be declared nullable: false",
+        ),
+        (
+            lambda c: col(c, "app_base", "campaign_num").update(pattern="(["),
+            "not a valid regular expression",
+        ),
+        (
+            lambda c: col(c, "app_contact_address", "months_at_address").update(
+                expression="months_at_residence + nope"
+            ),
+            "unknown column 'nope'",
+        ),
+        (
+            lambda c: col(c, "app_contact_address", "months_at_address").update(
+                expression="FOO(1)"
+            ),
+            "unknown function FOO()",
+        ),
+        (
+            lambda c: col(c, "app_contact_address", "months_at_address").update(expression="(1 + "),
+            "expected",
+        ),
+        (
+            lambda c: col(c, "app_base", "campaign_num").update(on_invalid="truncate", type="int"),
+            "applies to string columns only",
+        ),
+        (lambda c: col(c, "app_base", "campaign_num").pop("attribute"), "has no value source"),
+        (lambda c: col(c, "app_base", "decision_enum").update(path="app_product/@x[y"), "bad"),
+        (
+            lambda c: (
+                col(c, "app_base", "campaign_num").update(parent="con_id", attribute=None)
+                or col(c, "app_base", "campaign_num").pop("attribute")
+            ),
+            "only generators with a parent_table",
+        ),
+        (
+            lambda c: table(c, "app_contact_address")["rows"].update(parent_table="indicators"),
+            "must be a table defined earlier",
+        ),
+        (
+            lambda c: (
+                [
+                    x.pop("context")
+                    for x in table(c, "indicators")["columns"]
+                    if x["name"] == "app_id"
+                ]
+                and [
+                    x.update(constant=1)
+                    for x in table(c, "indicators")["columns"]
+                    if x["name"] == "app_id"
+                ]
+            ),
+            'needs a stored column with "context": "app_id"',
+        ),
+        (
+            lambda c: c["document"].update(scope="Request/Other"),
+            "must contain document.record_path",
+        ),
+        (
+            lambda c: table(c, "app_contact_base")["rows"].update(also_at=["../../../contact"]),
+            "tables[5].rows.also_at[0]: path '../../../contact' leaves document.scope (at most 1 '..' from the record element)",
+        ),
+        (
+            lambda c: table(c, "app_contact_base")["rows"].update(also_at=["../contact/@x"]),
+            "tables[5].rows.also_at[0]: path",
+        ),
+        (
+            lambda c: table(c, "app_contact_address")["rows"].update(
+                also_at=["../contact_address"]
+            ),
+            "tables[6].rows.also_at: a generator with a parent_table reads under its parent's rows",
+        ),
+        (
+            lambda c: table(c, "scores")["rows"][0].update(drop_when_blank={"attributes": ["x"]}),
+            "tables[9].rows[0].drop_when_blank: only for_each generators drop elements",
+        ),
+    ],
+)
 def test_semantic_errors_name_the_place(raw, mutate, expect):
     assert expect in broken(raw, mutate)
 

@@ -1,20 +1,38 @@
 """The ParallelCoordinator alone: every path of a run's bookkeeping, driven by events, with no
 process, no database and no sleep (the whole file runs in well under a second)."""
+
 from __future__ import annotations
 
 from xml_extractor.processing.context import RunContext, RunSummary
-from xml_extractor.processing.coordinator import (Batch, Dispatch, FinishChunk, LogCrash, ParallelCoordinator,
-                                                  RenewLeases, Respawn, StopWorkers)
+from xml_extractor.processing.coordinator import (
+    Batch,
+    Dispatch,
+    FinishChunk,
+    LogCrash,
+    ParallelCoordinator,
+    RenewLeases,
+    Respawn,
+    StopWorkers,
+)
 from xml_extractor.processing.worker import BatchResult
 
 
-def Result(**kw: object) -> BatchResult:  # noqa: N802 - reads as the worker's own result type
+def Result(**kw: object) -> BatchResult:
     """A worker's real BatchResult, with non-zero stage timings so the summary's sums are visible."""
-    base: dict = {"fetch_ms": 1.0, "parse_ms": 2.0, "map_ms": 3.0, "write_ms": 4.0, "peak_rss_kb": 2048, "rss_kb": 1024}
+    base: dict = {
+        "fetch_ms": 1.0,
+        "parse_ms": 2.0,
+        "map_ms": 3.0,
+        "write_ms": 4.0,
+        "peak_rss_kb": 2048,
+        "rss_kb": 1024,
+    }
     return BatchResult(**{**base, **kw})
 
 
-def coordinator(workers: int = 2, lease: float | None = None, max_restarts: int = 50) -> ParallelCoordinator:
+def coordinator(
+    workers: int = 2, lease: float | None = None, max_restarts: int = 50
+) -> ParallelCoordinator:
     ctx = RunContext(url="sqlite:///x.db", workers=workers)
     s = RunSummary.start(ctx, "sqlite:///x.db", "c@1", "now")
     return ParallelCoordinator(s, workers, lease, max_restarts=max_restarts)
@@ -90,6 +108,7 @@ def test_a_death_while_stopping_is_not_a_crash():
 
 def collections_empty():
     import collections
+
     return collections.deque()
 
 
@@ -100,7 +119,9 @@ def test_the_death_of_the_last_worker_is_replaced_and_too_many_deaths_stop_the_r
     assert c.worker_died(0, 1) == [Respawn(0)]
     acts = c.worker_died(0, 1)
     assert acts == [StopWorkers(hard=True)]
-    assert c.summary.stop_reason.startswith("error: workers keep dying") and c.summary.exit_code == 3
+    assert (
+        c.summary.stop_reason.startswith("error: workers keep dying") and c.summary.exit_code == 3
+    )
 
 
 def test_second_stop_request_stops_at_once():
@@ -219,7 +240,9 @@ def test_stop_keeps_chunks_unfinished():
     c.batch_selected(Batch(1, [20], chunk_id=2))
     c.chunk_exhausted(2)
     c.stop_requested()
-    assert c.batch_done(0, Result(success=1)) == [StopWorkers(hard=False)]  # released at the end, not finished
+    assert c.batch_done(0, Result(success=1)) == [
+        StopWorkers(hard=False)
+    ]  # released at the end, not finished
 
 
 def test_read_ahead_is_bounded():
@@ -239,8 +262,14 @@ def test_error_stops_hard_and_keeps_the_first_reason():
 
 
 def test_run_context_derives_every_view_of_the_run():
-    ctx = RunContext(url="sqlite:///x.db", instance_id=1, instance_count=3, app_id_start=5, log_level="warning",
-                     only_ids=[3, 1])
+    ctx = RunContext(
+        url="sqlite:///x.db",
+        instance_id=1,
+        instance_count=3,
+        app_id_start=5,
+        log_level="warning",
+        only_ids=[3, 1],
+    )
     assert (ctx.modulus, ctx.remainder, ctx.id_lo) == (3, 1, 5) and ctx.only_ids == (3, 1)
     assert ctx.log_level == 30 and ctx.session_id[:8] in ctx.owner
     ident = ctx.identity("c@1")

@@ -1,11 +1,11 @@
 """Kill anything at any moment, run the same command again: every application exactly once.
 Real processes, real signals, on SQLite and PostgreSQL."""
+
 import os
 import signal
 import time
 
 import pytest
-
 from conftest import assert_exactly_once, cli, kill_sessions, open_db, popen
 from procs import kill_group, python_workers
 
@@ -16,11 +16,33 @@ SLOW = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.6"}
 
 def prepare(url, count=160):
     cli("init-db", "--db", url, check=True)
-    cli("generate-mock", "--db", url, "--count", str(count), "--faulty-share", "0.05", "--seed", "11", check=True)
+    cli(
+        "generate-mock",
+        "--db",
+        url,
+        "--count",
+        str(count),
+        "--faulty-share",
+        "0.05",
+        "--seed",
+        "11",
+        check=True,
+    )
 
 
 def run_args(url):
-    return ["run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "10", "--reconnect-seconds", "30"]
+    return [
+        "run",
+        "--db",
+        url,
+        "--no-progress",
+        "--workers",
+        "2",
+        "--batch-size",
+        "10",
+        "--reconnect-seconds",
+        "30",
+    ]
 
 
 def logged(url):
@@ -97,7 +119,9 @@ def test_connection_killed_from_the_server(db_url):
     proc = popen(*run_args(db_url), env=SLOW)
     try:
         wait_logged(db_url, 10)
-        for _ in range(3):  # kill every connection to this database, a few times (pg_terminate_backend / KILL)
+        for _ in range(
+            3
+        ):  # kill every connection to this database, a few times (pg_terminate_backend / KILL)
             kill_sessions(db_url)
             time.sleep(0.7)
         out, err = proc.communicate(timeout=240)

@@ -10,6 +10,7 @@
 - Figures the docs quote about the contract (tables, columns, attributes, enum values, enums) are
   the ones ``validate-contract`` prints for the packaged contract.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,21 +31,31 @@ HEADING = re.compile(r"^(#+)\s+(.*)$")
 # performance.md quotes widths of measured tables ("70 columns") and per-document attribute
 # counts, not the contract's figures
 FIGURE_DOCS = [p for p in DOCS if p.name != "performance.md"]
-FIGURE = re.compile(r"(?<![\w:.,~])~?(\d[\d,]*)\s+(tables|columns|attributes|enum\s+values|enums)\b")
+FIGURE = re.compile(
+    r"(?<![\w:.,~])~?(\d[\d,]*)\s+(tables|columns|attributes|enum\s+values|enums)\b"
+)
 
 
 def commands() -> dict[str, set[str]]:
     """Every command and its visible long options (--help and hidden options left out)."""
     out = {}
     for name, cmd in cli.commands.items():
-        out[name] = {o for p in cmd.params if isinstance(p, click.Option) and not p.hidden
-                     for o in p.opts + p.secondary_opts if o.startswith("--") and o != "--help"}
+        out[name] = {
+            o
+            for p in cmd.params
+            if isinstance(p, click.Option) and not p.hidden
+            for o in p.opts + p.secondary_opts
+            if o.startswith("--") and o != "--help"
+        }
     return out
 
 
 def passes_run_options(cmd: str) -> bool:
     """launch hands its unprocessed arguments to run: run's options are valid after it."""
-    return any(isinstance(p, click.Argument) and p.type is click.UNPROCESSED for p in cli.commands[cmd].params)
+    return any(
+        isinstance(p, click.Argument) and p.type is click.UNPROCESSED
+        for p in cli.commands[cmd].params
+    )
 
 
 def mentions() -> list[tuple[str, str, set[str], bool]]:
@@ -71,9 +82,9 @@ def mentions() -> list[tuple[str, str, set[str], bool]]:
                     section_cmd = None
                 continue
             for m in MENTION.finditer(line):
-                rest = line[m.end():]
+                rest = line[m.end() :]
                 nxt = MENTION.search(rest)
-                rest = rest[:nxt.start()] if nxt else rest
+                rest = rest[: nxt.start()] if nxt else rest
                 rest = re.split(r"`|\s#\s|\s#$", rest)[0]
                 j = i + 1
                 while in_code and j < len(lines) and re.match(r"^\s+(\[|--)", lines[j]):
@@ -89,7 +100,14 @@ def mentions() -> list[tuple[str, str, set[str], bool]]:
                     for span in re.findall(r"`([^`]+)`", line.split(" | ")[0].replace("\\|", "/")):
                         words = span.split()
                         if words and re.fullmatch(r"[a-z][a-z-]*", words[0]):
-                            out.append((where, words[0], set(OPTION.findall(span)), "[run options]" in span))
+                            out.append(
+                                (
+                                    where,
+                                    words[0],
+                                    set(OPTION.findall(span)),
+                                    "[run options]" in span,
+                                )
+                            )
             else:
                 table_is_commands = False
             if section_cmd and not in_code:
@@ -133,7 +151,9 @@ def test_every_command_and_option_is_documented() -> None:
     problems = []
     for cmd, opts in sorted(have.items()):
         if cmd not in documented:
-            problems.append(f"command {cmd} is not documented (no `xml-extractor {cmd}` in README.md or docs/)")
+            problems.append(
+                f"command {cmd} is not documented (no `xml-extractor {cmd}` in README.md or docs/)"
+            )
             continue
         doc = documented[cmd] | common
         if cmd in inherits:
@@ -147,9 +167,14 @@ def test_every_command_and_option_is_documented() -> None:
 def figures() -> dict[str, int]:
     res = CliRunner().invoke(cli, ["validate-contract"])
     assert res.exit_code == 0, res.output
-    m = re.search(r"(\d+) tables, (\d+) columns, (\d+) attributes, (\d+) enum values in (\d+) enums", res.output)
+    m = re.search(
+        r"(\d+) tables, (\d+) columns, (\d+) attributes, (\d+) enum values in (\d+) enums",
+        res.output,
+    )
     assert m, res.output
-    return dict(zip(("tables", "columns", "attributes", "enum values", "enums"), map(int, m.groups())))
+    return dict(
+        zip(("tables", "columns", "attributes", "enum values", "enums"), map(int, m.groups()))
+    )
 
 
 def test_contract_figures_in_the_docs_are_validate_contracts(figures: dict[str, int]) -> None:
@@ -163,14 +188,17 @@ def test_contract_figures_in_the_docs_are_validate_contracts(figures: dict[str, 
             n = int(m.group(1).replace(",", ""))
             if m.group(0).startswith("~") or n != figures[kind]:
                 line = text.count("\n", 0, m.start()) + 1
-                problems.append(f"{path.name}:{line}: '{' '.join(m.group(0).split())}' but validate-contract prints "
-                                f"{figures[kind]} {kind} (quote the exact figure)")
+                problems.append(
+                    f"{path.name}:{line}: '{' '.join(m.group(0).split())}' but validate-contract prints "
+                    f"{figures[kind]} {kind} (quote the exact figure)"
+                )
     assert quoted >= 3, "the docs should quote the contract's figures somewhere"
     assert not problems, "\n".join(problems)
 
 
 def test_validate_contract_prints_the_figures_of_the_contract(figures: dict[str, int]) -> None:
     from xml_extractor.contract.loader import load_contract
+
     c = load_contract()
     assert figures["tables"] == len(c.tables) and figures["enums"] == len(c.enums)
     assert figures["columns"] == sum(len(t.stored_columns) for t in c.tables)
@@ -184,8 +212,11 @@ def test_sections_the_code_points_to_exist() -> None:
     found = []
     for src in sorted((ROOT / "xml_extractor").rglob("*.py")):
         for doc, section in ref.findall(src.read_text(encoding="utf-8")):
-            headings = {m.group(2).strip() for line in (ROOT / "docs" / doc).read_text(encoding="utf-8").splitlines()
-                        if (m := HEADING.match(line))}
+            headings = {
+                m.group(2).strip()
+                for line in (ROOT / "docs" / doc).read_text(encoding="utf-8").splitlines()
+                if (m := HEADING.match(line))
+            }
             found.append((src.name, section))
             assert section in headings, (src.name, doc, section)
     assert len(found) >= 2, found

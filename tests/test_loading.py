@@ -1,6 +1,7 @@
 """load-xml: every per-file problem is a skip with a reason; conflicts load neither file unless one
 is preferred; a pattern matching nothing is a usage error; read commands never create a database
 file; setup commands run concurrently without failing."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -17,7 +18,9 @@ from xml_extractor.db.database import Database
 
 
 def _doc(app_id: str, custdata: str = "<CustData/>") -> str:
-    return f'<?xml version="1.0"?>\n<Provenir><Request ID="{app_id}">{custdata}</Request></Provenir>\n'
+    return (
+        f'<?xml version="1.0"?>\n<Provenir><Request ID="{app_id}">{custdata}</Request></Provenir>\n'
+    )
 
 
 def _source(url: str, ids: list[int]) -> dict[int, str]:
@@ -38,7 +41,9 @@ def _folder(tmp_path: Path, too_big: str) -> Path:
     (d / "no-id.xml").write_text("<Provenir><Request><CustData/></Request></Provenir>", "utf-8")
     (d / "not-xml.xml").write_text("id,name\n1,x\n", "utf-8")
     (d / "empty.xml").write_text("", "utf-8")
-    (d / "app-463.xml").write_text(_doc("470", "<CustData><application/></CustData>"), "utf-8")  # carries 470
+    (d / "app-463.xml").write_text(
+        _doc("470", "<CustData><application/></CustData>"), "utf-8"
+    )  # carries 470
     (d / "app-470.xml").write_text(_doc("470"), "utf-8")
     return d
 
@@ -57,20 +62,40 @@ def test_each_problem_is_a_skip_with_a_reason(db_url, tmp_path):
     assert "truncated" not in err  # the complete document with <CustData/> is fine
     for name in ("app-463.xml", "app-470.xml"):  # the conflict names both files, loads neither
         line = next(ln for ln in err.splitlines() if f"{name}: " in ln)
-        assert "Request/@ID 470 is carried by 2 files" in line and "app-463.xml" in line and "app-470.xml" in line
+        assert (
+            "Request/@ID 470 is carried by 2 files" in line
+            and "app-463.xml" in line
+            and "app-470.xml" in line
+        )
     assert set(_source(db_url, [77, 470, 1001])) == {77, 1001}
 
-    again = cli("load-xml", str(d / "app-1001.xml"), "--db", db_url)  # the same file again (a load run twice)
-    assert again.returncode == 0 and "already loaded (same text)" in again.stdout, again.stdout + again.stderr
+    again = cli(
+        "load-xml", str(d / "app-1001.xml"), "--db", db_url
+    )  # the same file again (a load run twice)
+    assert again.returncode == 0 and "already loaded (same text)" in again.stdout, (
+        again.stdout + again.stderr
+    )
     other = tmp_path / "other"
     other.mkdir()
-    (other / "app-1001.xml").write_text(_doc("1001", "<CustData><application/></CustData>"), "utf-8")
+    (other / "app-1001.xml").write_text(
+        _doc("1001", "<CustData><application/></CustData>"), "utf-8"
+    )
     again = cli("load-xml", str(other / "app-1001.xml"), "--db", db_url)
     assert again.returncode == 1, again.stdout + again.stderr
-    assert "app_id 1001 is already in the source table with another text (--replace to overwrite)" in again.stderr
+    assert (
+        "app_id 1001 is already in the source table with another text (--replace to overwrite)"
+        in again.stderr
+    )
 
-    chosen = cli("load-xml", str(d / "app-463.xml"), str(d / "app-470.xml"), "--prefer", str(d / "app-470.xml"),
-                 "--db", db_url)
+    chosen = cli(
+        "load-xml",
+        str(d / "app-463.xml"),
+        str(d / "app-470.xml"),
+        "--prefer",
+        str(d / "app-470.xml"),
+        "--db",
+        db_url,
+    )
     assert "app-463.xml: Request/@ID 470 is also in" in chosen.stderr
     assert _source(db_url, [470])[470] == _doc("470")  # the real 470, not 463's file
 
@@ -82,14 +107,18 @@ def test_no_files_matched_is_a_usage_error(sqlite_url, tmp_path):
     assert p.returncode == 2 and "no files matched" in p.stderr
 
 
-def test_overlapping_arguments_load_each_file_once_and_generate_mock_says_it_created_the_schema(db_url, tmp_path):
+def test_overlapping_arguments_load_each_file_once_and_generate_mock_says_it_created_the_schema(
+    db_url, tmp_path
+):
     """A folder and a glob inside it name the same files: each is loaded once, not a conflict with
     itself. generate-mock into a fresh database says it created the schema, as load-xml does."""
     fresh = db_url
     p = cli("generate-mock", "--db", fresh, "--count", "2", check=True)
     first = p.stdout.splitlines()[0]
     if engine(fresh) == "mssql":  # printed as the URL's display form: no password, no options
-        assert first.startswith("created the schema in ") and first.endswith(" (as init-db does)"), first
+        assert first.startswith("created the schema in ") and first.endswith(
+            " (as init-db does)"
+        ), first
         assert re.search(r"xe_[0-9a-f]{12}", fresh).group(0) in first, first  # type: ignore[union-attr]
         assert not url_password(fresh) or url_password(fresh) not in first
     else:
@@ -108,8 +137,15 @@ def test_overlapping_arguments_load_each_file_once_and_generate_mock_says_it_cre
 
 def test_read_commands_never_create_a_database_file(tmp_path):
     missing = tmp_path / "typo.db"
-    for cmd in (["status"], ["reconcile"], ["failures"], ["quality"], ["run", "--no-progress"], ["reprocess", "--failed"],
-                ["init-db", "--dry-run"]):
+    for cmd in (
+        ["status"],
+        ["reconcile"],
+        ["failures"],
+        ["quality"],
+        ["run", "--no-progress"],
+        ["reprocess", "--failed"],
+        ["init-db", "--dry-run"],
+    ):
         p = cli(*cmd, "--db", f"sqlite:///{missing}")
         assert p.returncode == 2, (cmd, p.stdout, p.stderr)
         assert f"no database at {missing}" in p.stderr
@@ -122,7 +158,9 @@ def _together(*commands: list[str]) -> list[tuple[int, str]]:
 
 
 def test_two_init_db_at_once_on_a_fresh_database(db_url):
-    for code, out in _together(["init-db", "--db", db_url], ["init-db", "--db", db_url], ["init-db", "--db", db_url]):
+    for code, out in _together(
+        ["init-db", "--db", db_url], ["init-db", "--db", db_url], ["init-db", "--db", db_url]
+    ):
         assert code == 0 and "Traceback" not in out, out
     assert "0 change(s) to apply" in cli("init-db", "--db", db_url, "--dry-run", check=True).stdout
 
@@ -134,15 +172,21 @@ def test_two_generate_mock_at_once(db_url):
     assert len(_source(db_url, list(range(1, 301)))) == 300
 
 
-@pytest.mark.parametrize("table_index, name, clash", [(0, "Processing_Log", "the processing log"),
-                                                      (0, "APP_XML", "the source table"),
-                                                      (1, "Run_Progress", "the progress table"),
-                                                      (1, "App_Base", "defined twice")])
+@pytest.mark.parametrize(
+    "table_index, name, clash",
+    [
+        (0, "Processing_Log", "the processing log"),
+        (0, "APP_XML", "the source table"),
+        (1, "Run_Progress", "the progress table"),
+        (1, "App_Base", "defined twice"),
+    ],
+)
 def test_contract_table_names_that_clash_are_refused(tmp_path, table_index, name, clash):
     import json
 
     from xml_extractor.contracts import __file__ as contracts_init
     from xml_extractor.errors import ContractError
+
     c = json.loads((Path(contracts_init).parent / "credit_card.json").read_text("utf-8"))
     c["tables"][table_index]["name"] = name
     path = tmp_path / "clash.json"
@@ -153,15 +197,16 @@ def test_contract_table_names_that_clash_are_refused(tmp_path, table_index, name
     assert p.returncode == 2 and name in p.stderr + p.stdout
 
 
-def _connect_at(path: str, start: float, out: "multiprocessing.queues.Queue") -> None:
+def _connect_at(path: str, start: float, out: multiprocessing.queues.Queue) -> None:
     from xml_extractor.db.sqlite import SQLiteDialect
     from xml_extractor.db.url import parse_url
+
     while time.time() < start:
         pass
     try:
         conn = SQLiteDialect().connect(parse_url(f"sqlite:///{path}"))
         out.put(conn.execute("PRAGMA journal_mode").fetchone()[0])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         out.put(f"{type(exc).__name__}: {exc}")
 
 
@@ -189,23 +234,71 @@ def test_ids_outside_the_selectable_range_are_refused_and_the_edges_are_processe
     column (PostgreSQL) or the contract's int app_id columns (SQLite's source holds 64 bits; such an
     id failed at map with a misleading "no usable value") are refused by load-xml (a skip) and
     generate-mock (exit 2, nothing written); the lowest and highest accepted ids are processed."""
-    lo, hi = -(2 ** 31), 2 ** 31 - 1
+    lo, hi = -(2**31), 2**31 - 1
     d = tmp_path / "edge"
     d.mkdir()
     (d / "below.xml").write_text(_doc(str(lo - 1)), "utf-8")
     p = cli("load-xml", str(d), "--db", db_url)
-    assert p.returncode == 1 and f"Request/@ID {lo - 1} does not fit" in p.stderr, p.stdout + p.stderr
+    assert p.returncode == 1 and f"Request/@ID {lo - 1} does not fit" in p.stderr, (
+        p.stdout + p.stderr
+    )
     for start, count in ((hi - 2, 5), (lo - 1, 3)):
         p = cli("generate-mock", "--db", db_url, "--count", str(count), "--start-id", str(start))
-        assert p.returncode == 2 and f"hold {lo}..{hi}" in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert (
+            p.returncode == 2 and f"hold {lo}..{hi}" in p.stderr and "Traceback" not in p.stderr
+        ), p.stderr
     assert not _source(db_url, [lo, hi])
-    cli("generate-mock", "--db", db_url, "--count", "2", "--start-id", str(lo), "--faulty-share", "0", check=True)
-    cli("generate-mock", "--db", db_url, "--count", "2", "--start-id", str(hi - 1), "--faulty-share", "0", check=True)
-    p = cli("run", "--db", db_url, "--no-progress", "--workers", "1", "--instance-id", "1", "--instance-count", "3")
+    cli(
+        "generate-mock",
+        "--db",
+        db_url,
+        "--count",
+        "2",
+        "--start-id",
+        str(lo),
+        "--faulty-share",
+        "0",
+        check=True,
+    )
+    cli(
+        "generate-mock",
+        "--db",
+        db_url,
+        "--count",
+        "2",
+        "--start-id",
+        str(hi - 1),
+        "--faulty-share",
+        "0",
+        check=True,
+    )
+    p = cli(
+        "run",
+        "--db",
+        db_url,
+        "--no-progress",
+        "--workers",
+        "1",
+        "--instance-id",
+        "1",
+        "--instance-count",
+        "3",
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     for i in (0, 2):
-        cli("run", "--db", db_url, "--no-progress", "--workers", "1", "--instance-id", str(i), "--instance-count", "3",
-            check=True)
+        cli(
+            "run",
+            "--db",
+            db_url,
+            "--no-progress",
+            "--workers",
+            "1",
+            "--instance-id",
+            str(i),
+            "--instance-count",
+            "3",
+            check=True,
+        )
     p = cli("reconcile", "--db", db_url)
     assert p.returncode == 0, p.stdout
 
@@ -225,8 +318,10 @@ def test_load_xml_again_over_rows_other_tools_wrote_with_a_byte_order_mark(db_ur
         db.begin()
         for i, text in docs.items():
             # as the other tool stored it: the text, or on SQL Server's varchar(max) the file's bytes
-            db.execute(f"INSERT INTO {db.names['src']} ({db.names['src_id']}, {db.names['src_xml']}) VALUES (?, ?)",
-                       [i, db.source_value(text)]).close()
+            db.execute(
+                f"INSERT INTO {db.names['src']} ({db.names['src_id']}, {db.names['src_xml']}) VALUES (?, ?)",
+                [i, db.source_value(text)],
+            ).close()
         db.commit()
     finally:
         db.close()
@@ -235,6 +330,11 @@ def test_load_xml_again_over_rows_other_tools_wrote_with_a_byte_order_mark(db_ur
     (d / "app-3.xml").write_text(_doc("3", "<CustData><application/></CustData>"), "utf-8")
     p = cli("load-xml", str(d), "--db", db_url, "--replace")
     assert p.returncode == 0, p.stdout + p.stderr
-    counts = {ln.rsplit(None, 1)[0].strip(): ln.rsplit(None, 1)[1] for ln in p.stdout.splitlines()
-              if ln[:1].isalpha() and ln.rsplit(None, 1)[-1].isdigit()}
-    assert counts.get("replaced") == "1" and counts.get("already loaded (same text)") == "2", p.stdout
+    counts = {
+        ln.rsplit(None, 1)[0].strip(): ln.rsplit(None, 1)[1]
+        for ln in p.stdout.splitlines()
+        if ln[:1].isalpha() and ln.rsplit(None, 1)[-1].isdigit()
+    }
+    assert counts.get("replaced") == "1" and counts.get("already loaded (same text)") == "2", (
+        p.stdout
+    )

@@ -1,13 +1,14 @@
 """SQL Server: cannot run here. The SQL the dialect emits is checked statement by statement;
 live tests run when XML_EXTRACTOR_TEST_MSSQL holds an odbc: URL or connection string."""
+
 import json
 import os
 import re
 import uuid
 
 import pytest
-
 from conftest import ROOT, cli
+
 from xml_extractor.db.database import make_dialect
 from xml_extractor.db.url import parse_url, server_url
 
@@ -44,7 +45,11 @@ def test_source_table_is_dbo_varchar_max(ddl):
 def test_core_tables_keys_fks_and_types(ddl):
     base = stmt(ddl, r"CREATE TABLE \[sandbox\]\.\[app_base\]")
     assert "[receive_date] DATETIME2(3) NOT NULL" in base and "[app_type_enum] SMALLINT" in base
-    assert "[ip_address] NVARCHAR(45)" in base and "[signature_flag] BIT" in base and "[special_offer] TINYINT" in base
+    assert (
+        "[ip_address] NVARCHAR(45)" in base
+        and "[signature_flag] BIT" in base
+        and "[special_offer] TINYINT" in base
+    )
     assert "CONSTRAINT [pk_app_base] PRIMARY KEY ([app_id])" in base
     con = stmt(ddl, r"CREATE TABLE \[sandbox\]\.\[app_contact_base\]")
     assert "CONSTRAINT [pk_app_contact_base] PRIMARY KEY ([con_id])" in con
@@ -62,15 +67,27 @@ def test_core_tables_keys_fks_and_types(ddl):
 
 def test_processing_log_and_indexes(ddl):
     log = stmt(ddl, r"CREATE TABLE \[sandbox\]\.\[processing_log\]")
-    assert "[log_id] BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY" in log and "[reason] NVARCHAR(MAX)" in log
+    assert (
+        "[log_id] BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY" in log
+        and "[reason] NVARCHAR(MAX)" in log
+    )
     assert "CHECK ([status] IN ('success', 'failed'))" in log
     ux = stmt(ddl, r"ux_processing_log_app_attempt")
-    assert ux.startswith("IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_processing_log_app_attempt'")
-    assert "CREATE UNIQUE INDEX [ux_processing_log_app_attempt] ON [sandbox].[processing_log] ([app_id], [attempt])" in ux
-    stmt(ddl, r"CREATE INDEX \[ix_app_contact_base_app_id\] ON \[sandbox\]\.\[app_contact_base\] \(\[app_id\]\)")
+    assert ux.startswith(
+        "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_processing_log_app_attempt'"
+    )
+    assert (
+        "CREATE UNIQUE INDEX [ux_processing_log_app_attempt] ON [sandbox].[processing_log] ([app_id], [attempt])"
+        in ux
+    )
+    stmt(
+        ddl,
+        r"CREATE INDEX \[ix_app_contact_base_app_id\] ON \[sandbox\]\.\[app_contact_base\] \(\[app_id\]\)",
+    )
     stmt(ddl, r"CREATE TABLE \[sandbox\]\.\[work_queue\]")
     seeds = [s for s in ddl if s.startswith("INSERT INTO [sandbox].[app_enums]")]
     from xml_extractor.contract.loader import load_contract
+
     assert len(seeds) == sum(len(v) for v in load_contract().enums.values())
     assert any("N'PR'" in s and "281" in s for s in seeds)
 
@@ -78,8 +95,15 @@ def test_processing_log_and_indexes(ddl):
 def test_claim_and_selection_queries():
     d = make_dialect("mssql")
     claim = d.queries["queue_claim"].template
-    assert "WITH (UPDLOCK, READPAST, ROWLOCK)" in claim and "SELECT TOP (1)" in claim and "OUTPUT inserted.chunk_id" in claim
-    assert "{lease_expr}" in claim and d.lease_sql() == "DATEADD(second, :lease_seconds, SYSUTCDATETIME())"
+    assert (
+        "WITH (UPDLOCK, READPAST, ROWLOCK)" in claim
+        and "SELECT TOP (1)" in claim
+        and "OUTPUT inserted.chunk_id" in claim
+    )
+    assert (
+        "{lease_expr}" in claim
+        and d.lease_sql() == "DATEADD(second, :lease_seconds, SYSUTCDATETIME())"
+    )
     assert "WITH (UPDLOCK, HOLDLOCK)" in d.queries["queue_seed"].template
 
 
@@ -88,12 +112,15 @@ def test_pending_page_is_top_with_named_parameters():
     and the values bound by name land in the right places whatever the order of the markers."""
     from xml_extractor.contract.loader import load_contract
     from xml_extractor.db.database import Database
+
     d = make_dialect("mssql")
     assert d.queries["pending_ids"].source == "common.sql"
     st = Database("mssql://h/db", load_contract(), connect=False).sql("pending_ids")
     assert st.startswith("SELECT TOP (?) s.[app_id] FROM [dbo].[app_xml] s")
     assert "LIMIT" not in st and "OFFSET" not in st
-    sql, values = st.bind({"after_id": 10, "id_lo": 1, "id_hi": 99, "modulus": 3, "remainder": 2, "limit": 50})
+    sql, values = st.bind(
+        {"after_id": 10, "id_lo": 1, "id_hi": 99, "modulus": 3, "remainder": 2, "limit": 50}
+    )
     assert values == [50, 10, 1, 99, 3, 3, 3, 2]
 
 
@@ -111,17 +138,31 @@ class RecordingCursor:
 def test_bulk_insert_uses_bounded_fast_executemany():
     d = make_dialect("mssql")
     cur = RecordingCursor()
-    d.insert_rows(cur, "[sandbox].[scores]", ["app_id", "score_identifier", "score"], [(1, "a", 2)] * 2500)
+    d.insert_rows(
+        cur, "[sandbox].[scores]", ["app_id", "score_identifier", "score"], [(1, "a", 2)] * 2500
+    )
     assert [c[1] for c in cur.calls] == [1000, 1000, 500] and all(c[2] for c in cur.calls)
-    assert cur.calls[0][0] == "INSERT INTO [sandbox].[scores] ([app_id], [score_identifier], [score]) VALUES (?, ?, ?)"
+    assert (
+        cur.calls[0][0]
+        == "INSERT INTO [sandbox].[scores] ([app_id], [score_identifier], [score]) VALUES (?, ?, ?)"
+    )
 
 
 def test_urls_and_identifier_quoting():
-    u = parse_url("mssql://sa@db.example:1433/XmlConversionDB?driver=ODBC Driver 18 for SQL Server&trust_server_certificate=yes",
-                  password="s3cret")
+    u = parse_url(
+        "mssql://sa@db.example:1433/XmlConversionDB?driver=ODBC Driver 18 for SQL Server&trust_server_certificate=yes",
+        password="s3cret",
+    )
     cs = u.odbc_connection_string()
-    assert "Server=db.example,1433" in cs and "Database=XmlConversionDB" in cs and "UID=sa" in cs and "PWD=s3cret" in cs
-    assert "s3cret" not in u.display() and u.display() == "mssql://sa@db.example:1433/XmlConversionDB"
+    assert (
+        "Server=db.example,1433" in cs
+        and "Database=XmlConversionDB" in cs
+        and "UID=sa" in cs
+        and "PWD=s3cret" in cs
+    )
+    assert (
+        "s3cret" not in u.display() and u.display() == "mssql://sa@db.example:1433/XmlConversionDB"
+    )
     t = parse_url("mssql://localhost/XmlConversionDB", password="")
     assert "Trusted_Connection=yes" in t.odbc_connection_string()
     assert server_url("localhost,1433", "X", None) == "mssql://localhost:1433/X"
@@ -131,46 +172,94 @@ def test_urls_and_identifier_quoting():
 
 def test_server_flags_build_a_trusted_mssql_url(monkeypatch):
     from xml_extractor.cli.common import resolve_url
+
     u = resolve_url(None, "localhost\\SQLEXPRESS", "XmlConversionDB", None)
-    assert u.dialect == "mssql" and u.host == "localhost\\SQLEXPRESS" and "Trusted_Connection=yes" in u.odbc_connection_string()
+    assert (
+        u.dialect == "mssql"
+        and u.host == "localhost\\SQLEXPRESS"
+        and "Trusted_Connection=yes" in u.odbc_connection_string()
+    )
     monkeypatch.setenv("XML_EXTRACTOR_DB_PASSWORD", "pw")
     u = resolve_url(None, "db,1433", "X", "svc")
-    assert u.port == 1433 and u.user == "svc" and "PWD=pw" in u.odbc_connection_string() and "pw" not in u.display()
+    assert (
+        u.port == 1433
+        and u.user == "svc"
+        and "PWD=pw" in u.odbc_connection_string()
+        and "pw" not in u.display()
+    )
 
 
 # -- the source column: its type decides the fetch (M1, M13, M17) and the load (M6) -----------------
 
+
 def _db(kind: str | None = None):
     from xml_extractor.contract.loader import load_contract
     from xml_extractor.db.database import Database
+
     db = Database("mssql://h/db", load_contract(), connect=False)
     if kind is not None:
         db._source_kind = kind  # what source_column_type would have told this Database
     return db
 
 
-@pytest.mark.parametrize("type_name, max_length, kind", [
-    ("varchar", -1, "bytes"), ("varchar", 8000, "bytes"), ("char", 100, "bytes"),
-    ("varbinary", -1, "bytes"), ("nvarchar", -1, "text"), ("nchar", 200, "text")])
+@pytest.mark.parametrize(
+    "type_name, max_length, kind",
+    [
+        ("varchar", -1, "bytes"),
+        ("varchar", 8000, "bytes"),
+        ("char", 100, "bytes"),
+        ("varbinary", -1, "bytes"),
+        ("nvarchar", -1, "text"),
+        ("nchar", 200, "text"),
+    ],
+)
 def test_source_kinds_the_dialect_reads(type_name, max_length, kind):
     from xml_extractor.db.mssql import SourceColumn
+
     d = make_dialect("mssql")
-    assert d.source_kind(SourceColumn(type_name, max_length, "SQL_Latin1_General_CP1_CI_AS"), "[dbo].[app_xml].[xml]") == kind
+    assert (
+        d.source_kind(
+            SourceColumn(type_name, max_length, "SQL_Latin1_General_CP1_CI_AS"),
+            "[dbo].[app_xml].[xml]",
+        )
+        == kind
+    )
     # a *_UTF8 collation's varchar holds UTF-8 bytes: the bytes path is right for it too
-    assert d.source_kind(SourceColumn(type_name, max_length, "Latin1_General_100_CI_AS_SC_UTF8"), "[dbo].[app_xml].[xml]") == kind
+    assert (
+        d.source_kind(
+            SourceColumn(type_name, max_length, "Latin1_General_100_CI_AS_SC_UTF8"),
+            "[dbo].[app_xml].[xml]",
+        )
+        == kind
+    )
 
 
-@pytest.mark.parametrize("type_name, to, why", [
-    ("text", "VARCHAR(MAX)", "deprecated"), ("ntext", "NVARCHAR(MAX)", "deprecated"),
-    ("xml", "NVARCHAR(MAX)", "re-serialised, without the document's encoding declaration and byte-order mark"), ("image", "VARBINARY(MAX)", "deprecated"),
-    ("sql_variant", "VARCHAR(MAX)", "reads varchar, nvarchar or varbinary")])
+@pytest.mark.parametrize(
+    "type_name, to, why",
+    [
+        ("text", "VARCHAR(MAX)", "deprecated"),
+        ("ntext", "NVARCHAR(MAX)", "deprecated"),
+        (
+            "xml",
+            "NVARCHAR(MAX)",
+            "re-serialised, without the document's encoding declaration and byte-order mark",
+        ),
+        ("image", "VARBINARY(MAX)", "deprecated"),
+        ("sql_variant", "VARCHAR(MAX)", "reads varchar, nvarchar or varbinary"),
+    ],
+)
 def test_a_legacy_source_type_is_refused_with_the_alter_that_fixes_it(type_name, to, why):
     from xml_extractor.db.mssql import SourceColumn
     from xml_extractor.errors import ConfigError
+
     with pytest.raises(ConfigError) as e:
-        make_dialect("mssql").source_kind(SourceColumn(type_name, 16, None), "[dbo].[app_xml].[xml]")
+        make_dialect("mssql").source_kind(
+            SourceColumn(type_name, 16, None), "[dbo].[app_xml].[xml]"
+        )
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith(f"the source column [dbo].[app_xml].[xml] is {type_name}")
+    assert "\n" not in msg and msg.startswith(
+        f"the source column [dbo].[app_xml].[xml] is {type_name}"
+    )
     assert why in msg and msg.endswith(f"ALTER TABLE [dbo].[app_xml] ALTER COLUMN [xml] {to}")
 
 
@@ -178,12 +267,14 @@ def test_the_source_type_is_read_once_and_checked_before_any_fetch(monkeypatch):
     """Database.source_kind reads sys.columns once per Database (source_column_type, bound by
     name); an ntext column stops the command with the one-line ConfigError before a fetch runs."""
     from xml_extractor.errors import ConfigError
+
     db = _db()
     sent = []
 
     def query(sql, params=()):
         sent.append((str(sql), dict(params)))
         return [("ntext", 16, "SQL_Latin1_General_CP1_CI_AS")] if "sys.columns" in str(sql) else []
+
     monkeypatch.setattr(db, "autocommit_query", query)
     with pytest.raises(ConfigError, match=r"is ntext: .*ALTER COLUMN \[xml\] NVARCHAR\(MAX\)$"):
         db.check_source()
@@ -191,10 +282,14 @@ def test_the_source_type_is_read_once_and_checked_before_any_fetch(monkeypatch):
         db.fetch_documents([1, 2], "</CustData>")
     assert all("sys.columns" in q for q, _ in sent)  # nothing but the type was asked
     assert sent[0][1] == {"qtable": "[dbo].[app_xml]", "column": "xml"}
-    assert "JOIN sys.types t ON t.user_type_id = c.system_type_id" in sent[0][0]  # the base type of an alias type
+    assert (
+        "JOIN sys.types t ON t.user_type_id = c.system_type_id" in sent[0][0]
+    )  # the base type of an alias type
     db2 = _db()
     asked = []
-    monkeypatch.setattr(db2, "autocommit_query", lambda sql, params=(): asked.append(1) or [("varchar", -1, None)])
+    monkeypatch.setattr(
+        db2, "autocommit_query", lambda sql, params=(): asked.append(1) or [("varchar", -1, None)]
+    )
     assert db2.source_kind() == "bytes" and db2.source_kind() == "bytes" and len(asked) == 1
 
 
@@ -202,10 +297,17 @@ def test_bytes_fetch_statements_never_convert_the_document_to_nvarchar():
     db = _db("bytes")
     heads, whole = str(db.sql("fetch_heads")), str(db.sql("fetch_documents"))
     assert "CAST(s.[xml] AS VARBINARY(MAX)) AS b" in heads
-    assert "CHARINDEX(CAST(CAST(? AS VARCHAR(100)) AS VARBINARY(100)), y.b)" in heads  # bytes in bytes, no collation
-    assert "SUBSTRING(x.b, 1, x.p + x.m - 1)" in heads and "DATALENGTH(x.b) - 199" in heads  # bytes, as PostgreSQL's
+    assert (
+        "CHARINDEX(CAST(CAST(? AS VARCHAR(100)) AS VARBINARY(100)), y.b)" in heads
+    )  # bytes in bytes, no collation
+    assert (
+        "SUBSTRING(x.b, 1, x.p + x.m - 1)" in heads and "DATALENGTH(x.b) - 199" in heads
+    )  # bytes, as PostgreSQL's
     assert "LEFT(" not in heads and "RIGHT(" not in heads and "NVARCHAR" not in heads
-    assert whole == "SELECT s.[app_id], CAST(s.[xml] AS VARBINARY(MAX)) FROM [dbo].[app_xml] s WHERE s.[app_id] IN (?)"
+    assert (
+        whole
+        == "SELECT s.[app_id], CAST(s.[xml] AS VARBINARY(MAX)) FROM [dbo].[app_xml] s WHERE s.[app_id] IN (?)"
+    )
     text = str(db.sql("fetch_heads_text"))
     assert "CHARINDEX(CAST(? AS NVARCHAR(100)), s.[xml])" in text and "RIGHT(x.doc, 200)" in text
 
@@ -215,7 +317,7 @@ def _as_sql_server_sends_heads(raw: bytes, marker: bytes = b"</CustData>") -> tu
     p = raw.find(marker) + 1
     if p == 0:
         return raw, None
-    return raw[:p + len(marker) - 1], raw[max(1, len(raw) - 199) - 1:]
+    return raw[: p + len(marker) - 1], raw[max(1, len(raw) - 199) - 1 :]
 
 
 def _fetch(db, monkeypatch, docs: dict[int, bytes], heads: bool = True):
@@ -227,7 +329,8 @@ def _fetch(db, monkeypatch, docs: dict[int, bytes], heads: bool = True):
             raise AssertionError(sql)
         if heads:
             return [(i, *_as_sql_server_sends_heads(raw)) for i, raw in docs.items()]
-        return [(i, raw) for i, raw in docs.items()]
+        return list(docs.items())
+
     monkeypatch.setattr(db, "autocommit_query", query)
     out = db.fetch_documents(list(docs), "</CustData>" if heads else None)
     return out, sent
@@ -241,6 +344,7 @@ def test_bom_cp1252_and_mixed_documents_decode_as_on_every_engine(monkeypatch):
     from xml_extractor.contract.loader import load_contract
     from xml_extractor.errors import ParseFailure
     from xml_extractor.mapping import map_document
+
     plan = compile_contract(load_contract())
     original = (ROOT / "tests" / "data" / "app-1001.xml").read_bytes()
     assert original.startswith(b"\xef\xbb\xbf")
@@ -269,8 +373,11 @@ def test_a_cp1252_tail_is_read_like_its_document(monkeypatch):
     with a bad byte fails like the whole document would."""
     from xml_extractor.errors import ParseFailure
     from xml_extractor.parsing import decode_tail_bytes
+
     assert decode_tail_bytes("<x a='é'/></Provenir>".encode("cp1252")).endswith("é'/></Provenir>")
-    assert decode_tail_bytes(b"\xa9\xc3\xa9</Provenir>") == "é</Provenir>"  # a character cut by the byte count
+    assert (
+        decode_tail_bytes(b"\xa9\xc3\xa9</Provenir>") == "é</Provenir>"
+    )  # a character cut by the byte count
     with pytest.raises(ParseFailure, match="0xe9"):
         decode_tail_bytes("ë".encode() + b"\xe9</Provenir>")
 
@@ -280,9 +387,15 @@ def test_whole_documents_and_nvarchar_text(monkeypatch):
     got, sent = _fetch(db, monkeypatch, {7: b"\xef\xbb\xbf<a/>"}, heads=False)
     assert got == [(7, b"\xef\xbb\xbf<a/>", None)] and "VARBINARY(MAX)" in sent[0][0]
     db = _db("text")
-    monkeypatch.setattr(db, "autocommit_query", lambda sql, params=(): (sent.append((str(sql), dict(params))), [(7, "\ufeff<a>", "</a>")])[1])
+    monkeypatch.setattr(
+        db,
+        "autocommit_query",
+        lambda sql, params=(): (sent.append((str(sql), dict(params))), [(7, "\ufeff<a>", "</a>")])[
+            1
+        ],
+    )
     assert db.fetch_documents([7], "</CustDätä>") == [(7, "\ufeff<a>", "</a>")]
-    assert "fetch_heads_text" == db.dialect.fetch_query("text", "fetch_heads")
+    assert db.dialect.fetch_query("text", "fetch_heads") == "fetch_heads_text"
     assert sent[-1][1]["marker_chars"] == len("</CustDätä>") and "marker_bytes" not in sent[-1][1]
 
 
@@ -294,17 +407,21 @@ def test_load_binds_utf8_bytes_for_varchar_and_text_for_nvarchar():
     assert _db("bytes").source_value(doc) == doc.encode("utf-8")
     assert _db("text").source_value(doc) == doc
     insert = str(_db("bytes").sql("source_insert_new"))
-    assert "WITH (UPDLOCK, HOLDLOCK)" in insert and "CAST" not in insert  # implicit varbinary -> column type
+    assert (
+        "WITH (UPDLOCK, HOLDLOCK)" in insert and "CAST" not in insert
+    )  # implicit varbinary -> column type
 
 
 def test_same_text_reads_stored_bytes_as_the_run_does():
     from xml_extractor.loading import _same_text
+
     assert _same_text(b"\xef\xbb\xbf<a>Zo\xc3\xab</a>", "<a>Zoë</a>")
     assert _same_text("<a>Zo\xe9</a>".encode("cp1252"), "<a>Zoé</a>")
     assert not _same_text(b"\xc3\xab\xe9", "ë") and not _same_text(b"", "")
 
 
 # -- per connection settings (M10, M15) --------------------------------------------------------------
+
 
 def test_every_connection_sets_lock_timeout_nocount_and_a_query_timeout(monkeypatch):
     from xml_extractor.db import mssql
@@ -323,18 +440,23 @@ def test_every_connection_sets_lock_timeout_nocount_and_a_query_timeout(monkeypa
 
                 def close(self):
                     pass
+
             return C()
+
     conn = Conn()
     monkeypatch.setattr(mssql, "odbc_connect", lambda cs, driver: conn)
     make_dialect("mssql").connect(parse_url("mssql://h/db"))
     assert conn.sent == ["SET LOCK_TIMEOUT 30000; SET NOCOUNT OFF"] and conn.timeout == 3600
     import sqlglot
+
     assert [type(x).__name__ for x in sqlglot.parse(conn.sent[0], read="tsql")] == ["Set", "Set"]
     monkeypatch.setenv("XML_EXTRACTOR_LOCK_TIMEOUT", "5")
     monkeypatch.setenv("XML_EXTRACTOR_QUERY_TIMEOUT", "0")
     assert mssql.session_settings() == ("SET LOCK_TIMEOUT 5000; SET NOCOUNT OFF", 0)
     monkeypatch.setenv("XML_EXTRACTOR_LOCK_TIMEOUT", "0")
-    assert mssql.session_settings()[0].startswith("SET LOCK_TIMEOUT -1;")  # 0: wait as long as it takes
+    assert mssql.session_settings()[0].startswith(
+        "SET LOCK_TIMEOUT -1;"
+    )  # 0: wait as long as it takes
     monkeypatch.setenv("XML_EXTRACTOR_LOCK_TIMEOUT", "soon")
     with pytest.raises(ConfigError, match="XML_EXTRACTOR_LOCK_TIMEOUT='soon'"):
         mssql.session_settings()
@@ -342,7 +464,10 @@ def test_every_connection_sets_lock_timeout_nocount_and_a_query_timeout(monkeypa
 
 # -- locks (M3) --------------------------------------------------------------------------------------
 
-def _run_lock_batch(batch: list[str], trancount: int, begin_adds: int) -> tuple[int, int, list[str]]:
+
+def _run_lock_batch(
+    batch: list[str], trancount: int, begin_adds: int
+) -> tuple[int, int, list[str]]:
     """The lock batch as SQL Server runs it under the driver's implicit transactions: BEGIN
     TRANSACTION at @@TRANCOUNT 0 adds ``begin_adds`` levels (2 as SET IMPLICIT_TRANSACTIONS
     documents, 1 as a plain explicit BEGIN would), a nested COMMIT removes one, sp_getapplock
@@ -366,13 +491,16 @@ def _run_lock_batch(batch: list[str], trancount: int, begin_adds: int) -> tuple[
 @pytest.mark.parametrize("name", ["init_lock", "queue_lock"])
 @pytest.mark.parametrize("begin_adds", [2, 1])
 @pytest.mark.parametrize("already", [0, 1])
-def test_lock_batch_holds_the_lock_in_exactly_the_transaction_the_driver_ends(name, begin_adds, already):
+def test_lock_batch_holds_the_lock_in_exactly_the_transaction_the_driver_ends(
+    name, begin_adds, already
+):
     """Whether the caller's transaction is already open or not, the applock is taken inside a
     transaction (return code 0) and exactly one level is open afterwards: the driver's commit
     (one COMMIT) ends it, releasing the lock with the DDL committed. The old batch (a bare EXEC)
     got -999 and went on; a bare 'IF @@TRANCOUNT = 0 BEGIN TRANSACTION' would leave a second level
     open after the commit (the DDL uncommitted, the lock held until the connection closes)."""
     from test_sql_dialects import batch_statements
+
     batch = [s.rstrip(";") for s in batch_statements(str(_db().sql(name)))]
     trancount, r, errors = _run_lock_batch(batch, already, begin_adds)
     assert r == 0 and not errors and trancount == 1
@@ -388,9 +516,14 @@ def test_lock_batch_holds_the_lock_in_exactly_the_transaction_the_driver_ends(na
 def test_run_batch_reads_every_result_so_a_late_error_is_raised():
     """pyodbc raises an error of a later statement of a batch only when the results before it are
     read (nextset): Database.run_batch reads them all."""
+
     class Cur:
         def __init__(self):
-            self.results = [None, None, RuntimeError("lock request time out: sp_getapplock returned -1")]
+            self.results = [
+                None,
+                None,
+                RuntimeError("lock request time out: sp_getapplock returned -1"),
+            ]
             self.closed = False
 
         def nextset(self):
@@ -401,6 +534,7 @@ def test_run_batch_reads_every_result_so_a_late_error_is_raised():
 
         def close(self):
             self.closed = True
+
     db = _db()
     cur = Cur()
     db.execute = lambda sql, params=(): cur
@@ -411,11 +545,15 @@ def test_run_batch_reads_every_result_so_a_late_error_is_raised():
 
 # -- catalog and log queries (M8, M14, M16) -----------------------------------------------------------
 
+
 def test_contract_versions_are_a_loose_index_scan():
     q = str(_db().sql("log_contract_version_list"))
     assert "DISTINCT" not in q and q.startswith("WITH v(cv) AS (") and "RECURSIVE" not in q
     assert "SELECT MIN(contract_version) FROM [sandbox].[processing_log]" in q  # anchor: one seek
-    assert "ROW_NUMBER() OVER (ORDER BY l.contract_version) AS rn" in q and "l.contract_version > v.cv" in q
+    assert (
+        "ROW_NUMBER() OVER (ORDER BY l.contract_version) AS rn" in q
+        and "l.contract_version > v.cv" in q
+    )
     assert "WHERE n.rn = 1" in q and q.endswith("OPTION (MAXRECURSION 0)")
 
 
@@ -424,20 +562,43 @@ def test_catalog_queries_use_upper_case_information_schema(dialect):
     """A case-sensitive SQL Server database knows INFORMATION_SCHEMA only in upper case;
     PostgreSQL folds the same unquoted names to its own."""
     from xml_extractor.db.base import load_queries
+
     for name in ("schema_columns", "schema_primary_key"):
         q = load_queries(dialect)[name].template
         assert "information_schema" not in q and "INFORMATION_SCHEMA." in q
-        assert not re.search(r"\b(column_name|table_schema|table_name|ordinal_position|constraint_type)\b", q)
+        assert not re.search(
+            r"\b(column_name|table_schema|table_name|ordinal_position|constraint_type)\b", q
+        )
 
 
 def _scenario(url: str, contract: str, workdir) -> tuple[dict, dict]:
     """init-db, 100 mock documents (seeded, ~10% faulty), run twice, reconcile and status as JSON."""
     base = ["--db", url, "--contract", contract]
     cli("init-db", *base, check=True)
-    cli("generate-mock", *base, "--count", "100", "--faulty-share", "0.1", "--seed", "12",
-        "--start-id", "7000000", check=True)
-    run = ["run", *base, "--no-progress", "--workers", "2", "--logs-dir", str(workdir / "logs"),
-           "--metrics-dir", str(workdir / "metrics")]
+    cli(
+        "generate-mock",
+        *base,
+        "--count",
+        "100",
+        "--faulty-share",
+        "0.1",
+        "--seed",
+        "12",
+        "--start-id",
+        "7000000",
+        check=True,
+    )
+    run = [
+        "run",
+        *base,
+        "--no-progress",
+        "--workers",
+        "2",
+        "--logs-dir",
+        str(workdir / "logs"),
+        "--metrics-dir",
+        str(workdir / "metrics"),
+    ]
     first = cli(*run)
     assert first.returncode == 1, first.stdout + first.stderr  # the faulty documents failed
     again = cli(*run)
@@ -449,13 +610,17 @@ def _scenario(url: str, contract: str, workdir) -> tuple[dict, dict]:
 
 
 @pytest.mark.mssql
-@pytest.mark.skipif(not MSSQL, reason="SQL Server live tests need XML_EXTRACTOR_TEST_MSSQL=odbc:<connection string> "
-                                      "(no SQL Server can run on this machine)")
+@pytest.mark.skipif(
+    not MSSQL,
+    reason="SQL Server live tests need XML_EXTRACTOR_TEST_MSSQL=odbc:<connection string> "
+    "(no SQL Server can run on this machine)",
+)
 def test_live_sql_server_end_to_end(tmp_path):
     """The same seeded scenario on SQL Server and on SQLite gives exactly the same reconcile
     result: consistent, the same failed applications, nothing pending, nothing doubled. The SQL
     Server side uses a fresh schema of its own (dropped afterwards), so earlier data cannot blur it."""
     import pyodbc
+
     url = MSSQL if MSSQL.startswith(("odbc:", "mssql:")) else "odbc:" + MSSQL
     schema = "xe_test_" + uuid.uuid4().hex[:10]
     raw = json.loads((ROOT / "xml_extractor" / "contracts" / "credit_card.json").read_text())
@@ -465,7 +630,9 @@ def test_live_sql_server_end_to_end(tmp_path):
     contract.write_text(json.dumps(raw))
     (tmp_path / "sqlite").mkdir()
     (tmp_path / "mssql").mkdir()
-    expected_rec, expected_status = _scenario(f"sqlite:///{tmp_path / 'ref.db'}", str(contract), tmp_path / "sqlite")
+    expected_rec, expected_status = _scenario(
+        f"sqlite:///{tmp_path / 'ref.db'}", str(contract), tmp_path / "sqlite"
+    )
     try:
         rec, status = _scenario(url, str(contract), tmp_path / "mssql")
         assert rec == expected_rec
@@ -474,12 +641,21 @@ def test_live_sql_server_end_to_end(tmp_path):
         assert failed and failed[0]["count"] > 0
         for key in ("source_rows", "success", "failed", "pending", "contract_versions"):
             assert status[key] == expected_status[key], key
-        assert status["pending"] == 0 and status["success"] + status["failed"] == status["source_rows"] == 100
+        assert (
+            status["pending"] == 0
+            and status["success"] + status["failed"] == status["source_rows"] == 100
+        )
     finally:
-        ddl = cli("init-db", "--print", "--dialect", "mssql", "--contract", str(contract), check=True).stdout
+        ddl = cli(
+            "init-db", "--print", "--dialect", "mssql", "--contract", str(contract), check=True
+        ).stdout
         tables = re.findall(r"^CREATE TABLE (\[[^\]]+\]\.\[[^\]]+\])", ddl, re.M)
-        conn = pyodbc.connect(url[len("odbc:"):] if url.startswith("odbc:") else parse_url(url).odbc_connection_string(),
-                              autocommit=True)
+        conn = pyodbc.connect(
+            url[len("odbc:") :]
+            if url.startswith("odbc:")
+            else parse_url(url).odbc_connection_string(),
+            autocommit=True,
+        )
         for qtable in reversed(tables):  # children first (FK order reversed)
             conn.execute("DROP TABLE IF EXISTS " + qtable)
         conn.execute("DROP SCHEMA IF EXISTS [" + schema + "]")
@@ -489,15 +665,20 @@ def test_live_sql_server_end_to_end(tmp_path):
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mssql"])
 def test_sql_scripts_for_dbas_are_current(dialect):
     from conftest import ROOT
+
     p = cli("init-db", "--print", "--dialect", dialect, check=True)
-    assert (ROOT / "sql" / f"{dialect}.sql").read_text() == p.stdout, \
+    assert (ROOT / "sql" / f"{dialect}.sql").read_text() == p.stdout, (
         f"sql/{dialect}.sql is stale: regenerate with xml-extractor init-db --print --dialect {dialect} > sql/{dialect}.sql"
+    )
 
 
 # -- live (XML_EXTRACTOR_TEST_MSSQL) ---------------------------------------------------------------
 
-live = pytest.mark.skipif(not MSSQL, reason="SQL Server live tests need XML_EXTRACTOR_TEST_MSSQL=odbc:<connection string> "
-                                            "(no SQL Server can run on this machine)")
+live = pytest.mark.skipif(
+    not MSSQL,
+    reason="SQL Server live tests need XML_EXTRACTOR_TEST_MSSQL=odbc:<connection string> "
+    "(no SQL Server can run on this machine)",
+)
 
 
 def _live_url() -> str:
@@ -507,9 +688,12 @@ def _live_url() -> str:
 
 def _raw_connection(autocommit: bool = True):
     import pyodbc
+
     url = _live_url()
-    return pyodbc.connect(url[len("odbc:"):] if url.startswith("odbc:") else parse_url(url).odbc_connection_string(),
-                          autocommit=autocommit)
+    return pyodbc.connect(
+        url[len("odbc:") :] if url.startswith("odbc:") else parse_url(url).odbc_connection_string(),
+        autocommit=autocommit,
+    )
 
 
 def _fresh_contract(tmp_path):
@@ -523,7 +707,9 @@ def _fresh_contract(tmp_path):
 
 
 def _drop_schema(schema: str, contract) -> None:
-    ddl = cli("init-db", "--print", "--dialect", "mssql", "--contract", str(contract), check=True).stdout
+    ddl = cli(
+        "init-db", "--print", "--dialect", "mssql", "--contract", str(contract), check=True
+    ).stdout
     tables = re.findall(r"^CREATE TABLE (\[[^\]]+\]\.\[[^\]]+\])", ddl, re.M)
     conn = _raw_connection()
     for qtable in reversed(tables):  # children first (FK order reversed)
@@ -540,6 +726,7 @@ def test_live_init_lock_is_held_until_the_commit_and_no_longer():
     transaction and releases it (no nested level left open)."""
     from xml_extractor.contract.loader import load_contract
     from xml_extractor.db.database import Database
+
     db = Database(_live_url(), load_contract())
     other = _raw_connection()
     resource = "N'xml_extractor:init-db'"
@@ -550,10 +737,22 @@ def test_live_init_lock_is_held_until_the_commit_and_no_longer():
         assert db.scalar("SELECT @@TRANCOUNT") == 1
         assert db.scalar(f"SELECT APPLOCK_MODE('public', {resource}, 'Transaction')") == "Exclusive"
         # another session cannot have it (APPLOCK_TEST: 0 = would not be granted)
-        assert other.execute(f"SELECT APPLOCK_TEST('public', {resource}, 'Exclusive', 'Session')").fetchone()[0] == 0
+        assert (
+            other.execute(
+                f"SELECT APPLOCK_TEST('public', {resource}, 'Exclusive', 'Session')"
+            ).fetchone()[0]
+            == 0
+        )
         db.commit()
-        assert db.scalar("SELECT @@TRANCOUNT") == 0  # no nested level left open (a SELECT of no table opens none)
-        assert other.execute(f"SELECT APPLOCK_TEST('public', {resource}, 'Exclusive', 'Session')").fetchone()[0] == 1
+        assert (
+            db.scalar("SELECT @@TRANCOUNT") == 0
+        )  # no nested level left open (a SELECT of no table opens none)
+        assert (
+            other.execute(
+                f"SELECT APPLOCK_TEST('public', {resource}, 'Exclusive', 'Session')"
+            ).fetchone()[0]
+            == 1
+        )
         db.rollback()
         # joining a transaction the caller already opened takes the lock in it, still one level
         db.begin()
@@ -561,7 +760,12 @@ def test_live_init_lock_is_held_until_the_commit_and_no_longer():
         db.run_batch(db.sql("queue_lock"), {})
         assert db.scalar("SELECT @@TRANCOUNT") == 1
         db.rollback()
-        assert other.execute("SELECT APPLOCK_TEST('public', N'xml_extractor:work-queue', 'Exclusive', 'Session')").fetchone()[0] == 1
+        assert (
+            other.execute(
+                "SELECT APPLOCK_TEST('public', N'xml_extractor:work-queue', 'Exclusive', 'Session')"
+            ).fetchone()[0]
+            == 1
+        )
     finally:
         other.close()
         db.close()
@@ -574,6 +778,7 @@ def test_live_varchar_rows_with_bom_utf8_and_cp1252_round_trip_through_run(tmp_p
     byte-order mark; an older cp1252 row; one mixing both) go through `run`: 'Zoë' and 'Zoé' arrive
     as written, the mixed row fails at stage parse with InvalidUTF8, nothing else fails."""
     import pyodbc
+
     schema, contract = _fresh_contract(tmp_path)
     url = _live_url()
     base = ["--db", url, "--contract", str(contract)]
@@ -584,24 +789,49 @@ def test_live_varchar_rows_with_bom_utf8_and_cp1252_round_trip_through_run(tmp_p
         raw = raw.replace(b'con_id="900', b'con_id="9%d0' % (app_id % 10), 3)
         raw = raw.replace(b'first_name="JANE"', b'first_name="' + name + b'"', 1)
         return raw if bom else raw[3:]
-    rows = {5001: doc(5001, "Zoë".encode()), 5002: doc(5002, "Zoé".encode("cp1252"), bom=False),
-            5003: doc(5003, "Zoë".encode()).replace(b'first_name="JOHN"', b'first_name="Ren\xe9"', 1)}
+
+    rows = {
+        5001: doc(5001, "Zoë".encode()),
+        5002: doc(5002, "Zoé".encode("cp1252"), bom=False),
+        5003: doc(5003, "Zoë".encode()).replace(b'first_name="JOHN"', b'first_name="Ren\xe9"', 1),
+    }
     try:
         cli("init-db", *base, check=True)
         conn = _raw_connection()
         cur = conn.cursor()
         cur.setinputsizes([(pyodbc.SQL_INTEGER, 0, 0), (pyodbc.SQL_VARBINARY, 0, 0)])
         for app_id, raw in rows.items():  # bytes into varchar: stored byte for byte
-            cur.execute(f"INSERT INTO [{schema}].[app_xml] ([app_id], [xml]) VALUES (?, ?)", app_id, raw)
-        stored = conn.execute(f"SELECT CAST(LEFT([xml], 3) AS VARBINARY(3)) FROM [{schema}].[app_xml] WHERE [app_id] = 5001").fetchone()[0]
+            cur.execute(
+                f"INSERT INTO [{schema}].[app_xml] ([app_id], [xml]) VALUES (?, ?)", app_id, raw
+            )
+        stored = conn.execute(
+            f"SELECT CAST(LEFT([xml], 3) AS VARBINARY(3)) FROM [{schema}].[app_xml] WHERE [app_id] = 5001"
+        ).fetchone()[0]
         assert bytes(stored) == b"\xef\xbb\xbf"
-        run = cli("run", *base, "--no-progress", "--workers", "1", "--logs-dir", str(tmp_path / "logs"),
-                  "--metrics-dir", str(tmp_path / "metrics"))
+        run = cli(
+            "run",
+            *base,
+            "--no-progress",
+            "--workers",
+            "1",
+            "--logs-dir",
+            str(tmp_path / "logs"),
+            "--metrics-dir",
+            str(tmp_path / "metrics"),
+        )
         assert run.returncode == 1, run.stdout + run.stderr  # the mixed row failed, alone
-        log = dict(conn.execute(f"SELECT app_id, COALESCE(error_class, status) FROM [{schema}].[processing_log]").fetchall())
+        log = dict(
+            conn.execute(
+                f"SELECT app_id, COALESCE(error_class, status) FROM [{schema}].[processing_log]"
+            ).fetchall()
+        )
         assert log == {5001: "success", 5002: "success", 5003: "InvalidUTF8"}
-        names = {r[0]: r[1] for r in conn.execute(
-            f"SELECT app_id, first_name FROM [{schema}].[app_contact_base] WHERE first_name LIKE N'Zo%'").fetchall()}
+        names = {
+            r[0]: r[1]
+            for r in conn.execute(
+                f"SELECT app_id, first_name FROM [{schema}].[app_contact_base] WHERE first_name LIKE N'Zo%'"
+            ).fetchall()
+        }
         assert names == {5001: "Zoë", 5002: "Zoé"}
         conn.close()
     finally:
@@ -616,10 +846,23 @@ def test_queue_seeding_commits_in_parts(tmp_path, monkeypatch):
     import threading
 
     from conftest import open_db
+
     from xml_extractor.processing import selection
     from xml_extractor.processing.context import RunContext
+
     url = f"sqlite:///{tmp_path / 'q.db'}"
-    cli("generate-mock", "--db", url, "--count", "30", "--start-id", "1", "--faulty-share", "0", check=True)
+    cli(
+        "generate-mock",
+        "--db",
+        url,
+        "--count",
+        "30",
+        "--start-id",
+        "1",
+        "--faulty-share",
+        "0",
+        check=True,
+    )
     monkeypatch.setattr(selection, "SEED_PART", 2)
     db, watcher = open_db(url), open_db(url)
     seen = []
@@ -627,7 +870,10 @@ def test_queue_seeding_commits_in_parts(tmp_path, monkeypatch):
 
     def commit():
         real_commit()
-        seen.append(int(watcher.autocommit_query(f"SELECT COUNT(*) FROM {watcher.names['queue']}")[0][0]))
+        seen.append(
+            int(watcher.autocommit_query(f"SELECT COUNT(*) FROM {watcher.names['queue']}")[0][0])
+        )
+
     monkeypatch.setattr(db, "commit", commit)
     try:
         wq = selection.WorkQueue(db, RunContext(url=url, mode="queue", chunk_size=5))
@@ -645,10 +891,14 @@ def test_a_lock_not_granted_is_a_transient_error_not_a_traceback(monkeypatch):
     pyodbc = pytest.importorskip("pyodbc")
     from xml_extractor.db import store
     from xml_extractor.errors import TransientDatabaseError
+
     batch = str(_db().sql("init_lock"))
     text = re.search(r"RAISERROR\(N'([^']*)'", batch).group(1).replace("%d", "-1")
-    err = pyodbc.ProgrammingError("42000", f"[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]{text} (50000) "
-                                           "(SQLExecDirectW)")
+    err = pyodbc.ProgrammingError(
+        "42000",
+        f"[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]{text} (50000) "
+        "(SQLExecDirectW)",
+    )
     db = _db()
     rolled = []
     monkeypatch.setattr(db, "begin", lambda: None)
@@ -656,6 +906,7 @@ def test_a_lock_not_granted_is_a_transient_error_not_a_traceback(monkeypatch):
 
     def refuse(sql, params=()):
         raise err
+
     monkeypatch.setattr(db, "run_batch", refuse)
     with pytest.raises(TransientDatabaseError, match="lock request time out: sp_getapplock"):
         store.init_db(db)

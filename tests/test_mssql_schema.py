@@ -7,6 +7,7 @@
 - String key columns are declared with a binary collation: keys compare as in SQLite/PostgreSQL.
 - init-db turns a statement the database refuses into one clear line naming it (exit 2).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import cli
 
 from xml_extractor.contract.loader import ColumnDef, Contract, load_contract
@@ -44,16 +44,31 @@ def _col(c: dict, table: str, column: str) -> dict:
 
 # -- a SQL Server catalogue as data ---------------------------------------------------------------
 
+
 def _info_schema_row(col: ColumnDef) -> tuple:
     """information_schema.columns as SQL Server describes a column init-db created."""
     null = "YES" if col.nullable else "NO"
     if col.type == "string":
-        return (col.name, "nvarchar", col.length if (col.length or 0) <= 4000 else -1, None, None, null)
+        return (
+            col.name,
+            "nvarchar",
+            col.length if (col.length or 0) <= 4000 else -1,
+            None,
+            None,
+            null,
+        )
     if col.type == "text":
         return (col.name, "nvarchar", -1, None, None, null)
     if col.type == "decimal":
         return (col.name, "decimal", None, col.precision, col.scale, null)
-    return (col.name, {"datetime": "datetime2", "int": "int"}.get(col.type, col.type), None, None, None, null)
+    return (
+        col.name,
+        {"datetime": "datetime2", "int": "int"}.get(col.type, col.type),
+        None,
+        None,
+        None,
+        null,
+    )
 
 
 class Catalogue(Database):
@@ -74,7 +89,11 @@ class Catalogue(Database):
         if name in ("schema_columns", "schema_primary_key"):
             t = next((t for t in c.tables if t.name == params["table"]), None)
             if t is None:  # a tool table: there, with the column the plan looks for
-                return [("contract_name", "nvarchar", 63, None, None, "YES")] if name == "schema_columns" else []
+                return (
+                    [("contract_name", "nvarchar", 63, None, None, "YES")]
+                    if name == "schema_columns"
+                    else []
+                )
             if name == "schema_primary_key":
                 return [(k,) for k in t.primary_key]
             return [_info_schema_row(col) for col in t.stored_columns]
@@ -82,18 +101,37 @@ class Catalogue(Database):
             t = tables[params["qtable"]]
             rows = [(f"pk_{t.name}", 1, 1, 0, "CLUSTERED", 0, 0, k, None) for k in t.primary_key]
             idx = list(t.indexes)
-            if t.app_id_column not in t.primary_key[:1] and (t.app_id_column,) not in {i[1] for i in idx}:
+            if t.app_id_column not in t.primary_key[:1] and (t.app_id_column,) not in {
+                i[1] for i in idx
+            }:
                 idx.append((f"ix_{t.name}_{t.app_id_column}", (t.app_id_column,)))
-            rows += [(n, 0, 0, 0, "NONCLUSTERED", 0, 0, col, None) for n, cols in idx for col in cols]
+            rows += [
+                (n, 0, 0, 0, "NONCLUSTERED", 0, 0, col, None) for n, cols in idx for col in cols
+            ]
             return rows
         if name == "schema_foreign_keys":
             out = []
             for t in c.tables:
                 for i, fk in enumerate(t.foreign_keys):
-                    q, rq = d.qualified(c.target_schema, t.name), d.qualified(c.target_schema, fk.references)
+                    q, rq = (
+                        d.qualified(c.target_schema, t.name),
+                        d.qualified(c.target_schema, fk.references),
+                    )
                     if params["qtable"] in (q, rq):
-                        out += [(f"fk_{t.name}_{i + 1}", c.target_schema, t.name, a, c.target_schema, fk.references, b,
-                                 "NO_ACTION", "NO_ACTION") for a, b in zip(fk.columns, fk.ref_columns)]
+                        out += [
+                            (
+                                f"fk_{t.name}_{i + 1}",
+                                c.target_schema,
+                                t.name,
+                                a,
+                                c.target_schema,
+                                fk.references,
+                                b,
+                                "NO_ACTION",
+                                "NO_ACTION",
+                            )
+                            for a, b in zip(fk.columns, fk.ref_columns)
+                        ]
             return out
         if name == "enum_rows":  # the database holds the contract's own ids
             return [(v.id, v.enum, v.code) for vals in c.enums.values() for v in vals]
@@ -105,7 +143,11 @@ class Catalogue(Database):
 def _tsql(script: str) -> list[Any]:
     """Every statement of a T-SQL batch, parsed (never an unparsed Command)."""
     sqlglot = pytest.importorskip("sqlglot")
-    parsed = [p for p in sqlglot.parse(script, read="tsql", error_level=sqlglot.ErrorLevel.RAISE) if p is not None]
+    parsed = [
+        p
+        for p in sqlglot.parse(script, read="tsql", error_level=sqlglot.ErrorLevel.RAISE)
+        if p is not None
+    ]
     bad = [p.sql("tsql") for p in parsed if isinstance(p, sqlglot.exp.Command)]
     assert not bad, f"not parsed as T-SQL: {bad}"
     return parsed
@@ -125,20 +167,34 @@ def test_widening_a_primary_key_column_is_refused_with_the_dba_script(tmp_path):
     p = migrate.plan(db)
     assert "schema_index_columns" in db.asked and "schema_foreign_keys" in db.asked
     [r] = p.refusals
-    assert (r.table, r.column) == ("scores", "score_identifier") and "primary key pk_scores" in r.what
+    assert (r.table, r.column) == (
+        "scores",
+        "score_identifier",
+    ) and "primary key pk_scores" in r.what
     assert "init-db --dry-run" in r.todo and r.dba is not None
-    assert not any("score_identifier" in s for s in p.statements)  # never a plain ALTER that fails on the server
+    assert not any(
+        "score_identifier" in s for s in p.statements
+    )  # never a plain ALTER that fails on the server
     qt = db.table("scores")
     lines = _lines(p.dba_script)
-    assert lines[:2] == ["SET XACT_ABORT ON;", "BEGIN TRANSACTION;"] and lines[-1] == "COMMIT TRANSACTION;"
+    assert (
+        lines[:2] == ["SET XACT_ABORT ON;", "BEGIN TRANSACTION;"]
+        and lines[-1] == "COMMIT TRANSACTION;"
+    )
     drop = lines.index(f"ALTER TABLE {qt} DROP CONSTRAINT [pk_scores];")
-    alter = lines.index(f"ALTER TABLE {qt} ALTER COLUMN [score_identifier] NVARCHAR(80) {BIN2} NOT NULL;")
-    add = lines.index(f"ALTER TABLE {qt} ADD CONSTRAINT [pk_scores] PRIMARY KEY CLUSTERED ([app_id], [score_identifier]);")
+    alter = lines.index(
+        f"ALTER TABLE {qt} ALTER COLUMN [score_identifier] NVARCHAR(80) {BIN2} NOT NULL;"
+    )
+    add = lines.index(
+        f"ALTER TABLE {qt} ADD CONSTRAINT [pk_scores] PRIMARY KEY CLUSTERED ([app_id], [score_identifier]);"
+    )
     assert drop < alter < add
     assert not any("fk_scores_1" in ln for ln in lines)  # its FK is on app_id: untouched
     _tsql(p.dba_script)
     text = p.render()
-    assert "-- REFUSED scores.score_identifier" in text and "Stop every xml-extractor instance" in text
+    assert (
+        "-- REFUSED scores.score_identifier" in text and "Stop every xml-extractor instance" in text
+    )
     assert text.rstrip().endswith("COMMIT TRANSACTION;\nGO")
 
 
@@ -162,10 +218,17 @@ def test_widening_app_id_everywhere_drops_and_recreates_every_key_once(tmp_path)
     old = load_contract()
     db = Catalogue(load_contract(_copy(tmp_path, _app_id_bigint)), old)
     p = migrate.plan(db)
-    assert {r.table for r in p.refusals} == {t.name for t in old.tables} and all(r.dba for r in p.refusals)
+    assert {r.table for r in p.refusals} == {t.name for t in old.tables} and all(
+        r.dba for r in p.refusals
+    )
     assert not p.statements
     lines = _lines(p.dba_script)
-    fks = {f"fk_{t.name}_{i + 1}" for t in old.tables for i, fk in enumerate(t.foreign_keys) if "app_id" in fk.columns}
+    fks = {
+        f"fk_{t.name}_{i + 1}"
+        for t in old.tables
+        for i, fk in enumerate(t.foreign_keys)
+        if "app_id" in fk.columns
+    }
     kept = {f"fk_{t.name}_{i + 1}" for t in old.tables for i, fk in enumerate(t.foreign_keys)} - fks
     assert kept and not any(k in p.dba_script for k in kept)  # con_id keys: not touched
     first_alter = min(i for i, ln in enumerate(lines) if "ALTER COLUMN" in ln)
@@ -173,16 +236,23 @@ def test_widening_app_id_everywhere_drops_and_recreates_every_key_once(tmp_path)
     for fk in fks:
         dropped = [i for i, ln in enumerate(lines) if f"DROP CONSTRAINT [{fk}]" in ln]
         added = [i for i, ln in enumerate(lines) if f"ADD CONSTRAINT [{fk}] FOREIGN KEY" in ln]
-        assert len(dropped) == len(added) == 1 and dropped[0] < first_alter and added[0] > last_alter, fk
+        assert (
+            len(dropped) == len(added) == 1 and dropped[0] < first_alter and added[0] > last_alter
+        ), fk
     for t in old.tables:
         qt = db.table(t.name)
         assert f"ALTER TABLE {qt} ALTER COLUMN [app_id] BIGINT NOT NULL;" in lines
         created = [i for i, ln in enumerate(lines) if f"ADD CONSTRAINT [pk_{t.name}]" in ln]
-        if "app_id" not in t.primary_key:  # (con_id): the key stays, only the app_id index is rebuilt
+        if (
+            "app_id" not in t.primary_key
+        ):  # (con_id): the key stays, only the app_id index is rebuilt
             assert not created and f"DROP CONSTRAINT [pk_{t.name}]" not in p.dba_script
             for name, _ in t.indexes:
                 assert lines.index(f"DROP INDEX [{name}] ON {qt};") < first_alter
-                assert lines.index(f"CREATE NONCLUSTERED INDEX [{name}] ON {qt} ([app_id]);") > last_alter
+                assert (
+                    lines.index(f"CREATE NONCLUSTERED INDEX [{name}] ON {qt} ([app_id]);")
+                    > last_alter
+                )
             continue
         pk_drop = lines.index(f"ALTER TABLE {qt} DROP CONSTRAINT [pk_{t.name}];")
         assert pk_drop < first_alter and len(created) == 1 and created[0] > last_alter
@@ -192,10 +262,13 @@ def test_widening_app_id_everywhere_drops_and_recreates_every_key_once(tmp_path)
 def test_widening_an_unindexed_column_still_alters(tmp_path):
     def widen(c: dict) -> None:
         _col(c, "app_base", "campaign_num")["length"] = 20
+
     db = Catalogue(load_contract(_copy(tmp_path, widen)), load_contract())
     p = migrate.plan(db)
     assert not p.refusals and not p.dba_script
-    assert p.statements == [f"ALTER TABLE {db.table('app_base')} ALTER COLUMN [campaign_num] NVARCHAR(20) NULL"]
+    assert p.statements == [
+        f"ALTER TABLE {db.table('app_base')} ALTER COLUMN [campaign_num] NVARCHAR(20) NULL"
+    ]
     _tsql(p.statements[0])
 
 
@@ -207,17 +280,26 @@ def test_index_rules_of_alter_column():
     facts = migrate.TableFacts([ix])
     C, T, I = migrate.ColType, "char", "int"
     assert migrate.mssql_alter_blockers(t, "c", C(T, 10), C(T, 20), facts) == ([], True)
-    assert migrate.mssql_alter_blockers(t, "c", C(I, 4), C(I, 8), facts) == (["in index ix_t_c"], True)
+    assert migrate.mssql_alter_blockers(t, "c", C(I, 4), C(I, 8), facts) == (
+        ["in index ix_t_c"],
+        True,
+    )
     assert migrate.mssql_alter_blockers(t, "c", C(T, 10), C("text"), facts)[1] is False
-    assert migrate.mssql_alter_blockers(t, "d", C(T, 10), C("text"), facts) == (["in index ix_t_c"], True)
+    assert migrate.mssql_alter_blockers(t, "d", C(T, 10), C("text"), facts) == (
+        ["in index ix_t_c"],
+        True,
+    )
     assert migrate.mssql_alter_blockers(t, "x", C(I, 4), C(I, 8), facts) == ([], True)
     fk = migrate.ForeignKeyFact("fk_u_1", "[dbo].[u]", ("c",), t, ("c",))
-    assert migrate.mssql_alter_blockers(t, "c", C(T, 10), C(T, 20), migrate.TableFacts([], [fk]))[0] == ["in foreign key fk_u_1"]
+    assert migrate.mssql_alter_blockers(t, "c", C(T, 10), C(T, 20), migrate.TableFacts([], [fk]))[
+        0
+    ] == ["in foreign key fk_u_1"]
 
 
 def test_widening_an_index_key_to_max_is_refused_without_a_script(tmp_path):
     def to_max(c: dict) -> None:
         _col(c, "scores", "score_identifier")["length"] = 5000
+
     db = Catalogue(load_contract(_copy(tmp_path, to_max)), load_contract())
     p = migrate.plan(db)
     [r] = p.refusals
@@ -232,6 +314,7 @@ def test_mssql_catalogue_queries_parse_as_tsql():
 
 # -- init-db: a refused statement is one clear line ----------------------------------------------------
 
+
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_init_db_names_the_statement_the_database_refuses(db_url, tmp_path):
     """PostgreSQL cannot change the type of a column a view reads: a real refusal of the plan's
@@ -240,19 +323,25 @@ def test_init_db_names_the_statement_the_database_refuses(db_url, tmp_path):
     old = load_contract()
     db = Database(db_url, old)
     try:
-        db.execute(f"CREATE VIEW {db.dialect.qualified(old.target_schema, 'campaigns')} AS "
-                   f"SELECT app_id, campaign_num FROM {db.table('app_base')}").close()
+        db.execute(
+            f"CREATE VIEW {db.dialect.qualified(old.target_schema, 'campaigns')} AS "
+            f"SELECT app_id, campaign_num FROM {db.table('app_base')}"
+        ).close()
         db.commit()
     finally:
         db.close()
 
     def widen(c: dict) -> None:
         _col(c, "app_base", "campaign_num")["length"] = 20
+
     new = _copy(tmp_path, widen)
     p = cli("init-db", "--db", db_url, "--contract", new)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
-    assert 'could not apply: ALTER TABLE "sandbox"."app_base" ALTER COLUMN "campaign_num" TYPE VARCHAR(20)' in p.stderr, p.stderr
+    assert (
+        'could not apply: ALTER TABLE "sandbox"."app_base" ALTER COLUMN "campaign_num" TYPE VARCHAR(20)'
+        in p.stderr
+    ), p.stderr
     assert "view" in p.stderr.lower() and "init-db --dry-run" in p.stderr
     dry = cli("init-db", "--db", db_url, "--contract", new, "--dry-run", check=True).stdout
     assert "campaign_num" in dry  # nothing was applied: still planned
@@ -260,14 +349,22 @@ def test_init_db_names_the_statement_the_database_refuses(db_url, tmp_path):
 
 # -- string capacity in UTF-16 units -----------------------------------------------------------------
 
+
 def _doc(campaign: str) -> str:
-    return ('<Provenir><Request ID="7"><CustData><application app_receive_date="2025-01-02" '
-            f'campaign_num="{campaign}"><app_product regb_start_date="2025-01-02"/></application></CustData>'
-            '<Reports><Report><x a="1"/></Report></Reports></Request></Provenir>')
+    return (
+        '<Provenir><Request ID="7"><CustData><application app_receive_date="2025-01-02" '
+        f'campaign_num="{campaign}"><app_product regb_start_date="2025-01-02"/></application></CustData>'
+        '<Reports><Report><x a="1"/></Report></Reports></Request></Provenir>'
+    )
 
 
-@pytest.mark.parametrize("value, cut", [("abcdefgh\U0001F600i", "abcdefgh\U0001F600"),   # 10 characters, 11 units
-                                        ("abcdefghi\U0001F600", "abcdefghi")])           # the pair is not split
+@pytest.mark.parametrize(
+    "value, cut",
+    [
+        ("abcdefgh\U0001f600i", "abcdefgh\U0001f600"),  # 10 characters, 11 units
+        ("abcdefghi\U0001f600", "abcdefghi"),
+    ],
+)  # the pair is not split
 def test_emoji_at_the_limit_is_truncated_in_utf16_units_for_sql_server_only(tmp_path, value, cut):
     from xml_extractor.contract.compiler import compile_contract
     from xml_extractor.contract.converters import utf16_length
@@ -275,6 +372,7 @@ def test_emoji_at_the_limit_is_truncated_in_utf16_units_for_sql_server_only(tmp_
 
     def truncate(c: dict) -> None:
         _col(c, "app_base", "campaign_num")["on_invalid"] = "truncate"
+
     contract = load_contract(_copy(tmp_path, truncate))
     assert len(value) == 10 and utf16_length(value) == 11
     sqlite_run = map_document(compile_contract(contract, "sqlite"), _doc(value), expected_app_id=7)
@@ -291,9 +389,12 @@ def test_emoji_at_the_limit_is_truncated_in_utf16_units_for_sql_server_only(tmp_
 def test_default_policy_under_sql_server_is_null_with_an_event():
     from xml_extractor.contract.compiler import compile_contract
     from xml_extractor.mapping import map_document
-    value = "\U0001F600" * 6  # 6 characters in string(10), 12 UTF-16 units
+
+    value = "\U0001f600" * 6  # 6 characters in string(10), 12 UTF-16 units
     r = map_document(compile_contract(load_contract(), "mssql"), _doc(value), expected_app_id=7)
-    assert r.rows["app_base"] and [e[2] for e in r.events if e[1] == "campaign_num"] == ["value_rejected"]
+    assert r.rows["app_base"] and [e[2] for e in r.events if e[1] == "campaign_num"] == [
+        "value_rejected"
+    ]
     r = map_document(compile_contract(load_contract()), _doc(value), expected_app_id=7)
     assert not [e for e in r.events if e[1] == "campaign_num"]
 
@@ -301,13 +402,15 @@ def test_default_policy_under_sql_server_is_null_with_an_event():
 def test_locator_fits_its_column_in_utf16_units():
     from xml_extractor.contract.converters import utf16_length
     from xml_extractor.mapping import LOCATOR_LIMIT, fit_locator
+
     assert fit_locator("application/contact[2]") == "application/contact[2]"
-    long = "/".join(["\U0001F600x"] * 200)
+    long = "/".join(["\U0001f600x"] * 200)
     cut = fit_locator(long)
     assert utf16_length(cut) <= LOCATOR_LIMIT and cut.startswith("…") and long.endswith(cut[1:])
 
 
 # -- keys compared as the other engines compare them ---------------------------------------------
+
 
 @pytest.mark.parametrize("dialect", ["mssql", "postgresql", "sqlite"])
 def test_key_collation_on_exactly_the_string_key_columns(dialect):
@@ -322,17 +425,28 @@ def test_key_collation_on_exactly_the_string_key_columns(dialect):
         assert "COLLATE" not in out
         return
     want = {(contract.enum_table, "type"), (contract.enum_table, "value")}
-    want |= {(t.name, c.name) for t in contract.tables for c in t.stored_columns
-             if c.type == "string" and c.name.lower() in key_columns(t)}
-    assert want >= {("scores", "score_identifier"), ("indicators", "indicator"), ("app_historical_lookup", "name"),
-                    ("app_historical_lookup", "source")}
+    want |= {
+        (t.name, c.name)
+        for t in contract.tables
+        for c in t.stored_columns
+        if c.type == "string" and c.name.lower() in key_columns(t)
+    }
+    assert want >= {
+        ("scores", "score_identifier"),
+        ("indicators", "indicator"),
+        ("app_historical_lookup", "name"),
+        ("app_historical_lookup", "source"),
+    }
     assert found == want
     assert out.count(BIN2) == len(want)
 
 
 def test_profile_of_a_sql_server_database_measures_lengths_in_its_unit():
     from xml_extractor.profile import make_profiler
-    value = "\U0001F600" * 6  # 6 characters, 12 UTF-16 units: string(10) holds it only on the other engines
+
+    value = (
+        "\U0001f600" * 6
+    )  # 6 characters, 12 UTF-16 units: string(10) holds it only on the other engines
     longest = {}
     for dialect in (None, "mssql"):
         prof = make_profiler([load_contract()], "test", dialect)

@@ -6,6 +6,7 @@ logged exactly once, each success by the contract the generator made it for (pro
 contract_name against mock_rl.product_of), each fault at its stage, and reconcile is consistent.
 Two contracts that disagree on a shared table are refused with the columns that differ.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import cli, popen
+
 from xml_extractor.contract.contract_set import merge_contracts
 from xml_extractor.contract.loader import load_contract
 from xml_extractor.db.database import Database
@@ -42,11 +43,16 @@ def test_contracts_disagreeing_on_a_shared_table_are_refused(db_url: str, tmp_pa
     p = cli("validate-contract", "credit_card", str(path))
     assert p.returncode == 2, p.stdout + p.stderr
     assert "table app_base" in p.stderr
-    assert "column receive_date: datetime NOT NULL in credit_card vs date NOT NULL in rec_lending" in p.stderr
+    assert (
+        "column receive_date: datetime NOT NULL in credit_card vs date NOT NULL in rec_lending"
+        in p.stderr
+    )
     assert "column dealer_code (int NOT NULL) only in rec_lending must be nullable" in p.stderr
     p = cli("init-db", "--db", db_url, "--contract", "credit_card", "--contract", str(path))
     assert p.returncode == 2 and "receive_date" in p.stderr
-    assert "0 change(s) to apply" not in cli("init-db", "--db", db_url, "--dry-run").stdout  # nothing was created
+    assert (
+        "0 change(s) to apply" not in cli("init-db", "--db", db_url, "--dry-run").stdout
+    )  # nothing was created
 
 
 def test_contract_set_union_and_enum_space() -> None:
@@ -55,7 +61,11 @@ def test_contract_set_union_and_enum_space() -> None:
     assert names.index("app_base") < names.index("app_collateral_rl")
     base = s.table("app_base")
     cols = {c.name for c in base.columns}
-    assert {"funding_date", "sub_type_enum", "population_assignment_enum"} <= cols  # RL-only and CC-only, nullable
+    assert {
+        "funding_date",
+        "sub_type_enum",
+        "population_assignment_enum",
+    } <= cols  # RL-only and CC-only, nullable
     ids = [v.id for vals in s.enums.values() for v in vals]
     assert len(ids) == len(set(ids))
     with pytest.raises(ContractError, match="same contract is given twice"):
@@ -78,7 +88,9 @@ def _wait_all(procs: list, timeout: float = 120) -> list[tuple[int, str, str]]:
 def _check(db_url: str, start: int, count: int, seed: int) -> None:
     db = Database(parse_url(db_url), load_contract("credit_card,rec_lending"))
     try:
-        rows = db.autocommit_query(f"SELECT app_id, status, stage, contract_name, contract_version FROM {db.names['log']}")
+        rows = db.autocommit_query(
+            f"SELECT app_id, status, stage, contract_name, contract_version FROM {db.names['log']}"
+        )
     finally:
         db.close()
     by_app: dict[int, list] = {}
@@ -94,7 +106,11 @@ def _check(db_url: str, start: int, count: int, seed: int) -> None:
         d = gen.document(app_id)
         want = CONTRACT_OF[product_of(seed, 0.3, app_id)]
         if status == "success":
-            ok = (d.fault in (None, "con_id_collision") and name == want and str(version).startswith(want + "@"))
+            ok = (
+                d.fault in (None, "con_id_collision")
+                and name == want
+                and str(version).startswith(want + "@")
+            )
             routed[name] += 1
         else:
             ok = d.fault is not None and stage == fault_stage(d.fault)
@@ -111,8 +127,25 @@ def _check(db_url: str, start: int, count: int, seed: int) -> None:
 @pytest.mark.parametrize("mode", ["partition", "queue"])
 def test_mixed_corpus_three_instances(db_url: str, mode: str) -> None:
     count, seed = int(os.environ.get("XE_MIXED_COUNT", "600")), 11
-    cli("generate-mock", "--db", db_url, *SET, "--product", "mixed", "--rl-share", "0.3", "--faulty-share", "0.03",
-        "--count", str(count), "--seed", str(seed), "--start-id", "1000", check=True)
+    cli(
+        "generate-mock",
+        "--db",
+        db_url,
+        *SET,
+        "--product",
+        "mixed",
+        "--rl-share",
+        "0.3",
+        "--faulty-share",
+        "0.03",
+        "--count",
+        str(count),
+        "--seed",
+        str(seed),
+        "--start-id",
+        "1000",
+        check=True,
+    )
     common = ["run", "--db", db_url, *SET, "--workers", "1", "--batch-size", "50", "--no-progress"]
     if mode == "partition":
         procs = [popen(*common, "--instance-id", str(i), "--instance-count", "3") for i in range(3)]
@@ -133,9 +166,14 @@ def test_map_routes_a_document_and_names_the_contracts_it_does_not_match(tmp_pat
     sample = Path(__file__).parent / "data" / "sample-rl-600000.xml"
     p = cli("map", str(sample), *SET, "--format", "json", check=True)
     out = json.loads(p.stdout)
-    assert out["contract"] == "rec_lending" and out["tables"]["app_dealer_rl"][0]["dealer_name"] == "Mickey Mouse RV"
+    assert (
+        out["contract"] == "rec_lending"
+        and out["tables"]["app_dealer_rl"][0]["dealer_name"] == "Mickey Mouse RV"
+    )
     other = tmp_path / "other.xml"
-    other.write_text(sample.read_text("utf-8-sig").replace("IL_application", "XX_application"), "utf-8")
+    other.write_text(
+        sample.read_text("utf-8-sig").replace("IL_application", "XX_application"), "utf-8"
+    )
     p = cli("map", str(other), *SET, "--format", "json")
     out = json.loads(p.stdout)
     assert p.returncode == 1 and (out["stage"], out["error_class"]) == ("validate", "NoContract")
@@ -149,9 +187,16 @@ def _direct_counts(db_url: str) -> tuple[dict, Counter, dict[int, str]]:
     {failed app_id: contract of its last attempt})."""
     db = Database(parse_url(db_url), load_contract("credit_card,rec_lending"))
     try:
-        log = db.autocommit_query(f"SELECT app_id, attempt, status, contract_name FROM {db.names['log']}")
-        events = db.autocommit_query(f"SELECT app_id, table_name, column_name, event_type FROM {db.names['events']}")
-        source = {int(r[0]) for r in db.autocommit_query(f"SELECT {db.names['src_id']} FROM {db.names['src']}")}
+        log = db.autocommit_query(
+            f"SELECT app_id, attempt, status, contract_name FROM {db.names['log']}"
+        )
+        events = db.autocommit_query(
+            f"SELECT app_id, table_name, column_name, event_type FROM {db.names['events']}"
+        )
+        source = {
+            int(r[0])
+            for r in db.autocommit_query(f"SELECT {db.names['src_id']} FROM {db.names['src']}")
+        }
     finally:
         db.close()
     success = {int(a): n for a, _, st, n in log if st == "success"}
@@ -168,7 +213,12 @@ def _direct_counts(db_url: str) -> tuple[dict, Counter, dict[int, str]]:
         out[name]["failed"] += 1
     pending = len(source - set(last))
     if pending:
-        out["(not routed yet)"] = {"contract": "(not routed yet)", "success": 0, "failed": 0, "pending": pending}
+        out["(not routed yet)"] = {
+            "contract": "(not routed yet)",
+            "success": 0,
+            "failed": 0,
+            "pending": pending,
+        }
     routed: dict[int, str] = {}
     for a, _, _, n in log:
         if n is not None:
@@ -182,12 +232,26 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
     """failures, quality, reconcile and profile of a contract set split their numbers by the
     contract that mapped (or refused) each application, and those equal what processing_log and
     data_quality_event say directly; pending applications are '(not routed yet)'."""
-    gen = ["generate-mock", "--db", db_url, *SET, "--product", "mixed", "--rl-share", "0.3", "--faulty-share", "0.1",
-           "--seed", "5"]
+    gen = [
+        "generate-mock",
+        "--db",
+        db_url,
+        *SET,
+        "--product",
+        "mixed",
+        "--rl-share",
+        "0.3",
+        "--faulty-share",
+        "0.1",
+        "--seed",
+        "5",
+    ]
     cli(*gen, "--count", "120", check=True)
     p = cli("run", "--db", db_url, *SET, "--workers", "1", "--no-progress")
     assert p.returncode == 1, p.stdout + p.stderr  # the faulty documents failed
-    cli(*gen, "--count", "10", "--start-id", "1001", check=True)  # pending: no contract has seen them
+    cli(
+        *gen, "--count", "10", "--start-id", "1001", check=True
+    )  # pending: no contract has seen them
     want, events, failed = _direct_counts(db_url)
     assert want["credit_card"]["success"] > 40 and want["rec_lending"]["success"] > 20
     assert want["(not routed yet)"]["pending"] == 10 and want["(not routed)"]["failed"] > 5
@@ -201,8 +265,20 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
         assert all(failed[a] == g["contract"] for a in g["sample_app_ids"]), g
     assert got == Counter({k: v["failed"] for k, v in want.items() if v["failed"]})
     csv_path = tmp_path / "failed.csv"
-    p = cli("failures", "--db", db_url, *SET, "--contract-name", "(not routed)", "--csv", str(csv_path), check=True)
-    assert p.stdout.splitlines()[0].startswith(f"{want['(not routed)']['failed']} failed application(s)")
+    p = cli(
+        "failures",
+        "--db",
+        db_url,
+        *SET,
+        "--contract-name",
+        "(not routed)",
+        "--csv",
+        str(csv_path),
+        check=True,
+    )
+    assert p.stdout.splitlines()[0].startswith(
+        f"{want['(not routed)']['failed']} failed application(s)"
+    )
     assert "contract" in p.stdout.splitlines()[1]  # the contract column of a contract set's table
     with csv_path.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -211,16 +287,31 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
 
     p = cli("quality", "--db", db_url, *SET, "--format", "json", check=True)
     q = json.loads(p.stdout)["events"]
-    assert {(e["contract"], e["table"], e["column"], e["event_type"]): e["events"] for e in q} == dict(events)
+    assert {
+        (e["contract"], e["table"], e["column"], e["event_type"]): e["events"] for e in q
+    } == dict(events)
     assert {e["contract"] for e in q} >= {"credit_card", "rec_lending"}
     collisions = [e for e in q if e["event_type"] in ("con_id_collision", "key_collision")]
-    assert collisions and all(e["contract"] in ("credit_card", "rec_lending") for e in collisions), collisions
-    assert "(not routed)" not in {e["contract"] for e in q}  # no event without the contract that produced it
-    for name in ("credit_card", "rec_lending"):  # one contract on the shared database: its own events only
+    assert collisions and all(
+        e["contract"] in ("credit_card", "rec_lending") for e in collisions
+    ), collisions
+    assert "(not routed)" not in {
+        e["contract"] for e in q
+    }  # no event without the contract that produced it
+    for name in (
+        "credit_card",
+        "rec_lending",
+    ):  # one contract on the shared database: its own events only
         p = cli("quality", "--db", db_url, "--contract", name, "--format", "json", check=True)
-        mine = {(e["table"], e["column"], e["event_type"]): e["events"] for e in json.loads(p.stdout)["events"]}
+        mine = {
+            (e["table"], e["column"], e["event_type"]): e["events"]
+            for e in json.loads(p.stdout)["events"]
+        }
         assert mine == {(t, c, k): n for (who, t, c, k), n in events.items() if who == name}, name
-    assert "rec_lending" in cli("quality", "--db", db_url, *SET, check=True).stdout.split("events per contract")[1]
+    assert (
+        "rec_lending"
+        in cli("quality", "--db", db_url, *SET, check=True).stdout.split("events per contract")[1]
+    )
 
     p = cli("reconcile", "--db", db_url, *SET, "--format", "json")
     assert p.returncode == 1  # the ten pending ones
@@ -231,31 +322,60 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
     assert "(not routed yet)" in table and "rec_lending" in table
 
     p = cli("status", "--db", db_url, *SET, "--format", "json", check=True)
-    assert {c["contract"]: (c["success"], c["failed"]) for c in json.loads(p.stdout)["by_contract"]} == {
-        k: (v["success"], v["failed"]) for k, v in want.items() if v["success"] or v["failed"]}
+    assert {
+        c["contract"]: (c["success"], c["failed"]) for c in json.loads(p.stdout)["by_contract"]
+    } == {k: (v["success"], v["failed"]) for k, v in want.items() if v["success"] or v["failed"]}
 
     p = cli("profile", "--db", db_url, *SET, "--format", "json", check=True)
     prof = json.loads(p.stdout)
     docs = {c["contract"].split("@")[0]: c["documents"] for c in prof["contracts"]}
     assert set(docs) == {"credit_card", "rec_lending"}
-    for name, n in docs.items():  # what each member mapped: its successes, more (insert failures, the pending ten)
-        assert want[name]["success"] <= n <= want[name]["success"] + want[name]["failed"] + 10, (name, n, want[name])
+    for (
+        name,
+        n,
+    ) in (
+        docs.items()
+    ):  # what each member mapped: its successes, more (insert failures, the pending ten)
+        assert want[name]["success"] <= n <= want[name]["success"] + want[name]["failed"] + 10, (
+            name,
+            n,
+            want[name],
+        )
     assert sum(docs.values()) + prof["unrouted"]["documents"] == 130
 
 
 def test_status_per_contract_counts_open_reprocess_requests_as_pending(db_url: str) -> None:
     """While a reprocess is open its applications are pending in status' totals, so the
     per-contract table and the failures by stage leave them out too (they contradicted the top)."""
-    cli("generate-mock", "--db", db_url, *SET, "--product", "mixed", "--faulty-share", "0.1", "--seed", "3",
-        "--count", "60", check=True)
+    cli(
+        "generate-mock",
+        "--db",
+        db_url,
+        *SET,
+        "--product",
+        "mixed",
+        "--faulty-share",
+        "0.1",
+        "--seed",
+        "3",
+        "--count",
+        "60",
+        check=True,
+    )
     cli("run", "--db", db_url, *SET, "--workers", "1", "--no-progress")
     db = Database(parse_url(db_url), load_contract("credit_card,rec_lending"))
     try:
-        failed = [int(r[0]) for r in db.autocommit_query(
-            f"SELECT DISTINCT app_id FROM {db.names['log']} WHERE status = 'failed'")]
+        failed = [
+            int(r[0])
+            for r in db.autocommit_query(
+                f"SELECT DISTINCT app_id FROM {db.names['log']} WHERE status = 'failed'"
+            )
+        ]
         # an open request for every application (as `reprocess` leaves them when it is stopped)
-        db.execute(f"INSERT INTO {db.names['requests']} (app_id, requested_at, command) "
-                   f"SELECT {db.names['src_id']}, '2026-01-01 00:00:00', 'test' FROM {db.names['src']}")
+        db.execute(
+            f"INSERT INTO {db.names['requests']} (app_id, requested_at, command) "
+            f"SELECT {db.names['src_id']}, '2026-01-01 00:00:00', 'test' FROM {db.names['src']}"
+        )
         db.commit()
     finally:
         db.close()
@@ -273,21 +393,32 @@ def test_one_member_on_a_contract_set_database_names_the_set(db_url: str) -> Non
     for one in ("rec_lending", "credit_card"):
         p = cli("run", "--db", db_url, "--contract", one, "--no-progress")
         assert p.returncode == 2, p.stdout + p.stderr
-        assert p.stderr.startswith("error: this database was initialised with contracts credit_card+rec_lending; "
-                                   "run with --contract credit_card --contract rec_lending\n"), p.stderr
+        assert p.stderr.startswith(
+            "error: this database was initialised with contracts credit_card+rec_lending; "
+            "run with --contract credit_card --contract rec_lending\n"
+        ), p.stderr
 
 
-def test_a_document_with_the_records_of_two_contracts_fails_whatever_their_order(tmp_path: Path) -> None:
+def test_a_document_with_the_records_of_two_contracts_fails_whatever_their_order(
+    tmp_path: Path,
+) -> None:
     """Mapped by whichever contract came first, two instances given the contracts in different
     orders would map one document two ways; it fails alone instead, naming both."""
     sample = Path(__file__).parent / "data" / "sample-rl-600000.xml"
     text = sample.read_text("utf-8-sig")
     both = tmp_path / "both.xml"
-    both.write_text(text.replace("</IL_application>", "</IL_application><application app_receive_date=\"2026-01-02\"/>"),
-                    "utf-8")
+    both.write_text(
+        text.replace(
+            "</IL_application>", '</IL_application><application app_receive_date="2026-01-02"/>'
+        ),
+        "utf-8",
+    )
     for order in (SET, ("--contract", "rec_lending", "--contract", "credit_card")):
         p = cli("map", str(both), *order, "--format", "json")
         out = json.loads(p.stdout)
-        assert p.returncode == 1 and (out["stage"], out["error_class"]) == ("validate", "AmbiguousContract"), out
+        assert p.returncode == 1 and (out["stage"], out["error_class"]) == (
+            "validate",
+            "AmbiguousContract",
+        ), out
         assert "credit_card (/Provenir/Request/CustData/application)" in out["reason"]
         assert "rec_lending (/Provenir/Request/CustData/IL_application)" in out["reason"]

@@ -8,19 +8,21 @@ Accepted: the server ran it, or refused the values (a constraint violation, type
 dialect's wrap, as Database.with_retry types it). Anything else (syntax, unknown object or column,
 wrong parameter count) fails naming the query and the error.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-
 from conftest import cli, open_db
+
 from xml_extractor.db.base import NamedQuery, Statement, _load_sections
 from xml_extractor.db.checks import filled_count_sql
 from xml_extractor.db.store import LOG_COLUMNS, utcnow
-from xml_extractor.processing.partition import ID_MAX, ID_MIN
 from xml_extractor.errors import RowsRefused
+from xml_extractor.processing.partition import ID_MAX, ID_MIN
 
 DIALECTS = ("sqlite", "postgresql", "mssql")
 SETS = {"": "main", "preflight_": "preflight", "report_": "report"}  # file prefix -> query set
@@ -32,7 +34,9 @@ def _all_queries() -> dict[str, dict[str, dict[str, NamedQuery]]]:
 
 
 QUERIES = _all_queries()
-CASES = [(s, n) for s in SETS.values() for n in sorted({n for d in DIALECTS for n in QUERIES[s][d]})]
+CASES = [
+    (s, n) for s in SETS.values() for n in sorted({n for d in DIALECTS for n in QUERIES[s][d]})
+]
 assert len({n for _, n in CASES}) == len(CASES), "a query name in two sets: the ids would collide"
 
 # Why a query is defined on some engines only (the skip reason on the others).
@@ -55,16 +59,22 @@ ONLY_ON = {
     "pf_nondeterministic": "PostgreSQL's nondeterministic-collation check",
 }
 _FILE = "SQLite's preflight reads the file itself (os.access, disk usage)"
-ONLY_ON.update({
-    "pf_connection": "a server connection's TLS and transport; SQLite is a file",
-    "pf_database_permissions": _FILE, "pf_table_permissions": _FILE, "pf_space": _FILE,
-    "pf_lock": "the servers' named lock (advisory lock, sp_getapplock); SQLite serialises with BEGIN IMMEDIATE",
-    "pf_collation": "the servers' encoding and collation; SQLite's is pf_encoding (always BINARY)",
-    "pf_source_rows": "the servers' catalogue row estimate; SQLite counts (pf_source_count)",
-})
+ONLY_ON.update(
+    {
+        "pf_connection": "a server connection's TLS and transport; SQLite is a file",
+        "pf_database_permissions": _FILE,
+        "pf_table_permissions": _FILE,
+        "pf_space": _FILE,
+        "pf_lock": "the servers' named lock (advisory lock, sp_getapplock); SQLite serialises with BEGIN IMMEDIATE",
+        "pf_collation": "the servers' encoding and collation; SQLite's is pf_encoding (always BINARY)",
+        "pf_source_rows": "the servers' catalogue row estimate; SQLite counts (pf_source_count)",
+    }
+)
 _SYNTH = "synthetic operator-scale data (db/synthetic.py: scripts/ops_bench.py) is built on SQLite and PostgreSQL only"
-_STATS = ("the planner's belief of the log's size, for the engines the tool refreshes statistics on (db/statistics.py); "
-          "SQL Server keeps its statistics itself")
+_STATS = (
+    "the planner's belief of the log's size, for the engines the tool refreshes statistics on (db/statistics.py); "
+    "SQL Server keeps its statistics itself"
+)
 
 
 def _reason(name: str, engine: str) -> str:
@@ -83,7 +93,9 @@ SNAPSHOT: dict[str, dict[str, int]] = {}  # engine -> table -> rows, as the fixt
 def _row_counts(db: Any) -> dict[str, int]:
     n = db.names
     tables = [db.table(t.name) for t in db.contract.tables] + [
-        n[k] for k in ("src", "log", "events", "log_history", "queue", "progress", "requests", "enums")]
+        n[k]
+        for k in ("src", "log", "events", "log_history", "queue", "progress", "requests", "enums")
+    ]
     return {t: int(db.autocommit_query(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in tables}
 
 
@@ -93,10 +105,32 @@ def live(module_db_url: str) -> Iterator[Any]:
     processed by a queue-mode run, three of them reprocessed: every table the queries read holds rows."""
     url = module_db_url
     cli("init-db", "--db", url, check=True)
-    cli("generate-mock", "--db", url, "--count", "30", "--faulty-share", "0.2", "--seed", "7", check=True)
+    cli(
+        "generate-mock",
+        "--db",
+        url,
+        "--count",
+        "30",
+        "--faulty-share",
+        "0.2",
+        "--seed",
+        "7",
+        check=True,
+    )
     # queue mode: the work queue holds chunks too (on an empty table a server never meets a value it
     # cannot convert: SQL Server raises those per row)
-    p = cli("run", "--db", url, "--workers", "1", "--no-progress", "--mode", "queue", "--chunk-size", "10")
+    p = cli(
+        "run",
+        "--db",
+        url,
+        "--workers",
+        "1",
+        "--no-progress",
+        "--mode",
+        "queue",
+        "--chunk-size",
+        "10",
+    )
     assert p.returncode in (0, 1), p.stderr  # 1: some documents failed (the faulty share)
     # replaced attempts: processing_log_history holds rows
     p = cli("reprocess", "1", "2", "3", "--db", url, "--workers", "1", "--no-progress")
@@ -106,7 +140,9 @@ def live(module_db_url: str) -> Iterator[Any]:
         rows = SNAPSHOT[db.dialect.name] = _row_counts(db)
         n = db.names
         assert rows[n["src"]] == 30 and rows[n["log"]] >= 30 and rows[n["queue"]] > 0, rows
-        assert rows[n["log_history"]] > 0 and rows[n["events"]] > 0 and rows[n["progress"]] > 0, rows
+        assert rows[n["log_history"]] > 0 and rows[n["events"]] > 0 and rows[n["progress"]] > 0, (
+            rows
+        )
         yield db
     finally:
         db.close()
@@ -119,22 +155,63 @@ def _values(db: Any) -> dict[str, Any]:
     end = "</CustData>"  # the contract's scope end tag, as Database.fetch_documents binds it
     return {
         # ids, ranges, counts (ints)
-        "app_id": 1, "ids": [1, 2, 3], "after_id": 0, "id_lo": 0, "id_hi": 1000, "lo": 1, "hi": 100,
-        "modulus": 1, "remainder": 0, "max_attempts": 3, "point": 0, "first_id": 0, "limit": 10,
-        "id_min": ID_MIN, "id_max": ID_MAX, "span": 999,  # selection.py's queue bounds (width 1000)
-        "after_chunk": 0, "chunk_id": 1, "lease_seconds": 60, "count": 5, "apps": 5, "span_ms": 60_000,
-        "doc_bytes": 10, "head": 64, "success": 1, "failed": 1, "instance_id": 0, "instance_count": 1,
-        "worker_pid": 123, "keys": [1, 2],  # contact_owners: app_contact_base.con_id values (bigint)
-        "marker": end, "marker_bytes": len(end.encode()), "marker_chars": len(end.encode("utf-16-le")) // 2,
+        "app_id": 1,
+        "ids": [1, 2, 3],
+        "after_id": 0,
+        "id_lo": 0,
+        "id_hi": 1000,
+        "lo": 1,
+        "hi": 100,
+        "modulus": 1,
+        "remainder": 0,
+        "max_attempts": 3,
+        "point": 0,
+        "first_id": 0,
+        "limit": 10,
+        "id_min": ID_MIN,
+        "id_max": ID_MAX,
+        "span": 999,  # selection.py's queue bounds (width 1000)
+        "after_chunk": 0,
+        "chunk_id": 1,
+        "lease_seconds": 60,
+        "count": 5,
+        "apps": 5,
+        "span_ms": 60_000,
+        "doc_bytes": 10,
+        "head": 64,
+        "success": 1,
+        "failed": 1,
+        "instance_id": 0,
+        "instance_count": 1,
+        "worker_pid": 123,
+        "keys": [1, 2],  # contact_owners: app_contact_base.con_id values (bigint)
+        "marker": end,
+        "marker_bytes": len(end.encode()),
+        "marker_chars": len(end.encode("utf-16-le")) // 2,
         # times
-        "now": now, "since": now - _dt.timedelta(days=1), "receive_date": _dt.datetime(2024, 1, 15),
+        "now": now,
+        "since": now - _dt.timedelta(days=1),
+        "receive_date": _dt.datetime(2024, 1, 15),
         # text
-        "owner": "test-owner", "session_id": "live-test", "command": "reprocess", "stage": "parse",
-        "event_type": "x", "column_name": "x", "table_name": c.tables[0].name, "value": "PR",
-        "contract_name": c.name, "contract_version": c.version_tag, "index": "ix_none",
-        "schema": c.target_schema, "table": c.source_table, "column": c.source_xml_column,
-        "qsource": db.names["src"], "qtable": db.names["src"],
-        "xml": db.source_value("<x/>"),  # as load-xml binds it (SQL Server: bytes for a varchar column)
+        "owner": "test-owner",
+        "session_id": "live-test",
+        "command": "reprocess",
+        "stage": "parse",
+        "event_type": "x",
+        "column_name": "x",
+        "table_name": c.tables[0].name,
+        "value": "PR",
+        "contract_name": c.name,
+        "contract_version": c.version_tag,
+        "index": "ix_none",
+        "schema": c.target_schema,
+        "table": c.source_table,
+        "column": c.source_xml_column,
+        "qsource": db.names["src"],
+        "qtable": db.names["src"],
+        "xml": db.source_value(
+            "<x/>"
+        ),  # as load-xml binds it (SQL Server: bytes for a varchar column)
     }
 
 
@@ -144,18 +221,34 @@ def _identifiers(db: Any, name: str) -> dict[str, str]:
     base = c.tables[0]
     leaf = c.tables[-1]  # no table references it: deleting its rows is not refused by a foreign key
     cols = [col.name for col in base.columns][:3]
-    text_col = next(col.name for col in base.columns if col.type == "string")  # compared with a string value
-    out = {"table": db.table(leaf.name), "app_col": q(leaf.app_id_column),  # store/reprocess/bench/ops: a target table
-           "base": db.table(base.name), "base_key": q(base.app_id_column),  # ops.py, synthetic.py
-           "child": db.table("app_operational_cc"), "contact": db.table("app_contact_base"),  # synthetic.build
-           "address": db.table("app_contact_address"), "scores": db.table("scores")}
+    text_col = next(
+        col.name for col in base.columns if col.type == "string"
+    )  # compared with a string value
+    out = {
+        "table": db.table(leaf.name),
+        "app_col": q(leaf.app_id_column),  # store/reprocess/bench/ops: a target table
+        "base": db.table(base.name),
+        "base_key": q(base.app_id_column),  # ops.py, synthetic.py
+        "child": db.table("app_operational_cc"),
+        "contact": db.table("app_contact_base"),  # synthetic.build
+        "address": db.table("app_contact_address"),
+        "scores": db.table("scores"),
+    }
     if name.startswith("quality_"):  # db/checks.py: a target table and some of its columns
-        out.update(table=db.table(base.name), col=q(text_col), filled=filled_count_sql(db, cols),
-                   cols=", ".join(q(x) for x in cols))
+        out.update(
+            table=db.table(base.name),
+            col=q(text_col),
+            filled=filled_count_sql(db, cols),
+            cols=", ".join(q(x) for x in cols),
+        )
     if name == "log_to_history":  # store.py: the log's own columns
         out["cols"] = ", ".join(q(x) for x in ("log_id",) + LOG_COLUMNS)
-    if name == "contact_owners":  # store.py: a table whose single key can collide across applications
-        t = next(t for t in c.tables if t.app_id_column not in t.primary_key and len(t.primary_key) == 1)
+    if (
+        name == "contact_owners"
+    ):  # store.py: a table whose single key can collide across applications
+        t = next(
+            t for t in c.tables if t.app_id_column not in t.primary_key and len(t.primary_key) == 1
+        )
         out.update(key_col=q(t.primary_key[0]), contact_table=db.table(t.name))
     return out
 
@@ -166,21 +259,40 @@ OVERRIDES: dict[str, dict[str, Any]] = {
 }
 # synthetic.build's order: each synth_* query reads what the ones before it wrote (synth_numbers'
 # table synth_n first of all), into an initialised, EMPTY database.
-SYNTH_ORDER = ("synth_numbers", "synth_source", "synth_log", "synth_log_retry", "synth_base", "synth_one_to_one",
-               "synth_contact", "synth_address", "synth_scores", "synth_events", "synth_progress", "synth_drop")
+SYNTH_ORDER = (
+    "synth_numbers",
+    "synth_source",
+    "synth_log",
+    "synth_log_retry",
+    "synth_base",
+    "synth_one_to_one",
+    "synth_contact",
+    "synth_address",
+    "synth_scores",
+    "synth_events",
+    "synth_progress",
+    "synth_drop",
+)
 
 
 def _setup(db: Any, name: str) -> list[str]:
     """What the code (or the test that owns the query) has done before the query runs, run first in
     the same rolled-back transaction."""
     if name == "stats_log_rows" and db.dialect.name == "sqlite":
-        return ["ANALYZE"]  # sqlite_stat1 exists once the statistics were refreshed (statistics.refresh)
-    if name == "test_campaign_columns":  # tests/test_schema_evolution.py: a contract version added the column
+        return [
+            "ANALYZE"
+        ]  # sqlite_stat1 exists once the statistics were refreshed (statistics.refresh)
+    if (
+        name == "test_campaign_columns"
+    ):  # tests/test_schema_evolution.py: a contract version added the column
         return [f"ALTER TABLE {db.table(db.contract.tables[0].name)} ADD campaign_code VARCHAR(20)"]
-    if name in SYNTH_ORDER:  # synthetic.build fills an empty database (bench.empty_targets' order, then the rest)
+    if (
+        name in SYNTH_ORDER
+    ):  # synthetic.build fills an empty database (bench.empty_targets' order, then the rest)
         n = db.names
         tables = [db.table(t.name) for t in reversed(db.contract.tables)] + [
-            n[k] for k in ("events", "log", "log_history", "queue", "progress", "requests", "src")]
+            n[k] for k in ("events", "log", "log_history", "queue", "progress", "requests", "src")
+        ]
         return [f"DELETE FROM {t}" for t in tables]
     return []
 
@@ -188,13 +300,23 @@ def _setup(db: Any, name: str) -> list[str]:
 def _statement(db: Any, qset: str, query: NamedQuery) -> Statement:
     names = dict(db.names)
     if qset == "report":  # report.py: the dialect's fragments ({minute}) beside Database.names
-        names.update({k: f.template for k, f in _load_sections(db.dialect.name, "fragment", "report_").items()})
+        names.update(
+            {
+                k: f.template
+                for k, f in _load_sections(db.dialect.name, "fragment", "report_").items()
+            }
+        )
     return Statement(query.template.format(**names, **_identifiers(db, query.name)), query.name)
 
 
 def _params(db: Any, name: str, stmt: Statement) -> dict[str, Any]:
     values = _values(db)
-    values.update({k: db.contract.log_table if v == "{log_table}" else v for k, v in OVERRIDES.get(name, {}).items()})
+    values.update(
+        {
+            k: db.contract.log_table if v == "{log_table}" else v
+            for k, v in OVERRIDES.get(name, {}).items()
+        }
+    )
     if name in SYNTH_ORDER:  # synthetic.build binds its end time as text
         values["now"] = values["now"].isoformat(sep=" ", timespec="milliseconds")
     return {p: values[p] for p in dict.fromkeys(stmt.params)}
@@ -225,7 +347,7 @@ def test_query_runs(live: Any, qset: str, name: str) -> None:
         pytest.skip(_reason(name, engine))
     # statements and values first: binding a source value may read the catalogue (SQL Server's
     # source_kind, an autocommit read) and must not commit inside the transaction below
-    chain = SYNTH_ORDER[:SYNTH_ORDER.index(name) + 1] if name in SYNTH_ORDER else (name,)
+    chain = SYNTH_ORDER[: SYNTH_ORDER.index(name) + 1] if name in SYNTH_ORDER else (name,)
     steps = [(n, s, _params(db, n, s)) for n in chain for s in [_statement(db, qset, queries[n])]]
     current = "(setup)"
     db.begin()
@@ -234,12 +356,14 @@ def test_query_runs(live: Any, qset: str, name: str) -> None:
             db.execute(sql).close()
         for current, stmt, params in steps:
             _run(db, stmt, params)
-    except Exception as exc:  # noqa: BLE001 - typed as the tool types it, then judged
+    except Exception as exc:
         err = db.dialect.wrap(exc)
         if not isinstance(err, RowsRefused):
             where = "" if current == name else f" (while running {current} before it)"
-            pytest.fail(f"{name} on {engine}{where}: {type(err).__name__}: {err}\n{queries[current].template if current in queries else ''}",
-                        pytrace=False)
+            pytest.fail(
+                f"{name} on {engine}{where}: {type(err).__name__}: {err}\n{queries[current].template if current in queries else ''}",
+                pytrace=False,
+            )
     finally:
         db.rollback()
 

@@ -1,8 +1,8 @@
 """Operator commands against a database produced by a run with faulty documents (SQLite, PostgreSQL)."""
+
 import json
 
 import pytest
-
 from conftest import assert_exactly_once, cli, expected_failures, open_db
 
 COUNT = 80
@@ -10,7 +10,18 @@ COUNT = 80
 
 def _process(url):
     cli("init-db", "--db", url, check=True)
-    cli("generate-mock", "--db", url, "--count", str(COUNT), "--faulty-share", "0.2", "--seed", "21", check=True)
+    cli(
+        "generate-mock",
+        "--db",
+        url,
+        "--count",
+        str(COUNT),
+        "--faulty-share",
+        "0.2",
+        "--seed",
+        "21",
+        check=True,
+    )
     p = cli("run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "10")
     assert p.returncode == 1
     return url
@@ -35,20 +46,42 @@ def faulty():
 def test_status(processed_once):
     d = json.loads(cli("status", "--db", processed_once, "--format", "json", check=True).stdout)
     f = len(faulty())
-    assert d["source_rows"] == COUNT and d["failed"] == f and d["success"] == COUNT - f and d["pending"] == 0
+    assert (
+        d["source_rows"] == COUNT
+        and d["failed"] == f
+        and d["success"] == COUNT - f
+        and d["pending"] == 0
+    )
     assert d["sessions"][0]["processed"] == COUNT and sum(x["count"] for x in d["failures"]) == f
     out = cli("status", "--db", processed_once, check=True).stdout
     assert "pending (never attempted)" in out and "failures by stage" in out
 
 
 def test_failures_groups_history_and_csv(processed_once, tmp_path):
-    groups = json.loads(cli("failures", "--db", processed_once, "--format", "json", check=True).stdout)
+    groups = json.loads(
+        cli("failures", "--db", processed_once, "--format", "json", check=True).stdout
+    )
     assert sum(g["count"] for g in groups) == len(faulty())
     assert {g["stage"] for g in groups} <= {"read", "parse", "validate", "insert"}
-    parse_only = json.loads(cli("failures", "--db", processed_once, "--stage", "parse", "--format", "json", check=True).stdout)
+    parse_only = json.loads(
+        cli(
+            "failures", "--db", processed_once, "--stage", "parse", "--format", "json", check=True
+        ).stdout
+    )
     assert parse_only and all(g["stage"] == "parse" for g in parse_only)
     app_id = next(iter(faulty()))
-    h = json.loads(cli("failures", "--db", processed_once, "--app-id", str(app_id), "--format", "json", check=True).stdout)
+    h = json.loads(
+        cli(
+            "failures",
+            "--db",
+            processed_once,
+            "--app-id",
+            str(app_id),
+            "--format",
+            "json",
+            check=True,
+        ).stdout
+    )
     assert h["in_source"] and h["attempts"][0]["status"] == "failed"
     csv_file = tmp_path / "f.csv"
     cli("failures", "--db", processed_once, "--csv", str(csv_file), check=True)
@@ -60,7 +93,9 @@ def test_reconcile_clean_then_detects_damage(processed):
     db = open_db(processed)
     ok = db.scalar(f"SELECT MIN(app_id) FROM {db.names['log']} WHERE status = 'success'")
     db.begin()
-    db.execute(f"DELETE FROM {db.names['log']} WHERE app_id = ?", [ok]).close()  # a success row lost behind our back
+    db.execute(
+        f"DELETE FROM {db.names['log']} WHERE app_id = ?", [ok]
+    ).close()  # a success row lost behind our back
     db.commit()
     db.close()
     p = cli("reconcile", "--db", processed, "--format", "json")
@@ -91,7 +126,9 @@ def test_reprocess_dry_run_then_real(processed):
     db.close()
     assert before == COUNT  # the dry run changed nothing
     p = cli("reprocess", "--db", processed, "--failed", "--no-progress")
-    assert p.returncode == 1 and "processing them again" in p.stdout  # they fail again: the documents are still broken
+    assert (
+        p.returncode == 1 and "processing them again" in p.stdout
+    )  # they fail again: the documents are still broken
     assert_exactly_once(processed)
     ok_id = next(i for i in range(1, COUNT + 1) if i not in faulty())
     p = cli("reprocess", "--db", processed, str(ok_id), "--no-progress")
@@ -121,10 +158,21 @@ def test_launch_sigterm_stops_every_instance_and_resume_finishes(db_url):
 
     from conftest import popen
     from procs import descendants
+
     cli("init-db", "--db", db_url, check=True)
     cli("generate-mock", "--db", db_url, "--count", "150", "--faulty-share", "0", check=True)
-    p = popen("launch", "--instances", "2", "--db", db_url, "--workers", "1", "--batch-size", "5",
-              env={"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.3"})
+    p = popen(
+        "launch",
+        "--instances",
+        "2",
+        "--db",
+        db_url,
+        "--workers",
+        "1",
+        "--batch-size",
+        "5",
+        env={"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.3"},
+    )
     deadline = time.time() + 60
     while time.time() < deadline and len(descendants(p.pid)) < 4:
         time.sleep(0.2)
@@ -135,7 +183,10 @@ def test_launch_sigterm_stops_every_instance_and_resume_finishes(db_url):
             return int(db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}"))
         finally:
             db.close()
-    while time.time() < deadline and logged() == 0:  # mid-run: some committed, not all (a slow machine starts late)
+
+    while (
+        time.time() < deadline and logged() == 0
+    ):  # mid-run: some committed, not all (a slow machine starts late)
         time.sleep(0.1)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)

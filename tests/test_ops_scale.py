@@ -1,6 +1,7 @@
 """Operator commands at scale, without timing anything: the status rate over the time actually
 observed (log rows with known timestamps), and query plans that probe an index per row (EXPLAIN on a
 synthetic database of a few hundred thousand rows, with and without planner statistics)."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -30,7 +31,9 @@ def test_status_rate_in_the_first_minute_is_the_observed_rate(db_url):
         true_rate = (3600 + 36) / 12 * 60  # attempt-1 rows plus the 36 retries, over 12 s
         s = ops.status(db)
         assert s["running"] and s["idle_since"] is None
-        assert 0.8 * true_rate <= s["rate_per_min_recent"] <= 1.2 * true_rate, s["rate_per_min_recent"]
+        assert 0.8 * true_rate <= s["rate_per_min_recent"] <= 1.2 * true_rate, s[
+            "rate_per_min_recent"
+        ]
         assert s["eta_minutes"] is not None and s["pending"] == 72
     finally:
         db.close()
@@ -48,19 +51,44 @@ def test_status_after_the_run_stopped_is_idle_without_eta(db_url):
         db.close()
     out = cli("status", "--db", db_url).stdout
     assert "idle since" in out
-    assert json.loads(cli("status", "--db", db_url, "--format", "json").stdout)["eta_minutes"] is None
+    assert (
+        json.loads(cli("status", "--db", db_url, "--format", "json").stdout)["eta_minutes"] is None
+    )
 
 
 def _reconcile_queries(db: Database) -> list[tuple[str, dict[str, str]]]:
     c, q = db.contract, db.dialect.quote
     base = c.tables[0]
-    out = [("reconcile_success_without_base", {"base": db.table(base.name), "base_key": q(base.app_id_column)})]
-    out += [("reconcile_rows_without_success", {"table": db.table(t.name), "app_col": q(t.app_id_column)})
-            for t in c.tables if t.name in ("app_base", "scores", "app_contact_address")]
-    out += [(n, {}) for n in ("reconcile_multiple_success", "reconcile_log_not_in_source", "reconcile_final_failed",
-                              "reconcile_never_attempted", "ops_count_final_failed", "ops_failures_by_stage",
-                              "ops_failed_rows", "ops_count_success", "quality_event_groups",
-                              "reconcile_by_contract", "quality_event_groups_by_contract")]
+    out = [
+        (
+            "reconcile_success_without_base",
+            {"base": db.table(base.name), "base_key": q(base.app_id_column)},
+        )
+    ]
+    out += [
+        (
+            "reconcile_rows_without_success",
+            {"table": db.table(t.name), "app_col": q(t.app_id_column)},
+        )
+        for t in c.tables
+        if t.name in ("app_base", "scores", "app_contact_address")
+    ]
+    out += [
+        (n, {})
+        for n in (
+            "reconcile_multiple_success",
+            "reconcile_log_not_in_source",
+            "reconcile_final_failed",
+            "reconcile_never_attempted",
+            "ops_count_final_failed",
+            "ops_failures_by_stage",
+            "ops_failed_rows",
+            "ops_count_success",
+            "quality_event_groups",
+            "reconcile_by_contract",
+            "quality_event_groups_by_contract",
+        )
+    ]
     return out
 
 
@@ -82,7 +110,9 @@ def _pg_per_row_scans(node: dict, inner: bool = False) -> list[str]:
         bad.append(f"Seq Scan on {node.get('Relation Name')}")
     kids = node.get("Plans", [])
     for i, k in enumerate(kids):
-        per_row = (node["Node Type"] == "Nested Loop" and i == 1) or (inner and node["Node Type"] not in ("Hash",))
+        per_row = (node["Node Type"] == "Nested Loop" and i == 1) or (
+            inner and node["Node Type"] not in ("Hash",)
+        )
         bad += _pg_per_row_scans(k, per_row)
     return bad
 
@@ -107,13 +137,18 @@ def test_sqlite_plans_probe_an_index_per_row_even_without_statistics(big_sqlite)
             assert not _sqlite_per_row_scans(lines), (name, lines)
         # the status counts use indexes, not the table holding the documents
         assert any("COVERING INDEX" in ln for ln in checks.explain(db, "ops_count_source"))
-        assert any("ix_processing_log_logged_at" in ln for ln in checks.explain(db, "ops_results_since", {"since": utcnow()}))
+        assert any(
+            "ix_processing_log_logged_at" in ln
+            for ln in checks.explain(db, "ops_results_since", {"since": utcnow()})
+        )
         # an operator command notices the missing statistics and refreshes them once
         assert statistics.refresh_if_stale(db) is True
         assert statistics.planner_rows(db) >= 200_000
         assert statistics.refresh_if_stale(db) is False
         for name, idents in _reconcile_queries(db):
-            assert not _sqlite_per_row_scans(checks.explain(db, name, {"since": utcnow(), "stage": None}, idents)), name
+            assert not _sqlite_per_row_scans(
+                checks.explain(db, name, {"since": utcnow(), "stage": None}, idents)
+            ), name
         r = ops.reconcile(db)
         assert r["gaps"] == {"pending": 4000}
         assert next(c for c in r["checks"] if c["check"].startswith("failed"))["count"] == 2000
@@ -148,10 +183,27 @@ def _launch(url: str, tty: bool) -> tuple[int, str, str]:
     import sys
 
     from conftest import ROOT, _child_env
+
     master, slave = pty.openpty() if tty else os.pipe()
-    p = subprocess.Popen([sys.executable, "-m", "xml_extractor", "launch", "--instances", "2", "--db", url,
-                          "--workers", "1"], stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
-                         cwd=str(ROOT), env=_child_env(None))
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xml_extractor",
+            "launch",
+            "--instances",
+            "2",
+            "--db",
+            url,
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+        cwd=str(ROOT),
+        env=_child_env(None),
+    )
     os.close(slave)
     err = b""
     while True:
@@ -178,8 +230,25 @@ def test_launch_shows_a_live_line_on_a_terminal_only(db_url):
     code, out, err = _launch(db_url, tty=True)
     assert code == 0, out + err
     last = err.replace("\r", "\n").strip().splitlines()[-1]
-    assert "600/600 done" in last and "/min" in last and "[0]" in last and "[1]" in last and "exit 0" in last, err
+    assert (
+        "600/600 done" in last
+        and "/min" in last
+        and "[0]" in last
+        and "[1]" in last
+        and "exit 0" in last
+    ), err
     assert "all " in out  # the combined summary still goes to stdout
-    cli("generate-mock", "--db", db_url, "--count", "200", "--seed", "9", "--start-id", "1001", check=True)
+    cli(
+        "generate-mock",
+        "--db",
+        db_url,
+        "--count",
+        "200",
+        "--seed",
+        "9",
+        "--start-id",
+        "1001",
+        check=True,
+    )
     code, out, err = _launch(db_url, tty=False)
     assert code == 0 and " done |" not in err, err

@@ -1,18 +1,31 @@
 """The pipeline end to end with real processes, on a real SQLite file and a real PostgreSQL."""
+
 import json
 import re
 
 import pytest
-
 from conftest import assert_exactly_once, cli, engine, expected_failures, log_rows, open_db
 from hostile import cases
+
 from xml_extractor.mock import FAULT_KINDS
 
 
 def seed(url, count=120, faulty=0.15, start=1, seed_=3):
     cli("init-db", "--db", url, check=True)
-    p = cli("generate-mock", "--db", url, "--count", str(count), "--faulty-share", str(faulty), "--seed", str(seed_),
-            "--start-id", str(start), check=True)
+    p = cli(
+        "generate-mock",
+        "--db",
+        url,
+        "--count",
+        str(count),
+        "--faulty-share",
+        str(faulty),
+        "--seed",
+        str(seed_),
+        "--start-id",
+        str(start),
+        check=True,
+    )
     return p
 
 
@@ -21,7 +34,9 @@ def faulty_ids(count, faulty, start=1, seed_=3):
 
 
 def run(url, *extra, env=None):
-    return cli("run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "16", *extra, env=env)
+    return cli(
+        "run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "16", *extra, env=env
+    )
 
 
 def test_init_db_is_idempotent(db_url, contract):
@@ -45,7 +60,11 @@ def test_run_resume_and_faulty_documents(db_url, contract):
     logs = {a: (s, st, r) for a, s, st, _, _, r in log_rows(db_url)}
     for app_id, kind in faults.items():
         status, stage, reason = logs[app_id]
-        assert status == "failed" and stage == FAULT_KINDS[kind] and reason, (app_id, kind, logs[app_id])
+        assert status == "failed" and stage == FAULT_KINDS[kind] and reason, (
+            app_id,
+            kind,
+            logs[app_id],
+        )
     assert stats["failed"] == len(faults)
     p2 = run(db_url)
     assert p2.returncode == 0 and "selected                  0" in p2.stdout
@@ -54,15 +73,23 @@ def test_run_resume_and_faulty_documents(db_url, contract):
 
 def test_injected_failure_after_some_tables_leaves_nothing(db_url, contract):
     seed(db_url, count=40, faulty=0.0)
-    p = run(db_url, env={"XML_EXTRACTOR_FAULTS": "fail_app=17,fail_after_table=app_contact_address"})
+    p = run(
+        db_url, env={"XML_EXTRACTOR_FAULTS": "fail_app=17,fail_after_table=app_contact_address"}
+    )
     assert p.returncode == 1
     db = open_db(db_url)
     for t in contract.tables:
-        n = db.scalar(f"SELECT COUNT(*) FROM {db.table(t.name)} WHERE {db.dialect.quote(t.app_id_column)} = 17")
+        n = db.scalar(
+            f"SELECT COUNT(*) FROM {db.table(t.name)} WHERE {db.dialect.quote(t.app_id_column)} = 17"
+        )
         assert n == 0, f"{t.name} kept rows of the failed application"
     db.close()
     (row,) = [r for r in log_rows(db_url) if r[0] == 17]
-    assert row[1] == "failed" and row[2] == "insert" and "injected fault after inserting app_contact_address" in row[5]
+    assert (
+        row[1] == "failed"
+        and row[2] == "insert"
+        and "injected fault after inserting app_contact_address" in row[5]
+    )
     assert assert_exactly_once(db_url)["success"] == 39
 
 
@@ -73,13 +100,20 @@ def test_retry_failed_bounded_by_max_attempts(db_url, contract):
     assert run(db_url, env=env).returncode == 1
     from xml_extractor.cli.run import _pending_count
     from xml_extractor.processing.processor import RunOptions
-    assert _pending_count(RunOptions(url=db_url, retry_failed=True, max_attempts=2)) == 1  # what the progress bar counts
+
+    assert (
+        _pending_count(RunOptions(url=db_url, retry_failed=True, max_attempts=2)) == 1
+    )  # what the progress bar counts
     assert _pending_count(RunOptions(url=db_url)) == 0
     assert run(db_url, "--retry-failed", "--max-attempts", "2", env=env).returncode == 1
-    assert run(db_url, "--retry-failed", "--max-attempts", "2", env=env).returncode == 0  # no attempts left: nothing selected
+    assert (
+        run(db_url, "--retry-failed", "--max-attempts", "2", env=env).returncode == 0
+    )  # no attempts left: nothing selected
     attempts = [(r[3], r[1]) for r in log_rows(db_url) if r[0] == 5]
     assert attempts == [(1, "failed"), (2, "failed")]
-    assert run(db_url, "--retry-failed", "--max-attempts", "3").returncode == 0  # fault gone: attempt 3 succeeds
+    assert (
+        run(db_url, "--retry-failed", "--max-attempts", "3").returncode == 0
+    )  # fault gone: attempt 3 succeeds
     attempts = [(r[3], r[1]) for r in log_rows(db_url) if r[0] == 5]
     assert attempts[-1] == (3, "success")
     assert_exactly_once(db_url)
@@ -114,23 +148,34 @@ def test_hostile_rows_fail_alone_and_nothing_external_reaches_the_database(db_ur
         for c in t.stored_columns:
             if c.type in ("string", "text"):
                 for leaked in ("%root:%", "%INJECTED%"):  # /etc/passwd; an expanded internal entity
-                    assert db.scalar(f"SELECT COUNT(*) FROM {db.table(t.name)} WHERE {db.dialect.quote(c.name)} LIKE ?",
-                                     [leaked]) == 0, (t.name, c.name, leaked)
+                    assert (
+                        db.scalar(
+                            f"SELECT COUNT(*) FROM {db.table(t.name)} WHERE {db.dialect.quote(c.name)} LIKE ?",
+                            [leaked],
+                        )
+                        == 0
+                    ), (t.name, c.name, leaked)
     for leaked in ("%root:x:0%", "%INJECTED%"):
-        assert db.scalar(f"SELECT COUNT(*) FROM {db.names['events']} WHERE raw_value LIKE ?", [leaked]) == 0
+        assert (
+            db.scalar(f"SELECT COUNT(*) FROM {db.names['events']} WHERE raw_value LIKE ?", [leaked])
+            == 0
+        )
     db.close()
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--instance-id", "3", "--instance-count", "3"], "--instance-id must be between 0 and 2"),
-    (["--instance-count", "0"], "--instance-count must be at least 1"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--workers", "0"], "--workers must be at least 1"),
-    (["--db", "oracle://x/y"], "unknown database URL scheme oracle:"),
-    (["--contract", "/nonexistent.json"], "contract file not found"),
-    (["--mode", "queue", "--instance-count", "2"], "do not combine it with --instance-count"),
-    (["--batch-size", "40000"], "--batch-size 40000 is too large for sqlite"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--instance-id", "3", "--instance-count", "3"], "--instance-id must be between 0 and 2"),
+        (["--instance-count", "0"], "--instance-count must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--db", "oracle://x/y"], "unknown database URL scheme oracle:"),
+        (["--contract", "/nonexistent.json"], "contract file not found"),
+        (["--mode", "queue", "--instance-count", "2"], "do not combine it with --instance-count"),
+        (["--batch-size", "40000"], "--batch-size 40000 is too large for sqlite"),
+    ],
+)
 def test_bad_flags_exit_2_with_a_clear_message(sqlite_url, args, msg):
     a = ["run", "--no-progress"] + (["--db", sqlite_url] if "--db" not in args else []) + args
     p = cli(*a)
@@ -163,11 +208,28 @@ def test_the_largest_batch_size_fits_the_engine_and_one_more_is_refused_before_a
 def test_production_processor_alias_and_metrics(db_url, tmp_path):
     import subprocess
     import sys
+
     from conftest import ROOT
+
     seed(db_url, count=10, faulty=0.0)
-    p = subprocess.run([sys.executable, str(ROOT / "production_processor.py"), "--db", db_url, "--no-progress",
-                        "--workers", "1", "--metrics-dir", str(tmp_path), "--logs-dir", str(tmp_path)],
-                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "production_processor.py"),
+            "--db",
+            db_url,
+            "--no-progress",
+            "--workers",
+            "1",
+            "--metrics-dir",
+            str(tmp_path),
+            "--logs-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert p.returncode == 0, p.stderr
     (m,) = list(tmp_path.glob("run-*.json"))
     data = json.loads(m.read_text())
@@ -176,16 +238,34 @@ def test_production_processor_alias_and_metrics(db_url, tmp_path):
 
 
 def test_load_xml_files_folders_and_replace(db_url, tmp_path):
-    cli("generate-mock", "--out", str(tmp_path / "docs"), "--count", "12", "--faulty-share", "0", check=True)
-    (tmp_path / "docs" / "noid.xml").write_text("<Provenir><Request><CustData/></Request></Provenir>")
+    cli(
+        "generate-mock",
+        "--out",
+        str(tmp_path / "docs"),
+        "--count",
+        "12",
+        "--faulty-share",
+        "0",
+        check=True,
+    )
+    (tmp_path / "docs" / "noid.xml").write_text(
+        "<Provenir><Request><CustData/></Request></Provenir>"
+    )
     p = cli("load-xml", "--db", db_url, str(tmp_path / "docs"))
     assert p.returncode == 1 and "loaded" in p.stdout and "no usable Request/@ID" in p.stdout
-    p = cli("load-xml", "--db", db_url, str(tmp_path / "docs" / "app-1*.xml"))  # loaded before: resumable
+    p = cli(
+        "load-xml", "--db", db_url, str(tmp_path / "docs" / "app-1*.xml")
+    )  # loaded before: resumable
     assert p.returncode == 0 and "already loaded (same text)" in p.stdout, p.stdout + p.stderr
     p = cli("load-xml", "--db", db_url, "--replace", str(tmp_path / "docs" / "app-3.xml"))
-    assert p.returncode == 0 and "already loaded (same text)" in p.stdout  # the same text is not rewritten
+    assert (
+        p.returncode == 0 and "already loaded (same text)" in p.stdout
+    )  # the same text is not rewritten
     app3 = tmp_path / "docs" / "app-3.xml"
-    app3.write_text(app3.read_text("utf-8-sig").replace("<Provenir", "<!-- corrected export -->\n<Provenir", 1), "utf-8")
+    app3.write_text(
+        app3.read_text("utf-8-sig").replace("<Provenir", "<!-- corrected export -->\n<Provenir", 1),
+        "utf-8",
+    )
     p = cli("load-xml", "--db", db_url, "--replace", str(app3))
     assert p.returncode == 0 and "replaced" in p.stdout
     assert run(db_url).returncode == 0
@@ -199,15 +279,25 @@ def test_rows_in_the_database_equal_the_mapped_rows(db_url, plan):
     from decimal import Decimal
 
     from conftest import SAMPLES
+
     from xml_extractor.mapping import map_document
+
     sample = (SAMPLES / "app-1001.xml").read_text("utf-8-sig")
-    tricky = sample.replace('ID="1001"', 'ID="1002"').replace("<app_product", "<!-- </CustData> --><app_product") \
-        .replace("900001", "800001").replace("900002", "800002").replace("JANE", "J\u00c1NE &quot;Q&quot; O'NEIL")
+    tricky = (
+        sample.replace('ID="1001"', 'ID="1002"')
+        .replace("<app_product", "<!-- </CustData> --><app_product")
+        .replace("900001", "800001")
+        .replace("900002", "800002")
+        .replace("JANE", "J\u00c1NE &quot;Q&quot; O'NEIL")
+    )
     cli("init-db", "--db", db_url, check=True)
     db = open_db(db_url)
     db.begin()
     cur = db.conn.cursor()
-    cur.executemany(f"INSERT INTO {db.names['src']} (app_id, xml) VALUES (?, ?)", [(1001, sample), (1002, tricky)])
+    cur.executemany(
+        f"INSERT INTO {db.names['src']} (app_id, xml) VALUES (?, ?)",
+        [(1001, sample), (1002, tricky)],
+    )
     db.commit()
     assert run(db_url).returncode == 0
 
@@ -218,19 +308,34 @@ def test_rows_in_the_database_equal_the_mapped_rows(db_url, plan):
             return v.isoformat(sep=" ", timespec="milliseconds")
         if isinstance(v, datetime.date):
             return v.isoformat()
-        if isinstance(v, str) and db.dialect.name == "sqlite" and len(v) in (10, 23) and v[4:5] == "-" and v[7:8] == "-":
+        if (
+            isinstance(v, str)
+            and db.dialect.name == "sqlite"
+            and len(v) in (10, 23)
+            and v[4:5] == "-"
+            and v[7:8] == "-"
+        ):
             return v  # SQLite keeps dates as ISO text
         return v
+
     for app_id, text in ((1001, sample), (1002, tricky)):
         mapped = map_document(plan, text, app_id)
         for t in plan.tables:
             want = sorted(tuple(norm(v) for v in r) for r in mapped.rows.get(t.name, []))
             cols = ", ".join(db.dialect.quote(c) for c in t.stored_names)
             app_col = db.dialect.quote(db.contract.table(t.name).app_id_column)
-            got = sorted(tuple(norm(v) for v in r) for r in
-                         db.autocommit_query(f"SELECT {cols} FROM {db.table(t.name)} WHERE {app_col} = ?", [app_id]))
+            got = sorted(
+                tuple(norm(v) for v in r)
+                for r in db.autocommit_query(
+                    f"SELECT {cols} FROM {db.table(t.name)} WHERE {app_col} = ?", [app_id]
+                )
+            )
             assert got == want, f"{t.name} of {app_id}"
-        assert len(db.autocommit_query(f"SELECT event_id FROM {db.names['events']} WHERE app_id = ?", [app_id])) == len(mapped.events)
+        assert len(
+            db.autocommit_query(
+                f"SELECT event_id FROM {db.names['events']} WHERE app_id = ?", [app_id]
+            )
+        ) == len(mapped.events)
     db.close()
 
 
@@ -238,18 +343,32 @@ def test_password_never_in_output_logs_or_metrics(db_url, tmp_path):
     if db_url.startswith("sqlite"):
         pytest.skip("SQLite URLs carry no password")
     from conftest import url_password
+
     # SQL Server: the per-test URL carries the server's password already (conftest); it must not show either
     pw = url_password(db_url) if not db_url.startswith("postgresql") else "S3cr3t-pw"
     if not pw:
-        pytest.skip("the SQL Server login of XML_EXTRACTOR_TEST_MSSQL has no password (Windows authentication)")
+        pytest.skip(
+            "the SQL Server login of XML_EXTRACTOR_TEST_MSSQL has no password (Windows authentication)"
+        )
     url = db_url.replace("postgres@", "postgres:S3cr3t-pw@")
     cli("init-db", "--db", url, check=True)
     cli("generate-mock", "--db", url, "--count", "5", check=True)
-    p = cli("run", "--db", url, "--no-progress", "--logs-dir", str(tmp_path), "--metrics-dir", str(tmp_path),
-            env={"XML_EXTRACTOR_DB_PASSWORD": "An0ther-pw"})
+    p = cli(
+        "run",
+        "--db",
+        url,
+        "--no-progress",
+        "--logs-dir",
+        str(tmp_path),
+        "--metrics-dir",
+        str(tmp_path),
+        env={"XML_EXTRACTOR_DB_PASSWORD": "An0ther-pw"},
+    )
     assert p.returncode == 0, p.stderr
     texts = [p.stdout, p.stderr] + [f.read_text() for f in tmp_path.iterdir()]
     assert all(pw not in t and "An0ther-pw" not in t for t in texts)
     assert "postgresql://postgres@" in p.stdout or not db_url.startswith("postgresql")
-    bad = cli("run", "--db", "mssql://svc@127.0.0.1:1/nodb", "--no-progress")  # no password, no terminal
+    bad = cli(
+        "run", "--db", "mssql://svc@127.0.0.1:1/nodb", "--no-progress"
+    )  # no password, no terminal
     assert bad.returncode == 2 and "S3cr3t" not in bad.stderr

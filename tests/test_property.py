@@ -1,8 +1,9 @@
 """Random mutations of a valid document only ever yield rows or a typed failure."""
+
+from conftest import SAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SAMPLES
 from xml_extractor.errors import DocumentFailure
 from xml_extractor.mapping import map_document
 
@@ -10,9 +11,30 @@ BASE = (SAMPLES / "app-1001.xml").read_text("utf-8-sig")
 CUT = BASE.index("<Reports>")
 BASE = BASE[:CUT] + "<Reports/></Request></Provenir>"
 
-values = st.one_of(st.text(max_size=40), st.sampled_from(["", " ", "0", "-1", "99999999999999999999", "1e999", "NaN",
-                                                          "13/45/2020", "2020-02-30", "&amp;", "(555) 555-5555 ext. 21",
-                                                          "\u00e9\u00e8", "'", "CURR", "PR", "AUTHU", "PREV"]))
+values = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "0",
+            "-1",
+            "99999999999999999999",
+            "1e999",
+            "NaN",
+            "13/45/2020",
+            "2020-02-30",
+            "&amp;",
+            "(555) 555-5555 ext. 21",
+            "\u00e9\u00e8",
+            "'",
+            "CURR",
+            "PR",
+            "AUTHU",
+            "PREV",
+        ]
+    ),
+)
 
 
 @st.composite
@@ -29,7 +51,7 @@ def mutated(draw):
             text = '="'.join(parts)
         elif op == 1:  # delete a slice
             a = draw(st.integers(0, len(text) - 1))
-            text = text[:a] + text[a + draw(st.integers(0, 50)):]
+            text = text[:a] + text[a + draw(st.integers(0, 50)) :]
         elif op == 2:  # insert raw characters
             a = draw(st.integers(0, len(text)))
             text = text[:a] + draw(st.text(max_size=8)) + text[a:]

@@ -6,13 +6,14 @@ On the code before this fix a run with another width looked its chunks up by id 
 (chunk ids are app_id // width): `run --chunk-size 50` then `run` (1000) selected 0 of 100 new
 rows and exited 0; `reprocess --since ... --chunk-size 100` after a 50-wide run redid 199 of 300.
 Real processes, real SQLite and PostgreSQL (the db_url fixture)."""
+
 from __future__ import annotations
 
 import pytest
-
 from conftest import assert_exactly_once, cli, log_rows, open_db, popen
 from procs import db_rows, kill_group, wait_until
 from test_accounting import logged, pending, summary_row
+
 from xml_extractor.processing.selection import chunk_width
 
 WIDTH_NOTE = "ids wide (fixed by the run that first filled it)"
@@ -29,7 +30,18 @@ def open_requests(url: str) -> int:
 
 
 def mock(url: str, count: int, start: int = 1) -> None:
-    cli("generate-mock", "--db", url, "--count", str(count), "--start-id", str(start), "--faulty-share", "0", check=True)
+    cli(
+        "generate-mock",
+        "--db",
+        url,
+        "--count",
+        str(count),
+        "--start-id",
+        str(start),
+        "--faulty-share",
+        "0",
+        check=True,
+    )
 
 
 def finished(p) -> tuple[int, str, str]:
@@ -47,14 +59,20 @@ def test_a_later_run_with_another_chunk_size_processes_the_new_rows(db_url):
     # the report's repro, command for command
     mock(db_url, 300)
     first = cli("run", "--db", db_url, "--mode", "queue", "--chunk-size", "50", "--no-progress")
-    assert first.returncode == 0 and summary_row(first.stdout, "selected") == "300", first.stdout + first.stderr
+    assert first.returncode == 0 and summary_row(first.stdout, "selected") == "300", (
+        first.stdout + first.stderr
+    )
     mock(db_url, 100, start=301)
-    second = cli("run", "--db", db_url, "--mode", "queue", "--no-progress")  # default --chunk-size 1000
+    second = cli(
+        "run", "--db", db_url, "--mode", "queue", "--no-progress"
+    )  # default --chunk-size 1000
     assert second.returncode == 0, second.stdout + second.stderr
     assert summary_row(second.stdout, "selected") == "100", second.stdout
     assert second.stderr.count(WIDTH_NOTE) == 1 and "50 ids wide" in second.stderr, second.stderr
     rec = cli("reconcile", "--db", db_url)
-    assert rec.returncode == 0 and rec.stdout.strip().splitlines()[-1].startswith("consistent"), rec.stdout
+    assert rec.returncode == 0 and rec.stdout.strip().splitlines()[-1].startswith("consistent"), (
+        rec.stdout
+    )
     assert assert_exactly_once(db_url) == {"apps": 400, "success": 400, "failed": 0}
     assert widths(db_url) == {50}
 
@@ -63,14 +81,37 @@ def test_a_later_run_with_another_chunk_size_processes_the_new_rows(db_url):
 def test_reprocess_in_queue_mode_with_another_chunk_size_redoes_everything_requested(db_url):
     mock(db_url, 300)
     cli("run", "--db", db_url, "--mode", "queue", "--chunk-size", "50", "--no-progress", check=True)
-    p = cli("reprocess", "--since", "2000-01-01T00:00", "--db", db_url, "--mode", "queue", "--chunk-size", "100",
-            "--no-progress")
+    p = cli(
+        "reprocess",
+        "--since",
+        "2000-01-01T00:00",
+        "--db",
+        db_url,
+        "--mode",
+        "queue",
+        "--chunk-size",
+        "100",
+        "--no-progress",
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert summary_row(p.stdout, "selected") == "300", p.stdout
     assert open_requests(db_url) == 0
-    assert {(a, s, t) for a, s, _, t, _, _ in log_rows(db_url)} == {(a, "success", 2) for a in range(1, 301)}
-    again = cli("reprocess", "--since", "2000-01-01T00:00", "--db", db_url, "--mode", "queue", "--chunk-size", "100",
-                "--no-progress", "--dry-run")
+    assert {(a, s, t) for a, s, _, t, _, _ in log_rows(db_url)} == {
+        (a, "success", 2) for a in range(1, 301)
+    }
+    again = cli(
+        "reprocess",
+        "--since",
+        "2000-01-01T00:00",
+        "--db",
+        db_url,
+        "--mode",
+        "queue",
+        "--chunk-size",
+        "100",
+        "--no-progress",
+        "--dry-run",
+    )
     assert "resuming" not in again.stdout + again.stderr
     assert widths(db_url) == {50}
 
@@ -82,14 +123,43 @@ def test_a_run_with_another_width_joining_a_running_one_takes_the_rows_loaded_si
     # [0, 49] and rows 301..400 stayed pending while both exited 0).
     mock(db_url, 300)
     slow = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.2"}
-    a = popen("run", "--db", db_url, "--mode", "queue", "--chunk-size", "50", "--workers", "1", "--batch-size", "10",
-              "--no-progress", env=slow)
+    a = popen(
+        "run",
+        "--db",
+        db_url,
+        "--mode",
+        "queue",
+        "--chunk-size",
+        "50",
+        "--workers",
+        "1",
+        "--batch-size",
+        "10",
+        "--no-progress",
+        env=slow,
+    )
     try:
-        wait_until(lambda: a.poll() is not None or logged(db_url) >= 10, what="the first run working")
-        assert a.poll() is None, "the first run ended before the second started: nothing concurrent tested"
+        wait_until(
+            lambda: a.poll() is not None or logged(db_url) >= 10, what="the first run working"
+        )
+        assert a.poll() is None, (
+            "the first run ended before the second started: nothing concurrent tested"
+        )
         mock(db_url, 100, start=301)
-        b = popen("run", "--db", db_url, "--mode", "queue", "--chunk-size", "1000", "--workers", "1",
-                  "--batch-size", "10", "--no-progress")
+        b = popen(
+            "run",
+            "--db",
+            db_url,
+            "--mode",
+            "queue",
+            "--chunk-size",
+            "1000",
+            "--workers",
+            "1",
+            "--batch-size",
+            "10",
+            "--no-progress",
+        )
         code_b, out_b, err_b = finished(b)
     finally:
         code_a, out_a, err_a = finished(a)
@@ -98,7 +168,11 @@ def test_a_run_with_another_width_joining_a_running_one_takes_the_rows_loaded_si
     assert WIDTH_NOTE in err_b and "50 ids wide" in err_b, err_b
     assert assert_exactly_once(db_url) == {"apps": 400, "success": 400, "failed": 0}
     assert {t for _, _, _, t, _, _ in log_rows(db_url)} == {1}
-    assert summary_row(out_a, "skipped (done elsewhere)") == summary_row(out_b, "skipped (done elsewhere)") == "0"
+    assert (
+        summary_row(out_a, "skipped (done elsewhere)")
+        == summary_row(out_b, "skipped (done elsewhere)")
+        == "0"
+    )
     assert widths(db_url) == {50}
 
 
@@ -108,10 +182,18 @@ def _lock_waiters(url: str) -> int:
     db = open_db(url)
     try:
         if db.dialect.name == "mssql":
-            return int(db.autocommit_query("SELECT COUNT(*) FROM sys.dm_exec_requests "
-                                           "WHERE database_id = DB_ID() AND wait_type LIKE N'LCK[_]M[_]%'")[0][0])
-        return int(db.autocommit_query("SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                                       "WHERE NOT l.granted AND a.datname = current_database()")[0][0])
+            return int(
+                db.autocommit_query(
+                    "SELECT COUNT(*) FROM sys.dm_exec_requests "
+                    "WHERE database_id = DB_ID() AND wait_type LIKE N'LCK[_]M[_]%'"
+                )[0][0]
+            )
+        return int(
+            db.autocommit_query(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE NOT l.granted AND a.datname = current_database()"
+            )[0][0]
+        )
     finally:
         db.close()
 
@@ -130,11 +212,17 @@ def test_two_runs_started_at_once_with_different_widths_share_one_grid(db_url, t
     a = popen("run", "--db", db_url, "--chunk-size", "7", *common, env=held)
     b = None
     try:
-        wait_until(lambda: a.poll() is not None or (folder / f"held-{point}").exists(), what="the first run at the lock")
+        wait_until(
+            lambda: a.poll() is not None or (folder / f"held-{point}").exists(),
+            what="the first run at the lock",
+        )
         assert a.poll() is None, finished(a)
         b = popen("run", "--db", db_url, "--chunk-size", "50", *common)
         if not db_url.startswith("sqlite"):
-            wait_until(lambda: b.poll() is not None or _lock_waiters(db_url) > 0, what="the second run waiting")
+            wait_until(
+                lambda: b.poll() is not None or _lock_waiters(db_url) > 0,
+                what="the second run waiting",
+            )
         (folder / f"release-{point}").touch()
         code_b, out_b, err_b = finished(b)
     finally:
@@ -148,14 +236,22 @@ def test_two_runs_started_at_once_with_different_widths_share_one_grid(db_url, t
     assert "7 ids wide" in err_b and WIDTH_NOTE not in err_a, err_a + err_b
     assert assert_exactly_once(db_url) == {"apps": 400, "success": 400, "failed": 0}
     assert {t for _, _, _, t, _, _ in log_rows(db_url)} == {1}
-    assert summary_row(out_a, "skipped (done elsewhere)") == summary_row(out_b, "skipped (done elsewhere)") == "0"
+    assert (
+        summary_row(out_a, "skipped (done elsewhere)")
+        == summary_row(out_b, "skipped (done elsewhere)")
+        == "0"
+    )
 
 
 def test_chunk_width_inverts_chunk_bounds_up_to_the_edges_of_the_64_bit_range():
     from xml_extractor.processing.selection import chunk_bounds
-    lo_end, hi_end = -(2 ** 63) + 1, 2 ** 63 - 1  # the ids selection covers (processing/partition.py)
-    for w in (1, 7, 50, 1000, 3 ** 20, 2 ** 62 + 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64, 10 ** 30):
-        for app_id in {max(lo_end, min(hi_end, a)) for a in (lo_end, lo_end + 1, -w - 1, -1, 0, 1, w, hi_end - 1, hi_end)}:
+
+    lo_end, hi_end = -(2**63) + 1, 2**63 - 1  # the ids selection covers (processing/partition.py)
+    for w in (1, 7, 50, 1000, 3**20, 2**62 + 1, 2**63 - 1, 2**63, 2**64, 10**30):
+        for app_id in {
+            max(lo_end, min(hi_end, a))
+            for a in (lo_end, lo_end + 1, -w - 1, -1, 0, 1, w, hi_end - 1, hi_end)
+        }:
             k, lo, hi = chunk_bounds(app_id, w)
             # the width read back cuts the space into the same chunks
             assert chunk_bounds(app_id, chunk_width(k, lo, hi)) == (k, lo, hi), (w, app_id)
@@ -169,20 +265,25 @@ def test_chunks_of_other_widths_left_by_an_earlier_version_are_replaced_unless_h
 
     from xml_extractor.processing.context import RunContext
     from xml_extractor.processing.selection import WorkQueue, chunk_bounds
+
     mock(db_url, 300)
     db = open_db(db_url)
     try:
         q = db.names["queue"]
         seed = db.sql("queue_seed")
-        top = chunk_bounds(2 ** 63 - 1, 50)
+        top = chunk_bounds(2**63 - 1, 50)
         for k, lo, hi in [(0, 0, 999), (6, 300, 349), (7, 350, 399), top, (9, 450, 499)]:
             db.begin()
             db.execute(seed, {"chunk_id": k, "lo": lo, "hi": hi}).close()
             db.commit()
-        other = WorkQueue(db, RunContext(url=db_url, mode="queue", chunk_size=50, lease_seconds=600))
+        other = WorkQueue(
+            db, RunContext(url=db_url, mode="queue", chunk_size=50, lease_seconds=600)
+        )
         assert other.claim(8) is not None  # chunk 9, under a live lease
         db.begin()
-        db.execute(f"UPDATE {q} SET done_at = {db.dialect.now_sql} WHERE chunk_id IN (0, 6, 7)").close()
+        db.execute(
+            f"UPDATE {q} SET done_at = {db.dialect.now_sql} WHERE chunk_id IN (0, 6, 7)"
+        ).close()
         db.commit()
         wq = WorkQueue(db, RunContext(url=db_url, mode="queue", chunk_size=50))
         assert wq.prepare(threading.Event()) == 1
@@ -200,8 +301,22 @@ def test_a_run_after_a_killed_queue_instance_says_it_waits_for_the_lease_and_the
     """SIGKILL leaves the instance's chunks under a live lease: the next run waited it out in
     silence (up to --lease-seconds). It says what it waits for, takes the chunks over, finishes."""
     mock(db_url, 200)
-    args = ["run", "--db", db_url, "--mode", "queue", "--chunk-size", "50", "--lease-seconds", "6", "--workers", "1",
-            "--batch-size", "5", "--no-progress"]
+    args = [
+        "run",
+        "--db",
+        db_url,
+        "--mode",
+        "queue",
+        "--chunk-size",
+        "50",
+        "--lease-seconds",
+        "6",
+        "--workers",
+        "1",
+        "--batch-size",
+        "5",
+        "--no-progress",
+    ]
     victim = popen(*args, env={"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.2"})
     try:
         wait_until(lambda: logged(db_url) >= 10, what="the first instance's first commits")

@@ -1,13 +1,13 @@
 """Schema evolution (db/migrate.py): a contract that gains a column mid-migration is planned,
 applied, filled for new applications by `run` and for old ones by `reprocess`; a change that could
 lose data is refused with the exact difference."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
 from conftest import cli
 
 from xml_extractor.contracts import __file__ as _contracts_init
@@ -29,12 +29,15 @@ def _base(c: dict) -> dict:
 
 def _add_campaign_code(c: dict) -> None:
     c["version"] = c["version"] + "-campaign-code"
-    _base(c)["columns"].append({"name": "campaign_code", "type": "string", "length": 10, "attribute": "campaign_num"})
+    _base(c)["columns"].append(
+        {"name": "campaign_code", "type": "string", "length": 10, "attribute": "campaign_num"}
+    )
 
 
 def _values(url: str, contract: str) -> dict[int, tuple]:
     from xml_extractor import load_contract
     from xml_extractor.db.database import Database
+
     db = Database(url, load_contract(contract))
     try:
         sql = db.sql("test_campaign_columns", base=db.table("app_base"))
@@ -57,19 +60,51 @@ def test_added_column_planned_applied_and_filled(db_url, tmp_path):
 
     dry = cli("init-db", "--db", db_url, "--contract", new, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "ALTER TABLE" in dry.stdout and "campaign_code" in dry.stdout and "VARCHAR(10)" in dry.stdout
-    assert cli("init-db", "--db", db_url, "--contract", new, "--dry-run").stdout == dry.stdout  # nothing applied
+    assert (
+        "ALTER TABLE" in dry.stdout
+        and "campaign_code" in dry.stdout
+        and "VARCHAR(10)" in dry.stdout
+    )
+    assert (
+        cli("init-db", "--db", db_url, "--contract", new, "--dry-run").stdout == dry.stdout
+    )  # nothing applied
 
     applied = cli("init-db", "--db", db_url, "--contract", new)
     assert applied.returncode == 0, applied.stderr
     assert "campaign_code" in applied.stdout
-    assert "0 change(s) to apply" in cli("init-db", "--db", db_url, "--contract", new, "--dry-run", check=True).stdout
+    assert (
+        "0 change(s) to apply"
+        in cli("init-db", "--db", db_url, "--contract", new, "--dry-run", check=True).stdout
+    )
 
     old_apps = _values(db_url, new)
-    assert old_apps and all(code is None for _, code in old_apps.values())  # earlier applications: not yet
+    assert old_apps and all(
+        code is None for _, code in old_apps.values()
+    )  # earlier applications: not yet
 
-    cli("generate-mock", "--db", db_url, "--count", "10", "--seed", "4", "--start-id", "1001", check=True)
-    r = cli("run", "--db", db_url, "--contract", new, "--workers", "1", "--no-progress", "--allow-contract-change")
+    cli(
+        "generate-mock",
+        "--db",
+        db_url,
+        "--count",
+        "10",
+        "--seed",
+        "4",
+        "--start-id",
+        "1001",
+        check=True,
+    )
+    r = cli(
+        "run",
+        "--db",
+        db_url,
+        "--contract",
+        new,
+        "--workers",
+        "1",
+        "--no-progress",
+        "--allow-contract-change",
+    )
     assert r.returncode in (0, 1), r.stdout + r.stderr
     after_run = _values(db_url, new)
     new_ids = [a for a in after_run if a >= 1001]
@@ -77,7 +112,17 @@ def test_added_column_planned_applied_and_filled(db_url, tmp_path):
     assert any(after_run[a][1] is not None for a in new_ids)
 
     old_ids = sorted(old_apps)
-    rp = cli("reprocess", *map(str, old_ids), "--db", db_url, "--contract", new, "--workers", "1", "--no-progress")
+    rp = cli(
+        "reprocess",
+        *map(str, old_ids),
+        "--db",
+        db_url,
+        "--contract",
+        new,
+        "--workers",
+        "1",
+        "--no-progress",
+    )
     assert rp.returncode in (0, 1), rp.stdout + rp.stderr
     after = _values(db_url, new)
     assert all(after[a][1] == after[a][0] for a in old_ids)
@@ -90,25 +135,44 @@ def test_narrowing_change_is_refused_with_the_difference(db_url, tmp_path):
     def narrow(c: dict) -> None:
         col = next(x for x in _base(c)["columns"] if x["name"] == "campaign_num")
         col["length"] = 4
+
     narrow_path = _contract_copy(tmp_path, "cc-narrow.json", narrow)
     for args in (["--dry-run"], []):
         p = cli("init-db", "--db", db_url, "--contract", narrow_path, *args)
         assert p.returncode == 2, p.stdout + p.stderr
-        assert "app_base.campaign_num" in p.stderr and "length 10 in the database, 4 in the contract" in p.stderr
+        assert (
+            "app_base.campaign_num" in p.stderr
+            and "length 10 in the database, 4 in the contract" in p.stderr
+        )
     r = cli("run", "--db", db_url, "--contract", narrow_path, "--workers", "1", "--no-progress")
     assert r.returncode == 2 and "campaign_num" in r.stdout + r.stderr
 
     def drop(c: dict) -> None:
         _base(c)["columns"] = [x for x in _base(c)["columns"] if x["name"] != "ip_address"]
+
     p = cli("init-db", "--db", db_url, "--contract", _contract_copy(tmp_path, "cc-drop.json", drop))
-    assert p.returncode == 2 and "app_base.ip_address" in p.stderr and "not in the contract" in p.stderr
+    assert (
+        p.returncode == 2
+        and "app_base.ip_address" in p.stderr
+        and "not in the contract" in p.stderr
+    )
 
 
 def test_dry_run_prints_tsql_for_sql_server():
     from xml_extractor import load_contract
     from xml_extractor.db.migrate import Change, MigrationPlan
-    plan = MigrationPlan("mssql", [Change("app_base", "x", "new column NVARCHAR(10)",
-                                          ["ALTER TABLE [sandbox].[app_base] ADD [x] NVARCHAR(10) NULL"])])
+
+    plan = MigrationPlan(
+        "mssql",
+        [
+            Change(
+                "app_base",
+                "x",
+                "new column NVARCHAR(10)",
+                ["ALTER TABLE [sandbox].[app_base] ADD [x] NVARCHAR(10) NULL"],
+            )
+        ],
+    )
     assert load_contract() is not None
     text = plan.render()
     assert "ALTER TABLE [sandbox].[app_base] ADD [x] NVARCHAR(10) NULL\nGO\n" in text

@@ -3,6 +3,7 @@ puts every value into an ODBC connection string, the string parses back to the s
 redaction understands brace-quoted values, and no part of a password reaches what the tool prints,
 logs or stores. The live test proves it against a PostgreSQL cluster the test starts itself with
 password (SCRAM) authentication, so a password that did not arrive intact could not connect."""
+
 from __future__ import annotations
 
 import os
@@ -11,16 +12,16 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 import pytest
+from conftest import cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import cli
 from xml_extractor.db.odbc import connection_string, parse_connection_string, quote_value, redact
 from xml_extractor.db.url import PASSWORD_ENV, parse_url
 
@@ -28,10 +29,17 @@ TRICKY = "p;Database=master{x}=y"
 
 # any printable character, the ODBC-special ones often (and no NUL/control/surrogate: not text)
 PRINTABLE = st.characters(blacklist_categories=("Cc", "Cs"))
-SECRET = st.text(st.one_of(PRINTABLE, st.sampled_from(list(";{}= \t=}}{"))), min_size=1, max_size=40)
-NAME = st.text(st.one_of(st.characters(whitelist_categories=("L", "N")), st.sampled_from(list(";{}= _-."))),
-               min_size=1, max_size=20).filter(lambda s: s.strip() == s and "/" not in s)
-PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SECRET = st.text(
+    st.one_of(PRINTABLE, st.sampled_from(list(";{}= \t=}}{"))), min_size=1, max_size=40
+)
+NAME = st.text(
+    st.one_of(st.characters(whitelist_categories=("L", "N")), st.sampled_from(list(";{}= _-."))),
+    min_size=1,
+    max_size=20,
+).filter(lambda s: s.strip() == s and "/" not in s)
+PROPS = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def attrs(cs: str) -> dict[str, str]:
@@ -42,10 +50,11 @@ def attrs(cs: str) -> dict[str, str]:
 
 
 def grams(secret: str, n: int = 3) -> set[str]:
-    return {secret[i:i + n] for i in range(len(secret) - n + 1)}
+    return {secret[i : i + n] for i in range(len(secret) - n + 1)}
 
 
 # -- reproductions ----------------------------------------------------------------------------------
+
 
 def test_reproduction_1_an_odbc_password_cannot_inject_an_attribute(monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, "p;Database=master")
@@ -65,10 +74,13 @@ def test_reproduction_2_redaction_covers_a_braced_value_whole():
 
 # -- properties -------------------------------------------------------------------------------------
 
+
 @PROPS
 @given(value=SECRET)
 def test_quoting_parses_back(value):
-    cs = connection_string([("Driver", "PostgreSQL Unicode"), ("Database", "d"), ("Pwd", value), ("Uid", "u")])
+    cs = connection_string(
+        [("Driver", "PostgreSQL Unicode"), ("Database", "d"), ("Pwd", value), ("Uid", "u")]
+    )
     assert attrs(cs) == {"driver": "PostgreSQL Unicode", "database": "d", "pwd": value, "uid": "u"}
     assert quote_value(value) == value or quote_value(value).startswith("{")
 
@@ -77,15 +89,31 @@ def test_quoting_parses_back(value):
 @given(password=SECRET, user=NAME, database=NAME)
 def test_every_url_form_parses_back_to_the_same_attributes(monkeypatch, password, user, database):
     from xml_extractor.cli.common import resolve_url
+
     monkeypatch.setenv(PASSWORD_ENV, password)
     forms = {
-        "postgresql, password from the environment": parse_url(f"postgresql://{quote(user, safe='')}@h:5432/{quote(database, safe='')}"),
+        "postgresql, password from the environment": parse_url(
+            f"postgresql://{quote(user, safe='')}@h:5432/{quote(database, safe='')}"
+        ),
         "postgresql, password in the URL": parse_url(
-            f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@h:5432/{quote(database, safe='')}", password=""),
-        "mssql": parse_url(f"mssql://{quote(user, safe='')}@h:1433/{quote(database, safe='')}?driver=ODBC Driver 18 for SQL Server"),
+            f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@h:5432/{quote(database, safe='')}",
+            password="",
+        ),
+        "mssql": parse_url(
+            f"mssql://{quote(user, safe='')}@h:1433/{quote(database, safe='')}?driver=ODBC Driver 18 for SQL Server"
+        ),
         "--server/--database/--username": resolve_url(None, "h,1433", database, user),
-        "odbc: + environment": parse_url("odbc:" + connection_string(
-            [("Driver", "PostgreSQL Unicode"), ("Server", "h"), ("Database", database), ("Uid", user)])),
+        "odbc: + environment": parse_url(
+            "odbc:"
+            + connection_string(
+                [
+                    ("Driver", "PostgreSQL Unicode"),
+                    ("Server", "h"),
+                    ("Database", database),
+                    ("Uid", user),
+                ]
+            )
+        ),
     }
     for form, u in forms.items():
         a = attrs(u.odbc_connection_string())
@@ -97,13 +125,33 @@ def _outputs(password: str, user: str, database: str) -> list[str]:
     """Everything printable about a URL of every form: display(), the redacted connection
     string, and a driver error message that echoes the connection string."""
     out = []
-    for url, pw in ((f"postgresql://{quote(user, safe='')}@h/{quote(database, safe='')}", password),
-                    (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@h/{quote(database, safe='')}", ""),
-                    (f"mssql://{quote(user, safe='')}@h/{quote(database, safe='')}?driver=X", password),
-                    ("odbc:" + connection_string([("Driver", "PostgreSQL Unicode"), ("Database", database),
-                                                  ("Uid", user)]), password),
-                    ("odbc:" + connection_string([("Driver", "PostgreSQL Unicode"), ("Database", database),
-                                                  ("PWD", password), ("Uid", user)]), "")):
+    for url, pw in (
+        (f"postgresql://{quote(user, safe='')}@h/{quote(database, safe='')}", password),
+        (
+            f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@h/{quote(database, safe='')}",
+            "",
+        ),
+        (f"mssql://{quote(user, safe='')}@h/{quote(database, safe='')}?driver=X", password),
+        (
+            "odbc:"
+            + connection_string(
+                [("Driver", "PostgreSQL Unicode"), ("Database", database), ("Uid", user)]
+            ),
+            password,
+        ),
+        (
+            "odbc:"
+            + connection_string(
+                [
+                    ("Driver", "PostgreSQL Unicode"),
+                    ("Database", database),
+                    ("PWD", password),
+                    ("Uid", user),
+                ]
+            ),
+            "",
+        ),
+    ):
         u = parse_url(url, password=pw)
         cs = u.odbc_connection_string()
         out += [u.display(), repr(u), redact(cs), redact(f"[08001] (101) cannot connect with {cs}")]
@@ -128,6 +176,7 @@ def test_no_three_characters_of_the_password_are_printed(password, user, databas
 
 def test_a_malformed_odbc_string_is_refused_without_echoing_it():
     from xml_extractor.errors import ConfigError
+
     with pytest.raises(ConfigError) as e:
         parse_url("odbc:Driver={PostgreSQL Unicode};PWD={s3cr3t-never-closed")
     assert "s3c" not in str(e.value)
@@ -135,16 +184,28 @@ def test_a_malformed_odbc_string_is_refused_without_echoing_it():
 
 # -- live: a cluster with password authentication ---------------------------------------------------
 
+
 @dataclass
 class Cluster:
     port: int
     admin_password: str
 
-    def admin(self, database: str = "postgres"):  # noqa: ANN201 - a pyodbc connection
+    def admin(self, database: str = "postgres"):
         import pyodbc
-        return pyodbc.connect(connection_string([
-            ("Driver", "PostgreSQL Unicode"), ("Server", "127.0.0.1"), ("Port", str(self.port)),
-            ("Database", database), ("Uid", "postgres"), ("Pwd", self.admin_password)]), autocommit=True)
+
+        return pyodbc.connect(
+            connection_string(
+                [
+                    ("Driver", "PostgreSQL Unicode"),
+                    ("Server", "127.0.0.1"),
+                    ("Port", str(self.port)),
+                    ("Database", database),
+                    ("Uid", "postgres"),
+                    ("Pwd", self.admin_password),
+                ]
+            ),
+            autocommit=True,
+        )
 
 
 def _pg_bin() -> Path | None:
@@ -175,16 +236,49 @@ def scram_cluster() -> Iterator[Cluster]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     data = folder / "data"
-    subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
-                             f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
-    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60",
-                             "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off "
-                                   "-c max_connections=40 -c shared_buffers=16MB", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        run_as
+        + [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        run_as
+        + [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off "
+            "-c max_connections=40 -c shared_buffers=16MB",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield Cluster(port, admin_pw)
     finally:
-        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -205,9 +299,15 @@ def _session(url: str, password: str, folder: Path) -> list[str]:
     env = {PASSWORD_ENV: password}
     folder.mkdir()
     logs = ["--logs-dir", str(folder / "logs"), "--metrics-dir", str(folder / "metrics")]
-    steps = [["init-db", "--db", url], ["generate-mock", "--db", url, "--count", "12", "--faulty-share", "0.25"],
-             ["run", "--db", url, "--no-progress", "--workers", "1", *logs], ["status", "--db", url],
-             ["failures", "--db", url], ["reconcile", "--db", url], ["quality", "--db", url]]
+    steps = [
+        ["init-db", "--db", url],
+        ["generate-mock", "--db", url, "--count", "12", "--faulty-share", "0.25"],
+        ["run", "--db", url, "--no-progress", "--workers", "1", *logs],
+        ["status", "--db", url],
+        ["failures", "--db", url],
+        ["reconcile", "--db", url],
+        ["quality", "--db", url],
+    ]
     texts = []
     for args in steps:
         p = cli(*args, env=env)
@@ -221,9 +321,11 @@ def _stored(cluster: Cluster, database: str) -> list[str]:
     """What the tool stored beside the mapped rows: log, events, progress."""
     conn = cluster.admin(database)
     out = []
-    for (table,) in conn.execute("SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM "
-                                 "information_schema.tables WHERE table_name IN "
-                                 "('processing_log', 'data_quality_event', 'run_progress', 'work_queue')").fetchall():
+    for (table,) in conn.execute(
+        "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM "
+        "information_schema.tables WHERE table_name IN "
+        "('processing_log', 'data_quality_event', 'run_progress', 'work_queue')"
+    ).fetchall():
         out += [str(r) for r in conn.execute(f"SELECT * FROM {table}").fetchall()]
     conn.close()
     return out
@@ -233,9 +335,15 @@ def _log_rows(cluster: Cluster, database: str) -> int | None:
     """processing_log rows in ``database`` (None: the tool never created the table there)."""
     conn = cluster.admin(database)
     try:
-        found = conn.execute("SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM "
-                             "information_schema.tables WHERE table_name = 'processing_log'").fetchall()
-        return int(conn.execute(f"SELECT count(*) FROM {found[0][0]}").fetchone()[0]) if found else None
+        found = conn.execute(
+            "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM "
+            "information_schema.tables WHERE table_name = 'processing_log'"
+        ).fetchall()
+        return (
+            int(conn.execute(f"SELECT count(*) FROM {found[0][0]}").fetchone()[0])
+            if found
+            else None
+        )
     finally:
         conn.close()
 
@@ -245,7 +353,9 @@ BENIGN = "Kq7Kq7Kq7Kq7Kq7Kq7Kq7K"  # shares no three characters with TRICKY or w
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_live_the_tricky_password_connects_to_the_right_database_and_never_leaks(scram_cluster, tmp_path):
+def test_live_the_tricky_password_connects_to_the_right_database_and_never_leaks(
+    scram_cluster, tmp_path
+):
     """`p;Database=master{x}=y` through odbc: (password from the environment) and postgresql://
     (from the environment, and percent-encoded in the URL): the tool works in the database it was
     given, not in `master`; no three characters of the password appear in anything it printed,
@@ -256,14 +366,32 @@ def test_live_the_tricky_password_connects_to_the_right_database_and_never_leaks
     _make_role(c, "benign", BENIGN, ["bn_odbc", "bn_url_env", "bn_url_inline"])
 
     def odbc(user: str, db: str) -> str:
-        return "odbc:" + connection_string([("Driver", "PostgreSQL Unicode"), ("Server", "127.0.0.1"),
-                                            ("Port", str(c.port)), ("Database", db), ("Uid", user)])
+        return "odbc:" + connection_string(
+            [
+                ("Driver", "PostgreSQL Unicode"),
+                ("Server", "127.0.0.1"),
+                ("Port", str(c.port)),
+                ("Database", db),
+                ("Uid", user),
+            ]
+        )
+
     forms = {  # name -> (database, url), for the tricky and the benign role; password in the environment?
-        "odbc": (("xe_odbc", odbc("tricky", "xe_odbc")), ("bn_odbc", odbc("benign", "bn_odbc")), True),
-        "url_env": (("xe_url_env", f"postgresql://tricky@{base}/xe_url_env"),
-                    ("bn_url_env", f"postgresql://benign@{base}/bn_url_env"), True),
-        "url_inline": (("xe_url_inline", f"postgresql://tricky:{quote(TRICKY, safe='')}@{base}/xe_url_inline"),
-                       ("bn_url_inline", f"postgresql://benign:{BENIGN}@{base}/bn_url_inline"), False),
+        "odbc": (
+            ("xe_odbc", odbc("tricky", "xe_odbc")),
+            ("bn_odbc", odbc("benign", "bn_odbc")),
+            True,
+        ),
+        "url_env": (
+            ("xe_url_env", f"postgresql://tricky@{base}/xe_url_env"),
+            ("bn_url_env", f"postgresql://benign@{base}/bn_url_env"),
+            True,
+        ),
+        "url_inline": (
+            ("xe_url_inline", f"postgresql://tricky:{quote(TRICKY, safe='')}@{base}/xe_url_inline"),
+            ("bn_url_inline", f"postgresql://benign:{BENIGN}@{base}/bn_url_inline"),
+            False,
+        ),
     }
     # the cluster really checks the password: a wrong one is refused, and nothing of it is echoed
     wrong = cli("status", "--db", forms["odbc"][0][1], env={PASSWORD_ENV: TRICKY + "!"})
@@ -273,10 +401,16 @@ def test_live_the_tricky_password_connects_to_the_right_database_and_never_leaks
     assert not {g for g in grams(TRICKY) if g in said and g not in wrong_b.stdout + wrong_b.stderr}
 
     for name, ((db, url), (bdb, burl), via_env) in forms.items():
-        said_all = "\n".join(_session(url, TRICKY if via_env else "", tmp_path / f"t-{name}") + _stored(c, db))
-        allowed = "\n".join(_session(burl, BENIGN if via_env else "", tmp_path / f"b-{name}") + _stored(c, bdb))
+        said_all = "\n".join(
+            _session(url, TRICKY if via_env else "", tmp_path / f"t-{name}") + _stored(c, db)
+        )
+        allowed = "\n".join(
+            _session(burl, BENIGN if via_env else "", tmp_path / f"b-{name}") + _stored(c, bdb)
+        )
         assert TRICKY not in said_all, name
         leaked = {g for g in grams(TRICKY) if g in said_all and g not in allowed}
         assert not leaked, (name, leaked)
         assert _log_rows(c, db) == 12, f"{name}: the tool did not work in {db}"
-    assert _log_rows(c, "master") is None  # the password's "Database=master" never became an attribute
+    assert (
+        _log_rows(c, "master") is None
+    )  # the password's "Database=master" never became an attribute

@@ -11,12 +11,13 @@ tokenized with the dialect's tokenizer and syntax the dialect does not have is r
 Every query name the code uses must resolve for every dialect (or for exactly the dialects listed
 in DIALECT_SPECIFIC), and every defined query must be used somewhere.
 """
+
 from __future__ import annotations
 
 import ast
 import re
 import string
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,11 @@ from xml_extractor.db.database import Database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "mssql": "tsql"}
-URLS = {"sqlite": "sqlite:///unused.db", "postgresql": "postgresql://u@h/db", "mssql": "mssql://h/db"}
+URLS = {
+    "sqlite": "sqlite:///unused.db",
+    "postgresql": "postgresql://u@h/db",
+    "mssql": "mssql://h/db",
+}
 
 # Queries that exist only where the code asks for them by dialect (selection.py's claim, worker.py's
 # head-only fetch, ops_bench's number generator, statistics of the engines that keep them).
@@ -56,24 +61,41 @@ DIALECT_SPECIFIC = {
 # Syntax a dialect does not have, found by the dialect's own tokenizer: (token type, or a word
 # compared with the token's text, why). sqlglot would otherwise parse (and silently translate) it.
 FOREIGN: dict[str, list[tuple[Any, str]]] = {
-    "mssql": [("LIMIT", "LIMIT (T-SQL has TOP)"), ("RETURNING", "RETURNING (T-SQL has OUTPUT)"),
-              (TokenType.DCOLON, ":: cast"), (TokenType.DPIPE, "|| concatenation (T-SQL has +)"),
-              ("CONFLICT", "ON CONFLICT"), ("ILIKE", "ILIKE"), ("SKIP", "SKIP LOCKED (T-SQL has READPAST)"),
-              ("IGNORE", "INSERT OR IGNORE")],
-    "postgresql": [("TOP", "TOP"), ("OUTPUT", "OUTPUT (PostgreSQL has RETURNING)"),
-                   ("UPDLOCK", "table hints"), ("READPAST", "table hints"), ("IGNORE", "INSERT OR IGNORE"),
-                   ("GO", "GO batch separator")],
-    "sqlite": [("TOP", "TOP"), ("OUTPUT", "OUTPUT"), ("UPDLOCK", "table hints"),
-               (TokenType.DCOLON, ":: cast"), ("SKIP", "SKIP LOCKED"), ("GO", "GO batch separator")],
+    "mssql": [
+        ("LIMIT", "LIMIT (T-SQL has TOP)"),
+        ("RETURNING", "RETURNING (T-SQL has OUTPUT)"),
+        (TokenType.DCOLON, ":: cast"),
+        (TokenType.DPIPE, "|| concatenation (T-SQL has +)"),
+        ("CONFLICT", "ON CONFLICT"),
+        ("ILIKE", "ILIKE"),
+        ("SKIP", "SKIP LOCKED (T-SQL has READPAST)"),
+        ("IGNORE", "INSERT OR IGNORE"),
+    ],
+    "postgresql": [
+        ("TOP", "TOP"),
+        ("OUTPUT", "OUTPUT (PostgreSQL has RETURNING)"),
+        ("UPDLOCK", "table hints"),
+        ("READPAST", "table hints"),
+        ("IGNORE", "INSERT OR IGNORE"),
+        ("GO", "GO batch separator"),
+    ],
+    "sqlite": [
+        ("TOP", "TOP"),
+        ("OUTPUT", "OUTPUT"),
+        ("UPDLOCK", "table hints"),
+        (TokenType.DCOLON, ":: cast"),
+        ("SKIP", "SKIP LOCKED"),
+        ("GO", "GO batch separator"),
+    ],
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def contract() -> Any:
     return load_contract()
 
 
-@lru_cache(maxsize=None)
+@cache
 def database(dialect: str) -> Database:
     return Database(URLS[dialect], contract(), connect=False)
 
@@ -99,18 +121,31 @@ def used_query_names() -> dict[str, set[str]]:
     known = set().union(*(q.keys() for q in defined().values()))
     other = preflight_names() | set(DIALECTS.values())
     out: dict[str, set[str]] = {}
-    files = [*(ROOT / "xml_extractor").rglob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "tests").glob("*.py")]
+    files = [
+        *(ROOT / "xml_extractor").rglob("*.py"),
+        *(ROOT / "scripts").glob("*.py"),
+        *(ROOT / "tests").glob("*.py"),
+    ]
     for path in files:
         if path.name == Path(__file__).name:
             continue  # this file names queries in DIALECT_SPECIFIC: not a use
         tree = ast.parse(path.read_text("utf-8"), str(path))
         for node in ast.walk(tree):
             name = None
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("sql", "query_named") and node.args
-                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("sql", "query_named")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
                 name = node.args[0].value
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in known:
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value in known
+            ):
                 name = node.value
             if name is not None and (name in known or name not in other):
                 out.setdefault(name, set()).add(str(path.relative_to(ROOT)))
@@ -123,9 +158,14 @@ def optional_query_names() -> set[str]:
     files = [*(ROOT / "xml_extractor").rglob("*.py"), *(ROOT / "scripts").glob("*.py")]
     for path in files:
         for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
-            if (isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.In)
-                    and isinstance(node.left, ast.Constant) and isinstance(node.comparators[0], ast.Attribute)
-                    and node.comparators[0].attr == "queries"):
+            if (
+                isinstance(node, ast.Compare)
+                and len(node.ops) == 1
+                and isinstance(node.ops[0], ast.In)
+                and isinstance(node.left, ast.Constant)
+                and isinstance(node.comparators[0], ast.Attribute)
+                and node.comparators[0].attr == "queries"
+            ):
                 out.add(node.left.value)
     return out
 
@@ -140,13 +180,19 @@ def test_every_query_used_by_the_code_resolves_for_every_dialect() -> None:
         have = {d for d in DIALECTS if name in queries[d]}
         if name in optional and name not in DIALECT_SPECIFIC:
             if not have:
-                problems.append(f"{name} (tested for in {', '.join(sorted(where))}) is defined for no dialect")
+                problems.append(
+                    f"{name} (tested for in {', '.join(sorted(where))}) is defined for no dialect"
+                )
             continue
-        declared = {d for q in (queries[x].get(name) for x in DIALECTS) if q is not None for d in q.dialects}
+        declared = {
+            d for q in (queries[x].get(name) for x in DIALECTS) if q is not None for d in q.dialects
+        }
         want = DIALECT_SPECIFIC.get(name) or declared or set(DIALECTS)
         if have != want:
-            problems.append(f"{name} (used in {', '.join(sorted(where))}) is defined for {sorted(have)}, "
-                            f"expected {sorted(want)}")
+            problems.append(
+                f"{name} (used in {', '.join(sorted(where))}) is defined for {sorted(have)}, "
+                f"expected {sorted(want)}"
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -215,6 +261,7 @@ def render_inserts(dialect: str) -> list[tuple[str, str]]:
     """The bulk INSERT of every target table, the log and the event table, and the statistics
     refresh, as the dialect builds them for BatchWriter."""
     from xml_extractor.db.store import EVENT_COLUMNS, LOG_COLUMNS
+
     db = database(dialect)
     targets = [(db.table(t.name), [c.name for c in t.stored_columns]) for t in contract().tables]
     targets += [(db.names["events"], list(EVENT_COLUMNS)), (db.names["log"], list(LOG_COLUMNS))]
@@ -223,7 +270,10 @@ def render_inserts(dialect: str) -> list[tuple[str, str]]:
         cur = RecordingCursor()
         db.dialect.insert_rows(cur, qtable, cols, [tuple(range(len(cols)))])
         out += [(f"bulk insert into {qtable}", s) for s in cur.sql]
-    out += [("statistics refresh", s) for s in db.dialect.refresh_statistics_sql([t for t, _ in targets])]
+    out += [
+        ("statistics refresh", s)
+        for s in db.dialect.refresh_statistics_sql([t for t, _ in targets])
+    ]
     return out
 
 
@@ -231,18 +281,22 @@ def render_migrations(dialect: str) -> list[tuple[str, str]]:
     """What init-db may apply to an existing database (db/migrate.py): ADD and widening ALTERs,
     for every stored column of every table."""
     from xml_extractor.db import migrate
+
     db = database(dialect)
     out = []
     for t in contract().tables:
         for col in t.stored_columns:
             out.append((f"add column {t.name}.{col.name}", migrate._add_column_sql(db, t, col)))
-            out += [(f"widen column {t.name}.{col.name}", s) for s in migrate._widen_sql(db, t, col)]
+            out += [
+                (f"widen column {t.name}.{col.name}", s) for s in migrate._widen_sql(db, t, col)
+            ]
     return out
 
 
 def render_checks(dialect: str) -> list[tuple[str, str]]:
     """reconcile's count and sample wrappers around each check query (db/checks.py)."""
     from xml_extractor.db.checks import check_statements
+
     db = database(dialect)
     out = []
     for name, q in sorted(db.dialect.queries.items()):
@@ -257,8 +311,13 @@ def render_checks(dialect: str) -> list[tuple[str, str]]:
 
 
 def emitted(dialect: str) -> list[tuple[str, str]]:
-    return (render_init_db(dialect) + render_inserts(dialect) + render_migrations(dialect) + render_checks(dialect)
-            + [(w, str(s)) for w, s in render_named(dialect)])
+    return (
+        render_init_db(dialect)
+        + render_inserts(dialect)
+        + render_migrations(dialect)
+        + render_checks(dialect)
+        + [(w, str(s)) for w, s in render_named(dialect)]
+    )
 
 
 def batch_statements(sql: str) -> list[str]:
@@ -280,15 +339,21 @@ def check_statement(dialect: str, what: str, sql: str) -> None:
         parsed = sqlglot.parse(sql, read=read, error_level=ErrorLevel.RAISE)
     except sqlglot.errors.SqlglotError as exc:
         raise AssertionError(f"{dialect} {what} does not parse as {read}: {exc}\n{sql}") from None
-    assert len([p for p in parsed if p is not None]) == 1, f"{dialect} {what} is not one statement:\n{sql}"
+    assert len([p for p in parsed if p is not None]) == 1, (
+        f"{dialect} {what} is not one statement:\n{sql}"
+    )
     tokens = sqlglot.Dialect.get_or_raise(read).tokenize(sql)
     for tok in tokens:
         if tok.token_type in (TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.IDENTIFIER):
             continue
         for bad, why in FOREIGN[dialect]:
             if (tok.text.upper() == bad) if isinstance(bad, str) else (tok.token_type == bad):
-                raise AssertionError(f"{dialect} {what} uses {why}, which {dialect} does not have:\n{sql}")
-    assert "{" not in sql and "}" not in sql, f"{dialect} {what}: a template placeholder was left:\n{sql}"
+                raise AssertionError(
+                    f"{dialect} {what} uses {why}, which {dialect} does not have:\n{sql}"
+                )
+    assert "{" not in sql and "}" not in sql, (
+        f"{dialect} {what}: a template placeholder was left:\n{sql}"
+    )
 
 
 @pytest.mark.parametrize("dialect", list(DIALECTS))
@@ -311,28 +376,48 @@ def test_seed_literals_are_rendered_by_the_dialect() -> None:
     seeds = [s for s in mssql.values() if s.startswith("INSERT INTO [sandbox].[app_enums]")]
     assert len(seeds) == sum(len(v) for v in contract().enums.values())
     assert all("N'" in s and ", '" not in s for s in seeds)
-    pg = [s for s in dict(render_init_db("postgresql")).values() if s.startswith('INSERT INTO "sandbox"."app_enums"')]
+    pg = [
+        s
+        for s in dict(render_init_db("postgresql")).values()
+        if s.startswith('INSERT INTO "sandbox"."app_enums"')
+    ]
     assert pg and not any(re.search(r"(?<![\w'])N'", s) for s in pg)
     from xml_extractor.db.database import make_dialect
+
     assert make_dialect("mssql").literal("O'Brien ü") == "N'O''Brien ü'"
     assert make_dialect("sqlite").literal("O'Brien") == "'O''Brien'"
-    assert make_dialect("postgresql").literal(None) == "NULL" and make_dialect("postgresql").literal(7) == "7"
+    assert (
+        make_dialect("postgresql").literal(None) == "NULL"
+        and make_dialect("postgresql").literal(7) == "7"
+    )
 
 
 def test_statement_binds_by_name() -> None:
-    st = Statement("SELECT a FROM t WHERE x = :x AND y::int = :y AND z = ':not_a_param' AND w IN (:ids) AND v = :x", "q")
+    st = Statement(
+        "SELECT a FROM t WHERE x = :x AND y::int = :y AND z = ':not_a_param' AND w IN (:ids) AND v = :x",
+        "q",
+    )
     assert st.params == ("x", "y", "ids", "x")
-    assert str(st) == "SELECT a FROM t WHERE x = ? AND y::int = ? AND z = ':not_a_param' AND w IN (?) AND v = ?"
+    assert (
+        str(st)
+        == "SELECT a FROM t WHERE x = ? AND y::int = ? AND z = ':not_a_param' AND w IN (?) AND v = ?"
+    )
     assert st.bind({"x": 1, "y": 2, "ids": [3, 4, 5]}) == (
-        "SELECT a FROM t WHERE x = ? AND y::int = ? AND z = ':not_a_param' AND w IN (?, ?, ?) AND v = ?", [1, 2, 3, 4, 5, 1])
+        "SELECT a FROM t WHERE x = ? AND y::int = ? AND z = ':not_a_param' AND w IN (?, ?, ?) AND v = ?",
+        [1, 2, 3, 4, 5, 1],
+    )
     with pytest.raises(TypeError, match="missing \\['y'\\]"):
         st.bind({"x": 1, "ids": [1]})
     with pytest.raises(TypeError, match="unexpected \\['q'\\]"):
         st.values({"x": 1, "y": 2, "ids": 3, "q": 4})
 
 
-@pytest.mark.parametrize("dialect, lock", [("mssql", "sp_getapplock"), ("postgresql", "pg_advisory_xact_lock")])
-def test_init_db_takes_its_lock_before_any_ddl(dialect: str, lock: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "dialect, lock", [("mssql", "sp_getapplock"), ("postgresql", "pg_advisory_xact_lock")]
+)
+def test_init_db_takes_its_lock_before_any_ddl(
+    dialect: str, lock: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two init-db at once on a fresh server database: the second waits for the first's lock
     (PostgreSQL is exercised live in test_loading; SQL Server only here)."""
     from types import SimpleNamespace
@@ -359,7 +444,14 @@ def test_init_db_takes_its_lock_before_any_ddl(dialect: str, lock: str, monkeypa
         # code raises (severity 16): a Transaction-owned applock outside a transaction is -999 and nothing
         batch = batch_statements(cur.sql[1])
         applock = next(i for i, s in enumerate(batch) if "sp_getapplock" in s)
-        assert batch[applock].startswith("EXEC @r = sp_getapplock") and "@LockOwner = 'Transaction'" in batch[applock]
+        assert (
+            batch[applock].startswith("EXEC @r = sp_getapplock")
+            and "@LockOwner = 'Transaction'" in batch[applock]
+        )
         assert "IF @@TRANCOUNT = 0 BEGIN TRANSACTION" in batch[:applock]
-        assert "IF @@TRANCOUNT > 1 COMMIT TRANSACTION" in batch[:applock]  # implicit mode: BEGIN opened two levels
-        assert re.match(r"IF @r < 0 RAISERROR\(N'lock request time out: .*', 16, 1, @r\)$", batch[applock + 1])
+        assert (
+            "IF @@TRANCOUNT > 1 COMMIT TRANSACTION" in batch[:applock]
+        )  # implicit mode: BEGIN opened two levels
+        assert re.match(
+            r"IF @r < 0 RAISERROR\(N'lock request time out: .*', 16, 1, @r\)$", batch[applock + 1]
+        )

@@ -4,6 +4,7 @@ A ``kill -9`` of a run (or of launch) must leave no process of it behind, commit
 kill, print nothing after the kill into the operator's terminal, and leave the run's log and
 metrics file; the same command then finishes every application exactly once. Real processes, real
 SIGKILL (POSIX by nature: the ``posix`` marker), SQLite (the run also on PostgreSQL)."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import _child_env, assert_exactly_once, cli, open_db, subprocess_dir
 from procs import descendants, python_workers, wait_until
 
@@ -29,6 +29,7 @@ COUNT = 600
 
 # -- the module's answers (no processes) --------------------------------------------------------------
 
+
 def test_stop_signals_are_the_platforms():
     sigs = supervision.stop_signals()
     assert sigs[0] == signal.SIGINT
@@ -40,7 +41,9 @@ def test_stop_signals_are_the_platforms():
 def test_a_ctrl_break_forwarded_within_a_second_is_the_same_stop(monkeypatch):
     last: dict = {}
     assert not supervision.repeats(signal.SIGTERM, last, 0.0)
-    assert not supervision.repeats(signal.SIGTERM, last, 0.1)  # POSIX: a second signal is "stop now"
+    assert not supervision.repeats(
+        signal.SIGTERM, last, 0.1
+    )  # POSIX: a second signal is "stop now"
     monkeypatch.setattr(signal, "SIGBREAK", 21, raising=False)
     assert not supervision.repeats(21, last, 5.0)
     assert supervision.repeats(21, last, 5.4)  # the console's event and launch's forward of it
@@ -54,6 +57,7 @@ def test_memory_figures_of_this_process():
 
 def test_parent_watch_sees_the_parent_end_closed():
     import multiprocessing as mp
+
     child_end, parent_end = supervision.lifeline(mp.get_context("spawn"))
     watch = supervision.ParentWatch(child_end, grace_s=60)
     try:
@@ -69,9 +73,21 @@ def test_parent_watch_sees_the_parent_end_closed():
 
 # -- kill -9 with real processes ------------------------------------------------------------------------
 
+
 def prepare(url: str) -> None:
     cli("init-db", "--db", url, check=True)
-    cli("generate-mock", "--db", url, "--count", str(COUNT), "--faulty-share", "0", "--seed", "5", check=True)
+    cli(
+        "generate-mock",
+        "--db",
+        url,
+        "--count",
+        str(COUNT),
+        "--faulty-share",
+        "0",
+        "--seed",
+        "5",
+        check=True,
+    )
 
 
 def committed(url: str, db=None) -> int:
@@ -97,9 +113,15 @@ def start(args: list[str], folder: Path) -> tuple[subprocess.Popen, Path, Path]:
     """The command in its own session, its two output streams to files (read after the kill)."""
     out, err = folder / "stdout.txt", folder / "stderr.txt"
     with open(out, "wb") as fo, open(err, "wb") as fe:
-        p = subprocess.Popen([sys.executable, "-m", "xml_extractor", *args], stdout=fo, stderr=fe,
-                             stdin=subprocess.DEVNULL, env=_child_env(SLOW), cwd=str(subprocess_dir()),
-                             start_new_session=True)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "xml_extractor", *args],
+            stdout=fo,
+            stderr=fe,
+            stdin=subprocess.DEVNULL,
+            env=_child_env(SLOW),
+            cwd=str(subprocess_dir()),
+            start_new_session=True,
+        )
     return p, out, err
 
 
@@ -109,7 +131,9 @@ def kill_and_check(p: subprocess.Popen, url: str, family: list[int], out: Path, 
     assert family and all(alive(pid) for pid in family)
     db = open_db(url)  # opened before: the count right after the kill is one query
     printed = (out.stat().st_size, err.stat().st_size)
-    before = committed(url, db)  # kill just after a commit: the other worker, waiting for the lock, takes it now
+    before = committed(
+        url, db
+    )  # kill just after a commit: the other worker, waiting for the lock, takes it now
     wait_until(lambda: committed(url, db) > before, timeout=60, what="the next commit")
     os.kill(p.pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -117,8 +141,11 @@ def kill_and_check(p: subprocess.Popen, url: str, family: list[int], out: Path, 
     at_kill = committed(url, db)
     db.close()
     try:
-        wait_until(lambda: not any(alive(pid) for pid in family), timeout=1.5 - (time.monotonic() - killed_at),
-                   what="every worker (and helper) of the killed process to end")
+        wait_until(
+            lambda: not any(alive(pid) for pid in family),
+            timeout=1.5 - (time.monotonic() - killed_at),
+            what="every worker (and helper) of the killed process to end",
+        )
     finally:
         for pid in family:  # never leave a process behind, even when the check failed
             try:
@@ -126,16 +153,23 @@ def kill_and_check(p: subprocess.Popen, url: str, family: list[int], out: Path, 
             except ProcessLookupError:
                 pass
     assert committed(url) == at_kill, "a worker committed after its parent was killed"
-    assert (out.stat().st_size, err.stat().st_size) == printed, (out.read_text() + err.read_text())[-3000:]
+    assert (out.stat().st_size, err.stat().st_size) == printed, (out.read_text() + err.read_text())[
+        -3000:
+    ]
 
 
 @pytest.mark.slow
 @pytest.mark.posix
-def test_kill_9_of_a_run_leaves_no_worker_commits_nothing_more_and_leaves_its_record(db_url, tmp_path):
+def test_kill_9_of_a_run_leaves_no_worker_commits_nothing_more_and_leaves_its_record(
+    db_url, tmp_path
+):
     sqlite_url = db_url  # SQLite and PostgreSQL: the rollback of the batch whose run is gone is the database's
     prepare(sqlite_url)
     folder = subprocess_dir()
-    p, out, err = start(["run", "--db", sqlite_url, "--no-progress", "--workers", "2", "--batch-size", "10"], tmp_path)
+    p, out, err = start(
+        ["run", "--db", sqlite_url, "--no-progress", "--workers", "2", "--batch-size", "10"],
+        tmp_path,
+    )
     try:
         wait_until(lambda: committed(sqlite_url) >= 20, timeout=120, what="some batches committed")
         workers = python_workers(p.pid, 2)
@@ -158,14 +192,29 @@ def test_kill_9_of_a_run_leaves_no_worker_commits_nothing_more_and_leaves_its_re
 
 @pytest.mark.slow
 @pytest.mark.posix
-def test_kill_9_of_launch_leaves_no_instance_or_worker_and_commits_nothing_more(sqlite_url, tmp_path):
+def test_kill_9_of_launch_leaves_no_instance_or_worker_and_commits_nothing_more(
+    sqlite_url, tmp_path
+):
     prepare(sqlite_url)
-    launch = ["launch", "--instances", "2", "--db", sqlite_url, "--workers", "1", "--batch-size", "10"]
+    launch = [
+        "launch",
+        "--instances",
+        "2",
+        "--db",
+        sqlite_url,
+        "--workers",
+        "1",
+        "--batch-size",
+        "10",
+    ]
     p, out, err = start(launch, tmp_path)
     try:
         wait_until(lambda: committed(sqlite_url) >= 20, timeout=120, what="some batches committed")
-        wait_until(lambda: len([c for c in descendants(p.pid) if alive(c)]) >= 2 + 2, timeout=30,
-                   what="two instances and their workers")
+        wait_until(
+            lambda: len([c for c in descendants(p.pid) if alive(c)]) >= 2 + 2,
+            timeout=30,
+            what="two instances and their workers",
+        )
         family = descendants(p.pid)  # instances, their forkservers, trackers and workers
     except BaseException:
         os.killpg(p.pid, signal.SIGKILL)
@@ -178,14 +227,35 @@ def test_kill_9_of_launch_leaves_no_instance_or_worker_and_commits_nothing_more(
 
 
 @pytest.mark.slow
-def test_a_stop_line_on_the_lifeline_stops_a_run_like_ctrl_c_and_the_run_resumes(sqlite_url, tmp_path):
+def test_a_stop_line_on_the_lifeline_stops_a_run_like_ctrl_c_and_the_run_resumes(
+    sqlite_url, tmp_path
+):
     """How launch stops an instance where neither a process-group signal nor CTRL_BREAK_EVENT
     exists: a ``stop`` line on the instance's standard input (its lifeline)."""
     prepare(sqlite_url)
     env = _child_env({**SLOW, supervision.LIFELINE_ENV: "stdin"})
-    p = subprocess.Popen([sys.executable, "-m", "xml_extractor", "run", "--db", sqlite_url, "--no-progress",
-                          "--workers", "2", "--batch-size", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env, cwd=str(subprocess_dir()), start_new_session=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xml_extractor",
+            "run",
+            "--db",
+            sqlite_url,
+            "--no-progress",
+            "--workers",
+            "2",
+            "--batch-size",
+            "10",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=str(subprocess_dir()),
+        start_new_session=True,
+    )
     try:
         wait_until(lambda: committed(sqlite_url) >= 20, timeout=120, what="some batches committed")
         assert p.stdin is not None

@@ -7,6 +7,7 @@ percent-encoded) appear in anything the tool says about the URL.
 Many URLs go through the parse and mask functions (hypothesis); a few through the real CLI
 in-process (click's CliRunner), whose stdout, stderr, run log and metrics files are all read.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,20 +24,45 @@ from xml_extractor.db.odbc import redact
 from xml_extractor.db.url import mask_url, parse_url
 from xml_extractor.errors import ConfigError
 
-PREFIXES = ["postgresql", "postgres", "postgresql ", "postgres ql", "postgre", "mssql", "sqlserver", "sqlite", "pg",
-            "odbc", "", "POSTGRESQL", "mysql"]
+PREFIXES = [
+    "postgresql",
+    "postgres",
+    "postgresql ",
+    "postgres ql",
+    "postgre",
+    "mssql",
+    "sqlserver",
+    "sqlite",
+    "pg",
+    "odbc",
+    "",
+    "POSTGRESQL",
+    "mysql",
+]
 SEPARATORS = ["://", "//", ":/", ":///", ":////", ":", "/", "", " ://", ":\\\\"]
-SUFFIXES = ["@127.0.0.1:54351/x", "@h/db", "@host:5432/db?sslmode=require", "@[::1]:5432/db", "@h", "@h,1433/db",
-            "@srv\\INST/db", "@h/db?x=1&y=2"]
+SUFFIXES = [
+    "@127.0.0.1:54351/x",
+    "@h/db",
+    "@host:5432/db?sslmode=require",
+    "@[::1]:5432/db",
+    "@h",
+    "@h,1433/db",
+    "@srv\\INST/db",
+    "@h/db?x=1&y=2",
+]
 # password characters: printable ASCII and a few others, '@' included (the last '@' ends it); not
 # '*', the mask's own character ('**@' would "appear" in '***@'), nor '%' (an escape's start)
-PASSWORD = st.text(st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="%*")
-                   | st.sampled_from("äß€ "), min_size=3, max_size=24)
+PASSWORD = st.text(
+    st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="%*")
+    | st.sampled_from("äß€ "),
+    min_size=3,
+    max_size=24,
+)
 
 
 def _grams(pw: str) -> set[str]:
     forms = {pw, quote(pw, safe=""), quote(pw, safe="@:/")}
-    return {f[i:i + 3] for f in forms for i in range(len(f) - 2)}
+    return {f[i : i + 3] for f in forms for i in range(len(f) - 2)}
 
 
 def _leaks(pw: str, text: str) -> list[str]:
@@ -50,7 +76,9 @@ def _what_is_said(url: str) -> str:
         parsed = parse_url(url, "")
     except ConfigError as exc:
         return str(exc)
-    except ValueError as exc:  # urlsplit's own complaint (a bad IPv6 literal): the CLI shows it as an error
+    except (
+        ValueError
+    ) as exc:  # urlsplit's own complaint (a bad IPv6 literal): the CLI shows it as an error
         return str(exc)
     return f"{parsed.display()} {parsed!r}"
 
@@ -60,23 +88,47 @@ def _mistyped(prefix: str, sep: str, user: str, pw: str, suffix: str, encode: bo
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(prefix=st.sampled_from(PREFIXES), sep=st.sampled_from(SEPARATORS), user=st.sampled_from(["etl", "", "u_x", "a.b"]),
-       pw=PASSWORD, suffix=st.sampled_from(SUFFIXES), encode=st.booleans())
-def test_no_three_characters_of_a_user_info_password_are_said(prefix, sep, user, pw, suffix, encode):
+@given(
+    prefix=st.sampled_from(PREFIXES),
+    sep=st.sampled_from(SEPARATORS),
+    user=st.sampled_from(["etl", "", "u_x", "a.b"]),
+    pw=PASSWORD,
+    suffix=st.sampled_from(SUFFIXES),
+    encode=st.booleans(),
+)
+def test_no_three_characters_of_a_user_info_password_are_said(
+    prefix, sep, user, pw, suffix, encode
+):
     url = _mistyped(prefix, sep, user, pw, suffix, encode)
     rest = url.replace(quote(pw, safe="") if encode else pw, "\0")
     # a password that shares 3 characters with the rest, or with what is said of a neutral one, proves nothing
-    assume(not _leaks(pw, rest + _what_is_said(_mistyped(prefix, sep, user, "QQQQ", suffix, False))))
+    assume(
+        not _leaks(pw, rest + _what_is_said(_mistyped(prefix, sep, user, "QQQQ", suffix, False)))
+    )
     said = _what_is_said(url)
     assert not _leaks(pw, said), (url, said)
     assert not _leaks(pw, mask_url(url)), (url, mask_url(url))
 
 
 @settings(max_examples=800, deadline=None)
-@given(head=st.sampled_from(["127.0.0.1:54351/x?user=etl&", "postgresql//h/db?", "postgresql:/h/db?", "h/db?",
-                             "postgres ql://h/x?sslmode=require&", "mssql//h/db?", "x?"]),
-       key=st.sampled_from(["password", "PASSWORD", "pwd", "Pwd", "passwd", "password ", "password= "]),
-       pw=PASSWORD, tail=st.sampled_from(["", "&sslmode=require", ";Server=h"]))
+@given(
+    head=st.sampled_from(
+        [
+            "127.0.0.1:54351/x?user=etl&",
+            "postgresql//h/db?",
+            "postgresql:/h/db?",
+            "h/db?",
+            "postgres ql://h/x?sslmode=require&",
+            "mssql//h/db?",
+            "x?",
+        ]
+    ),
+    key=st.sampled_from(
+        ["password", "PASSWORD", "pwd", "Pwd", "passwd", "password ", "password= "]
+    ),
+    pw=PASSWORD,
+    tail=st.sampled_from(["", "&sslmode=require", ";Server=h"]),
+)
 def test_no_three_characters_of_a_password_parameter_are_said(head, key, pw, tail):
     url = f"{head}{key}={pw}{tail}"
     assume(not _leaks(pw, url.replace(pw, "\0") + _what_is_said(f"{head}{key}=QQQQ{tail}")))
@@ -85,9 +137,14 @@ def test_no_three_characters_of_a_password_parameter_are_said(head, key, pw, tai
 
 
 @settings(max_examples=800, deadline=None)
-@given(driver=st.sampled_from(["{PostgreSQL Unicode}", "{ODBC Driver 18 for SQL Server}", "{Oracle}", "x"]),
-       key=st.sampled_from(["PWD", "pwd", "Password", "PASSWD"]), pw=PASSWORD,
-       form=st.sampled_from(["plain", "braced", "unclosed", "after"]))
+@given(
+    driver=st.sampled_from(
+        ["{PostgreSQL Unicode}", "{ODBC Driver 18 for SQL Server}", "{Oracle}", "x"]
+    ),
+    key=st.sampled_from(["PWD", "pwd", "Password", "PASSWD"]),
+    pw=PASSWORD,
+    form=st.sampled_from(["plain", "braced", "unclosed", "after"]),
+)
 def test_no_three_characters_of_an_odbc_password_are_said(driver, key, pw, form):
     if form == "plain":
         assume(not any(c in pw for c in ";{} "))
@@ -127,19 +184,35 @@ CLI_URLS = [
 
 
 def _everything_written(folder: Path) -> str:
-    return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(folder.rglob("*")) if p.is_file())
+    return "\n".join(
+        p.read_text(encoding="utf-8", errors="replace")
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    )
 
 
 @pytest.mark.parametrize("url", CLI_URLS)
-@pytest.mark.parametrize("command", [["status"], ["run", "--no-progress", "--reconnect-seconds", "0"]])
+@pytest.mark.parametrize(
+    "command", [["status"], ["run", "--no-progress", "--reconnect-seconds", "0"]]
+)
 def test_the_cli_never_says_the_password_of_a_mistyped_url(url, command, tmp_path, monkeypatch):
     """D28: before the fix `status --db 'postgresql//etl:PW@h/x'` printed the whole URL, and
     `run --db 'postgresql:/etl:PW@h/x'` logged it as the database name in logs/run-*.log."""
     monkeypatch.chdir(tmp_path)
-    dirs = ["--logs-dir", str(tmp_path / "logs"), "--metrics-dir", str(tmp_path / "metrics")] if command[0] == "run" else []
+    dirs = (
+        ["--logs-dir", str(tmp_path / "logs"), "--metrics-dir", str(tmp_path / "metrics")]
+        if command[0] == "run"
+        else []
+    )
     res = CliRunner().invoke(cli, [*command, "--db", url, *dirs], catch_exceptions=True)
-    said = res.output + (res.stderr if hasattr(res, "stderr") and res.stderr_bytes is not None else "")
-    said += repr(res.exception) if res.exception is not None and not isinstance(res.exception, SystemExit) else ""
+    said = res.output + (
+        res.stderr if hasattr(res, "stderr") and res.stderr_bytes is not None else ""
+    )
+    said += (
+        repr(res.exception)
+        if res.exception is not None and not isinstance(res.exception, SystemExit)
+        else ""
+    )
     said += _everything_written(tmp_path)
     assert res.exit_code in (2, 3), said
     assert not _leaks(SECRET, said), said

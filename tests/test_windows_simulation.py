@@ -13,6 +13,7 @@ Ctrl-C); "End task" terminates the one process.
 The module is ``posix``: the simulation runs on Linux (it reads /proc); the Windows job runs the
 real thing instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,18 +21,21 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from conftest import assert_exactly_once, expected_failures, log_rows, popen
 
-if not sys.platform.startswith("linux") or not hasattr(os, "killpg"):  # Windows, or pytest itself simulated
-    pytest.skip("the simulation runs on Linux (it reads /proc); on Windows the suite runs the real thing",
-                allow_module_level=True)
+if not sys.platform.startswith("linux") or not hasattr(
+    os, "killpg"
+):  # Windows, or pytest itself simulated
+    pytest.skip(
+        "the simulation runs on Linux (it reads /proc); on Windows the suite runs the real thing",
+        allow_module_level=True,
+    )
 
-from procs import wait_until  # noqa: E402
+from procs import wait_until
 
 pytestmark = pytest.mark.posix
 
@@ -44,7 +48,11 @@ SLOW = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.3"}
 def sim_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The variables that make a child interpreter (and its children) simulate Windows."""
     path = os.environ.get("PYTHONPATH")
-    return {"XE_WINSIM": "1", "PYTHONPATH": str(WINSIM) + (os.pathsep + path if path else ""), **(extra or {})}
+    return {
+        "XE_WINSIM": "1",
+        "PYTHONPATH": str(WINSIM) + (os.pathsep + path if path else ""),
+        **(extra or {}),
+    }
 
 
 def session(sid: int, group: int | None = None) -> list[int]:
@@ -84,7 +92,10 @@ def press_ctrl_c(p: subprocess.Popen) -> None:
 
 def instance_logs() -> str:
     from conftest import subprocess_dir
-    return "\n".join(f.read_text(encoding="utf-8") for f in sorted((subprocess_dir() / "logs").glob("*.log")))
+
+    return "\n".join(
+        f.read_text(encoding="utf-8") for f in sorted((subprocess_dir() / "logs").glob("*.log"))
+    )
 
 
 @pytest.fixture
@@ -102,15 +113,21 @@ def started() -> Iterator[list[subprocess.Popen]]:
             p.wait(timeout=30)
 
 
-def start(started: list[subprocess.Popen], *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start(
+    started: list[subprocess.Popen], *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """Start a command simulated as on Windows, in its own session (its console)."""
     p = popen(*args, env=sim_env(env))
     started.append(p)
     return p
 
 
-def sim(started: list[subprocess.Popen], *args: str, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
+def sim(
+    started: list[subprocess.Popen],
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
     """Run a command simulated as on Windows to its end; no traceback on stderr, ever."""
     p = start(started, *args, env=env)
     out, err = p.communicate(timeout=timeout)
@@ -123,10 +140,25 @@ def expect(p: subprocess.CompletedProcess, *codes: int) -> subprocess.CompletedP
     return p
 
 
-def prepare(started: list[subprocess.Popen], url: str, count: int = COUNT, share: float = SHARE) -> None:
+def prepare(
+    started: list[subprocess.Popen], url: str, count: int = COUNT, share: float = SHARE
+) -> None:
     expect(sim(started, "init-db", "--db", url), 0)
-    expect(sim(started, "generate-mock", "--db", url, "--count", str(count), "--faulty-share", str(share),
-               "--seed", str(SEED)), 0)
+    expect(
+        sim(
+            started,
+            "generate-mock",
+            "--db",
+            url,
+            "--count",
+            str(count),
+            "--faulty-share",
+            str(share),
+            "--seed",
+            str(SEED),
+        ),
+        0,
+    )
 
 
 def check_outcome(url: str, count: int = COUNT, share: float = SHARE) -> None:
@@ -137,7 +169,9 @@ def check_outcome(url: str, count: int = COUNT, share: float = SHARE) -> None:
     failed = {r[0] for r in log_rows(url) if r[1] == "failed"}
     expected = expected_failures(SEED, share, count)
     either = {b for a, kind in expected.items() if kind == "con_id_collision" for b in (a - 1, a)}
-    assert done["apps"] == count and len(failed) == len(expected) and failed ^ set(expected) <= either, (done, failed)
+    assert (
+        done["apps"] == count and len(failed) == len(expected) and failed ^ set(expected) <= either
+    ), (done, failed)
 
 
 def commands(sid: int) -> dict[int, str]:
@@ -145,7 +179,12 @@ def commands(sid: int) -> dict[int, str]:
     out = {}
     for pid in session(sid):
         try:
-            out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            out[pid] = (
+                Path(f"/proc/{pid}/cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
         except OSError:
             pass
     return out
@@ -199,29 +238,58 @@ print(repr(gone), multiprocessing.get_all_start_methods(), int(signal.SIGBREAK),
 """
 
 
-def test_the_harness_removes_the_posix_names_in_the_command_and_its_children(tmp_path: Path) -> None:
+def test_the_harness_removes_the_posix_names_in_the_command_and_its_children(
+    tmp_path: Path,
+) -> None:
     """Inside the simulation the POSIX-only names are gone (also in a process it starts), only spawn
     exists, SIGBREAK and the console events exist; without XE_WINSIM the same path changes nothing."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XE_WINSIM")}
-    p = subprocess.run([sys.executable, "-c", PROBE], env={**env, **sim_env()}, capture_output=True, text=True,
-                       cwd=tmp_path, timeout=120, start_new_session=True)
+    p = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={**env, **sim_env()},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        start_new_session=True,
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["[]", "['spawn']", str(int(SIGBREAK)), "0", "1", "True"], p.stdout
-    bare = subprocess.run([sys.executable, "-c", "import signal; signal.SIGHUP"], capture_output=True, text=True,
-                          env={**env, **sim_env()}, cwd=tmp_path, timeout=120, start_new_session=True)
+    bare = subprocess.run(
+        [sys.executable, "-c", "import signal; signal.SIGHUP"],
+        capture_output=True,
+        text=True,
+        env={**env, **sim_env()},
+        cwd=tmp_path,
+        timeout=120,
+        start_new_session=True,
+    )
     assert "AttributeError: module 'signal' has no attribute 'SIGHUP'" in bare.stderr
     off = {**env, **sim_env()}
     off.pop("XE_WINSIM")
-    normal = subprocess.run([sys.executable, "-c", "import os, signal, multiprocessing as m; signal.SIGHUP; os.killpg;"
-                             " print(m.get_all_start_methods())"], capture_output=True, text=True, env=off,
-                            cwd=tmp_path, timeout=120)
+    normal = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, multiprocessing as m; signal.SIGHUP; os.killpg;"
+            " print(m.get_all_start_methods())",
+        ],
+        capture_output=True,
+        text=True,
+        env=off,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert normal.returncode == 0 and "forkserver" in normal.stdout, normal.stderr
     assert hasattr(signal, "SIGHUP") and hasattr(os, "killpg")  # this process is never simulated
 
 
 # -- the commands ---------------------------------------------------------------------------------
 
-def test_help_init_db_generate_mock_and_status(started: list[subprocess.Popen], tmp_path: Path) -> None:
+
+def test_help_init_db_generate_mock_and_status(
+    started: list[subprocess.Popen], tmp_path: Path
+) -> None:
     """The commands that start no worker: --help (the first thing a user types), init-db,
     generate-mock, and status and reconcile on the unprocessed database."""
     assert "run" in expect(sim(started, "--help"), 0).stdout
@@ -230,7 +298,9 @@ def test_help_init_db_generate_mock_and_status(started: list[subprocess.Popen], 
     prepare(started, url)
     status = json.loads(expect(sim(started, "status", "--db", url, "--format", "json"), 0).stdout)
     assert status["source_rows"] == COUNT and status["pending"] == COUNT
-    assert "pending" in expect(sim(started, "reconcile", "--db", url), 1).stdout  # exit 1: all pending
+    assert (
+        "pending" in expect(sim(started, "reconcile", "--db", url), 1).stdout
+    )  # exit 1: all pending
 
 
 @pytest.mark.slow
@@ -241,15 +311,24 @@ def test_run_status_reconcile_reprocess(started: list[subprocess.Popen], tmp_pat
     prepare(started, url)
     faulty = expected_failures(SEED, SHARE, COUNT)
     assert faulty
-    expect(sim(started, "run", "--db", url, "--workers", "2", "--batch-size", "5", "--no-progress"), 1)
+    expect(
+        sim(started, "run", "--db", url, "--workers", "2", "--batch-size", "5", "--no-progress"), 1
+    )
     check_outcome(url)
     status = json.loads(expect(sim(started, "status", "--db", url, "--format", "json"), 0).stdout)
-    assert (status["success"], status["failed"], status["pending"]) == (COUNT - len(faulty), len(faulty), 0)
+    assert (status["success"], status["failed"], status["pending"]) == (
+        COUNT - len(faulty),
+        len(faulty),
+        0,
+    )
     expect(sim(started, "reconcile", "--db", url), 0)
     expect(sim(started, "reprocess", "--db", url, "--failed", "--workers", "2", "--no-progress"), 1)
     check_outcome(url)
     again = [a for a in range(1, 6) if a not in faulty][:2]
-    expect(sim(started, "reprocess", "--db", url, *map(str, again), "--workers", "2", "--no-progress"), 0)
+    expect(
+        sim(started, "reprocess", "--db", url, *map(str, again), "--workers", "2", "--no-progress"),
+        0,
+    )
     check_outcome(url)
     attempts = {a: max(r[3] for r in log_rows(url) if r[0] == a) for a in [*again, *faulty]}
     assert all(n == 2 for n in attempts.values()), attempts
@@ -261,8 +340,22 @@ def test_launch_two_instances(started: list[subprocess.Popen], tmp_path: Path) -
     """launch --instances 2: two instances, each with its spawned workers, every application once."""
     url = f"sqlite:///{tmp_path / 'w.db'}"
     prepare(started, url)
-    expect(sim(started, "launch", "--instances", "2", "--db", url, "--workers", "2", "--batch-size", "5",
-               "--no-progress"), 1)
+    expect(
+        sim(
+            started,
+            "launch",
+            "--instances",
+            "2",
+            "--db",
+            url,
+            "--workers",
+            "2",
+            "--batch-size",
+            "5",
+            "--no-progress",
+        ),
+        1,
+    )
     check_outcome(url)
 
 
@@ -279,8 +372,9 @@ def some_progress(p: subprocess.Popen, url: str) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_break_stops_a_run_cleanly_and_the_rerun_completes_exactly_once(started: list[subprocess.Popen],
-                                                                             tmp_path: Path) -> None:
+def test_ctrl_break_stops_a_run_cleanly_and_the_rerun_completes_exactly_once(
+    started: list[subprocess.Popen], tmp_path: Path
+) -> None:
     """Ctrl-Break in the run's console (SIGBREAK to the run and its workers): in-flight batches
     commit, exit 130, no traceback, nothing left running; the same command again finishes the rest."""
     url = f"sqlite:///{tmp_path / 'w.db'}"
@@ -301,15 +395,27 @@ def test_ctrl_break_stops_a_run_cleanly_and_the_rerun_completes_exactly_once(sta
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["ctrl-c", "ctrl-break"])
-def test_a_key_stops_launch_cleanly_and_the_relaunch_completes_exactly_once(started: list[subprocess.Popen],
-                                                                           tmp_path: Path, key: str) -> None:
+def test_a_key_stops_launch_cleanly_and_the_relaunch_completes_exactly_once(
+    started: list[subprocess.Popen], tmp_path: Path, key: str
+) -> None:
     """Ctrl-C (reaches only launch: its instances are in groups of their own, where Ctrl-C is
     disabled; launch forwards CTRL_BREAK_EVENT to each) or Ctrl-Break (reaches launch, its
     instances and their workers): exit 130, no traceback, nothing left running, each instance
     stopped once (after its in-flight batches); the same launch again finishes the rest."""
     url = f"sqlite:///{tmp_path / 'w.db'}"
     prepare(started, url)
-    args = ("launch", "--instances", "2", "--db", url, "--workers", "1", "--batch-size", "2", "--no-progress")
+    args = (
+        "launch",
+        "--instances",
+        "2",
+        "--db",
+        url,
+        "--workers",
+        "1",
+        "--batch-size",
+        "2",
+        "--no-progress",
+    )
     p = start(started, *args, env=SLOW)
     some_progress(p, url)
     running = commands(p.pid)
@@ -330,22 +436,29 @@ def test_a_key_stops_launch_cleanly_and_the_relaunch_completes_exactly_once(star
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["run", "launch"])
-def test_ending_the_command_in_task_manager_ends_its_workers_and_the_rerun_completes(started: list[subprocess.Popen],
-                                                                                      tmp_path: Path, command: str) -> None:
-    """"End task" on the run (or on launch): Windows terminates that one process, not a group. Its
+def test_ending_the_command_in_task_manager_ends_its_workers_and_the_rerun_completes(
+    started: list[subprocess.Popen], tmp_path: Path, command: str
+) -> None:
+    """ "End task" on the run (or on launch): Windows terminates that one process, not a group. Its
     workers (launch: its instances and their workers) notice through their lifelines and end by
     themselves, with no traceback or logging error on the console; the same command again finishes
     the rest, exactly once."""
     url = f"sqlite:///{tmp_path / 'w.db'}"
     prepare(started, url)
-    args = (("run", "--workers", "2") if command == "run" else ("launch", "--instances", "2", "--workers", "1"))
+    args = (
+        ("run", "--workers", "2")
+        if command == "run"
+        else ("launch", "--instances", "2", "--workers", "1")
+    )
     args += ("--db", url, "--batch-size", "2", "--no-progress")
     p = start(started, *args, env=SLOW)
     some_progress(p, url)
     running = commands(p.pid)
     assert len(running) >= 3, running  # the command and its workers (launch: instances and workers)
     os.kill(p.pid, signal.SIGKILL)  # TerminateProcess of the one process
-    out, err = p.communicate(timeout=120)  # returns when every process holding the console's pipes has ended
+    out, err = p.communicate(
+        timeout=120
+    )  # returns when every process holding the console's pipes has ended
     assert "Traceback" not in err and "Logging error" not in err, err
     assert_all_gone(running, f"processes of {command} outlived it")
     assert logged(url) < COUNT

@@ -14,6 +14,7 @@ the test's own temporary folder with :func:`fault_injection_env`; the folder, an
 it, is gone after the test. Anything less (the variable alone, a gate for other faults, a gate
 another user could have written) is ignored with a warning on the package logger.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,11 @@ def fault_spec() -> str:
         return ""
     why = _gate_refusal(os.environ.get(GATE_ENV, ""), spec)
     if why:
-        log.warning("%s is set but ignored (%s): fault injection is for the test suite only", FAULTS_ENV, why)
+        log.warning(
+            "%s is set but ignored (%s): fault injection is for the test suite only",
+            FAULTS_ENV,
+            why,
+        )
         return ""
     return spec
 
@@ -78,7 +83,9 @@ def _gate_refusal(path: str, spec: str) -> str | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return "the gate is not a regular file"
-        if hasattr(os, "geteuid"):  # POSIX permissions (Windows has neither owner ids nor these bits)
+        if hasattr(
+            os, "geteuid"
+        ):  # POSIX permissions (Windows has neither owner ids nor these bits)
             if st.st_uid != os.geteuid():
                 return "the gate file belongs to another user"
             if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):

@@ -1,6 +1,7 @@
 """The throughput benchmark: in one run, on the same documents and the same number of processes,
 the full-parse ceiling (plain ``lxml.etree.fromstring`` of whole documents), the map-only rate and
 end-to-end applications/minute over R runs (target tables emptied between runs)."""
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,9 @@ class BenchResult:
     ratio_map_to_ceiling: float = 0.0
     stage_ms_per_app: dict = field(default_factory=dict)
     peak_worker_rss_mb: float = 0.0
-    worker_startup_s: list[float] = field(default_factory=list)  # each run: starting its workers until all are ready
+    worker_startup_s: list[float] = field(
+        default_factory=list
+    )  # each run: starting its workers until all are ready
     machine: dict = field(default_factory=dict)
 
 
@@ -47,11 +50,15 @@ def _load_corpus(db: Database, count: int) -> list[tuple[int, str]]:
     return [(int(a), x) for a, x in rows]
 
 
-def _share(url: DatabaseURL, contract_path: str | None, count: int, k: int, n: int) -> list[tuple[int, str]]:
+def _share(
+    url: DatabaseURL, contract_path: str | None, count: int, k: int, n: int
+) -> list[tuple[int, str]]:
     db = Database(url, load_contract(contract_path))
     try:
-        rows = db.autocommit_query(db.sql("bench_corpus_share"),  # only this process's share
-                                   {"count": count, "modulus": n, "remainder": k})
+        rows = db.autocommit_query(
+            db.sql("bench_corpus_share"),  # only this process's share
+            {"count": count, "modulus": n, "remainder": k},
+        )
         return [(int(a), x) for a, x in rows]
     finally:
         db.close()
@@ -60,6 +67,7 @@ def _share(url: DatabaseURL, contract_path: str | None, count: int, k: int, n: i
 def _timed_parse(args: tuple) -> tuple[int, float]:
     """One process: load its share of the corpus (not timed), then parse every document whole."""
     from lxml import etree
+
     docs = [x.lstrip("\ufeff").encode("utf-8") for _, x in _share(*args)]
     t = time.perf_counter()
     for d in docs:
@@ -71,6 +79,7 @@ def _timed_map(args: tuple) -> tuple[int, float]:
     """One process: load its share (not timed), then decode + scoped parse + map each document."""
     from .errors import DocumentFailure
     from .mapping import map_document
+
     plan = compile_contract(load_contract(args[1]))
     docs = _share(*args)
     t = time.perf_counter()
@@ -82,33 +91,53 @@ def _timed_map(args: tuple) -> tuple[int, float]:
     return len(docs), time.perf_counter() - t
 
 
-def _parallel_rate(fn: Any, url: DatabaseURL, contract_path: str | None, count: int, workers: int) -> float:
+def _parallel_rate(
+    fn: Any, url: DatabaseURL, contract_path: str | None, count: int, workers: int
+) -> float:
     """Documents/second of ``workers`` processes running at once; loading is not timed."""
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
-        results = pool.map(fn, [(url, contract_path, count, k, workers) for k in range(workers)], chunksize=1)
+        results = pool.map(
+            fn, [(url, contract_path, count, k, workers) for k in range(workers)], chunksize=1
+        )
     return sum(n for n, _ in results) / max(t for _, t in results)
 
 
 def empty_targets(db: Database) -> None:
     c = db.contract
-    tables = [db.table(t.name) for t in reversed(c.tables)] + [db.names["events"], db.names["log"], db.names["queue"],
-                                                                db.names["progress"]]
+    tables = [db.table(t.name) for t in reversed(c.tables)] + [
+        db.names["events"],
+        db.names["log"],
+        db.names["queue"],
+        db.names["progress"],
+    ]
 
     def tx() -> None:
         db.begin()
         for t in tables:
             db.execute(db.sql("delete_all_rows", table=t)).close()
         db.commit()
+
     db.with_retry(tx)
     db.execute_outside_transaction(db.dialect.reclaim_space_sql(tables))
 
 
-def bench(url: DatabaseURL | str | None, count: int, runs: int, workers: int, batch_size: int,
-          contract_path: str | None = None, seed: int = 20261122, metrics_dir: str | None = "metrics",
-          echo: Any = print, product: str = "cc", rl_share: float = 0.3) -> BenchResult:
+def bench(
+    url: DatabaseURL | str | None,
+    count: int,
+    runs: int,
+    workers: int,
+    batch_size: int,
+    contract_path: str | None = None,
+    seed: int = 20261122,
+    metrics_dir: str | None = "metrics",
+    echo: Any = print,
+    product: str = "cc",
+    rl_share: float = 0.3,
+) -> BenchResult:
     """``product``: the corpus, cc | rl | mixed (mock_rl.py); the contract(s) default to its line(s)."""
     from .mock_rl import generator_for
+
     if contract_path is None and product != "cc":
         contract_path = "rec_lending" if product == "rl" else "credit_card,rec_lending"
     u = url if isinstance(url, DatabaseURL) else parse_url(url)
@@ -118,21 +147,48 @@ def bench(url: DatabaseURL | str | None, count: int, runs: int, workers: int, ba
     have = int(db.scalar(db.sql("bench_corpus_size"), {"count": count}))
     if have < count:
         echo(f"generating the corpus: {count - have} documents (seed {seed}), once")
-        generate_into_db(db, count, seed, 0.0, 1, generator=generator_for(product, seed, 0.0, rl_share))
+        generate_into_db(
+            db, count, seed, 0.0, 1, generator=generator_for(product, seed, 0.0, rl_share)
+        )
     sizes = sorted(len(x) for _, x in _load_corpus(db, count))
-    res = BenchResult(database=u.display(), documents=len(sizes), workers=workers, batch_size=batch_size, runs=runs,
-                      median_kb=round(sizes[len(sizes) // 2] / 1024, 1), machine=_machine())
+    res = BenchResult(
+        database=u.display(),
+        documents=len(sizes),
+        workers=workers,
+        batch_size=batch_size,
+        runs=runs,
+        median_kb=round(sizes[len(sizes) // 2] / 1024, 1),
+        machine=_machine(),
+    )
     del sizes
-    res.ceiling_docs_per_s = round(_parallel_rate(_timed_parse, u, contract_path, count, workers), 1)
-    echo(f"full-parse ceiling: {res.ceiling_docs_per_s:.0f} docs/s with {workers} processes "
-         f"({res.ceiling_docs_per_s * 60:.0f}/min)")
+    res.ceiling_docs_per_s = round(
+        _parallel_rate(_timed_parse, u, contract_path, count, workers), 1
+    )
+    echo(
+        f"full-parse ceiling: {res.ceiling_docs_per_s:.0f} docs/s with {workers} processes "
+        f"({res.ceiling_docs_per_s * 60:.0f}/min)"
+    )
     res.map_only_docs_per_s = round(_parallel_rate(_timed_map, u, contract_path, count, workers), 1)
-    echo(f"map only (decode + scoped parse + map, no database): {res.map_only_docs_per_s:.0f} docs/s")
+    echo(
+        f"map only (decode + scoped parse + map, no database): {res.map_only_docs_per_s:.0f} docs/s"
+    )
     stage_total: dict[str, float] = {}
     for r in range(runs):
         empty_targets(db)
-        s = run(RunOptions(url=u, contract_path=contract_path, workers=workers, batch_size=batch_size, progress=False,
-                           app_id_start=1, app_id_end=count, logs_dir=None, metrics_dir=None, log_level="WARNING"))
+        s = run(
+            RunOptions(
+                url=u,
+                contract_path=contract_path,
+                workers=workers,
+                batch_size=batch_size,
+                progress=False,
+                app_id_start=1,
+                app_id_end=count,
+                logs_dir=None,
+                metrics_dir=None,
+                log_level="WARNING",
+            )
+        )
         if s.stop_reason:
             raise RuntimeError(f"benchmark run stopped: {s.stop_reason}")
         rate = s.apps_per_minute
@@ -142,7 +198,9 @@ def bench(url: DatabaseURL | str | None, count: int, runs: int, workers: int, ba
             res.worker_startup_s.append(s.worker_startup_s)
         for k, v in s.stage_ms.items():
             stage_total[k] = stage_total.get(k, 0.0) + v
-        echo(f"end to end run {r + 1}/{runs}: {s.success + s.failed} apps in {s.elapsed_s:.1f}s = {rate:.0f}/min")
+        echo(
+            f"end to end run {r + 1}/{runs}: {s.success + s.failed} apps in {s.elapsed_s:.1f}s = {rate:.0f}/min"
+        )
     db.close()
     e = res.e2e_apps_per_min
     res.e2e_median, res.e2e_min, res.e2e_max = round(statistics.median(e), 1), min(e), max(e)
@@ -164,9 +222,16 @@ def _machine() -> dict:
     import sqlite3
 
     import lxml.etree
+
     from .processing.processor import WORKER_PRELOAD
     from .supervision import worker_context
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "start_method": worker_context(WORKER_PRELOAD).get_start_method(), "lxml": ".".join(map(str, lxml.etree.LXML_VERSION)),
-            "libxml2": ".".join(map(str, lxml.etree.LIBXML_VERSION)), "sqlite": sqlite3.sqlite_version,
-            "platform": platform.platform()}
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "start_method": worker_context(WORKER_PRELOAD).get_start_method(),
+        "lxml": ".".join(map(str, lxml.etree.LXML_VERSION)),
+        "libxml2": ".".join(map(str, lxml.etree.LIBXML_VERSION)),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+    }

@@ -4,6 +4,7 @@ Every way an application can fail carries a *stage* (where in the pipeline it fa
 message a person can act on; these end up verbatim in ``processing_log``. Configuration problems
 are a separate family: they stop the run before any document is touched (exit code 2).
 """
+
 from __future__ import annotations
 
 
@@ -78,7 +79,9 @@ class DatabaseError(Exception):
 class RowsRefused(DatabaseError):
     """The database refused these rows: key collision, foreign key, type or value out of range."""
 
-    def __init__(self, message: str, kind: str = "other", original: BaseException | None = None) -> None:
+    def __init__(
+        self, message: str, kind: str = "other", original: BaseException | None = None
+    ) -> None:
         super().__init__(message, original)
         self.kind = kind  # "duplicate" | "foreign_key" | "value" | "other"
 

@@ -1,4 +1,5 @@
 """Getting documents into the source table: files from disk, or generated mock documents."""
+
 from __future__ import annotations
 
 import collections
@@ -7,9 +8,10 @@ import os
 import re
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .db.database import Database
 from .db.store import init_db, utcnow
@@ -17,7 +19,9 @@ from .errors import ConfigError, DocumentFailure
 from .mock import MockGenerator
 from .parsing import DocumentPlan, decode_source, parse_app_id, parse_document
 
-_ID_FALLBACK = re.compile(r"<Request\b[^>]*?\bID\s*=\s*[\"']([0-9]+)[\"']")  # ASCII digits, as parse_app_id
+_ID_FALLBACK = re.compile(
+    r"<Request\b[^>]*?\bID\s*=\s*[\"']([0-9]+)[\"']"
+)  # ASCII digits, as parse_app_id
 
 
 @dataclass
@@ -25,7 +29,9 @@ class LoadReport:
     counts: collections.Counter = field(default_factory=collections.Counter)
     problems: list[tuple[str, str]] = field(default_factory=list)
     created_schema: bool = False
-    marked_for_reprocess: list[int] = field(default_factory=list)  # replaced documents of processed applications
+    marked_for_reprocess: list[int] = field(
+        default_factory=list
+    )  # replaced documents of processed applications
 
     def skip(self, path: str, category: str, why: str) -> None:
         self.counts[f"skipped: {category}"] += 1
@@ -67,6 +73,7 @@ def id_range(db: Database) -> tuple[int, int]:
     (partition.ID_MIN: the lowest 64-bit id, -2**63, is left out, so 'id > lo - 1' always binds)."""
     from .contract.converters import INT_RANGES
     from .processing.partition import ID_MIN
+
     hi = db.dialect.source_id_max
     lo = max(-hi - 1, ID_MIN)
     members = db.contract.extra.get("members") or [db.contract]
@@ -93,8 +100,13 @@ def document_id(text: str, plan: DocumentPlan) -> int:
 def _existing(db: Database, ids: list[int]) -> set[int]:
     found: set[int] = set()
     for i in range(0, len(ids), 500):
-        part = ids[i:i + 500]
-        found |= {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("source_existing"), {"ids": part}))}
+        part = ids[i : i + 500]
+        found |= {
+            int(r[0])
+            for r in db.with_retry(
+                lambda: db.autocommit_query(db.sql("source_existing"), {"ids": part})
+            )
+        }
     return found
 
 
@@ -104,7 +116,7 @@ def _stored_texts(db: Database, ids: list[int]) -> dict[int, Any]:
     before from a different one."""
     out: dict[int, Any] = {}
     for i in range(0, len(ids), 100):
-        part = ids[i:i + 100]
+        part = ids[i : i + 100]
         out.update((a, x) for a, x, _ in db.with_retry(lambda: db.fetch_documents(part)))
     return out
 
@@ -121,7 +133,9 @@ def _same_text(stored: Any, text: str) -> bool:
     return isinstance(stored, str) and stored.lstrip("\ufeff") == text
 
 
-REPLACE_COMMAND = "load-xml --replace"  # the command key of the reprocess requests a replace records
+REPLACE_COMMAND = (
+    "load-xml --replace"  # the command key of the reprocess requests a replace records
+)
 
 
 def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[int]) -> list[int]:
@@ -140,7 +154,7 @@ def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[in
             ids = sorted(replace_ids)
             marked: list[int] = []
             for i in range(0, len(ids), 500):
-                part = ids[i:i + 500]
+                part = ids[i : i + 500]
                 text, values = db.sql("source_delete").bind({"ids": part})
                 cur.execute(text, values)
                 logged = {int(r[0]) for r in db.query(db.sql("logged_among"), {"ids": part})}
@@ -148,16 +162,26 @@ def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[in
                 marked += sorted(logged - open_)
             if rows:
                 # bound as the source column takes it (Database.source_value: SQL Server varchar -> UTF-8 bytes)
-                cur.executemany(str(insert), [insert.values({"app_id": a, "xml": db.source_value(x)}) for a, x in rows])
+                cur.executemany(
+                    str(insert),
+                    [insert.values({"app_id": a, "xml": db.source_value(x)}) for a, x in rows],
+                )
             if marked:
                 req, now = db.sql("reprocess_insert"), utcnow()
-                cur.executemany(str(req), [req.values({"app_id": a, "now": now, "command": REPLACE_COMMAND}) for a in marked])
+                cur.executemany(
+                    str(req),
+                    [
+                        req.values({"app_id": a, "now": now, "command": REPLACE_COMMAND})
+                        for a in marked
+                    ],
+                )
             cur.close()
             db.commit()
         except BaseException:
             db.rollback()
             raise
         return marked
+
     return list(db.with_retry(tx))
 
 
@@ -167,8 +191,9 @@ class _Candidate:
     app_id: int
 
 
-def _identify(path: Path, plan: DocumentPlan, db: Database, ids: tuple[int, int],
-              rep: LoadReport) -> _Candidate | None:
+def _identify(
+    path: Path, plan: DocumentPlan, db: Database, ids: tuple[int, int], rep: LoadReport
+) -> _Candidate | None:
     """The file's application id, or None after recording why it is skipped (``ids``: id_range)."""
     try:
         raw = path.read_bytes()
@@ -195,9 +220,12 @@ def _identify(path: Path, plan: DocumentPlan, db: Database, ids: tuple[int, int]
             rep.skip(str(path), "no usable Request/@ID", f.reason)
         return None
     if not ids[0] <= app_id <= ids[1]:
-        rep.skip(str(path), "id out of range",
-                 f"Request/@ID {app_id} does not fit the source table's id column ({db.dialect.name}) "
-                 f"or the contract's app_id columns: {ids[0]}..{ids[1]}")
+        rep.skip(
+            str(path),
+            "id out of range",
+            f"Request/@ID {app_id} does not fit the source table's id column ({db.dialect.name}) "
+            f"or the contract's app_id columns: {ids[0]}..{ids[1]}",
+        )
         return None
     return _Candidate(path, app_id)
 
@@ -206,14 +234,20 @@ def ensure_schema(db: Database) -> bool:
     """Create the schema (as init-db does) when tables are missing; True when it created any, so
     load-xml and generate-mock can say so."""
     from .db.migrate import plan as schema_plan
+
     created = any(c.column is None for c in schema_plan(db).additions)
     if created:
         init_db(db)
     return created
 
 
-def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer: Iterable[str] = (),
-               batch: int = 200) -> LoadReport:
+def load_files(
+    db: Database,
+    paths: Iterable[str],
+    replace: bool = False,
+    prefer: Iterable[str] = (),
+    batch: int = 200,
+) -> LoadReport:
     """Load files into the source table. Every per-file problem is a skip with a reason. Two files
     carrying one id: neither is loaded (the conflict names both) unless ``prefer`` names one of
     them. An id already in the table is skipped unless ``replace``. Creates the schema when the
@@ -221,6 +255,7 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
     files = expand_paths(paths)
     rep = LoadReport(created_schema=ensure_schema(db))
     from .contract.compiler import compile_contract
+
     plan = compile_contract(db.contract).document  # once, not per file
     ids = id_range(db)  # likewise: it walks every column of the contract
     by_id: dict[int, list[Path]] = collections.defaultdict(list)
@@ -239,13 +274,20 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
             chosen[app_id] = picks[0]
             for f in found:
                 if f is not picks[0]:
-                    rep.skip(str(f), "id conflict (other file preferred)", f"Request/@ID {app_id} is also in {picks[0]}, "
-                                                                           "which --prefer chose")
+                    rep.skip(
+                        str(f),
+                        "id conflict (other file preferred)",
+                        f"Request/@ID {app_id} is also in {picks[0]}, which --prefer chose",
+                    )
             continue
         listed = ", ".join(map(str, found))
         for f in found:
-            rep.skip(str(f), "id conflict", f"Request/@ID {app_id} is carried by {len(found)} files ({listed}); "
-                                            "none loaded: name the right one with --prefer PATH")
+            rep.skip(
+                str(f),
+                "id conflict",
+                f"Request/@ID {app_id} is carried by {len(found)} files ({listed}); "
+                "none loaded: name the right one with --prefer PATH",
+            )
     pending: list[tuple[int, str]] = []
 
     def flush() -> None:
@@ -260,8 +302,11 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
             if i in same:
                 rep.counts["already loaded (same text)"] += 1
             elif i in exists and not replace:
-                rep.skip(str(chosen[i]), "app_id already present",
-                         f"app_id {i} is already in the source table with another text (--replace to overwrite)")
+                rep.skip(
+                    str(chosen[i]),
+                    "app_id already present",
+                    f"app_id {i} is already in the source table with another text (--replace to overwrite)",
+                )
             elif i in exists:
                 rep.counts["replaced"] += 1
         rep.marked_for_reprocess += _write_source(db, keep, (exists - same) if replace else set())
@@ -272,7 +317,9 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
         try:
             text = decode_source(chosen[app_id].read_bytes())
         except (OSError, DocumentFailure) as exc:
-            rep.skip(str(chosen[app_id]), "unreadable", f"changed or unreadable since it was read: {exc}")
+            rep.skip(
+                str(chosen[app_id]), "unreadable", f"changed or unreadable since it was read: {exc}"
+            )
             continue
         pending.append((app_id, text))
         if len(pending) >= batch:
@@ -281,13 +328,22 @@ def load_files(db: Database, paths: Iterable[str], replace: bool = False, prefer
     return rep
 
 
-def generate_into_db(db: Database, count: int, seed: int, faulty_share: float, start_id: int, batch: int = 200,
-                     generator: Any = None) -> dict:
+def generate_into_db(
+    db: Database,
+    count: int,
+    seed: int,
+    faulty_share: float,
+    start_id: int,
+    batch: int = 200,
+    generator: Any = None,
+) -> dict:
     """``generator``: anything with ``documents(start, count)`` (mock_rl.generator_for: rl, mixed)."""
     lo, hi = id_range(db)
     if count > 0 and not (lo <= start_id and start_id + count - 1 <= hi):
-        raise ConfigError(f"--start-id {start_id} with --count {count} gives ids {start_id}..{start_id + count - 1}; "
-                          f"the source table's id column ({db.dialect.name}) and the contract's app_id columns hold {lo}..{hi}")
+        raise ConfigError(
+            f"--start-id {start_id} with --count {count} gives ids {start_id}..{start_id + count - 1}; "
+            f"the source table's id column ({db.dialect.name}) and the contract's app_id columns hold {lo}..{hi}"
+        )
     created = ensure_schema(db)
     if not created:
         init_db(db)  # as always: an existing schema gets what it lacks (columns, enum rows)
@@ -310,13 +366,20 @@ def generate_into_db(db: Database, count: int, seed: int, faulty_share: float, s
             rows.append((d.row_app_id, d.text))
         _write_source(db, rows, set())
         written += len(rows)
-    return {"written": written, "skipped": skipped, "seconds": time.perf_counter() - t0,
-            "median_kb": statistics.median(sizes) / 1024 if sizes else 0, "faulty": sum(faults.values()),
-            "faults": dict(sorted(faults.items())), "created_schema": created}
+    return {
+        "written": written,
+        "skipped": skipped,
+        "seconds": time.perf_counter() - t0,
+        "median_kb": statistics.median(sizes) / 1024 if sizes else 0,
+        "faulty": sum(faults.values()),
+        "faults": dict(sorted(faults.items())),
+        "created_schema": created,
+    }
 
 
-def generate_into_folder(out_dir: str, count: int, seed: int, faulty_share: float, start_id: int,
-                         generator: Any = None) -> dict:
+def generate_into_folder(
+    out_dir: str, count: int, seed: int, faulty_share: float, start_id: int, generator: Any = None
+) -> dict:
     gen = generator or MockGenerator(seed=seed, faulty_share=faulty_share)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -333,6 +396,11 @@ def generate_into_folder(out_dir: str, count: int, seed: int, faulty_share: floa
                 pass
         sizes.append(len(data))
         (Path(out_dir) / f"app-{d.app_id}.xml").write_bytes(data)
-    return {"written": count, "skipped": 0, "seconds": time.perf_counter() - t0,
-            "median_kb": statistics.median(sizes) / 1024 if sizes else 0, "faulty": sum(faults.values()),
-            "faults": dict(sorted(faults.items()))}
+    return {
+        "written": count,
+        "skipped": 0,
+        "seconds": time.perf_counter() - t0,
+        "median_kb": statistics.median(sizes) / 1024 if sizes else 0,
+        "faulty": sum(faults.values()),
+        "faults": dict(sorted(faults.items())),
+    }

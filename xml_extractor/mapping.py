@@ -3,14 +3,23 @@
 No database access. Returns the rows per table (tuples in the table's stored-column order, ready
 to bind) and the data-quality events; or raises a typed :class:`DocumentFailure`.
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract.compiler import (ColumnPlan, DocContext, GeneratorPlan, MappingPlan, Scope, TablePlan, generator_paths,
-                                select_elements)
+from .contract.compiler import (
+    ColumnPlan,
+    DocContext,
+    GeneratorPlan,
+    MappingPlan,
+    Scope,
+    TablePlan,
+    generator_paths,
+    select_elements,
+)
 from .contract.converters import BadValue, Rounded, cut_utf16, utf16_length
 from .errors import DocumentFailure, MapFailure, ValidateFailure
 from .parsing import DocumentPlan, decode_source, decode_tail, parse_app_id, parse_document
@@ -69,15 +78,32 @@ def locate(el: Any) -> str:
 def fit_locator(loc: str) -> str:
     """A locator that fits its column: the end of the path (the element itself) is kept,
     the beginning cut to '…'."""
-    if len(loc) * 2 <= LOCATOR_LIMIT or (len(loc) <= LOCATOR_LIMIT and (loc.isascii() or utf16_length(loc) <= LOCATOR_LIMIT)):
+    if len(loc) * 2 <= LOCATOR_LIMIT or (
+        len(loc) <= LOCATOR_LIMIT and (loc.isascii() or utf16_length(loc) <= LOCATOR_LIMIT)
+    ):
         return loc
     return "…" + cut_utf16(loc[::-1], LOCATOR_LIMIT - 1)[::-1]
 
 
-def _event(doc: DocContext, table: str, column: str | None, kind: str, raw: Any, reason: str,
-           element: Any = None) -> None:
-    doc.events.append((table, column, kind, _raw_for_event(raw), reason,
-                       locate(element) if element is not None else None))
+def _event(
+    doc: DocContext,
+    table: str,
+    column: str | None,
+    kind: str,
+    raw: Any,
+    reason: str,
+    element: Any = None,
+) -> None:
+    doc.events.append(
+        (
+            table,
+            column,
+            kind,
+            _raw_for_event(raw),
+            reason,
+            locate(element) if element is not None else None,
+        )
+    )
 
 
 def _text_value(col: ColumnPlan, raw: str, scope: Scope, table: str) -> Any:
@@ -100,7 +126,9 @@ def _convert(col: ColumnPlan, fn: Any, value: Any, raw: Any, scope: Scope, table
     except Rounded as r:
         if scope.doc.observe is not None:
             scope.doc.observe(table, col.name, raw, r, scope)
-        _event(scope.doc, table, col.name, "value_rounded", raw, _named(scope, r.reason), scope.element)
+        _event(
+            scope.doc, table, col.name, "value_rounded", raw, _named(scope, r.reason), scope.element
+        )
         return r.value
     except BadValue as b:
         if scope.doc.observe is not None:
@@ -139,8 +167,15 @@ def _fallback_value(col: ColumnPlan, scope: Scope, row: dict, table: str) -> Any
             value = _convert(col, col.convert, raw, raw, scope, table)
         if value is not None:
             if col.fallback_event:
-                _event(scope.doc, table, col.name, "fallback_applied", raw,
-                       f"no usable value from {col.source_label}; {label} used", scope.element)
+                _event(
+                    scope.doc,
+                    table,
+                    col.name,
+                    "fallback_applied",
+                    raw,
+                    f"no usable value from {col.source_label}; {label} used",
+                    scope.element,
+                )
             return value
     return None
 
@@ -157,9 +192,18 @@ def _other_places(col: ColumnPlan, scope: Scope, row: dict, table: str, used: An
         except (BadValue, Rounded):
             other = None
         if other != used:
-            _event(scope.doc, table, col.name, "value_conflict", raw,
-                   _named(scope, f"{label} differs from {col.source_label}, whose value is stored; not stored"),
-                   scope.element)
+            _event(
+                scope.doc,
+                table,
+                col.name,
+                "value_conflict",
+                raw,
+                _named(
+                    scope,
+                    f"{label} differs from {col.source_label}, whose value is stored; not stored",
+                ),
+                scope.element,
+            )
 
 
 def _invalid(col: ColumnPlan, scope: Scope, table: str, raw: Any, bad: BadValue) -> Any:
@@ -172,7 +216,15 @@ def _invalid(col: ColumnPlan, scope: Scope, table: str, raw: Any, bad: BadValue)
         _event(doc, table, col.name, "value_truncated", raw, f"{reason}; truncated", el)
         return bad.fixed
     if policy == "default" and col.default is not None:
-        _event(doc, table, col.name, "default_applied", raw, f"{reason}; default {col.default} used", el)
+        _event(
+            doc,
+            table,
+            col.name,
+            "default_applied",
+            raw,
+            f"{reason}; default {col.default} used",
+            el,
+        )
         return col.default
     _event(doc, table, col.name, bad.kind, raw, f"{reason}; stored NULL", el)
     if not col.nullable:
@@ -182,12 +234,22 @@ def _invalid(col: ColumnPlan, scope: Scope, table: str, raw: Any, bad: BadValue)
 
 def _missing(col: ColumnPlan, scope: Scope, table: str) -> Any:
     if col.on_missing == "default" and col.default is not None:
-        _event(scope.doc, table, col.name, "default_applied", None,
-               f"no usable value for NOT NULL column; default {col.default} used", scope.element)
+        _event(
+            scope.doc,
+            table,
+            col.name,
+            "default_applied",
+            None,
+            f"no usable value for NOT NULL column; default {col.default} used",
+            scope.element,
+        )
         return col.default
     if col.on_missing == "null":
         return None  # a required key: the row is dropped by the generator with its own event
-    raise MapFailure(f"{table}.{col.name} is NOT NULL and the document has no usable value for it", "MissingValue")
+    raise MapFailure(
+        f"{table}.{col.name} is NOT NULL and the document has no usable value for it",
+        "MissingValue",
+    )
 
 
 def _build_row(gen: GeneratorPlan, scope: Scope) -> dict:
@@ -210,18 +272,20 @@ def _build_row(gen: GeneratorPlan, scope: Scope) -> dict:
 
 
 def _all_empty(attrs: dict, except_: frozenset[str]) -> bool:
-    for k, v in attrs.items():
-        if k not in except_ and v and v.strip():
-            return False
-    return True
+    return all(not (k not in except_ and v and v.strip()) for k, v in attrs.items())
 
 
-def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
-                   kept: dict[str, list[tuple[dict, Any]]]) -> list[tuple[dict, Any, int, int]]:
+def _run_generator(
+    gen: GeneratorPlan, doc: DocContext, record: Any, kept: dict[str, list[tuple[dict, Any]]]
+) -> list[tuple[dict, Any, int, int]]:
     """-> [(row values, element, priority, position)] before dedup."""
     out: list[tuple[dict, Any, int, int]] = []
     if gen.unpivot_of is not None:
-        for el in [e for ps in generator_paths(gen) for e in select_elements(record, ps.steps, doc.attrs_of)]:
+        for el in [
+            e
+            for ps in generator_paths(gen)
+            for e in select_elements(record, ps.steps, doc.attrs_of)
+        ]:
             scope = Scope(doc, el)
             attrs = scope.attrs
             for name, label in zip(gen.unpivot_names, gen.unpivot_labels):
@@ -247,9 +311,16 @@ def _run_generator(gen: GeneratorPlan, doc: DocContext, record: Any,
             if gen.allowed_attr is not None:
                 code = (attrs.get(gen.allowed_attr) or "").strip().upper()
                 if code not in gen.allowed_values:
-                    _event(doc, gen.table, gen.allowed_attr, "row_dropped", attrs.get(gen.allowed_attr),
-                           f"{gen.drop_label} dropped: {gen.allowed_attr} {code!r} is not one of "
-                           f"{', '.join(gen.allowed_values)}", el)
+                    _event(
+                        doc,
+                        gen.table,
+                        gen.allowed_attr,
+                        "row_dropped",
+                        attrs.get(gen.allowed_attr),
+                        f"{gen.drop_label} dropped: {gen.allowed_attr} {code!r} is not one of "
+                        f"{', '.join(gen.allowed_values)}",
+                        el,
+                    )
                     continue
                 priority = gen.allowed_values.index(code)
             if gen.empty_except is not None and _all_empty(attrs, gen.empty_except):
@@ -275,8 +346,10 @@ def _elements(gen: GeneratorPlan, base: Any, doc: DocContext) -> list:
 
 def _blank(gen: GeneratorPlan, attrs: dict) -> bool:
     """drop_when_blank: every listed attribute absent or blank (and the where-rule's code matches)."""
-    if gen.blank_where_attr is not None and \
-            (attrs.get(gen.blank_where_attr) or "").strip().upper() not in gen.blank_where_values:
+    if (
+        gen.blank_where_attr is not None
+        and (attrs.get(gen.blank_where_attr) or "").strip().upper() not in gen.blank_where_values
+    ):
         return False
     return not any((attrs.get(a) or "").strip() for a in gen.blank_attrs)
 
@@ -285,26 +358,46 @@ def _drop_blank(gen: GeneratorPlan, doc: DocContext, row: dict, attrs: dict, el:
     """The event of a blank element: which one (its key values), why, and what lay under it."""
     ident = " ".join(f"{k} {row[k]}" for k in gen.required if row.get(k) is not None)
     what = f"{gen.drop_label} {ident}".rstrip()
-    cond = (f" ({gen.blank_where_attr} {(attrs.get(gen.blank_where_attr) or '').strip()})"
-            if gen.blank_where_attr is not None else "")
-    under = [f"{len(found)} {ps.steps[-1].tag}" for ps in gen.child_paths
-             for found in [select_elements(el, ps.steps, doc.attrs_of)] if found]
-    _event(doc, gen.table, ",".join(gen.blank_attrs), "row_dropped", ident or None,
-           f"{what} dropped: {', '.join(gen.blank_attrs)} empty{cond}, not a real {gen.drop_label}"
-           + (f"; with it {', '.join(under)} not mapped" if under else ""), el)
+    cond = (
+        f" ({gen.blank_where_attr} {(attrs.get(gen.blank_where_attr) or '').strip()})"
+        if gen.blank_where_attr is not None
+        else ""
+    )
+    under = [
+        f"{len(found)} {ps.steps[-1].tag}"
+        for ps in gen.child_paths
+        for found in [select_elements(el, ps.steps, doc.attrs_of)]
+        if found
+    ]
+    _event(
+        doc,
+        gen.table,
+        ",".join(gen.blank_attrs),
+        "row_dropped",
+        ident or None,
+        f"{what} dropped: {', '.join(gen.blank_attrs)} empty{cond}, not a real {gen.drop_label}"
+        + (f"; with it {', '.join(under)} not mapped" if under else ""),
+        el,
+    )
 
 
-def _run_groups(gen: GeneratorPlan, doc: DocContext, record: Any) -> list[tuple[dict, Any, int, int]]:
+def _run_groups(
+    gen: GeneratorPlan, doc: DocContext, record: Any
+) -> list[tuple[dict, Any, int, int]]:
     """A ``groups`` generator: each attribute group of each element (``item1_*``..``item4_*``, the
     fields of one product type) with a non-empty ``present_if`` field (default: any field) is a row."""
     out: list[tuple[dict, Any, int, int]] = []
     assert gen.groups_of is not None
-    for el in [e for ps in generator_paths(gen) for e in select_elements(record, ps.steps, doc.attrs_of)]:
+    for el in [
+        e for ps in generator_paths(gen) for e in select_elements(record, ps.steps, doc.attrs_of)
+    ]:
         scope = Scope(doc, el)
         attrs = scope.attrs
         for group in gen.groups:
             fields = gen.present_if or tuple(group.fields)
-            if not any((attrs.get(group.fields[f]) or "").strip() for f in fields if f in group.fields):
+            if not any(
+                (attrs.get(group.fields[f]) or "").strip() for f in fields if f in group.fields
+            ):
                 continue  # nothing of this group is there: no row, nothing lost
             scope.group = group
             scope.unpivot_name = f"group {group.key}"  # events name the group they come from
@@ -314,13 +407,20 @@ def _run_groups(gen: GeneratorPlan, doc: DocContext, record: Any) -> list[tuple[
     return out
 
 
-def _keep(gen: GeneratorPlan, doc: DocContext, row: dict, raw: Any, el: Any, attribute: str | None = None) -> bool:
+def _keep(
+    gen: GeneratorPlan, doc: DocContext, row: dict, raw: Any, el: Any, attribute: str | None = None
+) -> bool:
     """A row without a required value is dropped with an event naming the attribute (for an
     unpivoted row, the attribute it came from: 'score DIE_Plus_Score dropped: ...')."""
     for r in gen.required:
         if row.get(r) is None:
-            if attribute is None:  # an element's row: named by its other required values ('score V4 dropped')
-                attribute = " ".join(str(row[k]) for k in gen.required if k != r and row.get(k) is not None) or None
+            if (
+                attribute is None
+            ):  # an element's row: named by its other required values ('score V4 dropped')
+                attribute = (
+                    " ".join(str(row[k]) for k in gen.required if k != r and row.get(k) is not None)
+                    or None
+                )
             what = f"{gen.drop_label} {attribute}" if attribute else gen.drop_label
             _event(doc, gen.table, r, "row_dropped", raw, f"{what} dropped: no usable {r}", el)
             return False
@@ -330,12 +430,18 @@ def _keep(gen: GeneratorPlan, doc: DocContext, row: dict, raw: Any, el: Any, att
 def _lost_values(loser: dict, winner: dict, key: tuple[str, ...]) -> str:
     """What a row that loses a key clash held and the winner does not ('; not kept: score=45.31'):
     a duplicate_key event carries the values it drops, so a reconciliation can find them."""
-    lost = [f"{k}={v}" for k, v in loser.items() if k not in key and v is not None and winner.get(k) != v]
+    lost = [
+        f"{k}={v}"
+        for k, v in loser.items()
+        if k not in key and v is not None and winner.get(k) != v
+    ]
     text = ", ".join(lost)
     return f"; not kept: {text[:RAW_VALUE_LIMIT]}" if lost else "; nothing else differs"
 
 
-def _dedup(gen: GeneratorPlan, doc: DocContext, cands: list[tuple[dict, Any, int, int]]) -> list[tuple[dict, Any, int, int]]:
+def _dedup(
+    gen: GeneratorPlan, doc: DocContext, cands: list[tuple[dict, Any, int, int]]
+) -> list[tuple[dict, Any, int, int]]:
     winners: dict[tuple, tuple[dict, Any, int, int]] = {}
     for cand in cands:
         key = tuple(cand[0].get(k) for k in gen.dedup_key)
@@ -349,10 +455,17 @@ def _dedup(gen: GeneratorPlan, doc: DocContext, cands: list[tuple[dict, Any, int
         else:
             loser, winner = prev, cand
         winners[key] = winner
-        _event(doc, gen.table, ",".join(gen.dedup_key), "duplicate_key", "|".join(map(str, key)),
-               f"{gen.drop_label} dropped: another element has the same {', '.join(gen.dedup_key)} "
-               f"{', '.join(map(str, key))} and takes precedence"
-               + _lost_values(loser[0], winner[0], gen.dedup_key), loser[1])
+        _event(
+            doc,
+            gen.table,
+            ",".join(gen.dedup_key),
+            "duplicate_key",
+            "|".join(map(str, key)),
+            f"{gen.drop_label} dropped: another element has the same {', '.join(gen.dedup_key)} "
+            f"{', '.join(map(str, key))} and takes precedence"
+            + _lost_values(loser[0], winner[0], gen.dedup_key),
+            loser[1],
+        )
     return sorted(winners.values(), key=lambda c: c[3])
 
 
@@ -370,9 +483,15 @@ def _map_table(tp: TablePlan, doc: DocContext, record: Any, kept: dict) -> list[
         for row, el in rows:
             key = tuple(row.get(k) for k in tp.primary_key)
             if key in seen:
-                _event(doc, tp.name, ",".join(tp.primary_key), "duplicate_key", "|".join(map(str, key)),
-                       f"{tp.name}: a later source has the same key and takes precedence"
-                       + _lost_values(out[seen[key]][0], row, tuple(tp.primary_key)))
+                _event(
+                    doc,
+                    tp.name,
+                    ",".join(tp.primary_key),
+                    "duplicate_key",
+                    "|".join(map(str, key)),
+                    f"{tp.name}: a later source has the same key and takes precedence"
+                    + _lost_values(out[seen[key]][0], row, tuple(tp.primary_key)),
+                )
                 out[seen[key]] = (row, el)
             else:
                 seen[key] = len(out)
@@ -381,7 +500,9 @@ def _map_table(tp: TablePlan, doc: DocContext, record: Any, kept: dict) -> list[
     return rows
 
 
-def map_record(plan: MappingPlan, record: Any, app_id: int, observe: Any = None) -> MappedApplication:
+def map_record(
+    plan: MappingPlan, record: Any, app_id: int, observe: Any = None
+) -> MappedApplication:
     """``observe`` (profile's hook) sees every value a converter refused or rounded."""
     doc = DocContext(app_id, plan.case_insensitive, observe)
     kept: dict[str, list[tuple[dict, Any]]] = doc.kept
@@ -413,10 +534,14 @@ def _unmapped_records(plan: MappingPlan, doc: DocContext, record: Any) -> None:
         return
     read: set = set()
     elements_of: dict[str, list] = {}
-    for tp in plan.tables:  # every element a generator reads, kept or not (a dropped one has its event)
+    for (
+        tp
+    ) in plan.tables:  # every element a generator reads, kept or not (a dropped one has its event)
         mine = elements_of.setdefault(tp.name, [])
         for gen in tp.generators:
-            bases = elements_of.get(gen.parent_table, []) if gen.parent_table is not None else [record]
+            bases = (
+                elements_of.get(gen.parent_table, []) if gen.parent_table is not None else [record]
+            )
             for base in bases:
                 for ps in generator_paths(gen):
                     mine += select_elements(base, ps.steps, doc.attrs_of)
@@ -433,13 +558,25 @@ def _unmapped_records(plan: MappingPlan, doc: DocContext, record: Any) -> None:
         flagged.add(el)
         k = kinds[el.tag]
         attrs = " ".join(f'{a}="{v}"' for a, v in el.attrib.items() if v.strip())
-        _event(doc, k.table, None, "unmapped_record", attrs or None,
-               f"{el.tag} where the contract does not read it (it reads {el.tag} at: {'; '.join(k.places)}); "
-               "not mapped", el)
+        _event(
+            doc,
+            k.table,
+            None,
+            "unmapped_record",
+            attrs or None,
+            f"{el.tag} where the contract does not read it (it reads {el.tag} at: {'; '.join(k.places)}); "
+            "not mapped",
+            el,
+        )
 
 
-def parse_checked(document: DocumentPlan, source: Any, expected_app_id: int | None = None,
-                  min_length: int = 1, tail: Any = None) -> tuple[Any, int]:
+def parse_checked(
+    document: DocumentPlan,
+    source: Any,
+    expected_app_id: int | None = None,
+    min_length: int = 1,
+    tail: Any = None,
+) -> tuple[Any, int]:
     """Decode, parse (scoped, safely) and read the document's ID, checked against the row's:
     (parsed document, app_id). What map_document and profile do before mapping."""
     text = decode_source(source, min_length)
@@ -450,12 +587,19 @@ def parse_checked(document: DocumentPlan, source: Any, expected_app_id: int | No
     if expected_app_id is not None and app_id != expected_app_id:
         raise ValidateFailure(
             f"the document's /{document.root}/{'/'.join(document.id_steps)}/@{document.id_attribute} "
-            f"is {app_id} but the row's app_id is {expected_app_id}", "IdMismatch")
+            f"is {app_id} but the row's app_id is {expected_app_id}",
+            "IdMismatch",
+        )
     return parsed, app_id
 
 
-def map_document(plan: MappingPlan, source: Any, expected_app_id: int | None = None,
-                 min_length: int = 1, tail: Any = None) -> MappedApplication:
+def map_document(
+    plan: MappingPlan,
+    source: Any,
+    expected_app_id: int | None = None,
+    min_length: int = 1,
+    tail: Any = None,
+) -> MappedApplication:
     """Decode, parse (scoped, safely), validate the ID and map. Raises DocumentFailure subclasses
     (and NeedFullDocument when given only a document's head and tail that do not settle it)."""
     t0 = time.perf_counter()
@@ -467,6 +611,7 @@ def map_document(plan: MappingPlan, source: Any, expected_app_id: int | None = N
     try:
         if routes:  # a contract set: the member whose record the document has (contract_set.py)
             from .contract.contract_set import map_routed
+
             result = map_routed(routes, parsed.record, app_id)
         else:
             result = map_record(plan, parsed.record, app_id)

@@ -2,12 +2,14 @@
 application accounted for, what did we lose. Pure queries returning plain data; cli/operate.py formats.
 Every query is indexed where it runs on the log (processing_log has (app_id, attempt),
 (status, stage), (session_id, logged_at) and (logged_at) indexes)."""
+
 from __future__ import annotations
 
 import datetime as _dt
 import re
 from collections import defaultdict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .db.checks import count_and_sample, default_rows, sparse_rows
 from .db.database import Database, Params
@@ -17,7 +19,9 @@ from .progress import eta_minutes, observe, rate_per_minute
 
 
 def _q(db: Database, sql: str, params: Params = ()) -> list[tuple]:
-    return db.with_retry(lambda: db.autocommit_query(sql, params if isinstance(params, Mapping) else list(params)))
+    return db.with_retry(
+        lambda: db.autocommit_query(sql, params if isinstance(params, Mapping) else list(params))
+    )
 
 
 NOT_ROUTED = "(not routed)"  # a failure before a contract set routed the document: no contract_name
@@ -32,7 +36,9 @@ def contract_label(name: str | None) -> str:
 def failed_rows(db: Database, stage: str | None = None, contract: str | None = None) -> list[tuple]:
     """(app_id, attempt, stage, error_class, reason, logged_at, contract) of every such failed
     attempt, optionally of one contract (its name, or NOT_ROUTED)."""
-    rows = [(*r[:6], contract_label(r[6])) for r in _q(db, db.sql("ops_failed_rows"), {"stage": stage})]
+    rows = [
+        (*r[:6], contract_label(r[6])) for r in _q(db, db.sql("ops_failed_rows"), {"stage": stage})
+    ]
     return rows if contract is None else [r for r in rows if r[6] == contract]
 
 
@@ -53,17 +59,30 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
     # per instance/session: the run_progress rows the workers keep (a handful of rows), plus the
     # log rows of the last few minutes (a short range of the logged_at index) for the current rate
     sessions = _q(db, db.sql("ops_sessions"), {"since": since})
-    window = {sid: (int(c), _ts(lo), _ts(hi)) for sid, c, lo, hi in _q(db, db.sql("ops_results_since"), {"since": recent})}
+    window = {
+        sid: (int(c), _ts(lo), _ts(hi))
+        for sid, c, lo, hi in _q(db, db.sql("ops_results_since"), {"since": recent})
+    }
     sess = []
     for sid, inst, cnt, total, ok, bad, first, last in sessions:
         first, last = _ts(first), _ts(last)
         rec, lo, hi = window.get(sid, (0, None, None))
         seen = observe(rec, lo, hi, now, last)
-        sess.append({"session": sid[:12], "instance": f"{inst}/{cnt}", "processed": int(total), "success": int(ok),
-                     "failed": int(bad), "rate_per_min": seen.rate_per_min,
-                     "avg_rate_per_min": round(rate_per_minute(int(total), first, last), 1), "first": first,
-                     "last_activity": last, "running": seen.running,
-                     "idle_s": round((now - last).total_seconds()) if last else None})
+        sess.append(
+            {
+                "session": sid[:12],
+                "instance": f"{inst}/{cnt}",
+                "processed": int(total),
+                "success": int(ok),
+                "failed": int(bad),
+                "rate_per_min": seen.rate_per_min,
+                "avg_rate_per_min": round(rate_per_minute(int(total), first, last), 1),
+                "first": first,
+                "last_activity": last,
+                "running": seen.running,
+                "idle_s": round((now - last).total_seconds()) if last else None,
+            }
+        )
     total_recent = sum(c for c, _, _ in window.values())
     first_seen = min((lo for _, lo, _ in window.values() if lo), default=None)
     last_seen = max((hi for _, _, hi in window.values() if hi), default=None)
@@ -72,14 +91,27 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
     eta = eta_minutes(pending, seen.rate_per_min, seen.running)
     # final failures only (an application that later succeeded is not a failure any more)
     by_stage = _q(db, db.sql("ops_failures_by_stage"), {})
-    return {"by_contract": by_contract(db, versions), "source_rows": int(source), "success": int(success), "failed": int(failed), "pending": pending,
-            "done_pct": round(100.0 * (int(success) + int(failed)) / max(1, int(source)), 2),
-            "reprocess_requested": requested, "contract_versions": versions,
-            "rate_per_min_recent": seen.rate_per_min, "rate_window_s": round((
-                (now if seen.running else last_seen) - first_seen).total_seconds(), 1) if first_seen and last_seen else 0.0,
-            "running": seen.running, "idle_since": seen.idle_since,
-            "eta_minutes": None if eta is None else round(eta, 1), "sessions": sess,
-            "failures": [{"stage": s, "error_class": e, "count": int(c)} for s, e, c in by_stage]}
+    return {
+        "by_contract": by_contract(db, versions),
+        "source_rows": int(source),
+        "success": int(success),
+        "failed": int(failed),
+        "pending": pending,
+        "done_pct": round(100.0 * (int(success) + int(failed)) / max(1, int(source)), 2),
+        "reprocess_requested": requested,
+        "contract_versions": versions,
+        "rate_per_min_recent": seen.rate_per_min,
+        "rate_window_s": round(
+            ((now if seen.running else last_seen) - first_seen).total_seconds(), 1
+        )
+        if first_seen and last_seen
+        else 0.0,
+        "running": seen.running,
+        "idle_since": seen.idle_since,
+        "eta_minutes": None if eta is None else round(eta, 1),
+        "sessions": sess,
+        "failures": [{"stage": s, "error_class": e, "count": int(c)} for s, e, c in by_stage],
+    }
 
 
 def _ts(v: Any) -> _dt.datetime | None:
@@ -98,20 +130,34 @@ def reason_class(reason: str | None) -> str:
     return _NUM.sub("N", r)[:160]
 
 
-def failures(db: Database, stage: str | None = None, sample: int = 5, limit_rows: int = 200_000,
-             contract: str | None = None) -> list[dict]:
+def failures(
+    db: Database,
+    stage: str | None = None,
+    sample: int = 5,
+    limit_rows: int = 200_000,
+    contract: str | None = None,
+) -> list[dict]:
     """Final failures grouped by contract (the one the last attempt reached), stage, class and
     reason with its numbers masked; optionally of one stage and one contract."""
     latest: dict[int, tuple] = {}
-    for app_id, attempt, st, ec, reason, _, name in failed_rows(db, stage, contract)[:limit_rows]:
+    for app_id, _attempt, st, ec, reason, _, name in failed_rows(db, stage, contract)[:limit_rows]:
         latest[app_id] = (name, st, ec, reason)  # rows come in attempt order: the last one stays
     groups: dict[tuple, list] = defaultdict(list)
     for app_id, (name, st, ec, reason) in latest.items():
         groups[(name, st, ec, reason_class(reason))].append((app_id, reason))
     out = []
     for (name, st, ec, rc), items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        out.append({"contract": name, "stage": st, "error_class": ec, "reason": items[0][1], "reason_class": rc,
-                    "count": len(items), "sample_app_ids": [a for a, _ in sorted(items)[:sample]]})
+        out.append(
+            {
+                "contract": name,
+                "stage": st,
+                "error_class": ec,
+                "reason": items[0][1],
+                "reason_class": rc,
+                "count": len(items),
+                "sample_app_ids": [a for a, _ in sorted(items)[:sample]],
+            }
+        )
     return out
 
 
@@ -119,22 +165,49 @@ def history(db: Database, app_id: int) -> dict:
     attempts = _q(db, db.sql("ops_history_attempts"), {"app_id": app_id})
     events = _q(db, db.sql("ops_history_events"), {"app_id": app_id})
     in_source = _q(db, db.sql("ops_in_source"), {"app_id": app_id})[0][0]
-    cols = ("attempt", "status", "stage", "error_class", "reason", "session", "instance", "contract", "logged_at",
-            "replaced_at")
-    return {"app_id": app_id, "in_source": bool(in_source), "attempts": [dict(zip(cols, a)) for a in attempts],
-            "events": [dict(zip(("table", "column", "event_type", "raw_value", "reason", "locator"), e)) for e in events]}
+    cols = (
+        "attempt",
+        "status",
+        "stage",
+        "error_class",
+        "reason",
+        "session",
+        "instance",
+        "contract",
+        "logged_at",
+        "replaced_at",
+    )
+    return {
+        "app_id": app_id,
+        "in_source": bool(in_source),
+        "attempts": [dict(zip(cols, a)) for a in attempts],
+        "events": [
+            dict(zip(("table", "column", "event_type", "raw_value", "reason", "locator"), e))
+            for e in events
+        ],
+    }
 
 
 def source_existing(db: Database, app_ids: list[int] | None) -> set[int]:
     """Which of these application ids the source table holds (reprocess names the others)."""
     ids: set[int] = set()
     for part in _parts(sorted(set(app_ids or []))):
-        ids |= {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("source_existing"), {"ids": part}))}
+        ids |= {
+            int(r[0])
+            for r in db.with_retry(
+                lambda: db.autocommit_query(db.sql("source_existing"), {"ids": part})
+            )
+        }
     return ids
 
 
-def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, since: _dt.datetime | None,
-                         gone: set[int] | None = None) -> list[int]:
+def select_for_reprocess(
+    db: Database,
+    app_ids: list[int] | None,
+    failed: bool,
+    since: _dt.datetime | None,
+    gone: set[int] | None = None,
+) -> list[int]:
     """The union of the selectors: the named ids the source table holds, --failed, --since. Only
     applications the source table holds (no run could select the others, so their requests could
     never be consumed); the logged ones it lacks are added to ``gone`` for the command to name."""
@@ -152,7 +225,7 @@ def select_for_reprocess(db: Database, app_ids: list[int] | None, failed: bool, 
 
 
 def _parts(ids: list[int], size: int = 500) -> list[list[int]]:
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def by_contract(db: Database, versions: list[dict] | None = None) -> list[dict]:
@@ -162,7 +235,9 @@ def by_contract(db: Database, versions: list[dict] | None = None) -> list[dict]:
         return []
     out: dict[str, dict] = {}
     for name, st, n in _q(db, db.sql("ops_by_contract"), {}):
-        out.setdefault(str(name), {"contract": str(name), "success": 0, "failed": 0})[str(st)] = int(n)
+        out.setdefault(str(name), {"contract": str(name), "success": 0, "failed": 0})[str(st)] = (
+            int(n)
+        )
     return list(out.values())
 
 
@@ -175,7 +250,10 @@ def contract_versions(db: Database, attempted: int | None = None) -> list[dict]:
         return [{"contract_version": names[0], "applications": int(attempted)}]
     if not names:
         return []
-    return [{"contract_version": str(v), "applications": int(a)} for v, a in _q(db, db.sql("contract_versions"))]
+    return [
+        {"contract_version": str(v), "applications": int(a)}
+        for v, a in _q(db, db.sql("contract_versions"))
+    ]
 
 
 def reconcile(db: Database) -> dict:
@@ -195,45 +273,109 @@ def reconcile(db: Database) -> dict:
     base = c.tables[0]
     found: dict[str, dict] = {}
 
-    def run(key: str, label: str, name: str, inconsistency: bool = True, gap: str = "",
-            derived: int | None = None, note: str = "", **identifiers: str) -> int:
+    def run(
+        key: str,
+        label: str,
+        name: str,
+        inconsistency: bool = True,
+        gap: str = "",
+        derived: int | None = None,
+        note: str = "",
+        **identifiers: str,
+    ) -> int:
         if derived == 0:
-            found[key] = {"check": label, "count": 0, "sample_app_ids": [], "inconsistency": inconsistency,
-                          "gap": gap if inconsistency else "", "note": note}
+            found[key] = {
+                "check": label,
+                "count": 0,
+                "sample_app_ids": [],
+                "inconsistency": inconsistency,
+                "gap": gap if inconsistency else "",
+                "note": note,
+            }
             return 0
         count, sample = count_and_sample(db, name, identifiers)
-        found[key] = {"check": label, "count": count, "sample_app_ids": sample, "inconsistency": inconsistency,
-                      "gap": gap if inconsistency else ""}
+        found[key] = {
+            "check": label,
+            "count": count,
+            "sample_app_ids": sample,
+            "inconsistency": inconsistency,
+            "gap": gap if inconsistency else "",
+        }
         return count
 
-    base_orphans = run(f"orphans:{base.name}", f"{base.name} rows without a success row", "reconcile_rows_without_success",
-                       gap="orphan rows", table=db.table(base.name), app_col=q(base.app_id_column))
+    base_orphans = run(
+        f"orphans:{base.name}",
+        f"{base.name} rows without a success row",
+        "reconcile_rows_without_success",
+        gap="orphan rows",
+        table=db.table(base.name),
+        app_col=q(base.app_id_column),
+    )
     for t in c.tables[1:]:
-        by_fk = any(fk.references == base.name and tuple(fk.columns) == (t.app_id_column,) for fk in t.foreign_keys)
-        run(f"orphans:{t.name}", f"{t.name} rows without a success row", "reconcile_rows_without_success",
-            gap="orphan rows", derived=0 if by_fk and not base_orphans else None,
-            note=f"none: its {t.app_id_column} is a foreign key to {base.name}", table=db.table(t.name),
-            app_col=q(t.app_id_column))
-    multiple = run("multiple", "applications with more than one success row", "reconcile_multiple_success", gap="duplicate")
+        by_fk = any(
+            fk.references == base.name and tuple(fk.columns) == (t.app_id_column,)
+            for fk in t.foreign_keys
+        )
+        run(
+            f"orphans:{t.name}",
+            f"{t.name} rows without a success row",
+            "reconcile_rows_without_success",
+            gap="orphan rows",
+            derived=0 if by_fk and not base_orphans else None,
+            note=f"none: its {t.app_id_column} is a foreign key to {base.name}",
+            table=db.table(t.name),
+            app_col=q(t.app_id_column),
+        )
+    multiple = run(
+        "multiple",
+        "applications with more than one success row",
+        "reconcile_multiple_success",
+        gap="duplicate",
+    )
     unique = has_index(db, c.log_table, f"ux_{c.log_table}_app_attempt")
-    run("attempt", "more than one final row for one attempt", "reconcile_duplicate_attempt", gap="duplicate",
-        derived=0 if unique else None, note=f"none: the unique index ux_{c.log_table}_app_attempt forbids it")
-    failed = run("failed", "failed applications (final, no success)", "reconcile_final_failed", inconsistency=False)
+    run(
+        "attempt",
+        "more than one final row for one attempt",
+        "reconcile_duplicate_attempt",
+        gap="duplicate",
+        derived=0 if unique else None,
+        note=f"none: the unique index ux_{c.log_table}_app_attempt forbids it",
+    )
+    failed = run(
+        "failed",
+        "failed applications (final, no success)",
+        "reconcile_final_failed",
+        inconsistency=False,
+    )
     never = run("never", "pending (never attempted)", "reconcile_never_attempted", gap="pending")
     success_rows = int(_q(db, db.sql("ops_count_success"), {})[0][0])
     source = int(_q(db, db.sql("ops_count_source"), {})[0][0])
     base_rows = int(_q(db, db.sql("ops_count_rows", table=db.table(base.name)), {})[0][0])
     exact = not base_orphans and not multiple
-    run("no_base", f"success without {'an' if base.name[:1].lower() in 'aeiou' else 'a'} {base.name} row", "reconcile_success_without_base", gap="missing rows",
+    run(
+        "no_base",
+        f"success without {'an' if base.name[:1].lower() in 'aeiou' else 'a'} {base.name} row",
+        "reconcile_success_without_base",
+        gap="missing rows",
         derived=success_rows - base_rows if exact else None,
         note=f"none: as many success rows as {base.name} rows, each with its success row",
-        base=db.table(base.name), base_key=q(base.app_id_column))
-    run("unknown", "log rows for applications not in the source table", "reconcile_log_not_in_source",
-        gap="unknown application", derived=success_rows + failed - (source - never) if not multiple else None,
-        note="none: every logged application is in the source table")
+        base=db.table(base.name),
+        base_key=q(base.app_id_column),
+    )
+    run(
+        "unknown",
+        "log rows for applications not in the source table",
+        "reconcile_log_not_in_source",
+        gap="unknown application",
+        derived=success_rows + failed - (source - never) if not multiple else None,
+        note="none: every logged application is in the source table",
+    )
     run("requested", "pending (open reprocess request)", "reconcile_requested", gap="pending")
-    order = ["no_base"] + [f"orphans:{t.name}" for t in c.tables] + ["multiple", "attempt", "unknown", "failed", "never",
-                                                                    "requested"]
+    order = (
+        ["no_base"]
+        + [f"orphans:{t.name}" for t in c.tables]
+        + ["multiple", "attempt", "unknown", "failed", "never", "requested"]
+    )
     checks = [found[k] for k in order]
     gaps: dict[str, int] = {}
     for ch in checks:
@@ -241,8 +383,13 @@ def reconcile(db: Database) -> dict:
             gaps[ch["gap"]] = gaps.get(ch["gap"], 0) + ch["count"]
     versions = contract_versions(db, success_rows + failed if not multiple else None)
     pending = found["never"]["count"] + found["requested"]["count"]
-    return {"consistent": not gaps, "gaps": gaps, "checks": checks, "contract_versions": versions,
-            "by_contract": reconcile_by_contract(db, pending)}
+    return {
+        "consistent": not gaps,
+        "gaps": gaps,
+        "checks": checks,
+        "contract_versions": versions,
+        "by_contract": reconcile_by_contract(db, pending),
+    }
 
 
 def reconcile_by_contract(db: Database, pending: int) -> list[dict]:
@@ -250,11 +397,18 @@ def reconcile_by_contract(db: Database, pending: int) -> list[dict]:
     pending (never attempted or requested again: NOT_ROUTED_YET, no contract has seen them)."""
     out: dict[str, dict] = {}
     for name, st, n in _q(db, db.sql("reconcile_by_contract"), {}):
-        row = out.setdefault(contract_label(name), {"contract": contract_label(name), "success": 0, "failed": 0,
-                                                    "pending": 0})
+        row = out.setdefault(
+            contract_label(name),
+            {"contract": contract_label(name), "success": 0, "failed": 0, "pending": 0},
+        )
         row[str(st)] += int(n)
     if pending:
-        out[NOT_ROUTED_YET] = {"contract": NOT_ROUTED_YET, "success": 0, "failed": 0, "pending": pending}
+        out[NOT_ROUTED_YET] = {
+            "contract": NOT_ROUTED_YET,
+            "success": 0,
+            "failed": 0,
+            "pending": pending,
+        }
     return sorted(out.values(), key=lambda r: (r["contract"].startswith("("), r["contract"]))
 
 
@@ -265,48 +419,104 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
     """Events by kind with examples (every event counted); declared defaults and sparse rows over
     the first ``sample_rows`` rows of each table (None: every row: a full scan of every table,
     minutes at tens of millions of rows)."""
-    per_contract = bool(db.contract.extra.get("members"))  # a contract set: by the contract that mapped the application
+    per_contract = bool(
+        db.contract.extra.get("members")
+    )  # a contract set: by the contract that mapped the application
     # one contract on a database other contracts also wrote to (one source, two product lines):
     # that contract's applications only, not every event in the table
-    shared = not per_contract and bool({v.split("@", 1)[0] for v in db.logged_contract_versions()} - {db.contract.name})
+    shared = not per_contract and bool(
+        {v.split("@", 1)[0] for v in db.logged_contract_versions()} - {db.contract.name}
+    )
     if per_contract:
         groups = list(_q(db, db.sql("quality_event_groups_by_contract"), {}))
     elif shared:
-        groups = [g for g in _q(db, db.sql("quality_event_groups_by_contract"), {}) if g[0] == db.contract.name]
+        groups = [
+            g
+            for g in _q(db, db.sql("quality_event_groups_by_contract"), {})
+            if g[0] == db.contract.name
+        ]
     else:
         groups = [(db.contract.name, *r) for r in _q(db, db.sql("quality_event_groups"), {})]
     out_groups = []
     for name, t, col, kind, cnt, apps, first_id in groups:
         params = {"table_name": t, "event_type": kind, "first_id": first_id, "limit": 50}
-        if (per_contract or shared) and name is not None:  # examples of that contract's applications
+        if (
+            per_contract or shared
+        ) and name is not None:  # examples of that contract's applications
             params["contract_name"] = name
-            samples = (_q(db, db.sql("quality_examples_of_contract"), {**params, "column_name": col}) if col is not None
-                       else _q(db, db.sql("quality_examples_no_column_of_contract"), params))
+            samples = (
+                _q(db, db.sql("quality_examples_of_contract"), {**params, "column_name": col})
+                if col is not None
+                else _q(db, db.sql("quality_examples_no_column_of_contract"), params)
+            )
         else:
-            samples = (_q(db, db.sql("quality_examples"), {**params, "column_name": col}) if col is not None
-                       else _q(db, db.sql("quality_examples_no_column"), params))
+            samples = (
+                _q(db, db.sql("quality_examples"), {**params, "column_name": col})
+                if col is not None
+                else _q(db, db.sql("quality_examples_no_column"), params)
+            )
         name = contract_label(name) if per_contract else name
-        vals = list(dict.fromkeys((r[0] if r[0] is not None else "(none)") for r in samples))[:examples]
-        out_groups.append({"contract": name, "table": t, "column": col, "event_type": kind, "events": int(cnt),
-                           "applications": int(apps),
-                           "examples": [v[:60] for v in vals], "reason": (samples[0][1] or "")[:100] if samples else ""})
+        vals = list(dict.fromkeys((r[0] if r[0] is not None else "(none)") for r in samples))[
+            :examples
+        ]
+        out_groups.append(
+            {
+                "contract": name,
+                "table": t,
+                "column": col,
+                "event_type": kind,
+                "events": int(cnt),
+                "applications": int(apps),
+                "examples": [v[:60] for v in vals],
+                "reason": (samples[0][1] or "")[:100] if samples else "",
+            }
+        )
     sentinels = []
     for t in db.contract.tables:
         for cdef in t.stored_columns:
             if "default" in cdef.spec and cdef.spec["default"] is not None:
                 v = cdef.spec["default"]
-                read, hits = db.with_retry(lambda: default_rows(db, t.name, cdef.name, _sentinel_param(cdef.type, v),
-                                                                sample_rows))
-                sentinels.append({"table": t.name, "column": cdef.name, "default": v, "rows": hits, "rows_read": read})
+                read, hits = db.with_retry(
+                    lambda: default_rows(
+                        db, t.name, cdef.name, _sentinel_param(cdef.type, v), sample_rows
+                    )
+                )
+                sentinels.append(
+                    {
+                        "table": t.name,
+                        "column": cdef.name,
+                        "default": v,
+                        "rows": hits,
+                        "rows_read": read,
+                    }
+                )
     sparse = []
     for t in db.contract.tables:
-        data = [c.name for c in t.stored_columns if c.name not in t.primary_key and c.name != t.app_id_column
-                and "parent" not in c.spec and "context" not in c.spec]
+        data = [
+            c.name
+            for c in t.stored_columns
+            if c.name not in t.primary_key
+            and c.name != t.app_id_column
+            and "parent" not in c.spec
+            and "context" not in c.spec
+        ]
         if len(data) < 4:
             continue
         total, few = db.with_retry(lambda: sparse_rows(db, t.name, data, sample_rows))
-        sparse.append({"table": t.name, "rows": total, "rows_with_at_most_one_value": few, "data_columns": len(data)})
-    return {"events": out_groups, "sentinels": sentinels, "sparse": sparse, "sample_rows": sample_rows}
+        sparse.append(
+            {
+                "table": t.name,
+                "rows": total,
+                "rows_with_at_most_one_value": few,
+                "data_columns": len(data),
+            }
+        )
+    return {
+        "events": out_groups,
+        "sentinels": sentinels,
+        "sparse": sparse,
+        "sample_rows": sample_rows,
+    }
 
 
 def _sentinel_param(type_: str, v: Any) -> Any:

@@ -12,6 +12,7 @@ of the document the contract reads is parsed: the parser is fed up to the end of
 skipped is still checked for being complete: the document must close its root element, so a
 truncated row fails instead of passing silently.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,10 +27,13 @@ from .errors import ParseFailure, ReadFailure, ValidateFailure
 class NeedFullDocument(Exception):
     """The head of a document (fetched without its payload) did not settle it: fetch it whole."""
 
+
 _BOM = "\ufeff"
 # A multi-byte UTF-8 character: older rows in cp1252 (domain.md) hardly ever hold one (it would
 # read as 'Ã©'-like pairs), so bytes that are not UTF-8 but hold these are mixed, not cp1252.
-_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
 
 
 class UndecodableText:
@@ -44,9 +48,9 @@ class UndecodableText:
         self.offset, self.bad = offset, bad
 
     @classmethod
-    def at(cls, raw: bytes, exc: UnicodeDecodeError) -> "UndecodableText":
+    def at(cls, raw: bytes, exc: UnicodeDecodeError) -> UndecodableText:
         """Where ``raw.decode("utf-8")`` failed (``exc``): the offset and up to 4 bad bytes."""
-        return cls(exc.start, raw[exc.start:min(exc.end, exc.start + 4)])
+        return cls(exc.start, raw[exc.start : min(exc.end, exc.start + 4)])
 
     def reason(self) -> str:
         return f"the xml column's text is not valid UTF-8: byte(s) {self.shown()} at byte offset {self.offset}"
@@ -55,7 +59,7 @@ class UndecodableText:
         return " ".join(f"0x{b:02x}" for b in self.bad)
 
 
-def text_or_undecodable(raw: bytes) -> "str | UndecodableText":
+def text_or_undecodable(raw: bytes) -> str | UndecodableText:
     """A text column's bytes -> its text, strictly UTF-8 (unlike a binary column's bytes, no
     cp1252 fallback: the database said this is text). Used as sqlite3's text_factory while
     documents are fetched and on PostgreSQL's fetched bytes."""
@@ -75,8 +79,10 @@ def decode_tail(raw: Any) -> str:
         start += 1
     text = text_or_undecodable(raw[start:])
     if isinstance(text, UndecodableText):
-        raise ParseFailure(f"the xml column's text is not valid UTF-8: byte(s) {text.shown()} within its last {len(raw)} bytes",
-                           "InvalidUTF8")
+        raise ParseFailure(
+            f"the xml column's text is not valid UTF-8: byte(s) {text.shown()} within its last {len(raw)} bytes",
+            "InvalidUTF8",
+        )
     return text
 
 
@@ -94,9 +100,11 @@ def decode_tail_bytes(raw: Any) -> str:
     except UnicodeDecodeError as exc:
         if _UTF8_SEQUENCE.search(raw):
             bad = UndecodableText.at(raw[start:], exc)
-            raise ParseFailure(f"the xml column's text is not valid UTF-8: byte(s) {bad.shown()} within its last {len(raw)} "
-                               "bytes (the rest holds UTF-8 characters: not read as cp1252, which would change them)",
-                               "InvalidUTF8") from None
+            raise ParseFailure(
+                f"the xml column's text is not valid UTF-8: byte(s) {bad.shown()} within its last {len(raw)} "
+                "bytes (the rest holds UTF-8 characters: not read as cp1252, which would change them)",
+                "InvalidUTF8",
+            ) from None
         return raw.decode("cp1252") if _cp1252_ok(raw) else raw.decode("latin-1")
 
 
@@ -117,10 +125,18 @@ def decode_source(value: Any, min_length: int = 1) -> str:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            if _UTF8_SEQUENCE.search(raw):  # UTF-8 characters beside a byte that is not: mixed, not cp1252
-                raise ParseFailure(UndecodableText.at(raw, exc).reason() + " (the rest holds UTF-8 characters: not read as cp1252, "
-                                   "which would change them)", "InvalidUTF8") from None
-            text = raw.decode("cp1252", errors="strict") if _cp1252_ok(raw) else raw.decode("latin-1")
+            if _UTF8_SEQUENCE.search(
+                raw
+            ):  # UTF-8 characters beside a byte that is not: mixed, not cp1252
+                raise ParseFailure(
+                    UndecodableText.at(raw, exc).reason()
+                    + " (the rest holds UTF-8 characters: not read as cp1252, "
+                    "which would change them)",
+                    "InvalidUTF8",
+                ) from None
+            text = (
+                raw.decode("cp1252", errors="strict") if _cp1252_ok(raw) else raw.decode("latin-1")
+            )
     else:
         text = str(value)
     if text.startswith(_BOM):
@@ -130,7 +146,8 @@ def decode_source(value: Any, min_length: int = 1) -> str:
     if (len(text) < 8192 or not text[:4096].strip()) and len(text.strip()) < need:
         raise ReadFailure(
             f"the xml column is empty or too short ({len(text)} characters, at least {max(min_length, 1)} needed)",
-            "EmptyDocument")
+            "EmptyDocument",
+        )
     return text
 
 
@@ -165,10 +182,16 @@ class DocumentPlan:
         return "/" + "/".join((self.root,) + self.record_steps)
 
 
-_PARSER_OPTIONS = dict(
-    resolve_entities=False, load_dtd=False, no_network=True, dtd_validation=False,
-    recover=False, remove_comments=True, remove_pis=True, encoding="utf-8",
-)
+_PARSER_OPTIONS = {
+    "resolve_entities": False,
+    "load_dtd": False,
+    "no_network": True,
+    "dtd_validation": False,
+    "recover": False,
+    "remove_comments": True,
+    "remove_pis": True,
+    "encoding": "utf-8",
+}
 
 
 _DTD_FORBIDDEN = "a DOCTYPE/DTD is not allowed in documents (entities are never expanded)"
@@ -190,7 +213,7 @@ def _check_prolog(text: str) -> None:
             j = text.find("-->", i)
             i = n if j < 0 else j + 3
         elif text.startswith("<!", i):
-            if text[i:i + 9].upper() == "<!DOCTYPE":
+            if text[i : i + 9].upper() == "<!DOCTYPE":
                 raise ParseFailure(_DTD_FORBIDDEN, "DTDForbidden")
             return
         else:
@@ -204,7 +227,9 @@ def _refuse_dtd(root: Any) -> None:
     if info.internalDTD is not None or info.externalDTD is not None:
         raise ParseFailure(_DTD_FORBIDDEN, "DTDForbidden")
     if next(root.iter(etree.Entity), None) is not None:
-        raise ParseFailure("the document holds an entity reference (entities are never expanded)", "DTDForbidden")
+        raise ParseFailure(
+            "the document holds an entity reference (entities are never expanded)", "DTDForbidden"
+        )
 
 
 def parse_document(text: str, plan: DocumentPlan, tail: str | None = None) -> ParsedDocument:
@@ -222,7 +247,9 @@ def parse_document(text: str, plan: DocumentPlan, tail: str | None = None) -> Pa
     if tail is not None and "\x00" in tail:
         raise ParseFailure("the document contains a NUL character near its end", "NulCharacter")
     if "\x00" in text:
-        raise ParseFailure(f"the document contains a NUL character at offset {text.index(chr(0))}", "NulCharacter")
+        raise ParseFailure(
+            f"the document contains a NUL character at offset {text.index(chr(0))}", "NulCharacter"
+        )
     _check_prolog(text)
     marker = f"</{plan.scope_steps[-1]}>"
     cut = text.find(marker)
@@ -230,7 +257,9 @@ def parse_document(text: str, plan: DocumentPlan, tail: str | None = None) -> Pa
         end = cut + len(marker)
         closing = "".join(f"</{t}>" for t in reversed((plan.root,) + plan.scope_steps[:-1]))
         try:
-            root = etree.fromstring((text[:end] + closing).encode("utf-8"), _fast_parser(plan.huge_tree))
+            root = etree.fromstring(
+                (text[:end] + closing).encode("utf-8"), _fast_parser(plan.huge_tree)
+            )
         except etree.XMLSyntaxError:
             root = None
         if root is not None:
@@ -239,9 +268,13 @@ def parse_document(text: str, plan: DocumentPlan, tail: str | None = None) -> Pa
             record = _find(root, plan.record_steps)
             if record is not None:
                 end_text = tail if tail is not None else text[-200:]
-                if not _TAIL_CACHE.setdefault(plan.root, re.compile(rf"</{re.escape(plan.root)}\s*>\s*$")).search(end_text):
-                    raise ParseFailure(f"the document is incomplete: it does not end with </{plan.root}> (truncated?)",
-                                       "TruncatedDocument")
+                if not _TAIL_CACHE.setdefault(
+                    plan.root, re.compile(rf"</{re.escape(plan.root)}\s*>\s*$")
+                ).search(end_text):
+                    raise ParseFailure(
+                        f"the document is incomplete: it does not end with </{plan.root}> (truncated?)",
+                        "TruncatedDocument",
+                    )
                 return ParsedDocument(root=root, document_id=_find_id(root, plan), record=record)
     if tail is not None:
         raise NeedFullDocument()
@@ -261,12 +294,14 @@ def _fast_parser(huge: bool) -> Any:
 
 def _parse_with_events(text: str, plan: DocumentPlan) -> ParsedDocument:
     """The exact path: feed up to the end of the scope, follow the element stack, stop there."""
-    parser = etree.XMLPullParser(events=("start", "end"), huge_tree=plan.huge_tree, **_PARSER_OPTIONS)
+    parser = etree.XMLPullParser(
+        events=("start", "end"), huge_tree=plan.huge_tree, **_PARSER_OPTIONS
+    )
     scope_depth = len(plan.scope_steps) + 1  # root is depth 1
     scope_tag = plan.scope_steps[-1]
     marker = f"</{scope_tag}>"
     cut = text.find(marker)
-    pieces = [text] if cut < 0 else [text[:cut + len(marker)], text[cut + len(marker):]]
+    pieces = [text] if cut < 0 else [text[: cut + len(marker)], text[cut + len(marker) :]]
     stack: list[str] = []
     root = None
     done = False
@@ -278,10 +313,13 @@ def _parse_with_events(text: str, plan: DocumentPlan) -> ParsedDocument:
                     stack.append(el.tag)
                     if root is None:
                         root = el
-                        _refuse_dtd(el)  # the DOCTYPE, if any, came before the root: refuse it first
+                        _refuse_dtd(
+                            el
+                        )  # the DOCTYPE, if any, came before the root: refuse it first
                         if el.tag != plan.root:
                             raise ValidateFailure(
-                                f"root element is <{el.tag}>, expected <{plan.root}>", "WrongRoot")
+                                f"root element is <{el.tag}>, expected <{plan.root}>", "WrongRoot"
+                            )
                 else:
                     if len(stack) == scope_depth and tuple(stack[1:]) == plan.scope_steps:
                         done = True
@@ -290,11 +328,12 @@ def _parse_with_events(text: str, plan: DocumentPlan) -> ParsedDocument:
             if done:
                 # the rest of the document after the scope: the second piece, or (a self-closing
                 # scope such as <CustData/> has no end marker: one piece) the whole text
-                tail = (text[cut + len(marker):] if cut >= 0 else text) if k == 0 else ""
+                tail = (text[cut + len(marker) :] if cut >= 0 else text) if k == 0 else ""
                 if k == 0 and not re.search(rf"</{re.escape(plan.root)}\s*>\s*$", tail[-200:]):
                     raise ParseFailure(
                         f"the document is incomplete: it does not end with </{plan.root}> (truncated?)",
-                        "TruncatedDocument")
+                        "TruncatedDocument",
+                    )
                 break
         if not done:
             parser.close()
@@ -303,7 +342,9 @@ def _parse_with_events(text: str, plan: DocumentPlan) -> ParsedDocument:
     if root is None:
         raise ParseFailure("no root element", "XMLSyntaxError")
     _refuse_dtd(root)
-    return ParsedDocument(root=root, document_id=_find_id(root, plan), record=_find(root, plan.record_steps))
+    return ParsedDocument(
+        root=root, document_id=_find_id(root, plan), record=_find(root, plan.record_steps)
+    )
 
 
 def _find(root: Any, steps: tuple[str, ...]) -> Any:
@@ -334,6 +375,8 @@ def parse_app_id(document_id: str | None, plan: DocumentPlan) -> int:
     path = "/" + "/".join((plan.root,) + plan.id_steps) + "/@" + plan.id_attribute
     if not document_id:
         raise ValidateFailure(f"no {path} in the document", "MissingId")
-    if not re.fullmatch(r"-?[0-9]+", document_id):  # ASCII digits only: int() would also take '+12' and '٣'
+    if not re.fullmatch(
+        r"-?[0-9]+", document_id
+    ):  # ASCII digits only: int() would also take '+12' and '٣'
         raise ValidateFailure(f"{path} is {document_id[:40]!r}, not an integer", "BadId")
     return int(document_id)

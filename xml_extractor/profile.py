@@ -20,12 +20,14 @@ scale, is *precision noise*, a class of its own: nothing meaningful is lost. A r
 capacity loss is what makes ``xml-extractor profile`` exit 1; every document that would fail is
 named (its file, or its app_id).
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .contract import converters as cv
 from .contract.compiler import MappingPlan, Scope, compile_contract, parse_path
@@ -38,8 +40,12 @@ if TYPE_CHECKING:
     from .db.database import Database
 
 EXAMPLES = 3  # examples kept per column and problem
-FAILED_LISTED = 10_000  # failing documents named one by one (the counts by stage are always complete)
-ElementPath = tuple[str, ...]  # tags from the root: ("Provenir", "Request", "CustData", "application")
+FAILED_LISTED = (
+    10_000  # failing documents named one by one (the counts by stage are always complete)
+)
+ElementPath = tuple[
+    str, ...
+]  # tags from the root: ("Provenir", "Request", "CustData", "application")
 
 
 @dataclass
@@ -91,7 +97,9 @@ class ProfileReport:
     mapped: int = 0
     failed: Counter = field(default_factory=Counter)  # stage -> documents that would fail
     failure_examples: list[dict] = field(default_factory=list)
-    failed_files: list[dict] = field(default_factory=list)  # every failing document: path (files) or app_id, stage, reason
+    failed_files: list[dict] = field(
+        default_factory=list
+    )  # every failing document: path (files) or app_id, stage, reason
     columns: dict[tuple[str, str], ColumnProfile] = field(default_factory=dict)
     unmapped: dict[tuple[ElementPath, str], UnmappedAttribute] = field(default_factory=dict)
     enums: dict[str, EnumProfile] = field(default_factory=dict)
@@ -108,23 +116,55 @@ class ProfileReport:
 
     def as_dict(self) -> dict:
         def col(c: ColumnProfile) -> dict:
-            return {"table": c.table, "column": c.column, "declared": c.declared, "stored": c.stored,
-                    "values": c.values, "events": dict(c.events), "capacity_loss": c.capacity_loss,
-                    "capacity": dict(c.capacity), "invalid": c.invalid, "longest": c.longest,
-                    "max_integer_digits": c.max_integer_digits, "max_decimal_places": c.max_decimal_places,
-                    "time_lost": c.time_lost, "capacity_examples": c.capacity_examples,
-                    "invalid_examples": c.invalid_examples, "precision_noise": c.precision_noise,
-                    "precision_noise_examples": c.noise_examples}
+            return {
+                "table": c.table,
+                "column": c.column,
+                "declared": c.declared,
+                "stored": c.stored,
+                "values": c.values,
+                "events": dict(c.events),
+                "capacity_loss": c.capacity_loss,
+                "capacity": dict(c.capacity),
+                "invalid": c.invalid,
+                "longest": c.longest,
+                "max_integer_digits": c.max_integer_digits,
+                "max_decimal_places": c.max_decimal_places,
+                "time_lost": c.time_lost,
+                "capacity_examples": c.capacity_examples,
+                "invalid_examples": c.invalid_examples,
+                "precision_noise": c.precision_noise,
+                "precision_noise_examples": c.noise_examples,
+            }
+
         return {
-            "contract": self.contract, "source": self.source, "documents": self.documents, "mapped": self.mapped,
-            "failed": dict(self.failed), "failure_examples": self.failure_examples, "failed_files": self.failed_files,
+            "contract": self.contract,
+            "source": self.source,
+            "documents": self.documents,
+            "mapped": self.mapped,
+            "failed": dict(self.failed),
+            "failure_examples": self.failure_examples,
+            "failed_files": self.failed_files,
             "capacity_loss_columns": [f"{c.table}.{c.column}" for c in self.capacity_columns],
             "precision_noise_columns": [f"{c.table}.{c.column}" for c in self.noise_columns],
             "columns": [col(c) for c in self.columns.values()],
-            "unmapped": [{"element": u.element, "attribute": u.attribute, "documents": u.documents,
-                          "examples": u.examples} for u in sorted(self.unmapped.values(), key=lambda u: -u.documents)],
-            "enums": [{"enum": e.enum, "columns": sorted(e.columns), "unknown_codes": dict(e.unknown.most_common())}
-                      for e in self.enums.values() if e.unknown],
+            "unmapped": [
+                {
+                    "element": u.element,
+                    "attribute": u.attribute,
+                    "documents": u.documents,
+                    "examples": u.examples,
+                }
+                for u in sorted(self.unmapped.values(), key=lambda u: -u.documents)
+            ],
+            "enums": [
+                {
+                    "enum": e.enum,
+                    "columns": sorted(e.columns),
+                    "unknown_codes": dict(e.unknown.most_common()),
+                }
+                for e in self.enums.values()
+                if e.unknown
+            ],
         }
 
 
@@ -155,7 +195,7 @@ def _walk_steps(base: ElementPath, steps: Iterable[Any], reads: set, ci: bool) -
     return path
 
 
-def read_attributes(contract: "Contract") -> set[tuple[ElementPath, str]]:
+def read_attributes(contract: Contract) -> set[tuple[ElementPath, str]]:
     """Every (element path from the root, attribute) the contract reads: columns' attributes, paths
     (and their predicates), expressions' ``@attr``, fallbacks, unpivot names, ``allowed`` and the
     id. Attribute names are case-folded when the contract matches them case-insensitively."""
@@ -165,6 +205,7 @@ def read_attributes(contract: "Contract") -> set[tuple[ElementPath, str]]:
 
     def key(a: str) -> str:
         return a.lower() if ci else a
+
     root: ElementPath = (d["root"],)
     record = root + tuple(d["record_path"].split("/"))
     reads: set[tuple[ElementPath, str]] = set()
@@ -176,25 +217,49 @@ def read_attributes(contract: "Contract") -> set[tuple[ElementPath, str]]:
         bases_of_table: list[ElementPath] = []
         for g in gens:
             # also_at: the same elements at further places (relative to the record)
-            also = [_walk_steps(record, parse_path(a, "also_at", False, ci).steps, reads, ci) for a in g.get("also_at", [])]
+            also = [
+                _walk_steps(record, parse_path(a, "also_at", False, ci).steps, reads, ci)
+                for a in g.get("also_at", [])
+            ]
             if "unpivot" in g:
-                bases = [_walk_steps(record, parse_path(g["unpivot"]["of"], "unpivot", False, ci).steps, reads, ci)] + also
-                for name in g["unpivot"]["names"]:  # "attr" or {"attribute": "attr", "name": "row name"}
+                bases = [
+                    _walk_steps(
+                        record,
+                        parse_path(g["unpivot"]["of"], "unpivot", False, ci).steps,
+                        reads,
+                        ci,
+                    )
+                ] + also
+                for name in g["unpivot"][
+                    "names"
+                ]:  # "attr" or {"attribute": "attr", "name": "row name"}
                     for base in bases:
                         reads.add((base, key(name if isinstance(name, str) else name["attribute"])))
-            elif "groups" in g:  # attribute groups: the compiler makes sure a column reads every field
-                bases = [_walk_steps(record, parse_path(g["groups"]["of"], "groups", False, ci).steps, reads, ci)] + also
+            elif (
+                "groups" in g
+            ):  # attribute groups: the compiler makes sure a column reads every field
+                bases = [
+                    _walk_steps(
+                        record, parse_path(g["groups"]["of"], "groups", False, ci).steps, reads, ci
+                    )
+                ] + also
                 for grp in g["groups"]["groups"]:
                     for attr in grp["attributes"].values():
                         for base in bases:
                             reads.add((base, key(attr)))
             else:
                 steps = parse_path(g["for_each"], "for_each", False, ci).steps
-                origins = table_elements.get(g["parent_table"], []) if g.get("parent_table") else [record]
+                origins = (
+                    table_elements.get(g["parent_table"], []) if g.get("parent_table") else [record]
+                )
                 bases = [_walk_steps(o, steps, reads, ci) for o in origins] + also
                 blank = g.get("drop_when_blank")
                 for b in bases if blank else ():
-                    reads.update((b, key(a)) for a in blank["attributes"] + ([blank["where"]["attribute"]] if blank.get("where") else []))
+                    reads.update(
+                        (b, key(a))
+                        for a in blank["attributes"]
+                        + ([blank["where"]["attribute"]] if blank.get("where") else [])
+                    )
             if g.get("allowed"):
                 for b in bases:
                     reads.add((b, key(g["allowed"]["attribute"])))
@@ -209,9 +274,12 @@ def read_attributes(contract: "Contract") -> set[tuple[ElementPath, str]]:
     return reads
 
 
-def _source_reads(src: dict, base: ElementPath, reads: set, ci: bool,
-                  table_elements: dict[str, list[ElementPath]]) -> None:
-    if "kept" in src:  # a value of an earlier table's kept row: its element's path (and the where rule)
+def _source_reads(
+    src: dict, base: ElementPath, reads: set, ci: bool, table_elements: dict[str, list[ElementPath]]
+) -> None:
+    if (
+        "kept" in src
+    ):  # a value of an earlier table's kept row: its element's path (and the where rule)
         k = src["kept"]
         for kb in table_elements.get(k["table"], []):
             if k.get("where"):
@@ -232,12 +300,21 @@ def _source_reads(src: dict, base: ElementPath, reads: set, ci: bool,
 
 # -- the profiler ------------------------------------------------------------------------------------
 
+
 class Profiler:
     """Feeds documents through the contract's plan and accumulates a :class:`ProfileReport`."""
 
-    def __init__(self, contract: "Contract", source: str, plan: MappingPlan | None = None, dialect: str | None = None) -> None:
+    def __init__(
+        self,
+        contract: Contract,
+        source: str,
+        plan: MappingPlan | None = None,
+        dialect: str | None = None,
+    ) -> None:
         self.contract = contract
-        self.plan = plan or compile_contract(contract, dialect)  # dialect: lengths in its unit (a --db profile)
+        self.plan = plan or compile_contract(
+            contract, dialect
+        )  # dialect: lengths in its unit (a --db profile)
         self._length = cv.utf16_length if cv.string_unit(dialect) == cv.UNIT_UTF16 else len
         self.ci = self.plan.case_insensitive
         self.report = ProfileReport(contract=contract.version_tag, source=source)
@@ -245,14 +322,25 @@ class Profiler:
         self._stored: dict[str, tuple[tuple[ColumnProfile, str], ...]] = {}
         for t in contract.tables:
             for c in t.columns:
-                self.report.columns[(t.name, c.name)] = ColumnProfile(t.name, c.name, _declared(c.spec), c.stored)
+                self.report.columns[(t.name, c.name)] = ColumnProfile(
+                    t.name, c.name, _declared(c.spec), c.stored
+                )
                 if c.spec.get("enum"):
                     e = self.report.enums.setdefault(c.spec["enum"], EnumProfile(c.spec["enum"]))
                     e.columns.add(f"{t.name}.{c.name}")
-            self._stored[t.name] = tuple((self.report.columns[(t.name, n)], t_type)
-                                         for n, t_type in ((c.name, c.type) for c in t.stored_columns))
-        self._enum_of = {(t.name, c.name): c.spec["enum"] for t in contract.tables for c in t.columns if c.spec.get("enum")}
-        self.path: str | None = None  # the file being profiled (profile_files), for failure examples
+            self._stored[t.name] = tuple(
+                (self.report.columns[(t.name, n)], t_type)
+                for n, t_type in ((c.name, c.type) for c in t.stored_columns)
+            )
+        self._enum_of = {
+            (t.name, c.name): c.spec["enum"]
+            for t in contract.tables
+            for c in t.columns
+            if c.spec.get("enum")
+        }
+        self.path: str | None = (
+            None  # the file being profiled (profile_files), for failure examples
+        )
 
     # the mapper's hook: every value a converter refused or rounded, with the converter's verdict
     def _observe(self, table: str, column: str, raw: Any, exc: Any, scope: Scope) -> None:
@@ -290,15 +378,25 @@ class Profiler:
                 if enum is not None:
                     self.report.enums[enum].unknown[str(raw).strip()[:80]] += 1
 
-    def add(self, source: Any, expected_app_id: int | None = None, tail: Any = None, path: str | None = None) -> None:
+    def add(
+        self,
+        source: Any,
+        expected_app_id: int | None = None,
+        tail: Any = None,
+        path: str | None = None,
+    ) -> None:
         """One document (text or bytes; ``path``: the file it came from). A document the run would
         fail is counted by stage. NeedFullDocument (only a head was given and it did not settle the
         parse) propagates."""
         self.path = path
         try:
-            parsed, app_id = parse_checked(self.plan.document, source, expected_app_id, self.contract.source_min_length, tail)
+            parsed, app_id = parse_checked(
+                self.plan.document, source, expected_app_id, self.contract.source_min_length, tail
+            )
             if parsed.record is None:
-                raise ValidateFailure(f"no {self.plan.document.record_path} in the document", "NoRecordElement")
+                raise ValidateFailure(
+                    f"no {self.plan.document.record_path} in the document", "NoRecordElement"
+                )
         except DocumentFailure as f:
             self.report.documents += 1
             _count_failure(self.report, f, expected_app_id, path)
@@ -365,15 +463,25 @@ class Profiler:
                     stack.append((child, path + (child.tag,)))
 
 
-def _count_failure(rep: "ProfileReport", f: DocumentFailure, app_id: int | None, path: str | None = None) -> None:
+def _count_failure(
+    rep: ProfileReport, f: DocumentFailure, app_id: int | None, path: str | None = None
+) -> None:
     """Count a failure by stage; keep a few examples, with the file's path when profiling files
     (a document that fails to parse has no app_id to find it by)."""
     rep.failed[f.stage] += 1
     if len(rep.failed_files) < FAILED_LISTED:
-        rep.failed_files.append({"path": path, "app_id": app_id, "stage": f.stage, "reason": f.reason[:300]})
+        rep.failed_files.append(
+            {"path": path, "app_id": app_id, "stage": f.stage, "reason": f.reason[:300]}
+        )
     if len(rep.failure_examples) < EXAMPLES * 3:
-        rep.failure_examples.append({"app_id": app_id, "stage": f.stage, "reason": f.reason[:300],
-                                     **({"path": path} if path is not None else {})})
+        rep.failure_examples.append(
+            {
+                "app_id": app_id,
+                "stage": f.stage,
+                "reason": f.reason[:300],
+                **({"path": path} if path is not None else {}),
+            }
+        )
 
 
 class ProfileSet:
@@ -381,19 +489,33 @@ class ProfileSet:
     by the member whose record element it has, as the run routes it; a document that fails before
     that, or matches no member, is counted in ``report`` (the set's own)."""
 
-    def __init__(self, contracts: list["Contract"], source: str, dialect: str | None = None) -> None:
+    def __init__(self, contracts: list[Contract], source: str, dialect: str | None = None) -> None:
         self.members = [Profiler(c, source, dialect=dialect) for c in contracts]
-        self.report = ProfileReport(contract=" + ".join(c.version_tag for c in contracts), source=source)
-        doc = self.members[0].plan.document  # root, id and scope are the same for every member (contract_set.py)
-        self._document = replace(doc, record_steps=doc.scope_steps)  # the parse yields the scope element
-        self._records = [m.plan.document.record_steps[len(doc.scope_steps):] for m in self.members]
+        self.report = ProfileReport(
+            contract=" + ".join(c.version_tag for c in contracts), source=source
+        )
+        doc = self.members[
+            0
+        ].plan.document  # root, id and scope are the same for every member (contract_set.py)
+        self._document = replace(
+            doc, record_steps=doc.scope_steps
+        )  # the parse yields the scope element
+        self._records = [m.plan.document.record_steps[len(doc.scope_steps) :] for m in self.members]
 
-    def add(self, source: Any, expected_app_id: int | None = None, tail: Any = None, path: str | None = None) -> None:
+    def add(
+        self,
+        source: Any,
+        expected_app_id: int | None = None,
+        tail: Any = None,
+        path: str | None = None,
+    ) -> None:
         first = self.members[0]
         for m in self.members:
             m.path = path
         try:
-            parsed, app_id = parse_checked(self._document, source, expected_app_id, first.contract.source_min_length, tail)
+            parsed, app_id = parse_checked(
+                self._document, source, expected_app_id, first.contract.source_min_length, tail
+            )
         except DocumentFailure as f:
             self.report.documents += 1
             _count_failure(self.report, f, expected_app_id, path)
@@ -407,8 +529,12 @@ class ProfileSet:
                 return
         self.report.documents += 1
         tried = "; ".join(m.plan.document.record_path for m in self.members)
-        _count_failure(self.report, ValidateFailure(f"the document has none of the records {tried}", "NoContract"), app_id,
-                       path)
+        _count_failure(
+            self.report,
+            ValidateFailure(f"the document has none of the records {tried}", "NoContract"),
+            app_id,
+            path,
+        )
 
     @property
     def reports(self) -> list[ProfileReport]:
@@ -422,7 +548,8 @@ def _cut(v: Any, n: int = 120) -> str:
 
 # -- sources ---------------------------------------------------------------------------------------
 
-def sample_ids(db: "Database", sample: int) -> list[int]:
+
+def sample_ids(db: Database, sample: int) -> list[int]:
     """Up to ``sample`` source ids spread evenly over the id range, ascending, never OFFSET.
 
     A table of at most ``sample`` rows is read whole (one keyset page). Otherwise, for each of
@@ -437,7 +564,13 @@ def sample_ids(db: "Database", sample: int) -> list[int]:
     lo, hi = int(lo), int(hi)
 
     def ids_from(point: int, limit: int) -> list[int]:
-        return [int(r[0]) for r in db.autocommit_query(db.sql("profile_next_id"), {"point": point, "limit": limit})]
+        return [
+            int(r[0])
+            for r in db.autocommit_query(
+                db.sql("profile_next_id"), {"point": point, "limit": limit}
+            )
+        ]
+
     first = ids_from(lo, sample + 1)
     if len(first) <= sample:  # the whole table fits the sample
         return first
@@ -471,26 +604,41 @@ def sample_ids(db: "Database", sample: int) -> list[int]:
     return sorted(picked)
 
 
-def documents_from_db(db: "Database", plan: MappingPlan, ids: list[int], batch: int = 200) -> Iterator[tuple[int, Any, Any]]:
+def documents_from_db(
+    db: Database, plan: MappingPlan, ids: list[int], batch: int = 200
+) -> Iterator[tuple[int, Any, Any]]:
     """(app_id, text, tail) in batches; the server dialects send only each document's head (as the
     run does: up to the end of the contract's scope element, and the last bytes)."""
     marker = f"</{plan.document.scope_steps[-1]}>"
     for i in range(0, len(ids), batch):
-        yield from db.fetch_documents(ids[i:i + batch], marker)
+        yield from db.fetch_documents(ids[i : i + batch], marker)
 
 
-def make_profiler(contracts: list["Contract"], source: str, dialect: str | None = None) -> "Profiler | ProfileSet":
+def make_profiler(
+    contracts: list[Contract], source: str, dialect: str | None = None
+) -> Profiler | ProfileSet:
     """One contract: its profiler; several (a contract set): documents routed to their member.
     ``dialect``: the target whose string unit lengths are measured in (None: characters)."""
-    return Profiler(contracts[0], source, dialect=dialect) if len(contracts) == 1 else ProfileSet(contracts, source, dialect)
+    return (
+        Profiler(contracts[0], source, dialect=dialect)
+        if len(contracts) == 1
+        else ProfileSet(contracts, source, dialect)
+    )
 
 
-def profile_db(db: "Database", sample: int, progress: Callable[[int], None] | None = None,
-               contracts: list["Contract"] | None = None) -> "Profiler | ProfileSet":
+def profile_db(
+    db: Database,
+    sample: int,
+    progress: Callable[[int], None] | None = None,
+    contracts: list[Contract] | None = None,
+) -> Profiler | ProfileSet:
     """Profile a sample of ``sample`` documents of the source table spread over its id range
     (``contracts``: the members of a contract set; default: the database's contract)."""
     from .parsing import NeedFullDocument
-    prof = make_profiler(contracts or [db.contract], db.url.display(), db.dialect.name)  # the run writes here
+
+    prof = make_profiler(
+        contracts or [db.contract], db.url.display(), db.dialect.name
+    )  # the run writes here
     plan = prof.members[0].plan if isinstance(prof, ProfileSet) else prof.plan
     ids = sample_ids(db, sample)
     for app_id, text, tail in documents_from_db(db, plan, ids):
@@ -504,8 +652,9 @@ def profile_db(db: "Database", sample: int, progress: Callable[[int], None] | No
     return prof
 
 
-def profile_files(contracts: list["Contract"], paths: list[Path],
-                  progress: Callable[[int], None] | None = None) -> "Profiler | ProfileSet":
+def profile_files(
+    contracts: list[Contract], paths: list[Path], progress: Callable[[int], None] | None = None
+) -> Profiler | ProfileSet:
     """Profile document files (no database)."""
     prof = make_profiler(contracts, f"{len(paths)} file(s)")
     for p in paths:

@@ -5,6 +5,7 @@ seen (or the run's start) and ends now while work is going on, or at the last re
 stopped. So a run one minute old is not divided by five minutes, and a run that was killed does
 not keep an ETA: without a result for ``IDLE_AFTER_S`` it is idle, and there is no ETA.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -47,15 +48,22 @@ class Observed:
     idle_since: _dt.datetime | None
 
 
-def observe(results: int, first: _dt.datetime | None, last: _dt.datetime | None, now: _dt.datetime,
-            last_activity: _dt.datetime | None = None) -> Observed:
+def observe(
+    results: int,
+    first: _dt.datetime | None,
+    last: _dt.datetime | None,
+    now: _dt.datetime,
+    last_activity: _dt.datetime | None = None,
+) -> Observed:
     """The rate of ``results`` logged between ``first`` and ``last``, seen at ``now``: running if the
     last result (or ``last_activity``) is at most ``IDLE_AFTER_S`` old; the window then ends now,
     otherwise at the last result."""
     latest = max((t for t in (last, last_activity) if t is not None), default=None)
     running = latest is not None and _seconds(latest, now) <= IDLE_AFTER_S
     end = now if running else last
-    return Observed(round(rate_per_minute(results, first, end), 1), running, None if running else latest)
+    return Observed(
+        round(rate_per_minute(results, first, end), 1), running, None if running else latest
+    )
 
 
 # -- the one definition, with its labels ---------------------------------------------------------
@@ -107,24 +115,44 @@ class Rates:
         return text
 
 
-def measure(total: int, first: _dt.datetime | None, last: _dt.datetime | None, recent: int,
-            recent_first: _dt.datetime | None, recent_last: _dt.datetime | None, now: _dt.datetime,
-            window_minutes: float = RATE_WINDOW_MINUTES, last_activity: _dt.datetime | None = None) -> Rates:
+def measure(
+    total: int,
+    first: _dt.datetime | None,
+    last: _dt.datetime | None,
+    recent: int,
+    recent_first: _dt.datetime | None,
+    recent_last: _dt.datetime | None,
+    now: _dt.datetime,
+    window_minutes: float = RATE_WINDOW_MINUTES,
+    last_activity: _dt.datetime | None = None,
+) -> Rates:
     """Rates from ``total`` results logged between ``first`` and ``last`` and the ``recent`` of them
     logged in the window (between ``recent_first`` and ``recent_last``), seen at ``now``."""
     seen = observe(recent, recent_first, recent_last, now, last_activity or last)
     end = now if seen.running else last
-    return Rates(seen.rate_per_min, round(rate_per_minute(total, first, end), 1), window_minutes, seen.running,
-                 seen.idle_since)
+    return Rates(
+        seen.rate_per_min,
+        round(rate_per_minute(total, first, end), 1),
+        window_minutes,
+        seen.running,
+        seen.idle_since,
+    )
 
 
-def format_eta(minutes: float | None, rates: Rates | None = None, remaining: int | None = None) -> str:
+def format_eta(
+    minutes: float | None, rates: Rates | None = None, remaining: int | None = None
+) -> str:
     """``ETA 12 min at the rate (last 5 min)``, hours past two; without one ``ETA - (nothing
     pending)``, ``ETA - (idle)`` or ``ETA - (nothing to estimate)``."""
     label = ETA_LABEL.format(rate=rates.recent_label if rates else rate_label())
     if minutes is None:
-        why = ("nothing pending" if remaining == 0 else "idle" if rates is not None and not rates.running
-               else "nothing to estimate")
+        why = (
+            "nothing pending"
+            if remaining == 0
+            else "idle"
+            if rates is not None and not rates.running
+            else "nothing to estimate"
+        )
         return f"ETA - ({why})"
     shown = f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
     return f"ETA {shown} {label}"

@@ -13,6 +13,7 @@ Attempt history: old log rows move to ``processing_log_history`` (with ``replace
 definition of "final" (the is_final_failed fragment of db/sql/common.sql: a failed row and no success row) stays right; the new
 attempt continues the numbering (max + 1).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -37,7 +38,9 @@ class ReprocessRequest:
     resumed: bool  # True: open requests of the same command were found and are finished first
 
 
-def command_key(app_ids: list[int], failed: bool, since: _dt.datetime | None, limit: int | None) -> str:
+def command_key(
+    app_ids: list[int], failed: bool, since: _dt.datetime | None, limit: int | None
+) -> str:
     """The selection as text (partition excluded: each instance filters its share). Long id lists
     are summarised by a hash so the key fits its column."""
     parts = ["reprocess"]
@@ -85,11 +88,19 @@ def close_orphans(db: Database, dry_run: bool = False) -> list[int]:
             db.rollback()
             raise
         return gone
+
     return list(db.with_retry(tx))
 
 
-def request_reprocess(db: Database, selected: list[int], command: str, instance_id: int, instance_count: int,
-                      limit: int | None, dry_run: bool = False) -> ReprocessRequest:
+def request_reprocess(
+    db: Database,
+    selected: list[int],
+    command: str,
+    instance_id: int,
+    instance_count: int,
+    limit: int | None,
+    dry_run: bool = False,
+) -> ReprocessRequest:
     """Record what this instance will redo: the open requests of the same command if a previous
     invocation stopped (resume), else the selection's share of this instance, limited."""
     resume = mine(open_requests(db, command), instance_id, instance_count)
@@ -108,12 +119,17 @@ def request_reprocess(db: Database, selected: list[int], command: str, instance_
         have: set[int] = set()
         for part in chunks(todo, IN_LIST_CHUNK):
             have |= {int(r[0]) for r in db.query(db.sql("reprocess_existing"), {"ids": part})}
-        rows = [insert.values({"app_id": a, "now": now, "command": command}) for a in todo if a not in have]
+        rows = [
+            insert.values({"app_id": a, "now": now, "command": command})
+            for a in todo
+            if a not in have
+        ]
         cur = db.conn.cursor()
         for part in chunks(rows, IN_LIST_CHUNK):
             cur.executemany(insert, part)
         cur.close()
         db.commit()
+
     db.with_retry(tx)
     return ReprocessRequest(command, todo, False)
 
@@ -149,6 +165,7 @@ def check_schema(db: Database) -> None:
     (every table and column the run writes, reprocess's own tables included). A difference is
     SchemaMissing / SchemaRefused (exit 2) and nothing has been touched."""
     from .db.migrate import require_current
+
     try:
         require_current(db)
     except ConfigError as exc:

@@ -18,6 +18,7 @@ platform's name, so an interpreter with the POSIX-only names removed takes the W
 - A process group is stopped with ``killpg`` (SIGTERM, then SIGKILL) where it exists, else with
   CTRL_BREAK_EVENT to a child started with CREATE_NEW_PROCESS_GROUP, then a forced end.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,14 +28,17 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 LIFELINE_ENV = "XML_EXTRACTOR_PARENT_LIFELINE"  # set by launch for its instances: "stdin"
-EXIT_GRACE_S = 0.2  # a worker whose parent is gone has this long to stop by itself, then it is ended
+EXIT_GRACE_S = (
+    0.2  # a worker whose parent is gone has this long to stop by itself, then it is ended
+)
 
 
 class ParentGone(BaseException):
@@ -44,10 +48,13 @@ class ParentGone(BaseException):
 
 # -- which signals ---------------------------------------------------------------------------------
 
+
 def stop_signals() -> tuple[int, ...]:
     """The signals that ask a command to stop on this platform."""
     out = [signal.SIGINT]
-    if hasattr(signal, "SIGHUP"):  # POSIX: SIGTERM is what a service manager sends, SIGHUP a closed terminal
+    if hasattr(
+        signal, "SIGHUP"
+    ):  # POSIX: SIGTERM is what a service manager sends, SIGHUP a closed terminal
         out += [signal.SIGTERM, signal.SIGHUP]
     if hasattr(signal, "SIGBREAK"):  # Windows: Ctrl-Break, CTRL_BREAK_EVENT
         out.append(signal.SIGBREAK)
@@ -59,8 +66,14 @@ def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
     except ValueError:
-        return next((n for n in dir(signal) if n.startswith("SIG") and not n.startswith("SIG_")
-                     and getattr(signal, n) == signum), f"SIG{signum}")
+        return next(
+            (
+                n
+                for n in dir(signal)
+                if n.startswith("SIG") and not n.startswith("SIG_") and getattr(signal, n) == signum
+            ),
+            f"SIG{signum}",
+        )
 
 
 def repeats(signum: int, last: dict[int, float], now: float) -> bool:
@@ -78,7 +91,11 @@ def install_stop_handlers(handler: Callable[[int, Any], Any]) -> dict[int, Any]:
     set handlers: elsewhere nothing is installed."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {s: signal.signal(s, handler) for s in stop_signals() if signal.getsignal(s) != signal.SIG_IGN}
+    return {
+        s: signal.signal(s, handler)
+        for s in stop_signals()
+        if signal.getsignal(s) != signal.SIG_IGN
+    }
 
 
 def restore_handlers(saved: dict[int, Any]) -> None:
@@ -96,8 +113,10 @@ def ignore_stop_signals() -> None:
 def interrupt_on_stop_signals() -> None:
     """In the command line: every stop signal but SIGINT (which already does) raises
     KeyboardInterrupt, so that any command stops with exit 130; one started ignored stays so."""
+
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(signal_name(signum))
+
     for s in stop_signals():
         if s != signal.SIGINT and signal.getsignal(s) == signal.SIG_DFL:
             signal.signal(s, interrupt)
@@ -110,7 +129,10 @@ def stop_signals_blocked() -> Iterator[Callable[[], None]]:
     group before it has set its own handlers. This process keeps its handlers; a signal that
     arrives meanwhile is held and delivered when the mask is restored. Yields a function that
     blocks them again (a helper that unblocked them on its way out). Elsewhere: does nothing."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if (
+        not hasattr(signal, "pthread_sigmask")
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield lambda: None
         return
     sigs = stop_signals()
@@ -118,6 +140,7 @@ def stop_signals_blocked() -> Iterator[Callable[[], None]]:
 
     def block_again() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+
     try:
         yield block_again
     finally:
@@ -125,6 +148,7 @@ def stop_signals_blocked() -> Iterator[Callable[[], None]]:
 
 
 # -- the start method ------------------------------------------------------------------------------
+
 
 def worker_context(preload: list[str]) -> Any:
     """forkserver where it exists, with ``preload`` imported in the server: a new worker is a cheap
@@ -149,6 +173,7 @@ def start_helpers(ctx: Any, hold: Callable[[str], None] = lambda point: None) ->
     if ctx.get_start_method() != "forkserver":
         return
     from multiprocessing import forkserver, resource_tracker
+
     with stop_signals_blocked() as block_again:
         resource_tracker.ensure_running()
         block_again()
@@ -163,6 +188,7 @@ def start_process(proc: Any) -> None:
 
 
 # -- lifelines: a child dies with its parent -------------------------------------------------------
+
 
 def lifeline(ctx: Any) -> tuple[Connection, Connection]:
     """(child end, parent end) of a new lifeline: the child watches its end, the parent holds the
@@ -293,6 +319,7 @@ def _launcher_gone() -> None:
 def _interrupt_main() -> None:
     """What a Ctrl-C does, without a signal: the main thread's SIGINT handler runs."""
     import _thread
+
     try:
         _thread.interrupt_main(signal.SIGINT)
     except (TypeError, RuntimeError):  # 3.10 has the argument; a handler set to SIG_IGN: nothing
@@ -300,6 +327,7 @@ def _interrupt_main() -> None:
 
 
 # -- starting and stopping children ----------------------------------------------------------------
+
 
 def kill(proc: Any) -> None:
     """End a process now (SIGKILL on POSIX, TerminateProcess on Windows): a multiprocessing
@@ -329,10 +357,14 @@ def stop_group(proc: subprocess.Popen, hard: bool) -> None:
         return
     try:
         if hasattr(os, "killpg"):
-            os.killpg(proc.pid, getattr(signal, "SIGKILL", signal.SIGTERM) if hard else signal.SIGTERM)
+            os.killpg(
+                proc.pid, getattr(signal, "SIGKILL", signal.SIGTERM) if hard else signal.SIGTERM
+            )
         elif hard:
             kill(proc)
-        elif hasattr(signal, "CTRL_BREAK_EVENT") and hasattr(subprocess, "CREATE_NEW_PROCESS_GROUP"):
+        elif hasattr(signal, "CTRL_BREAK_EVENT") and hasattr(
+            subprocess, "CREATE_NEW_PROCESS_GROUP"
+        ):
             os.kill(proc.pid, signal.CTRL_BREAK_EVENT)
         elif proc.stdin is not None:
             proc.stdin.write("stop\n" if getattr(proc, "text_mode", False) else b"stop\n")  # type: ignore[arg-type]
@@ -342,6 +374,7 @@ def stop_group(proc: subprocess.Popen, hard: bool) -> None:
 
 
 # -- memory ----------------------------------------------------------------------------------------
+
 
 def memory_kb() -> tuple[int, int]:
     """This process's own (peak, current) resident memory in KB; 0 where unknown. Linux: VmHWM and
@@ -362,8 +395,11 @@ def memory_kb() -> tuple[int, int]:
         return _windows_memory_kb()
     try:
         import resource
+
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return (rss // 1024 if sys.platform == "darwin" else rss), 0  # macOS counts bytes, the others KB
+        return (
+            rss // 1024 if sys.platform == "darwin" else rss
+        ), 0  # macOS counts bytes, the others KB
     except (ImportError, OSError, ValueError):
         return 0, 0
 
@@ -373,15 +409,27 @@ def _windows_memory_kb() -> tuple[int, int]:
     from ctypes import wintypes
 
     class Counters(ctypes.Structure):
-        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD),
-                    ("PeakWorkingSetSize", ctypes.c_size_t), ("WorkingSetSize", ctypes.c_size_t),
-                    ("QuotaPeakPagedPoolUsage", ctypes.c_size_t), ("QuotaPagedPoolUsage", ctypes.c_size_t),
-                    ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t), ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
-                    ("PagefileUsage", ctypes.c_size_t), ("PeakPagefileUsage", ctypes.c_size_t)]
+        _fields_ = [
+            ("cb", wintypes.DWORD),
+            ("PageFaultCount", wintypes.DWORD),
+            ("PeakWorkingSetSize", ctypes.c_size_t),
+            ("WorkingSetSize", ctypes.c_size_t),
+            ("QuotaPeakPagedPoolUsage", ctypes.c_size_t),
+            ("QuotaPagedPoolUsage", ctypes.c_size_t),
+            ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t),
+            ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
+            ("PagefileUsage", ctypes.c_size_t),
+            ("PeakPagefileUsage", ctypes.c_size_t),
+        ]
+
     try:
         k32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
         k32.GetCurrentProcess.restype = wintypes.HANDLE
-        k32.K32GetProcessMemoryInfo.argtypes = [wintypes.HANDLE, ctypes.POINTER(Counters), wintypes.DWORD]
+        k32.K32GetProcessMemoryInfo.argtypes = [
+            wintypes.HANDLE,
+            ctypes.POINTER(Counters),
+            wintypes.DWORD,
+        ]
         k32.K32GetProcessMemoryInfo.restype = wintypes.BOOL
         c = Counters()
         c.cb = ctypes.sizeof(Counters)

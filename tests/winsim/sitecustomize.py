@@ -75,22 +75,60 @@ What it does not simulate (kept because removing it would break CPython, or cann
 - The console itself (code page, Ctrl-C echo), services, Job objects, ``msvcrt``/``_winapi``/
   ``winreg`` (not importable here, as on Linux), and drivers (SQL Server's ODBC driver on Windows).
 """
+
 from __future__ import annotations
 
 import os
 import sys
 
 ENV_FLAG = "XE_WINSIM"
-CONSOLE_ENV = "XE_WINSIM_CONSOLE"  # the pgid playing the console: set by the first simulated process
+CONSOLE_ENV = (
+    "XE_WINSIM_CONSOLE"  # the pgid playing the console: set by the first simulated process
+)
 
 WINDOWS_SIGNALS = ("SIGINT", "SIGILL", "SIGFPE", "SIGSEGV", "SIGTERM", "SIGABRT")
-SIGNAL_FUNCS_GONE = ("pthread_sigmask", "pthread_kill", "sigwait", "sigwaitinfo", "sigtimedwait", "sigpending",
-                     "siginterrupt", "alarm", "pause", "setitimer", "getitimer", "pidfd_send_signal",
-                     "SIG_BLOCK", "SIG_UNBLOCK", "SIG_SETMASK", "ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF",
-                     "ItimerError", "Sigmasks")
-OS_GONE = ("killpg", "fork", "forkpty", "setsid", "setpgrp", "setpgid", "getpgid", "getpgrp", "getsid", "wait3",
-           "wait4", "register_at_fork", "tcgetpgrp", "tcsetpgrp", "posix_spawn", "posix_spawnp",
-           "sched_getaffinity", "getloadavg")
+SIGNAL_FUNCS_GONE = (
+    "pthread_sigmask",
+    "pthread_kill",
+    "sigwait",
+    "sigwaitinfo",
+    "sigtimedwait",
+    "sigpending",
+    "siginterrupt",
+    "alarm",
+    "pause",
+    "setitimer",
+    "getitimer",
+    "pidfd_send_signal",
+    "SIG_BLOCK",
+    "SIG_UNBLOCK",
+    "SIG_SETMASK",
+    "ITIMER_REAL",
+    "ITIMER_VIRTUAL",
+    "ITIMER_PROF",
+    "ItimerError",
+    "Sigmasks",
+)
+OS_GONE = (
+    "killpg",
+    "fork",
+    "forkpty",
+    "setsid",
+    "setpgrp",
+    "setpgid",
+    "getpgid",
+    "getpgrp",
+    "getsid",
+    "wait3",
+    "wait4",
+    "register_at_fork",
+    "tcgetpgrp",
+    "tcsetpgrp",
+    "posix_spawn",
+    "posix_spawnp",
+    "sched_getaffinity",
+    "getloadavg",
+)
 MODULES_GONE = frozenset({"resource", "fcntl", "termios", "pty", "tty", "pwd", "grp"})
 CREATE_NEW_CONSOLE = 0x10
 CREATE_NEW_PROCESS_GROUP = 0x200
@@ -130,7 +168,9 @@ def _simulate() -> None:
     members = {**kept, "CTRL_C_EVENT": CTRL_C_EVENT, "CTRL_BREAK_EVENT": CTRL_BREAK_EVENT}
     for mod in (signal, _signal):
         for name in list(vars(mod)):
-            if (name.startswith("SIG") and not name.startswith("SIG_") and name not in kept) or name in SIGNAL_FUNCS_GONE:
+            if (
+                name.startswith("SIG") and not name.startswith("SIG_") and name not in kept
+            ) or name in SIGNAL_FUNCS_GONE:
                 delattr(mod, name)
     signals = enum.IntEnum("Signals", members, module="signal")  # type: ignore[misc]
     signal.Signals = signals  # type: ignore[misc]
@@ -147,6 +187,7 @@ def _simulate() -> None:
         def wrapper(signalnum, *args):  # type: ignore[no-untyped-def]
             _check(signalnum)
             return fn(signalnum, *args)
+
         return wrapper
 
     signal.signal = _guarded(signal.signal)
@@ -163,8 +204,10 @@ def _simulate() -> None:
     def _session(only_console_group: bool) -> list[int]:
         """The processes of the simulated console (the command's session)."""
         if real_getsid(0) != console:
-            raise RuntimeError("winsim: a console-wide control event needs the simulated command started in "
-                               "its own session (the test's popen), so that it does not reach the test runner")
+            raise RuntimeError(
+                "winsim: a console-wide control event needs the simulated command started in "
+                "its own session (the test's popen), so that it does not reach the test runner"
+            )
         out = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -199,12 +242,16 @@ def _simulate() -> None:
         try:
             leader = real_getpgid(pid) == pid
         except ProcessLookupError:
-            raise OSError(errno.EINVAL, "The parameter is incorrect (simulated WinError 87)") from None
+            raise OSError(
+                errno.EINVAL, "The parameter is incorrect (simulated WinError 87)"
+            ) from None
         if leader and pid != console:  # a group of its own: CREATE_NEW_PROCESS_GROUP
             if sig == CTRL_BREAK_EVENT:
                 real_killpg(pid, sigbreak)
             return
-        _broadcast(sig)  # any process attached to the console: GenerateConsoleCtrlEvent acts as for 0
+        _broadcast(
+            sig
+        )  # any process attached to the console: GenerateConsoleCtrlEvent acts as for 0
 
     os.kill = kill
 
@@ -216,6 +263,7 @@ def _simulate() -> None:
     import select
     import socket
     import stat
+
     real_select = select.select
 
     def _sockets_only(*lists):  # type: ignore[no-untyped-def]
@@ -223,8 +271,11 @@ def _simulate() -> None:
             for f in fd_list:
                 fd = f if isinstance(f, int) else f.fileno()
                 if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-                    raise OSError(errno.ENOTSOCK, "An operation was attempted on something that is not a socket "
-                                                  "(simulated WinError 10038)")
+                    raise OSError(
+                        errno.ENOTSOCK,
+                        "An operation was attempted on something that is not a socket "
+                        "(simulated WinError 10038)",
+                    )
         return real_select(*lists)
 
     select.select = _sockets_only
@@ -232,6 +283,7 @@ def _simulate() -> None:
 
     # --- subprocess -------------------------------------------------------------------------
     import subprocess
+
     popen_init = subprocess.Popen.__init__
     popen_sig = inspect.signature(popen_init)
 
@@ -244,9 +296,15 @@ def _simulate() -> None:
         if a["pass_fds"]:
             raise ValueError("pass_fds not supported on Windows.")
         flags = a["creationflags"] or 0
-        a.update(creationflags=0, start_new_session=bool(flags & (CREATE_NEW_CONSOLE | DETACHED_PROCESS)),
-                 process_group=0 if flags & CREATE_NEW_PROCESS_GROUP else None, user=None, group=None,
-                 extra_groups=None, umask=-1)
+        a.update(
+            creationflags=0,
+            start_new_session=bool(flags & (CREATE_NEW_CONSOLE | DETACHED_PROCESS)),
+            process_group=0 if flags & CREATE_NEW_PROCESS_GROUP else None,
+            user=None,
+            group=None,
+            extra_groups=None,
+            umask=-1,
+        )
         popen_init(*bound.args, **bound.kwargs)
 
     def send_signal(self, sig):  # type: ignore[no-untyped-def]
@@ -271,14 +329,19 @@ def _simulate() -> None:
     subprocess.Popen.send_signal = send_signal  # type: ignore[method-assign]
     subprocess.Popen.terminate = terminate  # type: ignore[method-assign]
     subprocess.Popen.kill = terminate  # type: ignore[method-assign]
-    for name, value in (("CREATE_NEW_CONSOLE", CREATE_NEW_CONSOLE), ("CREATE_NEW_PROCESS_GROUP", CREATE_NEW_PROCESS_GROUP),
-                        ("DETACHED_PROCESS", DETACHED_PROCESS), ("CREATE_NO_WINDOW", CREATE_NO_WINDOW)):
+    for name, value in (
+        ("CREATE_NEW_CONSOLE", CREATE_NEW_CONSOLE),
+        ("CREATE_NEW_PROCESS_GROUP", CREATE_NEW_PROCESS_GROUP),
+        ("DETACHED_PROCESS", DETACHED_PROCESS),
+        ("CREATE_NO_WINDOW", CREATE_NO_WINDOW),
+    ):
         setattr(subprocess, name, value)
 
     # --- multiprocessing --------------------------------------------------------------------
     import multiprocessing
     import multiprocessing.context as mpc
     import multiprocessing.popen_fork as popen_fork
+
     for method in ("fork", "forkserver"):
         mpc._concrete_contexts.pop(method, None)  # type: ignore[attr-defined]
     for name in ("ForkContext", "ForkServerContext", "ForkProcess", "ForkServerProcess"):
@@ -302,6 +365,7 @@ def _simulate() -> None:
     # multiprocessing's resource tracker exists only on POSIX; it ignores SIGINT and SIGTERM, and
     # here Ctrl-Break too, so that a console-wide Ctrl-Break does not end it as an artefact
     import multiprocessing.resource_tracker as tracker
+
     tracker_main = tracker.main
 
     def _tracker_main(fd):  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ Every option also reads an ``XML_EXTRACTOR_*`` environment variable (shown in --
 0 done, 1 some applications failed (or an inconsistency was found), 2 usage or configuration
 error, 3 stopped on an error it could not recover from, 130 interrupted.
 """
+
 from __future__ import annotations
 
 import click
@@ -24,12 +25,24 @@ def cli() -> None:
     """Turn XML documents stored in a database table into rows of a normalized schema."""
 
 
-for command in (contract.validate_contract, contract.map_cmd,
-                setup.init_db_cmd, setup.load_xml_cmd, setup.generate_mock_cmd,
-                run.run_cmd, launch.launch_cmd,
-                operate.status_cmd, operate.failures_cmd, operate.reprocess_cmd, operate.reconcile_cmd,
-                operate.quality_cmd,
-                bench.bench_cmd, profile.profile_cmd, preflight.preflight_cmd, report.report_cmd):
+for command in (
+    contract.validate_contract,
+    contract.map_cmd,
+    setup.init_db_cmd,
+    setup.load_xml_cmd,
+    setup.generate_mock_cmd,
+    run.run_cmd,
+    launch.launch_cmd,
+    operate.status_cmd,
+    operate.failures_cmd,
+    operate.reprocess_cmd,
+    operate.reconcile_cmd,
+    operate.quality_cmd,
+    bench.bench_cmd,
+    profile.profile_cmd,
+    preflight.preflight_cmd,
+    report.report_cmd,
+):
     cli.add_command(command)
 show_envvars(cli)  # every option: its environment variable, shown in --help
 
@@ -46,7 +59,9 @@ def main() -> None:
     supervision.watch_stdin_lifeline()
     try:
         cli(prog_name="xml-extractor")
-    except KeyboardInterrupt:  # Ctrl-C outside a command (start-up): 130 like inside one (common.handle_errors)
+    except (
+        KeyboardInterrupt
+    ):  # Ctrl-C outside a command (start-up): 130 like inside one (common.handle_errors)
         click.echo("error: interrupted", err=True)
         raise SystemExit(130) from None
 

@@ -1,11 +1,13 @@
 """Options and helpers shared by every command: database options, run options, error handling."""
+
 from __future__ import annotations
 
 import functools
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -28,13 +30,18 @@ def handle_errors(fn: Callable) -> Callable:
             _fail(str(exc), 2)
         except DatabaseError as exc:  # typed at the driver boundary: the environment, not the input
             _fail(f"stopped on a database error: {exc}", 3)
-        except (KeyboardInterrupt, click.Abort):  # Ctrl-C / SIGINT: committed work stays; 130 for every command
+        except (
+            KeyboardInterrupt,
+            click.Abort,
+        ):  # Ctrl-C / SIGINT: committed work stays; 130 for every command
             _fail("interrupted (what was committed stays; run the command again to go on)", 130)
+
     return wrapper
 
 
 def _contracts_option(ctx: Any, param: Any, value: tuple[str, ...]) -> str | None:
     from ..contract.contract_set import join_contract_specs
+
     try:
         return join_contract_specs(value)
     except ConfigError as exc:
@@ -44,10 +51,15 @@ def _contracts_option(ctx: Any, param: Any, value: tuple[str, ...]) -> str | Non
 # Repeatable: several contracts over one source table are a contract set (each document goes to the
 # contract whose record it has); the commands receive them as one "a,b" string (contract_set.py).
 CONTRACT_OPTION = click.option(
-    "--contract", "contract_path", envvar=ENV + "CONTRACT", show_envvar=True, multiple=True,
+    "--contract",
+    "contract_path",
+    envvar=ENV + "CONTRACT",
+    show_envvar=True,
+    multiple=True,
     callback=_contracts_option,
     help="Contract: a packaged name (credit_card, rec_lending) or a file path; repeat it for a source "
-         "table holding several product lines (default: credit_card).")
+    "table holding several product lines (default: credit_card).",
+)
 
 
 # --encrypt / --trust-server-certificate reach resolve_url through the click context (ctx.meta), not
@@ -65,63 +77,129 @@ def tls_options(ctx: click.Context | None = None) -> Any:
     """The --encrypt / --trust-server-certificate values of ``ctx`` (default: the current command)
     as a db.url.TLSOptions; nothing given -> TLSOptions() (the secure defaults)."""
     from ..db.url import ENCRYPT_FLAG, TRUST_FLAG, TLSOptions
+
     ctx = ctx if ctx is not None else click.get_current_context(silent=True)
     got = ctx.meta.get(TLS_META, {}) if ctx is not None else {}
     encrypt, _ = got.get("encrypt", (None, None))
     trust, _ = got.get("trust_server_certificate", (None, None))
     # typed on the command line or read from the environment (known once parsing is done)
-    typed = frozenset(flag for flag, name in ((ENCRYPT_FLAG, "encrypt"), (TRUST_FLAG, "trust_server_certificate"))
-                      if name in got and got[name][1].get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE)
+    typed = frozenset(
+        flag
+        for flag, name in ((ENCRYPT_FLAG, "encrypt"), (TRUST_FLAG, "trust_server_certificate"))
+        if name in got
+        and got[name][1].get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    )
     return TLSOptions(encrypt=encrypt, trust_server_certificate=trust, typed=typed)
 
 
 def db_options(fn: Callable) -> Callable:
     from ..db.url import ENCRYPT_CHOICES
+
     fn = CONTRACT_OPTION(fn)
-    fn = click.option("--encrypt", type=click.Choice(ENCRYPT_CHOICES, case_sensitive=False), default=None,
-                      envvar=ENV + "ENCRYPT", show_envvar=True, expose_value=False, callback=_tls_option,
-                      help="SQL Server connection encryption (default yes; strict = TDS 8.0, Driver 18; "
-                           "mandatory = yes, optional = no).")(fn)
-    fn = click.option("--trust-server-certificate", is_flag=True, default=None, envvar=ENV + "TRUST_SERVER_CERTIFICATE",
-                      show_envvar=True, expose_value=False, callback=_tls_option,
-                      help="SQL Server: accept the server's certificate without checking it (a self-signed "
-                           "Express install); only on a network you trust.")(fn)
-    fn = click.option("--username", envvar=ENV + "USERNAME", show_envvar=True, default=None,
-                      help="SQL Server user (password from XML_EXTRACTOR_DB_PASSWORD or a prompt).")(fn)
-    fn = click.option("--database", envvar=ENV + "DATABASE", show_envvar=True, default=None,
-                      help="SQL Server database (with --server).")(fn)
-    fn = click.option("--server", envvar=ENV + "SERVER", show_envvar=True, default=None,
-                      help="SQL Server host[\\instance][,port] (instead of --db).")(fn)
-    fn = click.option("--db", "db_url", envvar=ENV + "DB", show_envvar=True, default=None,
-                      help="Database URL: sqlite:///file.db (default sqlite:///xml_extractor.db), "
-                           "postgresql://user@host:port/db, mssql://host/db, odbc:<connection string>.")(fn)
+    fn = click.option(
+        "--encrypt",
+        type=click.Choice(ENCRYPT_CHOICES, case_sensitive=False),
+        default=None,
+        envvar=ENV + "ENCRYPT",
+        show_envvar=True,
+        expose_value=False,
+        callback=_tls_option,
+        help="SQL Server connection encryption (default yes; strict = TDS 8.0, Driver 18; "
+        "mandatory = yes, optional = no).",
+    )(fn)
+    fn = click.option(
+        "--trust-server-certificate",
+        is_flag=True,
+        default=None,
+        envvar=ENV + "TRUST_SERVER_CERTIFICATE",
+        show_envvar=True,
+        expose_value=False,
+        callback=_tls_option,
+        help="SQL Server: accept the server's certificate without checking it (a self-signed "
+        "Express install); only on a network you trust.",
+    )(fn)
+    fn = click.option(
+        "--username",
+        envvar=ENV + "USERNAME",
+        show_envvar=True,
+        default=None,
+        help="SQL Server user (password from XML_EXTRACTOR_DB_PASSWORD or a prompt).",
+    )(fn)
+    fn = click.option(
+        "--database",
+        envvar=ENV + "DATABASE",
+        show_envvar=True,
+        default=None,
+        help="SQL Server database (with --server).",
+    )(fn)
+    fn = click.option(
+        "--server",
+        envvar=ENV + "SERVER",
+        show_envvar=True,
+        default=None,
+        help="SQL Server host[\\instance][,port] (instead of --db).",
+    )(fn)
+    fn = click.option(
+        "--db",
+        "db_url",
+        envvar=ENV + "DB",
+        show_envvar=True,
+        default=None,
+        help="Database URL: sqlite:///file.db (default sqlite:///xml_extractor.db), "
+        "postgresql://user@host:port/db, mssql://host/db, odbc:<connection string>.",
+    )(fn)
     return fn
 
 
-def resolve_url(db_url: str | None, server: str | None, database: str | None, username: str | None,
-                create: bool = False, tls: Any = None) -> Any:
+def resolve_url(
+    db_url: str | None,
+    server: str | None,
+    database: str | None,
+    username: str | None,
+    create: bool = False,
+    tls: Any = None,
+) -> Any:
     """The database URL from the options. A SQLite file must exist unless ``create`` (init-db,
     load-xml, generate-mock): a mistyped path never silently becomes a new empty database.
     ``tls`` (a db.url.TLSOptions) defaults to the current command's --encrypt /
     --trust-server-certificate."""
     from ..db.url import PASSWORD_ENV, parse_url, server_database_url
+
     tls = tls if tls is not None else tls_options()
     if server and db_url:  # an option typed on the command line wins over one from the environment
         ctx = click.get_current_context(silent=True)
         env = click.core.ParameterSource.ENVIRONMENT
-        if ctx is not None and ctx.get_parameter_source("db_url") == env and ctx.get_parameter_source("server") != env:
+        if (
+            ctx is not None
+            and ctx.get_parameter_source("db_url") == env
+            and ctx.get_parameter_source("server") != env
+        ):
             db_url = None
-        elif ctx is not None and ctx.get_parameter_source("server") == env and ctx.get_parameter_source("db_url") != env:
+        elif (
+            ctx is not None
+            and ctx.get_parameter_source("server") == env
+            and ctx.get_parameter_source("db_url") != env
+        ):
             server = database = username = None
     if server is not None and not server.strip():
-        raise ConfigError("--server is empty (an unset variable?): give the SQL Server as host[\\instance][,port]")
+        raise ConfigError(
+            "--server is empty (an unset variable?): give the SQL Server as host[\\instance][,port]"
+        )
     if not server:
         # --database/--username belong to --server: typed without it they would be ignored and the
         # command would quietly use another database (the default SQLite file, or a Windows login)
-        for name, value, fix in (("database", database, "--server HOST --database DB, or the database in the "
-                                                          "--db URL: mssql://host/DB"),
-                                 ("username", username, "--server HOST --username U, or the login in the "
-                                                        "--db URL: mssql://U@host/db")):
+        for name, value, fix in (
+            (
+                "database",
+                database,
+                "--server HOST --database DB, or the database in the --db URL: mssql://host/DB",
+            ),
+            (
+                "username",
+                username,
+                "--server HOST --username U, or the login in the --db URL: mssql://U@host/db",
+            ),
+        ):
             if value and _typed(name):
                 raise ConfigError(f"--{name} is only used with --server: {fix}")
     if server:
@@ -129,23 +207,30 @@ def resolve_url(db_url: str | None, server: str | None, database: str | None, us
             raise ConfigError("give either --db or --server/--database, not both")
         if not database:
             raise ConfigError("--server needs --database")
-        url = tls.apply(server_database_url(server, database, username))  # refused before any prompt
+        url = tls.apply(
+            server_database_url(server, database, username)
+        )  # refused before any prompt
         password = os.environ.get(PASSWORD_ENV, "")
         if username and not password:
             if sys.stdin.isatty():
                 password = click.prompt(f"Password for {username}@{server}", hide_input=True)
             else:
-                raise ConfigError(f"--username {username} needs a password in {PASSWORD_ENV} (no terminal to prompt on)")
+                raise ConfigError(
+                    f"--username {username} needs a password in {PASSWORD_ENV} (no terminal to prompt on)"
+                )
         url.password = password
         return url
     url = tls.apply(parse_url(db_url))
     if not create:
         from ..db.migrate import require_exists
+
         require_exists(url)
     if url.dialect == "mssql" and url.user and not url.password:
         if not sys.stdin.isatty():
-            raise ConfigError(f"the SQL Server login {url.user} needs a password in {PASSWORD_ENV} "
-                              "(no terminal to prompt on)")
+            raise ConfigError(
+                f"the SQL Server login {url.user} needs a password in {PASSWORD_ENV} "
+                "(no terminal to prompt on)"
+            )
         url.password = click.prompt(f"Password for {url.user}", hide_input=True)
     return url
 
@@ -162,61 +247,177 @@ def _typed(param: str) -> bool:
         return True
 
 
-def open_db(db_url: str | None, server: str | None, database: str | None, username: str | None,
-            contract_path: str | None, create: bool = False) -> Any:
+def open_db(
+    db_url: str | None,
+    server: str | None,
+    database: str | None,
+    username: str | None,
+    contract_path: str | None,
+    create: bool = False,
+) -> Any:
     from ..contract.loader import load_contract
     from ..db.database import Database
+
     contract = load_contract(contract_path)
     return Database(resolve_url(db_url, server, database, username, create), contract)
 
 
 def run_options(fn: Callable) -> Callable:
     opts = [
-        click.option("--workers", type=int, default=2, show_default=True, envvar=ENV + "WORKERS", show_envvar=True,
-                     help="Worker processes (parse, map, insert)."),
-        click.option("--batch-size", type=int, default=200, show_default=True, envvar=ENV + "BATCH_SIZE", show_envvar=True,
-                     help="Applications per batch (and per transaction)."),
-        click.option("--limit", type=int, default=None, envvar=ENV + "LIMIT", show_envvar=True,
-                     help="Process at most this many applications in this run."),
-        click.option("--instance-id", type=int, default=0, show_default=True, envvar=ENV + "INSTANCE_ID", show_envvar=True,
-                     help="Partition mode: this instance's number, 0 .. COUNT-1 (it takes app_id % COUNT = ID)."),
-        click.option("--instance-count", type=int, default=1, show_default=True, envvar=ENV + "INSTANCE_COUNT", show_envvar=True,
-                     help="Partition mode: this instance takes app_id % COUNT = ID."),
-        click.option("--mode", type=click.Choice(["partition", "queue"]), default="partition", show_default=True,
-                     envvar=ENV + "MODE", show_envvar=True, help="queue: claim chunks from a work table with a lease."),
-        click.option("--lease-seconds", type=int, default=120, show_default=True, envvar=ENV + "LEASE_SECONDS",
-                     help="Queue mode: how long a claimed chunk stays this instance's without renewal; a dead "
-                          "instance's chunk is taken over after this."),
-        click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True, envvar=ENV + "CHUNK_SIZE",
-                     help="Queue mode: app_id range width of one claim, for a new queue; a queue that "
-                          "has chunks keeps its width (the run says so)."),
-        click.option("--app-id-start", type=int, default=None, envvar=ENV + "APP_ID_START",
-                     help="Only applications with app_id >= this (inclusive)."),
-        click.option("--app-id-end", type=int, default=None, envvar=ENV + "APP_ID_END",
-                     help="Only applications with app_id <= this (inclusive)."),
-        click.option("--retry-failed", is_flag=True, envvar=ENV + "RETRY_FAILED", help="Retry applications whose last attempt failed."),
-        click.option("--max-attempts", type=int, default=3, show_default=True, envvar=ENV + "MAX_ATTEMPTS",
-                     help="With --retry-failed: retry an application only while it has had fewer attempts than this."),
-        click.option("--allow-contract-change", is_flag=True, envvar=ENV + "ALLOW_CONTRACT_CHANGE",
-                     help="Run although the database holds results of another version of this contract "
-                          "(see docs/operations.md, 'Re-running after a contract change')."),
-        click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-                     default="INFO", show_default=True, envvar=ENV + "LOG_LEVEL", help="Detail of the run's log file."),
-        click.option("--no-progress", is_flag=True, envvar=ENV + "NO_PROGRESS", help="No progress bar."),
-        click.option("--logs-dir", default="logs", show_default=True, envvar=ENV + "LOGS_DIR",
-                     help="Folder of the per-run log files (run-*.log)."),
-        click.option("--metrics-dir", default="metrics", show_default=True, envvar=ENV + "METRICS_DIR",
-                     help="Folder of the per-run metrics (run-*.json: counts, stages, timeline)."),
-        click.option("--reconnect-seconds", type=float, default=60, show_default=True, envvar=ENV + "RECONNECT_SECONDS",
-                     help="How long to keep reconnecting after a lost connection."),
+        click.option(
+            "--workers",
+            type=int,
+            default=2,
+            show_default=True,
+            envvar=ENV + "WORKERS",
+            show_envvar=True,
+            help="Worker processes (parse, map, insert).",
+        ),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=200,
+            show_default=True,
+            envvar=ENV + "BATCH_SIZE",
+            show_envvar=True,
+            help="Applications per batch (and per transaction).",
+        ),
+        click.option(
+            "--limit",
+            type=int,
+            default=None,
+            envvar=ENV + "LIMIT",
+            show_envvar=True,
+            help="Process at most this many applications in this run.",
+        ),
+        click.option(
+            "--instance-id",
+            type=int,
+            default=0,
+            show_default=True,
+            envvar=ENV + "INSTANCE_ID",
+            show_envvar=True,
+            help="Partition mode: this instance's number, 0 .. COUNT-1 (it takes app_id % COUNT = ID).",
+        ),
+        click.option(
+            "--instance-count",
+            type=int,
+            default=1,
+            show_default=True,
+            envvar=ENV + "INSTANCE_COUNT",
+            show_envvar=True,
+            help="Partition mode: this instance takes app_id % COUNT = ID.",
+        ),
+        click.option(
+            "--mode",
+            type=click.Choice(["partition", "queue"]),
+            default="partition",
+            show_default=True,
+            envvar=ENV + "MODE",
+            show_envvar=True,
+            help="queue: claim chunks from a work table with a lease.",
+        ),
+        click.option(
+            "--lease-seconds",
+            type=int,
+            default=120,
+            show_default=True,
+            envvar=ENV + "LEASE_SECONDS",
+            help="Queue mode: how long a claimed chunk stays this instance's without renewal; a dead "
+            "instance's chunk is taken over after this.",
+        ),
+        click.option(
+            "--chunk-size",
+            type=click.IntRange(min=1),
+            default=1000,
+            show_default=True,
+            envvar=ENV + "CHUNK_SIZE",
+            help="Queue mode: app_id range width of one claim, for a new queue; a queue that "
+            "has chunks keeps its width (the run says so).",
+        ),
+        click.option(
+            "--app-id-start",
+            type=int,
+            default=None,
+            envvar=ENV + "APP_ID_START",
+            help="Only applications with app_id >= this (inclusive).",
+        ),
+        click.option(
+            "--app-id-end",
+            type=int,
+            default=None,
+            envvar=ENV + "APP_ID_END",
+            help="Only applications with app_id <= this (inclusive).",
+        ),
+        click.option(
+            "--retry-failed",
+            is_flag=True,
+            envvar=ENV + "RETRY_FAILED",
+            help="Retry applications whose last attempt failed.",
+        ),
+        click.option(
+            "--max-attempts",
+            type=int,
+            default=3,
+            show_default=True,
+            envvar=ENV + "MAX_ATTEMPTS",
+            help="With --retry-failed: retry an application only while it has had fewer attempts than this.",
+        ),
+        click.option(
+            "--allow-contract-change",
+            is_flag=True,
+            envvar=ENV + "ALLOW_CONTRACT_CHANGE",
+            help="Run although the database holds results of another version of this contract "
+            "(see docs/operations.md, 'Re-running after a contract change').",
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+            default="INFO",
+            show_default=True,
+            envvar=ENV + "LOG_LEVEL",
+            help="Detail of the run's log file.",
+        ),
+        click.option(
+            "--no-progress", is_flag=True, envvar=ENV + "NO_PROGRESS", help="No progress bar."
+        ),
+        click.option(
+            "--logs-dir",
+            default="logs",
+            show_default=True,
+            envvar=ENV + "LOGS_DIR",
+            help="Folder of the per-run log files (run-*.log).",
+        ),
+        click.option(
+            "--metrics-dir",
+            default="metrics",
+            show_default=True,
+            envvar=ENV + "METRICS_DIR",
+            help="Folder of the per-run metrics (run-*.json: counts, stages, timeline).",
+        ),
+        click.option(
+            "--reconnect-seconds",
+            type=float,
+            default=60,
+            show_default=True,
+            envvar=ENV + "RECONNECT_SECONDS",
+            help="How long to keep reconnecting after a lost connection.",
+        ),
     ]
     for o in reversed(opts):
         fn = o(fn)
     return db_options(fn)
 
 
-FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-                      envvar=ENV + "FORMAT", help="table for people, json for scripts and dashboards.")
+FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    envvar=ENV + "FORMAT",
+    help="table for people, json for scripts and dashboards.",
+)
 
 
 def show_envvars(group: click.Group) -> None:
@@ -225,7 +426,11 @@ def show_envvars(group: click.Group) -> None:
     (--sample-rows: XML_EXTRACTOR_SAMPLE_ROWS). One place, so no option can be left out."""
     for command in group.commands.values():
         for param in command.params:
-            if not isinstance(param, click.Option) or param.hidden or param.name in ("help", "version"):
+            if (
+                not isinstance(param, click.Option)
+                or param.hidden
+                or param.name in ("help", "version")
+            ):
                 continue
             if not param.envvar:
                 long = max(param.opts, key=len).lstrip("-")
@@ -241,7 +446,14 @@ def _db(kw: dict) -> Any:
     """An operator command's database, its planner statistics refreshed first if they are stale
     (db/statistics.py: without them SQLite plans reconcile quadratically)."""
     from ..db.statistics import refresh_if_stale
-    db = open_db(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"), kw.pop("contract_path"))
+
+    db = open_db(
+        kw.pop("db_url"),
+        kw.pop("server"),
+        kw.pop("database"),
+        kw.pop("username"),
+        kw.pop("contract_path"),
+    )
     refresh_if_stale(db)
     return db
 

@@ -1,4 +1,5 @@
 """Contract commands: validate-contract, map."""
+
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from tabulate import tabulate
 
 from .common import CONTRACT_OPTION, handle_errors
 
+
 @click.command("validate-contract")
 @click.argument("paths", nargs=-1)
 @CONTRACT_OPTION  # --contract NAME, repeatable, as on every other command (and XML_EXTRACTOR_CONTRACT)
@@ -21,14 +23,19 @@ def validate_contract(paths: tuple[str, ...], contract_path: str | None) -> None
     for all (shared tables must agree)."""
     from ..contract.contract_set import join_contract_specs
     from ..contract.loader import load_contract
+
     c = load_contract(join_contract_specs(paths + ((contract_path,) if contract_path else ())))
     for m in c.extra.get("members", ()):
         f = contract_figures(m)
-        click.echo(f"ok: {m.name} {m.version_tag}: {f['tables']} tables, {f['columns']} columns, "
-                   f"{f['attributes']} attributes, {f['enum_values']} enum values in {f['enums']} enums")
+        click.echo(
+            f"ok: {m.name} {m.version_tag}: {f['tables']} tables, {f['columns']} columns, "
+            f"{f['attributes']} attributes, {f['enum_values']} enum values in {f['enums']} enums"
+        )
     f = contract_figures(c)
-    click.echo(f"ok: {c.name} {c.version_tag}: {f['tables']} tables, {f['columns']} columns, "
-               f"{f['attributes']} attributes, {f['enum_values']} enum values in {f['enums']} enums")
+    click.echo(
+        f"ok: {c.name} {c.version_tag}: {f['tables']} tables, {f['columns']} columns, "
+        f"{f['attributes']} attributes, {f['enum_values']} enum values in {f['enums']} enums"
+    )
 
 
 def contract_figures(c: Any) -> dict[str, int]:
@@ -51,40 +58,84 @@ def contract_figures(c: Any) -> dict[str, int]:
         elif isinstance(node, list):
             for item in node:
                 walk(item)
+
     walk([t.spec for t in c.tables])
-    return {"tables": len(c.tables), "columns": sum(len(t.stored_columns) for t in c.tables),
-            "attributes": len(names), "enum_values": sum(len(v) for v in c.enums.values()), "enums": len(c.enums)}
+    return {
+        "tables": len(c.tables),
+        "columns": sum(len(t.stored_columns) for t in c.tables),
+        "attributes": len(names),
+        "enum_values": sum(len(v) for v in c.enums.values()),
+        "enums": len(c.enums),
+    }
 
 
 @click.command("map")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @CONTRACT_OPTION
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="table: rows per table and the events; json: the same as data.")
-@click.option("--app-id", type=int, default=None, help="Expect this app_id (as a source row would).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table: rows per table and the events; json: the same as data.",
+)
+@click.option(
+    "--app-id", type=int, default=None, help="Expect this app_id (as a source row would)."
+)
 @handle_errors
 def map_cmd(file: str, contract_path: str | None, fmt: str, app_id: int | None) -> None:
     """Show the rows and data-quality events one document produces."""
     from .. import compile_contract, load_contract
     from ..errors import DocumentFailure
     from ..mapping import map_document
+
     loaded = load_contract(contract_path)
     plan = compile_contract(loaded)
     try:  # the contract's min_length, as run and profile check it
-        mapped = map_document(plan, Path(file).read_bytes(), expected_app_id=app_id, min_length=loaded.source_min_length)
+        mapped = map_document(
+            plan,
+            Path(file).read_bytes(),
+            expected_app_id=app_id,
+            min_length=loaded.source_min_length,
+        )
     except DocumentFailure as f:
         if fmt == "json":
-            click.echo(json.dumps({"status": "failed", "stage": f.stage, "error_class": f.error_class, "reason": f.reason}, indent=2))
+            click.echo(
+                json.dumps(
+                    {
+                        "status": "failed",
+                        "stage": f.stage,
+                        "error_class": f.error_class,
+                        "reason": f.reason,
+                    },
+                    indent=2,
+                )
+            )
         else:
             click.echo(f"failed at stage {f.stage} ({f.error_class}): {f.reason}")
         sys.exit(1)
     tables = mapped.as_dicts(plan)
-    events = [dict(zip(("table", "column", "event_type", "raw_value", "reason", "locator"), e)) for e in mapped.events]
+    events = [
+        dict(zip(("table", "column", "event_type", "raw_value", "reason", "locator"), e))
+        for e in mapped.events
+    ]
     if fmt == "json":
         routed = mapped.extra.get("contract")  # a contract set: the member that mapped it
         contract = routed[1] if routed else plan.contract_version.split("@", 1)[0]
-        click.echo(json.dumps({"status": "success", "app_id": mapped.app_id, "contract": contract, "tables": tables,
-                               "events": events}, indent=2, default=str))
+        click.echo(
+            json.dumps(
+                {
+                    "status": "success",
+                    "app_id": mapped.app_id,
+                    "contract": contract,
+                    "tables": tables,
+                    "events": events,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     for name, rows in tables.items():
         click.echo(f"\n{name} ({len(rows)} row{'s' if len(rows) != 1 else ''})")
@@ -92,10 +143,28 @@ def map_cmd(file: str, contract_path: str | None, fmt: str, app_id: int | None) 
         keys = list(dict.fromkeys(k for r in shown for k in r))
         if len(keys) > 12:  # wide 1:1 tables read better as name/value
             for r in shown:
-                click.echo(tabulate(list(r.items()), headers=["column", "value"], tablefmt="simple"))
+                click.echo(
+                    tabulate(list(r.items()), headers=["column", "value"], tablefmt="simple")
+                )
         else:
-            click.echo(tabulate([[r.get(k) for k in keys] for r in shown], headers=keys, tablefmt="simple"))
+            click.echo(
+                tabulate([[r.get(k) for k in keys] for r in shown], headers=keys, tablefmt="simple")
+            )
     click.echo(f"\ndata-quality events ({len(events)})")
     if events:
-        click.echo(tabulate([[e["table"], e["column"], e["event_type"], (e["raw_value"] or "")[:40], e["reason"][:70]]
-                             for e in events], headers=["table", "column", "event", "raw", "reason"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [
+                    [
+                        e["table"],
+                        e["column"],
+                        e["event_type"],
+                        (e["raw_value"] or "")[:40],
+                        e["reason"][:70],
+                    ]
+                    for e in events
+                ],
+                headers=["table", "column", "event", "raw", "reason"],
+                tablefmt="simple",
+            )
+        )

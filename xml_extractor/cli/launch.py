@@ -9,6 +9,7 @@ the group on POSIX, CTRL_BREAK_EVENT on Windows): in-flight batches commit; a se
 them now. Each instance writes its summary to a file given with the hidden ``run --summary-json``
 option: its stdout is exactly what ``run`` prints.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,17 @@ from ..progress import rate_per_minute
 from .common import ENV, handle_errors
 from .launch_progress import LaunchProgress, _run_params
 
-@click.command("launch", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--instances", type=click.IntRange(min=1), required=True, envvar=ENV + "INSTANCES",
-              help="How many partitioned instances to start.")
+
+@click.command(
+    "launch", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.option(
+    "--instances",
+    type=click.IntRange(min=1),
+    required=True,
+    envvar=ENV + "INSTANCES",
+    help="How many partitioned instances to start.",
+)
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
@@ -47,18 +56,37 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     procs = []
     for i in range(instances):
         part = [] if queue else ["--instance-id", str(i), "--instance-count", str(instances)]
-        cmd = [sys.executable, "-m", "xml_extractor", "run", "--no-progress", *run_args,
-               *part, "--summary-json", str(folder / f"{i}.json")]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      **supervision.group_popen_kwargs()))
+        cmd = [
+            sys.executable,
+            "-m",
+            "xml_extractor",
+            "run",
+            "--no-progress",
+            *run_args,
+            *part,
+            "--summary-json",
+            str(folder / f"{i}.json"),
+        ]
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                **supervision.group_popen_kwargs(),
+            )
+        )
 
-    progress = LaunchProgress(run_args, instances, lambda: [p.poll() for p in procs])  # a live line on a terminal
+    progress = LaunchProgress(
+        run_args, instances, lambda: [p.poll() for p in procs]
+    )  # a live line on a terminal
     progress.start()
 
     def pump(i: int, p: subprocess.Popen) -> None:
         assert p.stdout is not None
         for line in p.stdout:
             progress.echo(f"[{i}/{instances}] {line.rstrip()}")
+
     threads = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
     for t in threads:
         t.start()
@@ -66,10 +94,14 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
 
     def forward(signum: int, frame: Any) -> None:
         stopping["n"] += 1
-        click.echo(f"[launch] {supervision.signal_name(signum)}: stopping all instances"
-                   + (" now" if stopping["n"] > 1 else " after their in-flight batches"), err=True)
+        click.echo(
+            f"[launch] {supervision.signal_name(signum)}: stopping all instances"
+            + (" now" if stopping["n"] > 1 else " after their in-flight batches"),
+            err=True,
+        )
         for p in procs:
             supervision.stop_group(p, hard=stopping["n"] > 1)
+
     old = supervision.install_stop_handlers(forward)
     try:
         codes = [p.wait() for p in procs]
@@ -88,14 +120,48 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     rows = []
     for i in range(instances):
         s = summaries.get(i, {})
-        rows.append([i, codes[i], s.get("selected", "-"), s.get("success", "-"), s.get("failed", "-"), s.get("skipped", "-"),
-                     s.get("apps_per_minute", "-"), s.get("elapsed_s", "-")])
+        rows.append(
+            [
+                i,
+                codes[i],
+                s.get("selected", "-"),
+                s.get("success", "-"),
+                s.get("failed", "-"),
+                s.get("skipped", "-"),
+                s.get("apps_per_minute", "-"),
+                s.get("elapsed_s", "-"),
+            ]
+        )
     tot = lambda k: sum(int(summaries[i].get(k, 0)) for i in summaries)  # noqa: E731
     wall = max((float(summaries[i].get("elapsed_s", 0)) for i in summaries), default=0.0)
-    rows.append(["all", max(codes), tot("selected"), tot("success"), tot("failed"), tot("skipped"),
-                 round(rate_per_minute(tot("success") + tot("failed"), 0.0, wall), 1), wall])
-    click.echo(tabulate(rows, headers=["instance", "exit", "selected", "success", "failed", "skipped", "apps/min", "elapsed s"],
-                        tablefmt="simple"))
+    rows.append(
+        [
+            "all",
+            max(codes),
+            tot("selected"),
+            tot("success"),
+            tot("failed"),
+            tot("skipped"),
+            round(rate_per_minute(tot("success") + tot("failed"), 0.0, wall), 1),
+            wall,
+        ]
+    )
+    click.echo(
+        tabulate(
+            rows,
+            headers=[
+                "instance",
+                "exit",
+                "selected",
+                "success",
+                "failed",
+                "skipped",
+                "apps/min",
+                "elapsed s",
+            ],
+            tablefmt="simple",
+        )
+    )
     sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
 
 

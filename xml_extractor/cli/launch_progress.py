@@ -7,21 +7,24 @@ instances but the database they share. Rate and ETA are progress.py's, the same 
 ``status`` and the run summary. Lines the instances print go through :meth:`echo`, which clears
 the live line first and redraws it after, so the two never garble each other.
 """
+
 from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import click
 
-from ..progress import eta_minutes, rate_per_minute
 from ..processing.partition import ID_MAX, ID_MIN
+from ..progress import eta_minutes, rate_per_minute
 
 
 def _run_context(run_args: tuple[str, ...]) -> click.Context:
     """The run options as ``run`` itself would parse them (flags, then environment variables)."""
     from .run import run_cmd
+
     return run_cmd.make_context("run", list(run_args), resilient_parsing=True)
 
 
@@ -32,8 +35,14 @@ def _run_params(run_args: tuple[str, ...]) -> dict[str, Any]:
 class LaunchProgress:
     """One status line for N launched instances. ``start()`` does nothing without a terminal."""
 
-    def __init__(self, run_args: tuple[str, ...], instances: int, states: Callable[[], list[int | None]],
-                 stream: TextIO | None = None, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        run_args: tuple[str, ...],
+        instances: int,
+        states: Callable[[], list[int | None]],
+        stream: TextIO | None = None,
+        interval: float = 2.0,
+    ) -> None:
         self.run_args = run_args
         self.instances = instances
         self.states = states  # each instance's exit code, None while it runs
@@ -47,7 +56,9 @@ class LaunchProgress:
         self._db: Any = None
         self._since: Any = None
         self._total: int | None = None
-        self._queue = False  # queue mode: every instance is instance 0 of 1; only the total is known
+        self._queue = (
+            False  # queue mode: every instance is instance 0 of 1; only the total is known
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -55,7 +66,7 @@ class LaunchProgress:
             return
         try:
             self._open()
-        except Exception:  # noqa: BLE001 - a progress line is not worth failing the launch for
+        except Exception:
             return
         self.active = True
         self._thread = threading.Thread(target=self._loop, name="launch-progress", daemon=True)
@@ -88,16 +99,27 @@ class LaunchProgress:
         from ..db.database import Database
         from ..db.store import utcnow
         from .common import resolve_url, tls_options
+
         ctx = _run_context(self.run_args)
         p = ctx.params
         self._queue = p.get("mode") == "queue"
         # the instances' own --encrypt / --trust-server-certificate: the live line connects as they do
-        self._db = Database(resolve_url(p.get("db_url"), p.get("server"), p.get("database"), p.get("username"),
-                                        tls=tls_options(ctx)), load_contract(p.get("contract_path")))
+        self._db = Database(
+            resolve_url(
+                p.get("db_url"),
+                p.get("server"),
+                p.get("database"),
+                p.get("username"),
+                tls=tls_options(ctx),
+            ),
+            load_contract(p.get("contract_path")),
+        )
         self._since = utcnow()
         lo = p.get("app_id_start") if p.get("app_id_start") is not None else ID_MIN
         hi = p.get("app_id_end") if p.get("app_id_end") is not None else ID_MAX
-        n = self._db.scalar(self._db.sql("count_pending"), {"id_lo": lo, "id_hi": hi, "modulus": 1, "remainder": 0})
+        n = self._db.scalar(
+            self._db.sql("count_pending"), {"id_lo": lo, "id_hi": hi, "modulus": 1, "remainder": 0}
+        )
         limit = p.get("limit")
         self._total = min(int(n), limit * self.instances) if limit is not None else int(n)
 
@@ -105,13 +127,16 @@ class LaunchProgress:
         while not self._stop.wait(self.interval):
             try:
                 self._draw(self._render())
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     def _render(self) -> str:
         from ..db.store import utcnow
-        rows = self._db.autocommit_query(self._db.sql("launch_progress"), {"since": self._since,
-                                                                          "instance_count": 1 if self._queue else self.instances})
+
+        rows = self._db.autocommit_query(
+            self._db.sql("launch_progress"),
+            {"since": self._since, "instance_count": 1 if self._queue else self.instances},
+        )
         per = {int(i): (int(ok or 0) + int(bad or 0)) for i, ok, bad, _, _ in rows}
         first = min((r[3] for r in rows if r[3] is not None), default=None)
         done = sum(per.values())
@@ -126,8 +151,12 @@ class LaunchProgress:
         parts = [f"{done:,}{total} done", f"{rate:,.0f}/min"]
         if eta is not None:
             parts.append(f"ETA {eta:.0f} min" if eta >= 1 else f"ETA {eta * 60:.0f} s")
-        inst = " ".join(f"[{i}] " + ("" if self._queue else f"{per.get(i, 0):,} ") + ("running" if s is None else f"exit {s}")
-                        for i, s in enumerate(states))
+        inst = " ".join(
+            f"[{i}] "
+            + ("" if self._queue else f"{per.get(i, 0):,} ")
+            + ("running" if s is None else f"exit {s}")
+            for i, s in enumerate(states)
+        )
         return " | ".join(parts) + " | " + inst
 
     def _draw(self, line: str, final: bool = False) -> None:
@@ -142,6 +171,7 @@ class LaunchProgress:
 
 def _ts(v: Any) -> Any:
     import datetime as _dt
+
     if v is None or isinstance(v, _dt.datetime):
         return v
     return _dt.datetime.fromisoformat(str(v))

@@ -1,5 +1,6 @@
 """Operator commands: status, failures, reprocess, reconcile, quality. Queries live in ``ops.py``;
 this module formats them (tabulate, or JSON with --format json for scripts)."""
+
 from __future__ import annotations
 
 import csv
@@ -18,6 +19,7 @@ from ..errors import ConfigError
 from .common import ENV, FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
 from .run import execute_run
 
+
 def _contract_set(kw: dict) -> bool:
     """Whether the command was given a contract set: its tables then show a contract column."""
     return len(split_contract_spec(kw.get("contract_path"))) > 1
@@ -25,12 +27,24 @@ def _contract_set(kw: dict) -> bool:
 
 # -- status ---------------------------------------------------------------------------------------
 
+
 @click.command("status")
 @db_options
 @FORMAT
-@click.option("--watch", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-              help="Refresh every SECONDS until Ctrl-C (which exits 130).")
-@click.option("--recent-minutes", type=click.IntRange(min=1), default=5, show_default=True, help="Window for the current rate.")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Refresh every SECONDS until Ctrl-C (which exits 130).",
+)
+@click.option(
+    "--recent-minutes",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Window for the current rate.",
+)
 @handle_errors
 def status_cmd(fmt: str, watch: float | None, recent_minutes: int, **kw: Any) -> None:
     """Progress: source rows, success, failed, pending, per instance and session, rate, ETA."""
@@ -59,53 +73,139 @@ def status_cmd(fmt: str, watch: float | None, recent_minutes: int, **kw: Any) ->
 
 def _print_status(d: dict) -> None:
     if not d.get("running", True):
-        eta = f"- (idle since {d['idle_since']:%Y-%m-%d %H:%M:%S} UTC)" if d.get("idle_since") else "- (nothing has run)"
+        eta = (
+            f"- (idle since {d['idle_since']:%Y-%m-%d %H:%M:%S} UTC)"
+            if d.get("idle_since")
+            else "- (nothing has run)"
+        )
     elif d["eta_minutes"] is None:
         eta = "-"
     else:
         m = d["eta_minutes"]
         eta = "under 1 min" if m < 1 else f"{m:.0f} min" if m < 120 else f"{m / 60:.1f} h"
     window = f" over the last {d['rate_window_s']:.0f} s" if d.get("rate_window_s") else ""
-    click.echo(tabulate([["source rows", d["source_rows"]], ["success", d["success"]], ["failed", d["failed"]],
-                         ["pending (never attempted)", max(0, d["pending"] - d.get("reprocess_requested", 0))],
-                         ["pending (reprocess requested)", d.get("reprocess_requested", 0)], ["done", f"{d['done_pct']}%"],
-                         ["rate (recent)", f"{d['rate_per_min_recent']}/min{window}"], ["ETA", eta]], tablefmt="simple"))
+    click.echo(
+        tabulate(
+            [
+                ["source rows", d["source_rows"]],
+                ["success", d["success"]],
+                ["failed", d["failed"]],
+                [
+                    "pending (never attempted)",
+                    max(0, d["pending"] - d.get("reprocess_requested", 0)),
+                ],
+                ["pending (reprocess requested)", d.get("reprocess_requested", 0)],
+                ["done", f"{d['done_pct']}%"],
+                ["rate (recent)", f"{d['rate_per_min_recent']}/min{window}"],
+                ["ETA", eta],
+            ],
+            tablefmt="simple",
+        )
+    )
     if d.get("by_contract"):  # a contract set: its members side by side (issue 14)
         click.echo("\nper contract")
-        click.echo(tabulate([[c["contract"], c["success"], c["failed"]] for c in d["by_contract"]],
-                            headers=["contract", "ok", "failed"], tablefmt="simple"))
-    if len(d.get("contract_versions", [])) > 1:  # more than one version produced the current results
+        click.echo(
+            tabulate(
+                [[c["contract"], c["success"], c["failed"]] for c in d["by_contract"]],
+                headers=["contract", "ok", "failed"],
+                tablefmt="simple",
+            )
+        )
+    if (
+        len(d.get("contract_versions", [])) > 1
+    ):  # more than one version produced the current results
         click.echo("\napplications per contract version")
-        click.echo(tabulate([[v["contract_version"], v["applications"]] for v in d["contract_versions"]],
-                            headers=["contract version", "applications"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [[v["contract_version"], v["applications"]] for v in d["contract_versions"]],
+                headers=["contract version", "applications"],
+                tablefmt="simple",
+            )
+        )
     if d["sessions"]:
         click.echo("\nsessions (last 24 h)")
-        click.echo(tabulate([[s["session"], s["instance"], s["processed"], s["success"], s["failed"], s["rate_per_min"],
-                              s["avg_rate_per_min"], s["last_activity"], s["idle_s"]] for s in d["sessions"]],
-                            headers=["session", "instance", "processed", "ok", "failed", "rate/min", "avg/min",
-                                     "last activity (UTC)", "idle s"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [
+                    [
+                        s["session"],
+                        s["instance"],
+                        s["processed"],
+                        s["success"],
+                        s["failed"],
+                        s["rate_per_min"],
+                        s["avg_rate_per_min"],
+                        s["last_activity"],
+                        s["idle_s"],
+                    ]
+                    for s in d["sessions"]
+                ],
+                headers=[
+                    "session",
+                    "instance",
+                    "processed",
+                    "ok",
+                    "failed",
+                    "rate/min",
+                    "avg/min",
+                    "last activity (UTC)",
+                    "idle s",
+                ],
+                tablefmt="simple",
+            )
+        )
     if d["failures"]:
         click.echo("\nfailures by stage")
-        click.echo(tabulate([[f["stage"], f["error_class"], f["count"]] for f in d["failures"]],
-                            headers=["stage", "error class", "rows"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [[f["stage"], f["error_class"], f["count"]] for f in d["failures"]],
+                headers=["stage", "error class", "rows"],
+                tablefmt="simple",
+            )
+        )
 
 
 # -- failures -------------------------------------------------------------------------------------
 
+
 @click.command("failures")
 @db_options
 @FORMAT
-@click.option("--stage", type=click.Choice(["read", "parse", "validate", "map", "insert"]), default=None,
-              help="Only failures at this stage.")
-@click.option("--app-id", type=int, default=None, help="One application's full history of attempts and events.")
-@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Also write every failed attempt of the failed applications to this CSV file (columns: app_id, attempt, "
-                   "stage, error_class, reason, logged_at, contract).")
-@click.option("--contract-name", default=None, metavar="NAME",
-              help=f"Only failures of this contract of a contract set ('{ops.NOT_ROUTED}': failed before routing).")
+@click.option(
+    "--stage",
+    type=click.Choice(["read", "parse", "validate", "map", "insert"]),
+    default=None,
+    help="Only failures at this stage.",
+)
+@click.option(
+    "--app-id",
+    type=int,
+    default=None,
+    help="One application's full history of attempts and events.",
+)
+@click.option(
+    "--csv",
+    "csv_file",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also write every failed attempt of the failed applications to this CSV file (columns: app_id, attempt, "
+    "stage, error_class, reason, logged_at, contract).",
+)
+@click.option(
+    "--contract-name",
+    default=None,
+    metavar="NAME",
+    help=f"Only failures of this contract of a contract set ('{ops.NOT_ROUTED}': failed before routing).",
+)
 @handle_errors
-def failures_cmd(fmt: str, stage: str | None, app_id: int | None, csv_file: str | None, contract_name: str | None,
-                 **kw: Any) -> None:
+def failures_cmd(
+    fmt: str,
+    stage: str | None,
+    app_id: int | None,
+    csv_file: str | None,
+    contract_name: str | None,
+    **kw: Any,
+) -> None:
     """Failures grouped by contract and reason with counts and sample app_ids, or one application's history."""
     per_contract = _contract_set(kw)
     db = _db(kw)
@@ -115,19 +215,55 @@ def failures_cmd(fmt: str, stage: str | None, app_id: int | None, csv_file: str 
             if fmt == "json":
                 _json(h)
                 return
-            click.echo(f"application {app_id}: {'in' if h['in_source'] else 'NOT in'} the source table, "
-                       f"{len(h['attempts'])} attempt(s)")
+            click.echo(
+                f"application {app_id}: {'in' if h['in_source'] else 'NOT in'} the source table, "
+                f"{len(h['attempts'])} attempt(s)"
+            )
             if h["attempts"]:
-                click.echo(tabulate([[a["attempt"], a["status"] + (" (replaced)" if a.get("replaced_at") else ""), a["stage"],
-                                      a["error_class"], (a["reason"] or "")[:90],
-                                      a["logged_at"], a["contract"]] for a in h["attempts"]],
-                                    headers=["attempt", "status", "stage", "class", "reason", "logged at", "contract"],
-                                    tablefmt="simple"))
+                click.echo(
+                    tabulate(
+                        [
+                            [
+                                a["attempt"],
+                                a["status"] + (" (replaced)" if a.get("replaced_at") else ""),
+                                a["stage"],
+                                a["error_class"],
+                                (a["reason"] or "")[:90],
+                                a["logged_at"],
+                                a["contract"],
+                            ]
+                            for a in h["attempts"]
+                        ],
+                        headers=[
+                            "attempt",
+                            "status",
+                            "stage",
+                            "class",
+                            "reason",
+                            "logged at",
+                            "contract",
+                        ],
+                        tablefmt="simple",
+                    )
+                )
             if h["events"]:
                 click.echo(f"\ndata-quality events ({len(h['events'])})")
-                click.echo(tabulate([[e["table"], e["column"], e["event_type"], (e["raw_value"] or "")[:30], e["locator"]]
-                                     for e in h["events"]], headers=["table", "column", "event", "raw", "where"],
-                                    tablefmt="simple"))
+                click.echo(
+                    tabulate(
+                        [
+                            [
+                                e["table"],
+                                e["column"],
+                                e["event_type"],
+                                (e["raw_value"] or "")[:30],
+                                e["locator"],
+                            ]
+                            for e in h["events"]
+                        ],
+                        headers=["table", "column", "event", "raw", "where"],
+                        tablefmt="simple",
+                    )
+                )
             return
         groups = ops.failures(db, stage, contract=contract_name)
         if csv_file:
@@ -135,32 +271,64 @@ def failures_cmd(fmt: str, stage: str | None, app_id: int | None, csv_file: str 
             try:
                 with open(csv_file, "w", newline="", encoding="utf-8") as fh:
                     w = csv.writer(fh)
-                    w.writerow(["app_id", "attempt", "stage", "error_class", "reason", "logged_at", "contract"])
+                    w.writerow(
+                        [
+                            "app_id",
+                            "attempt",
+                            "stage",
+                            "error_class",
+                            "reason",
+                            "logged_at",
+                            "contract",
+                        ]
+                    )
                     w.writerows(rows)
             except OSError as exc:
-                raise ConfigError(f"--csv {csv_file}: cannot write it ({exc.strerror or exc})") from None
+                raise ConfigError(
+                    f"--csv {csv_file}: cannot write it ({exc.strerror or exc})"
+                ) from None
         if fmt == "json":
             _json(groups)
             return
         total = sum(g["count"] for g in groups)
-        click.echo(f"{total} failed application(s) in {len(groups)} group(s)" + (f"; all written to {csv_file}" if csv_file else ""))
+        click.echo(
+            f"{total} failed application(s) in {len(groups)} group(s)"
+            + (f"; all written to {csv_file}" if csv_file else "")
+        )
         if groups:
             lead = ["contract"] if per_contract else []
-            click.echo(tabulate([[g["contract"]] * len(lead) + [g["count"], g["stage"], g["error_class"], g["reason"][:80],
-                                                                " ".join(map(str, g["sample_app_ids"]))] for g in groups],
-                                headers=lead + ["apps", "stage", "class", "reason (first of group)", "sample app_ids"],
-                                tablefmt="simple"))
+            click.echo(
+                tabulate(
+                    [
+                        [g["contract"]] * len(lead)
+                        + [
+                            g["count"],
+                            g["stage"],
+                            g["error_class"],
+                            g["reason"][:80],
+                            " ".join(map(str, g["sample_app_ids"])),
+                        ]
+                        for g in groups
+                    ],
+                    headers=lead
+                    + ["apps", "stage", "class", "reason (first of group)", "sample app_ids"],
+                    tablefmt="simple",
+                )
+            )
         if per_contract and groups:
             per: dict[str, int] = {}
             for g in groups:
                 per[g["contract"]] = per.get(g["contract"], 0) + g["count"]
             click.echo("\nfailed applications per contract")
-            click.echo(tabulate(sorted(per.items()), headers=["contract", "apps"], tablefmt="simple"))
+            click.echo(
+                tabulate(sorted(per.items()), headers=["contract", "apps"], tablefmt="simple")
+            )
     finally:
         db.close()
 
 
 # -- reprocess ------------------------------------------------------------------------------------
+
 
 def _parse_time(v: str) -> _dt.datetime:
     try:
@@ -175,12 +343,18 @@ def _parse_time(v: str) -> _dt.datetime:
 @click.command("reprocess")
 @click.argument("app_ids", nargs=-1, type=int)
 @click.option("--failed", is_flag=True, help="Every application whose last attempt failed.")
-@click.option("--since", default=None, help="Every application logged at or after this UTC time (ISO).")
-@click.option("--dry-run", is_flag=True, help="List what would be replaced and reprocessed; change nothing.")
+@click.option(
+    "--since", default=None, help="Every application logged at or after this UTC time (ISO)."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="List what would be replaced and reprocessed; change nothing."
+)
 @FORMAT
 @run_options
 @handle_errors
-def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry_run: bool, fmt: str, **kw: Any) -> None:
+def reprocess_cmd(
+    app_ids: tuple[int, ...], failed: bool, since: str | None, dry_run: bool, fmt: str, **kw: Any
+) -> None:
     """After a contract fix: redo applications. Each one's new attempt replaces its old rows, events
     and log rows in one transaction (old log rows are kept in processing_log_history); a stop at
     any point leaves the old or the new result, and the same command again resumes. With
@@ -191,9 +365,12 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
     ("not in the source table: ..."); when none of them exists (and no other selector is given)
     the command exits 2."""
     from .. import reprocess as rp
+
     rp.require_selection(list(app_ids), failed, since)
     if kw["instance_count"] < 1 or not 0 <= kw["instance_id"] < kw["instance_count"]:
-        raise ConfigError(f"--instance-id must be between 0 and {kw['instance_count'] - 1} for --instance-count {kw['instance_count']}")
+        raise ConfigError(
+            f"--instance-id must be between 0 and {kw['instance_count'] - 1} for --instance-count {kw['instance_count']}"
+        )
     db = open_db(kw["db_url"], kw["server"], kw["database"], kw["username"], kw["contract_path"])
     try:
         rp.check_schema(db)  # the contract against the database before anything changes
@@ -202,37 +379,66 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
         if missing:  # named but not in the source table: say so rather than drop them silently
             shown = " ".join(map(str, missing[:30])) + (" ..." if len(missing) > 30 else "")
             if len(missing) == len(set(app_ids)) and not failed and since is None:
-                raise ConfigError(f"none of the named applications is in the source table; not in the source table: {shown}")
+                raise ConfigError(
+                    f"none of the named applications is in the source table; not in the source table: {shown}"
+                )
             click.echo(f"not in the source table: {shown}", err=True)
-        closed = rp.close_orphans(db, dry_run)  # requests no run can consume: closed, with the reason
+        closed = rp.close_orphans(
+            db, dry_run
+        )  # requests no run can consume: closed, with the reason
         if closed:
-            click.echo(f"{'would close' if dry_run else 'closed'} {len(closed)} open reprocess request(s) whose "
-                       "application is not in the source table "
-                       f"any more (nothing can be processed for it): {_ids_text(closed)}", err=True)
+            click.echo(
+                f"{'would close' if dry_run else 'closed'} {len(closed)} open reprocess request(s) whose "
+                "application is not in the source table "
+                f"any more (nothing can be processed for it): {_ids_text(closed)}",
+                err=True,
+            )
         gone: set[int] = set()
         ids = ops.select_for_reprocess(db, list(app_ids), failed, since_dt, gone)
         if gone:  # logged, selected by --failed/--since, but their source rows are gone: said, not requested
-            click.echo(f"not in the source table (logged, not requested): {_ids_text(sorted(gone))}", err=True)
+            click.echo(
+                f"not in the source table (logged, not requested): {_ids_text(sorted(gone))}",
+                err=True,
+            )
         command = rp.command_key(list(app_ids), failed, since_dt, kw["limit"])
-        req = rp.request_reprocess(db, ids, command, kw["instance_id"], kw["instance_count"], kw["limit"], dry_run)
+        req = rp.request_reprocess(
+            db, ids, command, kw["instance_id"], kw["instance_count"], kw["limit"], dry_run
+        )
         todo = req.app_ids
         plan = rp.rows_to_replace(db, todo) if todo else {}
         if dry_run or not todo:
-            out = {"applications": len(todo), "app_ids": todo[:1000], "rows_to_remove": plan, "dry_run": dry_run,
-                   "command": command}
+            out = {
+                "applications": len(todo),
+                "app_ids": todo[:1000],
+                "rows_to_remove": plan,
+                "dry_run": dry_run,
+                "command": command,
+            }
             if fmt == "json":
                 _json(out)
             else:
-                click.echo(f"{'would reprocess' if dry_run else 'nothing to reprocess:'} {len(todo)} application(s): "
-                           f"{' '.join(map(str, todo[:30]))}{' ...' if len(todo) > 30 else ''}")
+                click.echo(
+                    f"{'would reprocess' if dry_run else 'nothing to reprocess:'} {len(todo)} application(s): "
+                    f"{' '.join(map(str, todo[:30]))}{' ...' if len(todo) > 30 else ''}"
+                )
                 if plan:
-                    click.echo(tabulate(sorted(plan.items()), headers=["table", "rows to replace"], tablefmt="simple"))
+                    click.echo(
+                        tabulate(
+                            sorted(plan.items()),
+                            headers=["table", "rows to replace"],
+                            tablefmt="simple",
+                        )
+                    )
             return
-        click.echo(f"{'resuming the open requests of' if req.resumed else 'requested'} {command!r}: {len(todo)} "
-                   f"application(s), {sum(plan.values())} rows to replace; processing them again")
+        click.echo(
+            f"{'resuming the open requests of' if req.resumed else 'requested'} {command!r}: {len(todo)} "
+            f"application(s), {sum(plan.values())} rows to replace; processing them again"
+        )
     finally:
         db.close()
-    hold("reprocess_requested")  # test hook (gated): the requests are committed, the run not started
+    hold(
+        "reprocess_requested"
+    )  # test hook (gated): the requests are committed, the run not started
     kw["only_ids"] = todo
     kw["limit"] = None  # already applied to what was requested
     kw["allow_contract_change"] = True  # redoing with a changed contract is what reprocess is for
@@ -243,7 +449,9 @@ def reprocess_cmd(app_ids: tuple[int, ...], failed: bool, since: str | None, dry
 
 
 def _ids_text(ids: list[int], shown: int = 30) -> str:
-    return " ".join(map(str, ids[:shown])) + (f" ... ({len(ids)} in all)" if len(ids) > shown else "")
+    return " ".join(map(str, ids[:shown])) + (
+        f" ... ({len(ids)} in all)" if len(ids) > shown else ""
+    )
 
 
 def _say_if_nothing_is_left(closed: Any, command: str) -> None:
@@ -253,20 +461,25 @@ def _say_if_nothing_is_left(closed: Any, command: str) -> None:
     "run the same command again" unqualified."""
     from .. import reprocess as rp
     from ..db.database import Database
+
     try:
         db = Database(closed.url, closed.contract)  # the resolved URL: no second password prompt
         try:
             left = rp.open_requests(db, command)
         finally:
             db.close()
-    except Exception:  # noqa: BLE001 - only a hint; the exit code stands
+    except Exception:
         return
     if not left:
-        click.echo(f"note: every application {command!r} requested was processed before the stop; it is complete, "
-                   "do not run it again (it would request and redo its selection again)", err=True)
+        click.echo(
+            f"note: every application {command!r} requested was processed before the stop; it is complete, "
+            "do not run it again (it would request and redo its selection again)",
+            err=True,
+        )
 
 
 # -- reconcile and quality ------------------------------------------------------------------------
+
 
 @click.command("reconcile")
 @db_options
@@ -280,33 +493,77 @@ def reconcile_cmd(fmt: str, **kw: Any) -> None:
     if fmt == "json":
         _json(r)
     else:
-        click.echo(tabulate([[c["check"], c["count"], c["gap"] if c["inconsistency"] and c["count"] else "",
-                              " ".join(map(str, c["sample_app_ids"]))] for c in r["checks"]],
-                            headers=["check", "count", "gap", "sample app_ids"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [
+                    [
+                        c["check"],
+                        c["count"],
+                        c["gap"] if c["inconsistency"] and c["count"] else "",
+                        " ".join(map(str, c["sample_app_ids"])),
+                    ]
+                    for c in r["checks"]
+                ],
+                headers=["check", "count", "gap", "sample app_ids"],
+                tablefmt="simple",
+            )
+        )
         if r.get("by_contract") and _set:
             click.echo("\napplications per contract")
-            click.echo(tabulate([[c["contract"], c["success"], c["failed"], c["pending"]] for c in r["by_contract"]]
-                                + [["total", *(sum(c[k] for c in r["by_contract"]) for k in ("success", "failed", "pending"))]],
-                                headers=["contract", "success", "failed", "pending"], tablefmt="simple"))
+            click.echo(
+                tabulate(
+                    [
+                        [c["contract"], c["success"], c["failed"], c["pending"]]
+                        for c in r["by_contract"]
+                    ]
+                    + [
+                        [
+                            "total",
+                            *(
+                                sum(c[k] for c in r["by_contract"])
+                                for k in ("success", "failed", "pending")
+                            ),
+                        ]
+                    ],
+                    headers=["contract", "success", "failed", "pending"],
+                    tablefmt="simple",
+                )
+            )
         if r["contract_versions"]:
             click.echo("\napplications per contract version")
-            click.echo(tabulate([[v["contract_version"], v["applications"]] for v in r["contract_versions"]],
-                                headers=["contract version", "applications"], tablefmt="simple"))
+            click.echo(
+                tabulate(
+                    [[v["contract_version"], v["applications"]] for v in r["contract_versions"]],
+                    headers=["contract version", "applications"],
+                    tablefmt="simple",
+                )
+            )
         if r["consistent"]:
-            click.echo("consistent: every application is done (success or final failure), nothing orphaned or doubled")
+            click.echo(
+                "consistent: every application is done (success or final failure), nothing orphaned or doubled"
+            )
         else:
-            click.echo("NOT CONSISTENT: " + ", ".join(f"{k} {v}" for k, v in sorted(r["gaps"].items()))
-                       + " (see the rows marked above)")
+            click.echo(
+                "NOT CONSISTENT: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(r["gaps"].items()))
+                + " (see the rows marked above)"
+            )
     sys.exit(0 if r["consistent"] else 1)
 
 
 @click.command("quality")
 @db_options
 @FORMAT
-@click.option("--sample-rows", type=click.IntRange(min=0), default=ops.QUALITY_SAMPLE_ROWS, show_default=True,
-              envvar=ENV + "SAMPLE_ROWS", show_envvar=True,
-              help="Count declared defaults and sparse rows in the first N rows of each table (0: every row, "
-                   "a full scan of every table). Events are always counted in full.")
+@click.option(
+    "--sample-rows",
+    type=click.IntRange(min=0),
+    default=ops.QUALITY_SAMPLE_ROWS,
+    show_default=True,
+    envvar=ENV + "SAMPLE_ROWS",
+    show_envvar=True,
+    help="Count declared defaults and sparse rows in the first N rows of each table (0: every row, "
+    "a full scan of every table). Events are always counted in full.",
+)
 @handle_errors
 def quality_cmd(fmt: str, sample_rows: int, **kw: Any) -> None:
     """Data-quality events by (contract,) table, column and reason, with examples; defaults and sparse rows."""
@@ -316,20 +573,58 @@ def quality_cmd(fmt: str, sample_rows: int, **kw: Any) -> None:
         _json(q)
         return
     lead = ["contract"] if per_contract else []
-    click.echo(tabulate([[e["contract"]] * len(lead) + [e["table"], e["column"], e["event_type"], e["events"],
-                                                        e["applications"], " | ".join(e["examples"])] for e in q["events"]],
-                        headers=lead + ["table", "column", "event", "events", "apps", "example raw values"], tablefmt="simple"))
+    click.echo(
+        tabulate(
+            [
+                [e["contract"]] * len(lead)
+                + [
+                    e["table"],
+                    e["column"],
+                    e["event_type"],
+                    e["events"],
+                    e["applications"],
+                    " | ".join(e["examples"]),
+                ]
+                for e in q["events"]
+            ],
+            headers=lead + ["table", "column", "event", "events", "apps", "example raw values"],
+            tablefmt="simple",
+        )
+    )
     if per_contract and q["events"]:
         per: dict[str, list[int]] = {}
         for e in q["events"]:
             per.setdefault(e["contract"], [0, 0])[0] += e["events"]
         click.echo("\nevents per contract")
-        click.echo(tabulate([[k, v[0]] for k, v in sorted(per.items())], headers=["contract", "events"], tablefmt="simple"))
-    scope = f" (first {q['sample_rows']:,} rows of each table; --sample-rows 0 for all)" if q["sample_rows"] else ""
+        click.echo(
+            tabulate(
+                [[k, v[0]] for k, v in sorted(per.items())],
+                headers=["contract", "events"],
+                tablefmt="simple",
+            )
+        )
+    scope = (
+        f" (first {q['sample_rows']:,} rows of each table; --sample-rows 0 for all)"
+        if q["sample_rows"]
+        else ""
+    )
     if q["sentinels"]:
         click.echo("\ndeclared defaults in the data" + scope)
-        click.echo(tabulate([[s["table"], s["column"], s["default"], s["rows"]] for s in q["sentinels"]],
-                            headers=["table", "column", "default", "rows"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [[s["table"], s["column"], s["default"], s["rows"]] for s in q["sentinels"]],
+                headers=["table", "column", "default", "rows"],
+                tablefmt="simple",
+            )
+        )
     click.echo("\nsparse rows (at most one data value)" + scope)
-    click.echo(tabulate([[s["table"], s["rows"], s["rows_with_at_most_one_value"], s["data_columns"]] for s in q["sparse"]],
-                        headers=["table", "rows", "sparse", "data columns"], tablefmt="simple"))
+    click.echo(
+        tabulate(
+            [
+                [s["table"], s["rows"], s["rows_with_at_most_one_value"], s["data_columns"]]
+                for s in q["sparse"]
+            ],
+            headers=["table", "rows", "sparse", "data columns"],
+            tablefmt="simple",
+        )
+    )

@@ -1,4 +1,5 @@
 """``xml-extractor preflight``: the checks of xml_extractor/preflight.py as a table or JSON."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,6 +16,7 @@ def _connect(kw: dict) -> Any:
     one line naming it)."""
     from ..contract.loader import load_contract
     from ..db.database import Database
+
     contract = load_contract(kw.pop("contract_path"))
     url = resolve_url(kw.pop("db_url"), kw.pop("server"), kw.pop("database"), kw.pop("username"))
     db = Database(url, contract, connect=False)
@@ -22,7 +24,7 @@ def _connect(kw: dict) -> Any:
         db.connect()
     except ConfigError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure to connect: exit 2 with the driver's first line
+    except Exception as exc:
         lines = str(exc).strip().splitlines()
         msg = lines[0][:400] if lines else type(exc).__name__
         msg = msg.removeprefix("cannot connect to the database: ")
@@ -36,15 +38,21 @@ def _connect(kw: dict) -> Any:
 @click.command("preflight")
 @db_options
 @FORMAT
-@click.option("--sample", type=click.IntRange(min=1, max=100_000), default=200, show_default=True,
-              help="Documents to read, spread over the source's id range (encodings, what the run's fetch returns, "
-                   "documents that would not parse or map).")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1, max=100_000),
+    default=200,
+    show_default=True,
+    help="Documents to read, spread over the source's id range (encodings, what the run's fetch returns, "
+    "documents that would not parse or map).",
+)
 @handle_errors
 def preflight_cmd(fmt: str, sample: int, **kw: Any) -> None:
     """Before a migration: check the database for what would hurt (connection, driver, permissions,
     locks, collation, isolation, the source table and a sample of its rows, size limits, schema).
     Exit 0 all ok, 1 any warning or failure, 2 cannot connect or misconfigured."""
     from ..preflight import Preflight, exit_code, run_checks
+
     db = _connect(kw)
     try:
         checks = run_checks(Preflight(db, sample=sample))
@@ -53,10 +61,30 @@ def preflight_cmd(fmt: str, sample: int, **kw: Any) -> None:
     if fmt == "json":
         _json([c.as_dict() for c in checks])
     else:
-        rows = [[c.name, c.status.upper() if c.status in ("warn", "fail") else c.status, c.detail
-                 + (f"\n-> {c.fix}" if c.fix and c.status in ("warn", "fail") else "")] for c in checks]
-        click.echo(tabulate(rows, headers=["check", "status", "detail"], tablefmt="simple", maxcolwidths=[None, None, 100]))
+        rows = [
+            [
+                c.name,
+                c.status.upper() if c.status in ("warn", "fail") else c.status,
+                c.detail + (f"\n-> {c.fix}" if c.fix and c.status in ("warn", "fail") else ""),
+            ]
+            for c in checks
+        ]
+        click.echo(
+            tabulate(
+                rows,
+                headers=["check", "status", "detail"],
+                tablefmt="simple",
+                maxcolwidths=[None, None, 100],
+            )
+        )
         bad = [c for c in checks if c.status in ("warn", "fail")]
-        click.echo("\n" + (f"{sum(c.status == 'fail' for c in bad)} failed, {sum(c.status == 'warn' for c in bad)} "
-                           "warning(s)" if bad else "all checks passed"))
+        click.echo(
+            "\n"
+            + (
+                f"{sum(c.status == 'fail' for c in bad)} failed, {sum(c.status == 'warn' for c in bad)} "
+                "warning(s)"
+                if bad
+                else "all checks passed"
+            )
+        )
     raise SystemExit(exit_code(checks))

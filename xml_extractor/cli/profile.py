@@ -1,10 +1,12 @@
 """profile: before the run, find where a contract would lose data (exit 1 on capacity loss)."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import click
 from tabulate import tabulate
@@ -29,6 +31,7 @@ def _contracts(contract_option: Any) -> list[Any]:
     contract_set.py); one contract when a single one (or none: the default) is given."""
     from ..contract.contract_set import split_contract_spec
     from ..contract.loader import load_contract
+
     if isinstance(contract_option, (list, tuple)):
         specs = [p for v in contract_option for p in split_contract_spec(v)]
     else:
@@ -39,12 +42,27 @@ def _contracts(contract_option: Any) -> list[Any]:
 @click.command("profile")
 @click.argument("paths", nargs=-1)
 @db_options
-@click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True, envvar=ENV + "PROFILE_SAMPLE",
-              show_envvar=True, help="Documents read from the source table, spread evenly over its id range.")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    envvar=ENV + "PROFILE_SAMPLE",
+    show_envvar=True,
+    help="Documents read from the source table, spread evenly over its id range.",
+)
 @FORMAT
 @handle_errors
-def profile_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, database: str | None,
-                username: str | None, contract_path: Any, sample: int, fmt: str) -> None:
+def profile_cmd(
+    paths: tuple[str, ...],
+    db_url: str | None,
+    server: str | None,
+    database: str | None,
+    username: str | None,
+    contract_path: Any,
+    sample: int,
+    fmt: str,
+) -> None:
     """Before the run: map a sample of documents (or PATHS: files, folders, globs) with the
     contract's own converters and report, per column, what would be rejected, rounded, truncated or
     defaulted, the longest value against the declared length, digits and decimal places against
@@ -56,9 +74,13 @@ def profile_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, 
     from ..errors import ConfigError
     from ..loading import expand_paths
     from ..profile import ProfileSet, profile_db, profile_files
+
     ctx = click.get_current_context()
-    given = [o for o in ("db_url", "server")
-             if ctx.get_parameter_source(o) == click.core.ParameterSource.COMMANDLINE]
+    given = [
+        o
+        for o in ("db_url", "server")
+        if ctx.get_parameter_source(o) == click.core.ParameterSource.COMMANDLINE
+    ]
     if paths and given:  # a database from the environment is simply not used with PATHS
         raise ConfigError("give either PATHS or --db/--server, not both")
     contracts = _contracts(contract_path)
@@ -71,6 +93,7 @@ def profile_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, 
             prof = profile_files(contracts, files, tick)
     else:
         from ..db.database import Database
+
         db = Database(resolve_url(db_url, server, database, username), contracts[0])
         try:
             with _progress(sample, label) as tick:
@@ -79,10 +102,23 @@ def profile_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, 
             db.close()
     reports = prof.reports if isinstance(prof, ProfileSet) else [prof.report]
     if fmt == "json":
-        if isinstance(prof, ProfileSet):  # a contract set: one report per member, and what no member took
-            click.echo(json.dumps({"contracts": [r.as_dict() for r in reports],
-                                   "unrouted": {"documents": prof.report.documents, "failed": dict(prof.report.failed),
-                                                "examples": prof.report.failure_examples}}, indent=2, default=str))
+        if isinstance(
+            prof, ProfileSet
+        ):  # a contract set: one report per member, and what no member took
+            click.echo(
+                json.dumps(
+                    {
+                        "contracts": [r.as_dict() for r in reports],
+                        "unrouted": {
+                            "documents": prof.report.documents,
+                            "failed": dict(prof.report.failed),
+                            "examples": prof.report.failure_examples,
+                        },
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
         else:
             click.echo(json.dumps(reports[0].as_dict(), indent=2, default=str))
     else:
@@ -90,8 +126,10 @@ def profile_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, 
             _print_table(r.as_dict())
             click.echo()
         if isinstance(prof, ProfileSet) and prof.report.documents:
-            click.echo(f"{prof.report.documents} documents went to no contract: "
-                       + ", ".join(f"{n} failed at {s}" for s, n in prof.report.failed.items()))
+            click.echo(
+                f"{prof.report.documents} documents went to no contract: "
+                + ", ".join(f"{n} failed at {s}" for s, n in prof.report.failed.items())
+            )
             _print_failures(prof.report.as_dict())
     if any(r.capacity_columns for r in reports):
         sys.exit(1)
@@ -133,41 +171,118 @@ def _print_failures(r: dict) -> None:
 
 
 def _print_table(r: dict) -> None:
-    click.echo(f"contract {r['contract']} on {r['source']}: {r['documents']} documents, {r['mapped']} mapped"
-               + (", would fail: " + ", ".join(f"{n} at {s}" for s, n in r["failed"].items()) if r["failed"] else ""))
+    click.echo(
+        f"contract {r['contract']} on {r['source']}: {r['documents']} documents, {r['mapped']} mapped"
+        + (
+            ", would fail: " + ", ".join(f"{n} at {s}" for s, n in r["failed"].items())
+            if r["failed"]
+            else ""
+        )
+    )
     _print_failures(r)
     cap = [c for c in r["columns"] if c["capacity_loss"]]
-    click.echo(f"\ncapacity loss: a valid value the column cannot hold -- the contract must change ({len(cap)} columns)")
+    click.echo(
+        f"\ncapacity loss: a valid value the column cannot hold -- the contract must change ({len(cap)} columns)"
+    )
     if cap:
-        click.echo(tabulate([[f"{c['table']}.{c['column']}", c["values"], c["capacity_loss"],
-                              ", ".join(f"{k} {v}" for k, v in c["capacity"].items()), _fit(c),
-                              _example(c["capacity_examples"])] for c in cap],
-                            headers=["column", "non-null values", "lost", "what", "seen / declared", "example"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [
+                    [
+                        f"{c['table']}.{c['column']}",
+                        c["values"],
+                        c["capacity_loss"],
+                        ", ".join(f"{k} {v}" for k, v in c["capacity"].items()),
+                        _fit(c),
+                        _example(c["capacity_examples"]),
+                    ]
+                    for c in cap
+                ],
+                headers=["column", "non-null values", "lost", "what", "seen / declared", "example"],
+                tablefmt="simple",
+            )
+        )
     inv = [c for c in r["columns"] if c["invalid"]]
-    click.echo(f"\ninvalid values: rejected by the contract's rules on purpose -- the data is wrong ({len(inv)} columns)")
+    click.echo(
+        f"\ninvalid values: rejected by the contract's rules on purpose -- the data is wrong ({len(inv)} columns)"
+    )
     if inv:
-        click.echo(tabulate([[f"{c['table']}.{c['column']}", c["values"], c["invalid"],
-                              ", ".join(f"{k} {v}" for k, v in c["events"].items()), _example(c["invalid_examples"])]
-                             for c in inv], headers=["column", "non-null values", "invalid", "events", "example"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [
+                    [
+                        f"{c['table']}.{c['column']}",
+                        c["values"],
+                        c["invalid"],
+                        ", ".join(f"{k} {v}" for k, v in c["events"].items()),
+                        _example(c["invalid_examples"]),
+                    ]
+                    for c in inv
+                ],
+                headers=["column", "non-null values", "invalid", "events", "example"],
+                tablefmt="simple",
+            )
+        )
     noise = [c for c in r["columns"] if c["precision_noise"]]
-    click.echo(f"\nprecision noise: more digits than a binary float carries, rounded to the column's scale -- "
-               f"nothing meaningful lost ({len(noise)} columns)")
+    click.echo(
+        f"\nprecision noise: more digits than a binary float carries, rounded to the column's scale -- "
+        f"nothing meaningful lost ({len(noise)} columns)"
+    )
     if noise:
-        click.echo(tabulate([[f"{c['table']}.{c['column']}", c["values"], c["precision_noise"], c["declared"],
-                              _example(c["precision_noise_examples"])] for c in noise],
-                            headers=["column", "non-null values", "rounded", "declared", "example"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [
+                    [
+                        f"{c['table']}.{c['column']}",
+                        c["values"],
+                        c["precision_noise"],
+                        c["declared"],
+                        _example(c["precision_noise_examples"]),
+                    ]
+                    for c in noise
+                ],
+                headers=["column", "non-null values", "rounded", "declared", "example"],
+                tablefmt="simple",
+            )
+        )
     seen = [c for c in r["columns"] if c["values"] and not c["capacity_loss"]]
-    click.echo(f"\n{len(seen)} columns received values that all fit; {sum(1 for c in r['columns'] if not c['values'])} "
-               "received none in this sample (--format json lists every column with its largest value)")
-    click.echo(f"\nunmapped: attributes inside the document scope that no column reads ({len(r['unmapped'])})")
+    click.echo(
+        f"\n{len(seen)} columns received values that all fit; {sum(1 for c in r['columns'] if not c['values'])} "
+        "received none in this sample (--format json lists every column with its largest value)"
+    )
+    click.echo(
+        f"\nunmapped: attributes inside the document scope that no column reads ({len(r['unmapped'])})"
+    )
     if r["unmapped"]:
-        click.echo(tabulate([[u["element"], u["attribute"], u["documents"], (u["examples"] or [""])[0]] for u in r["unmapped"]],
-                            headers=["element", "attribute", "documents", "example"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [
+                    [u["element"], u["attribute"], u["documents"], (u["examples"] or [""])[0]]
+                    for u in r["unmapped"]
+                ],
+                headers=["element", "attribute", "documents", "example"],
+                tablefmt="simple",
+            )
+        )
     if r["enums"]:
         click.echo("\ncodes no enum of the contract knows")
-        click.echo(tabulate([[e["enum"], ", ".join(e["columns"]), ", ".join(f"{k!r} x{v}" for k, v in list(e["unknown_codes"].items())[:8])]
-                             for e in r["enums"]], headers=["enum", "columns", "unknown codes"], tablefmt="simple"))
+        click.echo(
+            tabulate(
+                [
+                    [
+                        e["enum"],
+                        ", ".join(e["columns"]),
+                        ", ".join(f"{k!r} x{v}" for k, v in list(e["unknown_codes"].items())[:8]),
+                    ]
+                    for e in r["enums"]
+                ],
+                headers=["enum", "columns", "unknown codes"],
+                tablefmt="simple",
+            )
+        )
     if r["capacity_loss_columns"]:
-        click.echo(f"\nCAPACITY LOSS in {len(r['capacity_loss_columns'])} column(s): {', '.join(r['capacity_loss_columns'])}")
+        click.echo(
+            f"\nCAPACITY LOSS in {len(r['capacity_loss_columns'])} column(s): {', '.join(r['capacity_loss_columns'])}"
+        )
     else:
         click.echo("\nno capacity loss: every valid value seen fits its column")

@@ -1,5 +1,6 @@
 """``xml-extractor report``: the migration on one page (HTML with charts), or the same figures as
 Markdown or JSON. The gathering and the layout live in ``xml_extractor/report.py``."""
+
 from __future__ import annotations
 
 import sys
@@ -16,12 +17,22 @@ DEFAULT_HTML = "xml-extractor-report.html"
 
 @click.command("report")
 @db_options
-@click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]), default="html", show_default=True,
-              help="html: one self-contained page with charts (needs the report extra: matplotlib); md and json: the same "
-                   "figures for scripts.")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None,
-              help=f"Write to this file ('-': standard output). Default: {DEFAULT_HTML} for html, standard output for md "
-                   "and json.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "md", "json"]),
+    default="html",
+    show_default=True,
+    help="html: one self-contained page with charts (needs the report extra: matplotlib); md and json: the same "
+    "figures for scripts.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help=f"Write to this file ('-': standard output). Default: {DEFAULT_HTML} for html, standard output for md "
+    "and json.",
+)
 @handle_errors
 def report_cmd(fmt: str, out: str | None, **kw: Any) -> None:
     """The migration's story: applications done over time per instance, the rate and its ETA,

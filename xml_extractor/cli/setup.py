@@ -1,4 +1,5 @@
 """Setup commands: init-db, load-xml, generate-mock."""
+
 from __future__ import annotations
 
 import json
@@ -11,37 +12,63 @@ from tabulate import tabulate
 from .. import __version__
 from .common import ENV, db_options, handle_errors, open_db
 
+
 @click.command("init-db")
 @db_options
-@click.option("--print", "print_only", is_flag=True,
-              help="Print the whole schema's SQL instead of running it (no database needed).")
-@click.option("--dialect", type=click.Choice(["sqlite", "postgresql", "mssql"]), default=None,
-              help="With --print: the dialect to emit (default: the --db URL's).")
-@click.option("--dry-run", is_flag=True,
-              help="Compare the database with the contract and print the plan (new tables, ALTER TABLE ... ADD; "
-                   "T-SQL batches for SQL Server) without changing anything. Exit 2 if a change could lose data.")
-@click.option("--allow-enum-change", is_flag=True,
-              help="When the contract gives an enum code another id than the database holds: rewrite app_enums and "
-                   "every stored id of that enum in one transaction (stop every run first). Without it such a "
-                   "change is refused (exit 2).")
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="Print the whole schema's SQL instead of running it (no database needed).",
+)
+@click.option(
+    "--dialect",
+    type=click.Choice(["sqlite", "postgresql", "mssql"]),
+    default=None,
+    help="With --print: the dialect to emit (default: the --db URL's).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Compare the database with the contract and print the plan (new tables, ALTER TABLE ... ADD; "
+    "T-SQL batches for SQL Server) without changing anything. Exit 2 if a change could lose data.",
+)
+@click.option(
+    "--allow-enum-change",
+    is_flag=True,
+    help="When the contract gives an enum code another id than the database holds: rewrite app_enums and "
+    "every stored id of that enum in one transaction (stop every run first). Without it such a "
+    "change is refused (exit 2).",
+)
 @handle_errors
-def init_db_cmd(db_url: str | None, server: str | None, database: str | None, username: str | None,
-                contract_path: str | None, print_only: bool, dialect: str | None, dry_run: bool,
-                allow_enum_change: bool) -> None:
+def init_db_cmd(
+    db_url: str | None,
+    server: str | None,
+    database: str | None,
+    username: str | None,
+    contract_path: str | None,
+    print_only: bool,
+    dialect: str | None,
+    dry_run: bool,
+    allow_enum_change: bool,
+) -> None:
     """Create source, target, log and event tables and seed app_enums (idempotent). On an existing
     database: add the tables and nullable columns a newer contract declares; refuse (exit 2, with
     the exact difference) a change that could lose data, and an enum id the contract changes unless
     --allow-enum-change."""
     from ..contract.loader import load_contract
     from ..db import migrate
+
     if print_only:
         from ..db.database import make_dialect
         from ..db.url import parse_url
+
         contract = load_contract(contract_path)
         d = make_dialect(dialect or (parse_url(db_url).dialect if db_url else "sqlite"))
         click.echo(render_ddl(d, contract))
         return
     from ..db.store import init_db
+
     db = open_db(db_url, server, database, username, contract_path, create=not dry_run)
     try:
         plan = migrate.plan(db, allow_enum_change)
@@ -53,16 +80,31 @@ def init_db_cmd(db_url: str | None, server: str | None, database: str | None, us
         if plan.refusals:
             raise migrate.SchemaRefused(migrate.refusal_message(plan))
         moves = plan.enum_moves
-        rewritten = migrate.apply_enum_changes(db, plan) if moves else 0  # before the seed: it adds missing ids
+        rewritten = (
+            migrate.apply_enum_changes(db, plan) if moves else 0
+        )  # before the seed: it adds missing ids
         res = init_db(db)
         altered = migrate.apply(db, migrate.plan(db))
-        click.echo(f"initialised {db.url.display()}: {res['statements']} statements, "
-                   f"{res['enums_seeded']} enum rows seeded ({res['enums_total']} declared)"
-                   + (f"; enum ids changed: " + ", ".join(f"{m.enum} {m.code} {m.old_id} -> {m.new_id}" for m in moves)
-                      + f" ({rewritten} stored value(s) rewritten)" if moves else "")
-                   + (f"; {altered} schema change(s) applied: " + "; ".join(c.describe() for c in plan.additions if c.column)
-                      if altered else ""))
-    except Exception as exc:  # a driver error (catalogue read, DDL): typed, one line, never a raw traceback
+        click.echo(
+            f"initialised {db.url.display()}: {res['statements']} statements, "
+            f"{res['enums_seeded']} enum rows seeded ({res['enums_total']} declared)"
+            + (
+                "; enum ids changed: "
+                + ", ".join(f"{m.enum} {m.code} {m.old_id} -> {m.new_id}" for m in moves)
+                + f" ({rewritten} stored value(s) rewritten)"
+                if moves
+                else ""
+            )
+            + (
+                f"; {altered} schema change(s) applied: "
+                + "; ".join(c.describe() for c in plan.additions if c.column)
+                if altered
+                else ""
+            )
+        )
+    except (
+        Exception
+    ) as exc:  # a driver error (catalogue read, DDL): typed, one line, never a raw traceback
         typed = db.dialect.wrap(exc)
         if typed is exc:
             raise
@@ -76,8 +118,10 @@ def render_ddl(dialect: Any, contract: Any) -> str:
     sep = dialect.script_separator
     stmts = dialect.ddl(contract)
     sql, rows = dialect.enum_seed_sql(contract)
-    head = (f"-- xml-extractor {__version__}: schema for contract {contract.version_tag} ({dialect.name})\n"
-            "-- generated by: xml-extractor init-db --print --dialect " + dialect.name + "\n")
+    head = (
+        f"-- xml-extractor {__version__}: schema for contract {contract.version_tag} ({dialect.name})\n"
+        "-- generated by: xml-extractor init-db --print --dialect " + dialect.name + "\n"
+    )
     seeds = [sql.replace("?, ?, ?, ?", ", ".join(dialect.literal(v) for v in r)) for r in rows]
     return head + sep.join(stmts + seeds) + sep.rstrip("\n") + "\n"
 
@@ -90,14 +134,33 @@ def _say_created(where: str) -> None:
 @click.command("load-xml")
 @click.argument("paths", nargs=-1, required=True)
 @db_options
-@click.option("--replace", is_flag=True, envvar=ENV + "REPLACE", show_envvar=True,
-              help="Overwrite documents whose app_id is already in the source table (default: skip them, with a reason).")
-@click.option("--prefer", "prefer", multiple=True, metavar="PATH", type=click.Path(dir_okay=False),
-              help="When several files carry one Request/@ID, load this one (repeatable). Without it none of them "
-                   "is loaded and the conflict is reported with every path.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    envvar=ENV + "REPLACE",
+    show_envvar=True,
+    help="Overwrite documents whose app_id is already in the source table (default: skip them, with a reason).",
+)
+@click.option(
+    "--prefer",
+    "prefer",
+    multiple=True,
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="When several files carry one Request/@ID, load this one (repeatable). Without it none of them "
+    "is loaded and the conflict is reported with every path.",
+)
 @handle_errors
-def load_xml_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None, database: str | None,
-                 username: str | None, contract_path: str | None, replace: bool, prefer: tuple[str, ...]) -> None:
+def load_xml_cmd(
+    paths: tuple[str, ...],
+    db_url: str | None,
+    server: str | None,
+    database: str | None,
+    username: str | None,
+    contract_path: str | None,
+    replace: bool,
+    prefer: tuple[str, ...],
+) -> None:
     """Load XML files (files, folders, globs) into the source table; app_id from Request/@ID.
 
     Every file that cannot be loaded is skipped with a reason (unreadable, not XML, no usable ID,
@@ -105,6 +168,7 @@ def load_xml_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None,
     if any was skipped, 2 if an argument matches no file. Creates the database and its schema if
     there is none (as init-db would) and says so."""
     from ..loading import load_files
+
     db = open_db(db_url, server, database, username, contract_path, create=True)
     try:
         report = load_files(db, paths, replace=replace, prefer=prefer)
@@ -112,12 +176,19 @@ def load_xml_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None,
         db.close()
     if report.created_schema:
         _say_created(db.url.display())
-    click.echo(tabulate(sorted(report.counts.items()), headers=["outcome", "files"], tablefmt="simple"))
+    click.echo(
+        tabulate(sorted(report.counts.items()), headers=["outcome", "files"], tablefmt="simple")
+    )
     marked = report.marked_for_reprocess
     if marked:  # their stored rows come from the old documents: said loudly, and pending again
-        shown = " ".join(map(str, marked[:30])) + (f" ... ({len(marked)} in all)" if len(marked) > 30 else "")
-        click.echo(f"marked for reprocess: {len(marked)} replaced application(s) had been processed; their stored "
-                   f"rows are from the old document until the next run (or reprocess) redoes them: {shown}", err=True)
+        shown = " ".join(map(str, marked[:30])) + (
+            f" ... ({len(marked)} in all)" if len(marked) > 30 else ""
+        )
+        click.echo(
+            f"marked for reprocess: {len(marked)} replaced application(s) had been processed; their stored "
+            f"rows are from the old document until the next run (or reprocess) redoes them: {shown}",
+            err=True,
+        )
     for path, why in report.problems[:50]:
         click.echo(f"  skipped {path}: {why}", err=True)
     if len(report.problems) > 50:
@@ -127,26 +198,79 @@ def load_xml_cmd(paths: tuple[str, ...], db_url: str | None, server: str | None,
 
 @click.command("generate-mock")
 @db_options
-@click.option("--count", type=click.IntRange(min=1), required=True, envvar=ENV + "COUNT", help="How many documents.")
-@click.option("--seed", type=int, default=42, show_default=True, envvar=ENV + "SEED",
-              help="The same seed gives the same documents.")
-@click.option("--faulty-share", type=click.FloatRange(0, 1), default=0.0, show_default=True, envvar=ENV + "FAULTY_SHARE",
-              help="Share of documents broken in one of the real ways (malformed, truncated, wrong product line, ...).")
-@click.option("--start-id", type=int, default=1, show_default=True, envvar=ENV + "START_ID",
-              help="app_id of the first document (the others follow).")
-@click.option("--product", type=click.Choice(["cc", "rl", "mixed"]), default="cc", show_default=True, envvar=ENV + "PRODUCT",
-              help="Credit-card documents, rec-lending documents, or both in one source table.")
-@click.option("--rl-share", type=click.FloatRange(0, 1), default=0.3, show_default=True, envvar=ENV + "RL_SHARE",
-              help="With --product mixed: the share of rec-lending documents.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Write .xml files into this folder instead of the database.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    required=True,
+    envvar=ENV + "COUNT",
+    help="How many documents.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=42,
+    show_default=True,
+    envvar=ENV + "SEED",
+    help="The same seed gives the same documents.",
+)
+@click.option(
+    "--faulty-share",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    envvar=ENV + "FAULTY_SHARE",
+    help="Share of documents broken in one of the real ways (malformed, truncated, wrong product line, ...).",
+)
+@click.option(
+    "--start-id",
+    type=int,
+    default=1,
+    show_default=True,
+    envvar=ENV + "START_ID",
+    help="app_id of the first document (the others follow).",
+)
+@click.option(
+    "--product",
+    type=click.Choice(["cc", "rl", "mixed"]),
+    default="cc",
+    show_default=True,
+    envvar=ENV + "PRODUCT",
+    help="Credit-card documents, rec-lending documents, or both in one source table.",
+)
+@click.option(
+    "--rl-share",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    envvar=ENV + "RL_SHARE",
+    help="With --product mixed: the share of rec-lending documents.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write .xml files into this folder instead of the database.",
+)
 @handle_errors
-def generate_mock_cmd(db_url: str | None, server: str | None, database: str | None, username: str | None,
-                      contract_path: str | None, count: int, seed: int, faulty_share: float, start_id: int,
-                      product: str, rl_share: float, out_dir: str | None) -> None:
+def generate_mock_cmd(
+    db_url: str | None,
+    server: str | None,
+    database: str | None,
+    username: str | None,
+    contract_path: str | None,
+    count: int,
+    seed: int,
+    faulty_share: float,
+    start_id: int,
+    product: str,
+    rl_share: float,
+    out_dir: str | None,
+) -> None:
     """Generate realistic documents (sizes, formats, edge cases), deterministically for a seed."""
     from ..loading import generate_into_db, generate_into_folder
     from ..mock_rl import generator_for
+
     gen = generator_for(product, seed, faulty_share, rl_share)
     if out_dir:
         stats = generate_into_folder(out_dir, count, seed, faulty_share, start_id, generator=gen)
@@ -158,6 +282,8 @@ def generate_mock_cmd(db_url: str | None, server: str | None, database: str | No
         db.close()
         if stats["created_schema"]:
             _say_created(where)
-    click.echo(f"generated {stats['written']} documents into {where} in {stats['seconds']:.1f}s "
-               f"({stats['written'] / max(stats['seconds'], 1e-9):.0f}/s), median {stats['median_kb']:.0f} KB; "
-               f"faulty: {stats['faulty']} {json.dumps(stats['faults'])}; skipped (already present): {stats['skipped']}")
+    click.echo(
+        f"generated {stats['written']} documents into {where} in {stats['seconds']:.1f}s "
+        f"({stats['written'] / max(stats['seconds'], 1e-9):.0f}/s), median {stats['median_kb']:.0f} KB; "
+        f"faulty: {stats['faulty']} {json.dumps(stats['faults'])}; skipped (already present): {stats['skipped']}"
+    )

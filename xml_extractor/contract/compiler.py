@@ -4,11 +4,13 @@ Done once per process. Paths are split into steps, enums into dicts, patterns an
 into compiled objects, so that mapping a document is only dictionary lookups and small function
 calls. Nothing in here knows a table name: every behaviour comes from the contract.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ContractError
 from . import converters as cv
@@ -18,7 +20,9 @@ if TYPE_CHECKING:
     from ..parsing import DocumentPlan
     from .loader import Contract
 
-_STEP = re.compile(r"^(?P<tag>\.\.|\.|[A-Za-z_][A-Za-z0-9_.\-]*)(?:\[@(?P<pa>[A-Za-z_][A-Za-z0-9_.\-]*)='(?P<pv>[^']*)'\])?$")
+_STEP = re.compile(
+    r"^(?P<tag>\.\.|\.|[A-Za-z_][A-Za-z0-9_.\-]*)(?:\[@(?P<pa>[A-Za-z_][A-Za-z0-9_.\-]*)='(?P<pv>[^']*)'\])?$"
+)
 
 
 @dataclass(frozen=True)
@@ -46,18 +50,26 @@ def parse_path(text: str, where: str, want_attribute: bool | None, ci: bool) -> 
     if want_attribute is True and attribute is None:
         raise ContractError(f"{where}: path {text!r} must end with /@attribute")
     if want_attribute is False and attribute is not None:
-        raise ContractError(f"{where}: path {text!r} selects elements and must not end with an attribute")
+        raise ContractError(
+            f"{where}: path {text!r} selects elements and must not end with an attribute"
+        )
     steps = []
     for part in parts:
         if part == "" and len(parts) == 1 and attribute is not None:
             continue
         m = _STEP.match(part)
         if not m:
-            raise ContractError(f"{where}: bad path step {part!r} in {text!r} "
-                                "(steps are element names, '.', '..' or name[@attr='value'])")
+            raise ContractError(
+                f"{where}: bad path step {part!r} in {text!r} "
+                "(steps are element names, '.', '..' or name[@attr='value'])"
+            )
         pa = m.group("pa")
-        steps.append(Step(m.group("tag"), (pa.lower() if ci else pa) if pa else None, m.group("pv")))
-    return PathSpec(tuple(steps), (attribute.lower() if ci else attribute) if attribute else None, text)
+        steps.append(
+            Step(m.group("tag"), (pa.lower() if ci else pa) if pa else None, m.group("pv"))
+        )
+    return PathSpec(
+        tuple(steps), (attribute.lower() if ci else attribute) if attribute else None, text
+    )
 
 
 def select_elements(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], dict]) -> list:
@@ -75,7 +87,11 @@ def select_elements(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], 
                 cands = e.findall(st.tag)
             if st.pred_attr is not None:
                 want = (st.pred_value or "").strip().upper()
-                cands = [c for c in cands if (attrs_of(c).get(st.pred_attr) or "").strip().upper() == want]
+                cands = [
+                    c
+                    for c in cands
+                    if (attrs_of(c).get(st.pred_attr) or "").strip().upper() == want
+                ]
             nxt.extend(cands)
         current = nxt
         if not current:
@@ -94,9 +110,17 @@ def select_one(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], dict]
 class Scope:
     """What a column can see while one row is built."""
 
-    __slots__ = ("doc", "element", "attrs", "parent_values", "unpivot_name", "unpivot_value", "group")
+    __slots__ = (
+        "doc",
+        "element",
+        "attrs",
+        "parent_values",
+        "unpivot_name",
+        "unpivot_value",
+        "group",
+    )
 
-    def __init__(self, doc: "DocContext", element: Any, parent_values: dict | None = None) -> None:
+    def __init__(self, doc: DocContext, element: Any, parent_values: dict | None = None) -> None:
         self.doc = doc
         self.element = element
         self.attrs = doc.attrs_of(element)
@@ -111,7 +135,9 @@ class DocContext:
 
     __slots__ = ("app_id", "ci", "_attrs", "events", "observe", "kept", "_children")
 
-    def __init__(self, app_id: int, case_insensitive: bool, observe: Callable[..., None] | None = None) -> None:
+    def __init__(
+        self, app_id: int, case_insensitive: bool, observe: Callable[..., None] | None = None
+    ) -> None:
         self.app_id = app_id
         self.ci = case_insensitive
         self._attrs: dict[Any, dict] = {}
@@ -165,7 +191,9 @@ class ColumnPlan:
     default: Any
     context_like: bool  # key-ish values that do not count as data (app_id, parent keys, constants)
     attr_key: str | None = None  # set for plain attribute columns: the (case-folded) attribute name
-    text_fn: Callable[[str], Any] | None = None  # trimmed non-empty text -> value (transforms, check, convert)
+    text_fn: Callable[[str], Any] | None = (
+        None  # trimmed non-empty text -> value (transforms, check, convert)
+    )
     # "fallback": further sources, tried in order when the column's own source gives no usable value
     fallbacks: tuple[tuple[Fetch, bool, str], ...] = ()  # (fetch, textual, label)
     source_label: str = ""  # how events name the column's own source ("@regb_start_date")
@@ -173,11 +201,17 @@ class ColumnPlan:
     fallback_conflict: bool = False  # fallbacks are other places of the same attribute: a different value there is an event
 
     def __post_init__(self) -> None:
-        self.text_fn = _compose_text(self.transforms, self.transform_names, self.check, self.convert)
+        self.text_fn = _compose_text(
+            self.transforms, self.transform_names, self.check, self.convert
+        )
 
 
-def _compose_text(transforms: tuple, names: tuple, check: Callable[[str], None] | None,
-                  convert: Callable[[Any], Any]) -> Callable[[str], Any]:
+def _compose_text(
+    transforms: tuple,
+    names: tuple,
+    check: Callable[[str], None] | None,
+    convert: Callable[[Any], Any],
+) -> Callable[[str], Any]:
     """Fold transforms, pattern check and conversion into one closure, built once."""
     if not transforms and check is None:
         return convert
@@ -191,6 +225,7 @@ def _compose_text(transforms: tuple, names: tuple, check: Callable[[str], None] 
         if check is not None:
             check(s)
         return convert(s)
+
     return text_fn
 
 
@@ -217,15 +252,23 @@ class GeneratorPlan:
     empty_except: frozenset[str] | None
     columns: list[ColumnPlan]
     drop_label: str
-    unpivot_labels: tuple[str, ...] = ()  # the row name of each unpivoted attribute (default: the attribute)
+    unpivot_labels: tuple[
+        str, ...
+    ] = ()  # the row name of each unpivoted attribute (default: the attribute)
     groups_of: PathSpec | None = None
     groups: tuple[AttributeGroup, ...] = ()
     present_if: tuple[str, ...] = ()  # group fields of which one must be non-empty for a row
-    also_at: tuple[PathSpec, ...] = ()  # further places of this generator's elements (relative to the record)
-    blank_attrs: tuple[str, ...] = ()  # drop_when_blank: an element with all of these blank is dropped
+    also_at: tuple[
+        PathSpec, ...
+    ] = ()  # further places of this generator's elements (relative to the record)
+    blank_attrs: tuple[
+        str, ...
+    ] = ()  # drop_when_blank: an element with all of these blank is dropped
     blank_where_attr: str | None = None
     blank_where_values: tuple[str, ...] = ()
-    child_paths: list[PathSpec] = field(default_factory=list)  # for_each of the generators under this table's rows
+    child_paths: list[PathSpec] = field(
+        default_factory=list
+    )  # for_each of the generators under this table's rows
     template: dict = field(default_factory=dict)
     attr_map: dict[str, list[ColumnPlan]] = field(default_factory=dict)
     attr_notnull: list[ColumnPlan] = field(default_factory=list)
@@ -254,6 +297,7 @@ class TablePlan:
 
     def __post_init__(self) -> None:
         import operator
+
         names = self.stored_names
         getter = operator.itemgetter(*names)
         self.as_tuple = getter if len(names) > 1 else (lambda row: (getter(row),))
@@ -271,7 +315,7 @@ class RecordKind:
 
 @dataclass
 class MappingPlan:
-    document: "DocumentPlan"
+    document: DocumentPlan
     tables: list[TablePlan]
     case_insensitive: bool
     contract_version: str
@@ -279,10 +323,17 @@ class MappingPlan:
     record_kinds: tuple[RecordKind, ...] = ()
 
 
-def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: set[str],
-                parent_columns: set[str] | None, in_unpivot: bool,
-                group_fields: set[str] | None = None,
-                kept_tables: dict[str, set[str]] | None = None) -> tuple[Fetch, bool, Any]:
+def _make_fetch(
+    src_kind: str,
+    src: Any,
+    where: str,
+    ci: bool,
+    columns_so_far: set[str],
+    parent_columns: set[str] | None,
+    in_unpivot: bool,
+    group_fields: set[str] | None = None,
+    kept_tables: dict[str, set[str]] | None = None,
+) -> tuple[Fetch, bool, Any]:
     """Returns (fetch, textual, compiled-expression-or-None)."""
     if src_kind == "group":
         if group_fields is None:
@@ -290,13 +341,16 @@ def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: s
         if src == "key":
             return (lambda s, row: None if s.group is None else str(s.group.key)), True, None
         if src not in group_fields:
-            raise ContractError(f"{where}.group: no group declares the field {src!r} "
-                                f"(declared: {', '.join(sorted(group_fields)) or 'none'})")
+            raise ContractError(
+                f"{where}.group: no group declares the field {src!r} "
+                f"(declared: {', '.join(sorted(group_fields)) or 'none'})"
+            )
 
         def fetch_group(s: Scope, row: dict) -> Any:
             g = s.group
             name = None if g is None else g.fields.get(src)
             return None if name is None else s.attrs.get(name)
+
         return fetch_group, True, None
     if src_kind == "kept":
         return _make_kept_fetch(src, where, ci, kept_tables or {})
@@ -315,11 +369,13 @@ def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: s
                 # a 1:1 table reads dozens of attributes of the same child: its attributes once per document
                 d = s.doc.child_attrs(s.element, tag)
                 return None if d is None else d.get(attr)
+
             return fetch_child, True, None
 
         def fetch_path(s: Scope, row: dict) -> Any:
             el = select_one(s.element, steps, s.doc.attrs_of)
             return None if el is None else s.doc.attrs_of(el).get(attr)
+
         return fetch_path, True, None
     if src_kind == "context":
         if src == "app_id":
@@ -327,7 +383,9 @@ def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: s
         return (lambda s, row: s.element.tag), True, None
     if src_kind == "parent":
         if parent_columns is None:
-            raise ContractError(f"{where}.parent: only generators with a parent_table can use parent values")
+            raise ContractError(
+                f"{where}.parent: only generators with a parent_table can use parent values"
+            )
         if src not in parent_columns:
             raise ContractError(f"{where}.parent: {src!r} is not a column of the parent table")
         return (lambda s, row: s.parent_values.get(src)), False, None
@@ -342,7 +400,7 @@ def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: s
     if src_kind == "expression":
         ce = compile_expression(src, columns_so_far, f"{where}.expression")
         ev = ce.evaluate
-        key_of = (str.lower if ci else (lambda x: x))
+        key_of = str.lower if ci else (lambda x: x)
 
         def fetch_expr(s: Scope, row: dict) -> Any:
             attrs = s.attrs
@@ -353,15 +411,31 @@ def _make_fetch(src_kind: str, src: Any, where: str, ci: bool, columns_so_far: s
                     return None
                 v = v.strip()
                 return v or None
+
             return ev(row, attr)
+
         return fetch_expr, False, ce
-    raise ContractError(f"{where}: no value source (attribute, path, context, parent, expression, constant, unpivot)")
+    raise ContractError(
+        f"{where}: no value source (attribute, path, context, parent, expression, constant, unpivot)"
+    )
 
 
-_SOURCE_KINDS = ("attribute", "path", "context", "parent", "expression", "constant", "unpivot", "group", "kept")
+_SOURCE_KINDS = (
+    "attribute",
+    "path",
+    "context",
+    "parent",
+    "expression",
+    "constant",
+    "unpivot",
+    "group",
+    "kept",
+)
 
 
-def _make_kept_fetch(src: dict, where: str, ci: bool, kept_tables: dict[str, set[str]]) -> tuple[Fetch, bool, Any]:
+def _make_kept_fetch(
+    src: dict, where: str, ci: bool, kept_tables: dict[str, set[str]]
+) -> tuple[Fetch, bool, Any]:
     """``{"kept": {"table": t, "where": {"attribute": a, "value": v}, "path": p | "column": c}}``: a
     value of the last row table ``t`` kept (after its filters and dedup) whose element has
     attribute ``a`` = ``v`` (trimmed, case-insensitive) -- e.g. a value of the kept PR contact."""
@@ -376,8 +450,12 @@ def _make_kept_fetch(src: dict, where: str, ci: bool, kept_tables: dict[str, set
         rows = s.doc.kept.get(table, ())
         if want_attr is None:
             return list(rows)
-        return [(r, el) for r, el in rows
-                if (s.doc.attrs_of(el).get(want_attr) or "").strip().upper() == want_value]
+        return [
+            (r, el)
+            for r, el in rows
+            if (s.doc.attrs_of(el).get(want_attr) or "").strip().upper() == want_value
+        ]
+
     if "column" in src:
         col = src["column"]
         if col not in kept_tables[table]:
@@ -386,6 +464,7 @@ def _make_kept_fetch(src: dict, where: str, ci: bool, kept_tables: dict[str, set
         def fetch_kept_column(s: Scope, row: dict) -> Any:
             found = matching(s)
             return found[-1][0].get(col) if found else None
+
         return fetch_kept_column, False, None
     ps = parse_path(src["path"], f"{where}.kept.path", True, ci)
 
@@ -397,10 +476,13 @@ def _make_kept_fetch(src: dict, where: str, ci: bool, kept_tables: dict[str, set
         if ps.steps:
             el = select_one(el, ps.steps, s.doc.attrs_of)
         return None if el is None else s.doc.attrs_of(el).get(ps.attribute)
+
     return fetch_kept_path, True, None
 
 
-def _converter_for(col: dict, contract: "Contract", date_formats: list[str], unit: str = cv.UNIT_CHARS) -> Callable[[Any], Any]:
+def _converter_for(
+    col: dict, contract: Contract, date_formats: list[str], unit: str = cv.UNIT_CHARS
+) -> Callable[[Any], Any]:
     t = col["type"]
     if col.get("enum"):
         codes = {v.code: v.id for v in contract.enums[col["enum"]]}
@@ -434,11 +516,13 @@ def _source_label(kind: str, value: Any) -> str:
     return kind if kind == "expression" else f"{kind} {value}"
 
 
-_PLANS: dict[tuple[str, str], MappingPlan] = {}  # (contract digest, string unit) -> plan (oldest first)
+_PLANS: dict[
+    tuple[str, str], MappingPlan
+] = {}  # (contract digest, string unit) -> plan (oldest first)
 _PLANS_KEPT = 16
 
 
-def compile_contract(contract: "Contract", dialect: str | None = None) -> MappingPlan:
+def compile_contract(contract: Contract, dialect: str | None = None) -> MappingPlan:
     """The plan of a contract, compiled once per process: cached by the contract's identity, its
     content digest (the loader's validation compile fills the cache, the run reuses it; a
     contract loaded twice is compiled once). A plan is never changed after compilation.
@@ -451,6 +535,7 @@ def compile_contract(contract: "Contract", dialect: str | None = None) -> Mappin
     if plan is None:
         if contract.extra.get("members"):
             from .contract_set import compile_set
+
             plan = compile_set(contract, dialect)
         else:
             plan = _compile(contract, unit)
@@ -460,7 +545,7 @@ def compile_contract(contract: "Contract", dialect: str | None = None) -> Mappin
     return plan
 
 
-def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
+def _compile(contract: Contract, unit: str = cv.UNIT_CHARS) -> MappingPlan:
     from ..parsing import DocumentPlan
 
     raw = contract.raw
@@ -470,13 +555,23 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
     id_parts = d["id_path"].split("/")
     record_steps = tuple(d["record_path"].split("/"))
     scope_steps = tuple(d["scope"].split("/"))
-    if record_steps[:len(scope_steps)] != scope_steps:
-        raise ContractError(f"{contract.path}: document.scope {d['scope']!r} must contain document.record_path")
-    if tuple(id_parts[:-1]) != scope_steps[:len(id_parts) - 1]:
-        raise ContractError(f"{contract.path}: document.id_path must be on the way to document.scope "
-                            "(the parser stops at the end of the scope)")
-    doc_plan = DocumentPlan(root=d["root"], id_steps=tuple(id_parts[:-1]), id_attribute=id_parts[-1][1:],
-                            record_steps=record_steps, scope_steps=scope_steps, huge_tree=d.get("huge_tree", False))
+    if record_steps[: len(scope_steps)] != scope_steps:
+        raise ContractError(
+            f"{contract.path}: document.scope {d['scope']!r} must contain document.record_path"
+        )
+    if tuple(id_parts[:-1]) != scope_steps[: len(id_parts) - 1]:
+        raise ContractError(
+            f"{contract.path}: document.id_path must be on the way to document.scope "
+            "(the parser stops at the end of the scope)"
+        )
+    doc_plan = DocumentPlan(
+        root=d["root"],
+        id_steps=tuple(id_parts[:-1]),
+        id_attribute=id_parts[-1][1:],
+        record_steps=record_steps,
+        scope_steps=scope_steps,
+        huge_tree=d.get("huge_tree", False),
+    )
     tables: list[TablePlan] = []
     table_columns: dict[str, set[str]] = {}
     generator_tables: set[str] = set()
@@ -492,7 +587,9 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
             parent_cols = None
             if parent is not None:
                 if parent not in generator_tables:
-                    raise ContractError(f"{gw}.parent_table: {parent!r} must be a table defined earlier")
+                    raise ContractError(
+                        f"{gw}.parent_table: {parent!r} must be a table defined earlier"
+                    )
                 parent_cols = table_columns[parent]
             overrides = g.get("values", {})
             for oname in overrides:
@@ -517,10 +614,21 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
                     src_def = c
                 kinds = [k for k in _SOURCE_KINDS if k in src_def]
                 if not kinds:
-                    raise ContractError(f"{cw}: column {c['name']!r} has no value source in this generator")
+                    raise ContractError(
+                        f"{cw}: column {c['name']!r} has no value source in this generator"
+                    )
                 kind = kinds[0]
-                fetch, textual, _ = _make_fetch(kind, src_def[kind], cw, ci, so_far, parent_cols, in_unpivot,
-                                                group_fields, kept_cols)
+                fetch, textual, _ = _make_fetch(
+                    kind,
+                    src_def[kind],
+                    cw,
+                    ci,
+                    so_far,
+                    parent_cols,
+                    in_unpivot,
+                    group_fields,
+                    kept_cols,
+                )
                 conv = _converter_for(c, contract, date_formats, unit)
                 tnames = tuple(x for x in c.get("transforms", []) if x in cv.TRANSFORMS)
                 default = None
@@ -533,23 +641,50 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
                 fallbacks = []
                 for fi, fb in enumerate(c.get("fallback", [])):
                     fkind = next(k for k in _SOURCE_KINDS if k in fb)
-                    ff, ftextual, _ = _make_fetch(fkind, fb[fkind], f"{tw}.columns[{ci_}].fallback[{fi}]", ci, so_far,
-                                                  parent_cols, in_unpivot, group_fields, kept_cols)
+                    ff, ftextual, _ = _make_fetch(
+                        fkind,
+                        fb[fkind],
+                        f"{tw}.columns[{ci_}].fallback[{fi}]",
+                        ci,
+                        so_far,
+                        parent_cols,
+                        in_unpivot,
+                        group_fields,
+                        kept_cols,
+                    )
                     fallbacks.append((ff, ftextual, _source_label(fkind, fb[fkind])))
-                cols.append(ColumnPlan(
-                    name=c["name"], type=c["type"], stored=c.get("store", True), nullable=nullable,
-                    fetch=fetch, textual=textual, convert=conv,
-                    transforms=tuple(cv.TRANSFORMS[x] for x in tnames), transform_names=tnames,
-                    check=cv.make_pattern(c["pattern"]) if c.get("pattern") else None,
-                    on_invalid=c.get("on_invalid", "null"),
-                    on_missing=c.get("on_missing", "null" if nullable else ("default" if "default" in c else "fail")),
-                    default=default,
-                    context_like=kind in ("context", "parent", "constant") or (kind == "unpivot" and src_def[kind] == "name")
-                    or (kind == "group" and src_def[kind] == "key"),
-                    attr_key=((src_def[kind].lower() if ci else src_def[kind]) if kind == "attribute" else None),
-                    fallbacks=tuple(fallbacks), source_label=_source_label(kind, src_def[kind]),
-                    fallback_event=c.get("fallback_event", True), fallback_conflict=c.get("fallback_conflict", False),
-                ))
+                cols.append(
+                    ColumnPlan(
+                        name=c["name"],
+                        type=c["type"],
+                        stored=c.get("store", True),
+                        nullable=nullable,
+                        fetch=fetch,
+                        textual=textual,
+                        convert=conv,
+                        transforms=tuple(cv.TRANSFORMS[x] for x in tnames),
+                        transform_names=tnames,
+                        check=cv.make_pattern(c["pattern"]) if c.get("pattern") else None,
+                        on_invalid=c.get("on_invalid", "null"),
+                        on_missing=c.get(
+                            "on_missing",
+                            "null" if nullable else ("default" if "default" in c else "fail"),
+                        ),
+                        default=default,
+                        context_like=kind in ("context", "parent", "constant")
+                        or (kind == "unpivot" and src_def[kind] == "name")
+                        or (kind == "group" and src_def[kind] == "key"),
+                        attr_key=(
+                            (src_def[kind].lower() if ci else src_def[kind])
+                            if kind == "attribute"
+                            else None
+                        ),
+                        fallbacks=tuple(fallbacks),
+                        source_label=_source_label(kind, src_def[kind]),
+                        fallback_event=c.get("fallback_event", True),
+                        fallback_conflict=c.get("fallback_conflict", False),
+                    )
+                )
                 so_far.add(c["name"])
             names = {c.name for c in cols}
             stored = {c.name for c in cols if c.stored}
@@ -564,7 +699,9 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
             dkey = tuple(dedup.get("key", ())) or tdef.primary_key
             for k in dkey:
                 if k not in stored:
-                    raise ContractError(f"{gw}.dedup.key: {k!r} is not a stored column of {tdef.name}")
+                    raise ContractError(
+                        f"{gw}.dedup.key: {k!r} is not a stored column of {tdef.name}"
+                    )
             allowed = g.get("allowed")
             if dedup.get("prefer_allowed_order") and not allowed:
                 raise ContractError(f"{gw}.dedup.prefer_allowed_order needs 'allowed'")
@@ -572,11 +709,17 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
             if unp:
                 if parent:
                     raise ContractError(f"{gw}: unpivot generators cannot have a parent_table")
-                have = {src_def_kind for cdef in t["columns"]
-                        for src_def_kind in [(overrides.get(cdef["name"]) or cdef).get("unpivot")] if src_def_kind}
+                have = {
+                    src_def_kind
+                    for cdef in t["columns"]
+                    for src_def_kind in [(overrides.get(cdef["name"]) or cdef).get("unpivot")]
+                    if src_def_kind
+                }
                 if have != {"name", "value"}:
-                    raise ContractError(f"{gw}.unpivot: the table needs one column with \"unpivot\": \"name\" "
-                                        "and one with \"unpivot\": \"value\"")
+                    raise ContractError(
+                        f'{gw}.unpivot: the table needs one column with "unpivot": "name" '
+                        'and one with "unpivot": "value"'
+                    )
             skip = g.get("skip_when_empty")
             groups: tuple[AttributeGroup, ...] = ()
             present_if: tuple[str, ...] = ()
@@ -585,50 +728,107 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
                 for gi_, grp in enumerate(groups_def["groups"]):
                     for f in grp["attributes"]:
                         if f not in used:
-                            raise ContractError(f"{gw}.groups.groups[{gi_}].attributes: no column reads the field "
-                                                f"{f!r} (columns take it with {{\"group\": \"{f}\"}})")
-                groups = tuple(AttributeGroup(grp["key"], {f: (a.lower() if ci else a) for f, a in grp["attributes"].items()})
-                               for grp in groups_def["groups"])
+                            raise ContractError(
+                                f"{gw}.groups.groups[{gi_}].attributes: no column reads the field "
+                                f'{f!r} (columns take it with {{"group": "{f}"}})'
+                            )
+                groups = tuple(
+                    AttributeGroup(
+                        grp["key"],
+                        {f: (a.lower() if ci else a) for f, a in grp["attributes"].items()},
+                    )
+                    for grp in groups_def["groups"]
+                )
                 present_if = tuple(groups_def.get("present_if", ()))
                 for f in present_if:
                     if f not in (group_fields or set()):
-                        raise ContractError(f"{gw}.groups.present_if: {f!r} is not a field of any group")
-            also_at = tuple(_also_at_path(x, f"{gw}.also_at[{ai}]", ci, len(record_steps) - len(scope_steps))
-                            for ai, x in enumerate(g.get("also_at", [])))
+                        raise ContractError(
+                            f"{gw}.groups.present_if: {f!r} is not a field of any group"
+                        )
+            also_at = tuple(
+                _also_at_path(x, f"{gw}.also_at[{ai}]", ci, len(record_steps) - len(scope_steps))
+                for ai, x in enumerate(g.get("also_at", []))
+            )
             if also_at and parent:
-                raise ContractError(f"{gw}.also_at: a generator with a parent_table reads under its parent's rows; "
-                                    "give also_at to the parent table's generator")
+                raise ContractError(
+                    f"{gw}.also_at: a generator with a parent_table reads under its parent's rows; "
+                    "give also_at to the parent table's generator"
+                )
             blank = g.get("drop_when_blank")
             if blank and "for_each" not in g:
                 raise ContractError(f"{gw}.drop_when_blank: only for_each generators drop elements")
-            unpivot_entries = [(n, n) if isinstance(n, str) else (n["attribute"], n["name"])
-                               for n in (unp["names"] if unp else [])]
-            gens.append(GeneratorPlan(
-                table=tdef.name,
-                for_each=parse_path(g["for_each"], f"{gw}.for_each", False, ci) if "for_each" in g else None,
-                parent_table=parent,
-                unpivot_of=parse_path(unp["of"], f"{gw}.unpivot.of", False, ci) if unp else None,
-                unpivot_names=tuple(a for a, _ in unpivot_entries),
-                unpivot_labels=tuple(n for _, n in unpivot_entries),
-                groups_of=parse_path(groups_def["of"], f"{gw}.groups.of", False, ci) if groups_def else None,
-                groups=groups, present_if=present_if,
-                allowed_attr=((allowed["attribute"].lower() if ci else allowed["attribute"]) if allowed else None),
-                allowed_values=tuple(v.strip().upper() for v in allowed["values"]) if allowed else (),
-                required=required, dedup_key=dkey, prefer_allowed=bool(dedup.get("prefer_allowed_order")),
-                empty_except=(frozenset((x.lower() if ci else x) for x in skip["except"]) if skip else None),
-                columns=cols,
-                drop_label=g.get("drop_event") or tdef.name,
-                also_at=also_at,
-                blank_attrs=tuple((a.lower() if ci else a) for a in blank["attributes"]) if blank else (),
-                blank_where_attr=((blank["where"]["attribute"].lower() if ci else blank["where"]["attribute"])
-                                  if blank and blank.get("where") else None),
-                blank_where_values=(tuple(v.strip().upper() for v in blank["where"]["values"])
-                                    if blank and blank.get("where") else ()),
-            ))
+            unpivot_entries = [
+                (n, n) if isinstance(n, str) else (n["attribute"], n["name"])
+                for n in (unp["names"] if unp else [])
+            ]
+            gens.append(
+                GeneratorPlan(
+                    table=tdef.name,
+                    for_each=parse_path(g["for_each"], f"{gw}.for_each", False, ci)
+                    if "for_each" in g
+                    else None,
+                    parent_table=parent,
+                    unpivot_of=parse_path(unp["of"], f"{gw}.unpivot.of", False, ci)
+                    if unp
+                    else None,
+                    unpivot_names=tuple(a for a, _ in unpivot_entries),
+                    unpivot_labels=tuple(n for _, n in unpivot_entries),
+                    groups_of=parse_path(groups_def["of"], f"{gw}.groups.of", False, ci)
+                    if groups_def
+                    else None,
+                    groups=groups,
+                    present_if=present_if,
+                    allowed_attr=(
+                        (allowed["attribute"].lower() if ci else allowed["attribute"])
+                        if allowed
+                        else None
+                    ),
+                    allowed_values=tuple(v.strip().upper() for v in allowed["values"])
+                    if allowed
+                    else (),
+                    required=required,
+                    dedup_key=dkey,
+                    prefer_allowed=bool(dedup.get("prefer_allowed_order")),
+                    empty_except=(
+                        frozenset((x.lower() if ci else x) for x in skip["except"])
+                        if skip
+                        else None
+                    ),
+                    columns=cols,
+                    drop_label=g.get("drop_event") or tdef.name,
+                    also_at=also_at,
+                    blank_attrs=tuple((a.lower() if ci else a) for a in blank["attributes"])
+                    if blank
+                    else (),
+                    blank_where_attr=(
+                        (blank["where"]["attribute"].lower() if ci else blank["where"]["attribute"])
+                        if blank and blank.get("where")
+                        else None
+                    ),
+                    blank_where_values=(
+                        tuple(v.strip().upper() for v in blank["where"]["values"])
+                        if blank and blank.get("where")
+                        else ()
+                    ),
+                )
+            )
         stored_names = tuple(c.name for c in tdef.stored_columns)
         first = gens[0].columns
-        data_cols = tuple(c.name for c in first if c.stored and not c.context_like and c.name not in tdef.primary_key)
-        tables.append(TablePlan(tdef.name, gens, stored_names, tdef.primary_key, t.get("skip_when_empty", False), data_cols))
+        data_cols = tuple(
+            c.name
+            for c in first
+            if c.stored and not c.context_like and c.name not in tdef.primary_key
+        )
+        tables.append(
+            TablePlan(
+                tdef.name,
+                gens,
+                stored_names,
+                tdef.primary_key,
+                t.get("skip_when_empty", False),
+                data_cols,
+            )
+        )
         table_columns[tdef.name] = {c.name for c in tdef.columns}
         generator_tables.add(tdef.name)
     by_name = {tp.name: tp for tp in tables}
@@ -637,8 +837,13 @@ def _compile(contract: "Contract", unit: str = cv.UNIT_CHARS) -> MappingPlan:
             if g.parent_table is not None and g.for_each is not None:
                 for pg in by_name[g.parent_table].generators:
                     pg.child_paths.append(g.for_each)
-    return MappingPlan(document=doc_plan, tables=tables, case_insensitive=ci, contract_version=contract.version_tag,
-                       record_kinds=_record_kinds(tables))
+    return MappingPlan(
+        document=doc_plan,
+        tables=tables,
+        case_insensitive=ci,
+        contract_version=contract.version_tag,
+        record_kinds=_record_kinds(tables),
+    )
 
 
 def generator_paths(g: GeneratorPlan) -> tuple[PathSpec, ...]:
@@ -672,8 +877,10 @@ def _also_at_path(text: str, where: str, ci: bool, up_limit: int) -> PathSpec:
     for st in ps.steps:
         depth += -1 if st.tag == ".." else 0 if st.tag == "." else 1
         if depth < -up_limit:
-            raise ContractError(f"{where}: path {text!r} leaves document.scope (at most {up_limit} '..' "
-                                "from the record element)")
+            raise ContractError(
+                f"{where}: path {text!r} leaves document.scope (at most {up_limit} '..' "
+                "from the record element)"
+            )
     if not ps.steps or ps.steps[-1].tag in (".", ".."):
         raise ContractError(f"{where}: path {text!r} must end with an element name")
     return ps

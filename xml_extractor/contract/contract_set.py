@@ -12,6 +12,7 @@ members declare has one definition: a column both declare must agree exactly (ty
 precision, scale, nullability, key) and a column only one declares must be nullable; enum ids
 are one id space (``app_enums``). Anything else is refused here, naming the columns.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
     from ..mapping import MappedApplication
     from .compiler import MappingPlan
 
-SEPARATOR = ","  # --contract a --contract b travels as "a,b" (RunContext.contract_path, the environment)
+SEPARATOR = (
+    ","  # --contract a --contract b travels as "a,b" (RunContext.contract_path, the environment)
+)
 
 
 def split_contract_spec(spec: str | None) -> list[str]:
@@ -58,19 +61,35 @@ def merge_contracts(members: list[Contract]) -> Contract:
         raise ContractError(f"the same contract is given twice: {', '.join(names)}")
     problems: list[str] = []
     for m in members[1:]:
-        for what, a, b in (("source table", (first.source_schema, first.source_table, first.source_id_column,
-                                              first.source_xml_column), (m.source_schema, m.source_table,
-                                                                        m.source_id_column, m.source_xml_column)),
-                           ("target schema", first.target_schema, m.target_schema),
-                           ("log tables", (first.log_table, first.event_table, first.queue_table, first.enum_table),
-                            (m.log_table, m.event_table, m.queue_table, m.enum_table)),
-                           ("document root, id_path and scope",
-                            tuple(first.raw["document"][k] for k in ("root", "id_path", "scope")),
-                            tuple(m.raw["document"][k] for k in ("root", "id_path", "scope")))):
+        for what, a, b in (
+            (
+                "source table",
+                (
+                    first.source_schema,
+                    first.source_table,
+                    first.source_id_column,
+                    first.source_xml_column,
+                ),
+                (m.source_schema, m.source_table, m.source_id_column, m.source_xml_column),
+            ),
+            ("target schema", first.target_schema, m.target_schema),
+            (
+                "log tables",
+                (first.log_table, first.event_table, first.queue_table, first.enum_table),
+                (m.log_table, m.event_table, m.queue_table, m.enum_table),
+            ),
+            (
+                "document root, id_path and scope",
+                tuple(first.raw["document"][k] for k in ("root", "id_path", "scope")),
+                tuple(m.raw["document"][k] for k in ("root", "id_path", "scope")),
+            ),
+        ):
             if a != b:
                 problems.append(f"{first.name} and {m.name} differ in their {what}: {a} vs {b}")
         if m.raw["document"]["record_path"] == first.raw["document"]["record_path"]:
-            problems.append(f"{first.name} and {m.name} have the same record_path: a document could not be routed")
+            problems.append(
+                f"{first.name} and {m.name} have the same record_path: a document could not be routed"
+            )
     # enums: one id space
     by_id: dict[int, tuple[str, str, str]] = {}
     by_code: dict[tuple[str, str], tuple[int, str]] = {}
@@ -81,11 +100,15 @@ def merge_contracts(members: list[Contract]) -> Contract:
                 key = (ename, v.code.strip().upper())
                 seen = by_id.get(v.id)
                 if seen and seen[:2] != key:
-                    problems.append(f"enum id {v.id} is {seen[0]} {seen[1]!r} in {seen[2]} but {ename} {v.code!r} in {m.name}")
+                    problems.append(
+                        f"enum id {v.id} is {seen[0]} {seen[1]!r} in {seen[2]} but {ename} {v.code!r} in {m.name}"
+                    )
                     continue
                 had = by_code.get(key)
                 if had and had[0] != v.id:
-                    problems.append(f"enum {ename} code {v.code!r} is id {had[0]} in {had[1]} but {v.id} in {m.name}")
+                    problems.append(
+                        f"enum {ename} code {v.code!r} is id {had[0]} in {had[1]} but {v.id} in {m.name}"
+                    )
                     continue
                 if seen is None:
                     by_id[v.id] = (*key, m.name)
@@ -99,48 +122,96 @@ def merge_contracts(members: list[Contract]) -> Contract:
         for t in m.tables:
             have = merged.get(t.name)
             if have is None:
-                merged[t.name] = TableDef(t.name, t.stored_columns, t.primary_key, t.foreign_keys, t.indexes,
-                                          t.app_id_column, t.spec)
+                merged[t.name] = TableDef(
+                    t.name,
+                    t.stored_columns,
+                    t.primary_key,
+                    t.foreign_keys,
+                    t.indexes,
+                    t.app_id_column,
+                    t.spec,
+                )
                 owner[t.name] = m.name
                 order.append(t.name)
                 continue
             diffs = []
             if have.primary_key != t.primary_key:
-                diffs.append(f"primary key ({', '.join(have.primary_key)}) vs ({', '.join(t.primary_key)})")
+                diffs.append(
+                    f"primary key ({', '.join(have.primary_key)}) vs ({', '.join(t.primary_key)})"
+                )
             theirs = {c.name: c for c in t.stored_columns}
             mine = {c.name: c for c in have.columns}
             for c in have.columns:
                 o = theirs.get(c.name)
                 if o is None:
                     if not c.nullable:
-                        diffs.append(f"column {c.name} ({_describe(c)}) only in {owner[t.name]} must be nullable")
-                elif _column_shape(c, c.name in have.primary_key) != _column_shape(o, o.name in t.primary_key):
-                    diffs.append(f"column {c.name}: {_describe(c)} in {owner[t.name]} vs {_describe(o)} in {m.name}")
+                        diffs.append(
+                            f"column {c.name} ({_describe(c)}) only in {owner[t.name]} must be nullable"
+                        )
+                elif _column_shape(c, c.name in have.primary_key) != _column_shape(
+                    o, o.name in t.primary_key
+                ):
+                    diffs.append(
+                        f"column {c.name}: {_describe(c)} in {owner[t.name]} vs {_describe(o)} in {m.name}"
+                    )
             extra = [c for c in t.stored_columns if c.name not in mine]
             for c in extra:
                 if not c.nullable:
-                    diffs.append(f"column {c.name} ({_describe(c)}) only in {m.name} must be nullable")
+                    diffs.append(
+                        f"column {c.name} ({_describe(c)}) only in {m.name} must be nullable"
+                    )
             if diffs:
-                problems.append(f"table {t.name} is declared by {owner[t.name]} and {m.name} differently: " + "; ".join(diffs))
+                problems.append(
+                    f"table {t.name} is declared by {owner[t.name]} and {m.name} differently: "
+                    + "; ".join(diffs)
+                )
                 continue
-            fks = have.foreign_keys + tuple(fk for fk in t.foreign_keys if fk not in have.foreign_keys)
-            idx = have.indexes + tuple(ix for ix in t.indexes if ix[1] not in {i[1] for i in have.indexes})
-            merged[t.name] = TableDef(t.name, have.columns + tuple(extra), have.primary_key, fks, idx,
-                                      have.app_id_column, have.spec)
+            fks = have.foreign_keys + tuple(
+                fk for fk in t.foreign_keys if fk not in have.foreign_keys
+            )
+            idx = have.indexes + tuple(
+                ix for ix in t.indexes if ix[1] not in {i[1] for i in have.indexes}
+            )
+            merged[t.name] = TableDef(
+                t.name,
+                have.columns + tuple(extra),
+                have.primary_key,
+                fks,
+                idx,
+                have.app_id_column,
+                have.spec,
+            )
     if problems:
         raise ContractError("the contracts cannot share one database:\n  " + "\n  ".join(problems))
     tables = _fk_order([merged[n] for n in order])
     digest = hashlib.sha256("".join(m.digest for m in members).encode()).hexdigest()
-    raw = dict(first.raw, name="+".join(names), version="+".join(m.version for m in members),
-               tables=[t.spec for t in tables])
+    raw = dict(
+        first.raw,
+        name="+".join(names),
+        version="+".join(m.version for m in members),
+        tables=[t.spec for t in tables],
+    )
     return Contract(
-        raw=raw, path=" + ".join(m.path for m in members), name="+".join(names),
-        version="+".join(m.version for m in members), digest=digest, target_schema=first.target_schema,
-        source_schema=first.source_schema, source_table=first.source_table,
-        source_id_column=first.source_id_column, source_xml_column=first.source_xml_column,
-        source_min_length=min(m.source_min_length for m in members), tables=tables, enums=enums,
-        log_table=first.log_table, event_table=first.event_table, queue_table=first.queue_table,
-        progress_table=first.progress_table, enum_table=first.enum_table, extra={"members": members})
+        raw=raw,
+        path=" + ".join(m.path for m in members),
+        name="+".join(names),
+        version="+".join(m.version for m in members),
+        digest=digest,
+        target_schema=first.target_schema,
+        source_schema=first.source_schema,
+        source_table=first.source_table,
+        source_id_column=first.source_id_column,
+        source_xml_column=first.source_xml_column,
+        source_min_length=min(m.source_min_length for m in members),
+        tables=tables,
+        enums=enums,
+        log_table=first.log_table,
+        event_table=first.event_table,
+        queue_table=first.queue_table,
+        progress_table=first.progress_table,
+        enum_table=first.enum_table,
+        extra={"members": members},
+    )
 
 
 def _fk_order(tables: list[TableDef]) -> list[TableDef]:
@@ -156,7 +227,9 @@ def _fk_order(tables: list[TableDef]) -> list[TableDef]:
                 pending.remove(t)
                 break
         else:
-            raise ContractError("the contracts' foreign keys form a cycle: " + ", ".join(t.name for t in pending))
+            raise ContractError(
+                "the contracts' foreign keys form a cycle: " + ", ".join(t.name for t in pending)
+            )
     return done
 
 
@@ -166,21 +239,29 @@ class Route:
 
     name: str
     version_tag: str
-    plan: "MappingPlan"
+    plan: MappingPlan
     record_steps: tuple[str, ...]  # below the scope element
     remap: dict  # table -> positions of the union's columns in the member's tuple (-1: NULL), when they differ
 
 
-def compile_set(contract: Contract, dialect: str | None = None) -> "MappingPlan":
+def compile_set(contract: Contract, dialect: str | None = None) -> MappingPlan:
     """The set's plan: the scope element is the parsed record; :func:`map_routed` picks the member."""
     from ..parsing import DocumentPlan
     from .compiler import MappingPlan, TablePlan, compile_contract
+
     members: list[Contract] = contract.extra["members"]
-    plans = [compile_contract(m, dialect) for m in members]  # dialect: the string unit (compile_contract)
+    plans = [
+        compile_contract(m, dialect) for m in members
+    ]  # dialect: the string unit (compile_contract)
     doc = plans[0].document
-    set_doc = DocumentPlan(root=doc.root, id_steps=doc.id_steps, id_attribute=doc.id_attribute,
-                           record_steps=doc.scope_steps, scope_steps=doc.scope_steps,
-                           huge_tree=any(p.document.huge_tree for p in plans))
+    set_doc = DocumentPlan(
+        root=doc.root,
+        id_steps=doc.id_steps,
+        id_attribute=doc.id_attribute,
+        record_steps=doc.scope_steps,
+        scope_steps=doc.scope_steps,
+        huge_tree=any(p.document.huge_tree for p in plans),
+    )
     union = {t.name: tuple(c.name for c in t.stored_columns) for t in contract.tables}
     routes = []
     for m, p in zip(members, plans):
@@ -189,18 +270,28 @@ def compile_set(contract: Contract, dialect: str | None = None) -> "MappingPlan"
             if tp.stored_names != union[tp.name]:
                 pos = {n: i for i, n in enumerate(tp.stored_names)}
                 remap[tp.name] = tuple(pos.get(n, -1) for n in union[tp.name])
-        routes.append(Route(m.name, m.version_tag, p, p.document.record_steps[len(doc.scope_steps):], remap))
-    tables = [TablePlan(t.name, [], union[t.name], t.primary_key, False, ()) for t in contract.tables]
-    return MappingPlan(document=set_doc, tables=tables, case_insensitive=plans[0].case_insensitive,
-                       contract_version=contract.version_tag, extra={"routes": tuple(routes)})
+        routes.append(
+            Route(m.name, m.version_tag, p, p.document.record_steps[len(doc.scope_steps) :], remap)
+        )
+    tables = [
+        TablePlan(t.name, [], union[t.name], t.primary_key, False, ()) for t in contract.tables
+    ]
+    return MappingPlan(
+        document=set_doc,
+        tables=tables,
+        case_insensitive=plans[0].case_insensitive,
+        contract_version=contract.version_tag,
+        extra={"routes": tuple(routes)},
+    )
 
 
-def map_routed(routes: tuple[Route, ...], scope_element: Any, app_id: int) -> "MappedApplication":
+def map_routed(routes: tuple[Route, ...], scope_element: Any, app_id: int) -> MappedApplication:
     """Map the document with the member whose record element it has; its rows in the union's
     column order; ``extra["contract"]`` = (version tag, name) for processing_log. A document with
     the record elements of several members fails (AmbiguousContract): which one maps it must not
     depend on the order the contracts were given in, which two instances may not share."""
     from ..mapping import map_record
+
     found = []
     for r in routes:
         record = scope_element
@@ -212,8 +303,10 @@ def map_routed(routes: tuple[Route, ...], scope_element: Any, app_id: int) -> "M
             found.append((r, record))
     if len(found) > 1:
         which = " and ".join(f"{r.name} ({r.plan.document.record_path})" for r, _ in found)
-        raise ValidateFailure(f"the document has the record elements of several contracts: {which}; "
-                              f"none maps it", "AmbiguousContract")
+        raise ValidateFailure(
+            f"the document has the record elements of several contracts: {which}; none maps it",
+            "AmbiguousContract",
+        )
     for r, record in found:
         try:
             result = map_record(r.plan, record, app_id)
@@ -225,7 +318,9 @@ def map_routed(routes: tuple[Route, ...], scope_element: Any, app_id: int) -> "M
         for table, positions in r.remap.items():
             rows = result.rows.get(table)
             if rows:
-                result.rows[table] = [tuple(row[i] if i >= 0 else None for i in positions) for row in rows]
+                result.rows[table] = [
+                    tuple(row[i] if i >= 0 else None for i in positions) for row in rows
+                ]
         result.extra["contract"] = (r.version_tag, r.name)
         return result
     tried = "; ".join(f"{r.name} (no {r.plan.document.record_path})" for r in routes)

@@ -5,12 +5,14 @@ fits its column or raises :class:`BadValue` saying why; what happens then (NULL,
 truncate) is the column's ``on_invalid`` policy, applied by the mapper, which also records the
 data-quality event. Nothing here ever silently truncates, rounds or zeroes a value.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
 
 Converter = Callable[[Any], Any]
 
@@ -41,10 +43,10 @@ _FALSE = {"N", "NO", "F", "FALSE", "0"}
 
 # What a capacity loss is about: a *valid* value that the column's declared type cannot hold
 # (the contract must change), as opposed to an invalid value the rules reject on purpose.
-CAPACITY_LENGTH = "length"        # more characters than string(n)
-CAPACITY_DIGITS = "digits"        # more integer digits than decimal(p,s) or the integer type holds
-CAPACITY_SCALE = "scale"          # more decimal places than the scale
-CAPACITY_TIME = "time"            # a time of day (or sub-millisecond part) the date/datetime type drops
+CAPACITY_LENGTH = "length"  # more characters than string(n)
+CAPACITY_DIGITS = "digits"  # more integer digits than decimal(p,s) or the integer type holds
+CAPACITY_SCALE = "scale"  # more decimal places than the scale
+CAPACITY_TIME = "time"  # a time of day (or sub-millisecond part) the date/datetime type drops
 # Not a capacity loss: a number with more significant digits than a binary float carries
 # (3333.3333333333335, 0.22449999999999998: a float printed in full by the system that wrote it),
 # rounded to the column's scale. Its digits beyond the 15th mean nothing.
@@ -59,8 +61,14 @@ class BadValue(Exception):
     type is too small for it; None when the value itself is invalid. ``size`` is the measured
     quantity (characters, digits) for capacity problems."""
 
-    def __init__(self, kind: str, reason: str, fixed: Any = None, capacity: str | None = None,
-                 size: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        reason: str,
+        fixed: Any = None,
+        capacity: str | None = None,
+        size: int | None = None,
+    ) -> None:
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
@@ -74,7 +82,9 @@ class Rounded(Exception):
     column cannot hold, microseconds beyond milliseconds): stored rounded, with an event. Always a
     capacity matter: the value was valid."""
 
-    def __init__(self, value: Any, reason: str, capacity: str = CAPACITY_SCALE, size: int | None = None) -> None:
+    def __init__(
+        self, value: Any, reason: str, capacity: str = CAPACITY_SCALE, size: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.value = value
         self.reason = reason
@@ -92,7 +102,9 @@ def _digits_only(s: str) -> str:
     so '00019-XYZ' or '555-5555 ext. 21' are never silently shortened into something valid."""
     d = s.translate(_SEPARATORS)
     if not d.isdigit() or not d.isascii():
-        raise BadValue("value_rejected", f"{s[:80]!r} has characters other than digits and separators")
+        raise BadValue(
+            "value_rejected", f"{s[:80]!r} has characters other than digits and separators"
+        )
     return d
 
 
@@ -128,6 +140,7 @@ BIT_TRANSFORMS = {"char_to_bit": _char_to_bit, "boolean_to_bit": _boolean_to_bit
 
 # -- type converters ------------------------------------------------------------------------------
 
+
 def make_int(type_name: str) -> Converter:
     lo, hi = INT_RANGES[type_name]
 
@@ -138,26 +151,43 @@ def make_int(type_name: str) -> Converter:
             n = v
         elif isinstance(v, Decimal):
             if v != v.to_integral_value():  # a valid number with a fraction the type cannot hold
-                raise BadValue("value_rejected", f"{v} is not a whole number ({type_name} has no decimal places)",
-                               capacity=CAPACITY_SCALE, size=decimal_places(v))
+                raise BadValue(
+                    "value_rejected",
+                    f"{v} is not a whole number ({type_name} has no decimal places)",
+                    capacity=CAPACITY_SCALE,
+                    size=decimal_places(v),
+                )
             n = int(v)
         else:
             s = str(v).strip()
             if not _INT_TEXT.fullmatch(s):
                 if _DECIMAL_TEXT.fullmatch(s):  # 45.31 in an int column: capacity, not bad data
-                    raise BadValue("value_rejected", f"{s[:80]!r} is not a whole number ({type_name} has no decimal places)",
-                                   capacity=CAPACITY_SCALE, size=decimal_places(Decimal(s)))
+                    raise BadValue(
+                        "value_rejected",
+                        f"{s[:80]!r} is not a whole number ({type_name} has no decimal places)",
+                        capacity=CAPACITY_SCALE,
+                        size=decimal_places(Decimal(s)),
+                    )
                 raise BadValue("value_rejected", f"{s[:80]!r} is not a whole number")
             whole = s.split(".")[0]
             digits = whole.lstrip("+-").lstrip("0") or "0"
             if len(digits) > 19:  # beyond every integer type, and int() refuses > 4,300 digits
-                raise BadValue("value_rejected", f"{len(digits)} digits are outside the {type_name} range {lo}..{hi}",
-                               capacity=CAPACITY_DIGITS, size=len(digits))
+                raise BadValue(
+                    "value_rejected",
+                    f"{len(digits)} digits are outside the {type_name} range {lo}..{hi}",
+                    capacity=CAPACITY_DIGITS,
+                    size=len(digits),
+                )
             n = int(whole[0] + digits if whole[0] in "+-" else digits)
         if not lo <= n <= hi:
-            raise BadValue("value_rejected", f"{n} is outside the {type_name} range {lo}..{hi}",
-                           capacity=CAPACITY_DIGITS, size=len(str(abs(n))))
+            raise BadValue(
+                "value_rejected",
+                f"{n} is outside the {type_name} range {lo}..{hi}",
+                capacity=CAPACITY_DIGITS,
+                size=len(str(abs(n))),
+            )
         return n
+
     return convert
 
 
@@ -180,15 +210,28 @@ def make_decimal(precision: int, scale: int) -> Converter:
         try:
             q = d.quantize(quantum, rounding=ROUND_HALF_UP)
         except InvalidOperation:
-            raise BadValue("value_rejected", f"{d} does not fit decimal({precision},{scale})",
-                           capacity=CAPACITY_DIGITS, size=integer_digits(d)) from None
+            raise BadValue(
+                "value_rejected",
+                f"{d} does not fit decimal({precision},{scale})",
+                capacity=CAPACITY_DIGITS,
+                size=integer_digits(d),
+            ) from None
         if abs(q) >= limit:
-            raise BadValue("value_rejected", f"{d} does not fit decimal({precision},{scale})",
-                           capacity=CAPACITY_DIGITS, size=integer_digits(d))
+            raise BadValue(
+                "value_rejected",
+                f"{d} does not fit decimal({precision},{scale})",
+                capacity=CAPACITY_DIGITS,
+                size=integer_digits(d),
+            )
         if q != d:
-            raise Rounded(q, f"{d} rounded to {q} to fit decimal({precision},{scale})",
-                          PRECISION_NOISE if significant_digits(d) > FLOAT_DIGITS else CAPACITY_SCALE, decimal_places(d))
+            raise Rounded(
+                q,
+                f"{d} rounded to {q} to fit decimal({precision},{scale})",
+                PRECISION_NOISE if significant_digits(d) > FLOAT_DIGITS else CAPACITY_SCALE,
+                decimal_places(d),
+            )
         return q
+
     return convert
 
 
@@ -234,7 +277,7 @@ def cut_utf16(s: str, units: int) -> str:
     """The longest prefix of ``s`` of at most ``units`` UTF-16 units, never half a surrogate pair."""
     if len(s) * 2 <= units or s.isascii():
         return s[:units]
-    b = s.encode("utf-16-le")[:2 * units]
+    b = s.encode("utf-16-le")[: 2 * units]
     if len(b) >= 2 and 0xD8 <= b[-1] <= 0xDB:  # a lone high surrogate at the end: drop it
         b = b[:-2]
     return b.decode("utf-16-le")
@@ -259,24 +302,42 @@ def make_string(length: int | None, unit: str = UNIT_CHARS) -> Converter:
             if n > half:  # at most 2 units a character: shorter values fit whatever they hold
                 size = n if s.isascii() else utf16_length(s)  # isascii: a flag of the str, O(1)
                 if size > length:
-                    raise BadValue("value_rejected", f"{n} characters do not fit string({length})" if size == n else
-                                   f"{size} UTF-16 units ({n} characters) do not fit string({length}) on SQL Server",
-                                   fixed=cut_utf16(s, length), capacity=CAPACITY_LENGTH, size=size)
+                    raise BadValue(
+                        "value_rejected",
+                        f"{n} characters do not fit string({length})"
+                        if size == n
+                        else f"{size} UTF-16 units ({n} characters) do not fit string({length}) on SQL Server",
+                        fixed=cut_utf16(s, length),
+                        capacity=CAPACITY_LENGTH,
+                        size=size,
+                    )
             return s
+
         return convert_utf16
 
     def convert(v: Any) -> str:
         s = v if isinstance(v, str) else str(v)
         if len(s) > length:
-            raise BadValue("value_rejected", f"{len(s)} characters do not fit string({length})",
-                           fixed=s[:length], capacity=CAPACITY_LENGTH, size=len(s))
+            raise BadValue(
+                "value_rejected",
+                f"{len(s)} characters do not fit string({length})",
+                fixed=s[:length],
+                capacity=CAPACITY_LENGTH,
+                size=len(s),
+            )
         return s
+
     return convert
 
 
 _DIRECTIVES = {
-    "%Y": r"(?P<Y>\d{4})", "%m": r"(?P<m>\d{1,2})", "%d": r"(?P<d>\d{1,2})", "%H": r"(?P<H>\d{1,2})",
-    "%I": r"(?P<I>\d{1,2})", "%M": r"(?P<M>\d{1,2})", "%S": r"(?P<S>\d{1,2})",
+    "%Y": r"(?P<Y>\d{4})",
+    "%m": r"(?P<m>\d{1,2})",
+    "%d": r"(?P<d>\d{1,2})",
+    "%H": r"(?P<H>\d{1,2})",
+    "%I": r"(?P<I>\d{1,2})",
+    "%M": r"(?P<M>\d{1,2})",
+    "%S": r"(?P<S>\d{1,2})",
     "%f": r"(?P<f>\d+)",  # any number of places (SQL Server and .NET write 7): beyond 6 is cut with an event
     "%p": r"(?P<p>[AaPp][Mm])",
 }
@@ -287,7 +348,7 @@ def _format_regex(fmt: str) -> re.Pattern[str] | None:
     out, i = [], 0
     while i < len(fmt):
         if fmt[i] == "%":
-            d = fmt[i:i + 2]
+            d = fmt[i : i + 2]
             if d not in _DIRECTIVES or _DIRECTIVES[d] in out:
                 return None  # unsupported or repeated directive: strptime handles it
             out.append(_DIRECTIVES[d])
@@ -311,8 +372,18 @@ def _from_match(g: dict) -> tuple[_dt.datetime, bool]:
     frac = g.get("f")
     micro = int(frac[:6].ljust(6, "0")) if frac else 0
     exact = not (frac and frac[6:].strip("0"))
-    return (_dt.datetime(int(g["Y"]), int(g["m"]), int(g["d"]), hour, int(g.get("M") or 0), int(g.get("S") or 0), micro),
-            exact)
+    return (
+        _dt.datetime(
+            int(g["Y"]),
+            int(g["m"]),
+            int(g["d"]),
+            hour,
+            int(g.get("M") or 0),
+            int(g.get("S") or 0),
+            micro,
+        ),
+        exact,
+    )
 
 
 def make_datetime(formats: list[str], date_only: bool) -> Converter:
@@ -320,16 +391,20 @@ def make_datetime(formats: list[str], date_only: bool) -> Converter:
     for f in formats:
         rx = _format_regex(f)
         if rx is not None:
+
             def by_regex(s: str, rx: re.Pattern[str] = rx) -> tuple[_dt.datetime, bool] | None:
                 m = rx.fullmatch(s)
                 return _from_match(m.groupdict()) if m else None
+
             parsers.append(by_regex)
         else:
+
             def by_strptime(s: str, f: str = f) -> tuple[_dt.datetime, bool] | None:
                 try:
                     return _dt.datetime.strptime(s, f), True
                 except ValueError:
                     return None
+
             parsers.append(by_strptime)
 
     def parse_text(s: str) -> tuple[_dt.datetime, bool]:
@@ -356,14 +431,20 @@ def make_datetime(formats: list[str], date_only: bool) -> Converter:
         if date_only:
             if d.hour or d.minute or d.second or d.microsecond or not exact:
                 time = d.time().isoformat() if exact else f"of {str(v).strip()[:60]!r}"
-                raise Rounded(d.date(), f"time of day {time} dropped: the column is a date", CAPACITY_TIME)
+                raise Rounded(
+                    d.date(), f"time of day {time} dropped: the column is a date", CAPACITY_TIME
+                )
             return d.date()
         # datetime columns keep milliseconds (SQL Server datetime2(3), PostgreSQL timestamp(3))
         if d.microsecond % 1000 or not exact:
             kept = d.replace(microsecond=(d.microsecond // 1000) * 1000)
-            raise Rounded(kept, f"{d.isoformat(sep=' ') if exact else str(v).strip()[:60]} cut to milliseconds ({kept.isoformat(sep=' ', timespec='milliseconds')})",
-                          CAPACITY_TIME)
+            raise Rounded(
+                kept,
+                f"{d.isoformat(sep=' ') if exact else str(v).strip()[:60]} cut to milliseconds ({kept.isoformat(sep=' ', timespec='milliseconds')})",
+                CAPACITY_TIME,
+            )
         return d
+
     return convert
 
 
@@ -376,6 +457,7 @@ def make_bit(transform: str | None) -> Converter:
         if isinstance(v, int) and v in (0, 1):
             return v
         return fn(str(v))
+
     return convert
 
 
@@ -389,6 +471,7 @@ def make_enum(name: str, codes: dict[str, int]) -> Converter:
             return table[key]
         except KeyError:
             raise BadValue("unknown_enum", f"{str(v)[:80]!r} is not a known {name} code") from None
+
     return convert
 
 
@@ -398,6 +481,7 @@ def make_pattern(pattern: str) -> Callable[[str], None]:
     def check(s: str) -> None:
         if not rx.fullmatch(s):
             raise BadValue("value_rejected", f"{s[:80]!r} does not match {pattern}")
+
     return check
 
 

@@ -26,13 +26,15 @@ Functions: COALESCE, NULLIF, UPPER, LOWER, TRIM, LENGTH, ABS, ROUND, INT, DECIMA
 SUBSTR(text, start[, length]) (1-based, as in SQL), DATE(datetime) (the day of a date-time),
 ADD_DAYS(date, n).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ContractError
 
@@ -50,8 +52,22 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _KEYWORDS = {
-    "AND", "OR", "NOT", "IS", "NULL", "LIKE", "IN", "CASE", "WHEN", "THEN", "ELSE", "END",
-    "TRUE", "FALSE", "DATE", "BETWEEN",
+    "AND",
+    "OR",
+    "NOT",
+    "IS",
+    "NULL",
+    "LIKE",
+    "IN",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "TRUE",
+    "FALSE",
+    "DATE",
+    "BETWEEN",
 }
 
 
@@ -69,7 +85,7 @@ def tokenize(text: str) -> list[Token]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise ContractError(f"unexpected character {text[pos:pos + 10]!r} at offset {pos}")
+            raise ContractError(f"unexpected character {text[pos : pos + 10]!r} at offset {pos}")
         kind = m.lastgroup or ""
         value = m.group(kind)
         if kind == "name" and value.upper() in _KEYWORDS:
@@ -114,6 +130,7 @@ def _arith(op: str) -> Callable[[Any, Any], Any]:
         if op == "/":
             return Decimal(a) / Decimal(b)
         return a % b
+
     return apply
 
 
@@ -148,6 +165,7 @@ def _compare(op: str) -> Callable[[Any, Any], Any]:
             return a >= b
         except TypeError:
             return None
+
     return apply
 
 
@@ -180,7 +198,7 @@ def _substr(v: Any, start: Any, length: Any = None) -> Any:
     if length is None:
         return s[i:]
     n = _to_int(length)
-    return None if n is None else s[i:i + max(int(n), 0)]
+    return None if n is None else s[i : i + max(int(n), 0)]
 
 
 def _day_of(v: Any) -> Any:
@@ -223,7 +241,11 @@ _FUNCTIONS: dict[str, tuple[int, int, Callable[..., Any]]] = {
     "ROUND": (1, 2, _round),
     "INT": (1, 1, _to_int),
     "DECIMAL": (1, 1, _num),
-    "DIGITS": (1, 1, lambda a: None if a is None else ("".join(c for c in str(a) if c.isdigit()) or None)),
+    "DIGITS": (
+        1,
+        1,
+        lambda a: None if a is None else ("".join(c for c in str(a) if c.isdigit()) or None),
+    ),
     "SUBSTR": (2, 3, _substr),
     "ADD_DAYS": (2, 2, _add_days),
 }
@@ -264,7 +286,9 @@ class _Parser:
         if tok is None:
             got = self.peek()
             want = value or kind
-            raise self.error(f"expected {want!r} but found {got.value or 'end of expression'!r}", got)
+            raise self.error(
+                f"expected {want!r} but found {got.value or 'end of expression'!r}", got
+            )
         return tok
 
     def error(self, message: str, tok: Token | None = None) -> ContractError:
@@ -282,20 +306,24 @@ class _Parser:
         left = self.parse_and()
         while self.accept("kw", "OR"):
             right = self.parse_and()
-            left = (lambda l, r: lambda row, attr: _or(l(row, attr), r(row, attr)))(left, right)
+            left = (lambda lf, rf: lambda row, attr: _or(lf(row, attr), rf(row, attr)))(left, right)
         return left
 
     def parse_and(self) -> Evaluator:
         left = self.parse_not()
         while self.accept("kw", "AND"):
             right = self.parse_not()
-            left = (lambda l, r: lambda row, attr: _and(l(row, attr), r(row, attr)))(left, right)
+            left = (lambda lf, rf: lambda row, attr: _and(lf(row, attr), rf(row, attr)))(
+                left, right
+            )
         return left
 
     def parse_not(self) -> Evaluator:
         if self.accept("kw", "NOT"):
             inner = self.parse_not()
-            return lambda row, attr: (lambda v: None if v is None else not v)(_truth(inner(row, attr)))
+            return lambda row, attr: (lambda v: None if v is None else not v)(
+                _truth(inner(row, attr))
+            )
         return self.parse_cmp()
 
     def parse_cmp(self) -> Evaluator:
@@ -323,6 +351,7 @@ class _Parser:
                     return None
                 hit = rx.fullmatch(str(v)) is not None
                 return not hit if negate else hit
+
             return like
         if self.accept("kw", "IN"):
             self.expect("op", "(")
@@ -338,6 +367,7 @@ class _Parser:
                     return None
                 hit = any(eq(v, it(row, attr)) for it in items)
                 return not hit if negate else hit
+
             return in_list
         if self.accept("kw", "BETWEEN"):
             lo = self.parse_add()
@@ -349,6 +379,7 @@ class _Parser:
                 v = left(row, attr)
                 r = _and(ge(v, lo(row, attr)), le(v, hi(row, attr)))
                 return (None if r is None else not r) if negate else r
+
             return between
         if negate:
             raise self.error("NOT must be followed by LIKE, IN or BETWEEN here")
@@ -362,10 +393,14 @@ class _Parser:
                 self.take()
                 right = self.parse_mul()
                 if tok.value == "||":
-                    left = (lambda l, r: lambda row, attr: _concat(l(row, attr), r(row, attr)))(left, right)
+                    left = (lambda lf, rf: lambda row, attr: _concat(lf(row, attr), rf(row, attr)))(
+                        left, right
+                    )
                 else:
                     fn = _arith(tok.value)
-                    left = (lambda l, r, f: lambda row, attr: f(l(row, attr), r(row, attr)))(left, right, fn)
+                    left = (lambda lf, rf, f: lambda row, attr: f(lf(row, attr), rf(row, attr)))(
+                        left, right, fn
+                    )
             else:
                 return left
 
@@ -377,7 +412,9 @@ class _Parser:
                 self.take()
                 right = self.parse_unary()
                 fn = _arith(tok.value)
-                left = (lambda l, r, f: lambda row, attr: f(l(row, attr), r(row, attr)))(left, right, fn)
+                left = (lambda lf, rf, f: lambda row, attr: f(lf(row, attr), rf(row, attr)))(
+                    left, right, fn
+                )
             else:
                 return left
 
@@ -427,7 +464,9 @@ class _Parser:
             if tok.value not in self.columns:
                 raise self.error(
                     f"unknown column {tok.value!r} (an expression may use columns defined before it: "
-                    f"{', '.join(sorted(self.columns)) or 'none'}; use @name for a raw attribute)", tok)
+                    f"{', '.join(sorted(self.columns)) or 'none'}; use @name for a raw attribute)",
+                    tok,
+                )
             self.column_refs.add(tok.value)
             col = tok.value
             return lambda row, attr: row.get(col)
@@ -440,7 +479,10 @@ class _Parser:
     def parse_call(self, name_tok: Token) -> Evaluator:
         fname = name_tok.value.upper()
         if fname not in _FUNCTIONS:
-            raise self.error(f"unknown function {name_tok.value}() (known: {', '.join(sorted(_FUNCTIONS))})", name_tok)
+            raise self.error(
+                f"unknown function {name_tok.value}() (known: {', '.join(sorted(_FUNCTIONS))})",
+                name_tok,
+            )
         lo, hi, impl = _FUNCTIONS[fname]
         self.expect("op", "(")
         args: list[Evaluator] = []
@@ -452,12 +494,14 @@ class _Parser:
         if not lo <= len(args) <= hi:
             raise self.error(f"{fname}() takes {lo}..{hi} arguments, got {len(args)}", name_tok)
         if fname == "COALESCE":  # lazy: stop at the first non-NULL
+
             def coalesce(row: dict, attr: Callable[[str], Any]) -> Any:
                 for a in args:
                     v = a(row, attr)
                     if v is not None:
                         return v
                 return None
+
             return coalesce
         return lambda row, attr: impl(*(a(row, attr) for a in args))
 
@@ -478,11 +522,13 @@ class _Parser:
         self.expect("kw", "END")
         eq = _compare("=")
         if subject is None:
+
             def searched(row: dict, attr: Callable[[str], Any]) -> Any:
                 for cond, res in branches:
                     if cond(row, attr):
                         return res(row, attr)
                 return otherwise(row, attr)
+
             return searched
         subj = subject
 
@@ -492,6 +538,7 @@ class _Parser:
                 if eq(v, cond(row, attr)):
                     return res(row, attr)
             return otherwise(row, attr)
+
         return simple
 
 
@@ -527,7 +574,9 @@ class CompiledExpression:
     attribute_refs: frozenset[str]
 
 
-def compile_expression(text: str, known_columns: set[str], where: str = "expression") -> CompiledExpression:
+def compile_expression(
+    text: str, known_columns: set[str], where: str = "expression"
+) -> CompiledExpression:
     """Parse ``text`` once; refuse unknown columns/functions with a message naming ``where``."""
     if not isinstance(text, str) or not text.strip():
         raise ContractError(f"{where}: empty expression")

@@ -1,6 +1,7 @@
 """Load a contract file: JSON Schema validation, then the cross-reference checks JSON Schema
 cannot express (columns that exist, FK order, enum names). Every error names its place in the
 contract as a path like ``tables[2].columns[5].enum``."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,19 +17,25 @@ import jsonschema
 from ..errors import ContractError
 
 DEFAULT_CONTRACT = "credit_card"
-VERSION_TAG_LIMIT = 100  # processing_log.contract_version: VARCHAR(100) (UTF-16 units on SQL Server)
+VERSION_TAG_LIMIT = (
+    100  # processing_log.contract_version: VARCHAR(100) (UTF-16 units on SQL Server)
+)
 _SCHEMA: dict | None = None
 
 
 def contract_schema() -> dict:
     global _SCHEMA
     if _SCHEMA is None:
-        _SCHEMA = json.loads(resources.files("xml_extractor.contract").joinpath("schema.json").read_text("utf-8"))
+        _SCHEMA = json.loads(
+            resources.files("xml_extractor.contract").joinpath("schema.json").read_text("utf-8")
+        )
     return _SCHEMA
 
 
 def default_contract_path() -> Path:
-    return Path(str(resources.files("xml_extractor.contracts").joinpath(f"{DEFAULT_CONTRACT}.json")))
+    return Path(
+        str(resources.files("xml_extractor.contracts").joinpath(f"{DEFAULT_CONTRACT}.json"))
+    )
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,11 @@ def validate_schema(raw: Any, source: str = "contract") -> None:
 
 def packaged_contracts() -> list[str]:
     """The names of the contracts that ship with the package (``credit_card``, ``rec_lending``)."""
-    return sorted(p.name[:-5] for p in resources.files("xml_extractor.contracts").iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name[:-5]
+        for p in resources.files("xml_extractor.contracts").iterdir()
+        if p.name.endswith(".json")
+    )
 
 
 def resolve_contract_path(name_or_path: str | Path | None) -> Path:
@@ -143,8 +154,10 @@ def resolve_contract_path(name_or_path: str | Path | None) -> Path:
         packaged = Path(str(resources.files("xml_extractor.contracts").joinpath(f"{text}.json")))
         if packaged.exists():
             return packaged
-        raise ContractError(f"no packaged contract named {text!r} (packaged: {', '.join(packaged_contracts())}); "
-                            "give a path to a contract file instead")
+        raise ContractError(
+            f"no packaged contract named {text!r} (packaged: {', '.join(packaged_contracts())}); "
+            "give a path to a contract file instead"
+        )
     return Path(text)
 
 
@@ -154,6 +167,7 @@ def load_contract(path: str | Path | None = None) -> Contract:
     contract set: one union contract whose plan routes each document (contract_set.py)."""
     if path is not None and "," in str(path):
         from .contract_set import merge_contracts, split_contract_spec
+
         members = [load_contract(p) for p in split_contract_spec(str(path))]
         return members[0] if len(members) == 1 else merge_contracts(members)
     p = resolve_contract_path(path)
@@ -166,13 +180,17 @@ def load_contract(path: str | Path | None = None) -> Contract:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ContractError(f"{p}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ContractError(
+            f"{p}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     return contract_from_dict(raw, str(p))
 
 
 def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
     validate_schema(raw, source)
-    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
     enums: dict[str, list[EnumValue]] = {}
     all_ids: dict[int, str] = {}
     for ename, edef in (raw.get("enums") or {}).items():
@@ -187,8 +205,10 @@ def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
             if v["id"] in seen_ids:
                 raise ContractError(f"{source}: {where}.id: duplicate id {v['id']} in enum {ename}")
             if v["id"] in all_ids:
-                raise ContractError(f"{source}: {where}.id: id {v['id']} is already used by enum "
-                                    f"{all_ids[v['id']]} (ids are the app_enums primary key)")
+                raise ContractError(
+                    f"{source}: {where}.id: id {v['id']} is already used by enum "
+                    f"{all_ids[v['id']]} (ids are the app_enums primary key)"
+                )
             all_ids[v["id"]] = ename
             seen_codes.add(code)
             seen_ids.add(v["id"])
@@ -202,103 +222,186 @@ def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
     # the tool's own tables and the source table, by lower-case name: names that differ only in
     # case are one table on SQL Server and SQLite (and a trap on PostgreSQL), refused here rather
     # than by a run that fails later
-    reserved = {log_name: "the processing log", logs.get("data_quality_event", "data_quality_event"): "the event table",
-                logs.get("work_queue", "work_queue"): "the work queue", logs.get("enums", "app_enums"): "the enum table",
-                logs.get("run_progress", "run_progress"): "the progress table",
-                "reprocess_request": "the reprocess request table", log_name + "_history": "the log history table",
-                (raw.get("source") or {}).get("table", ""): "the source table"}
+    reserved = {
+        log_name: "the processing log",
+        logs.get("data_quality_event", "data_quality_event"): "the event table",
+        logs.get("work_queue", "work_queue"): "the work queue",
+        logs.get("enums", "app_enums"): "the enum table",
+        logs.get("run_progress", "run_progress"): "the progress table",
+        "reprocess_request": "the reprocess request table",
+        log_name + "_history": "the log history table",
+        (raw.get("source") or {}).get("table", ""): "the source table",
+    }
     reserved_lower = {k.lower(): f"{v} {k!r}" for k, v in reserved.items() if k}
     for ti, t in enumerate(raw["tables"]):
         tw = f"tables[{ti}]"
         name = t["name"]
         if name.lower() in reserved_lower:
-            raise ContractError(f"{source}: {tw}.name: table {name!r} clashes with {reserved_lower[name.lower()]} "
-                                "(names are compared without case): rename it")
+            raise ContractError(
+                f"{source}: {tw}.name: table {name!r} clashes with {reserved_lower[name.lower()]} "
+                "(names are compared without case): rename it"
+            )
         if name.lower() in {s.lower() for s in seen_tables}:
-            raise ContractError(f"{source}: {tw}.name: table {name!r} is defined twice (names are compared without case)")
+            raise ContractError(
+                f"{source}: {tw}.name: table {name!r} is defined twice (names are compared without case)"
+            )
         cols: list[ColumnDef] = []
         names: set[str] = set()
         app_id_col = None
         for ci, c in enumerate(t["columns"]):
             cw = f"{tw}.columns[{ci}]"
             if c["name"].lower() in names:
-                raise ContractError(f"{source}: {cw}.name: duplicate column {c['name']!r} in {name}")
+                raise ContractError(
+                    f"{source}: {cw}.name: duplicate column {c['name']!r} in {name}"
+                )
             names.add(c["name"].lower())
             if c.get("enum") and c["enum"] not in enums:
-                raise ContractError(f"{source}: {cw}.enum: unknown enum {c['enum']!r} (declared: {', '.join(enums) or 'none'})")
+                raise ContractError(
+                    f"{source}: {cw}.enum: unknown enum {c['enum']!r} (declared: {', '.join(enums) or 'none'})"
+                )
             if c.get("on_invalid") == "default" or c.get("on_missing") == "default":
                 if "default" not in c:
-                    raise ContractError(f"{source}: {cw}: on_invalid/on_missing 'default' needs a 'default' value")
+                    raise ContractError(
+                        f"{source}: {cw}: on_invalid/on_missing 'default' needs a 'default' value"
+                    )
             if c.get("on_invalid") == "truncate" and c["type"] not in ("string",):
-                raise ContractError(f"{source}: {cw}.on_invalid: 'truncate' applies to string columns only")
+                raise ContractError(
+                    f"{source}: {cw}.on_invalid: 'truncate' applies to string columns only"
+                )
             if c["type"] == "decimal" and c["scale"] > c["precision"]:
-                raise ContractError(f"{source}: {cw}.scale: scale {c['scale']} exceeds precision {c['precision']}")
+                raise ContractError(
+                    f"{source}: {cw}.scale: scale {c['scale']} exceeds precision {c['precision']}"
+                )
             if c.get("pattern"):
                 try:
                     re.compile(c["pattern"])
                 except re.error as exc:
-                    raise ContractError(f"{source}: {cw}.pattern: not a valid regular expression: {exc}") from None
-            kinds = [k for k in ("attribute", "path", "context", "parent", "expression", "constant", "unpivot", "group",
-                                 "kept") if k in c]
+                    raise ContractError(
+                        f"{source}: {cw}.pattern: not a valid regular expression: {exc}"
+                    ) from None
+            kinds = [
+                k
+                for k in (
+                    "attribute",
+                    "path",
+                    "context",
+                    "parent",
+                    "expression",
+                    "constant",
+                    "unpivot",
+                    "group",
+                    "kept",
+                )
+                if k in c
+            ]
             if len(kinds) > 1:
-                raise ContractError(f"{source}: {cw}: a column takes one value source, got {', '.join(kinds)}")
+                raise ContractError(
+                    f"{source}: {cw}: a column takes one value source, got {', '.join(kinds)}"
+                )
             stored = c.get("store", True)
             if c.get("context") == "app_id" and stored:
                 app_id_col = app_id_col or c["name"]
-            cols.append(ColumnDef(c["name"], c["type"], c.get("length"), c.get("precision"), c.get("scale"),
-                                  c.get("nullable", True), stored, c))
+            cols.append(
+                ColumnDef(
+                    c["name"],
+                    c["type"],
+                    c.get("length"),
+                    c.get("precision"),
+                    c.get("scale"),
+                    c.get("nullable", True),
+                    stored,
+                    c,
+                )
+            )
         stored_names = {c.name for c in cols if c.stored}
         for k in t["primary_key"]:
             if k not in stored_names:
-                raise ContractError(f"{source}: {tw}.primary_key: {k!r} is not a stored column of {name}")
+                raise ContractError(
+                    f"{source}: {tw}.primary_key: {k!r} is not a stored column of {name}"
+                )
             if next(c for c in cols if c.name == k).nullable:
-                raise ContractError(f"{source}: {tw}.primary_key: key column {k!r} must be declared nullable: false")
+                raise ContractError(
+                    f"{source}: {tw}.primary_key: key column {k!r} must be declared nullable: false"
+                )
         if app_id_col is None:
-            raise ContractError(f"{source}: {tw}: every table needs a stored column with \"context\": \"app_id\" "
-                                "(it keeps an application's rows findable for reprocess and reconcile)")
+            raise ContractError(
+                f'{source}: {tw}: every table needs a stored column with "context": "app_id" '
+                "(it keeps an application's rows findable for reprocess and reconcile)"
+            )
         fks = []
         for fi, fk in enumerate(t.get("foreign_keys", [])):
             fw = f"{tw}.foreign_keys[{fi}]"
             ref = seen_tables.get(fk["references"])
             if ref is None:
-                raise ContractError(f"{source}: {fw}.references: {fk['references']!r} must be a table defined "
-                                    "earlier (tables are listed in FK order)")
+                raise ContractError(
+                    f"{source}: {fw}.references: {fk['references']!r} must be a table defined "
+                    "earlier (tables are listed in FK order)"
+                )
             if len(fk["columns"]) != len(fk["ref_columns"]):
                 raise ContractError(f"{source}: {fw}: columns and ref_columns differ in length")
             for col in fk["columns"]:
                 if col not in stored_names:
-                    raise ContractError(f"{source}: {fw}.columns: {col!r} is not a stored column of {name}")
+                    raise ContractError(
+                        f"{source}: {fw}.columns: {col!r} is not a stored column of {name}"
+                    )
             ref_stored = {c.name for c in ref.stored_columns}
             for col in fk["ref_columns"]:
                 if col not in ref_stored:
-                    raise ContractError(f"{source}: {fw}.ref_columns: {col!r} is not a column of {ref.name}")
+                    raise ContractError(
+                        f"{source}: {fw}.ref_columns: {col!r} is not a column of {ref.name}"
+                    )
             fks.append(ForeignKey(tuple(fk["columns"]), fk["references"], tuple(fk["ref_columns"])))
         idx = []
         for ii, ix in enumerate(t.get("indexes", [])):
             for col in ix["columns"]:
                 if col not in stored_names:
-                    raise ContractError(f"{source}: {tw}.indexes[{ii}].columns: {col!r} is not a stored column of {name}")
-            idx.append((ix.get("name") or f"ix_{name}_{'_'.join(ix['columns'])}"[:63], tuple(ix["columns"])))
-        td = TableDef(name, tuple(cols), tuple(t["primary_key"]), tuple(fks), tuple(idx), app_id_col, t)
+                    raise ContractError(
+                        f"{source}: {tw}.indexes[{ii}].columns: {col!r} is not a stored column of {name}"
+                    )
+            idx.append(
+                (
+                    ix.get("name") or f"ix_{name}_{'_'.join(ix['columns'])}"[:63],
+                    tuple(ix["columns"]),
+                )
+            )
+        td = TableDef(
+            name, tuple(cols), tuple(t["primary_key"]), tuple(fks), tuple(idx), app_id_col, t
+        )
         tables.append(td)
         seen_tables[name] = td
 
     src = raw["source"]
     contract = Contract(
-        raw=raw, path=source, name=raw["name"], version=raw["version"], digest=digest,
-        target_schema=raw["target_schema"], source_schema=src.get("schema"), source_table=src["table"],
-        source_id_column=src["id_column"], source_xml_column=src["xml_column"],
-        source_min_length=src.get("min_length", 1), tables=tables, enums=enums,
+        raw=raw,
+        path=source,
+        name=raw["name"],
+        version=raw["version"],
+        digest=digest,
+        target_schema=raw["target_schema"],
+        source_schema=src.get("schema"),
+        source_table=src["table"],
+        source_id_column=src["id_column"],
+        source_xml_column=src["xml_column"],
+        source_min_length=src.get("min_length", 1),
+        tables=tables,
+        enums=enums,
         log_table=logs.get("processing_log", "processing_log"),
         event_table=logs.get("data_quality_event", "data_quality_event"),
-        queue_table=logs.get("work_queue", "work_queue"), enum_table=logs.get("enums", "app_enums"),
+        queue_table=logs.get("work_queue", "work_queue"),
+        enum_table=logs.get("enums", "app_enums"),
         progress_table=logs.get("run_progress", "run_progress"),
     )
     # Compiling checks paths, expressions, generators and parent references; fail now, not per document.
     from .compiler import compile_contract
+
     compile_contract(contract)
     from .converters import utf16_length
-    if utf16_length(contract.version_tag) > VERSION_TAG_LIMIT:  # else every log row of the run is refused
-        raise ContractError(f"{contract.path}: name and version are too long: {contract.version_tag!r} must fit "
-                            f"processing_log.contract_version ({VERSION_TAG_LIMIT}); shorten the version")
+
+    if (
+        utf16_length(contract.version_tag) > VERSION_TAG_LIMIT
+    ):  # else every log row of the run is refused
+        raise ContractError(
+            f"{contract.path}: name and version are too long: {contract.version_tag!r} must fit "
+            f"processing_log.contract_version ({VERSION_TAG_LIMIT}); shorten the version"
+        )
     return contract

@@ -1,11 +1,13 @@
 """The connector interface: what differs between engines lives in a Dialect subclass, one module
 per driver (sqlite.py, postgresql.py, mssql.py). Everything else talks to a :class:`Database`."""
+
 from __future__ import annotations
 
 import re
-from importlib import resources
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 
@@ -58,7 +60,9 @@ def _load_sections(dialect: str, kind: str, prefix: str = "") -> dict[str, Named
     """``prefix``: another set of files in the same format (``preflight_common.sql`` + ``preflight_<dialect>.sql``)."""
     out: dict[str, NamedQuery] = {}
     for fname in (f"{prefix}common.sql", f"{prefix}{dialect}.sql"):
-        text = resources.files("xml_extractor.db").joinpath("sql").joinpath(fname).read_text("utf-8")
+        text = (
+            resources.files("xml_extractor.db").joinpath("sql").joinpath(fname).read_text("utf-8")
+        )
         parts = _SECTION.split(text)
         for i in range(1, len(parts), 3):
             if parts[i] != kind:
@@ -71,7 +75,9 @@ def _load_sections(dialect: str, kind: str, prefix: str = "") -> dict[str, Named
                     break
                 leading.append(ln.lstrip()[2:].strip())
             only = [c for c in leading if c.startswith("dialects:")]
-            dialects = tuple(d.strip() for d in only[0][len("dialects:"):].split(",")) if only else ()
+            dialects = (
+                tuple(d.strip() for d in only[0][len("dialects:") :].split(",")) if only else ()
+            )
             if dialects and dialect not in dialects:
                 continue
             body = "\n".join(ln for ln in lines if not ln.lstrip().startswith("--")).strip()
@@ -85,7 +91,7 @@ def _code_parts(sql: str) -> list[tuple[bool, str]]:
     out: list[tuple[bool, str]] = []
     pos = 0
     for m in _LITERAL.finditer(sql):
-        out.append((True, sql[pos:m.start()]))
+        out.append((True, sql[pos : m.start()]))
         out.append((False, m.group(0)))
         pos = m.end()
     out.append((True, sql[pos:]))
@@ -105,7 +111,7 @@ class Statement(str):
     params: tuple[str, ...]
     _pieces: tuple[str, ...]  # the text around the markers: len(params) + 1 pieces
 
-    def __new__(cls, text: str, name: str = "") -> "Statement":
+    def __new__(cls, text: str, name: str = "") -> Statement:
         pieces: list[str] = [""]
         params: list[str] = []
         positional = False
@@ -116,7 +122,7 @@ class Statement(str):
             positional = positional or "?" in piece
             pos = 0
             for m in _PARAM.finditer(piece):
-                pieces[-1] += piece[pos:m.start()]
+                pieces[-1] += piece[pos : m.start()]
                 params.append(m.group(1))
                 pieces.append("")
                 pos = m.end()
@@ -158,8 +164,17 @@ class Statement(str):
         names = set(self.params)
         if names != params.keys():
             missing, extra = names - params.keys(), params.keys() - names
-            raise TypeError(f"query {self.name!r}: " + "; ".join(
-                s for s in (f"missing {sorted(missing)}" if missing else "", f"unexpected {sorted(extra)}" if extra else "") if s))
+            raise TypeError(
+                f"query {self.name!r}: "
+                + "; ".join(
+                    s
+                    for s in (
+                        f"missing {sorted(missing)}" if missing else "",
+                        f"unexpected {sorted(extra)}" if extra else "",
+                    )
+                    if s
+                )
+            )
 
 
 REQUEST_TABLE = "reprocess_request"  # open reprocess requests (xml_extractor/reprocess.py)
@@ -172,7 +187,7 @@ class Dialect:
     name = "base"
     supports_schemas = True
     max_params = 2000  # bound parameters one statement may carry (a batch's IN list must fit)
-    source_id_max = 2 ** 31 - 1  # the largest id the source table's INTEGER/INT id column holds
+    source_id_max = 2**31 - 1  # the largest id the source table's INTEGER/INT id column holds
 
     def __init__(self) -> None:
         self.queries = load_queries(self.name)
@@ -208,14 +223,23 @@ class Dialect:
 
     # -- types ----------------------------------------------------------------------------------
     type_names = {
-        "string": "VARCHAR({length})", "text": "TEXT", "int": "INTEGER", "smallint": "SMALLINT",
-        "bigint": "BIGINT", "tinyint": "SMALLINT", "decimal": "DECIMAL({precision},{scale})", "bit": "SMALLINT",
-        "date": "DATE", "datetime": "TIMESTAMP(3)",
+        "string": "VARCHAR({length})",
+        "text": "TEXT",
+        "int": "INTEGER",
+        "smallint": "SMALLINT",
+        "bigint": "BIGINT",
+        "tinyint": "SMALLINT",
+        "decimal": "DECIMAL({precision},{scale})",
+        "bit": "SMALLINT",
+        "date": "DATE",
+        "datetime": "TIMESTAMP(3)",
     }
 
-    def column_type(self, col: "ColumnDef") -> str:
+    def column_type(self, col: ColumnDef) -> str:
         try:
-            return self.type_names[col.type].format(length=col.length, precision=col.precision, scale=col.scale)
+            return self.type_names[col.type].format(
+                length=col.length, precision=col.precision, scale=col.scale
+            )
         except KeyError:
             raise ConfigError(f"no SQL type for {col.type}") from None
 
@@ -234,9 +258,13 @@ class Dialect:
 
     def collate(self, key: bool, type_name: str = "string") -> str:
         """`` COLLATE x`` after a string key column's type (see key_collation), else ''."""
-        return f" COLLATE {self.key_collation}" if key and self.key_collation and type_name == "string" else ""
+        return (
+            f" COLLATE {self.key_collation}"
+            if key and self.key_collation and type_name == "string"
+            else ""
+        )
 
-    def column_sql(self, col: "ColumnDef", key: bool) -> str:
+    def column_sql(self, col: ColumnDef, key: bool) -> str:
         """A contract column's type as declared in CREATE/ALTER: its type, the key collation."""
         return self.column_type(col) + self.collate(key, col.type)
 
@@ -247,11 +275,18 @@ class Dialect:
     def create_table(self, qname: str, body: list[str]) -> str:
         return f"CREATE TABLE IF NOT EXISTS {qname} (\n    " + ",\n    ".join(body) + "\n)"
 
-    def create_index(self, name: str, qtable: str, cols: Sequence[str], unique: bool = False, schema: str | None = None) -> str:
+    def create_index(
+        self,
+        name: str,
+        qtable: str,
+        cols: Sequence[str],
+        unique: bool = False,
+        schema: str | None = None,
+    ) -> str:
         u = "UNIQUE " if unique else ""
         return f"CREATE {u}INDEX IF NOT EXISTS {self.quote(name)} ON {qtable} ({', '.join(self.quote(c) for c in cols)})"
 
-    def ddl(self, contract: "Contract", with_source: bool = True) -> list[str]:
+    def ddl(self, contract: Contract, with_source: bool = True) -> list[str]:
         """Every statement init-db runs, in order, idempotent."""
         sch = contract.target_schema
         q = self.qualified
@@ -261,117 +296,216 @@ class Dialect:
             if with_source and contract.source_schema:
                 out += self.create_schema(contract.source_schema)
         if with_source:
-            out.append(self.create_table(q(contract.source_schema, contract.source_table), [
-                f"{self.quote(contract.source_id_column)} INTEGER NOT NULL PRIMARY KEY",
-                f"{self.quote(contract.source_xml_column)} {self.text_type}",
-            ]))
-        out.append(self.create_table(q(sch, contract.enum_table), [
-            f"{self.quote('enum_id')} INTEGER NOT NULL PRIMARY KEY",
-            f"{self.quote('type')} {self.varchar(64)}{self.collate(True)} NOT NULL",
-            f"{self.quote('value')} {self.varchar(50)}{self.collate(True)} NOT NULL",
-            f"{self.quote('description')} {self.varchar(200)}",
-        ]))
-        out.append(self.create_index(f"ux_{contract.enum_table}_type_value", q(sch, contract.enum_table), ["type", "value"], True, sch))
+            out.append(
+                self.create_table(
+                    q(contract.source_schema, contract.source_table),
+                    [
+                        f"{self.quote(contract.source_id_column)} INTEGER NOT NULL PRIMARY KEY",
+                        f"{self.quote(contract.source_xml_column)} {self.text_type}",
+                    ],
+                )
+            )
+        out.append(
+            self.create_table(
+                q(sch, contract.enum_table),
+                [
+                    f"{self.quote('enum_id')} INTEGER NOT NULL PRIMARY KEY",
+                    f"{self.quote('type')} {self.varchar(64)}{self.collate(True)} NOT NULL",
+                    f"{self.quote('value')} {self.varchar(50)}{self.collate(True)} NOT NULL",
+                    f"{self.quote('description')} {self.varchar(200)}",
+                ],
+            )
+        )
+        out.append(
+            self.create_index(
+                f"ux_{contract.enum_table}_type_value",
+                q(sch, contract.enum_table),
+                ["type", "value"],
+                True,
+                sch,
+            )
+        )
         for t in contract.tables:
             body = []
             keys = key_columns(t)
             for c in t.stored_columns:
-                body.append(f"{self.quote(c.name)} {self.column_sql(c, c.name.lower() in keys)}{'' if c.nullable else ' NOT NULL'}")
-            body.append(f"CONSTRAINT {self.quote('pk_' + t.name)} PRIMARY KEY ({', '.join(self.quote(k) for k in t.primary_key)})")
+                body.append(
+                    f"{self.quote(c.name)} {self.column_sql(c, c.name.lower() in keys)}{'' if c.nullable else ' NOT NULL'}"
+                )
+            body.append(
+                f"CONSTRAINT {self.quote('pk_' + t.name)} PRIMARY KEY ({', '.join(self.quote(k) for k in t.primary_key)})"
+            )
             for i, fk in enumerate(t.foreign_keys):
-                body.append(f"CONSTRAINT {self.quote(f'fk_{t.name}_{i + 1}')} FOREIGN KEY ({', '.join(self.quote(c) for c in fk.columns)}) "
-                            f"REFERENCES {q(sch, fk.references)} ({', '.join(self.quote(c) for c in fk.ref_columns)})")
+                body.append(
+                    f"CONSTRAINT {self.quote(f'fk_{t.name}_{i + 1}')} FOREIGN KEY ({', '.join(self.quote(c) for c in fk.columns)}) "
+                    f"REFERENCES {q(sch, fk.references)} ({', '.join(self.quote(c) for c in fk.ref_columns)})"
+                )
             out.append(self.create_table(q(sch, t.name), body))
             idx_cols = {tuple(ix[1]) for ix in t.indexes}
             for name, cols in t.indexes:
                 out.append(self.create_index(name, q(sch, t.name), cols, schema=sch))
             if t.app_id_column not in t.primary_key[:1] and (t.app_id_column,) not in idx_cols:
-                out.append(self.create_index(f"ix_{t.name}_{t.app_id_column}"[:63], q(sch, t.name), [t.app_id_column], schema=sch))
+                out.append(
+                    self.create_index(
+                        f"ix_{t.name}_{t.app_id_column}"[:63],
+                        q(sch, t.name),
+                        [t.app_id_column],
+                        schema=sch,
+                    )
+                )
         log = q(sch, contract.log_table)
-        out.append(self.create_table(log, log_body := [
-            f"{self.quote('log_id')} {self.serial_pk}",
-            f"{self.quote('app_id')} INTEGER NOT NULL",
-            f"{self.quote('status')} {self.varchar(10)} NOT NULL",
-            f"{self.quote('stage')} {self.varchar(10)}",
-            f"{self.quote('error_class')} {self.varchar(100)}",
-            f"{self.quote('reason')} {self.text_type}",
-            f"{self.quote('attempt')} INTEGER NOT NULL",
-            f"{self.quote('instance_id')} INTEGER NOT NULL",
-            f"{self.quote('instance_count')} INTEGER NOT NULL",
-            f"{self.quote('session_id')} {self.varchar(40)} NOT NULL",
-            f"{self.quote('contract_version')} {self.varchar(100)} NOT NULL",
-            # which contract of a contract set mapped the application (NULL: a failure before routing)
-            f"{self.quote('contract_name')} {self.varchar(63)}",
-            f"{self.quote('parse_ms')} {self.float_type}",
-            f"{self.quote('map_ms')} {self.float_type}",
-            f"{self.quote('insert_ms')} {self.float_type}",
-            f"{self.quote('worker_pid')} INTEGER",
-            f"{self.quote('logged_at')} {self.timestamp_type} NOT NULL",
-            f"CONSTRAINT {self.quote('ck_' + contract.log_table + '_status')} CHECK ({self.quote('status')} IN ('success', 'failed'))",
-        ]))
+        out.append(
+            self.create_table(
+                log,
+                log_body := [
+                    f"{self.quote('log_id')} {self.serial_pk}",
+                    f"{self.quote('app_id')} INTEGER NOT NULL",
+                    f"{self.quote('status')} {self.varchar(10)} NOT NULL",
+                    f"{self.quote('stage')} {self.varchar(10)}",
+                    f"{self.quote('error_class')} {self.varchar(100)}",
+                    f"{self.quote('reason')} {self.text_type}",
+                    f"{self.quote('attempt')} INTEGER NOT NULL",
+                    f"{self.quote('instance_id')} INTEGER NOT NULL",
+                    f"{self.quote('instance_count')} INTEGER NOT NULL",
+                    f"{self.quote('session_id')} {self.varchar(40)} NOT NULL",
+                    f"{self.quote('contract_version')} {self.varchar(100)} NOT NULL",
+                    # which contract of a contract set mapped the application (NULL: a failure before routing)
+                    f"{self.quote('contract_name')} {self.varchar(63)}",
+                    f"{self.quote('parse_ms')} {self.float_type}",
+                    f"{self.quote('map_ms')} {self.float_type}",
+                    f"{self.quote('insert_ms')} {self.float_type}",
+                    f"{self.quote('worker_pid')} INTEGER",
+                    f"{self.quote('logged_at')} {self.timestamp_type} NOT NULL",
+                    f"CONSTRAINT {self.quote('ck_' + contract.log_table + '_status')} CHECK ({self.quote('status')} IN ('success', 'failed'))",
+                ],
+            )
+        )
         # (app_id, attempt) unique: never two final rows for one attempt. It is also the index
         # that keeps "select unprocessed" an index probe per source row as the log grows.
-        out.append(self.create_index(f"ux_{contract.log_table}_app_attempt", log, ["app_id", "attempt"], True, sch))
-        out.append(self.create_index(f"ix_{contract.log_table}_session", log, ["session_id", "logged_at"], schema=sch))
-        out.append(self.create_index(f"ix_{contract.log_table}_status_stage", log, ["status", "stage"], schema=sch))
+        out.append(
+            self.create_index(
+                f"ux_{contract.log_table}_app_attempt", log, ["app_id", "attempt"], True, sch
+            )
+        )
+        out.append(
+            self.create_index(
+                f"ix_{contract.log_table}_session", log, ["session_id", "logged_at"], schema=sch
+            )
+        )
+        out.append(
+            self.create_index(
+                f"ix_{contract.log_table}_status_stage", log, ["status", "stage"], schema=sch
+            )
+        )
         # (status, app_id): "has a success row" probes match two columns here (the planner picks it
         # even without statistics: without it SQLite chose (status, stage) and reconcile went
         # quadratic), and counting or listing success/failed applications is an index range.
-        out.append(self.create_index(f"ix_{contract.log_table}_status_app", log, ["status", "app_id"], schema=sch))
+        out.append(
+            self.create_index(
+                f"ix_{contract.log_table}_status_app", log, ["status", "app_id"], schema=sch
+            )
+        )
         # which contract versions produced the log: a loose index scan instead of reading every row
-        out.append(self.create_index(f"ix_{contract.log_table}_contract_version", log, ["contract_version", "app_id"], schema=sch))
-        out.append(self.create_index(f"ix_{contract.log_table}_logged_at", log, ["logged_at"], schema=sch))
+        out.append(
+            self.create_index(
+                f"ix_{contract.log_table}_contract_version",
+                log,
+                ["contract_version", "app_id"],
+                schema=sch,
+            )
+        )
+        out.append(
+            self.create_index(f"ix_{contract.log_table}_logged_at", log, ["logged_at"], schema=sch)
+        )
         # reprocess (see xml_extractor/reprocess.py): the open requests, and the log rows of attempts a
         # reprocess replaced (same columns as the log, log_id kept, no identity, plus replaced_at)
-        out.append(self.create_table(q(sch, REQUEST_TABLE), [
-            f"{self.quote('app_id')} BIGINT NOT NULL PRIMARY KEY",
-            f"{self.quote('requested_at')} {self.timestamp_type} NOT NULL",
-            f"{self.quote('command')} {self.varchar(400)} NOT NULL",
-        ]))
+        out.append(
+            self.create_table(
+                q(sch, REQUEST_TABLE),
+                [
+                    f"{self.quote('app_id')} BIGINT NOT NULL PRIMARY KEY",
+                    f"{self.quote('requested_at')} {self.timestamp_type} NOT NULL",
+                    f"{self.quote('command')} {self.varchar(400)} NOT NULL",
+                ],
+            )
+        )
         history = q(sch, contract.log_table + HISTORY_SUFFIX)
-        out.append(self.create_table(history, [f"{self.quote('log_id')} BIGINT NOT NULL"]
-                                     + [c for c in log_body[1:] if not c.startswith("CONSTRAINT")]
-                                     + [f"{self.quote('replaced_at')} {self.timestamp_type} NOT NULL"]))
-        out.append(self.create_index(f"ix_{contract.log_table}{HISTORY_SUFFIX}_app", history, ["app_id", "attempt"], schema=sch))
+        out.append(
+            self.create_table(
+                history,
+                [f"{self.quote('log_id')} BIGINT NOT NULL"]
+                + [c for c in log_body[1:] if not c.startswith("CONSTRAINT")]
+                + [f"{self.quote('replaced_at')} {self.timestamp_type} NOT NULL"],
+            )
+        )
+        out.append(
+            self.create_index(
+                f"ix_{contract.log_table}{HISTORY_SUFFIX}_app",
+                history,
+                ["app_id", "attempt"],
+                schema=sch,
+            )
+        )
         ev = q(sch, contract.event_table)
-        out.append(self.create_table(ev, [
-            f"{self.quote('event_id')} {self.serial_pk}",
-            f"{self.quote('app_id')} INTEGER NOT NULL",
-            f"{self.quote('table_name')} {self.varchar(128)} NOT NULL",
-            f"{self.quote('column_name')} {self.varchar(128)}",
-            f"{self.quote('event_type')} {self.varchar(30)} NOT NULL",
-            f"{self.quote('raw_value')} {self.text_type}",
-            f"{self.quote('reason')} {self.text_type}",
-            f"{self.quote('locator')} {self.varchar(400)}",
-            f"{self.quote('session_id')} {self.varchar(40)}",
-            f"{self.quote('logged_at')} {self.timestamp_type} NOT NULL",
-        ]))
+        out.append(
+            self.create_table(
+                ev,
+                [
+                    f"{self.quote('event_id')} {self.serial_pk}",
+                    f"{self.quote('app_id')} INTEGER NOT NULL",
+                    f"{self.quote('table_name')} {self.varchar(128)} NOT NULL",
+                    f"{self.quote('column_name')} {self.varchar(128)}",
+                    f"{self.quote('event_type')} {self.varchar(30)} NOT NULL",
+                    f"{self.quote('raw_value')} {self.text_type}",
+                    f"{self.quote('reason')} {self.text_type}",
+                    f"{self.quote('locator')} {self.varchar(400)}",
+                    f"{self.quote('session_id')} {self.varchar(40)}",
+                    f"{self.quote('logged_at')} {self.timestamp_type} NOT NULL",
+                ],
+            )
+        )
         out.append(self.create_index(f"ix_{contract.event_table}_app", ev, ["app_id"], schema=sch))
         # app_id too: `quality` counts distinct applications per kind from the index alone (4x faster at 1M)
-        out.append(self.create_index(f"ix_{contract.event_table}_kind_app", ev, ["table_name", "column_name", "event_type", "app_id"],
-                                     schema=sch))
+        out.append(
+            self.create_index(
+                f"ix_{contract.event_table}_kind_app",
+                ev,
+                ["table_name", "column_name", "event_type", "app_id"],
+                schema=sch,
+            )
+        )
         # One row per worker process and run, updated in each batch's own transaction: `status`
         # reads instances and sessions from here instead of aggregating the whole log.
-        out.append(self.create_table(q(sch, contract.progress_table), [
-            f"{self.quote('session_id')} {self.varchar(40)} NOT NULL",
-            f"{self.quote('worker_pid')} INTEGER NOT NULL",
-            f"{self.quote('instance_id')} INTEGER NOT NULL",
-            f"{self.quote('instance_count')} INTEGER NOT NULL",
-            f"{self.quote('started_at')} {self.timestamp_type} NOT NULL",
-            f"{self.quote('last_at')} {self.timestamp_type} NOT NULL",
-            f"{self.quote('success')} BIGINT NOT NULL",
-            f"{self.quote('failed')} BIGINT NOT NULL",
-            f"CONSTRAINT {self.quote('pk_' + contract.progress_table)} PRIMARY KEY ({self.quote('session_id')}, {self.quote('worker_pid')})",
-        ]))
-        out.append(self.create_table(q(sch, contract.queue_table), [
-            f"{self.quote('chunk_id')} BIGINT NOT NULL PRIMARY KEY",
-            f"{self.quote('lo')} BIGINT NOT NULL",
-            f"{self.quote('hi')} BIGINT NOT NULL",
-            f"{self.quote('owner')} {self.varchar(100)}",
-            f"{self.quote('lease_until')} {self.timestamp_type}",
-            f"{self.quote('claims')} INTEGER NOT NULL",
-            f"{self.quote('done_at')} {self.timestamp_type}",
-        ]))
+        out.append(
+            self.create_table(
+                q(sch, contract.progress_table),
+                [
+                    f"{self.quote('session_id')} {self.varchar(40)} NOT NULL",
+                    f"{self.quote('worker_pid')} INTEGER NOT NULL",
+                    f"{self.quote('instance_id')} INTEGER NOT NULL",
+                    f"{self.quote('instance_count')} INTEGER NOT NULL",
+                    f"{self.quote('started_at')} {self.timestamp_type} NOT NULL",
+                    f"{self.quote('last_at')} {self.timestamp_type} NOT NULL",
+                    f"{self.quote('success')} BIGINT NOT NULL",
+                    f"{self.quote('failed')} BIGINT NOT NULL",
+                    f"CONSTRAINT {self.quote('pk_' + contract.progress_table)} PRIMARY KEY ({self.quote('session_id')}, {self.quote('worker_pid')})",
+                ],
+            )
+        )
+        out.append(
+            self.create_table(
+                q(sch, contract.queue_table),
+                [
+                    f"{self.quote('chunk_id')} BIGINT NOT NULL PRIMARY KEY",
+                    f"{self.quote('lo')} BIGINT NOT NULL",
+                    f"{self.quote('hi')} BIGINT NOT NULL",
+                    f"{self.quote('owner')} {self.varchar(100)}",
+                    f"{self.quote('lease_until')} {self.timestamp_type}",
+                    f"{self.quote('claims')} INTEGER NOT NULL",
+                    f"{self.quote('done_at')} {self.timestamp_type}",
+                ],
+            )
+        )
         return out
 
     def literal(self, value: Any) -> str:
@@ -385,19 +519,28 @@ class Dialect:
             return repr(value)
         return "'" + str(value).replace("'", "''") + "'"
 
-    def enum_seed_sql(self, contract: "Contract") -> tuple[str, list[tuple]]:
-        rows = [(v.id, e, v.code, v.description) for e, vals in contract.enums.items() for v in vals]
-        return (f"INSERT INTO {self.qualified(contract.target_schema, contract.enum_table)} "
-                f"({self.quote('enum_id')}, {self.quote('type')}, {self.quote('value')}, {self.quote('description')}) "
-                "VALUES (?, ?, ?, ?)", rows)
+    def enum_seed_sql(self, contract: Contract) -> tuple[str, list[tuple]]:
+        rows = [
+            (v.id, e, v.code, v.description) for e, vals in contract.enums.items() for v in vals
+        ]
+        return (
+            f"INSERT INTO {self.qualified(contract.target_schema, contract.enum_table)} "
+            f"({self.quote('enum_id')}, {self.quote('type')}, {self.quote('value')}, {self.quote('description')}) "
+            "VALUES (?, ?, ?, ?)",
+            rows,
+        )
 
     # -- inserts --------------------------------------------------------------------------------
     def insert_sql(self, qtable: str, columns: Sequence[str], nrows: int = 1) -> str:
         ph = "(" + ", ".join("?" * 1 for _ in columns) + ")"
-        return (f"INSERT INTO {qtable} ({', '.join(self.quote(c) for c in columns)}) VALUES "
-                + ", ".join([ph] * nrows))
+        return (
+            f"INSERT INTO {qtable} ({', '.join(self.quote(c) for c in columns)}) VALUES "
+            + ", ".join([ph] * nrows)
+        )
 
-    def insert_rows(self, cursor: Any, qtable: str, columns: Sequence[str], rows: list[tuple]) -> None:
+    def insert_rows(
+        self, cursor: Any, qtable: str, columns: Sequence[str], rows: list[tuple]
+    ) -> None:
         cursor.executemany(self.insert_sql(qtable, columns), rows)
 
     # -- connections and errors -----------------------------------------------------------------
@@ -421,6 +564,7 @@ class Dialect:
         RowsRefused, TransientDatabaseError, ConnectionLost, SchemaMissing or DatabaseError. An
         exception that is not the driver's is returned unchanged (a bug stays a bug)."""
         from ..errors import DatabaseError
+
         return exc if isinstance(exc, Exception) else DatabaseError(str(exc), exc)
 
     def reclaim_space_sql(self, qtables: Sequence[str]) -> list[str]:
@@ -439,9 +583,11 @@ class Dialect:
 def key_columns(t: Any) -> set[str]:
     """A contract table's key columns (lower-case): its primary key and its foreign-key columns
     (which must share the referenced key's type and collation)."""
-    return {c.lower() for c in t.primary_key} | {c.lower() for fk in t.foreign_keys for c in fk.columns}
+    return {c.lower() for c in t.primary_key} | {
+        c.lower() for fk in t.foreign_keys for c in fk.columns
+    }
 
 
 def chunks(rows: list, size: int) -> Iterable[list]:
     for i in range(0, len(rows), size):
-        yield rows[i:i + size]
+        yield rows[i : i + size]

@@ -5,6 +5,7 @@
 millions of rows to the client (psqlODBC buffers a whole result set); here the count is a
 ``COUNT(*)`` over the query and the sample a row-limited read of it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +14,9 @@ from .base import Statement
 from .database import Database
 
 
-def count_and_sample(db: Database, name: str, identifiers: dict[str, str] | None = None,
-                     sample: int = 10) -> tuple[int, list[int]]:
+def count_and_sample(
+    db: Database, name: str, identifiers: dict[str, str] | None = None, sample: int = 10
+) -> tuple[int, list[int]]:
     """(how many rows, the first ``sample`` app_ids in id order) of the named check query, whose
     one column is ``app_id`` and which takes no parameters."""
     count, first = check_statements(db, name, identifiers)
@@ -25,14 +27,18 @@ def count_and_sample(db: Database, name: str, identifiers: dict[str, str] | None
     return n, [int(r[0]) for r in rows]
 
 
-def check_statements(db: Database, name: str, identifiers: dict[str, str] | None = None) -> tuple[Statement, Statement]:
+def check_statements(
+    db: Database, name: str, identifiers: dict[str, str] | None = None
+) -> tuple[Statement, Statement]:
     """The count and the first-rows statements over a check query (tests/test_sql_dialects.py
     parses them for every dialect)."""
     d = db.dialect
     body = d.queries[name].template.format(**db.names, **(identifiers or {}))
     count = Statement(f"SELECT COUNT(*) FROM ({body}) q", f"{name}:count")
-    first = Statement(f"SELECT {d.top_clause} q.app_id FROM ({body}) q ORDER BY q.app_id {d.limit_clause}",
-                      f"{name}:sample")
+    first = Statement(
+        f"SELECT {d.top_clause} q.app_id FROM ({body}) q ORDER BY q.app_id {d.limit_clause}",
+        f"{name}:sample",
+    )
     return count, first
 
 
@@ -42,24 +48,35 @@ def filled_count_sql(db: Database, columns: list[str]) -> str:
     return " + ".join(f"CASE WHEN {q(c)} IS NULL THEN 0 ELSE 1 END" for c in columns)
 
 
-def sparse_rows(db: Database, table: str, columns: list[str], sample: int | None) -> tuple[int, int]:
+def sparse_rows(
+    db: Database, table: str, columns: list[str], sample: int | None
+) -> tuple[int, int]:
     """(rows read, rows with at most one of ``columns`` filled) of a target table; ``sample``
     bounds the read to the first rows the table yields (None: the whole table)."""
-    ids = {"table": db.table(table), "filled": filled_count_sql(db, columns),
-           "cols": ", ".join(db.dialect.quote(c) for c in columns)}
+    ids = {
+        "table": db.table(table),
+        "filled": filled_count_sql(db, columns),
+        "cols": ", ".join(db.dialect.quote(c) for c in columns),
+    }
     if sample:
         rows = db.autocommit_query(db.sql("quality_sparse_sample", **ids), {"limit": sample})
     else:
-        rows = db.autocommit_query(db.sql("quality_sparse", table=ids["table"], filled=ids["filled"]), {})
+        rows = db.autocommit_query(
+            db.sql("quality_sparse", table=ids["table"], filled=ids["filled"]), {}
+        )
     total, few = rows[0]
     return int(total or 0), int(few or 0)
 
 
-def default_rows(db: Database, table: str, column: str, value: object, sample: int | None) -> tuple[int, int]:
+def default_rows(
+    db: Database, table: str, column: str, value: object, sample: int | None
+) -> tuple[int, int]:
     """(rows read, rows holding ``value`` in ``column``), bounded like :func:`sparse_rows`."""
     ids = {"table": db.table(table), "col": db.dialect.quote(column)}
     if sample:
-        rows = db.autocommit_query(db.sql("quality_default_rows_sample", **ids), {"value": value, "limit": sample})
+        rows = db.autocommit_query(
+            db.sql("quality_default_rows_sample", **ids), {"value": value, "limit": sample}
+        )
     else:
         rows = db.autocommit_query(db.sql("quality_default_rows", **ids), {"value": value})
     total, hits = rows[0]
@@ -69,7 +86,9 @@ def default_rows(db: Database, table: str, column: str, value: object, sample: i
 _EXPLAIN = {"sqlite": "EXPLAIN QUERY PLAN ", "postgresql": "EXPLAIN (FORMAT JSON) "}
 
 
-def explain(db: Database, name: str, params: dict | None = None, identifiers: dict[str, str] | None = None) -> Any:
+def explain(
+    db: Database, name: str, params: dict | None = None, identifiers: dict[str, str] | None = None
+) -> Any:
     """The engine's plan of a named query: SQLite's EXPLAIN QUERY PLAN lines (``detail`` column),
     PostgreSQL's JSON plan tree (for tests/test_ops_scale.py and for an operator's curiosity)."""
     stmt = db.sql(name, **(identifiers or {}))
@@ -79,5 +98,6 @@ def explain(db: Database, name: str, params: dict | None = None, identifiers: di
     if db.dialect.name == "sqlite":
         return [str(r[3]) for r in rows]
     import json
+
     doc = rows[0][0]
     return json.loads(doc)[0]["Plan"] if isinstance(doc, str) else doc[0]["Plan"]

@@ -1,10 +1,12 @@
 """A connection plus its dialect plus the contract's table names: what every command talks to."""
+
 from __future__ import annotations
 
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from ..errors import ConfigError
 from .base import HISTORY_SUFFIX, REQUEST_TABLE, Dialect, Statement
@@ -21,12 +23,15 @@ Params = Union[Sequence[Any], Mapping[str, Any]]
 def make_dialect(name: str) -> Dialect:
     if name == "sqlite":
         from .sqlite import SQLiteDialect
+
         return SQLiteDialect()
     if name == "postgresql":
         from .postgresql import PostgreSQLDialect
+
         return PostgreSQLDialect()
     if name == "mssql":
         from .mssql import MSSQLDialect
+
         return MSSQLDialect()
     raise ConfigError(f"unknown dialect {name!r} (sqlite, postgresql, mssql)")
 
@@ -41,8 +46,13 @@ class CommitNotProven(TransientDatabaseError):
 class Database:
     """One connection, reconnecting with backoff; named queries with the contract's identifiers."""
 
-    def __init__(self, url: DatabaseURL | str | None, contract: "Contract", reconnect_seconds: float = 60.0,
-                 connect: bool = True) -> None:
+    def __init__(
+        self,
+        url: DatabaseURL | str | None,
+        contract: Contract,
+        reconnect_seconds: float = 60.0,
+        connect: bool = True,
+    ) -> None:
         """``connect=False``: names and statements only (the SQL tests render every query this way)."""
         self.url = url if isinstance(url, DatabaseURL) else parse_url(url)
         self.contract = contract
@@ -79,7 +89,7 @@ class Database:
     def connect(self) -> None:
         try:
             self.conn = self.dialect.connect(self.url)
-        except Exception as exc:  # noqa: BLE001 - typed at the boundary like every other driver error
+        except Exception as exc:
             err = self.dialect.wrap(exc)
             if err is exc:
                 raise
@@ -96,7 +106,9 @@ class Database:
                 return
             except ConnectionLost as exc:
                 if time.monotonic() + delay > deadline:
-                    raise ConnectionLost(f"{exc} (retried for {self.reconnect_seconds:.0f}s)", exc.original) from None
+                    raise ConnectionLost(
+                        f"{exc} (retried for {self.reconnect_seconds:.0f}s)", exc.original
+                    ) from None
                 log.warning("cannot connect yet (%s); retrying", exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -105,7 +117,7 @@ class Database:
         if self.conn is not None:
             try:
                 self.conn.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection may raise anything
+            except Exception:
                 pass
             self.conn = None
 
@@ -120,12 +132,14 @@ class Database:
                 self.connect()
                 log.warning("reconnected to %s", self.url.display())
                 return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 last = exc
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, 5.0) * (0.8 + 0.4 * random.random())
-        raise ConnectionLost(f"lost the connection to {self.url.display()} and could not reconnect within "
-                             f"{self.reconnect_seconds:.0f}s: {last}")
+        raise ConnectionLost(
+            f"lost the connection to {self.url.display()} and could not reconnect within "
+            f"{self.reconnect_seconds:.0f}s: {last}"
+        )
 
     def with_retry(self, fn: Callable[[], T], attempts: int = 6) -> T:
         """Run ``fn`` (a whole transaction) and type what the driver raises (``Dialect.wrap``):
@@ -146,7 +160,7 @@ class Database:
                 return fn()
             except ConnectionLost:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 err = self.dialect.wrap(exc)
                 self.rollback()
                 if isinstance(err, ConnectionLost) and i < attempts - 1:
@@ -154,7 +168,7 @@ class Database:
                     self.reconnect()
                     continue
                 if isinstance(err, TransientDatabaseError) and i < attempts - 1:
-                    delay = min(5.0, 0.1 * (2 ** i)) * (0.5 + random.random())
+                    delay = min(5.0, 0.1 * (2**i)) * (0.5 + random.random())
                     log.warning("transient database error (%s); retrying in %.1fs", err, delay)
                     time.sleep(delay)
                     continue
@@ -195,7 +209,9 @@ class Database:
                 raise TypeError("parameters by name need a Statement (db.sql(name))")
             sql, values = sql.bind(params)
         elif isinstance(sql, Statement) and sql.params:
-            raise TypeError(f"query {sql.name!r} takes parameters by name: {', '.join(dict.fromkeys(sql.params))}")
+            raise TypeError(
+                f"query {sql.name!r} takes parameters by name: {', '.join(dict.fromkeys(sql.params))}"
+            )
         else:
             values = list(params)
         cur = self.conn.cursor()
@@ -233,14 +249,16 @@ class Database:
         cur.close()
         self.conn.commit()  # the probe's own (read-only) transaction
         if row is None or row[0]:
-            raise CommitNotProven("the database still had this connection's write transaction open after the "
-                                  f"commit ({probe} gave {None if row is None else row[0]!r})")
+            raise CommitNotProven(
+                "the database still had this connection's write transaction open after the "
+                f"commit ({probe} gave {None if row is None else row[0]!r})"
+            )
 
     def rollback(self) -> None:
         try:
             if self.conn is not None:
                 self.conn.rollback()
-        except Exception:  # noqa: BLE001 - a dead connection cannot roll back; the server already has
+        except Exception:
             pass
 
     def source_kind(self) -> str:
@@ -251,14 +269,23 @@ class Database:
         (check_source) and in every command that fetches documents."""
         if self._source_kind is None:
             from .mssql import MSSQLDialect, SourceColumn
+
             d = self.dialect
             if not isinstance(d, MSSQLDialect):
                 self._source_kind = "native"
             else:
                 params = {"qtable": self.names["src"], "column": self.contract.source_xml_column}
-                rows = self.with_retry(lambda: self.autocommit_query(self.sql("source_column_type"), params))
-                column = SourceColumn(str(rows[0][0]).lower(), int(rows[0][1]), rows[0][2]) if rows else None
-                self._source_kind = d.source_kind(column, f"{self.names['src']}.{self.names['src_xml']}")
+                rows = self.with_retry(
+                    lambda: self.autocommit_query(self.sql("source_column_type"), params)
+                )
+                column = (
+                    SourceColumn(str(rows[0][0]).lower(), int(rows[0][1]), rows[0][2])
+                    if rows
+                    else None
+                )
+                self._source_kind = d.source_kind(
+                    column, f"{self.names['src']}.{self.names['src_xml']}"
+                )
         return self._source_kind
 
     def check_source(self) -> None:
@@ -269,10 +296,17 @@ class Database:
         """A document as load-xml/generate-mock bind it into the source column: text, or on SQL
         Server UTF-8 bytes for a varchar/varbinary column (stored byte for byte, never '?')."""
         from .mssql import MSSQLDialect
-        kind = self.source_kind()
-        return self.dialect.source_value(kind, text) if isinstance(self.dialect, MSSQLDialect) else text
 
-    def fetch_documents(self, ids: list[int], scope_end: str | None = None) -> list[tuple[int, Any, Any]]:
+        kind = self.source_kind()
+        return (
+            self.dialect.source_value(kind, text)
+            if isinstance(self.dialect, MSSQLDialect)
+            else text
+        )
+
+    def fetch_documents(
+        self, ids: list[int], scope_end: str | None = None
+    ) -> list[tuple[int, Any, Any]]:
         """(app_id, text, tail) of these source rows, outside any transaction. With ``scope_end``
         (the end tag of the contract's scope, ``</CustData>``) a dialect that has ``fetch_heads``
         sends only the text up to it plus the document's last bytes (``tail``, to tell a truncated
@@ -280,23 +314,36 @@ class Database:
         column's kind (source_kind): bytes, decoded by parsing.decode_source like every engine's
         bytes (the tail by parsing.decode_tail_bytes), or nvarchar text."""
         from .mssql import MSSQLDialect
+
         text = self.dialect.document_text  # one document's bytes that are not UTF-8 fail it alone
         kind = self.source_kind()
         heads, whole = "fetch_heads", "fetch_documents"
         tail: Callable[[Any], Any] = lambda t: t  # noqa: E731 - str, or bytes mapping decodes strictly (PostgreSQL)
         if isinstance(self.dialect, MSSQLDialect):
-            heads, whole = self.dialect.fetch_query(kind, heads), self.dialect.fetch_query(kind, whole)
+            heads, whole = (
+                self.dialect.fetch_query(kind, heads),
+                self.dialect.fetch_query(kind, whole),
+            )
             if kind == "bytes":
                 from ..parsing import decode_tail_bytes
+
                 tail = lambda t: None if t is None else decode_tail_bytes(t)  # noqa: E731
         if scope_end is not None and heads in self.dialect.queries:
             stmt = self.sql(heads)
-            known = {"marker": scope_end, "marker_bytes": len(scope_end.encode()),
-                     "marker_chars": len(scope_end.encode("utf-16-le")) // 2, "ids": ids}
+            known = {
+                "marker": scope_end,
+                "marker_bytes": len(scope_end.encode()),
+                "marker_chars": len(scope_end.encode("utf-16-le")) // 2,
+                "ids": ids,
+            }
             params = {k: known[k] for k in dict.fromkeys(stmt.params)}
-            rows = self.dialect.read_documents(self.conn, lambda: self.autocommit_query(stmt, params))
+            rows = self.dialect.read_documents(
+                self.conn, lambda: self.autocommit_query(stmt, params)
+            )
             return [(int(a), text(x), tail(t)) for a, x, t in rows]
-        rows = self.dialect.read_documents(self.conn, lambda: self.autocommit_query(self.sql(whole), {"ids": ids}))
+        rows = self.dialect.read_documents(
+            self.conn, lambda: self.autocommit_query(self.sql(whole), {"ids": ids})
+        )
         return [(int(a), text(x), None) for a, x in rows]
 
     def run_batch(self, sql: str, params: Params = ()) -> None:
@@ -314,7 +361,12 @@ class Database:
     def logged_contract_versions(self) -> list[str]:
         """The contract versions (``name@version``) in processing_log, by a loose index scan: one
         probe per version, cheap at any log size (log_contract_version_list)."""
-        return [str(v) for (v,) in self.with_retry(lambda: self.autocommit_query(self.sql("log_contract_version_list")))]
+        return [
+            str(v)
+            for (v,) in self.with_retry(
+                lambda: self.autocommit_query(self.sql("log_contract_version_list"))
+            )
+        ]
 
     def claim_chunk(self, params: Mapping[str, Any]) -> tuple[int, int, int] | None:
         """One queue claim transaction: the first free or lease-expired chunk (queue_claim's
@@ -329,8 +381,14 @@ class Database:
             pick = self.sql("queue_pick")
             row = self.query(pick, {k: params[k] for k in dict.fromkeys(pick.params)})
             if row:
-                self.execute(self.sql("queue_take"), {"owner": params["owner"], "lease_seconds": params["lease_seconds"],
-                                                      "chunk_id": row[0][0]}).close()
+                self.execute(
+                    self.sql("queue_take"),
+                    {
+                        "owner": params["owner"],
+                        "lease_seconds": params["lease_seconds"],
+                        "chunk_id": row[0][0],
+                    },
+                ).close()
         self.commit()
         return (int(row[0][0]), int(row[0][1]), int(row[0][2])) if row else None
 

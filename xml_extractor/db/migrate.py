@@ -24,6 +24,7 @@ catalogue facts (``sys.indexes``/``sys.index_columns``, ``sys.foreign_keys``) ar
 mssql-only named queries ``schema_index_columns`` / ``schema_foreign_keys``; what they decide is a
 pure function of them (:func:`mssql_alter_blockers`, :func:`mssql_dba_script`).
 """
+
 from __future__ import annotations
 
 import re
@@ -58,7 +59,9 @@ class ColType:
         if self.family == "char":
             return f"string({self.size})"
         if self.family == "int":
-            return {1: "tinyint", 2: "smallint", 4: "int", 8: "bigint"}.get(self.size, f"int{self.size * 8}")
+            return {1: "tinyint", 2: "smallint", 4: "int", 8: "bigint"}.get(
+                self.size, f"int{self.size * 8}"
+            )
         if self.family == "decimal":
             return f"decimal({self.size},{self.scale})"
         return self.family
@@ -113,8 +116,10 @@ class Change:
     sql: list[str] = field(default_factory=list)
     refused: bool = False
     todo: str = ""
-    dba: "DbaWiden | None" = None  # a widening SQL Server cannot ALTER in place: in the DBA script
-    enum_move: "EnumMove | None" = None  # an enum code whose id changes (applied by apply_enum_changes)
+    dba: DbaWiden | None = None  # a widening SQL Server cannot ALTER in place: in the DBA script
+    enum_move: EnumMove | None = (
+        None  # an enum code whose id changes (applied by apply_enum_changes)
+    )
 
     def describe(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
@@ -137,7 +142,9 @@ class MigrationPlan:
     dialect: str
     changes: list[Change] = field(default_factory=list)
     dba_script: str = ""  # one T-SQL batch (one transaction) for the refused widenings, or ""
-    enum_sql: list[str] = field(default_factory=list)  # the enum id rewrite, printed (literal values)
+    enum_sql: list[str] = field(
+        default_factory=list
+    )  # the enum id rewrite, printed (literal values)
 
     @property
     def enum_moves(self) -> list[EnumMove]:
@@ -158,19 +165,25 @@ class MigrationPlan:
     def render(self) -> str:
         """The plan as a script: what is refused (as comments), then the statements."""
         sep = "\nGO\n" if self.dialect == "mssql" else ";\n"
-        out = [f"-- xml-extractor schema plan ({self.dialect}): {len(self.additions)} change(s) to apply, "
-               f"{len(self.refusals)} refused"]
+        out = [
+            f"-- xml-extractor schema plan ({self.dialect}): {len(self.additions)} change(s) to apply, "
+            f"{len(self.refusals)} refused"
+        ]
         for c in self.refusals:
             out.append(f"-- REFUSED {c.describe()}")
         for c in self.additions:
             out.append(f"-- {c.describe()}")
         text = "\n".join(out) + "\n"
         if self.enum_sql:
-            text += ("-- enum ids: app_enums and every stored id rewritten in one transaction, before the rest\n"
-                     if any(not c.refused for c in self.changes if c.enum_move) else
-                     "-- what `init-db --allow-enum-change` would run (one transaction):\n")
-            text += "".join(f"{'' if any(not c.refused for c in self.changes if c.enum_move) else '-- '}{s}{sep}"
-                            for s in self.enum_sql)
+            text += (
+                "-- enum ids: app_enums and every stored id rewritten in one transaction, before the rest\n"
+                if any(not c.refused for c in self.changes if c.enum_move)
+                else "-- what `init-db --allow-enum-change` would run (one transaction):\n"
+            )
+            text += "".join(
+                f"{'' if any(not c.refused for c in self.changes if c.enum_move) else '-- '}{s}{sep}"
+                for s in self.enum_sql
+            )
         if self.statements:
             text += sep.join(self.statements) + sep.rstrip("\n") + "\n"
         if self.dba_script:
@@ -194,16 +207,24 @@ def _params(stmt: Any, known: dict[str, Any]) -> dict[str, Any]:
 def table_columns(db: Database, table: str) -> dict[str, DbColumn] | None:
     """The columns of a target-schema table by lower-case name, or None if there is no such table."""
     stmt = db.sql("schema_columns")
-    rows = db.autocommit_query(stmt, _params(stmt, {"schema": db.contract.target_schema, "table": table}))
+    rows = db.autocommit_query(
+        stmt, _params(stmt, {"schema": db.contract.target_schema, "table": table})
+    )
     if not rows:
         return None
-    return {str(r[0]).lower(): DbColumn(str(r[0]), parse_type(str(r[1]), r[2], r[3], r[4]), str(r[5]).upper() != "NO")
-            for r in rows}
+    return {
+        str(r[0]).lower(): DbColumn(
+            str(r[0]), parse_type(str(r[1]), r[2], r[3], r[4]), str(r[5]).upper() != "NO"
+        )
+        for r in rows
+    }
 
 
 def table_primary_key(db: Database, table: str) -> list[str]:
     stmt = db.sql("schema_primary_key")
-    rows = db.autocommit_query(stmt, _params(stmt, {"schema": db.contract.target_schema, "table": table}))
+    rows = db.autocommit_query(
+        stmt, _params(stmt, {"schema": db.contract.target_schema, "table": table})
+    )
     return [str(r[0]).lower() for r in rows]
 
 
@@ -213,34 +234,41 @@ def require_exists(url: Any) -> None:
     import os
 
     from .url import parse_url
+
     if isinstance(url, str) or url is None:
         url = parse_url(url)
     if url.dialect == "sqlite" and url.path != ":memory:" and not os.path.exists(url.path):
-        raise ConfigError(f"no database at {url.path} (create it with: xml-extractor init-db --db {url.display()})")
+        raise ConfigError(
+            f"no database at {url.path} (create it with: xml-extractor init-db --db {url.display()})"
+        )
 
 
 def has_index(db: Database, table: str, index: str) -> bool:
     """Whether the (unique, where the engine tells) index exists on a target-schema table."""
     stmt = db.sql("schema_has_index")
-    known = {"schema": db.contract.target_schema, "table": table, "index": index,
-             "qtable": db.dialect.qualified(db.contract.target_schema, table)}
+    known = {
+        "schema": db.contract.target_schema,
+        "table": table,
+        "index": index,
+        "qtable": db.dialect.qualified(db.contract.target_schema, table),
+    }
     try:
         return int(db.autocommit_query(stmt, _params(stmt, known))[0][0]) > 0
-    except Exception:  # noqa: BLE001 - no catalogue access: assume it is not there (the check runs)
+    except Exception:
         db.rollback()
         return False
 
 
-def _expected(db: Database, col: "ColumnDef") -> ColType:
+def _expected(db: Database, col: ColumnDef) -> ColType:
     return parse_type(db.dialect.column_type(col))
 
 
-def _column_sql(db: Database, t: "TableDef", col: "ColumnDef") -> str:
+def _column_sql(db: Database, t: TableDef, col: ColumnDef) -> str:
     """The column's declared type (with the key collation of a string key column)."""
     return db.dialect.column_sql(col, col.name.lower() in key_columns(t))
 
 
-def _add_column_sql(db: Database, t: "TableDef", col: "ColumnDef") -> str:
+def _add_column_sql(db: Database, t: TableDef, col: ColumnDef) -> str:
     d, qt = db.dialect, db.table(t.name)
     if d.name == "mssql":
         return f"ALTER TABLE {qt} ADD {d.quote(col.name)} {_column_sql(db, t, col)} NULL"
@@ -249,11 +277,13 @@ def _add_column_sql(db: Database, t: "TableDef", col: "ColumnDef") -> str:
     return f"ALTER TABLE {qt} ADD COLUMN {d.quote(col.name)} {d.column_type(col)}"
 
 
-def _widen_sql(db: Database, t: "TableDef", col: "ColumnDef") -> list[str]:
+def _widen_sql(db: Database, t: TableDef, col: ColumnDef) -> list[str]:
     d, qt = db.dialect, db.table(t.name)
     if d.name == "mssql":  # COLLATE repeated: ALTER COLUMN without it resets the database's default
-        return [f"ALTER TABLE {qt} ALTER COLUMN {d.quote(col.name)} {_column_sql(db, t, col)}"
-                f"{' NULL' if col.nullable else ' NOT NULL'}"]
+        return [
+            f"ALTER TABLE {qt} ALTER COLUMN {d.quote(col.name)} {_column_sql(db, t, col)}"
+            f"{' NULL' if col.nullable else ' NOT NULL'}"
+        ]
     if d.name == "postgresql":
         return [f"ALTER TABLE {qt} ALTER COLUMN {d.quote(col.name)} TYPE {d.column_type(col)}"]
     return []  # SQLite stores any length in any declared type
@@ -343,28 +373,61 @@ def mssql_table_facts(db: Database, qtable: str) -> TableFacts:
     rows = db.autocommit_query(stmt, _params(stmt, {"qtable": qtable}))
     by_name: dict[str, dict[str, Any]] = {}
     for name, is_pk, is_unique, is_uc, type_desc, is_included, is_desc, col, filt in rows:
-        ix = by_name.setdefault(str(name), {"primary_key": bool(is_pk), "unique": bool(is_unique),
-                                            "constraint": bool(is_uc), "clustered": str(type_desc).upper() == "CLUSTERED",
-                                            "keys": [], "included": [], "filter": filt or None})
+        ix = by_name.setdefault(
+            str(name),
+            {
+                "primary_key": bool(is_pk),
+                "unique": bool(is_unique),
+                "constraint": bool(is_uc),
+                "clustered": str(type_desc).upper() == "CLUSTERED",
+                "keys": [],
+                "included": [],
+                "filter": filt or None,
+            },
+        )
         if is_included:
             ix["included"].append(str(col))
         else:
             ix["keys"].append((str(col), bool(is_desc)))
-    out.indexes = [IndexFact(qtable, n, v["primary_key"], v["unique"], v["constraint"], v["clustered"], tuple(v["keys"]),
-                             tuple(v["included"]), v["filter"]) for n, v in by_name.items()]
+    out.indexes = [
+        IndexFact(
+            qtable,
+            n,
+            v["primary_key"],
+            v["unique"],
+            v["constraint"],
+            v["clustered"],
+            tuple(v["keys"]),
+            tuple(v["included"]),
+            v["filter"],
+        )
+        for n, v in by_name.items()
+    ]
     stmt = db.sql("schema_foreign_keys")
     fks: dict[tuple[str, str], dict[str, Any]] = {}
-    for name, sch, tab, col, rsch, rtab, rcol, on_del, on_upd in db.autocommit_query(stmt, _params(stmt, {"qtable": qtable})):
-        t, rt = f"{_bracket(str(sch))}.{_bracket(str(tab))}", f"{_bracket(str(rsch))}.{_bracket(str(rtab))}"
-        fk = fks.setdefault((t, str(name)), {"ref": rt, "cols": [], "rcols": [], "del": str(on_del), "upd": str(on_upd)})
+    for name, sch, tab, col, rsch, rtab, rcol, on_del, on_upd in db.autocommit_query(
+        stmt, _params(stmt, {"qtable": qtable})
+    ):
+        t, rt = (
+            f"{_bracket(str(sch))}.{_bracket(str(tab))}",
+            f"{_bracket(str(rsch))}.{_bracket(str(rtab))}",
+        )
+        fk = fks.setdefault(
+            (t, str(name)),
+            {"ref": rt, "cols": [], "rcols": [], "del": str(on_del), "upd": str(on_upd)},
+        )
         fk["cols"].append(str(col))
         fk["rcols"].append(str(rcol))
-    out.foreign_keys = [ForeignKeyFact(n, t, tuple(v["cols"]), v["ref"], tuple(v["rcols"]), v["del"], v["upd"])
-                        for (t, n), v in fks.items()]
+    out.foreign_keys = [
+        ForeignKeyFact(n, t, tuple(v["cols"]), v["ref"], tuple(v["rcols"]), v["del"], v["upd"])
+        for (t, n), v in fks.items()
+    ]
     return out
 
 
-def mssql_alter_blockers(table: str, column: str, have: ColType, want: ColType, facts: TableFacts) -> tuple[list[str], bool]:
+def mssql_alter_blockers(
+    table: str, column: str, have: ColType, want: ColType, facts: TableFacts
+) -> tuple[list[str], bool]:
     """Why SQL Server refuses ``ALTER COLUMN`` of this widening (msgs 5074/4922), and whether the
     DBA script can do it (False: the new type cannot be an index key at all: NVARCHAR(MAX)).
     No reasons: a plain ALTER COLUMN works. The rules (ALTER TABLE, "The modified column can't
@@ -385,8 +448,9 @@ def mssql_alter_blockers(table: str, column: str, have: ColType, want: ColType, 
         elif not (have.family == want.family == "char" and want.size >= have.size):
             why.append(f"in index {ix.name}")
     for fk in facts.foreign_keys:
-        if (fk.table == table and c in {x.lower() for x in fk.columns}) or \
-                (fk.ref_table == table and c in {x.lower() for x in fk.ref_columns}):
+        if (fk.table == table and c in {x.lower() for x in fk.columns}) or (
+            fk.ref_table == table and c in {x.lower() for x in fk.ref_columns}
+        ):
             why.append(f"in foreign key {fk.name}")
     return why, possible
 
@@ -409,11 +473,16 @@ def _drop_index_sql(ix: IndexFact) -> str:
 
 
 def _fk_sql(fk: ForeignKeyFact) -> str:
-    actions = "".join(f" ON {verb} {act.replace('_', ' ')}" for verb, act in (("DELETE", fk.on_delete), ("UPDATE", fk.on_update))
-                      if act.upper() != "NO_ACTION")
-    return (f"ALTER TABLE {fk.table} WITH CHECK ADD CONSTRAINT {_bracket(fk.name)} FOREIGN KEY "
-            f"({', '.join(_bracket(c) for c in fk.columns)}) REFERENCES {fk.ref_table} "
-            f"({', '.join(_bracket(c) for c in fk.ref_columns)}){actions}")
+    actions = "".join(
+        f" ON {verb} {act.replace('_', ' ')}"
+        for verb, act in (("DELETE", fk.on_delete), ("UPDATE", fk.on_update))
+        if act.upper() != "NO_ACTION"
+    )
+    return (
+        f"ALTER TABLE {fk.table} WITH CHECK ADD CONSTRAINT {_bracket(fk.name)} FOREIGN KEY "
+        f"({', '.join(_bracket(c) for c in fk.columns)}) REFERENCES {fk.ref_table} "
+        f"({', '.join(_bracket(c) for c in fk.ref_columns)}){actions}"
+    )
 
 
 def mssql_dba_script(widen: list[DbaWiden], facts: dict[str, TableFacts]) -> str:
@@ -430,8 +499,9 @@ def mssql_dba_script(widen: list[DbaWiden], facts: dict[str, TableFacts]) -> str
             if c in ix.columns():
                 drop_ix[(ix.table, ix.name)] = ix
         for fk in f.foreign_keys:
-            if (fk.table == w.table and c in {x.lower() for x in fk.columns}) or \
-                    (fk.ref_table == w.table and c in {x.lower() for x in fk.ref_columns}):
+            if (fk.table == w.table and c in {x.lower() for x in fk.columns}) or (
+                fk.ref_table == w.table and c in {x.lower() for x in fk.ref_columns}
+            ):
                 drop_fk[(fk.table, fk.name)] = fk
     for (table, _), ix in list(drop_ix.items()):
         if ix.clustered:  # rebuild every index of the table once
@@ -440,34 +510,47 @@ def mssql_dba_script(widen: list[DbaWiden], facts: dict[str, TableFacts]) -> str
         if ix.primary_key or ix.unique:
             for f in facts.values():
                 for fk in f.foreign_keys:
-                    if fk.ref_table == ix.table and {x.lower() for x in fk.ref_columns} == {k.lower() for k, _ in ix.keys}:
+                    if fk.ref_table == ix.table and {x.lower() for x in fk.ref_columns} == {
+                        k.lower() for k, _ in ix.keys
+                    }:
                         drop_fk[(fk.table, fk.name)] = fk
     fks = sorted(drop_fk.values(), key=lambda k: (k.table, k.name))
-    ixs = sorted(drop_ix.values(), key=lambda i: (i.table, i.clustered, i.name))  # nonclustered first
+    ixs = sorted(
+        drop_ix.values(), key=lambda i: (i.table, i.clustered, i.name)
+    )  # nonclustered first
     lines = ["SET XACT_ABORT ON;", "BEGIN TRANSACTION;"]
     lines += [f"ALTER TABLE {fk.table} DROP CONSTRAINT {_bracket(fk.name)};" for fk in fks]
     lines += [_drop_index_sql(ix) + ";" for ix in ixs]
-    lines += [f"ALTER TABLE {w.table} ALTER COLUMN {_bracket(w.column)} {w.sql_type}{' NULL' if w.nullable else ' NOT NULL'};"
-              for w in widen]
-    lines += [_index_sql(ix) + ";" for ix in sorted(drop_ix.values(), key=lambda i: (i.table, not i.clustered, i.name))]
+    lines += [
+        f"ALTER TABLE {w.table} ALTER COLUMN {_bracket(w.column)} {w.sql_type}{' NULL' if w.nullable else ' NOT NULL'};"
+        for w in widen
+    ]
+    lines += [
+        _index_sql(ix) + ";"
+        for ix in sorted(drop_ix.values(), key=lambda i: (i.table, not i.clustered, i.name))
+    ]
     lines += [_fk_sql(fk) + ";" for fk in fks]
     lines.append("COMMIT TRANSACTION;")
     return "\n".join(lines)
 
 
-ENUM_TODO = ("the stored ids would mix old and new meanings: stop every run, then `xml-extractor init-db "
-             "--allow-enum-change` rewrites app_enums and every stored id in one transaction (or keep the old id "
-             "in the contract)")
+ENUM_TODO = (
+    "the stored ids would mix old and new meanings: stop every run, then `xml-extractor init-db "
+    "--allow-enum-change` rewrites app_enums and every stored id in one transaction (or keep the old id "
+    "in the contract)"
+)
 
 
-def enum_changes(db: Database, existing: dict[str, dict[str, DbColumn] | None], allow: bool) -> tuple[list[Change], list[str]]:
+def enum_changes(
+    db: Database, existing: dict[str, dict[str, DbColumn] | None], allow: bool
+) -> tuple[list[Change], list[str]]:
     """The enum codes whose id the contract changes, and the printed statements that rewrite them.
 
     A code the database holds under another id is a move (refused unless ``allow``: the stored
     ids of every column of that enum are rewritten with app_enums, in one transaction); an id the
     contract gives a code while the database holds another code there, which the contract does not
     declare, is always refused (which meaning should the stored ids keep?)."""
-    c, d = db.contract, db.dialect
+    c = db.contract
     if existing.get(c.enum_table) is None:
         return [], []
     rows = db.autocommit_query(db.sql("enum_rows"))
@@ -484,23 +567,40 @@ def enum_changes(db: Database, existing: dict[str, dict[str, DbColumn] | None], 
                 moves.append(EnumMove(v.enum, held[1], held[0], v.id, v.description))
             other = have_by_id.get(v.id)
             if other is not None and other != key and other not in want_codes:
-                out.append(Change(c.enum_table, None, f"id {v.id} is {other[0]} {other[1]!r} in the database, "
-                                                      f"{v.enum} {v.code!r} in the contract", refused=True,
-                                  todo="the contract gives a code an id the database uses for a code it does not "
-                                       "declare: run init-db with every contract the database serves (--contract a "
-                                       "--contract b), or keep the old id in the contract"))
+                out.append(
+                    Change(
+                        c.enum_table,
+                        None,
+                        f"id {v.id} is {other[0]} {other[1]!r} in the database, "
+                        f"{v.enum} {v.code!r} in the contract",
+                        refused=True,
+                        todo="the contract gives a code an id the database uses for a code it does not "
+                        "declare: run init-db with every contract the database serves (--contract a "
+                        "--contract b), or keep the old id in the contract",
+                    )
+                )
     if not moves:
         return out, []
     columns = _enum_columns(db, existing, {m.enum for m in moves})
     for m in moves:
         held_in = [f"{t}.{col}" for t, col, e in columns if e == m.enum] or ["no stored column"]
-        out.append(Change(c.enum_table, None, f"enum {m.enum} code {m.code!r}: id {m.old_id} in the database, "
-                                              f"{m.new_id} in the contract (stored in {', '.join(held_in)})",
-                          refused=not allow, todo="" if allow else ENUM_TODO, enum_move=m))
+        out.append(
+            Change(
+                c.enum_table,
+                None,
+                f"enum {m.enum} code {m.code!r}: id {m.old_id} in the database, "
+                f"{m.new_id} in the contract (stored in {', '.join(held_in)})",
+                refused=not allow,
+                todo="" if allow else ENUM_TODO,
+                enum_move=m,
+            )
+        )
     return out, [stmt for stmt, _ in _enum_statements(db, moves, columns, literal=True)]
 
 
-def _enum_columns(db: Database, existing: dict[str, dict[str, DbColumn] | None], enums: set[str]) -> list[tuple[str, str, str]]:
+def _enum_columns(
+    db: Database, existing: dict[str, dict[str, DbColumn] | None], enums: set[str]
+) -> list[tuple[str, str, str]]:
     """(table, column, enum) of every stored column of those enums that the database has."""
     out = []
     for t in db.contract.tables:
@@ -514,8 +614,9 @@ def _enum_columns(db: Database, existing: dict[str, dict[str, DbColumn] | None],
     return out
 
 
-def _enum_statements(db: Database, moves: list[EnumMove], columns: list[tuple[str, str, str]],
-                     literal: bool) -> list[tuple[str, tuple]]:
+def _enum_statements(
+    db: Database, moves: list[EnumMove], columns: list[tuple[str, str, str]], literal: bool
+) -> list[tuple[str, tuple]]:
     """(statement, parameters): delete the moved rows, insert them under their new ids, rewrite each
     stored column with one CASE (the moves happen at once: 602->600 and 603->602 cannot collide).
     ``literal``: the strings written into the text (the printed plan) instead of bound; ids are
@@ -529,18 +630,30 @@ def _enum_statements(db: Database, moves: list[EnumMove], columns: list[tuple[st
 
     def n(x: int) -> str:
         return str(int(x))
+
     olds = [m.old_id for m in moves]
-    out: list[tuple[str, tuple]] = [(f"DELETE FROM {et} WHERE {q('enum_id')} IN ({', '.join(n(o) for o in olds)})", ())]
+    out: list[tuple[str, tuple]] = [
+        (f"DELETE FROM {et} WHERE {q('enum_id')} IN ({', '.join(n(o) for o in olds)})", ())
+    ]
     for m in moves:
-        out.append((f"INSERT INTO {et} ({q('enum_id')}, {q('type')}, {q('value')}, {q('description')}) "
-                    f"VALUES ({n(m.new_id)}, {v(m.enum)}, {v(m.code)}, {v(m.description)})",
-                    () if literal else (m.enum, m.code, m.description)))
+        out.append(
+            (
+                f"INSERT INTO {et} ({q('enum_id')}, {q('type')}, {q('value')}, {q('description')}) "
+                f"VALUES ({n(m.new_id)}, {v(m.enum)}, {v(m.code)}, {v(m.description)})",
+                () if literal else (m.enum, m.code, m.description),
+            )
+        )
     for table, col, enum in columns:
         mine = [m for m in moves if m.enum == enum]
         qc = q(col)
         case = " ".join(f"WHEN {n(m.old_id)} THEN {n(m.new_id)}" for m in mine)
-        out.append((f"UPDATE {db.table(table)} SET {qc} = CASE {qc} {case} END "
-                    f"WHERE {qc} IN ({', '.join(n(m.old_id) for m in mine)})", ()))
+        out.append(
+            (
+                f"UPDATE {db.table(table)} SET {qc} = CASE {qc} {case} END "
+                f"WHERE {qc} IN ({', '.join(n(m.old_id) for m in mine)})",
+                (),
+            )
+        )
     return out
 
 
@@ -551,7 +664,9 @@ def apply_enum_changes(db: Database, p: MigrationPlan) -> int:
     if not moves:
         return 0
     existing = {t.name: table_columns(db, t.name) for t in db.contract.tables}
-    stmts = _enum_statements(db, moves, _enum_columns(db, existing, {m.enum for m in moves}), literal=False)
+    stmts = _enum_statements(
+        db, moves, _enum_columns(db, existing, {m.enum for m in moves}), literal=False
+    )
     rewritten = 0
     db.begin()
     try:
@@ -561,15 +676,17 @@ def apply_enum_changes(db: Database, p: MigrationPlan) -> int:
                 rewritten += max(cur.rowcount or 0, 0)
             cur.close()
         db.commit()
-    except Exception as exc:  # noqa: BLE001 - typed like apply(): never a raw driver traceback
+    except Exception as exc:
         db.rollback()
         typed = db.dialect.wrap(exc)
         if typed is exc:
             raise
         if isinstance(typed, TransientDatabaseError):
             raise typed from exc
-        raise SchemaApplyFailed(f"init-db could not rewrite the enum ids: {str(exc).splitlines()[0][:300]}\n"
-                                "  the transaction was rolled back: nothing changed") from None
+        raise SchemaApplyFailed(
+            f"init-db could not rewrite the enum ids: {str(exc).splitlines()[0][:300]}\n"
+            "  the transaction was rolled back: nothing changed"
+        ) from None
     return rewritten
 
 
@@ -581,7 +698,9 @@ def plan(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
     out = MigrationPlan(d.name)
     existing: dict[str, dict[str, DbColumn] | None] = {}
     create_stmts = d.ddl(c, with_source=True)
-    facts: dict[str, TableFacts] = {}  # SQL Server: indexes and foreign keys of tables with widenings
+    facts: dict[
+        str, TableFacts
+    ] = {}  # SQL Server: indexes and foreign keys of tables with widenings
     for t in c.tables:
         have = existing[t.name] = table_columns(db, t.name)
         if have is None:
@@ -594,53 +713,123 @@ def plan(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
             h = have.get(name)
             if h is None:
                 if col.nullable:
-                    out.changes.append(Change(t.name, col.name, f"new column {d.column_type(col)}",
-                                              [_add_column_sql(db, t, col)]))
+                    out.changes.append(
+                        Change(
+                            t.name,
+                            col.name,
+                            f"new column {d.column_type(col)}",
+                            [_add_column_sql(db, t, col)],
+                        )
+                    )
                 else:
-                    out.changes.append(Change(t.name, col.name, f"new NOT NULL column {d.column_type(col)}", refused=True,
-                                              todo="existing rows have no value for it: declare it nullable "
-                                                   "(\"nullable\": true) in the contract"))
+                    out.changes.append(
+                        Change(
+                            t.name,
+                            col.name,
+                            f"new NOT NULL column {d.column_type(col)}",
+                            refused=True,
+                            todo="existing rows have no value for it: declare it nullable "
+                            '("nullable": true) in the contract',
+                        )
+                    )
                 continue
             diff = _compare_type(h.type, _expected(db, col))
             if diff == "wider":
                 sql = _widen_sql(db, t, col)
-                blocked = _mssql_blocked(db, t, col, h.type, facts) if sql and d.name == "mssql" else None
+                blocked = (
+                    _mssql_blocked(db, t, col, h.type, facts) if sql and d.name == "mssql" else None
+                )
                 if blocked is not None:
                     out.changes.append(blocked)
                 elif sql:
-                    out.changes.append(Change(t.name, col.name, f"widen {h.type} to {_expected(db, col)}", sql))
+                    out.changes.append(
+                        Change(t.name, col.name, f"widen {h.type} to {_expected(db, col)}", sql)
+                    )
             elif diff:
-                out.changes.append(Change(t.name, col.name, diff, refused=True,
-                                          todo=f"keep {h.type} in the contract, or change the column in the "
-                                               f"database yourself after checking its values"))
+                out.changes.append(
+                    Change(
+                        t.name,
+                        col.name,
+                        diff,
+                        refused=True,
+                        todo=f"keep {h.type} in the contract, or change the column in the "
+                        f"database yourself after checking its values",
+                    )
+                )
             if h.nullable and not col.nullable:
-                out.changes.append(Change(t.name, col.name, "NULL allowed in the database, NOT NULL in the contract",
-                                          refused=True, todo="rows with NULL would break: keep it nullable in the contract"))
+                out.changes.append(
+                    Change(
+                        t.name,
+                        col.name,
+                        "NULL allowed in the database, NOT NULL in the contract",
+                        refused=True,
+                        todo="rows with NULL would break: keep it nullable in the contract",
+                    )
+                )
             elif not h.nullable and col.nullable:
-                out.changes.append(Change(t.name, col.name, "NOT NULL in the database, nullable in the contract",
-                                          refused=True, todo="NULL values would be refused: keep it not nullable in the "
-                                                             "contract, or drop the NOT NULL in the database yourself"))
+                out.changes.append(
+                    Change(
+                        t.name,
+                        col.name,
+                        "NOT NULL in the database, nullable in the contract",
+                        refused=True,
+                        todo="NULL values would be refused: keep it not nullable in the "
+                        "contract, or drop the NOT NULL in the database yourself",
+                    )
+                )
         for name, h in have.items():
             if name not in want:
-                out.changes.append(Change(t.name, h.name, f"column {h.type} is in the database but not in the contract",
-                                          refused=True, todo="its values would no longer be written: put the column back "
-                                                             "in the contract (or archive and drop it yourself)"))
+                out.changes.append(
+                    Change(
+                        t.name,
+                        h.name,
+                        f"column {h.type} is in the database but not in the contract",
+                        refused=True,
+                        todo="its values would no longer be written: put the column back "
+                        "in the contract (or archive and drop it yourself)",
+                    )
+                )
         pk = table_primary_key(db, t.name)
         if pk and pk != [k.lower() for k in t.primary_key]:
-            out.changes.append(Change(t.name, None, f"primary key ({', '.join(pk)}) in the database, "
-                                                    f"({', '.join(t.primary_key)}) in the contract", refused=True,
-                                      todo="a changed key changes which rows are one row: keep the key, or migrate "
-                                           "into new tables"))
-    for name in (c.log_table, c.event_table, c.progress_table, c.queue_table, c.enum_table,
-                 REQUEST_TABLE, c.log_table + HISTORY_SUFFIX):  # reprocess's tables
+            out.changes.append(
+                Change(
+                    t.name,
+                    None,
+                    f"primary key ({', '.join(pk)}) in the database, "
+                    f"({', '.join(t.primary_key)}) in the contract",
+                    refused=True,
+                    todo="a changed key changes which rows are one row: keep the key, or migrate "
+                    "into new tables",
+                )
+            )
+    for name in (
+        c.log_table,
+        c.event_table,
+        c.progress_table,
+        c.queue_table,
+        c.enum_table,
+        REQUEST_TABLE,
+        c.log_table + HISTORY_SUFFIX,
+    ):  # reprocess's tables
         cols = existing[name] = table_columns(db, name)
         if cols is None:
             qt = d.qualified(c.target_schema, name)
-            out.changes.append(Change(name, None, "new table", [s for s in create_stmts if qt in s.splitlines()[0]]))
+            out.changes.append(
+                Change(
+                    name, None, "new table", [s for s in create_stmts if qt in s.splitlines()[0]]
+                )
+            )
         elif name in (c.log_table, c.log_table + HISTORY_SUFFIX) and "contract_name" not in cols:
             # issue 14: the contract of a contract set that mapped each application (nullable: old rows keep NULL)
-            qt, new_col = d.qualified(c.target_schema, name), f"{d.quote('contract_name')} {d.varchar(63)}"
-            add = (f"ALTER TABLE {qt} ADD {new_col} NULL" if d.name == "mssql" else f"ALTER TABLE {qt} ADD COLUMN {new_col}")
+            qt, new_col = (
+                d.qualified(c.target_schema, name),
+                f"{d.quote('contract_name')} {d.varchar(63)}",
+            )
+            add = (
+                f"ALTER TABLE {qt} ADD {new_col} NULL"
+                if d.name == "mssql"
+                else f"ALTER TABLE {qt} ADD COLUMN {new_col}"
+            )
             out.changes.append(Change(name, "contract_name", "new column", [add]))
     enum_changes_, out.enum_sql = enum_changes(db, existing, allow_enum_change)
     out.changes += enum_changes_
@@ -650,12 +839,16 @@ def plan(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
     return out
 
 
-DBA_TODO = ("SQL Server cannot change it in place: run the DBA script that `xml-extractor init-db --dry-run` "
-            "prints (it drops and recreates those keys and indexes in one transaction; stop every instance "
-            "first), then init-db")
+DBA_TODO = (
+    "SQL Server cannot change it in place: run the DBA script that `xml-extractor init-db --dry-run` "
+    "prints (it drops and recreates those keys and indexes in one transaction; stop every instance "
+    "first), then init-db"
+)
 
 
-def _mssql_blocked(db: Database, t: "TableDef", col: "ColumnDef", have: ColType, facts: dict[str, TableFacts]) -> Change | None:
+def _mssql_blocked(
+    db: Database, t: TableDef, col: ColumnDef, have: ColType, facts: dict[str, TableFacts]
+) -> Change | None:
     """The refusal of a widening SQL Server cannot ALTER in place, or None (a plain ALTER works)."""
     qt, want = db.table(t.name), _expected(db, col)
     if qt not in facts:
@@ -665,10 +858,21 @@ def _mssql_blocked(db: Database, t: "TableDef", col: "ColumnDef", have: ColType,
         return None
     what = f"widen {have} to {want}: SQL Server cannot ALTER a column " + "; ".join(why)
     if not possible:
-        return Change(t.name, col.name, what, refused=True,
-                      todo="keep the length at most 4000 in the contract, or drop that index yourself first")
-    return Change(t.name, col.name, what, refused=True, todo=DBA_TODO,
-                  dba=DbaWiden(qt, col.name, _column_sql(db, t, col), col.nullable))
+        return Change(
+            t.name,
+            col.name,
+            what,
+            refused=True,
+            todo="keep the length at most 4000 in the contract, or drop that index yourself first",
+        )
+    return Change(
+        t.name,
+        col.name,
+        what,
+        refused=True,
+        todo=DBA_TODO,
+        dba=DbaWiden(qt, col.name, _column_sql(db, t, col), col.nullable),
+    )
 
 
 def apply(db: Database, p: MigrationPlan) -> int:
@@ -678,27 +882,40 @@ def apply(db: Database, p: MigrationPlan) -> int:
     for s in p.statements:
         try:
             db.execute(s).close()
-        except Exception as exc:  # noqa: BLE001 - typed below: never a raw driver traceback
+        except Exception as exc:
             db.rollback()
             typed = db.dialect.wrap(exc)
             if typed is exc:
                 raise  # not the driver's: a bug stays a bug
             if isinstance(typed, TransientDatabaseError):
                 raise typed from exc  # the environment (exit 3)
-            said = max((a for a in exc.args if isinstance(a, str)), key=len, default="") or str(exc) or type(exc).__name__
-            raise SchemaApplyFailed(f"init-db could not apply: {' '.join(s.split())[:300]}\n"
-                                    f"  the database said: {said.splitlines()[0][:300]}\n"
-                                    "  the plan's transaction was rolled back; `xml-extractor init-db --dry-run` shows "
-                                    "what is left to apply (change it in the database yourself, then run init-db again)") from None
+            said = (
+                max((a for a in exc.args if isinstance(a, str)), key=len, default="")
+                or str(exc)
+                or type(exc).__name__
+            )
+            raise SchemaApplyFailed(
+                f"init-db could not apply: {' '.join(s.split())[:300]}\n"
+                f"  the database said: {said.splitlines()[0][:300]}\n"
+                "  the plan's transaction was rolled back; `xml-extractor init-db --dry-run` shows "
+                "what is left to apply (change it in the database yourself, then run init-db again)"
+            ) from None
     db.commit()
     return len(p.statements)
 
 
 def refusal_message(p: MigrationPlan) -> str:
     dba = sum(1 for c in p.refusals if c.dba is not None)
-    what = ("in a way that could lose data" if not dba else "in a way only a DBA script can apply" if dba == len(p.refusals)
-            else "in ways that could lose data or only a DBA script can apply")
-    lines = [f"the contract changes the database {what} ({len(p.refusals)} difference(s)); nothing was changed:"]
+    what = (
+        "in a way that could lose data"
+        if not dba
+        else "in a way only a DBA script can apply"
+        if dba == len(p.refusals)
+        else "in ways that could lose data or only a DBA script can apply"
+    )
+    lines = [
+        f"the contract changes the database {what} ({len(p.refusals)} difference(s)); nothing was changed:"
+    ]
     lines += [f"  {c.describe()}" for c in p.refusals]
     return "\n".join(lines)
 
@@ -709,10 +926,11 @@ def contract_set_hint(db: Database, p: MigrationPlan) -> str:
     newline), or "" when the log names no other contract and no other packaged contract declares
     every refused column."""
     from ..contract.loader import load_contract, packaged_contracts
+
     mine = {m.name for m in db.contract.extra.get("members", [])} or {db.contract.name}
     try:  # the contracts that processed applications here (an index probe per version)
         logged = {v.split("@", 1)[0] for v in db.logged_contract_versions()}
-    except Exception:  # noqa: BLE001 - only a hint: without it the refusal still stands
+    except Exception:
         db.rollback()
         logged = set()
     others = sorted(n for n in logged if "+" not in n and n not in mine)
@@ -721,7 +939,9 @@ def contract_set_hint(db: Database, p: MigrationPlan) -> str:
         for name in packaged_contracts():
             if name not in mine:
                 c = load_contract(name)
-                declared[name] = {(t.name, col.name.lower()) for t in c.tables for col in t.stored_columns}
+                declared[name] = {
+                    (t.name, col.name.lower()) for t in c.tables for col in t.stored_columns
+                }
                 declared[name] |= {(t.name, None) for t in c.tables}
         covered = {(r.table, r.column) for r in p.refusals if r.dba is None}
         hits = sorted(n for n, d in declared.items() if covered & d)
@@ -730,8 +950,10 @@ def contract_set_hint(db: Database, p: MigrationPlan) -> str:
     if not others:
         return ""
     names = sorted(mine | set(others))
-    return (f"this database was initialised with contracts {'+'.join(names)}; run with "
-            f"{' '.join(f'--contract {n}' for n in names)}\n")
+    return (
+        f"this database was initialised with contracts {'+'.join(names)}; run with "
+        f"{' '.join(f'--contract {n}' for n in names)}\n"
+    )
 
 
 def require_current(db: Database) -> None:
@@ -739,16 +961,22 @@ def require_current(db: Database) -> None:
     (lossy differences) or SchemaMissing (init-db would fix it), both exit 2, with the plan."""
     db.check_source()  # a source column the fetch cannot read (SQL Server text/ntext/xml): ConfigError, exit 2
     try:
-        p = db.with_retry(lambda: plan(db))  # read-only: a dropped connection is reconnected and read again
+        p = db.with_retry(
+            lambda: plan(db)
+        )  # read-only: a dropped connection is reconnected and read again
     except (ConfigError, TransientDatabaseError):
         raise  # a connection that stays lost is the environment (exit 3), not a schema to create
-    except Exception as exc:  # noqa: BLE001 - introspection failed: the schema is not what we need
+    except Exception as exc:
         db.rollback()
-        raise SchemaMissing(f"could not read the database schema ({str(exc).splitlines()[0][:300]}): "
-                            f"run xml-extractor init-db") from None
+        raise SchemaMissing(
+            f"could not read the database schema ({str(exc).splitlines()[0][:300]}): "
+            f"run xml-extractor init-db"
+        ) from None
     if p.refusals:
         raise SchemaRefused(contract_set_hint(db, p) + refusal_message(p))
     if p.additions:
-        raise SchemaMissing("the database does not match the contract: run `xml-extractor init-db` "
-                            "(or `init-db --dry-run` to see the SQL) to apply:\n  "
-                            + "\n  ".join(c.describe() for c in p.additions))
+        raise SchemaMissing(
+            "the database does not match the contract: run `xml-extractor init-db` "
+            "(or `init-db --dry-run` to see the SQL) to apply:\n  "
+            + "\n  ".join(c.describe() for c in p.additions)
+        )

@@ -21,11 +21,13 @@ raises 1222, retried as transient, instead of hanging), ``SET NOCOUNT OFF`` (row
 the log's progress row and reprocess's request consumption rely on; a server whose ``user
 options`` turn NOCOUNT on would return -1) and a query timeout (HYT00, retried likewise).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 from .base import Dialect, chunks
@@ -56,7 +58,9 @@ def _seconds(env: str, default: int) -> int:
 def session_settings() -> tuple[str, int]:
     """The batch every new connection runs, and its query timeout (seconds, 0: none)."""
     lock_ms = _seconds(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT) * 1000
-    return f"SET LOCK_TIMEOUT {lock_ms if lock_ms else -1}; SET NOCOUNT OFF", _seconds(QUERY_TIMEOUT_ENV, DEFAULT_QUERY_TIMEOUT)
+    return f"SET LOCK_TIMEOUT {lock_ms if lock_ms else -1}; SET NOCOUNT OFF", _seconds(
+        QUERY_TIMEOUT_ENV, DEFAULT_QUERY_TIMEOUT
+    )
 
 
 @dataclass(frozen=True)
@@ -81,12 +85,24 @@ _TEXT_FETCH = {"fetch_heads": "fetch_heads_text", "fetch_documents": "fetch_docu
 
 # What to change a legacy source type to, and why it cannot stay.
 _LEGACY = {
-    "text": ("VARCHAR(MAX)", "text is deprecated and CHARINDEX cannot search it (msg 8116); varchar(max) keeps the same bytes"),
-    "ntext": ("NVARCHAR(MAX)", "ntext is deprecated and CHARINDEX cannot search it (msg 8116); nvarchar(max) keeps the same text"),
-    "image": ("VARBINARY(MAX)", "image is deprecated and cannot be searched; varbinary(max) keeps the same bytes"),
-    "xml": ("NVARCHAR(MAX)", "SQL Server stores an xml value re-serialised, without the document's encoding "
-                             "declaration and byte-order mark, so the documents as written are gone; nvarchar(max) keeps "
-                             "what is stored (better: load the original documents into varchar(max))"),
+    "text": (
+        "VARCHAR(MAX)",
+        "text is deprecated and CHARINDEX cannot search it (msg 8116); varchar(max) keeps the same bytes",
+    ),
+    "ntext": (
+        "NVARCHAR(MAX)",
+        "ntext is deprecated and CHARINDEX cannot search it (msg 8116); nvarchar(max) keeps the same text",
+    ),
+    "image": (
+        "VARBINARY(MAX)",
+        "image is deprecated and cannot be searched; varbinary(max) keeps the same bytes",
+    ),
+    "xml": (
+        "NVARCHAR(MAX)",
+        "SQL Server stores an xml value re-serialised, without the document's encoding "
+        "declaration and byte-order mark, so the documents as written are gone; nvarchar(max) keeps "
+        "what is stored (better: load the original documents into varchar(max))",
+    ),
 }
 
 
@@ -108,6 +124,7 @@ class MSSQLDialect(Dialect):
 
     def quote(self, ident: str) -> str:
         from .base import check_identifier
+
         return "[" + check_identifier(ident) + "]"
 
     def lease_sql(self) -> str:
@@ -122,8 +139,15 @@ class MSSQLDialect(Dialect):
     def varchar(self, n: int) -> str:
         return f"NVARCHAR({n})"
 
-    type_names = {**Dialect.type_names, "string": "NVARCHAR({length})", "text": "NVARCHAR(MAX)", "int": "INT",
-                  "tinyint": "TINYINT", "bit": "BIT", "datetime": "DATETIME2(3)"}
+    type_names = {
+        **Dialect.type_names,
+        "string": "NVARCHAR({length})",
+        "text": "NVARCHAR(MAX)",
+        "int": "INT",
+        "tinyint": "TINYINT",
+        "bit": "BIT",
+        "datetime": "DATETIME2(3)",
+    }
 
     def column_type(self, col: Any) -> str:
         if col.type == "string" and col.length > 4000:
@@ -134,13 +158,25 @@ class MSSQLDialect(Dialect):
         return [f"IF SCHEMA_ID(N'{schema}') IS NULL EXEC(N'CREATE SCHEMA {self.quote(schema)}')"]
 
     def create_table(self, qname: str, body: list[str]) -> str:
-        return (f"IF OBJECT_ID(N'{qname}', N'U') IS NULL\nCREATE TABLE {qname} (\n    "
-                + ",\n    ".join(body) + "\n)")
+        return (
+            f"IF OBJECT_ID(N'{qname}', N'U') IS NULL\nCREATE TABLE {qname} (\n    "
+            + ",\n    ".join(body)
+            + "\n)"
+        )
 
-    def create_index(self, name: str, qtable: str, cols: Sequence[str], unique: bool = False, schema: str | None = None) -> str:
+    def create_index(
+        self,
+        name: str,
+        qtable: str,
+        cols: Sequence[str],
+        unique: bool = False,
+        schema: str | None = None,
+    ) -> str:
         u = "UNIQUE " if unique else ""
-        return (f"IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'{name}' AND object_id = OBJECT_ID(N'{qtable}'))\n"
-                f"CREATE {u}INDEX {self.quote(name)} ON {qtable} ({', '.join(self.quote(c) for c in cols)})")
+        return (
+            f"IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'{name}' AND object_id = OBJECT_ID(N'{qtable}'))\n"
+            f"CREATE {u}INDEX {self.quote(name)} ON {qtable} ({', '.join(self.quote(c) for c in cols)})"
+        )
 
     def ddl(self, contract: Any, with_source: bool = True) -> list[str]:
         """The source column the tool creates is VARCHAR(MAX) as in the users' [dbo].[app_xml], so
@@ -148,8 +184,15 @@ class MSSQLDialect(Dialect):
         stored byte for byte (source_value), fetched as bytes."""
         out = super().ddl(contract, with_source)
         src = self.qualified(contract.source_schema or "dbo", contract.source_table)
-        return [s.replace(f"{self.quote(contract.source_xml_column)} NVARCHAR(MAX)",
-                          f"{self.quote(contract.source_xml_column)} {self.source_xml_type}") if src in s else s for s in out]
+        return [
+            s.replace(
+                f"{self.quote(contract.source_xml_column)} NVARCHAR(MAX)",
+                f"{self.quote(contract.source_xml_column)} {self.source_xml_type}",
+            )
+            if src in s
+            else s
+            for s in out
+        ]
 
     def qualified(self, schema: str | None, name: str) -> str:
         return f"{self.quote(schema or 'dbo')}.{self.quote(name)}"
@@ -172,14 +215,24 @@ class MSSQLDialect(Dialect):
             return "bytes"
         if column.kind is not None:
             return column.kind
-        size = "(max)" if column.max_length == -1 else f"({column.max_length})" if column.max_length else ""
+        size = (
+            "(max)"
+            if column.max_length == -1
+            else f"({column.max_length})"
+            if column.max_length
+            else ""
+        )
         table, col = where.rsplit(".", 1)
         if column.type_name in _LEGACY:
             to, why = _LEGACY[column.type_name]
-            raise ConfigError(f"the source column {where} is {column.type_name}: {why}. "
-                              f"Change it: ALTER TABLE {table} ALTER COLUMN {col} {to}")
-        raise ConfigError(f"the source column {where} is {column.type_name}{size}: the tool reads varchar, nvarchar or "
-                          f"varbinary documents. Change it: ALTER TABLE {table} ALTER COLUMN {col} VARCHAR(MAX)")
+            raise ConfigError(
+                f"the source column {where} is {column.type_name}: {why}. "
+                f"Change it: ALTER TABLE {table} ALTER COLUMN {col} {to}"
+            )
+        raise ConfigError(
+            f"the source column {where} is {column.type_name}{size}: the tool reads varchar, nvarchar or "
+            f"varbinary documents. Change it: ALTER TABLE {table} ALTER COLUMN {col} VARCHAR(MAX)"
+        )
 
     def source_value(self, kind: str, text: str) -> Any:
         """A document as load-xml/generate-mock bind it for a source column of this ``kind``: UTF-8
@@ -195,7 +248,9 @@ class MSSQLDialect(Dialect):
     def wrap(self, exc: BaseException) -> Exception:
         return wrap_odbc(exc)
 
-    def insert_rows(self, cursor: Any, qtable: str, columns: Sequence[str], rows: list[tuple]) -> None:
+    def insert_rows(
+        self, cursor: Any, qtable: str, columns: Sequence[str], rows: list[tuple]
+    ) -> None:
         cursor.fast_executemany = True
         sql = self.insert_sql(qtable, columns)
         for part in chunks(rows, FAST_EXECUTEMANY_CHUNK):

@@ -3,23 +3,29 @@
 pyodbc is imported only when a server URL is used: the wheel needs unixODBC's libodbc.so.2, and
 the SQLite path must work on a machine without it.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..errors import ConfigError
 
 
 def import_pyodbc() -> Any:
     try:
-        import pyodbc  # noqa: PLC0415 - deliberate lazy import
+        import pyodbc
     except ImportError as exc:
         text = str(exc)
         if "libodbc" in text:
-            raise ConfigError("pyodbc cannot load the ODBC driver manager (libodbc.so.2): install unixODBC "
-                              "(Debian/Ubuntu: apt-get install unixodbc)") from None
-        raise ConfigError("pyodbc is not installed: pip install pyodbc (and the ODBC driver for your database)") from None
+            raise ConfigError(
+                "pyodbc cannot load the ODBC driver manager (libodbc.so.2): install unixODBC "
+                "(Debian/Ubuntu: apt-get install unixodbc)"
+            ) from None
+        raise ConfigError(
+            "pyodbc is not installed: pip install pyodbc (and the ODBC driver for your database)"
+        ) from None
     return pyodbc
 
 
@@ -31,6 +37,7 @@ def odbc_connect(conn_str: str, driver_hint: str, autocommit: bool = False) -> A
         return pyodbc.connect(conn_str, autocommit=autocommit, timeout=30)
     except pyodbc.Error as exc:
         from .classify import connect_error
+
         raise connect_error(exc, conn_str, driver_hint, installed=pyodbc.drivers) from None
 
 
@@ -38,10 +45,12 @@ def driver_install_hint(driver: str) -> str:
     """What to install when an ODBC driver is missing: the package, by database and system."""
     if "postgres" in driver.lower() or "psqlodbc" in driver.lower():
         return "Install the PostgreSQL ODBC driver: Debian/Ubuntu package odbc-postgresql (apt-get install odbc-postgresql)."
-    return ("Install Microsoft's ODBC Driver 18 or 17 for SQL Server (both are looked for, 18 first): on Windows "
-            "the msodbcsql.msi installer from Microsoft's 'Download ODBC Driver for SQL Server' page; on Linux "
-            "the package msodbcsql18 (or msodbcsql17) from Microsoft's repository packages.microsoft.com; "
-            "on macOS brew install msodbcsql18 (tap microsoft/mssql-release).")
+    return (
+        "Install Microsoft's ODBC Driver 18 or 17 for SQL Server (both are looked for, 18 first): on Windows "
+        "the msodbcsql.msi installer from Microsoft's 'Download ODBC Driver for SQL Server' page; on Linux "
+        "the package msodbcsql18 (or msodbcsql17) from Microsoft's repository packages.microsoft.com; "
+        "on macOS brew install msodbcsql18 (tap microsoft/mssql-release)."
+    )
 
 
 # -- connection strings ---------------------------------------------------------------------------
@@ -57,12 +66,17 @@ _SECRET_KEY = re.compile(r"(?i)\b(pwd|password|passwd)(\s*=\s*)")
 
 def quote_value(value: str, always: bool = False) -> str:
     """One value as it goes into a connection string: the only way values get there."""
-    if always or value[:1].isspace() or value[-1:].isspace() or any(c in _NEEDS_BRACES for c in value):
+    if (
+        always
+        or value[:1].isspace()
+        or value[-1:].isspace()
+        or any(c in _NEEDS_BRACES for c in value)
+    ):
         return "{" + value.replace("}", "}}") + "}"
     return value
 
 
-def connection_string(pairs: "Iterable[tuple[str, str]]") -> str:
+def connection_string(pairs: Iterable[tuple[str, str]]) -> str:
     """``key=value;...`` with every value quoted by :func:`quote_value` (the Driver name always
     in braces, as drivers expect); empty values are left out. Keys are plain words."""
     out = []
@@ -99,7 +113,9 @@ def parse_connection_string(text: str) -> list[tuple[str, str]]:
         if j < n and text[j] == "{":
             value, j = _braced(text, j)
             if j < 0:
-                raise ValueError(f"the value of {_named(key, len(pairs))} opens a brace that is never closed")
+                raise ValueError(
+                    f"the value of {_named(key, len(pairs))} opens a brace that is never closed"
+                )
             while j < n and text[j] in " \t":
                 j += 1
             if j < n and text[j] != ";":

@@ -11,11 +11,13 @@ per table and batch, the rows as a single bound JSON parameter, 52,000-60,000 ro
 per-parameter cost is what limits wide, sparse rows, and this sends one parameter. Values stay
 bound (the JSON is data, parsed by the server); NULLs are simply absent keys.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..parsing import text_or_undecodable
 from .base import Dialect, chunks
@@ -83,7 +85,9 @@ class PostgreSQLDialect(Dialect):
         spent its first ~40 s at a third of its speed). A run analyzes them early on itself."""
         return [f"ANALYZE {t}" for t in qtables]
 
-    def insert_rows(self, cursor: Any, qtable: str, columns: Sequence[str], rows: list[tuple]) -> None:
+    def insert_rows(
+        self, cursor: Any, qtable: str, columns: Sequence[str], rows: list[tuple]
+    ) -> None:
         key = (qtable + "|json|" + ",".join(columns), 0)
         sql = self._sql_cache.get(key)
         if sql is None:

@@ -6,12 +6,14 @@ long busy timeout, and all mapping happens before it. ``synchronous=NORMAL`` in 
 loss can lose the last commits, never half of one, and a lost commit is simply redone by the
 next run (rows and log row go together). Each connection keeps a 64 MB page cache.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import sqlite3
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 from ..parsing import text_or_undecodable
@@ -57,10 +59,10 @@ def bind_rows(seq_of_parameters: Any) -> Any:
 class BindingCursor(sqlite3.Cursor):
     """A cursor that converts its parameters with :func:`bind_values`."""
 
-    def execute(self, sql: str, parameters: Any = (), /) -> "BindingCursor":  # type: ignore[override]
+    def execute(self, sql: str, parameters: Any = (), /) -> BindingCursor:  # type: ignore[override]
         return super().execute(sql, bind_values(parameters))
 
-    def executemany(self, sql: str, seq_of_parameters: Any, /) -> "BindingCursor":  # type: ignore[override]
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> BindingCursor:  # type: ignore[override]
         return super().executemany(sql, bind_rows(seq_of_parameters))
 
 
@@ -82,6 +84,7 @@ def check_sqlite_path(path: str) -> None:
     """A path SQLite cannot use, said with the path (exit 2): the driver only says "unable to open
     database file"."""
     import os
+
     if path == ":memory:" or path.startswith("file:"):
         return
     if os.path.isdir(path):
@@ -99,6 +102,7 @@ def _switch_to_wal(conn: sqlite3.Connection, wait_seconds: float = 120.0) -> Non
     Once the file is in WAL mode the pragma is a no-op that never conflicts."""
     import random
     import time
+
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
@@ -117,7 +121,7 @@ class SQLiteDialect(Dialect):
     serial_pk = "INTEGER PRIMARY KEY AUTOINCREMENT"
     float_type = "REAL"
     max_params = 32000
-    source_id_max = 2 ** 63 - 1  # SQLite's INTEGER is 64-bit
+    source_id_max = 2**63 - 1  # SQLite's INTEGER is 64-bit
 
     def lease_sql(self) -> str:
         return "strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || :lease_seconds || ' seconds')"
@@ -128,8 +132,13 @@ class SQLiteDialect(Dialect):
 
     def connect(self, url: Any) -> sqlite3.Connection:
         check_sqlite_path(url.path)
-        conn = sqlite3.connect(url.path, timeout=120, isolation_level=None, check_same_thread=False,
-                               factory=BindingConnection)
+        conn = sqlite3.connect(
+            url.path,
+            timeout=120,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=BindingConnection,
+        )
         try:
             _switch_to_wal(conn)  # the first statement that reads the file's header
         except sqlite3.DatabaseError as exc:
@@ -156,9 +165,13 @@ class SQLiteDialect(Dialect):
         the table reads gigabytes; through this index, megabytes."""
         out = super().ddl(contract, with_source)
         if with_source:
-            out.append(self.create_index(f"ix_{contract.source_table}_{contract.source_id_column}"[:63],
-                                         self.qualified(contract.source_schema, contract.source_table),
-                                         [contract.source_id_column]))
+            out.append(
+                self.create_index(
+                    f"ix_{contract.source_table}_{contract.source_id_column}"[:63],
+                    self.qualified(contract.source_schema, contract.source_table),
+                    [contract.source_id_column],
+                )
+            )
         return out
 
     def refresh_statistics_sql(self, qtables: Sequence[str]) -> list[str]:
@@ -174,10 +187,12 @@ class SQLiteDialect(Dialect):
         then: a Python text_factory on every fetch cost 5-15% of the fetch (measured)."""
         try:
             return fetch()
-        except Exception as exc:  # noqa: BLE001 - the driver's error, or the same typed by a retrying read
+        except Exception as exc:
             original = getattr(exc, "original", exc)
-            if not (isinstance(original, sqlite3.OperationalError)
-                    and str(original).startswith("Could not decode to UTF-8")):
+            if not (
+                isinstance(original, sqlite3.OperationalError)
+                and str(original).startswith("Could not decode to UTF-8")
+            ):
                 raise
         conn.text_factory = text_or_undecodable
         try:

@@ -9,6 +9,7 @@ which made that command quadratic (2,500 applications 8 s, 30,000 not finished i
 when the planner's idea of the log's size is missing or 10x off (:func:`refresh_if_stale`).
 SQL Server keeps its statistics itself (AUTO_UPDATE_STATISTICS): nothing to do there.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,11 @@ MIN_ROWS = 1000  # below this any plan is fast
 
 def statistics_tables(db: Database) -> list[str]:
     """The tables that grow with the migration: target tables, log, events (qualified names)."""
-    return [db.table(t.name) for t in db.contract.tables] + [db.names["log"], db.names["events"], db.names["src"]]
+    return [db.table(t.name) for t in db.contract.tables] + [
+        db.names["log"],
+        db.names["events"],
+        db.names["src"],
+    ]
 
 
 def refresh_statistics(db: Database, tables: list[str] | None = None) -> float:
@@ -39,7 +44,7 @@ def refresh_statistics(db: Database, tables: list[str] | None = None) -> float:
         for s in stmts:
             db.execute(s).close()
         db.commit()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         db.rollback()
         log.warning("could not refresh planner statistics: %s", exc)
     took = time.perf_counter() - t0
@@ -56,7 +61,7 @@ def planner_rows(db: Database) -> float | None:
     known = {"schema": c.target_schema, "table": c.log_table}
     try:
         v = db.autocommit_query(stmt, {k: known[k] for k in stmt.params})
-    except Exception:  # noqa: BLE001 - SQLite without sqlite_stat1: no statistics at all
+    except Exception:
         db.rollback()
         return None
     return None if not v or v[0][0] is None or float(v[0][0]) < 0 else float(v[0][0])
@@ -79,7 +84,7 @@ def refresh_if_stale(db: Database) -> bool:
     """Called at the start of every operator command: refresh statistics when they are stale."""
     try:
         stale = is_stale(db)
-    except Exception as exc:  # noqa: BLE001 - e.g. no log table yet: the command itself will say so
+    except Exception as exc:
         db.rollback()
         log.debug("statistics check skipped: %s", exc)
         return False

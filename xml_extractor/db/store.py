@@ -15,6 +15,7 @@ An application with an open reprocess request (xml_extractor/reprocess.py) is *r
 same transaction that writes its new attempt moves its old log rows to the history table,
 deletes its old target rows and events, and deletes the request.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -36,11 +37,35 @@ log = logging.getLogger(__name__)
 
 IN_LIST_CHUNK = 500  # ids/keys per IN (...) list: far below every driver's safe parameter count
 
-LOG_COLUMNS = ("app_id", "status", "stage", "error_class", "reason", "attempt", "instance_id", "instance_count",
-               "session_id", "contract_version", "parse_ms", "map_ms", "insert_ms", "worker_pid", "logged_at",
-               "contract_name")
-EVENT_COLUMNS = ("app_id", "table_name", "column_name", "event_type", "raw_value", "reason", "locator",
-                 "session_id", "logged_at")
+LOG_COLUMNS = (
+    "app_id",
+    "status",
+    "stage",
+    "error_class",
+    "reason",
+    "attempt",
+    "instance_id",
+    "instance_count",
+    "session_id",
+    "contract_version",
+    "parse_ms",
+    "map_ms",
+    "insert_ms",
+    "worker_pid",
+    "logged_at",
+    "contract_name",
+)
+EVENT_COLUMNS = (
+    "app_id",
+    "table_name",
+    "column_name",
+    "event_type",
+    "raw_value",
+    "reason",
+    "locator",
+    "session_id",
+    "logged_at",
+)
 
 
 def init_db(db: Database, with_source: bool = True) -> dict:
@@ -55,7 +80,7 @@ def init_db(db: Database, with_source: bool = True) -> dict:
     if "init_lock" in db.dialect.queries:
         try:  # held until commit/rollback, or raised (SQL Server: a negative sp_getapplock code raises)
             db.run_batch(db.sql("init_lock"), {})
-        except Exception as exc:  # noqa: BLE001 - typed like every driver error (a timeout is transient: exit 3)
+        except Exception as exc:
             db.rollback()
             err = db.dialect.wrap(exc)
             if err is exc:
@@ -64,7 +89,7 @@ def init_db(db: Database, with_source: bool = True) -> dict:
     for s in stmts:
         try:
             db.execute(s).close()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             db.rollback()
             raise ConfigError(f"init-db failed on:\n{s}\n{exc}") from None
     sql, rows = db.dialect.enum_seed_sql(db.contract)
@@ -82,7 +107,9 @@ def app_tables(db: Database) -> list[tuple[str, str, str]]:
     """(name, qualified table, quoted app_id column) of every table holding an application's
     rows: target tables children first (reverse FK order), then events, then the log."""
     c = db.contract
-    out = [(t.name, db.table(t.name), db.dialect.quote(t.app_id_column)) for t in reversed(c.tables)]
+    out = [
+        (t.name, db.table(t.name), db.dialect.quote(t.app_id_column)) for t in reversed(c.tables)
+    ]
     out.append((c.event_table, db.names["events"], db.dialect.quote("app_id")))
     out.append((c.log_table, db.names["log"], db.dialect.quote("app_id")))
     return out
@@ -108,11 +135,16 @@ class FaultPlan:
     bug: bool = False  # fail_app raises a TypeError (a bug in the write path) instead of a refusal
 
     @classmethod
-    def from_env(cls) -> "FaultPlan":
+    def from_env(cls) -> FaultPlan:
         from .._testing import fault_settings
+
         kv = fault_settings()
-        return cls(int(kv["fail_app"]) if "fail_app" in kv else None, kv.get("fail_after_table"),
-                   float(kv.get("sleep_before_commit", 0)), kv.get("bug") == "1")
+        return cls(
+            int(kv["fail_app"]) if "fail_app" in kv else None,
+            kv.get("fail_after_table"),
+            float(kv.get("sleep_before_commit", 0)),
+            kv.get("bug") == "1",
+        )
 
 
 class InjectedFault(RowsRefused):
@@ -137,14 +169,16 @@ class Outcome:
 
     app_id: int
     attempt: int
-    mapped: "MappedApplication | None" = None
+    mapped: MappedApplication | None = None
     stage: str | None = None
     error_class: str | None = None
     reason: str | None = None
     parse_ms: float | None = None
     map_ms: float | None = None
     extra_events: list[tuple] = field(default_factory=list)
-    contract: tuple[str, str] | None = None  # a failure's contract-set member, once routed (version tag, name)
+    contract: tuple[str, str] | None = (
+        None  # a failure's contract-set member, once routed (version tag, name)
+    )
 
     @property
     def ok(self) -> bool:
@@ -164,22 +198,29 @@ class BatchWriter:
     """Writes outcomes; returns ``{app_id: (status, stage, error_class)}`` with status
     success / failed / skipped (another instance logged it first)."""
 
-    def __init__(self, db: Database, plan: "MappingPlan", ident: RunIdentity) -> None:
+    def __init__(self, db: Database, plan: MappingPlan, ident: RunIdentity) -> None:
         self.db = db
         self.plan = plan
         self.ident = ident
         c = db.contract
         # a single contract's name; a contract set logs each application's own (None on a failure before routing)
         self.contract_name: str | None = None if c.extra.get("members") else c.name
-        self.tables = [(t.name, db.table(t.name), c.table(t.name).stored_columns) for t in plan.tables]
+        self.tables = [
+            (t.name, db.table(t.name), c.table(t.name).stored_columns) for t in plan.tables
+        ]
         self.table_cols = {name: tuple(col.name for col in cols) for name, _, cols in self.tables}
         self.faults = FaultPlan.from_env()
         self.before_commit: Any = None  # called right before each commit; raising rolls it back (a worker: is its run alive)
-        self._unsure: frozenset[tuple[int, int]] | None = None  # (app_id, attempt) of a commit that raised
+        self._unsure: frozenset[tuple[int, int]] | None = (
+            None  # (app_id, attempt) of a commit that raised
+        )
         self.replace_tables = app_tables(db)  # what a replaced attempt leaves behind
         # tables whose key can collide across applications (the key does not contain app_id)
-        self.cross_app_keys = [(t.name, t.primary_key[0]) for t in c.tables
-                               if t.app_id_column not in t.primary_key and len(t.primary_key) == 1]
+        self.cross_app_keys = [
+            (t.name, t.primary_key[0])
+            for t in c.tables
+            if t.app_id_column not in t.primary_key and len(t.primary_key) == 1
+        ]
 
     # -- public ---------------------------------------------------------------------------------
     def write(self, outcomes: list[Outcome]) -> dict[int, tuple[str, str | None, str | None]]:
@@ -210,7 +251,9 @@ class BatchWriter:
             self._resolve_single(items[0], exc, results)
             return
         for it in items:
-            results[it.app_id] = ("success", None, None) if it.ok else ("failed", it.stage, it.error_class)
+            results[it.app_id] = (
+                ("success", None, None) if it.ok else ("failed", it.stage, it.error_class)
+            )
 
     def _replace_requested(self, cur: Any, items: list[Outcome], now: _dt.datetime) -> None:
         """Inside the batch transaction: for the applications with an open reprocess request,
@@ -232,11 +275,15 @@ class BatchWriter:
             for part in chunks(requested, IN_LIST_CHUNK):
                 still |= {int(r[0]) for r in db.query(db.sql("reprocess_existing"), {"ids": part})}
             raise RequestTaken(set(requested) - still)
-        move = db.sql("log_to_history", cols=", ".join(db.dialect.quote(c) for c in ("log_id",) + LOG_COLUMNS))
+        move = db.sql(
+            "log_to_history", cols=", ".join(db.dialect.quote(c) for c in ("log_id",) + LOG_COLUMNS)
+        )
         for part in chunks(requested, IN_LIST_CHUNK):
             cur.execute(*move.bind({"now": now, "ids": part}))
             for _, qtable, col in self.replace_tables:
-                cur.execute(*db.sql("delete_app_rows", table=qtable, app_col=col).bind({"ids": part}))
+                cur.execute(
+                    *db.sql("delete_app_rows", table=qtable, app_col=col).bind({"ids": part})
+                )
 
     def _transaction(self, items: list[Outcome]) -> None:
         db = self.db
@@ -260,20 +307,43 @@ class BatchWriter:
                     db.dialect.insert_rows(cur, qtable, self.table_cols[name], rows)
                 f = self.faults
                 if f.fail_after_table == name and any(it.app_id == f.fail_app for it in ok):
-                    if f.bug:  # a programming error, not a refusal: the run must stop, nobody is failed
-                        raise TypeError(f"injected bug after inserting {name} for application {f.fail_app}")
-                    raise InjectedFault(f"injected fault after inserting {name} for application {f.fail_app}")
+                    if (
+                        f.bug
+                    ):  # a programming error, not a refusal: the run must stop, nobody is failed
+                        raise TypeError(
+                            f"injected bug after inserting {name} for application {f.fail_app}"
+                        )
+                    raise InjectedFault(
+                        f"injected fault after inserting {name} for application {f.fail_app}"
+                    )
             ev_rows = []
             sid = self.ident.session_id
             for it in items:
                 evs = list(it.mapped.events) if it.ok else []  # type: ignore[union-attr]
                 evs += it.extra_events
                 for e in evs:
-                    ev_rows.append((it.app_id, e[0], e[1], e[2], e[3], e[4], e[5] if len(e) > 5 else None, sid, now))
+                    ev_rows.append(
+                        (
+                            it.app_id,
+                            e[0],
+                            e[1],
+                            e[2],
+                            e[3],
+                            e[4],
+                            e[5] if len(e) > 5 else None,
+                            sid,
+                            now,
+                        )
+                    )
             if ev_rows:
                 db.dialect.insert_rows(cur, db.names["events"], EVENT_COLUMNS, ev_rows)
             per_app_ms = (time.perf_counter() - t0) * 1000 / max(1, len(items))
-            db.dialect.insert_rows(cur, db.names["log"], LOG_COLUMNS, [self._log_row(it, now, per_app_ms) for it in items])
+            db.dialect.insert_rows(
+                cur,
+                db.names["log"],
+                LOG_COLUMNS,
+                [self._log_row(it, now, per_app_ms) for it in items],
+            )
             self._count_progress(cur, items, now)
             cur.close()
             if self.faults.sleep_before_commit:
@@ -283,7 +353,9 @@ class BatchWriter:
             committing = True
             db.commit()
         except BaseException:
-            if committing:  # the commit (or its proof) raised: whether it landed is read on the retry
+            if (
+                committing
+            ):  # the commit (or its proof) raised: whether it landed is read on the retry
                 self._unsure = keys
             db.rollback()
             raise
@@ -296,32 +368,62 @@ class BatchWriter:
         db, want = self.db, {(it.app_id, it.attempt) for it in items}
         have: set[tuple[int, int]] = set()
         for part in chunks(sorted({it.app_id for it in items}), IN_LIST_CHUNK):
-            rows = db.autocommit_query(db.sql("logged_in_session"), {"session_id": self.ident.session_id, "ids": part})
+            rows = db.autocommit_query(
+                db.sql("logged_in_session"), {"session_id": self.ident.session_id, "ids": part}
+            )
             have |= {(int(a), int(n)) for a, n in rows}
         if want <= have:
-            log.warning("a commit whose answer was lost had landed: %d application(s) written by this run", len(items))
+            log.warning(
+                "a commit whose answer was lost had landed: %d application(s) written by this run",
+                len(items),
+            )
             return True
         return False
 
     def _count_progress(self, cur: Any, items: list[Outcome], now: _dt.datetime) -> None:
         i = self.ident
         ok = sum(1 for it in items if it.ok)
-        counts = {"success": ok, "failed": len(items) - ok, "now": now, "session_id": i.session_id, "worker_pid": i.worker_pid}
+        counts = {
+            "success": ok,
+            "failed": len(items) - ok,
+            "now": now,
+            "session_id": i.session_id,
+            "worker_pid": i.worker_pid,
+        }
         update = self.db.sql("progress_update")
         cur.execute(update, update.values(counts))
         if cur.rowcount == 0:
             insert = self.db.sql("progress_insert")
-            cur.execute(insert, insert.values({**counts, "instance_id": i.instance_id, "instance_count": i.instance_count}))
+            cur.execute(
+                insert,
+                insert.values(
+                    {**counts, "instance_id": i.instance_id, "instance_count": i.instance_count}
+                ),
+            )
 
     def _log_row(self, it: Outcome, now: _dt.datetime, insert_ms: float | None) -> tuple:
         i = self.ident
         # a contract set's run logs the member contract that mapped the application (contract_set.py)
         routed = it.mapped.extra.get("contract") if it.mapped is not None else it.contract
         version, name = routed if routed else (i.contract_version, self.contract_name)
-        return (it.app_id, "success" if it.ok else "failed", None if it.ok else it.stage,
-                None if it.ok else it.error_class, None if it.ok else it.reason, it.attempt,
-                i.instance_id, i.instance_count, i.session_id, version,
-                _r(it.parse_ms), _r(it.map_ms), _r(insert_ms) if it.ok else None, i.worker_pid, now, name)
+        return (
+            it.app_id,
+            "success" if it.ok else "failed",
+            None if it.ok else it.stage,
+            None if it.ok else it.error_class,
+            None if it.ok else it.reason,
+            it.attempt,
+            i.instance_id,
+            i.instance_count,
+            i.session_id,
+            version,
+            _r(it.parse_ms),
+            _r(it.map_ms),
+            _r(insert_ms) if it.ok else None,
+            i.worker_pid,
+            now,
+            name,
+        )
 
     def _already_logged(self, it: Outcome) -> bool:
         """Whether another writer logged this application since it was selected (its result
@@ -336,6 +438,7 @@ class BatchWriter:
                 return False
             rows = db.autocommit_query(db.sql("logged_status"), {"app_id": it.app_id})
             return any(st == "success" or att >= it.attempt for _, st, att in rows)
+
         return bool(db.with_retry(ask))
 
     def _resolve_single(self, it: Outcome, exc: RowsRefused, results: dict) -> None:
@@ -344,8 +447,18 @@ class BatchWriter:
             return
         if it.ok:
             reason, error_class, extra = self._explain(it, exc)
-            failed = Outcome(it.app_id, it.attempt, None, "insert", error_class, reason, it.parse_ms, it.map_ms,
-                             extra_events=extra, contract=it.mapped.extra.get("contract") if it.mapped else None)
+            failed = Outcome(
+                it.app_id,
+                it.attempt,
+                None,
+                "insert",
+                error_class,
+                reason,
+                it.parse_ms,
+                it.map_ms,
+                extra_events=extra,
+                contract=it.mapped.extra.get("contract") if it.mapped else None,
+            )
         else:
             failed = it  # a failure row that could not be written: retried once below, alone
         try:
@@ -369,16 +482,35 @@ class BatchWriter:
                 keys = [r[ki] for r in it.mapped.rows.get(table, ())]
                 if not keys:
                     continue
-                sql = self.db.sql("contact_owners", key_col=self.db.dialect.quote(key), contact_table=self.db.table(table))
+                sql = self.db.sql(
+                    "contact_owners",
+                    key_col=self.db.dialect.quote(key),
+                    contact_table=self.db.table(table),
+                )
                 owners: list[tuple] = []
                 for part in chunks(keys, IN_LIST_CHUNK):
-                    owners += self.db.with_retry(lambda: self.db.autocommit_query(sql, {"keys": part, "app_id": it.app_id}))
+                    owners += self.db.with_retry(
+                        lambda: self.db.autocommit_query(sql, {"keys": part, "app_id": it.app_id})
+                    )
                 if owners:
-                    desc = "; ".join(f"{key} {k} already belongs to application {a}" for k, a in owners[:20])
+                    desc = "; ".join(
+                        f"{key} {k} already belongs to application {a}" for k, a in owners[:20]
+                    )
                     more = f" and {len(owners) - 20} more" if len(owners) > 20 else ""
-                    reason = f"{desc}{more} ({table}); nothing of application {it.app_id} was written"
-                    events = [(table, key, "con_id_collision" if key == "con_id" else "key_collision", str(k),
-                               f"{key} {k} already belongs to application {a}", None) for k, a in owners]
+                    reason = (
+                        f"{desc}{more} ({table}); nothing of application {it.app_id} was written"
+                    )
+                    events = [
+                        (
+                            table,
+                            key,
+                            "con_id_collision" if key == "con_id" else "key_collision",
+                            str(k),
+                            f"{key} {k} already belongs to application {a}",
+                            None,
+                        )
+                        for k, a in owners
+                    ]
                     return reason, "KeyCollision", events
             return f"the database refused the rows as duplicates: {_short(exc)}", "DuplicateKey", []
         if exc.kind == "foreign_key":
@@ -393,4 +525,5 @@ def _r(v: float | None) -> float | None:
 
 def _short(exc: Exception) -> str:
     from .odbc import redact
+
     return redact(" ".join(str(a) for a in getattr(exc, "args", ()) or [str(exc)]))[:2000]

@@ -9,6 +9,7 @@ app_contact_base and app_contact_address row and two scores per successful appli
 for every third application (20 kinds); 30 sessions of 3 instances, timestamps spread evenly over
 ``span`` ending at ``end``; run_progress as the workers would have kept it.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -18,8 +19,13 @@ from typing import Any
 from .database import Database
 
 
-def build(db: Database, apps: int, doc_bytes: int = 3000, end: _dt.datetime | None = None,
-          span: _dt.timedelta = _dt.timedelta(hours=30)) -> float:
+def build(
+    db: Database,
+    apps: int,
+    doc_bytes: int = 3000,
+    end: _dt.datetime | None = None,
+    span: _dt.timedelta = _dt.timedelta(hours=30),
+) -> float:
     """Fill an initialised, empty database; returns the seconds it took."""
     t0 = time.perf_counter()
     end = end or _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
@@ -30,12 +36,23 @@ def build(db: Database, apps: int, doc_bytes: int = 3000, end: _dt.datetime | No
 
     per_app = {"apps": apps}
     db.begin()
-    run("synth_numbers", {"count": apps + apps // 50, "now": end.isoformat(sep=" ", timespec="milliseconds"),
-                          "apps": apps, "span_ms": int(span.total_seconds() * 1000)})
+    run(
+        "synth_numbers",
+        {
+            "count": apps + apps // 50,
+            "now": end.isoformat(sep=" ", timespec="milliseconds"),
+            "apps": apps,
+            "span_ms": int(span.total_seconds() * 1000),
+        },
+    )
     run("synth_source", {"doc_bytes": doc_bytes})
     run("synth_log", {"apps": apps, "contract_version": version})
     run("synth_log_retry", {"apps": apps, "contract_version": version})
-    run("synth_base", {"apps": apps, "receive_date": _dt.datetime(2024, 1, 15)}, base=db.table("app_base"))
+    run(
+        "synth_base",
+        {"apps": apps, "receive_date": _dt.datetime(2024, 1, 15)},
+        base=db.table("app_base"),
+    )
     run("synth_one_to_one", per_app, child=db.table("app_operational_cc"))
     run("synth_contact", per_app, contact=db.table("app_contact_base"))
     run("synth_address", per_app, address=db.table("app_contact_address"))

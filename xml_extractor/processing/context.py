@@ -6,13 +6,14 @@ one anybody fills in: the selector, the workers and the batch writer read it (or
 from it: :meth:`RunContext.identity`), and :meth:`RunSummary.start` copies what a summary reports
 from it. ``RunOptions`` is the same class under the name the command line and the library used.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import os
-import tempfile
 import socket
+import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -26,6 +27,7 @@ def writable_folder(flag: str, folder: str) -> None:
     """Make ``folder`` (parents too) and write a probe file in it; ConfigError naming ``flag`` if
     either fails (a file in the way, no permission, a read-only or pseudo file system)."""
     from pathlib import Path
+
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -57,27 +59,40 @@ class RunContext:
     metrics_dir: str | None = "metrics"  # where the run's metrics JSON goes (None: nowhere)
     logs_dir: str | None = "logs"  # read by the command line, which configures logging
     only_ids: tuple[int, ...] | None = None  # reprocess: exactly these applications
-    allow_contract_change: bool = False  # run although the log holds another version of this contract
+    allow_contract_change: bool = (
+        False  # run although the log holds another version of this contract
+    )
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     owner: str = ""  # queue-mode lease owner: host:pid:session (filled in on construction)
-    log_level: int | str = 20  # the level workers forward records at (the parent's handlers decide the rest)
+    log_level: int | str = (
+        20  # the level workers forward records at (the parent's handlers decide the rest)
+    )
 
     def __post_init__(self) -> None:
         if self.only_ids is not None and not isinstance(self.only_ids, tuple):
             object.__setattr__(self, "only_ids", tuple(self.only_ids))
         if isinstance(self.log_level, str):
-            object.__setattr__(self, "log_level", logging.getLevelName(self.log_level.upper())
-                               if isinstance(logging.getLevelName(self.log_level.upper()), int) else logging.INFO)
+            object.__setattr__(
+                self,
+                "log_level",
+                logging.getLevelName(self.log_level.upper())
+                if isinstance(logging.getLevelName(self.log_level.upper()), int)
+                else logging.INFO,
+            )
         if not self.owner:
-            object.__setattr__(self, "owner", f"{socket.gethostname()}:{os.getpid()}:{self.session_id[:8]}")
+            object.__setattr__(
+                self, "owner", f"{socket.gethostname()}:{os.getpid()}:{self.session_id[:8]}"
+            )
         self.validate()
 
     def validate(self) -> None:
         if self.instance_count < 1:
             raise ConfigError(f"--instance-count must be at least 1 (got {self.instance_count})")
         if not 0 <= self.instance_id < self.instance_count:
-            raise ConfigError(f"--instance-id must be between 0 and {self.instance_count - 1} for "
-                              f"--instance-count {self.instance_count} (got {self.instance_id})")
+            raise ConfigError(
+                f"--instance-id must be between 0 and {self.instance_count - 1} for "
+                f"--instance-count {self.instance_count} (got {self.instance_id})"
+            )
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1 (got {self.workers})")
         if self.batch_size < 1:
@@ -89,18 +104,30 @@ class RunContext:
         if self.mode not in ("partition", "queue"):
             raise ConfigError(f"--mode must be partition or queue (got {self.mode})")
         if self.mode == "queue" and self.instance_count > 1:
-            raise ConfigError("--mode queue shares work through the database: do not combine it with --instance-count")
+            raise ConfigError(
+                "--mode queue shares work through the database: do not combine it with --instance-count"
+            )
         for flag, v in (("--app-id-start", self.app_id_start), ("--app-id-end", self.app_id_end)):
             if v is not None and not ID_MIN <= v <= ID_MAX:
-                raise ConfigError(f"{flag} {v} is outside the ids a source column can hold ({ID_MIN}..{ID_MAX})")
-        if self.app_id_start is not None and self.app_id_end is not None and self.app_id_start > self.app_id_end:
-            raise ConfigError(f"--app-id-start {self.app_id_start} is after --app-id-end {self.app_id_end}")
+                raise ConfigError(
+                    f"{flag} {v} is outside the ids a source column can hold ({ID_MIN}..{ID_MAX})"
+                )
+        if (
+            self.app_id_start is not None
+            and self.app_id_end is not None
+            and self.app_id_start > self.app_id_end
+        ):
+            raise ConfigError(
+                f"--app-id-start {self.app_id_start} is after --app-id-end {self.app_id_end}"
+            )
         if self.lease_seconds < 5:
             raise ConfigError("--lease-seconds must be at least 5")
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size must be at least 1 (got {self.chunk_size})")
         if not (math.isfinite(self.reconnect_seconds) and self.reconnect_seconds >= 0):
-            raise ConfigError(f"--reconnect-seconds must be a number of seconds, 0 or more (got {self.reconnect_seconds})")
+            raise ConfigError(
+                f"--reconnect-seconds must be a number of seconds, 0 or more (got {self.reconnect_seconds})"
+            )
 
     def prepare_folders(self) -> None:
         """Create --logs-dir and --metrics-dir and prove they take a file, before any work: a bad
@@ -115,7 +142,7 @@ class RunContext:
     def database_url(self) -> DatabaseURL:
         return self.url if isinstance(self.url, DatabaseURL) else parse_url(self.url)
 
-    def resolved(self) -> "RunContext":
+    def resolved(self) -> RunContext:
         """The same context with the URL parsed (what is handed to worker processes)."""
         return self if isinstance(self.url, DatabaseURL) else replace(self, url=parse_url(self.url))
 
@@ -139,6 +166,7 @@ class RunContext:
     def identity(self, contract_version: str) -> Any:
         """What the batch writer stamps on every log row (db.store.RunIdentity), for this process."""
         from ..db.store import RunIdentity
+
         return RunIdentity(self.session_id, self.instance_id, self.instance_count, contract_version)
 
 
@@ -170,7 +198,9 @@ class RunSummary:
     peak_worker_rss_mb: float = 0.0
     worker_restarts: int = 0
     worker_startup_s: float | None = None  # from starting the workers to all of them ready
-    timeline: list = field(default_factory=list)  # [elapsed s, applications done, max worker RSS MB] every ~5 s
+    timeline: list = field(
+        default_factory=list
+    )  # [elapsed s, applications done, max worker RSS MB] every ~5 s
     status: str = "running"  # in the metrics file: running while the run goes, then finished / interrupted / stopped
     interrupted: bool = False
     stop_reason: str | None = None
@@ -180,10 +210,20 @@ class RunSummary:
     database_check: str | None = None
 
     @classmethod
-    def start(cls, ctx: RunContext, database: str, contract_version: str, started_at: str) -> "RunSummary":
-        return cls(session_id=ctx.session_id, instance_id=ctx.instance_id, instance_count=ctx.instance_count,
-                   mode=ctx.mode, database=database, contract_version=contract_version, workers=ctx.workers,
-                   batch_size=ctx.batch_size, started_at=started_at)
+    def start(
+        cls, ctx: RunContext, database: str, contract_version: str, started_at: str
+    ) -> RunSummary:
+        return cls(
+            session_id=ctx.session_id,
+            instance_id=ctx.instance_id,
+            instance_count=ctx.instance_count,
+            mode=ctx.mode,
+            database=database,
+            contract_version=contract_version,
+            workers=ctx.workers,
+            batch_size=ctx.batch_size,
+            started_at=started_at,
+        )
 
     @property
     def exit_code(self) -> int:

@@ -15,6 +15,7 @@ procrastinate's ``Worker`` is a loop around its ``JobManager``:
 Every event method returns the actions the loop must carry out, in order. The coordinator never
 reads a clock itself: ``tick(now)`` gives it the time, so lease renewal is testable without sleeping.
 """
+
 from __future__ import annotations
 
 import collections
@@ -39,9 +40,11 @@ class Batch:
 
 # -- actions ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Dispatch:
     """Send ``batch`` to the worker in ``slot``."""
+
     slot: int
     batch: Batch
 
@@ -49,6 +52,7 @@ class Dispatch:
 @dataclass(frozen=True)
 class Respawn:
     """Start a new worker process in ``slot`` (the old one died)."""
+
     slot: int
 
 
@@ -56,6 +60,7 @@ class Respawn:
 class LogCrash:
     """Write a failed ``WorkerCrashed`` row for an application that killed two workers alone;
     report the written status back with ``crash_logged``."""
+
     app_id: int
     exit_code: Any
 
@@ -64,6 +69,7 @@ class LogCrash:
 class FinishChunk:
     """Every batch of this queue chunk is committed: finish it (the database checks that none of
     its applications is still pending; otherwise it is released for a later claim)."""
+
     chunk_id: int
 
 
@@ -71,12 +77,14 @@ class FinishChunk:
 class RenewLeases:
     """Extend the lease of every chunk this process holds (claimed, queued or dispatched); report
     each one whose lease was lost with ``lease_lost``."""
+
     chunk_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class StopWorkers:
     """The run is over: stop the workers (``hard``: kill them now, open transactions roll back)."""
+
     hard: bool
 
 
@@ -108,7 +116,9 @@ class ParallelCoordinator:
     queued: collections.deque[Batch] = field(default_factory=collections.deque)
     retries: collections.deque[Batch] = field(default_factory=collections.deque)
     chunks: dict[int, _Chunk] = field(default_factory=dict)
-    lost: set[int] = field(default_factory=set)  # chunks another owner took over: never finished by us
+    lost: set[int] = field(
+        default_factory=set
+    )  # chunks another owner took over: never finished by us
     stage_ms: collections.Counter[str] = field(default_factory=collections.Counter)
     selection_done: bool = False
     stopping: bool = False
@@ -200,19 +210,25 @@ class ParallelCoordinator:
         if b is not None:
             b.deaths += 1
             if b.deaths == 1:
-                self.retries.appendleft(b)  # once more, whole: the death may have been the machine's
+                self.retries.appendleft(
+                    b
+                )  # once more, whole: the death may have been the machine's
             elif len(b.ids) > 1:
                 ch = self.chunks.get(b.chunk_id) if b.chunk_id is not None else None
                 if ch is not None:
                     ch.outstanding += len(b.ids) - 1
                 for i, app_id in enumerate(b.ids):  # isolate the application that kills workers
-                    self.retries.append(Batch(b.batch_id * 100000 + i, [app_id], b.chunk_id, deaths=1))
+                    self.retries.append(
+                        Batch(b.batch_id * 100000 + i, [app_id], b.chunk_id, deaths=1)
+                    )
             else:
                 out.append(LogCrash(b.ids[0], exit_code))
                 if b.chunk_id is not None:
                     out += self._settle(b.chunk_id)
         if s.worker_restarts > self.max_restarts:
-            s.stop_reason = f"error: workers keep dying (more than {self.max_restarts} restarts); see the log"
+            s.stop_reason = (
+                f"error: workers keep dying (more than {self.max_restarts} restarts); see the log"
+            )
             return out + self._stop(hard=True)
         return out + [Respawn(slot)]
 

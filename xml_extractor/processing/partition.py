@@ -11,13 +11,14 @@ The named queries use :data:`PARTITION_SQL` as ``{partition}`` (see db/sql/commo
 bound parameters in this order: the modulus N twice (``((id % ?) + ?) % ?`` needs it three
 times, see :func:`partition_params`) and then the instance id.
 """
+
 from __future__ import annotations
 
 # the id range selection covers by default: every id a source column can hold on any supported
 # engine (SQLite INTEGER and BIGINT are signed 64-bit), except -2**63 itself: keyset paging binds
 # "id > after" with after = first - 1, which must fit in 64 bits too
-ID_MIN = -(2 ** 63) + 1
-ID_MAX = 2 ** 63 - 1
+ID_MIN = -(2**63) + 1
+ID_MAX = 2**63 - 1
 
 
 def partition_sql(column: str) -> str:

@@ -15,6 +15,7 @@ the workers are ended at once and the run stops. The metrics file is rewritten (
 every timeline sample while the run goes, so a killed run leaves it with what was committed.
 Logging: this module only logs; the application (the CLI) decides where records go.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -24,23 +25,33 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import supervision
 from .._testing import hold
 from ..contract.compiler import compile_contract
 from ..contract.loader import load_contract
-from ..db.migrate import require_current, require_exists
-from ..progress import rate_per_minute
 from ..db.database import Database, make_dialect
+from ..db.migrate import require_current, require_exists
 from ..db.statistics import refresh_statistics
 from ..db.store import BatchWriter, Outcome
 from ..errors import ConfigError
+from ..progress import rate_per_minute
 from .context import RunContext, RunOptions, RunSummary
-from .coordinator import (Action, Batch, Dispatch, FinishChunk, LogCrash, ParallelCoordinator, RenewLeases, Respawn,
-                          StopWorkers)
+from .coordinator import (
+    Action,
+    Batch,
+    Dispatch,
+    FinishChunk,
+    LogCrash,
+    ParallelCoordinator,
+    RenewLeases,
+    Respawn,
+    StopWorkers,
+)
 from .identity import check_contract_identity, other_version_started
 from .selection import WorkQueue, partition_batches, queue_batches
 from .worker import worker_main
@@ -108,7 +119,9 @@ class _WorkerPool:
             if not hard:
                 p.join(timeout=5)
             if p.is_alive():
-                supervision.kill(p)  # workers ignore the stop signals; an open transaction is rolled back
+                supervision.kill(
+                    p
+                )  # workers ignore the stop signals; an open transaction is rolled back
                 p.join(timeout=5)
             supervision.unregister_child(p)
         for c in list(self.conns.values()) + list(self.lifelines.values()):
@@ -119,21 +132,33 @@ class ProductionProcessor:
     """One instance of a run. ``run()`` returns a RunSummary; the CLI maps it to an exit code.
     ``log_file`` is only reported (the CLI attached it to the ``xml_extractor`` logger)."""
 
-    def __init__(self, options: RunContext, on_progress: Callable[[int], None] | None = None,
-                 log_file: str | None = None) -> None:
+    def __init__(
+        self,
+        options: RunContext,
+        on_progress: Callable[[int], None] | None = None,
+        log_file: str | None = None,
+    ) -> None:
         self.ctx = options.resolved()
         url = self.ctx.database_url
         limit = make_dialect(url.dialect).max_params - 8
         if options.batch_size > limit:  # a batch's ids are bound parameters of one IN (...) list
-            raise ConfigError(f"--batch-size {options.batch_size} is too large for {url.dialect}: at most {limit}")
+            raise ConfigError(
+                f"--batch-size {options.batch_size} is too large for {url.dialect}: at most {limit}"
+            )
         self.contract = load_contract(options.contract_path)
         self.plan = compile_contract(self.contract)
         self.on_progress = on_progress
         self.log_file = log_file
         self._stop = threading.Event()  # tells the selector to stop
-        self._events: queue.Queue = queue.Queue(maxsize=max(2, options.workers * 2))  # batches, exhausted, end
-        self._claims: queue.SimpleQueue = queue.SimpleQueue()  # claims reach the coordinator at once
-        self._lost: set[int] = set()  # chunks taken over by another owner (the selector stops paging them)
+        self._events: queue.Queue = queue.Queue(
+            maxsize=max(2, options.workers * 2)
+        )  # batches, exhausted, end
+        self._claims: queue.SimpleQueue = (
+            queue.SimpleQueue()
+        )  # claims reach the coordinator at once
+        self._lost: set[int] = (
+            set()
+        )  # chunks taken over by another owner (the selector stops paging them)
         self._signals: list[int] = []
         self._signal_seen: dict[int, float] = {}
         self._metrics_path: Path | None = None
@@ -143,17 +168,25 @@ class ProductionProcessor:
     def _selector(self) -> None:
         db = None
         try:
-            db = Database(self.ctx.database_url, self.contract, self.ctx.reconnect_seconds, connect=False)
+            db = Database(
+                self.ctx.database_url, self.contract, self.ctx.reconnect_seconds, connect=False
+            )
             db.connect_patiently()  # a database restarting as the run starts: waited for, like the main connection
             if self.ctx.mode == "queue":
-                source = queue_batches(db, self.ctx, self._stop, self._claimed,
-                                       lambda cid: self._put(("exhausted", cid)), self._lost.__contains__)
+                source = queue_batches(
+                    db,
+                    self.ctx,
+                    self._stop,
+                    self._claimed,
+                    lambda cid: self._put(("exhausted", cid)),
+                    self._lost.__contains__,
+                )
             else:
                 source = partition_batches(db, self.ctx, self._stop)
             for n, (ids, chunk_id) in enumerate(source, 1):
                 self._put(("batch", Batch(n, ids, chunk_id)))
             self._put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             self._put(("end", exc))
         finally:
             if db is not None:
@@ -175,36 +208,66 @@ class ProductionProcessor:
     # -- main loop ------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         ctx, started = self.ctx, time.time()
-        summary = RunSummary.start(ctx, ctx.database_url.display(), self.contract.version_tag,
-                                   _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        summary = RunSummary.start(
+            ctx,
+            ctx.database_url.display(),
+            self.contract.version_tag,
+            _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        )
         summary.log_file = self.log_file
-        log.info("run %s: %s, contract %s, instance %d/%d (%s), %d workers, batch %d", ctx.session_id,
-                 summary.database, summary.contract_version, ctx.instance_id, ctx.instance_count, ctx.mode,
-                 ctx.workers, ctx.batch_size)
-        coord = ParallelCoordinator(summary, ctx.workers, ctx.lease_seconds if ctx.mode == "queue" else None,
-                                    ctx.retry_failed)
+        log.info(
+            "run %s: %s, contract %s, instance %d/%d (%s), %d workers, batch %d",
+            ctx.session_id,
+            summary.database,
+            summary.contract_version,
+            ctx.instance_id,
+            ctx.instance_count,
+            ctx.mode,
+            ctx.workers,
+            ctx.batch_size,
+        )
+        coord = ParallelCoordinator(
+            summary,
+            ctx.workers,
+            ctx.lease_seconds if ctx.mode == "queue" else None,
+            ctx.retry_failed,
+        )
         ctx.prepare_folders()  # --logs-dir/--metrics-dir take a file, or exit 2 before any work
-        require_exists(ctx.database_url)  # a missing SQLite file: exit 2, never a new empty database
+        require_exists(
+            ctx.database_url
+        )  # a missing SQLite file: exit 2, never a new empty database
         self._db = Database(ctx.database_url, self.contract, ctx.reconnect_seconds, connect=False)
         self._db.connect_patiently()  # a server that refuses: retried for --reconnect-seconds, then exit 3
         self._wq = WorkQueue(self._db, ctx) if ctx.mode == "queue" else None
         pool: _WorkerPool | None = None
-        hold("run_start")  # test hook (gated): until here a signal is the CLI's (cli.main: exit 130)
+        hold(
+            "run_start"
+        )  # test hook (gated): until here a signal is the CLI's (cli.main: exit 130)
         self._metrics_path = self._metrics_file_path()
-        self._write_metrics(summary, coord, started, "running")  # a run killed from here on leaves its metrics
+        self._write_metrics(
+            summary, coord, started, "running"
+        )  # a run killed from here on leaves its metrics
         old_handlers = supervision.install_stop_handlers(self._on_signal)
         try:
-            require_current(self._db)  # the schema matches the contract (db/migrate.py), else exit 2 with the plan
+            require_current(
+                self._db
+            )  # the schema matches the contract (db/migrate.py), else exit 2 with the plan
             # the contract version is part of the run's identity: refuse to mix versions
-            for member in self.contract.extra.get("members") or [self.contract]:  # a contract set: each member
-                check_contract_identity(self._db, member.version_tag, member.name, ctx.allow_contract_change)
-            hold("identity_checked")  # test hook (gated): the start check passed, nothing written yet
+            for member in self.contract.extra.get("members") or [
+                self.contract
+            ]:  # a contract set: each member
+                check_contract_identity(
+                    self._db, member.version_tag, member.name, ctx.allow_contract_change
+                )
+            hold(
+                "identity_checked"
+            )  # test hook (gated): the start check passed, nothing written yet
             self._pool_started = time.monotonic()
             pool = _WorkerPool(ctx, ctx.workers)
             self._start_method = pool.mp.get_start_method()
             threading.Thread(target=self._selector, name="selector", daemon=True).start()
             self._loop(coord, pool, started)
-        except BaseException as exc:  # noqa: BLE001 - the run stops; the traceback goes to the log
+        except BaseException as exc:
             log.error("run stopped: %s", exc, exc_info=not isinstance(exc, ConfigError))
             coord.error(f"{'config' if isinstance(exc, ConfigError) else 'error'}: {exc}")
         finally:
@@ -216,9 +279,13 @@ class ProductionProcessor:
             self._final_identity_check(coord.summary)
             self._check_session(coord.summary)
             self._db.close()
-            if self._signals and not (coord.summary.interrupted or coord.summary.stop_reason):  # after the loop's last look
-                log.warning("received %s while finishing: the run reports it was interrupted",
-                            supervision.signal_name(self._signals[0]))
+            if self._signals and not (
+                coord.summary.interrupted or coord.summary.stop_reason
+            ):  # after the loop's last look
+                log.warning(
+                    "received %s while finishing: the run reports it was interrupted",
+                    supervision.signal_name(self._signals[0]),
+                )
                 coord.stop_requested()
             supervision.restore_handlers(old_handlers)
         return self._finish_summary(summary, coord, started)
@@ -231,7 +298,9 @@ class ProductionProcessor:
         self._rss_window = 0.0
         while not coord.stopped:
             actions: list[Action] = []
-            if supervision.parent_gone() and not coord.hard:  # launch is gone: its workers are ended already
+            if (
+                supervision.parent_gone() and not coord.hard
+            ):  # launch is gone: its workers are ended already
                 log.warning("the launcher is gone: stopping now")
                 self._signals.clear()
                 actions += coord.stop_requested()
@@ -250,7 +319,9 @@ class ProductionProcessor:
                     actions += coord.chunk_exhausted(item)
                 elif item is not None:
                     log.error("selection failed", exc_info=item)
-                    actions += coord.error(f"{'config' if isinstance(item, ConfigError) else 'error'}: {item}")
+                    actions += coord.error(
+                        f"{'config' if isinstance(item, ConfigError) else 'error'}: {item}"
+                    )
                 else:
                     actions += coord.selection_finished()
             self._execute(coord, pool, actions)
@@ -279,16 +350,30 @@ class ProductionProcessor:
                 analyze_at.pop(0)
                 refresh_statistics(self._db)
             if now - last_sample >= 5:
-                coord.summary.timeline.append([round(time.time() - started, 1), done, round(coord.rss_window_kb / 1024, 1)])
+                coord.summary.timeline.append(
+                    [round(time.time() - started, 1), done, round(coord.rss_window_kb / 1024, 1)]
+                )
                 coord.rss_window_kb = 0
                 last_sample = now
-                self._write_metrics(coord.summary, coord, started, "running")  # what is committed so far
-            if done and not self.ctx.allow_contract_change and (identity_at is None or now - identity_at >= 1):
+                self._write_metrics(
+                    coord.summary, coord, started, "running"
+                )  # what is committed so far
+            if (
+                done
+                and not self.ctx.allow_contract_change
+                and (identity_at is None or now - identity_at >= 1)
+            ):
                 self._recheck_contract_identity()  # after the first results, then every second: ConfigError stops the run
                 identity_at = now
             if now - last_log > 10:
-                log.info("progress: %d done (%d ok, %d failed, %d skipped), %.0f apps/min", done, coord.summary.success,
-                         coord.summary.failed, coord.summary.skipped, done / max(1e-9, time.time() - started) * 60)
+                log.info(
+                    "progress: %d done (%d ok, %d failed, %d skipped), %.0f apps/min",
+                    done,
+                    coord.summary.success,
+                    coord.summary.failed,
+                    coord.summary.skipped,
+                    done / max(1e-9, time.time() - started) * 60,
+                )
                 last_log = now
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -301,8 +386,13 @@ class ProductionProcessor:
         actions: list[Action] = []
         while self._signals:
             name = supervision.signal_name(self._signals.pop(0))
-            log.warning("received %s: %s", name, "stopping now" if coord.stopping else
-                        "finishing in-flight batches, then stopping (again to stop at once)")
+            log.warning(
+                "received %s: %s",
+                name,
+                "stopping now"
+                if coord.stopping
+                else "finishing in-flight batches, then stopping (again to stop at once)",
+            )
             actions += coord.stop_requested()
         return actions
 
@@ -313,22 +403,29 @@ class ProductionProcessor:
         for member in self.contract.extra.get("members") or [self.contract]:
             others = other_version_started(self._db, member.version_tag, member.name)
             if others:
-                raise ConfigError(f"another instance is writing results of {', '.join(others)} into this database while "
-                                  f"this run uses {member.version_tag}: stopped, so that applications are not mapped two "
-                                  "ways. Run every instance with one contract "
-                                  "(see docs/operations.md, 'Re-running after a contract change').")
+                raise ConfigError(
+                    f"another instance is writing results of {', '.join(others)} into this database while "
+                    f"this run uses {member.version_tag}: stopped, so that applications are not mapped two "
+                    "ways. Run every instance with one contract "
+                    "(see docs/operations.md, 'Re-running after a contract change')."
+                )
 
     def _final_identity_check(self, summary: RunSummary) -> None:
         """The re-read once more after the last commit: a share finished before the other version's
         first results arrived is not reported as a clean run (exit 2 naming the other version)."""
-        if self.ctx.allow_contract_change or summary.stop_reason or summary.interrupted or not (summary.success + summary.failed):
+        if (
+            self.ctx.allow_contract_change
+            or summary.stop_reason
+            or summary.interrupted
+            or not (summary.success + summary.failed)
+        ):
             return
         try:
             self._recheck_contract_identity()
         except ConfigError as exc:
             log.error("run finished, but: %s", exc)
             summary.stop_reason = f"config: {exc}"
-        except Exception as exc:  # noqa: BLE001 - the database is gone: the end-of-run check says so
+        except Exception as exc:
             log.warning("could not re-read the contract versions at the end of the run: %s", exc)
 
     def _on_message(self, coord: ParallelCoordinator, slot: int, msg: tuple | None) -> list[Action]:
@@ -352,7 +449,9 @@ class ProductionProcessor:
             return coord.worker_fatal(slot, "config" if msg[2] == "config" else "error", msg[3])
         return []
 
-    def _execute(self, coord: ParallelCoordinator, pool: _WorkerPool, actions: list[Action]) -> None:
+    def _execute(
+        self, coord: ParallelCoordinator, pool: _WorkerPool, actions: list[Action]
+    ) -> None:
         todo = list(actions)
         while todo:
             a = todo.pop(0)
@@ -368,7 +467,10 @@ class ProductionProcessor:
             elif isinstance(a, RenewLeases):
                 assert self._wq is not None
                 for cid in sorted(self._wq.renew(list(a.chunk_ids))):
-                    log.warning("the lease of chunk %d was lost (taken over): dropping its queued batches", cid)
+                    log.warning(
+                        "the lease of chunk %d was lost (taken over): dropping its queued batches",
+                        cid,
+                    )
                     self._lost.add(cid)
                     todo += coord.lease_lost(cid)
             elif isinstance(a, StopWorkers):
@@ -380,8 +482,18 @@ class ProductionProcessor:
         writer = BatchWriter(db, self.plan, self.ctx.identity(self.contract.version_tag))
         last = db.autocommit_query(db.sql("last_attempts"), {"ids": [app_id]})
         attempt = (last[0][1] if last else 0) + 1
-        res = writer.write([Outcome(app_id, attempt, None, "parse", "WorkerCrashed",
-                                    f"the worker process died twice while processing this application (exit code {code})")])
+        res = writer.write(
+            [
+                Outcome(
+                    app_id,
+                    attempt,
+                    None,
+                    "parse",
+                    "WorkerCrashed",
+                    f"the worker process died twice while processing this application (exit code {code})",
+                )
+            ]
+        )
         return res.get(app_id, ("skipped",))[0]
 
     def _release_chunks(self) -> None:
@@ -389,7 +501,7 @@ class ProductionProcessor:
             return
         try:
             self._wq.release_all()
-        except Exception as exc:  # noqa: BLE001 - the leases run out by themselves
+        except Exception as exc:
             log.warning("could not release this run's chunks (their leases run out): %s", exc)
 
     def _check_session(self, summary: RunSummary) -> None:
@@ -401,45 +513,79 @@ class ProductionProcessor:
         db = self._db
         read = db.sql("session_outcomes")
         try:
-            if summary.stop_reason:  # stopped on an error: one look on a fresh connection, no second wait
+            if (
+                summary.stop_reason
+            ):  # stopped on an error: one look on a fresh connection, no second wait
                 db.close()
                 db.connect()
-                rows = db.with_retry(lambda: db.autocommit_query(read, {"session_id": summary.session_id}), attempts=1)
+                rows = db.with_retry(
+                    lambda: db.autocommit_query(read, {"session_id": summary.session_id}),
+                    attempts=1,
+                )
             else:
                 rows = db.autocommit_query(read, {"session_id": summary.session_id})
-        except Exception as exc:  # noqa: BLE001 - the database is gone: said, the counts stay the run's
+        except Exception as exc:
             summary.database_check = f"unavailable: {exc}"
-            log.error("could not check this run's counts against the database (%s): success %d, failed %d as the "
-                      "workers reported them", exc, summary.success, summary.failed)
+            log.error(
+                "could not check this run's counts against the database (%s): success %d, failed %d as the "
+                "workers reported them",
+                exc,
+                summary.success,
+                summary.failed,
+            )
             return
         have = {str(st): int(n) for st, n in rows}
         ok, bad = have.get("success", 0), have.get("failed", 0)
         if (ok, bad) == (summary.success, summary.failed):
             summary.database_check = "match"
             return
-        text = (f"the run counted success {summary.success}, failed {summary.failed}; the database holds success {ok}, "
-                f"failed {bad} for this run (session {summary.session_id})")
+        text = (
+            f"the run counted success {summary.success}, failed {summary.failed}; the database holds success {ok}, "
+            f"failed {bad} for this run (session {summary.session_id})"
+        )
         summary.database_check = f"differs: {text}"
         missing = max(0, summary.success - ok) + max(0, summary.failed - bad)
         summary.success, summary.failed = ok, bad
         if missing:
-            log.error("%s: %d application(s) reported done are not in the database; they stay pending", text, missing)
+            log.error(
+                "%s: %d application(s) reported done are not in the database; they stay pending",
+                text,
+                missing,
+            )
             if not summary.stop_reason and not summary.interrupted:
-                summary.stop_reason = (f"error: {missing} application(s) the run counted as done are not in the database "
-                                       f"({text}); they stay pending: run the same command again")
+                summary.stop_reason = (
+                    f"error: {missing} application(s) the run counted as done are not in the database "
+                    f"({text}); they stay pending: run the same command again"
+                )
         else:
             log.warning("%s: the summary gives the database's figures", text)
 
-    def _finish_summary(self, summary: RunSummary, coord: ParallelCoordinator, started: float) -> RunSummary:
+    def _finish_summary(
+        self, summary: RunSummary, coord: ParallelCoordinator, started: float
+    ) -> RunSummary:
         summary.elapsed_s = round(time.time() - started, 3)
         # the last point is when the last result arrived (shutdown is not processing time)
         last_at = getattr(self, "_last_result_at", time.time())
-        summary.timeline.append([round(last_at - started, 1), coord.done, round(coord.rss_window_kb / 1024, 1)])
-        summary.apps_per_minute = round(rate_per_minute(summary.success + summary.failed, 0.0, summary.elapsed_s), 1)
+        summary.timeline.append(
+            [round(last_at - started, 1), coord.done, round(coord.rss_window_kb / 1024, 1)]
+        )
+        summary.apps_per_minute = round(
+            rate_per_minute(summary.success + summary.failed, 0.0, summary.elapsed_s), 1
+        )
         summary.stage_ms = {k: round(v, 1) for k, v in coord.stage_ms.items()}
         summary.metrics_file = self._write_metrics(
-            summary, coord, started, "interrupted" if summary.interrupted else "stopped" if summary.stop_reason else "finished")
-        log.info("run %s finished: %s", summary.session_id, json.dumps(summary.public(), default=str))
+            summary,
+            coord,
+            started,
+            "interrupted"
+            if summary.interrupted
+            else "stopped"
+            if summary.stop_reason
+            else "finished",
+        )
+        log.info(
+            "run %s finished: %s", summary.session_id, json.dumps(summary.public(), default=str)
+        )
         return summary
 
     # -- workers, metrics ------------------------------------------------------------------------
@@ -448,19 +594,31 @@ class ProductionProcessor:
         to all ready), in the log and the summary."""
         self._ready.add(pid)
         pool_started = getattr(self, "_pool_started", None)
-        if coord.summary.worker_startup_s is None and pool_started is not None and len(self._ready) >= self.ctx.workers:
+        if (
+            coord.summary.worker_startup_s is None
+            and pool_started is not None
+            and len(self._ready) >= self.ctx.workers
+        ):
             coord.summary.worker_startup_s = round(time.monotonic() - pool_started, 3)
-            log.info("%d workers ready in %.2f s (start method %s)", self.ctx.workers, coord.summary.worker_startup_s,
-                     self._start_method)
+            log.info(
+                "%d workers ready in %.2f s (start method %s)",
+                self.ctx.workers,
+                coord.summary.worker_startup_s,
+                self._start_method,
+            )
 
     def _metrics_file_path(self) -> Path | None:
         ctx = self.ctx
         if not ctx.metrics_dir:
             return None
-        return Path(ctx.metrics_dir) / (f"run-{time.strftime('%Y%m%d-%H%M%S')}-i{ctx.instance_id}of{ctx.instance_count}"
-                                        f"-{ctx.session_id[:8]}.json")
+        return Path(ctx.metrics_dir) / (
+            f"run-{time.strftime('%Y%m%d-%H%M%S')}-i{ctx.instance_id}of{ctx.instance_count}"
+            f"-{ctx.session_id[:8]}.json"
+        )
 
-    def _write_metrics(self, summary: RunSummary, coord: ParallelCoordinator, started: float, status: str) -> str | None:
+    def _write_metrics(
+        self, summary: RunSummary, coord: ParallelCoordinator, started: float, status: str
+    ) -> str | None:
         """Write the metrics file whole, through a temporary file and os.replace: a reader (or a
         kill) never sees half a file. ``status``: running (rewritten at every timeline sample),
         then finished, interrupted or stopped."""

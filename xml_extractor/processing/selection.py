@@ -18,12 +18,13 @@ claim. So queue mode supports what partition mode does: ``--retry-failed``, repr
 list), ``--app-id-start/--app-id-end``, ``--limit`` and rows that arrive later. No claim keeps a
 transaction open while documents are processed.
 """
+
 from __future__ import annotations
 
 import logging
 import sys
 import threading
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .._testing import hold
 from ..db.database import Database
@@ -32,13 +33,30 @@ from .partition import ID_MAX, ID_MIN, mine
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ID_MAX", "ID_MIN", "Budget", "WorkQueue", "keyset_pages", "page_ids", "partition_batches", "queue_batches"]
+__all__ = [
+    "ID_MAX",
+    "ID_MIN",
+    "Budget",
+    "WorkQueue",
+    "keyset_pages",
+    "page_ids",
+    "partition_batches",
+    "queue_batches",
+]
 
 
-def _params(ctx: RunContext, after: int, lo: int, hi: int, size: int, everything: bool = False) -> dict[str, object]:
+def _params(
+    ctx: RunContext, after: int, lo: int, hi: int, size: int, everything: bool = False
+) -> dict[str, object]:
     modulus, remainder = (1, 0) if everything else (ctx.modulus, ctx.remainder)
-    p: dict[str, object] = {"after_id": after, "id_lo": lo, "id_hi": hi, "modulus": modulus,
-                            "remainder": remainder, "limit": size}
+    p: dict[str, object] = {
+        "after_id": after,
+        "id_lo": lo,
+        "id_hi": hi,
+        "modulus": modulus,
+        "remainder": remainder,
+        "limit": size,
+    }
     if ctx.retry_failed:
         p["max_attempts"] = ctx.max_attempts
     return p
@@ -47,16 +65,22 @@ def _params(ctx: RunContext, after: int, lo: int, hi: int, size: int, everything
 def _read(db: Database, sql: str, params: dict[str, object], in_tx: bool) -> list[tuple]:
     """A read on its own (retried, no transaction left open) or inside the caller's transaction
     (``in_tx``: neither committed nor retried alone, the caller's with_retry redoes the whole)."""
-    return db.query(sql, params) if in_tx else db.with_retry(lambda: db.autocommit_query(sql, params))
+    return (
+        db.query(sql, params) if in_tx else db.with_retry(lambda: db.autocommit_query(sql, params))
+    )
 
 
-def page_ids(db: Database, ctx: RunContext, after: int, lo: int, hi: int, size: int, in_tx: bool = False) -> list[int]:
+def page_ids(
+    db: Database, ctx: RunContext, after: int, lo: int, hi: int, size: int, in_tx: bool = False
+) -> list[int]:
     """Up to ``size`` ids of this run's work in [lo, hi] after ``after``, ascending."""
     name = "retry_ids" if ctx.retry_failed else "pending_ids"
     return [int(r[0]) for r in _read(db, db.sql(name), _params(ctx, after, lo, hi, size), in_tx)]
 
 
-def _first_work_id(db: Database, ctx: RunContext, lo: int, hi: int, in_tx: bool = False) -> int | None:
+def _first_work_id(
+    db: Database, ctx: RunContext, lo: int, hi: int, in_tx: bool = False
+) -> int | None:
     """The lowest id of this run's work in [lo, hi] (ID_MIN itself included)."""
     if lo == ID_MIN:  # 'id > lo - 1' cannot be bound for the lowest 64-bit id: ask for it alone
         if page_ids_between(db, ctx, ID_MIN, ID_MIN, in_tx):
@@ -95,8 +119,15 @@ class Budget:
         return self.remaining is not None and self.remaining <= 0
 
 
-def keyset_pages(db: Database, ctx: RunContext, lo: int, hi: int, budget: Budget,
-                 stop: threading.Event, only: frozenset[int] | None = None) -> Iterator[list[int]]:
+def keyset_pages(
+    db: Database,
+    ctx: RunContext,
+    lo: int,
+    hi: int,
+    budget: Budget,
+    stop: threading.Event,
+    only: frozenset[int] | None = None,
+) -> Iterator[list[int]]:
     """Pages of this run's work in [lo, hi], each starting after the last id of the one before
     (``only``: restricted to these ids, for reprocess)."""
     if lo > hi:
@@ -105,7 +136,11 @@ def keyset_pages(db: Database, ctx: RunContext, lo: int, hi: int, budget: Budget
         after = lo - 1
     else:  # 'id > lo - 1' cannot be bound for the lowest 64-bit id: ask for that id alone
         after = ID_MIN
-        if page_ids_between(db, ctx, ID_MIN, ID_MIN) and (only is None or ID_MIN in only) and budget.next_size(1) > 0:
+        if (
+            page_ids_between(db, ctx, ID_MIN, ID_MIN)
+            and (only is None or ID_MIN in only)
+            and budget.next_size(1) > 0
+        ):
             budget.take(1)
             yield [ID_MIN]
     while not stop.is_set() and after < hi:
@@ -124,14 +159,19 @@ def keyset_pages(db: Database, ctx: RunContext, lo: int, hi: int, budget: Budget
         yield ids
 
 
-def partition_batches(db: Database, ctx: RunContext, stop: threading.Event) -> Iterator[tuple[list[int], int | None]]:
+def partition_batches(
+    db: Database, ctx: RunContext, stop: threading.Event
+) -> Iterator[tuple[list[int], int | None]]:
     if ctx.only_ids is not None:
-        ids = [i for i in mine(list(ctx.only_ids), ctx.instance_id, ctx.instance_count)
-               if ctx.id_lo <= i <= ctx.id_hi][:ctx.limit]
+        ids = [
+            i
+            for i in mine(list(ctx.only_ids), ctx.instance_id, ctx.instance_count)
+            if ctx.id_lo <= i <= ctx.id_hi
+        ][: ctx.limit]
         for i in range(0, len(ids), ctx.batch_size):
             if stop.is_set():
                 return
-            yield ids[i:i + ctx.batch_size], None
+            yield ids[i : i + ctx.batch_size], None
         return
     for ids in keyset_pages(db, ctx, ctx.id_lo, ctx.id_hi, Budget(ctx.limit), stop):
         yield ids, None
@@ -144,7 +184,9 @@ def chunk_bounds(app_id: int, width: int) -> tuple[int, int, int]:
 
 
 SEED_PART = 500  # queue chunks seeded per transaction (WorkQueue.prepare)
-WIDEST = ID_MAX + 1  # every width from 2**63 on cuts the 64-bit range the same way: [ID_MIN, -1], [0, ID_MAX]
+WIDEST = (
+    ID_MAX + 1
+)  # every width from 2**63 on cuts the 64-bit range the same way: [ID_MIN, -1], [0, ID_MAX]
 
 
 def chunk_width(chunk_id: int, lo: int, hi: int) -> int:
@@ -190,24 +232,36 @@ class WorkQueue:
                     fixed_now = False
                 else:
                     width, dropped, fixed_now = ctx.chunk_size, 0, True
-                    first = (min((i for i in ctx.only_ids if ctx.id_lo <= i <= ctx.id_hi), default=None)
-                             if ctx.only_ids is not None else _first_work_id(db, ctx, ctx.id_lo, ctx.id_hi, in_tx=True))
+                    first = (
+                        min((i for i in ctx.only_ids if ctx.id_lo <= i <= ctx.id_hi), default=None)
+                        if ctx.only_ids is not None
+                        else _first_work_id(db, ctx, ctx.id_lo, ctx.id_hi, in_tx=True)
+                    )
                     if first is not None:
                         k, lo, hi = chunk_bounds(first, width)
-                        db.execute(db.sql("queue_seed"), {"chunk_id": k, "lo": lo, "hi": hi}).close()
-                hold("queue_width_locked")  # test hook (gated): the lock is held, the width not committed
+                        db.execute(
+                            db.sql("queue_seed"), {"chunk_id": k, "lo": lo, "hi": hi}
+                        ).close()
+                hold(
+                    "queue_width_locked"
+                )  # test hook (gated): the lock is held, the width not committed
                 db.commit()
                 return width, dropped, fixed_now
             except BaseException:
                 db.rollback()
                 raise
+
         width, dropped, fixed_now = db.with_retry(tx)
         if dropped:
-            self.notice(f"work queue: removed {dropped} chunk(s) of another width than {width} (left by an earlier "
-                        f"version); their pending work is queued again at width {width}")
+            self.notice(
+                f"work queue: removed {dropped} chunk(s) of another width than {width} (left by an earlier "
+                f"version); their pending work is queued again at width {width}"
+            )
         if not fixed_now and width != ctx.chunk_size:
-            self.notice(f"work queue: its chunks are {_width_text(width)} ids wide (fixed by the run that first "
-                        f"filled it); this run uses that width, not --chunk-size {ctx.chunk_size}")
+            self.notice(
+                f"work queue: its chunks are {_width_text(width)} ids wide (fixed by the run that first "
+                f"filled it); this run uses that width, not --chunk-size {ctx.chunk_size}"
+            )
         self.width = width
         return width
 
@@ -219,7 +273,9 @@ class WorkQueue:
         n = int(db.query(db.sql("queue_other_width"), bounds)[0][0])
         if n:
             db.execute(db.sql("queue_drop_other_width"), bounds).close()
-        for k, lo, hi in db.query(db.sql("queue_edge_chunks"), {"id_min": ID_MIN, "id_max": ID_MAX}):
+        for k, lo, hi in db.query(
+            db.sql("queue_edge_chunks"), {"id_min": ID_MIN, "id_max": ID_MAX}
+        ):
             k, lo, hi = int(k), int(lo), int(hi)
             if chunk_bounds(lo, width) != (k, lo, hi):
                 db.execute(db.sql("queue_drop_chunk"), {"chunk_id": k}).close()
@@ -266,11 +322,18 @@ class WorkQueue:
             db.begin()
             try:
                 cur = db.conn.cursor()
-                cur.executemany(seed, [seed.values({"chunk_id": k, "lo": a, "hi": b}) for k, a, b in part])
-                for k, lo, hi in db.query(db.sql("queue_done_among"), {"ids": [k for k, _, _ in part]}):
+                cur.executemany(
+                    seed, [seed.values({"chunk_id": k, "lo": a, "hi": b}) for k, a, b in part]
+                )
+                for k, lo, hi in db.query(
+                    db.sql("queue_done_among"), {"ids": [k for k, _, _ in part]}
+                ):
                     lo, hi = max(int(lo), ctx.id_lo), min(int(hi), ctx.id_hi)
-                    has_work = (_pending_in(db, lo, hi) if ctx.only_ids is not None
-                                else _first_work_id(db, ctx, lo, hi, in_tx=True) is not None)
+                    has_work = (
+                        _pending_in(db, lo, hi)
+                        if ctx.only_ids is not None
+                        else _first_work_id(db, ctx, lo, hi, in_tx=True) is not None
+                    )
                     if has_work:
                         cur.execute(*db.sql("queue_reopen").bind({"chunk_id": int(k)}))
                 cur.close()
@@ -278,23 +341,38 @@ class WorkQueue:
             except BaseException:
                 db.rollback()
                 raise
+
         for i in range(0, len(chunks), SEED_PART):
-            part = chunks[i:i + SEED_PART]
+            part = chunks[i : i + SEED_PART]
             db.with_retry(lambda: tx(part))
         return len(chunks)
 
-    def claim(self, after_chunk: int, among: Iterable[int] | None = None) -> tuple[int, int, int] | None:
+    def claim(
+        self, after_chunk: int, among: Iterable[int] | None = None
+    ) -> tuple[int, int, int] | None:
         """The first free (or lease-expired) unfinished chunk after ``after_chunk`` overlapping
         the run's range, taken with a lease. ``among`` (reprocess: its ids not yet handed out):
         only a chunk holding one of them that is still pending, never another run's chunk."""
         db, ctx = self.db, self.ctx
-        params = {"owner": ctx.owner, "lease_seconds": ctx.lease_seconds, "after_chunk": after_chunk,
-                  "id_lo": ctx.id_lo, "id_hi": ctx.id_hi}
+        params = {
+            "owner": ctx.owner,
+            "lease_seconds": ctx.lease_seconds,
+            "after_chunk": after_chunk,
+            "id_lo": ctx.id_lo,
+            "id_hi": ctx.id_hi,
+        }
         if among is None:
-            return db.with_retry(lambda: db.claim_chunk(params))  # how a dialect claims: Database.claim_chunk
+            return db.with_retry(
+                lambda: db.claim_chunk(params)
+            )  # how a dialect claims: Database.claim_chunk
         for k, lo, hi in self._chunks_of_pending(among):
             if k > after_chunk:
-                one = {**params, "after_chunk": k - 1, "id_lo": max(lo, ctx.id_lo), "id_hi": min(hi, ctx.id_hi)}
+                one = {
+                    **params,
+                    "after_chunk": k - 1,
+                    "id_lo": max(lo, ctx.id_lo),
+                    "id_hi": min(hi, ctx.id_hi),
+                }
                 got = db.with_retry(lambda: db.claim_chunk(one))
                 if got is not None:
                     return got
@@ -305,10 +383,25 @@ class WorkQueue:
         (reprocess) only those holding one of these ids that is still pending: a reprocess beside a
         long queue run waits for the chunks of its own ids, not for the whole run."""
         db, ctx = self.db, self.ctx
-        ranges = [(ctx.id_lo, ctx.id_hi)] if among is None else [
-            (max(lo, ctx.id_lo), min(hi, ctx.id_hi)) for _, lo, hi in self._chunks_of_pending(among)]
-        return sum(int(db.with_retry(lambda: db.autocommit_query(db.sql("queue_held_elsewhere"), {
-            "owner": ctx.owner, "id_lo": lo, "id_hi": hi}))[0][0]) for lo, hi in ranges)
+        ranges = (
+            [(ctx.id_lo, ctx.id_hi)]
+            if among is None
+            else [
+                (max(lo, ctx.id_lo), min(hi, ctx.id_hi))
+                for _, lo, hi in self._chunks_of_pending(among)
+            ]
+        )
+        return sum(
+            int(
+                db.with_retry(
+                    lambda: db.autocommit_query(
+                        db.sql("queue_held_elsewhere"),
+                        {"owner": ctx.owner, "id_lo": lo, "id_hi": hi},
+                    )
+                )[0][0]
+            )
+            for lo, hi in ranges
+        )
 
     def _chunks_of_pending(self, ids: Iterable[int]) -> list[tuple[int, int, int]]:
         """The chunks (at the queue's width) of those of ``ids`` that are still pending."""
@@ -316,8 +409,13 @@ class WorkQueue:
         todo = sorted(i for i in set(ids) if ctx.id_lo <= i <= ctx.id_hi)
         left: list[int] = []
         for i in range(0, len(todo), 500):
-            part = todo[i:i + 500]
-            left += [int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("pending_among"), {"ids": part}))]
+            part = todo[i : i + 500]
+            left += [
+                int(r[0])
+                for r in db.with_retry(
+                    lambda: db.autocommit_query(db.sql("pending_among"), {"ids": part})
+                )
+            ]
         return sorted({chunk_bounds(i, self.width) for i in left})
 
     def renew(self, chunk_ids: list[int]) -> set[int]:
@@ -330,15 +428,23 @@ class WorkQueue:
             try:
                 mine: set[int] = set()
                 for i in range(0, len(chunk_ids), 500):
-                    part = chunk_ids[i:i + 500]
-                    db.execute(db.sql("queue_renew"), {"lease_seconds": ctx.lease_seconds, "ids": part,
-                                                       "owner": ctx.owner}).close()
-                    mine |= {int(r[0]) for r in db.query(db.sql("queue_held_by"), {"ids": part, "owner": ctx.owner})}
+                    part = chunk_ids[i : i + 500]
+                    db.execute(
+                        db.sql("queue_renew"),
+                        {"lease_seconds": ctx.lease_seconds, "ids": part, "owner": ctx.owner},
+                    ).close()
+                    mine |= {
+                        int(r[0])
+                        for r in db.query(
+                            db.sql("queue_held_by"), {"ids": part, "owner": ctx.owner}
+                        )
+                    }
                 db.commit()
             except BaseException:
                 db.rollback()
                 raise
             return set(chunk_ids) - mine
+
         return db.with_retry(tx) if chunk_ids else set()
 
     def finish(self, chunk_id: int) -> bool:
@@ -349,19 +455,24 @@ class WorkQueue:
         def tx() -> bool:
             db.begin()
             try:
-                row = db.query(db.sql("queue_bounds_of"), {"chunk_id": chunk_id, "owner": ctx.owner})
+                row = db.query(
+                    db.sql("queue_bounds_of"), {"chunk_id": chunk_id, "owner": ctx.owner}
+                )
                 if not row:
                     db.commit()
                     return False  # not ours any more
                 lo, hi = int(row[0][0]), int(row[0][1])
                 left = _pending_in(db, lo, hi)
-                db.execute(db.sql("queue_release_one" if left else "queue_done"),
-                           {"chunk_id": chunk_id, "owner": ctx.owner}).close()
+                db.execute(
+                    db.sql("queue_release_one" if left else "queue_done"),
+                    {"chunk_id": chunk_id, "owner": ctx.owner},
+                ).close()
                 db.commit()
                 return not left
             except BaseException:
                 db.rollback()
                 raise
+
         done = db.with_retry(tx)
         if not done:
             log.info("chunk %d still holds pending applications: released, not finished", chunk_id)
@@ -377,6 +488,7 @@ class WorkQueue:
             db.begin()
             db.execute(db.sql("queue_release"), {"owner": self.ctx.owner}).close()
             db.commit()
+
         db.with_retry(tx)
 
 
@@ -394,13 +506,29 @@ def _pending_in(db: Database, lo: int, hi: int) -> bool:
         lo_after = lo
     else:
         lo_after = lo - 1
-    return bool(db.query(db.sql("pending_ids"), {"after_id": lo_after, "id_lo": lo, "id_hi": hi, "modulus": 1,
-                                                 "remainder": 0, "limit": 1}))
+    return bool(
+        db.query(
+            db.sql("pending_ids"),
+            {
+                "after_id": lo_after,
+                "id_lo": lo,
+                "id_hi": hi,
+                "modulus": 1,
+                "remainder": 0,
+                "limit": 1,
+            },
+        )
+    )
 
 
-def queue_batches(db: Database, ctx: RunContext, stop: threading.Event,
-                  chunk_claimed: Callable[[int], None], chunk_exhausted: Callable[[int], None],
-                  lost: Callable[[int], bool] = lambda cid: False) -> Iterator[tuple[list[int], int | None]]:
+def queue_batches(
+    db: Database,
+    ctx: RunContext,
+    stop: threading.Event,
+    chunk_claimed: Callable[[int], None],
+    chunk_exhausted: Callable[[int], None],
+    lost: Callable[[int], bool] = lambda cid: False,
+) -> Iterator[tuple[list[int], int | None]]:
     """Yield batches chunk by chunk. ``chunk_claimed`` is called when a chunk is taken (from then on
     the coordinator renews its lease), ``chunk_exhausted`` when all its work was handed out (the
     coordinator finishes it once its batches are committed). Passes over the chunks repeat while
@@ -420,10 +548,14 @@ def queue_batches(db: Database, ctx: RunContext, stop: threading.Event,
             held = wq.held_elsewhere(among)
             if held:
                 # others hold leases: wait, and take over whatever they leave behind when it expires
-                if not waiting_for:  # a stopped instance's chunks wait out their lease: say so, once
-                    wq.notice(f"work queue: waiting for {held} chunk(s) other instances hold; a chunk whose "
-                              f"instance stopped is taken over when its lease ends (at most --lease-seconds "
-                              f"{ctx.lease_seconds} after its last renewal)")
+                if (
+                    not waiting_for
+                ):  # a stopped instance's chunks wait out their lease: say so, once
+                    wq.notice(
+                        f"work queue: waiting for {held} chunk(s) other instances hold; a chunk whose "
+                        f"instance stopped is taken over when its lease ends (at most --lease-seconds "
+                        f"{ctx.lease_seconds} after its last renewal)"
+                    )
                 elif held != waiting_for:
                     log.info("work queue: waiting for %d chunk(s) other instances hold", held)
                 waiting_for = held
@@ -439,7 +571,9 @@ def queue_batches(db: Database, ctx: RunContext, stop: threading.Event,
         if only is not None and not any(lo <= i <= hi for i in only):
             chunk_exhausted(chunk_id)
             continue
-        for ids in keyset_pages(db, ctx, max(lo, ctx.id_lo), min(hi, ctx.id_hi), budget, stop, only):
+        for ids in keyset_pages(
+            db, ctx, max(lo, ctx.id_lo), min(hi, ctx.id_hi), budget, stop, only
+        ):
             if lost(chunk_id):
                 break
             if ctx.retry_failed or only is not None:

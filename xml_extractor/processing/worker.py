@@ -12,6 +12,7 @@ starts no batch, commits nothing (the check runs right before each commit) and p
 worker configures no logging of its own: its records travel through the pipe to the coordinator,
 whose process logs them with whatever handlers the application (the CLI) configured.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,7 +49,9 @@ class BatchResult:
     rss_kb: int = 0
 
 
-def map_outcome(plan: MappingPlan, app_id: int, xml: Any, attempt: int, min_length: int, tail: Any = None) -> Outcome:
+def map_outcome(
+    plan: MappingPlan, app_id: int, xml: Any, attempt: int, min_length: int, tail: Any = None
+) -> Outcome:
     """Parse + map one row; any failure becomes an Outcome with stage and reason, never an exception
     (except NeedFullDocument, when only the head was fetched: the caller fetches it whole)."""
     t0 = time.perf_counter()
@@ -58,20 +61,51 @@ def map_outcome(plan: MappingPlan, app_id: int, xml: Any, attempt: int, min_leng
     except NeedFullDocument:
         raise
     except DocumentFailure as f:
-        return Outcome(app_id, attempt, None, f.stage, f.error_class, f.reason,
-                       parse_ms=(time.perf_counter() - t0) * 1000, contract=f.contract)
+        return Outcome(
+            app_id,
+            attempt,
+            None,
+            f.stage,
+            f.error_class,
+            f.reason,
+            parse_ms=(time.perf_counter() - t0) * 1000,
+            contract=f.contract,
+        )
     except MemoryError:
-        return Outcome(app_id, attempt, None, "parse", "MemoryError", "the document needs more memory than is available")
-    except Exception as exc:  # noqa: BLE001 - one bad document must never stop the run
-        return Outcome(app_id, attempt, None, "map", type(exc).__name__, f"unexpected error while mapping: {exc!r}"[:4000])
+        return Outcome(
+            app_id,
+            attempt,
+            None,
+            "parse",
+            "MemoryError",
+            "the document needs more memory than is available",
+        )
+    except Exception as exc:
+        return Outcome(
+            app_id,
+            attempt,
+            None,
+            "map",
+            type(exc).__name__,
+            f"unexpected error while mapping: {exc!r}"[:4000],
+        )
 
 
-def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: list[int], retry: bool) -> BatchResult:
+def process_batch(
+    db: Database, plan: MappingPlan, writer: BatchWriter, ids: list[int], retry: bool
+) -> BatchResult:
     res = BatchResult()
     t0 = time.perf_counter()
-    attempts = dict(db.with_retry(lambda: db.autocommit_query(db.sql("last_attempts"), {"ids": ids})))
+    attempts = dict(
+        db.with_retry(lambda: db.autocommit_query(db.sql("last_attempts"), {"ids": ids}))
+    )
     # an application with an open reprocess request is redone although it has log rows (H16)
-    requested = {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("reprocess_existing"), {"ids": ids}))}
+    requested = {
+        int(r[0])
+        for r in db.with_retry(
+            lambda: db.autocommit_query(db.sql("reprocess_existing"), {"ids": ids})
+        )
+    }
     # server dialects: only the head of each document crosses the connection
     docs = db.with_retry(lambda: db.fetch_documents(ids, f"</{plan.document.scope_steps[-1]}>"))
     res.fetch_ms = (time.perf_counter() - t0) * 1000
@@ -82,11 +116,18 @@ def process_batch(db: Database, plan: MappingPlan, writer: BatchWriter, ids: lis
             res.skipped += 1  # logged since it was selected (another instance): not ours to redo
             continue
         try:
-            oc = map_outcome(plan, int(app_id), xml, (last or 0) + 1, db.contract.source_min_length, tail)
+            oc = map_outcome(
+                plan, int(app_id), xml, (last or 0) + 1, db.contract.source_min_length, tail
+            )
         except NeedFullDocument:
             whole = db.with_retry(lambda: db.fetch_documents([app_id]))
-            oc = map_outcome(plan, int(app_id), whole[0][1] if whole else None, (last or 0) + 1,
-                             db.contract.source_min_length)
+            oc = map_outcome(
+                plan,
+                int(app_id),
+                whole[0][1] if whole else None,
+                (last or 0) + 1,
+                db.contract.source_min_length,
+            )
         res.parse_ms += oc.parse_ms or 0.0
         res.map_ms += oc.map_ms or 0.0
         outcomes.append(oc)
@@ -114,11 +155,19 @@ def _committed(db: Database, app_ids: list[int]) -> int:
     so its queue chunk is not finished and a later claim or run takes it."""
     if not app_ids:
         return 0
-    logged = {int(r[0]) for r in db.with_retry(lambda: db.autocommit_query(db.sql("last_attempts"), {"ids": app_ids}))}
+    logged = {
+        int(r[0])
+        for r in db.with_retry(
+            lambda: db.autocommit_query(db.sql("last_attempts"), {"ids": app_ids})
+        )
+    }
     missing = sorted(set(app_ids) - logged)
     if missing:
-        log.warning("%d application(s) reported skipped have no committed log row; they stay pending: %s",
-                    len(missing), missing[:10])
+        log.warning(
+            "%d application(s) reported skipped have no committed log row; they stay pending: %s",
+            len(missing),
+            missing[:10],
+        )
     return len(logged & set(app_ids))
 
 
@@ -146,7 +195,7 @@ class PipeLogHandler(logging.Handler):
             self.conn.send(("log", d))
         except (OSError, EOFError):
             self.closed = True  # the run is gone
-        except Exception:  # noqa: BLE001 - logging must never break a worker
+        except Exception:
             self.handleError(record)
 
 
@@ -170,7 +219,9 @@ def worker_main(conn: Connection, ctx: RunContext, lifeline: Connection | None =
             watch.finished()
 
 
-def _serve(conn: Connection, ctx: RunContext, watch: ParentWatch | None, handler: PipeLogHandler) -> None:
+def _serve(
+    conn: Connection, ctx: RunContext, watch: ParentWatch | None, handler: PipeLogHandler
+) -> None:
     batch_id = None
 
     def parent_gone() -> bool:
@@ -178,9 +229,12 @@ def _serve(conn: Connection, ctx: RunContext, watch: ParentWatch | None, handler
             handler.closed = True  # quiet from here on
             return True
         return False
+
     try:
         contract = load_contract(ctx.contract_path)
-        plan = compile_contract(contract, ctx.database_url.dialect)  # string lengths in the target's unit
+        plan = compile_contract(
+            contract, ctx.database_url.dialect
+        )  # string lengths in the target's unit
         db = Database(ctx.database_url, contract, ctx.reconnect_seconds, connect=False)
         db.connect_patiently()  # a (re)started worker waits for a restarting database like the run does
         writer = BatchWriter(db, plan, ctx.identity(contract.version_tag))
@@ -206,17 +260,21 @@ def _serve(conn: Connection, ctx: RunContext, watch: ParentWatch | None, handler
         if parent_gone() or isinstance(exc, (BrokenPipeError, ConnectionResetError, EOFError)):
             handler.closed = True
             return
-        log.exception("worker stopped on an unexpected error (no application is marked failed for it)")
+        log.exception(
+            "worker stopped on an unexpected error (no application is marked failed for it)"
+        )
         _send(conn, ("fatal", batch_id, "crash", f"{type(exc).__name__}: {exc}"))
     except (ConnectionLost, TransientDatabaseError) as exc:
         log.error("worker stopped: the database stayed unavailable: %s", exc)
         _send(conn, ("fatal", batch_id, "connection", str(exc)))
     except ConfigError as exc:
         _send(conn, ("fatal", batch_id, "config", str(exc)))
-    except Exception as exc:  # noqa: BLE001 - a bug or an untyped error: stop the run, no failed rows
+    except Exception as exc:
         if parent_gone():
             return
-        log.exception("worker stopped on an unexpected error (no application is marked failed for it)")
+        log.exception(
+            "worker stopped on an unexpected error (no application is marked failed for it)"
+        )
         _send(conn, ("fatal", batch_id, "crash", f"{type(exc).__name__}: {exc}"))
 
 
