@@ -55,10 +55,9 @@ def test_exception_rolls_back_and_propagates_unchanged(db: Database, db_url: str
         pass
 
     boom = Boom("inside the block")
-    with pytest.raises(Boom) as caught:
-        with db.transaction():
-            db.execute("INSERT INTO tx_parent (id) VALUES (7)").close()
-            raise boom
+    with pytest.raises(Boom) as caught, db.transaction():
+        db.execute("INSERT INTO tx_parent (id) VALUES (7)").close()
+        raise boom
     assert caught.value is boom  # neither wrapped nor typed: with_retry does that
     assert not db.in_transaction
     assert _ids(db_url, "tx_parent") == []
@@ -68,38 +67,32 @@ def test_exception_rolls_back_and_propagates_unchanged(db: Database, db_url: str
 
 
 def test_driver_error_rolls_back_the_statements_before_it(db: Database, db_url: str) -> None:
-    with pytest.raises(Exception) as caught:
-        with db.transaction():
-            db.execute("INSERT INTO tx_parent (id) VALUES (3)").close()
-            db.execute("INSERT INTO tx_parent (id) VALUES (3)").close()  # duplicate key
+    with pytest.raises(Exception) as caught, db.transaction():
+        db.execute("INSERT INTO tx_parent (id) VALUES (3)").close()
+        db.execute("INSERT INTO tx_parent (id) VALUES (3)").close()  # duplicate key
     assert not isinstance(caught.value, NestedTransaction)
     assert _ids(db_url, "tx_parent") == []
 
 
 def test_a_failed_commit_is_told_apart(db: Database, db_url: str) -> None:
     tx = db.transaction()
-    with pytest.raises(Exception):
-        with tx:
-            db.execute("INSERT INTO tx_child (id, parent) VALUES (1, 99)").close()
-            assert not tx.committing  # the deferred key is checked at COMMIT, not here
+    with pytest.raises(Exception), tx:
+        db.execute("INSERT INTO tx_child (id, parent) VALUES (1, 99)").close()
+        assert not tx.committing  # the deferred key is checked at COMMIT, not here
     assert tx.committing
     assert not db.in_transaction
     assert _ids(db_url, "tx_child") == []
     tx = db.transaction()
-    with pytest.raises(RuntimeError):
-        with tx:
-            raise RuntimeError("before the commit")
+    with pytest.raises(RuntimeError), tx:
+        raise RuntimeError("before the commit")
     assert not tx.committing
 
 
-def test_nested_transaction_is_refused_and_the_outer_rolled_back(
-    db: Database, db_url: str
-) -> None:
-    with pytest.raises(NestedTransaction):
+def test_nested_transaction_is_refused_and_the_outer_rolled_back(db: Database, db_url: str) -> None:
+    with pytest.raises(NestedTransaction), db.transaction():
+        db.execute("INSERT INTO tx_parent (id) VALUES (4)").close()
         with db.transaction():
-            db.execute("INSERT INTO tx_parent (id) VALUES (4)").close()
-            with db.transaction():
-                db.execute("INSERT INTO tx_parent (id) VALUES (5)").close()
+            db.execute("INSERT INTO tx_parent (id) VALUES (5)").close()
     assert not db.in_transaction
     assert _ids(db_url, "tx_parent") == []
 
