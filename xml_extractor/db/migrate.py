@@ -36,7 +36,7 @@ from .base import HISTORY_SUFFIX, REQUEST_TABLE, key_columns
 from .database import Database
 
 if TYPE_CHECKING:
-    from ..contract.loader import ColumnDef, TableDef
+    from ..contract.model import ColumnDef, TableDef
 
 
 class SchemaRefused(ConfigError):
