@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import cli, popen
 
-from xml_extractor.contract.contract_set import merge_contracts
 from xml_extractor.contract.loader import load_contract
+from xml_extractor.contract.merge import merge_contracts
 from xml_extractor.db.database import Database
 from xml_extractor.db.url import parse_url
 from xml_extractor.errors import ContractError

@@ -49,6 +49,7 @@ ONLY_ON = {
     "fetch_heads": "SQLite reads whole documents (fetch_documents); the server dialects send heads",
     "fetch_heads_text": "SQL Server's read of an nvarchar source column",
     "fetch_documents_text": "SQL Server's read of an nvarchar source column",
+    "fetch_documents_stored": "SQLite's read of whole documents as stored bytes; the server dialects send heads",
     "source_column_type": "SQL Server reads its source column's type to pick the fetch (Database.source_kind)",
     "schema_index_columns": "SQL Server's catalogue read for schema widening (migrate.mssql_table_facts)",
     "schema_foreign_keys": "SQL Server's catalogue read for schema widening (migrate.mssql_table_facts)",

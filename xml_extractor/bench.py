@@ -113,10 +113,9 @@ def empty_targets(db: Database) -> None:
     ]
 
     def tx() -> None:
-        db.begin()
-        for t in tables:
-            db.execute(db.sql("delete_all_rows", table=t)).close()
-        db.commit()
+        with db.transaction():
+            for t in tables:
+                db.execute(db.sql("delete_all_rows", table=t)).close()
 
     db.with_retry(tx)
     db.execute_outside_transaction(db.dialect.reclaim_space_sql(tables))

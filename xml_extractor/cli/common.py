@@ -132,7 +132,7 @@ def handle_errors(fn: Callable) -> Callable:
 
 
 def _contracts_option(ctx: Any, param: Any, value: tuple[str, ...]) -> str | None:
-    from ..contract.contract_set import join_contract_specs
+    from ..contract.merge import join_contract_specs
 
     try:
         return join_contract_specs(value)
@@ -141,7 +141,7 @@ def _contracts_option(ctx: Any, param: Any, value: tuple[str, ...]) -> str | Non
 
 
 # Repeatable: several contracts over one source table are a contract set (each document goes to the
-# contract whose record it has); the commands receive them as one "a,b" string (contract_set.py).
+# contract whose record it has); the commands receive them as one "a,b" string (contract/merge.py).
 CONTRACT_OPTION = click.option(
     "--contract",
     "contract_path",
