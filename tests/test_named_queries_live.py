@@ -244,9 +244,10 @@ def _identifiers(db: Any, name: str) -> dict[str, str]:
         )
     if name == "log_to_history":  # store.py: the log's own columns
         out["cols"] = ", ".join(q(x) for x in ("log_id",) + LOG_COLUMNS)
-    if (
-        name == "contact_owners"
-    ):  # store.py: a table whose single key can collide across applications
+    if name in (
+        "contact_owners",
+        "disputed_keys",
+    ):  # store.py, disputes.py: a table whose single key can collide across applications
         t = next(
             t for t in c.tables if t.app_id_column not in t.primary_key and len(t.primary_key) == 1
         )

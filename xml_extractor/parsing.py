@@ -496,6 +496,12 @@ def _parse_with_events(text: str, plan: DocumentPlan) -> ParsedDocument:
         if not done:
             parser.close()
     except etree.XMLSyntaxError as exc:
+        if "XML_PARSE_HUGE" in str(exc) and not plan.huge_tree:  # well-formed, over a limit
+            raise ParseFailure(
+                f"the document is over a libxml2 resource limit ({str(exc).splitlines()[0]}): "
+                'set "huge_tree": true in the contract\'s "document" section to lift it',
+                "ResourceLimit",
+            ) from None
         raise ParseFailure(f"malformed XML: {exc}", "XMLSyntaxError") from None
     if root is None:
         raise ParseFailure("no root element", "XMLSyntaxError")
