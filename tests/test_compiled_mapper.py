@@ -19,7 +19,7 @@ from xml_extractor import compiled_mapping
 from xml_extractor.contract.compiler import compile_contract
 from xml_extractor.contract.loader import contract_from_dict, load_contract
 from xml_extractor.errors import ConfigError, DocumentFailure
-from xml_extractor.mapping import map_document
+from xml_extractor.mapping import REFERENCE, map_document
 from xml_extractor.mock_rl import generator_for
 
 CC_SAMPLE = (SAMPLES / "app-1001.xml").read_text("utf-8-sig")
@@ -209,12 +209,14 @@ def test_generated_source_takes_contract_names_only_as_literals():
 
     from xml_extractor.contract.compiler import DocContext, Scope
 
-    plan = variant("credit_card", "skip_empty")  # a plan of this test's own, changed below
+    raw = copy.deepcopy(load_contract("credit_card").raw)
+    raw["description"] = "a plan of this test's own (its own digest): changed below"
+    plan = compile_contract(contract_from_dict(raw, "own"))
     gen = plan.tables[0].generators[0]
     evil = "x'] = 1; import os; os.system('false'); row['"
     col = next(c for c in gen.columns if c.attr_key == "campaign_num")
     col.name, col.attr_key = evil + '\n"', evil
-    source, ns = compiled_mapping.generator_source(gen, plan.case_insensitive)
+    source, ns = compiled_mapping.generator_source(gen, plan.case_insensitive, REFERENCE)
     assert "import os" not in source.replace(repr(evil), "").replace(repr(col.name), "")
     exec(compile(source, "<test>", "exec"), ns)
     scope = Scope(DocContext(1, False), etree.fromstring("<application/>"))

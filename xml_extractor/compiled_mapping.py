@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
@@ -39,12 +40,24 @@ from .contract.compiler import (
     parse_path,
     select_one,
 )
-from .errors import ContractError
+from .errors import ConfigError, ContractError
 
 MAPPER_ENV = "XML_EXTRACTOR_MAPPER"
 MAPPERS = ("compiled", "interpreted")
 
 Build = Callable[[GeneratorPlan, Scope], dict]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The interpreted mapper's helpers the generated code hands the unusual cases to (given by
+    mapping.py, which imports this module: no import back)."""
+
+    build_row: Build  # a whole row
+    column_value: Callable[[ColumnPlan, Scope, dict, str], Any]  # one column of any source
+    missing: Callable[[ColumnPlan, Scope, str], Any]  # a NOT NULL column without a value
+    text_value: Callable[[ColumnPlan, str, Scope, str], Any]  # raw attribute text -> value
+
 
 _CODE: dict[str, CodeType] = {}  # SHA-256 of a generated source -> its code object
 _BUILDERS: dict[int, tuple[MappingPlan, Build]] = {}  # id(plan) -> (plan, its row builder)
@@ -55,8 +68,6 @@ def mapper_kind() -> str:
     """The mapper the environment selects: ``compiled`` (default) or ``interpreted``."""
     kind = os.environ.get(MAPPER_ENV, "").strip().lower() or "compiled"
     if kind not in MAPPERS:
-        from .errors import ConfigError
-
         raise ConfigError(f"{MAPPER_ENV}={kind!r}: expected one of {', '.join(MAPPERS)}")
     return kind
 
@@ -82,18 +93,18 @@ def _attr_section(gen: GeneratorPlan, plain: list[int], ns: dict[str, Any]) -> l
     return lines
 
 
-def _troubled(bad: list[int], scope: Scope, table: str, columns: list[ColumnPlan]) -> dict:
+def _troubled(
+    bad: list[int], scope: Scope, table: str, columns: list[ColumnPlan], ref: Reference
+) -> dict:
     """The values of the attribute columns whose converter raised, through the reference's
     ``_text_value`` in the reference's order (the element's attribute order, then the contract's):
     their events, and their failure if one fails the document, are the reference's."""
-    from .mapping import _text_value
-
     attrs = scope.attrs
     position = {k: n for n, k in enumerate(attrs)}
     fixed = {}
     for i in sorted(bad, key=lambda i: (position[columns[i].attr_key], i)):
         col = columns[i]
-        fixed[col.name] = _text_value(col, attrs[col.attr_key], scope, table)  # type: ignore[index]
+        fixed[col.name] = ref.text_value(col, attrs[col.attr_key], scope, table)  # type: ignore[index]
     return fixed
 
 
@@ -179,15 +190,14 @@ def _others_section(gen: GeneratorPlan, plain: set[int], ci: bool, ns: dict[str,
     return head + body
 
 
-def generator_source(gen: GeneratorPlan, ci: bool) -> tuple[str, dict[str, Any]]:
+def generator_source(gen: GeneratorPlan, ci: bool, ref: Reference) -> tuple[str, dict[str, Any]]:
     """The source of one generator's row builder and the names it is bound to."""
-    from . import mapping
-
     ns: dict[str, Any] = {
-        "_column_value": mapping._column_value,
+        "_column_value": ref.column_value,
         "_SLOW": _Slow(),
-        "_missing": mapping._missing,
+        "_missing": ref.missing,
         "_troubled": _troubled,
+        "ref": ref,
         "columns": gen.columns,
         "table": gen.table,
         "isinstance": isinstance,
@@ -203,7 +213,7 @@ def generator_source(gen: GeneratorPlan, ci: bool) -> tuple[str, dict[str, Any]]
     if plain:
         lines += [
             "    if bad is not None:",
-            "        row.update(_troubled(bad, scope, table, columns))",
+            "        row.update(_troubled(bad, scope, table, columns, ref))",
         ]
     for i in plain:
         col = gen.columns[i]
@@ -231,30 +241,31 @@ def _compiled(source: str) -> CodeType:
     return code
 
 
-def generator_builder(gen: GeneratorPlan, ci: bool) -> Callable[[Scope], dict | None]:
+def generator_builder(
+    gen: GeneratorPlan, ci: bool, ref: Reference
+) -> Callable[[Scope], dict | None]:
     """One generator's generated row builder: the row, or None when the reference must build it."""
-    source, ns = generator_source(gen, ci)
+    source, ns = generator_source(gen, ci, ref)
     exec(_compiled(source), ns)
     fn: Callable[[Scope], dict | None] = ns["build"]
     return fn
 
 
-def plan_builder(plan: MappingPlan) -> Build:
+def plan_builder(plan: MappingPlan, ref: Reference) -> Build:
     """The row builder of a plan (every generator compiled), made once per plan."""
     hit = _BUILDERS.get(id(plan))
     if hit is not None and hit[0] is plan:
         return hit[1]
-    from .mapping import _build_row
-
+    build_row = ref.build_row
     fast = {
-        id(g): generator_builder(g, plan.case_insensitive)
+        id(g): generator_builder(g, plan.case_insensitive, ref)
         for t in plan.tables
         for g in t.generators
     }
 
     def build(gen: GeneratorPlan, scope: Scope) -> dict:
         row = fast[id(gen)](scope)
-        return _build_row(gen, scope) if row is None else row
+        return build_row(gen, scope) if row is None else row
 
     if len(_BUILDERS) >= _BUILDERS_KEPT:
         del _BUILDERS[next(iter(_BUILDERS))]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compiled_mapping import mapper_kind, plan_builder
+from .compiled_mapping import Reference, mapper_kind, plan_builder
 from .contract.compiler import (
     ColumnPlan,
     DocContext,
@@ -274,6 +274,9 @@ def _build_row(gen: GeneratorPlan, scope: Scope) -> dict:
     return row
 
 
+REFERENCE = Reference(_build_row, _column_value, _missing, _text_value)
+
+
 def _all_empty(attrs: dict, except_: frozenset[str]) -> bool:
     return all(not (k not in except_ and v and v.strip()) for k, v in attrs.items())
 
@@ -523,7 +526,7 @@ def map_record(
     if (mapper or mapper_kind()) == "interpreted":
         build: Build = _build_row
     else:
-        build = plan_builder(plan)
+        build = plan_builder(plan, REFERENCE)
     doc = DocContext(app_id, plan.case_insensitive, observe)
     kept: dict[str, list[tuple[dict, Any]]] = doc.kept
     rows: dict[str, list[tuple]] = {}
