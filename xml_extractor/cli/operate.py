@@ -168,6 +168,18 @@ def _print_status(d: dict) -> None:
 # -- failures -------------------------------------------------------------------------------------
 
 
+# failures --csv: one row per failed attempt of the failed applications
+_FAILURES_CSV_HEADER = [
+    "app_id",
+    "attempt",
+    "stage",
+    "error_class",
+    "reason",
+    "logged_at",
+    "contract",
+]
+
+
 @click.command("failures")
 @db_options
 @FORMAT
@@ -280,17 +292,7 @@ def failures_cmd(
             try:
                 with open(csv_file, "w", newline="", encoding="utf-8") as fh:
                     w = csv.writer(fh)
-                    w.writerow(
-                        [
-                            "app_id",
-                            "attempt",
-                            "stage",
-                            "error_class",
-                            "reason",
-                            "logged_at",
-                            "contract",
-                        ]
-                    )
+                    w.writerow(_FAILURES_CSV_HEADER)
                     w.writerows(rows)
             except OSError as exc:
                 raise ConfigError(
