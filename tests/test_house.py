@@ -35,7 +35,6 @@ LONG_ALLOWED: dict[tuple[str, str], int] = {
     ("xml_extractor/db/migrate.py", "plan"): 147,
     ("xml_extractor/loading.py", "load_files"): 85,
     ("xml_extractor/cli/launch.py", "launch_cmd"): 121,
-    ("xml_extractor/cli/operate.py", "_print_status"): 92,
     ("xml_extractor/cli/operate.py", "failures_cmd"): 127,
     ("xml_extractor/cli/operate.py", "reprocess_cmd"): 94,
     ("xml_extractor/ops.py", "quality"): 102,
