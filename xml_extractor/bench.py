@@ -191,7 +191,7 @@ def bench(
         )
         if s.stop_reason:
             raise RuntimeError(f"benchmark run stopped: {s.stop_reason}")
-        rate = s.apps_per_minute
+        rate = (s.success + s.failed) / max(s.elapsed_s, 1.0) * 60  # end to end, start-up included
         res.e2e_apps_per_min.append(rate)
         res.peak_worker_rss_mb = max(res.peak_worker_rss_mb, s.peak_worker_rss_mb)
         if s.worker_startup_s is not None:

@@ -15,7 +15,7 @@ from .db.checks import count_and_sample, default_rows, sparse_rows
 from .db.database import Database, Params
 from .db.migrate import has_index
 from .db.store import utcnow
-from .progress import eta_minutes, observe, rate_per_minute
+from .progress import AVERAGE_LABEL, eta_minutes, observe, rate_label, rate_per_minute
 
 
 def _q(db: Database, sql: str, params: Params = ()) -> list[tuple]:
@@ -101,6 +101,8 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
         "reprocess_requested": requested,
         "contract_versions": versions,
         "rate_per_min_recent": seen.rate_per_min,
+        "rate_label": rate_label(recent_minutes),  # progress.py's names for the two rates
+        "average_label": AVERAGE_LABEL,
         "rate_window_s": round(
             ((now if seen.running else last_seen) - first_seen).total_seconds(), 1
         )

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from tabulate import tabulate
 
 from .. import supervision
 from ..errors import ConfigError
-from ..progress import rate_per_minute
+from ..processing.context import outcome_of
+from ..progress import AVERAGE_LABEL, rate_per_minute
 from .common import ENV, handle_errors
 from .launch_progress import LaunchProgress, _run_params
 
@@ -53,41 +55,15 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     # partition of its own: run refuses --instance-count with --mode queue)
     queue = _run_params(run_args).get("mode") == "queue"
     folder = Path(tempfile.mkdtemp(prefix="xml-extractor-launch-"))
-    procs = []
-    for i in range(instances):
-        part = [] if queue else ["--instance-id", str(i), "--instance-count", str(instances)]
-        cmd = [
-            sys.executable,
-            "-m",
-            "xml_extractor",
-            "run",
-            "--no-progress",
-            *run_args,
-            *part,
-            "--summary-json",
-            str(folder / f"{i}.json"),
-        ]
-        procs.append(
-            subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                **supervision.group_popen_kwargs(),
-            )
-        )
-
-    progress = LaunchProgress(
-        run_args, instances, lambda: [p.poll() for p in procs]
-    )  # a live line on a terminal
-    progress.start()
-
-    def pump(i: int, p: subprocess.Popen) -> None:
-        assert p.stdout is not None
-        for line in p.stdout:
-            progress.echo(f"[{i}/{instances}] {line.rstrip()}")
-
-    threads = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+    procs = [_start_instance(i, instances, queue, run_args, folder) for i in range(instances)]
+    progress = LaunchProgress(run_args, instances, lambda: [p.poll() for p in procs])
+    progress.start()  # a live line on a terminal
+    errors = _SharedErrors(instances, progress.echo)
+    threads = [
+        threading.Thread(target=_pump, args=(out, i, instances, progress.echo, dedupe), daemon=True)
+        for i, p in enumerate(procs)
+        for out, dedupe in ((p.stdout, None), (p.stderr, errors))
+    ]
     for t in threads:
         t.start()
     stopping = {"n": 0}
@@ -110,59 +86,118 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     finally:
         supervision.restore_handlers(old)
         progress.stop()
-        for p in procs:  # the lifelines: closed only once every instance has ended
-            if p.stdin is not None:
-                try:
-                    p.stdin.close()
-                except OSError:
-                    pass
-    summaries = _read_summaries(folder, instances)
-    rows = []
-    for i in range(instances):
+        _close_lifelines(procs)
+    errors.finish()
+    click.echo(_summary_table(_read_summaries(folder, instances), codes))
+    sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
+
+
+def _start_instance(
+    i: int, instances: int, queue: bool, run_args: tuple[str, ...], folder: Path
+) -> subprocess.Popen:
+    """Instance ``i`` as a ``run`` subprocess in its own group, its stdin the lifeline."""
+    part = [] if queue else ["--instance-id", str(i), "--instance-count", str(instances)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xml_extractor",
+        "run",
+        "--no-progress",
+        *run_args,
+        *part,
+        "--summary-json",
+        str(folder / f"{i}.json"),
+    ]
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **supervision.group_popen_kwargs(),
+    )
+
+
+def _close_lifelines(procs: list[subprocess.Popen]) -> None:
+    """The lifelines: closed only once every instance has ended."""
+    for p in procs:
+        if p.stdin is not None:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+
+
+class _SharedErrors:
+    """What the instances say on stderr, each message once: a line another instance has already
+    said (the same configuration error from every instance) is not repeated; at the end one line
+    per instance says how many it left out."""
+
+    def __init__(self, instances: int, echo: Callable[[str], None]) -> None:
+        self.instances, self.echo = instances, echo
+        self.seen: dict[str, int] = {}  # line -> the instance that said it first
+        self.left_out: dict[int, set[int]] = {}  # instance -> the instances it repeated
+        self.lock = threading.Lock()
+
+    def says(self, i: int, line: str) -> bool:
+        """Whether instance ``i``'s line is new (to be printed)."""
+        with self.lock:
+            first = self.seen.setdefault(line, i)
+            if first == i:
+                return True
+            self.left_out.setdefault(i, set()).add(first)
+            return False
+
+    def finish(self) -> None:
+        for i, firsts in sorted(self.left_out.items()):
+            names = ", ".join(f"[{f}/{self.instances}]" for f in sorted(firsts))
+            self.echo(f"[{i}/{self.instances}] (the same error as {names}, not repeated)")
+
+
+def _pump(
+    stream: Any,
+    i: int,
+    instances: int,
+    echo: Callable[[str], None],
+    errors: _SharedErrors | None,
+) -> None:
+    """Instance ``i``'s output, prefixed; its stderr through ``errors`` (each message once)."""
+    assert stream is not None
+    for line in stream:
+        text = line.rstrip()
+        if errors is None or errors.says(i, text):
+            echo(f"[{i}/{instances}] {text}")
+
+
+def _summary_table(summaries: dict[int, dict], codes: list[int]) -> str:
+    """One row per instance and one for all, the rates under progress.py's labels (the "all"
+    row: every result over the longest instance's time from first to last result)."""
+    rows: list[list[Any]] = []
+    for i, code in enumerate(codes):
         s = summaries.get(i, {})
         rows.append(
-            [
-                i,
-                codes[i],
-                s.get("selected", "-"),
-                s.get("success", "-"),
-                s.get("failed", "-"),
-                s.get("skipped", "-"),
-                s.get("apps_per_minute", "-"),
-                s.get("elapsed_s", "-"),
-            ]
+            [i, code]
+            + [s.get(k, "-") for k in ("selected", "success", "failed", "skipped")]
+            + [s.get("average_per_min", "-"), s.get("elapsed_s", "-"), s.get("outcome", "-")]
         )
     tot = lambda k: sum(int(summaries[i].get(k, 0)) for i in summaries)  # noqa: E731
-    wall = max((float(summaries[i].get("elapsed_s", 0)) for i in summaries), default=0.0)
+    wall = max((_active_s(s) for s in summaries.values()), default=0.0)
+    elapsed = max((float(s.get("elapsed_s", 0)) for s in summaries.values()), default=0.0)
+    average = round(rate_per_minute(tot("success") + tot("failed"), 0.0, wall), 1)
     rows.append(
-        [
-            "all",
-            max(codes),
-            tot("selected"),
-            tot("success"),
-            tot("failed"),
-            tot("skipped"),
-            round(rate_per_minute(tot("success") + tot("failed"), 0.0, wall), 1),
-            wall,
-        ]
+        ["all", max(codes)]
+        + [tot(k) for k in ("selected", "success", "failed", "skipped")]
+        + [average, elapsed, outcome_of(max(codes))]
     )
-    click.echo(
-        tabulate(
-            rows,
-            headers=[
-                "instance",
-                "exit",
-                "selected",
-                "success",
-                "failed",
-                "skipped",
-                "apps/min",
-                "elapsed s",
-            ],
-            tablefmt="simple",
-        )
-    )
-    sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
+    headers = ["instance", "exit", "selected", "success", "failed", "skipped"]
+    headers += [f"{AVERAGE_LABEL}/min", "elapsed s", "outcome"]
+    return tabulate(rows, headers=headers, tablefmt="simple")
+
+
+def _active_s(summary: dict) -> float:
+    """Seconds from an instance's first to its last result (its average's denominator)."""
+    n = int(summary.get("success", 0)) + int(summary.get("failed", 0))
+    rate = float(summary.get("average_per_min") or 0)
+    return n / rate * 60 if rate else 0.0
 
 
 def _read_summaries(folder: Path, instances: int) -> dict[int, dict]:

@@ -30,7 +30,7 @@ from ..errors import ConfigError, DocumentFailure, TransientDatabaseError
 from ..mapping import map_document
 from ..parsing import NeedFullDocument
 from ..supervision import ParentGone, ParentWatch, ignore_stop_signals, memory_kb
-from .context import RunContext
+from .context import RunContext, StopKind
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class PipeLogHandler(logging.Handler):
 
 def worker_main(conn: Connection, ctx: RunContext, lifeline: Connection | None = None) -> None:
     """Entry point of a worker process. Messages in: ("batch", id, ids, retry) | ("stop",).
-    Messages out: ("ready", pid) | ("done", id, BatchResult) | ("fatal", id, kind, message) |
+    Messages out: ("ready", pid) | ("done", id, BatchResult) | ("fatal", id, StopKind, message) |
     ("log", record dict). ``lifeline``: the run holds its other end (supervision.lifeline)."""
     ignore_stop_signals()  # the coordinator decides when we stop
     watch = ParentWatch(lifeline) if lifeline is not None else None
@@ -263,19 +263,19 @@ def _serve(
         log.exception(
             "worker stopped on an unexpected error (no application is marked failed for it)"
         )
-        _send(conn, ("fatal", batch_id, "crash", f"{type(exc).__name__}: {exc}"))
+        _send(conn, ("fatal", batch_id, StopKind.CRASH, f"{type(exc).__name__}: {exc}"))
     except (ConnectionLost, TransientDatabaseError) as exc:
         log.error("worker stopped: the database stayed unavailable: %s", exc)
-        _send(conn, ("fatal", batch_id, "connection", str(exc)))
+        _send(conn, ("fatal", batch_id, StopKind.CONNECTION, str(exc)))
     except ConfigError as exc:
-        _send(conn, ("fatal", batch_id, "config", str(exc)))
+        _send(conn, ("fatal", batch_id, StopKind.CONFIG, str(exc)))
     except Exception as exc:
         if parent_gone():
             return
         log.exception(
             "worker stopped on an unexpected error (no application is marked failed for it)"
         )
-        _send(conn, ("fatal", batch_id, "crash", f"{type(exc).__name__}: {exc}"))
+        _send(conn, ("fatal", batch_id, StopKind.CRASH, f"{type(exc).__name__}: {exc}"))
 
 
 def _send(conn: Connection, msg: tuple) -> None:
