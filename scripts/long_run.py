@@ -37,7 +37,7 @@ def window_rate(timeline: list, lo: float, hi: float) -> float:
                 # linear interpolation inside the sample interval
                 return prev[0] + (t - prev[0]) * ((n - prev[1]) / max(1, done - prev[1]))
             prev = [t, done]
-        return timeline[-1][0]
+        return timeline[-1]["elapsed_s"]
 
     t0, t1 = when(lo), when(hi)
     return (hi - lo) / max(1e-9, t1 - t0) * 60

@@ -13,7 +13,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import DatabaseError
-from .common import handle_errors, resolve_url, run_options
+from .common import handle_errors, resolve_url, run_options, with_user_flags
 
 
 @click.command("run")
@@ -29,7 +29,7 @@ def run_cmd(summary_json: str | None, **kw: Any) -> None:
     """Process unprocessed applications (resumable: run the same command again after any stop)."""
     summary = execute_run(kw, summary_json)
     if summary.stop_reason is not None:  # like every other command: the reason on stderr, once
-        click.echo(f"error: {summary.stop_reason.text}", err=True)
+        click.echo(f"error: {with_user_flags(summary.stop_reason.text)}", err=True)
     sys.exit(summary.exit_code)
 
 
@@ -166,6 +166,7 @@ def print_summary(s: Any) -> None:
     if s.interrupted:
         rows.append(["interrupted", "yes: run the same command again to resume"])
     # the reason itself is printed once, on stderr (run_cmd): here only what ended the run
-    rows.append(["outcome", f"{s.outcome}, exit code {s.exit_code}"])
+    why = ": reason on stderr (in full below)" if s.stop_reason is not None else ""
+    rows.append(["outcome", f"{s.outcome}, exit code {s.exit_code}{why}"])
     rows += [["log", s.log_file or "-"], ["metrics", s.metrics_file or "-"]]
     click.echo(tabulate(rows, tablefmt="simple"))

@@ -81,8 +81,9 @@ class _WorkerPool:
     """The worker processes by slot: start, send, stop; nothing else. Each worker gets a lifeline
     whose other end only this pool holds (closed when the worker is reaped or this process dies)."""
 
-    def __init__(self, ctx: RunContext, size: int) -> None:
+    def __init__(self, ctx: RunContext, size: int, contract: Any = None) -> None:
         self.ctx = ctx
+        self.contract = contract  # the run's own, checked: a worker does not load it again
         self.mp = supervision.worker_context(WORKER_PRELOAD)
         self.procs: dict[int, Any] = {}
         self.conns: dict[int, Connection] = {}
@@ -97,7 +98,9 @@ class _WorkerPool:
             return  # the launcher is gone: this run stops now, nobody new is started
         parent, child = self.mp.Pipe()
         child_life, parent_life = supervision.lifeline(self.mp)
-        proc = self.mp.Process(target=worker_main, args=(child, self.ctx, child_life), daemon=True)
+        proc = self.mp.Process(
+            target=worker_main, args=(child, self.ctx, child_life, self.contract), daemon=True
+        )
         supervision.start_process(proc)
         supervision.register_child(proc)
         child.close()
@@ -249,7 +252,7 @@ class ProductionProcessor:
         try:
             self._check_start()
             self._pool_started = time.monotonic()
-            pool = _WorkerPool(ctx, ctx.workers)
+            pool = _WorkerPool(ctx, ctx.workers, self.contract)
             self._start_method = pool.mp.get_start_method()
             threading.Thread(target=self._selector, name="selector", daemon=True).start()
             self._loop(coord, pool, started)
