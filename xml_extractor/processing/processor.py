@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import supervision
-from .._testing import hold
 from ..contract.compiler import compile_contract
 from ..contract.loader import load_contract
 from ..db.database import Database, make_dialect
@@ -39,6 +38,7 @@ from ..db.migrate import require_current, require_exists
 from ..db.statistics import refresh_statistics
 from ..db.store import BatchWriter, Outcome
 from ..errors import ConfigError
+from ..hooks import hold
 from ..progress import (
     IDLE_AFTER_S,
     RATE_WINDOW_MINUTES,
@@ -338,7 +338,6 @@ class ProductionProcessor:
         self._last_sample = self._last_log = time.monotonic()
         self._identity_at: float | None = None
         self._analyze_at = [1000, 10000, 100000]  # refresh planner statistics as the tables grow
-        self._rss_window = 0.0
         while not coord.stopped:
             actions: list[Action] = []
             if supervision.parent_gone() and not coord.hard:  # launch is gone: workers ended
