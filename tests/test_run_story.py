@@ -106,7 +106,7 @@ def test_a_configuration_error_is_said_once_by_run_and_by_launch(
     db_url: str, tmp_path: Path
 ) -> None:
     """The refusal at run start is printed once: on stderr, not also as a summary row; under
-    ``launch`` once for all instances, not once per instance."""
+    ``launch`` once for all instances (the others name the instance that said it)."""
     prepare(db_url, count=10)
     narrow = narrow_contract(tmp_path)
     p = cli("run", "--db", db_url, "--no-progress", "--contract", str(narrow))
@@ -118,7 +118,7 @@ def test_a_configuration_error_is_said_once_by_run_and_by_launch(
     assert p.returncode == 2, p.stdout + p.stderr
     out = p.stdout + p.stderr
     assert out.count(said) == 1, out
-    assert out.count("(the same error as [") == 2, out
+    assert out.count("error: the same as instance ") == 2, out
 
 
 def test_metrics_and_summaries_name_their_fields_and_rates(db_url: str, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ option: its stdout is exactly what ``run`` prints.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from .. import supervision
 from ..errors import ConfigError
 from ..processing.context import outcome_of
 from ..progress import AVERAGE_LABEL, rate_per_minute
-from .common import ENV, handle_errors
+from .common import ENV, HINT_ARGV, handle_errors
 from .launch_progress import LaunchProgress, _run_params
 
 
@@ -55,14 +56,13 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     # partition of its own: run refuses --instance-count with --mode queue)
     queue = _run_params(run_args).get("mode") == "queue"
     folder = Path(tempfile.mkdtemp(prefix="xml-extractor-launch-"))
-    procs = [_start_instance(i, instances, queue, run_args, folder) for i in range(instances)]
+    procs = [_start(i, instances, queue, run_args, folder) for i in range(instances)]
     progress = LaunchProgress(run_args, instances, lambda: [p.poll() for p in procs])
     progress.start()  # a live line on a terminal
-    errors = _SharedErrors(instances, progress.echo)
+    once = _ErrorOnce()
     threads = [
-        threading.Thread(target=_pump, args=(out, i, instances, progress.echo, dedupe), daemon=True)
+        threading.Thread(target=_pump, args=(p, i, instances, once, progress.echo), daemon=True)
         for i, p in enumerate(procs)
-        for out, dedupe in ((p.stdout, None), (p.stderr, errors))
     ]
     for t in threads:
         t.start()
@@ -87,34 +87,8 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
         supervision.restore_handlers(old)
         progress.stop()
         _close_lifelines(procs)
-    errors.finish()
     click.echo(_summary_table(_read_summaries(folder, instances), codes))
     sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
-
-
-def _start_instance(
-    i: int, instances: int, queue: bool, run_args: tuple[str, ...], folder: Path
-) -> subprocess.Popen:
-    """Instance ``i`` as a ``run`` subprocess in its own group, its stdin the lifeline."""
-    part = [] if queue else ["--instance-id", str(i), "--instance-count", str(instances)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "xml_extractor",
-        "run",
-        "--no-progress",
-        *run_args,
-        *part,
-        "--summary-json",
-        str(folder / f"{i}.json"),
-    ]
-    return subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **supervision.group_popen_kwargs(),
-    )
 
 
 def _close_lifelines(procs: list[subprocess.Popen]) -> None:
@@ -127,45 +101,52 @@ def _close_lifelines(procs: list[subprocess.Popen]) -> None:
                 pass
 
 
-class _SharedErrors:
-    """What the instances say on stderr, each message once: a line another instance has already
-    said (the same configuration error from every instance) is not repeated; at the end one line
-    per instance says how many it left out."""
-
-    def __init__(self, instances: int, echo: Callable[[str], None]) -> None:
-        self.instances, self.echo = instances, echo
-        self.seen: dict[str, int] = {}  # line -> the instance that said it first
-        self.left_out: dict[int, set[int]] = {}  # instance -> the instances it repeated
-        self.lock = threading.Lock()
-
-    def says(self, i: int, line: str) -> bool:
-        """Whether instance ``i``'s line is new (to be printed)."""
-        with self.lock:
-            first = self.seen.setdefault(line, i)
-            if first == i:
-                return True
-            self.left_out.setdefault(i, set()).add(first)
-            return False
-
-    def finish(self) -> None:
-        for i, firsts in sorted(self.left_out.items()):
-            names = ", ".join(f"[{f}/{self.instances}]" for f in sorted(firsts))
-            self.echo(f"[{i}/{self.instances}] (the same error as {names}, not repeated)")
-
-
 def _pump(
-    stream: Any,
-    i: int,
-    instances: int,
-    echo: Callable[[str], None],
-    errors: _SharedErrors | None,
+    p: subprocess.Popen, i: int, instances: int, once: _ErrorOnce, echo: Callable[[str], None]
 ) -> None:
-    """Instance ``i``'s output, prefixed; its stderr through ``errors`` (each message once)."""
-    assert stream is not None
-    for line in stream:
-        text = line.rstrip()
-        if errors is None or errors.says(i, text):
-            echo(f"[{i}/{instances}] {text}")
+    """Instance ``i``'s output, prefixed; a configuration error another instance said is not
+    repeated (_ErrorOnce)."""
+    assert p.stdout is not None
+    for line in p.stdout:
+        shown = once.line(i, line.rstrip())
+        if shown is not None:
+            echo(f"[{i}/{instances}] {shown}")
+
+
+def _start(
+    i: int, instances: int, queue: bool, run_args: tuple[str, ...], folder: Path
+) -> subprocess.Popen:
+    """Instance ``i``: `run` with the launch's arguments, its share (partition mode) and its summary
+    file; its hints name the launch command the user typed (HINT_ARGV), not the instance's."""
+    part = [] if queue else ["--instance-id", str(i), "--instance-count", str(instances)]
+    cmd = [sys.executable, "-m", "xml_extractor", "run", "--no-progress", *run_args, *part]
+    cmd += ["--summary-json", str(folder / f"{i}.json")]
+    kw = supervision.group_popen_kwargs()
+    kw["env"] = {**kw.get("env", os.environ), HINT_ARGV: json.dumps(sys.argv[1:])}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+class _ErrorOnce:
+    """The instances of a launch stop on the same configuration error: the first says it, the
+    others say whose it is (one refusal, not one per instance)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.said: dict[str, int] = {}  # an error's first line -> the instance that said it
+        self.repeating: set[int] = set()
+
+    def line(self, i: int, text: str) -> str | None:
+        """The line to show for instance ``i``'s ``text``, or None to leave it out."""
+        with self.lock:
+            if i in self.repeating:
+                return None
+            if not text.startswith("error: "):
+                return text
+            first = self.said.setdefault(text, i)
+            if first == i:
+                return text
+            self.repeating.add(i)
+            return f"error: the same as instance {first}'s (above)"
 
 
 def _summary_table(summaries: dict[int, dict], codes: list[int]) -> str:
