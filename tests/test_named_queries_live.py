@@ -1,4 +1,4 @@
-"""Every named query of every query set (the main set, preflight's, report's) EXECUTED on each real
+"""Every named query of every query set (the main set, preflight's, report's, the synthetic data's) EXECUTED on each real
 engine, not only parsed (tests/test_sql_dialects.py parses them with sqlglot): one item per query
 and engine, run with plausible values inside a transaction that is rolled back afterwards, on one
 database per engine that ``init-db``, ``generate-mock`` and ``run`` filled (tables exist and hold
@@ -25,12 +25,21 @@ from xml_extractor.errors import RowsRefused
 from xml_extractor.processing.partition import ID_MAX, ID_MIN
 
 DIALECTS = ("sqlite", "postgresql", "mssql")
-SETS = {"": "main", "preflight_": "preflight", "report_": "report"}  # file prefix -> query set
+SETS = {
+    "": "main",
+    "preflight_": "preflight",
+    "report_": "report",
+    "synthetic_": "synthetic",
+}  # file prefix -> query set
+PACKAGES = {"synthetic_": "xml_extractor.testing"}  # whose sql/ folder (else xml_extractor.db)
 
 
 def _all_queries() -> dict[str, dict[str, dict[str, NamedQuery]]]:
     """set -> dialect -> name -> query, read from the SQL files (no database)."""
-    return {s: {d: _load_sections(d, "name", p) for d in DIALECTS} for p, s in SETS.items()}
+    return {
+        s: {d: _load_sections(d, "name", p, PACKAGES.get(p, "xml_extractor.db")) for d in DIALECTS}
+        for p, s in SETS.items()
+    }
 
 
 QUERIES = _all_queries()
@@ -49,6 +58,7 @@ ONLY_ON = {
     "fetch_heads": "SQLite reads whole documents (fetch_documents); the server dialects send heads",
     "fetch_heads_text": "SQL Server's read of an nvarchar source column",
     "fetch_documents_text": "SQL Server's read of an nvarchar source column",
+    "fetch_documents_stored": "SQLite's read of whole documents as stored bytes; the server dialects send heads",
     "source_column_type": "SQL Server reads its source column's type to pick the fetch (Database.source_kind)",
     "schema_index_columns": "SQL Server's catalogue read for schema widening (migrate.mssql_table_facts)",
     "schema_foreign_keys": "SQL Server's catalogue read for schema widening (migrate.mssql_table_facts)",
@@ -70,7 +80,7 @@ ONLY_ON.update(
         "pf_source_rows": "the servers' catalogue row estimate; SQLite counts (pf_source_count)",
     }
 )
-_SYNTH = "synthetic operator-scale data (db/synthetic.py: scripts/ops_bench.py) is built on SQLite and PostgreSQL only"
+_SYNTH = "synthetic operator-scale data (testing/synthetic.py: scripts/ops_bench.py) is built on SQLite and PostgreSQL only"
 _STATS = (
     "the planner's belief of the log's size, for the engines the tool refreshes statistics on (db/statistics.py); "
     "SQL Server keeps its statistics itself"
@@ -243,9 +253,10 @@ def _identifiers(db: Any, name: str) -> dict[str, str]:
         )
     if name == "log_to_history":  # store.py: the log's own columns
         out["cols"] = ", ".join(q(x) for x in ("log_id",) + LOG_COLUMNS)
-    if (
-        name == "contact_owners"
-    ):  # store.py: a table whose single key can collide across applications
+    if name in (
+        "contact_owners",
+        "disputed_keys",
+    ):  # store.py, disputes.py: a table whose single key can collide across applications
         t = next(
             t for t in c.tables if t.app_id_column not in t.primary_key and len(t.primary_key) == 1
         )

@@ -148,8 +148,7 @@ def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[in
     db.check_source()  # the column's kind read (and a legacy type refused) before the transaction, not inside it
 
     def tx() -> list[int]:
-        db.begin()
-        try:
+        with db.transaction():
             cur = db.conn.cursor()
             ids = sorted(replace_ids)
             marked: list[int] = []
@@ -176,10 +175,6 @@ def _write_source(db: Database, rows: list[tuple[int, str]], replace_ids: set[in
                     ],
                 )
             cur.close()
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
         return marked
 
     return list(db.with_retry(tx))

@@ -78,15 +78,10 @@ def close_orphans(db: Database, dry_run: bool = False) -> list[int]:
         return sorted(int(r[0]) for r in _q(db, "reprocess_orphans"))
 
     def tx() -> list[int]:
-        db.begin()
-        try:
+        with db.transaction():
             gone = sorted(int(r[0]) for r in db.query(db.sql("reprocess_orphans"), {}))
             for part in chunks(gone, IN_LIST_CHUNK):
                 db.execute(db.sql("reprocess_consume"), {"ids": part}).close()
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
         return gone
 
     return list(db.with_retry(tx))
@@ -115,20 +110,19 @@ def request_reprocess(
     insert = db.sql("reprocess_insert")
 
     def tx() -> None:
-        db.begin()
-        have: set[int] = set()
-        for part in chunks(todo, IN_LIST_CHUNK):
-            have |= {int(r[0]) for r in db.query(db.sql("reprocess_existing"), {"ids": part})}
-        rows = [
-            insert.values({"app_id": a, "now": now, "command": command})
-            for a in todo
-            if a not in have
-        ]
-        cur = db.conn.cursor()
-        for part in chunks(rows, IN_LIST_CHUNK):
-            cur.executemany(insert, part)
-        cur.close()
-        db.commit()
+        with db.transaction():
+            have: set[int] = set()
+            for part in chunks(todo, IN_LIST_CHUNK):
+                have |= {int(r[0]) for r in db.query(db.sql("reprocess_existing"), {"ids": part})}
+            rows = [
+                insert.values({"app_id": a, "now": now, "command": command})
+                for a in todo
+                if a not in have
+            ]
+            cur = db.conn.cursor()
+            for part in chunks(rows, IN_LIST_CHUNK):
+                cur.executemany(insert, part)
+            cur.close()
 
     db.with_retry(tx)
     return ReprocessRequest(command, todo, False)

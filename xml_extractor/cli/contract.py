@@ -21,8 +21,8 @@ def validate_contract(paths: tuple[str, ...], contract_path: str | None) -> None
     """Check a contract (a packaged name or a file, given as an argument or with --contract;
     default: credit_card) and summarise it. Several are checked as a contract set: one database
     for all (shared tables must agree)."""
-    from ..contract.contract_set import join_contract_specs
     from ..contract.loader import load_contract
+    from ..contract.merge import join_contract_specs
 
     c = load_contract(join_contract_specs(paths + ((contract_path,) if contract_path else ())))
     for m in c.extra.get("members", ()):

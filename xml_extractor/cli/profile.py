@@ -28,9 +28,9 @@ def _progress(total: int, label: str) -> Iterator[Any]:
 
 def _contracts(contract_option: Any) -> list[Any]:
     """The members of --contract (repeatable: a contract set travels as one "a,b" string, see
-    contract_set.py); one contract when a single one (or none: the default) is given."""
-    from ..contract.contract_set import split_contract_spec
+    contract/merge.py); one contract when a single one (or none: the default) is given."""
     from ..contract.loader import load_contract
+    from ..contract.merge import split_contract_spec
 
     if isinstance(contract_option, (list, tuple)):
         specs = [p for v in contract_option for p in split_contract_spec(v)]

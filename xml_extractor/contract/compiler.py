@@ -18,7 +18,7 @@ from .expressions import compile_expression
 
 if TYPE_CHECKING:
     from ..parsing import DocumentPlan
-    from .loader import Contract
+    from .model import Contract
 
 _STEP = re.compile(
     r"^(?P<tag>\.\.|\.|[A-Za-z_][A-Za-z0-9_.\-]*)(?:\[@(?P<pa>[A-Za-z_][A-Za-z0-9_.\-]*)='(?P<pv>[^']*)'\])?$"
@@ -534,8 +534,6 @@ def compile_contract(contract: Contract, dialect: str | None = None) -> MappingP
     plan = _PLANS.get((contract.digest, unit))
     if plan is None:
         if contract.extra.get("members"):
-            from .contract_set import compile_set
-
             plan = compile_set(contract, dialect)
         else:
             plan = _compile(contract, unit)
@@ -543,6 +541,57 @@ def compile_contract(contract: Contract, dialect: str | None = None) -> MappingP
             del _PLANS[next(iter(_PLANS))]
         _PLANS[(contract.digest, unit)] = plan
     return plan
+
+
+@dataclass(frozen=True)
+class Route:
+    """One member of a set's plan: where its record lies under the scope, how its rows fit the union."""
+
+    name: str
+    version_tag: str
+    plan: MappingPlan
+    record_steps: tuple[str, ...]  # below the scope element
+    remap: dict  # table -> positions of the union's columns in the member's tuple (-1: NULL), when they differ
+
+
+def compile_set(contract: Contract, dialect: str | None = None) -> MappingPlan:
+    """The set's plan: the scope element is the parsed record; :func:`contract_set.map_routed` picks the member."""
+    from ..parsing import DocumentPlan
+
+    members: list[Contract] = contract.extra["members"]
+    plans = [
+        compile_contract(m, dialect) for m in members
+    ]  # dialect: the string unit (compile_contract)
+    doc = plans[0].document
+    set_doc = DocumentPlan(
+        root=doc.root,
+        id_steps=doc.id_steps,
+        id_attribute=doc.id_attribute,
+        record_steps=doc.scope_steps,
+        scope_steps=doc.scope_steps,
+        huge_tree=any(p.document.huge_tree for p in plans),
+    )
+    union = {t.name: tuple(c.name for c in t.stored_columns) for t in contract.tables}
+    routes = []
+    for m, p in zip(members, plans):
+        remap = {}
+        for tp in p.tables:
+            if tp.stored_names != union[tp.name]:
+                pos = {n: i for i, n in enumerate(tp.stored_names)}
+                remap[tp.name] = tuple(pos.get(n, -1) for n in union[tp.name])
+        routes.append(
+            Route(m.name, m.version_tag, p, p.document.record_steps[len(doc.scope_steps) :], remap)
+        )
+    tables = [
+        TablePlan(t.name, [], union[t.name], t.primary_key, False, ()) for t in contract.tables
+    ]
+    return MappingPlan(
+        document=set_doc,
+        tables=tables,
+        case_insensitive=plans[0].case_insensitive,
+        contract_version=contract.version_tag,
+        extra={"routes": tuple(routes)},
+    )
 
 
 def _compile(contract: Contract, unit: str = cv.UNIT_CHARS) -> MappingPlan:

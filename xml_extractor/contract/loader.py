@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,10 @@ from typing import Any
 import jsonschema
 
 from ..errors import ContractError
+from .compiler import compile_contract
+from .converters import utf16_length
+from .merge import merge_contracts, split_contract_spec
+from .model import ColumnDef, Contract, EnumValue, ForeignKey, TableDef
 
 DEFAULT_CONTRACT = "credit_card"
 VERSION_TAG_LIMIT = (
@@ -36,84 +39,6 @@ def default_contract_path() -> Path:
     return Path(
         str(resources.files("xml_extractor.contracts").joinpath(f"{DEFAULT_CONTRACT}.json"))
     )
-
-
-@dataclass(frozen=True)
-class ColumnDef:
-    name: str
-    type: str
-    length: int | None
-    precision: int | None
-    scale: int | None
-    nullable: bool
-    stored: bool
-    spec: dict
-
-
-@dataclass(frozen=True)
-class ForeignKey:
-    columns: tuple[str, ...]
-    references: str
-    ref_columns: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class TableDef:
-    name: str
-    columns: tuple[ColumnDef, ...]
-    primary_key: tuple[str, ...]
-    foreign_keys: tuple[ForeignKey, ...]
-    indexes: tuple[tuple[str, tuple[str, ...]], ...]
-    app_id_column: str
-    spec: dict
-
-    @property
-    def stored_columns(self) -> tuple[ColumnDef, ...]:
-        return tuple(c for c in self.columns if c.stored)
-
-
-@dataclass(frozen=True)
-class EnumValue:
-    enum: str
-    code: str
-    id: int
-    description: str
-
-
-@dataclass
-class Contract:
-    """A validated contract: the single source of truth for DDL, enum seeds and mapping."""
-
-    raw: dict
-    path: str
-    name: str
-    version: str
-    digest: str
-    target_schema: str
-    source_schema: str | None
-    source_table: str
-    source_id_column: str
-    source_xml_column: str
-    source_min_length: int
-    tables: list[TableDef]
-    enums: dict[str, list[EnumValue]]
-    log_table: str = "processing_log"
-    event_table: str = "data_quality_event"
-    queue_table: str = "work_queue"
-    progress_table: str = "run_progress"
-    enum_table: str = "app_enums"
-    extra: dict = field(default_factory=dict)
-
-    def table(self, name: str) -> TableDef:
-        for t in self.tables:
-            if t.name == name:
-                return t
-        raise KeyError(name)
-
-    @property
-    def version_tag(self) -> str:
-        """What processing_log records: contract name, declared version and content hash."""
-        return f"{self.name}@{self.version}#{self.digest[:12]}"
 
 
 def _where(path: Any) -> str:
@@ -164,10 +89,8 @@ def resolve_contract_path(name_or_path: str | Path | None) -> Path:
 def load_contract(path: str | Path | None = None) -> Contract:
     """Read, validate and cross-check a contract file or packaged contract by name (default: the
     packaged credit_card). Several, comma-separated (what a repeated ``--contract`` becomes), are a
-    contract set: one union contract whose plan routes each document (contract_set.py)."""
+    contract set: one union contract whose plan routes each document (merge.py, contract_set.py)."""
     if path is not None and "," in str(path):
-        from .contract_set import merge_contracts, split_contract_spec
-
         members = [load_contract(p) for p in split_contract_spec(str(path))]
         return members[0] if len(members) == 1 else merge_contracts(members)
     p = resolve_contract_path(path)
@@ -392,11 +315,7 @@ def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
         progress_table=logs.get("run_progress", "run_progress"),
     )
     # Compiling checks paths, expressions, generators and parent references; fail now, not per document.
-    from .compiler import compile_contract
-
     compile_contract(contract)
-    from .converters import utf16_length
-
     if (
         utf16_length(contract.version_tag) > VERSION_TAG_LIMIT
     ):  # else every log row of the run is refused

@@ -24,6 +24,7 @@ from ..errors import (
     SchemaMissing,
     TransientDatabaseError,
 )
+from .odbc import connection_attribute, driver_install_hint, redact
 
 # SQLSTATE classes and codes (PostgreSQL through psqlODBC reports the server's own; SQL Server's
 # driver reports ODBC ones: 23000 for every integrity violation, HYT00 for a timeout)
@@ -231,8 +232,6 @@ def wrap_sqlite(exc: BaseException) -> Exception:
 
 def _first_line(exc: BaseException) -> str:
     """The message's first line (the driver's has ``\n\t``/``\r\n`` in it), password redacted."""
-    from .odbc import redact
-
     args: tuple = tuple(getattr(exc, "args", ()))
     i = _sqlstate_index(args)
     text = str(args[1] if i == 0 else args[0]) if i is not None else str(exc)
@@ -287,8 +286,6 @@ def connect_error(
     string): ConfigError (exit 2) with one line naming what to change, or ConnectionLost when the
     server cannot be reached (retried for --reconnect-seconds, then exit 3). ``installed`` lists the
     ODBC drivers (asked only when the driver is missing)."""
-    from .odbc import connection_attribute, driver_install_hint
-
     state, text = _state_and_text(exc)
     reason = _first_line(exc)  # one line, password redacted (the driver's tuple has \n\t in it)
     if (

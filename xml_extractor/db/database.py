@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from ..errors import ConfigError
@@ -41,6 +42,58 @@ from ..errors import ConnectionLost, TransientDatabaseError  # noqa: E402  (re-e
 
 class CommitNotProven(TransientDatabaseError):
     """A commit the driver reported but the database did not confirm (Database.commit): retried."""
+
+
+class NestedTransaction(RuntimeError):
+    """Database.transaction() entered while one is open on the same connection: a programming
+    error (the inner commit would end the outer transaction half-way), never the database's."""
+
+
+class Transaction:
+    """One write transaction on a Database, as a context manager (Database.transaction): begins
+    on entry, commits through Database.commit (with its proof read) when the block ends, rolls
+    back and re-raises unchanged when it raises. It neither retries nor types the driver's error:
+    the caller's ``with_retry`` wraps the whole block and does both, so a transaction that failed
+    is run again from its begin. ``committing`` tells, after an exception, whether it came from
+    the commit itself (or its proof), when whether the transaction landed is unknown."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.committing = False
+
+    def __enter__(self) -> Database:
+        db = self.db
+        if db.in_transaction:
+            raise NestedTransaction("a transaction is already open on this connection")
+        self.committing = False
+        db.in_transaction = True
+        try:
+            db.begin()
+        except BaseException:
+            db.in_transaction = False
+            db.rollback()
+            raise
+        return db
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        db = self.db
+        try:
+            if exc_type is None:
+                self.committing = True
+                try:
+                    db.commit()
+                except BaseException:
+                    db.rollback()
+                    raise
+            else:
+                db.rollback()
+        finally:
+            db.in_transaction = False
 
 
 class Database:
@@ -81,6 +134,7 @@ class Database:
         self._sql: dict[tuple, Statement] = {}
         self._source_kind: str | None = None  # how the source column is read (source_kind), once
         self.conn: Any = None
+        self.in_transaction = False  # inside a Database.transaction() block
         self._retrying = 0  # with_retry calls open on this connection (autocommit_query retries on its own outside them)
         if connect:
             self.connect()
@@ -232,6 +286,12 @@ class Database:
     def begin(self) -> None:
         self.dialect.begin(self.conn)
 
+    def transaction(self) -> Transaction:
+        """``with db.transaction():`` one write transaction: begin, commit (Database.commit, proof
+        read included) at the end of the block, rollback and re-raise if it raises. Run it inside
+        ``with_retry`` for the retry and the typed errors. Nested use raises NestedTransaction."""
+        return Transaction(self)
+
     def commit(self) -> None:
         """Commit, then prove it where the driver's word is not enough (Dialect.commit_probe): psqlODBC
         returns success from cursor.close() and commit() after the backend died, with nothing
@@ -305,14 +365,16 @@ class Database:
         )
 
     def fetch_documents(
-        self, ids: list[int], scope_end: str | None = None
+        self, ids: list[int], scope_end: str | None = None, stored: bool = False
     ) -> list[tuple[int, Any, Any]]:
         """(app_id, text, tail) of these source rows, outside any transaction. With ``scope_end``
         (the end tag of the contract's scope, ``</CustData>``) a dialect that has ``fetch_heads``
         sends only the text up to it plus the document's last bytes (``tail``, to tell a truncated
         document); otherwise the whole text, tail None. SQL Server picks the query of its source
         column's kind (source_kind): bytes, decoded by parsing.decode_source like every engine's
-        bytes (the tail by parsing.decode_tail_bytes), or nvarchar text."""
+        bytes (the tail by parsing.decode_tail_bytes), or nvarchar text. With ``stored`` a dialect
+        that has ``fetch_documents_stored`` (SQLite) sends whole documents as their stored bytes
+        (parsing.StoredBytes: no text decoding in the driver; map_document parses the bytes)."""
         from .mssql import MSSQLDialect
 
         text = self.dialect.document_text  # one document's bytes that are not UTF-8 fail it alone
@@ -341,6 +403,14 @@ class Database:
                 self.conn, lambda: self.autocommit_query(stmt, params)
             )
             return [(int(a), text(x), tail(t)) for a, x, t in rows]
+        if stored and "fetch_documents_stored" in self.dialect.queries:
+            from ..parsing import StoredBytes
+
+            rows = self.autocommit_query(self.sql("fetch_documents_stored"), {"ids": ids})
+            return [
+                (int(a), StoredBytes(x, t == "text") if isinstance(x, bytes) else x, None)
+                for a, x, t in rows
+            ]
         rows = self.dialect.read_documents(
             self.conn, lambda: self.autocommit_query(self.sql(whole), {"ids": ids})
         )
@@ -374,22 +444,21 @@ class Database:
         (chunk_id, lo, hi), or None. The server dialects do it in one statement that skips rows
         other instances hold locked; SQLite picks and takes inside BEGIN IMMEDIATE (a short write
         lock; no UPDATE ... RETURNING before SQLite 3.35)."""
-        self.begin()
-        if "queue_claim" in self.dialect.queries:
-            row = self.query(self.sql("queue_claim"), params)
-        else:
-            pick = self.sql("queue_pick")
-            row = self.query(pick, {k: params[k] for k in dict.fromkeys(pick.params)})
-            if row:
-                self.execute(
-                    self.sql("queue_take"),
-                    {
-                        "owner": params["owner"],
-                        "lease_seconds": params["lease_seconds"],
-                        "chunk_id": row[0][0],
-                    },
-                ).close()
-        self.commit()
+        with self.transaction():
+            if "queue_claim" in self.dialect.queries:
+                row = self.query(self.sql("queue_claim"), params)
+            else:
+                pick = self.sql("queue_pick")
+                row = self.query(pick, {k: params[k] for k in dict.fromkeys(pick.params)})
+                if row:
+                    self.execute(
+                        self.sql("queue_take"),
+                        {
+                            "owner": params["owner"],
+                            "lease_seconds": params["lease_seconds"],
+                            "chunk_id": row[0][0],
+                        },
+                    ).close()
         return (int(row[0][0]), int(row[0][1]), int(row[0][2])) if row else None
 
     def execute_outside_transaction(self, statements: Sequence[str]) -> None:

@@ -36,7 +36,7 @@ from .base import HISTORY_SUFFIX, REQUEST_TABLE, key_columns
 from .database import Database
 
 if TYPE_CHECKING:
-    from ..contract.loader import ColumnDef, TableDef
+    from ..contract.model import ColumnDef, TableDef
 
 
 class SchemaRefused(ConfigError):
@@ -668,16 +668,14 @@ def apply_enum_changes(db: Database, p: MigrationPlan) -> int:
         db, moves, _enum_columns(db, existing, {m.enum for m in moves}), literal=False
     )
     rewritten = 0
-    db.begin()
     try:
-        for i, (sql, params) in enumerate(stmts):
-            cur = db.execute(sql, params)
-            if i > len(moves):  # the UPDATEs
-                rewritten += max(cur.rowcount or 0, 0)
-            cur.close()
-        db.commit()
+        with db.transaction():
+            for i, (sql, params) in enumerate(stmts):
+                cur = db.execute(sql, params)
+                if i > len(moves):  # the UPDATEs
+                    rewritten += max(cur.rowcount or 0, 0)
+                cur.close()
     except Exception as exc:
-        db.rollback()
         typed = db.dialect.wrap(exc)
         if typed is exc:
             raise
@@ -879,28 +877,27 @@ def apply(db: Database, p: MigrationPlan) -> int:
     """Run the plan's statements (the caller has checked there are no refusals)."""
     if p.refusals:
         raise SchemaRefused(refusal_message(p))
-    for s in p.statements:
-        try:
-            db.execute(s).close()
-        except Exception as exc:
-            db.rollback()
-            typed = db.dialect.wrap(exc)
-            if typed is exc:
-                raise  # not the driver's: a bug stays a bug
-            if isinstance(typed, TransientDatabaseError):
-                raise typed from exc  # the environment (exit 3)
-            said = (
-                max((a for a in exc.args if isinstance(a, str)), key=len, default="")
-                or str(exc)
-                or type(exc).__name__
-            )
-            raise SchemaApplyFailed(
-                f"init-db could not apply: {' '.join(s.split())[:300]}\n"
-                f"  the database said: {said.splitlines()[0][:300]}\n"
-                "  the plan's transaction was rolled back; `xml-extractor init-db --dry-run` shows "
-                "what is left to apply (change it in the database yourself, then run init-db again)"
-            ) from None
-    db.commit()
+    with db.transaction():
+        for s in p.statements:
+            try:
+                db.execute(s).close()
+            except Exception as exc:
+                typed = db.dialect.wrap(exc)
+                if typed is exc:
+                    raise  # not the driver's: a bug stays a bug
+                if isinstance(typed, TransientDatabaseError):
+                    raise typed from exc  # the environment (exit 3)
+                said = (
+                    max((a for a in exc.args if isinstance(a, str)), key=len, default="")
+                    or str(exc)
+                    or type(exc).__name__
+                )
+                raise SchemaApplyFailed(
+                    f"init-db could not apply: {' '.join(s.split())[:300]}\n"
+                    f"  the database said: {said.splitlines()[0][:300]}\n"
+                    "  the plan's transaction was rolled back; `xml-extractor init-db --dry-run` shows "
+                    "what is left to apply (change it in the database yourself, then run init-db again)"
+                ) from None
     return len(p.statements)
 
 
@@ -916,8 +913,33 @@ def refusal_message(p: MigrationPlan) -> str:
     lines = [
         f"the contract changes the database {what} ({len(p.refusals)} difference(s)); nothing was changed:"
     ]
-    lines += [f"  {c.describe()}" for c in p.refusals]
+    lines += [f"  {line}" for line in _grouped(p.refusals)]
     return "\n".join(lines)
+
+
+_TYPED = re.compile(r"^column (.+?) is in the database but not in the contract$")
+
+
+def _grouped(refusals: list[Change]) -> list[str]:
+    """One line per kind of difference (the same thing to do), its columns listed by table: 97
+    columns of another contract are a line, not 97."""
+    kinds: dict[str, list[Change]] = {}
+    for c in refusals:
+        kinds.setdefault(c.todo or c.describe(), []).append(c)
+    out = []
+    for todo, cs in kinds.items():
+        if len(cs) == 1 or not all(_TYPED.match(c.what) for c in cs):
+            out += [c.describe() for c in cs]
+            continue
+        tables: dict[str, list[str]] = {}
+        for c in cs:
+            m = _TYPED.match(c.what)
+            tables.setdefault(c.table, []).append(f"{c.column} {m.group(1) if m else ''}")
+        listed = "; ".join(f"{t}({', '.join(cols)})" for t, cols in tables.items())
+        out.append(
+            f"{len(cs)} columns are in the database but not in the contract -- {todo}: {listed}"
+        )
+    return out
 
 
 def contract_set_hint(db: Database, p: MigrationPlan) -> str:

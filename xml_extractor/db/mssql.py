@@ -32,7 +32,7 @@ from typing import Any
 from ..errors import ConfigError
 from .base import Dialect, chunks
 from .classify import wrap_odbc
-from .odbc import odbc_connect
+from .connect import odbc_connect
 
 FAST_EXECUTEMANY_CHUNK = 1000
 # Per connection (seconds; environment overrides). LOCK_TIMEOUT: the longest a statement waits for

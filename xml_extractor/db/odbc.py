@@ -1,44 +1,13 @@
-"""pyodbc plumbing shared by the server dialects: import on demand, error classification.
-
-pyodbc is imported only when a server URL is used: the wheel needs unixODBC's libodbc.so.2, and
-the SQLite path must work on a machine without it.
-"""
+"""ODBC connection strings shared by the server dialects: quoting, parsing, redaction, and what to
+install when a driver is missing. Pure text functions: pyodbc itself is imported on demand by
+:mod:`connect`."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
 
 from ..errors import ConfigError
-
-
-def import_pyodbc() -> Any:
-    try:
-        import pyodbc
-    except ImportError as exc:
-        text = str(exc)
-        if "libodbc" in text:
-            raise ConfigError(
-                "pyodbc cannot load the ODBC driver manager (libodbc.so.2): install unixODBC "
-                "(Debian/Ubuntu: apt-get install unixodbc)"
-            ) from None
-        raise ConfigError(
-            "pyodbc is not installed: pip install pyodbc (and the ODBC driver for your database)"
-        ) from None
-    return pyodbc
-
-
-def odbc_connect(conn_str: str, driver_hint: str, autocommit: bool = False) -> Any:
-    """pyodbc.connect, a failure typed by :func:`classify.connect_error`: ConfigError (exit 2, one
-    line naming what to change) or ConnectionLost (the server cannot be reached: retried)."""
-    pyodbc = import_pyodbc()
-    try:
-        return pyodbc.connect(conn_str, autocommit=autocommit, timeout=30)
-    except pyodbc.Error as exc:
-        from .classify import connect_error
-
-        raise connect_error(exc, conn_str, driver_hint, installed=pyodbc.drivers) from None
 
 
 def driver_install_hint(driver: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from ..parsing import text_or_undecodable
 from .base import Dialect, chunks
 from .classify import wrap_odbc
-from .odbc import odbc_connect
+from .connect import odbc_connect
 
 MAX_PARAMS_PER_STATEMENT = 7000
 JSON_ROWS_PER_STATEMENT = 5000

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RowsRefused
+from ..hooks import fault_plan
 from .base import chunks
 from .database import Database
 
@@ -76,30 +77,27 @@ def init_db(db: Database, with_source: bool = True) -> dict:
     two at once on a fresh database both succeed instead of racing on CREATE TABLE IF NOT EXISTS
     or on the enum seed."""
     stmts = db.dialect.ddl(db.contract, with_source)
-    db.begin()
-    if "init_lock" in db.dialect.queries:
-        try:  # held until commit/rollback, or raised (SQL Server: a negative sp_getapplock code raises)
-            db.run_batch(db.sql("init_lock"), {})
-        except Exception as exc:
-            db.rollback()
-            err = db.dialect.wrap(exc)
-            if err is exc:
-                raise
-            raise err from exc
-    for s in stmts:
-        try:
-            db.execute(s).close()
-        except Exception as exc:
-            db.rollback()
-            raise ConfigError(f"init-db failed on:\n{s}\n{exc}") from None
-    sql, rows = db.dialect.enum_seed_sql(db.contract)
-    have = {r[0] for r in db.query(db.sql("enum_ids"), {})}
-    missing = [r for r in rows if r[0] not in have]
-    if missing:
-        cur = db.conn.cursor()
-        cur.executemany(sql, missing)
-        cur.close()
-    db.commit()
+    with db.transaction():
+        if "init_lock" in db.dialect.queries:
+            try:  # held until commit/rollback, or raised (SQL Server: a negative sp_getapplock code raises)
+                db.run_batch(db.sql("init_lock"), {})
+            except Exception as exc:
+                err = db.dialect.wrap(exc)
+                if err is exc:
+                    raise
+                raise err from exc
+        for s in stmts:
+            try:
+                db.execute(s).close()
+            except Exception as exc:
+                raise ConfigError(f"init-db failed on:\n{s}\n{exc}") from None
+        sql, rows = db.dialect.enum_seed_sql(db.contract)
+        have = {r[0] for r in db.query(db.sql("enum_ids"), {})}
+        missing = [r for r in rows if r[0] not in have]
+        if missing:
+            cur = db.conn.cursor()
+            cur.executemany(sql, missing)
+            cur.close()
     return {"statements": len(stmts), "enums_seeded": len(missing), "enums_total": len(rows)}
 
 
@@ -118,41 +116,6 @@ def app_tables(db: Database) -> list[tuple[str, str, str]]:
 def utcnow() -> _dt.datetime:
     d = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
     return d.replace(microsecond=d.microsecond // 1000 * 1000)
-
-
-@dataclass
-class FaultPlan:
-    """Test-only fault injection, read from XML_EXTRACTOR_FAULTS (``key=value,...``) and honoured
-    only behind the test harness's gate (xml_extractor/_testing.py: a production run cannot trip
-    it by accident): ``fail_app=ID,fail_after_table=T`` raises inside the transaction right after
-    table T was inserted for a batch holding application ID; ``sleep_before_commit=S`` holds every
-    write transaction open S seconds (so a test can kill a worker mid-transaction); ``bug=1`` makes
-    ``fail_app`` raise a TypeError instead (a programming error in the write path)."""
-
-    fail_app: int | None = None
-    fail_after_table: str | None = None
-    sleep_before_commit: float = 0.0
-    bug: bool = False  # fail_app raises a TypeError (a bug in the write path) instead of a refusal
-
-    @classmethod
-    def from_env(cls) -> FaultPlan:
-        from .._testing import fault_settings
-
-        kv = fault_settings()
-        return cls(
-            int(kv["fail_app"]) if "fail_app" in kv else None,
-            kv.get("fail_after_table"),
-            float(kv.get("sleep_before_commit", 0)),
-            kv.get("bug") == "1",
-        )
-
-
-class InjectedFault(RowsRefused):
-    """Raised by FaultPlan inside a write transaction: stands for the database refusing the rows
-    of the application named by ``fail_app`` (so it takes the bisect-and-isolate path)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, "other")
 
 
 class RequestTaken(Exception):
@@ -209,7 +172,7 @@ class BatchWriter:
             (t.name, db.table(t.name), c.table(t.name).stored_columns) for t in plan.tables
         ]
         self.table_cols = {name: tuple(col.name for col in cols) for name, _, cols in self.tables}
-        self.faults = FaultPlan.from_env()
+        self.faults = fault_plan()  # test-only, None outside the gate (xml_extractor.hooks)
         self.before_commit: Any = None  # called right before each commit; raising rolls it back (a worker: is its run alive)
         self._unsure: frozenset[tuple[int, int]] | None = (
             None  # (app_id, attempt) of a commit that raised
@@ -294,70 +257,58 @@ class BatchWriter:
             if self._landed(items):
                 return
         t0 = time.perf_counter()
-        committing = False
-        db.begin()
-        cur = db.conn.cursor()
+        tx = db.transaction()
         try:
-            now = utcnow()
-            self._replace_requested(cur, items, now)
-            ok = [it for it in items if it.ok]
-            for name, qtable, _ in self.tables:
-                rows = [r for it in ok for r in it.mapped.rows.get(name, ())]  # type: ignore[union-attr]
-                if rows:
-                    db.dialect.insert_rows(cur, qtable, self.table_cols[name], rows)
-                f = self.faults
-                if f.fail_after_table == name and any(it.app_id == f.fail_app for it in ok):
-                    if (
-                        f.bug
-                    ):  # a programming error, not a refusal: the run must stop, nobody is failed
-                        raise TypeError(
-                            f"injected bug after inserting {name} for application {f.fail_app}"
+            with tx:
+                cur = db.conn.cursor()
+                now = utcnow()
+                self._replace_requested(cur, items, now)
+                ok = [it for it in items if it.ok]
+                for name, qtable, _ in self.tables:
+                    rows = [r for it in ok for r in it.mapped.rows.get(name, ())]  # type: ignore[union-attr]
+                    if rows:
+                        db.dialect.insert_rows(cur, qtable, self.table_cols[name], rows)
+                    if self.faults is not None:
+                        self.faults.after_table(name, (it.app_id for it in ok))
+                ev_rows = []
+                sid = self.ident.session_id
+                for it in items:
+                    evs = list(it.mapped.events) if it.ok else []  # type: ignore[union-attr]
+                    evs += it.extra_events
+                    for e in evs:
+                        ev_rows.append(
+                            (
+                                it.app_id,
+                                e[0],
+                                e[1],
+                                e[2],
+                                e[3],
+                                e[4],
+                                e[5] if len(e) > 5 else None,
+                                sid,
+                                now,
+                            )
                         )
-                    raise InjectedFault(
-                        f"injected fault after inserting {name} for application {f.fail_app}"
-                    )
-            ev_rows = []
-            sid = self.ident.session_id
-            for it in items:
-                evs = list(it.mapped.events) if it.ok else []  # type: ignore[union-attr]
-                evs += it.extra_events
-                for e in evs:
-                    ev_rows.append(
-                        (
-                            it.app_id,
-                            e[0],
-                            e[1],
-                            e[2],
-                            e[3],
-                            e[4],
-                            e[5] if len(e) > 5 else None,
-                            sid,
-                            now,
-                        )
-                    )
-            if ev_rows:
-                db.dialect.insert_rows(cur, db.names["events"], EVENT_COLUMNS, ev_rows)
-            per_app_ms = (time.perf_counter() - t0) * 1000 / max(1, len(items))
-            db.dialect.insert_rows(
-                cur,
-                db.names["log"],
-                LOG_COLUMNS,
-                [self._log_row(it, now, per_app_ms) for it in items],
-            )
-            self._count_progress(cur, items, now)
-            cur.close()
-            if self.faults.sleep_before_commit:
-                time.sleep(self.faults.sleep_before_commit)
-            if self.before_commit is not None:
-                self.before_commit()
-            committing = True
-            db.commit()
+                if ev_rows:
+                    db.dialect.insert_rows(cur, db.names["events"], EVENT_COLUMNS, ev_rows)
+                per_app_ms = (time.perf_counter() - t0) * 1000 / max(1, len(items))
+                db.dialect.insert_rows(
+                    cur,
+                    db.names["log"],
+                    LOG_COLUMNS,
+                    [self._log_row(it, now, per_app_ms) for it in items],
+                )
+                self._count_progress(cur, items, now)
+                cur.close()
+                if self.faults is not None:
+                    self.faults.before_commit()
+                if self.before_commit is not None:
+                    self.before_commit()
         except BaseException:
             if (
-                committing
+                tx.committing
             ):  # the commit (or its proof) raised: whether it landed is read on the retry
                 self._unsure = keys
-            db.rollback()
             raise
 
     def _landed(self, items: list[Outcome]) -> bool:

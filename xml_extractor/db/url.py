@@ -268,7 +268,7 @@ def _odbc_url(url: str, password: str) -> DatabaseURL:
 
 def _pick_mssql_driver() -> str:
     try:
-        from .odbc import import_pyodbc
+        from .connect import import_pyodbc
 
         installed = import_pyodbc().drivers()
     except ConfigError:

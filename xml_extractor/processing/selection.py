@@ -26,8 +26,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
-from .._testing import hold
 from ..db.database import Database
+from ..hooks import hold
 from .context import RunContext
 from .partition import ID_MAX, ID_MIN, mine
 
@@ -221,8 +221,7 @@ class WorkQueue:
         db, ctx = self.db, self.ctx
 
         def tx() -> tuple[int, int, bool]:
-            db.begin()
-            try:
+            with db.transaction():
                 if "queue_lock" in db.dialect.queries:
                     db.run_batch(db.sql("queue_lock"), {})  # held until commit, or raised
                 row = db.query(db.sql("queue_first_chunk"), {"limit": 1})
@@ -245,11 +244,7 @@ class WorkQueue:
                 hold(
                     "queue_width_locked"
                 )  # test hook (gated): the lock is held, the width not committed
-                db.commit()
-                return width, dropped, fixed_now
-            except BaseException:
-                db.rollback()
-                raise
+            return width, dropped, fixed_now
 
         width, dropped, fixed_now = db.with_retry(tx)
         if dropped:
@@ -319,8 +314,7 @@ class WorkQueue:
         seed = db.sql("queue_seed")
 
         def tx(part: list[tuple[int, int, int]]) -> None:
-            db.begin()
-            try:
+            with db.transaction():
                 cur = db.conn.cursor()
                 cur.executemany(
                     seed, [seed.values({"chunk_id": k, "lo": a, "hi": b}) for k, a, b in part]
@@ -337,10 +331,6 @@ class WorkQueue:
                     if has_work:
                         cur.execute(*db.sql("queue_reopen").bind({"chunk_id": int(k)}))
                 cur.close()
-                db.commit()
-            except BaseException:
-                db.rollback()
-                raise
 
         for i in range(0, len(chunks), SEED_PART):
             part = chunks[i : i + SEED_PART]
@@ -424,8 +414,7 @@ class WorkQueue:
         db, ctx = self.db, self.ctx
 
         def tx() -> set[int]:
-            db.begin()
-            try:
+            with db.transaction():
                 mine: set[int] = set()
                 for i in range(0, len(chunk_ids), 500):
                     part = chunk_ids[i : i + 500]
@@ -439,10 +428,6 @@ class WorkQueue:
                             db.sql("queue_held_by"), {"ids": part, "owner": ctx.owner}
                         )
                     }
-                db.commit()
-            except BaseException:
-                db.rollback()
-                raise
             return set(chunk_ids) - mine
 
         return db.with_retry(tx) if chunk_ids else set()
@@ -453,13 +438,11 @@ class WorkQueue:
         db, ctx = self.db, self.ctx
 
         def tx() -> bool:
-            db.begin()
-            try:
+            with db.transaction():
                 row = db.query(
                     db.sql("queue_bounds_of"), {"chunk_id": chunk_id, "owner": ctx.owner}
                 )
                 if not row:
-                    db.commit()
                     return False  # not ours any more
                 lo, hi = int(row[0][0]), int(row[0][1])
                 left = _pending_in(db, lo, hi)
@@ -467,11 +450,7 @@ class WorkQueue:
                     db.sql("queue_release_one" if left else "queue_done"),
                     {"chunk_id": chunk_id, "owner": ctx.owner},
                 ).close()
-                db.commit()
                 return not left
-            except BaseException:
-                db.rollback()
-                raise
 
         done = db.with_retry(tx)
         if not done:
@@ -485,9 +464,8 @@ class WorkQueue:
         db = self.db
 
         def tx() -> None:
-            db.begin()
-            db.execute(db.sql("queue_release"), {"owner": self.ctx.owner}).close()
-            db.commit()
+            with db.transaction():
+                db.execute(db.sql("queue_release"), {"owner": self.ctx.owner}).close()
 
         db.with_retry(tx)
 

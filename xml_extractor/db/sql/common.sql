@@ -96,6 +96,15 @@ GROUP BY x.status;
 -- Which other application already owns any of these con_ids.
 SELECT {key_col}, app_id FROM {contact_table} WHERE {key_col} IN (:keys) AND app_id <> :app_id;
 
+-- name: disputed_keys
+-- Every con_id an application was refused for because another had committed it first (its
+-- con_id_collision events), with the application that holds it now (NULL: none does).
+SELECT e.raw_value, e.app_id, MIN(e.logged_at), MIN(c.app_id)
+FROM {events} e LEFT JOIN {contact_table} c ON c.{key_col} = CAST(e.raw_value AS BIGINT)
+WHERE e.event_type = 'con_id_collision' AND e.table_name = :table_name
+GROUP BY e.raw_value, e.app_id
+ORDER BY MIN(e.logged_at), e.app_id;
+
 -- name: progress_update
 -- This worker's counters, inside the batch transaction (the row is this worker's alone: no waits).
 UPDATE {progress} SET success = success + :success, failed = failed + :failed, last_at = :now
@@ -211,84 +220,6 @@ SELECT MAX(log_id) FROM {log};
 -- Applications that have a first attempt (scripts/ops_bench.py: is the database already built?).
 SELECT COUNT(*) FROM {log} WHERE attempt = 1;
 
--- Synthetic operator-scale data for scripts/ops_bench.py: a million applications' log, rows and
--- events built by INSERT ... SELECT, without parsing a document. synth_numbers (per dialect)
--- makes the temp table synth_n(n, ts); the statements below fill the real tables from it.
-
--- name: synth_log
--- dialects: sqlite, postgresql
--- Attempt 1 of applications 1..apps: every 50th failed at parse; 30 sessions of 3 instances.
-INSERT INTO {log} (app_id, status, stage, error_class, reason, attempt, instance_id, instance_count, session_id,
-                   contract_version, parse_ms, map_ms, insert_ms, worker_pid, logged_at)
-SELECT n, CASE WHEN n % 50 = 0 THEN 'failed' ELSE 'success' END, CASE WHEN n % 50 = 0 THEN 'parse' END,
-       CASE WHEN n % 50 = 0 THEN 'XMLSyntaxError' END,
-       CASE WHEN n % 50 = 0 THEN 'malformed XML: line ' || (n % 97) END, 1, n % 3, 3,
-       'session-' || ((n - 1) * 30 / :apps), :contract_version, 0.2, 0.5, 0.3, 1000 + n % 6, ts
-FROM synth_n WHERE n <= :apps;
-
--- name: synth_log_retry
--- dialects: sqlite, postgresql
--- Attempt 2 (a success) of every 100th application: half the failures were retried.
-INSERT INTO {log} (app_id, status, stage, error_class, reason, attempt, instance_id, instance_count, session_id,
-                   contract_version, parse_ms, map_ms, insert_ms, worker_pid, logged_at)
-SELECT n, 'success', NULL, NULL, NULL, 2, n % 3, 3, 'session-' || ((n - 1) * 30 / :apps), :contract_version,
-       0.2, 0.5, 0.3, 1000 + n % 6, ts
-FROM synth_n WHERE n <= :apps AND n % 100 = 0;
-
--- name: synth_base
--- dialects: sqlite, postgresql
--- One base row per successful application.
-INSERT INTO {base} (app_id, receive_date, app_type_enum, campaign_num)
-SELECT n, :receive_date, 1 + n % 3, 'C' || (n % 1000) FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0);
-
--- name: synth_one_to_one
--- dialects: sqlite, postgresql
--- A 1:1 child row per successful application.
-INSERT INTO {child} (app_id) SELECT n FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0);
-
--- name: synth_contact
--- dialects: sqlite, postgresql
--- One contact per successful application (con_id = app_id).
-INSERT INTO {contact} (con_id, app_id, first_name, last_name)
-SELECT n, n, 'First' || (n % 500), 'Last' || (n % 900) FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0);
-
--- name: synth_address
--- dialects: sqlite, postgresql
--- One address per contact.
-INSERT INTO {address} (con_id, app_id, address_type_enum, city)
-SELECT n, n, 1, 'City' || (n % 300) FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0);
-
--- name: synth_scores
--- dialects: sqlite, postgresql
--- Two scores per successful application.
-INSERT INTO {scores} (app_id, score_identifier, score)
-SELECT n, 'FICO', 300 + n % 550 FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0)
-UNION ALL
-SELECT n, 'BEACON', 300 + n % 500 FROM synth_n WHERE n <= :apps AND (n % 50 <> 0 OR n % 100 = 0);
-
--- name: synth_events
--- dialects: sqlite, postgresql
--- A data-quality event for every third application, 20 kinds.
-INSERT INTO {events} (app_id, table_name, column_name, event_type, raw_value, reason, locator, session_id, logged_at)
-SELECT n, 'app_contact_base',
-       CASE n % 4 WHEN 0 THEN 'ssn' WHEN 1 THEN 'birth_date' WHEN 2 THEN 'email' ELSE 'first_name' END,
-       CASE n % 5 WHEN 0 THEN 'invalid' WHEN 1 THEN 'rounded' WHEN 2 THEN 'defaulted' WHEN 3 THEN 'truncated' ELSE 'dropped' END,
-       'raw' || n, 'synthetic event', NULL, 'session-' || ((n - 1) * 30 / :apps), ts
-FROM synth_n WHERE n <= :apps AND n % 3 = 0;
-
--- name: synth_progress
--- dialects: sqlite, postgresql
--- run_progress as the workers would have kept it.
-INSERT INTO {progress} (session_id, worker_pid, instance_id, instance_count, started_at, last_at, success, failed)
-SELECT session_id, worker_pid, MIN(instance_id), 3, MIN(logged_at), MAX(logged_at),
-       SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END), SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END)
-FROM {log} GROUP BY session_id, worker_pid;
-
--- name: synth_drop
--- dialects: sqlite, postgresql
--- The numbers are not needed any more.
-DROP TABLE synth_n;
-
 -- Reprocess (xml_extractor/reprocess.py and BatchWriter._replace_requested): a request per
 -- application, consumed by the batch transaction that writes the new attempt.
 
@@ -332,14 +263,17 @@ SELECT contract_version, COUNT(DISTINCT app_id) FROM {log} GROUP BY contract_ver
 -- Which of these application ids the source table holds.
 SELECT s.{src_id} FROM {src} s WHERE s.{src_id} IN (:ids);
 
--- name: requested_by_outcome
--- Open reprocess requests whose application currently counts as success / final failed, and all;
--- only those of applications the source holds (a request whose source row is gone is not pending).
-SELECT SUM(CASE WHEN EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'success') THEN 1 ELSE 0 END),
-       SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'success')
-                 AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'failed') THEN 1 ELSE 0 END),
-       COUNT(*)
-FROM {requests} r WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id);
+-- name: ops_status_totals
+-- status' totals in one statement (one snapshot: an application whose new attempt commits between
+-- two counts is neither missed nor counted twice): applications with a success row, finally failed
+-- ones, those being redone (an open reprocess request and a current result, which they count as
+-- until the new attempt replaces it) and every open request, of applications the source holds.
+SELECT (SELECT COUNT(*) FROM {log} WHERE status = 'success'),
+       (SELECT COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_final_failed}),
+       (SELECT COUNT(*) FROM {requests} r
+        WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id)
+          AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id)),
+       (SELECT COUNT(*) FROM {requests} r WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id));
 
 -- name: pending_among
 -- Which of these applications are pending, whoever's (reprocess in queue mode: which chunks it still needs).
@@ -388,9 +322,9 @@ f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app
 SELECT COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_final_failed};
 
 -- name: ops_failures_by_stage
--- Final failures by stage and class; an application with an open reprocess request is pending, not failed (as status' totals say).
+-- Final failures by stage and class; an application being redone counts on its current attempt
+-- until the new one replaces it (as status' totals say).
 SELECT f.stage, f.error_class, COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_final_failed}
-  AND NOT EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = f.app_id)
 GROUP BY f.stage, f.error_class ORDER BY COUNT(DISTINCT f.app_id) DESC;
 
 -- name: ops_failed_rows
@@ -551,10 +485,12 @@ DELETE FROM {src} WHERE {src_id} IN (:ids);
 SELECT enum_id FROM {enums};
 
 -- name: ops_by_contract
--- Applications per contract of a contract set (issue 14): successes by the contract that mapped them, final failures by the contract they reached ('(not routed)': failed before routing, as failures/reconcile say); an application with an open reprocess request is left out (pending, as status' totals count it).
+-- Applications per contract of a contract set: successes by the contract that mapped them, final
+-- failures by the contract they reached ('(not routed)': failed before routing, as
+-- failures/reconcile say); an application being redone counts on its current attempt (as status'
+-- totals count it).
 SELECT COALESCE(l.contract_name, '(not routed)'), l.status, COUNT(DISTINCT l.app_id) FROM {log} l
 WHERE (l.status = 'success' OR NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = l.app_id AND s.status = 'success'))
-  AND NOT EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = l.app_id)
 GROUP BY COALESCE(l.contract_name, '(not routed)'), l.status ORDER BY 1, 2;
 
 -- name: launch_progress

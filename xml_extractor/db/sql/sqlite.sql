@@ -16,20 +16,9 @@ ORDER BY chunk_id LIMIT 1;
 -- Claim the chunk queue_pick found.
 UPDATE {queue} SET owner = :owner, lease_until = {lease_expr}, claims = claims + 1 WHERE chunk_id = :chunk_id;
 
--- name: synth_numbers
--- 1..count with a timestamp spread evenly over span_ms ending at now.
-CREATE TEMP TABLE synth_n AS
-WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < :count)
-SELECT n, strftime('%Y-%m-%d %H:%M:%f', :now, '-' || ((((:apps - n) * :span_ms) / :apps) / 1000.0) || ' seconds') AS ts FROM g;
-
 -- name: stats_log_rows
 -- The row count ANALYZE recorded for the log table (fails when there is no sqlite_stat1).
 SELECT MAX(CAST(stat AS INTEGER)) FROM sqlite_stat1 WHERE tbl = :table;
-
--- name: synth_source
--- Every number is a source row (the ones past the log's last id stay pending), with a document
--- of doc_bytes characters standing in for the real one (its size is what scans of the table pay).
-INSERT INTO {src} ({src_id}, {src_xml}) SELECT n, printf('%.*c', :doc_bytes, 'x') FROM synth_n;
 
 -- name: schema_columns
 -- A table's columns: name, declared type, -, -, -, nullable (YES/NO); no rows: no table.
@@ -52,3 +41,12 @@ INSERT OR IGNORE INTO {src} ({src_id}, {src_xml}) VALUES (:app_id, :xml);
 -- name: schema_has_index
 -- Does this unique index exist on the table.
 SELECT COUNT(*) FROM pragma_index_list(:table) WHERE name = :index AND "unique" = 1;
+
+-- name: fetch_documents_stored
+-- Whole documents of a batch as their stored bytes (the driver decodes no text: parsing.StoredBytes)
+-- and whether each is a TEXT value (strict UTF-8) or a BLOB (UTF-8, else cp1252); any other value
+-- (NULL, a number) as it is.
+SELECT s.{src_id},
+       CASE WHEN typeof(s.{src_xml}) IN ('text', 'blob') THEN CAST(s.{src_xml} AS BLOB) ELSE s.{src_xml} END,
+       typeof(s.{src_xml})
+FROM {src} s WHERE s.{src_id} IN (:ids);

@@ -1,0 +1,1 @@
+-- SQL Server: no synthetic data (the synth_* queries are SQLite's and PostgreSQL's).
