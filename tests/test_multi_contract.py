@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import time
 from collections import Counter
@@ -395,7 +396,8 @@ def test_one_member_on_a_contract_set_database_names_the_set(db_url: str) -> Non
         assert p.returncode == 2, p.stdout + p.stderr
         assert p.stderr.startswith(
             "error: this database was initialised with contracts credit_card+rec_lending; "
-            "run with --contract credit_card --contract rec_lending\n"
+            f"run `xml-extractor run --db {shlex.quote(db_url)} --no-progress "
+            "--contract credit_card --contract rec_lending`\n"
         ), p.stderr
 
 

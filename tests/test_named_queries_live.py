@@ -49,6 +49,7 @@ ONLY_ON = {
     "fetch_heads": "SQLite reads whole documents (fetch_documents); the server dialects send heads",
     "fetch_heads_text": "SQL Server's read of an nvarchar source column",
     "fetch_documents_text": "SQL Server's read of an nvarchar source column",
+    "fetch_documents_stored": "SQLite's read of whole documents as stored bytes; the server dialects send heads",
     "source_column_type": "SQL Server reads its source column's type to pick the fetch (Database.source_kind)",
     "schema_index_columns": "SQL Server's catalogue read for schema widening (migrate.mssql_table_facts)",
     "schema_foreign_keys": "SQL Server's catalogue read for schema widening (migrate.mssql_table_facts)",
@@ -243,9 +244,10 @@ def _identifiers(db: Any, name: str) -> dict[str, str]:
         )
     if name == "log_to_history":  # store.py: the log's own columns
         out["cols"] = ", ".join(q(x) for x in ("log_id",) + LOG_COLUMNS)
-    if (
-        name == "contact_owners"
-    ):  # store.py: a table whose single key can collide across applications
+    if name in (
+        "contact_owners",
+        "disputed_keys",
+    ):  # store.py, disputes.py: a table whose single key can collide across applications
         t = next(
             t for t in c.tables if t.app_id_column not in t.primary_key and len(t.primary_key) == 1
         )

@@ -56,6 +56,8 @@ DIALECT_SPECIFIC = {
     "source_column_type": {"mssql"},
     "fetch_heads_text": {"mssql"},
     "fetch_documents_text": {"mssql"},
+    # SQLite fetches whole documents as their stored bytes (Database.fetch_documents stored=True)
+    "fetch_documents_stored": {"sqlite"},
 }
 
 # Syntax a dialect does not have, found by the dialect's own tokenizer: (token type, or a word

@@ -6,6 +6,7 @@ to bind) and the data-quality events; or raises a typed :class:`DocumentFailure`
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -593,6 +594,34 @@ def parse_checked(
     return parsed, app_id
 
 
+@functools.lru_cache(maxsize=1)
+def _packaged_records() -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """(name, root, record steps) of every packaged contract, compiled once per process."""
+    from .contract.compiler import compile_contract
+    from .contract.loader import load_contract, packaged_contracts
+
+    plans = [(n, compile_contract(load_contract(n)).document) for n in packaged_contracts()]
+    return tuple((n, d.root, d.record_steps) for n, d in plans)
+
+
+def missing_record(doc: DocumentPlan, root: Any) -> ValidateFailure:
+    """The failure of a document without the contract's record: when it has the record of another
+    packaged contract, it names that contract and the flag to run it with."""
+    for name, other_root, steps in _packaged_records():
+        if (other_root, steps) == (doc.root, doc.record_steps) or root.tag != other_root:
+            continue
+        el = root
+        for step in steps:
+            el = el.find(step) if el is not None else None
+        if el is not None:
+            return ValidateFailure(
+                f"this is a {name} document (it has /{other_root}/{'/'.join(steps)}, not "
+                f"{doc.record_path}): run it with --contract {name}",
+                "OtherContractDocument",
+            )
+    return ValidateFailure(f"no {doc.record_path} in the document", "NoRecordElement")
+
+
 def map_document(
     plan: MappingPlan,
     source: Any,
@@ -605,7 +634,7 @@ def map_document(
     t0 = time.perf_counter()
     parsed, app_id = parse_checked(plan.document, source, expected_app_id, min_length, tail)
     if parsed.record is None:
-        raise ValidateFailure(f"no {plan.document.record_path} in the document", "NoRecordElement")
+        raise missing_record(plan.document, parsed.root)
     t1 = time.perf_counter()
     routes = plan.extra.get("routes")
     try:

@@ -16,8 +16,9 @@ truncated row fails instead of passing silently.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from lxml import etree
 
@@ -69,6 +70,34 @@ def text_or_undecodable(raw: bytes) -> str | UndecodableText:
         return UndecodableText.at(raw, exc)
 
 
+class StoredBytes:
+    """A document's stored bytes as the fetch read them (SQLite: ``CAST(xml AS BLOB)``), with what
+    the column held: a TEXT value (``text``: strictly UTF-8, like the driver's own decoding) or a
+    BLOB (UTF-8, else cp1252). Fetching bytes skips the driver's text decoding and lets
+    :func:`decode_source` hand the parse valid UTF-8 bytes instead of a decoded copy."""
+
+    __slots__ = ("raw", "text")
+
+    def __init__(self, raw: bytes, text: bool) -> None:
+        self.raw, self.text = raw, text
+
+
+class Utf8Document:
+    """A whole document's bytes checked to be UTF-8, read from ``start`` (past its leading
+    byte-order marks, without copying): what :func:`decode_source` returns for
+    :class:`StoredBytes`. :func:`parse_document` finds the scope's span in it with a byte search
+    and parses only that span, never decoding the rest."""
+
+    __slots__ = ("raw", "start")
+
+    def __init__(self, raw: bytes, start: int = 0) -> None:
+        self.raw, self.start = raw, start
+
+    def text(self) -> str:
+        """The document as text (the exact parse path and short documents' checks)."""
+        return self.raw[self.start :].decode("utf-8")
+
+
 def decode_tail(raw: Any) -> str:
     """The last bytes of a text column's document (the server dialects' fetch_heads): cut by byte
     count, so up to 3 leading bytes may be the end of a character; past them it must be UTF-8
@@ -108,10 +137,25 @@ def decode_tail_bytes(raw: Any) -> str:
         return raw.decode("cp1252") if _cp1252_ok(raw) else raw.decode("latin-1")
 
 
-def decode_source(value: Any, min_length: int = 1) -> str:
+@overload
+def decode_source(value: StoredBytes, min_length: int = 1) -> str | Utf8Document: ...
+
+
+@overload
+def decode_source(value: str | bytes | bytearray | memoryview, min_length: int = 1) -> str: ...
+
+
+@overload
+def decode_source(value: Any, min_length: int = 1) -> Any: ...
+
+
+def decode_source(value: Any, min_length: int = 1) -> Any:
     """Row value -> text. Bytes are UTF-8, else cp1252 (older rows); leading byte-order marks are
     dropped (any number of them: re-encoded exports stack them). A text column's value that is
-    not UTF-8 (:class:`UndecodableText`) fails at stage parse."""
+    not UTF-8 (:class:`UndecodableText`) fails at stage parse. :class:`StoredBytes` that are UTF-8
+    come back as :class:`Utf8Document` (the same rules, the bytes left undecoded)."""
+    if isinstance(value, StoredBytes):
+        return _decode_stored(value, min_length)
     if value is None:
         raise ReadFailure("the xml column is NULL", "EmptyDocument")
     if isinstance(value, UndecodableText):
@@ -149,6 +193,32 @@ def decode_source(value: Any, min_length: int = 1) -> str:
             "EmptyDocument",
         )
     return text
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_ASCII_VISIBLE = re.compile(rb"[!-~]")
+
+
+def _decode_stored(value: StoredBytes, min_length: int) -> str | Utf8Document:
+    """:func:`decode_source` of fetched bytes. UTF-8 ones (checked by ``isascii`` or a decode whose
+    text is dropped) stay bytes; any other value takes the path of the value the driver would
+    have given (a TEXT column's :class:`UndecodableText`, a BLOB's bytes), so the rules and the
+    reasons are those of :func:`decode_source` by construction."""
+    raw = value.raw
+    start = 0
+    while raw.startswith(_UTF8_BOM, start):
+        start += 3
+    if not raw.isascii():
+        try:
+            str(memoryview(raw)[start:], "utf-8")
+        except UnicodeDecodeError:
+            return decode_source(text_or_undecodable(raw) if value.text else raw, min_length)
+    doc = Utf8Document(raw, start)
+    # the emptiness check of decode_source: settled on the bytes when the document is surely long
+    # (4 bytes at most a character) and its head holds a visible ASCII character; else on the text
+    if len(raw) - start < 4 * 8192 or not _ASCII_VISIBLE.search(raw, start, start + 4096):
+        decode_source(doc.text(), min_length)
+    return doc
 
 
 def _cp1252_ok(raw: bytes) -> bool:
@@ -220,6 +290,36 @@ def _check_prolog(text: str) -> None:
             return
 
 
+_PROLOG_SPACE = frozenset(b" \t\r\n")
+
+
+def _check_prolog_bytes(raw: bytes, i: int) -> None:
+    """:func:`_check_prolog` on UTF-8 bytes from offset ``i`` (the byte-order mark is 3 bytes; the
+    rest of what the prolog may hold is ASCII)."""
+    n = len(raw)
+    while i < n:
+        while i < n:
+            if raw[i] in _PROLOG_SPACE:
+                i += 1
+            elif raw.startswith(_UTF8_BOM, i):
+                i += 3
+            else:
+                break
+        if raw.startswith(b"<?", i):
+            j = raw.find(b"?>", i)
+            i = n if j < 0 else j + 2
+        elif raw.startswith(b"<!--", i):
+            j = raw.find(b"-->", i)
+            i = n if j < 0 else j + 3
+        elif raw.startswith(b"<!", i):
+            # the next 9 characters (36 bytes hold at least 9), compared as _check_prolog does
+            if str(raw[i : i + 36], "utf-8", "ignore")[:9].upper() == "<!DOCTYPE":
+                raise ParseFailure(_DTD_FORBIDDEN, "DTDForbidden")
+            return
+        else:
+            return
+
+
 def _refuse_dtd(root: Any) -> None:
     """The enforcement: a tree whose document has a DTD node (any DOCTYPE, however it got past
     the prolog scan) or holds an entity reference is refused before anything reads a value."""
@@ -232,7 +332,9 @@ def _refuse_dtd(root: Any) -> None:
         )
 
 
-def parse_document(text: str, plan: DocumentPlan, tail: str | None = None) -> ParsedDocument:
+def parse_document(
+    text: str | Utf8Document, plan: DocumentPlan, tail: str | None = None
+) -> ParsedDocument:
     """Parse what the contract reads; raise ParseFailure / ValidateFailure with a usable reason.
 
     Fast path: the text up to the first ``</CustData>`` plus the closing tags of its ancestors
@@ -241,9 +343,15 @@ def parse_document(text: str, plan: DocumentPlan, tail: str | None = None) -> Pa
     makes the synthetic document malformed or the record missing); otherwise, and for every
     error, the exact event-driven path below decides.
 
+    A :class:`Utf8Document` takes the same steps on its bytes (:func:`_parse_utf8`).
+
     With ``tail`` (the last characters of the document), ``text`` is only the document's head up
     to the scope's end marker, as the server dialects fetch it; whatever the fast path cannot
     settle raises NeedFullDocument."""
+    if isinstance(text, Utf8Document):
+        if tail is None:
+            return _parse_utf8(text, plan)
+        text = text.text()
     if tail is not None and "\x00" in tail:
         raise ParseFailure("the document contains a NUL character near its end", "NulCharacter")
     if "\x00" in text:
@@ -254,31 +362,81 @@ def parse_document(text: str, plan: DocumentPlan, tail: str | None = None) -> Pa
     marker = f"</{plan.scope_steps[-1]}>"
     cut = text.find(marker)
     if cut >= 0:
-        end = cut + len(marker)
-        closing = "".join(f"</{t}>" for t in reversed((plan.root,) + plan.scope_steps[:-1]))
-        try:
-            root = etree.fromstring(
-                (text[:end] + closing).encode("utf-8"), _fast_parser(plan.huge_tree)
-            )
-        except etree.XMLSyntaxError:
-            root = None
-        if root is not None:
-            _refuse_dtd(root)
-        if root is not None and root.tag == plan.root:
-            record = _find(root, plan.record_steps)
-            if record is not None:
-                end_text = tail if tail is not None else text[-200:]
-                if not _TAIL_CACHE.setdefault(
-                    plan.root, re.compile(rf"</{re.escape(plan.root)}\s*>\s*$")
-                ).search(end_text):
-                    raise ParseFailure(
-                        f"the document is incomplete: it does not end with </{plan.root}> (truncated?)",
-                        "TruncatedDocument",
-                    )
-                return ParsedDocument(root=root, document_id=_find_id(root, plan), record=record)
+        whole = text
+        parsed = _parse_span(
+            text[: cut + len(marker)].encode("utf-8"),
+            plan,
+            lambda: tail if tail is not None else whole[-200:],
+        )
+        if parsed is not None:
+            return parsed
     if tail is not None:
         raise NeedFullDocument()
     return _parse_with_events(text, plan)
+
+
+def _parse_utf8(doc: Utf8Document, plan: DocumentPlan) -> ParsedDocument:
+    """:func:`parse_document` on a whole document's UTF-8 bytes: the NUL scan, the prolog check and
+    the search for the scope's end run on the bytes, the span up to it is parsed as it is, and
+    only the exact path (a span that does not settle the document) decodes the whole."""
+    raw, start = doc.raw, doc.start
+    nul = raw.find(b"\x00", start)
+    if nul >= 0:
+        offset = len(str(memoryview(raw)[start:nul], "utf-8"))  # in characters, as for text
+        raise ParseFailure(
+            f"the document contains a NUL character at offset {offset}", "NulCharacter"
+        )
+    _check_prolog_bytes(raw, start)
+    marker = f"</{plan.scope_steps[-1]}>".encode()
+    cut = raw.find(marker, start)
+    if cut >= 0:
+        parsed = _parse_span(
+            raw[start : cut + len(marker)], plan, lambda: _last_characters(raw, start, 200)
+        )
+        if parsed is not None:
+            return parsed
+    return _parse_with_events(doc.text(), plan)
+
+
+def _last_characters(raw: bytes, start: int, n: int) -> str:
+    """The last ``n`` characters of valid UTF-8 ``raw[start:]``, decoding at most 4n bytes."""
+    at = max(start, len(raw) - 4 * n)
+    if at > start:
+        while at < len(raw) and 0x80 <= raw[at] <= 0xBF:  # inside a character: skip to its end
+            at += 1
+    return str(memoryview(raw)[at:], "utf-8")[-n:]
+
+
+def _parse_span(
+    head: bytes, plan: DocumentPlan, end_text: Callable[[], str]
+) -> ParsedDocument | None:
+    """The fast path: ``head`` (up to the scope's end marker) closed by the ancestors' end tags,
+    parsed as one small document. None when that does not settle the document (the exact path
+    decides); a document that does not end with the root's end tag (``end_text()``: its last
+    characters) is truncated."""
+    try:
+        root = etree.fromstring(head + _closing_tags(plan), _fast_parser(plan.huge_tree))
+    except etree.XMLSyntaxError:
+        return None
+    _refuse_dtd(root)
+    if root.tag != plan.root:
+        return None
+    record = _find(root, plan.record_steps)
+    if record is None:
+        return None
+    if not _TAIL_CACHE.setdefault(
+        plan.root, re.compile(rf"</{re.escape(plan.root)}\s*>\s*$")
+    ).search(end_text()):
+        raise ParseFailure(
+            f"the document is incomplete: it does not end with </{plan.root}> (truncated?)",
+            "TruncatedDocument",
+        )
+    return ParsedDocument(root=root, document_id=_find_id(root, plan), record=record)
+
+
+def _closing_tags(plan: DocumentPlan) -> bytes:
+    """``</Request></Provenir>``: the end tags of the scope's ancestors, innermost first."""
+    return "".join(f"</{t}>" for t in reversed((plan.root,) + plan.scope_steps[:-1])).encode()
 
 
 _TAIL_CACHE: dict[str, re.Pattern[str]] = {}
@@ -338,6 +496,12 @@ def _parse_with_events(text: str, plan: DocumentPlan) -> ParsedDocument:
         if not done:
             parser.close()
     except etree.XMLSyntaxError as exc:
+        if "XML_PARSE_HUGE" in str(exc) and not plan.huge_tree:  # well-formed, over a limit
+            raise ParseFailure(
+                f"the document is over a libxml2 resource limit ({str(exc).splitlines()[0]}): "
+                'set "huge_tree": true in the contract\'s "document" section to lift it',
+                "ResourceLimit",
+            ) from None
         raise ParseFailure(f"malformed XML: {exc}", "XMLSyntaxError") from None
     if root is None:
         raise ParseFailure("no root element", "XMLSyntaxError")

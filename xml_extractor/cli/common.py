@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,8 +19,98 @@ ENV = "XML_EXTRACTOR_"
 
 
 def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {with_user_flags(message)}", err=True)
     sys.exit(code)
+
+
+# The connection and contract options a hint's command repeats, in the order they are shown.
+_HINT_FLAGS = (
+    ("db_url", "--db"),
+    ("server", "--server"),
+    ("database", "--database"),
+    ("username", "--username"),
+    ("encrypt", "--encrypt"),
+    ("trust_server_certificate", "--trust-server-certificate"),
+    ("contract_path", "--contract"),
+)
+# "xml-extractor init-db" and the flags a message already gives it ("--dry-run", "--db URL")
+_HINT = re.compile(r"xml-extractor (init-db)((?: --[\w-]+(?:[ =](?!--)[^\s`'\")]+)?)*)")
+
+
+# "run with --contract a --contract b": the contracts a command should have been given
+_RUN_WITH = re.compile(r"run with ((?:--contract [\w.\-/]+ ?)+)")
+
+
+def _same_command_with(contract_words: list[str]) -> str:
+    """The command the user typed (its argv, a --db password left out) with its --contract flags
+    replaced by ``contract_words``: the hint to copy."""
+    argv = sys.argv[1:]
+    kept: list[str] = []
+    skip = False
+    for i, w in enumerate(argv):
+        if skip:
+            skip = False
+        elif w == "--contract":
+            skip = True
+        elif not w.startswith("--contract="):
+            before = argv[i - 1] if i else ""
+            kept.append(_no_password(w) if before == "--db" or w.startswith("--db=") else w)
+    words = ["xml-extractor", *kept, *contract_words]
+    return "run `" + " ".join(shlex.quote(w) for w in words) + "`"
+
+
+def user_flags(ctx: click.Context | None = None) -> list[tuple[str, str | None]]:
+    """The connection and contract flags the user typed on this command line (not those read from
+    the environment: they are still set for the next command) as (flag, shell-quoted value or
+    None), never a password: what a hint's command repeats to reach the same database with the
+    same contracts."""
+    ctx = ctx if ctx is not None else click.get_current_context(silent=True)
+    if ctx is None:
+        return []
+    params = {**ctx.params, **{k: v for k, (v, _) in ctx.meta.get(TLS_META, {}).items()}}
+    flags: list[tuple[str, str | None]] = []
+    for name, flag in _HINT_FLAGS:
+        value = params.get(name)
+        if value in (None, False, "") or not _typed(name, ctx):
+            continue
+        if value is True:
+            flags.append((flag, None))
+        elif name == "contract_path":
+            flags += [(flag, shlex.quote(part)) for part in str(value).split(",")]
+        else:
+            shown = _no_password(str(value)) if name == "db_url" else str(value)
+            flags.append((flag, shlex.quote(shown)))
+    return flags
+
+
+def _no_password(db_url: str) -> str:
+    """A --db value as it may be shown: a URL's password left out, an ODBC string's redacted."""
+    if db_url.startswith("odbc:"):
+        from ..db.odbc import redact
+
+        return redact(db_url)
+    return re.sub(r"^([a-z+]+://[^:/@]*):[^@/]*@", r"\1@", db_url)
+
+
+def with_user_flags(message: str, ctx: click.Context | None = None) -> str:
+    """Every `xml-extractor init-db` a message tells the user to type, with the flags of the
+    command they typed added (those the message gives stay): following the hint literally reaches
+    the same database with the same contracts."""
+    message = _RUN_WITH.sub(lambda m: _same_command_with(m.group(1).split()), message)
+    flags = user_flags(ctx)
+    if not flags:
+        return message
+
+    def complete(m: re.Match[str]) -> str:
+        given = m.group(2)
+        added = [
+            f" {flag}" + (f" {value}" if value is not None else "")
+            for flag, value in flags
+            if not re.search(rf"{flag}(?=[ =]|$)", given)
+        ]
+        return f"xml-extractor {m.group(1)}{given}" + "".join(added)
+
+    return _HINT.sub(complete, message)
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -163,63 +255,86 @@ def resolve_url(
     load-xml, generate-mock): a mistyped path never silently becomes a new empty database.
     ``tls`` (a db.url.TLSOptions) defaults to the current command's --encrypt /
     --trust-server-certificate."""
-    from ..db.url import PASSWORD_ENV, parse_url, server_database_url
-
     tls = tls if tls is not None else tls_options()
-    if server and db_url:  # an option typed on the command line wins over one from the environment
-        ctx = click.get_current_context(silent=True)
-        env = click.core.ParameterSource.ENVIRONMENT
-        if (
-            ctx is not None
-            and ctx.get_parameter_source("db_url") == env
-            and ctx.get_parameter_source("server") != env
-        ):
-            db_url = None
-        elif (
-            ctx is not None
-            and ctx.get_parameter_source("server") == env
-            and ctx.get_parameter_source("db_url") != env
-        ):
-            server = database = username = None
+    db_url, server, database, username = _typed_wins(db_url, server, database, username)
+    _check_server_flags(server, database, username)
+    if server:
+        if db_url:
+            raise ConfigError("give either --db or --server/--database, not both")
+        return _server_url(server, database, username, tls)
+    return _db_url(db_url, create, tls)
+
+
+def _typed_wins(
+    db_url: str | None, server: str | None, database: str | None, username: str | None
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """--db and --server both given: an option typed on the command line wins over one from the
+    environment (which may serve several databases)."""
+    if not (server and db_url):
+        return db_url, server, database, username
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return db_url, server, database, username
+    env = click.core.ParameterSource.ENVIRONMENT
+    db_env = ctx.get_parameter_source("db_url") == env
+    server_env = ctx.get_parameter_source("server") == env
+    if db_env and not server_env:
+        return None, server, database, username
+    if server_env and not db_env:
+        return db_url, None, None, None
+    return db_url, server, database, username
+
+
+def _check_server_flags(server: str | None, database: str | None, username: str | None) -> None:
+    """An empty --server, or --database/--username without --server: refused (they belong to
+    --server; typed without it they would be ignored and the command would quietly use another
+    database, the default SQLite file or a Windows login)."""
     if server is not None and not server.strip():
         raise ConfigError(
             "--server is empty (an unset variable?): give the SQL Server as host[\\instance][,port]"
         )
-    if not server:
-        # --database/--username belong to --server: typed without it they would be ignored and the
-        # command would quietly use another database (the default SQLite file, or a Windows login)
-        for name, value, fix in (
-            (
-                "database",
-                database,
-                "--server HOST --database DB, or the database in the --db URL: mssql://host/DB",
-            ),
-            (
-                "username",
-                username,
-                "--server HOST --username U, or the login in the --db URL: mssql://U@host/db",
-            ),
-        ):
-            if value and _typed(name):
-                raise ConfigError(f"--{name} is only used with --server: {fix}")
     if server:
-        if db_url:
-            raise ConfigError("give either --db or --server/--database, not both")
-        if not database:
-            raise ConfigError("--server needs --database")
-        url = tls.apply(
-            server_database_url(server, database, username)
-        )  # refused before any prompt
-        password = os.environ.get(PASSWORD_ENV, "")
-        if username and not password:
-            if sys.stdin.isatty():
-                password = click.prompt(f"Password for {username}@{server}", hide_input=True)
-            else:
-                raise ConfigError(
-                    f"--username {username} needs a password in {PASSWORD_ENV} (no terminal to prompt on)"
-                )
-        url.password = password
-        return url
+        return
+    for name, value, fix in (
+        (
+            "database",
+            database,
+            "--server HOST --database DB, or the database in the --db URL: mssql://host/DB",
+        ),
+        (
+            "username",
+            username,
+            "--server HOST --username U, or the login in the --db URL: mssql://U@host/db",
+        ),
+    ):
+        if value and _typed(name):
+            raise ConfigError(f"--{name} is only used with --server: {fix}")
+
+
+def _server_url(server: str, database: str | None, username: str | None, tls: Any) -> Any:
+    """The URL of --server/--database/--username, its password from the environment or a prompt
+    (refused before any prompt when the flags are wrong)."""
+    from ..db.url import PASSWORD_ENV, server_database_url
+
+    if not database:
+        raise ConfigError("--server needs --database")
+    url = tls.apply(server_database_url(server, database, username))
+    password = os.environ.get(PASSWORD_ENV, "")
+    if username and not password:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                f"--username {username} needs a password in {PASSWORD_ENV} (no terminal to prompt on)"
+            )
+        password = click.prompt(f"Password for {username}@{server}", hide_input=True)
+    url.password = password
+    return url
+
+
+def _db_url(db_url: str | None, create: bool, tls: Any) -> Any:
+    """The URL of --db: a SQLite file must exist unless ``create``; a SQL Server login without a
+    password gets a prompt (or a refusal with no terminal)."""
+    from ..db.url import PASSWORD_ENV, parse_url
+
     url = tls.apply(parse_url(db_url))
     if not create:
         from ..db.migrate import require_exists
@@ -235,10 +350,10 @@ def resolve_url(
     return url
 
 
-def _typed(param: str) -> bool:
+def _typed(param: str, ctx: click.Context | None = None) -> bool:
     """Whether the current command's option was typed on the command line (not read from the
     environment, which may serve several databases)."""
-    ctx = click.get_current_context(silent=True)
+    ctx = ctx if ctx is not None else click.get_current_context(silent=True)
     if ctx is None:
         return True
     try:
@@ -262,8 +377,9 @@ def open_db(
     return Database(resolve_url(db_url, server, database, username, create), contract)
 
 
-def run_options(fn: Callable) -> Callable:
-    opts = [
+def _work_options() -> list[Callable]:
+    """How much work and how: workers, batches, partition or queue."""
+    return [
         click.option(
             "--workers",
             type=int,
@@ -335,6 +451,12 @@ def run_options(fn: Callable) -> Callable:
             help="Queue mode: app_id range width of one claim, for a new queue; a queue that "
             "has chunks keeps its width (the run says so).",
         ),
+    ]
+
+
+def _selection_options() -> list[Callable]:
+    """Which applications: an app_id range, retries, a changed contract."""
+    return [
         click.option(
             "--app-id-start",
             type=int,
@@ -370,6 +492,12 @@ def run_options(fn: Callable) -> Callable:
             help="Run although the database holds results of another version of this contract "
             "(see docs/operations.md, 'Re-running after a contract change').",
         ),
+    ]
+
+
+def _output_options() -> list[Callable]:
+    """Where the run reports: log, progress, metrics; how long it reconnects."""
+    return [
         click.option(
             "--log-level",
             type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
@@ -404,7 +532,11 @@ def run_options(fn: Callable) -> Callable:
             help="How long to keep reconnecting after a lost connection.",
         ),
     ]
-    for o in reversed(opts):
+
+
+def run_options(fn: Callable) -> Callable:
+    """The options of run (and launch, which hands them on to its instances)."""
+    for o in reversed(_work_options() + _selection_options() + _output_options()):
         fn = o(fn)
     return db_options(fn)
 

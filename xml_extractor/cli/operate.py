@@ -197,6 +197,12 @@ def _print_status(d: dict) -> None:
     metavar="NAME",
     help=f"Only failures of this contract of a contract set ('{ops.NOT_ROUTED}': failed before routing).",
 )
+@click.option(
+    "--disputes",
+    is_flag=True,
+    help="Only the disputed con_ids: each application refused for a con_id another application "
+    "committed first, and the application that keeps it.",
+)
 @handle_errors
 def failures_cmd(
     fmt: str,
@@ -204,6 +210,7 @@ def failures_cmd(
     app_id: int | None,
     csv_file: str | None,
     contract_name: str | None,
+    disputes: bool,
     **kw: Any,
 ) -> None:
     """Failures grouped by contract and reason with counts and sample app_ids, or one application's history."""
@@ -265,6 +272,8 @@ def failures_cmd(
                     )
                 )
             return
+        if disputes:
+            return _print_disputes(db, True)
         groups = ops.failures(db, stage, contract=contract_name)
         if csv_file:
             rows = ops.failed_rows(db, stage, contract_name)
@@ -323,8 +332,26 @@ def failures_cmd(
             click.echo(
                 tabulate(sorted(per.items()), headers=["contract", "apps"], tablefmt="simple")
             )
+        _print_disputes(db, disputes)
     finally:
         db.close()
+
+
+def _print_disputes(db: Any, only: bool) -> None:
+    """Every disputed con_id and who kept it (the first application to commit it): after the
+    failure groups, or alone (``--disputes``, JSON with --format json)."""
+    from ..disputes import disputed
+
+    pairs = disputed(db)
+    if only and click.get_current_context().params.get("fmt") == "json":
+        _json(pairs)
+        return
+    if not pairs and not only:
+        return
+    click.echo(f"\n{len(pairs)} disputed con_id claim(s): the first application to commit keeps it")
+    rows = [[p["con_id"], p["kept_by"], p["refused_app_id"], p["first_refused_at"]] for p in pairs]
+    headers = ["con_id", "kept by", "refused for", "refused at"]
+    click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
 
 
 # -- reprocess ------------------------------------------------------------------------------------

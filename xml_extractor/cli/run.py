@@ -12,7 +12,7 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from .common import handle_errors, resolve_url, run_options
+from .common import handle_errors, resolve_url, run_options, with_user_flags
 
 
 @click.command("run")
@@ -34,10 +34,8 @@ def run_cmd(summary_json: str | None, **kw: Any) -> None:
         kind, _, text = summary.stop_reason.partition(
             ": "
         )  # "config: ..." / "error: ...": said once
-        click.echo(
-            f"error: {text if kind in ('config', 'error') and text else summary.stop_reason}",
-            err=True,
-        )
+        said = text if kind in ("config", "error") and text else summary.stop_reason
+        click.echo(f"error: {with_user_flags(said)}", err=True)
     sys.exit(summary.exit_code)
 
 
@@ -150,7 +148,9 @@ def print_summary(s: Any) -> None:
         rows.append(["worker restarts", s.worker_restarts])
     if s.interrupted:
         rows.append(["interrupted", "yes: run the same command again to resume"])
-    if s.stop_reason:
-        rows.append(["stopped", s.stop_reason])
+    if s.stop_reason:  # a many-line reason (exit 2, 3) is said in full once: on stderr
+        first, _, more = s.stop_reason.partition("\n")
+        in_full = more and s.exit_code in (2, 3)
+        rows.append(["stopped", f"{first} (in full below)" if in_full else s.stop_reason])
     rows += [["log", s.log_file or "-"], ["metrics", s.metrics_file or "-"]]
     click.echo(tabulate(rows, tablefmt="simple"))

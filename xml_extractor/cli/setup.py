@@ -126,9 +126,16 @@ def render_ddl(dialect: Any, contract: Any) -> str:
     return head + sep.join(stmts + seeds) + sep.rstrip("\n") + "\n"
 
 
-def _say_created(where: str) -> None:
-    """load-xml and generate-mock create a missing schema themselves: they say so."""
-    click.echo(f"created the schema in {where} (as init-db does)")
+def _say_created(where: str, contracts: str | None = None) -> None:
+    """load-xml and generate-mock create a missing schema themselves: they say so, naming the
+    contracts when they are not the default one."""
+    flags = "".join(f" --contract {c}" for c in contracts.split(",")) if contracts else ""
+    click.echo(f"created the schema in {where} (as init-db{flags} does)")
+
+
+# The contracts whose documents generate-mock --product writes: the schema it creates is theirs,
+# so the documented `run --contract rec_lending` after `generate-mock --product rl` finds its tables.
+PRODUCT_CONTRACTS = {"cc": None, "rl": "rec_lending", "mixed": "credit_card,rec_lending"}
 
 
 @click.command("load-xml")
@@ -267,11 +274,14 @@ def generate_mock_cmd(
     rl_share: float,
     out_dir: str | None,
 ) -> None:
-    """Generate realistic documents (sizes, formats, edge cases), deterministically for a seed."""
+    """Generate realistic documents (sizes, formats, edge cases), deterministically for a seed.
+    Into a database: its schema is that of the contracts the documents are for (--product rl:
+    rec_lending, mixed: both) unless --contract names others."""
     from ..loading import generate_into_db, generate_into_folder
     from ..mock_rl import generator_for
 
     gen = generator_for(product, seed, faulty_share, rl_share)
+    contract_path = contract_path or PRODUCT_CONTRACTS[product]
     if out_dir:
         stats = generate_into_folder(out_dir, count, seed, faulty_share, start_id, generator=gen)
         where = out_dir
@@ -281,7 +291,7 @@ def generate_mock_cmd(
         where = db.url.display()
         db.close()
         if stats["created_schema"]:
-            _say_created(where)
+            _say_created(where, contract_path)
     click.echo(
         f"generated {stats['written']} documents into {where} in {stats['seconds']:.1f}s "
         f"({stats['written'] / max(stats['seconds'], 1e-9):.0f}/s), median {stats['median_kb']:.0f} KB; "

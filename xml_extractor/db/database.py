@@ -365,14 +365,16 @@ class Database:
         )
 
     def fetch_documents(
-        self, ids: list[int], scope_end: str | None = None
+        self, ids: list[int], scope_end: str | None = None, stored: bool = False
     ) -> list[tuple[int, Any, Any]]:
         """(app_id, text, tail) of these source rows, outside any transaction. With ``scope_end``
         (the end tag of the contract's scope, ``</CustData>``) a dialect that has ``fetch_heads``
         sends only the text up to it plus the document's last bytes (``tail``, to tell a truncated
         document); otherwise the whole text, tail None. SQL Server picks the query of its source
         column's kind (source_kind): bytes, decoded by parsing.decode_source like every engine's
-        bytes (the tail by parsing.decode_tail_bytes), or nvarchar text."""
+        bytes (the tail by parsing.decode_tail_bytes), or nvarchar text. With ``stored`` a dialect
+        that has ``fetch_documents_stored`` (SQLite) sends whole documents as their stored bytes
+        (parsing.StoredBytes: no text decoding in the driver; map_document parses the bytes)."""
         from .mssql import MSSQLDialect
 
         text = self.dialect.document_text  # one document's bytes that are not UTF-8 fail it alone
@@ -401,6 +403,14 @@ class Database:
                 self.conn, lambda: self.autocommit_query(stmt, params)
             )
             return [(int(a), text(x), tail(t)) for a, x, t in rows]
+        if stored and "fetch_documents_stored" in self.dialect.queries:
+            from ..parsing import StoredBytes
+
+            rows = self.autocommit_query(self.sql("fetch_documents_stored"), {"ids": ids})
+            return [
+                (int(a), StoredBytes(x, t == "text") if isinstance(x, bytes) else x, None)
+                for a, x, t in rows
+            ]
         rows = self.dialect.read_documents(
             self.conn, lambda: self.autocommit_query(self.sql(whole), {"ids": ids})
         )

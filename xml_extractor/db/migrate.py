@@ -944,8 +944,33 @@ def refusal_message(p: MigrationPlan) -> str:
     lines = [
         f"the contract changes the database {what} ({len(p.refusals)} difference(s)); nothing was changed:"
     ]
-    lines += [f"  {c.describe()}" for c in p.refusals]
+    lines += [f"  {line}" for line in _grouped(p.refusals)]
     return "\n".join(lines)
+
+
+_TYPED = re.compile(r"^column (.+?) is in the database but not in the contract$")
+
+
+def _grouped(refusals: list[Change]) -> list[str]:
+    """One line per kind of difference (the same thing to do), its columns listed by table: 97
+    columns of another contract are a line, not 97."""
+    kinds: dict[str, list[Change]] = {}
+    for c in refusals:
+        kinds.setdefault(c.todo or c.describe(), []).append(c)
+    out = []
+    for todo, cs in kinds.items():
+        if len(cs) == 1 or not all(_TYPED.match(c.what) for c in cs):
+            out += [c.describe() for c in cs]
+            continue
+        tables: dict[str, list[str]] = {}
+        for c in cs:
+            m = _TYPED.match(c.what)
+            tables.setdefault(c.table, []).append(f"{c.column} {m.group(1) if m else ''}")
+        listed = "; ".join(f"{t}({', '.join(cols)})" for t, cols in tables.items())
+        out.append(
+            f"{len(cs)} columns are in the database but not in the contract -- {todo}: {listed}"
+        )
+    return out
 
 
 def contract_set_hint(db: Database, p: MigrationPlan) -> str:

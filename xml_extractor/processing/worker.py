@@ -106,8 +106,11 @@ def process_batch(
             lambda: db.autocommit_query(db.sql("reprocess_existing"), {"ids": ids})
         )
     }
-    # server dialects: only the head of each document crosses the connection
-    docs = db.with_retry(lambda: db.fetch_documents(ids, f"</{plan.document.scope_steps[-1]}>"))
+    # server dialects: only the head of each document crosses the connection; SQLite: the stored
+    # bytes, parsed without decoding the whole text
+    docs = db.with_retry(
+        lambda: db.fetch_documents(ids, f"</{plan.document.scope_steps[-1]}>", stored=True)
+    )
     res.fetch_ms = (time.perf_counter() - t0) * 1000
     outcomes = []
     for app_id, xml, tail in sorted(docs, key=lambda r: r[0]):

@@ -96,6 +96,15 @@ GROUP BY x.status;
 -- Which other application already owns any of these con_ids.
 SELECT {key_col}, app_id FROM {contact_table} WHERE {key_col} IN (:keys) AND app_id <> :app_id;
 
+-- name: disputed_keys
+-- Every con_id an application was refused for because another had committed it first (its
+-- con_id_collision events), with the application that holds it now (NULL: none does).
+SELECT e.raw_value, e.app_id, MIN(e.logged_at), MIN(c.app_id)
+FROM {events} e LEFT JOIN {contact_table} c ON c.{key_col} = CAST(e.raw_value AS BIGINT)
+WHERE e.event_type = 'con_id_collision' AND e.table_name = :table_name
+GROUP BY e.raw_value, e.app_id
+ORDER BY MIN(e.logged_at), e.app_id;
+
 -- name: progress_update
 -- This worker's counters, inside the batch transaction (the row is this worker's alone: no waits).
 UPDATE {progress} SET success = success + :success, failed = failed + :failed, last_at = :now

@@ -52,3 +52,12 @@ INSERT OR IGNORE INTO {src} ({src_id}, {src_xml}) VALUES (:app_id, :xml);
 -- name: schema_has_index
 -- Does this unique index exist on the table.
 SELECT COUNT(*) FROM pragma_index_list(:table) WHERE name = :index AND "unique" = 1;
+
+-- name: fetch_documents_stored
+-- Whole documents of a batch as their stored bytes (the driver decodes no text: parsing.StoredBytes)
+-- and whether each is a TEXT value (strict UTF-8) or a BLOB (UTF-8, else cp1252); any other value
+-- (NULL, a number) as it is.
+SELECT s.{src_id},
+       CASE WHEN typeof(s.{src_xml}) IN ('text', 'blob') THEN CAST(s.{src_xml} AS BLOB) ELSE s.{src_xml} END,
+       typeof(s.{src_xml})
+FROM {src} s WHERE s.{src_id} IN (:ids);
