@@ -25,15 +25,11 @@ MAX_LINES = 80
 # (file relative to the repository, qualified function name) -> the most lines it may have
 LONG_ALLOWED: dict[tuple[str, str], int] = {
     ("xml_extractor/bench.py", "bench"): 92,
-    ("xml_extractor/cli/contract.py", "map_cmd"): 84,
-    ("xml_extractor/cli/profile.py", "_print_table"): 116,
-    ("xml_extractor/db/classify.py", "connect_error"): 87,
-    ("xml_extractor/loading.py", "load_files"): 85,
     ("xml_extractor/cli/common.py", "resolve_url"): 82,
     ("xml_extractor/cli/common.py", "run_options"): 145,
     ("xml_extractor/cli/launch.py", "launch_cmd"): 121,
     ("xml_extractor/cli/operate.py", "_print_status"): 92,
-    ("xml_extractor/cli/operate.py", "failures_cmd"): 127,
+    ("xml_extractor/cli/operate.py", "failures_cmd"): 131,
     ("xml_extractor/cli/operate.py", "reprocess_cmd"): 94,
     ("xml_extractor/mock.py", "MockGenerator._application"): 81,
     ("xml_extractor/mock.py", "MockGenerator._contact"): 88,
