@@ -33,7 +33,7 @@ from xml_extractor import load_contract  # noqa: E402
 from xml_extractor.db.database import Database  # noqa: E402
 from xml_extractor.db.statistics import refresh_statistics  # noqa: E402
 from xml_extractor.db.store import init_db  # noqa: E402
-from xml_extractor.db.synthetic import build  # noqa: E402
+from xml_extractor.testing.synthetic import build  # noqa: E402
 
 COMMANDS: list[tuple[str, list[str]]] = [
     ("status", ["status"]),

@@ -253,7 +253,7 @@ def termination_round(
         if cli(*args).wait() != 0:
             raise RuntimeError(f"setup failed: {args[0]}")
     work = Path(tempfile.mkdtemp(prefix=f"xe-soak-term-{n}-"))
-    from xml_extractor._testing import fault_injection_env
+    from xml_extractor.testing.harness import fault_injection_env
 
     env = dict(
         os.environ, **fault_injection_env(f"sleep_before_commit={a.commit_delay}", str(work))
@@ -479,8 +479,8 @@ def main() -> int:
             print(f"setup failed: {args[0]}", file=sys.stderr)
             return 2
     logs = tempfile.mkdtemp(prefix="xe-soak-logs-")
-    # the commit delay is test-only fault injection: it needs the harness's gate (xml_extractor/_testing.py)
-    from xml_extractor._testing import fault_injection_env
+    # the commit delay is test-only fault injection: it needs the harness's gate (xml_extractor/testing/gate.py)
+    from xml_extractor.testing.harness import fault_injection_env
 
     env = dict(os.environ, **fault_injection_env(f"sleep_before_commit={a.commit_delay}", logs))
     common = [

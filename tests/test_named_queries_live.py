@@ -71,7 +71,7 @@ ONLY_ON.update(
         "pf_source_rows": "the servers' catalogue row estimate; SQLite counts (pf_source_count)",
     }
 )
-_SYNTH = "synthetic operator-scale data (db/synthetic.py: scripts/ops_bench.py) is built on SQLite and PostgreSQL only"
+_SYNTH = "synthetic operator-scale data (testing/synthetic.py: scripts/ops_bench.py) is built on SQLite and PostgreSQL only"
 _STATS = (
     "the planner's belief of the log's size, for the engines the tool refreshes statistics on (db/statistics.py); "
     "SQL Server keeps its statistics itself"

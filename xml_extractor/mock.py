@@ -126,6 +126,29 @@ class MockDocument:
     encoding: str = "utf-8"
 
 
+# population_assignment codes as real documents carry them, weighted by how often
+_POPULATIONS = [
+    ("", 50),
+    ("DN", 38),
+    ("SB", 22),
+    ("CM", 15),
+    ("SO", 9),
+    ("JB", 9),
+    ("LB", 6),
+    ("HD", 4),
+    ("T", 2),
+    ("HU", 2),
+    ("BL", 2),
+    ("EV", 1),
+    ("HW", 1),
+    ("HE", 1),
+    ("CV", 1),
+    ("L2", 1),
+    ("HV", 1),
+    ("ZZ", 1),
+]
+
+
 class MockGenerator:
     """Makes documents; ``faulty_share`` of them broken in one of ``FAULT_KINDS`` ways."""
 
@@ -254,32 +277,7 @@ class MockGenerator:
             ("app_entry_date", self._date(r)),
             ("app_type_code", self._pick(r, [("PRODB", 127), ("SECURE", 32), ("FPP", 3), ("", 2)])),
             ("campaign_num", r.choice(["Z4K", "A1B", "Q77", "XK2"])),
-            (
-                "population_assignment",
-                self._pick(
-                    r,
-                    [
-                        ("", 50),
-                        ("DN", 38),
-                        ("SB", 22),
-                        ("CM", 15),
-                        ("SO", 9),
-                        ("JB", 9),
-                        ("LB", 6),
-                        ("HD", 4),
-                        ("T", 2),
-                        ("HU", 2),
-                        ("BL", 2),
-                        ("EV", 1),
-                        ("HW", 1),
-                        ("HE", 1),
-                        ("CV", 1),
-                        ("L2", 1),
-                        ("HV", 1),
-                        ("ZZ", 1),
-                    ],
-                ),
-            ),
+            ("population_assignment", self._pick(r, _POPULATIONS)),
             ("signature_ind", self._pick(r, [("Y", 159), ("", 5)])),
             ("special_offer", self._pick(r, [("1", 67), ("3", 49), ("2", 30), ("4", 8), ("", 4)])),
             ("app_source_ind", self._pick(r, [("I", 144), ("M", 14), ("", 4)])),
@@ -313,22 +311,7 @@ class MockGenerator:
             ("existing_credit_line", self._money(r)),
             ("signed_date", self._date(r)),
         ]
-        a += [
-            (f"non_mon_{x}_sent_flag", self._yn(r, 0.5))
-            for x in ("016", "020", "103", "115", "122")
-        ]
-        x = r.random()
-        if x < 0.05:  # a few documents carry Priority here instead of on Request
-            a.append(("priority" if r.random() < 0.5 else "Priority", r.choice(_PRIORITY)))
-        if r.random() < 0.5:  # empty (or absent) means credit card
-            a.append(("product_line", ""))
-        if r.random() < 0.1:  # encrypted account numbers: 44-character base64
-            a.append(("existing_card_account_num", self._base64(r, 32)))
-        if r.random() < 0.05:
-            a.append(("regb_start_date", self._date(r)))
-        if r.random() < 0.1:
-            a.append(("signiture_ind", "Y"))  # a retired attribute -> app_historical_lookup
-        return a
+        return a + self._application_flags(r)
 
     @staticmethod
     def _base64(r: random.Random, nbytes: int) -> str:
@@ -369,17 +352,45 @@ class MockGenerator:
         return a
 
     def _product(self, r: random.Random) -> list[tuple[str, str]]:
-        def score() -> str:
-            x = r.random()
-            if x < 0.3:
-                return ""
-            return (
-                str(r.randint(300, 850))
-                if x < 0.6
-                else f"{r.randint(1, 99)}.{r.randint(1, 99):02d}"
-            )  # 45.31
+        """app_product's attributes: decision and scores, then adverse actions and the rest."""
+        a = self._product_scores(r) + self._product_adverse(r)
+        if (
+            r.random() < 0.9
+        ):  # else the Reg B start date falls back (to application's, then to app_receive_date)
+            a.append(("regb_start_date", self._date(r)))
+        return a
 
+    def _application_flags(self, r: random.Random) -> list[tuple[str, str]]:
+        """application's notice flags and the attributes only some documents carry (Priority here,
+        an empty product line, encrypted account numbers, a retired attribute)."""
         a = [
+            (f"non_mon_{x}_sent_flag", self._yn(r, 0.5))
+            for x in ("016", "020", "103", "115", "122")
+        ]
+        x = r.random()
+        if x < 0.05:  # a few documents carry Priority here instead of on Request
+            a.append(("priority" if r.random() < 0.5 else "Priority", r.choice(_PRIORITY)))
+        if r.random() < 0.5:  # empty (or absent) means credit card
+            a.append(("product_line", ""))
+        if r.random() < 0.1:  # encrypted account numbers: 44-character base64
+            a.append(("existing_card_account_num", self._base64(r, 32)))
+        if r.random() < 0.05:
+            a.append(("regb_start_date", self._date(r)))
+        if r.random() < 0.1:
+            a.append(("signiture_ind", "Y"))  # a retired attribute -> app_historical_lookup
+        return a
+
+    @staticmethod
+    def _score(r: random.Random) -> str:
+        """A score: empty, an integer, or (as real scores are) a decimal such as 45.31."""
+        x = r.random()
+        if x < 0.3:
+            return ""
+        return str(r.randint(300, 850)) if x < 0.6 else f"{r.randint(1, 99)}.{r.randint(1, 99):02d}"
+
+    def _product_scores(self, r: random.Random) -> list[tuple[str, str]]:
+        """The decision, the scores and the income figures of app_product."""
+        return [
             (
                 "decision_tp_c",
                 self._pick(
@@ -398,16 +409,16 @@ class MockGenerator:
             ),
             ("decision_date", self._date(r)),
             ("precision_score", str(r.randint(0, 999))),
-            ("experian_fico_score", score()),
-            ("prescreen_fico_score", score()),
-            ("prescreen_risk_score", score()),
-            ("Vantage_Score_TU" if r.random() < 0.8 else "vantage_score_tu", score()),
-            ("TU_DIE_score", score()),
-            ("EX_DIE_score", score()),
-            ("risk_model_score", score()),
-            ("classic_08_score", score()),
-            ("DIE_Plus_Score", score()),
-            ("Vantage_Score_EX", score()),
+            ("experian_fico_score", self._score(r)),
+            ("prescreen_fico_score", self._score(r)),
+            ("prescreen_risk_score", self._score(r)),
+            ("Vantage_Score_TU" if r.random() < 0.8 else "vantage_score_tu", self._score(r)),
+            ("TU_DIE_score", self._score(r)),
+            ("EX_DIE_score", self._score(r)),
+            ("risk_model_score", self._score(r)),
+            ("classic_08_score", self._score(r)),
+            ("DIE_Plus_Score", self._score(r)),
+            ("Vantage_Score_EX", self._score(r)),
             (
                 "VeridQA_Result",
                 self._pick(
@@ -430,6 +441,11 @@ class MockGenerator:
             ("monthly_debt", self._money(r)),
             ("debt_to_income_ratio", f"0.{r.randint(0, 99):02d}"),
             ("booked_date", self._date(r)),
+        ]
+
+    def _product_adverse(self, r: random.Random) -> list[tuple[str, str]]:
+        """Adverse-action and risk-model reason codes, Reg B and the bureau counts of app_product."""
+        return [
             (
                 "adverse_actn1_type_cd",
                 self._pick(
@@ -465,11 +481,6 @@ class MockGenerator:
             ("control_accnt_seq_no", str(r.randint(1, 999999))),
             ("pd_seq_no", str(r.randint(1, 999999))),
         ]
-        if (
-            r.random() < 0.9
-        ):  # else the Reg B start date falls back (to application's, then to app_receive_date)
-            a.append(("regb_start_date", self._date(r)))
-        return a
 
     def _rmts(
         self, r: random.Random, first: str, last: str, city: str, st: str
@@ -525,6 +536,15 @@ class MockGenerator:
             attrs = [
                 (k, "" if k not in ("con_id", "ac_role_tp_c") else v) for k, v in attrs
             ]  # every identity field empty
+        children = self._addresses(r, city, st) + self._employment(r, city, st)
+        if role == "PR":
+            children.append(
+                f"<app_prod_bcard {self._attrs([('requested_credit_line', self._money(r)), ('allocated_credit_line', str(r.randint(3, 50) * 100)), ('issue_card_ind', self._yn(r, 0.5)), ('card_decision_tp_c', r.choice(['APPRV', 'NODEC', 'DECNC', '']))])} />"
+            )
+        return f"<contact {self._attrs(attrs)}>\n" + "\n".join(children) + "\n</contact>"
+
+    def _addresses(self, r: random.Random, city: str, st: str) -> list[str]:
+        """A contact's addresses: CURR, sometimes PREV or a blank type (some of them empty)."""
         children = []
         n_addr = 1 if r.random() < 0.85 else r.randint(2, 3)
         for i in range(n_addr):
@@ -555,43 +575,43 @@ class MockGenerator:
             if typ == "" and r.random() < 0.5:
                 a = [(k, "") for k, _ in a]
             children.append(f"<contact_address {self._attrs(a)} />")
-        if r.random() < 0.95:
-            basis = self._pick(
-                r, [("ANNUM", 156), ("MONTH", 10), ("WEEK", 1), ("BIWEEK", 1), ("HOURLY", 1)]
-            )
-            sal = {
-                "ANNUM": r.randint(15, 250) * 1000,
-                "MONTH": r.randint(1, 20) * 500,
-                "WEEK": r.randint(3, 30) * 100,
-                "BIWEEK": r.randint(6, 60) * 100,
-                "HOURLY": r.randint(12, 90),
-            }[basis]
-            e = [
-                ("employment_tp_c", self._pick(r, [("CURR", 159), ("PREV", 2), ("", 1)])),
-                ("employment_seq_no", str(r.randint(1, 999999))),
-                ("b_name", r.choice(["ACME FREIGHT", "CITY OF FARGO", "SELF"])),
-                ("b_salary", f"{sal}.0" if r.random() < 0.97 else "no numbers here!"),
-                ("b_salary_basis_tp_c", basis),
-                ("b_years_at_job", str(r.randint(0, 30))),
-                ("b_months_at_job", str(r.randint(0, 11))),
-                ("b_other_income_amt", r.choice(["0", "", "250.00"])),
-                ("b_self_employed_ind", self._yn(r)),
-                ("b_city", city),
-                ("b_state", st if r.random() < 0.97 else "vermontington"),
-                ("b_zip", self._zip(r)),
-                ("b_phone_no", self._phone(r)),
-                ("b_job_title_tp_c", ""),
-                (
-                    "b_primary_income_source_tp_c",
-                    self._pick(r, [("", 110), ("EMPLOY", 37), ("OTHER", 7)]),
-                ),
-            ]
-            children.append(f"<contact_employment {self._attrs(e)} />")
-        if role == "PR":
-            children.append(
-                f"<app_prod_bcard {self._attrs([('requested_credit_line', self._money(r)), ('allocated_credit_line', str(r.randint(3, 50) * 100)), ('issue_card_ind', self._yn(r, 0.5)), ('card_decision_tp_c', r.choice(['APPRV', 'NODEC', 'DECNC', '']))])} />"
-            )
-        return f"<contact {self._attrs(attrs)}>\n" + "\n".join(children) + "\n</contact>"
+        return children
+
+    def _employment(self, r: random.Random, city: str, st: str) -> list[str]:
+        """A contact's employment (95% of contacts): salary and basis, or a value that is no number."""
+        if r.random() >= 0.95:
+            return []
+        basis = self._pick(
+            r, [("ANNUM", 156), ("MONTH", 10), ("WEEK", 1), ("BIWEEK", 1), ("HOURLY", 1)]
+        )
+        sal = {
+            "ANNUM": r.randint(15, 250) * 1000,
+            "MONTH": r.randint(1, 20) * 500,
+            "WEEK": r.randint(3, 30) * 100,
+            "BIWEEK": r.randint(6, 60) * 100,
+            "HOURLY": r.randint(12, 90),
+        }[basis]
+        e = [
+            ("employment_tp_c", self._pick(r, [("CURR", 159), ("PREV", 2), ("", 1)])),
+            ("employment_seq_no", str(r.randint(1, 999999))),
+            ("b_name", r.choice(["ACME FREIGHT", "CITY OF FARGO", "SELF"])),
+            ("b_salary", f"{sal}.0" if r.random() < 0.97 else "no numbers here!"),
+            ("b_salary_basis_tp_c", basis),
+            ("b_years_at_job", str(r.randint(0, 30))),
+            ("b_months_at_job", str(r.randint(0, 11))),
+            ("b_other_income_amt", r.choice(["0", "", "250.00"])),
+            ("b_self_employed_ind", self._yn(r)),
+            ("b_city", city),
+            ("b_state", st if r.random() < 0.97 else "vermontington"),
+            ("b_zip", self._zip(r)),
+            ("b_phone_no", self._phone(r)),
+            ("b_job_title_tp_c", ""),
+            (
+                "b_primary_income_source_tp_c",
+                self._pick(r, [("", 110), ("EMPLOY", 37), ("OTHER", 7)]),
+            ),
+        ]
+        return [f"<contact_employment {self._attrs(e)} />"]
 
     def _make_pool(self, rng: random.Random) -> None:
         """Element-dense vendor-payload markup, made once per generator and sliced per document.
@@ -650,7 +670,7 @@ class MockGenerator:
             )
             reports -= n + 80
             k += 1
-        parts.append("<Journals>" if False else "</Reports><Journals>")
+        parts.append("</Reports><Journals>")
         parts.append(
             self._slice(r, max(0, nbytes - int(nbytes * 0.94))).replace("Field", "Journal")
         )

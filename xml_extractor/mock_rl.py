@@ -297,6 +297,7 @@ class RLMockGenerator:
         return f"<IL_fund_checklist {b._attrs(yn + flags + money + other)} />"
 
     def document(self, app_id: int) -> MockDocument:
+        """One rec-lending document (deterministic for the seed and app_id), its fault if any."""
         b = self.base
         r = random.Random(self.seed * 1_000_033 + app_id)
         fault = None
@@ -308,6 +309,30 @@ class RLMockGenerator:
         app_type = r.choice(["RV", "RV", "MARINE", "MC", "OR", "HT", "UT"])
         joint = r.random() < 0.35
         dealer = r.choice(_DEALERS)
+        app = self._il_application(r, app_type, joint, dealer)
+        contacts, beside = self._contacts(r, app_id, fault, joint)
+        tag = "IL_app" if fault == "no_record" else "IL_application"
+        cust = self._cust_data(r, tag, app, app_type, joint, contacts, beside)
+        doc_id = str(app_id + 7 if fault == "id_mismatch" else app_id)
+        id_attr = "" if fault == "missing_id" else f' ID="{doc_id}"'
+        head = (
+            f'<Request{id_attr} Process="{r.choice(["01800", "06800", "99800"])}" Status="{r.choice(["F", "P", ""])}" '
+            f'Priority="" LastUpdatedBy="ADAM.STARR@MERRICKBANK.COM">\n'
+        )
+        noise = b._noise(r, max(0, target - len(cust) - 400))
+        root = "Provenirr" if fault == "wrong_root" else "Provenir"
+        text = (
+            f'<{root} ID="{app_id}" ipaddress="44.232.55.211:52476, 10.254.22.183" appone_trans_id="{r.randint(10**8, 10**9)}" '
+            f'product="rl" app_source="API">\n{head}{cust}\n{noise}\n</Request>\n</{root}>\n'
+        )
+        text = self._with_fault(r, text, fault)
+        return MockDocument(app_id=app_id, text=text, fault=fault, row_app_id=app_id)
+
+    def _il_application(
+        self, r: random.Random, app_type: str, joint: bool, dealer: str
+    ) -> list[tuple[str, str]]:
+        """IL_application's attributes: the dealer, the loan, the dates."""
+        b = self.base
         app = [
             ("parent_dealer_number", str(r.randint(600000, 699999))),
             ("app_source_ind", r.choice(["A", "D", "F", "S", "P"])),
@@ -341,6 +366,13 @@ class RLMockGenerator:
             ("tied_app_id", str(r.randint(1, 999999)) if r.random() < 0.1 else ""),
             ("loanpro_loan_id", str(r.randint(1, 10**6))),
         ]
+        return app
+
+    def _contacts(
+        self, r: random.Random, app_id: int, fault: str | None, joint: bool
+    ) -> tuple[list[str], str]:
+        """The contacts inside IL_application and the PR contact placed beside it (real recent
+        exports), a con_id_collision fault reusing the previous application's con_id."""
         con = app_id * 10 + 1
         if fault == "con_id_collision":
             con = max(1, app_id - 1) * 10 + 1
@@ -360,7 +392,21 @@ class RLMockGenerator:
                 f'<IL_contact con_id="{app_id * 10 + 4}" ac_role_tp_c="SEC" ssn="" first_name="" last_name="" '
                 'birth_date=""><IL_contact_address address_type_code="CURR" city="" state="" /></IL_contact>'
             )
-        tag = "IL_app" if fault == "no_record" else "IL_application"
+        return contacts, beside
+
+    def _cust_data(
+        self,
+        r: random.Random,
+        tag: str,
+        app: list[tuple[str, str]],
+        app_type: str,
+        joint: bool,
+        contacts: list[str],
+        beside: str,
+    ) -> str:
+        """The CustData element: IL_application with its collateral, decision, comments, funding,
+        checklist, policies and contacts."""
+        b = self.base
         comments = "".join(
             f'<IL_comments comment_seq_number="{i}" comment="Revolving Debt Burden automatically calculated" '
             f'user_id="System" />'
@@ -388,18 +434,11 @@ class RLMockGenerator:
             + '\n<WorkItems><WorkItem name="decision" status="pass" /></WorkItems>\n'
             f"</{tag}>\n{beside}</CustData>"
         )
-        doc_id = str(app_id + 7 if fault == "id_mismatch" else app_id)
-        id_attr = "" if fault == "missing_id" else f' ID="{doc_id}"'
-        head = (
-            f'<Request{id_attr} Process="{r.choice(["01800", "06800", "99800"])}" Status="{r.choice(["F", "P", ""])}" '
-            f'Priority="" LastUpdatedBy="ADAM.STARR@MERRICKBANK.COM">\n'
-        )
-        noise = b._noise(r, max(0, target - len(cust) - 400))
-        root = "Provenirr" if fault == "wrong_root" else "Provenir"
-        text = (
-            f'<{root} ID="{app_id}" ipaddress="44.232.55.211:52476, 10.254.22.183" appone_trans_id="{r.randint(10**8, 10**9)}" '
-            f'product="rl" app_source="API">\n{head}{cust}\n{noise}\n</Request>\n</{root}>\n'
-        )
+        return cust
+
+    @staticmethod
+    def _with_fault(r: random.Random, text: str, fault: str | None) -> str:
+        """The text broken as the fault says (malformed, truncated, empty), and usually a BOM."""
         if fault == "malformed":
             cut = text.find("<IL_collateral")
             text = text[:cut] + '<IL_collateral broken="1" <<>' + text[cut + 14 :]
@@ -409,7 +448,7 @@ class RLMockGenerator:
             text = r.choice(["", "   ", "\n"])
         if fault != "empty" and r.random() < 0.8:
             text = "\ufeff" + text
-        return MockDocument(app_id=app_id, text=text, fault=fault, row_app_id=app_id)
+        return text
 
     def documents(self, start_id: int, count: int) -> Iterator[MockDocument]:
         for i in range(count):

@@ -44,20 +44,58 @@ def failed_rows(db: Database, stage: str | None = None, contract: str | None = N
 
 def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -> dict:
     """Totals, sessions, failures by stage, and the rate over the results actually observed in
-    the last ``recent_minutes`` (see progress.py: one definition shared with run and launch)."""
-    source = _q(db, db.sql("ops_count_source"), {})[0][0]
-    success = _q(db, db.sql("ops_count_success"), {})[0][0]
-    failed = _q(db, db.sql("ops_count_final_failed"), {})[0][0]
-    # an open reprocess request makes an application pending again until its new attempt commits
-    req_ok, req_failed, requested = (int(v or 0) for v in _q(db, db.sql("requested_by_outcome"))[0])
-    success, failed = int(success) - req_ok, int(failed) - req_failed
-    pending = max(0, int(source) - int(success) - int(failed))
-    versions = contract_versions(db, int(success) + int(failed) + req_ok + req_failed)
+    the last ``recent_minutes`` (see progress.py: one definition shared with run and launch).
+
+    An application being redone (an open reprocess request) counts as done on its current attempt,
+    with that attempt's contract version, until the new attempt replaces it in one transaction: done
+    never drops during a reprocess, and ``being_redone`` says how many are still to be redone."""
+    totals = status_totals(db)
+    versions = contract_versions(db, totals["success"] + totals["failed"])
     now = utcnow()
+    sess, window = _sessions(db, now, session_hours, recent_minutes)
+    rate = _recent_rate(sess, window, now)
+    eta = eta_minutes(
+        totals["pending"] + totals["being_redone"], rate["rate_per_min_recent"], rate["running"]
+    )
+    by_stage = _q(db, db.sql("ops_failures_by_stage"), {})
+    return {
+        "by_contract": by_contract(db, versions),
+        **totals,
+        "contract_versions": versions,
+        **rate,
+        "eta_minutes": None if eta is None else round(eta, 1),
+        "sessions": sess,
+        "failures": [{"stage": s, "error_class": e, "count": int(c)} for s, e, c in by_stage],
+    }
+
+
+def status_totals(db: Database) -> dict[str, Any]:
+    """Source rows, success, final failures (their current attempts, the ones being redone
+    included), pending (never attempted), being redone (an open reprocess request and a current
+    result) and every open request (``reprocess_requested``: requests of never-attempted
+    applications too). Success, failed and being redone come from one statement: one snapshot."""
+    source = int(_q(db, db.sql("ops_count_source"), {})[0][0])
+    success, failed, redone, requested = (
+        int(v or 0) for v in _q(db, db.sql("ops_status_totals"), {})[0]
+    )
+    return {
+        "source_rows": source,
+        "success": success,
+        "failed": failed,
+        "pending": max(0, source - success - failed),
+        "being_redone": redone,
+        "reprocess_requested": requested,
+        "done_pct": round(100.0 * (success + failed) / max(1, source), 2),
+    }
+
+
+def _sessions(
+    db: Database, now: _dt.datetime, session_hours: float, recent_minutes: int
+) -> tuple[list[dict], dict[str, tuple[int, Any, Any]]]:
+    """Per instance/session: the run_progress rows the workers keep (a handful of rows), plus the
+    log rows of the last few minutes (a short range of the logged_at index) for the current rate."""
     since = now - _dt.timedelta(hours=session_hours)
     recent = now - _dt.timedelta(minutes=recent_minutes)
-    # per instance/session: the run_progress rows the workers keep (a handful of rows), plus the
-    # log rows of the last few minutes (a short range of the logged_at index) for the current rate
     sessions = _q(db, db.sql("ops_sessions"), {"since": since})
     window = {
         sid: (int(c), _ts(lo), _ts(hi))
@@ -83,23 +121,20 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
                 "idle_s": round((now - last).total_seconds()) if last else None,
             }
         )
+    return sess, window
+
+
+def _recent_rate(
+    sess: list[dict], window: dict[str, tuple[int, Any, Any]], now: _dt.datetime
+) -> dict[str, Any]:
+    """The rate over every session's results in the window, whether anything is running, and the
+    part of the window the rate was observed over."""
     total_recent = sum(c for c, _, _ in window.values())
     first_seen = min((lo for _, lo, _ in window.values() if lo), default=None)
     last_seen = max((hi for _, _, hi in window.values() if hi), default=None)
     last_activity = max((s["last_activity"] for s in sess if s["last_activity"]), default=None)
     seen = observe(total_recent, first_seen, last_seen, now, last_activity)
-    eta = eta_minutes(pending, seen.rate_per_min, seen.running)
-    # final failures only (an application that later succeeded is not a failure any more)
-    by_stage = _q(db, db.sql("ops_failures_by_stage"), {})
     return {
-        "by_contract": by_contract(db, versions),
-        "source_rows": int(source),
-        "success": int(success),
-        "failed": int(failed),
-        "pending": pending,
-        "done_pct": round(100.0 * (int(success) + int(failed)) / max(1, int(source)), 2),
-        "reprocess_requested": requested,
-        "contract_versions": versions,
         "rate_per_min_recent": seen.rate_per_min,
         "rate_window_s": round(
             ((now if seen.running else last_seen) - first_seen).total_seconds(), 1
@@ -108,9 +143,6 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
         else 0.0,
         "running": seen.running,
         "idle_since": seen.idle_since,
-        "eta_minutes": None if eta is None else round(eta, 1),
-        "sessions": sess,
-        "failures": [{"stage": s, "error_class": e, "count": int(c)} for s, e, c in by_stage],
     }
 
 
@@ -229,7 +261,7 @@ def _parts(ids: list[int], size: int = 500) -> list[list[int]]:
 
 
 def by_contract(db: Database, versions: list[dict] | None = None) -> list[dict]:
-    """Per contract of a contract set (issue 14): applications done by each member, final failures
+    """Per contract of a contract set: applications done by each member, final failures
     by the member they reached; empty for a single contract's database (one version, no extra scan)."""
     if not db.contract.extra.get("members") and versions is not None and len(versions) <= 1:
         return []

@@ -135,7 +135,17 @@ def bench_cmd(
                     "time per app by stage (ms, summed over workers)",
                     ", ".join(f"{k} {v}" for k, v in r.stage_ms_per_app.items()),
                 ],
+                [
+                    "outside the stages (ms per app, summed over workers)",
+                    ", ".join(f"{k} {v}" for k, v in r.outside_ms_per_app.items())
+                    + f" (of {r.worker_ms_per_app} in all)",
+                ],
                 ["peak worker memory", f"{r.peak_worker_rss_mb} MB"],
+                [
+                    "load average before, after",
+                    f"{' '.join(map(str, r.load_average))}, "
+                    f"{' '.join(map(str, r.load_average_after))}",
+                ],
             ],
             tablefmt="simple",
         )

@@ -13,9 +13,9 @@ import click
 from tabulate import tabulate
 
 from .. import ops
-from .._testing import hold
 from ..contract.merge import split_contract_spec
 from ..errors import ConfigError
+from ..hooks import hold
 from .common import ENV, FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
 from .run import execute_run
 
@@ -72,100 +72,109 @@ def status_cmd(fmt: str, watch: float | None, recent_minutes: int, **kw: Any) ->
 
 
 def _print_status(d: dict) -> None:
+    """status as text: the totals, then the tables that have rows."""
+    _print_status_totals(d)
+    if d.get("by_contract"):  # a contract set: its members side by side
+        _table(
+            "per contract",
+            [[c["contract"], c["success"], c["failed"]] for c in d["by_contract"]],
+            ["contract", "ok", "failed"],
+        )
+    if len(d.get("contract_versions", [])) > 1:  # more than one version made the current results
+        _table(
+            "applications per contract version",
+            [[v["contract_version"], v["applications"]] for v in d["contract_versions"]],
+            ["contract version", "applications"],
+        )
+    if d["sessions"]:
+        _table("sessions (last 24 h)", [_session_row(s) for s in d["sessions"]], SESSION_HEADERS)
+    if d["failures"]:
+        _table(
+            "failures by stage",
+            [[f["stage"], f["error_class"], f["count"]] for f in d["failures"]],
+            ["stage", "error class", "rows"],
+        )
+
+
+SESSION_HEADERS = [
+    "session",
+    "instance",
+    "processed",
+    "ok",
+    "failed",
+    "rate/min",
+    "avg/min",
+    "last activity (UTC)",
+    "idle s",
+]
+
+
+def _session_row(s: dict) -> list[Any]:
+    return [
+        s["session"],
+        s["instance"],
+        s["processed"],
+        s["success"],
+        s["failed"],
+        s["rate_per_min"],
+        s["avg_rate_per_min"],
+        s["last_activity"],
+        s["idle_s"],
+    ]
+
+
+def _table(title: str, rows: list[list[Any]], headers: list[str]) -> None:
+    """One titled table of the operator commands, after a blank line."""
+    click.echo(f"\n{title}")
+    click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
+
+
+def _status_eta(d: dict) -> str:
     if not d.get("running", True):
-        eta = (
+        return (
             f"- (idle since {d['idle_since']:%Y-%m-%d %H:%M:%S} UTC)"
             if d.get("idle_since")
             else "- (nothing has run)"
         )
-    elif d["eta_minutes"] is None:
-        eta = "-"
-    else:
-        m = d["eta_minutes"]
-        eta = "under 1 min" if m < 1 else f"{m:.0f} min" if m < 120 else f"{m / 60:.1f} h"
+    if d["eta_minutes"] is None:
+        return "-"
+    m = d["eta_minutes"]
+    return "under 1 min" if m < 1 else f"{m:.0f} min" if m < 120 else f"{m / 60:.1f} h"
+
+
+def _print_status_totals(d: dict) -> None:
+    """The totals: an application being redone is in success or failed (its current attempt)
+    and in "being redone" until its new attempt replaces it."""
     window = f" over the last {d['rate_window_s']:.0f} s" if d.get("rate_window_s") else ""
-    click.echo(
-        tabulate(
-            [
-                ["source rows", d["source_rows"]],
-                ["success", d["success"]],
-                ["failed", d["failed"]],
-                [
-                    "pending (never attempted)",
-                    max(0, d["pending"] - d.get("reprocess_requested", 0)),
-                ],
-                ["pending (reprocess requested)", d.get("reprocess_requested", 0)],
-                ["done", f"{d['done_pct']}%"],
-                ["rate (recent)", f"{d['rate_per_min_recent']}/min{window}"],
-                ["ETA", eta],
-            ],
-            tablefmt="simple",
-        )
-    )
-    if d.get("by_contract"):  # a contract set: its members side by side (issue 14)
-        click.echo("\nper contract")
-        click.echo(
-            tabulate(
-                [[c["contract"], c["success"], c["failed"]] for c in d["by_contract"]],
-                headers=["contract", "ok", "failed"],
-                tablefmt="simple",
-            )
-        )
-    if (
-        len(d.get("contract_versions", [])) > 1
-    ):  # more than one version produced the current results
-        click.echo("\napplications per contract version")
-        click.echo(
-            tabulate(
-                [[v["contract_version"], v["applications"]] for v in d["contract_versions"]],
-                headers=["contract version", "applications"],
-                tablefmt="simple",
-            )
-        )
-    if d["sessions"]:
-        click.echo("\nsessions (last 24 h)")
-        click.echo(
-            tabulate(
-                [
-                    [
-                        s["session"],
-                        s["instance"],
-                        s["processed"],
-                        s["success"],
-                        s["failed"],
-                        s["rate_per_min"],
-                        s["avg_rate_per_min"],
-                        s["last_activity"],
-                        s["idle_s"],
-                    ]
-                    for s in d["sessions"]
-                ],
-                headers=[
-                    "session",
-                    "instance",
-                    "processed",
-                    "ok",
-                    "failed",
-                    "rate/min",
-                    "avg/min",
-                    "last activity (UTC)",
-                    "idle s",
-                ],
-                tablefmt="simple",
-            )
-        )
-    if d["failures"]:
-        click.echo("\nfailures by stage")
-        click.echo(
-            tabulate(
-                [[f["stage"], f["error_class"], f["count"]] for f in d["failures"]],
-                headers=["stage", "error class", "rows"],
-                tablefmt="simple",
-            )
-        )
+    rows = [
+        ["source rows", d["source_rows"]],
+        ["success", d["success"]],
+        ["failed", d["failed"]],
+        ["pending (never attempted)", d["pending"]],
+    ]
+    if d.get("being_redone"):
+        rows.append(["being redone", d["being_redone"]])
+    rows += [
+        ["done", f"{d['done_pct']}%"],
+        ["rate (recent)", f"{d['rate_per_min_recent']}/min{window}"],
+        ["ETA", _status_eta(d)],
+    ]
+    click.echo(tabulate(rows, tablefmt="simple"))
 
 
 # -- failures -------------------------------------------------------------------------------------
+
+
+# failures --csv: one row per failed attempt of the failed applications
+_FAILURES_CSV_HEADER = [
+    "app_id",
+    "attempt",
+    "stage",
+    "error_class",
+    "reason",
+    "logged_at",
+    "contract",
+]
 
 
 @click.command("failures")
@@ -280,17 +289,7 @@ def failures_cmd(
             try:
                 with open(csv_file, "w", newline="", encoding="utf-8") as fh:
                     w = csv.writer(fh)
-                    w.writerow(
-                        [
-                            "app_id",
-                            "attempt",
-                            "stage",
-                            "error_class",
-                            "reason",
-                            "logged_at",
-                            "contract",
-                        ]
-                    )
+                    w.writerow(_FAILURES_CSV_HEADER)
                     w.writerows(rows)
             except OSError as exc:
                 raise ConfigError(

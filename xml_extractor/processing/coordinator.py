@@ -187,6 +187,8 @@ class ParallelCoordinator:
             s.failures_by_class[ecls] = s.failures_by_class.get(ecls, 0) + 1
         for k in ("fetch", "parse", "map", "write"):
             self.stage_ms[k] += getattr(result, k + "_ms")
+        for k in ("wait", "other"):  # the workers' time outside the stages (bench's breakdown)
+            self.stage_ms[k] += getattr(result, k + "_ms", 0)
         s.peak_worker_rss_mb = max(s.peak_worker_rss_mb, round(result.peak_rss_kb / 1024, 1))
         self.rss_window_kb = max(self.rss_window_kb, result.rss_kb)
         out: list[Action] = []

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import supervision
-from .._testing import hold
 from ..contract.compiler import compile_contract
 from ..contract.loader import load_contract
 from ..db.database import Database, make_dialect
@@ -39,6 +38,7 @@ from ..db.migrate import require_current, require_exists
 from ..db.statistics import refresh_statistics
 from ..db.store import BatchWriter, Outcome
 from ..errors import ConfigError
+from ..hooks import hold
 from ..progress import rate_per_minute
 from .context import RunContext, RunOptions, RunSummary
 from .coordinator import (
@@ -67,8 +67,9 @@ class _WorkerPool:
     """The worker processes by slot: start, send, stop; nothing else. Each worker gets a lifeline
     whose other end only this pool holds (closed when the worker is reaped or this process dies)."""
 
-    def __init__(self, ctx: RunContext, size: int) -> None:
+    def __init__(self, ctx: RunContext, size: int, contract: Any = None) -> None:
         self.ctx = ctx
+        self.contract = contract  # the run's own, checked: a worker does not load it again
         self.mp = supervision.worker_context(WORKER_PRELOAD)
         self.procs: dict[int, Any] = {}
         self.conns: dict[int, Connection] = {}
@@ -83,7 +84,9 @@ class _WorkerPool:
             return  # the launcher is gone: this run stops now, nobody new is started
         parent, child = self.mp.Pipe()
         child_life, parent_life = supervision.lifeline(self.mp)
-        proc = self.mp.Process(target=worker_main, args=(child, self.ctx, child_life), daemon=True)
+        proc = self.mp.Process(
+            target=worker_main, args=(child, self.ctx, child_life, self.contract), daemon=True
+        )
         supervision.start_process(proc)
         supervision.register_child(proc)
         child.close()
@@ -263,7 +266,7 @@ class ProductionProcessor:
                 "identity_checked"
             )  # test hook (gated): the start check passed, nothing written yet
             self._pool_started = time.monotonic()
-            pool = _WorkerPool(ctx, ctx.workers)
+            pool = _WorkerPool(ctx, ctx.workers, self.contract)
             self._start_method = pool.mp.get_start_method()
             threading.Thread(target=self._selector, name="selector", daemon=True).start()
             self._loop(coord, pool, started)
@@ -295,7 +298,6 @@ class ProductionProcessor:
         last_sample = last_log = time.monotonic()
         identity_at: float | None = None
         analyze_at = [1000, 10000, 100000]  # refresh planner statistics as the tables grow
-        self._rss_window = 0.0
         while not coord.stopped:
             actions: list[Action] = []
             if (

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..contract.compiler import MappingPlan, compile_contract
 from ..contract.loader import load_contract
+from ..contract.model import Contract
 from ..db.database import ConnectionLost, Database
 from ..db.store import BatchWriter, Outcome
 from ..errors import ConfigError, DocumentFailure, TransientDatabaseError
@@ -45,6 +46,8 @@ class BatchResult:
     parse_ms: float = 0.0
     map_ms: float = 0.0
     write_ms: float = 0.0
+    wait_ms: float = 0.0  # the worker idle before this batch: pipe round trip, dispatch, selection
+    other_ms: float = 0.0  # the batch's own time outside the four stages (bookkeeping, queries)
     peak_rss_kb: int = 0
     rss_kb: int = 0
 
@@ -149,6 +152,8 @@ def process_batch(
             skipped.append(app_id)
     res.skipped += _committed(db, skipped)
     res.peak_rss_kb, res.rss_kb = memory_kb()
+    stages = res.fetch_ms + res.parse_ms + res.map_ms + res.write_ms
+    res.other_ms = max(0.0, (time.perf_counter() - t0) * 1000 - stages)
     return res
 
 
@@ -202,10 +207,17 @@ class PipeLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def worker_main(conn: Connection, ctx: RunContext, lifeline: Connection | None = None) -> None:
+def worker_main(
+    conn: Connection,
+    ctx: RunContext,
+    lifeline: Connection | None = None,
+    contract: Contract | None = None,
+) -> None:
     """Entry point of a worker process. Messages in: ("batch", id, ids, retry) | ("stop",).
     Messages out: ("ready", pid) | ("done", id, BatchResult) | ("fatal", id, kind, message) |
-    ("log", record dict). ``lifeline``: the run holds its other end (supervision.lifeline)."""
+    ("log", record dict). ``lifeline``: the run holds its other end (supervision.lifeline).
+    ``contract``: the run's loaded contract (pickled: its schema validation, most of a worker's
+    start-up, is not repeated); None loads it from ``ctx.contract_path``."""
     ignore_stop_signals()  # the coordinator decides when we stop
     watch = ParentWatch(lifeline) if lifeline is not None else None
     package = logging.getLogger("xml_extractor")
@@ -214,7 +226,7 @@ def worker_main(conn: Connection, ctx: RunContext, lifeline: Connection | None =
     package.setLevel(ctx.log_level)
     package.propagate = False
     try:
-        _serve(conn, ctx, watch, handler)
+        _serve(conn, ctx, watch, handler, contract)
     except ParentGone:
         pass  # the run is gone: the open transaction was rolled back, nothing to report to
     finally:
@@ -223,7 +235,11 @@ def worker_main(conn: Connection, ctx: RunContext, lifeline: Connection | None =
 
 
 def _serve(
-    conn: Connection, ctx: RunContext, watch: ParentWatch | None, handler: PipeLogHandler
+    conn: Connection,
+    ctx: RunContext,
+    watch: ParentWatch | None,
+    handler: PipeLogHandler,
+    contract: Contract | None = None,
 ) -> None:
     batch_id = None
 
@@ -234,7 +250,8 @@ def _serve(
         return False
 
     try:
-        contract = load_contract(ctx.contract_path)
+        if contract is None:
+            contract = load_contract(ctx.contract_path)
         plan = compile_contract(
             contract, ctx.database_url.dialect
         )  # string lengths in the target's unit
@@ -245,6 +262,7 @@ def _serve(
             writer.before_commit = watch.check  # a batch is never committed after the run is gone
         conn.send(("ready", os.getpid()))
         while True:
+            idle_from = time.perf_counter()
             try:
                 msg = conn.recv()
             except (EOFError, OSError):
@@ -252,7 +270,9 @@ def _serve(
             if msg[0] == "stop" or parent_gone():
                 break
             _, batch_id, ids, retry = msg
+            waited = (time.perf_counter() - idle_from) * 1000
             result = process_batch(db, plan, writer, ids, retry)
+            result.wait_ms = waited
             conn.send(("done", batch_id, result))
             batch_id = None
         db.close()

@@ -341,14 +341,17 @@ SELECT contract_version, COUNT(DISTINCT app_id) FROM {log} GROUP BY contract_ver
 -- Which of these application ids the source table holds.
 SELECT s.{src_id} FROM {src} s WHERE s.{src_id} IN (:ids);
 
--- name: requested_by_outcome
--- Open reprocess requests whose application currently counts as success / final failed, and all;
--- only those of applications the source holds (a request whose source row is gone is not pending).
-SELECT SUM(CASE WHEN EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'success') THEN 1 ELSE 0 END),
-       SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'success')
-                 AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id AND l.status = 'failed') THEN 1 ELSE 0 END),
-       COUNT(*)
-FROM {requests} r WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id);
+-- name: ops_status_totals
+-- status' totals in one statement (one snapshot: an application whose new attempt commits between
+-- two counts is neither missed nor counted twice): applications with a success row, finally failed
+-- ones, those being redone (an open reprocess request and a current result, which they count as
+-- until the new attempt replaces it) and every open request, of applications the source holds.
+SELECT (SELECT COUNT(*) FROM {log} WHERE status = 'success'),
+       (SELECT COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_final_failed}),
+       (SELECT COUNT(*) FROM {requests} r
+        WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id)
+          AND EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = r.app_id)),
+       (SELECT COUNT(*) FROM {requests} r WHERE EXISTS (SELECT 1 FROM {src} s WHERE s.{src_id} = r.app_id));
 
 -- name: pending_among
 -- Which of these applications are pending, whoever's (reprocess in queue mode: which chunks it still needs).
@@ -397,9 +400,9 @@ f.status = 'failed' AND NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = f.app
 SELECT COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_final_failed};
 
 -- name: ops_failures_by_stage
--- Final failures by stage and class; an application with an open reprocess request is pending, not failed (as status' totals say).
+-- Final failures by stage and class; an application being redone counts on its current attempt
+-- until the new one replaces it (as status' totals say).
 SELECT f.stage, f.error_class, COUNT(DISTINCT f.app_id) FROM {log} f WHERE {is_final_failed}
-  AND NOT EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = f.app_id)
 GROUP BY f.stage, f.error_class ORDER BY COUNT(DISTINCT f.app_id) DESC;
 
 -- name: ops_failed_rows
@@ -560,10 +563,12 @@ DELETE FROM {src} WHERE {src_id} IN (:ids);
 SELECT enum_id FROM {enums};
 
 -- name: ops_by_contract
--- Applications per contract of a contract set (issue 14): successes by the contract that mapped them, final failures by the contract they reached ('(not routed)': failed before routing, as failures/reconcile say); an application with an open reprocess request is left out (pending, as status' totals count it).
+-- Applications per contract of a contract set: successes by the contract that mapped them, final
+-- failures by the contract they reached ('(not routed)': failed before routing, as
+-- failures/reconcile say); an application being redone counts on its current attempt (as status'
+-- totals count it).
 SELECT COALESCE(l.contract_name, '(not routed)'), l.status, COUNT(DISTINCT l.app_id) FROM {log} l
 WHERE (l.status = 'success' OR NOT EXISTS (SELECT 1 FROM {log} s WHERE s.app_id = l.app_id AND s.status = 'success'))
-  AND NOT EXISTS (SELECT 1 FROM {requests} r WHERE r.app_id = l.app_id)
 GROUP BY COALESCE(l.contract_name, '(not routed)'), l.status ORDER BY 1, 2;
 
 -- name: launch_progress
