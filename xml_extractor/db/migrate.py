@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, SchemaMissing, TransientDatabaseError
 from .base import HISTORY_SUFFIX, REQUEST_TABLE, key_columns
 from .database import Database
+from .store import init_db
 
 if TYPE_CHECKING:
     from ..contract.model import ColumnDef, TableDef
@@ -866,6 +867,73 @@ def _tool_table_changes(
             )
             changes.append(Change(name, "contract_name", "new column", [add]))
     return changes
+
+
+@dataclass
+class InitResult:
+    """What :func:`initialise` did: the statements run, the enum rows seeded, the enum ids moved
+    (and the stored values rewritten for them), the schema changes applied."""
+
+    statements: int
+    enums_seeded: int
+    enums_total: int
+    moves: list[EnumMove]
+    rewritten: int
+    altered: int
+    applied: list[Change]  # the column additions among the applied changes
+
+    def describe(self) -> str:
+        """One line after "initialised <database>: " (init-db prints it)."""
+        text = (
+            f"{self.statements} statements, "
+            f"{self.enums_seeded} enum rows seeded ({self.enums_total} declared)"
+        )
+        if self.moves:
+            text += (
+                "; enum ids changed: "
+                + ", ".join(f"{m.enum} {m.code} {m.old_id} -> {m.new_id}" for m in self.moves)
+                + f" ({self.rewritten} stored value(s) rewritten)"
+            )
+        if self.altered:
+            text += f"; {self.altered} schema change(s) applied: " + "; ".join(
+                c.describe() for c in self.applied
+            )
+        return text
+
+
+def initialise(db: Database, allow_enum_change: bool = False) -> InitResult:
+    """init-db: create what the contract needs and migrate an existing database to it. Refused
+    (SchemaRefused, nothing changed) when a change could lose data, or an enum id moves without
+    ``allow_enum_change``; else moved enum ids are rewritten first (the seed adds missing ids),
+    then the schema is created and seeded, then the additive changes are applied."""
+    first = plan(db, allow_enum_change)
+    if first.refusals:
+        raise SchemaRefused(refusal_message(first))
+    moves = first.enum_moves
+    rewritten = apply_enum_changes(db, first) if moves else 0
+    res = init_db(db)
+    altered = apply(db, plan(db))
+    return InitResult(
+        statements=res["statements"],
+        enums_seeded=res["enums_seeded"],
+        enums_total=res["enums_total"],
+        moves=moves,
+        rewritten=rewritten,
+        altered=altered,
+        applied=[c for c in first.additions if c.column],
+    )
+
+
+def dry_run(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
+    """init-db --dry-run: the plan, nothing changed. The caller shows ``plan.render()``, then
+    :func:`require_no_refusal` refuses (exit 2) a plan that could lose data."""
+    return plan(db, allow_enum_change)
+
+
+def require_no_refusal(p: MigrationPlan) -> None:
+    """SchemaRefused (exit 2) naming every change the plan refuses; nothing when there is none."""
+    if p.refusals:
+        raise SchemaRefused(refusal_message(p))
 
 
 DBA_TODO = (
