@@ -1,5 +1,5 @@
 """Synthetic operator-scale data: N applications' source rows, log, target rows and events built
-by ``INSERT ... SELECT`` (named queries ``synth_*``), without parsing a document. For
+by ``INSERT ... SELECT`` (the ``synth_*`` queries of testing/sql/testing_*.sql), without parsing a document. For
 scripts/ops_bench.py (1M applications in minutes) and tests/test_ops_scale.py (query plans at a
 few hundred thousand rows).
 
@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from ..db.database import Database
+from .queries import sql
 
 
 def build(
@@ -32,7 +33,7 @@ def build(
     version = db.contract.version_tag
 
     def run(name: str, params: dict[str, Any], **tables: str) -> None:
-        db.execute(db.sql(name, **tables), params).close()
+        db.execute(sql(db, name, **tables), params).close()
 
     per_app = {"apps": apps}
     with db.transaction():
