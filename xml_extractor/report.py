@@ -937,9 +937,43 @@ def to_html(data: dict) -> str:
     )
 
 
+def report_data(db: Database) -> dict:
+    """What `report` shows: :func:`gather`'s figures and every disputed con_id (disputes.py)."""
+    from .disputes import disputed
+
+    return {**gather(db), "disputes": disputed(db)}
+
+
+_DISPUTES_TITLE = "Disputed con_ids"
+_DISPUTES_NOTE = (
+    "A con_id belongs to the application that committed it first; each application refused for "
+    "it failed at insert (KeyCollision). Which one commits first depends on timing: decide, fix "
+    "the documents, reprocess."
+)
+_DISPUTES_HEADERS = ["con_id", "kept by", "refused for", "refused at (UTC)"]
+
+
+def _dispute_rows(data: dict) -> list[list[Any]]:
+    return [
+        [d["con_id"], str(d["kept_by"]), str(d["refused_app_id"]), str(d["first_refused_at"])]
+        for d in data.get("disputes", [])
+    ]
+
+
 def render(data: dict, fmt: str) -> str:
     if fmt == "json":
         return to_json(data)
+    if "disputes" not in data:
+        return to_markdown(data) if fmt == "md" else to_html(data)
+    rows = _dispute_rows(data)
     if fmt == "md":
-        return to_markdown(data)
-    return to_html(data)
+        table = _md_table(rows, _DISPUTES_HEADERS)
+        return (
+            f"{to_markdown(data).rstrip()}\n\n## {_DISPUTES_TITLE}\n\n{_DISPUTES_NOTE}\n\n{table}\n"
+        )
+    section = (
+        f'<section id="disputes"><h2>{_DISPUTES_TITLE} ({len(rows):,})</h2>'
+        f'<p class="note">{html.escape(_DISPUTES_NOTE)}</p>'
+        f"{_table(rows, _DISPUTES_HEADERS)}</section>"
+    )
+    return to_html(data).replace("</main></body>", section + "</main></body>", 1)
