@@ -174,3 +174,9 @@ def test_the_checks_see_what_they_check() -> None:
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     tree = ast.parse("class C:\n    def m(self):\n        def inner():\n            pass\n")
     assert [name for name, _ in _functions(tree)] == ["C.m", "C.m.inner"]
+
+
+def test_the_test_command_runs_ruff() -> None:
+    """scripts/test.sh fails a run on a lint or format finding (config: [tool.ruff])."""
+    script = (ROOT / "scripts" / "test.sh").read_text("utf-8")
+    assert "ruff check ." in script and "ruff format --check ." in script
