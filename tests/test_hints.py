@@ -137,3 +137,13 @@ def test_launch_says_a_configuration_error_once_with_its_own_command(db_url: str
         "--contract credit_card --contract rec_lending`"
     )
     assert sum(want in e for e in errors) == 1, errors
+
+
+def test_preflight_names_init_db_with_the_users_flags(db_url: str) -> None:
+    """preflight's schema check tells the init-db to review with the database and contracts the
+    preflight was given."""
+    cli("init-db", "--db", db_url, check=True)
+    p = cli("preflight", "--db", db_url, *SET, "--format", "json")
+    (schema,) = [c for c in json.loads(p.stdout) if c["name"] == "schema"]
+    want = f"xml-extractor init-db --dry-run --db {_quoted(db_url)} {' '.join(SET)}`"
+    assert want in schema["fix"], schema
