@@ -1,4 +1,4 @@
-"""Every named query of every query set (the main set, preflight's, report's, the synthetic data's) EXECUTED on each real
+"""Every named query of every query set (the main set, preflight's, report's, the test harness's) EXECUTED on each real
 engine, not only parsed (tests/test_sql_dialects.py parses them with sqlglot): one item per query
 and engine, run with plausible values inside a transaction that is rolled back afterwards, on one
 database per engine that ``init-db``, ``generate-mock`` and ``run`` filled (tables exist and hold
@@ -29,9 +29,9 @@ SETS = {
     "": "main",
     "preflight_": "preflight",
     "report_": "report",
-    "synthetic_": "synthetic",
+    "testing_": "testing",
 }  # file prefix -> query set
-PACKAGES = {"synthetic_": "xml_extractor.testing"}  # whose sql/ folder (else xml_extractor.db)
+PACKAGES = {"testing_": "xml_extractor.testing"}  # whose sql/ folder (else xml_extractor.db)
 
 
 def _all_queries() -> dict[str, dict[str, dict[str, NamedQuery]]]:

@@ -1,5 +1,5 @@
 """Synthetic operator-scale data: N applications' source rows, log, target rows and events built
-by ``INSERT ... SELECT`` (the ``synth_*`` queries of testing/sql), without parsing a document. For
+by ``INSERT ... SELECT`` (the ``synth_*`` queries of testing/sql/testing_*.sql), without parsing a document. For
 scripts/ops_bench.py (1M applications in minutes) and tests/test_ops_scale.py (query plans at a
 few hundred thousand rows).
 
@@ -16,13 +16,8 @@ import datetime as _dt
 import time
 from typing import Any
 
-from ..db.base import NamedQuery, Statement, _load_sections
 from ..db.database import Database
-
-
-def synthetic_queries(dialect: str) -> dict[str, NamedQuery]:
-    """The ``synth_*`` queries (testing/sql/synthetic_*.sql, base.load_queries' format)."""
-    return _load_sections(dialect, "name", "synthetic_", "xml_extractor.testing")
+from .queries import sql
 
 
 def build(
@@ -37,11 +32,8 @@ def build(
     end = end or _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
     version = db.contract.version_tag
 
-    queries = synthetic_queries(db.dialect.name)
-
     def run(name: str, params: dict[str, Any], **tables: str) -> None:
-        sql = queries[name].template.format(**db.names, **tables)  # as Database.sql
-        db.execute(Statement(sql, name), params).close()
+        db.execute(sql(db, name, **tables), params).close()
 
     per_app = {"apps": apps}
     with db.transaction():

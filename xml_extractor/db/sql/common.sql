@@ -63,6 +63,10 @@ ORDER BY s.{src_id}
 -- How many pending applications this instance has (the progress bar's total).
 SELECT COUNT(*) FROM {src} s WHERE {in_range} AND {in_share} AND {is_pending};
 
+-- name: count_share
+-- How many applications this instance's share holds, done or not (the progress bar's total).
+SELECT COUNT(*) FROM {src} s WHERE {in_range} AND {in_share};
+
 -- name: count_retry
 -- How many failed applications with attempts left this instance has.
 SELECT COUNT(*) FROM {src} s WHERE {in_range} AND {in_share} AND {is_retryable};
@@ -194,31 +198,9 @@ SELECT COUNT(*) FROM {src} s WHERE s.{src_id} BETWEEN 1 AND :count;
 -- Empty one table ({table}: a qualified target, log, event, queue or progress table; bench.py).
 DELETE FROM {table};
 
--- name: soak_source_ids
--- Every source id (scripts/soak.py's accounting: small databases only).
-SELECT s.{src_id} FROM {src} s;
-
--- name: soak_log_rows
--- Every log row's application, status and attempt (scripts/soak.py).
-SELECT app_id, status, attempt FROM {log};
-
--- name: soak_table_app_ids
--- The applications a target table holds rows of ({table}, its app id column {app_col}; soak.py).
-SELECT DISTINCT x.{app_col} FROM {table} x;
-
--- name: soak_stale_events
--- Events whose session is not the session of any log row of their application (left over by a
--- replaced attempt; scripts/soak.py).
-SELECT COUNT(*) FROM {events} e
-WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = e.app_id AND l.session_id = e.session_id);
-
 -- name: log_max_id
 -- How many log rows there are, about (the identity's high-water mark: one index lookup).
 SELECT MAX(log_id) FROM {log};
-
--- name: ops_count_log_attempt_one
--- Applications that have a first attempt (scripts/ops_bench.py: is the database already built?).
-SELECT COUNT(*) FROM {log} WHERE attempt = 1;
 
 -- Reprocess (xml_extractor/reprocess.py and BatchWriter._replace_requested): a request per
 -- application, consumed by the batch transaction that writes the new attempt.
@@ -420,10 +402,6 @@ JOIN INFORMATION_SCHEMA.KEY_COLUMN_USAGE k
   ON k.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = c.CONSTRAINT_NAME AND k.TABLE_NAME = c.TABLE_NAME
 WHERE c.CONSTRAINT_TYPE = 'PRIMARY KEY' AND c.TABLE_SCHEMA = :schema AND c.TABLE_NAME = :table
 ORDER BY k.ORDINAL_POSITION;
-
--- name: test_campaign_columns
--- tests/test_schema_evolution.py: the original and the added column of every base row.
-SELECT app_id, campaign_num, campaign_code FROM {base};
 
 -- name: quality_event_groups
 -- Data-quality events by table, column and kind (from ix_data_quality_event_kind_app alone).

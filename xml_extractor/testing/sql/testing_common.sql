@@ -1,7 +1,10 @@
+-- The test harness's named queries (xml_extractor/testing/queries.py), in the format of
+-- xml_extractor/db/sql/common.sql.
+
 -- Synthetic operator-scale data (xml_extractor/testing/synthetic.py, for scripts/ops_bench.py and
 -- the tests): a million applications' log, rows and events built by INSERT ... SELECT, without
 -- parsing a document. synth_numbers (per dialect) makes the temp table synth_n(n, ts); the
--- statements below fill the real tables from it. Same format as xml_extractor/db/sql/common.sql.
+-- statements below fill the real tables from it.
 
 -- name: synth_log
 -- dialects: sqlite, postgresql
@@ -76,3 +79,31 @@ FROM {log} GROUP BY session_id, worker_pid;
 -- dialects: sqlite, postgresql
 -- The numbers are not needed any more.
 DROP TABLE synth_n;
+
+-- Checks of scripts/soak.py and scripts/ops_bench.py, and reads of the tests.
+
+-- name: soak_source_ids
+-- Every source id (scripts/soak.py's accounting: small databases only).
+SELECT s.{src_id} FROM {src} s;
+
+-- name: soak_log_rows
+-- Every log row's application, status and attempt (scripts/soak.py).
+SELECT app_id, status, attempt FROM {log};
+
+-- name: soak_table_app_ids
+-- The applications a target table holds rows of ({table}, its app id column {app_col}; soak.py).
+SELECT DISTINCT x.{app_col} FROM {table} x;
+
+-- name: soak_stale_events
+-- Events whose session is not the session of any log row of their application (left over by a
+-- replaced attempt; scripts/soak.py).
+SELECT COUNT(*) FROM {events} e
+WHERE NOT EXISTS (SELECT 1 FROM {log} l WHERE l.app_id = e.app_id AND l.session_id = e.session_id);
+
+-- name: ops_count_log_attempt_one
+-- Applications that have a first attempt (scripts/ops_bench.py: is the database already built?).
+SELECT COUNT(*) FROM {log} WHERE attempt = 1;
+
+-- name: test_campaign_columns
+-- tests/test_schema_evolution.py: the original and the added column of every base row.
+SELECT app_id, campaign_num, campaign_code FROM {base};

@@ -1,4 +1,4 @@
--- synth_numbers and synth_source for sqlite (see synthetic_common.sql).
+-- synth_numbers and synth_source for sqlite (see testing_common.sql).
 
 -- name: synth_numbers
 -- 1..count with a timestamp spread evenly over span_ms ending at now.

@@ -1,1 +1,0 @@
--- SQL Server: no synthetic data (the synth_* queries are SQLite's and PostgreSQL's).
