@@ -152,6 +152,7 @@ def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
         logs.get("enums", "app_enums"): "the enum table",
         logs.get("run_progress", "run_progress"): "the progress table",
         "reprocess_request": "the reprocess request table",
+        "reprocess_command": "the reprocess command table",
         log_name + "_history": "the log history table",
         (raw.get("source") or {}).get("table", ""): "the source table",
     }

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, SchemaMissing, TransientDatabaseError
-from .base import HISTORY_SUFFIX, REQUEST_TABLE, key_columns
+from .base import COMMAND_TABLE, HISTORY_SUFFIX, REQUEST_TABLE, key_columns
 from .database import Database
 
 if TYPE_CHECKING:
@@ -688,6 +688,22 @@ def apply_enum_changes(db: Database, p: MigrationPlan) -> int:
     return rewritten
 
 
+def tool_tables(c: Any) -> tuple[str, ...]:
+    """The tool's own tables beside the contract's (their columns are the tool's, not the
+    contract's: the plan only checks that they exist): log, events, progress, queue, enums, and
+    reprocess's requests, commands and log history."""
+    return (
+        c.log_table,
+        c.event_table,
+        c.progress_table,
+        c.queue_table,
+        c.enum_table,
+        REQUEST_TABLE,
+        COMMAND_TABLE,
+        c.log_table + HISTORY_SUFFIX,
+    )
+
+
 def plan(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
     """Compare every contract table with the database (tool tables: that they exist), and the
     enum ids the database holds with the contract's (``allow_enum_change``: a moved id is a change
@@ -800,15 +816,7 @@ def plan(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
                     "into new tables",
                 )
             )
-    for name in (
-        c.log_table,
-        c.event_table,
-        c.progress_table,
-        c.queue_table,
-        c.enum_table,
-        REQUEST_TABLE,
-        c.log_table + HISTORY_SUFFIX,
-    ):  # reprocess's tables
+    for name in tool_tables(c):
         cols = existing[name] = table_columns(db, name)
         if cols is None:
             qt = d.qualified(c.target_schema, name)
