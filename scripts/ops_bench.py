@@ -33,7 +33,8 @@ from xml_extractor import load_contract  # noqa: E402
 from xml_extractor.db.database import Database  # noqa: E402
 from xml_extractor.db.statistics import refresh_statistics  # noqa: E402
 from xml_extractor.db.store import init_db  # noqa: E402
-from xml_extractor.db.synthetic import build  # noqa: E402
+from xml_extractor.testing.queries import sql as testing_sql  # noqa: E402
+from xml_extractor.testing.synthetic import build  # noqa: E402
 
 COMMANDS: list[tuple[str, list[str]]] = [
     ("status", ["status"]),
@@ -90,7 +91,7 @@ def main() -> int:
         Path(a.db[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     db = Database(a.db, load_contract())
     init_db(db)
-    have = int(db.scalar(db.sql("ops_count_log_attempt_one")) or 0)
+    have = int(db.scalar(testing_sql(db, "ops_count_log_attempt_one")) or 0)
     if have != a.apps:
         if have:
             raise SystemExit(

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from xml_extractor import load_contract  # noqa: E402
 from xml_extractor.db.database import Database  # noqa: E402
+from xml_extractor.testing.queries import sql as testing_sql  # noqa: E402
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
@@ -75,15 +76,18 @@ def descendants(pid: int) -> list[int]:
 
 
 def count(db: Database) -> dict:
-    src = {r[0] for r in db.autocommit_query(db.sql("soak_source_ids"), {})}
-    logs = db.autocommit_query(db.sql("soak_log_rows"), {})
+    src = {r[0] for r in db.autocommit_query(testing_sql(db, "soak_source_ids"), {})}
+    logs = db.autocommit_query(testing_sql(db, "soak_log_rows"), {})
     ok = [a for a, s, _ in logs if s == "success"]
     dup = (len(ok) - len(set(ok))) + (len(logs) - len({(a, t) for a, _, t in logs}))
     lost = len(src - {a for a, _, _ in logs})
     orphans: set = set()
     for t in db.contract.tables:
-        ids = db.sql(
-            "soak_table_app_ids", table=db.table(t.name), app_col=db.dialect.quote(t.app_id_column)
+        ids = testing_sql(
+            db,
+            "soak_table_app_ids",
+            table=db.table(t.name),
+            app_col=db.dialect.quote(t.app_id_column),
         )
         orphans |= {r[0] for r in db.autocommit_query(ids, {})} - set(ok)
     return {
@@ -172,7 +176,7 @@ def reprocess_kills(
         open_requests = int(
             db.autocommit_query(db.sql("ops_count_rows", table=n["requests"]), {})[0][0]
         )
-        stale = int(db.autocommit_query(db.sql("soak_stale_events"), {})[0][0])
+        stale = int(db.autocommit_query(testing_sql(db, "soak_stale_events"), {})[0][0])
         replaced = int(
             db.autocommit_query(db.sql("ops_count_rows", table=n["log_history"]), {})[0][0]
         )
@@ -254,7 +258,7 @@ def termination_round(
         if cli(*args).wait() != 0:
             raise RuntimeError(f"setup failed: {args[0]}")
     work = Path(tempfile.mkdtemp(prefix=f"xe-soak-term-{n}-"))
-    from xml_extractor._testing import fault_injection_env
+    from xml_extractor.testing.harness import fault_injection_env
 
     env = dict(
         os.environ, **fault_injection_env(f"sleep_before_commit={a.commit_delay}", str(work))
@@ -480,8 +484,8 @@ def main() -> int:
             print(f"setup failed: {args[0]}", file=sys.stderr)
             return 2
     logs = tempfile.mkdtemp(prefix="xe-soak-logs-")
-    # the commit delay is test-only fault injection: it needs the harness's gate (xml_extractor/_testing.py)
-    from xml_extractor._testing import fault_injection_env
+    # the commit delay is test-only fault injection: it needs the harness's gate (xml_extractor/testing/gate.py)
+    from xml_extractor.testing.harness import fault_injection_env
 
     env = dict(os.environ, **fault_injection_env(f"sleep_before_commit={a.commit_delay}", logs))
     common = [

@@ -450,12 +450,12 @@ def popen(*args: str, env: dict | None = None, cwd: Path | None = None) -> subpr
 def _child_env(extra: dict | None) -> dict[str, str]:
     """The scrubbed environment (even when called outside a test) plus the test's own variables.
     A test that asks for ``XML_EXTRACTOR_FAULTS`` gets the gate that lets the child honour it
-    (xml_extractor/_testing.py), written into the test's own folder."""
+    (xml_extractor/testing/gate.py), written into the test's own folder."""
     e = {k: v for k, v in os.environ.items() if k not in scrubbed_names(os.environ)}
     e.update(extra or {})
     spec = (extra or {}).get("XML_EXTRACTOR_FAULTS")
     if spec and "XML_EXTRACTOR_TESTING_GATE" not in (extra or {}):
-        from xml_extractor._testing import fault_injection_env
+        from xml_extractor.testing.harness import fault_injection_env
 
         e.update(fault_injection_env(spec, subprocess_dir()))
     return e

@@ -278,3 +278,48 @@ def test_run_context_derives_every_view_of_the_run():
     assert (s.session_id, s.instance_count, s.mode) == (ctx.session_id, 3, "partition")
     q = RunContext(url="sqlite:///x.db", mode="queue")
     assert (q.modulus, q.remainder) == (1, 0)
+
+
+def test_the_last_batches_are_shared_so_the_workers_end_together():
+    """After the selection, each batch handed out is the fair share of what remains: 200 ids at
+    the end go out as 100, 50, 25, 25 instead of one worker doing all 200 while the other idles;
+    every id goes out exactly once and the run still ends when all are done."""
+    c = coordinator()
+    ready(c)
+    first = c.batch_selected(Batch(1, list(range(0, 200))))  # before the end of selection: whole
+    assert [len(d.batch.ids) for d in of(Dispatch, first)] == [200]
+    c.batch_selected(Batch(2, list(range(200, 400))))  # slot 1: whole
+    c.batch_selected(Batch(3, list(range(400, 600))))  # queued
+    assert c.selection_finished() == []
+    sizes, sent = [], list(range(0, 400))
+    slot, actions = 0, c.batch_done(0, Result(success=200))
+    while True:
+        d = of(Dispatch, actions)
+        if not d:
+            break
+        assert len(d) == 1 and d[0].slot == slot
+        sizes.append(len(d[0].batch.ids))
+        sent += d[0].batch.ids
+        slot = 1 - slot  # the other worker finishes next
+        actions = c.batch_done(slot, Result(success=0))
+    assert sizes == [100, 50, 25, 25]
+    assert sorted(sent) == list(range(600)) and c.summary.selected == 600
+    assert c.batch_done(1 - slot, Result()) == [StopWorkers(hard=False)]
+
+
+def test_a_shared_queue_chunk_is_finished_after_all_of_its_pieces():
+    c = coordinator()
+    ready(c)
+    c.chunk_claimed(7)
+    c.batch_selected(Batch(1, list(range(100)), chunk_id=7))  # slot 0
+    c.batch_selected(Batch(2, list(range(100, 200)), chunk_id=7))  # slot 1
+    c.batch_selected(Batch(3, list(range(200, 300)), chunk_id=7))  # queued
+    assert c.chunk_exhausted(7) == [] and c.selection_finished() == []
+    a = c.batch_done(0, Result())  # slot 0 takes 50 of batch 3; 50 wait
+    assert [len(d.batch.ids) for d in of(Dispatch, a)] == [50] and of(FinishChunk, a) == []
+    a = c.batch_done(1, Result())  # slot 1 takes 25; 25 wait
+    assert [len(d.batch.ids) for d in of(Dispatch, a)] == [25] and of(FinishChunk, a) == []
+    a = c.batch_done(0, Result())  # the last 25
+    assert [len(d.batch.ids) for d in of(Dispatch, a)] == [25] and of(FinishChunk, a) == []
+    assert of(FinishChunk, c.batch_done(1, Result())) == []
+    assert of(FinishChunk, c.batch_done(0, Result())) == [FinishChunk(7)]

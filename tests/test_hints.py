@@ -120,3 +120,30 @@ def test_a_document_over_libxml2s_limit_names_huge_tree(db_url: str, tmp_path: P
     out = json.loads(cli("failures", "--db", db_url, "--format", "json", check=True).stdout)
     assert [(g["stage"], g["error_class"]) for g in out] == [("parse", "ResourceLimit")], out
     assert '"huge_tree": true' in out[0]["reason"] and "malformed" not in out[0]["reason"], out
+
+
+def test_launch_says_a_configuration_error_once_with_its_own_command(db_url: str) -> None:
+    """Three instances refused for the same reason: the refusal is printed by one, the others say
+    whose it is; the hint is the launch command the user typed, not an instance's."""
+    cli("init-db", "--db", db_url, check=True)
+    p = cli("launch", "--instances", "3", "--db", db_url, "--contract", "rec_lending")
+    assert p.returncode == 2, p.stdout + p.stderr
+    errors = [ln.split("] ", 1)[1] for ln in p.stdout.splitlines() if "] error: " in ln]
+    assert len(errors) == 3, p.stdout
+    assert sum(e.startswith("error: the same as instance ") for e in errors) == 2, errors
+    assert p.stdout.count("columns are in the database but not in the contract") == 1, p.stdout
+    want = (
+        f"run `xml-extractor launch --instances 3 --db {_quoted(db_url)} "
+        "--contract credit_card --contract rec_lending`"
+    )
+    assert sum(want in e for e in errors) == 1, errors
+
+
+def test_preflight_names_init_db_with_the_users_flags(db_url: str) -> None:
+    """preflight's schema check tells the init-db to review with the database and contracts the
+    preflight was given."""
+    cli("init-db", "--db", db_url, check=True)
+    p = cli("preflight", "--db", db_url, *SET, "--format", "json")
+    (schema,) = [c for c in json.loads(p.stdout) if c["name"] == "schema"]
+    want = f"xml-extractor init-db --dry-run --db {_quoted(db_url)} {' '.join(SET)}`"
+    assert want in schema["fix"], schema

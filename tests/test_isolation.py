@@ -241,29 +241,79 @@ def test_this_session_is_scrubbed_too():
 
 
 def test_fault_injection_is_honoured_only_behind_the_gate(monkeypatch, tmp_path):
-    from xml_extractor import _testing
-    from xml_extractor.db.store import FaultPlan
+    from xml_extractor import hooks
+    from xml_extractor.testing.faults import FaultPlan
+    from xml_extractor.testing.harness import fault_injection_env
 
     spec = "fail_app=5,fail_after_table=app_base"
-    monkeypatch.setenv(_testing.FAULTS_ENV, spec)
-    assert FaultPlan.from_env() == FaultPlan()  # the variable alone trips nothing
-    gate = _testing.fault_injection_env(spec, tmp_path)[_testing.GATE_ENV]
-    monkeypatch.setenv(_testing.GATE_ENV, gate)
-    assert FaultPlan.from_env() == FaultPlan(fail_app=5, fail_after_table="app_base")
+    monkeypatch.setenv(hooks.FAULTS_ENV, spec)
+    assert hooks.fault_plan() is None  # the variable alone trips nothing
+    gate = fault_injection_env(spec, tmp_path)[hooks.GATE_ENV]
+    monkeypatch.setenv(hooks.GATE_ENV, gate)
+    assert hooks.fault_plan() == FaultPlan(fail_app=5, fail_after_table="app_base")
     monkeypatch.setenv(
-        _testing.FAULTS_ENV, "sleep_before_commit=30"
+        hooks.FAULTS_ENV, "sleep_before_commit=30"
     )  # a gate admits its own faults only
-    assert FaultPlan.from_env() == FaultPlan()
-    monkeypatch.setenv(_testing.FAULTS_ENV, spec)
+    assert hooks.fault_plan() is None
+    monkeypatch.setenv(hooks.FAULTS_ENV, spec)
     os.chmod(gate, 0o666)  # a gate anyone could have written
-    assert FaultPlan.from_env() == FaultPlan()
+    assert hooks.fault_plan() is None
     os.chmod(gate, 0o600)
     link = tmp_path / "link"
     link.symlink_to(gate)
-    monkeypatch.setenv(_testing.GATE_ENV, str(link))
-    assert FaultPlan.from_env() == FaultPlan()
-    monkeypatch.setenv(_testing.GATE_ENV, str(tmp_path / "missing"))
-    assert FaultPlan.from_env() == FaultPlan()
+    monkeypatch.setenv(hooks.GATE_ENV, str(link))
+    assert hooks.fault_plan() is None
+    monkeypatch.setenv(hooks.GATE_ENV, str(tmp_path / "missing"))
+    assert hooks.fault_plan() is None
+
+
+PRODUCT_WITHOUT_GATE = """
+import sys
+from xml_extractor.cli import cli
+from xml_extractor.db import store
+from xml_extractor.hooks import fault_plan, hold
+from xml_extractor.processing import processor, selection
+assert fault_plan() is None
+hold("queue_width_locked")
+print(sorted(m for m in sys.modules if m.startswith("xml_extractor.testing")))
+"""
+
+
+def test_the_product_loads_no_test_machinery_outside_the_gate(tmp_path):
+    """Every command's modules import, and their hooks run, without loading xml_extractor.testing
+    (nor with XML_EXTRACTOR_FAULTS set alone); only xml_extractor/hooks.py imports it."""
+    import ast
+
+    from conftest import _child_env
+
+    for extra in ({}, {"XML_EXTRACTOR_FAULTS": "hold=queue_width_locked,hold_dir=."}):
+        env = {**_child_env(None), **extra}
+        p = subprocess.run(
+            [sys.executable, "-c", PRODUCT_WITHOUT_GATE],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=str(tmp_path),
+            timeout=120,
+        )
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == "[]", p.stdout
+    root = Path(__file__).resolve().parent.parent / "xml_extractor"
+    importers = set()
+    for f in root.rglob("*.py"):
+        if "testing" in f.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            if any("testing" in n.split(".") for n in names):
+                importers.add(f.relative_to(root).as_posix())
+    assert importers == {"hooks.py"}
 
 
 @pytest.mark.slow  # a real run with a worker process

@@ -1,4 +1,4 @@
-"""Every named query of every query set (the main set, preflight's, report's) EXECUTED on each real
+"""Every named query of every query set (the main set, preflight's, report's, the test harness's) EXECUTED on each real
 engine, not only parsed (tests/test_sql_dialects.py parses them with sqlglot): one item per query
 and engine, run with plausible values inside a transaction that is rolled back afterwards, on one
 database per engine that ``init-db``, ``generate-mock`` and ``run`` filled (tables exist and hold
@@ -25,12 +25,21 @@ from xml_extractor.errors import RowsRefused
 from xml_extractor.processing.partition import ID_MAX, ID_MIN
 
 DIALECTS = ("sqlite", "postgresql", "mssql")
-SETS = {"": "main", "preflight_": "preflight", "report_": "report"}  # file prefix -> query set
+SETS = {
+    "": "main",
+    "preflight_": "preflight",
+    "report_": "report",
+    "testing_": "testing",
+}  # file prefix -> query set
+PACKAGES = {"testing_": "xml_extractor.testing"}  # whose sql/ folder (else xml_extractor.db)
 
 
 def _all_queries() -> dict[str, dict[str, dict[str, NamedQuery]]]:
     """set -> dialect -> name -> query, read from the SQL files (no database)."""
-    return {s: {d: _load_sections(d, "name", p) for d in DIALECTS} for p, s in SETS.items()}
+    return {
+        s: {d: _load_sections(d, "name", p, PACKAGES.get(p, "xml_extractor.db")) for d in DIALECTS}
+        for p, s in SETS.items()
+    }
 
 
 QUERIES = _all_queries()
@@ -71,7 +80,7 @@ ONLY_ON.update(
         "pf_source_rows": "the servers' catalogue row estimate; SQLite counts (pf_source_count)",
     }
 )
-_SYNTH = "synthetic operator-scale data (db/synthetic.py: scripts/ops_bench.py) is built on SQLite and PostgreSQL only"
+_SYNTH = "synthetic operator-scale data (testing/synthetic.py: scripts/ops_bench.py) is built on SQLite and PostgreSQL only"
 _STATS = (
     "the planner's belief of the log's size, for the engines the tool refreshes statistics on (db/statistics.py); "
     "SQL Server keeps its statistics itself"

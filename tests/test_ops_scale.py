@@ -11,9 +11,10 @@ import pytest
 from conftest import cli
 
 from xml_extractor import load_contract, ops
-from xml_extractor.db import checks, statistics, synthetic
+from xml_extractor.db import checks, statistics
 from xml_extractor.db.database import Database
 from xml_extractor.db.store import init_db, utcnow
+from xml_extractor.testing import synthetic
 
 
 def _db(url: str) -> Database:

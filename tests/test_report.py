@@ -516,11 +516,11 @@ def test_events_per_contract_of_a_contract_set(db_url, tmp_path):
 
 
 def test_a_long_migration_draws_bounded_charts(db_url, tmp_path):
-    """30 hours of synthetic results (db/synthetic.py, as scripts/ops_bench.py builds them): the
+    """30 hours of synthetic results (testing/synthetic.py, as scripts/ops_bench.py builds them): the
     json has every minute, the page draws at most MAX_POINTS buckets per chart and stays small;
     an empty database draws a page too."""
-    from xml_extractor.db.synthetic import build
     from xml_extractor.report import MAX_POINTS
+    from xml_extractor.testing.synthetic import build
 
     cli("init-db", "--db", db_url, check=True)
     _need("matplotlib (the report extra)", _has_matplotlib())

@@ -350,7 +350,7 @@ def test_reprocess_racing_a_plain_run_replaces_each_application_once(processed, 
 
 
 # -- a stop signal during start-up ---------------------------------------------------------------
-# Each command is held at a named point of its start-up (xml_extractor/_testing.py ``hold``, behind
+# Each command is held at a named point of its start-up (xml_extractor/hooks.py ``hold``, behind
 # the fault-injection gate), the process group gets the signal there, then the command is let go.
 # "forkserver_started" is the window a red-team review hit by timing (SQLite 3 of ~20, PostgreSQL
 # 1 of 10): the resource tracker's start unblocked SIGINT/SIGTERM while they were set to SIG_IGN,

@@ -37,10 +37,11 @@ def _add_campaign_code(c: dict) -> None:
 def _values(url: str, contract: str) -> dict[int, tuple]:
     from xml_extractor import load_contract
     from xml_extractor.db.database import Database
+    from xml_extractor.testing.queries import sql as testing_sql
 
     db = Database(url, load_contract(contract))
     try:
-        sql = db.sql("test_campaign_columns", base=db.table("app_base"))
+        sql = testing_sql(db, "test_campaign_columns", base=db.table("app_base"))
         return {int(a): (n, c) for a, n, c in db.query(sql)}
     finally:
         db.close()

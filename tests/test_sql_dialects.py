@@ -42,15 +42,13 @@ URLS = {
 }
 
 # Queries that exist only where the code asks for them by dialect (selection.py's claim, worker.py's
-# head-only fetch, ops_bench's number generator, statistics of the engines that keep them).
+# head-only fetch, statistics of the engines that keep them).
 # Everything else must exist for every dialect, or say otherwise with a "-- dialects:" line.
 DIALECT_SPECIFIC = {
     "queue_pick": {"sqlite"},
     "queue_take": {"sqlite"},
     "queue_claim": {"postgresql", "mssql"},
     "fetch_heads": {"postgresql", "mssql"},
-    "synth_numbers": {"sqlite", "postgresql"},
-    "synth_source": {"sqlite", "postgresql"},
     "stats_log_rows": {"sqlite", "postgresql"},
     # SQL Server reads its source column's type and fetches an nvarchar column's text (db/mssql.py)
     "source_column_type": {"mssql"},

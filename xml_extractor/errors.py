@@ -54,12 +54,6 @@ class MapFailure(DocumentFailure):
     stage = "map"
 
 
-class InsertFailure(DocumentFailure):
-    """The database refused the application's rows (key collision, constraint)."""
-
-    stage = "insert"
-
-
 # -- database errors, typed at the driver boundary ------------------------------------------------
 # The dialects turn every driver exception into one of these (``Dialect.wrap``, db/classify.py).
 # Only ``RowsRefused`` may become an application's failure (bisect, isolate, log failed/insert);

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .compiled_mapping import Reference, mapper_kind, plan_builder
 from .contract.compiler import (
     ColumnPlan,
     DocContext,
@@ -272,14 +274,25 @@ def _build_row(gen: GeneratorPlan, scope: Scope) -> dict:
     return row
 
 
+REFERENCE = Reference(_build_row, _column_value, _missing, _text_value)
+
+
 def _all_empty(attrs: dict, except_: frozenset[str]) -> bool:
     return all(not (k not in except_ and v and v.strip()) for k, v in attrs.items())
 
 
+Build = Callable[[GeneratorPlan, Scope], dict]
+
+
 def _run_generator(
-    gen: GeneratorPlan, doc: DocContext, record: Any, kept: dict[str, list[tuple[dict, Any]]]
+    gen: GeneratorPlan,
+    doc: DocContext,
+    record: Any,
+    kept: dict[str, list[tuple[dict, Any]]],
+    build: Build = _build_row,
 ) -> list[tuple[dict, Any, int, int]]:
-    """-> [(row values, element, priority, position)] before dedup."""
+    """-> [(row values, element, priority, position)] before dedup. ``build`` makes one row:
+    the interpreted ``_build_row`` or the compiled mapper's (compiled_mapping.py)."""
     out: list[tuple[dict, Any, int, int]] = []
     if gen.unpivot_of is not None:
         for el in [
@@ -294,12 +307,12 @@ def _run_generator(
                 if v is None or not v.strip():
                     continue
                 scope.unpivot_name, scope.unpivot_value = label, v
-                row = _build_row(gen, scope)
+                row = build(gen, scope)
                 if _keep(gen, doc, row, v, el, label):
                     out.append((row, el, 0, len(out)))
         return out
     if gen.groups_of is not None:
-        return _run_groups(gen, doc, record)
+        return _run_groups(gen, doc, record, build)
     if gen.parent_table is not None:
         origins = kept.get(gen.parent_table, [])
     else:
@@ -327,7 +340,7 @@ def _run_generator(
             if gen.empty_except is not None and _all_empty(attrs, gen.empty_except):
                 continue  # an element with nothing but its type writes no row of NULLs
             scope = Scope(doc, el, parent_values)
-            row = _build_row(gen, scope)
+            row = build(gen, scope)
             if gen.blank_attrs and _blank(gen, attrs):
                 _drop_blank(gen, doc, row, attrs, el)
                 continue
@@ -383,7 +396,7 @@ def _drop_blank(gen: GeneratorPlan, doc: DocContext, row: dict, attrs: dict, el:
 
 
 def _run_groups(
-    gen: GeneratorPlan, doc: DocContext, record: Any
+    gen: GeneratorPlan, doc: DocContext, record: Any, build: Build = _build_row
 ) -> list[tuple[dict, Any, int, int]]:
     """A ``groups`` generator: each attribute group of each element (``item1_*``..``item4_*``, the
     fields of one product type) with a non-empty ``present_if`` field (default: any field) is a row."""
@@ -402,7 +415,7 @@ def _run_groups(
                 continue  # nothing of this group is there: no row, nothing lost
             scope.group = group
             scope.unpivot_name = f"group {group.key}"  # events name the group they come from
-            row = _build_row(gen, scope)
+            row = build(gen, scope)
             if _keep(gen, doc, row, None, el, f"group {group.key}"):
                 out.append((row, el, 0, len(out)))
     return out
@@ -470,10 +483,12 @@ def _dedup(
     return sorted(winners.values(), key=lambda c: c[3])
 
 
-def _map_table(tp: TablePlan, doc: DocContext, record: Any, kept: dict) -> list[tuple[dict, Any]]:
+def _map_table(
+    tp: TablePlan, doc: DocContext, record: Any, kept: dict, build: Build = _build_row
+) -> list[tuple[dict, Any]]:
     rows: list[tuple[dict, Any]] = []
     for gen in tp.generators:
-        cands = _dedup(gen, doc, _run_generator(gen, doc, record, kept))
+        cands = _dedup(gen, doc, _run_generator(gen, doc, record, kept, build))
         for row, el, _, _ in cands:
             if tp.skip_when_empty and all(row.get(c) is None for c in tp.data_columns):
                 continue
@@ -502,14 +517,21 @@ def _map_table(tp: TablePlan, doc: DocContext, record: Any, kept: dict) -> list[
 
 
 def map_record(
-    plan: MappingPlan, record: Any, app_id: int, observe: Any = None
+    plan: MappingPlan, record: Any, app_id: int, observe: Any = None, mapper: str | None = None
 ) -> MappedApplication:
-    """``observe`` (profile's hook) sees every value a converter refused or rounded."""
+    """``observe`` (profile's hook) sees every value a converter refused or rounded. ``mapper``:
+    ``compiled`` (generated row builders, compiled_mapping.py) or ``interpreted`` (the
+    reference); None: what ``XML_EXTRACTOR_MAPPER`` says, compiled by default. Both give the
+    same rows, events and failures."""
+    if (mapper or mapper_kind()) == "interpreted":
+        build: Build = _build_row
+    else:
+        build = plan_builder(plan, REFERENCE)
     doc = DocContext(app_id, plan.case_insensitive, observe)
     kept: dict[str, list[tuple[dict, Any]]] = doc.kept
     rows: dict[str, list[tuple]] = {}
     for tp in plan.tables:
-        trows = _map_table(tp, doc, record, kept)
+        trows = _map_table(tp, doc, record, kept, build)
         kept[tp.name] = trows
         if trows:
             as_tuple = tp.as_tuple

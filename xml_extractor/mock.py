@@ -670,7 +670,7 @@ class MockGenerator:
             )
             reports -= n + 80
             k += 1
-        parts.append("<Journals>" if False else "</Reports><Journals>")
+        parts.append("</Reports><Journals>")
         parts.append(
             self._slice(r, max(0, nbytes - int(nbytes * 0.94))).replace("Field", "Journal")
         )

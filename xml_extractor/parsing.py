@@ -320,12 +320,16 @@ def _check_prolog_bytes(raw: bytes, i: int) -> None:
             return
 
 
-def _refuse_dtd(root: Any) -> None:
+def _refuse_dtd(root: Any, source: bytes | None = None) -> None:
     """The enforcement: a tree whose document has a DTD node (any DOCTYPE, however it got past
-    the prolog scan) or holds an entity reference is refused before anything reads a value."""
+    the prolog scan) or holds an entity reference is refused before anything reads a value.
+    ``source``: the bytes the tree was parsed from; without an ``&`` in them no node can be an
+    entity reference, and the walk over the tree looking for one is skipped."""
     info = root.getroottree().docinfo
     if info.internalDTD is not None or info.externalDTD is not None:
         raise ParseFailure(_DTD_FORBIDDEN, "DTDForbidden")
+    if source is not None and b"&" not in source:
+        return
     if next(root.iter(etree.Entity), None) is not None:
         raise ParseFailure(
             "the document holds an entity reference (entities are never expanded)", "DTDForbidden"
@@ -418,7 +422,7 @@ def _parse_span(
         root = etree.fromstring(head + _closing_tags(plan), _fast_parser(plan.huge_tree))
     except etree.XMLSyntaxError:
         return None
-    _refuse_dtd(root)
+    _refuse_dtd(root, head)
     if root.tag != plan.root:
         return None
     record = _find(root, plan.record_steps)

@@ -37,6 +37,8 @@ _HINT_FLAGS = (
 _HINT = re.compile(r"xml-extractor (init-db)((?: --[\w-]+(?:[ =](?!--)[^\s`'\")]+)?)*)")
 
 
+# The command line a hint repeats when it is not this process's own: launch's, for its instances
+HINT_ARGV = "XML_EXTRACTOR__HINT_ARGV"
 # "run with --contract a --contract b": the contracts a command should have been given
 _RUN_WITH = re.compile(r"run with ((?:--contract [\w.\-/]+ ?)+)")
 
@@ -44,7 +46,7 @@ _RUN_WITH = re.compile(r"run with ((?:--contract [\w.\-/]+ ?)+)")
 def _same_command_with(contract_words: list[str]) -> str:
     """The command the user typed (its argv, a --db password left out) with its --contract flags
     replaced by ``contract_words``: the hint to copy."""
-    argv = sys.argv[1:]
+    argv = json.loads(os.environ[HINT_ARGV]) if os.environ.get(HINT_ARGV) else sys.argv[1:]
     kept: list[str] = []
     skip = False
     for i, w in enumerate(argv):

@@ -13,6 +13,7 @@ option: its stdout is exactly what ``run`` prints.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from tabulate import tabulate
 from .. import supervision
 from ..errors import ConfigError
 from ..progress import rate_per_minute
-from .common import ENV, handle_errors
+from .common import ENV, HINT_ARGV, handle_errors
 from .launch_progress import LaunchProgress, _run_params
 
 
@@ -53,39 +54,21 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     # partition of its own: run refuses --instance-count with --mode queue)
     queue = _run_params(run_args).get("mode") == "queue"
     folder = Path(tempfile.mkdtemp(prefix="xml-extractor-launch-"))
-    procs = []
-    for i in range(instances):
-        part = [] if queue else ["--instance-id", str(i), "--instance-count", str(instances)]
-        cmd = [
-            sys.executable,
-            "-m",
-            "xml_extractor",
-            "run",
-            "--no-progress",
-            *run_args,
-            *part,
-            "--summary-json",
-            str(folder / f"{i}.json"),
-        ]
-        procs.append(
-            subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                **supervision.group_popen_kwargs(),
-            )
-        )
+    procs = [_start(i, instances, queue, run_args, folder) for i in range(instances)]
 
     progress = LaunchProgress(
         run_args, instances, lambda: [p.poll() for p in procs]
     )  # a live line on a terminal
     progress.start()
 
+    once = _ErrorOnce()
+
     def pump(i: int, p: subprocess.Popen) -> None:
         assert p.stdout is not None
         for line in p.stdout:
-            progress.echo(f"[{i}/{instances}] {line.rstrip()}")
+            shown = once.line(i, line.rstrip())
+            if shown is not None:
+                progress.echo(f"[{i}/{instances}] {shown}")
 
     threads = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
     for t in threads:
@@ -163,6 +146,42 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
         )
     )
     sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
+
+
+def _start(
+    i: int, instances: int, queue: bool, run_args: tuple[str, ...], folder: Path
+) -> subprocess.Popen:
+    """Instance ``i``: `run` with the launch's arguments, its share (partition mode) and its summary
+    file; its hints name the launch command the user typed (HINT_ARGV), not the instance's."""
+    part = [] if queue else ["--instance-id", str(i), "--instance-count", str(instances)]
+    cmd = [sys.executable, "-m", "xml_extractor", "run", "--no-progress", *run_args, *part]
+    cmd += ["--summary-json", str(folder / f"{i}.json")]
+    kw = supervision.group_popen_kwargs()
+    kw["env"] = {**kw.get("env", os.environ), HINT_ARGV: json.dumps(sys.argv[1:])}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+class _ErrorOnce:
+    """The instances of a launch stop on the same configuration error: the first says it, the
+    others say whose it is (one refusal, not one per instance)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.said: dict[str, int] = {}  # an error's first line -> the instance that said it
+        self.repeating: set[int] = set()
+
+    def line(self, i: int, text: str) -> str | None:
+        """The line to show for instance ``i``'s ``text``, or None to leave it out."""
+        with self.lock:
+            if i in self.repeating:
+                return None
+            if not text.startswith("error: "):
+                return text
+            first = self.said.setdefault(text, i)
+            if first == i:
+                return text
+            self.repeating.add(i)
+            return f"error: the same as instance {first}'s (above)"
 
 
 def _read_summaries(folder: Path, instances: int) -> dict[int, dict]:

@@ -13,9 +13,9 @@ import click
 from tabulate import tabulate
 
 from .. import ops
-from .._testing import hold
 from ..contract.merge import split_contract_spec
 from ..errors import ConfigError
+from ..hooks import hold
 from .common import ENV, FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
 from .run import execute_run
 

@@ -8,7 +8,7 @@ import click
 from tabulate import tabulate
 
 from ..errors import ConfigError
-from .common import FORMAT, _json, db_options, handle_errors, resolve_url
+from .common import FORMAT, _json, db_options, handle_errors, resolve_url, with_user_flags
 
 
 def _connect(kw: dict) -> Any:
@@ -58,6 +58,8 @@ def preflight_cmd(fmt: str, sample: int, **kw: Any) -> None:
         checks = run_checks(Preflight(db, sample=sample))
     finally:
         db.close()
+    for c in checks:  # a command to type carries the flags typed here
+        c.detail, c.fix = with_user_flags(c.detail), with_user_flags(c.fix)
     if fmt == "json":
         _json([c.as_dict() for c in checks])
     else:

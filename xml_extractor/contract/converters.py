@@ -283,11 +283,6 @@ def cut_utf16(s: str, units: int) -> str:
     return b.decode("utf-16-le")
 
 
-def fit_units(s: str, units: int, unit: str) -> str:
-    """``s`` cut to fit a column of ``units`` in the target's unit (the tool's own strings)."""
-    return cut_utf16(s, units) if unit == UNIT_UTF16 else s[:units]
-
-
 def make_string(length: int | None, unit: str = UNIT_CHARS) -> Converter:
     """A string of at most ``length`` in the target's unit. UTF-16 is measured only when it can
     differ from the character count (a non-ASCII value longer than half the limit)."""

@@ -56,13 +56,14 @@ def load_fragments(dialect: str) -> dict[str, NamedQuery]:
     return _load_sections(dialect, "fragment")
 
 
-def _load_sections(dialect: str, kind: str, prefix: str = "") -> dict[str, NamedQuery]:
-    """``prefix``: another set of files in the same format (``preflight_common.sql`` + ``preflight_<dialect>.sql``)."""
+def _load_sections(
+    dialect: str, kind: str, prefix: str = "", package: str = "xml_extractor.db"
+) -> dict[str, NamedQuery]:
+    """``prefix``: another set of files in the same format (``preflight_common.sql`` + ``preflight_<dialect>.sql``);
+    ``package``: whose ``sql`` folder holds them (xml_extractor.testing: the synthetic data's)."""
     out: dict[str, NamedQuery] = {}
     for fname in (f"{prefix}common.sql", f"{prefix}{dialect}.sql"):
-        text = (
-            resources.files("xml_extractor.db").joinpath("sql").joinpath(fname).read_text("utf-8")
-        )
+        text = resources.files(package).joinpath("sql").joinpath(fname).read_text("utf-8")
         parts = _SECTION.split(text)
         for i in range(1, len(parts), 3):
             if parts[i] != kind:

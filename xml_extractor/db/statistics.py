@@ -41,11 +41,10 @@ def refresh_statistics(db: Database, tables: list[str] | None = None) -> float:
         return 0.0
     t0 = time.perf_counter()
     try:
-        for s in stmts:
-            db.execute(s).close()
-        db.commit()
+        with db.transaction():
+            for s in stmts:
+                db.execute(s).close()
     except Exception as exc:
-        db.rollback()
         log.warning("could not refresh planner statistics: %s", exc)
     took = time.perf_counter() - t0
     log.info("refreshed planner statistics (%d statements) in %.2fs", len(stmts), took)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RowsRefused
+from ..hooks import fault_plan
 from .base import chunks
 from .database import Database
 
@@ -117,41 +118,6 @@ def utcnow() -> _dt.datetime:
     return d.replace(microsecond=d.microsecond // 1000 * 1000)
 
 
-@dataclass
-class FaultPlan:
-    """Test-only fault injection, read from XML_EXTRACTOR_FAULTS (``key=value,...``) and honoured
-    only behind the test harness's gate (xml_extractor/_testing.py: a production run cannot trip
-    it by accident): ``fail_app=ID,fail_after_table=T`` raises inside the transaction right after
-    table T was inserted for a batch holding application ID; ``sleep_before_commit=S`` holds every
-    write transaction open S seconds (so a test can kill a worker mid-transaction); ``bug=1`` makes
-    ``fail_app`` raise a TypeError instead (a programming error in the write path)."""
-
-    fail_app: int | None = None
-    fail_after_table: str | None = None
-    sleep_before_commit: float = 0.0
-    bug: bool = False  # fail_app raises a TypeError (a bug in the write path) instead of a refusal
-
-    @classmethod
-    def from_env(cls) -> FaultPlan:
-        from .._testing import fault_settings
-
-        kv = fault_settings()
-        return cls(
-            int(kv["fail_app"]) if "fail_app" in kv else None,
-            kv.get("fail_after_table"),
-            float(kv.get("sleep_before_commit", 0)),
-            kv.get("bug") == "1",
-        )
-
-
-class InjectedFault(RowsRefused):
-    """Raised by FaultPlan inside a write transaction: stands for the database refusing the rows
-    of the application named by ``fail_app`` (so it takes the bisect-and-isolate path)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, "other")
-
-
 class RequestTaken(Exception):
     """Another writer consumed these applications' reprocess requests first (its result stands)."""
 
@@ -206,7 +172,7 @@ class BatchWriter:
             (t.name, db.table(t.name), c.table(t.name).stored_columns) for t in plan.tables
         ]
         self.table_cols = {name: tuple(col.name for col in cols) for name, _, cols in self.tables}
-        self.faults = FaultPlan.from_env()
+        self.faults = fault_plan()  # test-only, None outside the gate (xml_extractor.hooks)
         self.before_commit: Any = None  # called right before each commit; raising rolls it back (a worker: is its run alive)
         self._unsure: frozenset[tuple[int, int]] | None = (
             None  # (app_id, attempt) of a commit that raised
@@ -302,15 +268,8 @@ class BatchWriter:
                     rows = [r for it in ok for r in it.mapped.rows.get(name, ())]  # type: ignore[union-attr]
                     if rows:
                         db.dialect.insert_rows(cur, qtable, self.table_cols[name], rows)
-                    f = self.faults
-                    if f.fail_after_table == name and any(it.app_id == f.fail_app for it in ok):
-                        if f.bug:  # a programming error, not a refusal: the run must stop, nobody is failed
-                            raise TypeError(
-                                f"injected bug after inserting {name} for application {f.fail_app}"
-                            )
-                        raise InjectedFault(
-                            f"injected fault after inserting {name} for application {f.fail_app}"
-                        )
+                    if self.faults is not None:
+                        self.faults.after_table(name, (it.app_id for it in ok))
                 ev_rows = []
                 sid = self.ident.session_id
                 for it in items:
@@ -341,8 +300,8 @@ class BatchWriter:
                 )
                 self._count_progress(cur, items, now)
                 cur.close()
-                if self.faults.sleep_before_commit:
-                    time.sleep(self.faults.sleep_before_commit)
+                if self.faults is not None:
+                    self.faults.before_commit()
                 if self.before_commit is not None:
                     self.before_commit()
         except BaseException:

@@ -25,6 +25,10 @@ from typing import Any, Union
 from .context import RunSummary
 
 MAX_WORKER_RESTARTS = 50
+# Once the selection is over, a batch handed out holds the remaining applications' fair share
+# (remaining / workers, at least this many): the last batches end together instead of one worker
+# finishing a whole batch while the others are idle.
+MIN_TAIL_SHARE = 20
 
 
 @dataclass
@@ -127,6 +131,7 @@ class ParallelCoordinator:
     stopped: bool = False  # StopWorkers was emitted
     last_renew: float | None = None
     rss_window_kb: int = 0
+    split_batches: int = 0  # batches cut by _tail_share (their rests have ids -1, -2, ...)
 
     def __post_init__(self) -> None:
         for slot in range(self.workers):
@@ -295,13 +300,30 @@ class ParallelCoordinator:
                 if self.retries:
                     b = self.retries.popleft()
                 elif self.queued:
-                    b = self.queued.popleft()
+                    b = self._tail_share(self.queued.popleft())
                     self.summary.selected += len(b.ids)
                 else:
                     break
                 w.batch = b
                 out.append(Dispatch(slot, b))
         return out + self._maybe_end()
+
+    def _tail_share(self, b: Batch) -> Batch:
+        """Guided self-scheduling at the end of the selection: hand out the fair share of what
+        remains (at least MIN_TAIL_SHARE) and queue the rest of the batch first, as a batch of its
+        own (of the same queue chunk, which then waits for one more batch)."""
+        if not self.selection_done or len(b.ids) < 2 * MIN_TAIL_SHARE:
+            return b
+        remaining = len(b.ids) + sum(len(q.ids) for q in self.queued)
+        share = max(MIN_TAIL_SHARE, -(-remaining // self.workers))
+        if len(b.ids) - share < MIN_TAIL_SHARE:
+            return b
+        self.split_batches += 1
+        self.queued.appendleft(Batch(-self.split_batches, b.ids[share:], b.chunk_id))
+        ch = self.chunks.get(b.chunk_id) if b.chunk_id is not None else None
+        if ch is not None:
+            ch.outstanding += 1
+        return Batch(b.batch_id, b.ids[:share], b.chunk_id, b.deaths)
 
     def _settle(self, chunk_id: int, finish: bool = True) -> list[Action]:
         ch = self.chunks.get(chunk_id)

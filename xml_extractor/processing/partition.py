@@ -7,9 +7,8 @@ The partition used everywhere (selection, counts, reprocess) is the non-negative
 -2**63 or 2**63-1, and the result is in ``[0, N)``; in Python it equals ``id % N`` (floor modulo
 with a positive divisor). Every id, negative included, lands in exactly one of N instances.
 
-The named queries use :data:`PARTITION_SQL` as ``{partition}`` (see db/sql/common.sql), with two
-bound parameters in this order: the modulus N twice (``((id % ?) + ?) % ?`` needs it three
-times, see :func:`partition_params`) and then the instance id.
+The named queries write it once, as the ``in_share`` fragment of db/sql/common.sql with the parameters
+``:modulus`` (N) and ``:remainder`` (the instance id); :func:`instance_of` is its Python twin.
 """
 
 from __future__ import annotations
@@ -19,16 +18,6 @@ from __future__ import annotations
 # "id > after" with after = first - 1, which must fit in 64 bits too
 ID_MIN = -(2**63) + 1
 ID_MAX = 2**63 - 1
-
-
-def partition_sql(column: str) -> str:
-    """The SQL expression of an id's instance: three bound parameters, each the modulus N."""
-    return f"((({column}) % ?) + ?) % ?"
-
-
-def partition_params(instance_count: int, instance_id: int) -> list[int]:
-    """Bound parameters for ``partition_sql(col) = ?``: N three times, then the instance id."""
-    return [instance_count, instance_count, instance_count, instance_id]
 
 
 def instance_of(app_id: int, instance_count: int) -> int:

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import supervision
-from .._testing import hold
 from ..contract.compiler import compile_contract
 from ..contract.loader import load_contract
 from ..db.database import Database, make_dialect
@@ -39,6 +38,7 @@ from ..db.migrate import require_current, require_exists
 from ..db.statistics import refresh_statistics
 from ..db.store import BatchWriter, Outcome
 from ..errors import ConfigError
+from ..hooks import hold
 from ..progress import rate_per_minute
 from .context import RunContext, RunOptions, RunSummary
 from .coordinator import (
@@ -298,7 +298,6 @@ class ProductionProcessor:
         last_sample = last_log = time.monotonic()
         identity_at: float | None = None
         analyze_at = [1000, 10000, 100000]  # refresh planner statistics as the tables grow
-        self._rss_window = 0.0
         while not coord.stopped:
             actions: list[Action] = []
             if (

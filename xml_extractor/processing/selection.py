@@ -26,8 +26,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
-from .._testing import hold
 from ..db.database import Database
+from ..hooks import hold
 from .context import RunContext
 from .partition import ID_MAX, ID_MIN, mine
 

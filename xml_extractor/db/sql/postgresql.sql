@@ -40,20 +40,9 @@ FROM (SELECT y.id, y.b, position(convert_to(:marker, 'UTF8') IN y.b) AS p, CAST(
 -- Whole documents of a batch (when a head did not settle one), as bytes like fetch_heads ({doc_bytes}).
 SELECT s.{src_id}, {doc_bytes} FROM {src} s WHERE s.{src_id} IN (:ids);
 
--- name: synth_numbers
--- 1..count with a timestamp spread evenly over span_ms ending at now.
-CREATE TEMP TABLE synth_n AS
-WITH g(n) AS (SELECT generate_series(1, :count))
-SELECT n, CAST(:now AS timestamp) - (((CAST(:apps AS bigint) - n) * :span_ms) / :apps) * interval '1 millisecond' AS ts FROM g;
-
 -- name: stats_log_rows
 -- The row count the planner believes the log has (-1: never analyzed).
 SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :schema AND c.relname = :table;
-
--- name: synth_source
--- Every number is a source row (the ones past the log's last id stay pending), with a document
--- of doc_bytes characters standing in for the real one (its size is what scans of the table pay).
-INSERT INTO {src} ({src_id}, {src_xml}) SELECT n, repeat('x', :doc_bytes) FROM synth_n;
 
 -- name: source_insert_new
 -- One document into the source table unless its id is already there (a concurrent load won).

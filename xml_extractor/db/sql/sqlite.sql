@@ -16,20 +16,9 @@ ORDER BY chunk_id LIMIT 1;
 -- Claim the chunk queue_pick found.
 UPDATE {queue} SET owner = :owner, lease_until = {lease_expr}, claims = claims + 1 WHERE chunk_id = :chunk_id;
 
--- name: synth_numbers
--- 1..count with a timestamp spread evenly over span_ms ending at now.
-CREATE TEMP TABLE synth_n AS
-WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < :count)
-SELECT n, strftime('%Y-%m-%d %H:%M:%f', :now, '-' || ((((:apps - n) * :span_ms) / :apps) / 1000.0) || ' seconds') AS ts FROM g;
-
 -- name: stats_log_rows
 -- The row count ANALYZE recorded for the log table (fails when there is no sqlite_stat1).
 SELECT MAX(CAST(stat AS INTEGER)) FROM sqlite_stat1 WHERE tbl = :table;
-
--- name: synth_source
--- Every number is a source row (the ones past the log's last id stay pending), with a document
--- of doc_bytes characters standing in for the real one (its size is what scans of the table pay).
-INSERT INTO {src} ({src_id}, {src_xml}) SELECT n, printf('%.*c', :doc_bytes, 'x') FROM synth_n;
 
 -- name: schema_columns
 -- A table's columns: name, declared type, -, -, -, nullable (YES/NO); no rows: no table.

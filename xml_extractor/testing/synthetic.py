@@ -1,5 +1,5 @@
 """Synthetic operator-scale data: N applications' source rows, log, target rows and events built
-by ``INSERT ... SELECT`` (named queries ``synth_*``), without parsing a document. For
+by ``INSERT ... SELECT`` (the ``synth_*`` queries of testing/sql/testing_*.sql), without parsing a document. For
 scripts/ops_bench.py (1M applications in minutes) and tests/test_ops_scale.py (query plans at a
 few hundred thousand rows).
 
@@ -16,7 +16,8 @@ import datetime as _dt
 import time
 from typing import Any
 
-from .database import Database
+from ..db.database import Database
+from .queries import sql
 
 
 def build(
@@ -32,33 +33,32 @@ def build(
     version = db.contract.version_tag
 
     def run(name: str, params: dict[str, Any], **tables: str) -> None:
-        db.execute(db.sql(name, **tables), params).close()
+        db.execute(sql(db, name, **tables), params).close()
 
     per_app = {"apps": apps}
-    db.begin()
-    run(
-        "synth_numbers",
-        {
-            "count": apps + apps // 50,
-            "now": end.isoformat(sep=" ", timespec="milliseconds"),
-            "apps": apps,
-            "span_ms": int(span.total_seconds() * 1000),
-        },
-    )
-    run("synth_source", {"doc_bytes": doc_bytes})
-    run("synth_log", {"apps": apps, "contract_version": version})
-    run("synth_log_retry", {"apps": apps, "contract_version": version})
-    run(
-        "synth_base",
-        {"apps": apps, "receive_date": _dt.datetime(2024, 1, 15)},
-        base=db.table("app_base"),
-    )
-    run("synth_one_to_one", per_app, child=db.table("app_operational_cc"))
-    run("synth_contact", per_app, contact=db.table("app_contact_base"))
-    run("synth_address", per_app, address=db.table("app_contact_address"))
-    run("synth_scores", per_app, scores=db.table("scores"))
-    run("synth_events", per_app)
-    run("synth_progress", {})
-    run("synth_drop", {})
-    db.commit()
+    with db.transaction():
+        run(
+            "synth_numbers",
+            {
+                "count": apps + apps // 50,
+                "now": end.isoformat(sep=" ", timespec="milliseconds"),
+                "apps": apps,
+                "span_ms": int(span.total_seconds() * 1000),
+            },
+        )
+        run("synth_source", {"doc_bytes": doc_bytes})
+        run("synth_log", {"apps": apps, "contract_version": version})
+        run("synth_log_retry", {"apps": apps, "contract_version": version})
+        run(
+            "synth_base",
+            {"apps": apps, "receive_date": _dt.datetime(2024, 1, 15)},
+            base=db.table("app_base"),
+        )
+        run("synth_one_to_one", per_app, child=db.table("app_operational_cc"))
+        run("synth_contact", per_app, contact=db.table("app_contact_base"))
+        run("synth_address", per_app, address=db.table("app_contact_address"))
+        run("synth_scores", per_app, scores=db.table("scores"))
+        run("synth_events", per_app)
+        run("synth_progress", {})
+        run("synth_drop", {})
     return time.perf_counter() - t0

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Before/after benchmark: `xml-extractor bench` of two versions of the code, alternated on the
+same corpus and database, and the median and spread of each figure per version.
+
+Each round runs both versions one after the other (the order flips every round, so a machine that
+slows down or speeds up during the measurement weighs on both alike) and notes the load average
+beside each bench. The old version is a git revision exported to a temporary folder; the new one
+is this working tree unless --new names a revision too:
+
+    python scripts/bench_ab.py --old a3065ae --rounds 3 --count 3000 --runs 3 --workers 2
+    python scripts/bench_ab.py --old a3065ae --new main --db postgresql://postgres@127.0.0.1:54402/xe
+
+The table goes to stdout (Markdown); every bench's JSON stays in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FIGURES: list[tuple[str, str]] = [
+    ("full-parse ceiling, docs/s", "ceiling_docs_per_s"),
+    ("map only, docs/s", "map_only_docs_per_s"),
+    ("map only / ceiling", "ratio_map_to_ceiling"),
+    ("end to end, apps/min (median of the bench's runs)", "e2e_median"),
+    ("end to end / ceiling", "ratio_e2e_to_ceiling"),
+    ("fetch, ms/app", "stage_ms_per_app.fetch"),
+    ("parse, ms/app", "stage_ms_per_app.parse"),
+    ("map, ms/app", "stage_ms_per_app.map"),
+    ("write, ms/app", "stage_ms_per_app.write"),
+    ("workers' whole time (W x wall), ms/app", "worker_ms_per_app"),
+    ("outside: worker start-up, ms/app", "outside_ms_per_app.worker start-up"),
+    ("outside: waiting for a batch, ms/app", "outside_ms_per_app.waiting for a batch"),
+    ("outside: batch bookkeeping, ms/app", "outside_ms_per_app.batch bookkeeping"),
+    ("outside: unexplained, ms/app", "outside_ms_per_app.unexplained"),
+    ("peak worker memory, MB", "peak_worker_rss_mb"),
+    ("load average (1 min) at start", "load_average.0"),
+]
+
+
+def export(rev: str, into: Path) -> Path:
+    """The tree of a git revision, written under ``into`` (its package is what PYTHONPATH finds)."""
+    data = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def one_bench(tree: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Run bench with ``tree``'s code; its JSON result (the old code's has fewer figures)."""
+    before = sorted(out.glob("bench-*.json"))
+    cmd = [sys.executable, "-m", "xml_extractor", "bench", "--db", args.db, "--count",
+           str(args.count), "--runs", str(args.runs), "--workers", str(args.workers),
+           "--batch-size", str(args.batch_size), "--metrics-dir", str(out)]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    load = os.getloadavg()[0]
+    p = subprocess.run(cmd, env=env, cwd=out, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"bench failed ({tree}):\n{p.stderr[-3000:]}")
+    (new,) = sorted(set(out.glob("bench-*.json")) - set(before))
+    result: dict[str, Any] = json.loads(new.read_text())
+    result.setdefault("load_average", [round(load, 2)])
+    return result
+
+
+def pick(result: dict[str, Any], path: str) -> float | None:
+    v: Any = result
+    for part in path.split("."):
+        if isinstance(v, list):
+            v = v[int(part)] if int(part) < len(v) else None
+        elif isinstance(v, dict):
+            v = v.get(part)
+        else:
+            return None
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def cell(values: list[float | None]) -> str:
+    got = [v for v in values if v is not None]
+    if not got:
+        return "—"
+    return f"{statistics.median(got):,.3g} ({min(got):,.3g}..{max(got):,.3g})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--old", required=True, help="git revision of the 'before' code")
+    ap.add_argument(
+        "--new", default=None, help="git revision of the 'after' code (default: this tree)"
+    )
+    ap.add_argument("--db", default="sqlite:///.cache/bench-ab.db")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--count", type=int, default=3000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=200)
+    ap.add_argument("--out", default=".cache/bench-ab", help="folder of the benches' JSON")
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if args.db.startswith("sqlite:///") and not args.db.startswith("sqlite:////"):
+        args.db = "sqlite:///" + str(Path(args.db[len("sqlite:///") :]).resolve())
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        trees = {
+            "before": export(args.old, Path(tmp) / "old"),
+            "after": export(args.new, Path(tmp) / "new") if args.new else ROOT,
+        }
+        results: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+        for r in range(args.rounds):
+            for side in ("before", "after") if r % 2 == 0 else ("after", "before"):
+                res = one_bench(trees[side], args, out)
+                results[side].append(res)
+                print(f"round {r + 1} {side}: {res['e2e_median']:.0f} apps/min, "
+                      f"{res['ratio_e2e_to_ceiling']} x ceiling, load {res['load_average']}",
+                      file=sys.stderr)  # fmt: skip
+    print(f"bench --count {args.count} --runs {args.runs} --workers {args.workers} on "
+          f"{results['after'][0]['database']}, {args.rounds} rounds alternated; "
+          "median (min..max) over the rounds\n")  # fmt: skip
+    print(f"| figure | before ({args.old}) | after ({args.new or 'this tree'}) |")
+    print("|---|---|---|")
+    for label, path in FIGURES:
+        b = [pick(x, path) for x in results["before"]]
+        a = [pick(x, path) for x in results["after"]]
+        print(f"| {label} | {cell(b)} | {cell(a)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,2 @@
+-- SQL Server: no synthetic data (the synth_* queries are SQLite's and PostgreSQL's); the
+-- harness queries of testing_common.sql apply as they are.
