@@ -537,13 +537,14 @@ def _event_samples(
         "first_id": first_id,
         "limit": 50,
     }
-    suffix = ""
     if contract is not None:
         params["contract_name"] = contract
-        suffix = "_of_contract"
+        if column is not None:
+            return _q(db, db.sql("quality_examples_of_contract"), {**params, "column_name": column})
+        return _q(db, db.sql("quality_examples_no_column_of_contract"), params)
     if column is not None:
-        return _q(db, db.sql("quality_examples" + suffix), {**params, "column_name": column})
-    return _q(db, db.sql("quality_examples_no_column" + suffix), params)
+        return _q(db, db.sql("quality_examples"), {**params, "column_name": column})
+    return _q(db, db.sql("quality_examples_no_column"), params)
 
 
 def _sentinel_counts(db: Database, sample_rows: int | None) -> list[dict]:
