@@ -177,3 +177,47 @@ def test_dry_run_prints_tsql_for_sql_server():
     assert load_contract() is not None
     text = plan.render()
     assert "ALTER TABLE [sandbox].[app_base] ADD [x] NVARCHAR(10) NULL\nGO\n" in text
+
+
+def test_initialise_is_a_library_call(db_url, tmp_path):
+    """init-db's work is migrate.initialise (the command only prints its result): it creates the
+    schema, applies an additive change naming it, and refuses a lossy one without changing a thing;
+    the DDL script is Dialect.schema_script."""
+    from xml_extractor import load_contract
+    from xml_extractor.db import migrate
+    from xml_extractor.db.database import Database
+
+    db = Database(db_url, load_contract())
+    try:
+        first = migrate.initialise(db)
+        assert first.statements > 0 and first.enums_seeded == first.enums_total > 0
+        assert first.altered == 0 and first.describe().startswith(f"{first.statements} statements")
+        assert migrate.initialise(db).enums_seeded == 0  # idempotent
+    finally:
+        db.close()
+    db = Database(db_url, load_contract(_contract_copy(tmp_path, "cc.json", _add_campaign_code)))
+    try:
+        assert [c.column for c in migrate.dry_run(db).additions] == ["campaign_code"]
+        added = migrate.initialise(db)
+        assert added.altered == 1 and [c.column for c in added.applied] == ["campaign_code"]
+        assert "1 schema change(s) applied: " in added.describe()
+        assert "campaign_code" in added.describe()
+        assert migrate.dry_run(db).additions == []
+    finally:
+        db.close()
+
+    def narrow(c: dict) -> None:
+        _base(c)["columns"][-1]["length"] = 2  # the campaign_code just added, VARCHAR(10)
+
+    narrower = _contract_copy(
+        tmp_path, "cc-narrow.json", lambda c: (_add_campaign_code(c), narrow(c))
+    )
+    db = Database(db_url, load_contract(narrower))
+    try:
+        with pytest.raises(migrate.SchemaRefused, match="campaign_code"):
+            migrate.initialise(db)
+        assert migrate.dry_run(db).refusals  # still refused: nothing was changed
+        script = db.dialect.schema_script(db.contract)
+        assert script.startswith("-- xml-extractor ") and "campaign_code" in script
+    finally:
+        db.close()

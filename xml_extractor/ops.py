@@ -15,7 +15,7 @@ from .db.checks import count_and_sample, default_rows, sparse_rows
 from .db.database import Database, Params
 from .db.migrate import has_index
 from .db.store import utcnow
-from .progress import eta_minutes, observe, rate_per_minute
+from .progress import AVERAGE_LABEL, eta_minutes, observe, rate_label, rate_per_minute
 
 
 def _q(db: Database, sql: str, params: Params = ()) -> list[tuple]:
@@ -63,6 +63,8 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
         **totals,
         "contract_versions": versions,
         **rate,
+        "rate_label": rate_label(recent_minutes),  # progress.py's names for the two rates
+        "average_label": AVERAGE_LABEL,
         "eta_minutes": None if eta is None else round(eta, 1),
         "sessions": sess,
         "failures": [{"stage": s, "error_class": e, "count": int(c)} for s, e, c in by_stage],

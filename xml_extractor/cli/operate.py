@@ -87,7 +87,9 @@ def _print_status(d: dict) -> None:
             ["contract version", "applications"],
         )
     if d["sessions"]:
-        _table("sessions (last 24 h)", [_session_row(s) for s in d["sessions"]], SESSION_HEADERS)
+        _table(
+            "sessions (last 24 h)", [_session_row(s) for s in d["sessions"]], _session_headers(d)
+        )
     if d["failures"]:
         _table(
             "failures by stage",
@@ -96,17 +98,19 @@ def _print_status(d: dict) -> None:
         )
 
 
-SESSION_HEADERS = [
-    "session",
-    "instance",
-    "processed",
-    "ok",
-    "failed",
-    "rate/min",
-    "avg/min",
-    "last activity (UTC)",
-    "idle s",
-]
+def _session_headers(d: dict) -> list[str]:
+    """The sessions table's columns, its rates under progress.py's labels."""
+    rates = [f"{d['rate_label']}/min", f"{d['average_label']}/min"]
+    return [
+        "session",
+        "instance",
+        "processed",
+        "ok",
+        "failed",
+        *rates,
+        "last activity (UTC)",
+        "idle s",
+    ]
 
 
 def _session_row(s: dict) -> list[Any]:
@@ -156,8 +160,8 @@ def _print_status_totals(d: dict) -> None:
         rows.append(["being redone", d["being_redone"]])
     rows += [
         ["done", f"{d['done_pct']}%"],
-        ["rate (recent)", f"{d['rate_per_min_recent']}/min{window}"],
-        ["ETA", _status_eta(d)],
+        [d["rate_label"], f"{d['rate_per_min_recent']}/min{window}"],
+        [f"ETA at the {d['rate_label']}", _status_eta(d)],
     ]
     click.echo(tabulate(rows, tablefmt="simple"))
 

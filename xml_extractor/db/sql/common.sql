@@ -64,6 +64,10 @@ ORDER BY s.{src_id}
 -- How many pending applications this instance has (the progress bar's total).
 SELECT COUNT(*) FROM {src} s WHERE {in_range} AND {in_share} AND {is_pending};
 
+-- name: count_share
+-- How many applications this instance's share holds, done or not (the progress bar's total).
+SELECT COUNT(*) FROM {src} s WHERE {in_range} AND {in_share};
+
 -- name: count_retry
 -- How many failed applications with attempts left this instance has.
 SELECT COUNT(*) FROM {src} s WHERE {in_range} AND {in_share} AND {is_retryable};
