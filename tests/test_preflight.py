@@ -211,7 +211,7 @@ def test_mssql_healthy_server_every_statement_parses_as_tsql() -> None:
         "1 documents sampled: 1 ascii; 1 start with a byte-order mark"
         in by["sample_encoding"].detail
     )
-    assert by["schema"].detail.startswith("19 table(s) to create")
+    assert by["schema"].detail.startswith("20 table(s) to create")
     assert not any("COUNT(" in s for s in conn.sent)  # the 11M-row table is never counted
 
 

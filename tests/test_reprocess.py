@@ -485,17 +485,20 @@ def test_stop_signal_after_the_last_batch_exits_130_and_says_a_finished_reproces
     processed, tmp_path
 ):
     """A signal after the run's loop took its last look at signals still stops with 130 (it was
-    simply dropped before). All of reprocess's requests are consumed by then, so running it again
-    would redo the selection, not resume: the command says so."""
+    simply dropped before). All of reprocess's requests are consumed by then: the command says it
+    is complete, and the same command again says so too (exit 0) instead of redoing it."""
     failed = sorted(faulty())
     cmd = ("reprocess", "--db", processed, "--failed", *RUN, "--batch-size", "4", *_dirs(tmp_path))
     folder = tmp_path / "hold"
     folder.mkdir()
     code, output = _held_then_signalled(cmd, "loop_done", signal.SIGTERM, folder)
     assert code == 130, output
-    assert "it is complete, do not run it again" in output, output
+    assert "it is complete (the same command again says so; --again redoes it)" in output, output
     assert _scalar(processed, "SELECT COUNT(*) FROM {history}") == len(
         failed
     )  # every requested one was redone
     _no_replaced_leftovers(processed)
     assert_exactly_once(processed)
+    same = cli(*cmd)
+    assert same.returncode == 0 and "complete at" in same.stdout, same.stdout + same.stderr
+    assert _scalar(processed, "SELECT COUNT(*) FROM {history}") == len(failed)
