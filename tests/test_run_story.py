@@ -10,13 +10,15 @@ import json
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import _child_env, cli, engine
+from conftest import _child_env, cli, engine, popen
+from procs import db_rows, kill_group, wait_until
 
 from xml_extractor.errors import ConfigError, ConnectionLost, DatabaseError
 from xml_extractor.processing.context import RunContext, RunSummary, StopKind, StopReason
@@ -39,6 +41,10 @@ def prepare(url: str, count: int = 60, share: float = 0.1) -> None:
         "3",
         check=True,
     )
+
+
+def logged(url: str) -> int:
+    return int(db_rows(url, lambda db: f"SELECT COUNT(*) FROM {db.names['log']}")[0][0])
 
 
 def last_line(folder: Path) -> str:
@@ -100,6 +106,25 @@ def test_every_stop_ends_the_log_with_its_outcome_and_exit_code(
         m = ENDED.search(last_line(folder))
         assert m, (name, last_line(folder))
         assert (m["outcome"], int(m["code"])) == (outcome, code), (name, last_line(folder))
+
+
+@pytest.mark.posix
+def test_a_stop_signal_ends_the_log_with_interrupted_and_130(db_url: str, tmp_path: Path) -> None:
+    """SIGTERM to the run's group once it has results: in-flight batches commit, and the log's
+    last line is the outcome ``interrupted, exit code 130``."""
+    prepare(db_url, count=600, share=0.0)
+    folder = tmp_path / "logs"
+    args = ["--workers", "1", "--batch-size", "5", "--logs-dir", str(folder)]
+    p = popen("run", "--db", db_url, "--no-progress", *args)
+    try:
+        wait_until(lambda: logged(db_url) > 0, what="the run's first commit")
+        kill_group(p, signal.SIGTERM)
+        p.communicate(timeout=120)
+    finally:
+        kill_group(p)
+    assert p.returncode == 130 and logged(db_url) < 600
+    m = ENDED.search(last_line(folder))
+    assert m and (m["outcome"], m["code"]) == ("interrupted", "130"), last_line(folder)
 
 
 def test_a_configuration_error_is_said_once_by_run_and_by_launch(
