@@ -413,3 +413,53 @@ def test_every_specialised_kind_has_its_text_path():
     assert plain == []
     odd = cv.make_datetime(["%Y-%j"], False)  # day of the year: no regex form
     assert cv.text_path(odd) is odd
+
+
+def _built(build: Any, gen: Any, attrs: dict) -> tuple:
+    """A row built from these attributes (given directly: the generated code reads them as
+    ``scope.attrs``), with its events, or the failure."""
+    from lxml import etree
+
+    from xml_extractor.contract.compiler import DocContext, Scope
+
+    doc = DocContext(1, False)
+    scope = Scope(doc, etree.fromstring("<application/>"), {})
+    scope.attrs = attrs
+    try:
+        row = build(gen, scope)
+    except Exception as e:
+        return ("failed", type(e).__name__, str(e), repr(doc.events))
+    return (repr(row), repr(doc.events))
+
+
+@pytest.mark.parametrize("name", ["credit_card", "rec_lending", "cc_repairing", "rl_strict"])
+def test_generated_rows_agree_on_boundary_values_of_every_attribute_column(name):
+    """Every attribute column of every generator, given edge values (padded, empty, a string of
+    its exact length and one more): the generated row and its events are the reference's."""
+    from xml_extractor.contract import converters as cv
+
+    plan = plan_of(name)
+    build = compiled_mapping.plan_builder(plan, REFERENCE)
+    checked = 0
+    for t in plan.tables:
+        for gen in t.generators:
+            for col in gen.columns:
+                if col.attr_key is None:
+                    continue
+                path = cv.text_path(col.convert)
+                n = path if isinstance(path, int) and path < 10**6 else 3
+                for v in [
+                    *EDGES[::3],
+                    "",
+                    "  ",
+                    " 7 ",
+                    "x" * n,
+                    "é" * n,
+                    "x" * (n + 1),
+                    f" {'y' * n} ",
+                ]:
+                    attrs = {col.attr_key: v}
+                    got = _built(build, gen, attrs)
+                    assert got == _built(REFERENCE.build_row, gen, attrs), (t.name, col.name, v)
+                    checked += 1
+    assert checked > 500
