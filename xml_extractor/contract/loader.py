@@ -200,6 +200,7 @@ def _reserved_names(raw: dict) -> dict[str, str]:
         logs.get("enums", "app_enums"): "the enum table",
         logs.get("run_progress", "run_progress"): "the progress table",
         "reprocess_request": "the reprocess request table",
+        "reprocess_command": "the reprocess command table",
         log_name + "_history": "the log history table",
         (raw.get("source") or {}).get("table", ""): "the source table",
     }

@@ -179,6 +179,7 @@ class Statement(str):
 
 
 REQUEST_TABLE = "reprocess_request"  # open reprocess requests (xml_extractor/reprocess.py)
+COMMAND_TABLE = "reprocess_command"  # each reprocess command's selection, and when it completed
 HISTORY_SUFFIX = "_history"  # processing_log_history: log rows of replaced attempts
 
 
@@ -287,6 +288,49 @@ class Dialect:
         u = "UNIQUE " if unique else ""
         return f"CREATE {u}INDEX IF NOT EXISTS {self.quote(name)} ON {qtable} ({', '.join(self.quote(c) for c in cols)})"
 
+    def reprocess_ddl(self, contract: Contract, log_body: list[str]) -> list[str]:
+        """reprocess's tables (see xml_extractor/reprocess.py): the open requests, each command's
+        recorded selection and whether it completed, and the log rows of attempts a reprocess
+        replaced (the log's columns, ``log_body``, with log_id kept, no identity, plus
+        replaced_at)."""
+        sch = contract.target_schema
+        history = self.qualified(sch, contract.log_table + HISTORY_SUFFIX)
+        key = [self.quote(c) for c in ("command", "instance_id", "instance_count")]
+        return [
+            self.create_table(
+                self.qualified(sch, REQUEST_TABLE),
+                [
+                    f"{self.quote('app_id')} BIGINT NOT NULL PRIMARY KEY",
+                    f"{self.quote('requested_at')} {self.timestamp_type} NOT NULL",
+                    f"{self.quote('command')} {self.varchar(400)} NOT NULL",
+                ],
+            ),
+            self.create_table(
+                self.qualified(sch, COMMAND_TABLE),
+                [
+                    f"{key[0]} {self.varchar(400)}{self.collate(True)} NOT NULL",
+                    f"{key[1]} INTEGER NOT NULL",
+                    f"{key[2]} INTEGER NOT NULL",
+                    f"{self.quote('requested_at')} {self.timestamp_type} NOT NULL",
+                    f"{self.quote('applications')} INTEGER NOT NULL",
+                    f"{self.quote('completed_at')} {self.timestamp_type} NULL",
+                    f"PRIMARY KEY ({', '.join(key)})",
+                ],
+            ),
+            self.create_table(
+                history,
+                [f"{self.quote('log_id')} BIGINT NOT NULL"]
+                + [c for c in log_body[1:] if not c.startswith("CONSTRAINT")]
+                + [f"{self.quote('replaced_at')} {self.timestamp_type} NOT NULL"],
+            ),
+            self.create_index(
+                f"ix_{contract.log_table}{HISTORY_SUFFIX}_app",
+                history,
+                ["app_id", "attempt"],
+                schema=sch,
+            ),
+        ]
+
     def ddl(self, contract: Contract, with_source: bool = True) -> list[str]:
         """Every statement init-db runs, in order, idempotent."""
         out = self._source_and_enum_ddl(contract, with_source)
@@ -294,7 +338,7 @@ class Dialect:
             out += self._table_ddl(t, contract.target_schema)
         log_statements, log_body = self._log_ddl(contract)
         out += log_statements
-        out += self._reprocess_ddl(contract, log_body)
+        out += self.reprocess_ddl(contract, log_body)
         out += self._event_ddl(contract)
         out += self._progress_and_queue_ddl(contract)
         return out
@@ -444,42 +488,6 @@ class Dialect:
             self.create_index(f"ix_{contract.log_table}_logged_at", log, ["logged_at"], schema=sch)
         )
         return out, log_body
-
-    def _reprocess_ddl(self, contract: Contract, log_body: list[str]) -> list[str]:
-        """reprocess_request and the log history table."""
-        sch = contract.target_schema
-        q = self.qualified
-        out: list[str] = []
-        # reprocess (see xml_extractor/reprocess.py): the open requests, and the log rows of attempts a
-        # reprocess replaced (same columns as the log, log_id kept, no identity, plus replaced_at)
-        out.append(
-            self.create_table(
-                q(sch, REQUEST_TABLE),
-                [
-                    f"{self.quote('app_id')} BIGINT NOT NULL PRIMARY KEY",
-                    f"{self.quote('requested_at')} {self.timestamp_type} NOT NULL",
-                    f"{self.quote('command')} {self.varchar(400)} NOT NULL",
-                ],
-            )
-        )
-        history = q(sch, contract.log_table + HISTORY_SUFFIX)
-        out.append(
-            self.create_table(
-                history,
-                [f"{self.quote('log_id')} BIGINT NOT NULL"]
-                + [c for c in log_body[1:] if not c.startswith("CONSTRAINT")]
-                + [f"{self.quote('replaced_at')} {self.timestamp_type} NOT NULL"],
-            )
-        )
-        out.append(
-            self.create_index(
-                f"ix_{contract.log_table}{HISTORY_SUFFIX}_app",
-                history,
-                ["app_id", "attempt"],
-                schema=sch,
-            )
-        )
-        return out
 
     def _event_ddl(self, contract: Contract) -> list[str]:
         """data_quality_event and its indexes."""

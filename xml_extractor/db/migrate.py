@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, SchemaMissing, TransientDatabaseError
-from .base import HISTORY_SUFFIX, REQUEST_TABLE, key_columns
+from .base import COMMAND_TABLE, HISTORY_SUFFIX, REQUEST_TABLE, key_columns
 from .database import Database
 from .store import init_db
 
@@ -689,6 +689,22 @@ def apply_enum_changes(db: Database, p: MigrationPlan) -> int:
     return rewritten
 
 
+def tool_tables(c: Any) -> tuple[str, ...]:
+    """The tool's own tables beside the contract's (their columns are the tool's, not the
+    contract's: the plan only checks that they exist): log, events, progress, queue, enums, and
+    reprocess's requests, commands and log history."""
+    return (
+        c.log_table,
+        c.event_table,
+        c.progress_table,
+        c.queue_table,
+        c.enum_table,
+        REQUEST_TABLE,
+        COMMAND_TABLE,
+        c.log_table + HISTORY_SUFFIX,
+    )
+
+
 def plan(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
     """Compare every contract table with the database (tool tables: that they exist), and the
     enum ids the database holds with the contract's (``allow_enum_change``: a moved id is a change
@@ -833,19 +849,11 @@ def _column_changes(
 def _tool_table_changes(
     db: Database, existing: dict[str, dict[str, DbColumn] | None], create_stmts: list[str]
 ) -> list[Change]:
-    """The tool's own tables (log, events, progress, queue, enums, reprocess's two): created when
+    """The tool's own tables (log, events, progress, queue, enums, reprocess's three): created when
     missing; the log and its history gain ``contract_name`` when they lack it. Fills ``existing``."""
     c, d = db.contract, db.dialect
     changes: list[Change] = []
-    for name in (
-        c.log_table,
-        c.event_table,
-        c.progress_table,
-        c.queue_table,
-        c.enum_table,
-        REQUEST_TABLE,
-        c.log_table + HISTORY_SUFFIX,
-    ):
+    for name in tool_tables(c):
         cols = existing[name] = table_columns(db, name)
         if cols is None:
             qt = d.qualified(c.target_schema, name)
