@@ -31,12 +31,13 @@ def window_rate(timeline: list, lo: float, hi: float) -> float:
 
     def when(n: float) -> float:
         prev = [0.0, 0]
-        for t, done, _ in timeline:
+        for point in timeline:
+            t, done = point["elapsed_s"], point["done"]
             if done >= n:
                 # linear interpolation inside the sample interval
                 return prev[0] + (t - prev[0]) * ((n - prev[1]) / max(1, done - prev[1]))
             prev = [t, done]
-        return timeline[-1][0]
+        return timeline[-1]["elapsed_s"]
 
     t0, t1 = when(lo), when(hi)
     return (hi - lo) / max(1e-9, t1 - t0) * 60
@@ -89,8 +90,11 @@ def main() -> int:
     tl = m["timeline"]
     n = m["success"] + m["failed"]
     first, last = window_rate(tl, 0, 0.1 * n), window_rate(tl, 0.9 * n, n)
-    rss = [r for _, _, r in tl if r]
-    print(f"applications={n} elapsed={m['elapsed_s']:.0f}s overall={m['apps_per_minute']:.0f}/min")
+    rss = [p["max_worker_rss_mb"] for p in tl if p["max_worker_rss_mb"]]
+    print(
+        f"applications={n} elapsed={m['elapsed_s']:.0f}s "
+        f"{m['average_label']}={m['average_per_min']:.0f}/min"
+    )
     print(
         f"rate first 10%={first:.0f}/min last 10%={last:.0f}/min (last/first = {last / first:.2f})"
     )
@@ -99,7 +103,7 @@ def main() -> int:
         print(
             f"worker RSS MB: first samples {rss[:k]} ... last samples {rss[-k:]} (min {min(rss)}, max {max(rss)})"
         )
-    print(f"timeline (s, done, worker RSS MB): {json.dumps(tl)}")
+    print(f"timeline: {json.dumps(tl)}")
     return 0
 
 

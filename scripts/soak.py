@@ -104,7 +104,7 @@ def reprocess_kills(
 ) -> dict:
     """SIGKILL (whole process group) `reprocess --since 2000-01-01` runs, one per instance share, at
     random moments; each victim, and each command that finished, is started again with the same
-    command (which resumes its open requests, or requests a new round). At the end `run` finishes
+    command and ``--again`` (which resumes its open requests, or requests a new round). At the end `run` finishes
     whatever is still requested. Leftovers of a replaced attempt: open requests, and events whose
     session is not the session of the application's current log row."""
 
@@ -115,6 +115,7 @@ def reprocess_kills(
             url,
             "--since",
             "2000-01-01T00:00",
+            "--again",  # a finished command starts a new round (a stopped one resumes)
             "--no-progress",
             "--workers",
             "1",
@@ -520,7 +521,7 @@ def main() -> int:
             if kind == "retry":  # failed applications with attempts left, in queue mode
                 return common + queue + ["--retry-failed"]
             if kind == "reprocess":  # every final failure again, in queue mode
-                return ["reprocess", "--failed"] + common[1:] + queue
+                return ["reprocess", "--failed", "--again"] + common[1:] + queue
             return common + queue
         return common + ["--instance-id", str(i), "--instance-count", str(a.instances)]
 

@@ -579,6 +579,17 @@ CREATE TABLE [sandbox].[reprocess_request] (
     [command] NVARCHAR(400) NOT NULL
 )
 GO
+IF OBJECT_ID(N'[sandbox].[reprocess_command]', N'U') IS NULL
+CREATE TABLE [sandbox].[reprocess_command] (
+    [command] NVARCHAR(400) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    [instance_id] INTEGER NOT NULL,
+    [instance_count] INTEGER NOT NULL,
+    [requested_at] DATETIME2(3) NOT NULL,
+    [applications] INTEGER NOT NULL,
+    [completed_at] DATETIME2(3) NULL,
+    PRIMARY KEY ([command], [instance_id], [instance_count])
+)
+GO
 IF OBJECT_ID(N'[sandbox].[processing_log_history]', N'U') IS NULL
 CREATE TABLE [sandbox].[processing_log_history] (
     [log_id] BIGINT NOT NULL,

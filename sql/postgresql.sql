@@ -524,6 +524,15 @@ CREATE TABLE IF NOT EXISTS "sandbox"."reprocess_request" (
     "requested_at" TIMESTAMP(3) NOT NULL,
     "command" VARCHAR(400) NOT NULL
 );
+CREATE TABLE IF NOT EXISTS "sandbox"."reprocess_command" (
+    "command" VARCHAR(400) NOT NULL,
+    "instance_id" INTEGER NOT NULL,
+    "instance_count" INTEGER NOT NULL,
+    "requested_at" TIMESTAMP(3) NOT NULL,
+    "applications" INTEGER NOT NULL,
+    "completed_at" TIMESTAMP(3) NULL,
+    PRIMARY KEY ("command", "instance_id", "instance_count")
+);
 CREATE TABLE IF NOT EXISTS "sandbox"."processing_log_history" (
     "log_id" BIGINT NOT NULL,
     "app_id" INTEGER NOT NULL,

@@ -523,6 +523,15 @@ CREATE TABLE IF NOT EXISTS "reprocess_request" (
     "requested_at" TIMESTAMP NOT NULL,
     "command" VARCHAR(400) NOT NULL
 );
+CREATE TABLE IF NOT EXISTS "reprocess_command" (
+    "command" VARCHAR(400) NOT NULL,
+    "instance_id" INTEGER NOT NULL,
+    "instance_count" INTEGER NOT NULL,
+    "requested_at" TIMESTAMP NOT NULL,
+    "applications" INTEGER NOT NULL,
+    "completed_at" TIMESTAMP NULL,
+    PRIMARY KEY ("command", "instance_id", "instance_count")
+);
 CREATE TABLE IF NOT EXISTS "processing_log_history" (
     "log_id" BIGINT NOT NULL,
     "app_id" INTEGER NOT NULL,

@@ -22,14 +22,16 @@ is the fast subset.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -390,6 +392,92 @@ def module_db_url(request, tmp_path_factory):
     yield from _fresh_database(request.param, tmp_path_factory.mktemp(f"module-{request.param}"))
 
 
+class DatabaseTemplates:
+    """Databases built once per session and copied per test: a test that changes a processed
+    database gets its own copy of one built once (SQLite: a file copy; PostgreSQL: ``CREATE
+    DATABASE ... TEMPLATE``) instead of rebuilding it with init-db, generate-mock and a run. SQL
+    Server has no template databases: there the builder runs on the test's own database."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.built: dict[tuple[str, str], str] = {}  # (name, engine) -> the template's URL
+        self.pg_templates: list[str] = []
+
+    def fill(self, url: str, name: str, build: Callable[[str], None]) -> str:
+        """Make the fresh empty database ``url`` (from db_url) a copy of the template ``name`` of
+        its engine, built by ``build(template_url)`` the first time; returns ``url``. ``build``
+        must not depend on the test (its folder, its parameters): every copy is the same."""
+        from xml_extractor.db.url import parse_url
+
+        kind = engine(url)
+        if kind == "mssql":
+            build(url)
+            return url
+        template = self.built.get((name, kind))
+        if template is None:
+            template = self._build(name, kind, build)
+        if kind == "sqlite":
+            shutil.copyfile(parse_url(template, password="").path, parse_url(url, password="").path)
+        else:
+            target = parse_url(url, password="").database
+            _pg_admin_exec(f"DROP DATABASE {target} WITH (FORCE)")
+            _pg_admin_exec(f"CREATE DATABASE {target} TEMPLATE {_pg_name(template)}")
+        return url
+
+    def _build(self, name: str, kind: str, build: Callable[[str], None]) -> str:
+        """The template of ``name`` on ``kind``, built now (a file in the session's folder, or a
+        PostgreSQL database dropped at the session's end), checked to be reusable as one."""
+        key = re.sub(r"\W", "_", name)
+        if kind == "sqlite":
+            url = f"sqlite:///{self.folder / (key + '.db')}"
+        else:
+            assert PG_URL
+            db = f"xe_tpl_{uuid.uuid4().hex[:12]}"
+            _pg_admin_exec(f"CREATE DATABASE {db}")
+            self.pg_templates.append(db)
+            url = f"{PG_URL.rsplit('/', 1)[0]}/{db}"
+        build(url)
+        if kind == "sqlite":  # one file: whatever a WAL held is in the database itself
+            import sqlite3
+
+            from xml_extractor.db.url import parse_url
+
+            conn = sqlite3.connect(parse_url(url, password="").path)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+        else:  # a template takes no other connection while it is copied
+            _pg_admin_exec(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{_pg_name(url)}' AND pid <> pg_backend_pid()"
+            )
+        self.built[(name, kind)] = url
+        return url
+
+    def drop(self) -> None:
+        for db in self.pg_templates:
+            try:
+                _pg_admin_exec(f"DROP DATABASE {db} WITH (FORCE)")
+            except Exception:
+                pass
+
+
+def _pg_name(url: str) -> str:
+    from xml_extractor.db.url import parse_url
+
+    name = parse_url(url, password="").database
+    if not re.fullmatch(r"xe_\w+", name or ""):
+        raise ValueError(f"not a test database: {name!r}")
+    return name
+
+
+@pytest.fixture(scope="session")
+def database_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseTemplates]:
+    """The session's :class:`DatabaseTemplates` (db_url fixtures copy processed databases)."""
+    templates = DatabaseTemplates(tmp_path_factory.mktemp("templates"))
+    yield templates
+    templates.drop()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'test.db'}"
@@ -432,6 +520,92 @@ def cli(
     return p
 
 
+_IN_PROCESS_REFUSED = ("XML_EXTRACTOR_FAULTS", "XML_EXTRACTOR_TESTING_GATE")
+_WORKER_SERVER_STARTED: list[bool] = []  # the forkserver of in-process runs: started once
+
+
+def cli_in_process(
+    *args: str,
+    env: dict | None = None,
+    cwd: Path | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess:
+    """The command line in this process (click's CliRunner), answering as :func:`cli` does: the
+    exit code (``sys.exit``, a usage error 2, an uncaught exception 1 with its traceback on
+    stderr), stdout and stderr apart, the package's warnings on stderr when nothing else takes them
+    (Python's last-resort handler in a real process), in the scrubbed environment plus ``env``, in
+    the test's own folder unless ``cwd`` is given. For tests where the process is not the point: a
+    run still starts real worker processes (forked by one forkserver that lives as long as the
+    session, so the workers see the session's environment, not ``env``: fault injection, which the
+    workers read, needs :func:`cli`)."""
+    from click.testing import CliRunner
+
+    from xml_extractor.cli import cli as command_line
+
+    refused = [k for k in (env or {}) if k in _IN_PROCESS_REFUSED]
+    if refused:
+        raise ValueError(f"{refused}: the workers read it; use cli() (a real process)")
+    _start_worker_server()
+    package = logging.getLogger("xml_extractor")
+    level, stderr_handler = package.level, _LastResort()
+    package.addHandler(stderr_handler)
+    previous, argv = Path.cwd(), sys.argv
+    os.chdir(cwd or _default_cwd())
+    sys.argv = [str(ROOT / "xml_extractor" / "__main__.py"), *args]  # what messages quote
+    try:
+        r = CliRunner().invoke(
+            command_line, list(args), env=env, prog_name="xml-extractor", catch_exceptions=True
+        )
+    finally:
+        sys.argv = argv
+        os.chdir(previous)
+        package.removeHandler(stderr_handler)
+        package.setLevel(level)
+    stderr = r.stderr
+    if r.exc_info is not None and not isinstance(r.exc_info[1], SystemExit):
+        stderr += "".join(traceback.format_exception(*r.exc_info))
+    p = subprocess.CompletedProcess(["xml-extractor", *args], r.exit_code, r.stdout, stderr)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+class _LastResort(logging.Handler):
+    """What Python's last-resort handler does in a real process: a package record of WARNING or
+    above goes to stderr, message only, when no handler of the package takes it (a run's log file
+    does); written to the stderr of the moment (CliRunner's)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        others = [h for h in logging.getLogger("xml_extractor").handlers if h is not self]
+        if not others:
+            sys.stderr.write(self.format(record) + "\n")
+
+
+def _start_worker_server() -> None:
+    """Start the forkserver of in-process runs from the session's folder with the session's
+    environment, before any test's folder or variables: every worker forked later inherits them,
+    and a test's folder is removed when it passes."""
+    if _WORKER_SERVER_STARTED:
+        return
+    from xml_extractor import supervision
+    from xml_extractor.processing.processor import WORKER_PRELOAD
+
+    previous, saved = Path.cwd(), dict(os.environ)
+    os.chdir(_session_dir())
+    try:
+        for k in scrubbed_names(os.environ):
+            del os.environ[k]
+        supervision.start_helpers(supervision.worker_context(WORKER_PRELOAD))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        os.chdir(previous)
+    _WORKER_SERVER_STARTED.append(True)
+
+
 def popen(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
     """Start the real command line in its own process group (signals go to the group, as systemd
     sends them); same environment and folder rules as :func:`cli`."""
@@ -467,9 +641,12 @@ _SESSION_DIR: Path | None = (
 
 
 def _default_cwd() -> Path:
+    return _TEST_DIR if _TEST_DIR is not None else _session_dir()
+
+
+def _session_dir() -> Path:
+    """A folder that lives as long as the session (removed by :func:`pytest_unconfigure`)."""
     global _SESSION_DIR
-    if _TEST_DIR is not None:
-        return _TEST_DIR
     if _SESSION_DIR is None:
         _SESSION_DIR = Path(tempfile.mkdtemp(prefix="xe-tests-"))
     return _SESSION_DIR

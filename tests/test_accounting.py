@@ -244,7 +244,9 @@ def test_3_a_bug_in_the_write_path_stops_the_run_with_exit_3_and_no_failed_rows(
     assert p.returncode == 3, p.stdout + p.stderr
     assert [r for r in log_rows(db_url) if r[1] == "failed"] == []
     assert logged(db_url) < 60  # it did not go on through the whole table
-    assert "TypeError" in summary_row(p.stdout, "stopped")
+    # the reason once, on stderr; the summary's outcome row names the kind of stop
+    assert "TypeError" in p.stderr and "TypeError" not in p.stdout, p.stdout + p.stderr
+    assert summary_row(p.stdout, "outcome").startswith("stopped (unexpected error), exit code 3")
     log_file = subprocess_dir() / summary_row(p.stdout, "log")
     text = log_file.read_text()
     assert "Traceback" in text and "TypeError: injected bug" in text

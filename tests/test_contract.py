@@ -4,7 +4,7 @@ import copy
 import json
 
 import pytest
-from conftest import cli
+from conftest import cli_in_process
 
 from xml_extractor.contract.loader import contract_from_dict, load_contract
 from xml_extractor.errors import ContractError
@@ -194,18 +194,18 @@ def test_semantic_errors_name_the_place(raw, mutate, expect):
 
 
 def test_validate_contract_cli(tmp_path, raw):
-    p = cli("validate-contract", check=True)
+    p = cli_in_process("validate-contract", check=True)
     assert p.stdout.startswith("ok: credit_card")
     bad = copy.deepcopy(raw)
     bad["tables"][0]["columns"][3]["enum"] = "nope"
     f = tmp_path / "c.json"
     f.write_text(json.dumps(bad))
-    p = cli("validate-contract", str(f))
+    p = cli_in_process("validate-contract", str(f))
     assert p.returncode == 2 and "unknown enum 'nope'" in p.stderr
     f.write_text("{not json")
-    p = cli("validate-contract", str(f))
+    p = cli_in_process("validate-contract", str(f))
     assert p.returncode == 2 and "not valid JSON" in p.stderr
-    p = cli("validate-contract", str(tmp_path / "missing.json"))
+    p = cli_in_process("validate-contract", str(tmp_path / "missing.json"))
     assert p.returncode == 2 and "not found" in p.stderr
 
 

@@ -3,7 +3,7 @@ process, no database and no sleep (the whole file runs in well under a second)."
 
 from __future__ import annotations
 
-from xml_extractor.processing.context import RunContext, RunSummary
+from xml_extractor.processing.context import RunContext, RunSummary, StopKind, StopReason
 from xml_extractor.processing.coordinator import (
     Batch,
     Dispatch,
@@ -119,9 +119,8 @@ def test_the_death_of_the_last_worker_is_replaced_and_too_many_deaths_stop_the_r
     assert c.worker_died(0, 1) == [Respawn(0)]
     acts = c.worker_died(0, 1)
     assert acts == [StopWorkers(hard=True)]
-    assert (
-        c.summary.stop_reason.startswith("error: workers keep dying") and c.summary.exit_code == 3
-    )
+    assert c.summary.stop_reason.kind is StopKind.CRASH and c.summary.exit_code == 3
+    assert str(c.summary.stop_reason).startswith("crash: workers keep dying")
 
 
 def test_second_stop_request_stops_at_once():
@@ -137,8 +136,8 @@ def test_worker_fatal_stops_the_run_with_its_reason():
     c = coordinator()
     ready(c)
     c.batch_selected(Batch(1, [1]))
-    assert c.worker_fatal(0, "error", "TypeError: boom") == [StopWorkers(hard=True)]
-    assert c.summary.stop_reason == "error: TypeError: boom" and c.summary.exit_code == 3
+    assert c.worker_fatal(0, StopKind.CRASH, "TypeError: boom") == [StopWorkers(hard=True)]
+    assert str(c.summary.stop_reason) == "crash: TypeError: boom" and c.summary.exit_code == 3
     assert c.summary.failed == 0
     assert c.worker_died(0, 0) == []  # its exit afterwards is part of the stop
 
@@ -256,9 +255,9 @@ def test_read_ahead_is_bounded():
 
 def test_error_stops_hard_and_keeps_the_first_reason():
     c = coordinator()
-    c.summary.stop_reason = "config: bad"
-    assert c.error("error: later") == [StopWorkers(hard=True)]
-    assert c.summary.stop_reason == "config: bad" and c.summary.exit_code == 2
+    c.summary.stop_reason = StopReason(StopKind.CONFIG, "bad")
+    assert c.error(StopReason(StopKind.ERROR, "later")) == [StopWorkers(hard=True)]
+    assert str(c.summary.stop_reason) == "config: bad" and c.summary.exit_code == 2
 
 
 def test_run_context_derives_every_view_of_the_run():

@@ -4,6 +4,7 @@ lists every disputed claim with the application that kept it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from conftest import cli
@@ -39,3 +40,10 @@ def test_failures_lists_every_disputed_con_id_and_who_kept_it(db_url: str, tmp_p
     assert any(
         line.split()[:3] == ["900001", str(owner), str(loser)] for line in table.splitlines()
     ), table
+    report = json.loads(cli("report", "--db", db_url, "--format", "json", check=True).stdout)
+    assert [(d["con_id"], d["kept_by"], d["refused_app_id"]) for d in report["disputes"]] == [
+        (d["con_id"], d["kept_by"], d["refused_app_id"]) for d in out
+    ], report["disputes"]
+    md = cli("report", "--db", db_url, "--format", "md", check=True).stdout
+    assert "## Disputed con_ids" in md, md
+    assert re.search(rf"\|\s*900001\s*\|\s*{owner}\s*\|\s*{loser}\s*\|", md), md

@@ -10,7 +10,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli_in_process
 
 from xml_extractor.contract.loader import load_contract
 from xml_extractor.db import migrate
@@ -54,8 +54,8 @@ def test_enum_id_change_is_named_refused_and_rewritten_in_one_step(
     db_url: str, tmp_path: Path
 ) -> None:
     old = _old_ids(tmp_path)
-    cli("init-db", "--db", db_url, *old, check=True)
-    cli(
+    cli_in_process("init-db", "--db", db_url, *old, check=True)
+    cli_in_process(
         "load-xml",
         "--db",
         db_url,
@@ -64,13 +64,13 @@ def test_enum_id_change_is_named_refused_and_rewritten_in_one_step(
         *old,
         check=True,
     )
-    cli("run", "--db", db_url, *old, "--workers", "1", "--no-progress", check=True)
+    cli_in_process("run", "--db", db_url, *old, "--workers", "1", "--no-progress", check=True)
     assert _stored(db_url) == (
         {1001: 602, 600000: 603},
         {602: ("product_line", "CC"), 603: ("product_line", "RL")},
     )
 
-    p = cli("init-db", "--db", db_url, *NEW, "--dry-run")
+    p = cli_in_process("init-db", "--db", db_url, *NEW, "--dry-run")
     assert p.returncode == 2, p.stdout + p.stderr
     for line in (
         "enum product_line code 'CC': id 602 in the database, 600 in the contract (stored in app_base.product_line_enum)",
@@ -79,30 +79,34 @@ def test_enum_id_change_is_named_refused_and_rewritten_in_one_step(
         assert line in p.stdout and line in p.stderr
     assert "--allow-enum-change" in p.stderr
     for refused in (
-        cli("init-db", "--db", db_url, *NEW),
-        cli("run", "--db", db_url, *NEW, "--workers", "1", "--no-progress"),
+        cli_in_process("init-db", "--db", db_url, *NEW),
+        cli_in_process("run", "--db", db_url, *NEW, "--workers", "1", "--no-progress"),
     ):
         assert (
             refused.returncode == 2
             and "id 602 in the database, 600 in the contract" in refused.stderr
         )
     # one contract alone cannot take id 602 while the database gives it to a code that contract does not declare
-    p = cli("init-db", "--db", db_url, "--contract", "rec_lending", "--allow-enum-change")
+    p = cli_in_process(
+        "init-db", "--db", db_url, "--contract", "rec_lending", "--allow-enum-change"
+    )
     assert p.returncode == 2 and "id 602 is product_line 'CC' in the database" in p.stderr
     assert _stored(db_url)[0] == {1001: 602, 600000: 603}  # nothing changed
 
-    p = cli("init-db", "--db", db_url, *NEW, "--allow-enum-change", "--dry-run")
+    p = cli_in_process("init-db", "--db", db_url, *NEW, "--allow-enum-change", "--dry-run")
     assert p.returncode == 0 and "UPDATE" in p.stdout and "CASE" in p.stdout
-    p = cli("init-db", "--db", db_url, *NEW, "--allow-enum-change")
+    p = cli_in_process("init-db", "--db", db_url, *NEW, "--allow-enum-change")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "product_line CC 602 -> 600" in p.stdout and "(2 stored value(s) rewritten)" in p.stdout
     assert _stored(db_url) == (
         {1001: 600, 600000: 602},
         {600: ("product_line", "CC"), 602: ("product_line", "RL")},
     )
-    p = cli("init-db", "--db", db_url, *NEW, "--dry-run")
+    p = cli_in_process("init-db", "--db", db_url, *NEW, "--dry-run")
     assert p.returncode == 0 and "0 refused" in p.stdout and "enum product_line" not in p.stdout
-    p = cli("reprocess", "--db", db_url, *NEW, "1001", "600000", "--workers", "1", "--no-progress")
+    p = cli_in_process(
+        "reprocess", "--db", db_url, *NEW, "1001", "600000", "--workers", "1", "--no-progress"
+    )
     assert p.returncode == 0, (
         p.stdout + p.stderr
     )  # the new contract maps to the same ids it now finds

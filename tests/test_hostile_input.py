@@ -186,7 +186,7 @@ def test_two_boms_and_an_internal_entity_is_refused_not_expanded(plan):
 import json  # noqa: E402
 import uuid  # noqa: E402
 
-from conftest import PG_URL, _pg_admin_exec, cli, engine, log_rows, open_db  # noqa: E402
+from conftest import PG_URL, _pg_admin_exec, cli_in_process, engine, log_rows, open_db  # noqa: E402
 
 from xml_extractor.parsing import UndecodableText, decode_source, decode_tail, text_or_undecodable  # noqa: E402
 
@@ -257,9 +257,11 @@ def _put_invalid_bytes(url: str) -> None:
 
 
 def test_a_text_that_is_not_utf8_fails_alone_at_parse_and_the_run_goes_on(source_url):
-    cli("generate-mock", "--db", source_url, "--count", "20", "--faulty-share", "0", check=True)
+    cli_in_process(
+        "generate-mock", "--db", source_url, "--count", "20", "--faulty-share", "0", check=True
+    )
     _put_invalid_bytes(source_url)
-    p = cli("run", "--db", source_url, "--no-progress", "--batch-size", "8")
+    p = cli_in_process("run", "--db", source_url, "--no-progress", "--batch-size", "8")
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr
     assert "Provenir" not in p.stdout + p.stderr  # no document text on the screen
     rows = {r[0]: r for r in log_rows(source_url)}
@@ -275,11 +277,11 @@ def test_a_text_that_is_not_utf8_fails_alone_at_parse_and_the_run_goes_on(source
     assert failed[BAD_AT_END][2:5:2] == ("parse", "InvalidUTF8"), failed[BAD_AT_END]
     for r in failed.values():
         assert "<" not in r[5] and "Provenir" not in r[5], r
-    again = cli(
+    again = cli_in_process(
         "run", "--db", source_url, "--no-progress"
     )  # nothing to do: it does not stop on them again
     assert again.returncode in (0, 1) and "error" not in again.stderr, again.stderr
-    prof = cli("profile", "--db", source_url, "--format", "json")
+    prof = cli_in_process("profile", "--db", source_url, "--format", "json")
     assert prof.returncode == 0 and "Traceback" not in prof.stderr, prof.stderr
     report = json.loads(prof.stdout)
     assert report["documents"] == 20 and report["failed"] == {"parse": 2}, report["failed"]
@@ -292,7 +294,9 @@ def test_the_sqlite_fetch_decodes_leniently_only_while_it_fetches(sqlite_url):
     """Everything else the connection reads keeps sqlite3's own text handling."""
     from conftest import open_db
 
-    cli("generate-mock", "--db", sqlite_url, "--count", "3", "--faulty-share", "0", check=True)
+    cli_in_process(
+        "generate-mock", "--db", sqlite_url, "--count", "3", "--faulty-share", "0", check=True
+    )
     _put_invalid_bytes_one = b"<Provenir>\xff</Provenir>"
     db = open_db(sqlite_url)
     try:
@@ -349,14 +353,16 @@ def refuse_log_inserts_sql(db) -> list[str]:
 
 def test_a_run_that_stops_says_error_once(db_url):
     """A stop reason is kept as "error: ..." (or "config: ..."); stderr said "error: error: ..."."""
-    cli("generate-mock", "--db", db_url, "--count", "3", "--faulty-share", "0", check=True)
-    cli("init-db", "--db", db_url, check=True)
+    cli_in_process(
+        "generate-mock", "--db", db_url, "--count", "3", "--faulty-share", "0", check=True
+    )
+    cli_in_process("init-db", "--db", db_url, check=True)
     db = open_db(db_url)
     try:
         db.execute_outside_transaction(refuse_log_inserts_sql(db))
     finally:
         db.close()
-    p = cli("run", "--db", db_url, "--no-progress")
+    p = cli_in_process("run", "--db", db_url, "--no-progress")
     assert p.returncode == 3, p.stdout[-2000:] + p.stderr
     assert (
         p.stderr.startswith("error: ")
@@ -411,7 +417,7 @@ def test_bytes_that_mix_utf8_with_another_encoding_fail_at_parse_and_cp1252_rows
             "parsing.text_or_undecodable); a byte that is not UTF-8 there is test_a_text_that_is_not_utf8's"
         )
     url = db_url
-    cli("generate-mock", "--db", url, "--count", "3", "--faulty-share", "0", check=True)
+    cli_in_process("generate-mock", "--db", url, "--count", "3", "--faulty-share", "0", check=True)
     texts = {a: b.decode("utf-8") for a, b in _source_bytes(url).items()}
     zoe = {i: re.sub(r'last_name="[^"]*"', 'last_name="Zoë"', t) for i, t in texts.items()}
     mixed = re.sub(rb'first_name="[^"]*"', b'first_name="Jos\xe9"', zoe[1].encode("utf-8"))
@@ -429,7 +435,7 @@ def test_bytes_that_mix_utf8_with_another_encoding_fail_at_parse_and_cp1252_rows
                 conn.execute("SELECT typeof(xml) FROM app_xml WHERE app_id = 1").fetchone()[0]
                 == "blob"
             )
-    p = cli("run", "--db", url, "--no-progress")
+    p = cli_in_process("run", "--db", url, "--no-progress")
     assert p.returncode == 1, p.stdout + p.stderr
     log = {a: (s, st, e) for a, s, st, _, e, _ in log_rows(url)}
     db = open_db(url)

@@ -9,7 +9,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from conftest import cli
+from conftest import cli_in_process
 
 from xml_extractor.mapping import map_document
 
@@ -51,7 +51,7 @@ def mapped_real(tmp_path_factory):
     """The document carrying every real value, through the real command line."""
     f = tmp_path_factory.mktemp("legacy") / "real.xml"
     f.write_text(REAL, encoding="utf-8")
-    p = cli("map", str(f), "--format", "json", check=True)
+    p = cli_in_process("map", str(f), "--format", "json", check=True)
     return json.loads(p.stdout)
 
 
@@ -252,7 +252,7 @@ def test_boundary_values_through_the_command_line(tmp_path):
         ),
         encoding="utf-8",
     )
-    out = json.loads(cli("map", str(f), "--format", "json", check=True).stdout)
+    out = json.loads(cli_in_process("map", str(f), "--format", "json", check=True).stdout)
     assert one(out, "app_contact_address")["address_seq_no"] is None
     assert one(out, "app_base")["decision_date"] == "2025-10-14 17:13:36.959000"
     kinds = {e["column"]: e["event_type"] for e in out["events"]}

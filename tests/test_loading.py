@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, cli, engine, popen, url_password
+from conftest import SAMPLES, cli, cli_in_process, engine, popen, url_password
 
 from xml_extractor import load_contract
 from xml_extractor.db.database import Database
@@ -51,7 +51,7 @@ def _folder(tmp_path: Path, too_big: str) -> Path:
 def test_each_problem_is_a_skip_with_a_reason(db_url, tmp_path):
     too_big = "99999999999999999999" if db_url.startswith("sqlite") else "3000000000"
     d = _folder(tmp_path, too_big)
-    p = cli("load-xml", str(d), "--db", db_url)
+    p = cli_in_process("load-xml", str(d), "--db", db_url)
     assert p.returncode == 1, p.stdout + p.stderr
     out, err = p.stdout, p.stderr
     assert "Traceback" not in out + err
@@ -69,7 +69,7 @@ def test_each_problem_is_a_skip_with_a_reason(db_url, tmp_path):
         )
     assert set(_source(db_url, [77, 470, 1001])) == {77, 1001}
 
-    again = cli(
+    again = cli_in_process(
         "load-xml", str(d / "app-1001.xml"), "--db", db_url
     )  # the same file again (a load run twice)
     assert again.returncode == 0 and "already loaded (same text)" in again.stdout, (
@@ -80,14 +80,14 @@ def test_each_problem_is_a_skip_with_a_reason(db_url, tmp_path):
     (other / "app-1001.xml").write_text(
         _doc("1001", "<CustData><application/></CustData>"), "utf-8"
     )
-    again = cli("load-xml", str(other / "app-1001.xml"), "--db", db_url)
+    again = cli_in_process("load-xml", str(other / "app-1001.xml"), "--db", db_url)
     assert again.returncode == 1, again.stdout + again.stderr
     assert (
         "app_id 1001 is already in the source table with another text (--replace to overwrite)"
         in again.stderr
     )
 
-    chosen = cli(
+    chosen = cli_in_process(
         "load-xml",
         str(d / "app-463.xml"),
         str(d / "app-470.xml"),
@@ -101,9 +101,9 @@ def test_each_problem_is_a_skip_with_a_reason(db_url, tmp_path):
 
 
 def test_no_files_matched_is_a_usage_error(sqlite_url, tmp_path):
-    p = cli("load-xml", str(tmp_path / "nothere" / "*.xml"), "--db", sqlite_url)
+    p = cli_in_process("load-xml", str(tmp_path / "nothere" / "*.xml"), "--db", sqlite_url)
     assert p.returncode == 2 and "no files matched" in p.stderr and "nothere" in p.stderr
-    p = cli("load-xml", str(tmp_path / "missing.xml"), "--db", sqlite_url)
+    p = cli_in_process("load-xml", str(tmp_path / "missing.xml"), "--db", sqlite_url)
     assert p.returncode == 2 and "no files matched" in p.stderr
 
 
@@ -113,7 +113,7 @@ def test_overlapping_arguments_load_each_file_once_and_generate_mock_says_it_cre
     """A folder and a glob inside it name the same files: each is loaded once, not a conflict with
     itself. generate-mock into a fresh database says it created the schema, as load-xml does."""
     fresh = db_url
-    p = cli("generate-mock", "--db", fresh, "--count", "2", check=True)
+    p = cli_in_process("generate-mock", "--db", fresh, "--count", "2", check=True)
     first = p.stdout.splitlines()[0]
     if engine(fresh) == "mssql":  # printed as the URL's display form: no password, no options
         assert first.startswith("created the schema in ") and first.endswith(
@@ -123,14 +123,14 @@ def test_overlapping_arguments_load_each_file_once_and_generate_mock_says_it_cre
         assert not url_password(fresh) or url_password(fresh) not in first
     else:
         assert first == f"created the schema in {fresh} (as init-db does)", p.stdout
-    p = cli("generate-mock", "--db", fresh, "--count", "2", check=True)
+    p = cli_in_process("generate-mock", "--db", fresh, "--count", "2", check=True)
     assert "created the schema" not in p.stdout
     d = tmp_path / "docs"
     d.mkdir()
     for i in (11, 12, 20):
         (d / f"app-{i}.xml").write_text(_doc(str(i)), "utf-8")
     url = db_url  # ids 1 and 2 are the mock's
-    p = cli("load-xml", str(d), str(d / "app-1*.xml"), "--db", url)
+    p = cli_in_process("load-xml", str(d), str(d / "app-1*.xml"), "--db", url)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "carried by" not in p.stderr and set(_source(url, [11, 12, 20])) == {11, 12, 20}
 
@@ -146,7 +146,7 @@ def test_read_commands_never_create_a_database_file(tmp_path):
         ["reprocess", "--failed"],
         ["init-db", "--dry-run"],
     ):
-        p = cli(*cmd, "--db", f"sqlite:///{missing}")
+        p = cli_in_process(*cmd, "--db", f"sqlite:///{missing}")
         assert p.returncode == 2, (cmd, p.stdout, p.stderr)
         assert f"no database at {missing}" in p.stderr
         assert not missing.exists()
@@ -162,7 +162,10 @@ def test_two_init_db_at_once_on_a_fresh_database(db_url):
         ["init-db", "--db", db_url], ["init-db", "--db", db_url], ["init-db", "--db", db_url]
     ):
         assert code == 0 and "Traceback" not in out, out
-    assert "0 change(s) to apply" in cli("init-db", "--db", db_url, "--dry-run", check=True).stdout
+    assert (
+        "0 change(s) to apply"
+        in cli_in_process("init-db", "--db", db_url, "--dry-run", check=True).stdout
+    )
 
 
 def test_two_generate_mock_at_once(db_url):
@@ -193,7 +196,7 @@ def test_contract_table_names_that_clash_are_refused(tmp_path, table_index, name
     path.write_text(json.dumps(c), "utf-8")
     with pytest.raises(ContractError, match=clash):
         load_contract(str(path))
-    p = cli("validate-contract", str(path))
+    p = cli_in_process("validate-contract", str(path))
     assert p.returncode == 2 and name in p.stderr + p.stdout
 
 
@@ -307,7 +310,7 @@ def test_load_xml_again_over_rows_other_tools_wrote_with_a_byte_order_mark(db_ur
     """A row written by another tool keeps the file's byte-order mark; load-xml drops it when it
     reads the file. The same document is 'already loaded (same text)' (an interrupted load run
     again exits 0), with or without --replace (which rewrites only what differs)."""
-    cli("init-db", "--db", db_url, check=True)
+    cli_in_process("init-db", "--db", db_url, check=True)
     d = tmp_path / "bom"
     d.mkdir()
     docs = {i: "\ufeff" + _doc(str(i)) for i in (1, 2, 3)}
@@ -325,10 +328,10 @@ def test_load_xml_again_over_rows_other_tools_wrote_with_a_byte_order_mark(db_ur
         db.commit()
     finally:
         db.close()
-    p = cli("load-xml", str(d), "--db", db_url)
+    p = cli_in_process("load-xml", str(d), "--db", db_url)
     assert p.returncode == 0 and "already loaded (same text)" in p.stdout, p.stdout + p.stderr
     (d / "app-3.xml").write_text(_doc("3", "<CustData><application/></CustData>"), "utf-8")
-    p = cli("load-xml", str(d), "--db", db_url, "--replace")
+    p = cli_in_process("load-xml", str(d), "--db", db_url, "--replace")
     assert p.returncode == 0, p.stdout + p.stderr
     counts = {
         ln.rsplit(None, 1)[0].strip(): ln.rsplit(None, 1)[1]

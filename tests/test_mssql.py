@@ -7,7 +7,7 @@ import re
 import uuid
 
 import pytest
-from conftest import ROOT, cli
+from conftest import ROOT, cli_in_process
 
 from xml_extractor.db.database import make_dialect
 from xml_extractor.db.url import parse_url, server_url
@@ -17,7 +17,7 @@ MSSQL = os.environ.get("XML_EXTRACTOR_TEST_MSSQL")
 
 @pytest.fixture(scope="module")
 def ddl():
-    p = cli("init-db", "--print", "--dialect", "mssql", check=True)
+    p = cli_in_process("init-db", "--print", "--dialect", "mssql", check=True)
     body = "\n".join(ln for ln in p.stdout.splitlines() if not ln.startswith("--"))
     return [s.strip() for s in body.split("\nGO\n") if s.strip()]
 
@@ -574,8 +574,8 @@ def test_catalog_queries_use_upper_case_information_schema(dialect):
 def _scenario(url: str, contract: str, workdir) -> tuple[dict, dict]:
     """init-db, 100 mock documents (seeded, ~10% faulty), run twice, reconcile and status as JSON."""
     base = ["--db", url, "--contract", contract]
-    cli("init-db", *base, check=True)
-    cli(
+    cli_in_process("init-db", *base, check=True)
+    cli_in_process(
         "generate-mock",
         *base,
         "--count",
@@ -599,13 +599,13 @@ def _scenario(url: str, contract: str, workdir) -> tuple[dict, dict]:
         "--metrics-dir",
         str(workdir / "metrics"),
     ]
-    first = cli(*run)
+    first = cli_in_process(*run)
     assert first.returncode == 1, first.stdout + first.stderr  # the faulty documents failed
-    again = cli(*run)
+    again = cli_in_process(*run)
     assert again.returncode == 0, again.stdout + again.stderr  # nothing left to do, nothing redone
-    rec = cli("reconcile", *base, "--format", "json")
+    rec = cli_in_process("reconcile", *base, "--format", "json")
     assert rec.returncode == 0, rec.stdout + rec.stderr
-    st = cli("status", *base, "--format", "json", check=True)
+    st = cli_in_process("status", *base, "--format", "json", check=True)
     return json.loads(rec.stdout), json.loads(st.stdout)
 
 
@@ -646,7 +646,7 @@ def test_live_sql_server_end_to_end(tmp_path):
             and status["success"] + status["failed"] == status["source_rows"] == 100
         )
     finally:
-        ddl = cli(
+        ddl = cli_in_process(
             "init-db", "--print", "--dialect", "mssql", "--contract", str(contract), check=True
         ).stdout
         tables = re.findall(r"^CREATE TABLE (\[[^\]]+\]\.\[[^\]]+\])", ddl, re.M)
@@ -666,7 +666,7 @@ def test_live_sql_server_end_to_end(tmp_path):
 def test_sql_scripts_for_dbas_are_current(dialect):
     from conftest import ROOT
 
-    p = cli("init-db", "--print", "--dialect", dialect, check=True)
+    p = cli_in_process("init-db", "--print", "--dialect", dialect, check=True)
     assert (ROOT / "sql" / f"{dialect}.sql").read_text() == p.stdout, (
         f"sql/{dialect}.sql is stale: regenerate with xml-extractor init-db --print --dialect {dialect} > sql/{dialect}.sql"
     )
@@ -707,7 +707,7 @@ def _fresh_contract(tmp_path):
 
 
 def _drop_schema(schema: str, contract) -> None:
-    ddl = cli(
+    ddl = cli_in_process(
         "init-db", "--print", "--dialect", "mssql", "--contract", str(contract), check=True
     ).stdout
     tables = re.findall(r"^CREATE TABLE (\[[^\]]+\]\.\[[^\]]+\])", ddl, re.M)
@@ -796,7 +796,7 @@ def test_live_varchar_rows_with_bom_utf8_and_cp1252_round_trip_through_run(tmp_p
         5003: doc(5003, "Zoë".encode()).replace(b'first_name="JOHN"', b'first_name="Ren\xe9"', 1),
     }
     try:
-        cli("init-db", *base, check=True)
+        cli_in_process("init-db", *base, check=True)
         conn = _raw_connection()
         cur = conn.cursor()
         cur.setinputsizes([(pyodbc.SQL_INTEGER, 0, 0), (pyodbc.SQL_VARBINARY, 0, 0)])
@@ -808,7 +808,7 @@ def test_live_varchar_rows_with_bom_utf8_and_cp1252_round_trip_through_run(tmp_p
             f"SELECT CAST(LEFT([xml], 3) AS VARBINARY(3)) FROM [{schema}].[app_xml] WHERE [app_id] = 5001"
         ).fetchone()[0]
         assert bytes(stored) == b"\xef\xbb\xbf"
-        run = cli(
+        run = cli_in_process(
             "run",
             *base,
             "--no-progress",
@@ -851,7 +851,7 @@ def test_queue_seeding_commits_in_parts(tmp_path, monkeypatch):
     from xml_extractor.processing.context import RunContext
 
     url = f"sqlite:///{tmp_path / 'q.db'}"
-    cli(
+    cli_in_process(
         "generate-mock",
         "--db",
         url,

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import cli
+from conftest import cli_in_process
 
 from xml_extractor.cli import cli as xe_cli
 from xml_extractor.cli.common import db_options, handle_errors, resolve_url
@@ -451,15 +451,15 @@ def test_the_users_exact_command_without_the_driver_names_both_installers(tmp_pa
     ],
 )
 def test_the_cli_refuses_a_wrong_setting_with_exit_2_and_one_line(args, message):
-    p = cli(*args)
+    p = cli_in_process(*args)
     assert p.returncode == 2, p.stdout + p.stderr
     assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 def test_environment_options_do_not_break_a_sqlite_command(tmp_path):
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    cli("init-db", "--db", url, check=True)
-    p = cli(
+    cli_in_process("init-db", "--db", url, check=True)
+    p = cli_in_process(
         "status",
         "--db",
         url,
@@ -482,7 +482,7 @@ def test_environment_options_do_not_break_a_sqlite_command(tmp_path):
 def test_a_login_without_its_host_is_refused_without_echo(url, tmp_path):
     """'user:password' with '@host' forgotten was taken for a host name: sent to DNS, printed in
     the connect error and logged on every retry. Refused (exit 2) before connecting, never quoted."""
-    p = cli(
+    p = cli_in_process(
         "run",
         "--db",
         url,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli
+from conftest import cli_in_process
 
 from xml_extractor.contract.loader import ColumnDef, Contract, load_contract
 from xml_extractor.contracts import __file__ as _contracts_init
@@ -319,7 +319,7 @@ def test_mssql_catalogue_queries_parse_as_tsql():
 def test_init_db_names_the_statement_the_database_refuses(db_url, tmp_path):
     """PostgreSQL cannot change the type of a column a view reads: a real refusal of the plan's
     ALTER (SQLite stores any length: it has nothing to alter)."""
-    cli("init-db", "--db", db_url, check=True)
+    cli_in_process("init-db", "--db", db_url, check=True)
     old = load_contract()
     db = Database(db_url, old)
     try:
@@ -335,7 +335,7 @@ def test_init_db_names_the_statement_the_database_refuses(db_url, tmp_path):
         _col(c, "app_base", "campaign_num")["length"] = 20
 
     new = _copy(tmp_path, widen)
-    p = cli("init-db", "--db", db_url, "--contract", new)
+    p = cli_in_process("init-db", "--db", db_url, "--contract", new)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
     assert (
@@ -343,7 +343,9 @@ def test_init_db_names_the_statement_the_database_refuses(db_url, tmp_path):
         in p.stderr
     ), p.stderr
     assert "view" in p.stderr.lower() and "init-db --dry-run" in p.stderr
-    dry = cli("init-db", "--db", db_url, "--contract", new, "--dry-run", check=True).stdout
+    dry = cli_in_process(
+        "init-db", "--db", db_url, "--contract", new, "--dry-run", check=True
+    ).stdout
     assert "campaign_num" in dry  # nothing was applied: still planned
 
 
@@ -415,7 +417,7 @@ def test_locator_fits_its_column_in_utf16_units():
 @pytest.mark.parametrize("dialect", ["mssql", "postgresql", "sqlite"])
 def test_key_collation_on_exactly_the_string_key_columns(dialect):
     contract = load_contract()
-    out = cli("init-db", "--print", "--dialect", dialect, check=True).stdout
+    out = cli_in_process("init-db", "--print", "--dialect", dialect, check=True).stdout
     found = set()
     for m in re.finditer(r"CREATE TABLE \S+\.\[(\w+)\] \((.*?)\n\)", out, re.S):
         for line in m.group(2).splitlines():
@@ -425,6 +427,7 @@ def test_key_collation_on_exactly_the_string_key_columns(dialect):
         assert "COLLATE" not in out
         return
     want = {(contract.enum_table, "type"), (contract.enum_table, "value")}
+    want.add(("reprocess_command", "command"))  # reprocess's recorded commands, keyed by their text
     want |= {
         (t.name, c.name)
         for t in contract.tables

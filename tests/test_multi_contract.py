@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import cli, popen
+from conftest import cli, cli_in_process, popen
 
 from xml_extractor.contract.loader import load_contract
 from xml_extractor.contract.merge import merge_contracts
@@ -41,7 +41,7 @@ def test_contracts_disagreeing_on_a_shared_table_are_refused(db_url: str, tmp_pa
     base["columns"].append({"name": "dealer_code", "type": "int", "nullable": False, "constant": 1})
     path = tmp_path / "rl_bad.json"
     path.write_text(json.dumps(raw), "utf-8")
-    p = cli("validate-contract", "credit_card", str(path))
+    p = cli_in_process("validate-contract", "credit_card", str(path))
     assert p.returncode == 2, p.stdout + p.stderr
     assert "table app_base" in p.stderr
     assert (
@@ -49,10 +49,12 @@ def test_contracts_disagreeing_on_a_shared_table_are_refused(db_url: str, tmp_pa
         in p.stderr
     )
     assert "column dealer_code (int NOT NULL) only in rec_lending must be nullable" in p.stderr
-    p = cli("init-db", "--db", db_url, "--contract", "credit_card", "--contract", str(path))
+    p = cli_in_process(
+        "init-db", "--db", db_url, "--contract", "credit_card", "--contract", str(path)
+    )
     assert p.returncode == 2 and "receive_date" in p.stderr
     assert (
-        "0 change(s) to apply" not in cli("init-db", "--db", db_url, "--dry-run").stdout
+        "0 change(s) to apply" not in cli_in_process("init-db", "--db", db_url, "--dry-run").stdout
     )  # nothing was created
 
 
@@ -165,7 +167,7 @@ def test_mixed_corpus_three_instances(db_url: str, mode: str) -> None:
 
 def test_map_routes_a_document_and_names_the_contracts_it_does_not_match(tmp_path: Path) -> None:
     sample = Path(__file__).parent / "data" / "sample-rl-600000.xml"
-    p = cli("map", str(sample), *SET, "--format", "json", check=True)
+    p = cli_in_process("map", str(sample), *SET, "--format", "json", check=True)
     out = json.loads(p.stdout)
     assert (
         out["contract"] == "rec_lending"
@@ -175,7 +177,7 @@ def test_map_routes_a_document_and_names_the_contracts_it_does_not_match(tmp_pat
     other.write_text(
         sample.read_text("utf-8-sig").replace("IL_application", "XX_application"), "utf-8"
     )
-    p = cli("map", str(other), *SET, "--format", "json")
+    p = cli_in_process("map", str(other), *SET, "--format", "json")
     out = json.loads(p.stdout)
     assert p.returncode == 1 and (out["stage"], out["error_class"]) == ("validate", "NoContract")
     assert "credit_card (no /Provenir/Request/CustData/application)" in out["reason"]
@@ -247,10 +249,10 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
         "--seed",
         "5",
     ]
-    cli(*gen, "--count", "120", check=True)
-    p = cli("run", "--db", db_url, *SET, "--workers", "1", "--no-progress")
+    cli_in_process(*gen, "--count", "120", check=True)
+    p = cli_in_process("run", "--db", db_url, *SET, "--workers", "1", "--no-progress")
     assert p.returncode == 1, p.stdout + p.stderr  # the faulty documents failed
-    cli(
+    cli_in_process(
         *gen, "--count", "10", "--start-id", "1001", check=True
     )  # pending: no contract has seen them
     want, events, failed = _direct_counts(db_url)
@@ -259,14 +261,14 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
     # a routed document that failed (con_id_collision at insert) is the failure of its contract
     assert any(n in ("credit_card", "rec_lending") for n in failed.values()), failed
 
-    p = cli("failures", "--db", db_url, *SET, "--format", "json", check=True)
+    p = cli_in_process("failures", "--db", db_url, *SET, "--format", "json", check=True)
     got: Counter = Counter()
     for g in json.loads(p.stdout):
         got[g["contract"]] += g["count"]
         assert all(failed[a] == g["contract"] for a in g["sample_app_ids"]), g
     assert got == Counter({k: v["failed"] for k, v in want.items() if v["failed"]})
     csv_path = tmp_path / "failed.csv"
-    p = cli(
+    p = cli_in_process(
         "failures",
         "--db",
         db_url,
@@ -286,7 +288,7 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
     assert {int(r["app_id"]) for r in rows} == {a for a, n in failed.items() if n == "(not routed)"}
     assert {r["contract"] for r in rows} == {"(not routed)"}
 
-    p = cli("quality", "--db", db_url, *SET, "--format", "json", check=True)
+    p = cli_in_process("quality", "--db", db_url, *SET, "--format", "json", check=True)
     q = json.loads(p.stdout)["events"]
     assert {
         (e["contract"], e["table"], e["column"], e["event_type"]): e["events"] for e in q
@@ -303,7 +305,9 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
         "credit_card",
         "rec_lending",
     ):  # one contract on the shared database: its own events only
-        p = cli("quality", "--db", db_url, "--contract", name, "--format", "json", check=True)
+        p = cli_in_process(
+            "quality", "--db", db_url, "--contract", name, "--format", "json", check=True
+        )
         mine = {
             (e["table"], e["column"], e["event_type"]): e["events"]
             for e in json.loads(p.stdout)["events"]
@@ -311,23 +315,25 @@ def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Pat
         assert mine == {(t, c, k): n for (who, t, c, k), n in events.items() if who == name}, name
     assert (
         "rec_lending"
-        in cli("quality", "--db", db_url, *SET, check=True).stdout.split("events per contract")[1]
+        in cli_in_process("quality", "--db", db_url, *SET, check=True).stdout.split(
+            "events per contract"
+        )[1]
     )
 
-    p = cli("reconcile", "--db", db_url, *SET, "--format", "json")
+    p = cli_in_process("reconcile", "--db", db_url, *SET, "--format", "json")
     assert p.returncode == 1  # the ten pending ones
     r = json.loads(p.stdout)
     assert {c["contract"]: c for c in r["by_contract"]} == want
-    p = cli("reconcile", "--db", db_url, *SET)
+    p = cli_in_process("reconcile", "--db", db_url, *SET)
     table = p.stdout.split("applications per contract\n")[1]
     assert "(not routed yet)" in table and "rec_lending" in table
 
-    p = cli("status", "--db", db_url, *SET, "--format", "json", check=True)
+    p = cli_in_process("status", "--db", db_url, *SET, "--format", "json", check=True)
     assert {
         c["contract"]: (c["success"], c["failed"]) for c in json.loads(p.stdout)["by_contract"]
     } == {k: (v["success"], v["failed"]) for k, v in want.items() if v["success"] or v["failed"]}
 
-    p = cli("profile", "--db", db_url, *SET, "--format", "json", check=True)
+    p = cli_in_process("profile", "--db", db_url, *SET, "--format", "json", check=True)
     prof = json.loads(p.stdout)
     docs = {c["contract"].split("@")[0]: c["documents"] for c in prof["contracts"]}
     assert set(docs) == {"credit_card", "rec_lending"}
@@ -351,7 +357,7 @@ def test_status_per_contract_counts_applications_being_redone_on_their_current_a
     """While a reprocess is open its applications count as done on their current attempt in
     status' totals ("being redone" says how many), and the per-contract table and the failures by
     stage agree with the totals."""
-    cli(
+    cli_in_process(
         "generate-mock",
         "--db",
         db_url,
@@ -366,8 +372,10 @@ def test_status_per_contract_counts_applications_being_redone_on_their_current_a
         "60",
         check=True,
     )
-    cli("run", "--db", db_url, *SET, "--workers", "1", "--no-progress")
-    before = json.loads(cli("status", "--db", db_url, *SET, "--format", "json", check=True).stdout)
+    cli_in_process("run", "--db", db_url, *SET, "--workers", "1", "--no-progress")
+    before = json.loads(
+        cli_in_process("status", "--db", db_url, *SET, "--format", "json", check=True).stdout
+    )
     db = Database(parse_url(db_url), load_contract("credit_card,rec_lending"))
     try:
         failed = [
@@ -385,7 +393,9 @@ def test_status_per_contract_counts_applications_being_redone_on_their_current_a
     finally:
         db.close()
     assert failed
-    s = json.loads(cli("status", "--db", db_url, *SET, "--format", "json", check=True).stdout)
+    s = json.loads(
+        cli_in_process("status", "--db", db_url, *SET, "--format", "json", check=True).stdout
+    )
     assert (s["success"], s["failed"], s["pending"]) == (
         before["success"],
         before["failed"],
@@ -400,9 +410,9 @@ def test_status_per_contract_counts_applications_being_redone_on_their_current_a
 def test_one_member_on_a_contract_set_database_names_the_set(db_url: str) -> None:
     """run with one contract of a database initialised with a contract set: the other members'
     columns are not data to lose but a missing --contract; the refusal says so first."""
-    cli("init-db", "--db", db_url, *SET, check=True)
+    cli_in_process("init-db", "--db", db_url, *SET, check=True)
     for one in ("rec_lending", "credit_card"):
-        p = cli("run", "--db", db_url, "--contract", one, "--no-progress")
+        p = cli_in_process("run", "--db", db_url, "--contract", one, "--no-progress")
         assert p.returncode == 2, p.stdout + p.stderr
         assert p.stderr.startswith(
             "error: this database was initialised with contracts credit_card+rec_lending; "
@@ -426,7 +436,7 @@ def test_a_document_with_the_records_of_two_contracts_fails_whatever_their_order
         "utf-8",
     )
     for order in (SET, ("--contract", "rec_lending", "--contract", "credit_card")):
-        p = cli("map", str(both), *order, "--format", "json")
+        p = cli_in_process("map", str(both), *order, "--format", "json")
         out = json.loads(p.stdout)
         assert p.returncode == 1 and (out["stage"], out["error_class"]) == (
             "validate",

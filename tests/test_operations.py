@@ -3,14 +3,14 @@
 import json
 
 import pytest
-from conftest import assert_exactly_once, cli, expected_failures, open_db
+from conftest import assert_exactly_once, cli, cli_in_process, expected_failures, open_db
 
 COUNT = 80
 
 
 def _process(url):
-    cli("init-db", "--db", url, check=True)
-    cli(
+    cli_in_process("init-db", "--db", url, check=True)
+    cli_in_process(
         "generate-mock",
         "--db",
         url,
@@ -22,15 +22,16 @@ def _process(url):
         "21",
         check=True,
     )
-    p = cli("run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "10")
+    p = cli_in_process("run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "10")
     assert p.returncode == 1
     return url
 
 
 @pytest.fixture
-def processed(db_url):
-    """A processed database of its own, for a test that changes it."""
-    return _process(db_url)
+def processed(db_url, database_templates):
+    """A processed database of its own, for a test that changes it: a copy of one processed once
+    per session."""
+    return database_templates.fill(db_url, "test_operations.processed", _process)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,9 @@ def faulty():
 
 
 def test_status(processed_once):
-    d = json.loads(cli("status", "--db", processed_once, "--format", "json", check=True).stdout)
+    d = json.loads(
+        cli_in_process("status", "--db", processed_once, "--format", "json", check=True).stdout
+    )
     f = len(faulty())
     assert (
         d["source_rows"] == COUNT
@@ -53,25 +56,25 @@ def test_status(processed_once):
         and d["pending"] == 0
     )
     assert d["sessions"][0]["processed"] == COUNT and sum(x["count"] for x in d["failures"]) == f
-    out = cli("status", "--db", processed_once, check=True).stdout
+    out = cli_in_process("status", "--db", processed_once, check=True).stdout
     assert "pending (never attempted)" in out and "failures by stage" in out
 
 
 def test_failures_groups_history_and_csv(processed_once, tmp_path):
     groups = json.loads(
-        cli("failures", "--db", processed_once, "--format", "json", check=True).stdout
+        cli_in_process("failures", "--db", processed_once, "--format", "json", check=True).stdout
     )
     assert sum(g["count"] for g in groups) == len(faulty())
     assert {g["stage"] for g in groups} <= {"read", "parse", "validate", "insert"}
     parse_only = json.loads(
-        cli(
+        cli_in_process(
             "failures", "--db", processed_once, "--stage", "parse", "--format", "json", check=True
         ).stdout
     )
     assert parse_only and all(g["stage"] == "parse" for g in parse_only)
     app_id = next(iter(faulty()))
     h = json.loads(
-        cli(
+        cli_in_process(
             "failures",
             "--db",
             processed_once,
@@ -84,12 +87,12 @@ def test_failures_groups_history_and_csv(processed_once, tmp_path):
     )
     assert h["in_source"] and h["attempts"][0]["status"] == "failed"
     csv_file = tmp_path / "f.csv"
-    cli("failures", "--db", processed_once, "--csv", str(csv_file), check=True)
+    cli_in_process("failures", "--db", processed_once, "--csv", str(csv_file), check=True)
     assert len(csv_file.read_text().strip().splitlines()) == len(faulty()) + 1
 
 
 def test_reconcile_clean_then_detects_damage(processed):
-    assert cli("reconcile", "--db", processed).returncode == 0
+    assert cli_in_process("reconcile", "--db", processed).returncode == 0
     db = open_db(processed)
     ok = db.scalar(f"SELECT MIN(app_id) FROM {db.names['log']} WHERE status = 'success'")
     db.begin()
@@ -98,7 +101,7 @@ def test_reconcile_clean_then_detects_damage(processed):
     ).close()  # a success row lost behind our back
     db.commit()
     db.close()
-    p = cli("reconcile", "--db", processed, "--format", "json")
+    p = cli_in_process("reconcile", "--db", processed, "--format", "json")
     assert p.returncode == 1
     r = json.loads(p.stdout)
     bad = {c["check"]: c for c in r["checks"] if c["inconsistency"] and c["count"]}
@@ -106,35 +109,39 @@ def test_reconcile_clean_then_detects_damage(processed):
 
 
 def test_quality_reports_events_defaults_and_sparse_rows(processed_once):
-    q = json.loads(cli("quality", "--db", processed_once, "--format", "json", check=True).stdout)
+    q = json.loads(
+        cli_in_process("quality", "--db", processed_once, "--format", "json", check=True).stdout
+    )
     kinds = {(e["table"], e["column"], e["event_type"]) for e in q["events"]}
     assert ("app_contact_base", "ssn", "value_rejected") in kinds
     assert any(s["column"] == "receive_date" for s in q["sentinels"])
     assert any(s["table"] == "app_base" for s in q["sparse"])
-    out = cli("quality", "--db", processed_once, check=True).stdout
+    out = cli_in_process("quality", "--db", processed_once, check=True).stdout
     assert "example raw values" in out
 
 
 @pytest.mark.slow  # several real runs with worker processes
 def test_reprocess_dry_run_then_real(processed):
     ids = sorted(faulty())[:2]
-    p = cli("reprocess", "--db", processed, "--dry-run", "--format", "json", *map(str, ids))
+    p = cli_in_process(
+        "reprocess", "--db", processed, "--dry-run", "--format", "json", *map(str, ids)
+    )
     plan = json.loads(p.stdout)
     assert plan["applications"] == 2 and plan["rows_to_remove"]["processing_log"] == 2
     db = open_db(processed)
     before = db.scalar(f"SELECT COUNT(*) FROM {db.names['log']}")
     db.close()
     assert before == COUNT  # the dry run changed nothing
-    p = cli("reprocess", "--db", processed, "--failed", "--no-progress")
+    p = cli_in_process("reprocess", "--db", processed, "--failed", "--no-progress")
     assert (
         p.returncode == 1 and "processing them again" in p.stdout
     )  # they fail again: the documents are still broken
     assert_exactly_once(processed)
     ok_id = next(i for i in range(1, COUNT + 1) if i not in faulty())
-    p = cli("reprocess", "--db", processed, str(ok_id), "--no-progress")
+    p = cli_in_process("reprocess", "--db", processed, str(ok_id), "--no-progress")
     assert p.returncode == 0, p.stdout + p.stderr
     assert_exactly_once(processed)
-    assert cli("reprocess", "--db", processed).returncode == 2
+    assert cli_in_process("reprocess", "--db", processed).returncode == 2
 
 
 @pytest.mark.slow

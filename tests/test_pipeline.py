@@ -4,15 +4,23 @@ import json
 import re
 
 import pytest
-from conftest import assert_exactly_once, cli, engine, expected_failures, log_rows, open_db
+from conftest import (
+    assert_exactly_once,
+    cli,
+    cli_in_process,
+    engine,
+    expected_failures,
+    log_rows,
+    open_db,
+)
 from hostile import cases
 
 from xml_extractor.mock import FAULT_KINDS
 
 
 def seed(url, count=120, faulty=0.15, start=1, seed_=3):
-    cli("init-db", "--db", url, check=True)
-    p = cli(
+    cli_in_process("init-db", "--db", url, check=True)
+    p = cli_in_process(
         "generate-mock",
         "--db",
         url,
@@ -34,14 +42,16 @@ def faulty_ids(count, faulty, start=1, seed_=3):
 
 
 def run(url, *extra, env=None):
-    return cli(
+    """A run in this process; with injected faults (read by the workers) a real process."""
+    command = cli if env and "XML_EXTRACTOR_FAULTS" in env else cli_in_process
+    return command(
         "run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "16", *extra, env=env
     )
 
 
 def test_init_db_is_idempotent(db_url, contract):
     for _ in range(2):
-        p = cli("init-db", "--db", db_url, check=True)
+        p = cli_in_process("init-db", "--db", db_url, check=True)
     declared = sum(len(v) for v in contract.enums.values())  # 89 in credit_card 1.1.0
     assert f"{declared} declared" in p.stdout and "0 enum rows seeded" in p.stdout
     db = open_db(db_url)
@@ -178,7 +188,7 @@ def test_hostile_rows_fail_alone_and_nothing_external_reaches_the_database(db_ur
 )
 def test_bad_flags_exit_2_with_a_clear_message(sqlite_url, args, msg):
     a = ["run", "--no-progress"] + (["--db", sqlite_url] if "--db" not in args else []) + args
-    p = cli(*a)
+    p = cli_in_process(*a)
     assert p.returncode == 2 and msg in p.stderr, p.stderr
 
 
@@ -191,16 +201,18 @@ def test_the_largest_batch_size_fits_the_engine_and_one_more_is_refused_before_a
     """A batch's ids are bound parameters of one IN (...) list: --batch-size is capped by the
     engine's own limit (with room for the statement's other parameters); past it, exit 2 at once."""
     seed(db_url, count=5, faulty=0.0)
-    p = cli("run", "--db", db_url, "--no-progress", "--batch-size", "100000")
+    p = cli_in_process("run", "--db", db_url, "--no-progress", "--batch-size", "100000")
     assert p.returncode == 2, p.stdout + p.stderr
     m = re.search(r"--batch-size 100000 is too large for (\w+): at most (\d+)", p.stderr)
     assert m and m.group(1) == engine(db_url), p.stderr
     most = int(m.group(2))
     assert most + 8 <= ENGINE_PARAMETER_LIMITS[engine(db_url)]
     assert log_rows(db_url) == []
-    p = cli("run", "--db", db_url, "--no-progress", "--batch-size", str(most + 1))
+    p = cli_in_process("run", "--db", db_url, "--no-progress", "--batch-size", str(most + 1))
     assert p.returncode == 2 and f"at most {most}" in p.stderr, p.stdout + p.stderr
-    p = cli("run", "--db", db_url, "--no-progress", "--workers", "1", "--batch-size", str(most))
+    p = cli_in_process(
+        "run", "--db", db_url, "--no-progress", "--workers", "1", "--batch-size", str(most)
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert assert_exactly_once(db_url)["success"] == 5
 
@@ -238,7 +250,7 @@ def test_production_processor_alias_and_metrics(db_url, tmp_path):
 
 
 def test_load_xml_files_folders_and_replace(db_url, tmp_path):
-    cli(
+    cli_in_process(
         "generate-mock",
         "--out",
         str(tmp_path / "docs"),
@@ -251,13 +263,15 @@ def test_load_xml_files_folders_and_replace(db_url, tmp_path):
     (tmp_path / "docs" / "noid.xml").write_text(
         "<Provenir><Request><CustData/></Request></Provenir>"
     )
-    p = cli("load-xml", "--db", db_url, str(tmp_path / "docs"))
+    p = cli_in_process("load-xml", "--db", db_url, str(tmp_path / "docs"))
     assert p.returncode == 1 and "loaded" in p.stdout and "no usable Request/@ID" in p.stdout
-    p = cli(
+    p = cli_in_process(
         "load-xml", "--db", db_url, str(tmp_path / "docs" / "app-1*.xml")
     )  # loaded before: resumable
     assert p.returncode == 0 and "already loaded (same text)" in p.stdout, p.stdout + p.stderr
-    p = cli("load-xml", "--db", db_url, "--replace", str(tmp_path / "docs" / "app-3.xml"))
+    p = cli_in_process(
+        "load-xml", "--db", db_url, "--replace", str(tmp_path / "docs" / "app-3.xml")
+    )
     assert (
         p.returncode == 0 and "already loaded (same text)" in p.stdout
     )  # the same text is not rewritten
@@ -266,7 +280,7 @@ def test_load_xml_files_folders_and_replace(db_url, tmp_path):
         app3.read_text("utf-8-sig").replace("<Provenir", "<!-- corrected export -->\n<Provenir", 1),
         "utf-8",
     )
-    p = cli("load-xml", "--db", db_url, "--replace", str(app3))
+    p = cli_in_process("load-xml", "--db", db_url, "--replace", str(app3))
     assert p.returncode == 0 and "replaced" in p.stdout
     assert run(db_url).returncode == 0
     assert assert_exactly_once(db_url)["success"] == 12
@@ -290,7 +304,7 @@ def test_rows_in_the_database_equal_the_mapped_rows(db_url, plan):
         .replace("900002", "800002")
         .replace("JANE", "J\u00c1NE &quot;Q&quot; O'NEIL")
     )
-    cli("init-db", "--db", db_url, check=True)
+    cli_in_process("init-db", "--db", db_url, check=True)
     db = open_db(db_url)
     db.begin()
     cur = db.conn.cursor()
@@ -351,9 +365,9 @@ def test_password_never_in_output_logs_or_metrics(db_url, tmp_path):
             "the SQL Server login of XML_EXTRACTOR_TEST_MSSQL has no password (Windows authentication)"
         )
     url = db_url.replace("postgres@", "postgres:S3cr3t-pw@")
-    cli("init-db", "--db", url, check=True)
-    cli("generate-mock", "--db", url, "--count", "5", check=True)
-    p = cli(
+    cli_in_process("init-db", "--db", url, check=True)
+    cli_in_process("generate-mock", "--db", url, "--count", "5", check=True)
+    p = cli_in_process(
         "run",
         "--db",
         url,
@@ -368,7 +382,7 @@ def test_password_never_in_output_logs_or_metrics(db_url, tmp_path):
     texts = [p.stdout, p.stderr] + [f.read_text() for f in tmp_path.iterdir()]
     assert all(pw not in t and "An0ther-pw" not in t for t in texts)
     assert "postgresql://postgres@" in p.stdout or not db_url.startswith("postgresql")
-    bad = cli(
+    bad = cli_in_process(
         "run", "--db", "mssql://svc@127.0.0.1:1/nodb", "--no-progress"
     )  # no password, no terminal
     assert bad.returncode == 2 and "S3cr3t" not in bad.stderr

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import PG_URL, SAMPLES, _pg_admin_exec, cli
+from conftest import PG_URL, SAMPLES, _pg_admin_exec, cli_in_process
 
 from xml_extractor.contract.loader import load_contract
 from xml_extractor.db.database import Database
@@ -211,7 +211,7 @@ def test_mssql_healthy_server_every_statement_parses_as_tsql() -> None:
         "1 documents sampled: 1 ascii; 1 start with a byte-order mark"
         in by["sample_encoding"].detail
     )
-    assert by["schema"].detail.startswith("19 table(s) to create")
+    assert by["schema"].detail.startswith("20 table(s) to create")
     assert not any("COUNT(" in s for s in conn.sent)  # the 11M-row table is never counted
 
 
@@ -500,7 +500,7 @@ def test_one_failing_query_fails_its_check_and_the_others_run() -> None:
 
 
 def preflight(url: str, *args: str) -> tuple[int, list[dict], str]:
-    p = cli("preflight", "--db", url, "--format", "json", *args)
+    p = cli_in_process("preflight", "--db", url, "--format", "json", *args)
     return p.returncode, json.loads(p.stdout) if p.stdout.strip() else [], p.stderr
 
 
@@ -509,7 +509,7 @@ def by_name(checks: list[dict]) -> dict[str, dict]:
 
 
 def test_a_healthy_database_passes(db_url: str) -> None:
-    cli("generate-mock", "--db", db_url, "--count", "300", check=True)
+    cli_in_process("generate-mock", "--db", db_url, "--count", "300", check=True)
     code, checks, err = preflight(db_url, "--sample", "50")
     assert code == 0, json.dumps(checks, indent=1) + err
     assert [c["name"] for c in checks] == NAMES
@@ -526,12 +526,12 @@ def test_a_healthy_database_passes(db_url: str) -> None:
         if db_url.startswith("sqlite")
         else {"read_committed_snapshot"}
     )
-    p = cli("preflight", "--db", db_url, "--sample", "20")  # the table for people
+    p = cli_in_process("preflight", "--db", db_url, "--sample", "20")  # the table for people
     assert p.returncode == 0 and "all checks passed" in p.stdout and "sample_encoding" in p.stdout
 
 
 def test_an_empty_database_says_what_to_do(db_url: str) -> None:
-    cli("init-db", "--db", db_url, check=True)
+    cli_in_process("init-db", "--db", db_url, check=True)
     code, checks, _ = preflight(db_url)
     got = by_name(checks)
     assert code == 1
@@ -579,7 +579,7 @@ def test_postgresql_login_without_insert_or_create_fails_permissions(
 ) -> None:
     """The role is dropped after the database (fixture order): its grants go with the database."""
     url = pg_db
-    cli("generate-mock", "--db", url, "--count", "40", check=True)
+    cli_in_process("generate-mock", "--db", url, "--count", "40", check=True)
     _admin(
         url,
         f"GRANT USAGE ON SCHEMA sandbox TO {pg_role}",
@@ -638,7 +638,7 @@ def _put_bytes(url: str, app_id: int, raw: bytes) -> None:
 
 
 def test_undecodable_rows_fail_the_sample_naming_them(ascii_url: str) -> None:
-    cli("generate-mock", "--db", ascii_url, "--count", "30", check=True)
+    cli_in_process("generate-mock", "--db", ascii_url, "--count", "30", check=True)
     _put_bytes(
         ascii_url, 7, b"<?xml version='1.0'?><Provenir>Zo\xff</Provenir>"
     )  # cp1252 in a text column
@@ -668,7 +668,7 @@ def test_undecodable_rows_fail_the_sample_naming_them(ascii_url: str) -> None:
 def test_postgresql_source_table_named_in_another_case_is_named(pg_db: str) -> None:
     """SQLite matches table names without regard to case; PostgreSQL's quoted names do not."""
     db_url = pg_db
-    cli("generate-mock", "--db", db_url, "--count", "20", check=True)
+    cli_in_process("generate-mock", "--db", db_url, "--count", "20", check=True)
     _admin(db_url, 'ALTER TABLE app_xml RENAME TO "APP_XML"')
     code, checks, err = preflight(db_url)
     assert code == 1, err
@@ -685,7 +685,7 @@ def test_postgresql_source_table_named_in_another_case_is_named(pg_db: str) -> N
 @pytest.mark.postgres
 def test_postgresql_non_deterministic_collation_on_a_key_fails(pg_db: str) -> None:
     db_url = pg_db
-    cli("generate-mock", "--db", db_url, "--count", "10", check=True)
+    cli_in_process("generate-mock", "--db", db_url, "--count", "10", check=True)
     try:
         _admin(
             db_url,
@@ -712,7 +712,7 @@ def test_no_server_or_a_bad_url_exits_2_with_one_line() -> None:
         ("mysql://h/db", "unknown database URL scheme"),
         ("sqlite:///does/not/exist.db", "no database at does/not/exist.db"),
     ):
-        p = cli("preflight", "--db", url)
+        p = cli_in_process("preflight", "--db", url)
         assert p.returncode == 2, (url, p.stdout, p.stderr)
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], p.stderr

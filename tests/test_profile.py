@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import cli
+from conftest import cli_in_process
 
 from xml_extractor.contract.loader import default_contract_path, load_contract
 from xml_extractor.db.database import Database
@@ -20,7 +20,7 @@ DOCS = 2000
 def source_2000(module_db_url):
     """2,000 generated documents in a source table of each engine."""
     url = module_db_url
-    cli("generate-mock", "--db", url, "--count", str(DOCS), "--seed", "7", check=True)
+    cli_in_process("generate-mock", "--db", url, "--count", str(DOCS), "--seed", "7", check=True)
     return url
 
 
@@ -39,7 +39,7 @@ def column(raw, table, name):
 
 @pytest.mark.slow
 def test_default_contract_has_no_capacity_loss_on_generated_documents(source_2000):
-    p = cli("profile", "--db", source_2000, "--sample", str(DOCS), "--format", "json")
+    p = cli_in_process("profile", "--db", source_2000, "--sample", str(DOCS), "--format", "json")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr
     r = json.loads(p.stdout)
     assert r["documents"] == DOCS and r["mapped"] == DOCS
@@ -75,7 +75,7 @@ def test_default_contract_has_no_capacity_loss_on_generated_documents(source_200
         "btcardtoken",
     ):
         assert ("Provenir/Request", a) not in unmapped  # the legacy attributes are mapped now
-    table = cli("profile", "--db", source_2000, "--sample", "300")
+    table = cli_in_process("profile", "--db", source_2000, "--sample", "300")
     assert (
         table.returncode == 0 and "no capacity loss" in table.stdout and "unmapped" in table.stdout
     )
@@ -88,7 +88,7 @@ def test_narrow_contract_reports_exactly_the_two_columns_and_exits_1(source_2000
         column(raw, "app_transactional_cc", "verid_qa_result")["length"] = 20
 
     path = contract_copy(tmp_path, narrow)
-    p = cli(
+    p = cli_in_process(
         "profile",
         "--db",
         source_2000,
@@ -115,7 +115,9 @@ def test_narrow_contract_reports_exactly_the_two_columns_and_exits_1(source_2000
     assert "rounded" in apr["capacity_examples"][0]["reason"]
     assert verid["capacity"] == {"length": verid["capacity_loss"]} and verid["longest"] == 24
     assert verid["capacity_examples"][0]["raw"] == "NoOnlineQA_ManualProcess"
-    table = cli("profile", "--db", source_2000, "--sample", "400", "--contract", str(path))
+    table = cli_in_process(
+        "profile", "--db", source_2000, "--sample", "400", "--contract", str(path)
+    )
     assert table.returncode == 1
     assert (
         "CAPACITY LOSS in 2 column(s)" in table.stdout
@@ -138,13 +140,13 @@ def test_attributes_the_contract_leaves_unmapped_are_listed(tmp_path):
     for d in MockGenerator(seed=3).documents(1, 40):
         (files / f"{d.app_id}.xml").write_text(d.text, encoding="utf-8")
         carrying_trans += bool(re.search(r'<Request[^>]* Trans="[^"]+"', d.text))
-    p = cli("profile", str(files), "--contract", str(path), "--format", "json")
+    p = cli_in_process("profile", str(files), "--contract", str(path), "--format", "json")
     assert p.returncode == 0, p.stderr
     unmapped = {(u["element"], u["attribute"]): u for u in json.loads(p.stdout)["unmapped"]}
     assert unmapped[("Provenir/Request", "Trans")]["documents"] == carrying_trans > 0
     camp = unmapped[("Provenir/Request/CustData/application", "campaign_num")]
     assert camp["documents"] == 40 and len(camp["examples"]) == 3
-    p = cli("profile", str(files), "--format", "json")  # the default contract reads both
+    p = cli_in_process("profile", str(files), "--format", "json")  # the default contract reads both
     assert not {
         ("Provenir/Request", "Trans"),
         ("Provenir/Request/CustData/application", "campaign_num"),
@@ -174,7 +176,7 @@ def test_sample_ids_spread_over_the_range_by_keyset(source_2000):
 
 
 def test_profile_reads_server_heads_and_counts_failures(db_url):
-    cli(
+    cli_in_process(
         "generate-mock",
         "--db",
         db_url,
@@ -186,7 +188,7 @@ def test_profile_reads_server_heads_and_counts_failures(db_url):
         "0.3",
         check=True,
     )
-    p = cli("profile", "--db", db_url, "--sample", "60", "--format", "json")
+    p = cli_in_process("profile", "--db", db_url, "--sample", "60", "--format", "json")
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr
     r = json.loads(p.stdout)
     assert r["documents"] == 60 and r["mapped"] + sum(r["failed"].values()) == 60 and r["failed"]
@@ -194,7 +196,7 @@ def test_profile_reads_server_heads_and_counts_failures(db_url):
 
 
 def test_paths_and_db_together_is_a_usage_error(tmp_path):
-    p = cli("profile", str(tmp_path), "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    p = cli_in_process("profile", str(tmp_path), "--db", f"sqlite:///{tmp_path / 'x.db'}")
     assert p.returncode == 2 and "either PATHS or --db" in p.stderr
 
 
@@ -226,7 +228,7 @@ def test_fractional_scores_in_an_int_column_are_capacity_loss_not_invalid():
 
 def test_a_contract_set_routes_each_document_to_its_contract(db_url):
     url = db_url  # PostgreSQL sends heads only: the routing must not need the whole document
-    cli(
+    cli_in_process(
         "generate-mock",
         "--db",
         url,
@@ -238,7 +240,7 @@ def test_a_contract_set_routes_each_document_to_its_contract(db_url):
         "4",
         check=True,
     )
-    p = cli(
+    p = cli_in_process(
         "profile",
         "--db",
         url,
@@ -268,7 +270,7 @@ def test_a_contract_set_routes_each_document_to_its_contract(db_url):
         for e, _ in rl_unmapped
     )
     # the credit-card contract alone: the rec-lending documents fail at validate, as in a run
-    p = cli("profile", "--db", url, "--sample", "120", "--format", "json")
+    p = cli_in_process("profile", "--db", url, "--sample", "120", "--format", "json")
     alone = json.loads(p.stdout)
     assert alone["failed"] == {"validate": rl["documents"]} and alone["mapped"] == cc["documents"]
 
@@ -297,8 +299,8 @@ def test_sample_size_is_honoured_when_ids_have_gaps(db_url):
     """ids 1..60 and 1000: evenly spaced points run past the dense ids and the one far id ends the range.
     A sample as large as the table reads every document (was 11 of 31 for ids 1..30 + 100); a smaller one
     is still exactly --sample distinct ids, and still reaches both ends of the range."""
-    cli("generate-mock", "--db", db_url, "--count", "60", "--seed", "2", check=True)
-    cli(
+    cli_in_process("generate-mock", "--db", db_url, "--count", "60", "--seed", "2", check=True)
+    cli_in_process(
         "generate-mock",
         "--db",
         db_url,
@@ -323,7 +325,7 @@ def test_sample_size_is_honoured_when_ids_have_gaps(db_url):
         )
     finally:
         db.close()
-    p = cli("profile", "--db", db_url, "--sample", "61", "--format", "json")
+    p = cli_in_process("profile", "--db", db_url, "--sample", "61", "--format", "json")
     assert json.loads(p.stdout)["documents"] == 61, p.stderr
 
 
@@ -332,22 +334,22 @@ def test_file_failures_name_their_path_and_map_checks_the_same_min_length(tmp_pa
     the contract's min_length as run and profile do (it said 'at least 1 needed')."""
     (tmp_path / "short.xml").write_text("<Provenir><Req", "utf-8")
     (tmp_path / "empty.xml").write_text("", "utf-8")
-    p = cli("profile", str(tmp_path), "--format", "json")
+    p = cli_in_process("profile", str(tmp_path), "--format", "json")
     examples = json.loads(p.stdout)["failure_examples"]
     assert sorted(e["path"] for e in examples) == [
         str(tmp_path / "empty.xml"),
         str(tmp_path / "short.xml"),
     ]
     assert all("at least 20 needed" in e["reason"] for e in examples), examples
-    m = cli("map", str(tmp_path / "empty.xml"))
+    m = cli_in_process("map", str(tmp_path / "empty.xml"))
     assert m.returncode == 1 and "at least 20 needed" in m.stdout, m.stdout + m.stderr
 
 
 def test_operator_labels_say_what_they_count(db_url):
     """failures --csv help lists the CSV's real columns; reconcile's label reads 'an app_base row'."""
-    h = " ".join(cli("failures", "--help", check=True).stdout.split())
+    h = " ".join(cli_in_process("failures", "--help", check=True).stdout.split())
     assert "app_id, attempt, stage, error_class, reason, logged_at, contract" in h
     url = db_url
-    cli("init-db", "--db", url, check=True)
-    out = cli("reconcile", "--db", url).stdout
+    cli_in_process("init-db", "--db", url, check=True)
+    out = cli_in_process("reconcile", "--db", url).stdout
     assert "success without an app_base row" in out and "without a app_base" not in out, out

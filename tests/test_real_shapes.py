@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import cli
+from conftest import cli_in_process
 from lxml import etree
 
 DATA = Path(__file__).parent / "data"
@@ -16,7 +16,7 @@ CC_SAMPLE, RL_SAMPLE = DATA / "app-1001.xml", DATA / "sample-rl-600000.xml"
 
 
 def mapped(path: Path, *contract: str) -> dict:
-    p = cli("map", str(path), "--format", "json", *contract, check=True)
+    p = cli_in_process("map", str(path), "--format", "json", *contract, check=True)
     return json.loads(p.stdout)
 
 
@@ -241,7 +241,7 @@ def test_profile_float_noise_is_its_own_class_not_capacity_loss(tmp_path):
     folder = tmp_path / "docs"
     folder.mkdir()
     build(CC_SAMPLE, folder / "noisy.xml", _noisy)
-    p = cli("profile", str(folder), "--format", "json")
+    p = cli_in_process("profile", str(folder), "--format", "json")
     assert p.returncode == 0, p.stdout + p.stderr
     r = json.loads(p.stdout)
     assert r["capacity_loss_columns"] == []
@@ -256,7 +256,7 @@ def test_profile_float_noise_is_its_own_class_not_capacity_loss(tmp_path):
         col["precision_noise"] == 1
         and col["precision_noise_examples"][0]["raw"] == "3333.3333333333335"
     )
-    text = cli("profile", str(folder))
+    text = cli_in_process("profile", str(folder))
     assert (
         text.returncode == 0
         and "precision noise" in text.stdout
@@ -272,11 +272,11 @@ def test_profile_names_failing_files_and_exits_1_only_for_capacity_loss(tmp_path
     (folder / "broken.xml").write_text(
         "<Provenir><Request ID='5'><CustData><application", encoding="utf-8"
     )
-    p = cli("profile", str(folder))
+    p = cli_in_process("profile", str(folder))
     assert p.returncode == 0, p.stdout + p.stderr  # failures and noise are not capacity loss
     for name in ("not-credit-card.xml", "broken.xml"):
         assert f"would fail: {folder / name}" in p.stdout
-    r = json.loads(cli("profile", str(folder), "--format", "json").stdout)
+    r = json.loads(cli_in_process("profile", str(folder), "--format", "json").stdout)
     assert sorted(Path(f["path"]).name for f in r["failed_files"]) == [
         "broken.xml",
         "not-credit-card.xml",
@@ -288,5 +288,5 @@ def test_profile_names_failing_files_and_exits_1_only_for_capacity_loss(tmp_path
         tree.find(".//CustData/application/app_product").set("monthly_income", "5200.12345")
 
     build(CC_SAMPLE, folder / "loss.xml", real_loss)
-    p = cli("profile", str(folder))
+    p = cli_in_process("profile", str(folder))
     assert p.returncode == 1 and "CAPACITY LOSS" in p.stdout and "monthly_income" in p.stdout

@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli_in_process
 
 from xml_extractor.contract.compiler import compile_contract
 from xml_extractor.contract.loader import contract_from_dict, load_contract
@@ -22,7 +22,9 @@ SAMPLE = Path(__file__).parent / "data" / "sample-rl-600000.xml"
 
 @pytest.fixture(scope="module")
 def sample_rows() -> dict:
-    p = cli("map", str(SAMPLE), "--contract", "rec_lending", "--format", "json", check=True)
+    p = cli_in_process(
+        "map", str(SAMPLE), "--contract", "rec_lending", "--format", "json", check=True
+    )
     return json.loads(p.stdout)
 
 
@@ -305,7 +307,7 @@ def test_contract_by_name_or_path(tmp_path: Path) -> None:
     assert load_contract(str(copy_path)).name == "rec_lending"
     with pytest.raises(ContractError, match="no packaged contract named 'nope'"):
         load_contract("nope")
-    p = cli("validate-contract", "rec_lending")
+    p = cli_in_process("validate-contract", "rec_lending")
     assert p.returncode == 0 and "rec_lending@1.1.0" in p.stdout
 
 
@@ -351,9 +353,11 @@ def test_generated_rl_documents_have_the_real_shape() -> None:
 
 def test_generate_mock_product_cli(tmp_path: Path) -> None:
     out = tmp_path / "rl"
-    p = cli("generate-mock", "--product", "rl", "--count", "5", "--out", str(out), check=True)
+    p = cli_in_process(
+        "generate-mock", "--product", "rl", "--count", "5", "--out", str(out), check=True
+    )
     assert "generated 5 documents" in p.stdout
-    m = cli(
+    m = cli_in_process(
         "map",
         str(next(out.glob("*.xml"))),
         "--contract",

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import cli, open_db
+from conftest import cli, cli_in_process, open_db
 
 COUNT = 60
 SEED = 21
@@ -38,7 +38,7 @@ def _report(url: str, fmt: str, out: Path | None = None) -> str:
     args = ["report", "--db", url, "--format", fmt] + (
         ["--out", str(out)] if out else ["--out", "-"]
     )
-    p = cli(*args)
+    p = cli_in_process(*args)
     assert p.returncode == 0, p.stdout + p.stderr
     return out.read_text("utf-8") if out else p.stdout
 
@@ -48,8 +48,8 @@ def migrated(module_db_url, tmp_path_factory):
     """Two instances' runs, the report json before a reprocess, then the reprocess."""
     url = module_db_url
     folder = tmp_path_factory.mktemp("report")
-    cli("init-db", "--db", url, check=True)
-    cli(
+    cli_in_process("init-db", "--db", url, check=True)
+    cli_in_process(
         "generate-mock",
         "--db",
         url,
@@ -62,12 +62,12 @@ def migrated(module_db_url, tmp_path_factory):
         check=True,
     )
     for inst in ("0", "1"):
-        p = cli(
+        p = cli_in_process(
             "run", "--db", url, *RUN, "--instance-id", inst, "--instance-count", "2", *_dirs(folder)
         )
         assert p.returncode == 1, p.stdout + p.stderr  # the faulty documents fail
     before = json.loads(_report(url, "json"))
-    p = cli("reprocess", *REDO, "--db", url, *RUN, *_dirs(folder))
+    p = cli_in_process("reprocess", *REDO, "--db", url, *RUN, *_dirs(folder))
     assert p.returncode in (0, 1), p.stdout + p.stderr
     return url, before
 
@@ -172,7 +172,7 @@ def test_json_figures_are_the_database_and_reprocess_keeps_the_past(migrated):
     assert data["rate"]["results"] == before["rate"]["results"] + len(REDO)
 
     # the totals are status' own
-    p = cli("status", "--db", url, "--format", "json")
+    p = cli_in_process("status", "--db", url, "--format", "json")
     st = json.loads(p.stdout)
     for k in ("source_rows", "success", "failed", "pending"):
         assert data["totals"][k] == st[k], k
@@ -219,11 +219,11 @@ def test_every_report_query_parses_in_every_dialect():
 
 
 def test_html_without_matplotlib_is_a_usage_error_naming_the_extra(sqlite_url, tmp_path):
-    cli("init-db", "--db", sqlite_url, check=True)
+    cli_in_process("init-db", "--db", sqlite_url, check=True)
     stub = tmp_path / "stub" / "matplotlib"
     stub.mkdir(parents=True)
     (stub / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
-    p = cli(
+    p = cli(  # a real process: its import path hides matplotlib
         "report",
         "--db",
         sqlite_url,
@@ -238,7 +238,7 @@ def test_html_without_matplotlib_is_a_usage_error_naming_the_extra(sqlite_url, t
         and "--format md|json" in p.stderr
     )
     assert not (tmp_path / "r.html").exists()
-    p = cli(
+    p = cli(  # a real process: its import path hides matplotlib
         "report", "--db", sqlite_url, "--format", "json", env={"PYTHONPATH": str(tmp_path / "stub")}
     )
     assert p.returncode == 0 and json.loads(p.stdout)["results_per_minute"] == []
@@ -473,8 +473,8 @@ def test_png_reader_reads_what_it_is_given(tmp_path):
 def test_events_per_contract_of_a_contract_set(db_url, tmp_path):
     """With two contracts, each event counts under the contract that mapped its application."""
     both = ("--contract", "credit_card", "--contract", "rec_lending")
-    cli("init-db", "--db", db_url, *both, check=True)
-    cli(
+    cli_in_process("init-db", "--db", db_url, *both, check=True)
+    cli_in_process(
         "generate-mock",
         "--db",
         db_url,
@@ -490,8 +490,8 @@ def test_events_per_contract_of_a_contract_set(db_url, tmp_path):
         "3",
         check=True,
     )
-    cli("run", "--db", db_url, *both, *RUN, *_dirs(tmp_path))
-    p = cli("report", "--db", db_url, *both, "--format", "json", "--out", "-")
+    cli_in_process("run", "--db", db_url, *both, *RUN, *_dirs(tmp_path))
+    p = cli_in_process("report", "--db", db_url, *both, "--format", "json", "--out", "-")
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
     assert data["contracts"] == ["credit_card", "rec_lending"]
@@ -522,7 +522,7 @@ def test_a_long_migration_draws_bounded_charts(db_url, tmp_path):
     from xml_extractor.report import MAX_POINTS
     from xml_extractor.testing.synthetic import build
 
-    cli("init-db", "--db", db_url, check=True)
+    cli_in_process("init-db", "--db", db_url, check=True)
     _need("matplotlib (the report extra)", _has_matplotlib())
     empty = _report(db_url, "html", tmp_path / "empty.html")
     assert "nothing has been processed yet" in empty and "no failed attempt" in empty

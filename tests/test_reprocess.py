@@ -14,7 +14,7 @@ import signal
 import time
 
 import pytest
-from conftest import assert_exactly_once, cli, expected_failures, open_db, popen
+from conftest import assert_exactly_once, cli, cli_in_process, expected_failures, open_db, popen
 
 COUNT = 60
 SEED = 33
@@ -25,13 +25,13 @@ def _dirs(tmp_path) -> tuple[str, ...]:
     return ("--logs-dir", str(tmp_path / "logs"), "--metrics-dir", str(tmp_path / "metrics"))
 
 
-@pytest.fixture
-def processed(db_url, tmp_path):
-    cli("init-db", "--db", db_url, check=True)
-    cli(
+def _process(url: str) -> None:
+    """init-db, 60 mock documents (a fifth faulty), one run: the database the tests reprocess."""
+    cli_in_process("init-db", "--db", url, check=True)
+    cli_in_process(
         "generate-mock",
         "--db",
-        db_url,
+        url,
         "--count",
         str(COUNT),
         "--faulty-share",
@@ -40,9 +40,14 @@ def processed(db_url, tmp_path):
         str(SEED),
         check=True,
     )
-    p = cli("run", "--db", db_url, *RUN, "--batch-size", "10", *_dirs(tmp_path))
+    p = cli_in_process("run", "--db", url, *RUN, "--batch-size", "10")
     assert p.returncode == 1, p.stdout + p.stderr
-    return db_url
+
+
+@pytest.fixture
+def processed(db_url, database_templates):
+    """A processed database of the test's own: a copy of the one processed once per session."""
+    return database_templates.fill(db_url, "test_reprocess.processed", _process)
 
 
 def faulty() -> dict[int, str]:
@@ -102,7 +107,7 @@ def test_contract_checked_against_schema_before_anything_changes(processed, tmp_
     addcol.write_text(json.dumps(c), encoding="utf-8")
     ok = sorted(set(range(1, COUNT + 1)) - set(faulty()))[:3]
     before = _snapshot(processed)
-    p = cli(
+    p = cli_in_process(
         "reprocess",
         "--db",
         processed,
@@ -122,7 +127,7 @@ def test_contract_checked_against_schema_before_anything_changes(processed, tmp_
 def test_partition_and_limit_apply_to_what_is_replaced(processed, tmp_path):
     failed = sorted(faulty())
     mine0 = [a for a in failed if a % 2 == 0]
-    p = cli(
+    p = cli_in_process(
         "reprocess",
         "--db",
         processed,
@@ -144,50 +149,56 @@ def test_partition_and_limit_apply_to_what_is_replaced(processed, tmp_path):
     assert _scalar(processed, "SELECT MAX(attempt) FROM {log} WHERE app_id = ?", [mine0[0]]) == 2
     others = [a for a in failed if a % 2 == 1]
     assert _scalar(processed, "SELECT MAX(attempt) FROM {log} WHERE app_id = ?", [others[0]]) == 1
-    assert cli("reconcile", "--db", processed).returncode == 0  # nothing left pending
-    p = cli("reprocess", "--db", processed, "--failed", "--limit", "3", *RUN, *_dirs(tmp_path))
+    assert cli_in_process("reconcile", "--db", processed).returncode == 0  # nothing left pending
+    p = cli_in_process(
+        "reprocess", "--db", processed, "--failed", "--limit", "3", *RUN, *_dirs(tmp_path)
+    )
     assert p.returncode == 1
     assert (
         _scalar(processed, "SELECT COUNT(*) FROM {history}") == len(mine0) + 3
     )  # exactly 3 more replaced
-    assert cli("reconcile", "--db", processed).returncode == 0
+    assert cli_in_process("reconcile", "--db", processed).returncode == 0
     assert_exactly_once(processed)
     _no_replaced_leftovers(processed)
 
 
 @pytest.mark.slow  # several real runs with worker processes
 def test_reconcile_counts_pending_as_not_done_and_names_the_gap(db_url, tmp_path):
-    cli("init-db", "--db", db_url, check=True)
-    cli("generate-mock", "--db", db_url, "--count", "12", "--faulty-share", "0", check=True)
-    cli("run", "--db", db_url, *RUN, "--limit", "5", *_dirs(tmp_path), check=True)
-    p = cli("reconcile", "--db", db_url, "--format", "json")
+    cli_in_process("init-db", "--db", db_url, check=True)
+    cli_in_process(
+        "generate-mock", "--db", db_url, "--count", "12", "--faulty-share", "0", check=True
+    )
+    cli_in_process("run", "--db", db_url, *RUN, "--limit", "5", *_dirs(tmp_path), check=True)
+    p = cli_in_process("reconcile", "--db", db_url, "--format", "json")
     assert p.returncode == 1
     r = json.loads(p.stdout)
     assert r["gaps"] == {"pending": 7} and not r["consistent"]
-    assert "pending 7" in cli("reconcile", "--db", db_url).stdout
-    cli("run", "--db", db_url, *RUN, *_dirs(tmp_path), check=True)
-    assert cli("reconcile", "--db", db_url).returncode == 0
+    assert "pending 7" in cli_in_process("reconcile", "--db", db_url).stdout
+    cli_in_process("run", "--db", db_url, *RUN, *_dirs(tmp_path), check=True)
+    assert cli_in_process("reconcile", "--db", db_url).returncode == 0
 
 
 @pytest.mark.slow  # several real runs with worker processes
 def test_contract_version_is_part_of_the_run_identity(db_url, tmp_path):
     from xml_extractor.contract.loader import default_contract_path
 
-    cli("init-db", "--db", db_url, check=True)
-    cli("generate-mock", "--db", db_url, "--count", "20", "--faulty-share", "0", check=True)
-    cli("run", "--db", db_url, *RUN, "--limit", "10", *_dirs(tmp_path), check=True)
+    cli_in_process("init-db", "--db", db_url, check=True)
+    cli_in_process(
+        "generate-mock", "--db", db_url, "--count", "20", "--faulty-share", "0", check=True
+    )
+    cli_in_process("run", "--db", db_url, *RUN, "--limit", "10", *_dirs(tmp_path), check=True)
     c = json.loads(open(default_contract_path(), encoding="utf-8").read())
     c["version"] = c["version"] + "-other"  # schema-compatible, another version
     other = tmp_path / "other.json"
     other.write_text(json.dumps(c), encoding="utf-8")
-    p = cli("run", "--db", db_url, "--contract", str(other), *RUN, *_dirs(tmp_path))
+    p = cli_in_process("run", "--db", db_url, "--contract", str(other), *RUN, *_dirs(tmp_path))
     assert p.returncode == 2 and "--allow-contract-change" in p.stdout + p.stderr, (
         p.stdout + p.stderr
     )
     assert (
         _scalar(db_url, "SELECT COUNT(*) FROM {log}") == 10
     )  # refused before anything was written
-    p = cli(
+    p = cli_in_process(
         "run",
         "--db",
         db_url,
@@ -198,11 +209,11 @@ def test_contract_version_is_part_of_the_run_identity(db_url, tmp_path):
         *_dirs(tmp_path),
     )
     assert p.returncode == 0, p.stdout + p.stderr
-    versions = json.loads(cli("reconcile", "--db", db_url, "--format", "json").stdout)[
+    versions = json.loads(cli_in_process("reconcile", "--db", db_url, "--format", "json").stdout)[
         "contract_versions"
     ]
     assert sorted(v["applications"] for v in versions) == [10, 10]
-    out = cli("status", "--db", db_url).stdout
+    out = cli_in_process("status", "--db", db_url).stdout
     assert "applications per contract version" in out and "-other" in out
 
 
@@ -474,17 +485,20 @@ def test_stop_signal_after_the_last_batch_exits_130_and_says_a_finished_reproces
     processed, tmp_path
 ):
     """A signal after the run's loop took its last look at signals still stops with 130 (it was
-    simply dropped before). All of reprocess's requests are consumed by then, so running it again
-    would redo the selection, not resume: the command says so."""
+    simply dropped before). All of reprocess's requests are consumed by then: the command says it
+    is complete, and the same command again says so too (exit 0) instead of redoing it."""
     failed = sorted(faulty())
     cmd = ("reprocess", "--db", processed, "--failed", *RUN, "--batch-size", "4", *_dirs(tmp_path))
     folder = tmp_path / "hold"
     folder.mkdir()
     code, output = _held_then_signalled(cmd, "loop_done", signal.SIGTERM, folder)
     assert code == 130, output
-    assert "it is complete, do not run it again" in output, output
+    assert "it is complete (the same command again says so; --again redoes it)" in output, output
     assert _scalar(processed, "SELECT COUNT(*) FROM {history}") == len(
         failed
     )  # every requested one was redone
     _no_replaced_leftovers(processed)
     assert_exactly_once(processed)
+    same = cli(*cmd)
+    assert same.returncode == 0 and "complete at" in same.stdout, same.stdout + same.stderr
+    assert _scalar(processed, "SELECT COUNT(*) FROM {history}") == len(failed)

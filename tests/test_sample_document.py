@@ -2,11 +2,11 @@
 
 import json
 
-from conftest import SAMPLES, cli
+from conftest import SAMPLES, cli_in_process
 
 
 def test_map_sample_json():
-    p = cli("map", str(SAMPLES / "app-1001.xml"), "--format", "json", check=True)
+    p = cli_in_process("map", str(SAMPLES / "app-1001.xml"), "--format", "json", check=True)
     out = json.loads(p.stdout)
     t = out["tables"]
     contacts = {c["con_id"]: c for c in t["app_contact_base"]}
@@ -56,12 +56,12 @@ def test_map_sample_json():
 
 
 def test_map_table_format_and_failure(tmp_path):
-    p = cli("map", str(SAMPLES / "app-1001.xml"), check=True)
+    p = cli_in_process("map", str(SAMPLES / "app-1001.xml"), check=True)
     assert "app_contact_address (3 rows)" in p.stdout and "data-quality events (6)" in p.stdout
     bad = tmp_path / "bad.xml"
     bad.write_text(
         "<Provenir><Request ID='5'><CustData><IL_application/></CustData></Request></Provenir>"
     )
-    p = cli("map", str(bad))
+    p = cli_in_process("map", str(bad))
     assert p.returncode == 1
     assert "stage validate" in p.stdout and "no /Provenir/Request/CustData/application" in p.stdout

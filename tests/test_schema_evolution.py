@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli_in_process
 
 from xml_extractor.contracts import __file__ as _contracts_init
 
@@ -49,17 +49,17 @@ def _values(url: str, contract: str) -> dict[int, tuple]:
 
 @pytest.mark.slow  # several real runs with worker processes
 def test_added_column_planned_applied_and_filled(db_url, tmp_path):
-    cli("init-db", "--db", db_url, check=True)
-    cli("generate-mock", "--db", db_url, "--count", "20", "--seed", "3", check=True)
-    cli("run", "--db", db_url, "--workers", "1", "--no-progress", check=True)
+    cli_in_process("init-db", "--db", db_url, check=True)
+    cli_in_process("generate-mock", "--db", db_url, "--count", "20", "--seed", "3", check=True)
+    cli_in_process("run", "--db", db_url, "--workers", "1", "--no-progress", check=True)
     new = _contract_copy(tmp_path, "cc-new.json", _add_campaign_code)
 
     # run with the new contract refuses the old schema, naming the plan
-    p = cli("run", "--db", db_url, "--contract", new, "--workers", "1", "--no-progress")
+    p = cli_in_process("run", "--db", db_url, "--contract", new, "--workers", "1", "--no-progress")
     assert p.returncode == 2, p.stdout + p.stderr
     assert "campaign_code" in p.stdout + p.stderr and "init-db" in p.stdout + p.stderr
 
-    dry = cli("init-db", "--db", db_url, "--contract", new, "--dry-run")
+    dry = cli_in_process("init-db", "--db", db_url, "--contract", new, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert (
         "ALTER TABLE" in dry.stdout
@@ -67,15 +67,18 @@ def test_added_column_planned_applied_and_filled(db_url, tmp_path):
         and "VARCHAR(10)" in dry.stdout
     )
     assert (
-        cli("init-db", "--db", db_url, "--contract", new, "--dry-run").stdout == dry.stdout
+        cli_in_process("init-db", "--db", db_url, "--contract", new, "--dry-run").stdout
+        == dry.stdout
     )  # nothing applied
 
-    applied = cli("init-db", "--db", db_url, "--contract", new)
+    applied = cli_in_process("init-db", "--db", db_url, "--contract", new)
     assert applied.returncode == 0, applied.stderr
     assert "campaign_code" in applied.stdout
     assert (
         "0 change(s) to apply"
-        in cli("init-db", "--db", db_url, "--contract", new, "--dry-run", check=True).stdout
+        in cli_in_process(
+            "init-db", "--db", db_url, "--contract", new, "--dry-run", check=True
+        ).stdout
     )
 
     old_apps = _values(db_url, new)
@@ -83,7 +86,7 @@ def test_added_column_planned_applied_and_filled(db_url, tmp_path):
         code is None for _, code in old_apps.values()
     )  # earlier applications: not yet
 
-    cli(
+    cli_in_process(
         "generate-mock",
         "--db",
         db_url,
@@ -95,7 +98,7 @@ def test_added_column_planned_applied_and_filled(db_url, tmp_path):
         "1001",
         check=True,
     )
-    r = cli(
+    r = cli_in_process(
         "run",
         "--db",
         db_url,
@@ -113,7 +116,7 @@ def test_added_column_planned_applied_and_filled(db_url, tmp_path):
     assert any(after_run[a][1] is not None for a in new_ids)
 
     old_ids = sorted(old_apps)
-    rp = cli(
+    rp = cli_in_process(
         "reprocess",
         *map(str, old_ids),
         "--db",
@@ -131,7 +134,7 @@ def test_added_column_planned_applied_and_filled(db_url, tmp_path):
 
 
 def test_narrowing_change_is_refused_with_the_difference(db_url, tmp_path):
-    cli("init-db", "--db", db_url, check=True)
+    cli_in_process("init-db", "--db", db_url, check=True)
 
     def narrow(c: dict) -> None:
         col = next(x for x in _base(c)["columns"] if x["name"] == "campaign_num")
@@ -139,19 +142,23 @@ def test_narrowing_change_is_refused_with_the_difference(db_url, tmp_path):
 
     narrow_path = _contract_copy(tmp_path, "cc-narrow.json", narrow)
     for args in (["--dry-run"], []):
-        p = cli("init-db", "--db", db_url, "--contract", narrow_path, *args)
+        p = cli_in_process("init-db", "--db", db_url, "--contract", narrow_path, *args)
         assert p.returncode == 2, p.stdout + p.stderr
         assert (
             "app_base.campaign_num" in p.stderr
             and "length 10 in the database, 4 in the contract" in p.stderr
         )
-    r = cli("run", "--db", db_url, "--contract", narrow_path, "--workers", "1", "--no-progress")
+    r = cli_in_process(
+        "run", "--db", db_url, "--contract", narrow_path, "--workers", "1", "--no-progress"
+    )
     assert r.returncode == 2 and "campaign_num" in r.stdout + r.stderr
 
     def drop(c: dict) -> None:
         _base(c)["columns"] = [x for x in _base(c)["columns"] if x["name"] != "ip_address"]
 
-    p = cli("init-db", "--db", db_url, "--contract", _contract_copy(tmp_path, "cc-drop.json", drop))
+    p = cli_in_process(
+        "init-db", "--db", db_url, "--contract", _contract_copy(tmp_path, "cc-drop.json", drop)
+    )
     assert (
         p.returncode == 2
         and "app_base.ip_address" in p.stderr
@@ -177,3 +184,47 @@ def test_dry_run_prints_tsql_for_sql_server():
     assert load_contract() is not None
     text = plan.render()
     assert "ALTER TABLE [sandbox].[app_base] ADD [x] NVARCHAR(10) NULL\nGO\n" in text
+
+
+def test_initialise_is_a_library_call(db_url, tmp_path):
+    """init-db's work is migrate.initialise (the command only prints its result): it creates the
+    schema, applies an additive change naming it, and refuses a lossy one without changing a thing;
+    the DDL script is Dialect.schema_script."""
+    from xml_extractor import load_contract
+    from xml_extractor.db import migrate
+    from xml_extractor.db.database import Database
+
+    db = Database(db_url, load_contract())
+    try:
+        first = migrate.initialise(db)
+        assert first.statements > 0 and first.enums_seeded == first.enums_total > 0
+        assert first.altered == 0 and first.describe().startswith(f"{first.statements} statements")
+        assert migrate.initialise(db).enums_seeded == 0  # idempotent
+    finally:
+        db.close()
+    db = Database(db_url, load_contract(_contract_copy(tmp_path, "cc.json", _add_campaign_code)))
+    try:
+        assert [c.column for c in migrate.dry_run(db).additions] == ["campaign_code"]
+        added = migrate.initialise(db)
+        assert added.altered == 1 and [c.column for c in added.applied] == ["campaign_code"]
+        assert "1 schema change(s) applied: " in added.describe()
+        assert "campaign_code" in added.describe()
+        assert migrate.dry_run(db).additions == []
+    finally:
+        db.close()
+
+    def narrow(c: dict) -> None:
+        _base(c)["columns"][-1]["length"] = 2  # the campaign_code just added, VARCHAR(10)
+
+    narrower = _contract_copy(
+        tmp_path, "cc-narrow.json", lambda c: (_add_campaign_code(c), narrow(c))
+    )
+    db = Database(db_url, load_contract(narrower))
+    try:
+        with pytest.raises(migrate.SchemaRefused, match="campaign_code"):
+            migrate.initialise(db)
+        assert migrate.dry_run(db).refusals  # still refused: nothing was changed
+        script = db.dialect.schema_script(db.contract)
+        assert script.startswith("-- xml-extractor ") and "campaign_code" in script
+    finally:
+        db.close()

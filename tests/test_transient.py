@@ -15,6 +15,7 @@ from conftest import (
     _pg_admin_exec,
     assert_exactly_once,
     cli,
+    cli_in_process,
     kill_sessions,
     open_db,
     server_session,
@@ -104,7 +105,7 @@ def test_disk_full_leaves_nothing_failed_and_the_same_command_finishes(tmp_path)
         pytest.skip("cannot mount a tmpfs (needs root)")
     try:
         url = f"sqlite:///{mnt / 'full.db'}"
-        cli("init-db", "--db", url, check=True)
+        cli_in_process("init-db", "--db", url, check=True)
         _load(url, list(range(1, 41)))
         filler = mnt / "filler"
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # take every byte that is left
@@ -118,12 +119,12 @@ def test_disk_full_leaves_nothing_failed_and_the_same_command_finishes(tmp_path)
             fd, max(0, os.fstat(fd).st_size - 96 * 1024)
         )  # room to open the database, not to write much
         os.close(fd)
-        p = cli("run", "--db", url, *RUN, *_dirs(tmp_path), timeout=90)
+        p = cli_in_process("run", "--db", url, *RUN, *_dirs(tmp_path), timeout=90)
         assert p.returncode == 3, p.stdout + p.stderr
         assert "full" in (p.stdout + p.stderr).lower()
         os.remove(filler)  # the fault is gone
         assert _counts(url).get("failed", 0) == 0
-        p = cli("run", "--db", url, *RUN, *_dirs(tmp_path), timeout=90)
+        p = cli_in_process("run", "--db", url, *RUN, *_dirs(tmp_path), timeout=90)
         assert p.returncode == 0, p.stdout + p.stderr
         assert _counts(url) == {"success": 40}
         assert_exactly_once(url)
@@ -135,9 +136,11 @@ def test_disk_full_leaves_nothing_failed_and_the_same_command_finishes(tmp_path)
 def test_ten_thousand_colliding_contacts_fail_alone_with_the_owner_named(db_url, tmp_path):
     from xml_extractor.mock import MockGenerator
 
-    cli("init-db", "--db", db_url, check=True)
+    cli_in_process("init-db", "--db", db_url, check=True)
     _load(db_url, [1, 2])
-    cli("run", "--db", db_url, *RUN, *_dirs(tmp_path), check=True)  # application 1 owns con_id 11
+    cli_in_process(
+        "run", "--db", db_url, *RUN, *_dirs(tmp_path), check=True
+    )  # application 1 owns con_id 11
     t = MockGenerator(seed=9, median_kb=3).document(3).text
     i = t.find("<contact ")
     j = t.find("</contact>", i) + len("</contact>")
@@ -151,7 +154,7 @@ def test_ten_thousand_colliding_contacts_fail_alone_with_the_owner_named(db_url,
     ]
     doc = t[:j] + "\n" + "\n".join(extra) + t[j:]
     _load(db_url, [3], {3: doc})
-    p = cli("run", "--db", db_url, *RUN, *_dirs(tmp_path), timeout=300)
+    p = cli_in_process("run", "--db", db_url, *RUN, *_dirs(tmp_path), timeout=300)
     assert p.returncode == 1, p.stdout + p.stderr  # application 3 failed, the run did not stop
     db = open_db(db_url)
     try:
@@ -340,7 +343,7 @@ def test_a_connection_dropped_before_the_schema_check_is_reconnected_not_called_
         pytest.skip("SQLite has no server-side connection to terminate")
     from xml_extractor.db.migrate import require_current
 
-    cli("init-db", "--db", db_url, check=True)
+    cli_in_process("init-db", "--db", db_url, check=True)
     db = open_db(db_url)
     try:
         session = server_session(db)

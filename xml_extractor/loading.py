@@ -258,7 +258,28 @@ def load_files(
         cand = _identify(path, plan, db, ids, rep)
         if cand is not None:
             by_id[cand.app_id].append(cand.path)
-    preferred = {os.path.realpath(p) for p in prefer}
+    chosen = _choose_files(by_id, {os.path.realpath(p) for p in prefer}, rep)
+    pending: list[tuple[int, str]] = []
+    for app_id in sorted(chosen):  # second pass: read again and load
+        try:
+            text = decode_source(chosen[app_id].read_bytes())
+        except (OSError, DocumentFailure) as exc:
+            rep.skip(
+                str(chosen[app_id]), "unreadable", f"changed or unreadable since it was read: {exc}"
+            )
+            continue
+        pending.append((app_id, text))
+        if len(pending) >= batch:
+            _flush(db, pending, chosen, replace, rep)
+    _flush(db, pending, chosen, replace, rep)
+    return rep
+
+
+def _choose_files(
+    by_id: dict[int, list[Path]], preferred: set[str], rep: LoadReport
+) -> dict[int, Path]:
+    """The one file to load per id: the only one, or the one ``--prefer`` names; the others (or all
+    of them, when none is preferred) are skipped as id conflicts."""
     chosen: dict[int, Path] = {}
     for app_id, found in by_id.items():
         if len(found) == 1:
@@ -283,44 +304,40 @@ def load_files(
                 f"Request/@ID {app_id} is carried by {len(found)} files ({listed}); "
                 "none loaded: name the right one with --prefer PATH",
             )
-    pending: list[tuple[int, str]] = []
+    return chosen
 
-    def flush() -> None:
-        if not pending:
-            return
-        exists = _existing(db, [i for i, _ in pending])
-        stored = _stored_texts(db, sorted(exists))
-        # loaded before (an interrupted load run again): nothing to do, with or without --replace
-        same = {i for i, t in pending if i in exists and _same_text(stored.get(i), t)}
-        keep = [(i, t) for i, t in pending if i not in same and (replace or i not in exists)]
-        for i, _ in pending:
-            if i in same:
-                rep.counts["already loaded (same text)"] += 1
-            elif i in exists and not replace:
-                rep.skip(
-                    str(chosen[i]),
-                    "app_id already present",
-                    f"app_id {i} is already in the source table with another text (--replace to overwrite)",
-                )
-            elif i in exists:
-                rep.counts["replaced"] += 1
-        rep.marked_for_reprocess += _write_source(db, keep, (exists - same) if replace else set())
-        rep.counts["loaded"] += len([1 for i, _ in keep if i not in exists])
-        pending.clear()
 
-    for app_id in sorted(chosen):  # second pass: read again and load
-        try:
-            text = decode_source(chosen[app_id].read_bytes())
-        except (OSError, DocumentFailure) as exc:
+def _flush(
+    db: Database,
+    pending: list[tuple[int, str]],
+    chosen: dict[int, Path],
+    replace: bool,
+    rep: LoadReport,
+) -> None:
+    """Write a batch of read documents, then empty ``pending``: an id loaded before with the same
+    text is left alone, with another text skipped unless ``replace`` (then overwritten and marked
+    for reprocess)."""
+    if not pending:
+        return
+    exists = _existing(db, [i for i, _ in pending])
+    stored = _stored_texts(db, sorted(exists))
+    # loaded before (an interrupted load run again): nothing to do, with or without --replace
+    same = {i for i, t in pending if i in exists and _same_text(stored.get(i), t)}
+    keep = [(i, t) for i, t in pending if i not in same and (replace or i not in exists)]
+    for i, _ in pending:
+        if i in same:
+            rep.counts["already loaded (same text)"] += 1
+        elif i in exists and not replace:
             rep.skip(
-                str(chosen[app_id]), "unreadable", f"changed or unreadable since it was read: {exc}"
+                str(chosen[i]),
+                "app_id already present",
+                f"app_id {i} is already in the source table with another text (--replace to overwrite)",
             )
-            continue
-        pending.append((app_id, text))
-        if len(pending) >= batch:
-            flush()
-    flush()
-    return rep
+        elif i in exists:
+            rep.counts["replaced"] += 1
+    rep.marked_for_reprocess += _write_source(db, keep, (exists - same) if replace else set())
+    rep.counts["loaded"] += len([1 for i, _ in keep if i not in exists])
+    pending.clear()
 
 
 def generate_into_db(

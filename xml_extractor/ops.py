@@ -15,7 +15,7 @@ from .db.checks import count_and_sample, default_rows, sparse_rows
 from .db.database import Database, Params
 from .db.migrate import has_index
 from .db.store import utcnow
-from .progress import eta_minutes, observe, rate_per_minute
+from .progress import AVERAGE_LABEL, eta_minutes, observe, rate_label, rate_per_minute
 
 
 def _q(db: Database, sql: str, params: Params = ()) -> list[tuple]:
@@ -63,6 +63,8 @@ def status(db: Database, recent_minutes: int = 5, session_hours: float = 24.0) -
         **totals,
         "contract_versions": versions,
         **rate,
+        "rate_label": rate_label(recent_minutes),  # progress.py's names for the two rates
+        "average_label": AVERAGE_LABEL,
         "eta_minutes": None if eta is None else round(eta, 1),
         "sessions": sess,
         "failures": [{"stage": s, "error_class": e, "count": int(c)} for s, e, c in by_stage],
@@ -301,11 +303,49 @@ def reconcile(db: Database) -> dict:
     - log applications are success + final failed; those in the source are source − never
       attempted; so "log rows not in the source" = success + failed − (source − never attempted).
     """
-    c, q = db.contract, db.dialect.quote
-    base = c.tables[0]
-    found: dict[str, dict] = {}
+    chk = _Checks(db)
+    base_orphans = _orphan_checks(chk)
+    multiple = chk.run(
+        "multiple",
+        "applications with more than one success row",
+        "reconcile_multiple_success",
+        gap="duplicate",
+    )
+    unique = has_index(db, db.contract.log_table, f"ux_{db.contract.log_table}_app_attempt")
+    chk.run(
+        "attempt",
+        "more than one final row for one attempt",
+        "reconcile_duplicate_attempt",
+        gap="duplicate",
+        derived=0 if unique else None,
+        note=f"none: the unique index ux_{db.contract.log_table}_app_attempt forbids it",
+    )
+    failed = chk.run(
+        "failed",
+        "failed applications (final, no success)",
+        "reconcile_final_failed",
+        inconsistency=False,
+    )
+    never = chk.run(
+        "never", "pending (never attempted)", "reconcile_never_attempted", gap="pending"
+    )
+    success_rows = _derived_checks(
+        chk, exact=not base_orphans and not multiple, failed=failed, never=never, multiple=multiple
+    )
+    chk.run("requested", "pending (open reprocess request)", "reconcile_requested", gap="pending")
+    return _reconcile_result(db, chk.found, success_rows + failed if not multiple else None)
+
+
+class _Checks:
+    """reconcile's checks as they are run: each counted with a sample, or derived (0) when the
+    others allow it, by key."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.found: dict[str, dict] = {}
 
     def run(
+        self,
         key: str,
         label: str,
         name: str,
@@ -315,27 +355,29 @@ def reconcile(db: Database) -> dict:
         note: str = "",
         **identifiers: str,
     ) -> int:
-        if derived == 0:
-            found[key] = {
-                "check": label,
-                "count": 0,
-                "sample_app_ids": [],
-                "inconsistency": inconsistency,
-                "gap": gap if inconsistency else "",
-                "note": note,
-            }
-            return 0
-        count, sample = count_and_sample(db, name, identifiers)
-        found[key] = {
+        """Count the named query's applications (with a sample), unless ``derived`` is 0."""
+        row: dict[str, Any] = {
             "check": label,
-            "count": count,
-            "sample_app_ids": sample,
+            "count": 0,
+            "sample_app_ids": [],
             "inconsistency": inconsistency,
             "gap": gap if inconsistency else "",
         }
-        return count
+        if derived == 0:
+            row["note"] = note
+        else:
+            row["count"], row["sample_app_ids"] = count_and_sample(self.db, name, identifiers)
+        self.found[key] = row
+        return int(row["count"])
 
-    base_orphans = run(
+
+def _orphan_checks(chk: _Checks) -> int:
+    """Rows of each target table without a success row; the base table's count (the others are
+    derived from it when their app_id is a foreign key to the base table)."""
+    db = chk.db
+    c, q = db.contract, db.dialect.quote
+    base = c.tables[0]
+    base_orphans = chk.run(
         f"orphans:{base.name}",
         f"{base.name} rows without a success row",
         "reconcile_rows_without_success",
@@ -348,7 +390,7 @@ def reconcile(db: Database) -> dict:
             fk.references == base.name and tuple(fk.columns) == (t.app_id_column,)
             for fk in t.foreign_keys
         )
-        run(
+        chk.run(
             f"orphans:{t.name}",
             f"{t.name} rows without a success row",
             "reconcile_rows_without_success",
@@ -358,33 +400,18 @@ def reconcile(db: Database) -> dict:
             table=db.table(t.name),
             app_col=q(t.app_id_column),
         )
-    multiple = run(
-        "multiple",
-        "applications with more than one success row",
-        "reconcile_multiple_success",
-        gap="duplicate",
-    )
-    unique = has_index(db, c.log_table, f"ux_{c.log_table}_app_attempt")
-    run(
-        "attempt",
-        "more than one final row for one attempt",
-        "reconcile_duplicate_attempt",
-        gap="duplicate",
-        derived=0 if unique else None,
-        note=f"none: the unique index ux_{c.log_table}_app_attempt forbids it",
-    )
-    failed = run(
-        "failed",
-        "failed applications (final, no success)",
-        "reconcile_final_failed",
-        inconsistency=False,
-    )
-    never = run("never", "pending (never attempted)", "reconcile_never_attempted", gap="pending")
+    return base_orphans
+
+
+def _derived_checks(chk: _Checks, exact: bool, failed: int, never: int, multiple: int) -> int:
+    """ "success without a base row" and "log rows not in the source", derived from counts when
+    the other checks allow it (see reconcile); the number of success rows."""
+    db = chk.db
+    base = db.contract.tables[0]
     success_rows = int(_q(db, db.sql("ops_count_success"), {})[0][0])
     source = int(_q(db, db.sql("ops_count_source"), {})[0][0])
     base_rows = int(_q(db, db.sql("ops_count_rows", table=db.table(base.name)), {})[0][0])
-    exact = not base_orphans and not multiple
-    run(
+    chk.run(
         "no_base",
         f"success without {'an' if base.name[:1].lower() in 'aeiou' else 'a'} {base.name} row",
         "reconcile_success_without_base",
@@ -392,9 +419,9 @@ def reconcile(db: Database) -> dict:
         derived=success_rows - base_rows if exact else None,
         note=f"none: as many success rows as {base.name} rows, each with its success row",
         base=db.table(base.name),
-        base_key=q(base.app_id_column),
+        base_key=db.dialect.quote(base.app_id_column),
     )
-    run(
+    chk.run(
         "unknown",
         "log rows for applications not in the source table",
         "reconcile_log_not_in_source",
@@ -402,10 +429,14 @@ def reconcile(db: Database) -> dict:
         derived=success_rows + failed - (source - never) if not multiple else None,
         note="none: every logged application is in the source table",
     )
-    run("requested", "pending (open reprocess request)", "reconcile_requested", gap="pending")
+    return success_rows
+
+
+def _reconcile_result(db: Database, found: dict[str, dict], attempted: int | None) -> dict:
+    """The checks in their reading order, the gaps by kind, versions and per contract."""
     order = (
         ["no_base"]
-        + [f"orphans:{t.name}" for t in c.tables]
+        + [f"orphans:{t.name}" for t in db.contract.tables]
         + ["multiple", "attempt", "unknown", "failed", "never", "requested"]
     )
     checks = [found[k] for k in order]
@@ -413,13 +444,12 @@ def reconcile(db: Database) -> dict:
     for ch in checks:
         if ch["inconsistency"] and ch["count"]:
             gaps[ch["gap"]] = gaps.get(ch["gap"], 0) + ch["count"]
-    versions = contract_versions(db, success_rows + failed if not multiple else None)
     pending = found["never"]["count"] + found["requested"]["count"]
     return {
         "consistent": not gaps,
         "gaps": gaps,
         "checks": checks,
-        "contract_versions": versions,
+        "contract_versions": contract_versions(db, attempted),
         "by_contract": reconcile_by_contract(db, pending),
     }
 
@@ -451,11 +481,19 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
     """Events by kind with examples (every event counted); declared defaults and sparse rows over
     the first ``sample_rows`` rows of each table (None: every row: a full scan of every table,
     minutes at tens of millions of rows)."""
-    per_contract = bool(
-        db.contract.extra.get("members")
-    )  # a contract set: by the contract that mapped the application
-    # one contract on a database other contracts also wrote to (one source, two product lines):
-    # that contract's applications only, not every event in the table
+    return {
+        "events": quality_events(db, examples),
+        "sentinels": _sentinel_counts(db, sample_rows),
+        "sparse": _sparse_counts(db, sample_rows),
+        "sample_rows": sample_rows,
+    }
+
+
+def quality_events(db: Database, examples: int = 3) -> list[dict]:
+    """Data-quality events grouped by (contract,) table, column and kind, with example values.
+    A contract set: by the contract that mapped the application; one contract on a database
+    other contracts also wrote to (one source, two product lines): that contract's only."""
+    per_contract = bool(db.contract.extra.get("members"))
     shared = not per_contract and bool(
         {v.split("@", 1)[0] for v in db.logged_contract_versions()} - {db.contract.name}
     )
@@ -469,41 +507,51 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
         ]
     else:
         groups = [(db.contract.name, *r) for r in _q(db, db.sql("quality_event_groups"), {})]
-    out_groups = []
+    out = []
     for name, t, col, kind, cnt, apps, first_id in groups:
-        params = {"table_name": t, "event_type": kind, "first_id": first_id, "limit": 50}
-        if (
-            per_contract or shared
-        ) and name is not None:  # examples of that contract's applications
-            params["contract_name"] = name
-            samples = (
-                _q(db, db.sql("quality_examples_of_contract"), {**params, "column_name": col})
-                if col is not None
-                else _q(db, db.sql("quality_examples_no_column_of_contract"), params)
-            )
-        else:
-            samples = (
-                _q(db, db.sql("quality_examples"), {**params, "column_name": col})
-                if col is not None
-                else _q(db, db.sql("quality_examples_no_column"), params)
-            )
-        name = contract_label(name) if per_contract else name
-        vals = list(dict.fromkeys((r[0] if r[0] is not None else "(none)") for r in samples))[
-            :examples
-        ]
-        out_groups.append(
+        samples = _event_samples(
+            db, name if per_contract or shared else None, t, col, kind, first_id
+        )
+        vals = list(dict.fromkeys((r[0] if r[0] is not None else "(none)") for r in samples))
+        out.append(
             {
-                "contract": name,
+                "contract": contract_label(name) if per_contract else name,
                 "table": t,
                 "column": col,
                 "event_type": kind,
                 "events": int(cnt),
                 "applications": int(apps),
-                "examples": [v[:60] for v in vals],
+                "examples": [v[:60] for v in vals[:examples]],
                 "reason": (samples[0][1] or "")[:100] if samples else "",
             }
         )
-    sentinels = []
+    return out
+
+
+def _event_samples(
+    db: Database, contract: str | None, table: str, column: str | None, kind: str, first_id: Any
+) -> list[tuple]:
+    """(raw_value, reason) of up to 50 events of one group, of ``contract``'s applications when
+    it is given."""
+    params: dict[str, Any] = {
+        "table_name": table,
+        "event_type": kind,
+        "first_id": first_id,
+        "limit": 50,
+    }
+    if contract is not None:
+        params["contract_name"] = contract
+        if column is not None:
+            return _q(db, db.sql("quality_examples_of_contract"), {**params, "column_name": column})
+        return _q(db, db.sql("quality_examples_no_column_of_contract"), params)
+    if column is not None:
+        return _q(db, db.sql("quality_examples"), {**params, "column_name": column})
+    return _q(db, db.sql("quality_examples_no_column"), params)
+
+
+def _sentinel_counts(db: Database, sample_rows: int | None) -> list[dict]:
+    """Rows holding each column's declared default, in the first ``sample_rows`` rows."""
+    out = []
     for t in db.contract.tables:
         for cdef in t.stored_columns:
             if "default" in cdef.spec and cdef.spec["default"] is not None:
@@ -513,7 +561,7 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
                         db, t.name, cdef.name, _sentinel_param(cdef.type, v), sample_rows
                     )
                 )
-                sentinels.append(
+                out.append(
                     {
                         "table": t.name,
                         "column": cdef.name,
@@ -522,7 +570,12 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
                         "rows_read": read,
                     }
                 )
-    sparse = []
+    return out
+
+
+def _sparse_counts(db: Database, sample_rows: int | None) -> list[dict]:
+    """Rows with at most one data value, per table with four data columns or more."""
+    out = []
     for t in db.contract.tables:
         data = [
             c.name
@@ -535,7 +588,7 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
         if len(data) < 4:
             continue
         total, few = db.with_retry(lambda: sparse_rows(db, t.name, data, sample_rows))
-        sparse.append(
+        out.append(
             {
                 "table": t.name,
                 "rows": total,
@@ -543,12 +596,7 @@ def quality(db: Database, examples: int = 3, sample_rows: int | None = QUALITY_S
                 "data_columns": len(data),
             }
         )
-    return {
-        "events": out_groups,
-        "sentinels": sentinels,
-        "sparse": sparse,
-        "sample_rows": sample_rows,
-    }
+    return out
 
 
 def _sentinel_param(type_: str, v: Any) -> Any:

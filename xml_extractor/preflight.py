@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .db.base import HISTORY_SUFFIX, REQUEST_TABLE, NamedQuery, Statement, _load_sections
+from .db.base import (
+    COMMAND_TABLE,
+    HISTORY_SUFFIX,
+    REQUEST_TABLE,
+    NamedQuery,
+    Statement,
+    _load_sections,
+)
 from .errors import DocumentFailure
 
 if TYPE_CHECKING:
@@ -110,6 +117,7 @@ class Preflight:
             c.queue_table,
             c.enum_table,
             REQUEST_TABLE,
+            COMMAND_TABLE,
             c.log_table + HISTORY_SUFFIX,
         ]
 

@@ -9,8 +9,11 @@ not keep an ETA: without a result for ``IDLE_AFTER_S`` it is idle, and there is 
 from __future__ import annotations
 
 import datetime as _dt
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
+from typing import Protocol, TextIO, Union
 
 Moment = Union[_dt.datetime, float]  # a timestamp, or seconds (time.time() / monotonic)
 
@@ -170,3 +173,88 @@ def rolling_rates(counts: list[int], window_minutes: int = RATE_WINDOW_MINUTES) 
             acc -= counts[i - window_minutes]
         out.append(round(acc / min(i + 1, window_minutes), 1))
     return out
+
+
+# -- the run's progress bar ------------------------------------------------------------------------
+
+
+class ProgressListener(Protocol):
+    """What a run tells whoever shows its progress (processing/processor.py calls it)."""
+
+    def starting(self, step: str) -> None:
+        """The run is starting: ``step`` says what it is doing (connecting, starting workers)."""
+
+    def advanced(self, success: int, failed: int, skipped: int, rates: Rates) -> None:
+        """A batch committed: this run's counts so far and its rates."""
+
+
+class RunProgress:
+    """``run``'s progress line on a terminal (stderr): what it is doing while it starts, then
+    done/total of this instance's share counting what earlier runs did, this run's ok and failed
+    counts, the rate and a labelled ETA. Redrawn in place, at most every ``interval`` seconds
+    (a batch is what a worker reports, so the count moves by batches)."""
+
+    def __init__(
+        self,
+        total: int | None,
+        already_done: int,
+        stream: TextIO,
+        interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total, self.already_done = total, already_done
+        self.stream, self.interval, self.clock = stream, interval, clock
+        self._drawn_at: float | None = None
+        self._line = ""
+        self._pending: str | None = None  # the newest line not drawn yet (drawn at close)
+        self._lock = threading.Lock()
+
+    def resuming(self) -> str | None:
+        """``resuming: 1,000 of 1,064 already done`` when earlier runs did part of this share."""
+        if not self.already_done or self.total is None:
+            return None
+        return f"resuming: {self.already_done:,} of {self.total:,} already done"
+
+    def starting(self, step: str) -> None:
+        self._draw(" | ".join(p for p in (f"starting: {step}", self.resuming()) if p), force=True)
+
+    def advanced(self, success: int, failed: int, skipped: int, rates: Rates) -> None:
+        self._draw(self.render(success, failed, skipped, rates))
+
+    def render(self, success: int, failed: int, skipped: int, rates: Rates) -> str:
+        """``1,032 of 1,064 done (97%) | this run: ok 30, failed 2 | 1,234/min rate (last 5
+        min) | ETA 1 min at the rate (last 5 min)``."""
+        done = self.already_done + success + failed + skipped
+        if self.total:
+            head = f"{done:,} of {self.total:,} done ({done / self.total:.0%})"
+        else:
+            head = f"{done:,} done"
+        parts = [head, f"this run: ok {success:,}, failed {failed:,}"]
+        if skipped:
+            parts[-1] += f", done elsewhere {skipped:,}"
+        parts.append(f"{rates.recent_per_min:,.0f}/min {rates.recent_label}")
+        remaining = None if self.total is None else max(0, self.total - done)
+        parts.append(format_eta(rates.eta(remaining or 0), rates, remaining))
+        return " | ".join(parts)
+
+    def close(self) -> None:
+        """End the line (the summary follows below it)."""
+        with self._lock:
+            if self._pending is not None:
+                self._line = self._pending
+                self.stream.write("\r\033[K" + self._pending)
+                self._pending = None
+            if self._line:
+                self.stream.write("\n")
+                self.stream.flush()
+                self._line = ""
+
+    def _draw(self, line: str, force: bool = False) -> None:
+        now = self.clock()
+        with self._lock:
+            if not force and self._drawn_at is not None and now - self._drawn_at < self.interval:
+                self._pending = line
+                return
+            self._drawn_at, self._line, self._pending = now, line, None
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()

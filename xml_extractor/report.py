@@ -96,9 +96,25 @@ def gather(
     now = now or utcnow()
     st = ops.status(db)
     names = _contract_names(db)
-    one_contract = names[0] if len(names) == 1 else None
+    per_minute, total_per_minute = _results_per_minute(q, window_minutes)
+    return {
+        "generated_at": _iso(now),
+        "dialect": db.dialect.name,
+        "contracts": names,
+        "totals": _totals(st),
+        "rate": _rate(q, int(st.get("pending", 0)), now, window_minutes),
+        "results_per_minute": per_minute,
+        "total_per_minute": total_per_minute,
+        "failures_per_minute": _failures_per_minute(q),
+        "failures_final": st.get("failures", []),
+        "events": _events(q, names[0] if len(names) == 1 else None),
+        "runs": _runs(q, now),
+    }
 
-    # results per minute and instance (current and replaced), and the total per consecutive minute
+
+def _results_per_minute(q: _Queries, window_minutes: int) -> tuple[list[dict], list[dict]]:
+    """Results per minute and instance (current and replaced), and the total per consecutive
+    minute (from the log and its history)."""
     cells: dict[tuple[str, int], dict[str, int]] = defaultdict(
         lambda: {"success": 0, "failed": 0, "replaced": 0}
     )
@@ -114,9 +130,11 @@ def gather(
     totals_by_minute: dict[str, int] = defaultdict(int)
     for r in per_minute:
         totals_by_minute[r["minute"]] += r["results"]
-    total_per_minute = _continuous(totals_by_minute, window_minutes)
+    return per_minute, _continuous(totals_by_minute, window_minutes)
 
-    # the rate: both numbers of progress.py's definition, over log + history
+
+def _rate(q: _Queries, remaining: int, now: _dt.datetime, window_minutes: int) -> dict:
+    """Both numbers of progress.py's definition over log + history, and the ETA they imply."""
     span = q.rows("report_result_span")
     total = sum(int(r[0] or 0) for r in span)
     first = min((t for t in (_ts(r[1]) for r in span) if t), default=None)
@@ -127,20 +145,44 @@ def gather(
     r_first = min((t for t in (_ts(r[1]) for r in recent_rows) if t), default=None)
     r_last = max((t for t in (_ts(r[2]) for r in recent_rows) if t), default=None)
     rates = measure(total, first, last, recent, r_first, r_last, now, window_minutes)
-    remaining = int(st.get("pending", 0))
     eta = rates.eta(remaining)
     at_average = (
         remaining / rates.average_per_min if remaining and rates.average_per_min > 0 else None
     )
+    return {
+        "definition": f"'{rates.recent_label}': results in the last {window_minutes} min over the observed part "
+        f"of the window; '{AVERAGE_LABEL}': every result over the time since the first one "
+        "(to now while running, to the last result once idle). A result is one committed attempt.",
+        "window_minutes": window_minutes,
+        "rate_label": rates.recent_label,
+        "recent_per_min": rates.recent_per_min,
+        "average_label": AVERAGE_LABEL,
+        "average_per_min": rates.average_per_min,
+        "running": rates.running,
+        "idle_since": _iso(rates.idle_since),
+        "results": total,
+        "first_result": _iso(first),
+        "last_result": _iso(last),
+        "remaining": remaining,
+        "eta_minutes": None if eta is None else round(eta, 1),
+        "eta": format_eta(eta, rates, remaining),
+        "minutes_at_average": None if at_average is None else round(at_average, 1),
+    }
 
-    failures_cells: dict[tuple[str, str, str], int] = defaultdict(int)
+
+def _failures_per_minute(q: _Queries) -> list[dict]:
+    """Failed attempts per minute, stage and error class."""
+    cells: dict[tuple[str, str, str], int] = defaultdict(int)
     for minute, stage, cls, n in q.rows("report_failures_per_minute"):
-        failures_cells[(_minute(minute), stage or "-", cls or "-")] += int(n)
-    failures_per_minute = [
+        cells[(_minute(minute), stage or "-", cls or "-")] += int(n)
+    return [
         {"minute": m, "stage": s, "error_class": c, "count": n}
-        for (m, s, c), n in sorted(failures_cells.items())
+        for (m, s, c), n in sorted(cells.items())
     ]
 
+
+def _events(q: _Queries, one_contract: str | None) -> list[dict]:
+    """Data-quality events by contract, table and kind, the most frequent first."""
     events: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     events_query = "report_events_by_kind_one_contract" if one_contract else "report_events_by_kind"
     for contract, table, kind, n, apps in q.rows(events_query):
@@ -148,7 +190,7 @@ def gather(
         e = events[(label, table, kind)]
         e[0] += int(n)
         e[1] += int(apps)
-    events_out: list[dict[str, Any]] = sorted(
+    return sorted(
         (
             {"contract": c, "table": t, "event_type": k, "events": v[0], "applications": v[1]}
             for (c, t, k), v in events.items()
@@ -156,6 +198,9 @@ def gather(
         key=lambda e: (-e["events"], e["contract"], e["table"]),
     )
 
+
+def _runs(q: _Queries, now: _dt.datetime) -> list[dict]:
+    """Every run (session) of every instance: when, how many, its average, its outcome."""
     runs = []
     for sid, inst, count, workers, started, last_at, ok, bad in q.rows("report_runs"):
         started, last_at = _ts(started), _ts(last_at)
@@ -178,45 +223,19 @@ def gather(
             }
         )
     runs.sort(key=lambda r: (r["started"] or "", r["instance"]))
+    return runs
 
+
+def _totals(st: dict) -> dict:
+    """status' figures the page opens with (and its own during a reprocess, when it has them)."""
     totals = {
         k: st[k] for k in ("source_rows", "success", "failed", "pending", "done_pct") if k in st
     }
     totals["reprocess_requested"] = st.get("reprocess_requested", 0)
-    for k in ("being_redone",):  # status' own figures during a reprocess, when it has them
+    for k in ("being_redone",):
         if k in st:
             totals[k] = st[k]
-    return {
-        "generated_at": _iso(now),
-        "dialect": db.dialect.name,
-        "contracts": names,
-        "totals": totals,
-        "rate": {
-            "definition": f"'{rates.recent_label}': results in the last {window_minutes} min over the observed part "
-            f"of the window; '{AVERAGE_LABEL}': every result over the time since the first one "
-            "(to now while running, to the last result once idle). A result is one committed attempt.",
-            "window_minutes": window_minutes,
-            "rate_label": rates.recent_label,
-            "recent_per_min": rates.recent_per_min,
-            "average_label": AVERAGE_LABEL,
-            "average_per_min": rates.average_per_min,
-            "running": rates.running,
-            "idle_since": _iso(rates.idle_since),
-            "results": total,
-            "first_result": _iso(first),
-            "last_result": _iso(last),
-            "remaining": remaining,
-            "eta_minutes": None if eta is None else round(eta, 1),
-            "eta": format_eta(eta, rates, remaining),
-            "minutes_at_average": None if at_average is None else round(at_average, 1),
-        },
-        "results_per_minute": per_minute,
-        "total_per_minute": total_per_minute,
-        "failures_per_minute": failures_per_minute,
-        "failures_final": st.get("failures", []),
-        "events": events_out,
-        "runs": runs,
-    }
+    return totals
 
 
 def _continuous(counts: dict[str, int], window_minutes: int) -> list[dict]:
@@ -259,7 +278,8 @@ def _md_table(rows: list[list[Any]], headers: list[str]) -> str:
 
 
 def to_markdown(data: dict) -> str:
-    t, r = data["totals"], data["rate"]
+    """The report's figures as Markdown tables, one section per chart of the page."""
+    t = data["totals"]
     parts = [
         f"# xml-extractor report ({data['generated_at']} UTC, {data['dialect']}, {', '.join(data['contracts'])})",
         "",
@@ -267,6 +287,15 @@ def to_markdown(data: dict) -> str:
         "",
         _md_table([[k, v] for k, v in t.items()], ["figure", "value"]),
         "",
+        *_md_rate(data["rate"]),
+        *_md_results_and_failures(data),
+        *_md_runs(data["runs"]),
+    ]
+    return "\n".join(parts)
+
+
+def _md_rate(r: dict) -> list[str]:
+    return [
         "## Rate",
         "",
         _md_table(
@@ -286,6 +315,11 @@ def to_markdown(data: dict) -> str:
         "",
         r["definition"],
         "",
+    ]
+
+
+def _md_results_and_failures(data: dict) -> list[str]:
+    return [
         "## Results per minute and instance",
         "",
         _md_table(
@@ -323,6 +357,11 @@ def to_markdown(data: dict) -> str:
             ["contract", "table", "kind", "events", "applications"],
         ),
         "",
+    ]
+
+
+def _md_runs(runs: list[dict]) -> list[str]:
+    return [
         "## Runs",
         "",
         _md_table(
@@ -338,7 +377,7 @@ def to_markdown(data: dict) -> str:
                     x["average_per_min"],
                     x["outcome"],
                 ]
-                for x in data["runs"]
+                for x in runs
             ],
             [
                 "session",
@@ -348,13 +387,12 @@ def to_markdown(data: dict) -> str:
                 "last commit (UTC)",
                 "ok",
                 "failed",
-                "avg/min",
+                f"{AVERAGE_LABEL}/min",
                 "outcome",
             ],
         ),
         "",
     ]
-    return "\n".join(parts)
 
 
 # -- html -----------------------------------------------------------------------------------------
@@ -794,6 +832,42 @@ def require_charts() -> None:
 def to_html(data: dict) -> str:
     """The page: headline figures, five charts (inline SVG), the figures behind them as tables."""
     require_charts()
+    r = data["rate"]
+    card_html, bar = _html_cards(data)
+    state = (
+        "running"
+        if r["running"]
+        else f"idle since {r['idle_since']} UTC"
+        if r["idle_since"]
+        else "nothing has run"
+    )
+    at_avg = (
+        f" At the {AVERAGE_LABEL}, the remaining {r['remaining']:,} would take {_duration(r['minutes_at_average'])}."
+        if r["minutes_at_average"]
+        else ""
+    )
+    body = "".join(
+        f'<section><h2>{html.escape(title)}</h2><p class="note">{html.escape(note)}</p>'
+        f'<figure id="{fid}">{svg}</figure>'
+        + (f"<details><summary>figures</summary>{table}</details>" if table else "")
+        + "</section>"
+        for title, fid, note, svg, table in _html_sections(data)
+    )
+    head = (
+        f'<h1>xml-extractor report</h1><p class="sub">{html.escape(data["generated_at"] or "")} UTC · '
+        f"{html.escape(data['dialect'])} · {html.escape(', '.join(data['contracts']))} · {html.escape(state)}."
+        f"{html.escape(at_avg)}</p>"
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>xml-extractor report</title>'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f'<style>{CSS}</style></head><body><main>{head}<div class="cards">{card_html}</div>{bar}{body}'
+        "</main></body></html>"
+    )
+
+
+def _html_cards(data: dict) -> tuple[str, str]:
+    """The headline figures as cards, and the success/failed bar under them."""
     t, r = data["totals"], data["rate"]
     src = max(1, int(t.get("source_rows", 0)))
     ok, bad = int(t.get("success", 0)), int(t.get("failed", 0))
@@ -820,20 +894,13 @@ def to_html(data: dict) -> str:
         f'<div class="bar" title="success / failed / pending"><i style="width:{100 * ok / src:.2f}%;background:{PALETTE[4]}"></i>'
         f'<i style="width:{100 * bad / src:.2f}%;background:{PALETTE[2]}"></i></div>'
     )
-    state = (
-        "running"
-        if r["running"]
-        else f"idle since {r['idle_since']} UTC"
-        if r["idle_since"]
-        else "nothing has run"
-    )
-    at_avg = (
-        f" At the {AVERAGE_LABEL}, the remaining {r['remaining']:,} would take {_duration(r['minutes_at_average'])}."
-        if r["minutes_at_average"]
-        else ""
-    )
-    fails = data["failures_final"]
-    sections = [
+    return card_html, bar
+
+
+def _html_sections(data: dict) -> list[tuple[str, str, str, str, str]]:
+    """Each chart: title, figure id, note, SVG and the table of its figures."""
+    r, fails = data["rate"], data["failures_final"]
+    return [
         (
             "Applications done over time",
             "chart-done",
@@ -887,59 +954,80 @@ def to_html(data: dict) -> str:
             "chart-runs",
             "Each run (session) of each instance from its first start to its last commit, from run_progress.",
             _chart_runs(data),
-            _table(
-                [
-                    [
-                        x["session"][:12],
-                        f"{x['instance']}/{x['instance_count']}",
-                        x["workers"],
-                        x["started"],
-                        x["last_commit"],
-                        x["success"],
-                        x["failed"],
-                        x["average_per_min"],
-                        x["outcome"],
-                    ]
-                    for x in data["runs"]
-                ],
-                [
-                    "session",
-                    "instance",
-                    "workers",
-                    "started (UTC)",
-                    "last commit (UTC)",
-                    "ok",
-                    "failed",
-                    "avg/min",
-                    "outcome",
-                ],
-                {5, 6, 7},
-            ),
+            _html_runs_table(data["runs"]),
         ),
     ]
-    body = "".join(
-        f'<section><h2>{html.escape(title)}</h2><p class="note">{html.escape(note)}</p>'
-        f'<figure id="{fid}">{svg}</figure>'
-        + (f"<details><summary>figures</summary>{table}</details>" if table else "")
-        + "</section>"
-        for title, fid, note, svg, table in sections
+
+
+def _html_runs_table(runs: list[dict]) -> str:
+    """The runs chart's figures: one row per run of an instance."""
+    return _table(
+        [
+            [
+                x["session"][:12],
+                f"{x['instance']}/{x['instance_count']}",
+                x["workers"],
+                x["started"],
+                x["last_commit"],
+                x["success"],
+                x["failed"],
+                x["average_per_min"],
+                x["outcome"],
+            ]
+            for x in runs
+        ],
+        [
+            "session",
+            "instance",
+            "workers",
+            "started (UTC)",
+            "last commit (UTC)",
+            "ok",
+            "failed",
+            f"{AVERAGE_LABEL}/min",
+            "outcome",
+        ],
+        {5, 6, 7},
     )
-    head = (
-        f'<h1>xml-extractor report</h1><p class="sub">{html.escape(data["generated_at"] or "")} UTC · '
-        f"{html.escape(data['dialect'])} · {html.escape(', '.join(data['contracts']))} · {html.escape(state)}."
-        f"{html.escape(at_avg)}</p>"
-    )
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>xml-extractor report</title>'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f'<style>{CSS}</style></head><body><main>{head}<div class="cards">{card_html}</div>{bar}{body}'
-        "</main></body></html>"
-    )
+
+
+def report_data(db: Database) -> dict:
+    """What `report` shows: :func:`gather`'s figures and every disputed con_id (disputes.py)."""
+    from .disputes import disputed
+
+    return {**gather(db), "disputes": disputed(db)}
+
+
+_DISPUTES_TITLE = "Disputed con_ids"
+_DISPUTES_NOTE = (
+    "A con_id belongs to the application that committed it first; each application refused for "
+    "it failed at insert (KeyCollision). Which one commits first depends on timing: decide, fix "
+    "the documents, reprocess."
+)
+_DISPUTES_HEADERS = ["con_id", "kept by", "refused for", "refused at (UTC)"]
+
+
+def _dispute_rows(data: dict) -> list[list[Any]]:
+    return [
+        [d["con_id"], str(d["kept_by"]), str(d["refused_app_id"]), str(d["first_refused_at"])]
+        for d in data.get("disputes", [])
+    ]
 
 
 def render(data: dict, fmt: str) -> str:
     if fmt == "json":
         return to_json(data)
+    if "disputes" not in data:
+        return to_markdown(data) if fmt == "md" else to_html(data)
+    rows = _dispute_rows(data)
     if fmt == "md":
-        return to_markdown(data)
-    return to_html(data)
+        table = _md_table(rows, _DISPUTES_HEADERS)
+        return (
+            f"{to_markdown(data).rstrip()}\n\n## {_DISPUTES_TITLE}\n\n{_DISPUTES_NOTE}\n\n{table}\n"
+        )
+    section = (
+        f'<section id="disputes"><h2>{_DISPUTES_TITLE} ({len(rows):,})</h2>'
+        f'<p class="note">{html.escape(_DISPUTES_NOTE)}</p>'
+        f"{_table(rows, _DISPUTES_HEADERS)}</section>"
+    )
+    return to_html(data).replace("</main></body>", section + "</main></body>", 1)

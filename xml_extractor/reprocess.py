@@ -8,6 +8,16 @@ transaction that writes its new attempt first moves its old ``processing_log`` r
 request, so a crash at any point leaves the old result or the new one, never neither. Running the
 same command again after a stop finds its open requests and finishes exactly those.
 
+Each command's selection on an instance's share is recorded in ``reprocess_command`` (the command
+text, the share, when, how many applications) in the transaction that records its requests. Once
+none of its requests is open the command is complete (``completed_at``: set when the command's
+run ends, or by the next look at it when the run was killed or a plain ``run`` finished its
+requests). The same command again then redoes nothing and says so; ``again=True`` (``--again``)
+records a new selection.
+
+The Python API: :func:`plan` (check, select, record: a :class:`ReprocessPlan`), the caller runs
+``plan.app_ids`` (the run's ``only_ids``), then :func:`finish` marks the command complete.
+
 Attempt history: old log rows move to ``processing_log_history`` (with ``replaced_at``), so
 ``processing_log`` only ever holds the current generation of an application and the one
 definition of "final" (the is_final_failed fragment of db/sql/common.sql: a failed row and no success row) stays right; the new
@@ -18,8 +28,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from . import ops
 from .db.base import chunks
 from .db.database import Database
 from .db.store import app_tables, utcnow
@@ -36,6 +47,162 @@ class ReprocessRequest:
     command: str
     app_ids: list[int]
     resumed: bool  # True: open requests of the same command were found and are finished first
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a reprocess command names (a union of selectors) and the share it works on."""
+
+    app_ids: tuple[int, ...] = ()
+    failed: bool = False
+    since: _dt.datetime | None = None
+    limit: int | None = None
+    instance_id: int = 0
+    instance_count: int = 1
+
+    @property
+    def command(self) -> str:
+        """The command's identity: the same text is the same command (see command_key)."""
+        return command_key(list(self.app_ids), self.failed, self.since, self.limit)
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A command whose recorded selection on this share has no open request left."""
+
+    command: str
+    completed_at: _dt.datetime
+    applications: int
+
+    def message(self) -> str:
+        return (
+            f"{self.command!r} complete at {self.completed_at:%Y-%m-%d %H:%M:%S} UTC: "
+            f"{self.applications} applications redone; --again to redo them"
+        )
+
+
+@dataclass
+class ReprocessPlan:
+    """What :func:`plan` decided: the applications to run again (``app_ids``), or ``completed``
+    (the same command finished earlier: nothing requested), with what the command says about
+    the selection."""
+
+    command: str
+    app_ids: list[int] = field(default_factory=list)
+    resumed: bool = False
+    missing: list[int] = field(default_factory=list)  # named ids the source table lacks
+    closed: list[int] = field(default_factory=list)  # open requests closed: source row gone
+    gone: list[int] = field(default_factory=list)  # selected, logged, source row gone: skipped
+    rows_to_replace: dict[str, int] = field(default_factory=dict)
+    completed: Completed | None = None
+    dry_run: bool = False
+
+
+def parse_since(text: str) -> _dt.datetime:
+    """--since as naive UTC (an offset is converted; none means UTC)."""
+    try:
+        d = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--since {text!r}: use ISO time, e.g. 2026-11-22T13:00 (UTC)") from None
+    if d.tzinfo is not None:
+        d = d.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return d
+
+
+def check_selection(sel: Selection) -> None:
+    """A selection names something and a valid share (ConfigError, exit 2, before any connection)."""
+    require_selection(list(sel.app_ids), sel.failed, sel.since)
+    if sel.instance_count < 1 or not 0 <= sel.instance_id < sel.instance_count:
+        raise ConfigError(
+            f"--instance-id must be between 0 and {sel.instance_count - 1} "
+            f"for --instance-count {sel.instance_count}"
+        )
+
+
+def plan(db: Database, sel: Selection, dry_run: bool = False, again: bool = False) -> ReprocessPlan:
+    """Check the contract against the database, then: the same command completed earlier (and
+    not ``again``): nothing to do, ``completed`` says when; else resume its open requests, or
+    select, record the selection and request it (``dry_run``: only say what would be requested)."""
+    check_schema(db)  # the contract against the database before anything changes
+    command = sel.command
+    if not again:
+        done = completed(db, command, sel.instance_id, sel.instance_count, record=not dry_run)
+        if done is not None:
+            return ReprocessPlan(command, completed=done, dry_run=dry_run)
+    out = ReprocessPlan(command, dry_run=dry_run, missing=_missing(db, sel))
+    out.closed = close_orphans(db, dry_run)
+    gone: set[int] = set()
+    ids = ops.select_for_reprocess(db, list(sel.app_ids), sel.failed, sel.since, gone)
+    out.gone = sorted(gone)
+    req = request_reprocess(
+        db, ids, command, sel.instance_id, sel.instance_count, sel.limit, dry_run
+    )
+    out.app_ids, out.resumed = req.app_ids, req.resumed
+    out.rows_to_replace = rows_to_replace(db, req.app_ids) if req.app_ids else {}
+    return out
+
+
+def _missing(db: Database, sel: Selection) -> list[int]:
+    """Named ids the source table lacks; none of them there (and no other selector) is a usage
+    error rather than an empty reprocess."""
+    missing = sorted(set(sel.app_ids) - ops.source_existing(db, list(sel.app_ids)))
+    if missing and len(missing) == len(set(sel.app_ids)) and not sel.failed and not sel.since:
+        raise ConfigError(
+            "none of the named applications is in the source table; not in the source table: "
+            + ids_text(missing)
+        )
+    return missing
+
+
+def ids_text(ids: list[int], shown: int = 30) -> str:
+    """Ids for a message: the first ``shown``, then how many in all."""
+    return " ".join(map(str, ids[:shown])) + (
+        f" ... ({len(ids)} in all)" if len(ids) > shown else ""
+    )
+
+
+def _share(command: str, instance_id: int, instance_count: int) -> dict[str, object]:
+    return {"command": command, "instance_id": instance_id, "instance_count": instance_count}
+
+
+def completed(
+    db: Database, command: str, instance_id: int, instance_count: int, record: bool = True
+) -> Completed | None:
+    """The command's recorded selection on this share when none of its requests is open: it is
+    complete (``record``: a completion not yet recorded is recorded now, at the time it is
+    noticed). None when it was never recorded or still has open requests (it resumes)."""
+    share = _share(command, instance_id, instance_count)
+    rows = _q(db, "reprocess_command_get", **share)
+    if not rows:
+        return None
+    _requested_at, applications, completed_at = rows[0]
+    if completed_at is None:
+        if mine(open_requests(db, command), instance_id, instance_count):
+            return None
+        completed_at = utcnow()
+        if record:
+            _mark_complete(db, share, completed_at)
+    return Completed(command, _as_datetime(completed_at), int(applications))
+
+
+def finish(db: Database, command: str, instance_id: int, instance_count: int) -> Completed | None:
+    """After the command's run: record it complete when none of its requests on this share is
+    open (whoever consumed them); None while some are open (the same command again resumes)."""
+    return completed(db, command, instance_id, instance_count, record=True)
+
+
+def _mark_complete(db: Database, share: dict[str, object], now: _dt.datetime) -> None:
+    def tx() -> None:
+        with db.transaction():
+            db.execute(db.sql("reprocess_command_complete"), {**share, "now": now}).close()
+
+    db.with_retry(tx)
+
+
+def _as_datetime(v: object) -> _dt.datetime:
+    if isinstance(v, _dt.datetime):
+        return v
+    return _dt.datetime.fromisoformat(str(v))
 
 
 def command_key(
@@ -98,11 +265,14 @@ def request_reprocess(
 ) -> ReprocessRequest:
     """Record what this instance will redo: the open requests of the same command if a previous
     invocation stopped (resume), else the selection's share of this instance, limited."""
+    share = _share(command, instance_id, instance_count)
     resume = mine(open_requests(db, command), instance_id, instance_count)
     if resume:
+        if not dry_run and not _q(db, "reprocess_command_get", **share):
+            _record_command(db, share, len(resume))  # requests recorded before the table was
         return ReprocessRequest(command, resume[:limit] if limit is not None else resume, True)
     todo = mine(selected, instance_id, instance_count)
-    if limit is not None:  # the oldest results first: the same command again takes the next ones
+    if limit is not None:  # the oldest results first: --again takes the next ones
         todo = sorted(oldest_first(db, todo)[:limit])
     if dry_run or not todo:
         return ReprocessRequest(command, todo, False)
@@ -111,6 +281,10 @@ def request_reprocess(
 
     def tx() -> None:
         with db.transaction():
+            db.execute(db.sql("reprocess_command_forget"), share).close()
+            db.execute(
+                db.sql("reprocess_command_record"), {**share, "now": now, "applications": len(todo)}
+            ).close()
             have: set[int] = set()
             for part in chunks(todo, IN_LIST_CHUNK):
                 have |= {int(r[0]) for r in db.query(db.sql("reprocess_existing"), {"ids": part})}
@@ -128,9 +302,20 @@ def request_reprocess(
     return ReprocessRequest(command, todo, False)
 
 
+def _record_command(db: Database, share: dict[str, object], applications: int) -> None:
+    def tx() -> None:
+        with db.transaction():
+            db.execute(
+                db.sql("reprocess_command_record"),
+                {**share, "now": utcnow(), "applications": applications},
+            ).close()
+
+    db.with_retry(tx)
+
+
 def oldest_first(db: Database, ids: list[int]) -> list[int]:
     """``ids`` ordered by when their current result was logged, never-logged ones first, then by
-    id: ``reprocess --failed --limit N`` run again pages through the failures instead of redoing
+    id: ``reprocess --failed --limit N --again`` pages through the failures instead of redoing
     the same first N (each redone application's result is then the newest)."""
     last: dict[int, str] = {}
     for part in chunks(ids, IN_LIST_CHUNK):

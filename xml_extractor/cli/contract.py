@@ -100,20 +100,7 @@ def map_cmd(file: str, contract_path: str | None, fmt: str, app_id: int | None) 
             min_length=loaded.source_min_length,
         )
     except DocumentFailure as f:
-        if fmt == "json":
-            click.echo(
-                json.dumps(
-                    {
-                        "status": "failed",
-                        "stage": f.stage,
-                        "error_class": f.error_class,
-                        "reason": f.reason,
-                    },
-                    indent=2,
-                )
-            )
-        else:
-            click.echo(f"failed at stage {f.stage} ({f.error_class}): {f.reason}")
+        _print_failure(f, fmt)
         sys.exit(1)
     tables = mapped.as_dicts(plan)
     events = [
@@ -137,6 +124,30 @@ def map_cmd(file: str, contract_path: str | None, fmt: str, app_id: int | None) 
             )
         )
         return
+    _print_tables(tables)
+    _print_events(events)
+
+
+def _print_failure(f: Any, fmt: str) -> None:
+    """A document that failed: its stage, error class and reason, as JSON or one line."""
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "status": "failed",
+                    "stage": f.stage,
+                    "error_class": f.error_class,
+                    "reason": f.reason,
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(f"failed at stage {f.stage} ({f.error_class}): {f.reason}")
+
+
+def _print_tables(tables: dict[str, list[dict]]) -> None:
+    """Each table's rows without their NULLs; a wide table (a 1:1 one) as name/value pairs."""
     for name, rows in tables.items():
         click.echo(f"\n{name} ({len(rows)} row{'s' if len(rows) != 1 else ''})")
         shown = [{k: v for k, v in r.items() if v is not None} for r in rows]
@@ -150,6 +161,10 @@ def map_cmd(file: str, contract_path: str | None, fmt: str, app_id: int | None) 
             click.echo(
                 tabulate([[r.get(k) for k in keys] for r in shown], headers=keys, tablefmt="simple")
             )
+
+
+def _print_events(events: list[dict]) -> None:
+    """The data-quality events, raw value and reason cut to fit a line."""
     click.echo(f"\ndata-quality events ({len(events)})")
     if events:
         click.echo(

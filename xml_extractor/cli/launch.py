@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from tabulate import tabulate
 
 from .. import supervision
 from ..errors import ConfigError
-from ..progress import rate_per_minute
+from ..processing.context import outcome_of
+from ..progress import AVERAGE_LABEL, rate_per_minute
 from .common import ENV, HINT_ARGV, handle_errors
 from .launch_progress import LaunchProgress, _run_params
 
@@ -55,22 +57,13 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     queue = _run_params(run_args).get("mode") == "queue"
     folder = Path(tempfile.mkdtemp(prefix="xml-extractor-launch-"))
     procs = [_start(i, instances, queue, run_args, folder) for i in range(instances)]
-
-    progress = LaunchProgress(
-        run_args, instances, lambda: [p.poll() for p in procs]
-    )  # a live line on a terminal
-    progress.start()
-
+    progress = LaunchProgress(run_args, instances, lambda: [p.poll() for p in procs])
+    progress.start()  # a live line on a terminal
     once = _ErrorOnce()
-
-    def pump(i: int, p: subprocess.Popen) -> None:
-        assert p.stdout is not None
-        for line in p.stdout:
-            shown = once.line(i, line.rstrip())
-            if shown is not None:
-                progress.echo(f"[{i}/{instances}] {shown}")
-
-    threads = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+    threads = [
+        threading.Thread(target=_pump, args=(p, i, instances, once, progress.echo), daemon=True)
+        for i, p in enumerate(procs)
+    ]
     for t in threads:
         t.start()
     stopping = {"n": 0}
@@ -93,59 +86,31 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     finally:
         supervision.restore_handlers(old)
         progress.stop()
-        for p in procs:  # the lifelines: closed only once every instance has ended
-            if p.stdin is not None:
-                try:
-                    p.stdin.close()
-                except OSError:
-                    pass
-    summaries = _read_summaries(folder, instances)
-    rows = []
-    for i in range(instances):
-        s = summaries.get(i, {})
-        rows.append(
-            [
-                i,
-                codes[i],
-                s.get("selected", "-"),
-                s.get("success", "-"),
-                s.get("failed", "-"),
-                s.get("skipped", "-"),
-                s.get("apps_per_minute", "-"),
-                s.get("elapsed_s", "-"),
-            ]
-        )
-    tot = lambda k: sum(int(summaries[i].get(k, 0)) for i in summaries)  # noqa: E731
-    wall = max((float(summaries[i].get("elapsed_s", 0)) for i in summaries), default=0.0)
-    rows.append(
-        [
-            "all",
-            max(codes),
-            tot("selected"),
-            tot("success"),
-            tot("failed"),
-            tot("skipped"),
-            round(rate_per_minute(tot("success") + tot("failed"), 0.0, wall), 1),
-            wall,
-        ]
-    )
-    click.echo(
-        tabulate(
-            rows,
-            headers=[
-                "instance",
-                "exit",
-                "selected",
-                "success",
-                "failed",
-                "skipped",
-                "apps/min",
-                "elapsed s",
-            ],
-            tablefmt="simple",
-        )
-    )
+        _close_lifelines(procs)
+    click.echo(_summary_table(_read_summaries(folder, instances), codes))
     sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
+
+
+def _close_lifelines(procs: list[subprocess.Popen]) -> None:
+    """The lifelines: closed only once every instance has ended."""
+    for p in procs:
+        if p.stdin is not None:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+
+
+def _pump(
+    p: subprocess.Popen, i: int, instances: int, once: _ErrorOnce, echo: Callable[[str], None]
+) -> None:
+    """Instance ``i``'s output, prefixed; a configuration error another instance said is not
+    repeated (_ErrorOnce)."""
+    assert p.stdout is not None
+    for line in p.stdout:
+        shown = once.line(i, line.rstrip())
+        if shown is not None:
+            echo(f"[{i}/{instances}] {shown}")
 
 
 def _start(
@@ -182,6 +147,38 @@ class _ErrorOnce:
                 return text
             self.repeating.add(i)
             return f"error: the same as instance {first}'s (above)"
+
+
+def _summary_table(summaries: dict[int, dict], codes: list[int]) -> str:
+    """One row per instance and one for all, the rates under progress.py's labels (the "all"
+    row: every result over the longest instance's time from first to last result)."""
+    rows: list[list[Any]] = []
+    for i, code in enumerate(codes):
+        s = summaries.get(i, {})
+        rows.append(
+            [i, code]
+            + [s.get(k, "-") for k in ("selected", "success", "failed", "skipped")]
+            + [s.get("average_per_min", "-"), s.get("elapsed_s", "-"), s.get("outcome", "-")]
+        )
+    tot = lambda k: sum(int(summaries[i].get(k, 0)) for i in summaries)  # noqa: E731
+    wall = max((_active_s(s) for s in summaries.values()), default=0.0)
+    elapsed = max((float(s.get("elapsed_s", 0)) for s in summaries.values()), default=0.0)
+    average = round(rate_per_minute(tot("success") + tot("failed"), 0.0, wall), 1)
+    rows.append(
+        ["all", max(codes)]
+        + [tot(k) for k in ("selected", "success", "failed", "skipped")]
+        + [average, elapsed, outcome_of(max(codes))]
+    )
+    headers = ["instance", "exit", "selected", "success", "failed", "skipped"]
+    headers += [f"{AVERAGE_LABEL}/min", "elapsed s", "outcome"]
+    return tabulate(rows, headers=headers, tablefmt="simple")
+
+
+def _active_s(summary: dict) -> float:
+    """Seconds from an instance's first to its last result (its average's denominator)."""
+    n = int(summary.get("success", 0)) + int(summary.get("failed", 0))
+    rate = float(summary.get("average_per_min") or 0)
+    return n / rate * 60 if rate else 0.0
 
 
 def _read_summaries(folder: Path, instances: int) -> dict[int, dict]:

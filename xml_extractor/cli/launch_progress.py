@@ -10,6 +10,7 @@ the live line first and redraws it after, so the two never garble each other.
 
 from __future__ import annotations
 
+import datetime as _dt
 import sys
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any, TextIO
 import click
 
 from ..processing.partition import ID_MAX, ID_MIN
-from ..progress import eta_minutes, rate_per_minute
+from ..progress import AVERAGE_LABEL, RATE_WINDOW_MINUTES, Rates, format_eta, measure
 
 
 def _run_context(run_args: tuple[str, ...]) -> click.Context:
@@ -59,6 +60,8 @@ class LaunchProgress:
         self._queue = (
             False  # queue mode: every instance is instance 0 of 1; only the total is known
         )
+        self._samples: list[tuple[Any, int]] = []  # (moment, done) per redraw, the window's worth
+        self._last_done, self._grew_at = 0, None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -138,19 +141,19 @@ class LaunchProgress:
             {"since": self._since, "instance_count": 1 if self._queue else self.instances},
         )
         per = {int(i): (int(ok or 0) + int(bad or 0)) for i, ok, bad, _, _ in rows}
-        first = min((r[3] for r in rows if r[3] is not None), default=None)
+        first = _ts(min((r[3] for r in rows if r[3] is not None), default=None))
         done = sum(per.values())
         now = utcnow()
-        first_ts = _ts(first)
-        rate = rate_per_minute(done, first_ts, now) if first_ts else 0.0
         states = self.states()
-        running = any(s is None for s in states)
-        remaining = (self._total or 0) - done
-        eta = eta_minutes(remaining, rate, running)
-        total = f"/{self._total:,}" if self._total is not None else ""
-        parts = [f"{done:,}{total} done", f"{rate:,.0f}/min"]
-        if eta is not None:
-            parts.append(f"ETA {eta:.0f} min" if eta >= 1 else f"ETA {eta * 60:.0f} s")
+        rates = self._rates(done, first, now, any(s is None for s in states))
+        total = f" of {self._total:,}" if self._total is not None else ""
+        remaining = None if self._total is None else max(0, self._total - done)
+        parts = [
+            f"{done:,}{total} done",
+            f"{rates.recent_per_min:,.0f}/min {rates.recent_label}",
+            f"{rates.average_per_min:,.0f}/min {AVERAGE_LABEL}",
+            format_eta(rates.eta(remaining or 0), rates, remaining),
+        ]
         inst = " ".join(
             f"[{i}] "
             + ("" if self._queue else f"{per.get(i, 0):,} ")
@@ -158,6 +161,26 @@ class LaunchProgress:
             for i, s in enumerate(states)
         )
         return " | ".join(parts) + " | " + inst
+
+    def _rates(self, done: int, first: Any, now: Any, running: bool) -> Rates:
+        """progress.py's two rates from what the instances committed: the window's results are
+        the growth of ``done`` since the newest sample at least the window old (samples kept
+        in memory, one per redraw)."""
+        self._samples.append((now, done))
+        window = _dt.timedelta(minutes=RATE_WINDOW_MINUTES)
+        while len(self._samples) > 1 and self._samples[1][0] <= now - window:
+            self._samples.pop(0)
+        since, before = self._samples[0] if self._samples[0][0] <= now - window else (first, 0)
+        grew_at = self._last_growth(done, now)
+        last = now if running else grew_at
+        recent_first = max(since, first) if since is not None and first is not None else first
+        return measure(done, first, last, done - before, recent_first, last, now)
+
+    def _last_growth(self, done: int, now: Any) -> Any:
+        """When ``done`` last grew (the end of the window once every instance has stopped)."""
+        if done != self._last_done:
+            self._last_done, self._grew_at = done, now
+        return self._grew_at
 
     def _draw(self, line: str, final: bool = False) -> None:
         with self._lock:
@@ -170,8 +193,6 @@ class LaunchProgress:
 
 
 def _ts(v: Any) -> Any:
-    import datetime as _dt
-
     if v is None or isinstance(v, _dt.datetime):
         return v
     return _dt.datetime.fromisoformat(str(v))

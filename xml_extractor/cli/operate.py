@@ -4,9 +4,9 @@ this module formats them (tabulate, or JSON with --format json for scripts)."""
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -87,7 +87,9 @@ def _print_status(d: dict) -> None:
             ["contract version", "applications"],
         )
     if d["sessions"]:
-        _table("sessions (last 24 h)", [_session_row(s) for s in d["sessions"]], SESSION_HEADERS)
+        _table(
+            "sessions (last 24 h)", [_session_row(s) for s in d["sessions"]], _session_headers(d)
+        )
     if d["failures"]:
         _table(
             "failures by stage",
@@ -96,17 +98,19 @@ def _print_status(d: dict) -> None:
         )
 
 
-SESSION_HEADERS = [
-    "session",
-    "instance",
-    "processed",
-    "ok",
-    "failed",
-    "rate/min",
-    "avg/min",
-    "last activity (UTC)",
-    "idle s",
-]
+def _session_headers(d: dict) -> list[str]:
+    """The sessions table's columns, its rates under progress.py's labels."""
+    rates = [f"{d['rate_label']}/min", f"{d['average_label']}/min"]
+    return [
+        "session",
+        "instance",
+        "processed",
+        "ok",
+        "failed",
+        *rates,
+        "last activity (UTC)",
+        "idle s",
+    ]
 
 
 def _session_row(s: dict) -> list[Any]:
@@ -123,7 +127,7 @@ def _session_row(s: dict) -> list[Any]:
     ]
 
 
-def _table(title: str, rows: list[list[Any]], headers: list[str]) -> None:
+def _table(title: str, rows: Sequence[Sequence[Any]], headers: list[str]) -> None:
     """One titled table of the operator commands, after a blank line."""
     click.echo(f"\n{title}")
     click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
@@ -156,8 +160,8 @@ def _print_status_totals(d: dict) -> None:
         rows.append(["being redone", d["being_redone"]])
     rows += [
         ["done", f"{d['done_pct']}%"],
-        ["rate (recent)", f"{d['rate_per_min_recent']}/min{window}"],
-        ["ETA", _status_eta(d)],
+        [d["rate_label"], f"{d['rate_per_min_recent']}/min{window}"],
+        [f"ETA at the {d['rate_label']}", _status_eta(d)],
     ]
     click.echo(tabulate(rows, tablefmt="simple"))
 
@@ -227,113 +231,101 @@ def failures_cmd(
     db = _db(kw)
     try:
         if app_id is not None:
-            h = ops.history(db, app_id)
-            if fmt == "json":
-                _json(h)
-                return
-            click.echo(
-                f"application {app_id}: {'in' if h['in_source'] else 'NOT in'} the source table, "
-                f"{len(h['attempts'])} attempt(s)"
-            )
-            if h["attempts"]:
-                click.echo(
-                    tabulate(
-                        [
-                            [
-                                a["attempt"],
-                                a["status"] + (" (replaced)" if a.get("replaced_at") else ""),
-                                a["stage"],
-                                a["error_class"],
-                                (a["reason"] or "")[:90],
-                                a["logged_at"],
-                                a["contract"],
-                            ]
-                            for a in h["attempts"]
-                        ],
-                        headers=[
-                            "attempt",
-                            "status",
-                            "stage",
-                            "class",
-                            "reason",
-                            "logged at",
-                            "contract",
-                        ],
-                        tablefmt="simple",
-                    )
-                )
-            if h["events"]:
-                click.echo(f"\ndata-quality events ({len(h['events'])})")
-                click.echo(
-                    tabulate(
-                        [
-                            [
-                                e["table"],
-                                e["column"],
-                                e["event_type"],
-                                (e["raw_value"] or "")[:30],
-                                e["locator"],
-                            ]
-                            for e in h["events"]
-                        ],
-                        headers=["table", "column", "event", "raw", "where"],
-                        tablefmt="simple",
-                    )
-                )
+            _print_history(ops.history(db, app_id), fmt)
             return
         if disputes:
             return _print_disputes(db, True)
         groups = ops.failures(db, stage, contract=contract_name)
         if csv_file:
-            rows = ops.failed_rows(db, stage, contract_name)
-            try:
-                with open(csv_file, "w", newline="", encoding="utf-8") as fh:
-                    w = csv.writer(fh)
-                    w.writerow(_FAILURES_CSV_HEADER)
-                    w.writerows(rows)
-            except OSError as exc:
-                raise ConfigError(
-                    f"--csv {csv_file}: cannot write it ({exc.strerror or exc})"
-                ) from None
+            _write_failures_csv(csv_file, ops.failed_rows(db, stage, contract_name))
         if fmt == "json":
             _json(groups)
             return
-        total = sum(g["count"] for g in groups)
-        click.echo(
-            f"{total} failed application(s) in {len(groups)} group(s)"
-            + (f"; all written to {csv_file}" if csv_file else "")
-        )
-        if groups:
-            lead = ["contract"] if per_contract else []
-            click.echo(
-                tabulate(
-                    [
-                        [g["contract"]] * len(lead)
-                        + [
-                            g["count"],
-                            g["stage"],
-                            g["error_class"],
-                            g["reason"][:80],
-                            " ".join(map(str, g["sample_app_ids"])),
-                        ]
-                        for g in groups
-                    ],
-                    headers=lead
-                    + ["apps", "stage", "class", "reason (first of group)", "sample app_ids"],
-                    tablefmt="simple",
-                )
-            )
-        if per_contract and groups:
-            per: dict[str, int] = {}
-            for g in groups:
-                per[g["contract"]] = per.get(g["contract"], 0) + g["count"]
-            click.echo("\nfailed applications per contract")
-            click.echo(
-                tabulate(sorted(per.items()), headers=["contract", "apps"], tablefmt="simple")
-            )
+        _print_failure_groups(groups, per_contract, csv_file)
         _print_disputes(db, disputes)
     finally:
         db.close()
+
+
+def _print_history(h: dict, fmt: str) -> None:
+    """failures --app-id: the application's attempts (replaced ones marked) and its events."""
+    if fmt == "json":
+        _json(h)
+        return
+    click.echo(
+        f"application {h['app_id']}: {'in' if h['in_source'] else 'NOT in'} the source table, "
+        f"{len(h['attempts'])} attempt(s)"
+    )
+    if h["attempts"]:
+        rows = [
+            [
+                a["attempt"],
+                a["status"] + (" (replaced)" if a.get("replaced_at") else ""),
+                a["stage"],
+                a["error_class"],
+                (a["reason"] or "")[:90],
+                a["logged_at"],
+                a["contract"],
+            ]
+            for a in h["attempts"]
+        ]
+        headers = ["attempt", "status", "stage", "class", "reason", "logged at", "contract"]
+        click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
+    if h["events"]:
+        _table(
+            f"data-quality events ({len(h['events'])})",
+            [
+                [
+                    e["table"],
+                    e["column"],
+                    e["event_type"],
+                    (e["raw_value"] or "")[:30],
+                    e["locator"],
+                ]
+                for e in h["events"]
+            ],
+            ["table", "column", "event", "raw", "where"],
+        )
+
+
+def _write_failures_csv(csv_file: str, rows: list[tuple]) -> None:
+    try:
+        with open(csv_file, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(_FAILURES_CSV_HEADER)
+            w.writerows(rows)
+    except OSError as exc:
+        raise ConfigError(f"--csv {csv_file}: cannot write it ({exc.strerror or exc})") from None
+
+
+def _print_failure_groups(groups: list[dict], per_contract: bool, csv_file: str | None) -> None:
+    """The failure groups as a table (a contract column for a contract set), then per contract."""
+    total = sum(g["count"] for g in groups)
+    click.echo(
+        f"{total} failed application(s) in {len(groups)} group(s)"
+        + (f"; all written to {csv_file}" if csv_file else "")
+    )
+    if not groups:
+        return
+    lead = ["contract"] if per_contract else []
+    rows = [
+        [g["contract"]] * len(lead)
+        + [
+            g["count"],
+            g["stage"],
+            g["error_class"],
+            g["reason"][:80],
+            " ".join(map(str, g["sample_app_ids"])),
+        ]
+        for g in groups
+    ]
+    headers = lead + ["apps", "stage", "class", "reason (first of group)", "sample app_ids"]
+    click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
+    if per_contract:
+        per: dict[str, int] = {}
+        for g in groups:
+            per[g["contract"]] = per.get(g["contract"], 0) + g["count"]
+        _table("failed applications per contract", sorted(per.items()), ["contract", "apps"])
 
 
 def _print_disputes(db: Any, only: bool) -> None:
@@ -356,16 +348,6 @@ def _print_disputes(db: Any, only: bool) -> None:
 # -- reprocess ------------------------------------------------------------------------------------
 
 
-def _parse_time(v: str) -> _dt.datetime:
-    try:
-        d = _dt.datetime.fromisoformat(v)
-    except ValueError:
-        raise ConfigError(f"--since {v!r}: use ISO time, e.g. 2026-11-22T13:00 (UTC)") from None
-    if d.tzinfo is not None:
-        d = d.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    return d
-
-
 @click.command("reprocess")
 @click.argument("app_ids", nargs=-1, type=int)
 @click.option("--failed", is_flag=True, help="Every application whose last attempt failed.")
@@ -375,15 +357,28 @@ def _parse_time(v: str) -> _dt.datetime:
 @click.option(
     "--dry-run", is_flag=True, help="List what would be replaced and reprocessed; change nothing."
 )
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Redo the selection even though the same command completed before (without it, the "
+    "same command again after it completed says so and exits 0).",
+)
 @FORMAT
 @run_options
 @handle_errors
 def reprocess_cmd(
-    app_ids: tuple[int, ...], failed: bool, since: str | None, dry_run: bool, fmt: str, **kw: Any
+    app_ids: tuple[int, ...],
+    failed: bool,
+    since: str | None,
+    dry_run: bool,
+    again: bool,
+    fmt: str,
+    **kw: Any,
 ) -> None:
     """After a contract fix: redo applications. Each one's new attempt replaces its old rows, events
     and log rows in one transaction (old log rows are kept in processing_log_history); a stop at
-    any point leaves the old or the new result, and the same command again resumes. With
+    any point leaves the old or the new result, and the same command again resumes. Once it has
+    completed, the same command again says so and exits 0 (--again redoes its selection). With
     --instance-id/--instance-count and --limit only this instance's share, limited, is requested.
 
     The selectors combine as a union: APP_IDS, --failed and --since together select every
@@ -392,116 +387,127 @@ def reprocess_cmd(
     the command exits 2."""
     from .. import reprocess as rp
 
-    rp.require_selection(list(app_ids), failed, since)
-    if kw["instance_count"] < 1 or not 0 <= kw["instance_id"] < kw["instance_count"]:
-        raise ConfigError(
-            f"--instance-id must be between 0 and {kw['instance_count'] - 1} for --instance-count {kw['instance_count']}"
-        )
+    sel = rp.Selection(
+        tuple(app_ids),
+        failed,
+        rp.parse_since(since) if since else None,
+        kw["limit"],
+        kw["instance_id"],
+        kw["instance_count"],
+    )
+    rp.check_selection(sel)
     db = open_db(kw["db_url"], kw["server"], kw["database"], kw["username"], kw["contract_path"])
     try:
-        rp.check_schema(db)  # the contract against the database before anything changes
-        since_dt = _parse_time(since) if since else None
-        missing = sorted(set(app_ids) - ops.source_existing(db, list(app_ids)))
-        if missing:  # named but not in the source table: say so rather than drop them silently
-            shown = " ".join(map(str, missing[:30])) + (" ..." if len(missing) > 30 else "")
-            if len(missing) == len(set(app_ids)) and not failed and since is None:
-                raise ConfigError(
-                    f"none of the named applications is in the source table; not in the source table: {shown}"
-                )
-            click.echo(f"not in the source table: {shown}", err=True)
-        closed = rp.close_orphans(
-            db, dry_run
-        )  # requests no run can consume: closed, with the reason
-        if closed:
-            click.echo(
-                f"{'would close' if dry_run else 'closed'} {len(closed)} open reprocess request(s) whose "
-                "application is not in the source table "
-                f"any more (nothing can be processed for it): {_ids_text(closed)}",
-                err=True,
-            )
-        gone: set[int] = set()
-        ids = ops.select_for_reprocess(db, list(app_ids), failed, since_dt, gone)
-        if gone:  # logged, selected by --failed/--since, but their source rows are gone: said, not requested
-            click.echo(
-                f"not in the source table (logged, not requested): {_ids_text(sorted(gone))}",
-                err=True,
-            )
-        command = rp.command_key(list(app_ids), failed, since_dt, kw["limit"])
-        req = rp.request_reprocess(
-            db, ids, command, kw["instance_id"], kw["instance_count"], kw["limit"], dry_run
-        )
-        todo = req.app_ids
-        plan = rp.rows_to_replace(db, todo) if todo else {}
-        if dry_run or not todo:
-            out = {
-                "applications": len(todo),
-                "app_ids": todo[:1000],
-                "rows_to_remove": plan,
-                "dry_run": dry_run,
-                "command": command,
-            }
-            if fmt == "json":
-                _json(out)
-            else:
-                click.echo(
-                    f"{'would reprocess' if dry_run else 'nothing to reprocess:'} {len(todo)} application(s): "
-                    f"{' '.join(map(str, todo[:30]))}{' ...' if len(todo) > 30 else ''}"
-                )
-                if plan:
-                    click.echo(
-                        tabulate(
-                            sorted(plan.items()),
-                            headers=["table", "rows to replace"],
-                            tablefmt="simple",
-                        )
-                    )
-            return
-        click.echo(
-            f"{'resuming the open requests of' if req.resumed else 'requested'} {command!r}: {len(todo)} "
-            f"application(s), {sum(plan.values())} rows to replace; processing them again"
-        )
+        plan = rp.plan(db, sel, dry_run, again)
     finally:
         db.close()
+    if _print_reprocess_plan(plan, fmt):
+        return
     hold(
         "reprocess_requested"
     )  # test hook (gated): the requests are committed, the run not started
-    kw["only_ids"] = todo
+    kw["only_ids"] = plan.app_ids
     kw["limit"] = None  # already applied to what was requested
     kw["allow_contract_change"] = True  # redoing with a changed contract is what reprocess is for
     summary = execute_run(kw)
-    if summary.exit_code == 130:
-        _say_if_nothing_is_left(db, command)
+    done = _finish_reprocess(db, sel)
+    if done is not None and summary.exit_code == 130:
+        click.echo(
+            f"note: every application {plan.command!r} requested was processed before the stop; "
+            "it is complete (the same command again says so; --again redoes it)",
+            err=True,
+        )
     sys.exit(summary.exit_code)
 
 
-def _ids_text(ids: list[int], shown: int = 30) -> str:
-    return " ".join(map(str, ids[:shown])) + (
-        f" ... ({len(ids)} in all)" if len(ids) > shown else ""
+def _print_reprocess_plan(plan: Any, fmt: str) -> bool:
+    """Say what the plan holds; True when there is nothing to run (complete, dry run, none)."""
+    if plan.completed is not None:
+        if fmt == "json":
+            _json(
+                {
+                    "command": plan.command,
+                    "complete": True,
+                    "completed_at": plan.completed.completed_at,
+                    "applications": plan.completed.applications,
+                }
+            )
+        else:
+            click.echo(plan.completed.message())
+        return True
+    _print_selection_notes(plan)
+    todo = plan.app_ids
+    if plan.dry_run or not todo:
+        _print_dry_run(plan, fmt)
+        return True
+    click.echo(
+        f"{'resuming the open requests of' if plan.resumed else 'requested'} {plan.command!r}: "
+        f"{len(todo)} application(s), {sum(plan.rows_to_replace.values())} rows to replace; "
+        "processing them again"
     )
+    return False
 
 
-def _say_if_nothing_is_left(closed: Any, command: str) -> None:
-    """A reprocess stopped after its last request was consumed is complete, although interrupted:
-    running the same command again would not resume, it would select and redo everything again
-    (there is no record of a finished command). Say so instead of leaving the summary's
-    "run the same command again" unqualified."""
+def _print_selection_notes(plan: Any) -> None:
+    """On stderr: named ids the source lacks, closed requests, selected ids whose source is gone."""
+    from ..reprocess import ids_text
+
+    if plan.missing:  # named but not in the source table: said rather than dropped silently
+        click.echo(f"not in the source table: {ids_text(plan.missing)}", err=True)
+    if plan.closed:  # requests no run can consume: closed, with the reason
+        click.echo(
+            f"{'would close' if plan.dry_run else 'closed'} {len(plan.closed)} open reprocess "
+            "request(s) whose application is not in the source table any more (nothing can be "
+            f"processed for it): {ids_text(plan.closed)}",
+            err=True,
+        )
+    if plan.gone:  # logged, selected by --failed/--since, but their source rows are gone
+        click.echo(
+            f"not in the source table (logged, not requested): {ids_text(plan.gone)}", err=True
+        )
+
+
+def _print_dry_run(plan: Any, fmt: str) -> None:
+    todo = plan.app_ids
+    if fmt == "json":
+        _json(
+            {
+                "applications": len(todo),
+                "app_ids": todo[:1000],
+                "rows_to_remove": plan.rows_to_replace,
+                "dry_run": plan.dry_run,
+                "command": plan.command,
+            }
+        )
+        return
+    click.echo(
+        f"{'would reprocess' if plan.dry_run else 'nothing to reprocess:'} {len(todo)} "
+        f"application(s): {' '.join(map(str, todo[:30]))}{' ...' if len(todo) > 30 else ''}"
+    )
+    if plan.rows_to_replace:
+        click.echo(
+            tabulate(
+                sorted(plan.rows_to_replace.items()),
+                headers=["table", "rows to replace"],
+                tablefmt="simple",
+            )
+        )
+
+
+def _finish_reprocess(closed: Any, sel: Any) -> Any:
+    """Mark the command complete when none of its requests is left (a new connection on the
+    resolved URL: no second password prompt); None when some are open or the database is gone."""
     from .. import reprocess as rp
     from ..db.database import Database
 
     try:
-        db = Database(closed.url, closed.contract)  # the resolved URL: no second password prompt
+        db = Database(closed.url, closed.contract)
         try:
-            left = rp.open_requests(db, command)
+            return rp.finish(db, sel.command, sel.instance_id, sel.instance_count)
         finally:
             db.close()
     except Exception:
-        return
-    if not left:
-        click.echo(
-            f"note: every application {command!r} requested was processed before the stop; it is complete, "
-            "do not run it again (it would request and redo its selection again)",
-            err=True,
-        )
+        return None
 
 
 # -- reconcile and quality ------------------------------------------------------------------------

@@ -171,6 +171,7 @@ def _print_failures(r: dict) -> None:
 
 
 def _print_table(r: dict) -> None:
+    """The profile as text: the verdict line, failures, then one section per kind of finding."""
     click.echo(
         f"contract {r['contract']} on {r['source']}: {r['documents']} documents, {r['mapped']} mapped"
         + (
@@ -180,71 +181,93 @@ def _print_table(r: dict) -> None:
         )
     )
     _print_failures(r)
-    cap = [c for c in r["columns"] if c["capacity_loss"]]
+    _print_capacity_loss(r["columns"])
+    _print_invalid(r["columns"])
+    _print_precision_noise(r["columns"])
+    _print_coverage(r)
+    if r["capacity_loss_columns"]:
+        click.echo(
+            f"\nCAPACITY LOSS in {len(r['capacity_loss_columns'])} column(s): {', '.join(r['capacity_loss_columns'])}"
+        )
+    else:
+        click.echo("\nno capacity loss: every valid value seen fits its column")
+
+
+def _echo_rows(rows: list[list], headers: list[str]) -> None:
+    """One section's rows as a plain text table."""
+    click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
+
+
+def _print_capacity_loss(columns: list[dict]) -> None:
+    """Columns that could not hold a valid value: the contract must change."""
+    cap = [c for c in columns if c["capacity_loss"]]
     click.echo(
         f"\ncapacity loss: a valid value the column cannot hold -- the contract must change ({len(cap)} columns)"
     )
     if cap:
-        click.echo(
-            tabulate(
+        _echo_rows(
+            [
                 [
-                    [
-                        f"{c['table']}.{c['column']}",
-                        c["values"],
-                        c["capacity_loss"],
-                        ", ".join(f"{k} {v}" for k, v in c["capacity"].items()),
-                        _fit(c),
-                        _example(c["capacity_examples"]),
-                    ]
-                    for c in cap
-                ],
-                headers=["column", "non-null values", "lost", "what", "seen / declared", "example"],
-                tablefmt="simple",
-            )
+                    f"{c['table']}.{c['column']}",
+                    c["values"],
+                    c["capacity_loss"],
+                    ", ".join(f"{k} {v}" for k, v in c["capacity"].items()),
+                    _fit(c),
+                    _example(c["capacity_examples"]),
+                ]
+                for c in cap
+            ],
+            ["column", "non-null values", "lost", "what", "seen / declared", "example"],
         )
-    inv = [c for c in r["columns"] if c["invalid"]]
+
+
+def _print_invalid(columns: list[dict]) -> None:
+    """Columns with values the contract's rules reject on purpose: the data is wrong."""
+    inv = [c for c in columns if c["invalid"]]
     click.echo(
         f"\ninvalid values: rejected by the contract's rules on purpose -- the data is wrong ({len(inv)} columns)"
     )
     if inv:
-        click.echo(
-            tabulate(
+        _echo_rows(
+            [
                 [
-                    [
-                        f"{c['table']}.{c['column']}",
-                        c["values"],
-                        c["invalid"],
-                        ", ".join(f"{k} {v}" for k, v in c["events"].items()),
-                        _example(c["invalid_examples"]),
-                    ]
-                    for c in inv
-                ],
-                headers=["column", "non-null values", "invalid", "events", "example"],
-                tablefmt="simple",
-            )
+                    f"{c['table']}.{c['column']}",
+                    c["values"],
+                    c["invalid"],
+                    ", ".join(f"{k} {v}" for k, v in c["events"].items()),
+                    _example(c["invalid_examples"]),
+                ]
+                for c in inv
+            ],
+            ["column", "non-null values", "invalid", "events", "example"],
         )
-    noise = [c for c in r["columns"] if c["precision_noise"]]
+
+
+def _print_precision_noise(columns: list[dict]) -> None:
+    """Columns whose values carried float noise rounded away at the column's scale."""
+    noise = [c for c in columns if c["precision_noise"]]
     click.echo(
         f"\nprecision noise: more digits than a binary float carries, rounded to the column's scale -- "
         f"nothing meaningful lost ({len(noise)} columns)"
     )
     if noise:
-        click.echo(
-            tabulate(
+        _echo_rows(
+            [
                 [
-                    [
-                        f"{c['table']}.{c['column']}",
-                        c["values"],
-                        c["precision_noise"],
-                        c["declared"],
-                        _example(c["precision_noise_examples"]),
-                    ]
-                    for c in noise
-                ],
-                headers=["column", "non-null values", "rounded", "declared", "example"],
-                tablefmt="simple",
-            )
+                    f"{c['table']}.{c['column']}",
+                    c["values"],
+                    c["precision_noise"],
+                    c["declared"],
+                    _example(c["precision_noise_examples"]),
+                ]
+                for c in noise
+            ],
+            ["column", "non-null values", "rounded", "declared", "example"],
         )
+
+
+def _print_coverage(r: dict) -> None:
+    """How many columns received values, the attributes no column reads, unknown enum codes."""
     seen = [c for c in r["columns"] if c["values"] and not c["capacity_loss"]]
     click.echo(
         f"\n{len(seen)} columns received values that all fit; {sum(1 for c in r['columns'] if not c['values'])} "
@@ -254,35 +277,23 @@ def _print_table(r: dict) -> None:
         f"\nunmapped: attributes inside the document scope that no column reads ({len(r['unmapped'])})"
     )
     if r["unmapped"]:
-        click.echo(
-            tabulate(
-                [
-                    [u["element"], u["attribute"], u["documents"], (u["examples"] or [""])[0]]
-                    for u in r["unmapped"]
-                ],
-                headers=["element", "attribute", "documents", "example"],
-                tablefmt="simple",
-            )
+        _echo_rows(
+            [
+                [u["element"], u["attribute"], u["documents"], (u["examples"] or [""])[0]]
+                for u in r["unmapped"]
+            ],
+            ["element", "attribute", "documents", "example"],
         )
     if r["enums"]:
         click.echo("\ncodes no enum of the contract knows")
-        click.echo(
-            tabulate(
+        _echo_rows(
+            [
                 [
-                    [
-                        e["enum"],
-                        ", ".join(e["columns"]),
-                        ", ".join(f"{k!r} x{v}" for k, v in list(e["unknown_codes"].items())[:8]),
-                    ]
-                    for e in r["enums"]
-                ],
-                headers=["enum", "columns", "unknown codes"],
-                tablefmt="simple",
-            )
+                    e["enum"],
+                    ", ".join(e["columns"]),
+                    ", ".join(f"{k!r} x{v}" for k, v in list(e["unknown_codes"].items())[:8]),
+                ]
+                for e in r["enums"]
+            ],
+            ["enum", "columns", "unknown codes"],
         )
-    if r["capacity_loss_columns"]:
-        click.echo(
-            f"\nCAPACITY LOSS in {len(r['capacity_loss_columns'])} column(s): {', '.join(r['capacity_loss_columns'])}"
-        )
-    else:
-        click.echo("\nno capacity loss: every valid value seen fits its column")

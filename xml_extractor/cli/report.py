@@ -39,7 +39,7 @@ def report_cmd(fmt: str, out: str | None, **kw: Any) -> None:
     failures by stage and class over time, data-quality events by kind per contract, runs."""
     if fmt == "html":
         report.require_charts()  # before the queries: a missing extra is a usage error (exit 2)
-    data = _query(kw, report.gather)
+    data = _query(kw, report.report_data)
     text = report.render(data, fmt)
     target = out if out is not None else (DEFAULT_HTML if fmt == "html" else "-")
     if target == "-":

@@ -18,7 +18,7 @@ from .expressions import compile_expression
 
 if TYPE_CHECKING:
     from ..parsing import DocumentPlan
-    from .model import Contract
+    from .model import Contract, TableDef
 
 _STEP = re.compile(
     r"^(?P<tag>\.\.|\.|[A-Za-z_][A-Za-z0-9_.\-]*)(?:\[@(?P<pa>[A-Za-z_][A-Za-z0-9_.\-]*)='(?P<pv>[^']*)'\])?$"
@@ -336,47 +336,14 @@ def _make_fetch(
 ) -> tuple[Fetch, bool, Any]:
     """Returns (fetch, textual, compiled-expression-or-None)."""
     if src_kind == "group":
-        if group_fields is None:
-            raise ContractError(f"{where}.group: only 'groups' generators provide group fields")
-        if src == "key":
-            return (lambda s, row: None if s.group is None else str(s.group.key)), True, None
-        if src not in group_fields:
-            raise ContractError(
-                f"{where}.group: no group declares the field {src!r} "
-                f"(declared: {', '.join(sorted(group_fields)) or 'none'})"
-            )
-
-        def fetch_group(s: Scope, row: dict) -> Any:
-            g = s.group
-            name = None if g is None else g.fields.get(src)
-            return None if name is None else s.attrs.get(name)
-
-        return fetch_group, True, None
+        return _group_fetch(src, where, group_fields)
     if src_kind == "kept":
         return _make_kept_fetch(src, where, ci, kept_tables or {})
     if src_kind == "attribute":
         key = src.lower() if ci else src
         return (lambda s, row: s.attrs.get(key)), True, None
     if src_kind == "path":
-        ps = parse_path(src, where, True, ci)
-        steps, attr = ps.steps, ps.attribute
-        if not steps:
-            return (lambda s, row: s.attrs.get(attr)), True, None
-        if len(steps) == 1 and steps[0].pred_attr is None and steps[0].tag not in (".", ".."):
-            tag = steps[0].tag
-
-            def fetch_child(s: Scope, row: dict) -> Any:
-                # a 1:1 table reads dozens of attributes of the same child: its attributes once per document
-                d = s.doc.child_attrs(s.element, tag)
-                return None if d is None else d.get(attr)
-
-            return fetch_child, True, None
-
-        def fetch_path(s: Scope, row: dict) -> Any:
-            el = select_one(s.element, steps, s.doc.attrs_of)
-            return None if el is None else s.doc.attrs_of(el).get(attr)
-
-        return fetch_path, True, None
+        return _path_fetch(src, where, ci)
     if src_kind == "context":
         if src == "app_id":
             return (lambda s, row: s.doc.app_id), False, None
@@ -398,26 +365,79 @@ def _make_fetch(
             return (lambda s, row: s.unpivot_name), True, None
         return (lambda s, row: s.unpivot_value), True, None
     if src_kind == "expression":
-        ce = compile_expression(src, columns_so_far, f"{where}.expression")
-        ev = ce.evaluate
-        key_of = str.lower if ci else (lambda x: x)
-
-        def fetch_expr(s: Scope, row: dict) -> Any:
-            attrs = s.attrs
-
-            def attr(name: str) -> Any:
-                v = attrs.get(key_of(name))
-                if v is None:
-                    return None
-                v = v.strip()
-                return v or None
-
-            return ev(row, attr)
-
-        return fetch_expr, False, ce
+        return _expression_fetch(src, where, ci, columns_so_far)
     raise ContractError(
         f"{where}: no value source (attribute, path, context, parent, expression, constant, unpivot)"
     )
+
+
+def _group_fetch(src: str, where: str, group_fields: set[str] | None) -> tuple[Fetch, bool, Any]:
+    """``{"group": "key"}`` (the group's key) or ``{"group": field}`` (the attribute the current
+    group names for that field)."""
+    if group_fields is None:
+        raise ContractError(f"{where}.group: only 'groups' generators provide group fields")
+    if src == "key":
+        return (lambda s, row: None if s.group is None else str(s.group.key)), True, None
+    if src not in group_fields:
+        raise ContractError(
+            f"{where}.group: no group declares the field {src!r} "
+            f"(declared: {', '.join(sorted(group_fields)) or 'none'})"
+        )
+
+    def fetch_group(s: Scope, row: dict) -> Any:
+        g = s.group
+        name = None if g is None else g.fields.get(src)
+        return None if name is None else s.attrs.get(name)
+
+    return fetch_group, True, None
+
+
+def _path_fetch(src: str, where: str, ci: bool) -> tuple[Fetch, bool, Any]:
+    """``{"path": "child/@attr"}``: an attribute of the element itself, of a plain child (its
+    attributes read once per document) or of the first element the steps select."""
+    ps = parse_path(src, where, True, ci)
+    steps, attr = ps.steps, ps.attribute
+    if not steps:
+        return (lambda s, row: s.attrs.get(attr)), True, None
+    if len(steps) == 1 and steps[0].pred_attr is None and steps[0].tag not in (".", ".."):
+        tag = steps[0].tag
+
+        def fetch_child(s: Scope, row: dict) -> Any:
+            # a 1:1 table reads dozens of attributes of the same child: its attributes once per document
+            d = s.doc.child_attrs(s.element, tag)
+            return None if d is None else d.get(attr)
+
+        return fetch_child, True, None
+
+    def fetch_path(s: Scope, row: dict) -> Any:
+        el = select_one(s.element, steps, s.doc.attrs_of)
+        return None if el is None else s.doc.attrs_of(el).get(attr)
+
+    return fetch_path, True, None
+
+
+def _expression_fetch(
+    src: str, where: str, ci: bool, columns_so_far: set[str]
+) -> tuple[Fetch, bool, Any]:
+    """``{"expression": ...}``: evaluated over the row's earlier columns and the element's
+    attributes (trimmed; empty is None)."""
+    ce = compile_expression(src, columns_so_far, f"{where}.expression")
+    ev = ce.evaluate
+    key_of = str.lower if ci else (lambda x: x)
+
+    def fetch_expr(s: Scope, row: dict) -> Any:
+        attrs = s.attrs
+
+        def attr(name: str) -> Any:
+            v = attrs.get(key_of(name))
+            if v is None:
+                return None
+            v = v.strip()
+            return v or None
+
+        return ev(row, attr)
+
+    return fetch_expr, False, ce
 
 
 _SOURCE_KINDS = (
@@ -595,12 +615,42 @@ def compile_set(contract: Contract, dialect: str | None = None) -> MappingPlan:
 
 
 def _compile(contract: Contract, unit: str = cv.UNIT_CHARS) -> MappingPlan:
+    """A single contract's plan: the document's paths, then each table's generators in FK order
+    (a generator reads only tables defined before its own)."""
+    d = contract.raw["document"]
+    ci = d.get("case_insensitive_attributes", False)
+    doc_plan = _document_plan(contract)
+    tables: list[TablePlan] = []
+    table_columns: dict[str, set[str]] = {}  # tables compiled so far -> their column names
+    for ti, tdef in enumerate(contract.tables):
+        at = _TableContext(
+            contract=contract,
+            tdef=tdef,
+            where=f"{contract.path}: tables[{ti}]",
+            ci=ci,
+            unit=unit,
+            date_formats=d.get("date_formats") or cv.DEFAULT_DATE_FORMATS,
+            up_limit=len(doc_plan.record_steps) - len(doc_plan.scope_steps),
+            table_columns=dict(table_columns),
+        )
+        tables.append(_table_plan(at))
+        table_columns[tdef.name] = {c.name for c in tdef.columns}
+    _link_child_paths(tables)
+    return MappingPlan(
+        document=doc_plan,
+        tables=tables,
+        case_insensitive=ci,
+        contract_version=contract.version_tag,
+        record_kinds=_record_kinds(tables),
+    )
+
+
+def _document_plan(contract: Contract) -> DocumentPlan:
+    """The document's root, id, record and scope paths, checked against each other: the id lies on
+    the way to the scope and the scope contains the record (the parser stops at the scope's end)."""
     from ..parsing import DocumentPlan
 
-    raw = contract.raw
-    d = raw["document"]
-    ci = d.get("case_insensitive_attributes", False)
-    date_formats = d.get("date_formats") or cv.DEFAULT_DATE_FORMATS
+    d = contract.raw["document"]
     id_parts = d["id_path"].split("/")
     record_steps = tuple(d["record_path"].split("/"))
     scope_steps = tuple(d["scope"].split("/"))
@@ -613,7 +663,7 @@ def _compile(contract: Contract, unit: str = cv.UNIT_CHARS) -> MappingPlan:
             f"{contract.path}: document.id_path must be on the way to document.scope "
             "(the parser stops at the end of the scope)"
         )
-    doc_plan = DocumentPlan(
+    return DocumentPlan(
         root=d["root"],
         id_steps=tuple(id_parts[:-1]),
         id_attribute=id_parts[-1][1:],
@@ -621,277 +671,332 @@ def _compile(contract: Contract, unit: str = cv.UNIT_CHARS) -> MappingPlan:
         scope_steps=scope_steps,
         huge_tree=d.get("huge_tree", False),
     )
-    tables: list[TablePlan] = []
-    table_columns: dict[str, set[str]] = {}
-    generator_tables: set[str] = set()
-    for ti, tdef in enumerate(contract.tables):
-        t = tdef.spec
-        tw = f"{contract.path}: tables[{ti}]"
-        gens_raw = t["rows"] if isinstance(t["rows"], list) else [t["rows"]]
-        gens: list[GeneratorPlan] = []
-        colspec = {c["name"]: c for c in t["columns"]}
-        for gi, g in enumerate(gens_raw):
-            gw = f"{tw}.rows" + (f"[{gi}]" if isinstance(t["rows"], list) else "")
-            parent = g.get("parent_table")
-            parent_cols = None
-            if parent is not None:
-                if parent not in generator_tables:
-                    raise ContractError(
-                        f"{gw}.parent_table: {parent!r} must be a table defined earlier"
-                    )
-                parent_cols = table_columns[parent]
-            overrides = g.get("values", {})
-            for oname in overrides:
-                if oname not in colspec:
-                    raise ContractError(f"{gw}.values: {oname!r} is not a column of {tdef.name}")
-            in_unpivot = "unpivot" in g
-            groups_def = g.get("groups")
-            group_fields: set[str] | None = None
-            if groups_def is not None:
-                if parent:
-                    raise ContractError(f"{gw}: groups generators cannot have a parent_table")
-                group_fields = {f for grp in groups_def["groups"] for f in grp["attributes"]}
-            kept_cols = {name: table_columns[name] for name in generator_tables}
-            cols: list[ColumnPlan] = []
-            so_far: set[str] = set()
-            for ci_, c in enumerate(t["columns"]):
-                cw = f"{tw}.columns[{ci_}]"
-                if c["name"] in overrides:
-                    src_def = overrides[c["name"]]
-                    cw = f"{gw}.values.{c['name']}"
-                else:
-                    src_def = c
-                kinds = [k for k in _SOURCE_KINDS if k in src_def]
-                if not kinds:
-                    raise ContractError(
-                        f"{cw}: column {c['name']!r} has no value source in this generator"
-                    )
-                kind = kinds[0]
-                fetch, textual, _ = _make_fetch(
-                    kind,
-                    src_def[kind],
-                    cw,
-                    ci,
-                    so_far,
-                    parent_cols,
-                    in_unpivot,
-                    group_fields,
-                    kept_cols,
-                )
-                conv = _converter_for(c, contract, date_formats, unit)
-                tnames = tuple(x for x in c.get("transforms", []) if x in cv.TRANSFORMS)
-                default = None
-                if "default" in c:
-                    try:
-                        default = cv.parse_default(c["type"], c["default"], conv)
-                    except cv.BadValue as exc:
-                        raise ContractError(f"{cw}.default: {exc.reason}") from None
-                nullable = c.get("nullable", True)
-                fallbacks = []
-                for fi, fb in enumerate(c.get("fallback", [])):
-                    fkind = next(k for k in _SOURCE_KINDS if k in fb)
-                    ff, ftextual, _ = _make_fetch(
-                        fkind,
-                        fb[fkind],
-                        f"{tw}.columns[{ci_}].fallback[{fi}]",
-                        ci,
-                        so_far,
-                        parent_cols,
-                        in_unpivot,
-                        group_fields,
-                        kept_cols,
-                    )
-                    fallbacks.append((ff, ftextual, _source_label(fkind, fb[fkind])))
-                cols.append(
-                    ColumnPlan(
-                        name=c["name"],
-                        type=c["type"],
-                        stored=c.get("store", True),
-                        nullable=nullable,
-                        fetch=fetch,
-                        textual=textual,
-                        convert=conv,
-                        transforms=tuple(cv.TRANSFORMS[x] for x in tnames),
-                        transform_names=tnames,
-                        check=cv.make_pattern(c["pattern"]) if c.get("pattern") else None,
-                        on_invalid=c.get("on_invalid", "null"),
-                        on_missing=c.get(
-                            "on_missing",
-                            "null" if nullable else ("default" if "default" in c else "fail"),
-                        ),
-                        default=default,
-                        context_like=kind in ("context", "parent", "constant")
-                        or (kind == "unpivot" and src_def[kind] == "name")
-                        or (kind == "group" and src_def[kind] == "key"),
-                        attr_key=(
-                            (src_def[kind].lower() if ci else src_def[kind])
-                            if kind == "attribute"
-                            else None
-                        ),
-                        fallbacks=tuple(fallbacks),
-                        source_label=_source_label(kind, src_def[kind]),
-                        fallback_event=c.get("fallback_event", True),
-                        fallback_conflict=c.get("fallback_conflict", False),
-                    )
-                )
-                so_far.add(c["name"])
-            names = {c.name for c in cols}
-            stored = {c.name for c in cols if c.stored}
-            required = tuple(g.get("required", [])) or tuple(k for k in tdef.primary_key)
-            for r in required:
-                if r not in names:
-                    raise ContractError(f"{gw}.required: {r!r} is not a column of {tdef.name}")
-            for cp in cols:  # a missing required value drops the row (with an event), not the app
-                if cp.name in required and "on_missing" not in colspec[cp.name]:
-                    cp.on_missing = "null"
-            dedup = g.get("dedup", {})
-            dkey = tuple(dedup.get("key", ())) or tdef.primary_key
-            for k in dkey:
-                if k not in stored:
-                    raise ContractError(
-                        f"{gw}.dedup.key: {k!r} is not a stored column of {tdef.name}"
-                    )
-            allowed = g.get("allowed")
-            if dedup.get("prefer_allowed_order") and not allowed:
-                raise ContractError(f"{gw}.dedup.prefer_allowed_order needs 'allowed'")
-            unp = g.get("unpivot")
-            if unp:
-                if parent:
-                    raise ContractError(f"{gw}: unpivot generators cannot have a parent_table")
-                have = {
-                    src_def_kind
-                    for cdef in t["columns"]
-                    for src_def_kind in [(overrides.get(cdef["name"]) or cdef).get("unpivot")]
-                    if src_def_kind
-                }
-                if have != {"name", "value"}:
-                    raise ContractError(
-                        f'{gw}.unpivot: the table needs one column with "unpivot": "name" '
-                        'and one with "unpivot": "value"'
-                    )
-            skip = g.get("skip_when_empty")
-            groups: tuple[AttributeGroup, ...] = ()
-            present_if: tuple[str, ...] = ()
-            if groups_def is not None:
-                used = {(overrides.get(cdef["name"]) or cdef).get("group") for cdef in t["columns"]}
-                for gi_, grp in enumerate(groups_def["groups"]):
-                    for f in grp["attributes"]:
-                        if f not in used:
-                            raise ContractError(
-                                f"{gw}.groups.groups[{gi_}].attributes: no column reads the field "
-                                f'{f!r} (columns take it with {{"group": "{f}"}})'
-                            )
-                groups = tuple(
-                    AttributeGroup(
-                        grp["key"],
-                        {f: (a.lower() if ci else a) for f, a in grp["attributes"].items()},
-                    )
-                    for grp in groups_def["groups"]
-                )
-                present_if = tuple(groups_def.get("present_if", ()))
-                for f in present_if:
-                    if f not in (group_fields or set()):
-                        raise ContractError(
-                            f"{gw}.groups.present_if: {f!r} is not a field of any group"
-                        )
-            also_at = tuple(
-                _also_at_path(x, f"{gw}.also_at[{ai}]", ci, len(record_steps) - len(scope_steps))
-                for ai, x in enumerate(g.get("also_at", []))
-            )
-            if also_at and parent:
-                raise ContractError(
-                    f"{gw}.also_at: a generator with a parent_table reads under its parent's rows; "
-                    "give also_at to the parent table's generator"
-                )
-            blank = g.get("drop_when_blank")
-            if blank and "for_each" not in g:
-                raise ContractError(f"{gw}.drop_when_blank: only for_each generators drop elements")
-            unpivot_entries = [
-                (n, n) if isinstance(n, str) else (n["attribute"], n["name"])
-                for n in (unp["names"] if unp else [])
-            ]
-            gens.append(
-                GeneratorPlan(
-                    table=tdef.name,
-                    for_each=parse_path(g["for_each"], f"{gw}.for_each", False, ci)
-                    if "for_each" in g
-                    else None,
-                    parent_table=parent,
-                    unpivot_of=parse_path(unp["of"], f"{gw}.unpivot.of", False, ci)
-                    if unp
-                    else None,
-                    unpivot_names=tuple(a for a, _ in unpivot_entries),
-                    unpivot_labels=tuple(n for _, n in unpivot_entries),
-                    groups_of=parse_path(groups_def["of"], f"{gw}.groups.of", False, ci)
-                    if groups_def
-                    else None,
-                    groups=groups,
-                    present_if=present_if,
-                    allowed_attr=(
-                        (allowed["attribute"].lower() if ci else allowed["attribute"])
-                        if allowed
-                        else None
-                    ),
-                    allowed_values=tuple(v.strip().upper() for v in allowed["values"])
-                    if allowed
-                    else (),
-                    required=required,
-                    dedup_key=dkey,
-                    prefer_allowed=bool(dedup.get("prefer_allowed_order")),
-                    empty_except=(
-                        frozenset((x.lower() if ci else x) for x in skip["except"])
-                        if skip
-                        else None
-                    ),
-                    columns=cols,
-                    drop_label=g.get("drop_event") or tdef.name,
-                    also_at=also_at,
-                    blank_attrs=tuple((a.lower() if ci else a) for a in blank["attributes"])
-                    if blank
-                    else (),
-                    blank_where_attr=(
-                        (blank["where"]["attribute"].lower() if ci else blank["where"]["attribute"])
-                        if blank and blank.get("where")
-                        else None
-                    ),
-                    blank_where_values=(
-                        tuple(v.strip().upper() for v in blank["where"]["values"])
-                        if blank and blank.get("where")
-                        else ()
-                    ),
-                )
-            )
-        stored_names = tuple(c.name for c in tdef.stored_columns)
-        first = gens[0].columns
-        data_cols = tuple(
-            c.name
-            for c in first
-            if c.stored and not c.context_like and c.name not in tdef.primary_key
-        )
-        tables.append(
-            TablePlan(
-                tdef.name,
-                gens,
-                stored_names,
-                tdef.primary_key,
-                t.get("skip_when_empty", False),
-                data_cols,
-            )
-        )
-        table_columns[tdef.name] = {c.name for c in tdef.columns}
-        generator_tables.add(tdef.name)
+
+
+@dataclass(frozen=True)
+class _TableContext:
+    """What compiling one table's generators needs from the contract around it."""
+
+    contract: Contract
+    tdef: TableDef
+    where: str  # "<contract>: tables[i]", the prefix of every error about the table
+    ci: bool  # attribute names compared without case
+    unit: str  # the unit string lengths are counted in
+    date_formats: list[str]
+    up_limit: int  # how far also_at may climb: the steps between the scope and the record
+    table_columns: dict[str, set[str]]  # tables defined earlier -> their column names
+
+
+@dataclass(frozen=True)
+class _GeneratorContext:
+    """One generator of a table: where its errors point and what its columns may read."""
+
+    table: _TableContext
+    spec: dict  # the generator's contract entry
+    where: str  # "<table where>.rows[i]"
+    parent: str | None
+    parent_cols: set[str] | None
+    in_unpivot: bool
+    group_fields: set[str] | None
+
+
+def _table_plan(at: _TableContext) -> TablePlan:
+    """A table's plan: its generators, stored columns and the data columns a row is judged empty by."""
+    tdef, t = at.tdef, at.tdef.spec
+    listed = isinstance(t["rows"], list)
+    gens = [
+        _generator_plan(at, g, f"{at.where}.rows" + (f"[{gi}]" if listed else ""))
+        for gi, g in enumerate(t["rows"] if listed else [t["rows"]])
+    ]
+    data_cols = tuple(
+        c.name
+        for c in gens[0].columns
+        if c.stored and not c.context_like and c.name not in tdef.primary_key
+    )
+    return TablePlan(
+        tdef.name,
+        gens,
+        tuple(c.name for c in tdef.stored_columns),
+        tdef.primary_key,
+        t.get("skip_when_empty", False),
+        data_cols,
+    )
+
+
+def _link_child_paths(tables: list[TablePlan]) -> None:
+    """What lies under a table's rows (a dropped element's event counts it)."""
     by_name = {tp.name: tp for tp in tables}
-    for tp in tables:  # what lies under a table's rows (a dropped element's event counts it)
+    for tp in tables:
         for g in tp.generators:
             if g.parent_table is not None and g.for_each is not None:
                 for pg in by_name[g.parent_table].generators:
                     pg.child_paths.append(g.for_each)
-    return MappingPlan(
-        document=doc_plan,
-        tables=tables,
-        case_insensitive=ci,
-        contract_version=contract.version_tag,
-        record_kinds=_record_kinds(tables),
+
+
+def _generator_plan(at: _TableContext, g: dict, gw: str) -> GeneratorPlan:
+    """One ``rows`` entry: its columns, then the checks of its row rules, then the plan."""
+    parent = g.get("parent_table")
+    parent_cols = None
+    if parent is not None:
+        if parent not in at.table_columns:
+            raise ContractError(f"{gw}.parent_table: {parent!r} must be a table defined earlier")
+        parent_cols = at.table_columns[parent]
+    colspec = {c["name"]: c for c in at.tdef.spec["columns"]}
+    for oname in g.get("values", {}):
+        if oname not in colspec:
+            raise ContractError(f"{gw}.values: {oname!r} is not a column of {at.tdef.name}")
+    groups_def = g.get("groups")
+    group_fields: set[str] | None = None
+    if groups_def is not None:
+        if parent:
+            raise ContractError(f"{gw}: groups generators cannot have a parent_table")
+        group_fields = {f for grp in groups_def["groups"] for f in grp["attributes"]}
+    gc = _GeneratorContext(at, g, gw, parent, parent_cols, "unpivot" in g, group_fields)
+    cols = _column_plans(gc)
+    required, dkey = _required_and_dedup_key(gc, cols, colspec)
+    _check_unpivot(gc)
+    groups, present_if = _attribute_groups(gc)
+    also_at = tuple(
+        _also_at_path(x, f"{gw}.also_at[{ai}]", at.ci, at.up_limit)
+        for ai, x in enumerate(g.get("also_at", []))
+    )
+    if also_at and parent:
+        raise ContractError(
+            f"{gw}.also_at: a generator with a parent_table reads under its parent's rows; "
+            "give also_at to the parent table's generator"
+        )
+    if g.get("drop_when_blank") and "for_each" not in g:
+        raise ContractError(f"{gw}.drop_when_blank: only for_each generators drop elements")
+    return _build_generator(gc, cols, required, dkey, groups, present_if, also_at)
+
+
+def _column_plans(gc: _GeneratorContext) -> list[ColumnPlan]:
+    """The generator's columns in contract order (an expression reads the columns before it)."""
+    at = gc.table
+    overrides = gc.spec.get("values", {})
+    kept_cols = dict(at.table_columns)
+    cols: list[ColumnPlan] = []
+    so_far: set[str] = set()
+    for ci_, c in enumerate(at.tdef.spec["columns"]):
+        if c["name"] in overrides:
+            src_def, cw = overrides[c["name"]], f"{gc.where}.values.{c['name']}"
+        else:
+            src_def, cw = c, f"{at.where}.columns[{ci_}]"
+        kinds = [k for k in _SOURCE_KINDS if k in src_def]
+        if not kinds:
+            raise ContractError(f"{cw}: column {c['name']!r} has no value source in this generator")
+        kind = kinds[0]
+
+        def fetch_for(kind: str, src: Any, where: str) -> tuple[Fetch, bool, Any]:
+            return _make_fetch(
+                kind,
+                src,
+                where,
+                at.ci,
+                so_far,
+                gc.parent_cols,
+                gc.in_unpivot,
+                gc.group_fields,
+                kept_cols,
+            )
+
+        fetch, textual, _ = fetch_for(kind, src_def[kind], cw)
+        conv, default = _converter_and_default(at, c, cw)
+        fallbacks = []
+        for fi, fb in enumerate(c.get("fallback", [])):
+            fkind = next(k for k in _SOURCE_KINDS if k in fb)
+            ff, ftextual, _ = fetch_for(
+                fkind, fb[fkind], f"{at.where}.columns[{ci_}].fallback[{fi}]"
+            )
+            fallbacks.append((ff, ftextual, _source_label(fkind, fb[fkind])))
+        cols.append(
+            _column_plan(
+                at, c, kind, src_def[kind], (fetch, textual, conv, default), tuple(fallbacks)
+            )
+        )
+        so_far.add(c["name"])
+    return cols
+
+
+def _converter_and_default(at: _TableContext, c: dict, cw: str) -> tuple[Callable[[Any], Any], Any]:
+    """A column's converter and its ``default`` value parsed by it (None when it has none)."""
+    conv = _converter_for(c, at.contract, at.date_formats, at.unit)
+    default = None
+    if "default" in c:
+        try:
+            default = cv.parse_default(c["type"], c["default"], conv)
+        except cv.BadValue as exc:
+            raise ContractError(f"{cw}.default: {exc.reason}") from None
+    return conv, default
+
+
+def _column_plan(
+    at: _TableContext,
+    c: dict,
+    kind: str,
+    src: Any,
+    compiled: tuple[Fetch, bool, Callable[[Any], Any], Any],
+    fallbacks: tuple,
+) -> ColumnPlan:
+    """One column of a generator: its value source, converter and default (compiled by the
+    caller: ``compiled`` = fetch, textual, convert, default), transforms, pattern and what to do
+    with a missing or invalid value."""
+    fetch, textual, conv, default = compiled
+    tnames = tuple(x for x in c.get("transforms", []) if x in cv.TRANSFORMS)
+    nullable = c.get("nullable", True)
+    return ColumnPlan(
+        name=c["name"],
+        type=c["type"],
+        stored=c.get("store", True),
+        nullable=nullable,
+        fetch=fetch,
+        textual=textual,
+        convert=conv,
+        transforms=tuple(cv.TRANSFORMS[x] for x in tnames),
+        transform_names=tnames,
+        check=cv.make_pattern(c["pattern"]) if c.get("pattern") else None,
+        on_invalid=c.get("on_invalid", "null"),
+        on_missing=c.get(
+            "on_missing",
+            "null" if nullable else ("default" if "default" in c else "fail"),
+        ),
+        default=default,
+        context_like=kind in ("context", "parent", "constant")
+        or (kind == "unpivot" and src == "name")
+        or (kind == "group" and src == "key"),
+        attr_key=((src.lower() if at.ci else src) if kind == "attribute" else None),
+        fallbacks=fallbacks,
+        source_label=_source_label(kind, src),
+        fallback_event=c.get("fallback_event", True),
+        fallback_conflict=c.get("fallback_conflict", False),
+    )
+
+
+def _required_and_dedup_key(
+    gc: _GeneratorContext, cols: list[ColumnPlan], colspec: dict
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The columns a row needs (default: the primary key) and the key rows are deduplicated by."""
+    g, gw, tdef = gc.spec, gc.where, gc.table.tdef
+    names = {c.name for c in cols}
+    stored = {c.name for c in cols if c.stored}
+    required = tuple(g.get("required", [])) or tuple(k for k in tdef.primary_key)
+    for r in required:
+        if r not in names:
+            raise ContractError(f"{gw}.required: {r!r} is not a column of {tdef.name}")
+    for cp in cols:  # a missing required value drops the row (with an event), not the app
+        if cp.name in required and "on_missing" not in colspec[cp.name]:
+            cp.on_missing = "null"
+    dedup = g.get("dedup", {})
+    dkey = tuple(dedup.get("key", ())) or tdef.primary_key
+    for k in dkey:
+        if k not in stored:
+            raise ContractError(f"{gw}.dedup.key: {k!r} is not a stored column of {tdef.name}")
+    if dedup.get("prefer_allowed_order") and not g.get("allowed"):
+        raise ContractError(f"{gw}.dedup.prefer_allowed_order needs 'allowed'")
+    return required, dkey
+
+
+def _check_unpivot(gc: _GeneratorContext) -> None:
+    """An unpivot generator has no parent and exactly a name and a value column."""
+    g, gw = gc.spec, gc.where
+    if not g.get("unpivot"):
+        return
+    if gc.parent:
+        raise ContractError(f"{gw}: unpivot generators cannot have a parent_table")
+    overrides = g.get("values", {})
+    have = {
+        src_def_kind
+        for cdef in gc.table.tdef.spec["columns"]
+        for src_def_kind in [(overrides.get(cdef["name"]) or cdef).get("unpivot")]
+        if src_def_kind
+    }
+    if have != {"name", "value"}:
+        raise ContractError(
+            f'{gw}.unpivot: the table needs one column with "unpivot": "name" '
+            'and one with "unpivot": "value"'
+        )
+
+
+def _attribute_groups(
+    gc: _GeneratorContext,
+) -> tuple[tuple[AttributeGroup, ...], tuple[str, ...]]:
+    """A groups generator's groups (every field read by a column) and its present_if fields."""
+    groups_def = gc.spec.get("groups")
+    if groups_def is None:
+        return (), ()
+    ci, gw = gc.table.ci, gc.where
+    overrides = gc.spec.get("values", {})
+    used = {
+        (overrides.get(cdef["name"]) or cdef).get("group") for cdef in gc.table.tdef.spec["columns"]
+    }
+    for gi_, grp in enumerate(groups_def["groups"]):
+        for f in grp["attributes"]:
+            if f not in used:
+                raise ContractError(
+                    f"{gw}.groups.groups[{gi_}].attributes: no column reads the field "
+                    f'{f!r} (columns take it with {{"group": "{f}"}})'
+                )
+    groups = tuple(
+        AttributeGroup(
+            grp["key"],
+            {f: (a.lower() if ci else a) for f, a in grp["attributes"].items()},
+        )
+        for grp in groups_def["groups"]
+    )
+    present_if = tuple(groups_def.get("present_if", ()))
+    for f in present_if:
+        if f not in (gc.group_fields or set()):
+            raise ContractError(f"{gw}.groups.present_if: {f!r} is not a field of any group")
+    return groups, present_if
+
+
+def _build_generator(
+    gc: _GeneratorContext,
+    cols: list[ColumnPlan],
+    required: tuple[str, ...],
+    dkey: tuple[str, ...],
+    groups: tuple[AttributeGroup, ...],
+    present_if: tuple[str, ...],
+    also_at: tuple[PathSpec, ...],
+) -> GeneratorPlan:
+    """The checked generator as a plan: paths parsed, attribute names in the document's case."""
+    g, gw, ci = gc.spec, gc.where, gc.table.ci
+    unp, groups_def, allowed = g.get("unpivot"), g.get("groups"), g.get("allowed")
+    skip, blank = g.get("skip_when_empty"), g.get("drop_when_blank")
+    where_ = blank.get("where") if blank else None
+    unpivot_entries = [
+        (n, n) if isinstance(n, str) else (n["attribute"], n["name"])
+        for n in (unp["names"] if unp else [])
+    ]
+
+    def key(name: str) -> str:
+        return name.lower() if ci else name
+
+    def path(text: str, where: str) -> PathSpec:
+        return parse_path(text, where, False, ci)
+
+    return GeneratorPlan(
+        table=gc.table.tdef.name,
+        for_each=path(g["for_each"], f"{gw}.for_each") if "for_each" in g else None,
+        parent_table=gc.parent,
+        unpivot_of=path(unp["of"], f"{gw}.unpivot.of") if unp else None,
+        unpivot_names=tuple(a for a, _ in unpivot_entries),
+        unpivot_labels=tuple(n for _, n in unpivot_entries),
+        groups_of=path(groups_def["of"], f"{gw}.groups.of") if groups_def else None,
+        groups=groups,
+        present_if=present_if,
+        allowed_attr=key(allowed["attribute"]) if allowed else None,
+        allowed_values=tuple(v.strip().upper() for v in allowed["values"]) if allowed else (),
+        required=required,
+        dedup_key=dkey,
+        prefer_allowed=bool(g.get("dedup", {}).get("prefer_allowed_order")),
+        empty_except=frozenset(key(x) for x in skip["except"]) if skip else None,
+        columns=cols,
+        drop_label=g.get("drop_event") or gc.table.tdef.name,
+        also_at=also_at,
+        blank_attrs=tuple(key(a) for a in blank["attributes"]) if blank else (),
+        blank_where_attr=key(where_["attribute"]) if where_ else None,
+        blank_where_values=tuple(v.strip().upper() for v in where_["values"]) if where_ else (),
     )
 
 

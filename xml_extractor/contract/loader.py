@@ -110,190 +110,22 @@ def load_contract(path: str | Path | None = None) -> Contract:
 
 
 def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
+    """A contract from its parsed JSON: schema validation, the cross-reference checks, a compile
+    (paths, expressions and generators fail here, not per document) and the version tag's length."""
     validate_schema(raw, source)
     digest = hashlib.sha256(
         json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
-    enums: dict[str, list[EnumValue]] = {}
-    all_ids: dict[int, str] = {}
-    for ename, edef in (raw.get("enums") or {}).items():
-        seen_codes: set[str] = set()
-        seen_ids: set[int] = set()
-        vals = []
-        for i, v in enumerate(edef["values"]):
-            where = f"enums.{ename}.values[{i}]"
-            code = v["code"].strip().upper()
-            if code in seen_codes:
-                raise ContractError(f"{source}: {where}.code: duplicate code {v['code']!r}")
-            if v["id"] in seen_ids:
-                raise ContractError(f"{source}: {where}.id: duplicate id {v['id']} in enum {ename}")
-            if v["id"] in all_ids:
-                raise ContractError(
-                    f"{source}: {where}.id: id {v['id']} is already used by enum "
-                    f"{all_ids[v['id']]} (ids are the app_enums primary key)"
-                )
-            all_ids[v["id"]] = ename
-            seen_codes.add(code)
-            seen_ids.add(v["id"])
-            vals.append(EnumValue(ename, v["code"], v["id"], v.get("description", "")))
-        enums[ename] = vals
-
+    enums = _enums(raw, source)
+    reserved = _reserved_names(raw)
     tables: list[TableDef] = []
     seen_tables: dict[str, TableDef] = {}
-    logs = raw.get("log_tables") or {}
-    log_name = logs.get("processing_log", "processing_log")
-    # the tool's own tables and the source table, by lower-case name: names that differ only in
-    # case are one table on SQL Server and SQLite (and a trap on PostgreSQL), refused here rather
-    # than by a run that fails later
-    reserved = {
-        log_name: "the processing log",
-        logs.get("data_quality_event", "data_quality_event"): "the event table",
-        logs.get("work_queue", "work_queue"): "the work queue",
-        logs.get("enums", "app_enums"): "the enum table",
-        logs.get("run_progress", "run_progress"): "the progress table",
-        "reprocess_request": "the reprocess request table",
-        log_name + "_history": "the log history table",
-        (raw.get("source") or {}).get("table", ""): "the source table",
-    }
-    reserved_lower = {k.lower(): f"{v} {k!r}" for k, v in reserved.items() if k}
     for ti, t in enumerate(raw["tables"]):
-        tw = f"tables[{ti}]"
-        name = t["name"]
-        if name.lower() in reserved_lower:
-            raise ContractError(
-                f"{source}: {tw}.name: table {name!r} clashes with {reserved_lower[name.lower()]} "
-                "(names are compared without case): rename it"
-            )
-        if name.lower() in {s.lower() for s in seen_tables}:
-            raise ContractError(
-                f"{source}: {tw}.name: table {name!r} is defined twice (names are compared without case)"
-            )
-        cols: list[ColumnDef] = []
-        names: set[str] = set()
-        app_id_col = None
-        for ci, c in enumerate(t["columns"]):
-            cw = f"{tw}.columns[{ci}]"
-            if c["name"].lower() in names:
-                raise ContractError(
-                    f"{source}: {cw}.name: duplicate column {c['name']!r} in {name}"
-                )
-            names.add(c["name"].lower())
-            if c.get("enum") and c["enum"] not in enums:
-                raise ContractError(
-                    f"{source}: {cw}.enum: unknown enum {c['enum']!r} (declared: {', '.join(enums) or 'none'})"
-                )
-            if c.get("on_invalid") == "default" or c.get("on_missing") == "default":
-                if "default" not in c:
-                    raise ContractError(
-                        f"{source}: {cw}: on_invalid/on_missing 'default' needs a 'default' value"
-                    )
-            if c.get("on_invalid") == "truncate" and c["type"] not in ("string",):
-                raise ContractError(
-                    f"{source}: {cw}.on_invalid: 'truncate' applies to string columns only"
-                )
-            if c["type"] == "decimal" and c["scale"] > c["precision"]:
-                raise ContractError(
-                    f"{source}: {cw}.scale: scale {c['scale']} exceeds precision {c['precision']}"
-                )
-            if c.get("pattern"):
-                try:
-                    re.compile(c["pattern"])
-                except re.error as exc:
-                    raise ContractError(
-                        f"{source}: {cw}.pattern: not a valid regular expression: {exc}"
-                    ) from None
-            kinds = [
-                k
-                for k in (
-                    "attribute",
-                    "path",
-                    "context",
-                    "parent",
-                    "expression",
-                    "constant",
-                    "unpivot",
-                    "group",
-                    "kept",
-                )
-                if k in c
-            ]
-            if len(kinds) > 1:
-                raise ContractError(
-                    f"{source}: {cw}: a column takes one value source, got {', '.join(kinds)}"
-                )
-            stored = c.get("store", True)
-            if c.get("context") == "app_id" and stored:
-                app_id_col = app_id_col or c["name"]
-            cols.append(
-                ColumnDef(
-                    c["name"],
-                    c["type"],
-                    c.get("length"),
-                    c.get("precision"),
-                    c.get("scale"),
-                    c.get("nullable", True),
-                    stored,
-                    c,
-                )
-            )
-        stored_names = {c.name for c in cols if c.stored}
-        for k in t["primary_key"]:
-            if k not in stored_names:
-                raise ContractError(
-                    f"{source}: {tw}.primary_key: {k!r} is not a stored column of {name}"
-                )
-            if next(c for c in cols if c.name == k).nullable:
-                raise ContractError(
-                    f"{source}: {tw}.primary_key: key column {k!r} must be declared nullable: false"
-                )
-        if app_id_col is None:
-            raise ContractError(
-                f'{source}: {tw}: every table needs a stored column with "context": "app_id" '
-                "(it keeps an application's rows findable for reprocess and reconcile)"
-            )
-        fks = []
-        for fi, fk in enumerate(t.get("foreign_keys", [])):
-            fw = f"{tw}.foreign_keys[{fi}]"
-            ref = seen_tables.get(fk["references"])
-            if ref is None:
-                raise ContractError(
-                    f"{source}: {fw}.references: {fk['references']!r} must be a table defined "
-                    "earlier (tables are listed in FK order)"
-                )
-            if len(fk["columns"]) != len(fk["ref_columns"]):
-                raise ContractError(f"{source}: {fw}: columns and ref_columns differ in length")
-            for col in fk["columns"]:
-                if col not in stored_names:
-                    raise ContractError(
-                        f"{source}: {fw}.columns: {col!r} is not a stored column of {name}"
-                    )
-            ref_stored = {c.name for c in ref.stored_columns}
-            for col in fk["ref_columns"]:
-                if col not in ref_stored:
-                    raise ContractError(
-                        f"{source}: {fw}.ref_columns: {col!r} is not a column of {ref.name}"
-                    )
-            fks.append(ForeignKey(tuple(fk["columns"]), fk["references"], tuple(fk["ref_columns"])))
-        idx = []
-        for ii, ix in enumerate(t.get("indexes", [])):
-            for col in ix["columns"]:
-                if col not in stored_names:
-                    raise ContractError(
-                        f"{source}: {tw}.indexes[{ii}].columns: {col!r} is not a stored column of {name}"
-                    )
-            idx.append(
-                (
-                    ix.get("name") or f"ix_{name}_{'_'.join(ix['columns'])}"[:63],
-                    tuple(ix["columns"]),
-                )
-            )
-        td = TableDef(
-            name, tuple(cols), tuple(t["primary_key"]), tuple(fks), tuple(idx), app_id_col, t
-        )
+        td = _table_def(t, f"tables[{ti}]", source, enums, seen_tables, reserved)
         tables.append(td)
-        seen_tables[name] = td
-
+        seen_tables[td.name] = td
     src = raw["source"]
+    logs = raw.get("log_tables") or {}
     contract = Contract(
         raw=raw,
         path=source,
@@ -324,3 +156,203 @@ def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
             f"processing_log.contract_version ({VERSION_TAG_LIMIT}); shorten the version"
         )
     return contract
+
+
+def _enums(raw: dict, source: str) -> dict[str, list[EnumValue]]:
+    """The enums: codes unique (trimmed, upper case) within an enum, ids unique across all of them
+    (they are the app_enums primary key)."""
+    enums: dict[str, list[EnumValue]] = {}
+    all_ids: dict[int, str] = {}
+    for ename, edef in (raw.get("enums") or {}).items():
+        seen_codes: set[str] = set()
+        seen_ids: set[int] = set()
+        vals = []
+        for i, v in enumerate(edef["values"]):
+            where = f"enums.{ename}.values[{i}]"
+            code = v["code"].strip().upper()
+            if code in seen_codes:
+                raise ContractError(f"{source}: {where}.code: duplicate code {v['code']!r}")
+            if v["id"] in seen_ids:
+                raise ContractError(f"{source}: {where}.id: duplicate id {v['id']} in enum {ename}")
+            if v["id"] in all_ids:
+                raise ContractError(
+                    f"{source}: {where}.id: id {v['id']} is already used by enum "
+                    f"{all_ids[v['id']]} (ids are the app_enums primary key)"
+                )
+            all_ids[v["id"]] = ename
+            seen_codes.add(code)
+            seen_ids.add(v["id"])
+            vals.append(EnumValue(ename, v["code"], v["id"], v.get("description", "")))
+        enums[ename] = vals
+    return enums
+
+
+def _reserved_names(raw: dict) -> dict[str, str]:
+    """The tool's own tables and the source table, by lower-case name -> what they are: names that
+    differ only in case are one table on SQL Server and SQLite (and a trap on PostgreSQL), refused
+    here rather than by a run that fails later."""
+    logs = raw.get("log_tables") or {}
+    log_name = logs.get("processing_log", "processing_log")
+    reserved = {
+        log_name: "the processing log",
+        logs.get("data_quality_event", "data_quality_event"): "the event table",
+        logs.get("work_queue", "work_queue"): "the work queue",
+        logs.get("enums", "app_enums"): "the enum table",
+        logs.get("run_progress", "run_progress"): "the progress table",
+        "reprocess_request": "the reprocess request table",
+        "reprocess_command": "the reprocess command table",
+        log_name + "_history": "the log history table",
+        (raw.get("source") or {}).get("table", ""): "the source table",
+    }
+    return {k.lower(): f"{v} {k!r}" for k, v in reserved.items() if k}
+
+
+def _table_def(
+    t: dict,
+    tw: str,
+    source: str,
+    enums: dict[str, list[EnumValue]],
+    seen_tables: dict[str, TableDef],
+    reserved: dict[str, str],
+) -> TableDef:
+    """One table, checked: its name free, its columns, key, foreign keys (to tables defined
+    earlier) and indexes over stored columns."""
+    name = t["name"]
+    if name.lower() in reserved:
+        raise ContractError(
+            f"{source}: {tw}.name: table {name!r} clashes with {reserved[name.lower()]} "
+            "(names are compared without case): rename it"
+        )
+    if name.lower() in {s.lower() for s in seen_tables}:
+        raise ContractError(
+            f"{source}: {tw}.name: table {name!r} is defined twice (names are compared without case)"
+        )
+    cols = _column_defs(t, tw, source, enums)
+    app_id_col = next(
+        (c.name for c in cols if c.spec.get("context") == "app_id" and c.stored), None
+    )
+    stored_names = {c.name for c in cols if c.stored}
+    for k in t["primary_key"]:
+        if k not in stored_names:
+            raise ContractError(
+                f"{source}: {tw}.primary_key: {k!r} is not a stored column of {name}"
+            )
+        if next(c for c in cols if c.name == k).nullable:
+            raise ContractError(
+                f"{source}: {tw}.primary_key: key column {k!r} must be declared nullable: false"
+            )
+    if app_id_col is None:
+        raise ContractError(
+            f'{source}: {tw}: every table needs a stored column with "context": "app_id" '
+            "(it keeps an application's rows findable for reprocess and reconcile)"
+        )
+    fks = _foreign_keys(t, tw, source, seen_tables, stored_names)
+    idx = []
+    for ii, ix in enumerate(t.get("indexes", [])):
+        for col in ix["columns"]:
+            if col not in stored_names:
+                raise ContractError(
+                    f"{source}: {tw}.indexes[{ii}].columns: {col!r} is not a stored column of {name}"
+                )
+        idx.append(
+            (ix.get("name") or f"ix_{name}_{'_'.join(ix['columns'])}"[:63], tuple(ix["columns"]))
+        )
+    return TableDef(
+        name, tuple(cols), tuple(t["primary_key"]), tuple(fks), tuple(idx), app_id_col, t
+    )
+
+
+_VALUE_SOURCES = (
+    "attribute",
+    "path",
+    "context",
+    "parent",
+    "expression",
+    "constant",
+    "unpivot",
+    "group",
+    "kept",
+)
+
+
+def _column_defs(
+    t: dict, tw: str, source: str, enums: dict[str, list[EnumValue]]
+) -> list[ColumnDef]:
+    """A table's columns: names unique without case, each column's own rules consistent."""
+    cols: list[ColumnDef] = []
+    names: set[str] = set()
+    for ci, c in enumerate(t["columns"]):
+        cw = f"{tw}.columns[{ci}]"
+        if c["name"].lower() in names:
+            raise ContractError(
+                f"{source}: {cw}.name: duplicate column {c['name']!r} in {t['name']}"
+            )
+        names.add(c["name"].lower())
+        _check_column(c, f"{source}: {cw}", enums)
+        cols.append(
+            ColumnDef(
+                c["name"],
+                c["type"],
+                c.get("length"),
+                c.get("precision"),
+                c.get("scale"),
+                c.get("nullable", True),
+                c.get("store", True),
+                c,
+            )
+        )
+    return cols
+
+
+def _check_column(c: dict, where: str, enums: dict[str, list[EnumValue]]) -> None:
+    """What JSON Schema cannot say about one column: a known enum, a default where one is asked
+    for, truncate on strings only, scale within precision, a valid pattern, one value source."""
+    if c.get("enum") and c["enum"] not in enums:
+        raise ContractError(
+            f"{where}.enum: unknown enum {c['enum']!r} (declared: {', '.join(enums) or 'none'})"
+        )
+    if c.get("on_invalid") == "default" or c.get("on_missing") == "default":
+        if "default" not in c:
+            raise ContractError(f"{where}: on_invalid/on_missing 'default' needs a 'default' value")
+    if c.get("on_invalid") == "truncate" and c["type"] not in ("string",):
+        raise ContractError(f"{where}.on_invalid: 'truncate' applies to string columns only")
+    if c["type"] == "decimal" and c["scale"] > c["precision"]:
+        raise ContractError(f"{where}.scale: scale {c['scale']} exceeds precision {c['precision']}")
+    if c.get("pattern"):
+        try:
+            re.compile(c["pattern"])
+        except re.error as exc:
+            raise ContractError(f"{where}.pattern: not a valid regular expression: {exc}") from None
+    kinds = [k for k in _VALUE_SOURCES if k in c]
+    if len(kinds) > 1:
+        raise ContractError(f"{where}: a column takes one value source, got {', '.join(kinds)}")
+
+
+def _foreign_keys(
+    t: dict, tw: str, source: str, seen_tables: dict[str, TableDef], stored_names: set[str]
+) -> list[ForeignKey]:
+    """A table's foreign keys: to a table defined earlier, stored columns on both sides."""
+    fks = []
+    for fi, fk in enumerate(t.get("foreign_keys", [])):
+        fw = f"{tw}.foreign_keys[{fi}]"
+        ref = seen_tables.get(fk["references"])
+        if ref is None:
+            raise ContractError(
+                f"{source}: {fw}.references: {fk['references']!r} must be a table defined "
+                "earlier (tables are listed in FK order)"
+            )
+        if len(fk["columns"]) != len(fk["ref_columns"]):
+            raise ContractError(f"{source}: {fw}: columns and ref_columns differ in length")
+        for col in fk["columns"]:
+            if col not in stored_names:
+                raise ContractError(
+                    f"{source}: {fw}.columns: {col!r} is not a stored column of {t['name']}"
+                )
+        ref_stored = {c.name for c in ref.stored_columns}
+        for col in fk["ref_columns"]:
+            if col not in ref_stored:
+                raise ContractError(
+                    f"{source}: {fw}.ref_columns: {col!r} is not a column of {ref.name}"
+                )
+        fks.append(ForeignKey(tuple(fk["columns"]), fk["references"], tuple(fk["ref_columns"])))
+    return fks

@@ -46,10 +46,21 @@ def merge_contracts(members: list[Contract]) -> Contract:
     """The set's union contract, or ContractError naming every disagreement. Members in name order:
     the set's name and version tag do not depend on the order of the --contract flags."""
     members = sorted(members, key=lambda m: m.name)
-    first = members[0]
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ContractError(f"the same contract is given twice: {', '.join(names)}")
+    problems = _shared_setting_problems(members)
+    enums = _merge_enums(members, problems)
+    tables = _merge_tables(members, problems)
+    if problems:
+        raise ContractError("the contracts cannot share one database:\n  " + "\n  ".join(problems))
+    return _union_contract(members, _fk_order(tables), enums)
+
+
+def _shared_setting_problems(members: list[Contract]) -> list[str]:
+    """What every member must share with the first: the source table, the target schema, the log
+    tables, the document's root, id and scope; and what must differ: the record path (it routes)."""
+    first = members[0]
     problems: list[str] = []
     for m in members[1:]:
         for what, a, b in (
@@ -81,7 +92,12 @@ def merge_contracts(members: list[Contract]) -> Contract:
             problems.append(
                 f"{first.name} and {m.name} have the same record_path: a document could not be routed"
             )
-    # enums: one id space
+    return problems
+
+
+def _merge_enums(members: list[Contract], problems: list[str]) -> dict[str, list[EnumValue]]:
+    """The members' enums as one id space: an id means one (enum, code), a code has one id;
+    each disagreement is added to ``problems``."""
     by_id: dict[int, tuple[str, str, str]] = {}
     by_code: dict[tuple[str, str], tuple[int, str]] = {}
     enums: dict[str, list[EnumValue]] = {}
@@ -105,10 +121,14 @@ def merge_contracts(members: list[Contract]) -> Contract:
                     by_id[v.id] = (*key, m.name)
                     by_code[key] = (v.id, m.name)
                     enums.setdefault(ename, []).append(v)
-    # tables: one definition each
+    return enums
+
+
+def _merge_tables(members: list[Contract], problems: list[str]) -> list[TableDef]:
+    """One definition per table name, in first-declared order: a table several members declare
+    gets the union of their columns, foreign keys and indexes when they agree (else a problem)."""
     merged: dict[str, TableDef] = {}
     owner: dict[str, str] = {}
-    order: list[str] = []
     for m in members:
         for t in m.tables:
             have = merged.get(t.name)
@@ -123,58 +143,69 @@ def merge_contracts(members: list[Contract]) -> Contract:
                     t.spec,
                 )
                 owner[t.name] = m.name
-                order.append(t.name)
                 continue
-            diffs = []
-            if have.primary_key != t.primary_key:
-                diffs.append(
-                    f"primary key ({', '.join(have.primary_key)}) vs ({', '.join(t.primary_key)})"
-                )
-            theirs = {c.name: c for c in t.stored_columns}
-            mine = {c.name: c for c in have.columns}
-            for c in have.columns:
-                o = theirs.get(c.name)
-                if o is None:
-                    if not c.nullable:
-                        diffs.append(
-                            f"column {c.name} ({_describe(c)}) only in {owner[t.name]} must be nullable"
-                        )
-                elif _column_shape(c, c.name in have.primary_key) != _column_shape(
-                    o, o.name in t.primary_key
-                ):
-                    diffs.append(
-                        f"column {c.name}: {_describe(c)} in {owner[t.name]} vs {_describe(o)} in {m.name}"
-                    )
-            extra = [c for c in t.stored_columns if c.name not in mine]
-            for c in extra:
-                if not c.nullable:
-                    diffs.append(
-                        f"column {c.name} ({_describe(c)}) only in {m.name} must be nullable"
-                    )
+            diffs = _table_differences(have, t, owner[t.name], m.name)
             if diffs:
                 problems.append(
                     f"table {t.name} is declared by {owner[t.name]} and {m.name} differently: "
                     + "; ".join(diffs)
                 )
                 continue
-            fks = have.foreign_keys + tuple(
-                fk for fk in t.foreign_keys if fk not in have.foreign_keys
+            merged[t.name] = _table_union(have, t)
+    return list(merged.values())
+
+
+def _table_differences(have: TableDef, t: TableDef, have_owner: str, member: str) -> list[str]:
+    """Why ``t`` (of ``member``) cannot share the table ``have`` (of ``have_owner``): another
+    primary key, a shared column of another shape, a column only one declares that is not nullable."""
+    diffs = []
+    if have.primary_key != t.primary_key:
+        diffs.append(f"primary key ({', '.join(have.primary_key)}) vs ({', '.join(t.primary_key)})")
+    theirs = {c.name: c for c in t.stored_columns}
+    mine = {c.name for c in have.columns}
+    for c in have.columns:
+        o = theirs.get(c.name)
+        if o is None:
+            if not c.nullable:
+                diffs.append(
+                    f"column {c.name} ({_describe(c)}) only in {have_owner} must be nullable"
+                )
+        elif _column_shape(c, c.name in have.primary_key) != _column_shape(
+            o, o.name in t.primary_key
+        ):
+            diffs.append(
+                f"column {c.name}: {_describe(c)} in {have_owner} vs {_describe(o)} in {member}"
             )
-            idx = have.indexes + tuple(
-                ix for ix in t.indexes if ix[1] not in {i[1] for i in have.indexes}
-            )
-            merged[t.name] = TableDef(
-                t.name,
-                have.columns + tuple(extra),
-                have.primary_key,
-                fks,
-                idx,
-                have.app_id_column,
-                have.spec,
-            )
-    if problems:
-        raise ContractError("the contracts cannot share one database:\n  " + "\n  ".join(problems))
-    tables = _fk_order([merged[n] for n in order])
+    for c in t.stored_columns:
+        if c.name not in mine and not c.nullable:
+            diffs.append(f"column {c.name} ({_describe(c)}) only in {member} must be nullable")
+    return diffs
+
+
+def _table_union(have: TableDef, t: TableDef) -> TableDef:
+    """``have`` with the columns, foreign keys and indexes only ``t`` declares appended."""
+    mine = {c.name for c in have.columns}
+    extra = tuple(c for c in t.stored_columns if c.name not in mine)
+    fks = have.foreign_keys + tuple(fk for fk in t.foreign_keys if fk not in have.foreign_keys)
+    idx = have.indexes + tuple(ix for ix in t.indexes if ix[1] not in {i[1] for i in have.indexes})
+    return TableDef(
+        t.name,
+        have.columns + extra,
+        have.primary_key,
+        fks,
+        idx,
+        have.app_id_column,
+        have.spec,
+    )
+
+
+def _union_contract(
+    members: list[Contract], tables: list[TableDef], enums: dict[str, list[EnumValue]]
+) -> Contract:
+    """The set as one contract: the first member's settings (they agree), the members' tables
+    and enums, a digest of theirs; ``extra["members"]`` for compiler.compile_set."""
+    first = members[0]
+    names = [m.name for m in members]
     digest = hashlib.sha256("".join(m.digest for m in members).encode()).hexdigest()
     raw = dict(
         first.raw,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..contract.model import ColumnDef, Contract
+    from ..contract.model import ColumnDef, Contract, TableDef
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _SECTION = re.compile(r"^-- (name|fragment): ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
@@ -179,6 +179,7 @@ class Statement(str):
 
 
 REQUEST_TABLE = "reprocess_request"  # open reprocess requests (xml_extractor/reprocess.py)
+COMMAND_TABLE = "reprocess_command"  # each reprocess command's selection, and when it completed
 HISTORY_SUFFIX = "_history"  # processing_log_history: log rows of replaced attempts
 
 
@@ -287,8 +288,63 @@ class Dialect:
         u = "UNIQUE " if unique else ""
         return f"CREATE {u}INDEX IF NOT EXISTS {self.quote(name)} ON {qtable} ({', '.join(self.quote(c) for c in cols)})"
 
+    def reprocess_ddl(self, contract: Contract, log_body: list[str]) -> list[str]:
+        """reprocess's tables (see xml_extractor/reprocess.py): the open requests, each command's
+        recorded selection and whether it completed, and the log rows of attempts a reprocess
+        replaced (the log's columns, ``log_body``, with log_id kept, no identity, plus
+        replaced_at)."""
+        sch = contract.target_schema
+        history = self.qualified(sch, contract.log_table + HISTORY_SUFFIX)
+        key = [self.quote(c) for c in ("command", "instance_id", "instance_count")]
+        return [
+            self.create_table(
+                self.qualified(sch, REQUEST_TABLE),
+                [
+                    f"{self.quote('app_id')} BIGINT NOT NULL PRIMARY KEY",
+                    f"{self.quote('requested_at')} {self.timestamp_type} NOT NULL",
+                    f"{self.quote('command')} {self.varchar(400)} NOT NULL",
+                ],
+            ),
+            self.create_table(
+                self.qualified(sch, COMMAND_TABLE),
+                [
+                    f"{key[0]} {self.varchar(400)}{self.collate(True)} NOT NULL",
+                    f"{key[1]} INTEGER NOT NULL",
+                    f"{key[2]} INTEGER NOT NULL",
+                    f"{self.quote('requested_at')} {self.timestamp_type} NOT NULL",
+                    f"{self.quote('applications')} INTEGER NOT NULL",
+                    f"{self.quote('completed_at')} {self.timestamp_type} NULL",
+                    f"PRIMARY KEY ({', '.join(key)})",
+                ],
+            ),
+            self.create_table(
+                history,
+                [f"{self.quote('log_id')} BIGINT NOT NULL"]
+                + [c for c in log_body[1:] if not c.startswith("CONSTRAINT")]
+                + [f"{self.quote('replaced_at')} {self.timestamp_type} NOT NULL"],
+            ),
+            self.create_index(
+                f"ix_{contract.log_table}{HISTORY_SUFFIX}_app",
+                history,
+                ["app_id", "attempt"],
+                schema=sch,
+            ),
+        ]
+
     def ddl(self, contract: Contract, with_source: bool = True) -> list[str]:
         """Every statement init-db runs, in order, idempotent."""
+        out = self._source_and_enum_ddl(contract, with_source)
+        for t in contract.tables:
+            out += self._table_ddl(t, contract.target_schema)
+        log_statements, log_body = self._log_ddl(contract)
+        out += log_statements
+        out += self.reprocess_ddl(contract, log_body)
+        out += self._event_ddl(contract)
+        out += self._progress_and_queue_ddl(contract)
+        return out
+
+    def _source_and_enum_ddl(self, contract: Contract, with_source: bool) -> list[str]:
+        """The schemas, the source table (when init-db creates it) and the enum table."""
         sch = contract.target_schema
         q = self.qualified
         out: list[str] = []
@@ -326,34 +382,47 @@ class Dialect:
                 sch,
             )
         )
-        for t in contract.tables:
-            body = []
-            keys = key_columns(t)
-            for c in t.stored_columns:
-                body.append(
-                    f"{self.quote(c.name)} {self.column_sql(c, c.name.lower() in keys)}{'' if c.nullable else ' NOT NULL'}"
-                )
+        return out
+
+    def _table_ddl(self, t: TableDef, sch: str) -> list[str]:
+        """One contract table: columns, primary key, foreign keys, its indexes and one on the
+        application id when no index starts with it."""
+        q = self.qualified
+        out: list[str] = []
+        body = []
+        keys = key_columns(t)
+        for c in t.stored_columns:
             body.append(
-                f"CONSTRAINT {self.quote('pk_' + t.name)} PRIMARY KEY ({', '.join(self.quote(k) for k in t.primary_key)})"
+                f"{self.quote(c.name)} {self.column_sql(c, c.name.lower() in keys)}{'' if c.nullable else ' NOT NULL'}"
             )
-            for i, fk in enumerate(t.foreign_keys):
-                body.append(
-                    f"CONSTRAINT {self.quote(f'fk_{t.name}_{i + 1}')} FOREIGN KEY ({', '.join(self.quote(c) for c in fk.columns)}) "
-                    f"REFERENCES {q(sch, fk.references)} ({', '.join(self.quote(c) for c in fk.ref_columns)})"
+        body.append(
+            f"CONSTRAINT {self.quote('pk_' + t.name)} PRIMARY KEY ({', '.join(self.quote(k) for k in t.primary_key)})"
+        )
+        for i, fk in enumerate(t.foreign_keys):
+            body.append(
+                f"CONSTRAINT {self.quote(f'fk_{t.name}_{i + 1}')} FOREIGN KEY ({', '.join(self.quote(c) for c in fk.columns)}) "
+                f"REFERENCES {q(sch, fk.references)} ({', '.join(self.quote(c) for c in fk.ref_columns)})"
+            )
+        out.append(self.create_table(q(sch, t.name), body))
+        idx_cols = {tuple(ix[1]) for ix in t.indexes}
+        for name, cols in t.indexes:
+            out.append(self.create_index(name, q(sch, t.name), cols, schema=sch))
+        if t.app_id_column not in t.primary_key[:1] and (t.app_id_column,) not in idx_cols:
+            out.append(
+                self.create_index(
+                    f"ix_{t.name}_{t.app_id_column}"[:63],
+                    q(sch, t.name),
+                    [t.app_id_column],
+                    schema=sch,
                 )
-            out.append(self.create_table(q(sch, t.name), body))
-            idx_cols = {tuple(ix[1]) for ix in t.indexes}
-            for name, cols in t.indexes:
-                out.append(self.create_index(name, q(sch, t.name), cols, schema=sch))
-            if t.app_id_column not in t.primary_key[:1] and (t.app_id_column,) not in idx_cols:
-                out.append(
-                    self.create_index(
-                        f"ix_{t.name}_{t.app_id_column}"[:63],
-                        q(sch, t.name),
-                        [t.app_id_column],
-                        schema=sch,
-                    )
-                )
+            )
+        return out
+
+    def _log_ddl(self, contract: Contract) -> tuple[list[str], list[str]]:
+        """processing_log and its indexes; also its column list, which the history table copies."""
+        sch = contract.target_schema
+        q = self.qualified
+        out: list[str] = []
         log = q(sch, contract.log_table)
         out.append(
             self.create_table(
@@ -418,35 +487,13 @@ class Dialect:
         out.append(
             self.create_index(f"ix_{contract.log_table}_logged_at", log, ["logged_at"], schema=sch)
         )
-        # reprocess (see xml_extractor/reprocess.py): the open requests, and the log rows of attempts a
-        # reprocess replaced (same columns as the log, log_id kept, no identity, plus replaced_at)
-        out.append(
-            self.create_table(
-                q(sch, REQUEST_TABLE),
-                [
-                    f"{self.quote('app_id')} BIGINT NOT NULL PRIMARY KEY",
-                    f"{self.quote('requested_at')} {self.timestamp_type} NOT NULL",
-                    f"{self.quote('command')} {self.varchar(400)} NOT NULL",
-                ],
-            )
-        )
-        history = q(sch, contract.log_table + HISTORY_SUFFIX)
-        out.append(
-            self.create_table(
-                history,
-                [f"{self.quote('log_id')} BIGINT NOT NULL"]
-                + [c for c in log_body[1:] if not c.startswith("CONSTRAINT")]
-                + [f"{self.quote('replaced_at')} {self.timestamp_type} NOT NULL"],
-            )
-        )
-        out.append(
-            self.create_index(
-                f"ix_{contract.log_table}{HISTORY_SUFFIX}_app",
-                history,
-                ["app_id", "attempt"],
-                schema=sch,
-            )
-        )
+        return out, log_body
+
+    def _event_ddl(self, contract: Contract) -> list[str]:
+        """data_quality_event and its indexes."""
+        sch = contract.target_schema
+        q = self.qualified
+        out: list[str] = []
         ev = q(sch, contract.event_table)
         out.append(
             self.create_table(
@@ -475,6 +522,13 @@ class Dialect:
                 schema=sch,
             )
         )
+        return out
+
+    def _progress_and_queue_ddl(self, contract: Contract) -> list[str]:
+        """run_progress and work_queue."""
+        sch = contract.target_schema
+        q = self.qualified
+        out: list[str] = []
         # One row per worker process and run, updated in each batch's own transaction: `status`
         # reads instances and sessions from here instead of aggregating the whole log.
         out.append(
@@ -508,6 +562,20 @@ class Dialect:
             )
         )
         return out
+
+    def schema_script(self, contract: Contract) -> str:
+        """The whole schema as one script (``init-db --print``; the DBA scripts in sql/): every
+        ``ddl`` statement, then the enum seed as literal INSERTs, in this dialect's batches."""
+        from .. import __version__
+
+        sep = self.script_separator
+        sql, rows = self.enum_seed_sql(contract)
+        head = (
+            f"-- xml-extractor {__version__}: schema for contract {contract.version_tag} ({self.name})\n"
+            "-- generated by: xml-extractor init-db --print --dialect " + self.name + "\n"
+        )
+        seeds = [sql.replace("?, ?, ?, ?", ", ".join(self.literal(v) for v in r)) for r in rows]
+        return head + sep.join(self.ddl(contract) + seeds) + sep.rstrip("\n") + "\n"
 
     def literal(self, value: Any) -> str:
         """A value as an SQL literal, for printed scripts only (init-db --print); the tool itself

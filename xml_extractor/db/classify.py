@@ -306,6 +306,13 @@ def connect_error(
         if state in CONNECTION_STATES or any(w in text for w in _UNREACHABLE_WORDS):
             return ConnectionLost(f"cannot connect to the database: {reason}", original=exc)
         return ConfigError(f"cannot connect: {reason}")
+    return _mssql_connect_error(exc, conn_str, state, text, reason)
+
+
+def _mssql_connect_error(
+    exc: BaseException, conn_str: str, state: str, text: str, reason: str
+) -> Exception:
+    """A failed connect to SQL Server (the Microsoft driver's texts above), naming the server."""
     try:
         server = connection_attribute(conn_str, "Server") or "(local)"
         trusted = (connection_attribute(conn_str, "Trusted_Connection") or "").lower() == "yes"

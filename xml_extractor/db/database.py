@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from ..errors import ConfigError
-from .base import HISTORY_SUFFIX, REQUEST_TABLE, Dialect, Statement
+from .base import COMMAND_TABLE, HISTORY_SUFFIX, REQUEST_TABLE, Dialect, Statement
 from .url import DatabaseURL, parse_url
 
 if TYPE_CHECKING:
@@ -123,6 +123,7 @@ class Database:
             "progress": d.qualified(sch, c.progress_table),
             "enums": d.qualified(sch, c.enum_table),
             "requests": d.qualified(sch, REQUEST_TABLE),
+            "commands": d.qualified(sch, COMMAND_TABLE),
             "log_history": d.qualified(sch, c.log_table + HISTORY_SUFFIX),
             "now": d.now_sql,
             "lease_expr": d.lease_sql(),

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, SchemaMissing, TransientDatabaseError
-from .base import HISTORY_SUFFIX, REQUEST_TABLE, key_columns
+from .base import COMMAND_TABLE, HISTORY_SUFFIX, REQUEST_TABLE, key_columns
 from .database import Database
+from .store import init_db
 
 if TYPE_CHECKING:
     from ..contract.model import ColumnDef, TableDef
@@ -688,14 +689,30 @@ def apply_enum_changes(db: Database, p: MigrationPlan) -> int:
     return rewritten
 
 
+def tool_tables(c: Any) -> tuple[str, ...]:
+    """The tool's own tables beside the contract's (their columns are the tool's, not the
+    contract's: the plan only checks that they exist): log, events, progress, queue, enums, and
+    reprocess's requests, commands and log history."""
+    return (
+        c.log_table,
+        c.event_table,
+        c.progress_table,
+        c.queue_table,
+        c.enum_table,
+        REQUEST_TABLE,
+        COMMAND_TABLE,
+        c.log_table + HISTORY_SUFFIX,
+    )
+
+
 def plan(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
     """Compare every contract table with the database (tool tables: that they exist), and the
     enum ids the database holds with the contract's (``allow_enum_change``: a moved id is a change
     to apply, not a refusal)."""
-    c, d = db.contract, db.dialect
-    out = MigrationPlan(d.name)
+    c = db.contract
+    out = MigrationPlan(db.dialect.name)
     existing: dict[str, dict[str, DbColumn] | None] = {}
-    create_stmts = d.ddl(c, with_source=True)
+    create_stmts = db.dialect.ddl(c, with_source=True)
     facts: dict[
         str, TableFacts
     ] = {}  # SQL Server: indexes and foreign keys of tables with widenings
@@ -706,119 +723,147 @@ def plan(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
             stmts = [s for s in create_stmts if qt in s.splitlines()[0]]
             out.changes.append(Change(t.name, None, "new table", stmts))
             continue
-        want = {col.name.lower(): col for col in t.stored_columns}
-        for name, col in want.items():
-            h = have.get(name)
-            if h is None:
-                if col.nullable:
-                    out.changes.append(
-                        Change(
-                            t.name,
-                            col.name,
-                            f"new column {d.column_type(col)}",
-                            [_add_column_sql(db, t, col)],
-                        )
-                    )
-                else:
-                    out.changes.append(
-                        Change(
-                            t.name,
-                            col.name,
-                            f"new NOT NULL column {d.column_type(col)}",
-                            refused=True,
-                            todo="existing rows have no value for it: declare it nullable "
-                            '("nullable": true) in the contract',
-                        )
-                    )
-                continue
-            diff = _compare_type(h.type, _expected(db, col))
-            if diff == "wider":
-                sql = _widen_sql(db, t, col)
-                blocked = (
-                    _mssql_blocked(db, t, col, h.type, facts) if sql and d.name == "mssql" else None
-                )
-                if blocked is not None:
-                    out.changes.append(blocked)
-                elif sql:
-                    out.changes.append(
-                        Change(t.name, col.name, f"widen {h.type} to {_expected(db, col)}", sql)
-                    )
-            elif diff:
-                out.changes.append(
-                    Change(
-                        t.name,
-                        col.name,
-                        diff,
-                        refused=True,
-                        todo=f"keep {h.type} in the contract, or change the column in the "
-                        f"database yourself after checking its values",
-                    )
-                )
-            if h.nullable and not col.nullable:
-                out.changes.append(
-                    Change(
-                        t.name,
-                        col.name,
-                        "NULL allowed in the database, NOT NULL in the contract",
-                        refused=True,
-                        todo="rows with NULL would break: keep it nullable in the contract",
-                    )
-                )
-            elif not h.nullable and col.nullable:
-                out.changes.append(
-                    Change(
-                        t.name,
-                        col.name,
-                        "NOT NULL in the database, nullable in the contract",
-                        refused=True,
-                        todo="NULL values would be refused: keep it not nullable in the "
-                        "contract, or drop the NOT NULL in the database yourself",
-                    )
-                )
-        for name, h in have.items():
-            if name not in want:
-                out.changes.append(
-                    Change(
-                        t.name,
-                        h.name,
-                        f"column {h.type} is in the database but not in the contract",
-                        refused=True,
-                        todo="its values would no longer be written: put the column back "
-                        "in the contract (or archive and drop it yourself)",
-                    )
-                )
-        pk = table_primary_key(db, t.name)
-        if pk and pk != [k.lower() for k in t.primary_key]:
-            out.changes.append(
+        out.changes += _table_changes(db, t, have, facts)
+    out.changes += _tool_table_changes(db, existing, create_stmts)
+    enum_changes_, out.enum_sql = enum_changes(db, existing, allow_enum_change)
+    out.changes += enum_changes_
+    widen = [ch.dba for ch in out.changes if ch.dba is not None]
+    if widen:
+        out.dba_script = mssql_dba_script(widen, facts)
+    return out
+
+
+def _table_changes(
+    db: Database, t: TableDef, have: dict[str, DbColumn], facts: dict[str, TableFacts]
+) -> list[Change]:
+    """An existing contract table against the contract: each column, the columns only the
+    database has, the primary key."""
+    changes: list[Change] = []
+    want = {col.name.lower(): col for col in t.stored_columns}
+    for name, col in want.items():
+        h = have.get(name)
+        if h is None:
+            changes.append(_new_column_change(db, t, col))
+            continue
+        changes += _column_changes(db, t, col, h, facts)
+    for name, h in have.items():
+        if name not in want:
+            changes.append(
                 Change(
                     t.name,
-                    None,
-                    f"primary key ({', '.join(pk)}) in the database, "
-                    f"({', '.join(t.primary_key)}) in the contract",
+                    h.name,
+                    f"column {h.type} is in the database but not in the contract",
                     refused=True,
-                    todo="a changed key changes which rows are one row: keep the key, or migrate "
-                    "into new tables",
+                    todo="its values would no longer be written: put the column back "
+                    "in the contract (or archive and drop it yourself)",
                 )
             )
-    for name in (
-        c.log_table,
-        c.event_table,
-        c.progress_table,
-        c.queue_table,
-        c.enum_table,
-        REQUEST_TABLE,
-        c.log_table + HISTORY_SUFFIX,
-    ):  # reprocess's tables
+    pk = table_primary_key(db, t.name)
+    if pk and pk != [k.lower() for k in t.primary_key]:
+        changes.append(
+            Change(
+                t.name,
+                None,
+                f"primary key ({', '.join(pk)}) in the database, "
+                f"({', '.join(t.primary_key)}) in the contract",
+                refused=True,
+                todo="a changed key changes which rows are one row: keep the key, or migrate "
+                "into new tables",
+            )
+        )
+    return changes
+
+
+def _new_column_change(db: Database, t: TableDef, col: ColumnDef) -> Change:
+    """A contract column the table lacks: added when nullable, refused when NOT NULL."""
+    if col.nullable:
+        return Change(
+            t.name,
+            col.name,
+            f"new column {db.dialect.column_type(col)}",
+            [_add_column_sql(db, t, col)],
+        )
+    return Change(
+        t.name,
+        col.name,
+        f"new NOT NULL column {db.dialect.column_type(col)}",
+        refused=True,
+        todo="existing rows have no value for it: declare it nullable "
+        '("nullable": true) in the contract',
+    )
+
+
+def _column_changes(
+    db: Database, t: TableDef, col: ColumnDef, h: DbColumn, facts: dict[str, TableFacts]
+) -> list[Change]:
+    """A column both have: a wider type is applied (or, on SQL Server, left to the DBA script when
+    keys or indexes block it), any other type change or a nullability change is refused."""
+    changes: list[Change] = []
+    diff = _compare_type(h.type, _expected(db, col))
+    if diff == "wider":
+        sql = _widen_sql(db, t, col)
+        blocked = (
+            _mssql_blocked(db, t, col, h.type, facts)
+            if sql and db.dialect.name == "mssql"
+            else None
+        )
+        if blocked is not None:
+            changes.append(blocked)
+        elif sql:
+            changes.append(Change(t.name, col.name, f"widen {h.type} to {_expected(db, col)}", sql))
+    elif diff:
+        changes.append(
+            Change(
+                t.name,
+                col.name,
+                diff,
+                refused=True,
+                todo=f"keep {h.type} in the contract, or change the column in the "
+                f"database yourself after checking its values",
+            )
+        )
+    if h.nullable and not col.nullable:
+        changes.append(
+            Change(
+                t.name,
+                col.name,
+                "NULL allowed in the database, NOT NULL in the contract",
+                refused=True,
+                todo="rows with NULL would break: keep it nullable in the contract",
+            )
+        )
+    elif not h.nullable and col.nullable:
+        changes.append(
+            Change(
+                t.name,
+                col.name,
+                "NOT NULL in the database, nullable in the contract",
+                refused=True,
+                todo="NULL values would be refused: keep it not nullable in the "
+                "contract, or drop the NOT NULL in the database yourself",
+            )
+        )
+    return changes
+
+
+def _tool_table_changes(
+    db: Database, existing: dict[str, dict[str, DbColumn] | None], create_stmts: list[str]
+) -> list[Change]:
+    """The tool's own tables (log, events, progress, queue, enums, reprocess's three): created when
+    missing; the log and its history gain ``contract_name`` when they lack it. Fills ``existing``."""
+    c, d = db.contract, db.dialect
+    changes: list[Change] = []
+    for name in tool_tables(c):
         cols = existing[name] = table_columns(db, name)
         if cols is None:
             qt = d.qualified(c.target_schema, name)
-            out.changes.append(
+            changes.append(
                 Change(
                     name, None, "new table", [s for s in create_stmts if qt in s.splitlines()[0]]
                 )
             )
         elif name in (c.log_table, c.log_table + HISTORY_SUFFIX) and "contract_name" not in cols:
-            # issue 14: the contract of a contract set that mapped each application (nullable: old rows keep NULL)
+            # the contract of a contract set that mapped each application (nullable: old rows keep NULL)
             qt, new_col = (
                 d.qualified(c.target_schema, name),
                 f"{d.quote('contract_name')} {d.varchar(63)}",
@@ -828,13 +873,75 @@ def plan(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
                 if d.name == "mssql"
                 else f"ALTER TABLE {qt} ADD COLUMN {new_col}"
             )
-            out.changes.append(Change(name, "contract_name", "new column", [add]))
-    enum_changes_, out.enum_sql = enum_changes(db, existing, allow_enum_change)
-    out.changes += enum_changes_
-    widen = [ch.dba for ch in out.changes if ch.dba is not None]
-    if widen:
-        out.dba_script = mssql_dba_script(widen, facts)
-    return out
+            changes.append(Change(name, "contract_name", "new column", [add]))
+    return changes
+
+
+@dataclass
+class InitResult:
+    """What :func:`initialise` did: the statements run, the enum rows seeded, the enum ids moved
+    (and the stored values rewritten for them), the schema changes applied."""
+
+    statements: int
+    enums_seeded: int
+    enums_total: int
+    moves: list[EnumMove]
+    rewritten: int
+    altered: int
+    applied: list[Change]  # the column additions among the applied changes
+
+    def describe(self) -> str:
+        """One line after "initialised <database>: " (init-db prints it)."""
+        text = (
+            f"{self.statements} statements, "
+            f"{self.enums_seeded} enum rows seeded ({self.enums_total} declared)"
+        )
+        if self.moves:
+            text += (
+                "; enum ids changed: "
+                + ", ".join(f"{m.enum} {m.code} {m.old_id} -> {m.new_id}" for m in self.moves)
+                + f" ({self.rewritten} stored value(s) rewritten)"
+            )
+        if self.altered:
+            text += f"; {self.altered} schema change(s) applied: " + "; ".join(
+                c.describe() for c in self.applied
+            )
+        return text
+
+
+def initialise(db: Database, allow_enum_change: bool = False) -> InitResult:
+    """init-db: create what the contract needs and migrate an existing database to it. Refused
+    (SchemaRefused, nothing changed) when a change could lose data, or an enum id moves without
+    ``allow_enum_change``; else moved enum ids are rewritten first (the seed adds missing ids),
+    then the schema is created and seeded, then the additive changes are applied."""
+    first = plan(db, allow_enum_change)
+    if first.refusals:
+        raise SchemaRefused(refusal_message(first))
+    moves = first.enum_moves
+    rewritten = apply_enum_changes(db, first) if moves else 0
+    res = init_db(db)
+    altered = apply(db, plan(db))
+    return InitResult(
+        statements=res["statements"],
+        enums_seeded=res["enums_seeded"],
+        enums_total=res["enums_total"],
+        moves=moves,
+        rewritten=rewritten,
+        altered=altered,
+        applied=[c for c in first.additions if c.column],
+    )
+
+
+def dry_run(db: Database, allow_enum_change: bool = False) -> MigrationPlan:
+    """init-db --dry-run: the plan, nothing changed. The caller shows ``plan.render()``, then
+    :func:`require_no_refusal` refuses (exit 2) a plan that could lose data."""
+    return plan(db, allow_enum_change)
+
+
+def require_no_refusal(p: MigrationPlan) -> None:
+    """SchemaRefused (exit 2) naming every change the plan refuses; nothing when there is none."""
+    if p.refusals:
+        raise SchemaRefused(refusal_message(p))
 
 
 DBA_TODO = (

@@ -9,6 +9,7 @@ from it. ``RunOptions`` is the same class under the name the command line and th
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
@@ -19,7 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..db.url import DatabaseURL, parse_url
-from ..errors import ConfigError
+from ..errors import ConfigError, DatabaseError, TransientDatabaseError
+from ..progress import AVERAGE_LABEL, rate_label
 from .partition import ID_MAX, ID_MIN
 
 
@@ -173,6 +175,76 @@ class RunContext:
 RunOptions = RunContext  # the name the command line, bench and the library know
 
 
+class StopKind(enum.Enum):
+    """Why a run stopped before its share was done, as a type: the exit code, the summary's
+    "stopped" row and the log's last line all follow from it (no text is parsed)."""
+
+    CONFIG = "config"  # a flag, contract, schema or contract-version conflict: exit 2
+    CONNECTION = "connection"  # the database stayed unavailable: exit 3, run again later
+    CRASH = "crash"  # a worker or the run hit an unexpected error (a bug): exit 3, see the log
+    ERROR = "error"  # anything else the run could not recover from (a failed count check): exit 3
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self is StopKind.CONFIG else 3
+
+    @property
+    def title(self) -> str:
+        """How the outcome names it: ``stopped (configuration error)``."""
+        return {
+            StopKind.CONFIG: "configuration error",
+            StopKind.CONNECTION: "database unavailable",
+            StopKind.CRASH: "unexpected error",
+            StopKind.ERROR: "could not recover",
+        }[self]
+
+    @classmethod
+    def of(cls, exc: BaseException) -> StopKind:
+        """The kind of stop an exception means."""
+        if isinstance(exc, ConfigError):
+            return cls.CONFIG
+        if isinstance(exc, TransientDatabaseError):
+            return cls.CONNECTION
+        if isinstance(exc, DatabaseError):
+            return cls.ERROR
+        return cls.CRASH
+
+
+@dataclass(frozen=True)
+class StopReason:
+    """A run's stop: its kind and the message a person acts on. ``str()`` is ``kind: text``."""
+
+    kind: StopKind
+    text: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> StopReason:
+        kind = StopKind.of(exc)
+        text = str(exc) if kind is not StopKind.CRASH else f"{type(exc).__name__}: {exc}"
+        return cls(kind, text)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.text}"
+
+
+def outcome_of(exit_code: int, stop: StopReason | None = None) -> str:
+    """The one word (or few) a run's end is called by in its log, summary and metrics."""
+    if stop is not None and exit_code in (2, 3):
+        return f"stopped ({stop.kind.title})"
+    return {0: "finished", 1: "finished with failures", 130: "interrupted"}.get(
+        exit_code, f"stopped (exit {exit_code})"
+    )
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code of a run that ended with ``exc`` before it had a summary."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    return StopKind.of(exc).exit_code
+
+
 @dataclass
 class RunSummary:
     """What one instance's run did; ``exit_code`` is what the command exits with."""
@@ -193,17 +265,20 @@ class RunSummary:
     skipped: int = 0
     failures_by_stage: dict = field(default_factory=dict)
     failures_by_class: dict = field(default_factory=dict)
-    apps_per_minute: float = 0.0
+    # throughput as progress.py defines it (docs/operations.md, "Rate"), under its labels
+    rate_per_min: float = 0.0  # the windowed rate at the end (rate_label)
+    average_per_min: float = 0.0  # every result over first to last result (average_label)
+    rate_label: str = field(default_factory=rate_label)
+    average_label: str = AVERAGE_LABEL
     stage_ms: dict = field(default_factory=dict)
     peak_worker_rss_mb: float = 0.0
     worker_restarts: int = 0
     worker_startup_s: float | None = None  # from starting the workers to all of them ready
-    timeline: list = field(
-        default_factory=list
-    )  # [elapsed s, applications done, max worker RSS MB] every ~5 s
+    # every ~5 s: {elapsed_s, done, success, failed, max_worker_rss_mb}
+    timeline: list[dict[str, float]] = field(default_factory=list)
     status: str = "running"  # in the metrics file: running while the run goes, then finished / interrupted / stopped
     interrupted: bool = False
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
     log_file: str | None = None
     metrics_file: str | None = None
     # the end-of-run check (processor._check_session): "match", "differs: ..." or "unavailable: ..."
@@ -227,16 +302,26 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.stop_reason and self.stop_reason.startswith("config"):
+        if self.stop_reason is not None and self.stop_reason.kind is StopKind.CONFIG:
             return 2
         if self.interrupted:
             return 130
-        if self.stop_reason:
-            return 3
+        if self.stop_reason is not None:
+            return self.stop_reason.kind.exit_code
         return 1 if self.failed else 0
 
+    @property
+    def outcome(self) -> str:
+        return outcome_of(self.exit_code, self.stop_reason)
+
     def public(self) -> dict:
-        """The summary as JSON-able data (metrics file, launch's summary file)."""
+        """The summary as JSON-able data with named fields (metrics file, launch's summary file):
+        the stop is ``stop_kind`` and ``stop_reason`` (its text), the end ``outcome`` and
+        ``exit_code``."""
         d = asdict(self)
+        stop = self.stop_reason
+        d["stop_kind"] = stop.kind.value if stop is not None else None
+        d["stop_reason"] = stop.text if stop is not None else None
+        d["outcome"] = self.outcome
         d["exit_code"] = self.exit_code
         return d

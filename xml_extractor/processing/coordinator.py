@@ -22,7 +22,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from .context import RunSummary
+from .context import RunSummary, StopKind, StopReason
 
 MAX_WORKER_RESTARTS = 50
 # Once the selection is over, a batch handed out holds the remaining applications' fair share
@@ -233,8 +233,9 @@ class ParallelCoordinator:
                 if b.chunk_id is not None:
                     out += self._settle(b.chunk_id)
         if s.worker_restarts > self.max_restarts:
-            s.stop_reason = (
-                f"error: workers keep dying (more than {self.max_restarts} restarts); see the log"
+            s.stop_reason = StopReason(
+                StopKind.CRASH,
+                f"workers keep dying (more than {self.max_restarts} restarts); see the log",
             )
             return out + self._stop(hard=True)
         return out + [Respawn(slot)]
@@ -247,9 +248,9 @@ class ParallelCoordinator:
             s.failures_by_class["WorkerCrashed"] = s.failures_by_class.get("WorkerCrashed", 0) + 1
         return []
 
-    def worker_fatal(self, slot: int, kind: str, text: str) -> list[Action]:
+    def worker_fatal(self, slot: int, kind: StopKind, text: str) -> list[Action]:
         """A worker hit what the run cannot go on with (database gone, configuration, a bug)."""
-        self.summary.stop_reason = f"{kind}: {text}"
+        self.summary.stop_reason = StopReason(kind, text)
         return self._stop(hard=True)
 
     # -- control ----------------------------------------------------------------------------------
@@ -258,7 +259,7 @@ class ParallelCoordinator:
         self.interrupted = self.summary.interrupted = True
         return self._stop(hard=self.stopping)
 
-    def error(self, reason: str) -> list[Action]:
+    def error(self, reason: StopReason) -> list[Action]:
         """The loop itself failed (selection, the database of the coordinator): stop now."""
         if not self.summary.stop_reason:
             self.summary.stop_reason = reason

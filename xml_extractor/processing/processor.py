@@ -39,8 +39,22 @@ from ..db.statistics import refresh_statistics
 from ..db.store import BatchWriter, Outcome
 from ..errors import ConfigError
 from ..hooks import hold
-from ..progress import rate_per_minute
-from .context import RunContext, RunOptions, RunSummary
+from ..progress import (
+    IDLE_AFTER_S,
+    RATE_WINDOW_MINUTES,
+    ProgressListener,
+    Rates,
+    measure,
+)
+from .context import (
+    RunContext,
+    RunOptions,
+    RunSummary,
+    StopKind,
+    StopReason,
+    exit_code_of,
+    outcome_of,
+)
 from .coordinator import (
     Action,
     Batch,
@@ -140,6 +154,7 @@ class ProductionProcessor:
         options: RunContext,
         on_progress: Callable[[int], None] | None = None,
         log_file: str | None = None,
+        listener: ProgressListener | None = None,
     ) -> None:
         self.ctx = options.resolved()
         url = self.ctx.database_url
@@ -151,7 +166,11 @@ class ProductionProcessor:
         self.contract = load_contract(options.contract_path)
         self.plan = compile_contract(self.contract)
         self.on_progress = on_progress
+        self.listener = listener  # the progress bar: what the run is doing, counts and rates
         self.log_file = log_file
+        self._started = time.time()
+        self._first_result_at: float | None = None
+        self._last_result_at: float | None = None
         self._stop = threading.Event()  # tells the selector to stop
         self._events: queue.Queue = queue.Queue(
             maxsize=max(2, options.workers * 2)
@@ -210,7 +229,44 @@ class ProductionProcessor:
 
     # -- main loop ------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        ctx, started = self.ctx, time.time()
+        """Connect, check, process until the coordinator says the run is over, then check the
+        session's counts; the log's last line is the outcome and exit code
+        (:meth:`_finish_summary`)."""
+        ctx = self.ctx
+        started = self._started = time.time()
+        summary = self._start_summary()
+        coord = ParallelCoordinator(
+            summary,
+            ctx.workers,
+            ctx.lease_seconds if ctx.mode == "queue" else None,
+            ctx.retry_failed,
+        )
+        self._connect()
+        pool: _WorkerPool | None = None
+        hold(
+            "run_start"
+        )  # test hook (gated): until here a signal is the CLI's (cli.main: exit 130)
+        self._metrics_path = self._metrics_file_path()
+        self._write_metrics(summary, coord, started, "running")  # a killed run leaves its metrics
+        old_handlers = supervision.install_stop_handlers(self._on_signal)
+        try:
+            self._check_start()
+            self._pool_started = time.monotonic()
+            pool = _WorkerPool(ctx, ctx.workers, self.contract)
+            self._start_method = pool.mp.get_start_method()
+            threading.Thread(target=self._selector, name="selector", daemon=True).start()
+            self._loop(coord, pool, started)
+        except BaseException as exc:
+            log.error("run stopped: %s", exc, exc_info=not isinstance(exc, ConfigError))
+            coord.error(StopReason.of(exc))
+        finally:
+            self._wind_down(coord, pool)
+            supervision.restore_handlers(old_handlers)
+        return self._finish_summary(summary, coord, started)
+
+    def _start_summary(self) -> RunSummary:
+        """The summary the run fills in, and the log's first line."""
+        ctx = self.ctx
         summary = RunSummary.start(
             ctx,
             ctx.database_url.display(),
@@ -229,80 +285,62 @@ class ProductionProcessor:
             ctx.workers,
             ctx.batch_size,
         )
-        coord = ParallelCoordinator(
-            summary,
-            ctx.workers,
-            ctx.lease_seconds if ctx.mode == "queue" else None,
-            ctx.retry_failed,
-        )
+        return summary
+
+    def _connect(self) -> None:
+        """Folders, the database file, the connection: each failure ends the run before any work
+        (ConfigError: exit 2; a server that keeps refusing for --reconnect-seconds: exit 3)."""
+        ctx = self.ctx
+        self._starting("connecting to the database")
         ctx.prepare_folders()  # --logs-dir/--metrics-dir take a file, or exit 2 before any work
-        require_exists(
-            ctx.database_url
-        )  # a missing SQLite file: exit 2, never a new empty database
+        require_exists(ctx.database_url)  # a missing SQLite file: exit 2, never a new database
         self._db = Database(ctx.database_url, self.contract, ctx.reconnect_seconds, connect=False)
-        self._db.connect_patiently()  # a server that refuses: retried for --reconnect-seconds, then exit 3
+        self._db.connect_patiently()
         self._wq = WorkQueue(self._db, ctx) if ctx.mode == "queue" else None
-        pool: _WorkerPool | None = None
-        hold(
-            "run_start"
-        )  # test hook (gated): until here a signal is the CLI's (cli.main: exit 130)
-        self._metrics_path = self._metrics_file_path()
-        self._write_metrics(
-            summary, coord, started, "running"
-        )  # a run killed from here on leaves its metrics
-        old_handlers = supervision.install_stop_handlers(self._on_signal)
-        try:
-            require_current(
-                self._db
-            )  # the schema matches the contract (db/migrate.py), else exit 2 with the plan
-            # the contract version is part of the run's identity: refuse to mix versions
-            for member in self.contract.extra.get("members") or [
-                self.contract
-            ]:  # a contract set: each member
-                check_contract_identity(
-                    self._db, member.version_tag, member.name, ctx.allow_contract_change
-                )
-            hold(
-                "identity_checked"
-            )  # test hook (gated): the start check passed, nothing written yet
-            self._pool_started = time.monotonic()
-            pool = _WorkerPool(ctx, ctx.workers, self.contract)
-            self._start_method = pool.mp.get_start_method()
-            threading.Thread(target=self._selector, name="selector", daemon=True).start()
-            self._loop(coord, pool, started)
-        except BaseException as exc:
-            log.error("run stopped: %s", exc, exc_info=not isinstance(exc, ConfigError))
-            coord.error(f"{'config' if isinstance(exc, ConfigError) else 'error'}: {exc}")
-        finally:
-            self._stop.set()
-            if pool is not None:
-                pool.stop(hard=coord.hard or not coord.stopped)
-            hold("loop_done")  # test hook (gated): a signal after the loop's last look
-            self._release_chunks()
-            self._final_identity_check(coord.summary)
-            self._check_session(coord.summary)
-            self._db.close()
-            if self._signals and not (
-                coord.summary.interrupted or coord.summary.stop_reason
-            ):  # after the loop's last look
-                log.warning(
-                    "received %s while finishing: the run reports it was interrupted",
-                    supervision.signal_name(self._signals[0]),
-                )
-                coord.stop_requested()
-            supervision.restore_handlers(old_handlers)
-        return self._finish_summary(summary, coord, started)
+
+    def _check_start(self) -> None:
+        """The schema matches the contract (db/migrate.py, else exit 2 with the plan) and no other
+        version of the contract has results here (the version is part of the run's identity)."""
+        self._starting("checking the schema and the contract version")
+        require_current(self._db)
+        for member in self.contract.extra.get("members") or [self.contract]:
+            check_contract_identity(
+                self._db, member.version_tag, member.name, self.ctx.allow_contract_change
+            )
+        hold("identity_checked")  # test hook (gated): the start check passed, nothing written yet
+        self._starting(f"starting {self.ctx.workers} worker(s)")
+
+    def _starting(self, step: str) -> None:
+        """What the run is doing before its first result: logged, and shown by the progress bar."""
+        log.info("starting: %s", step)
+        if self.listener is not None:
+            self.listener.starting(step)
+
+    def _wind_down(self, coord: ParallelCoordinator, pool: _WorkerPool | None) -> None:
+        """Stop the workers, release the chunks, check the session against the database."""
+        self._stop.set()
+        if pool is not None:
+            pool.stop(hard=coord.hard or not coord.stopped)
+        hold("loop_done")  # test hook (gated): a signal after the loop's last look
+        self._release_chunks()
+        self._final_identity_check(coord.summary)
+        self._check_session(coord.summary)
+        self._db.close()
+        if self._signals and not (coord.summary.interrupted or coord.summary.stop_reason):
+            log.warning(  # received after the loop's last look
+                "received %s while finishing: the run reports it was interrupted",
+                supervision.signal_name(self._signals[0]),
+            )
+            coord.stop_requested()
 
     def _loop(self, coord: ParallelCoordinator, pool: _WorkerPool, started: float) -> None:
         """Events in, actions out, until the coordinator says the run is over."""
-        last_sample = last_log = time.monotonic()
-        identity_at: float | None = None
-        analyze_at = [1000, 10000, 100000]  # refresh planner statistics as the tables grow
+        self._last_sample = self._last_log = time.monotonic()
+        self._identity_at: float | None = None
+        self._analyze_at = [1000, 10000, 100000]  # refresh planner statistics as the tables grow
         while not coord.stopped:
             actions: list[Action] = []
-            if (
-                supervision.parent_gone() and not coord.hard
-            ):  # launch is gone: its workers are ended already
+            if supervision.parent_gone() and not coord.hard:  # launch is gone: workers ended
                 log.warning("the launcher is gone: stopping now")
                 self._signals.clear()
                 actions += coord.stop_requested()
@@ -310,73 +348,124 @@ class ProductionProcessor:
             actions += self._take_signals(coord)
             while not self._claims.empty():
                 actions += coord.chunk_claimed(self._claims.get())
-            while coord.wants_selection() and not coord.selection_done:
-                try:
-                    kind, item = self._events.get_nowait()
-                except queue.Empty:
-                    break
-                if kind == "batch":
-                    actions += coord.batch_selected(item)
-                elif kind == "exhausted":
-                    actions += coord.chunk_exhausted(item)
-                elif item is not None:
-                    log.error("selection failed", exc_info=item)
-                    actions += coord.error(
-                        f"{'config' if isinstance(item, ConfigError) else 'error'}: {item}"
-                    )
-                else:
-                    actions += coord.selection_finished()
+            actions += self._take_selection(coord)
             self._execute(coord, pool, actions)
             if coord.stopping:
                 self._stop.set()
             if coord.stopped:
                 break
-            actions = []
-            for ready in wait(pool.waitables(), timeout=0.2):
-                for slot, conn in list(pool.conns.items()):
-                    if ready is conn:
-                        actions += self._on_message(coord, slot, _recv(conn))
-                    elif ready == pool.procs[slot].sentinel:
-                        # a stop signal to the group can end a worker that is still starting (spawn:
-                        # before it ignores the signal): with the stop taken first, it is no crash
-                        actions += self._take_signals(coord)
-                        for msg in _drain(conn):  # a result sent just before dying still counts
-                            actions += self._on_message(coord, slot, msg)
-                        proc = pool.reap(slot)
-                        log.warning("worker %s died (exit code %s)", proc.pid, proc.exitcode)
-                        actions += coord.worker_died(slot, proc.exitcode)
+            actions = self._take_worker_events(coord, pool)
             actions += coord.tick(time.monotonic())
             self._execute(coord, pool, actions)
-            now, done = time.monotonic(), coord.done
-            if analyze_at and done >= analyze_at[0]:
-                analyze_at.pop(0)
-                refresh_statistics(self._db)
-            if now - last_sample >= 5:
-                coord.summary.timeline.append(
-                    [round(time.time() - started, 1), done, round(coord.rss_window_kb / 1024, 1)]
-                )
-                coord.rss_window_kb = 0
-                last_sample = now
-                self._write_metrics(
-                    coord.summary, coord, started, "running"
-                )  # what is committed so far
-            if (
-                done
-                and not self.ctx.allow_contract_change
-                and (identity_at is None or now - identity_at >= 1)
-            ):
-                self._recheck_contract_identity()  # after the first results, then every second: ConfigError stops the run
-                identity_at = now
-            if now - last_log > 10:
-                log.info(
-                    "progress: %d done (%d ok, %d failed, %d skipped), %.0f apps/min",
-                    done,
-                    coord.summary.success,
-                    coord.summary.failed,
-                    coord.summary.skipped,
-                    done / max(1e-9, time.time() - started) * 60,
-                )
-                last_log = now
+            self._housekeeping(coord, started)
+
+    def _take_selection(self, coord: ParallelCoordinator) -> list[Action]:
+        """What the selector has selected, as far as the coordinator wants it now."""
+        actions: list[Action] = []
+        while coord.wants_selection() and not coord.selection_done:
+            try:
+                kind, item = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "batch":
+                actions += coord.batch_selected(item)
+            elif kind == "exhausted":
+                actions += coord.chunk_exhausted(item)
+            elif item is not None:
+                log.error("selection failed", exc_info=item)
+                actions += coord.error(StopReason.of(item))
+            else:
+                actions += coord.selection_finished()
+        return actions
+
+    def _take_worker_events(self, coord: ParallelCoordinator, pool: _WorkerPool) -> list[Action]:
+        """Messages and deaths of the workers, waiting at most 0.2 s for one."""
+        actions: list[Action] = []
+        for ready in wait(pool.waitables(), timeout=0.2):
+            for slot, conn in list(pool.conns.items()):
+                if ready is conn:
+                    actions += self._on_message(coord, slot, _recv(conn))
+                elif ready == pool.procs[slot].sentinel:
+                    # a stop signal to the group can end a worker that is still starting (spawn:
+                    # before it ignores the signal): with the stop taken first, it is no crash
+                    actions += self._take_signals(coord)
+                    for msg in _drain(conn):  # a result sent just before dying still counts
+                        actions += self._on_message(coord, slot, msg)
+                    proc = pool.reap(slot)
+                    log.warning("worker %s died (exit code %s)", proc.pid, proc.exitcode)
+                    actions += coord.worker_died(slot, proc.exitcode)
+        return actions
+
+    def _housekeeping(self, coord: ParallelCoordinator, started: float) -> None:
+        """Statistics as the tables grow, the metrics sample every 5 s, the contract version
+        re-read every second once results come in, a progress line in the log every 10 s."""
+        now, done = time.monotonic(), coord.done
+        if self._analyze_at and done >= self._analyze_at[0]:
+            self._analyze_at.pop(0)
+            refresh_statistics(self._db)
+        if now - self._last_sample >= 5:
+            self._sample(coord, started)
+            coord.rss_window_kb = 0
+            self._last_sample = now
+            self._write_metrics(coord.summary, coord, started, "running")  # committed so far
+        if (
+            done
+            and not self.ctx.allow_contract_change
+            and (self._identity_at is None or now - self._identity_at >= 1)
+        ):
+            self._recheck_contract_identity()  # ConfigError stops the run
+            self._identity_at = now
+        if now - self._last_log > 10:
+            s = coord.summary
+            log.info(
+                "progress: %d done (%d ok, %d failed, %d skipped), %s",
+                done,
+                s.success,
+                s.failed,
+                s.skipped,
+                self._rates(coord, time.time()).describe(),
+            )
+            self._last_log = now
+
+    def _sample(self, coord: ParallelCoordinator, started: float, at: float | None = None) -> None:
+        """One point of the metrics timeline, with named fields."""
+        s, at = coord.summary, time.time() if at is None else at
+        s.timeline.append(
+            {
+                "elapsed_s": round(at - started, 1),
+                "done": coord.done,
+                "success": s.success,
+                "failed": s.failed,
+                "max_worker_rss_mb": round(coord.rss_window_kb / 1024, 1),
+            }
+        )
+
+    def _rates(self, coord: ParallelCoordinator, now: float) -> Rates:
+        """progress.py's two rates of this run at ``now`` (seconds): the windowed one from the
+        timeline's samples, the average since the first result."""
+        first, last = self._first_result_at, self._last_result_at
+        done = coord.summary.success + coord.summary.failed
+        window = RATE_WINDOW_MINUTES * 60.0
+        end = now if last is not None and now - last <= IDLE_AFTER_S else (last or now)
+        since = max(end - window, first or end)
+        before = next(  # the newest sample at or before the window's start (a few from the end)
+            (
+                p
+                for p in reversed(coord.summary.timeline)
+                if self._started + p["elapsed_s"] <= since
+            ),
+            None,
+        )
+        done_before = int(before["success"] + before["failed"]) if before else 0
+        return measure(
+            done,
+            _moment(first),
+            _moment(last),
+            done - done_before,
+            _moment(since if first is not None else None),
+            _moment(last),
+            _dt.datetime.fromtimestamp(now, _dt.timezone.utc),
+        )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         """Record a stop signal for the loop (which stops the run); a console's Ctrl-Break that
@@ -426,7 +515,7 @@ class ProductionProcessor:
             self._recheck_contract_identity()
         except ConfigError as exc:
             log.error("run finished, but: %s", exc)
-            summary.stop_reason = f"config: {exc}"
+            summary.stop_reason = StopReason.of(exc)
         except Exception as exc:
             log.warning("could not re-read the contract versions at the end of the run: %s", exc)
 
@@ -441,15 +530,24 @@ class ProductionProcessor:
             self._note_ready(coord, msg[1])
             return coord.worker_ready(slot)
         if msg[0] == "done":
-            res = msg[2]
-            self._last_result_at = time.time()
-            if self.on_progress:
-                self.on_progress(res.success + res.failed + res.skipped)
-            return coord.batch_done(slot, res)
+            return self._on_result(coord, slot, msg[2])
         if msg[0] == "fatal":
             log.error("a worker stopped the run: %s", msg[3])
-            return coord.worker_fatal(slot, "config" if msg[2] == "config" else "error", msg[3])
+            return coord.worker_fatal(slot, msg[2], msg[3])
         return []
+
+    def _on_result(self, coord: ParallelCoordinator, slot: int, res: Any) -> list[Action]:
+        """A committed batch: counted by the coordinator, then shown."""
+        now = self._last_result_at = time.time()
+        if self._first_result_at is None:
+            self._first_result_at = now
+        if self.on_progress:
+            self.on_progress(res.success + res.failed + res.skipped)
+        actions = coord.batch_done(slot, res)
+        if self.listener is not None:
+            s = coord.summary
+            self.listener.advanced(s.success, s.failed, s.skipped, self._rates(coord, now))
+        return actions
 
     def _execute(
         self, coord: ParallelCoordinator, pool: _WorkerPool, actions: list[Action]
@@ -555,9 +653,10 @@ class ProductionProcessor:
                 missing,
             )
             if not summary.stop_reason and not summary.interrupted:
-                summary.stop_reason = (
-                    f"error: {missing} application(s) the run counted as done are not in the database "
-                    f"({text}); they stay pending: run the same command again"
+                summary.stop_reason = StopReason(
+                    StopKind.ERROR,
+                    f"{missing} application(s) the run counted as done are not in the database "
+                    f"({text}); they stay pending: run the same command again",
                 )
         else:
             log.warning("%s: the summary gives the database's figures", text)
@@ -565,15 +664,13 @@ class ProductionProcessor:
     def _finish_summary(
         self, summary: RunSummary, coord: ParallelCoordinator, started: float
     ) -> RunSummary:
-        summary.elapsed_s = round(time.time() - started, 3)
-        # the last point is when the last result arrived (shutdown is not processing time)
-        last_at = getattr(self, "_last_result_at", time.time())
-        summary.timeline.append(
-            [round(last_at - started, 1), coord.done, round(coord.rss_window_kb / 1024, 1)]
-        )
-        summary.apps_per_minute = round(
-            rate_per_minute(summary.success + summary.failed, 0.0, summary.elapsed_s), 1
-        )
+        """Elapsed time, the last timeline point (when the last result arrived: shutdown is not
+        processing time), the rates, the metrics file; the log's last line: the outcome."""
+        now = time.time()
+        summary.elapsed_s = round(now - started, 3)
+        self._sample(coord, started, self._last_result_at or now)
+        rates = self._rates(coord, now)
+        summary.rate_per_min, summary.average_per_min = rates.recent_per_min, rates.average_per_min
         summary.stage_ms = {k: round(v, 1) for k, v in coord.stage_ms.items()}
         summary.metrics_file = self._write_metrics(
             summary,
@@ -586,8 +683,9 @@ class ProductionProcessor:
             else "finished",
         )
         log.info(
-            "run %s finished: %s", summary.session_id, json.dumps(summary.public(), default=str)
+            "run %s summary: %s", summary.session_id, json.dumps(summary.public(), default=str)
         )
+        log_outcome(summary.session_id, summary.outcome, summary.exit_code, summary.stop_reason)
         return summary
 
     # -- workers, metrics ------------------------------------------------------------------------
@@ -647,6 +745,42 @@ class ProductionProcessor:
         return str(path)
 
 
+def log_outcome(
+    session_id: str, outcome: str, exit_code: int, reason: StopReason | str | None = None
+) -> None:
+    """The last line of every run's log: how it ended and the exit code, whatever stopped it,
+    and the first line of the reason (logged whole before)."""
+    why = f": {str(reason).splitlines()[0]}" if reason else ""
+    log.log(
+        logging.INFO if exit_code in (0, 1) else logging.ERROR,
+        "run %s ended: %s, exit code %d%s",
+        session_id,
+        outcome,
+        exit_code,
+        why,
+    )
+
+
+def log_stopped_early(session_id: str, exc: BaseException) -> int:
+    """A run that ended with an exception before it had a summary (a missing contract file, a
+    database that never answered, a signal while starting, a bug): the reason (with the traceback
+    for a bug) and the same last line as a summarised run. Returns the exit code it means."""
+    code = exit_code_of(exc)
+    if code == 130:
+        log_outcome(session_id, outcome_of(code), code, "a stop signal arrived while starting")
+        return code
+    reason = StopReason.of(exc)
+    crash = reason.kind is StopKind.CRASH
+    log.error("run stopped before it started: %s", reason, exc_info=exc if crash else None)
+    log_outcome(session_id, outcome_of(code, reason), code, reason)
+    return code
+
+
+def _moment(t: float | None) -> _dt.datetime | None:
+    """A time.time() moment as the aware datetime progress.py measures with."""
+    return None if t is None else _dt.datetime.fromtimestamp(t, _dt.timezone.utc)
+
+
 def _recv(conn: Connection) -> tuple | None:
     """One message, or None at the end of the pipe."""
     try:
@@ -668,4 +802,5 @@ def _drain(conn: Connection) -> list[tuple]:
 
 
 def run(options: RunContext, on_progress: Callable[[int], None] | None = None) -> RunSummary:
+    """Run one instance with the library's defaults (no progress bar)."""
     return ProductionProcessor(options, on_progress).run()

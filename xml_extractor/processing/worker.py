@@ -31,7 +31,7 @@ from ..errors import ConfigError, DocumentFailure, TransientDatabaseError
 from ..mapping import map_document
 from ..parsing import NeedFullDocument
 from ..supervision import ParentGone, ParentWatch, ignore_stop_signals, memory_kb
-from .context import RunContext
+from .context import RunContext, StopKind
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def worker_main(
     contract: Contract | None = None,
 ) -> None:
     """Entry point of a worker process. Messages in: ("batch", id, ids, retry) | ("stop",).
-    Messages out: ("ready", pid) | ("done", id, BatchResult) | ("fatal", id, kind, message) |
+    Messages out: ("ready", pid) | ("done", id, BatchResult) | ("fatal", id, StopKind, message) |
     ("log", record dict). ``lifeline``: the run holds its other end (supervision.lifeline).
     ``contract``: the run's loaded contract (pickled: its schema validation, most of a worker's
     start-up, is not repeated); None loads it from ``ctx.contract_path``."""
@@ -286,19 +286,19 @@ def _serve(
         log.exception(
             "worker stopped on an unexpected error (no application is marked failed for it)"
         )
-        _send(conn, ("fatal", batch_id, "crash", f"{type(exc).__name__}: {exc}"))
+        _send(conn, ("fatal", batch_id, StopKind.CRASH, f"{type(exc).__name__}: {exc}"))
     except (ConnectionLost, TransientDatabaseError) as exc:
         log.error("worker stopped: the database stayed unavailable: %s", exc)
-        _send(conn, ("fatal", batch_id, "connection", str(exc)))
+        _send(conn, ("fatal", batch_id, StopKind.CONNECTION, str(exc)))
     except ConfigError as exc:
-        _send(conn, ("fatal", batch_id, "config", str(exc)))
+        _send(conn, ("fatal", batch_id, StopKind.CONFIG, str(exc)))
     except Exception as exc:
         if parent_gone():
             return
         log.exception(
             "worker stopped on an unexpected error (no application is marked failed for it)"
         )
-        _send(conn, ("fatal", batch_id, "crash", f"{type(exc).__name__}: {exc}"))
+        _send(conn, ("fatal", batch_id, StopKind.CRASH, f"{type(exc).__name__}: {exc}"))
 
 
 def _send(conn: Connection, msg: tuple) -> None:

@@ -10,7 +10,8 @@
 -- db.query_named("logged_status", app_id=7). A name may appear more than once; a list value
 -- expands to one bound marker per element (IN (:ids)). Placeholders in braces are identifiers
 -- only, validated against ^[A-Za-z_][A-Za-z0-9_]*$ and quoted by the dialect before
--- substitution: {src} {src_id} {src_xml} {log} {events} {queue} {progress} {enums}, and the
+-- substitution: {src} {src_id} {src_xml} {log} {events} {queue} {progress} {enums} {requests}
+-- {commands} {log_history}, and the
 -- dialect fragments {now}, {lease_expr} (takes :lease_seconds), {top} / {limit} (row limit, take
 -- :limit: TOP (:limit) after SELECT on SQL Server, LIMIT :limit at the end elsewhere).
 -- A condition several queries share is written once as "-- fragment: name" (same format, no
@@ -62,6 +63,10 @@ ORDER BY s.{src_id}
 -- name: count_pending
 -- How many pending applications this instance has (the progress bar's total).
 SELECT COUNT(*) FROM {src} s WHERE {in_range} AND {in_share} AND {is_pending};
+
+-- name: count_share
+-- How many applications this instance's share holds, done or not (the progress bar's total).
+SELECT COUNT(*) FROM {src} s WHERE {in_range} AND {in_share};
 
 -- name: count_retry
 -- How many failed applications with attempts left this instance has.
@@ -216,6 +221,27 @@ SELECT app_id FROM {requests} WHERE app_id IN (:ids);
 -- name: reprocess_insert
 -- Record one request.
 INSERT INTO {requests} (app_id, requested_at, command) VALUES (:app_id, :now, :command);
+
+-- name: reprocess_command_get
+-- A reprocess command's recorded selection on this instance's share: when, how many, completed when.
+SELECT requested_at, applications, completed_at FROM {commands}
+WHERE command = :command AND instance_id = :instance_id AND instance_count = :instance_count;
+
+-- name: reprocess_command_forget
+-- Forget a command's earlier selection on this share (--again records the new one).
+DELETE FROM {commands}
+WHERE command = :command AND instance_id = :instance_id AND instance_count = :instance_count;
+
+-- name: reprocess_command_record
+-- Record a command's selection on this share (in the transaction that records its requests).
+INSERT INTO {commands} (command, instance_id, instance_count, requested_at, applications, completed_at)
+VALUES (:command, :instance_id, :instance_count, :now, :applications, NULL);
+
+-- name: reprocess_command_complete
+-- A command's selection on this share is done (none of its requests is open).
+UPDATE {commands} SET completed_at = :now
+WHERE command = :command AND instance_id = :instance_id AND instance_count = :instance_count
+  AND completed_at IS NULL;
 
 -- name: reprocess_consume
 -- Consume these applications' requests (inside the transaction of their new attempt).
