@@ -288,3 +288,31 @@ def mutated(draw: Any) -> tuple[str, str]:
 def test_both_mappers_agree_on_mutated_documents(monkeypatch, case):
     name, text = case
     same(plan_of(name), text, None, monkeypatch)
+
+
+def test_profile_hook_sees_the_same_values_in_the_same_order():
+    """``profile`` observes every refused or rounded value through ``map_record``'s hook: the
+    compiled mapper hands them to it as the reference does."""
+    from xml_extractor.mapping import map_record, parse_checked
+
+    for name, product in (("credit_card", "cc"), ("rec_lending", "rl")):
+        plan = plan_of(name)
+        seen: dict[str, list] = {"interpreted": [], "compiled": []}
+        for text, app_id in corpus(product, 30):
+            try:
+                parsed, _ = parse_checked(plan.document, text)
+            except DocumentFailure:
+                continue
+            if parsed.record is None:
+                continue
+            for mapper, log in seen.items():
+
+                def hook(table, column, raw, exc, scope, log=log):
+                    log.append((table, column, raw, type(exc).__name__, exc.reason))
+
+                try:
+                    map_record(plan, parsed.record, app_id, observe=hook, mapper=mapper)
+                except DocumentFailure as f:
+                    log.append(("failed", f.reason))
+        assert seen["compiled"] == seen["interpreted"]
+        assert len(seen["interpreted"]) > 10  # the corpus has refused and rounded values
