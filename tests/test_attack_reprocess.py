@@ -18,7 +18,7 @@ import re
 import time
 
 import pytest
-from conftest import cli, expected_failures, open_db, popen
+from conftest import cli, cli_in_process, expected_failures, open_db, popen
 
 # the same processed database as test_reprocess.py (one definition of it)
 from test_reprocess import COUNT, RUN, SEED, _dirs, processed  # noqa: F401
@@ -86,7 +86,9 @@ def test_d24_a_refused_reprocess_becomes_a_failed_attempt_and_consumes_the_reque
     victim, owner, con_id = _collide(url)
     base_rows = _one(url, "SELECT COUNT(*) FROM {contact} WHERE app_id = ?", [victim])
     assert base_rows > 0
-    p = cli("reprocess", str(victim), "--db", url, "--mode", mode, *RUN, *_dirs(tmp_path))
+    p = cli_in_process(
+        "reprocess", str(victim), "--db", url, "--mode", mode, *RUN, *_dirs(tmp_path)
+    )
     out = p.stdout + p.stderr
     assert p.returncode == 1, out  # some failed: this one
     assert re.search(r"skipped \(done elsewhere\)\s+0\b", out) and re.search(
@@ -112,10 +114,10 @@ def test_d24_a_refused_reprocess_becomes_a_failed_attempt_and_consumes_the_reque
         _one(url, "SELECT COUNT(*) FROM {contact} WHERE app_id = ?", [owner]) > 0
     )  # the owner keeps its rows
     # nothing is left to do: a plain run selects nothing, reconcile is consistent
-    again = cli("run", "--db", url, *RUN, *_dirs(tmp_path))
+    again = cli_in_process("run", "--db", url, *RUN, *_dirs(tmp_path))
     assert again.returncode == 0, again.stdout + again.stderr
     assert re.search(r"\bselected\s+0\b", again.stdout), again.stdout + again.stderr
-    rec = cli("reconcile", "--db", url)
+    rec = cli_in_process("reconcile", "--db", url)
     assert rec.returncode == 0, rec.stdout + rec.stderr
 
 
@@ -131,7 +133,7 @@ def _delete_source(url: str, ids: list[int]) -> None:
 
 
 def _status_pending_lines(url: str) -> dict[str, int]:
-    p = cli("status", "--db", url)
+    p = cli_in_process("status", "--db", url)
     assert p.returncode == 0, p.stdout + p.stderr
     return {
         m.group(1): int(m.group(2))
@@ -166,7 +168,7 @@ def test_d29_requests_of_deleted_source_rows_are_closed_with_a_reason_and_never_
     # requests of missing rows are not work left: nothing is being redone
     assert "being redone" not in lines and lines["pending (never attempted)"] == 0, lines
 
-    p = cli("reprocess", "--failed", "--db", url, *RUN, *_dirs(tmp_path))
+    p = cli_in_process("reprocess", "--failed", "--db", url, *RUN, *_dirs(tmp_path))
     out = p.stdout + p.stderr
     assert p.returncode == 1, out  # the failures fail again
     assert (
@@ -182,7 +184,7 @@ def test_d29_requests_of_deleted_source_rows_are_closed_with_a_reason_and_never_
     # nothing is left to resume: the same command requests afresh, status never goes negative
     lines = _status_pending_lines(url)
     assert all(v == 0 for v in lines.values()), lines
-    again = cli("reprocess", "--failed", "--db", url, *RUN, *_dirs(tmp_path))
+    again = cli_in_process("reprocess", "--failed", "--db", url, *RUN, *_dirs(tmp_path))
     assert "resuming" not in again.stdout, again.stdout + again.stderr
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
 
@@ -204,12 +206,14 @@ def test_d32_load_xml_replace_of_a_processed_application_marks_it_for_reprocess(
     (files / f"app-{victim}.xml").write_text(changed, encoding="utf-8")
     other = re.sub(r'(<Request\b[^>]*\bID=")\d+(")', rf"\g<1>{fresh}\g<2>", text, count=1)
     (files / "new.xml").write_text(other, encoding="utf-8")
-    cli("load-xml", str(files / "new.xml"), "--db", url, check=True)  # loaded, never processed
+    cli_in_process(
+        "load-xml", str(files / "new.xml"), "--db", url, check=True
+    )  # loaded, never processed
     (files / "new.xml").write_text(
         other.replace('first_name="', 'first_name="X', 1), encoding="utf-8"
     )
 
-    p = cli("load-xml", str(files), "--replace", "--db", url)
+    p = cli_in_process("load-xml", str(files), "--replace", "--db", url)
     assert p.returncode == 0, p.stdout + p.stderr
     assert re.search(r"replaced\s+2\b", p.stdout), p.stdout
     assert "marked for reprocess: 1 replaced application(s) had been processed" in p.stderr, (
@@ -222,7 +226,7 @@ def test_d32_load_xml_replace_of_a_processed_application_marks_it_for_reprocess(
     assert st["being redone"] == 1 and st["pending (never attempted)"] == 1, st
 
     # the next plain run redoes it (its new attempt replaces the old rows) and the new document
-    run = cli("run", "--db", url, *RUN, *_dirs(tmp_path))
+    run = cli_in_process("run", "--db", url, *RUN, *_dirs(tmp_path))
     assert re.search(r"\bselected\s+2\b", run.stdout), run.stdout + run.stderr
     names = {
         str(r[0]) for r in _rows(url, "SELECT first_name FROM {contact} WHERE app_id = ?", [victim])
@@ -232,7 +236,7 @@ def test_d32_load_xml_replace_of_a_processed_application_marks_it_for_reprocess(
     assert [(int(a), s) for a, s in hist] == [(1, "success")]
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
     # the same files again: the same text, nothing replaced, nothing marked
-    same = cli("load-xml", str(files), "--replace", "--db", url)
+    same = cli_in_process("load-xml", str(files), "--replace", "--db", url)
     assert same.returncode == 0 and "marked for reprocess" not in same.stderr, (
         same.stdout + same.stderr
     )
@@ -312,7 +316,9 @@ def test_d33_reprocess_failed_with_limit_pages_through_the_failures(processed, t
     firsts = sorted(expected_failures(SEED, 0.2, COUNT))
     seen: set[int] = set()
     for k in range(3):
-        p = cli("reprocess", "--failed", "--limit", "3", "--db", url, *RUN, *_dirs(tmp_path))
+        p = cli_in_process(
+            "reprocess", "--failed", "--limit", "3", "--db", url, *RUN, *_dirs(tmp_path)
+        )
         assert p.returncode == 1, p.stdout + p.stderr  # they fail again (the documents are broken)
         redone = {int(a) for (a,) in _rows(url, "SELECT DISTINCT app_id FROM {log_history}")} - seen
         # the oldest results first (a first run's are equally old: by id), then the next ones
@@ -334,7 +340,7 @@ def test_d33_request_ids_are_ascii_digits(sqlite_url, tmp_path, raw):
     assert bad != doc
     f = tmp_path / "odd.xml"
     f.write_text(bad, encoding="utf-8")
-    p = cli("load-xml", str(f), "--db", sqlite_url)
+    p = cli_in_process("load-xml", str(f), "--db", sqlite_url)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "no usable Request/@ID" in p.stdout + p.stderr and "not an integer" in p.stderr, (
         p.stdout + p.stderr

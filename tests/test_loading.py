@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, cli, cli_in_process, engine, popen, url_password
+from conftest import SAMPLES, cli_in_process, engine, popen, url_password
 
 from xml_extractor import load_contract
 from xml_extractor.db.database import Database
@@ -241,17 +241,19 @@ def test_ids_outside_the_selectable_range_are_refused_and_the_edges_are_processe
     d = tmp_path / "edge"
     d.mkdir()
     (d / "below.xml").write_text(_doc(str(lo - 1)), "utf-8")
-    p = cli("load-xml", str(d), "--db", db_url)
+    p = cli_in_process("load-xml", str(d), "--db", db_url)
     assert p.returncode == 1 and f"Request/@ID {lo - 1} does not fit" in p.stderr, (
         p.stdout + p.stderr
     )
     for start, count in ((hi - 2, 5), (lo - 1, 3)):
-        p = cli("generate-mock", "--db", db_url, "--count", str(count), "--start-id", str(start))
+        p = cli_in_process(
+            "generate-mock", "--db", db_url, "--count", str(count), "--start-id", str(start)
+        )
         assert (
             p.returncode == 2 and f"hold {lo}..{hi}" in p.stderr and "Traceback" not in p.stderr
         ), p.stderr
     assert not _source(db_url, [lo, hi])
-    cli(
+    cli_in_process(
         "generate-mock",
         "--db",
         db_url,
@@ -263,7 +265,7 @@ def test_ids_outside_the_selectable_range_are_refused_and_the_edges_are_processe
         "0",
         check=True,
     )
-    cli(
+    cli_in_process(
         "generate-mock",
         "--db",
         db_url,
@@ -275,7 +277,7 @@ def test_ids_outside_the_selectable_range_are_refused_and_the_edges_are_processe
         "0",
         check=True,
     )
-    p = cli(
+    p = cli_in_process(
         "run",
         "--db",
         db_url,
@@ -289,7 +291,7 @@ def test_ids_outside_the_selectable_range_are_refused_and_the_edges_are_processe
     )
     assert p.returncode == 0, p.stdout + p.stderr
     for i in (0, 2):
-        cli(
+        cli_in_process(
             "run",
             "--db",
             db_url,
@@ -302,7 +304,7 @@ def test_ids_outside_the_selectable_range_are_refused_and_the_edges_are_processe
             "3",
             check=True,
         )
-    p = cli("reconcile", "--db", db_url)
+    p = cli_in_process("reconcile", "--db", db_url)
     assert p.returncode == 0, p.stdout
 
 

@@ -308,8 +308,13 @@ def test_scores_indicators_and_history(plan):
 
 def test_wrong_product_line_and_id_problems_fail_typed(plan):
     rec = '<Provenir><Request ID="7"><CustData><IL_application/></CustData></Request></Provenir>'
-    with pytest.raises(ValidateFailure, match="no /Provenir/Request/CustData/application"):
+    with pytest.raises(
+        ValidateFailure, match="this is a rec_lending document .*--contract rec_lending"
+    ):
         map_document(plan, rec, 7)
+    other = '<Provenir><Request ID="7"><CustData><something_else/></CustData></Request></Provenir>'
+    with pytest.raises(ValidateFailure, match="no /Provenir/Request/CustData/application"):
+        map_document(plan, other, 7)
     with pytest.raises(ValidateFailure, match="is 7 but the row's app_id is 8"):
         map_document(plan, doc(), 8)
     with pytest.raises(ValidateFailure, match="no /Provenir/Request/@ID"):

@@ -16,6 +16,7 @@ from .. import ops
 from ..contract.merge import split_contract_spec
 from ..errors import ConfigError
 from ..hooks import hold
+from ..progress import AVERAGE_LABEL, rate_label
 from .common import ENV, FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
 from .run import execute_run
 
@@ -98,9 +99,14 @@ def _print_status(d: dict) -> None:
         )
 
 
+def _rate_label(d: dict) -> str:
+    """status's windowed rate under progress.py's name (the default window without one)."""
+    return str(d.get("rate_label") or rate_label())
+
+
 def _session_headers(d: dict) -> list[str]:
     """The sessions table's columns, its rates under progress.py's labels."""
-    rates = [f"{d['rate_label']}/min", f"{d['average_label']}/min"]
+    rates = [f"{_rate_label(d)}/min", f"{d.get('average_label', AVERAGE_LABEL)}/min"]
     return [
         "session",
         "instance",
@@ -160,8 +166,8 @@ def _print_status_totals(d: dict) -> None:
         rows.append(["being redone", d["being_redone"]])
     rows += [
         ["done", f"{d['done_pct']}%"],
-        [d["rate_label"], f"{d['rate_per_min_recent']}/min{window}"],
-        [f"ETA at the {d['rate_label']}", _status_eta(d)],
+        [_rate_label(d), f"{d['rate_per_min_recent']}/min{window}"],
+        [f"ETA at the {_rate_label(d)}", _status_eta(d)],
     ]
     click.echo(tabulate(rows, tablefmt="simple"))
 

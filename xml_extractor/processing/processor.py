@@ -448,8 +448,15 @@ class ProductionProcessor:
         window = RATE_WINDOW_MINUTES * 60.0
         end = now if last is not None and now - last <= IDLE_AFTER_S else (last or now)
         since = max(end - window, first or end)
-        before = [p for p in coord.summary.timeline if self._started + p["elapsed_s"] <= since]
-        done_before = int(before[-1]["success"] + before[-1]["failed"]) if before else 0
+        before = next(  # the newest sample at or before the window's start (a few from the end)
+            (
+                p
+                for p in reversed(coord.summary.timeline)
+                if self._started + p["elapsed_s"] <= since
+            ),
+            None,
+        )
+        done_before = int(before["success"] + before["failed"]) if before else 0
         return measure(
             done,
             _moment(first),
