@@ -316,3 +316,150 @@ def test_profile_hook_sees_the_same_values_in_the_same_order():
                     log.append(("failed", f.reason))
         assert seen["compiled"] == seen["interpreted"]
         assert len(seen["interpreted"]) > 10  # the corpus has refused and rounded values
+
+
+# -- specialised converters ------------------------------------------------------------------------
+
+
+def _converters() -> dict[str, Any]:
+    """One converter of each kind the compiled mapper specialises (converters.text_path)."""
+    from xml_extractor.contract import converters as cv
+
+    made = {
+        "string5": cv.make_string(5),
+        "string5_utf16": cv.make_string(5, cv.UNIT_UTF16),
+        "string1": cv.make_string(1),
+        "text": cv.make_string(None),
+        "decimal5_2": cv.make_decimal(5, 2),
+        "decimal18_4": cv.make_decimal(18, 4),
+        "date": cv.make_datetime(cv.DEFAULT_DATE_FORMATS, True),
+        "datetime": cv.make_datetime(cv.DEFAULT_DATE_FORMATS, False),
+        "datetime_us": cv.make_datetime(["%m/%d/%Y", "%d/%m/%Y", "%Y%m%d%H%M"], False),
+        "bit": cv.make_bit(None),
+        "char_bit": cv.make_bit("char_to_bit"),
+        "enum": cv.make_enum("status", {" a ": 1, "Pr": 2, "ß": 3, "SS": 4}),
+    }
+    made.update({t: cv.make_int(t) for t in INT_TYPES})
+    return made
+
+
+CONVERTERS = _converters()
+
+
+def _result(fn: Any, s: str) -> tuple:
+    """A converter's value (its type and scale kept by repr) or its refusal, every field of it."""
+    try:
+        return ("ok", repr(fn(s)))
+    except Exception as e:
+        fields = ("kind", "reason", "fixed", "capacity", "size", "value")
+        return (type(e).__name__, *(repr(getattr(e, f, None)) for f in fields))
+
+
+def _by_text_path(convert: Any, s: str) -> tuple:
+    """What the compiled mapper does with trimmed non-empty text (compiled_mapping._attr_section)."""
+    from xml_extractor.contract.converters import text_path
+
+    path = text_path(convert)
+    if isinstance(path, int):
+        return ("ok", repr(s)) if len(s) <= path else _result(convert, s)
+    return _result(path, s)
+
+
+EDGES = [
+    "0", "007", "255", "256", "-0", "+5", "1.0", "1.5", "32767", "32768", "-32769",
+    "2147483647", "2147483648", "9223372036854775807", "9223372036854775808",
+    "999999999999999999", "1" * 19, "1" * 40, "٣", "²", "1e3", ".5", "5.", "-.005",
+    "999.994", "999.995", "-999.995", "0.005", "0.015", "0.0049999", "3333.3333333333335",
+    "12345", "abcde", "abcdef", "a", "ab", "日本語日本", "😀😀😀", "😀😀",
+    "2025-10-14 20:09:54.949", "2025-10-14 20:09:54.9495", "2025-10-14", "02/30/2020",
+    "2020-02-30 10:11:12.1234567", "10/14/2025 12:00:00 AM", "10/14/2025 13:00:00 PM",
+    "1752-12-31", "9999-12-31 23:59:59.999", "13/01/2020", "01/13/2020", "01/02/2020", "202001021304",
+    "Y", "n", "TRUE", "yes", "2", "A", "pr", "ss", "ß", "SS", "x",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(CONVERTERS))
+def test_text_paths_give_what_their_converters_give_on_edge_values(name):
+    convert = CONVERTERS[name]
+    for s in EDGES:
+        assert _by_text_path(convert, s) == _result(convert, s), s
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(CONVERTERS)),
+    st.one_of(
+        st.text(min_size=1, max_size=12),
+        st.from_regex(r"[+-]?\d{0,20}(\.\d{0,8})?", fullmatch=True),
+        st.from_regex(
+            r"\d{1,4}[-/]\d{1,2}[-/]\d{1,4}( \d{1,2}:\d{1,2}(:\d{1,2}(\.\d{1,8})?)?)?( [AP]M)?",
+            fullmatch=True,
+        ),
+    )
+    .map(str.strip)
+    .filter(bool),
+)
+def test_text_paths_give_what_their_converters_give(name, s):
+    convert = CONVERTERS[name]
+    assert _by_text_path(convert, s) == _result(convert, s)
+
+
+def test_every_specialised_kind_has_its_text_path():
+    """The converters above are specialised (else the tests above compare a converter with
+    itself), except a date-time whose formats need strptime."""
+    from xml_extractor.contract import converters as cv
+
+    plain = [n for n, c in CONVERTERS.items() if cv.text_path(c) is c]
+    assert plain == []
+    odd = cv.make_datetime(["%Y-%j"], False)  # day of the year: no regex form
+    assert cv.text_path(odd) is odd
+
+
+def _built(build: Any, gen: Any, attrs: dict) -> tuple:
+    """A row built from these attributes (given directly: the generated code reads them as
+    ``scope.attrs``), with its events, or the failure."""
+    from lxml import etree
+
+    from xml_extractor.contract.compiler import DocContext, Scope
+
+    doc = DocContext(1, False)
+    scope = Scope(doc, etree.fromstring("<application/>"), {})
+    scope.attrs = attrs
+    try:
+        row = build(gen, scope)
+    except Exception as e:
+        return ("failed", type(e).__name__, str(e), repr(doc.events))
+    return (repr(row), repr(doc.events))
+
+
+@pytest.mark.parametrize("name", ["credit_card", "rec_lending", "cc_repairing", "rl_strict"])
+def test_generated_rows_agree_on_boundary_values_of_every_attribute_column(name):
+    """Every attribute column of every generator, given edge values (padded, empty, a string of
+    its exact length and one more): the generated row and its events are the reference's."""
+    from xml_extractor.contract import converters as cv
+
+    plan = plan_of(name)
+    build = compiled_mapping.plan_builder(plan, REFERENCE)
+    checked = 0
+    for t in plan.tables:
+        for gen in t.generators:
+            for col in gen.columns:
+                if col.attr_key is None:
+                    continue
+                path = cv.text_path(col.convert)
+                n = path if isinstance(path, int) and path < 10**6 else 3
+                for v in [
+                    *EDGES[::3],
+                    "",
+                    "  ",
+                    " 7 ",
+                    "x" * n,
+                    "é" * n,
+                    "x" * (n + 1),
+                    f" {'y' * n} ",
+                ]:
+                    attrs = {col.attr_key: v}
+                    got = _built(build, gen, attrs)
+                    assert got == _built(REFERENCE.build_row, gen, attrs), (t.name, col.name, v)
+                    checked += 1
+    assert checked > 500

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
@@ -40,6 +41,7 @@ from .contract.compiler import (
     parse_path,
     select_one,
 )
+from .contract.converters import text_path
 from .errors import ConfigError, ContractError
 
 MAPPER_ENV = "XML_EXTRACTOR_MAPPER"
@@ -78,19 +80,36 @@ def _attr_section(gen: GeneratorPlan, plain: list[int], ns: dict[str, Any]) -> l
     lines = ["    bad = None"]
     for i in plain:
         col = gen.columns[i]
-        ns[f"t{i}"] = col.text_fn
         lines += [
             f"    v = attrs.get({col.attr_key!r})",
             f"    c{i} = None",
             "    if v is not None:",
             "        v = v.strip()",
             "        if v:",
+        ]
+        conv = _text_converter(col)
+        if conv == sys.maxsize:  # a string of any length: the text is the value
+            lines.append(f"            c{i} = v")
+            continue
+        ns[f"t{i}"] = col.text_fn if isinstance(conv, int) else conv
+        call = f"v if len(v) <= {conv} else t{i}(v)" if isinstance(conv, int) else f"t{i}(v)"
+        lines += [
             "            try:",
-            f"                c{i} = t{i}(v)",
+            f"                c{i} = {call}",
             "            except Exception:",
             f"                bad = [{i}] if bad is None else bad + [{i}]",
         ]
     return lines
+
+
+def _text_converter(col: ColumnPlan) -> Callable[[str], Any] | int:
+    """What turns a column's trimmed non-empty text into its value: the converter's specialised
+    text path (converters.text_path: a function, or the length up to which a string is its own
+    value) when the column has no transforms or pattern; else its composed ``text_fn``."""
+    if col.transforms or col.check is not None:
+        assert col.text_fn is not None
+        return col.text_fn
+    return text_path(col.convert)
 
 
 def _troubled(
@@ -158,7 +177,8 @@ def _other_column(
     lines = ["    try:", f"        raw = {read}", "        if raw is None:"]
     lines += ["            x = None", "        else:"]
     if col.textual:
-        ns[f"t{i}"] = col.text_fn
+        conv = _text_converter(col)
+        ns[f"t{i}"] = col.text_fn if isinstance(conv, int) else conv
         lines += [
             "            if not isinstance(raw, str):",
             "                raw = str(raw)",

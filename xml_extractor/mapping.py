@@ -456,6 +456,8 @@ def _lost_values(loser: dict, winner: dict, key: tuple[str, ...]) -> str:
 def _dedup(
     gen: GeneratorPlan, doc: DocContext, cands: list[tuple[dict, Any, int, int]]
 ) -> list[tuple[dict, Any, int, int]]:
+    if len(cands) < 2:
+        return cands  # nothing to clash with (and already in position order)
     winners: dict[tuple, tuple[dict, Any, int, int]] = {}
     for cand in cands:
         key = tuple(cand[0].get(k) for k in gen.dedup_key)

@@ -10,11 +10,30 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import sys
+import weakref
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 Converter = Callable[[Any], Any]
+
+# converter -> what the compiled mapper may use instead of it on trimmed non-empty attribute
+# text: a specialised function giving the same value or exception for such text, or an int n
+# (a string converter: text of at most n characters is its own value, unchanged)
+_TEXT_PATHS: weakref.WeakKeyDictionary[Converter, Converter | int] = weakref.WeakKeyDictionary()
+
+
+def text_path(convert: Converter) -> Converter | int:
+    """The specialised form of ``convert`` for trimmed non-empty text (``_TEXT_PATHS``): the
+    converter itself when it has none."""
+    return _TEXT_PATHS.get(convert, convert)
+
+
+def _with_text_path(convert: Converter, path: Converter | int) -> Converter:
+    _TEXT_PATHS[convert] = path
+    return convert
+
 
 INT_RANGES = {
     "tinyint": (0, 255),
@@ -188,23 +207,23 @@ def make_int(type_name: str) -> Converter:
             )
         return n
 
-    return convert
+    def from_text(s: str) -> int:
+        """ASCII digits only (at most 18: no sign, no point) in range: their int; else ``convert``."""
+        if len(s) <= 18 and s.isascii() and s.isdigit():
+            n = int(s)
+            if lo <= n <= hi:
+                return n
+        return convert(s)
+
+    return _with_text_path(convert, from_text)
 
 
 def make_decimal(precision: int, scale: int) -> Converter:
     quantum = Decimal(1).scaleb(-scale)
     limit = Decimal(10) ** (precision - scale)
 
-    def convert(v: Any) -> Decimal:
-        if isinstance(v, Decimal):
-            d = v
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            d = Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
-        else:
-            s = str(v).strip()
-            if not _DECIMAL_TEXT.fullmatch(s):
-                raise BadValue("value_rejected", f"{s[:80]!r} is not a number")
-            d = Decimal(s)
+    def fitted(d: Decimal, v: Any) -> Decimal:
+        """``d`` at the column's scale, or why it cannot be (``v``: the value as given)."""
         if not d.is_finite():
             raise BadValue("value_rejected", f"{v!r} is not a finite number")
         try:
@@ -232,7 +251,22 @@ def make_decimal(precision: int, scale: int) -> Converter:
             )
         return q
 
-    return convert
+    def from_text(s: str) -> Decimal:
+        """Trimmed text: checked and converted without the type dispatch of ``convert``."""
+        if not _DECIMAL_TEXT.fullmatch(s):
+            raise BadValue("value_rejected", f"{s[:80]!r} is not a number")
+        return fitted(Decimal(s), s)
+
+    def convert(v: Any) -> Decimal:
+        if isinstance(v, Decimal):
+            d = v
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            d = Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+        else:
+            return from_text(str(v).strip())
+        return fitted(d, v)
+
+    return _with_text_path(convert, from_text)
 
 
 def integer_digits(d: Decimal) -> int:
@@ -287,7 +321,7 @@ def make_string(length: int | None, unit: str = UNIT_CHARS) -> Converter:
     """A string of at most ``length`` in the target's unit. UTF-16 is measured only when it can
     differ from the character count (a non-ASCII value longer than half the limit)."""
     if length is None:
-        return lambda v: v if isinstance(v, str) else str(v)
+        return _with_text_path(lambda v: v if isinstance(v, str) else str(v), sys.maxsize)
     if unit == UNIT_UTF16:
         half = length // 2
 
@@ -308,7 +342,7 @@ def make_string(length: int | None, unit: str = UNIT_CHARS) -> Converter:
                     )
             return s
 
-        return convert_utf16
+        return _with_text_path(convert_utf16, half)
 
     def convert(v: Any) -> str:
         s = v if isinstance(v, str) else str(v)
@@ -322,7 +356,7 @@ def make_string(length: int | None, unit: str = UNIT_CHARS) -> Converter:
             )
         return s
 
-    return convert
+    return _with_text_path(convert, length)
 
 
 _DIRECTIVES = {
@@ -381,7 +415,8 @@ def _from_match(g: dict) -> tuple[_dt.datetime, bool]:
     )
 
 
-def make_datetime(formats: list[str], date_only: bool) -> Converter:
+def _parsers(formats: list[str]) -> list[Callable[[str], tuple[_dt.datetime, bool] | None]]:
+    """One parser per format, in order: a regex where one is equivalent, else strptime."""
     parsers: list[Callable[[str], tuple[_dt.datetime, bool] | None]] = []
     for f in formats:
         rx = _format_regex(f)
@@ -401,6 +436,42 @@ def make_datetime(formats: list[str], date_only: bool) -> Converter:
                     return None
 
             parsers.append(by_strptime)
+    return parsers
+
+
+def _one_pass(formats: list[str]) -> Callable[[str], tuple[_dt.datetime, bool] | None] | None:
+    """Every format in one alternation (tried in order, as the parsers are): the date-time of the
+    first format the text matches, or None when it matches none. Raises ValueError when that
+    first match is no real date (a later format may still read it: the caller asks the
+    parsers). None when a format has no regex form."""
+    rxs = [_format_regex(f) for f in formats]
+    if not rxs or any(rx is None for rx in rxs):
+        return None
+    parts: list[str] = []
+    shapes: dict[int, tuple[int, list[str]]] = {}  # outer group -> (it, its directives in order)
+    outer = 1
+    for rx in rxs:
+        assert rx is not None
+        names = sorted(rx.groupindex, key=rx.groupindex.__getitem__)
+        shapes[outer] = (outer, names)
+        outer += 1 + len(names)
+        parts.append("(" + re.sub(r"\(\?P<(\w)>", "(", rx.pattern) + ")")
+    combined = re.compile("|".join(parts))
+
+    def one_pass(s: str) -> tuple[_dt.datetime, bool] | None:
+        m = combined.fullmatch(s)
+        if m is None:
+            return None
+        outer, names = shapes[m.lastindex]  # type: ignore[index]
+        found = m.groups()[outer : outer + len(names)]
+        return _from_match(dict(zip(names, found)))
+
+    return one_pass
+
+
+def make_datetime(formats: list[str], date_only: bool) -> Converter:
+    parsers = _parsers(formats)
+    one_pass = _one_pass(formats)
 
     def parse_text(s: str) -> tuple[_dt.datetime, bool]:
         for parse in parsers:
@@ -412,15 +483,8 @@ def make_datetime(formats: list[str], date_only: bool) -> Converter:
                 return found
         raise BadValue("value_rejected", f"{s[:80]!r} is not a date in any declared format")
 
-    def convert(v: Any) -> Any:
-        d: _dt.datetime
-        exact = True  # False: digits beyond the microsecond were cut while parsing
-        if isinstance(v, _dt.datetime):
-            d = v
-        elif isinstance(v, _dt.date):
-            d = _dt.datetime(v.year, v.month, v.day)
-        else:
-            d, exact = parse_text(str(v).strip())
+    def fitted(d: _dt.datetime, exact: bool, v: Any) -> Any:
+        """``d`` as the column holds it (``exact``: no digits were cut while parsing ``v``)."""
         if not MIN_YEAR <= d.year <= MAX_YEAR:
             raise BadValue("value_rejected", f"year {d.year} is outside {MIN_YEAR}..{MAX_YEAR}")
         if date_only:
@@ -440,7 +504,26 @@ def make_datetime(formats: list[str], date_only: bool) -> Converter:
             )
         return d
 
-    return convert
+    def convert(v: Any) -> Any:
+        if isinstance(v, _dt.datetime):
+            return fitted(v, True, v)
+        if isinstance(v, _dt.date):
+            return fitted(_dt.datetime(v.year, v.month, v.day), True, v)
+        return fitted(*parse_text(str(v).strip()), v)
+
+    def from_text(s: str) -> Any:
+        """Trimmed text: all formats in one regex pass (``_one_pass``), the parsers when its first
+        match is no real date."""
+        assert one_pass is not None
+        try:
+            found = one_pass(s)
+        except ValueError:
+            found = parse_text(s)
+        if found is None:
+            raise BadValue("value_rejected", f"{s[:80]!r} is not a date in any declared format")
+        return fitted(*found, s)
+
+    return convert if one_pass is None else _with_text_path(convert, from_text)
 
 
 def make_bit(transform: str | None) -> Converter:
@@ -453,7 +536,7 @@ def make_bit(transform: str | None) -> Converter:
             return v
         return fn(str(v))
 
-    return convert
+    return _with_text_path(convert, fn)
 
 
 def make_enum(name: str, codes: dict[str, int]) -> Converter:
@@ -467,7 +550,12 @@ def make_enum(name: str, codes: dict[str, int]) -> Converter:
         except KeyError:
             raise BadValue("unknown_enum", f"{str(v)[:80]!r} is not a known {name} code") from None
 
-    return convert
+    def from_text(s: str) -> int:
+        """Trimmed text: its code looked up directly; ``convert`` says why when it is unknown."""
+        found = table.get(s.upper())
+        return convert(s) if found is None else found
+
+    return _with_text_path(convert, from_text)
 
 
 def make_pattern(pattern: str) -> Callable[[str], None]:
