@@ -13,6 +13,7 @@ import pytest
 from conftest import (
     assert_exactly_once,
     cli,
+    cli_in_process,
     engine,
     expected_failures,
     log_rows,
@@ -26,8 +27,8 @@ SEED, SHARE = 7, 0.05
 
 
 def prepare(url: str, count: int = 120, share: float = SHARE) -> None:
-    cli("init-db", "--db", url, check=True)
-    cli(
+    cli_in_process("init-db", "--db", url, check=True)
+    cli_in_process(
         "generate-mock",
         "--db",
         url,
@@ -121,7 +122,7 @@ def test_1_sigterm_to_the_process_group_of_a_run(db_url):
 
 
 def queue_run(url: str, *extra: str, env: dict | None = None) -> str:
-    p = cli(
+    p = cli_in_process(
         *run_args(url, "--workers", "1", "--mode", "queue", "--chunk-size", "50", *extra),
         env=env,
         timeout=300,
@@ -142,7 +143,7 @@ def test_2_reprocess_failed_and_retry_failed_in_queue_mode(db_url):
     assert int(summary_row(out, "selected")) == len(failed)
     attempts = {r[0]: r[3] for r in log_rows(db_url)}
     assert all(attempts[a] == 2 for a in failed)
-    p = cli(
+    p = cli_in_process(
         "reprocess",
         "--failed",
         "--db",
@@ -165,7 +166,7 @@ def test_6_rows_loaded_later_into_a_done_chunk_are_processed(db_url):
     prepare(db_url, count=60)
     queue_run(db_url)
     assert pending(db_url) == 0
-    cli(
+    cli_in_process(
         "generate-mock",
         "--db",
         db_url,
@@ -202,7 +203,7 @@ def test_6_reprocess_ids_in_queue_mode_also_from_the_environment(db_url):
     prepare(db_url, count=60, share=0.0)
     queue_run(db_url)
     before = {r[0]: r[3] for r in log_rows(db_url)}
-    p = cli(
+    p = cli_in_process(
         "reprocess",
         "41",
         "42",
@@ -216,7 +217,7 @@ def test_6_reprocess_ids_in_queue_mode_also_from_the_environment(db_url):
     )
     assert p.returncode == 0, p.stdout + p.stderr
     assert int(summary_row(p.stdout, "selected")) == 3
-    p = cli(
+    p = cli_in_process(
         "reprocess",
         "44",
         "--db",
@@ -292,11 +293,11 @@ def test_5_no_schema_is_a_usage_error_not_an_inconsistency(db_url, command):
         import sqlite3
 
         sqlite3.connect(db_url[len("sqlite:///") :]).execute("VACUUM").connection.close()
-    before = cli("init-db", "--db", db_url, "--dry-run", check=True).stdout
-    p = cli(*command, "--db", db_url)
+    before = cli_in_process("init-db", "--db", db_url, "--dry-run", check=True).stdout
+    p = cli_in_process(*command, "--db", db_url)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "init-db" in p.stderr and "Traceback" not in p.stderr + p.stdout
-    assert cli("init-db", "--db", db_url, "--dry-run", check=True).stdout == before
+    assert cli_in_process("init-db", "--db", db_url, "--dry-run", check=True).stdout == before
 
 
 # -- 7. every chunk the process holds is renewed --------------------------------------------------------
@@ -416,7 +417,7 @@ def test_9_skipped_is_counted_only_with_a_committed_log_row(db_url):
     from xml_extractor.processing.worker import _committed
 
     prepare(db_url, count=10, share=0.0)
-    cli(*run_args(db_url, "--limit", "4"), check=True)
+    cli_in_process(*run_args(db_url, "--limit", "4"), check=True)
     db = open_db(db_url)
     try:
         logged_ids = [

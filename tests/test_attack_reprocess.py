@@ -311,14 +311,17 @@ def test_d30_reprocess_in_queue_mode_beside_a_queue_run_ends_with_its_own_ids(db
 
 def test_d33_reprocess_failed_with_limit_pages_through_the_failures(processed, tmp_path):
     """D33. Before the fix `reprocess --failed --limit 3` run twice requested and redid the same
-    first 3 ids both times."""
+    first 3 ids both times. A completed command is remembered: the same command again says so,
+    and --again takes the next page."""
     url = processed
     firsts = sorted(expected_failures(SEED, 0.2, COUNT))
     seen: set[int] = set()
     for k in range(3):
-        p = cli_in_process(
-            "reprocess", "--failed", "--limit", "3", "--db", url, *RUN, *_dirs(tmp_path)
-        )
+        cmd = ("reprocess", "--failed", "--limit", "3", "--db", url, *RUN, *_dirs(tmp_path))
+        if k:
+            same = cli_in_process(*cmd)
+            assert same.returncode == 0 and "complete at" in same.stdout, same.stdout + same.stderr
+        p = cli_in_process(*cmd, *(("--again",) if k else ()))
         assert p.returncode == 1, p.stdout + p.stderr  # they fail again (the documents are broken)
         redone = {int(a) for (a,) in _rows(url, "SELECT DISTINCT app_id FROM {log_history}")} - seen
         # the oldest results first (a first run's are equally old: by id), then the next ones

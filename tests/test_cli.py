@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, expected_failures, open_db
+from conftest import ROOT, cli_in_process, expected_failures, open_db
 from conftest import cli as run_cli
 
 import xml_extractor.cli as cli_pkg
@@ -112,8 +112,8 @@ def test_usage_and_configuration_errors_exit_2(
 
 @pytest.fixture(scope="module")
 def processed(module_db_url: str) -> str:
-    """A small database of each engine: init-db and generate-mock in-process, one real run (worker
-    processes). The tests only read it, or put back what they change."""
+    """A small database of each engine: init-db, generate-mock and one run, all in-process (the run
+    with real worker processes). The tests only read it, or put back what they change."""
     url = module_db_url
     assert invoke("init-db", "--db", url).exit_code == 0
     assert (
@@ -130,7 +130,7 @@ def processed(module_db_url: str) -> str:
         ).exit_code
         == 0
     )
-    p = run_cli("run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "10")
+    p = cli_in_process("run", "--db", url, "--no-progress", "--workers", "1", "--batch-size", "10")
     assert p.returncode == 1, p.stdout + p.stderr  # the faulty documents failed
     return url
 

@@ -496,7 +496,7 @@ class ProfileSet:
         )
         doc = self.members[
             0
-        ].plan.document  # root, id and scope are the same for every member (contract_set.py)
+        ].plan.document  # root, id and scope are the same for every member (mapping.map_routed)
         self._document = replace(
             doc, record_steps=doc.scope_steps
         )  # the parse yields the scope element

@@ -575,7 +575,7 @@ class Route:
 
 
 def compile_set(contract: Contract, dialect: str | None = None) -> MappingPlan:
-    """The set's plan: the scope element is the parsed record; :func:`contract_set.map_routed` picks the member."""
+    """The set's plan: the scope element is the parsed record; :func:`mapping.map_routed` picks the member."""
     from ..parsing import DocumentPlan
 
     members: list[Contract] = contract.extra["members"]

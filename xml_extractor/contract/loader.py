@@ -89,7 +89,7 @@ def resolve_contract_path(name_or_path: str | Path | None) -> Path:
 def load_contract(path: str | Path | None = None) -> Contract:
     """Read, validate and cross-check a contract file or packaged contract by name (default: the
     packaged credit_card). Several, comma-separated (what a repeated ``--contract`` becomes), are a
-    contract set: one union contract whose plan routes each document (merge.py, contract_set.py)."""
+    contract set: one union contract whose plan routes each document (merge.py; mapping.map_routed)."""
     if path is not None and "," in str(path):
         members = [load_contract(p) for p in split_contract_spec(str(path))]
         return members[0] if len(members) == 1 else merge_contracts(members)

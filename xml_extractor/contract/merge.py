@@ -7,7 +7,7 @@ binds). A table two members declare has one definition: a column both declare mu
 (type, length, precision, scale, nullability, key) and a column only one declares must be
 nullable; enum ids are one id space (``app_enums``). Anything else is refused here, naming the
 columns. The set's plan (compiler.compile_set) routes each document to its member
-(contract_set.map_routed).
+(mapping.map_routed).
 """
 
 from __future__ import annotations

@@ -354,7 +354,7 @@ class BatchWriter:
 
     def _log_row(self, it: Outcome, now: _dt.datetime, insert_ms: float | None) -> tuple:
         i = self.ident
-        # a contract set's run logs the member contract that mapped the application (contract_set.py)
+        # a contract set's run logs the member contract that mapped the application (mapping.map_routed)
         routed = it.mapped.extra.get("contract") if it.mapped is not None else it.contract
         version, name = routed if routed else (i.contract_version, self.contract_name)
         return (
