@@ -186,6 +186,7 @@ def _values(db: Any) -> dict[str, Any]:
         "lease_seconds": 60,
         "count": 5,
         "apps": 5,
+        "applications": 5,
         "span_ms": 60_000,
         "doc_bytes": 10,
         "head": 64,

@@ -205,5 +205,66 @@ def test_the_command_table_and_its_queries_on_every_dialect(contract) -> None:
             "reprocess_command_forget",
             "reprocess_command_record",
             "reprocess_command_complete",
+            "reprocess_command_extend",
         ):
             assert db.names["commands"] in str(db.sql(name)), name
+
+
+def _failed_now(url: str) -> set[int]:
+    db = open_db(url)
+    try:
+        sql = db.sql("reconcile_final_failed")
+        return {int(r[0]) for r in db.autocommit_query(sql, {})}
+    finally:
+        db.close()
+
+
+def test_new_failures_after_a_completed_failed_command_are_redone_by_it(
+    db_url: str, tmp_path: Path
+) -> None:
+    """run --limit, reprocess --failed, run the rest (new failures), reprocess --failed again: the
+    command is not complete while its selection picks failures it has not redone; it redoes
+    exactly those (--dry-run lists them), then it is complete with all it redid."""
+    cli("init-db", "--db", db_url, check=True)
+    gen = ("--count", str(COUNT), "--faulty-share", "0.2", "--seed", str(SEED))
+    cli("generate-mock", "--db", db_url, *gen, check=True)
+    first = cli("run", "--db", db_url, *RUN, "--limit", "15", *_dirs(tmp_path))
+    assert first.returncode == 1, first.stdout + first.stderr
+    old = _failed_now(db_url)
+    cmd = ("reprocess", "--db", db_url, "--failed", *RUN, *_dirs(tmp_path))
+    assert cli(*cmd).returncode == 1
+    assert _replaced(db_url) == len(old)
+    rest = cli("run", "--db", db_url, *RUN, *_dirs(tmp_path))
+    assert rest.returncode == 1, rest.stdout + rest.stderr
+    new = _failed_now(db_url) - old
+    assert new and _failed_now(db_url) == old | new == set(expected_failures(SEED, 0.2, COUNT))
+
+    dry = cli("reprocess", "--db", db_url, "--failed", "--dry-run")
+    assert dry.returncode == 0 and not COMPLETE.search(dry.stdout), dry.stdout + dry.stderr
+    assert f"would reprocess {len(new)} application(s)" in dry.stdout, dry.stdout
+    assert f"the {len(old)} it redid are not redone" in dry.stdout, dry.stdout
+    assert "): " + " ".join(map(str, sorted(new))) + "\n" in dry.stdout, dry.stdout
+
+    again = cli(*cmd)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"requested 'reprocess --failed': {len(new)} application(s)" in again.stdout
+    db = open_db(db_url)
+    try:
+        hist = db.autocommit_query("SELECT app_id FROM {log_history}".format(**db.names))
+    finally:
+        db.close()
+    assert sorted(int(a) for (a,) in hist) == sorted(old | new)  # each redone once
+
+    done = cli(*cmd)
+    assert done.returncode == 0, done.stdout + done.stderr
+    m = COMPLETE.search(done.stdout)
+    assert m and int(m.group(2)) == len(old | new), done.stdout
+    assert _replaced(db_url) == len(old | new)
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_reprocess_limit_must_be_positive(processed: str, tmp_path: Path, limit: str) -> None:
+    p = cli("reprocess", "--db", processed, "--failed", "--limit", limit, *RUN, *_dirs(tmp_path))
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "--limit" in p.stderr and "positive" in p.stderr, p.stderr
+    assert _replaced(processed) == 0

@@ -9,11 +9,14 @@ request, so a crash at any point leaves the old result or the new one, never nei
 same command again after a stop finds its open requests and finishes exactly those.
 
 Each command's selection on an instance's share is recorded in ``reprocess_command`` (the command
-text, the share, when, how many applications) in the transaction that records its requests. Once
-none of its requests is open the command is complete (``completed_at``: set when the command's
-run ends, or by the next look at it when the run was killed or a plain ``run`` finished its
-requests). The same command again then redoes nothing and says so; ``again=True`` (``--again``)
-records a new selection.
+text, the share, when, how many applications) in the transaction that records its requests. The
+same command again, with none of its requests open, re-evaluates its selection now
+(:func:`not_redone`): what the command redid after its request (a result replaced since then) is
+redone; anything else the selection picks now (a failure of a later run) is requested and redone
+by it. When nothing is left the command is complete (``completed_at``: set when the command's run
+ends, or by the next look at it when the run was killed or a plain ``run`` finished its requests)
+and the same command again redoes nothing and says so; ``again=True`` (``--again``) records a new
+selection.
 
 The Python API: :func:`plan` (check, select, record: a :class:`ReprocessPlan`), the caller runs
 ``plan.app_ids`` (the run's ``only_ids``), then :func:`finish` marks the command complete.
@@ -96,6 +99,10 @@ class ReprocessPlan:
     rows_to_replace: dict[str, int] = field(default_factory=dict)
     completed: Completed | None = None
     dry_run: bool = False
+    # set when a recorded command's selection now picks applications it has not redone: its
+    # request time, and how many of the selection it redid since then (they stay done)
+    redone_since: _dt.datetime | None = None
+    redone: int = 0
 
 
 def parse_since(text: str) -> _dt.datetime:
@@ -112,6 +119,8 @@ def parse_since(text: str) -> _dt.datetime:
 def check_selection(sel: Selection) -> None:
     """A selection names something and a valid share (ConfigError, exit 2, before any connection)."""
     require_selection(list(sel.app_ids), sel.failed, sel.since)
+    if sel.limit is not None and sel.limit < 1:
+        raise ConfigError(f"--limit must be a positive integer (got {sel.limit})")
     if sel.instance_count < 1 or not 0 <= sel.instance_id < sel.instance_count:
         raise ConfigError(
             f"--instance-id must be between 0 and {sel.instance_count - 1} "
@@ -120,15 +129,17 @@ def check_selection(sel: Selection) -> None:
 
 
 def plan(db: Database, sel: Selection, dry_run: bool = False, again: bool = False) -> ReprocessPlan:
-    """Check the contract against the database, then: the same command completed earlier (and
-    not ``again``): nothing to do, ``completed`` says when; else resume its open requests, or
-    select, record the selection and request it (``dry_run``: only say what would be requested)."""
+    """Check the contract against the database, then: the same command recorded earlier with no
+    open request (and not ``again``): complete when its selection now picks nothing it has not
+    redone (``completed`` says when), else those are requested (``redone_since``); else resume its
+    open requests, or select, record the selection and request it (``dry_run``: only say what
+    would be requested)."""
     check_schema(db)  # the contract against the database before anything changes
     command = sel.command
-    if not again:
-        done = completed(db, command, sel.instance_id, sel.instance_count, record=not dry_run)
-        if done is not None:
-            return ReprocessPlan(command, completed=done, dry_run=dry_run)
+    share = _share(command, sel.instance_id, sel.instance_count)
+    prior = None if again else _q(db, "reprocess_command_get", **share)
+    if prior and not mine(open_requests(db, command), sel.instance_id, sel.instance_count):
+        return _plan_recorded(db, sel, _as_datetime(prior[0][0]), dry_run)
     out = ReprocessPlan(command, dry_run=dry_run, missing=_missing(db, sel))
     out.closed = close_orphans(db, dry_run)
     gone: set[int] = set()
@@ -140,6 +151,63 @@ def plan(db: Database, sel: Selection, dry_run: bool = False, again: bool = Fals
     out.app_ids, out.resumed = req.app_ids, req.resumed
     out.rows_to_replace = rows_to_replace(db, req.app_ids) if req.app_ids else {}
     return out
+
+
+def _plan_recorded(
+    db: Database, sel: Selection, requested_at: _dt.datetime, dry_run: bool
+) -> ReprocessPlan:
+    """A recorded command with no open request on this share: complete when its selection now
+    picks nothing it has not redone since ``requested_at``; else request those (the command's
+    request time stays, so what it redid stays done)."""
+    gone: set[int] = set()
+    fresh, redone = not_redone(db, sel, requested_at, gone)
+    if not fresh:
+        done = completed(db, sel.command, sel.instance_id, sel.instance_count, record=not dry_run)
+        if done is not None:
+            return ReprocessPlan(sel.command, completed=done, dry_run=dry_run)
+    out = ReprocessPlan(sel.command, dry_run=dry_run, missing=_missing(db, sel))
+    out.closed = close_orphans(db, dry_run)
+    out.gone = sorted(gone)
+    out.app_ids, out.redone_since, out.redone = fresh, requested_at, len(redone)
+    out.rows_to_replace = rows_to_replace(db, fresh) if fresh else {}
+    if fresh and not dry_run:
+        share = _share(sel.command, sel.instance_id, sel.instance_count)
+
+        def tx() -> None:
+            with db.transaction():
+                db.execute(
+                    db.sql("reprocess_command_extend"), {**share, "applications": len(fresh)}
+                ).close()
+                _insert_requests(db, fresh, sel.command, utcnow())
+
+        db.with_retry(tx)
+    return out
+
+
+def not_redone(
+    db: Database, sel: Selection, requested_at: _dt.datetime, gone: set[int] | None = None
+) -> tuple[list[int], set[int]]:
+    """The selection re-evaluated now on this share, split into what the command has not redone
+    (first) and what it has redone since ``requested_at`` (second). Redone: a result of the
+    application was replaced at or after the request (processing_log_history.replaced_at); a named
+    application also when its current result was logged at or after it (a never-logged one has
+    nothing to replace). With ``limit`` the command redoes at most that many of its selection in
+    all: only ``limit`` minus the redone ones still selected are picked, the oldest results first."""
+    ids = ops.select_for_reprocess(db, list(sel.app_ids), sel.failed, sel.since, gone)
+    ids = mine(ids, sel.instance_id, sel.instance_count)
+    named = set(sel.app_ids)
+    redone: set[int] = set()
+    for part in chunks(ids, IN_LIST_CHUNK):
+        rows = _q(db, "reprocess_replaced_since", since=requested_at, ids=part)
+        redone |= {int(r[0]) for r in rows}
+        names = [a for a in part if a in named]
+        if names:
+            rows = _q(db, "reprocess_logged_since_among", since=requested_at, ids=names)
+            redone |= {int(r[0]) for r in rows}
+    fresh = [a for a in ids if a not in redone]
+    if sel.limit is not None:
+        fresh = sorted(oldest_first(db, fresh)[: max(0, sel.limit - len(redone))])
+    return fresh, redone
 
 
 def _missing(db: Database, sel: Selection) -> list[int]:
@@ -277,7 +345,6 @@ def request_reprocess(
     if dry_run or not todo:
         return ReprocessRequest(command, todo, False)
     now = utcnow()
-    insert = db.sql("reprocess_insert")
 
     def tx() -> None:
         with db.transaction():
@@ -285,21 +352,26 @@ def request_reprocess(
             db.execute(
                 db.sql("reprocess_command_record"), {**share, "now": now, "applications": len(todo)}
             ).close()
-            have: set[int] = set()
-            for part in chunks(todo, IN_LIST_CHUNK):
-                have |= {int(r[0]) for r in db.query(db.sql("reprocess_existing"), {"ids": part})}
-            rows = [
-                insert.values({"app_id": a, "now": now, "command": command})
-                for a in todo
-                if a not in have
-            ]
-            cur = db.conn.cursor()
-            for part in chunks(rows, IN_LIST_CHUNK):
-                cur.executemany(insert, part)
-            cur.close()
+            _insert_requests(db, todo, command, now)
 
     db.with_retry(tx)
     return ReprocessRequest(command, todo, False)
+
+
+def _insert_requests(db: Database, todo: list[int], command: str, now: _dt.datetime) -> None:
+    """One request per application of ``todo`` without an open one (inside the caller's
+    transaction)."""
+    insert = db.sql("reprocess_insert")
+    have: set[int] = set()
+    for part in chunks(todo, IN_LIST_CHUNK):
+        have |= {int(r[0]) for r in db.query(db.sql("reprocess_existing"), {"ids": part})}
+    rows = [
+        insert.values({"app_id": a, "now": now, "command": command}) for a in todo if a not in have
+    ]
+    cur = db.conn.cursor()
+    for part in chunks(rows, IN_LIST_CHUNK):
+        cur.executemany(insert, part)
+    cur.close()
 
 
 def _record_command(db: Database, share: dict[str, object], applications: int) -> None:

@@ -384,7 +384,8 @@ def reprocess_cmd(
     """After a contract fix: redo applications. Each one's new attempt replaces its old rows, events
     and log rows in one transaction (old log rows are kept in processing_log_history); a stop at
     any point leaves the old or the new result, and the same command again resumes. Once it has
-    completed, the same command again says so and exits 0 (--again redoes its selection). With
+    completed, the same command again redoes only what its selection picks now that it has not
+    redone (e.g. new failures), or says it is complete and exits 0 (--again redoes its selection). With
     --instance-id/--instance-count and --limit only this instance's share, limited, is requested.
 
     The selectors combine as a union: APP_IDS, --failed and --since together select every
@@ -448,10 +449,22 @@ def _print_reprocess_plan(plan: Any, fmt: str) -> bool:
         return True
     click.echo(
         f"{'resuming the open requests of' if plan.resumed else 'requested'} {plan.command!r}: "
-        f"{len(todo)} application(s), {sum(plan.rows_to_replace.values())} rows to replace; "
-        "processing them again"
+        f"{len(todo)} application(s){_not_redone_note(plan)}, "
+        f"{sum(plan.rows_to_replace.values())} rows to replace; processing them again"
     )
     return False
+
+
+def _not_redone_note(plan: Any) -> str:
+    """For a recorded command whose selection now picks applications it has not redone: which
+    these are (and that the ones it redid are not redone again)."""
+    if plan.redone_since is None:
+        return ""
+    return (
+        f" its selection picks now that it has not redone since its request at "
+        f"{plan.redone_since:%Y-%m-%d %H:%M:%S} UTC (the {plan.redone} it redid are not "
+        "redone; --again redoes all)"
+    )
 
 
 def _print_selection_notes(plan: Any) -> None:
@@ -483,12 +496,15 @@ def _print_dry_run(plan: Any, fmt: str) -> None:
                 "rows_to_remove": plan.rows_to_replace,
                 "dry_run": plan.dry_run,
                 "command": plan.command,
+                "redone_since": plan.redone_since,
+                "redone": plan.redone,
             }
         )
         return
     click.echo(
         f"{'would reprocess' if plan.dry_run else 'nothing to reprocess:'} {len(todo)} "
-        f"application(s): {' '.join(map(str, todo[:30]))}{' ...' if len(todo) > 30 else ''}"
+        f"application(s){_not_redone_note(plan)}: "
+        f"{' '.join(map(str, todo[:30]))}{' ...' if len(todo) > 30 else ''}"
     )
     if plan.rows_to_replace:
         click.echo(

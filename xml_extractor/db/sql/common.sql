@@ -243,6 +243,20 @@ UPDATE {commands} SET completed_at = :now
 WHERE command = :command AND instance_id = :instance_id AND instance_count = :instance_count
   AND completed_at IS NULL;
 
+-- name: reprocess_command_extend
+-- A complete command whose selection now picks applications it has not redone: these are requested
+-- too (its request time stays: what it redid since then stays done).
+UPDATE {commands} SET applications = applications + :applications, completed_at = NULL
+WHERE command = :command AND instance_id = :instance_id AND instance_count = :instance_count;
+
+-- name: reprocess_replaced_since
+-- Which of these applications had a result replaced (redone) at or after :since.
+SELECT DISTINCT app_id FROM {log_history} WHERE replaced_at >= :since AND app_id IN (:ids);
+
+-- name: reprocess_logged_since_among
+-- Which of these applications have their current result logged at or after :since.
+SELECT DISTINCT app_id FROM {log} WHERE logged_at >= :since AND app_id IN (:ids);
+
 -- name: reprocess_consume
 -- Consume these applications' requests (inside the transaction of their new attempt).
 DELETE FROM {requests} WHERE app_id IN (:ids);
