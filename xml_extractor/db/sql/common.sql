@@ -498,7 +498,7 @@ GROUP BY COALESCE(l.contract_name, '(not routed)'), l.status ORDER BY 1, 2;
 SELECT instance_id, SUM(success), SUM(failed), MIN(started_at), MAX(last_at) FROM {progress}
 WHERE started_at >= :since AND instance_count = :instance_count GROUP BY instance_id;
 
--- Per contract (issue 14): the operator commands of a contract set split by processing_log.
+-- Per contract: the operator commands of a contract set split by processing_log.
 -- contract_name (NULL: the application never reached a contract: it failed before routing).
 
 -- name: reconcile_by_contract
