@@ -493,3 +493,21 @@ def test_failures_table_keeps_what_to_do_at_the_end_of_a_long_reason(tmp_path: P
     row = next(line for line in p.stdout.splitlines() if "OtherContractDocument" in line)
     assert "this is a rec_lending document" in row and " ... " in row, row
     assert "run it with --contract rec_lending" in row, row
+
+
+def test_generate_mock_rl_on_a_credit_card_database_adds_rec_lending_schema(db_url: str) -> None:
+    """generate-mock --product rl into a database initialised for credit_card adds rec_lending's
+    schema as init-db with both contracts does, and says so; the run it names then finishes."""
+    cli_in_process("init-db", "--db", db_url, check=True)
+    p = cli_in_process(
+        "generate-mock", "--db", db_url, "--product", "rl", "--count", "6", check=True
+    )
+    assert "created the schema" not in p.stdout, p.stdout
+    said = next(line for line in p.stdout.splitlines() if line.startswith("added the schema"))
+    assert "(as init-db --contract credit_card --contract rec_lending does)" in said, said
+    plan = cli_in_process("init-db", "--db", db_url, *SET, "--dry-run")
+    assert plan.returncode == 0 and "new column" not in plan.stdout, plan.stdout
+    command = shlex.split(said.split("`")[1])[1:]
+    assert command[-4:] == list(SET), command
+    ran = cli_in_process(*command, "--no-progress")
+    assert ran.returncode == 0 and "finished, exit code 0" in ran.stdout, ran.stdout + ran.stderr
