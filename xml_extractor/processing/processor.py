@@ -674,6 +674,9 @@ class ProductionProcessor:
         self._sample(coord, started, self._last_result_at or now)
         rates = self._rates(coord, now)
         summary.rate_per_min, summary.average_per_min = rates.recent_per_min, rates.average_per_min
+        last = self._last_result_at
+        summary.first_result_at = self._first_result_at
+        summary.rates_end_at = now if rates.running or last is None else last
         summary.stage_ms = {k: round(v, 1) for k, v in coord.stage_ms.items()}
         summary.metrics_file = self._write_metrics(
             summary,
