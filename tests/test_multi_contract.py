@@ -477,3 +477,19 @@ def test_a_contract_the_database_lacks_names_what_it_holds_and_the_commands_work
     for command in commands[1:]:
         done = cli_in_process(*command)
         assert done.returncode == 0, (command, done.stdout + done.stderr)
+
+
+def test_failures_table_keeps_what_to_do_at_the_end_of_a_long_reason(tmp_path: Path) -> None:
+    """rec_lending documents run with credit_card fail with a reason longer than the table's
+    column: its middle is left out, never its end ("run it with --contract rec_lending")."""
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    cli_in_process("init-db", "--db", url, check=True)
+    cli_in_process(
+        "generate-mock", "--db", url, "--product", "mixed", "--contract", "credit_card",
+        "--count", "10", "--rl-share", "0.5", check=True,
+    )  # fmt: skip
+    assert cli_in_process("run", "--db", url, "--no-progress").returncode == 1
+    p = cli_in_process("failures", "--db", url, check=True)
+    row = next(line for line in p.stdout.splitlines() if "OtherContractDocument" in line)
+    assert "this is a rec_lending document" in row and " ... " in row, row
+    assert "run it with --contract rec_lending" in row, row

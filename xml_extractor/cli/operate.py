@@ -304,6 +304,18 @@ def _write_failures_csv(csv_file: str, rows: list[tuple]) -> None:
         raise ConfigError(f"--csv {csv_file}: cannot write it ({exc.strerror or exc})") from None
 
 
+def shorten_middle(reason: str, width: int = 100) -> str:
+    """A reason as wide as ``width`` at most, its middle left out: the end is what to do ("run it
+    with --contract rec_lending") and is kept whole (from its last ": " when that fits)."""
+    reason = " ".join(reason.split())
+    if len(reason) <= width:
+        return reason
+    cut = reason.rfind(": ")
+    tail = reason[cut + 2 :] if cut >= 0 and len(reason) - cut - 2 <= width // 2 else ""
+    tail = tail or reason[-(width // 2) :]
+    return reason[: width - len(tail) - 5].rstrip() + " ... " + tail
+
+
 def _print_failure_groups(groups: list[dict], per_contract: bool, csv_file: str | None) -> None:
     """The failure groups as a table (a contract column for a contract set), then per contract."""
     total = sum(g["count"] for g in groups)
@@ -320,7 +332,7 @@ def _print_failure_groups(groups: list[dict], per_contract: bool, csv_file: str 
             g["count"],
             g["stage"],
             g["error_class"],
-            g["reason"][:80],
+            shorten_middle(g["reason"]),
             " ".join(map(str, g["sample_app_ids"])),
         ]
         for g in groups
