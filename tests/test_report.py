@@ -218,6 +218,16 @@ def test_every_report_query_parses_in_every_dialect():
             )
 
 
+def test_out_in_a_missing_folder_is_a_one_line_usage_error(sqlite_url, tmp_path):
+    cli_in_process("init-db", "--db", sqlite_url, check=True)
+    target = tmp_path / "nonexistent" / "dir" / "x.html"
+    for fmt in ("json", "md"):
+        p = cli("report", "--db", sqlite_url, "--format", fmt, "--out", str(target))
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert p.stderr.count("\n") == 1 and "does not exist" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr and not target.parent.exists()
+
+
 def test_html_without_matplotlib_is_a_usage_error_naming_the_extra(sqlite_url, tmp_path):
     cli_in_process("init-db", "--db", sqlite_url, check=True)
     stub = tmp_path / "stub" / "matplotlib"
