@@ -9,6 +9,7 @@ applications (their first attempts move to processing_log_history).
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import os
 import re
@@ -590,6 +591,14 @@ def test_one_rate_definition():
         progress.format_eta(None, idle) == "ETA - (idle)"
         and progress.format_eta(150.0) == "ETA 2.5 h at the rate (last 5 min)"
     )
+    # under a minute left (450 applications at 3,000/min): status's words, never "0 min"
+    fast = progress.measure(3000, now - m, now, 3000, now - m, now, now)
+    assert (
+        progress.format_eta(fast.eta(450), fast, 450) == "ETA under 1 min at the rate (last 5 min)"
+    )
+    bar = progress.RunProgress(3450, 0, io.StringIO())
+    line = bar.render(3000, 0, 0, fast)
+    assert "ETA under 1 min" in line and "0 min" not in line, line
     assert progress.rolling_rates([10, 20, 30, 0, 0, 0, 0, 5], 5) == [
         10.0,
         15.0,
