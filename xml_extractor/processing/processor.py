@@ -345,6 +345,7 @@ class ProductionProcessor:
     def _loop(self, coord: ParallelCoordinator, pool: _WorkerPool, started: float) -> None:
         """Events in, actions out, until the coordinator says the run is over."""
         self._last_sample = self._last_log = time.monotonic()
+        self._result_sampled = False
         self._identity_at: float | None = None
         self._analyze_at = [1000, 10000, 100000]  # refresh planner statistics as the tables grow
         while not coord.stopped:
@@ -418,7 +419,9 @@ class ProductionProcessor:
         if self._analyze_at and done >= self._analyze_at[0]:
             self._analyze_at.pop(0)
             refresh_statistics(self._db)
-        if now - self._last_sample >= 5:
+        first_result = done > 0 and not self._result_sampled  # the first committed results
+        if now - self._last_sample >= 5 or first_result:  # show at once, not 5 s later
+            self._result_sampled = self._result_sampled or done > 0
             self._sample(coord, started)
             coord.rss_window_kb = 0
             self._last_sample = now
@@ -698,6 +701,9 @@ class ProductionProcessor:
         self._sample(coord, started, self._last_result_at or now)
         rates = self._rates(coord, now)
         summary.rate_per_min, summary.average_per_min = rates.recent_per_min, rates.average_per_min
+        last = self._last_result_at
+        summary.first_result_at = self._first_result_at
+        summary.rates_end_at = now if rates.running or last is None else last
         summary.stage_ms = {k: round(v, 1) for k, v in coord.stage_ms.items()}
         summary.metrics_file = self._write_metrics(
             summary,
@@ -748,7 +754,8 @@ class ProductionProcessor:
     ) -> str | None:
         """Write the metrics file whole, through a temporary file and os.replace: a reader (or a
         kill) never sees half a file. ``status``: running (rewritten at every timeline sample),
-        then finished, interrupted or stopped."""
+        then finished, interrupted or stopped. While running, ``outcome`` and ``exit_code`` are
+        null: a killed run's file shows a run that never ended, not a guessed end."""
         path = self._metrics_path
         if path is None:
             return None
@@ -760,7 +767,10 @@ class ProductionProcessor:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:  # the folder was proven at start (prepare_folders); a disk that fills up since must not
             path.parent.mkdir(parents=True, exist_ok=True)  # turn a finished run into a crash
-            tmp.write_text(json.dumps(summary.public(), indent=2, default=str), encoding="utf-8")
+            data = summary.public()
+            if status == "running":
+                data["outcome"] = data["exit_code"] = None
+            tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
             os.replace(tmp, path)
         except OSError as exc:
             log.error("metrics not written to %s: %s", path, exc)
