@@ -16,7 +16,7 @@ from .. import ops
 from ..contract.merge import split_contract_spec
 from ..errors import ConfigError
 from ..hooks import hold
-from ..progress import AVERAGE_LABEL, rate_label
+from ..progress import AVERAGE_LABEL, eta_words, rate_label
 from .common import ENV, FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
 from .run import execute_run
 
@@ -148,8 +148,7 @@ def _status_eta(d: dict) -> str:
         )
     if d["eta_minutes"] is None:
         return "-"
-    m = d["eta_minutes"]
-    return "under 1 min" if m < 1 else f"{m:.0f} min" if m < 120 else f"{m / 60:.1f} h"
+    return eta_words(float(d["eta_minutes"]))
 
 
 def _print_status_totals(d: dict) -> None:
