@@ -6,7 +6,7 @@ instance runs to completion and the invariants are counted:
     apps=4000 kills=20 lost=0 duplicated=0 orphaned=0
 
 With ``--reprocess-kills K`` the processed database then goes through K SIGKILLs of
-``reprocess --since ...`` runs (issue 16): after the same commands again no request may stay open
+``reprocess --since ...`` runs: after the same commands again no request may stay open
 and no event of a replaced attempt may survive (both counted as orphaned).
 
 lost: a source row with no final log row; duplicated: two success rows for one application or two

@@ -220,3 +220,24 @@ def test_sections_the_code_points_to_exist() -> None:
             found.append((src.name, section))
             assert section in headings, (src.name, doc, section)
     assert len(found) >= 2, found
+
+
+def test_the_readme_layout_names_every_file() -> None:
+    """The README's layout is the tree: every module, SQL file and contract of the package and every
+    script is named in it, so a newcomer's map has no blank."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") :]
+    files = [
+        p
+        for p in list((ROOT / "xml_extractor").rglob("*")) + list((ROOT / "scripts").glob("*"))
+        if p.is_file()
+        and p.suffix in (".py", ".sql", ".json", ".sh")
+        and "__pycache__" not in p.parts
+    ]
+    missing = []
+    for p in files:
+        if p.parent.name == "sql" and p.suffix == ".sql":
+            continue  # named by pattern (sql/*.sql, preflight_*.sql, ...)
+        if p.name not in layout:
+            missing.append(str(p.relative_to(ROOT)))
+    assert not missing, f"README layout misses: {missing}"

@@ -444,3 +444,70 @@ def test_a_document_with_the_records_of_two_contracts_fails_whatever_their_order
         ), out
         assert "credit_card (/Provenir/Request/CustData/application)" in out["reason"]
         assert "rec_lending (/Provenir/Request/CustData/IL_application)" in out["reason"]
+
+
+@pytest.mark.parametrize(
+    ("initialised", "typed"),
+    [("rec_lending", ()), ("credit_card", ("--contract", "rec_lending"))],
+)
+def test_a_contract_the_database_lacks_names_what_it_holds_and_the_commands_work(
+    db_url: str, initialised: str, typed: tuple[str, ...]
+) -> None:
+    """A database initialised for one contract, run with another: the hint names the contract the
+    schema holds (not the one typed), and every command it prints works when typed literally;
+    before init-db for both, the run's missing schema is one line per kind of addition."""
+    cli_in_process("init-db", "--db", db_url, "--contract", initialised, check=True)
+    p = cli_in_process("run", "--db", db_url, *typed, "--no-progress")
+    assert p.returncode == 2, p.stdout + p.stderr
+    other = "credit_card" if initialised == "rec_lending" else "rec_lending"
+    first = p.stderr.splitlines()[0]
+    assert first.startswith(
+        f"error: this database was initialised with contract {initialised}, not {other}: "
+    ), first
+    assert "credit_card+rec_lending" not in first, first
+    commands = [shlex.split(c)[1:] for c in first.split("`")[1::2]]
+    assert [c[0] for c in commands] == ["run", "init-db", "run"], commands
+    assert commands[0][-2:] == ["--contract", initialised], commands
+    ran = cli_in_process(*commands[0])
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    early = cli_in_process(*commands[2])  # the set's run before its init-db: what to apply, grouped
+    assert early.returncode == 2 and "run `xml-extractor init-db" in early.stderr, early.stderr
+    listed = early.stderr.split("to apply:\n", 1)[1].splitlines()
+    assert len(listed) <= 2 and any(" new column(s): " in line for line in listed), listed
+    for command in commands[1:]:
+        done = cli_in_process(*command)
+        assert done.returncode == 0, (command, done.stdout + done.stderr)
+
+
+def test_failures_table_keeps_what_to_do_at_the_end_of_a_long_reason(tmp_path: Path) -> None:
+    """rec_lending documents run with credit_card fail with a reason longer than the table's
+    column: its middle is left out, never its end ("run it with --contract rec_lending")."""
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    cli_in_process("init-db", "--db", url, check=True)
+    cli_in_process(
+        "generate-mock", "--db", url, "--product", "mixed", "--contract", "credit_card",
+        "--count", "10", "--rl-share", "0.5", check=True,
+    )  # fmt: skip
+    assert cli_in_process("run", "--db", url, "--no-progress").returncode == 1
+    p = cli_in_process("failures", "--db", url, check=True)
+    row = next(line for line in p.stdout.splitlines() if "OtherContractDocument" in line)
+    assert "this is a rec_lending document" in row and " ... " in row, row
+    assert "run it with --contract rec_lending" in row, row
+
+
+def test_generate_mock_rl_on_a_credit_card_database_adds_rec_lending_schema(db_url: str) -> None:
+    """generate-mock --product rl into a database initialised for credit_card adds rec_lending's
+    schema as init-db with both contracts does, and says so; the run it names then finishes."""
+    cli_in_process("init-db", "--db", db_url, check=True)
+    p = cli_in_process(
+        "generate-mock", "--db", db_url, "--product", "rl", "--count", "6", check=True
+    )
+    assert "created the schema" not in p.stdout, p.stdout
+    said = next(line for line in p.stdout.splitlines() if line.startswith("added the schema"))
+    assert "(as init-db --contract credit_card --contract rec_lending does)" in said, said
+    plan = cli_in_process("init-db", "--db", db_url, *SET, "--dry-run")
+    assert plan.returncode == 0 and "new column" not in plan.stdout, plan.stdout
+    command = shlex.split(said.split("`")[1])[1:]
+    assert command[-4:] == list(SET), command
+    ran = cli_in_process(*command, "--no-progress")
+    assert ran.returncode == 0 and "finished, exit code 0" in ran.stdout, ran.stdout + ran.stderr

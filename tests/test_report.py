@@ -9,6 +9,7 @@ applications (their first attempts move to processing_log_history).
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import os
 import re
@@ -216,6 +217,16 @@ def test_every_report_query_parses_in_every_dialect():
             check_statement(
                 dialect, f"report query {name}", re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", "NULL", sql)
             )
+
+
+def test_out_in_a_missing_folder_is_a_one_line_usage_error(sqlite_url, tmp_path):
+    cli_in_process("init-db", "--db", sqlite_url, check=True)
+    target = tmp_path / "nonexistent" / "dir" / "x.html"
+    for fmt in ("json", "md"):
+        p = cli("report", "--db", sqlite_url, "--format", fmt, "--out", str(target))
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert p.stderr.count("\n") == 1 and "does not exist" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr and not target.parent.exists()
 
 
 def test_html_without_matplotlib_is_a_usage_error_naming_the_extra(sqlite_url, tmp_path):
@@ -580,6 +591,14 @@ def test_one_rate_definition():
         progress.format_eta(None, idle) == "ETA - (idle)"
         and progress.format_eta(150.0) == "ETA 2.5 h at the rate (last 5 min)"
     )
+    # under a minute left (450 applications at 3,000/min): status's words, never "0 min"
+    fast = progress.measure(3000, now - m, now, 3000, now - m, now, now)
+    assert (
+        progress.format_eta(fast.eta(450), fast, 450) == "ETA under 1 min at the rate (last 5 min)"
+    )
+    bar = progress.RunProgress(3450, 0, io.StringIO())
+    line = bar.render(3000, 0, 0, fast)
+    assert "ETA under 1 min" in line and "0 min" not in line, line
     assert progress.rolling_rates([10, 20, 30, 0, 0, 0, 0, 5], 5) == [
         10.0,
         15.0,

@@ -64,4 +64,4 @@ def test_map_table_format_and_failure(tmp_path):
     )
     p = cli_in_process("map", str(bad))
     assert p.returncode == 1
-    assert "stage validate" in p.stdout and "no /Provenir/Request/CustData/application" in p.stdout
+    assert "stage validate" in p.stdout and "run it with --contract rec_lending" in p.stdout

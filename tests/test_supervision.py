@@ -183,6 +183,8 @@ def test_kill_9_of_a_run_leaves_no_worker_commits_nothing_more_and_leaves_its_re
     (metrics,) = list((folder / "metrics").glob("run-*.json"))
     m = json.loads(metrics.read_text(encoding="utf-8"))
     assert m["status"] == "running" and m["success"] <= committed(sqlite_url)
+    assert m["outcome"] is None and m["exit_code"] is None, m  # a killed run claims no end
+    assert m["timeline"] and m["success"] > 0, m  # the first results are written at once
     (log,) = list((folder / "logs").glob("run-*.log"))
     assert "workers ready" in log.read_text(encoding="utf-8")
     again = cli("run", "--db", sqlite_url, "--no-progress", "--workers", "2", timeout=300)

@@ -99,15 +99,13 @@ def _sessions(
     since = now - _dt.timedelta(hours=session_hours)
     recent = now - _dt.timedelta(minutes=recent_minutes)
     sessions = _q(db, db.sql("ops_sessions"), {"since": since})
-    window = {
-        sid: (int(c), _ts(lo), _ts(hi))
-        for sid, c, lo, hi in _q(db, db.sql("ops_results_since"), {"since": recent})
-    }
+    window = _results_since(db, recent)
     sess = []
     for sid, inst, cnt, total, ok, bad, first, last in sessions:
         first, last = _ts(first), _ts(last)
         rec, lo, hi = window.get(sid, (0, None, None))
         seen = observe(rec, lo, hi, now, last)
+        end = now if seen.running else last  # both rates end at the same moment (observe's)
         sess.append(
             {
                 "session": sid[:12],
@@ -116,7 +114,7 @@ def _sessions(
                 "success": int(ok),
                 "failed": int(bad),
                 "rate_per_min": seen.rate_per_min,
-                "avg_rate_per_min": round(rate_per_minute(int(total), first, last), 1),
+                "avg_rate_per_min": round(rate_per_minute(int(total), first, end), 1),
                 "first": first,
                 "last_activity": last,
                 "running": seen.running,
@@ -124,6 +122,21 @@ def _sessions(
             }
         )
     return sess, window
+
+
+def _results_since(db: Database, since: _dt.datetime) -> dict[str, tuple[int, Any, Any]]:
+    """Per session: the results logged since ``since`` (log and history rows: one definition of a
+    result with report), the first and the last of them."""
+    window: dict[str, tuple[int, Any, Any]] = {}
+    for sid, c, lo, hi in _q(db, db.sql("ops_results_since"), {"since": since}):
+        n, a, b = window.get(sid, (0, None, None))
+        lo, hi = _ts(lo), _ts(hi)
+        window[sid] = (
+            n + int(c),
+            min((t for t in (a, lo) if t is not None), default=None),
+            max((t for t in (b, hi) if t is not None), default=None),
+        )
+    return window
 
 
 def _recent_rate(

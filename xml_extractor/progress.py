@@ -145,7 +145,7 @@ def measure(
 def format_eta(
     minutes: float | None, rates: Rates | None = None, remaining: int | None = None
 ) -> str:
-    """``ETA 12 min at the rate (last 5 min)``, hours past two; without one ``ETA - (nothing
+    """``ETA 12 min at the rate (last 5 min)`` (time as eta_words); without one ``ETA - (nothing
     pending)``, ``ETA - (idle)`` or ``ETA - (nothing to estimate)``."""
     label = ETA_LABEL.format(rate=rates.recent_label if rates else rate_label())
     if minutes is None:
@@ -157,8 +157,15 @@ def format_eta(
             else "nothing to estimate"
         )
         return f"ETA - ({why})"
-    shown = f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
-    return f"ETA {shown} {label}"
+    return f"ETA {eta_words(minutes)} {label}"
+
+
+def eta_words(minutes: float) -> str:
+    """An ETA's time as every command words it: ``under 1 min`` (never ``0 min`` while something
+    remains), ``12 min``, hours past two (``2.5 h``)."""
+    if minutes < 1:
+        return "under 1 min"
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 def rolling_rates(counts: list[int], window_minutes: int = RATE_WINDOW_MINUTES) -> list[float]:

@@ -151,7 +151,7 @@ class _ErrorOnce:
 
 def _summary_table(summaries: dict[int, dict], codes: list[int]) -> str:
     """One row per instance and one for all, the rates under progress.py's labels (the "all"
-    row: every result over the longest instance's time from first to last result)."""
+    row: every result from the earliest first result to the latest end of an instance's rates)."""
     rows: list[list[Any]] = []
     for i, code in enumerate(codes):
         s = summaries.get(i, {})
@@ -161,9 +161,8 @@ def _summary_table(summaries: dict[int, dict], codes: list[int]) -> str:
             + [s.get("average_per_min", "-"), s.get("elapsed_s", "-"), s.get("outcome", "-")]
         )
     tot = lambda k: sum(int(summaries[i].get(k, 0)) for i in summaries)  # noqa: E731
-    wall = max((_active_s(s) for s in summaries.values()), default=0.0)
     elapsed = max((float(s.get("elapsed_s", 0)) for s in summaries.values()), default=0.0)
-    average = round(rate_per_minute(tot("success") + tot("failed"), 0.0, wall), 1)
+    average = _average_of_all(list(summaries.values()), tot("success") + tot("failed"))
     rows.append(
         ["all", max(codes)]
         + [tot(k) for k in ("selected", "success", "failed", "skipped")]
@@ -174,11 +173,15 @@ def _summary_table(summaries: dict[int, dict], codes: list[int]) -> str:
     return tabulate(rows, headers=headers, tablefmt="simple")
 
 
-def _active_s(summary: dict) -> float:
-    """Seconds from an instance's first to its last result (its average's denominator)."""
-    n = int(summary.get("success", 0)) + int(summary.get("failed", 0))
-    rate = float(summary.get("average_per_min") or 0)
-    return n / rate * 60 if rate else 0.0
+def _average_of_all(summaries: list[dict], results: int) -> float:
+    """Every instance's results over the earliest first result to the latest moment an instance's
+    rates end at (now at its end, or its last result once idle): report's and status's average
+    over the same results."""
+    firsts = [float(s["first_result_at"]) for s in summaries if s.get("first_result_at")]
+    ends = [float(s["rates_end_at"]) for s in summaries if s.get("rates_end_at")]
+    if not firsts or not ends:
+        return 0.0
+    return round(rate_per_minute(results, min(firsts), max(ends)), 1)
 
 
 def _read_summaries(folder: Path, instances: int) -> dict[int, dict]:

@@ -16,7 +16,7 @@ from .. import ops
 from ..contract.merge import split_contract_spec
 from ..errors import ConfigError
 from ..hooks import hold
-from ..progress import AVERAGE_LABEL, rate_label
+from ..progress import AVERAGE_LABEL, eta_words, rate_label
 from .common import ENV, FORMAT, _db, _json, _query, db_options, handle_errors, open_db, run_options
 from .run import execute_run
 
@@ -148,8 +148,7 @@ def _status_eta(d: dict) -> str:
         )
     if d["eta_minutes"] is None:
         return "-"
-    m = d["eta_minutes"]
-    return "under 1 min" if m < 1 else f"{m:.0f} min" if m < 120 else f"{m / 60:.1f} h"
+    return eta_words(float(d["eta_minutes"]))
 
 
 def _print_status_totals(d: dict) -> None:
@@ -304,6 +303,18 @@ def _write_failures_csv(csv_file: str, rows: list[tuple]) -> None:
         raise ConfigError(f"--csv {csv_file}: cannot write it ({exc.strerror or exc})") from None
 
 
+def shorten_middle(reason: str, width: int = 100) -> str:
+    """A reason as wide as ``width`` at most, its middle left out: the end is what to do ("run it
+    with --contract rec_lending") and is kept whole (from its last ": " when that fits)."""
+    reason = " ".join(reason.split())
+    if len(reason) <= width:
+        return reason
+    cut = reason.rfind(": ")
+    tail = reason[cut + 2 :] if cut >= 0 and len(reason) - cut - 2 <= width // 2 else ""
+    tail = tail or reason[-(width // 2) :]
+    return reason[: width - len(tail) - 5].rstrip() + " ... " + tail
+
+
 def _print_failure_groups(groups: list[dict], per_contract: bool, csv_file: str | None) -> None:
     """The failure groups as a table (a contract column for a contract set), then per contract."""
     total = sum(g["count"] for g in groups)
@@ -320,7 +331,7 @@ def _print_failure_groups(groups: list[dict], per_contract: bool, csv_file: str 
             g["count"],
             g["stage"],
             g["error_class"],
-            g["reason"][:80],
+            shorten_middle(g["reason"]),
             " ".join(map(str, g["sample_app_ids"])),
         ]
         for g in groups

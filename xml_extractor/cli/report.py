@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from .. import report
+from ..errors import ConfigError
 from .common import _query, db_options, handle_errors
 
 DEFAULT_HTML = "xml-extractor-report.html"
@@ -39,11 +40,16 @@ def report_cmd(fmt: str, out: str | None, **kw: Any) -> None:
     failures by stage and class over time, data-quality events by kind per contract, runs."""
     if fmt == "html":
         report.require_charts()  # before the queries: a missing extra is a usage error (exit 2)
+    target = out if out is not None else (DEFAULT_HTML if fmt == "html" else "-")
+    if target != "-" and not Path(target).absolute().parent.is_dir():  # before the queries too
+        raise ConfigError(f"--out {target}: the folder {Path(target).parent} does not exist")
     data = _query(kw, report.report_data)
     text = report.render(data, fmt)
-    target = out if out is not None else (DEFAULT_HTML if fmt == "html" else "-")
     if target == "-":
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    Path(target).write_text(text, encoding="utf-8")
+    try:
+        Path(target).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--out {target}: cannot write it: {exc.strerror or exc}") from None
     click.echo(f"wrote {target} ({len(text.encode('utf-8')) / 1024:,.0f} KiB, {fmt})", err=True)

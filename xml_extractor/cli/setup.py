@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 from tabulate import tabulate
@@ -91,6 +94,25 @@ def _say_created(where: str, contracts: str | None = None) -> None:
     contracts when they are not the default one."""
     flags = "".join(f" --contract {c}" for c in contracts.split(",")) if contracts else ""
     click.echo(f"created the schema in {where} (as init-db{flags} does)")
+
+
+def _add_documents_schema(db: Any, reopen: Callable[[str], Any]) -> tuple[Any, list[str]]:
+    """generate-mock into a database initialised for other contracts than its documents': add
+    the documents' contracts' schema (what init-db with all of them does, refused when it could
+    lose data) and return the database opened with all of them and their names; ``(db, [])`` when
+    the database holds the documents' schema already or none yet (ensure_schema creates it)."""
+    from ..db.migrate import initialise, initialised_contracts
+
+    held = initialised_contracts(db)
+    wanted = sorted({m.name for m in db.contract.extra.get("members", [])} or {db.contract.name})
+    if not held or set(wanted) <= set(held):
+        return db, []
+    union = sorted(set(held) | set(wanted))
+    if union != wanted:
+        db.close()
+        db = reopen(",".join(union))
+    initialise(db)
+    return db, union
 
 
 # The contracts whose documents generate-mock --product writes: the schema it creates is theirs,
@@ -247,10 +269,20 @@ def generate_mock_cmd(
         where = out_dir
     else:
         db = open_db(db_url, server, database, username, contract_path, create=True)
+        db, union = _add_documents_schema(
+            db, lambda names: open_db(db_url, server, database, username, names, create=True)
+        )
         stats = generate_into_db(db, count, seed, faulty_share, start_id, generator=gen)
         where = db.url.display()
         db.close()
-        if stats["created_schema"]:
+        if union:
+            flags = " ".join(f"--contract {n}" for n in union)
+            at = f" --db {shlex.quote(where)}" if db_url else ""
+            click.echo(
+                f"added the schema of the documents' contracts to {where} (as init-db {flags} "
+                f"does): process them with `xml-extractor run{at} {flags}`"
+            )
+        elif stats["created_schema"]:
             _say_created(where, contract_path)
     click.echo(
         f"generated {stats['written']} documents into {where} in {stats['seconds']:.1f}s "

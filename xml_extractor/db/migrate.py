@@ -1049,40 +1049,78 @@ def _grouped(refusals: list[Change]) -> list[str]:
     return out
 
 
-def contract_set_hint(db: Database, p: MigrationPlan) -> str:
-    """A run with one contract of a database initialised with a contract set sees the other
-    members' columns as lossy differences: name the set to run with instead (a line ending in a
-    newline), or "" when the log names no other contract and no other packaged contract declares
-    every refused column."""
+def _schema_present(db: Database, c: Any, seen: dict[str, dict[str, DbColumn] | None]) -> bool:
+    """Whether every table and stored column contract ``c`` declares is in the database: the
+    schema init-db creates for it (``seen`` caches each table's columns)."""
+    for t in c.tables:
+        if t.name not in seen:
+            seen[t.name] = table_columns(db, t.name)
+        have = seen[t.name]
+        if have is None or any(col.name.lower() not in have for col in t.stored_columns):
+            return False
+    return True
+
+
+def initialised_contracts(db: Database) -> list[str]:
+    """The contracts (the running one's members and the packaged ones) whose whole schema the
+    database holds: what init-db was run with, read from the tables themselves."""
     from ..contract.loader import load_contract, packaged_contracts
 
-    mine = {m.name for m in db.contract.extra.get("members", [])} or {db.contract.name}
-    try:  # the contracts that processed applications here (an index probe per version)
+    members = {m.name: m for m in db.contract.extra.get("members", [])} or {
+        db.contract.name: db.contract
+    }
+    seen: dict[str, dict[str, DbColumn] | None] = {}
+    found = [n for n, c in members.items() if _schema_present(db, c, seen)]
+    for name in packaged_contracts():
+        if name not in members and _schema_present(db, load_contract(name), seen):
+            found.append(name)
+    return sorted(found)
+
+
+def _logged_others(db: Database, mine: set[str]) -> list[str]:
+    """Contracts other than ``mine`` that processed applications here (processing_log)."""
+    try:  # an index probe per version
         logged = {v.split("@", 1)[0] for v in db.logged_contract_versions()}
     except Exception:
         db.rollback()
         logged = set()
-    others = sorted(n for n in logged if "+" not in n and n not in mine)
-    if not others:
-        declared: dict[str, set[tuple[str, str | None]]] = {}
-        for name in packaged_contracts():
-            if name not in mine:
-                c = load_contract(name)
-                declared[name] = {
-                    (t.name, col.name.lower()) for t in c.tables for col in t.stored_columns
-                }
-                declared[name] |= {(t.name, None) for t in c.tables}
-        covered = {(r.table, r.column) for r in p.refusals if r.dba is None}
-        hits = sorted(n for n, d in declared.items() if covered & d)
-        if hits and covered <= set().union(*(declared[n] for n in hits)):
-            others = hits
-    if not others:
-        return ""
-    names = sorted(mine | set(others))
+    return sorted(n for n in logged if "+" not in n and n not in mine)
+
+
+def contract_set_hint(db: Database, p: MigrationPlan) -> str:
+    """A run whose contracts differ from those the database was initialised with sees the other
+    contracts' columns as lossy differences: name the contracts the schema holds and what to type
+    (a line ending in a newline), or "" when neither the schema nor the log names another."""
+    mine = sorted({m.name for m in db.contract.extra.get("members", [])} or {db.contract.name})
+    try:
+        have = initialised_contracts(db)
+    except Exception:
+        db.rollback()
+        have = []
+    if not have:
+        others = _logged_others(db, set(mine))
+        if not others:
+            return ""
+        have = sorted(set(mine) | set(others))
+    missing = [n for n in mine if n not in have]
+    if not missing:
+        if have == mine:
+            return ""
+        return (
+            f"this database was initialised with contracts {'+'.join(have)}; run with "
+            f"{_flags(have)}\n"
+        )
+    both = sorted(set(have) | set(mine))
     return (
-        f"this database was initialised with contracts {'+'.join(names)}; run with "
-        f"{' '.join(f'--contract {n}' for n in names)}\n"
+        f"this database was initialised with contract{'s' if len(have) > 1 else ''} "
+        f"{'+'.join(have)}, not {'+'.join(missing)}: for {'+'.join(have)} documents, run with "
+        f"{_flags(have)}; to process {'+'.join(missing)} documents here too, first "
+        f"`xml-extractor init-db {_flags(both)}`, then run with {_flags(both)}\n"
     )
+
+
+def _flags(names: list[str]) -> str:
+    return " ".join(f"--contract {n}" for n in names)
 
 
 def require_current(db: Database) -> None:
@@ -1107,5 +1145,24 @@ def require_current(db: Database) -> None:
         raise SchemaMissing(
             "the database does not match the contract: run `xml-extractor init-db` "
             "(or `init-db --dry-run` to see the SQL) to apply:\n  "
-            + "\n  ".join(c.describe() for c in p.additions)
+            + "\n  ".join(grouped_additions(p.additions))
         )
+
+
+def grouped_additions(additions: list[Change]) -> list[str]:
+    """One line per kind of addition (new tables; new columns listed by table): another
+    contract's 97 columns are a line, not 97."""
+    tables = [c.table for c in additions if c.column is None and c.what == "new table"]
+    columns: dict[str, list[str]] = {}
+    rest: list[str] = []
+    for c in additions:
+        if c.column is not None and c.what.startswith("new column"):
+            columns.setdefault(c.table, []).append(c.column)
+        elif not (c.column is None and c.what == "new table"):
+            rest.append(c.describe())
+    out = [f"{len(tables)} new table(s): {', '.join(tables)}"] if tables else []
+    if columns:
+        n = sum(len(v) for v in columns.values())
+        listed = "; ".join(f"{t}({', '.join(cols)})" for t, cols in columns.items())
+        out.append(f"{n} new column(s): {listed}")
+    return out + rest

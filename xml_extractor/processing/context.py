@@ -268,6 +268,10 @@ class RunSummary:
     # throughput as progress.py defines it (docs/operations.md, "Rate"), under its labels
     rate_per_min: float = 0.0  # the windowed rate at the end (rate_label)
     average_per_min: float = 0.0  # every result over first to last result (average_label)
+    # the moments (epoch s) the average runs from and both rates end at: launch's "all" row adds
+    # the instances up over the earliest first result to the latest end
+    first_result_at: float | None = None
+    rates_end_at: float | None = None
     rate_label: str = field(default_factory=rate_label)
     average_label: str = AVERAGE_LABEL
     stage_ms: dict = field(default_factory=dict)

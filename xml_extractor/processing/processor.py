@@ -94,8 +94,11 @@ class _WorkerPool:
             self.spawn(slot)
 
     def spawn(self, slot: int) -> None:
+        """A new worker in ``slot``. The forkserver is checked first and started again (stop
+        signals blocked) if it died: its death makes every worker it forked look dead at once."""
         if supervision.parent_gone():
             return  # the launcher is gone: this run stops now, nobody new is started
+        supervision.start_helpers(self.mp)
         parent, child = self.mp.Pipe()
         child_life, parent_life = supervision.lifeline(self.mp)
         proc = self.mp.Process(
@@ -108,14 +111,20 @@ class _WorkerPool:
         self.procs[slot], self.conns[slot], self.lifelines[slot] = proc, parent, parent_life
 
     def send(self, slot: int, msg: tuple) -> None:
+        conn = self.conns.get(slot)
+        if conn is None:
+            return  # reaped: the coordinator knows of the death and retries what it was sent
         try:
-            self.conns[slot].send(msg)
+            conn.send(msg)
         except (OSError, EOFError):
             pass  # the worker is dead: its sentinel reports it
 
     def reap(self, slot: int) -> Any:
-        """Forget a dead worker (a Respawn puts a new one in its slot)."""
+        """Forget a dead worker (a Respawn puts a new one in its slot). A killed forkserver makes
+        the sentinels of the workers it forked fire while they still run: each is ended here, so
+        nothing of a reaped slot commits behind the coordinator's back."""
         proc = self.procs.pop(slot)
+        supervision.kill(proc)  # nothing when it is gone; its return code is not read yet
         self.conns.pop(slot).close()
         self.lifelines.pop(slot).close()
         proc.join(timeout=1)
@@ -336,6 +345,7 @@ class ProductionProcessor:
     def _loop(self, coord: ParallelCoordinator, pool: _WorkerPool, started: float) -> None:
         """Events in, actions out, until the coordinator says the run is over."""
         self._last_sample = self._last_log = time.monotonic()
+        self._result_sampled = False
         self._identity_at: float | None = None
         self._analyze_at = [1000, 10000, 100000]  # refresh planner statistics as the tables grow
         while not coord.stopped:
@@ -354,9 +364,8 @@ class ProductionProcessor:
                 self._stop.set()
             if coord.stopped:
                 break
-            actions = self._take_worker_events(coord, pool)
-            actions += coord.tick(time.monotonic())
-            self._execute(coord, pool, actions)
+            self._take_worker_events(coord, pool)
+            self._execute(coord, pool, coord.tick(time.monotonic()))
             self._housekeeping(coord, started)
 
     def _take_selection(self, coord: ParallelCoordinator) -> list[Action]:
@@ -378,23 +387,30 @@ class ProductionProcessor:
                 actions += coord.selection_finished()
         return actions
 
-    def _take_worker_events(self, coord: ParallelCoordinator, pool: _WorkerPool) -> list[Action]:
-        """Messages and deaths of the workers, waiting at most 0.2 s for one."""
-        actions: list[Action] = []
+    def _take_worker_events(self, coord: ParallelCoordinator, pool: _WorkerPool) -> None:
+        """Messages and deaths of the workers, waiting at most 0.2 s for one. The actions of each
+        event are carried out before the next event is taken: a batch dispatched to a worker
+        whose death comes next is sent (in vain) before the slot is reaped, and retried by the
+        coordinator; several workers can die at once (their forkserver killed)."""
         for ready in wait(pool.waitables(), timeout=0.2):
             for slot, conn in list(pool.conns.items()):
+                if coord.stopped:
+                    return
                 if ready is conn:
-                    actions += self._on_message(coord, slot, _recv(conn))
+                    self._execute(coord, pool, self._on_message(coord, slot, _recv(conn)))
                 elif ready == pool.procs[slot].sentinel:
-                    # a stop signal to the group can end a worker that is still starting (spawn:
-                    # before it ignores the signal): with the stop taken first, it is no crash
-                    actions += self._take_signals(coord)
-                    for msg in _drain(conn):  # a result sent just before dying still counts
-                        actions += self._on_message(coord, slot, msg)
-                    proc = pool.reap(slot)
-                    log.warning("worker %s died (exit code %s)", proc.pid, proc.exitcode)
-                    actions += coord.worker_died(slot, proc.exitcode)
-        return actions
+                    self._execute(coord, pool, self._on_death(coord, pool, slot))
+
+    def _on_death(self, coord: ParallelCoordinator, pool: _WorkerPool, slot: int) -> list[Action]:
+        """A worker's sentinel fired: its last messages, then the death, to the coordinator."""
+        # a stop signal to the group can end a worker that is still starting (spawn: before it
+        # ignores the signal): with the stop taken first, it is no crash
+        actions = self._take_signals(coord)
+        for msg in _drain(pool.conns[slot]):  # a result sent just before dying still counts
+            actions += self._on_message(coord, slot, msg)
+        proc = pool.reap(slot)
+        log.warning("worker %s died (exit code %s)", proc.pid, proc.exitcode)
+        return actions + coord.worker_died(slot, proc.exitcode)
 
     def _housekeeping(self, coord: ParallelCoordinator, started: float) -> None:
         """Statistics as the tables grow, the metrics sample every 5 s, the contract version
@@ -403,7 +419,9 @@ class ProductionProcessor:
         if self._analyze_at and done >= self._analyze_at[0]:
             self._analyze_at.pop(0)
             refresh_statistics(self._db)
-        if now - self._last_sample >= 5:
+        first_result = done > 0 and not self._result_sampled  # the first committed results
+        if now - self._last_sample >= 5 or first_result:  # show at once, not 5 s later
+            self._result_sampled = self._result_sampled or done > 0
             self._sample(coord, started)
             coord.rss_window_kb = 0
             self._last_sample = now
@@ -558,7 +576,7 @@ class ProductionProcessor:
             if isinstance(a, Dispatch):
                 pool.send(a.slot, ("batch", a.batch.batch_id, a.batch.ids, self.ctx.retry_failed))
             elif isinstance(a, Respawn):
-                pool.spawn(a.slot)
+                todo += self._respawn(coord, pool, a.slot)
             elif isinstance(a, LogCrash):
                 todo += coord.crash_logged(a.app_id, self._log_worker_crash(a.app_id, a.exit_code))
             elif isinstance(a, FinishChunk):
@@ -576,6 +594,18 @@ class ProductionProcessor:
             elif isinstance(a, StopWorkers):
                 self._stop.set()
                 pool.stop(a.hard)
+
+    def _respawn(self, coord: ParallelCoordinator, pool: _WorkerPool, slot: int) -> list[Action]:
+        """A new worker in a dead one's slot; when none can be started (the forkserver cannot be
+        started again, no memory, no processes left) the run stops now: exit 3, its reason in
+        the log, nothing committed is lost."""
+        try:
+            pool.spawn(slot)
+        except Exception as exc:  # any failure to start a process stops the run
+            text = f"could not start a new worker ({type(exc).__name__}: {exc})"
+            log.error("%s: stopping the run", text)
+            return coord.error(StopReason(StopKind.CRASH, text))
+        return []
 
     def _log_worker_crash(self, app_id: int, code: Any) -> str:
         db = self._db
@@ -671,6 +701,9 @@ class ProductionProcessor:
         self._sample(coord, started, self._last_result_at or now)
         rates = self._rates(coord, now)
         summary.rate_per_min, summary.average_per_min = rates.recent_per_min, rates.average_per_min
+        last = self._last_result_at
+        summary.first_result_at = self._first_result_at
+        summary.rates_end_at = now if rates.running or last is None else last
         summary.stage_ms = {k: round(v, 1) for k, v in coord.stage_ms.items()}
         summary.metrics_file = self._write_metrics(
             summary,
@@ -721,7 +754,8 @@ class ProductionProcessor:
     ) -> str | None:
         """Write the metrics file whole, through a temporary file and os.replace: a reader (or a
         kill) never sees half a file. ``status``: running (rewritten at every timeline sample),
-        then finished, interrupted or stopped."""
+        then finished, interrupted or stopped. While running, ``outcome`` and ``exit_code`` are
+        null: a killed run's file shows a run that never ended, not a guessed end."""
         path = self._metrics_path
         if path is None:
             return None
@@ -733,7 +767,10 @@ class ProductionProcessor:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:  # the folder was proven at start (prepare_folders); a disk that fills up since must not
             path.parent.mkdir(parents=True, exist_ok=True)  # turn a finished run into a crash
-            tmp.write_text(json.dumps(summary.public(), indent=2, default=str), encoding="utf-8")
+            data = summary.public()
+            if status == "running":
+                data["outcome"] = data["exit_code"] = None
+            tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
             os.replace(tmp, path)
         except OSError as exc:
             log.error("metrics not written to %s: %s", path, exc)

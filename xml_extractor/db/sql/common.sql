@@ -361,8 +361,12 @@ FROM {progress} WHERE last_at >= :since
 GROUP BY session_id, instance_id, instance_count ORDER BY MAX(last_at) DESC;
 
 -- name: ops_results_since
--- Results logged per session since a time, with the first and last of them (a logged_at index range).
-SELECT session_id, COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log} WHERE logged_at >= :since GROUP BY session_id;
+-- Results logged per session since a time, with the first and last of them, in the log (a logged_at
+-- index range) and in its history (the attempts a reprocess replaced: results too, as in
+-- report_results_since); one row per session and table, ops.py adds them up.
+SELECT session_id, COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log} WHERE logged_at >= :since GROUP BY session_id
+UNION ALL
+SELECT session_id, COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log_history} WHERE logged_at >= :since GROUP BY session_id;
 
 -- name: ops_history_attempts
 -- One application's attempts, the ones a reprocess replaced included (replaced_at set).
@@ -512,7 +516,7 @@ GROUP BY COALESCE(l.contract_name, '(not routed)'), l.status ORDER BY 1, 2;
 SELECT instance_id, SUM(success), SUM(failed), MIN(started_at), MAX(last_at) FROM {progress}
 WHERE started_at >= :since AND instance_count = :instance_count GROUP BY instance_id;
 
--- Per contract (issue 14): the operator commands of a contract set split by processing_log.
+-- Per contract: the operator commands of a contract set split by processing_log.
 -- contract_name (NULL: the application never reached a contract: it failed before routing).
 
 -- name: reconcile_by_contract

@@ -32,7 +32,9 @@ SELECT name FROM pragma_table_info(:table) WHERE pk > 0 ORDER BY pk;
 -- name: ops_results_since
 -- As in common.sql; "+session_id" keeps SQLite from reading the whole (session_id, logged_at)
 -- index in group order instead of the short logged_at range (its choice without statistics).
-SELECT session_id, COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log} WHERE logged_at >= :since GROUP BY +session_id;
+SELECT session_id, COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log} WHERE logged_at >= :since GROUP BY +session_id
+UNION ALL
+SELECT session_id, COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log_history} WHERE logged_at >= :since GROUP BY session_id;
 
 -- name: source_insert_new
 -- One document into the source table unless its id is already there (a concurrent load won).
