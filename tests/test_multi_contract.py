@@ -54,7 +54,8 @@ def test_contracts_disagreeing_on_a_shared_table_are_refused(db_url: str, tmp_pa
     )
     assert p.returncode == 2 and "receive_date" in p.stderr
     assert (
-        "0 change(s) to apply" not in cli_in_process("init-db", "--db", db_url, "--dry-run").stdout
+        ": 0 change(s) to apply"
+        not in cli_in_process("init-db", "--db", db_url, "--dry-run").stdout
     )  # nothing was created
 
 
