@@ -529,6 +529,7 @@ def cli_in_process(
     env: dict | None = None,
     cwd: Path | None = None,
     check: bool = False,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess:
     """The command line in this process (click's CliRunner), answering as :func:`cli` does: the
     exit code (``sys.exit``, a usage error 2, an uncaught exception 1 with its traceback on
@@ -537,7 +538,8 @@ def cli_in_process(
     the test's own folder unless ``cwd`` is given. For tests where the process is not the point: a
     run still starts real worker processes (forked by one forkserver that lives as long as the
     session, so the workers see the session's environment, not ``env``: fault injection, which the
-    workers read, needs :func:`cli`)."""
+    workers read, needs :func:`cli`). ``timeout`` is accepted for :func:`cli`'s signature: a command in this
+    process cannot be cut short."""
     from click.testing import CliRunner
 
     from xml_extractor.cli import cli as command_line

@@ -232,7 +232,7 @@ def test_launch_shows_a_live_line_on_a_terminal_only(db_url):
     assert code == 0, out + err
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert (
-        "600/600 done" in last
+        "600 of 600 done" in last
         and "/min" in last
         and "[0]" in last
         and "[1]" in last

@@ -108,13 +108,12 @@ def test_retry_failed_bounded_by_max_attempts(db_url, contract):
     seed(db_url, count=20, faulty=0.0)
     env = {"XML_EXTRACTOR_FAULTS": "fail_app=5,fail_after_table=app_base"}
     assert run(db_url, env=env).returncode == 1
-    from xml_extractor.cli.run import _pending_count
+    from xml_extractor.cli.run import _share_counts
     from xml_extractor.processing.processor import RunOptions
 
-    assert (
-        _pending_count(RunOptions(url=db_url, retry_failed=True, max_attempts=2)) == 1
-    )  # what the progress bar counts
-    assert _pending_count(RunOptions(url=db_url)) == 0
+    # what the progress bar counts: (share total, pending)
+    assert _share_counts(RunOptions(url=db_url, retry_failed=True, max_attempts=2)) == (20, 1)
+    assert _share_counts(RunOptions(url=db_url)) == (20, 0)
     assert run(db_url, "--retry-failed", "--max-attempts", "2", env=env).returncode == 1
     assert (
         run(db_url, "--retry-failed", "--max-attempts", "2", env=env).returncode == 0

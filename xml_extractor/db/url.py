@@ -166,7 +166,13 @@ def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
     env_pw = os.environ.get(PASSWORD_ENV, "") if password is None else password
     if url.startswith("odbc:"):
         return _odbc_url(url, env_pw)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # its message quotes the host part, which may hold a password
+        raise ConfigError(
+            f"bad database URL {mask_url(url)!r}: its host part is not a name or an address "
+            "(an IPv6 address goes in brackets: postgresql://user@[::1]:5432/db)"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
@@ -203,6 +209,11 @@ def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
                 unquote(parts.password or ""),
             )
         _refuse_odd_parts(dialect, parts.netloc, parts.path)
+        if not parts.netloc:  # 'postgresql:u:pw@h/db': no '//', the rest read as path and query
+            raise ConfigError(
+                f"database URL has no host part (not shown: it may hold a password); write "
+                f"{dialect}://user@host:port/dbname"
+            )
         db = unquote(parts.path.lstrip("/"))
         if not db:
             raise ConfigError(f"database URL needs a database name: {dialect}://host/DBNAME")
