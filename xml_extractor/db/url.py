@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from ..errors import ConfigError
 
@@ -175,67 +175,9 @@ def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
         ) from None
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
-        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-        if not path:
-            raise ConfigError(
-                f"bad SQLite URL {mask_url(url)!r}: use sqlite:///relative/path.db or "
-                "sqlite:////absolute/path.db"
-            )
-        local = re.sub(
-            r"^/?[A-Za-z]:[/\\]", "", path
-        )  # a Windows drive letter's colon is not user information
-        if ":" in local and "@" in local[local.index(":") :]:
-            raise ConfigError(
-                "bad SQLite URL: its path reads as user:password@host (not shown: it may hold a "
-                "password), so the URL is mistyped; use sqlite:///relative/path.db or a server URL "
-                "(postgresql://user@host:port/db)"
-            )
-        return DatabaseURL(dialect="sqlite", raw=url, path=path)
+        return _sqlite_url(url)
     if scheme in ("postgresql", "postgres", "mssql", "sqlserver"):
-        dialect = "postgresql" if scheme.startswith("postgres") else "mssql"
-        params = dict(parse_qsl(parts.query))
-        if dialect == "mssql":
-            host, port, user, url_pw = _mssql_netloc(parts.netloc)
-        else:
-            try:
-                port = parts.port
-            except ValueError:
-                raise ConfigError(
-                    f"bad port in database URL {DatabaseURL(dialect, url).display()}"
-                ) from None
-            host, user, url_pw = (
-                parts.hostname or "",
-                unquote(parts.username or ""),
-                unquote(parts.password or ""),
-            )
-        _refuse_odd_parts(dialect, parts.netloc, parts.path)
-        if not parts.netloc:  # 'postgresql:u:pw@h/db': no '//', the rest read as path and query
-            raise ConfigError(
-                f"database URL has no host part (not shown: it may hold a password); write "
-                f"{dialect}://user@host:port/dbname"
-            )
-        db = unquote(parts.path.lstrip("/"))
-        if not db:
-            raise ConfigError(f"database URL needs a database name: {dialect}://host/DBNAME")
-        pw = url_pw or env_pw
-        driver = params.pop("driver", "") or (
-            PG_DRIVER if dialect == "postgresql" else _pick_mssql_driver()
-        )
-        out = DatabaseURL(
-            dialect=dialect,
-            raw=url,
-            host=host,
-            port=port,
-            database=db,
-            user=user,
-            password=pw,
-            driver=driver,
-            params=params,
-        )
-        if dialect == "mssql":
-            _normalise_mssql_params(out)
-            check_mssql(out)
-        return out
+        return _server_url(url, parts, env_pw)
     shown = (
         f"{scheme}:"
         if re.fullmatch(r"[a-z][a-z0-9+.\-]*", scheme) and "@" not in scheme
@@ -245,6 +187,78 @@ def parse_url(url: str | None, password: str | None = None) -> DatabaseURL:
         f"unknown database URL scheme {shown} "
         "(use sqlite:///file.db, postgresql://user@host:port/db, mssql://host/db or odbc:<connection string>)"
     )
+
+
+def _sqlite_url(url: str) -> DatabaseURL:
+    """``sqlite:///path``: a path that reads as user:password@host is a mistyped server URL."""
+    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    if not path:
+        raise ConfigError(
+            f"bad SQLite URL {mask_url(url)!r}: use sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
+    local = re.sub(
+        r"^/?[A-Za-z]:[/\\]", "", path
+    )  # a Windows drive letter's colon is not user information
+    if ":" in local and "@" in local[local.index(":") :]:
+        raise ConfigError(
+            "bad SQLite URL: its path reads as user:password@host (not shown: it may hold a "
+            "password), so the URL is mistyped; use sqlite:///relative/path.db or a server URL "
+            "(postgresql://user@host:port/db)"
+        )
+    return DatabaseURL(dialect="sqlite", raw=url, path=path)
+
+
+def _server_netloc(dialect: str, url: str, parts: SplitResult) -> tuple[str, int | None, str, str]:
+    """Host, port, user and password of a server URL's network location."""
+    if dialect == "mssql":
+        return _mssql_netloc(parts.netloc)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(
+            f"bad port in database URL {DatabaseURL(dialect, url).display()}"
+        ) from None
+    return (
+        parts.hostname or "",
+        port,
+        unquote(parts.username or ""),
+        unquote(parts.password or ""),
+    )
+
+
+def _server_url(url: str, parts: SplitResult, env_pw: str) -> DatabaseURL:
+    """``postgresql://`` or ``mssql://``: the password from the URL, else the environment."""
+    dialect = "postgresql" if parts.scheme.lower().startswith("postgres") else "mssql"
+    params = dict(parse_qsl(parts.query))
+    host, port, user, url_pw = _server_netloc(dialect, url, parts)
+    _refuse_odd_parts(dialect, parts.netloc, parts.path)
+    if not parts.netloc:  # 'postgresql:u:pw@h/db': no '//', the rest read as path and query
+        raise ConfigError(
+            f"database URL has no host part (not shown: it may hold a password); write "
+            f"{dialect}://user@host:port/dbname"
+        )
+    db = unquote(parts.path.lstrip("/"))
+    if not db:
+        raise ConfigError(f"database URL needs a database name: {dialect}://host/DBNAME")
+    driver = params.pop("driver", "") or (
+        PG_DRIVER if dialect == "postgresql" else _pick_mssql_driver()
+    )
+    out = DatabaseURL(
+        dialect=dialect,
+        raw=url,
+        host=host,
+        port=port,
+        database=db,
+        user=user,
+        password=url_pw or env_pw,
+        driver=driver,
+        params=params,
+    )
+    if dialect == "mssql":
+        _normalise_mssql_params(out)
+        check_mssql(out)
+    return out
 
 
 def _odbc_url(url: str, password: str) -> DatabaseURL:
