@@ -100,7 +100,7 @@ def test_no_three_characters_of_a_user_info_password_are_said(
     prefix, sep, user, pw, suffix, encode
 ):
     url = _mistyped(prefix, sep, user, pw, suffix, encode)
-    rest = url.replace(quote(pw, safe="") if encode else pw, "\0")
+    rest = _mistyped(prefix, sep, user, "\0", suffix, False)  # not url.replace: pw may recur in the host
     # a password that shares 3 characters with the rest, or with what is said of a neutral one, proves nothing
     assume(
         not _leaks(pw, rest + _what_is_said(_mistyped(prefix, sep, user, "QQQQ", suffix, False)))
@@ -131,7 +131,7 @@ def test_no_three_characters_of_a_user_info_password_are_said(
 )
 def test_no_three_characters_of_a_password_parameter_are_said(head, key, pw, tail):
     url = f"{head}{key}={pw}{tail}"
-    assume(not _leaks(pw, url.replace(pw, "\0") + _what_is_said(f"{head}{key}=QQQQ{tail}")))
+    assume(not _leaks(pw, f"{head}{key}=\0{tail}" + _what_is_said(f"{head}{key}=QQQQ{tail}")))
     for said in (_what_is_said(url), mask_url(url)):
         assert not _leaks(pw, said), (url, said)
 
