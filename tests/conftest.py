@@ -136,6 +136,29 @@ def pytest_runtest_makereport(
     return report
 
 
+FAST_TEST_SECONDS = 1.0  # a test not marked slow that takes longer is named at the end of the run
+_SLOW_UNMARKED: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Time each test not marked slow (setup, call and teardown): the fast subset stays fast only
+    if a test that starts worker processes or runs seconds is marked."""
+    if "slow" not in report.keywords and "postgres" not in report.keywords:
+        _SLOW_UNMARKED[report.nodeid] = _SLOW_UNMARKED.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Name the tests the fast subset runs that took over FAST_TEST_SECONDS: mark them slow (or make
+    them fast). Said, not failed: a loaded machine makes anything slow once."""
+    over = sorted(
+        ((t, n) for n, t in _SLOW_UNMARKED.items() if t > FAST_TEST_SECONDS), reverse=True
+    )
+    if over:
+        terminalreporter.section("tests not marked slow that took over 1 s")
+        for t, n in over[:20]:
+            terminalreporter.write_line(f"{t:6.2f}s {n}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The PostgreSQL param of db_url (or module_db_url) is a postgres test (`-m "not postgres"`
     deselects it), the SQL Server param an mssql test (`-m mssql` selects only those)."""

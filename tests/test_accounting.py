@@ -23,6 +23,8 @@ from conftest import (
 )
 from procs import children, db_rows, kill_group, wait_until
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
+
 SEED, SHARE = 7, 0.05
 
 
@@ -82,7 +84,6 @@ SLOW = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.3"}
 
 
 @pytest.mark.posix
-@pytest.mark.slow
 def test_1_sigterm_to_launch_writes_no_worker_crash_and_the_same_launch_finishes(db_url):
     prepare(db_url)
     launch = ["launch", "--instances", "2", "--db", db_url, "--workers", "1", "--batch-size", "1"]
@@ -101,7 +102,6 @@ def test_1_sigterm_to_launch_writes_no_worker_crash_and_the_same_launch_finishes
 
 
 @pytest.mark.posix
-@pytest.mark.slow
 def test_1_sigterm_to_the_process_group_of_a_run(db_url):
     prepare(db_url)
     p = popen(*run_args(db_url, "--workers", "2", "--batch-size", "2"), env=SLOW)
@@ -131,7 +131,6 @@ def queue_run(url: str, *extra: str, env: dict | None = None) -> str:
     return p.stdout
 
 
-@pytest.mark.slow
 def test_2_reprocess_failed_and_retry_failed_in_queue_mode(db_url):
     prepare(db_url)
     queue_run(db_url)
@@ -161,7 +160,6 @@ def test_2_reprocess_failed_and_retry_failed_in_queue_mode(db_url):
     assert_exactly_once(db_url)
 
 
-@pytest.mark.slow
 def test_6_rows_loaded_later_into_a_done_chunk_are_processed(db_url):
     prepare(db_url, count=60)
     queue_run(db_url)
@@ -184,7 +182,6 @@ def test_6_rows_loaded_later_into_a_done_chunk_are_processed(db_url):
     assert_exactly_once(db_url)
 
 
-@pytest.mark.slow
 def test_6_a_run_cut_short_by_app_id_end_leaves_nothing_behind(db_url):
     prepare(db_url, count=120)
     queue_run(db_url, "--app-id-end", "30")
@@ -198,7 +195,6 @@ def test_6_a_run_cut_short_by_app_id_end_leaves_nothing_behind(db_url):
     assert_exactly_once(db_url)
 
 
-@pytest.mark.slow
 def test_6_reprocess_ids_in_queue_mode_also_from_the_environment(db_url):
     prepare(db_url, count=60, share=0.0)
     queue_run(db_url)
@@ -237,7 +233,6 @@ def test_6_reprocess_ids_in_queue_mode_also_from_the_environment(db_url):
 # -- 3. a programming error in the write path stops the run ------------------------------------------
 
 
-@pytest.mark.slow
 def test_3_a_bug_in_the_write_path_stops_the_run_with_exit_3_and_no_failed_rows(db_url):
     prepare(db_url, count=60, share=0.0)
     env = {"XML_EXTRACTOR_FAULTS": "fail_app=20,fail_after_table=app_base,bug=1"}
@@ -258,7 +253,6 @@ def test_3_a_bug_in_the_write_path_stops_the_run_with_exit_3_and_no_failed_rows(
 # -- 4 and 5. status counts final failures; no schema = exit 2 ------------------------------------------
 
 
-@pytest.mark.slow
 def test_4_status_lists_only_final_failures(db_url):
     prepare(db_url, count=20, share=0.0)
     env = {"XML_EXTRACTOR_FAULTS": "fail_app=5,fail_after_table=app_base"}
@@ -303,7 +297,6 @@ def test_5_no_schema_is_a_usage_error_not_an_inconsistency(db_url, command):
 # -- 7. every chunk the process holds is renewed --------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_7_no_chunk_is_claimed_twice_while_its_owner_lives(db_url):
     # one batch per chunk, ~2 s a batch: the chunks claimed ahead wait inside the process (the
     # selector's read-ahead) longer than the 5 s lease; only renewal keeps them
@@ -351,7 +344,6 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.posix
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "sig", [getattr(signal, "SIGKILL", None), getattr(signal, "SIGHUP", None)]
 )  # importable on Windows

@@ -243,6 +243,7 @@ def test_d27_connection_lost_in_the_duplicate_key_check_is_retried(db_url):
 # -- item 2 and D31: the end-of-run check of the run's counts against its session's log rows ------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["lost", "uncounted"])
 def test_the_summary_is_what_the_database_holds(db_url, tmp_path, change):
     """Held after the run's last look at its workers: one of its log rows is taken away (a commit
@@ -296,6 +297,7 @@ def test_the_summary_is_what_the_database_holds(db_url, tmp_path, change):
         assert summary["success"] == 11 and summary["database_check"].startswith("differs")
 
 
+@pytest.mark.slow
 def test_a_clean_run_says_its_counts_match(db_url, tmp_path):
     _prepare(db_url, 6)
     p = cli("run", "--db", db_url, *RUN, *_dirs(tmp_path))
@@ -307,6 +309,7 @@ def test_a_clean_run_says_its_counts_match(db_url, tmp_path):
 # -- D26: two versions of one contract started together both stop ------------------------------------
 
 
+@pytest.mark.slow
 def test_d26_an_instance_that_finished_before_the_other_version_wrote_still_stops(db_url, tmp_path):
     """A (held right after its start check) and B (the other version) pass the start check; B
     writes its whole share before A writes anything and is held after its last look; A's first

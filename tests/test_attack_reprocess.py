@@ -76,6 +76,7 @@ def _collide(url: str) -> tuple[int, int, str]:
     return victim, owner, first[owner]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["partition", "queue"])
 def test_d24_a_refused_reprocess_becomes_a_failed_attempt_and_consumes_the_request(
     processed, tmp_path, mode
@@ -141,6 +142,7 @@ def _status_pending_lines(url: str) -> dict[str, int]:
     }
 
 
+@pytest.mark.slow
 def test_d29_requests_of_deleted_source_rows_are_closed_with_a_reason_and_never_counted(
     processed, tmp_path
 ):
@@ -189,6 +191,7 @@ def test_d29_requests_of_deleted_source_rows_are_closed_with_a_reason_and_never_
     assert _one(url, "SELECT COUNT(*) FROM {requests}") == 0
 
 
+@pytest.mark.slow
 def test_d32_load_xml_replace_of_a_processed_application_marks_it_for_reprocess(
     processed, tmp_path
 ):
@@ -309,6 +312,7 @@ def test_d30_reprocess_in_queue_mode_beside_a_queue_run_ends_with_its_own_ids(db
     assert rec.returncode == 0, rec.stdout + rec.stderr
 
 
+@pytest.mark.slow
 def test_d33_reprocess_failed_with_limit_pages_through_the_failures(processed, tmp_path):
     """D33. Before the fix `reprocess --failed --limit 3` run twice requested and redid the same
     first 3 ids both times. A completed command is remembered: the same command again says so,
@@ -330,6 +334,7 @@ def test_d33_reprocess_failed_with_limit_pages_through_the_failures(processed, t
     assert _one(url, "SELECT COUNT(*) FROM {log_history}") == 9  # nobody was redone twice
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("raw", ["\u0663", "+12", "1\u0662", "\uff11\uff12"])
 def test_d33_request_ids_are_ascii_digits(sqlite_url, tmp_path, raw):
     """D33. Before the fix `Request ID="٣"` (Arabic-Indic three) was loaded as application 3: an ID
@@ -390,6 +395,7 @@ def test_d33_ctrl_c_ends_status_watch_with_its_own_message(sqlite_url, tmp_path)
     assert "stopped watching" in err and "run the command again" not in err, err
 
 
+@pytest.mark.slow
 def test_d33_a_contract_set_is_the_same_whatever_the_order_of_its_flags():
     """D33. Before the fix `--contract rec_lending --contract credit_card` was the set
     'rec_lending+credit_card@...', another version tag than the same two the other way round."""

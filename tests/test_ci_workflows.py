@@ -333,6 +333,7 @@ def _count(p: subprocess.CompletedProcess) -> int:
 ANY_SERVER = "mssql://sa@127.0.0.1:1/xe?trust_server_certificate=yes"  # port 1: nothing listens
 
 
+@pytest.mark.slow
 def test_a_given_server_adds_an_mssql_param_to_every_db_url_test() -> None:
     files = ["tests/test_ids.py", "tests/test_operations.py"]
     with_it = _pytest(
@@ -348,6 +349,7 @@ def test_a_given_server_adds_an_mssql_param_to_every_db_url_test() -> None:
     assert _count(without) == 0 and "[mssql]" not in without.stdout
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_fails_in_ci_and_is_skipped_elsewhere() -> None:
     args = ("-q", "-rs", "-m", "mssql", "tests/test_ids.py")
     ci = _pytest(

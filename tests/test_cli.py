@@ -31,6 +31,7 @@ def invoke(*args: str) -> click.testing.Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_every_command_defined_in_the_package_is_registered() -> None:
     """The group holds every command whatever was imported before (no import-order registration)."""
     defined = set()
@@ -51,6 +52,7 @@ def test_every_command_defined_in_the_package_is_registered() -> None:
     assert fresh.stdout.strip() == str(sorted(cli.commands))
 
 
+@pytest.mark.slow
 def test_module_entry_point() -> None:
     p = run_cli("--version", check=True)
     assert p.stdout.startswith("xml-extractor, version ")
@@ -70,6 +72,7 @@ def test_validate_contract_prints_figures_and_names_the_error_place(tmp_path: Pa
     assert "tables[0].columns[1]" in r.output and "nope" in r.output
 
 
+@pytest.mark.slow
 def test_map_shows_rows_and_fails_a_broken_document(tmp_path: Path) -> None:
     r = invoke("map", str(SAMPLE), "--format", "json")
     assert r.exit_code == 0
@@ -135,6 +138,7 @@ def processed(module_db_url: str) -> str:
     return url
 
 
+@pytest.mark.slow
 def test_status_failures_quality_in_process(processed: str) -> None:
     failed = len(expected_failures(SEED, FAULTY, COUNT))
     r = invoke("status", "--db", processed, "--format", "json")
@@ -170,6 +174,7 @@ def test_reprocess_names_ids_missing_from_the_source(processed: str) -> None:
     assert "union" in invoke("reprocess", "--help").output
 
 
+@pytest.mark.slow
 def test_reconcile_in_process_consistent_then_a_gap(processed: str) -> None:
     r = invoke("reconcile", "--db", processed, "--format", "json")
     assert r.exit_code == 0 and json.loads(r.output)["consistent"] is True
@@ -210,6 +215,7 @@ def test_reconcile_in_process_consistent_then_a_gap(processed: str) -> None:
     )  # put back: the next test sees it whole
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command", [["status"], ["run", "--reconnect-seconds", "1", "--no-progress"]]
 )
@@ -243,6 +249,9 @@ def test_server_refusing_the_credentials_is_a_configuration_error() -> None:
     )
 
 
+STACKS_ON_ABORT = {"PYTHONFAULTHANDLER": "1"}  # SIGABRT prints every thread's stack
+
+
 def _interrupt_when(p: subprocess.Popen, ready: Callable[[], bool]) -> tuple[int, str]:
     """SIGINT to the process group (Ctrl-C in a terminal) once ``ready`` holds; exit code, stderr."""
     import os
@@ -254,10 +263,16 @@ def _interrupt_when(p: subprocess.Popen, ready: Callable[[], bool]) -> tuple[int
         time.sleep(0.05)
     assert p.poll() is None, p.communicate()
     os.killpg(p.pid, signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # the interrupt was lost: the stacks say where (faulthandler)
+        os.kill(p.pid, signal.SIGABRT)
+        _, err = p.communicate(timeout=60)
+        raise AssertionError(f"no exit 60 s after SIGINT; its stacks:\n{err}") from None
     return p.returncode, err
 
 
+@pytest.mark.slow
 @pytest.mark.posix
 def test_ctrl_c_exits_130_on_every_command(db_url: str, tmp_path: Path) -> None:
     """Ctrl-C: exit 130 with a short message (not click's 'Aborted!' and 1, not 0 for status --watch,
@@ -265,11 +280,13 @@ def test_ctrl_c_exits_130_on_every_command(db_url: str, tmp_path: Path) -> None:
     from conftest import popen
 
     out = tmp_path / "mock"
-    p = popen("generate-mock", "--count", "1000000", "--out", str(out), cwd=tmp_path)
+    p = popen(
+        "generate-mock", "--count", "1000000", "--out", str(out), cwd=tmp_path, env=STACKS_ON_ABORT
+    )
     code, err = _interrupt_when(p, lambda: out.is_dir() and any(out.iterdir()))
     assert code == 130 and "interrupted" in err and "Aborted" not in err, err
     run_cli("init-db", "--db", db_url, cwd=tmp_path, check=True)
-    p = popen("status", "--db", db_url, "--watch", "0.1", cwd=tmp_path)
+    p = popen("status", "--db", db_url, "--watch", "0.1", cwd=tmp_path, env=STACKS_ON_ABORT)
     assert p.stdout is not None and p.stdout.readline()  # the first refresh is out
     code, err = _interrupt_when(p, lambda: True)
     assert code == 130 and "interrupted" in err, err
@@ -280,6 +297,7 @@ def test_status_watch_must_be_positive() -> None:
     assert result.exit_code == 2 and "--watch" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_run_start_up_configuration_error_on_stderr(db_url: str, tmp_path: Path) -> None:
     """A data-losing contract change found at run start: 'error: ...' on stderr and exit 2, like
     every other configuration error (not only a 'stopped config:' row of the summary on stdout)."""
@@ -351,6 +369,7 @@ def test_missing_odbc_driver_names_the_package() -> None:
         ), r.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -400,6 +419,7 @@ def test_environment_variable_exceptions_are_exactly_the_documented_ones() -> No
     assert all(f"`{c} --{o}` reads `{e}`" in usage for c, o, e in exceptions)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra, message",
     [

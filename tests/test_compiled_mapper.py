@@ -157,6 +157,7 @@ def corpus(product: str, count: int) -> list[tuple[str, int]]:
 # -- fixed corpora ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PLANS))
 def test_both_mappers_agree_on_generated_and_sample_documents(name, monkeypatch):
     plan = plan_of(name)
@@ -279,6 +280,7 @@ def mutated(draw: Any) -> tuple[str, str]:
     return name, text
 
 
+@pytest.mark.slow
 @settings(
     max_examples=200,
     deadline=None,
@@ -385,6 +387,7 @@ def test_text_paths_give_what_their_converters_give_on_edge_values(name):
         assert _by_text_path(convert, s) == _result(convert, s), s
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(sorted(CONVERTERS)),
@@ -432,6 +435,7 @@ def _built(build: Any, gen: Any, attrs: dict) -> tuple:
     return (repr(row), repr(doc.events))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["credit_card", "rec_lending", "cc_repairing", "rl_strict"])
 def test_generated_rows_agree_on_boundary_values_of_every_attribute_column(name):
     """Every attribute column of every generator, given edge values (padded, empty, a string of

@@ -92,6 +92,7 @@ def test_schema_errors_name_the_path(raw, mutate, expect):
     assert expect in broken(raw, mutate)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "mutate,expect",
     [
@@ -209,6 +210,7 @@ def test_validate_contract_cli(tmp_path, raw):
     assert p.returncode == 2 and "not found" in p.stderr
 
 
+@pytest.mark.slow
 def test_hostile_identifiers_never_reach_sql(raw):
     for evil in ['x"; DROP TABLE app_base; --', "a]b", "sandbox.x", "ä"]:
         assert "does not match" in broken(raw, lambda c: table(c, "indicators").update(name=evil))

@@ -7,7 +7,10 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from conftest import cli
+
+pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
 
 SAMPLE = Path(__file__).parent / "data" / "app-1001.xml"
 

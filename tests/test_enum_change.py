@@ -50,6 +50,7 @@ def _stored(db_url: str) -> tuple[dict[int, int], dict[int, tuple[str, str]]]:
     return {int(a): int(p) for a, p in base}, {int(i): (str(t), str(v)) for i, t, v in enums}
 
 
+@pytest.mark.slow
 def test_enum_id_change_is_named_refused_and_rewritten_in_one_step(
     db_url: str, tmp_path: Path
 ) -> None:

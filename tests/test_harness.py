@@ -9,6 +9,7 @@ from conftest import ROOT, cli, cli_in_process, open_db
 SAMPLE = ROOT / "tests" / "data" / "app-1001.xml"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -51,6 +52,7 @@ def _source_ids(url: str) -> list[int]:
         db.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", [1, 2])
 def test_a_template_copy_holds_the_template_and_is_the_tests_own(
     db_url: str, database_templates, step: int

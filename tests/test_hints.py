@@ -12,7 +12,10 @@ import json
 import shlex
 from pathlib import Path
 
+import pytest
 from conftest import cli
+
+pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
 
 SET = ("--contract", "credit_card", "--contract", "rec_lending")
 SAMPLES = Path(__file__).parent / "data"

@@ -106,6 +106,7 @@ def _assert_refused(plan, source, app_id: int) -> None:
     assert "INJECTED" not in e.value.reason
 
 
+@pytest.mark.slow
 @settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -124,6 +125,7 @@ def test_a_doctype_fails_at_parse_whatever_precedes_it(
     _assert_refused(plan, _encoded(text, encoding, byte_boms), 7001)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -151,6 +153,7 @@ def test_the_parser_refuses_a_dtd_even_without_the_prolog_scan(
             parsing.parse_document(head, plan.document, tail=text[-200:])
 
 
+@pytest.mark.slow
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -256,6 +259,7 @@ def _put_invalid_bytes(url: str) -> None:
     conn.close()
 
 
+@pytest.mark.slow
 def test_a_text_that_is_not_utf8_fails_alone_at_parse_and_the_run_goes_on(source_url):
     cli_in_process(
         "generate-mock", "--db", source_url, "--count", "20", "--faulty-share", "0", check=True
@@ -290,6 +294,7 @@ def test_a_text_that_is_not_utf8_fails_alone_at_parse_and_the_run_goes_on(source
     assert all("<" not in e["reason"] for e in report["failure_examples"])
 
 
+@pytest.mark.slow
 def test_the_sqlite_fetch_decodes_leniently_only_while_it_fetches(sqlite_url):
     """Everything else the connection reads keeps sqlite3's own text handling."""
     from conftest import open_db
@@ -351,6 +356,7 @@ def refuse_log_inserts_sql(db) -> list[str]:
     ]  # SQL Server
 
 
+@pytest.mark.slow
 def test_a_run_that_stops_says_error_once(db_url):
     """A stop reason is kept as "error: ..." (or "config: ..."); stderr said "error: error: ..."."""
     cli_in_process(
@@ -403,6 +409,7 @@ def _source_bytes(url: str, changes: "dict[int, bytes] | None" = None) -> dict[i
         conn.close()
 
 
+@pytest.mark.slow
 def test_bytes_that_mix_utf8_with_another_encoding_fail_at_parse_and_cp1252_rows_still_load(db_url):
     """Bytes in the source column (SQLite's BLOB: Python's sqlite3 stores bytes so even in the TEXT
     column; SQL Server's varchar(max), where the users' older rows live) are read as bytes: UTF-8,

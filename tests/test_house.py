@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "xml_extractor"
 MAX_LINES = 80
@@ -134,6 +136,7 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
+@pytest.mark.slow
 def test_no_function_over_the_limit() -> None:
     found = long_functions()
     new = {k: v for k, v in found.items() if k not in LONG_ALLOWED}
@@ -142,6 +145,7 @@ def test_no_function_over_the_limit() -> None:
     assert not grown, f"allowed long functions that grew (lines, allowed): {grown}"
 
 
+@pytest.mark.slow
 def test_no_import_cycle() -> None:
     graph = import_graph()
     for edge in CYCLES_ALLOWED:
@@ -151,6 +155,7 @@ def test_no_import_cycle() -> None:
     assert not cycles, f"import cycles among xml_extractor modules: {detail}"
 
 
+@pytest.mark.slow
 def test_the_checks_see_what_they_check() -> None:
     """The walkers find real functions and imports (an empty walk would pass vacuously)."""
     graph = import_graph()

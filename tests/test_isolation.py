@@ -52,6 +52,7 @@ def _in_subprocess(body: str, cwd: Path) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_importing_the_sqlite_dialect_registers_no_sqlite3_adapter(tmp_path):
     """Reproduction 3: importing the SQLite dialect registered process-wide adapters."""
     bare = _in_subprocess("print(json.dumps(snapshot()))", tmp_path)
@@ -65,6 +66,7 @@ def test_importing_the_sqlite_dialect_registers_no_sqlite3_adapter(tmp_path):
     assert after["adapters"] == bare["adapters"] and after["converters"] == bare["converters"]
 
 
+@pytest.mark.slow
 def test_importing_every_module_leaves_sqlite3_and_logging_as_they_were(tmp_path):
     bare = _in_subprocess("print(json.dumps(snapshot()))", tmp_path)
     after = _in_subprocess(
@@ -179,6 +181,7 @@ def test_does_not_reach_the_next():
 """
 
 
+@pytest.mark.slow
 def test_the_suite_runs_in_a_scrubbed_environment_and_cleans_its_folders(tmp_path):
     """A pytest session started with stray XML_EXTRACTOR_* / PG* variables: its tests and their
     subprocesses see none of them (except the test database URL), a variable one test sets does
@@ -230,6 +233,7 @@ def test_the_suite_runs_in_a_scrubbed_environment_and_cleans_its_folders(tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_this_session_is_scrubbed_too():
     assert not [k for k in os.environ if k.startswith("XML_EXTRACTOR_") and k not in KEEP_ENV]
     assert subprocess_dir().is_dir()
@@ -279,6 +283,7 @@ print(sorted(m for m in sys.modules if m.startswith("xml_extractor.testing")))
 """
 
 
+@pytest.mark.slow
 def test_the_product_loads_no_test_machinery_outside_the_gate(tmp_path):
     """Every command's modules import, and their hooks run, without loading xml_extractor.testing
     (nor with XML_EXTRACTOR_FAULTS set alone); only xml_extractor/hooks.py imports it."""
@@ -365,6 +370,7 @@ compiler._compile = lambda c, *unit: calls.append(c.digest) or real(c, *unit)
 """
 
 
+@pytest.mark.slow
 def test_validating_then_running_compiles_the_contract_once(tmp_path):
     """Loading validates by compiling; the plan is kept (not thrown away) and reused, also when the
     same contract is loaded again."""
@@ -389,6 +395,7 @@ def test_validating_then_running_compiles_the_contract_once(tmp_path):
     assert json.loads(p.stdout) == {"calls": 1, "same": True}
 
 
+@pytest.mark.slow
 def test_load_xml_compiles_once_not_per_file(db_url, tmp_path):
     folder = tmp_path / "docs"
     assert cli("generate-mock", "--count", "25", "--out", str(folder)).returncode == 0
@@ -417,6 +424,7 @@ def test_load_xml_compiles_once_not_per_file(db_url, tmp_path):
     assert re.search(r"loaded\s+25\b", p.stdout), p.stdout
 
 
+@pytest.mark.slow
 def test_markers_select_the_fast_subset():
     """`-m "not slow and not postgres"` leaves out the PostgreSQL half of db_url (and module_db_url)
     tests and the process/signal tests; the markers are registered (--strict-markers)."""
@@ -435,6 +443,7 @@ def test_markers_select_the_fast_subset():
             "tests/test_pipeline.py",
             "tests/test_crash_safety.py",
             "tests/test_cli.py",
+            "tests/test_named_queries_live.py",
         ],
         capture_output=True,
         text=True,
@@ -447,11 +456,13 @@ def test_markers_select_the_fast_subset():
     assert any("[sqlite]" in t for t in kept)
     assert not [t for t in kept if "[postgresql]" in t or "test_crash_safety" in t]
     assert any(
-        "test_status_failures_quality_in_process[sqlite]" in t for t in kept
-    )  # module_db_url's SQLite param
+        "test_rolled_back[sqlite]" in t for t in kept
+    )  # module_db_url's SQLite param (through the live fixture)
+    assert not [t for t in kept if "test_status_failures_quality_in_process" in t]  # marked slow
     assert re.search(r"\b\d+ deselected", p.stdout)
 
 
+@pytest.mark.slow
 def test_a_given_sql_server_adds_the_mssql_param_to_db_url_and_module_db_url():
     """XML_EXTRACTOR_TEST_MSSQL (any URL: collection connects to nothing) makes SQL Server a third
     engine of db_url and module_db_url, marked mssql (`-m mssql` selects only those)."""

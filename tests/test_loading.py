@@ -48,6 +48,7 @@ def _folder(tmp_path: Path, too_big: str) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_each_problem_is_a_skip_with_a_reason(db_url, tmp_path):
     too_big = "99999999999999999999" if db_url.startswith("sqlite") else "3000000000"
     d = _folder(tmp_path, too_big)
@@ -107,6 +108,7 @@ def test_no_files_matched_is_a_usage_error(sqlite_url, tmp_path):
     assert p.returncode == 2 and "no files matched" in p.stderr
 
 
+@pytest.mark.slow
 def test_overlapping_arguments_load_each_file_once_and_generate_mock_says_it_created_the_schema(
     db_url, tmp_path
 ):
@@ -135,6 +137,7 @@ def test_overlapping_arguments_load_each_file_once_and_generate_mock_says_it_cre
     assert "carried by" not in p.stderr and set(_source(url, [11, 12, 20])) == {11, 12, 20}
 
 
+@pytest.mark.slow
 def test_read_commands_never_create_a_database_file(tmp_path):
     missing = tmp_path / "typo.db"
     for cmd in (
@@ -157,6 +160,7 @@ def _together(*commands: list[str]) -> list[tuple[int, str]]:
     return [(p.wait(timeout=300), p.stdout.read() + p.stderr.read()) for p in procs]  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_two_init_db_at_once_on_a_fresh_database(db_url):
     for code, out in _together(
         ["init-db", "--db", db_url], ["init-db", "--db", db_url], ["init-db", "--db", db_url]
@@ -168,6 +172,7 @@ def test_two_init_db_at_once_on_a_fresh_database(db_url):
     )
 
 
+@pytest.mark.slow
 def test_two_generate_mock_at_once(db_url):
     args = ["generate-mock", "--db", db_url, "--count", "300", "--seed", "5"]
     for code, out in _together(args, args):
@@ -175,6 +180,7 @@ def test_two_generate_mock_at_once(db_url):
     assert len(_source(db_url, list(range(1, 301)))) == 300
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "table_index, name, clash",
     [
@@ -213,6 +219,7 @@ def _connect_at(path: str, start: float, out: multiprocessing.queues.Queue) -> N
         out.put(f"{type(exc).__name__}: {exc}")
 
 
+@pytest.mark.slow
 def test_processes_opening_one_fresh_sqlite_file_at_the_same_instant_all_get_wal(tmp_path):
     """Converting a fresh file to WAL needs the exclusive lock, and SQLite refuses the losers at
     once ("database is locked") without calling the busy handler: two generate-mock or init-db
@@ -232,6 +239,7 @@ def test_processes_opening_one_fresh_sqlite_file_at_the_same_instant_all_get_wal
         assert results == ["wal"] * 6, (round_, results)
 
 
+@pytest.mark.slow
 def test_ids_outside_the_selectable_range_are_refused_and_the_edges_are_processed(db_url, tmp_path):
     """The id range a database can load is the one run can process: ids past the source's int
     column (PostgreSQL) or the contract's int app_id columns (SQLite's source holds 64 bits; such an
@@ -308,6 +316,7 @@ def test_ids_outside_the_selectable_range_are_refused_and_the_edges_are_processe
     assert p.returncode == 0, p.stdout
 
 
+@pytest.mark.slow
 def test_load_xml_again_over_rows_other_tools_wrote_with_a_byte_order_mark(db_url, tmp_path):
     """A row written by another tool keeps the file's byte-order mark; load-xml drops it when it
     reads the file. The same document is 'already loaded (same text)' (an interrupted load run

@@ -838,6 +838,7 @@ def test_live_varchar_rows_with_bom_utf8_and_cp1252_round_trip_through_run(tmp_p
         _drop_schema(schema, contract)
 
 
+@pytest.mark.slow
 def test_queue_seeding_commits_in_parts(tmp_path, monkeypatch):
     """WorkQueue.prepare (shared by every engine) commits its seeds every SEED_PART chunks: one
     transaction over all 11,000 chunks of a large run would keep them locked, and another

@@ -368,6 +368,7 @@ def _no_ms_driver() -> bool:
     return not any("for SQL Server" in d for d in pyodbc.drivers())
 
 
+@pytest.mark.slow
 def test_the_users_exact_command_without_the_driver_names_both_installers(tmp_path):
     """``python production_processor.py --server "localhost\\SQLEXPRESS" ...`` (the legacy notes'
     command, unchanged): on a machine without Microsoft's driver, exit 2 and one line naming the

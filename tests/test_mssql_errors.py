@@ -368,6 +368,7 @@ def test_run_stops_at_once_with_exit_2_on_a_configuration_error(monkeypatch, tmp
     assert words[0] in r.output and "s3cr" not in r.output
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_retried_then_exit_3(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
@@ -694,6 +695,7 @@ def test_pyodbc_own_error_message_is_its_first_argument():
 # -- a truncation pyodbc raises is one application's failure, not the run's -------------------------
 
 
+@pytest.mark.slow
 def test_a_pyodbc_truncation_bisects_and_fails_one_application(tmp_path):
     """The batch of six holds one application whose value pyodbc cannot bind (an NVARCHAR limit
     counted in UTF-16 units, M5): the batch is bisected, that application fails alone, the five

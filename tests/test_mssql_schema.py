@@ -161,6 +161,7 @@ def _widen_score_identifier(c: dict) -> None:
     _col(c, "scores", "score_identifier")["length"] = 80
 
 
+@pytest.mark.slow
 def test_widening_a_primary_key_column_is_refused_with_the_dba_script(tmp_path):
     old = load_contract()
     db = Catalogue(load_contract(_copy(tmp_path, _widen_score_identifier)), old)
@@ -198,6 +199,7 @@ def test_widening_a_primary_key_column_is_refused_with_the_dba_script(tmp_path):
     assert text.rstrip().endswith("COMMIT TRANSACTION;\nGO")
 
 
+@pytest.mark.slow
 def test_run_says_what_init_db_says(tmp_path):
     db = Catalogue(load_contract(_copy(tmp_path, _widen_score_identifier)), load_contract())
     with pytest.raises(migrate.SchemaRefused) as e:

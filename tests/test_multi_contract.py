@@ -28,6 +28,8 @@ from xml_extractor.db.url import parse_url
 from xml_extractor.errors import ContractError
 from xml_extractor.mock_rl import MixedGenerator, fault_stage, product_of
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
+
 SET = ("--contract", "credit_card", "--contract", "rec_lending")
 CONTRACT_OF = {"cc": "credit_card", "rl": "rec_lending"}
 
@@ -127,7 +129,6 @@ def _check(db_url: str, start: int, count: int, seed: int) -> None:
     assert routed["rec_lending"] > 0.2 * count and routed["credit_card"] > 0.55 * count
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["partition", "queue"])
 def test_mixed_corpus_three_instances(db_url: str, mode: str) -> None:
     count, seed = int(os.environ.get("XE_MIXED_COUNT", "600")), 11
@@ -231,7 +232,6 @@ def _direct_counts(db_url: str) -> tuple[dict, Counter, dict[int, str]]:
     return out, per_event, failed
 
 
-@pytest.mark.slow
 def test_operator_commands_per_contract_match_the_log(db_url: str, tmp_path: Path) -> None:
     """failures, quality, reconcile and profile of a contract set split their numbers by the
     contract that mapped (or refused) each application, and those equal what processing_log and

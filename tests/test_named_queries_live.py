@@ -349,6 +349,7 @@ def _run(db: Any, stmt: Statement, params: dict[str, Any]) -> None:
         cur.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("qset,name", CASES, ids=[n for _, n in CASES])
 def test_query_runs(live: Any, qset: str, name: str) -> None:
     """The server runs the query (or refuses only its values); rolled back, the database stays."""

@@ -5,6 +5,8 @@ import json
 import pytest
 from conftest import assert_exactly_once, cli, cli_in_process, expected_failures, open_db
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
+
 COUNT = 80
 
 
@@ -144,7 +146,6 @@ def test_reprocess_dry_run_then_real(processed):
     assert cli_in_process("reprocess", "--db", processed).returncode == 2
 
 
-@pytest.mark.slow
 def test_launch_runs_partitioned_instances(db_url):
     cli("init-db", "--db", db_url, check=True)
     cli("generate-mock", "--db", db_url, "--count", "60", "--faulty-share", "0", check=True)
@@ -158,7 +159,6 @@ def test_launch_runs_partitioned_instances(db_url):
 
 
 @pytest.mark.posix
-@pytest.mark.slow
 def test_launch_sigterm_stops_every_instance_and_resume_finishes(db_url):
     import signal
     import time

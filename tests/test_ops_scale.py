@@ -40,6 +40,7 @@ def test_status_rate_in_the_first_minute_is_the_observed_rate(db_url):
         db.close()
 
 
+@pytest.mark.slow
 def test_status_after_the_run_stopped_is_idle_without_eta(db_url):
     db = _db(db_url)
     end = utcnow() - _dt.timedelta(minutes=10)

@@ -49,6 +49,7 @@ def run(url, *extra, env=None):
     )
 
 
+@pytest.mark.slow
 def test_init_db_is_idempotent(db_url, contract):
     for _ in range(2):
         p = cli_in_process("init-db", "--db", db_url, check=True)
@@ -59,6 +60,7 @@ def test_init_db_is_idempotent(db_url, contract):
     db.close()
 
 
+@pytest.mark.slow
 def test_run_resume_and_faulty_documents(db_url, contract):
     seed(db_url)
     faults = faulty_ids(120, 0.15)
@@ -81,6 +83,7 @@ def test_run_resume_and_faulty_documents(db_url, contract):
     assert len(log_rows(db_url)) == 120
 
 
+@pytest.mark.slow
 def test_injected_failure_after_some_tables_leaves_nothing(db_url, contract):
     seed(db_url, count=40, faulty=0.0)
     p = run(
@@ -128,6 +131,7 @@ def test_retry_failed_bounded_by_max_attempts(db_url, contract):
     assert_exactly_once(db_url)
 
 
+@pytest.mark.slow
 def test_hostile_rows_fail_alone_and_nothing_external_reaches_the_database(db_url, contract):
     cli("init-db", "--db", db_url, check=True)
     db = open_db(db_url)
@@ -196,6 +200,7 @@ def test_bad_flags_exit_2_with_a_clear_message(sqlite_url, args, msg):
 ENGINE_PARAMETER_LIMITS = {"sqlite": 32766, "postgresql": 65535, "mssql": 2100}
 
 
+@pytest.mark.slow
 def test_the_largest_batch_size_fits_the_engine_and_one_more_is_refused_before_any_work(db_url):
     """A batch's ids are bound parameters of one IN (...) list: --batch-size is capped by the
     engine's own limit (with room for the statement's other parameters); past it, exit 2 at once."""
@@ -216,6 +221,7 @@ def test_the_largest_batch_size_fits_the_engine_and_one_more_is_refused_before_a
     assert assert_exactly_once(db_url)["success"] == 5
 
 
+@pytest.mark.slow
 def test_production_processor_alias_and_metrics(db_url, tmp_path):
     import subprocess
     import sys
@@ -248,6 +254,7 @@ def test_production_processor_alias_and_metrics(db_url, tmp_path):
     assert list(tmp_path.glob("run-*.log"))
 
 
+@pytest.mark.slow
 def test_load_xml_files_folders_and_replace(db_url, tmp_path):
     cli_in_process(
         "generate-mock",
@@ -285,6 +292,7 @@ def test_load_xml_files_folders_and_replace(db_url, tmp_path):
     assert assert_exactly_once(db_url)["success"] == 12
 
 
+@pytest.mark.slow
 def test_rows_in_the_database_equal_the_mapped_rows(db_url, plan):
     """Every stored value of the sample and of a tricky document survives the insert path
     unchanged (PostgreSQL's JSON bulk path and head-only fetch included)."""

@@ -508,6 +508,7 @@ def by_name(checks: list[dict]) -> dict[str, dict]:
     return {c["name"]: c for c in checks}
 
 
+@pytest.mark.slow
 def test_a_healthy_database_passes(db_url: str) -> None:
     cli_in_process("generate-mock", "--db", db_url, "--count", "300", check=True)
     code, checks, err = preflight(db_url, "--sample", "50")
@@ -637,6 +638,7 @@ def _put_bytes(url: str, app_id: int, raw: bytes) -> None:
         conn.close()
 
 
+@pytest.mark.slow
 def test_undecodable_rows_fail_the_sample_naming_them(ascii_url: str) -> None:
     cli_in_process("generate-mock", "--db", ascii_url, "--count", "30", check=True)
     _put_bytes(

@@ -125,6 +125,7 @@ def test_narrow_contract_reports_exactly_the_two_columns_and_exits_1(source_2000
     )
 
 
+@pytest.mark.slow
 def test_attributes_the_contract_leaves_unmapped_are_listed(tmp_path):
     def leave_out(raw):
         for t in raw["tables"]:
@@ -175,6 +176,7 @@ def test_sample_ids_spread_over_the_range_by_keyset(source_2000):
         db.close()
 
 
+@pytest.mark.slow
 def test_profile_reads_server_heads_and_counts_failures(db_url):
     cli_in_process(
         "generate-mock",
@@ -200,6 +202,7 @@ def test_paths_and_db_together_is_a_usage_error(tmp_path):
     assert p.returncode == 2 and "either PATHS or --db" in p.stderr
 
 
+@pytest.mark.slow
 def test_fractional_scores_in_an_int_column_are_capacity_loss_not_invalid():
     """The legacy complaint 'fractional scores dropped': with scores.score int (contract 1.0.0),
     45.31 is a valid number the type cannot hold; 'abc' stays an invalid value."""
@@ -226,6 +229,7 @@ def test_fractional_scores_in_an_int_column_are_capacity_loss_not_invalid():
     )
 
 
+@pytest.mark.slow
 def test_a_contract_set_routes_each_document_to_its_contract(db_url):
     url = db_url  # PostgreSQL sends heads only: the routing must not need the whole document
     cli_in_process(
@@ -295,6 +299,7 @@ def test_huge_integers_and_seven_fraction_digits_are_capacity_not_invalid_or_a_c
     assert decision.capacity == {"time": 1} and decision.invalid == 0 and decision.values == 1
 
 
+@pytest.mark.slow
 def test_sample_size_is_honoured_when_ids_have_gaps(db_url):
     """ids 1..60 and 1000: evenly spaced points run past the dense ids and the one far id ends the range.
     A sample as large as the table reads every document (was 11 of 31 for ids 1..30 + 100); a smaller one

@@ -1,11 +1,14 @@
 """Random mutations of a valid document only ever yield rows or a typed failure."""
 
+import pytest
 from conftest import SAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xml_extractor.errors import DocumentFailure
 from xml_extractor.mapping import map_document
+
+pytestmark = pytest.mark.slow  # hundreds of hypothesis examples through the whole mapping (about a second)
 
 BASE = (SAMPLES / "app-1001.xml").read_text("utf-8-sig")
 CUT = BASE.index("<Reports>")

@@ -258,6 +258,7 @@ def test_chunk_width_inverts_chunk_bounds_up_to_the_edges_of_the_64_bit_range():
             assert chunk_bounds(lo, chunk_width(k, lo, hi)) == (k, lo, hi), (w, app_id)
 
 
+@pytest.mark.slow
 def test_chunks_of_other_widths_left_by_an_earlier_version_are_replaced_unless_held(db_url):
     # the queue an earlier version could leave: a 1000-wide chunk 0 (done), 50-wide chunks done and
     # free, a 50-wide chunk at the top end, and a 50-wide chunk another instance holds right now

@@ -14,7 +14,10 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from conftest import cli, open_db
+
+pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
 
 COUNT = 200
 SLACK_S = 1.5  # rounding to 0.1/min, a commit's few ms between logged_at and the run seeing it

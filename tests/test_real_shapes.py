@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import cli_in_process
 from lxml import etree
 
@@ -61,6 +62,7 @@ def _score_factor_doc(
     return build(CC_SAMPLE, tmp_path / f"sf-{app_type}-{received[:4]}.xml", change)
 
 
+@pytest.mark.slow
 def test_score_factor_rules_after_the_populations_only_after_2023_10_11(tmp_path):
     def factor(received, app_type, model, code):
         return only(
@@ -83,6 +85,7 @@ def test_score_factor_rules_after_the_populations_only_after_2023_10_11(tmp_path
 # -- codes the contract kept as numbers ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_banking_accounts_held_and_ssn_match_flag_are_codes(tmp_path):
     def change(tree):
         app = tree.find(".//CustData/application")
@@ -264,6 +267,7 @@ def test_profile_float_noise_is_its_own_class_not_capacity_loss(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_profile_names_failing_files_and_exits_1_only_for_capacity_loss(tmp_path):
     folder = tmp_path / "docs"
     folder.mkdir()

@@ -299,6 +299,7 @@ def test_kept_row_values_and_renamed_unpivot() -> None:
         contract_from_dict(bad)
 
 
+@pytest.mark.slow
 def test_contract_by_name_or_path(tmp_path: Path) -> None:
     assert load_contract("rec_lending").name == "rec_lending"
     packaged = Path(load_contract("rec_lending").path)
@@ -311,6 +312,7 @@ def test_contract_by_name_or_path(tmp_path: Path) -> None:
     assert p.returncode == 0 and "rec_lending@1.1.0" in p.stdout
 
 
+@pytest.mark.slow
 def test_generated_rl_documents_have_the_real_shape() -> None:
     """generate-mock --product rl: one to four collaterals, PR alone or PR + SEC, some backend
     policies, the ~145 KB median of the real documents; faults fail at their stage."""

@@ -119,6 +119,7 @@ def _direct(url: str) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_json_figures_are_the_database_and_reprocess_keeps_the_past(migrated):
     url, before = migrated
     data = json.loads(_report(url, "json"))
@@ -219,6 +220,7 @@ def test_every_report_query_parses_in_every_dialect():
             )
 
 
+@pytest.mark.slow
 def test_out_in_a_missing_folder_is_a_one_line_usage_error(sqlite_url, tmp_path):
     cli_in_process("init-db", "--db", sqlite_url, check=True)
     target = tmp_path / "nonexistent" / "dir" / "x.html"
@@ -229,6 +231,7 @@ def test_out_in_a_missing_folder_is_a_one_line_usage_error(sqlite_url, tmp_path)
         assert "Traceback" not in p.stderr and not target.parent.exists()
 
 
+@pytest.mark.slow
 def test_html_without_matplotlib_is_a_usage_error_naming_the_extra(sqlite_url, tmp_path):
     cli_in_process("init-db", "--db", sqlite_url, check=True)
     stub = tmp_path / "stub" / "matplotlib"
@@ -433,6 +436,7 @@ def _has_matplotlib() -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_console_check_sees_a_script_error(tmp_path):
     """The console check is not vacuous: an uncaught error in a page is seen."""
     _need("Debian's chromium", _chromium() is not None)
@@ -481,6 +485,7 @@ def test_png_reader_reads_what_it_is_given(tmp_path):
     assert rows == [bytes(v for px in row for v in px) for row in pixels]
 
 
+@pytest.mark.slow
 def test_events_per_contract_of_a_contract_set(db_url, tmp_path):
     """With two contracts, each event counts under the contract that mapped its application."""
     both = ("--contract", "credit_card", "--contract", "rec_lending")
@@ -526,6 +531,7 @@ def test_events_per_contract_of_a_contract_set(db_url, tmp_path):
     assert {c for c, _, _ in want} == {"credit_card", "rec_lending"}
 
 
+@pytest.mark.slow
 def test_a_long_migration_draws_bounded_charts(db_url, tmp_path):
     """30 hours of synthetic results (testing/synthetic.py, as scripts/ops_bench.py builds them): the
     json has every minute, the page draws at most MAX_POINTS buckets per chart and stays small;

@@ -16,6 +16,8 @@ import time
 import pytest
 from conftest import assert_exactly_once, cli, cli_in_process, expected_failures, open_db, popen
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
+
 COUNT = 60
 SEED = 33
 RUN = ("--no-progress", "--workers", "1")
@@ -289,7 +291,6 @@ def _wait(pred, timeout: float = 90.0) -> None:
 
 
 @pytest.mark.posix
-@pytest.mark.slow
 def test_sigkill_during_reprocess_then_same_command_resumes(processed, tmp_path):
     since = "2000-01-01T00:00"
     cmd = (
@@ -330,7 +331,6 @@ def test_sigkill_during_reprocess_then_same_command_resumes(processed, tmp_path)
     assert cli("reconcile", "--db", processed).returncode == 0
 
 
-@pytest.mark.slow
 def test_reprocess_racing_a_plain_run_replaces_each_application_once(processed, tmp_path):
     """An open request is pending for `run` too: a reprocess and an uncoordinated run race for the
     same applications; each is replaced exactly once (the loser of a request skips it)."""

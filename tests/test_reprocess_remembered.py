@@ -59,6 +59,7 @@ def _replaced(url: str) -> int:
     return _scalar(url, "SELECT COUNT(*) FROM {log_history}")
 
 
+@pytest.mark.slow
 def test_the_same_command_after_it_completed_says_so_and_again_redoes(
     processed: str, tmp_path: Path
 ) -> None:
@@ -152,6 +153,7 @@ def test_a_killed_command_whose_requests_a_plain_run_finished_is_complete(
     assert _replaced(processed) == failed
 
 
+@pytest.mark.slow
 def test_a_database_of_the_previous_schema_gets_the_table_through_init_db(
     processed: str, tmp_path: Path
 ) -> None:
@@ -219,6 +221,7 @@ def _failed_now(url: str) -> set[int]:
         db.close()
 
 
+@pytest.mark.slow
 def test_new_failures_after_a_completed_failed_command_are_redone_by_it(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -262,6 +265,7 @@ def test_new_failures_after_a_completed_failed_command_are_redone_by_it(
     assert _replaced(db_url) == len(old | new)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", ["0", "-1"])
 def test_reprocess_limit_must_be_positive(processed: str, tmp_path: Path, limit: str) -> None:
     p = cli("reprocess", "--db", processed, "--failed", "--limit", limit, *RUN, *_dirs(tmp_path))

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import cli, expected_failures, open_db, popen
 
+pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
+
 COUNT = 40
 SEED = 21
 RUN = ("--no-progress", "--workers", "1")

@@ -73,6 +73,7 @@ def unreachable(url: str) -> str:
     return re.sub(r":(\d+)/", ":9/", url, count=1)
 
 
+@pytest.mark.slow
 def test_every_stop_ends_the_log_with_its_outcome_and_exit_code(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -108,6 +109,7 @@ def test_every_stop_ends_the_log_with_its_outcome_and_exit_code(
         assert (m["outcome"], int(m["code"])) == (outcome, code), (name, last_line(folder))
 
 
+@pytest.mark.slow
 @pytest.mark.posix
 def test_a_stop_signal_ends_the_log_with_interrupted_and_130(db_url: str, tmp_path: Path) -> None:
     """SIGTERM to the run's group once it has results: in-flight batches commit, and the log's
@@ -127,6 +129,7 @@ def test_a_stop_signal_ends_the_log_with_interrupted_and_130(db_url: str, tmp_pa
     assert m and (m["outcome"], m["code"]) == ("interrupted", "130"), last_line(folder)
 
 
+@pytest.mark.slow
 def test_a_configuration_error_is_said_once_by_run_and_by_launch(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -146,6 +149,7 @@ def test_a_configuration_error_is_said_once_by_run_and_by_launch(
     assert out.count("error: the same as instance ") == 2, out
 
 
+@pytest.mark.slow
 def test_metrics_and_summaries_name_their_fields_and_rates(db_url: str, tmp_path: Path) -> None:
     """The metrics file: a timeline of named points, the rates under progress.py's labels, the
     outcome, exit code and stop kind; the run summary and launch's table use the same labels."""
@@ -197,6 +201,7 @@ def test_metrics_and_summaries_name_their_fields_and_rates(db_url: str, tmp_path
     assert "average since first result/min" in header and "apps/min" not in header, p.stdout
 
 
+@pytest.mark.slow
 def test_the_progress_bar_on_a_terminal(db_url: str, tmp_path: Path) -> None:
     """On a terminal the bar says what the run does while it starts, then done of the share's
     total counting what an earlier run did ("resuming: 20 of 60 already done"), this run's ok and

@@ -133,6 +133,7 @@ def test_added_column_planned_applied_and_filled(db_url, tmp_path):
     assert any(after[a][1] is not None for a in old_ids)
 
 
+@pytest.mark.slow
 def test_narrowing_change_is_refused_with_the_difference(db_url, tmp_path):
     cli_in_process("init-db", "--db", db_url, check=True)
 
@@ -186,6 +187,7 @@ def test_dry_run_prints_tsql_for_sql_server():
     assert "ALTER TABLE [sandbox].[app_base] ADD [x] NVARCHAR(10) NULL\nGO\n" in text
 
 
+@pytest.mark.slow
 def test_initialise_is_a_library_call(db_url, tmp_path):
     """init-db's work is migrate.initialise (the command only prints its result): it creates the
     schema, applies an additive change naming it, and refuses a lossy one without changing a thing;

@@ -75,6 +75,7 @@ def test_reproduction_2_redaction_covers_a_braced_value_whole():
 # -- properties -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @PROPS
 @given(value=SECRET)
 def test_quoting_parses_back(value):
@@ -85,6 +86,7 @@ def test_quoting_parses_back(value):
     assert quote_value(value) == value or quote_value(value).startswith("{")
 
 
+@pytest.mark.slow
 @PROPS
 @given(password=SECRET, user=NAME, database=NAME)
 def test_every_url_form_parses_back_to_the_same_attributes(monkeypatch, password, user, database):
@@ -158,6 +160,7 @@ def _outputs(password: str, user: str, database: str) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 @PROPS
 @given(password=SECRET, other=SECRET, user=NAME, database=NAME)
 def test_nothing_printed_depends_on_the_password(password, other, user, database):
@@ -165,6 +168,7 @@ def test_nothing_printed_depends_on_the_password(password, other, user, database
     assert _outputs(password, user, database) == _outputs(other, user, database)
 
 
+@pytest.mark.slow
 @PROPS
 @given(password=SECRET, user=NAME, database=NAME)
 def test_no_three_characters_of_the_password_are_printed(password, user, database):

@@ -170,6 +170,7 @@ def optional_query_names() -> set[str]:
     return out
 
 
+@pytest.mark.slow
 def test_every_query_used_by_the_code_resolves_for_every_dialect() -> None:
     queries = defined()
     used = used_query_names()
@@ -196,6 +197,7 @@ def test_every_query_used_by_the_code_resolves_for_every_dialect() -> None:
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_every_defined_query_is_used_and_described() -> None:
     used = used_query_names()
     for dialect, queries in defined().items():
@@ -356,6 +358,7 @@ def check_statement(dialect: str, what: str, sql: str) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dialect", list(DIALECTS))
 def test_every_emitted_statement_parses(dialect: str) -> None:
     statements = emitted(dialect)

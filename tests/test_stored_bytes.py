@@ -99,6 +99,7 @@ DOCTYPE = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -117,6 +118,7 @@ def test_any_prolog_is_judged_the_same(plan, before, doctype, after, first):
             assert expected[0] == "failed"  # never a document with a DTD, whatever precedes it
 
 
+@pytest.mark.slow
 def test_a_sqlite_source_fetched_as_stored_bytes_maps_the_same(sqlite_url, plan):
     """A real SQLite source: generated documents, a TEXT value with a bad byte, a cp1252 BLOB, a
     UTF-8 BLOB with byte-order marks, a NULL and a number: the stored fetch gives what the text

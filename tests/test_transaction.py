@@ -41,6 +41,7 @@ def _ids(url: str, table: str) -> list[int]:
         other.close()
 
 
+@pytest.mark.slow
 def test_commit_is_visible_to_another_connection(db: Database, db_url: str) -> None:
     with db.transaction() as same:
         assert same is db and db.in_transaction
@@ -50,6 +51,7 @@ def test_commit_is_visible_to_another_connection(db: Database, db_url: str) -> N
     assert _ids(db_url, "tx_parent") == [1, 2]
 
 
+@pytest.mark.slow
 def test_exception_rolls_back_and_propagates_unchanged(db: Database, db_url: str) -> None:
     class Boom(Exception):
         pass
@@ -74,6 +76,7 @@ def test_driver_error_rolls_back_the_statements_before_it(db: Database, db_url: 
     assert _ids(db_url, "tx_parent") == []
 
 
+@pytest.mark.slow
 def test_a_failed_commit_is_told_apart(db: Database, db_url: str) -> None:
     tx = db.transaction()
     with pytest.raises(Exception), tx:
@@ -88,6 +91,7 @@ def test_a_failed_commit_is_told_apart(db: Database, db_url: str) -> None:
     assert not tx.committing
 
 
+@pytest.mark.slow
 def test_nested_transaction_is_refused_and_the_outer_rolled_back(db: Database, db_url: str) -> None:
     with pytest.raises(NestedTransaction), db.transaction():
         db.execute("INSERT INTO tx_parent (id) VALUES (4)").close()
@@ -97,6 +101,7 @@ def test_nested_transaction_is_refused_and_the_outer_rolled_back(db: Database, d
     assert _ids(db_url, "tx_parent") == []
 
 
+@pytest.mark.slow
 def test_with_retry_runs_the_whole_transaction_again(db: Database, db_url: str) -> None:
     """A transient error inside the block: rolled back, then the block runs again from its begin
     (what every caller relies on: ``db.with_retry(tx)`` around ``with db.transaction():``)."""

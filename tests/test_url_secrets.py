@@ -87,6 +87,7 @@ def _mistyped(prefix: str, sep: str, user: str, pw: str, suffix: str, encode: bo
     return f"{prefix}{sep}{user}:{quote(pw, safe='') if encode else pw}{suffix}"
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     prefix=st.sampled_from(PREFIXES),
@@ -100,7 +101,9 @@ def test_no_three_characters_of_a_user_info_password_are_said(
     prefix, sep, user, pw, suffix, encode
 ):
     url = _mistyped(prefix, sep, user, pw, suffix, encode)
-    rest = _mistyped(prefix, sep, user, "\0", suffix, False)  # not url.replace: pw may recur in the host
+    rest = _mistyped(
+        prefix, sep, user, "\0", suffix, False
+    )  # not url.replace: pw may recur in the host
     # a password that shares 3 characters with the rest, or with what is said of a neutral one, proves nothing
     assume(
         not _leaks(pw, rest + _what_is_said(_mistyped(prefix, sep, user, "QQQQ", suffix, False)))
@@ -110,6 +113,7 @@ def test_no_three_characters_of_a_user_info_password_are_said(
     assert not _leaks(pw, mask_url(url)), (url, mask_url(url))
 
 
+@pytest.mark.slow
 @settings(max_examples=800, deadline=None)
 @given(
     head=st.sampled_from(
@@ -136,6 +140,7 @@ def test_no_three_characters_of_a_password_parameter_are_said(head, key, pw, tai
         assert not _leaks(pw, said), (url, said)
 
 
+@pytest.mark.slow
 @settings(max_examples=800, deadline=None)
 @given(
     driver=st.sampled_from(

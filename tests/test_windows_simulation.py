@@ -287,6 +287,7 @@ def test_the_harness_removes_the_posix_names_in_the_command_and_its_children(
 # -- the commands ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_help_init_db_generate_mock_and_status(
     started: list[subprocess.Popen], tmp_path: Path
 ) -> None:
