@@ -484,6 +484,38 @@ class DatabaseTemplates:
                 pass
 
 
+def process_mock(url: str, count: int, seed: int, workers: int = 1) -> str:
+    """init-db, ``count`` mock documents of ``seed`` (a fifth faulty), one run in batches of 10:
+    the processed database with failures that the reprocess and operator tests start from."""
+    cli_in_process("init-db", "--db", url, check=True)
+    cli_in_process(
+        "generate-mock",
+        "--db",
+        url,
+        "--count",
+        str(count),
+        "--faulty-share",
+        "0.2",
+        "--seed",
+        str(seed),
+        check=True,
+    )
+    p = cli_in_process(
+        "run", "--db", url, "--no-progress", "--workers", str(workers), "--batch-size", "10"
+    )
+    assert p.returncode == 1, p.stdout + p.stderr  # the faulty fifth failed
+    return url
+
+
+def processed_copy(
+    templates: DatabaseTemplates, url: str, count: int, seed: int, workers: int = 1
+) -> str:
+    """The fresh database ``url`` made a copy of :func:`process_mock`'s, processed once per session."""
+    return templates.fill(
+        url, f"mock-{count}-{seed}-{workers}", lambda u: process_mock(u, count, seed, workers)
+    )
+
+
 def _pg_name(url: str) -> str:
     from xml_extractor.db.url import parse_url
 

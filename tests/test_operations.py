@@ -3,43 +3,32 @@
 import json
 
 import pytest
-from conftest import assert_exactly_once, cli, cli_in_process, expected_failures, open_db
+from conftest import (
+    assert_exactly_once,
+    cli,
+    cli_in_process,
+    expected_failures,
+    open_db,
+    process_mock,
+    processed_copy,
+)
 
 pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
 
 COUNT = 80
 
 
-def _process(url):
-    cli_in_process("init-db", "--db", url, check=True)
-    cli_in_process(
-        "generate-mock",
-        "--db",
-        url,
-        "--count",
-        str(COUNT),
-        "--faulty-share",
-        "0.2",
-        "--seed",
-        "21",
-        check=True,
-    )
-    p = cli_in_process("run", "--db", url, "--no-progress", "--workers", "2", "--batch-size", "10")
-    assert p.returncode == 1
-    return url
-
-
 @pytest.fixture
 def processed(db_url, database_templates):
     """A processed database of its own, for a test that changes it: a copy of one processed once
     per session."""
-    return database_templates.fill(db_url, "test_operations.processed", _process)
+    return processed_copy(database_templates, db_url, COUNT, 21, workers=2)
 
 
 @pytest.fixture(scope="module")
 def processed_once(module_db_url):
     """One processed database per engine for the tests that only read it."""
-    return _process(module_db_url)
+    return process_mock(module_db_url, COUNT, 21, workers=2)
 
 
 def faulty():

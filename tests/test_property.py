@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from xml_extractor.errors import DocumentFailure
 from xml_extractor.mapping import map_document
 
-pytestmark = pytest.mark.slow  # hundreds of hypothesis examples through the whole mapping (about a second)
+# hundreds of hypothesis examples through the whole mapping (about a second)
+pytestmark = pytest.mark.slow
 
 BASE = (SAMPLES / "app-1001.xml").read_text("utf-8-sig")
 CUT = BASE.index("<Reports>")

@@ -14,7 +14,15 @@ import signal
 import time
 
 import pytest
-from conftest import assert_exactly_once, cli, cli_in_process, expected_failures, open_db, popen
+from conftest import (
+    assert_exactly_once,
+    cli,
+    cli_in_process,
+    expected_failures,
+    open_db,
+    popen,
+    processed_copy,
+)
 
 pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
 
@@ -27,29 +35,10 @@ def _dirs(tmp_path) -> tuple[str, ...]:
     return ("--logs-dir", str(tmp_path / "logs"), "--metrics-dir", str(tmp_path / "metrics"))
 
 
-def _process(url: str) -> None:
-    """init-db, 60 mock documents (a fifth faulty), one run: the database the tests reprocess."""
-    cli_in_process("init-db", "--db", url, check=True)
-    cli_in_process(
-        "generate-mock",
-        "--db",
-        url,
-        "--count",
-        str(COUNT),
-        "--faulty-share",
-        "0.2",
-        "--seed",
-        str(SEED),
-        check=True,
-    )
-    p = cli_in_process("run", "--db", url, *RUN, "--batch-size", "10")
-    assert p.returncode == 1, p.stdout + p.stderr
-
-
 @pytest.fixture
 def processed(db_url, database_templates):
     """A processed database of the test's own: a copy of the one processed once per session."""
-    return database_templates.fill(db_url, "test_reprocess.processed", _process)
+    return processed_copy(database_templates, db_url, COUNT, SEED)
 
 
 def faulty() -> dict[int, str]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, expected_failures, open_db, popen
+from conftest import cli, expected_failures, open_db, popen, processed_copy
 
 COUNT = 30
 SEED = 5
@@ -28,23 +28,9 @@ def _dirs(tmp_path: Path) -> tuple[str, ...]:
 
 
 @pytest.fixture
-def processed(db_url: str, tmp_path: Path) -> str:
-    cli("init-db", "--db", db_url, check=True)
-    cli(
-        "generate-mock",
-        "--db",
-        db_url,
-        "--count",
-        str(COUNT),
-        "--faulty-share",
-        "0.2",
-        "--seed",
-        str(SEED),
-        check=True,
-    )
-    p = cli("run", "--db", db_url, *RUN, *_dirs(tmp_path))
-    assert p.returncode == 1, p.stdout + p.stderr
-    return db_url
+def processed(db_url: str, database_templates) -> str:
+    """A processed database of the test's own (a fifth failed): a copy of one processed once."""
+    return processed_copy(database_templates, db_url, COUNT, SEED)
 
 
 def _scalar(url: str, sql: str) -> int:

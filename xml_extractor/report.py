@@ -360,39 +360,36 @@ def _md_results_and_failures(data: dict) -> list[str]:
     ]
 
 
-def _md_runs(runs: list[dict]) -> list[str]:
+RUNS_HEADERS = [
+    "session",
+    "instance",
+    "workers",
+    "started (UTC)",
+    "last commit (UTC)",
+    "ok",
+    "failed",
+    f"{AVERAGE_LABEL}/min",
+    "outcome",
+]
+
+
+def _runs_row(x: dict, session_width: int | None = None) -> list:
+    """One run of an instance as the runs tables show it (md and html), in RUNS_HEADERS' order."""
     return [
-        "## Runs",
-        "",
-        _md_table(
-            [
-                [
-                    x["session"],
-                    f"{x['instance']}/{x['instance_count']}",
-                    x["workers"],
-                    x["started"],
-                    x["last_commit"],
-                    x["success"],
-                    x["failed"],
-                    x["average_per_min"],
-                    x["outcome"],
-                ]
-                for x in runs
-            ],
-            [
-                "session",
-                "instance",
-                "workers",
-                "started (UTC)",
-                "last commit (UTC)",
-                "ok",
-                "failed",
-                f"{AVERAGE_LABEL}/min",
-                "outcome",
-            ],
-        ),
-        "",
+        x["session"][:session_width],
+        f"{x['instance']}/{x['instance_count']}",
+        x["workers"],
+        x["started"],
+        x["last_commit"],
+        x["success"],
+        x["failed"],
+        x["average_per_min"],
+        x["outcome"],
     ]
+
+
+def _md_runs(runs: list[dict]) -> list[str]:
+    return ["## Runs", "", _md_table([_runs_row(x) for x in runs], RUNS_HEADERS), ""]
 
 
 # -- html -----------------------------------------------------------------------------------------
@@ -961,34 +958,7 @@ def _html_sections(data: dict) -> list[tuple[str, str, str, str, str]]:
 
 def _html_runs_table(runs: list[dict]) -> str:
     """The runs chart's figures: one row per run of an instance."""
-    return _table(
-        [
-            [
-                x["session"][:12],
-                f"{x['instance']}/{x['instance_count']}",
-                x["workers"],
-                x["started"],
-                x["last_commit"],
-                x["success"],
-                x["failed"],
-                x["average_per_min"],
-                x["outcome"],
-            ]
-            for x in runs
-        ],
-        [
-            "session",
-            "instance",
-            "workers",
-            "started (UTC)",
-            "last commit (UTC)",
-            "ok",
-            "failed",
-            f"{AVERAGE_LABEL}/min",
-            "outcome",
-        ],
-        {5, 6, 7},
-    )
+    return _table([_runs_row(x, 12) for x in runs], RUNS_HEADERS, {5, 6, 7})
 
 
 def report_data(db: Database) -> dict:
