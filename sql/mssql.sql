@@ -615,6 +615,9 @@ GO
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_processing_log_history_app' AND object_id = OBJECT_ID(N'[sandbox].[processing_log_history]'))
 CREATE INDEX [ix_processing_log_history_app] ON [sandbox].[processing_log_history] ([app_id], [attempt])
 GO
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_processing_log_history_logged_at' AND object_id = OBJECT_ID(N'[sandbox].[processing_log_history]'))
+CREATE INDEX [ix_processing_log_history_logged_at] ON [sandbox].[processing_log_history] ([logged_at])
+GO
 IF OBJECT_ID(N'[sandbox].[data_quality_event]', N'U') IS NULL
 CREATE TABLE [sandbox].[data_quality_event] (
     [event_id] BIGINT IDENTITY(1,1) NOT NULL PRIMARY KEY,

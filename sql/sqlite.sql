@@ -553,6 +553,7 @@ CREATE TABLE IF NOT EXISTS "processing_log_history" (
     "replaced_at" TIMESTAMP NOT NULL
 );
 CREATE INDEX IF NOT EXISTS "ix_processing_log_history_app" ON "processing_log_history" ("app_id", "attempt");
+CREATE INDEX IF NOT EXISTS "ix_processing_log_history_logged_at" ON "processing_log_history" ("logged_at");
 CREATE TABLE IF NOT EXISTS "data_quality_event" (
     "event_id" INTEGER PRIMARY KEY AUTOINCREMENT,
     "app_id" INTEGER NOT NULL,

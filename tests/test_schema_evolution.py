@@ -230,3 +230,48 @@ def test_initialise_is_a_library_call(db_url, tmp_path):
         assert script.startswith("-- xml-extractor ") and "campaign_code" in script
     finally:
         db.close()
+
+
+def test_init_db_adds_an_index_the_database_lacks(db_url: str) -> None:
+    """A database made before an index of the tool's tables existed (here: the history's logged_at,
+    which the rates of status and report range over) gets it from init-db; the rows stay."""
+    from xml_extractor import load_contract
+    from xml_extractor.db.database import Database
+
+    def has_index(db: Database, table: str, index: str) -> bool:
+        schema = db.contract.target_schema
+        sql = {
+            "sqlite": "SELECT COUNT(*) FROM pragma_index_list(?) WHERE name = ?",
+            "postgresql": "SELECT COUNT(*) FROM pg_indexes WHERE tablename = ? AND indexname = ? "
+            "AND schemaname = ?",
+            "mssql": "SELECT COUNT(*) FROM sys.indexes WHERE object_id = OBJECT_ID(?) AND name = ?",
+        }[db.dialect.name]
+        params: tuple = {
+            "sqlite": (table, index),
+            "postgresql": (table, index, schema),
+            "mssql": (db.dialect.qualified(schema, table), index),
+        }[db.dialect.name]
+        return int(db.query(sql, params)[0][0]) == 1
+
+    cli_in_process("init-db", "--db", db_url, check=True)
+    table, index = "processing_log_history", "ix_processing_log_history_logged_at"
+    db = Database(db_url, load_contract())
+    try:
+        assert has_index(db, table, index)
+        d, schema = db.dialect, db.contract.target_schema
+        drop = (
+            f"DROP INDEX {d.quote(index)} ON {d.qualified(schema, table)}"
+            if d.name == "mssql"
+            else f"DROP INDEX {d.qualified(schema, index)}"
+        )
+        db.execute(drop)
+        db.commit()
+        assert not has_index(db, table, index)
+    finally:
+        db.close()
+    cli_in_process("init-db", "--db", db_url, check=True)
+    db = Database(db_url, load_contract())
+    try:
+        assert has_index(db, table, index)
+    finally:
+        db.close()

@@ -329,6 +329,13 @@ class Dialect:
                 ["app_id", "attempt"],
                 schema=sch,
             ),
+            # the rates of status and report count replaced attempts too: a range, not a scan
+            self.create_index(
+                f"ix_{contract.log_table}{HISTORY_SUFFIX}_logged_at",
+                history,
+                ["logged_at"],
+                schema=sch,
+            ),
         ]
 
     def ddl(self, contract: Contract, with_source: bool = True) -> list[str]:

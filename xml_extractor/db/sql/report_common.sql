@@ -29,7 +29,7 @@ SELECT COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log_history};
 
 -- name: report_results_since
 -- Results logged at or after :since (the rate's window), the first and the last of them (a
--- range of ix_processing_log_logged_at; the history holds no recent results but a reprocess's).
+-- range of ix_processing_log_logged_at and of ix_processing_log_history_logged_at).
 SELECT COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log} WHERE logged_at >= :since
 UNION ALL
 SELECT COUNT(*), MIN(logged_at), MAX(logged_at) FROM {log_history} WHERE logged_at >= :since;
