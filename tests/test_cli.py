@@ -265,10 +265,17 @@ def _interrupt_when(p: subprocess.Popen, ready: Callable[[], bool]) -> tuple[int
     os.killpg(p.pid, signal.SIGINT)
     try:
         _, err = p.communicate(timeout=60)
-    except subprocess.TimeoutExpired:  # the interrupt was lost: the stacks say where (faulthandler)
+    except subprocess.TimeoutExpired:  # the interrupt was lost: the signal state and stacks say why
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                state = " ".join(
+                    ln for ln in f.read().splitlines() if ln.startswith(("Sig", "Shd"))
+                )
+        except OSError:
+            state = "(no /proc)"
         os.kill(p.pid, signal.SIGABRT)
         _, err = p.communicate(timeout=60)
-        raise AssertionError(f"no exit 60 s after SIGINT; its stacks:\n{err}") from None
+        raise AssertionError(f"no exit 60 s after SIGINT; {state}; its stacks:\n{err}") from None
     return p.returncode, err
 
 
