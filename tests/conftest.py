@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,8 +87,13 @@ _SESSION_SCRUB = pytest.MonkeyPatch()
 
 def pytest_configure(config: pytest.Config) -> None:
     """Scrub before collection (a test module reading a variable at import sees the scrubbed
-    environment) and before any session fixture; :func:`pytest_unconfigure` restores the shell's."""
+    environment) and before any session fixture; :func:`pytest_unconfigure` restores the shell's.
+    SIGINT is handled whatever the suite was started with: a shell script's background job starts
+    with it ignored, and every command a test starts would inherit that (a Ctrl-C test would
+    wait for nothing)."""
     _scrub(_SESSION_SCRUB)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -229,11 +229,14 @@ def test_kill_9_of_launch_leaves_no_instance_or_worker_and_commits_nothing_more(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sigint", ["handled", "ignored"])
 def test_a_stop_line_on_the_lifeline_stops_a_run_like_ctrl_c_and_the_run_resumes(
-    sqlite_url, tmp_path
+    sqlite_url, tmp_path, sigint
 ):
     """How launch stops an instance where neither a process-group signal nor CTRL_BREAK_EVENT
-    exists: a ``stop`` line on the instance's standard input (its lifeline)."""
+    exists: a ``stop`` line on the instance's standard input (its lifeline). Also when the
+    instance was started with SIGINT ignored (a background job of a script: ``launch ... &``),
+    where a simulated Ctrl-C would do nothing."""
     prepare(sqlite_url)
     env = _child_env({**SLOW, supervision.LIFELINE_ENV: "stdin"})
     p = subprocess.Popen(
@@ -257,6 +260,9 @@ def test_a_stop_line_on_the_lifeline_stops_a_run_like_ctrl_c_and_the_run_resumes
         env=env,
         cwd=str(subprocess_dir()),
         start_new_session=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        if sigint == "ignored"
+        else None,
     )
     try:
         wait_until(lambda: committed(sqlite_url) >= 20, timeout=120, what="some batches committed")

@@ -317,13 +317,17 @@ def _launcher_gone() -> None:
 
 
 def _interrupt_main() -> None:
-    """What a Ctrl-C does, without a signal: the main thread's SIGINT handler runs."""
+    """What a Ctrl-C does, without a signal: the main thread's handler of a stop signal runs. The
+    launcher's word does not depend on how this process was started: a process started with SIGINT
+    ignored (by a shell's background job: ``launch ... &`` in a script) gets the first stop signal
+    it handles instead (SIGTERM; the run treats every stop signal alike)."""
     import _thread
 
-    try:
-        _thread.interrupt_main(signal.SIGINT)
-    except (TypeError, RuntimeError):  # 3.10 has the argument; a handler set to SIG_IGN: nothing
-        pass
+    for s in stop_signals():
+        if callable(signal.getsignal(s)):
+            _thread.interrupt_main(signal.Signals(s))
+            return
+    log.warning("the launcher's stop cannot reach this process: every stop signal is ignored")
 
 
 # -- starting and stopping children ----------------------------------------------------------------
