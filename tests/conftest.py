@@ -669,9 +669,17 @@ def _start_worker_server() -> None:
     _WORKER_SERVER_STARTED.append(True)
 
 
-def popen(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def popen(
+    *args: str, env: dict | None = None, cwd: Path | None = None, ignoring: tuple[int, ...] = ()
+) -> subprocess.Popen:
     """Start the real command line in its own process group (signals go to the group, as systemd
-    sends them); same environment and folder rules as :func:`cli`."""
+    sends them); same environment and folder rules as :func:`cli`. ``ignoring``: signals the
+    command starts with ignored (as a shell script's ``trap "" INT TERM`` leaves them)."""
+
+    def ignore() -> None:
+        for s in ignoring:
+            signal.signal(s, signal.SIG_IGN)
+
     return subprocess.Popen(
         [sys.executable, "-m", "xml_extractor", *args],
         stdout=subprocess.PIPE,
@@ -681,6 +689,7 @@ def popen(*args: str, env: dict | None = None, cwd: Path | None = None) -> subpr
         cwd=str(cwd or _default_cwd()),
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=ignore if ignoring else None,
     )
 
 

@@ -345,9 +345,16 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.posix
 @pytest.mark.parametrize(
-    "sig", [getattr(signal, "SIGKILL", None), getattr(signal, "SIGHUP", None)]
+    ("sig", "ignoring"),
+    [
+        (getattr(signal, "SIGKILL", None), ()),
+        (getattr(signal, "SIGHUP", None), ()),
+        # launch started with SIGINT and SIGTERM ignored (trap "" INT TERM): its instances still stop
+        (getattr(signal, "SIGHUP", None), (signal.SIGINT, getattr(signal, "SIGTERM", None))),
+    ],
+    ids=["kill", "hangup", "hangup-int-term-ignored"],
 )  # importable on Windows
-def test_8_killing_or_hanging_up_launch_stops_its_instances(db_url, sig):
+def test_8_killing_or_hanging_up_launch_stops_its_instances(db_url, sig, ignoring):
     prepare(db_url)
     p = popen(
         "launch",
@@ -360,6 +367,7 @@ def test_8_killing_or_hanging_up_launch_stops_its_instances(db_url, sig):
         "--batch-size",
         "2",
         env=SLOW,
+        ignoring=ignoring,
     )
     try:
         wait_until(lambda: logged(db_url) >= 4, what="some progress")

@@ -266,6 +266,20 @@ def unregister_child(proc: Any) -> None:
         _children.discard(proc)
 
 
+def obey_the_launcher() -> None:
+    """An instance started by launch (:data:`LIFELINE_ENV`) handles SIGINT and SIGTERM even when it
+    inherited them ignored (launch run as a script's background job, or with ``trap "" INT TERM``):
+    launch stops its instances with SIGTERM to their group, or a ``stop`` line, and an instance that
+    ignored both would run to the end while launch waits for it. Other commands keep an inherited
+    ignore (``nohup`` semantics)."""
+    if os.environ.get(LIFELINE_ENV) != "stdin":
+        return
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # interrupt_on_stop_signals handles it next
+
+
 def watch_stdin_lifeline() -> bool:
     """If launch started this process (:data:`LIFELINE_ENV` = ``stdin``), watch standard input: a
     ``stop`` line asks for a stop like Ctrl-C (a second one: stop now); its end means the launcher

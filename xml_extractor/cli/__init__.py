@@ -55,9 +55,10 @@ def main() -> None:
     requests, a run connecting) ends it with 130, not 143 or -15. A signal the process was started
     ignoring (``nohup``: the hang-up) stays ignored. An instance started by ``launch`` watches its
     standard input as its lifeline to the launcher (supervision.watch_stdin_lifeline)."""
+    supervision.obey_the_launcher()
     supervision.interrupt_on_stop_signals()
-    supervision.watch_stdin_lifeline()
-    try:
+    try:  # a stop line already waiting on the lifeline interrupts as soon as it is watched
+        supervision.watch_stdin_lifeline()
         cli(prog_name="xml-extractor")
     except (
         KeyboardInterrupt
