@@ -276,7 +276,7 @@ def obey_the_launcher() -> None:
         return
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+    if signal.SIGTERM in stop_signals() and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # interrupt_on_stop_signals handles it next
 
 
@@ -331,17 +331,15 @@ def _launcher_gone() -> None:
 
 
 def _interrupt_main() -> None:
-    """What a Ctrl-C does, without a signal: the main thread's handler of a stop signal runs. The
-    launcher's word does not depend on how this process was started: a process started with SIGINT
-    ignored (by a shell's background job: ``launch ... &`` in a script) gets the first stop signal
-    it handles instead (SIGTERM; the run treats every stop signal alike)."""
+    """What a Ctrl-C does, without a signal: the main thread's SIGINT handler runs. Only an
+    instance of launch watches a lifeline, and :func:`obey_the_launcher` gave it a SIGINT handler
+    however it was started."""
     import _thread
 
-    for s in stop_signals():
-        if callable(signal.getsignal(s)):
-            _thread.interrupt_main(signal.Signals(s))
-            return
-    log.warning("the launcher's stop cannot reach this process: every stop signal is ignored")
+    try:
+        _thread.interrupt_main(signal.SIGINT)
+    except (TypeError, RuntimeError):  # a handler set to SIG_IGN since: nothing to interrupt
+        log.warning("the launcher's stop cannot reach this process: SIGINT is ignored")
 
 
 # -- starting and stopping children ----------------------------------------------------------------
