@@ -280,6 +280,40 @@ def _interrupt_when(p: subprocess.Popen, ready: Callable[[], bool]) -> tuple[int
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, code, says",
+    [
+        (["validate-contract", "--contract", "credit_card"], 130, "error: interrupted"),
+        (["validate-contract", "--contract", "credit_card", "--no-such-flag"], 2, "No such option"),
+        (["--version"], 0, "xml-extractor"),
+    ],
+    ids=["interrupted-while-parsing", "bad-flag", "version"],
+)
+def test_the_entry_point_maps_what_happens_before_a_command_to_its_exit_code(
+    args: list[str], code: int, says: str, tmp_path: Path
+) -> None:
+    """A Ctrl-C (or a stop signal, which interrupt_on_stop_signals turns into one) that arrives
+    while click parses the flags, before any command's handle_errors, exits 130 like one inside a
+    command, not with click's "Aborted!" and 1. The interrupt is raised by the --contract callback,
+    which runs during parsing; a bad flag still exits 2 with click's message, --version 0."""
+    script = (
+        "import sys\n"
+        "from xml_extractor.contract import merge\n"
+        "def interrupted(*a):\n"
+        "    raise KeyboardInterrupt\n"
+        + ("merge.join_contract_specs = interrupted\n" if code == 130 else "")
+        + f"sys.argv = ['xml-extractor', *{args!r}]\n"
+        "from xml_extractor.cli import main\n"
+        "main()\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert p.returncode == code, p.stderr
+    assert says in p.stdout + p.stderr and "Aborted" not in p.stderr, p.stderr
+
+
+@pytest.mark.slow
 @pytest.mark.posix
 def test_ctrl_c_exits_130_on_every_command(db_url: str, tmp_path: Path) -> None:
     """Ctrl-C: exit 130 with a short message (not click's 'Aborted!' and 1, not 0 for status --watch,

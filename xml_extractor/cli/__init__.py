@@ -59,12 +59,18 @@ def main() -> None:
     supervision.interrupt_on_stop_signals()
     try:  # a stop line already waiting on the lifeline interrupts as soon as it is watched
         supervision.watch_stdin_lifeline()
-        cli(prog_name="xml-extractor")
-    except (
-        KeyboardInterrupt
-    ):  # Ctrl-C outside a command (start-up): 130 like inside one (common.handle_errors)
+        outcome = cli.main(prog_name="xml-extractor", standalone_mode=False)
+    except click.ClickException as exc:  # a bad flag: click's message and exit code (2)
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except (KeyboardInterrupt, click.Abort):
+        # Ctrl-C or a stop signal before a command took over (start-up, click parsing the flags,
+        # where click's own handling would print "Aborted!" and exit 1): 130, as inside a command
+        # (common.handle_errors)
         click.echo("error: interrupted", err=True)
         raise SystemExit(130) from None
+    # standalone_mode=False returns what click.exceptions.Exit carried (--help, --version: 0)
+    raise SystemExit(outcome if isinstance(outcome, int) else 0)
 
 
 __all__ = ["cli", "main"]

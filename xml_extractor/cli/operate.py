@@ -239,7 +239,8 @@ def failures_cmd(
             _print_history(ops.history(db, app_id), fmt)
             return
         if disputes:
-            return _print_disputes(db, True)
+            _print_disputes(db, True)
+            return
         groups = ops.failures(db, stage, contract=contract_name)
         if csv_file:
             _write_failures_csv(csv_file, ops.failed_rows(db, stage, contract_name))
