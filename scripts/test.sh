@@ -36,7 +36,11 @@ run_tests() {
   mypy_rc=$?
   # lint and format (config: [tool.ruff] in pyproject.toml), same rule: reported, then the tests run
   python3 -m ruff check . && python3 -m ruff format --check . >/dev/null || { echo "ruff: run 'ruff check --fix . && ruff format .'" >&2; mypy_rc=1; }
-  python3 -m pytest -q -p no:cacheprovider -rs "$@"
+  # tests in parallel (pytest-xdist): most of a test's time is spent waiting on real processes,
+  # signals and leases, so more test processes than cores keep the machine busy; XE_TEST_WORKERS
+  # (or -n N / -n 0 among the extra args) chooses
+  workers=${XE_TEST_WORKERS:-$(( $(nproc) * 3 / 2 ))}
+  python3 -m pytest -q -p no:cacheprovider -rs -n "$workers" --dist worksteal "$@"
   rc=$?
   if [ $rc -eq 5 ]; then echo "pytest ran no tests" >&2; rc=1; fi
   if [ $rc -eq 0 ] && [ $mypy_rc -ne 0 ]; then echo "mypy or ruff found problems" >&2; rc=1; fi

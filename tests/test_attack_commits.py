@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from conftest import _pg_admin_exec, assert_exactly_once, cli, open_db, popen, server_session
+from pg_throwaway import Cluster, throwaway_cluster
 
 RUN = ("--no-progress", "--workers", "1", "--batch-size", "5")
 
@@ -373,48 +372,20 @@ def test_d26_an_instance_that_finished_before_the_other_version_wrote_still_stop
 # -- D25: a database restart while the run starts its selector and workers ---------------------------
 
 
-def _cluster(url: str) -> tuple[list[str], str, list[str]]:
-    """How to run pg_ctl on the test server's own cluster: (command prefix, data directory, the
-    server's start options), read from the running server and its postmaster.opts."""
-    db = open_db(url)
-    data = str(db.autocommit_query("SHOW data_directory")[0][0])
-    db.close()
-    opts = shlex.split(Path(data, "postmaster.opts").read_text())
-    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    i = opts.index("-D")
-    return (
-        run_as + [str(Path(opts[0]).parent / "pg_ctl"), "-D", data],
-        data,
-        opts[1:i] + opts[i + 2 :],
-    )
-
-
-def _pg_ctl(cluster: tuple[list[str], str, list[str]], action: str) -> None:
-    cmd, data, opts = cluster
-    if action == "stop":
-        args = ["-m", "immediate", "stop"]
-    else:
-        args = [
-            "-w",
-            "-t",
-            "60",
-            "-l",
-            str(Path(data) / "restart.log"),
-            "-o",
-            " ".join(shlex.quote(o) for o in opts),
-            "start",
-        ]
-    subprocess.run(cmd + args, check=True, capture_output=True, timeout=120)
-
-
 @pytest.mark.slow
 def test_d25_a_database_restart_at_start_up_is_waited_for(db_url, tmp_path):
     """Held right after the start check, the server stops; the run goes on to start its selector
     and worker, which find it refusing, then starting up: they wait (--reconnect-seconds), and the
-    run finishes its work, exit 0."""
+    run finishes its work, exit 0. On a cluster of the test's own: a stop of the suite's shared one
+    would cut every other test's connections."""
     _pg_only(db_url)
+    with throwaway_cluster(password=False) as cluster:
+        cluster.admin().execute("CREATE DATABASE xe_restart")
+        _d25_restart_while_starting(cluster, cluster.url("xe_restart"), tmp_path)
+
+
+def _d25_restart_while_starting(cluster: Cluster, db_url: str, tmp_path: Path) -> None:
     _prepare(db_url, 20)
-    cluster = _cluster(db_url)
     folder = tmp_path / "hold"
     folder.mkdir()
     p = popen(
@@ -431,16 +402,16 @@ def test_d25_a_database_restart_at_start_up_is_waited_for(db_url, tmp_path):
     try:
         _wait(lambda: (folder / "held-identity_checked").exists() or p.poll() is not None)
         assert p.poll() is None, p.communicate()
-        _pg_ctl(cluster, "stop")
+        cluster.stop()
         stopped = True
         (folder / "release-identity_checked").touch()
         time.sleep(3)  # the selector and the worker meet a refusing server
-        _pg_ctl(cluster, "start")
+        cluster.start()
         stopped = False
         out, err = p.communicate(timeout=180)
     finally:
         if stopped:
-            _pg_ctl(cluster, "start")
+            cluster.start()
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()

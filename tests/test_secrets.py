@@ -6,14 +6,7 @@ password (SCRAM) authentication, so a password that did not arrive intact could 
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,6 +14,7 @@ import pytest
 from conftest import cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pg_throwaway import Cluster, throwaway_cluster
 
 from xml_extractor.db.odbc import connection_string, parse_connection_string, quote_value, redact
 from xml_extractor.db.url import PASSWORD_ENV, parse_url
@@ -189,101 +183,12 @@ def test_a_malformed_odbc_string_is_refused_without_echoing_it():
 # -- live: a cluster with password authentication ---------------------------------------------------
 
 
-@dataclass
-class Cluster:
-    port: int
-    admin_password: str
-
-    def admin(self, database: str = "postgres"):
-        import pyodbc
-
-        return pyodbc.connect(
-            connection_string(
-                [
-                    ("Driver", "PostgreSQL Unicode"),
-                    ("Server", "127.0.0.1"),
-                    ("Port", str(self.port)),
-                    ("Database", database),
-                    ("Uid", "postgres"),
-                    ("Pwd", self.admin_password),
-                ]
-            ),
-            autocommit=True,
-        )
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-    return found[-1].parent if found else None
-
-
 @pytest.fixture(scope="module")
 def scram_cluster() -> Iterator[Cluster]:
     """A throwaway PostgreSQL whose pg_hba demands SCRAM passwords for every connection (the
     suite's own cluster trusts everyone, so it could not tell whether a password arrived)."""
-    bindir = _pg_bin()
-    if bindir is None or shutil.which("odbcinst") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but the PostgreSQL server binaries or unixODBC are missing")
-        pytest.skip("needs PostgreSQL server binaries (scripts/test.sh installs them)")
-    root = os.geteuid() == 0
-    folder = Path(tempfile.mkdtemp(prefix="xe-scram-"))
-    run_as = ["runuser", "-u", "postgres", "--"] if root else []
-    if root:
-        shutil.chown(folder, "postgres", "postgres")
-    admin_pw = secrets.token_hex(16)
-    pwfile = folder / "pw"
-    pwfile.write_text(admin_pw + "\n")
-    if root:
-        shutil.chown(pwfile, "postgres", "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = folder / "data"
-    subprocess.run(
-        run_as
-        + [
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth=scram-sha-256",
-            f"--pwfile={pwfile}",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        run_as
-        + [
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(folder / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off "
-            "-c max_connections=40 -c shared_buffers=16MB",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield Cluster(port, admin_pw)
-    finally:
-        subprocess.run(
-            run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
+    with throwaway_cluster(password=True) as cluster:
+        yield cluster
 
 
 def _sql_literal(text: str) -> str:
