@@ -56,13 +56,13 @@ def kill_group(proc, sig=None) -> None:
         pass
 
 
-def wait_until(pred, timeout: float = 90, what: str = "condition") -> None:
+def wait_until(pred, timeout: float = 90, what: str = "condition", interval: float = 0.1) -> None:
     """Poll observable state (a DB count, a file, /proc) until ``pred()``; never a fixed sleep."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
             return
-        time.sleep(0.1)
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -122,6 +122,15 @@ def interrupt_on_stop_signals() -> None:
             signal.signal(s, interrupt)
 
 
+def take_held_stop_signals() -> None:
+    """Unblock the stop signals: launch starts an instance with them blocked, so that a stop sent
+    while the instance still imports is held until its handlers are in place (then this delivers
+    it: exit 130), instead of ending it by the signal's default (-15). Where
+    ``pthread_sigmask`` exists; elsewhere nothing is ever blocked."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals())
+
+
 @contextmanager
 def stop_signals_blocked() -> Iterator[Callable[[], None]]:
     """Block the stop signals while processes are started (where ``pthread_sigmask`` exists): a

@@ -57,7 +57,9 @@ def main() -> None:
     standard input as its lifeline to the launcher (supervision.watch_stdin_lifeline)."""
     supervision.obey_the_launcher()
     supervision.interrupt_on_stop_signals()
-    try:  # a stop line already waiting on the lifeline interrupts as soon as it is watched
+    try:  # a stop held while starting (launch's instances), or a stop line already waiting on
+        # the lifeline, interrupts here
+        supervision.take_held_stop_signals()
         supervision.watch_stdin_lifeline()
         outcome = cli.main(prog_name="xml-extractor", standalone_mode=False)
     except click.ClickException as exc:  # a bad flag: click's message and exit code (2)

@@ -56,16 +56,7 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
     # partition of its own: run refuses --instance-count with --mode queue)
     queue = _run_params(run_args).get("mode") == "queue"
     folder = Path(tempfile.mkdtemp(prefix="xml-extractor-launch-"))
-    procs = [_start(i, instances, queue, run_args, folder) for i in range(instances)]
-    progress = LaunchProgress(run_args, instances, lambda: [p.poll() for p in procs])
-    progress.start()  # a live line on a terminal
-    once = _ErrorOnce()
-    threads = [
-        threading.Thread(target=_pump, args=(p, i, instances, once, progress.echo), daemon=True)
-        for i, p in enumerate(procs)
-    ]
-    for t in threads:
-        t.start()
+    procs: list[subprocess.Popen] = []
     stopping = {"n": 0}
 
     def forward(signum: int, frame: Any) -> None:
@@ -75,20 +66,50 @@ def launch_cmd(instances: int, run_args: tuple[str, ...]) -> None:
             + (" now" if stopping["n"] > 1 else " after their in-flight batches"),
             err=True,
         )
-        for p in procs:
+        for p in list(procs):
             supervision.stop_group(p, hard=stopping["n"] > 1)
 
+    # the stop is forwarded from before the first instance starts; each starts with the stop
+    # signals blocked (inherited, held until its handlers are in place: cli.main), and one that
+    # arrives meanwhile is forwarded as soon as the instance is in procs
     old = supervision.install_stop_handlers(forward)
+    progress: LaunchProgress | None = None
     try:
-        codes = [p.wait() for p in procs]
-        for t in threads:
-            t.join(timeout=5)
+        for i in range(instances):
+            if stopping["n"]:
+                break
+            with supervision.stop_signals_blocked():
+                procs.append(_start(i, instances, queue, run_args, folder))
+        progress = LaunchProgress(run_args, instances, lambda: [p.poll() for p in procs])
+        progress.start()  # a live line on a terminal
+        codes = _wait_for(procs, instances, progress.echo)
     finally:
         supervision.restore_handlers(old)
-        progress.stop()
+        if progress is not None:
+            progress.stop()
         _close_lifelines(procs)
+    if not procs:
+        folder.rmdir()
+        raise KeyboardInterrupt  # stopped before the first instance started: handle_errors' 130
     click.echo(_summary_table(_read_summaries(folder, instances), codes))
     sys.exit(130 if stopping["n"] else (2 if 2 in codes else max(codes)))
+
+
+def _wait_for(
+    procs: list[subprocess.Popen], instances: int, echo: Callable[[str], None]
+) -> list[int]:
+    """The instances' exit codes, their output pumped meanwhile, prefixed (_pump)."""
+    once = _ErrorOnce()
+    threads = [
+        threading.Thread(target=_pump, args=(p, i, instances, once, echo), daemon=True)
+        for i, p in enumerate(procs)
+    ]
+    for t in threads:
+        t.start()
+    codes = [p.wait() for p in procs]
+    for t in threads:
+        t.join(timeout=5)
+    return codes
 
 
 def _close_lifelines(procs: list[subprocess.Popen]) -> None:
