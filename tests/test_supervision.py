@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,13 @@ def committed(url: str, db=None) -> int:
             db.close()
 
 
+def finishes_the_rest(url: str, *args: str) -> None:
+    """The same command again (the user's resume): exit 0, every application exactly once."""
+    again = cli(*args, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert assert_exactly_once(url)["apps"] == COUNT
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie waiting to be reaped is dead)."""
     try:
@@ -109,8 +117,11 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start(args: list[str], folder: Path) -> tuple[subprocess.Popen, Path, Path]:
-    """The command in its own session, its two output streams to files (read after the kill)."""
+def start(
+    args: list[str], folder: Path, preexec_fn: Callable[[], None] | None = None
+) -> tuple[subprocess.Popen, Path, Path]:
+    """The command in its own session, its two output streams to files (read after the kill);
+    ``preexec_fn`` runs in the child before the command (a signal mask it starts with)."""
     out, err = folder / "stdout.txt", folder / "stderr.txt"
     with open(out, "wb") as fo, open(err, "wb") as fe:
         p = subprocess.Popen(
@@ -121,6 +132,7 @@ def start(args: list[str], folder: Path) -> tuple[subprocess.Popen, Path, Path]:
             env=_child_env(SLOW),
             cwd=str(subprocess_dir()),
             start_new_session=True,
+            preexec_fn=preexec_fn,
         )
     return p, out, err
 
@@ -187,9 +199,7 @@ def test_kill_9_of_a_run_leaves_no_worker_commits_nothing_more_and_leaves_its_re
     assert m["timeline"] and m["success"] > 0, m  # the first results are written at once
     (log,) = list((folder / "logs").glob("run-*.log"))
     assert "workers ready" in log.read_text(encoding="utf-8")
-    again = cli("run", "--db", sqlite_url, "--no-progress", "--workers", "2", timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert assert_exactly_once(sqlite_url)["apps"] == COUNT
+    finishes_the_rest(sqlite_url, "run", "--db", sqlite_url, "--no-progress", "--workers", "2")
 
 
 @pytest.mark.slow
@@ -223,9 +233,7 @@ def test_kill_9_of_launch_leaves_no_instance_or_worker_and_commits_nothing_more(
         raise
     kill_and_check(p, sqlite_url, family, out, err)
     assert committed(sqlite_url) < COUNT
-    again = cli(*launch, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert assert_exactly_once(sqlite_url)["apps"] == COUNT
+    finishes_the_rest(sqlite_url, *launch)
 
 
 @pytest.mark.slow
@@ -278,9 +286,20 @@ def test_a_stop_line_on_the_lifeline_stops_a_run_like_ctrl_c_and_the_run_resumes
     assert p.returncode == 130, out + err
     assert "interrupted" in out and "worker restarts" not in out
     assert committed(sqlite_url) < COUNT
-    again = cli("run", "--db", sqlite_url, "--no-progress", "--workers", "2", timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert assert_exactly_once(sqlite_url)["apps"] == COUNT
+    finishes_the_rest(sqlite_url, "run", "--db", sqlite_url, "--no-progress", "--workers", "2")
+
+
+def stopped(p: subprocess.Popen, out: Path, err: Path, stop: Callable[[], None]) -> str:
+    """What the command started by :func:`start` said after ``stop()`` and its exit (killed with
+    its group if it has not exited within two minutes)."""
+    try:
+        stop()
+        p.wait(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    return out.read_text() + err.read_text()
 
 
 def _blocked_stop_signals() -> None:
@@ -299,31 +318,12 @@ def test_a_stop_held_while_a_command_starts_is_taken_once_its_handlers_are_in_pl
     multiprocessing starts its resource tracker, later: what launch relies on is cli.main.)"""
     prepare(sqlite_url)
     args = ["run", "--db", sqlite_url, "--no-progress", "--workers", "2", "--batch-size", "10"]
-    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    with open(out, "wb") as fo, open(err, "wb") as fe:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "xml_extractor", *args],
-            stdout=fo,
-            stderr=fe,
-            stdin=subprocess.DEVNULL,
-            env=_child_env(SLOW),
-            cwd=str(subprocess_dir()),
-            start_new_session=True,
-            preexec_fn=_blocked_stop_signals,
-        )
-    try:
-        os.killpg(p.pid, signal.SIGTERM)  # at once: the command is still importing
-        p.wait(timeout=120)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    said = out.read_text() + err.read_text()
+    p, out, err = start(args, tmp_path, preexec_fn=_blocked_stop_signals)
+    # at once: the command is still importing
+    said = stopped(p, out, err, lambda: os.killpg(p.pid, signal.SIGTERM))
     assert p.returncode == 130 and "interrupted" in said, (p.returncode, said)
     assert committed(sqlite_url) < COUNT
-    again = cli(*args, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert assert_exactly_once(sqlite_url)["apps"] == COUNT
+    finishes_the_rest(sqlite_url, *args)
 
 
 @pytest.mark.slow
@@ -338,18 +338,13 @@ def test_a_sigterm_to_launch_while_it_starts_its_instances_stops_each_one_cleanl
     prepare(sqlite_url)
     launch = ["launch", "--instances", "2", "--db", sqlite_url, "--workers", "1"]
     p, out, err = start(launch, tmp_path)
-    try:
+
+    def as_the_first_instance_starts() -> None:
         wait_until(lambda: descendants(p.pid), timeout=60, interval=0.005, what="a first instance")
         os.kill(p.pid, signal.SIGTERM)
-        p.wait(timeout=120)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    said = out.read_text() + err.read_text()
+
+    said = stopped(p, out, err, as_the_first_instance_starts)
     assert p.returncode == 130, said
     rows = [ln.split() for ln in said.splitlines() if ln.split()[:1] in (["0"], ["1"])]
     assert rows and all(r[1] == "130" for r in rows), said
-    again = cli(*launch, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert assert_exactly_once(sqlite_url)["apps"] == COUNT
+    finishes_the_rest(sqlite_url, *launch)
