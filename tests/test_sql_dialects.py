@@ -115,7 +115,7 @@ def preflight_names() -> set[str]:
 
 
 def used_query_names() -> dict[str, set[str]]:
-    """Query names the code uses: the first argument of ``.sql("x")`` / ``query_named("x")``, and
+    """Query names the code uses: the first argument of ``.sql("x")``, and
     any other string constant in the code that names a defined query (names picked indirectly).
     Not: preflight's own queries, nor sqlglot's ``expression.sql("tsql")``."""
     known = set().union(*(q.keys() for q in defined().values()))
@@ -135,7 +135,7 @@ def used_query_names() -> dict[str, set[str]]:
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr in ("sql", "query_named")
+                and node.func.attr == "sql"
                 and node.args
                 and isinstance(node.args[0], ast.Constant)
                 and isinstance(node.args[0].value, str)

@@ -249,10 +249,6 @@ class Database:
             self._sql[key] = s
         return s
 
-    def query_named(self, name: str, /, **params: Any) -> list[tuple]:
-        """Rows of the named query run with these parameter values (in the current transaction)."""
-        return self.query(self.sql(name), params)
-
     def table(self, name: str) -> str:
         return self.dialect.qualified(self.contract.target_schema, name)
 

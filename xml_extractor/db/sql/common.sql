@@ -6,8 +6,7 @@
 --   -- One-line description (more comment lines may follow).
 --   SELECT ... WHERE x = :param AND y IN (:ids) ...;
 -- Values are NAMED parameters (:param), always bound, never formatted into the text: callers pass
--- a mapping, e.g. db.query(db.sql("pending_ids"), {"after_id": 0, ...}) or
--- db.query_named("logged_status", app_id=7). A name may appear more than once; a list value
+-- a mapping, e.g. db.query(db.sql("pending_ids"), {"after_id": 0, ...}). A name may appear more than once; a list value
 -- expands to one bound marker per element (IN (:ids)). Placeholders in braces are identifiers
 -- only, validated against ^[A-Za-z_][A-Za-z0-9_]*$ and quoted by the dialect before
 -- substitution: {src} {src_id} {src_xml} {log} {events} {queue} {progress} {enums} {requests}
