@@ -315,6 +315,34 @@ def test_the_entry_point_maps_what_happens_before_a_command_to_its_exit_code(
 
 @pytest.mark.slow
 @pytest.mark.posix
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_stop_while_the_interpreter_exits_changes_neither_the_exit_code_nor_the_output(
+    stop: str, tmp_path: Path
+) -> None:
+    """A stop that comes after the command decided its exit code, while Python shuts down (here
+    from an atexit callback; later, once Python has put the default handlers back, it would end
+    the process with -15): the process exits with the code the command chose and prints no
+    traceback. launch showed a finished instance as -15, or itself died with -15, when its stop
+    came at that moment."""
+    script = (
+        "import atexit, os, signal, sys, time\n"
+        "def stop_while_exiting():\n"
+        f"    os.kill(os.getpid(), signal.{stop})\n"
+        "    time.sleep(0.2)\n"
+        "atexit.register(stop_while_exiting)\n"
+        "sys.argv = ['xml-extractor', 'validate-contract', '--contract', 'no-such-file.json']\n"
+        "from xml_extractor.cli import main\n"
+        "main()\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and "KeyboardInterrupt" not in p.stderr, p.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.posix
 def test_ctrl_c_exits_130_on_every_command(db_url: str, tmp_path: Path) -> None:
     """Ctrl-C: exit 130 with a short message (not click's 'Aborted!' and 1, not 0 for status --watch,
     whose queries each engine's driver is running when the signal comes)."""

@@ -348,3 +348,22 @@ def test_a_sigterm_to_launch_while_it_starts_its_instances_stops_each_one_cleanl
     rows = [ln.split() for ln in said.splitlines() if ln.split()[:1] in (["0"], ["1"])]
     assert rows and all(r[1] == "130" for r in rows), said
     finishes_the_rest(sqlite_url, *launch)
+
+
+@pytest.mark.slow
+def test_launch_piped_into_a_reader_that_stops_early_still_finishes_the_work(sqlite_url):
+    """``launch ... | head -1``: once nobody reads launch's output, the instances' output is still
+    drained (an instance never blocks on a full pipe) and no pump thread dies with a traceback; the
+    work is done, exactly once."""
+    from conftest import popen
+
+    prepare(sqlite_url)
+    launch = ["launch", "--instances", "2", "--db", sqlite_url, "--workers", "1", "--no-progress"]
+    p = popen(*launch)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.readline()
+    p.stdout.close()  # the reader is gone
+    err = p.stderr.read()
+    p.wait(timeout=300)
+    assert "Traceback" not in err and "Exception in thread" not in err, err
+    assert assert_exactly_once(sqlite_url)["apps"] == COUNT

@@ -105,7 +105,8 @@ def restore_handlers(saved: dict[int, Any]) -> None:
 
 def ignore_stop_signals() -> None:
     """In a worker: a stop signal to the whole group (Ctrl-C, Ctrl-Break, a service stop) is for
-    the run, which decides when its workers stop."""
+    the run, which decides when its workers stop. In the command line once its exit code is
+    decided (cli.main): a stop then would only change it."""
     for s in stop_signals():
         signal.signal(s, signal.SIG_IGN)
 

@@ -71,6 +71,11 @@ def main() -> None:
         # (common.handle_errors)
         click.echo("error: interrupted", err=True)
         raise SystemExit(130) from None
+    finally:
+        # the command is over and its exit code decided: a stop that comes while the interpreter
+        # shuts down (its threads joined, atexit, then Python's handlers reset to the default)
+        # would only change it to -15 or print a traceback, so the stop signals are ignored now
+        supervision.ignore_stop_signals()
     # standalone_mode=False returns what click.exceptions.Exit carried (--help, --version: 0)
     raise SystemExit(outcome if isinstance(outcome, int) else 0)
 

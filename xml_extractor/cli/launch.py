@@ -126,12 +126,17 @@ def _pump(
     p: subprocess.Popen, i: int, instances: int, once: _ErrorOnce, echo: Callable[[str], None]
 ) -> None:
     """Instance ``i``'s output, prefixed; a configuration error another instance said is not
-    repeated (_ErrorOnce)."""
+    repeated (_ErrorOnce). Once launch's own output is gone (``launch ... | head``), the instance's
+    is still read to its end, so that the instance never blocks on a full pipe."""
     assert p.stdout is not None
+    reader_gone = False
     for line in p.stdout:
         shown = once.line(i, line.rstrip())
-        if shown is not None:
-            echo(f"[{i}/{instances}] {shown}")
+        if shown is not None and not reader_gone:
+            try:
+                echo(f"[{i}/{instances}] {shown}")
+            except OSError:  # BrokenPipeError: nobody reads launch's output any more
+                reader_gone = True
 
 
 def _start(
