@@ -536,3 +536,56 @@ def test_failures_csv_that_cannot_be_written_exits_2(processed: str, tmp_path: P
     assert (
         r.exit_code == 2 and f"--csv {tmp_path / 'afile' / 'f.csv'}: cannot write it" in r.output
     ), r.output
+
+
+@pytest.mark.slow
+@pytest.mark.posix
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--db", "mssql://someone@127.0.0.1:1/xe"],
+        ["--server", "127.0.0.1,1", "--database", "xe", "--username", "someone"],
+    ],
+    ids=["url", "server-flags"],
+)
+def test_a_password_prompt_ended_by_ctrl_d_is_a_configuration_error(
+    args: list[str], tmp_path: Path
+) -> None:
+    """Ctrl-D at the password prompt: exit 2 with what is missing, not 130 "interrupted" (click's
+    prompt turns an end of input into the same Abort as a Ctrl-C). Nothing is connected to."""
+    import os
+    import pty  # POSIX only: imported here so that Windows still collects this module
+    import time
+
+    from conftest import _child_env
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xml_extractor", "status", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=_child_env(None),
+        cwd=str(tmp_path),
+        start_new_session=True,
+    )
+    os.close(slave)
+    said = b""
+    deadline = time.monotonic() + 60
+    while b"Password for" not in said and time.monotonic() < deadline:
+        said += os.read(master, 4096)
+    assert b"Password for" in said, said
+    os.write(master, b"\x04")  # Ctrl-D: end of input at the start of a line
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the command closed the terminal
+            break
+        if not chunk:
+            break
+        said += chunk
+    proc.wait(timeout=60)
+    os.close(master)
+    text = said.decode("utf-8", "replace")
+    assert proc.returncode == 2, (proc.returncode, text)
+    assert "needs a password: the input ended at the prompt" in text and "interrupted" not in text

@@ -323,19 +323,32 @@ def _server_url(server: str, database: str | None, username: str | None, tls: An
     url = tls.apply(server_database_url(server, database, username))
     password = os.environ.get(PASSWORD_ENV, "")
     if username and not password:
-        if not sys.stdin.isatty():
-            raise ConfigError(
-                f"--username {username} needs a password in {PASSWORD_ENV} (no terminal to prompt on)"
-            )
-        password = click.prompt(f"Password for {username}@{server}", hide_input=True)
+        password = _prompt_password(f"{username}@{server}", f"--username {username}")
     url.password = password
     return url
+
+
+def _prompt_password(login: str, who: str) -> str:
+    """The password of ``login`` typed at a prompt; refused (exit 2) with no terminal to prompt
+    on, or when the input ends (Ctrl-D) instead of a password: nothing was interrupted."""
+    from ..db.url import PASSWORD_ENV
+
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{who} needs a password in {PASSWORD_ENV} (no terminal to prompt on)")
+    try:
+        return str(click.prompt(f"Password for {login}", hide_input=True))
+    except click.Abort as exc:  # click's prompt turns EOFError and KeyboardInterrupt into Abort
+        if isinstance(exc.__context__, EOFError):
+            raise ConfigError(
+                f"{who} needs a password: the input ended at the prompt (or set {PASSWORD_ENV})"
+            ) from None
+        raise
 
 
 def _db_url(db_url: str | None, create: bool, tls: Any) -> Any:
     """The URL of --db: a SQLite file must exist unless ``create``; a SQL Server login without a
     password gets a prompt (or a refusal with no terminal)."""
-    from ..db.url import PASSWORD_ENV, parse_url
+    from ..db.url import parse_url
 
     url = tls.apply(parse_url(db_url))
     if not create:
@@ -343,12 +356,7 @@ def _db_url(db_url: str | None, create: bool, tls: Any) -> Any:
 
         require_exists(url)
     if url.dialect == "mssql" and url.user and not url.password:
-        if not sys.stdin.isatty():
-            raise ConfigError(
-                f"the SQL Server login {url.user} needs a password in {PASSWORD_ENV} "
-                "(no terminal to prompt on)"
-            )
-        url.password = click.prompt(f"Password for {url.user}", hide_input=True)
+        url.password = _prompt_password(url.user, f"the SQL Server login {url.user}")
     return url
 
 
