@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -703,6 +704,34 @@ def popen(
         start_new_session=True,
         preexec_fn=ignore if ignoring else None,
     )
+
+
+def popen_held(point: str, folder: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """The real command (:func:`popen`) held at the test hook ``point`` (``hold`` in
+    xml_extractor/testing: it waits there until :func:`release`), returned once it is there. A
+    command that exits first fails the test with its output; one not there in 120 s is killed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    faults = {"XML_EXTRACTOR_FAULTS": f"hold={point},hold_dir={folder}"}
+    p = popen(*args, env={**(env or {}), **faults})
+    deadline = time.monotonic() + 120
+    while not (folder / f"held-{point}").exists():
+        if p.poll() is not None:
+            out, err = p.communicate()
+            raise AssertionError(f"exit {p.returncode} before reaching {point}\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            if hasattr(os, "killpg"):
+                os.killpg(p.pid, signal.SIGKILL)
+            else:
+                p.kill()
+            p.communicate()
+            raise AssertionError(f"never reached {point} in 120 s")
+        time.sleep(0.05)
+    return p
+
+
+def release(folder: Path, point: str) -> None:
+    """Let a command :func:`popen_held` at ``point`` go on."""
+    (folder / f"release-{point}").touch()
 
 
 def _child_env(extra: dict | None) -> dict[str, str]:

@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import _pg_admin_exec, assert_exactly_once, cli, open_db, popen, server_session
+from conftest import (
+    _pg_admin_exec,
+    assert_exactly_once,
+    cli,
+    open_db,
+    popen_held,
+    release,
+    server_session,
+)
 from pg_throwaway import Cluster, throwaway_cluster
 
 RUN = ("--no-progress", "--workers", "1", "--batch-size", "5")
@@ -51,15 +59,6 @@ def _writer(url: str):
     plan = compile_contract(db.contract, db.dialect.name)
     writer = BatchWriter(db, plan, RunIdentity("attack-session", 0, 1, db.contract.version_tag))
     return db, plan, writer
-
-
-def _wait(pred, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def _pg_only(url: str) -> None:
@@ -250,18 +249,8 @@ def test_the_summary_is_what_the_database_holds(db_url, tmp_path, change):
     once). The summary gives the database's figures; a lost one is said on stderr, exit 3."""
     _prepare(db_url, 10)
     folder = tmp_path / "hold"
-    folder.mkdir()
-    p = popen(
-        "run",
-        "--db",
-        db_url,
-        *RUN,
-        *_dirs(tmp_path),
-        env={"XML_EXTRACTOR_FAULTS": f"hold=loop_done,hold_dir={folder}"},
-    )
+    p = popen_held("loop_done", folder, "run", "--db", db_url, *RUN, *_dirs(tmp_path))
     try:
-        _wait(lambda: (folder / "held-loop_done").exists() or p.poll() is not None)
-        assert p.poll() is None, p.communicate()
         db = open_db(db_url)
         log = db.names["log"]
         if change == "lost":
@@ -321,25 +310,15 @@ def test_d26_an_instance_that_finished_before_the_other_version_wrote_still_stop
     other = tmp_path / "other.json"
     other.write_text(json.dumps(c), encoding="utf-8")
     fa, fb = tmp_path / "a", tmp_path / "b"
-    fa.mkdir()
-    fb.mkdir()
-    a = popen(
-        "run",
-        "--db",
-        db_url,
-        *RUN,
-        "--instance-id",
-        "0",
-        "--instance-count",
-        "2",
-        *_dirs(tmp_path),
-        env={"XML_EXTRACTOR_FAULTS": f"hold=identity_checked,hold_dir={fa}"},
+    share = ("--instance-count", "2", *_dirs(tmp_path))
+    a = popen_held(
+        "identity_checked", fa, "run", "--db", db_url, *RUN, "--instance-id", "0", *share
     )
     b = None
     try:
-        _wait(lambda: (fa / "held-identity_checked").exists() or a.poll() is not None)
-        assert a.poll() is None, a.communicate()
-        b = popen(
+        b = popen_held(
+            "loop_done",
+            fb,
             "run",
             "--db",
             db_url,
@@ -348,16 +327,11 @@ def test_d26_an_instance_that_finished_before_the_other_version_wrote_still_stop
             *RUN,
             "--instance-id",
             "1",
-            "--instance-count",
-            "2",
-            *_dirs(tmp_path),
-            env={"XML_EXTRACTOR_FAULTS": f"hold=loop_done,hold_dir={fb}"},
+            *share,
         )
-        _wait(lambda: (fb / "held-loop_done").exists() or b.poll() is not None)
-        assert b.poll() is None, b.communicate()
-        (fa / "release-identity_checked").touch()
+        release(fa, "identity_checked")
         out_a, err_a = a.communicate(timeout=180)
-        (fb / "release-loop_done").touch()
+        release(fb, "loop_done")
         out_b, err_b = b.communicate(timeout=180)
     finally:
         for proc in (a, b):
@@ -387,24 +361,13 @@ def test_d25_a_database_restart_at_start_up_is_waited_for(db_url, tmp_path):
 def _d25_restart_while_starting(cluster: Cluster, db_url: str, tmp_path: Path) -> None:
     _prepare(db_url, 20)
     folder = tmp_path / "hold"
-    folder.mkdir()
-    p = popen(
-        "run",
-        "--db",
-        db_url,
-        *RUN,
-        "--reconnect-seconds",
-        "60",
-        *_dirs(tmp_path),
-        env={"XML_EXTRACTOR_FAULTS": f"hold=identity_checked,hold_dir={folder}"},
-    )
+    args = ("run", "--db", db_url, *RUN, "--reconnect-seconds", "60", *_dirs(tmp_path))
+    p = popen_held("identity_checked", folder, *args)
     stopped = False
     try:
-        _wait(lambda: (folder / "held-identity_checked").exists() or p.poll() is not None)
-        assert p.poll() is None, p.communicate()
         cluster.stop()
         stopped = True
-        (folder / "release-identity_checked").touch()
+        release(folder, "identity_checked")
         time.sleep(3)  # the selector and the worker meet a refusing server
         cluster.start()
         stopped = False

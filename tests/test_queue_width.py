@@ -10,7 +10,7 @@ Real processes, real SQLite and PostgreSQL (the db_url fixture)."""
 from __future__ import annotations
 
 import pytest
-from conftest import assert_exactly_once, cli, log_rows, open_db, popen
+from conftest import assert_exactly_once, cli, log_rows, open_db, popen, popen_held, release
 from procs import db_rows, kill_group, wait_until
 from test_accounting import logged, pending, summary_row
 
@@ -205,28 +205,21 @@ def test_two_runs_started_at_once_with_different_widths_share_one_grid(db_url, t
     # queue empty and seed its own grid: chunk ids meaning other ranges, work left or doubled.
     mock(db_url, 400)
     folder = tmp_path / "hold"
-    folder.mkdir()
     point = "queue_width_locked"
-    held = {"XML_EXTRACTOR_FAULTS": f"hold={point},hold_dir={folder}"}
     common = ("--mode", "queue", "--workers", "1", "--batch-size", "10", "--no-progress")
-    a = popen("run", "--db", db_url, "--chunk-size", "7", *common, env=held)
+    a = popen_held(point, folder, "run", "--db", db_url, "--chunk-size", "7", *common)
     b = None
     try:
-        wait_until(
-            lambda: a.poll() is not None or (folder / f"held-{point}").exists(),
-            what="the first run at the lock",
-        )
-        assert a.poll() is None, finished(a)
         b = popen("run", "--db", db_url, "--chunk-size", "50", *common)
         if not db_url.startswith("sqlite"):
             wait_until(
                 lambda: b.poll() is not None or _lock_waiters(db_url) > 0,
                 what="the second run waiting",
             )
-        (folder / f"release-{point}").touch()
+        release(folder, point)
         code_b, out_b, err_b = finished(b)
     finally:
-        (folder / f"release-{point}").touch()
+        release(folder, point)
         code_a, out_a, err_a = finished(a)
         if b is not None and b.poll() is None:
             finished(b)

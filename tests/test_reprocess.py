@@ -21,7 +21,9 @@ from conftest import (
     expected_failures,
     open_db,
     popen,
+    popen_held,
     processed_copy,
+    release,
 )
 
 pytestmark = pytest.mark.slow  # every test here runs the pipeline's worker processes
@@ -223,8 +225,9 @@ def test_two_instances_started_together_with_different_contract_versions_do_not_
     other = tmp_path / "other.json"
     other.write_text(json.dumps(c), encoding="utf-8")
     folder = tmp_path / "hold"
-    folder.mkdir()
-    first = popen(
+    first = popen_held(
+        "identity_checked",
+        folder,
         "run",
         "--db",
         db_url,
@@ -236,11 +239,8 @@ def test_two_instances_started_together_with_different_contract_versions_do_not_
         "--instance-count",
         "2",
         *_dirs(tmp_path),
-        env={"XML_EXTRACTOR_FAULTS": f"hold=identity_checked,hold_dir={folder}"},
     )
     try:
-        _wait(lambda: (folder / "held-identity_checked").exists() or first.poll() is not None)
-        assert first.poll() is None, first.communicate()
         second = cli(
             "run",
             "--db",
@@ -257,7 +257,7 @@ def test_two_instances_started_together_with_different_contract_versions_do_not_
         assert second.returncode == 0, (
             second.stdout + second.stderr
         )  # alone in the log while it ran
-        (folder / "release-identity_checked").touch()
+        release(folder, "identity_checked")
         out, err = first.communicate(timeout=180)
     finally:
         if first.poll() is None:
@@ -373,20 +373,10 @@ START_UP_STOPS = [
 def _held_then_signalled(cmd: tuple[str, ...], point: str, sig: int, folder) -> tuple[int, str]:
     """Start ``cmd`` held at ``point``, send ``sig`` to its process group while it waits there,
     let it go; its exit code and output."""
-    env = {"XML_EXTRACTOR_FAULTS": f"hold={point},hold_dir={folder}"}
-    p = popen(*cmd, env=env)
-    held = folder / f"held-{point}"
-
-    def reached() -> bool:
-        if p.poll() is not None:
-            out, err = p.communicate()
-            raise AssertionError(f"exit {p.returncode} before reaching {point}\n{out}\n{err}")
-        return held.exists()
-
+    p = popen_held(point, folder, *cmd)
     try:
-        _wait(reached)
         os.killpg(p.pid, sig)
-        (folder / f"release-{point}").touch()
+        release(folder, point)
         out, err = p.communicate(timeout=180)
     finally:
         if p.poll() is None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, expected_failures, open_db, popen, processed_copy
+from conftest import cli, expected_failures, open_db, popen_held, processed_copy
 
 COUNT = 30
 SEED = 5
@@ -85,18 +84,9 @@ def test_the_same_command_after_it_completed_says_so_and_again_redoes(
 def _killed_after_requesting(cmd: tuple[str, ...], folder: Path) -> None:
     """Start ``cmd`` held right after it recorded its requests, then SIGKILL its process group
     there: a reprocess stopped before its run began."""
-    folder.mkdir()
-    env = {"XML_EXTRACTOR_FAULTS": f"hold=reprocess_requested,hold_dir={folder}"}
-    p = popen(*cmd, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while not (folder / "held-reprocess_requested").exists():
-            assert p.poll() is None, p.communicate()
-            assert time.monotonic() < deadline, "never reached reprocess_requested"
-            time.sleep(0.05)
-    finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate(timeout=60)
+    p = popen_held("reprocess_requested", folder, *cmd)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.communicate(timeout=60)
 
 
 @pytest.mark.posix
