@@ -177,18 +177,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.postgres)
         elif engine == "mssql":
             item.add_marker(pytest.mark.mssql)
-    _heaviest_modules_first(items)
-
-
-def _heaviest_modules_first(items: list[pytest.Item]) -> None:
-    """Modules with the most slow tests first, each module's tests in their order: parallel test
-    processes (pytest-xdist) then end on short tests, not with one process still in a long one
-    while the others are idle. A module's fixtures still see its tests one after another."""
-    weight: dict[str, int] = {}
-    for item in items:
-        name = item.nodeid.split("::", 1)[0]
-        weight[name] = weight.get(name, 0) + (item.get_closest_marker("slow") is not None)
-    items.sort(key=lambda it: -weight[it.nodeid.split("::", 1)[0]])
 
 
 def subprocess_dir() -> Path:
