@@ -75,3 +75,50 @@ def db_rows(url: str, sql_of) -> list[tuple]:
         return db.autocommit_query(sql_of(db))
     finally:
         db.close()
+
+
+class Streams:
+    """A running process's stdout and stderr read as they come (a thread each), so a test can
+    wait for a line the process says while it runs, then collect the rest at its end."""
+
+    def __init__(self, proc) -> None:
+        import threading
+
+        self.proc = proc
+        self.parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.readers = [
+            threading.Thread(target=self._read, args=(name,), daemon=True) for name in self.parts
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, name: str) -> None:
+        stream = getattr(self.proc, name)
+        for line in iter(stream.readline, ""):
+            self.parts[name].append(line)
+
+    def text(self, name: str) -> str:
+        return "".join(self.parts[name])
+
+    def wait_for(self, text: str, name: str = "stderr", timeout: float = 90) -> None:
+        """Until the process has said ``text`` on ``name`` (fails at once if it ended without)."""
+        deadline = time.time() + timeout
+        while text not in self.text(name):
+            if self.proc.poll() is not None:
+                for reader in self.readers:
+                    reader.join(timeout=10)
+                if text in self.text(name):
+                    return
+                raise AssertionError(
+                    f"it ended ({self.proc.returncode}) without saying {text!r}: {self.text(name)}"
+                )
+            if time.time() > deadline:
+                raise AssertionError(f"timed out waiting for {text!r} on {name}: {self.text(name)}")
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 300) -> tuple[int, str, str]:
+        """Its exit code, everything it wrote to stdout and to stderr."""
+        rc = self.proc.wait(timeout=timeout)
+        for reader in self.readers:
+            reader.join(timeout=10)
+        return rc, self.text("stdout"), self.text("stderr")

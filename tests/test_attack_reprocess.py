@@ -260,14 +260,17 @@ def test_d30_reprocess_in_queue_mode_beside_a_queue_run_ends_with_its_own_ids(db
     """D30. Before the fix the reprocess claimed (and released) chunks holding none of its ids and
     waited for every chunk the queue run held, so it ended together with the whole run."""
     url, total = db_url, 600
-    cli("init-db", "--db", url, check=True)
-    cli("generate-mock", "--db", url, "--count", str(total), "--seed", str(SEED), check=True)
+    cli_in_process("init-db", "--db", url, check=True)
+    cli_in_process(
+        "generate-mock", "--db", url, "--count", str(total), "--seed", str(SEED), check=True
+    )
     q = ("--mode", "queue", "--chunk-size", "50", "--batch-size", "10")
     # ids 1..20 done by an earlier run (the reprocess replaces rows of that session, not the queue run's)
-    cli("run", "--db", url, *RUN, "--limit", "20", *_dirs(tmp_path), check=True)
-    slow = {
-        "XML_EXTRACTOR_FAULTS": "sleep_before_commit=0.4"
-    }  # 58 batches: the run lasts many times the reprocess
+    cli_in_process("run", "--db", url, *RUN, "--limit", "20", *_dirs(tmp_path), check=True)
+    # 58 batches: the run lasts many times the reprocess, while the file exists (then full speed)
+    slowly = tmp_path / "slowly"
+    slowly.touch()
+    slow = {"XML_EXTRACTOR_FAULTS": f"sleep_before_commit=0.4,sleep_while={slowly}"}
     migration = popen(
         "run",
         "--db",
@@ -303,6 +306,7 @@ def test_d30_reprocess_in_queue_mode_beside_a_queue_run_ends_with_its_own_ids(db
         hist = _rows(url, "SELECT COUNT(*) FROM {log_history} WHERE app_id IN (5, 6, 7, 25)")
         assert int(hist[0][0]) == 4  # replaced, not just logged
     finally:
+        slowly.unlink()
         out, err = migration.communicate(timeout=600)
     # its own result for 25 was replaced by the reprocess: still counted as committed by its end-of-run check
     assert migration.returncode == 0, out + err

@@ -9,9 +9,11 @@ Real processes, real SQLite and PostgreSQL (the db_url fixture)."""
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from conftest import assert_exactly_once, cli, log_rows, open_db, popen, popen_held, release
-from procs import db_rows, kill_group, wait_until
+from procs import Streams, db_rows, kill_group, wait_until
 from test_accounting import logged, pending, summary_row
 
 from xml_extractor.processing.selection import chunk_width
@@ -295,7 +297,9 @@ def test_a_run_after_a_killed_queue_instance_says_it_waits_for_the_lease_and_the
     """SIGKILL leaves the instance's chunks under a live lease: the next run waited it out in
     silence (up to --lease-seconds). It says what it waits for, takes the chunks over, finishes.
     The lease (30 s) outlives the next run's start even on a loaded machine, where starting a
-    Python process takes seconds: the test waits for the lease, not for a race."""
+    Python process takes seconds: the test waits for the lease, not for a race. Once the run has
+    said it waits, the test ends the lease in the database (what 30 s would do: the takeover of an
+    expired lease by the clock is test_concurrency's queue takeover, with a 5 s lease)."""
     mock(db_url, 200)
     args = [
         "run",
@@ -320,17 +324,29 @@ def test_a_run_after_a_killed_queue_instance_says_it_waits_for_the_lease_and_the
         kill_group(victim)
         victim.wait()
     assert logged(db_url) < 200
+    held_sql = "FROM {queue} WHERE owner IS NOT NULL AND done_at IS NULL"
     held = db_rows(
-        db_url,
-        lambda db: (
-            f"SELECT COUNT(*) FROM {db.names['queue']} WHERE owner IS NOT NULL AND done_at IS NULL"
-        ),
+        db_url, lambda db: "SELECT COUNT(*) " + held_sql.format(queue=db.names["queue"])
     )[0][0]
     assert held >= 1  # the chunk it was working on, and the next one if it had read ahead
-    again = cli(*args)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert f"work queue: waiting for {held} chunk(s) other instances hold" in again.stderr, (
-        again.stderr
-    )
-    assert "--lease-seconds 30" in again.stderr
+    again = Streams(popen(*args))
+    try:
+        again.wait_for(f"work queue: waiting for {held} chunk(s) other instances hold")
+        assert (
+            logged(db_url) < 200
+        )  # it waits: nothing of the held chunks was taken before the lease ended
+        db = open_db(db_url)
+        try:  # the lease ends (the dead instance's last renewal + 30 s, brought forward)
+            with db.transaction():
+                db.execute(
+                    f"UPDATE {db.names['queue']} SET lease_until = ? WHERE owner IS NOT NULL AND done_at IS NULL",
+                    [datetime.datetime(2000, 1, 1)],
+                )
+        finally:
+            db.close()
+        rc, out, err = again.finish()
+    finally:
+        kill_group(again.proc)
+    assert rc == 0, out + err
+    assert "--lease-seconds 30" in err
     assert assert_exactly_once(db_url) == {"apps": 200, "success": 200, "failed": 0}

@@ -7,6 +7,7 @@ password (SCRAM) authentication, so a password that did not arrive intact could 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -309,13 +310,17 @@ def test_live_the_tricky_password_connects_to_the_right_database_and_never_leaks
     said = wrong.stdout + wrong.stderr
     assert not {g for g in grams(TRICKY) if g in said and g not in wrong_b.stdout + wrong_b.stderr}
 
+    # the six sessions are independent (a database each): run side by side, asserted in order
+    sessions = {}
+    with ThreadPoolExecutor(max_workers=len(forms) * 2) as pool:
+        for name, ((db, url), (bdb, burl), via_env) in forms.items():
+            sessions[name] = (
+                pool.submit(_session, url, TRICKY if via_env else "", tmp_path / f"t-{name}"),
+                pool.submit(_session, burl, BENIGN if via_env else "", tmp_path / f"b-{name}"),
+            )
     for name, ((db, url), (bdb, burl), via_env) in forms.items():
-        said_all = "\n".join(
-            _session(url, TRICKY if via_env else "", tmp_path / f"t-{name}") + _stored(c, db)
-        )
-        allowed = "\n".join(
-            _session(burl, BENIGN if via_env else "", tmp_path / f"b-{name}") + _stored(c, bdb)
-        )
+        said_all = "\n".join(sessions[name][0].result() + _stored(c, db))
+        allowed = "\n".join(sessions[name][1].result() + _stored(c, bdb))
         assert TRICKY not in said_all, name
         leaked = {g for g in grams(TRICKY) if g in said_all and g not in allowed}
         assert not leaked, (name, leaked)

@@ -3,6 +3,7 @@ long enough for a test to kill the worker holding it."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,12 +25,15 @@ class FaultPlan:
     """Read from the admitted ``XML_EXTRACTOR_FAULTS`` (``key=value,...``, xml_extractor.hooks):
     ``fail_app=ID,fail_after_table=T`` raises inside the transaction right after table T was
     inserted for a batch holding application ID; ``sleep_before_commit=S`` holds every write
-    transaction open S seconds (so a test can kill a worker mid-transaction); ``bug=1`` makes
+    transaction open S seconds (so a test can kill a worker mid-transaction), and with
+    ``sleep_while=PATH`` only while that file exists (a test slows a run down, then lets it
+    finish at full speed by removing the file); ``bug=1`` makes
     ``fail_app`` raise a TypeError instead (a programming error in the write path)."""
 
     fail_app: int | None = None
     fail_after_table: str | None = None
     sleep_before_commit: float = 0.0
+    sleep_while: str | None = None  # the sleep applies only while this file exists
     bug: bool = False  # fail_app raises a TypeError (a bug in the write path) instead of a refusal
 
     @classmethod
@@ -39,6 +43,7 @@ class FaultPlan:
             int(kv["fail_app"]) if "fail_app" in kv else None,
             kv.get("fail_after_table"),
             float(kv.get("sleep_before_commit", 0)),
+            kv.get("sleep_while"),
             kv.get("bug") == "1",
         )
 
@@ -54,5 +59,7 @@ class FaultPlan:
 
     def before_commit(self) -> None:
         """Right before the write transaction commits."""
-        if self.sleep_before_commit:
+        if self.sleep_before_commit and (
+            self.sleep_while is None or os.path.exists(self.sleep_while)
+        ):
             time.sleep(self.sleep_before_commit)
