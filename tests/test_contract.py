@@ -208,6 +208,56 @@ def test_validate_contract_cli(tmp_path, raw):
     assert p.returncode == 2 and "not valid JSON" in p.stderr
     p = cli_in_process("validate-contract", str(tmp_path / "missing.json"))
     assert p.returncode == 2 and "not found" in p.stderr
+    f.write_bytes(
+        '{"name": "café"}'.encode("latin-1")
+    )  # was a UnicodeDecodeError traceback, exit 1
+    p = cli_in_process("validate-contract", str(f))
+    assert p.returncode == 2 and "not UTF-8" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_the_validated_digests_are_the_packaged_contracts_as_they_validate_today():
+    """contracts/validated.sha256 lets a packaged contract skip the JSON Schema pass: it must list
+    exactly the packaged contracts' bytes (with the schema's), each of which validates."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "refresh", ROOT / "scripts" / "refresh_contract_digests.py"
+    )
+    refresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refresh)
+    listed = (ROOT / "xml_extractor" / "contracts" / "validated.sha256").read_text("utf-8")
+    assert listed == refresh.expected_listing(), (
+        "a packaged contract or schema.json changed: python scripts/refresh_contract_digests.py"
+    )
+
+
+def test_only_the_listed_bytes_skip_the_schema_pass(tmp_path, raw):
+    """A packaged contract loads without importing jsonschema (a fresh process); the same contract
+    with one schema error, or merely re-serialised (other bytes), is validated."""
+    import subprocess
+    import sys
+
+    from conftest import _child_env
+
+    probe = (
+        "import sys; from xml_extractor import load_contract; "
+        "[load_contract(n) for n in ('credit_card', 'rec_lending')]; "
+        "print('jsonschema' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=_child_env(None)
+    )
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
+    bad = copy.deepcopy(raw)
+    bad["tables"][0]["surprise"] = 1  # only the schema refuses it (additionalProperties)
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(bad))
+    with pytest.raises(ContractError, match="surprise"):
+        load_contract(str(f))
+    f.write_text(json.dumps(raw, indent=1))  # valid, other bytes: validated, and loads
+    assert load_contract(str(f)).digest == load_contract().digest
 
 
 @pytest.mark.slow

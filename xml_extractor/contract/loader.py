@@ -1,6 +1,11 @@
 """Load a contract file: JSON Schema validation, then the cross-reference checks JSON Schema
 cannot express (columns that exist, FK order, enum names). Every error names its place in the
-contract as a path like ``tables[2].columns[5].enum``."""
+contract as a path like ``tables[2].columns[5].enum``.
+
+The JSON Schema validation (and jsonschema's import) costs about a quarter of a second, paid by
+every command and every spawned worker. A packaged contract whose bytes, with the schema's, are
+those the suite validated (``contracts/validated.sha256``, checked by tests/test_contract.py)
+skips it: the same bytes give the same verdict. Any other file, or an edited one, is validated."""
 
 from __future__ import annotations
 
@@ -10,8 +15,6 @@ import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import jsonschema
 
 from ..errors import ContractError
 from .compiler import compile_contract
@@ -23,16 +26,44 @@ DEFAULT_CONTRACT = "credit_card"
 VERSION_TAG_LIMIT = (
     100  # processing_log.contract_version: VARCHAR(100) (UTF-16 units on SQL Server)
 )
+VALIDATED_DIGESTS = "validated.sha256"  # in xml_extractor.contracts
 _SCHEMA: dict | None = None
+_SCHEMA_BYTES: bytes | None = None
+_VALIDATED: frozenset[str] | None = None
+
+
+def _schema_bytes() -> bytes:
+    global _SCHEMA_BYTES
+    if _SCHEMA_BYTES is None:
+        _SCHEMA_BYTES = (
+            resources.files("xml_extractor.contract").joinpath("schema.json").read_bytes()
+        )
+    return _SCHEMA_BYTES
 
 
 def contract_schema() -> dict:
     global _SCHEMA
     if _SCHEMA is None:
-        _SCHEMA = json.loads(
-            resources.files("xml_extractor.contract").joinpath("schema.json").read_text("utf-8")
-        )
+        _SCHEMA = json.loads(_schema_bytes().decode("utf-8"))
     return _SCHEMA
+
+
+def validation_digest(contract_bytes: bytes) -> str:
+    """What a validation verdict depends on: the schema's bytes and the contract's."""
+    return hashlib.sha256(_schema_bytes() + b"\0" + contract_bytes).hexdigest()
+
+
+def validated_digests() -> frozenset[str]:
+    """The validation digests of the packaged contracts as the suite validated them."""
+    global _VALIDATED
+    if _VALIDATED is None:
+        listed = resources.files("xml_extractor.contracts").joinpath(VALIDATED_DIGESTS)
+        try:
+            lines = listed.read_text("utf-8").splitlines()
+        except OSError:
+            lines = []
+        _VALIDATED = frozenset(ln.split()[0] for ln in lines if ln.strip())
+    return _VALIDATED
 
 
 def default_contract_path() -> Path:
@@ -49,6 +80,8 @@ def _where(path: Any) -> str:
 
 
 def validate_schema(raw: Any, source: str = "contract") -> None:
+    import jsonschema  # here: a validated packaged contract never needs it
+
     validator = jsonschema.Draft202012Validator(contract_schema())
     errors = sorted(validator.iter_errors(raw), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
@@ -95,24 +128,32 @@ def load_contract(path: str | Path | None = None) -> Contract:
         return members[0] if len(members) == 1 else merge_contracts(members)
     p = resolve_contract_path(path)
     try:
-        text = p.read_text("utf-8")
+        data = p.read_bytes()
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ContractError(f"contract file not found: {p}") from None
     except OSError as exc:
         raise ContractError(f"cannot read contract {p}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"cannot read contract {p}: not UTF-8 ({exc})") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ContractError(
             f"{p}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
-    return contract_from_dict(raw, str(p))
+    return contract_from_dict(
+        raw, str(p), schema_valid=validation_digest(data) in validated_digests()
+    )
 
 
-def contract_from_dict(raw: Any, source: str = "contract") -> Contract:
-    """A contract from its parsed JSON: schema validation, the cross-reference checks, a compile
-    (paths, expressions and generators fail here, not per document) and the version tag's length."""
-    validate_schema(raw, source)
+def contract_from_dict(raw: Any, source: str = "contract", schema_valid: bool = False) -> Contract:
+    """A contract from its parsed JSON: schema validation (skipped when ``schema_valid``: the bytes
+    it was parsed from are a packaged contract's the suite validated), the cross-reference checks,
+    a compile (paths, expressions and generators fail here, not per document) and the version
+    tag's length."""
+    if not schema_valid:
+        validate_schema(raw, source)
     digest = hashlib.sha256(
         json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
