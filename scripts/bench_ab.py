@@ -11,6 +11,11 @@ is this working tree unless --new names a revision too:
     python scripts/bench_ab.py --old a3065ae --new main --db postgresql://postgres@127.0.0.1:54402/xe
 
 The table goes to stdout (Markdown); every bench's JSON stays in --out.
+
+Both versions run with their bytecode compiled once beforehand (into a folder of this script's,
+PYTHONPYCACHEPREFIX): an installed package has it, and where PYTHONDONTWRITEBYTECODE is set each
+run's worker processes would otherwise compile the whole package from source, which bench counts
+as worker start-up.
 """
 
 from __future__ import annotations
@@ -59,13 +64,29 @@ def export(rev: str, into: Path) -> Path:
     return into
 
 
-def one_bench(tree: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def bench_env(tree: Path, pycache: Path) -> dict[str, str]:
+    """The environment of a bench of ``tree``: its package first, bytecode kept in ``pycache``."""
+    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONPYCACHEPREFIX=str(pycache))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_tree(tree: Path, pycache: Path) -> None:
+    """Compile the tree's package once, as an install does."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(tree / "xml_extractor")],
+        env=bench_env(tree, pycache),
+        check=True,
+    )
+
+
+def one_bench(tree: Path, args: argparse.Namespace, out: Path, pycache: Path) -> dict[str, Any]:
     """Run bench with ``tree``'s code; its JSON result (the old code's has fewer figures)."""
     before = sorted(out.glob("bench-*.json"))
     cmd = [sys.executable, "-m", "xml_extractor", "bench", "--db", args.db, "--count",
            str(args.count), "--runs", str(args.runs), "--workers", str(args.workers),
            "--batch-size", str(args.batch_size), "--metrics-dir", str(out)]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    env = bench_env(tree, pycache)
     load = os.getloadavg()[0]
     p = subprocess.run(cmd, env=env, cwd=out, capture_output=True, text=True)
     if p.returncode != 0:
@@ -118,10 +139,13 @@ def main() -> None:
             "before": export(args.old, Path(tmp) / "old"),
             "after": export(args.new, Path(tmp) / "new") if args.new else ROOT,
         }
+        pycache = Path(tmp) / "pycache"
+        for tree in trees.values():
+            compile_tree(tree, pycache)
         results: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
         for r in range(args.rounds):
             for side in ("before", "after") if r % 2 == 0 else ("after", "before"):
-                res = one_bench(trees[side], args, out)
+                res = one_bench(trees[side], args, out, pycache)
                 results[side].append(res)
                 print(f"round {r + 1} {side}: {res['e2e_median']:.0f} apps/min, "
                       f"{res['ratio_e2e_to_ceiling']} x ceiling, load {res['load_average']}",
