@@ -343,6 +343,56 @@ def test_a_stop_while_the_interpreter_exits_changes_neither_the_exit_code_nor_th
 
 @pytest.mark.slow
 @pytest.mark.posix
+@pytest.mark.parametrize("decided", [0, 2, 130], ids=["done", "failed", "interrupted"])
+def test_stops_that_come_as_the_exit_is_decided_never_end_the_process_by_sigint(
+    decided: int, tmp_path: Path
+) -> None:
+    """Two stops, a SIGTERM and a SIGINT, that reach the command at the very moment its exit code
+    is decided (here from inside cli.main's last step, before the stop signals are ignored, and
+    for an interrupted command from its 'error: interrupted' message): the code stays the decided
+    one. A KeyboardInterrupt raised there escaped cli.main, and Python ends a process whose
+    KeyboardInterrupt escapes by killing itself with SIGINT: a launch instance showed -2 (a clean
+    clone's run of test_a_sigterm_to_launch_while_it_starts_its_instances_stops_each_one_cleanly)."""
+    args = {
+        0: ["--version"],
+        2: ["validate-contract", "--contract", "no-such-file.json"],
+        130: ["validate-contract", "--contract", "x.json"],
+    }[decided]
+    script = (
+        "import os, signal, sys\n"
+        "import click\n"
+        "from xml_extractor import supervision\n"
+        "from xml_extractor.contract import merge\n"
+        "def two_stops():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "ignore = supervision.ignore_stop_signals\n"
+        "def stopped_then_ignore():\n"
+        "    two_stops()\n"
+        "    ignore()\n"
+        "supervision.ignore_stop_signals = stopped_then_ignore\n"
+        "echo = click.echo\n"
+        "def stopped_while_saying(message=None, *a, **kw):\n"
+        "    if message == 'error: interrupted':\n"
+        "        two_stops()\n"
+        "    echo(message, *a, **kw)\n"
+        "click.echo = stopped_while_saying\n"
+        "def interrupted(*a):\n"
+        "    raise KeyboardInterrupt\n"
+        + ("merge.join_contract_specs = interrupted\n" if decided == 130 else "")
+        + f"sys.argv = ['xml-extractor', *{args!r}]\n"
+        "from xml_extractor.cli import main\n"
+        "main()\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert p.returncode == decided, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.posix
 def test_ctrl_c_exits_130_on_every_command(db_url: str, tmp_path: Path) -> None:
     """Ctrl-C: exit 130 with a short message (not click's 'Aborted!' and 1, not 0 for status --watch,
     whose queries each engine's driver is running when the signal comes)."""

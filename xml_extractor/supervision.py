@@ -111,16 +111,34 @@ def ignore_stop_signals() -> None:
         signal.signal(s, signal.SIG_IGN)
 
 
+_exit_decided = False  # set by the command line once its exit code is decided (exit_decided)
+
+
+def exit_decided() -> None:
+    """The command line's exit code is decided: from now on a stop signal raises nothing. A stop
+    that arrived while a first one was being handled (between the KeyboardInterrupt and the exit)
+    would otherwise escape cli.main, and Python ends a process whose KeyboardInterrupt escapes
+    by killing itself with SIGINT (exit -2 in launch's table). Then cli.main ignores the signals
+    (ignore_stop_signals); this flag covers the few instructions before that."""
+    global _exit_decided
+    _exit_decided = True
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    if _exit_decided:
+        return
+    # SIGINT as Python's own handler raises it (no message); the others name the signal
+    raise KeyboardInterrupt() if signum == signal.SIGINT else KeyboardInterrupt(signal_name(signum))
+
+
 def interrupt_on_stop_signals() -> None:
-    """In the command line: every stop signal but SIGINT (which already does) raises
-    KeyboardInterrupt, so that any command stops with exit 130; one started ignored stays so."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal_name(signum))
-
+    """In the command line: every stop signal raises KeyboardInterrupt (SIGINT as Python's own
+    handler does), so that any command stops with exit 130, until :func:`exit_decided`; one
+    started ignored stays so."""
     for s in stop_signals():
-        if s != signal.SIGINT and signal.getsignal(s) == signal.SIG_DFL:
-            signal.signal(s, interrupt)
+        current = signal.getsignal(s)
+        if current == signal.SIG_DFL or current is signal.default_int_handler:
+            signal.signal(s, _interrupt)
 
 
 def take_held_stop_signals() -> None:

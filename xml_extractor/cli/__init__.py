@@ -69,12 +69,14 @@ def main() -> None:
         # Ctrl-C or a stop signal before a command took over (start-up, click parsing the flags,
         # where click's own handling would print "Aborted!" and exit 1): 130, as inside a command
         # (common.handle_errors)
+        supervision.exit_decided()
         click.echo("error: interrupted", err=True)
         raise SystemExit(130) from None
     finally:
         # the command is over and its exit code decided: a stop that comes while the interpreter
         # shuts down (its threads joined, atexit, then Python's handlers reset to the default)
         # would only change it to -15 or print a traceback, so the stop signals are ignored now
+        supervision.exit_decided()
         supervision.ignore_stop_signals()
     # standalone_mode=False returns what click.exceptions.Exit carried (--help, --version: 0)
     raise SystemExit(outcome if isinstance(outcome, int) else 0)
