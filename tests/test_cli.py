@@ -279,6 +279,25 @@ def _interrupt_when(p: subprocess.Popen, ready: Callable[[], bool]) -> tuple[int
     return p.returncode, err
 
 
+def _main_in_a_process(
+    args: list[str], folder: Path, interrupted_while_parsing: bool, prelude: str = ""
+) -> subprocess.CompletedProcess:
+    """cli.main in a new Python process with ``args``, after ``prelude``; interrupted while click
+    parses the flags (by the --contract callback, which runs during parsing) if asked."""
+    script = (
+        "import sys\n" + prelude + "from xml_extractor.contract import merge\n"
+        "def interrupted(*a):\n"
+        "    raise KeyboardInterrupt\n"
+        + ("merge.join_contract_specs = interrupted\n" if interrupted_while_parsing else "")
+        + f"sys.argv = ['xml-extractor', *{args!r}]\n"
+        "from xml_extractor.cli import main\n"
+        "main()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=folder, timeout=60
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "args, code, says",
@@ -296,19 +315,7 @@ def test_the_entry_point_maps_what_happens_before_a_command_to_its_exit_code(
     while click parses the flags, before any command's handle_errors, exits 130 like one inside a
     command, not with click's "Aborted!" and 1. The interrupt is raised by the --contract callback,
     which runs during parsing; a bad flag still exits 2 with click's message, --version 0."""
-    script = (
-        "import sys\n"
-        "from xml_extractor.contract import merge\n"
-        "def interrupted(*a):\n"
-        "    raise KeyboardInterrupt\n"
-        + ("merge.join_contract_specs = interrupted\n" if code == 130 else "")
-        + f"sys.argv = ['xml-extractor', *{args!r}]\n"
-        "from xml_extractor.cli import main\n"
-        "main()\n"
-    )
-    p = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
-    )
+    p = _main_in_a_process(args, tmp_path, interrupted_while_parsing=code == 130)
     assert p.returncode == code, p.stderr
     assert says in p.stdout + p.stderr and "Aborted" not in p.stderr, p.stderr
 
@@ -358,11 +365,10 @@ def test_stops_that_come_as_the_exit_is_decided_never_end_the_process_by_sigint(
         2: ["validate-contract", "--contract", "no-such-file.json"],
         130: ["validate-contract", "--contract", "x.json"],
     }[decided]
-    script = (
-        "import os, signal, sys\n"
+    prelude = (
+        "import os, signal\n"
         "import click\n"
         "from xml_extractor import supervision\n"
-        "from xml_extractor.contract import merge\n"
         "def two_stops():\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
@@ -377,15 +383,9 @@ def test_stops_that_come_as_the_exit_is_decided_never_end_the_process_by_sigint(
         "        two_stops()\n"
         "    echo(message, *a, **kw)\n"
         "click.echo = stopped_while_saying\n"
-        "def interrupted(*a):\n"
-        "    raise KeyboardInterrupt\n"
-        + ("merge.join_contract_specs = interrupted\n" if decided == 130 else "")
-        + f"sys.argv = ['xml-extractor', *{args!r}]\n"
-        "from xml_extractor.cli import main\n"
-        "main()\n"
     )
-    p = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    p = _main_in_a_process(
+        args, tmp_path, interrupted_while_parsing=decided == 130, prelude=prelude
     )
     assert p.returncode == decided, (p.returncode, p.stderr)
     assert "Traceback" not in p.stderr, p.stderr
