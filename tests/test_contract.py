@@ -260,6 +260,36 @@ def test_only_the_listed_bytes_skip_the_schema_pass(tmp_path, raw):
     assert load_contract(str(f)).digest == load_contract().digest
 
 
+def test_a_damaged_digest_list_only_turns_the_skip_off(tmp_path, monkeypatch):
+    """A validated.sha256 that is not UTF-8 (or missing) means: validate everything; never a
+    traceback (it was a UnicodeDecodeError in every command, exit 1)."""
+    from importlib import resources
+
+    from xml_extractor.contract import loader
+
+    listed = (resources.files("xml_extractor.contracts") / "validated.sha256").read_bytes()
+    damaged = tmp_path / "validated.sha256"
+    damaged.write_bytes(b"\xff\xfe junk\n")
+
+    class Listing:
+        def joinpath(self, name):
+            return damaged
+
+    monkeypatch.setattr(loader, "_VALIDATED", None)
+    real_files = resources.files
+    monkeypatch.setattr(
+        loader.resources,
+        "files",
+        lambda pkg: Listing() if pkg == "xml_extractor.contracts" else real_files(pkg),
+    )
+    assert loader.validated_digests() == frozenset()
+    monkeypatch.setattr(loader, "_VALIDATED", None)
+    damaged.write_bytes(b"\xef\xbb\xbf" + listed.upper())  # a BOM, upper-case digests: the same
+    assert loader.validated_digests() == frozenset(
+        ln.split()[0] for ln in listed.decode().splitlines()
+    )
+
+
 @pytest.mark.slow
 def test_hostile_identifiers_never_reach_sql(raw):
     for evil in ['x"; DROP TABLE app_base; --', "a]b", "sandbox.x", "ä"]:

@@ -63,6 +63,7 @@ def main() -> None:
         supervision.watch_stdin_lifeline()
         outcome = cli.main(prog_name="xml-extractor", standalone_mode=False)
     except click.ClickException as exc:  # a bad flag: click's message and exit code (2)
+        supervision.exit_decided()
         exc.show()
         raise SystemExit(exc.exit_code) from None
     except (KeyboardInterrupt, click.Abort):

@@ -59,10 +59,10 @@ def validated_digests() -> frozenset[str]:
     if _VALIDATED is None:
         listed = resources.files("xml_extractor.contracts").joinpath(VALIDATED_DIGESTS)
         try:
-            lines = listed.read_text("utf-8").splitlines()
-        except OSError:
+            lines = listed.read_text("utf-8-sig").splitlines()
+        except (OSError, ValueError):  # missing, unreadable or not UTF-8: nothing skips the pass
             lines = []
-        _VALIDATED = frozenset(ln.split()[0] for ln in lines if ln.strip())
+        _VALIDATED = frozenset(ln.split()[0].lower() for ln in lines if ln.strip())
     return _VALIDATED
 
 
