@@ -275,7 +275,7 @@ def test_a_damaged_digest_list_only_turns_the_skip_off(tmp_path, monkeypatch):
         def joinpath(self, name):
             return damaged
 
-    monkeypatch.setattr(loader, "_VALIDATED", None)
+    loader.validated_digests.cache_clear()
     real_files = resources.files
     monkeypatch.setattr(
         loader.resources,
@@ -283,11 +283,13 @@ def test_a_damaged_digest_list_only_turns_the_skip_off(tmp_path, monkeypatch):
         lambda pkg: Listing() if pkg == "xml_extractor.contracts" else real_files(pkg),
     )
     assert loader.validated_digests() == frozenset()
-    monkeypatch.setattr(loader, "_VALIDATED", None)
+    loader.validated_digests.cache_clear()
     damaged.write_bytes(b"\xef\xbb\xbf" + listed.upper())  # a BOM, upper-case digests: the same
     assert loader.validated_digests() == frozenset(
         ln.split()[0] for ln in listed.decode().splitlines()
     )
+    monkeypatch.undo()
+    loader.validated_digests.cache_clear()  # the packaged listing again for the tests after
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ skips it: the same bytes give the same verdict. Any other file, or an edited one
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -28,17 +29,11 @@ VERSION_TAG_LIMIT = (
 )
 VALIDATED_DIGESTS = "validated.sha256"  # in xml_extractor.contracts
 _SCHEMA: dict | None = None
-_SCHEMA_BYTES: bytes | None = None
-_VALIDATED: frozenset[str] | None = None
 
 
+@functools.cache
 def _schema_bytes() -> bytes:
-    global _SCHEMA_BYTES
-    if _SCHEMA_BYTES is None:
-        _SCHEMA_BYTES = (
-            resources.files("xml_extractor.contract").joinpath("schema.json").read_bytes()
-        )
-    return _SCHEMA_BYTES
+    return resources.files("xml_extractor.contract").joinpath("schema.json").read_bytes()
 
 
 def contract_schema() -> dict:
@@ -53,17 +48,15 @@ def validation_digest(contract_bytes: bytes) -> str:
     return hashlib.sha256(_schema_bytes() + b"\0" + contract_bytes).hexdigest()
 
 
+@functools.cache
 def validated_digests() -> frozenset[str]:
     """The validation digests of the packaged contracts as the suite validated them."""
-    global _VALIDATED
-    if _VALIDATED is None:
-        listed = resources.files("xml_extractor.contracts").joinpath(VALIDATED_DIGESTS)
-        try:
-            lines = listed.read_text("utf-8-sig").splitlines()
-        except (OSError, ValueError):  # missing, unreadable or not UTF-8: nothing skips the pass
-            lines = []
-        _VALIDATED = frozenset(ln.split()[0].lower() for ln in lines if ln.strip())
-    return _VALIDATED
+    listed = resources.files("xml_extractor.contracts").joinpath(VALIDATED_DIGESTS)
+    try:
+        lines = listed.read_text("utf-8-sig").splitlines()
+    except (OSError, ValueError):  # missing, unreadable or not UTF-8: nothing skips the pass
+        lines = []
+    return frozenset(ln.split()[0].lower() for ln in lines if ln.strip())
 
 
 def default_contract_path() -> Path:
