@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 from conftest import _child_env, assert_exactly_once, cli, open_db, subprocess_dir
-from procs import descendants, python_workers, wait_until
+from procs import children, descendants, python_workers, wait_until
 
 from xml_extractor import supervision
 
-# every batch transaction stays open 2 s: at the kill a worker is inside one, and a commit after the
-# kill lands well after the count taken as the kill is seen
+# every batch transaction stays open 2 s: a run is still going when a test stops or kills it
 SLOW = {"XML_EXTRACTOR_FAULTS": "sleep_before_commit=2"}
 COUNT = 600
 
@@ -118,7 +117,10 @@ def alive(pid: int) -> bool:
 
 
 def start(
-    args: list[str], folder: Path, preexec_fn: Callable[[], None] | None = None
+    args: list[str],
+    folder: Path,
+    preexec_fn: Callable[[], None] | None = None,
+    faults: str = SLOW["XML_EXTRACTOR_FAULTS"],
 ) -> tuple[subprocess.Popen, Path, Path]:
     """The command in its own session, its two output streams to files (read after the kill);
     ``preexec_fn`` runs in the child before the command (a signal mask it starts with)."""
@@ -129,7 +131,7 @@ def start(
             stdout=fo,
             stderr=fe,
             stdin=subprocess.DEVNULL,
-            env=_child_env(SLOW),
+            env=_child_env({"XML_EXTRACTOR_FAULTS": faults}),
             cwd=str(subprocess_dir()),
             start_new_session=True,
             preexec_fn=preexec_fn,
@@ -137,22 +139,46 @@ def start(
     return p, out, err
 
 
-def kill_and_check(p: subprocess.Popen, url: str, family: list[int], out: Path, err: Path) -> None:
-    """SIGKILL ``p`` (only it); then: every process of ``family`` gone within 1.5 s, no commit
-    after the kill was observed, nothing printed after the kill."""
+def held(folder: Path) -> str:
+    """The fault plan of a run whose commits a test can hold (:func:`kill_and_check`)."""
+    folder.mkdir()
+    return f"{SLOW['XML_EXTRACTOR_FAULTS']},hold_commits={folder}"
+
+
+def kill_and_check(
+    p: subprocess.Popen,
+    url: str,
+    family: list[int],
+    out: Path,
+    err: Path,
+    hold: Path,
+    parked: int,
+    parents: list[int],
+) -> None:
+    """Hold every commit (``hold``: the folder of the run's ``hold_commits``) until ``parked``
+    workers wait right before theirs: then no commit is under way, and the count is exact. SIGKILL
+    ``p`` (only it); let the workers go once ``parents`` (the processes that started them) are gone.
+    Then: every process of ``family`` gone within 1.5 s of the kill, no commit after it, nothing
+    printed after it. A worker that committed although its run was gone fails the count."""
     assert family and all(alive(pid) for pid in family)
-    db = open_db(url)  # opened before: the count right after the kill is one query
+    (hold / "hold").write_text("", encoding="utf-8")
+    wait_until(
+        lambda: len(list(hold.glob("parked-*"))) >= parked,
+        timeout=60,
+        what=f"{parked} worker(s) waiting right before a commit",
+    )
+    before = committed(url)  # nothing can change it now: every commit waits
     printed = (out.stat().st_size, err.stat().st_size)
-    before = committed(
-        url, db
-    )  # kill just after a commit: the other worker, waiting for the lock, takes it now
-    wait_until(lambda: committed(url, db) > before, timeout=60, what="the next commit")
     os.kill(p.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     p.wait(timeout=30)
-    at_kill = committed(url, db)
-    db.close()
     try:
+        wait_until(
+            lambda: not any(alive(pid) for pid in parents),
+            timeout=1.5 - (time.monotonic() - killed_at),
+            what="the processes that started the workers to end",
+        )
+        (hold / "hold").unlink()  # a worker still there goes on to its commit: it must not commit
         wait_until(
             lambda: not any(alive(pid) for pid in family),
             timeout=1.5 - (time.monotonic() - killed_at),
@@ -164,7 +190,7 @@ def kill_and_check(p: subprocess.Popen, url: str, family: list[int], out: Path, 
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    assert committed(url) == at_kill, "a worker committed after its parent was killed"
+    assert committed(url) == before, "a worker committed after its parent was killed"
     assert (out.stat().st_size, err.stat().st_size) == printed, (out.read_text() + err.read_text())[
         -3000:
     ]
@@ -178,9 +204,11 @@ def test_kill_9_of_a_run_leaves_no_worker_commits_nothing_more_and_leaves_its_re
     sqlite_url = db_url  # SQLite and PostgreSQL: the rollback of the batch whose run is gone is the database's
     prepare(sqlite_url)
     folder = subprocess_dir()
+    hold = tmp_path / "hold"
     p, out, err = start(
         ["run", "--db", sqlite_url, "--no-progress", "--workers", "2", "--batch-size", "10"],
         tmp_path,
+        faults=held(hold),
     )
     try:
         wait_until(lambda: committed(sqlite_url) >= 20, timeout=120, what="some batches committed")
@@ -190,7 +218,10 @@ def test_kill_9_of_a_run_leaves_no_worker_commits_nothing_more_and_leaves_its_re
     except BaseException:
         os.killpg(p.pid, signal.SIGKILL)
         raise
-    kill_and_check(p, sqlite_url, family, out, err)
+    # SQLite: a worker waiting before its commit holds the one write lock, the other cannot be
+    # under way; PostgreSQL: both must wait
+    parked = 1 if sqlite_url.startswith("sqlite") else 2
+    kill_and_check(p, sqlite_url, family, out, err, hold, parked, parents=[p.pid])
     # the killed run's record: its log, and its metrics file (rewritten while the run went)
     (metrics,) = list((folder / "metrics").glob("run-*.json"))
     m = json.loads(metrics.read_text(encoding="utf-8"))
@@ -219,7 +250,8 @@ def test_kill_9_of_launch_leaves_no_instance_or_worker_and_commits_nothing_more(
         "--batch-size",
         "10",
     ]
-    p, out, err = start(launch, tmp_path)
+    hold = tmp_path / "hold"
+    p, out, err = start(launch, tmp_path, faults=held(hold))
     try:
         wait_until(lambda: committed(sqlite_url) >= 20, timeout=120, what="some batches committed")
         wait_until(
@@ -228,10 +260,13 @@ def test_kill_9_of_launch_leaves_no_instance_or_worker_and_commits_nothing_more(
             what="two instances and their workers",
         )
         family = descendants(p.pid)  # instances, their forkservers, trackers and workers
+        instances = children(p.pid)
     except BaseException:
         os.killpg(p.pid, signal.SIGKILL)
         raise
-    kill_and_check(p, sqlite_url, family, out, err)
+    # one SQLite file: one worker waiting before its commit holds the write lock; the workers are
+    # let go only once the instances that started them are gone
+    kill_and_check(p, sqlite_url, family, out, err, hold, 1, parents=instances)
     assert committed(sqlite_url) < COUNT
     finishes_the_rest(sqlite_url, *launch)
 

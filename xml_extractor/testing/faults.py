@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import RowsRefused
 from .gate import settings
@@ -27,7 +28,10 @@ class FaultPlan:
     inserted for a batch holding application ID; ``sleep_before_commit=S`` holds every write
     transaction open S seconds (so a test can kill a worker mid-transaction), and with
     ``sleep_while=PATH`` only while that file exists (a test slows a run down, then lets it
-    finish at full speed by removing the file); ``bug=1`` makes
+    finish at full speed by removing the file); ``hold_commits=DIR`` parks every write
+    transaction right before its commit while ``DIR/hold`` exists, each parked process saying so
+    in ``DIR/parked-PID`` (a test knows that no commit is under way, then decides what happens
+    next); ``bug=1`` makes
     ``fail_app`` raise a TypeError instead (a programming error in the write path)."""
 
     fail_app: int | None = None
@@ -35,6 +39,7 @@ class FaultPlan:
     sleep_before_commit: float = 0.0
     sleep_while: str | None = None  # the sleep applies only while this file exists
     bug: bool = False  # fail_app raises a TypeError (a bug in the write path) instead of a refusal
+    hold_commits: str | None = None  # a folder: commits wait while its file "hold" exists
 
     @classmethod
     def from_spec(cls, spec: str) -> FaultPlan:
@@ -45,6 +50,7 @@ class FaultPlan:
             float(kv.get("sleep_before_commit", 0)),
             kv.get("sleep_while"),
             kv.get("bug") == "1",
+            kv.get("hold_commits"),
         )
 
     def after_table(self, name: str, app_ids: Iterable[int]) -> None:
@@ -63,3 +69,19 @@ class FaultPlan:
             self.sleep_while is None or os.path.exists(self.sleep_while)
         ):
             time.sleep(self.sleep_before_commit)
+        if self.hold_commits:
+            park_while_held(Path(self.hold_commits))
+
+
+def park_while_held(folder: Path, timeout_s: float = 120.0) -> None:
+    """Wait while ``folder/hold`` exists, with ``folder/parked-PID`` present meanwhile."""
+    if not (folder / "hold").exists():
+        return
+    parked = folder / f"parked-{os.getpid()}"
+    parked.write_text("", encoding="utf-8")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while (folder / "hold").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        parked.unlink(missing_ok=True)
