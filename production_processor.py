@@ -4,7 +4,7 @@
 
 import sys
 
-from xml_extractor.cli import main
+from xml_extractor.__main__ import main
 
 if __name__ == "__main__":
     sys.argv = [sys.argv[0], "run", *sys.argv[1:]]

@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
+from . import starting
+
 log = logging.getLogger(__name__)
 
 LIFELINE_ENV = "XML_EXTRACTOR_PARENT_LIFELINE"  # set by launch for its instances: "stdin"
@@ -49,16 +51,7 @@ class ParentGone(BaseException):
 # -- which signals ---------------------------------------------------------------------------------
 
 
-def stop_signals() -> tuple[int, ...]:
-    """The signals that ask a command to stop on this platform."""
-    out = [signal.SIGINT]
-    if hasattr(
-        signal, "SIGHUP"
-    ):  # POSIX: SIGTERM is what a service manager sends, SIGHUP a closed terminal
-        out += [signal.SIGTERM, signal.SIGHUP]
-    if hasattr(signal, "SIGBREAK"):  # Windows: Ctrl-Break, CTRL_BREAK_EVENT
-        out.append(signal.SIGBREAK)
-    return tuple(out)
+stop_signals = starting.stop_signals  # the signals that ask a command to stop on this platform
 
 
 def signal_name(signum: int) -> str:
@@ -137,17 +130,23 @@ def interrupt_on_stop_signals() -> None:
     started ignored stays so."""
     for s in stop_signals():
         current = signal.getsignal(s)
-        if current == signal.SIG_DFL or current is signal.default_int_handler:
+        if current in (signal.SIG_DFL, signal.default_int_handler, starting.hold):
             signal.signal(s, _interrupt)
 
 
 def take_held_stop_signals() -> None:
-    """Unblock the stop signals: launch starts an instance with them blocked, so that a stop sent
-    while the instance still imports is held until its handlers are in place (then this delivers
-    it: exit 130), instead of ending it by the signal's default (-15). Where
-    ``pthread_sigmask`` exists; elsewhere nothing is ever blocked."""
+    """Take the stops held while the command line started (after interrupt_on_stop_signals):
+    those :mod:`starting` recorded while it imported, and those blocked where
+    ``pthread_sigmask`` exists (launch starts an instance with them blocked, so that a stop sent
+    before its first line of Python is held too). The first one interrupts here (exit 130)
+    instead of having ended the process by the signal's default (-15)."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals())
+    held = starting.held_stop_signals()
+    if held:
+        handler = signal.getsignal(held[0])
+        if callable(handler):
+            handler(held[0], None)
 
 
 @contextmanager

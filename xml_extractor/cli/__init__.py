@@ -48,7 +48,9 @@ show_envvars(cli)  # every option: its environment variable, shown in --help
 
 
 def main() -> None:
-    """Console-script entry point. Every stop signal (supervision.stop_signals: a service stop or
+    """The command line, called by the entry point (xml_extractor.__main__.main, which held the
+    stop signals while this package imported: supervision.take_held_stop_signals takes them here,
+    once the handlers are in place). Every stop signal (supervision.stop_signals: a service stop or
     a closed terminal on POSIX, Ctrl-Break on Windows) interrupts a command as Ctrl-C does (exit 130:
     common.handle_errors) from here on, not only once a run has installed its own handlers
     (processing/processor.py): a stop sent while a command prepares (reprocess recording its
