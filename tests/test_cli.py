@@ -391,6 +391,94 @@ def test_stops_that_come_as_the_exit_is_decided_never_end_the_process_by_sigint(
     assert "Traceback" not in p.stderr, p.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.posix
+def test_a_stop_while_the_handlers_are_being_set_ends_the_command_with_130(tmp_path: Path) -> None:
+    """A SIGINT right after cli.main pointed SIGINT at its handler, before it got to SIGTERM (made
+    certain with a tracer): 130 and the short message. It came before cli.main's ``try`` and
+    left it as a KeyboardInterrupt traceback, exit -2."""
+    prelude = (
+        "import os, signal\n"
+        "def _line(frame, event, arg):\n"
+        "    if event == 'line' and frame.f_locals.get('s') == signal.SIGTERM:\n"
+        "        sys.settrace(None)\n"
+        "        frame.f_trace = None\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return _line\n"
+        "def _call(frame, event, arg):\n"
+        "    if event == 'call' and frame.f_code.co_name == 'interrupt_on_stop_signals':\n"
+        "        return _line\n"
+        "    return None\n"
+        "sys.settrace(_call)\n"
+    )
+    p = _main_in_a_process(
+        ["--version"], tmp_path, interrupted_while_parsing=False, prelude=prelude
+    )
+    assert p.returncode == 130, (p.returncode, p.stderr)
+    assert "error: interrupted" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert "xml-extractor" not in p.stdout
+
+
+STOP_IN_GENERATED_CODE = """
+# sends the stop named by XE_TEST_STOP while a dataclass's generated methods (exec of a string)
+# run, once the command line has its handlers
+import os, signal, sys
+_stop = os.environ.get("XE_TEST_STOP")
+if _stop:
+    _sent = []
+
+    def _call(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == "<string>" and not _sent:
+            _sent.append(1)
+            sys.settrace(None)
+            os.kill(os.getpid(), getattr(signal, _stop))
+        return None
+
+    def _audit(name, args):
+        if name == "exec" and not _sent:
+            handler = signal.getsignal(signal.SIGTERM)  # the command line's, not the held one
+            caller = sys._getframe(2).f_code.co_filename
+            if getattr(handler, "__name__", "") == "_interrupt" and "dataclasses" in caller:
+                sys.settrace(_call)
+
+    sys.addaudithook(_audit)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.posix
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_stop_inside_generated_code_still_ends_python_m_with_130(
+    stop: str, tmp_path: Path
+) -> None:
+    """A stop that comes while a dataclass's generated methods run (``exec`` of a string, as a
+    command imports a module): CPython notes the KeyboardInterrupt that leaves ``exec`` as
+    unhandled although the command caught it, and ``python -m`` (how launch starts its
+    instances) then ended the process by SIGINT: -2 instead of 130."""
+    import os
+
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(STOP_IN_GENERATED_CODE, encoding="utf-8")
+    env = {
+        **os.environ,
+        "XE_TEST_STOP": stop,
+        "PYTHONPATH": os.pathsep.join(
+            [str(tmp_path / "hook"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    }
+    p = subprocess.run(
+        [sys.executable, "-m", "xml_extractor", "validate-contract", "--contract", "credit_card"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert "error: interrupted" in p.stderr, (p.returncode, p.stderr)  # the stop was sent
+    assert p.returncode == 130, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+
+
 def _caught(pid: int) -> int:
     """The mask of the signals ``pid`` has a handler for (/proc/PID/status, SigCgt)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

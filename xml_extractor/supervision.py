@@ -117,6 +117,17 @@ def exit_decided() -> None:
     _exit_decided = True
 
 
+def forget_interrupts_that_left_exec() -> None:
+    """Once the exit code is decided and the stop signals ignored: make CPython forget a
+    KeyboardInterrupt that left code run by ``exec`` of a string (a dataclass's or a named
+    tuple's generated methods, while a command imports a module) although the command caught it.
+    CPython notes such an interrupt as unhandled (``run_eval_code_obj`` in pythonrun.c), and
+    ``python -m`` (how launch starts its instances) then ends the process by SIGINT after the
+    interpreter's shutdown: exit -2 instead of 130. Each ``exec`` of a string starts by clearing
+    that note, and this one raises nothing."""
+    exec("None", {})
+
+
 def _interrupt(signum: int, frame: object) -> None:
     if _exit_decided:
         return

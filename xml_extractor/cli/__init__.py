@@ -57,10 +57,10 @@ def main() -> None:
     requests, a run connecting) ends it with 130, not 143 or -15. A signal the process was started
     ignoring (``nohup``: the hang-up) stays ignored. An instance started by ``launch`` watches its
     standard input as its lifeline to the launcher (supervision.watch_stdin_lifeline)."""
-    supervision.obey_the_launcher()
-    supervision.interrupt_on_stop_signals()
     try:  # a stop held while starting (launch's instances), or a stop line already waiting on
-        # the lifeline, interrupts here
+        # the lifeline, interrupts here; one that comes while the handlers are being set too
+        supervision.obey_the_launcher()
+        supervision.interrupt_on_stop_signals()
         supervision.take_held_stop_signals()
         supervision.watch_stdin_lifeline()
         outcome = cli.main(prog_name="xml-extractor", standalone_mode=False)
@@ -81,6 +81,7 @@ def main() -> None:
         # would only change it to -15 or print a traceback, so the stop signals are ignored now
         supervision.exit_decided()
         supervision.ignore_stop_signals()
+        supervision.forget_interrupts_that_left_exec()
     # standalone_mode=False returns what click.exceptions.Exit carried (--help, --version: 0)
     raise SystemExit(outcome if isinstance(outcome, int) else 0)
 
