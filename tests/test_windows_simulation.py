@@ -360,6 +360,37 @@ def test_launch_two_instances(started: list[subprocess.Popen], tmp_path: Path) -
     check_outcome(url)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["run", "reprocess"])
+def test_a_worker_that_dies_as_it_starts_never_hangs_the_run(
+    started: list[subprocess.Popen], tmp_path: Path, command: str
+) -> None:
+    """A spawned worker that dies before it read its start data, as one a Ctrl-C or Ctrl-Break
+    reached while it started: the run notices and goes on with a new worker; every application
+    is done exactly once. Spawn writes the start data to the new process's pipe in one blocking
+    write that never returns when the data does not fit and nobody reads it: the run hung there
+    for good, deaf to further stops, while the contract (~90 KB) and the run's context (a
+    reprocess lists its ids) were in it."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    prepare(started, url)
+    dies = {"XE_WINSIM_FIRST_WORKER_DIES": str(tmp_path)}
+    args = ["--db", url, "--workers", "2", "--batch-size", "5", "--no-progress"]
+    if command == "reprocess":
+        expect(sim(started, "run", *args), 1)
+        ids = [str(a) for a in range(1, 21)]
+        p = start(started, "reprocess", *args, *ids, env=dies)
+    else:
+        p = start(started, "run", *args, env=dies)
+    try:
+        out, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the run hung on a worker that died as it started") from None
+    assert (tmp_path / "died").exists()  # the first worker did die
+    assert p.returncode in (0, 1), f"exit {p.returncode}\n{out}\n{err}"
+    assert "Traceback" not in err, err
+    check_outcome(url)
+
+
 def logged(url: str) -> int:
     return len({r[0] for r in log_rows(url)})
 

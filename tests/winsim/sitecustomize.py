@@ -85,6 +85,9 @@ ENV_FLAG = "XE_WINSIM"
 CONSOLE_ENV = (
     "XE_WINSIM_CONSOLE"  # the pgid playing the console: set by the first simulated process
 )
+# a test's folder: the first spawned worker started while it is set dies before reading its start
+# data (as one that a Ctrl-C or Ctrl-Break reached as it started), leaving "died" there
+WORKER_DIES_ENV = "XE_WINSIM_FIRST_WORKER_DIES"
 
 WINDOWS_SIGNALS = ("SIGINT", "SIGILL", "SIGFPE", "SIGSEGV", "SIGTERM", "SIGABRT")
 SIGNAL_FUNCS_GONE = (
@@ -375,5 +378,18 @@ def _simulate() -> None:
     tracker.main = _tracker_main
 
 
+def _first_worker_dies(folder: str) -> None:
+    if "--multiprocessing-fork" not in sys.argv:
+        return
+    try:
+        fd = os.open(os.path.join(folder, "died"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os._exit(1)
+
+
 if os.environ.get(ENV_FLAG) == "1":
     _simulate()
+    if os.environ.get(WORKER_DIES_ENV):
+        _first_worker_dies(os.environ[WORKER_DIES_ENV])

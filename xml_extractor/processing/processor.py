@@ -101,14 +101,18 @@ class _WorkerPool:
         supervision.start_helpers(self.mp)
         parent, child = self.mp.Pipe()
         child_life, parent_life = supervision.lifeline(self.mp)
-        proc = self.mp.Process(
-            target=worker_main, args=(child, self.ctx, child_life, self.contract), daemon=True
-        )
+        # the start data (a process object, its connections) stays small: spawn writes it to the
+        # new process's pipe in one blocking write, which never returns if the process died
+        # before reading it (a stop that reached it as it started) and the data did not fit in
+        # the pipe; the run's context and contract (a pickled contract is ~90 KB; a reprocess
+        # context lists its ids) follow on the worker's connection, whose write fails then
+        proc = self.mp.Process(target=worker_main, args=(child, child_life), daemon=True)
         supervision.start_process(proc)
         supervision.register_child(proc)
         child.close()
         child_life.close()
         self.procs[slot], self.conns[slot], self.lifelines[slot] = proc, parent, parent_life
+        self.send(slot, ("start", self.ctx, self.contract))
 
     def send(self, slot: int, msg: tuple) -> None:
         conn = self.conns.get(slot)

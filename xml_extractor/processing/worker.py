@@ -207,25 +207,29 @@ class PipeLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def worker_main(
-    conn: Connection,
-    ctx: RunContext,
-    lifeline: Connection | None = None,
-    contract: Contract | None = None,
-) -> None:
-    """Entry point of a worker process. Messages in: ("batch", id, ids, retry) | ("stop",).
-    Messages out: ("ready", pid) | ("done", id, BatchResult) | ("fatal", id, StopKind, message) |
-    ("log", record dict). ``lifeline``: the run holds its other end (supervision.lifeline).
-    ``contract``: the run's loaded contract (pickled: its schema validation, most of a worker's
-    start-up, is not repeated); None loads it from ``ctx.contract_path``."""
+def worker_main(conn: Connection, lifeline: Connection | None = None) -> None:
+    """Entry point of a worker process. Messages in: ("start", RunContext, Contract | None) first,
+    then ("batch", id, ids, retry) | ("stop",). Messages out: ("ready", pid) | ("done", id,
+    BatchResult) | ("fatal", id, StopKind, message) | ("log", record dict). ``lifeline``: the run
+    holds its other end (supervision.lifeline). The contract is the run's, loaded and checked
+    (pickled: its schema validation, most of a worker's start-up, is not repeated); None loads
+    it from the context's ``contract_path``. Neither is in the process's start data (see
+    processor._WorkerPool.spawn)."""
     ignore_stop_signals()  # the coordinator decides when we stop
     watch = ParentWatch(lifeline) if lifeline is not None else None
-    package = logging.getLogger("xml_extractor")
-    handler = PipeLogHandler(conn)
-    package.handlers = [handler]  # this process's records go to the coordinator's handlers
-    package.setLevel(ctx.log_level)
-    package.propagate = False
     try:
+        try:
+            first = conn.recv()
+        except (EOFError, OSError):
+            return  # the run is gone before it said what to do
+        if first[0] != "start":
+            return  # a stop before the start: nothing was begun
+        _, ctx, contract = first
+        package = logging.getLogger("xml_extractor")
+        handler = PipeLogHandler(conn)
+        package.handlers = [handler]  # this process's records go to the coordinator's handlers
+        package.setLevel(ctx.log_level)
+        package.propagate = False
         _serve(conn, ctx, watch, handler, contract)
     except ParentGone:
         pass  # the run is gone: the open transaction was rolled back, nothing to report to
