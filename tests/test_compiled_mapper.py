@@ -292,6 +292,75 @@ def test_both_mappers_agree_on_mutated_documents(monkeypatch, case):
     same(plan_of(name), text, None, monkeypatch)
 
 
+def _events_without_the_unmapped_shortcut(plan: Any, text: str, monkeypatch: Any) -> tuple:
+    """The events with the unmapped_record check's shortcut (every element of a record kind was
+    selected by a generator: nothing to look for) and with the full check every time."""
+    from xml_extractor import mapping
+
+    monkeypatch.setenv(compiled_mapping.MAPPER_ENV, "compiled")
+
+    def run() -> Any:
+        try:
+            return repr(map_document(plan, text).events)
+        except DocumentFailure as f:
+            return f.reason
+
+    fast = run()
+    selected = mapping._selected
+    with monkeypatch.context() as m:  # nothing is remembered: the full check runs
+
+        def forgetting(gen: Any, base: Any, doc: Any) -> list:
+            found = selected(gen, base, doc)
+            doc.selected.clear()
+            return found
+
+        m.setattr(mapping, "_selected", forgetting)
+        full = run()
+    return fast, full
+
+
+def test_the_unmapped_record_shortcut_gives_the_full_checks_events(monkeypatch):
+    """A contact beside the record (unmapped), a contact whose role is not allowed (dropped) with
+    its address under it (read through the dropped contact: no unmapped event), both together,
+    and generated documents of both product lines: the same events with and without the
+    shortcut, and the cases reach both of its branches."""
+    cc_beside = CC_SAMPLE.replace(
+        "</CustData>", '<contact con_id="4242" ac_role_tp_c="PR"/></CustData>'
+    )
+    cc_dropped = CC_SAMPLE.replace('ac_role_tp_c="AUTHU"', 'ac_role_tp_c="NOPE"', 1)
+    cases = [
+        ("credit_card", CC_SAMPLE),
+        ("credit_card", cc_beside),
+        ("credit_card", cc_dropped),
+        ("credit_card", cc_dropped.replace("</CustData>", '<contact con_id="4243"/></CustData>')),
+        ("rec_lending", RL_SAMPLE),
+    ]
+    cases += [("credit_card", t) for t, _ in corpus("cc", 20)]
+    cases += [("rec_lending", t) for t, _ in corpus("rl", 20)]
+    events = []
+    for name, text in cases:
+        fast, full = _events_without_the_unmapped_shortcut(plan_of(name), text, monkeypatch)
+        assert fast == full
+        events.append(fast)
+    assert "unmapped_record" not in events[0]  # the shortcut
+    assert "unmapped_record" in events[1] and "4242" in events[1]  # the full check finds it
+    assert "row_dropped" in events[2] and "unmapped_record" not in events[2]
+    assert "4243" in events[3] and "4242" not in events[3]
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(mutated())
+def test_the_unmapped_record_shortcut_agrees_on_mutated_documents(monkeypatch, case):
+    name, text = case
+    fast, full = _events_without_the_unmapped_shortcut(plan_of(name), text, monkeypatch)
+    assert fast == full
+
+
 def test_profile_hook_sees_the_same_values_in_the_same_order():
     """``profile`` observes every refused or rounded value through ``map_record``'s hook: the
     compiled mapper hands them to it as the reference does."""

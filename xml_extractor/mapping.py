@@ -296,11 +296,7 @@ def _run_generator(
     the interpreted ``_build_row`` or the compiled mapper's (compiled_mapping.py)."""
     out: list[tuple[dict, Any, int, int]] = []
     if gen.unpivot_of is not None:
-        for el in [
-            e
-            for ps in generator_paths(gen)
-            for e in select_elements(record, ps.steps, doc.attrs_of)
-        ]:
+        for el in _selected(gen, record, doc):
             scope = Scope(doc, el)
             attrs = scope.attrs
             for name, label in zip(gen.unpivot_names, gen.unpivot_labels):
@@ -320,7 +316,7 @@ def _run_generator(
         origins = [({}, record)]
     assert gen.for_each is not None
     for parent_values, parent_el in origins:
-        for el in _elements(gen, parent_el, doc):
+        for el in _selected(gen, parent_el, doc):
             attrs = doc.attrs_of(el)
             priority = 0
             if gen.allowed_attr is not None:
@@ -350,12 +346,13 @@ def _run_generator(
     return out
 
 
-def _elements(gen: GeneratorPlan, base: Any, doc: DocContext) -> list:
-    """The elements a generator reads under ``base``: its path's, then those of its ``also_at`` places."""
-    assert gen.for_each is not None
-    found = select_elements(base, gen.for_each.steps, doc.attrs_of)
-    for ps in gen.also_at:
-        found += select_elements(base, ps.steps, doc.attrs_of)
+def _selected(gen: GeneratorPlan, base: Any, doc: DocContext) -> list:
+    """The elements of every path of ``gen`` under ``base`` (generator_paths: its own, then its
+    ``also_at`` places), remembered in ``doc.selected``."""
+    found = [
+        e for ps in generator_paths(gen) for e in select_elements(base, ps.steps, doc.attrs_of)
+    ]
+    doc.selected.update(found)
     return found
 
 
@@ -403,9 +400,7 @@ def _run_groups(
     fields of one product type) with a non-empty ``present_if`` field (default: any field) is a row."""
     out: list[tuple[dict, Any, int, int]] = []
     assert gen.groups_of is not None
-    for el in [
-        e for ps in generator_paths(gen) for e in select_elements(record, ps.steps, doc.attrs_of)
-    ]:
+    for el in _selected(gen, record, doc):
         scope = Scope(doc, el)
         attrs = scope.attrs
         for group in gen.groups:
@@ -556,7 +551,9 @@ def _unmapped_records(plan: MappingPlan, doc: DocContext, record: Any) -> None:
         scope_el = parent
     kinds = {k.tag: k for k in plan.record_kinds}
     found = list(scope_el.iter(*kinds))
-    if not found:
+    if doc.selected.issuperset(found):
+        # (also when nothing is found) a generator read each: each is in ``read`` below, which
+        # holds every element the generators select and those under the parents they dropped
         return
     read: set = set()
     elements_of: dict[str, list] = {}

@@ -73,27 +73,26 @@ def parse_path(text: str, where: str, want_attribute: bool | None, ci: bool) -> 
 
 
 def select_elements(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], dict]) -> list:
-    """All elements reached by ``steps`` from ``el``, in document order."""
+    """All elements reached by ``steps`` from ``el``, in document order. A step's tag is a plain
+    name (the contract's grammar): ``iterchildren(tag)`` selects what ``findall(tag)`` does,
+    without the path machinery (a third less per lookup)."""
     current = [el]
     for st in steps:
-        nxt = []
-        for e in current:
-            if st.tag == ".":
-                cands = [e]
-            elif st.tag == "..":
-                p = e.getparent()
-                cands = [] if p is None else [p]
-            else:
-                cands = e.findall(st.tag)
-            if st.pred_attr is not None:
-                want = (st.pred_value or "").strip().upper()
-                cands = [
-                    c
-                    for c in cands
-                    if (attrs_of(c).get(st.pred_attr) or "").strip().upper() == want
-                ]
-            nxt.extend(cands)
-        current = nxt
+        tag = st.tag
+        if tag == ".":
+            cands = current
+        elif tag == "..":
+            cands = [p for e in current if (p := e.getparent()) is not None]
+        elif len(current) == 1:
+            cands = list(current[0].iterchildren(tag))
+        else:
+            cands = [c for e in current for c in e.iterchildren(tag)]
+        if st.pred_attr is not None:
+            want = (st.pred_value or "").strip().upper()
+            cands = [
+                c for c in cands if (attrs_of(c).get(st.pred_attr) or "").strip().upper() == want
+            ]
+        current = cands
         if not current:
             break
     return current
@@ -102,7 +101,7 @@ def select_elements(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], 
 def select_one(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], dict]) -> Any:
     """The last element reached by ``steps`` (the later element wins), or None."""
     if len(steps) == 1 and steps[0].pred_attr is None and steps[0].tag not in (".", ".."):
-        return el.find(steps[0].tag)  # the common case: one plain child
+        return next(el.iterchildren(steps[0].tag), None)  # the common case: one plain child
     found = select_elements(el, steps, attrs_of)
     return found[-1] if found else None
 
@@ -133,7 +132,7 @@ class Scope:
 class DocContext:
     """Per-document state: the app_id, an attribute-dict cache, the collected events."""
 
-    __slots__ = ("app_id", "ci", "_attrs", "events", "observe", "kept", "_children")
+    __slots__ = ("app_id", "ci", "_attrs", "events", "observe", "kept", "_children", "selected")
 
     def __init__(
         self, app_id: int, case_insensitive: bool, observe: Callable[..., None] | None = None
@@ -148,6 +147,9 @@ class DocContext:
         # the rows each table kept so far (table -> [(row values, element)]): "kept" sources read it
         self.kept: dict[str, list[tuple[dict, Any]]] = {}
         self._children: dict[tuple[Any, str], dict | None] = {}
+        # every element a generator selected: the unmapped_record check has nothing to look for
+        # when each element of a record kind is among them
+        self.selected: set[Any] = set()
 
     def child_attrs(self, el: Any, tag: str) -> dict | None:
         """The attributes of ``el``'s child ``tag`` (the first, as select_one; None: none), found once per document."""
@@ -156,7 +158,7 @@ class DocContext:
             return self._children[key]
         except KeyError:
             pass
-        found = el.find(tag)
+        found = next(el.iterchildren(tag), None)
         d = self._children[key] = None if found is None else self.attrs_of(found)
         return d
 
