@@ -479,6 +479,28 @@ def test_a_stop_inside_generated_code_still_ends_python_m_with_130(
     assert "Traceback" not in p.stderr, p.stderr
 
 
+def test_the_package_imports_nothing_until_a_name_is_used(tmp_path: Path) -> None:
+    """``import xml_extractor`` (which the entry point and every submodule's import begin with)
+    loads neither click nor lxml; its public names still list, load on first use and are the
+    modules' own; an unknown name is an AttributeError."""
+    script = (
+        "import sys, xml_extractor as x\n"
+        "assert 'lxml' not in sys.modules and 'click' not in sys.modules, sorted(sys.modules)\n"
+        "assert set(x.__all__) <= set(dir(x))\n"
+        "from xml_extractor import load_contract, Contract\n"
+        "from xml_extractor.contract.loader import load_contract as own\n"
+        "assert load_contract is own and x.Contract is Contract\n"
+        "try:\n"
+        "    x.no_such_name\n"
+        "except AttributeError:\n"
+        "    print('ok')\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
 def _caught(pid: int) -> int:
     """The mask of the signals ``pid`` has a handler for (/proc/PID/status, SigCgt)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
