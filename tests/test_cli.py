@@ -279,6 +279,13 @@ def _interrupt_when(p: subprocess.Popen, ready: Callable[[], bool]) -> tuple[int
     return p.returncode, err
 
 
+def _python_c(script: str, folder: Path) -> subprocess.CompletedProcess:
+    """``python -c script`` in ``folder``, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=folder, timeout=60
+    )
+
+
 def _main_in_a_process(
     args: list[str], folder: Path, interrupted_while_parsing: bool, prelude: str = ""
 ) -> subprocess.CompletedProcess:
@@ -293,9 +300,7 @@ def _main_in_a_process(
         "from xml_extractor.cli import main\n"
         "main()\n"
     )
-    return subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=folder, timeout=60
-    )
+    return _python_c(script, folder)
 
 
 @pytest.mark.slow
@@ -341,9 +346,7 @@ def test_a_stop_while_the_interpreter_exits_changes_neither_the_exit_code_nor_th
         "from xml_extractor.cli import main\n"
         "main()\n"
     )
-    p = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
-    )
+    p = _python_c(script, tmp_path)
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert "Traceback" not in p.stderr and "KeyboardInterrupt" not in p.stderr, p.stderr
 
@@ -495,9 +498,7 @@ def test_the_package_imports_nothing_until_a_name_is_used(tmp_path: Path) -> Non
         "except AttributeError:\n"
         "    print('ok')\n"
     )
-    p = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
-    )
+    p = _python_c(script, tmp_path)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
 
 
