@@ -112,7 +112,13 @@ class _WorkerPool:
         child.close()
         child_life.close()
         self.procs[slot], self.conns[slot], self.lifelines[slot] = proc, parent, parent_life
-        self.send(slot, ("start", self.ctx, self.contract))
+        try:
+            parent.send(("start", self.ctx, self.contract))
+        except (OSError, EOFError):
+            # dead already, or unreachable and so of no use: ended either way, its sentinel
+            # reports it and the slot gets a new worker (one left waiting for its start would
+            # never say it is ready)
+            supervision.kill(proc)
 
     def send(self, slot: int, msg: tuple) -> None:
         conn = self.conns.get(slot)
