@@ -346,12 +346,15 @@ def _run_generator(
     return out
 
 
-def _selected(gen: GeneratorPlan, base: Any, doc: DocContext) -> list:
+def _generator_elements(gen: GeneratorPlan, base: Any, doc: DocContext) -> list:
     """The elements of every path of ``gen`` under ``base`` (generator_paths: its own, then its
-    ``also_at`` places), remembered in ``doc.selected``."""
-    found = [
-        e for ps in generator_paths(gen) for e in select_elements(base, ps.steps, doc.attrs_of)
-    ]
+    ``also_at`` places), in that order."""
+    return [e for ps in generator_paths(gen) for e in select_elements(base, ps.steps, doc.attrs_of)]
+
+
+def _selected(gen: GeneratorPlan, base: Any, doc: DocContext) -> list:
+    """:func:`_generator_elements`, remembered in ``doc.selected`` (the unmapped_record check)."""
+    found = _generator_elements(gen, base, doc)
     doc.selected.update(found)
     return found
 
@@ -566,8 +569,7 @@ def _unmapped_records(plan: MappingPlan, doc: DocContext, record: Any) -> None:
                 elements_of.get(gen.parent_table, []) if gen.parent_table is not None else [record]
             )
             for base in bases:
-                for ps in generator_paths(gen):
-                    mine += select_elements(base, ps.steps, doc.attrs_of)
+                mine += _generator_elements(gen, base, doc)
         read.update(mine)
     flagged: set = set()
     for el in found:

@@ -112,13 +112,7 @@ class _WorkerPool:
         child.close()
         child_life.close()
         self.procs[slot], self.conns[slot], self.lifelines[slot] = proc, parent, parent_life
-        try:
-            parent.send(("start", self.ctx, self.contract))
-        except (OSError, EOFError):
-            # dead already, or unreachable and so of no use: ended either way, its sentinel
-            # reports it and the slot gets a new worker (one left waiting for its start would
-            # never say it is ready)
-            supervision.kill(proc)
+        self.send(slot, ("start", self.ctx, self.contract))
 
     def send(self, slot: int, msg: tuple) -> None:
         conn = self.conns.get(slot)
@@ -127,7 +121,9 @@ class _WorkerPool:
         try:
             conn.send(msg)
         except (OSError, EOFError):
-            pass  # the worker is dead: its sentinel reports it
+            # dead already, or unreachable and so of no use: ended either way, its sentinel
+            # reports it (a worker left without its start or its batch would never answer)
+            supervision.kill(self.procs[slot])
 
     def reap(self, slot: int) -> Any:
         """Forget a dead worker (a Respawn puts a new one in its slot). A killed forkserver makes

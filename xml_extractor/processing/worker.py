@@ -219,12 +219,9 @@ def worker_main(conn: Connection, lifeline: Connection | None = None) -> None:
     watch = ParentWatch(lifeline) if lifeline is not None else None
     try:
         try:
-            first = conn.recv()
+            _, ctx, contract = conn.recv()  # ("start", ...): the pool sends it first, always
         except (EOFError, OSError):
             return  # the run is gone before it said what to do
-        if first[0] != "start":
-            return  # a stop before the start: nothing was begun
-        _, ctx, contract = first
         package = logging.getLogger("xml_extractor")
         handler = PipeLogHandler(conn)
         package.handlers = [handler]  # this process's records go to the coordinator's handlers
