@@ -34,20 +34,32 @@ from typing import Any
 
 from .contract.compiler import (
     ColumnPlan,
+    DocContext,
     GeneratorPlan,
     MappingPlan,
     PathSpec,
     Scope,
+    TablePlan,
+    generator_paths,
     parse_path,
+    select_elements,
     select_one,
 )
 from .contract.converters import text_path
 from .errors import ConfigError, ContractError
 
 MAPPER_ENV = "XML_EXTRACTOR_MAPPER"
+# values a column's converter gave, remembered per column and process (text -> value): the same
+# codes, flags, amounts and dates recur within and across documents. Only values are remembered,
+# never a refusal or a rounding (those raise, and emit their event every time). Emptied when full.
+MEMO_SIZE = 512
 MAPPERS = ("compiled", "interpreted")
 
 Build = Callable[[GeneratorPlan, Scope], dict]
+
+
+def _unset(*args: Any) -> Any:
+    raise NotImplementedError("the reference mapper did not give this helper")
 
 
 @dataclass(frozen=True)
@@ -59,11 +71,21 @@ class Reference:
     column_value: Callable[[ColumnPlan, Scope, dict, str], Any]  # one column of any source
     missing: Callable[[ColumnPlan, Scope, str], Any]  # a NOT NULL column without a value
     text_value: Callable[[ColumnPlan, str, Scope, str], Any]  # raw attribute text -> value
+    # the generator and table steps the generated plan hands over whole (see plan_source)
+    run_generator: Callable[..., list] = _unset  # an unpivot or groups generator's candidates
+    dedup: Callable[..., list] = _unset  # candidates whose dedup keys may clash
+    keep: Callable[..., bool] = _unset  # the event of a row without a required value
+    blank: Callable[[GeneratorPlan, dict], bool] = _unset  # drop_when_blank's test
+    drop_blank: Callable[..., None] = _unset  # the event of a blank element
+    all_empty: Callable[[dict, frozenset[str]], bool] = _unset  # empty_except's test
+    not_allowed: Callable[..., None] = _unset  # the event of an element with a code not allowed
+    merge_generators: Callable[..., list] = _unset  # the rows of several generators, by key
 
 
 _CODE: dict[str, CodeType] = {}  # SHA-256 of a generated source -> its code object
-_BUILDERS: dict[int, tuple[MappingPlan, Build]] = {}  # id(plan) -> (plan, its row builder)
-_BUILDERS_KEPT = 32
+MapTables = Callable[[Any, DocContext], dict[str, list[tuple]]]  # (record, doc) -> rows per table
+_MAPPERS: dict[int, tuple[MappingPlan, MapTables]] = {}  # id(plan) -> (plan, its mapper)
+_MAPPERS_KEPT = 32
 
 
 def mapper_kind() -> str:
@@ -91,13 +113,27 @@ def _attr_section(gen: GeneratorPlan, plain: list[int], ns: dict[str, Any]) -> l
         if conv == sys.maxsize:  # a string of any length: the text is the value
             lines.append(f"            c{i} = v")
             continue
-        ns[f"t{i}"] = col.text_fn if isinstance(conv, int) else conv
-        call = f"v if len(v) <= {conv} else t{i}(v)" if isinstance(conv, int) else f"t{i}(v)"
+        if isinstance(conv, int):  # a string: its own value up to its length
+            ns[f"t{i}"] = col.text_fn
+            lines += [
+                "            try:",
+                f"                c{i} = v if len(v) <= {conv} else t{i}(v)",
+                "            except Exception:",
+                f"                bad = [{i}] if bad is None else bad + [{i}]",
+            ]
+            continue
+        ns[f"t{i}"], ns[f"m{i}"] = conv, {}
         lines += [
-            "            try:",
-            f"                c{i} = {call}",
-            "            except Exception:",
-            f"                bad = [{i}] if bad is None else bad + [{i}]",
+            f"            c{i} = m{i}.get(v)",
+            f"            if c{i} is None:",
+            "                try:",
+            f"                    c{i} = t{i}(v)",
+            "                except Exception:",
+            f"                    bad = [{i}] if bad is None else bad + [{i}]",
+            "                else:",
+            f"                    if len(m{i}) >= {MEMO_SIZE}:",
+            f"                        m{i}.clear()",
+            f"                    m{i}[v] = c{i}",
         ]
     return lines
 
@@ -178,13 +214,28 @@ def _other_column(
     lines += ["            x = None", "        else:"]
     if col.textual:
         conv = _text_converter(col)
-        ns[f"t{i}"] = col.text_fn if isinstance(conv, int) else conv
         lines += [
             "            if not isinstance(raw, str):",
             "                raw = str(raw)",
             "            raw = raw.strip()",
-            f"            x = t{i}(raw) if raw else None",
         ]
+        if conv == sys.maxsize:
+            lines.append("            x = raw or None")
+        elif isinstance(conv, int):
+            ns[f"t{i}"] = col.text_fn
+            lines.append(
+                f"            x = (raw if len(raw) <= {conv} else t{i}(raw)) if raw else None"
+            )
+        else:
+            ns[f"t{i}"], ns[f"m{i}"] = conv, {}
+            lines += [
+                f"            x = m{i}.get(raw)",
+                "            if x is None and raw:",
+                f"                x = t{i}(raw)",
+                f"                if len(m{i}) >= {MEMO_SIZE}:",
+                f"                    m{i}.clear()",
+                f"                m{i}[raw] = x",
+            ]
     else:
         ns[f"v{i}"] = col.convert
         lines += [f"            x = v{i}(raw)"]
@@ -271,23 +322,218 @@ def generator_builder(
     return fn
 
 
-def plan_builder(plan: MappingPlan, ref: Reference) -> Build:
-    """The row builder of a plan (every generator compiled), made once per plan."""
-    hit = _BUILDERS.get(id(plan))
-    if hit is not None and hit[0] is plan:
-        return hit[1]
+def _generator_builders(
+    plan: MappingPlan, ref: Reference
+) -> dict[int, Callable[[Scope], dict | None]]:
+    """id(generator) -> its generated row builder, for every generator of the plan."""
+    ci = plan.case_insensitive
+    return {id(g): generator_builder(g, ci, ref) for t in plan.tables for g in t.generators}
+
+
+def plan_builder(
+    plan: MappingPlan, ref: Reference, fast: dict[int, Callable[[Scope], dict | None]] | None = None
+) -> Build:
+    """``build(generator, scope) -> row``: the generated builder's row, the reference's where the
+    generated builder hands the row over (unpivot and groups generators build rows through it)."""
+    fast = _generator_builders(plan, ref) if fast is None else fast
     build_row = ref.build_row
-    fast = {
-        id(g): generator_builder(g, plan.case_insensitive, ref)
-        for t in plan.tables
-        for g in t.generators
-    }
 
     def build(gen: GeneratorPlan, scope: Scope) -> dict:
         row = fast[id(gen)](scope)
         return build_row(gen, scope) if row is None else row
 
-    if len(_BUILDERS) >= _BUILDERS_KEPT:
-        del _BUILDERS[next(iter(_BUILDERS))]
-    _BUILDERS[id(plan)] = (plan, build)
     return build
+
+
+def plan_mapper(plan: MappingPlan, ref: Reference) -> MapTables:
+    """The generated mapper of a plan (every generator's row builder compiled, the tables and
+    generators as one generated function), made once per plan."""
+    hit = _MAPPERS.get(id(plan))
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    fast = _generator_builders(plan, ref)
+    source, ns = plan_source(plan, ref)
+    ns["build"] = plan_builder(plan, ref, fast)
+    for ti, tp in enumerate(plan.tables):
+        for gi, g in enumerate(tp.generators):
+            ns[f"b{ti}_{gi}"] = fast[id(g)]
+    exec(_compiled(source), ns)
+    mapper: MapTables = ns["map_tables"]
+    if len(_MAPPERS) >= _MAPPERS_KEPT:
+        del _MAPPERS[next(iter(_MAPPERS))]
+    _MAPPERS[id(plan)] = (plan, mapper)
+    return mapper
+
+
+# -- the plan: tables and generators ---------------------------------------------------------------
+
+
+def plan_source(plan: MappingPlan, ref: Reference) -> tuple[str, dict[str, Any]]:
+    """The source of a plan's ``map_tables(record, doc) -> rows``: the interpreted mapper's
+    ``map_record`` loop (mapping.py: ``_map_table``, ``_run_generator``) unrolled, table by table
+    and generator by generator, with each row built by its generator's generated builder
+    (``b<t>_<g>``, bound by ``plan_mapper``). What is rare or intricate is the reference's own
+    code, called at the same place: the events of dropped rows, dedup of clashing candidates,
+    merging several generators, and unpivot and groups generators whole."""
+    ns: dict[str, Any] = {
+        "Scope": Scope,
+        "select_elements": select_elements,
+        "_build_row": ref.build_row,
+        "_run_generator": ref.run_generator,
+        "_dedup": ref.dedup,
+        "_keep": ref.keep,
+        "_blank": ref.blank,
+        "_drop_blank": ref.drop_blank,
+        "_all_empty": ref.all_empty,
+        "_not_allowed": ref.not_allowed,
+        "_merge_generators": ref.merge_generators,
+        "len": len,
+        "list": list,
+    }
+    lines = [
+        "def map_tables(record, doc):",
+        "    kept = doc.kept",
+        "    sel = doc.selected",
+        "    cache = doc.attr_cache",
+        "    attrs_of = doc.attrs_of",
+        "    rows = {}",
+    ]
+    for ti, tp in enumerate(plan.tables):
+        lines += _table_lines(ti, tp, ns, plan.case_insensitive)
+    lines.append("    return rows")
+    return "\n".join(lines) + "\n", ns
+
+
+def _table_lines(ti: int, tp: TablePlan, ns: dict[str, Any], ci: bool) -> list[str]:
+    """One table: each generator's candidates, deduplicated, empty rows skipped, several
+    generators merged; then what the table keeps (later tables read it) and its row tuples."""
+    ns[f"tp{ti}"] = tp
+    ns[f"as{ti}"] = tp.as_tuple
+    lines = [f"    # {tp.name!r}"[:100], "    t = []"]
+    for gi, gen in enumerate(tp.generators):
+        key = f"{ti}_{gi}"
+        ns[f"g{key}"] = gen
+        if gen.unpivot_of is not None:
+            lines += _unpivot_lines(key, gen, ns, ci)
+        elif gen.for_each is None or gen.groups_of is not None:
+            lines.append(f"    out = _run_generator(g{key}, doc, record, kept, build)")
+        else:
+            lines += _generator_lines(key, gen, ns)
+        lines += ["    if len(out) > 1:", f"        out = _dedup(g{key}, doc, out)"]
+        if tp.skip_when_empty:
+            empty = " and ".join(f"r.get({c!r}) is None" for c in tp.data_columns) or "True"
+            lines.append(f"    t += [(r, el) for r, el, _, _ in out if not ({empty})]")
+        else:
+            lines.append("    t += [(r, el) for r, el, _, _ in out]")
+    if len(tp.generators) > 1:
+        lines.append(f"    t = _merge_generators(tp{ti}, doc, t)")
+    lines += [
+        f"    kept[{tp.name!r}] = t",
+        "    if t:",
+        f"        rows[{tp.name!r}] = [as{ti}(r) for r, _ in t]",
+    ]
+    return lines
+
+
+def _selection(key: str, gen: GeneratorPlan, ns: dict[str, Any]) -> str:
+    """The expression of the elements a generator reads under ``pel`` (generator_paths, in
+    order): a plain child's by ``iterchildren``, any other path's by ``select_elements``."""
+    parts = []
+    for j, ps in enumerate(generator_paths(gen)):
+        st = ps.steps
+        if len(st) == 1 and st[0].pred_attr is None and st[0].tag == ".":
+            parts.append("[pel]")
+        elif len(st) == 1 and st[0].pred_attr is None and st[0].tag != "..":
+            parts.append(f"list(pel.iterchildren({st[0].tag!r}))")
+        else:
+            ns[f"sp{key}_{j}"] = st
+            parts.append(f"select_elements(pel, sp{key}_{j}, attrs_of)")
+    return " + ".join(parts) or "[]"
+
+
+def _unpivot_lines(key: str, gen: GeneratorPlan, ns: dict[str, Any], ci: bool) -> list[str]:
+    """An ``unpivot`` generator's candidates: a row per listed attribute with a value, each
+    element's rows built in one scope, as ``_run_generator`` makes them."""
+    ns[f"up{key}"] = tuple(
+        (name.lower() if ci else name, label)
+        for name, label in zip(gen.unpivot_names, gen.unpivot_labels)
+    )
+    lines = [
+        "    out = []",
+        "    pel = record",
+        f"    found = {_selection(key, gen, ns)}",
+        "    sel.update(found)",
+        "    for el in found:",
+        "        a = cache.get(el)",
+        "        if a is None:",
+        "            a = attrs_of(el)",
+        "        scope = Scope(doc, el, None, a)",
+        f"        for name, label in up{key}:",
+        "            v = a.get(name)",
+        "            if v is None or not v.strip():",
+        "                continue",
+        "            scope.unpivot_name = label",
+        "            scope.unpivot_value = v",
+        f"            row = b{key}(scope)",
+        "            if row is None:",
+        f"                row = _build_row(g{key}, scope)",
+    ]
+    if gen.required:
+        missing = " or ".join(f"row.get({r!r}) is None" for r in gen.required)
+        lines += [
+            f"            if {missing}:",
+            f"                _keep(g{key}, doc, row, v, el, label)",
+            "                continue",
+        ]
+    lines.append("            out.append((row, el, 0, len(out)))")
+    return lines
+
+
+def _generator_lines(key: str, gen: GeneratorPlan, ns: dict[str, Any]) -> list[str]:
+    """A ``for_each`` generator's candidates ``(row, element, priority, position)``, as
+    ``_run_generator`` makes them."""
+    origins = f"kept.get({gen.parent_table!r}, ())" if gen.parent_table else "(({}, record),)"
+    lines = [
+        "    out = []",
+        f"    for pv, pel in {origins}:",
+        f"        found = {_selection(key, gen, ns)}",
+        "        sel.update(found)",
+        "        for el in found:",
+        "            a = cache.get(el)",
+        "            if a is None:",
+        "                a = attrs_of(el)",
+        "            pr = 0",
+    ]
+    if gen.allowed_attr is not None:
+        ns[f"al{key}"] = {v: i for i, v in reversed(list(enumerate(gen.allowed_values)))}
+        lines += [
+            f"            code = (a.get({gen.allowed_attr!r}) or '').strip().upper()",
+            f"            pr = al{key}.get(code)",
+            "            if pr is None:",
+            f"                _not_allowed(g{key}, doc, a, el, code)",
+            "                continue",
+        ]
+    if gen.empty_except is not None:
+        ns[f"ex{key}"] = gen.empty_except
+        lines += [f"            if _all_empty(a, ex{key}):", "                continue"]
+    lines += [
+        "            scope = Scope(doc, el, pv, a)",
+        f"            row = b{key}(scope)",
+        "            if row is None:",
+        f"                row = _build_row(g{key}, scope)",
+    ]
+    if gen.blank_attrs:
+        lines += [
+            f"            if _blank(g{key}, a):",
+            f"                _drop_blank(g{key}, doc, row, a, el)",
+            "                continue",
+        ]
+    if gen.required:
+        missing = " or ".join(f"row.get({r!r}) is None" for r in gen.required)
+        lines += [
+            f"            if {missing}:",
+            f"                _keep(g{key}, doc, row, None, el)",
+            "                continue",
+        ]
+    lines.append("            out.append((row, el, pr, len(out)))")
+    return lines

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compiled_mapping import Reference, mapper_kind, plan_builder
+from .compiled_mapping import Reference, mapper_kind, plan_mapper
 from .contract.compiler import (
     ColumnPlan,
     DocContext,
@@ -275,9 +275,6 @@ def _build_row(gen: GeneratorPlan, scope: Scope) -> dict:
     return row
 
 
-REFERENCE = Reference(_build_row, _column_value, _missing, _text_value)
-
-
 def _all_empty(attrs: dict, except_: frozenset[str]) -> bool:
     return all(not (k not in except_ and v and v.strip()) for k, v in attrs.items())
 
@@ -322,21 +319,12 @@ def _run_generator(
             if gen.allowed_attr is not None:
                 code = (attrs.get(gen.allowed_attr) or "").strip().upper()
                 if code not in gen.allowed_values:
-                    _event(
-                        doc,
-                        gen.table,
-                        gen.allowed_attr,
-                        "row_dropped",
-                        attrs.get(gen.allowed_attr),
-                        f"{gen.drop_label} dropped: {gen.allowed_attr} {code!r} is not one of "
-                        f"{', '.join(gen.allowed_values)}",
-                        el,
-                    )
+                    _not_allowed(gen, doc, attrs, el, code)
                     continue
                 priority = gen.allowed_values.index(code)
             if gen.empty_except is not None and _all_empty(attrs, gen.empty_except):
                 continue  # an element with nothing but its type writes no row of NULLs
-            scope = Scope(doc, el, parent_values)
+            scope = Scope(doc, el, parent_values, attrs)
             row = build(gen, scope)
             if gen.blank_attrs and _blank(gen, attrs):
                 _drop_blank(gen, doc, row, attrs, el)
@@ -344,6 +332,20 @@ def _run_generator(
             if _keep(gen, doc, row, None, el):
                 out.append((row, el, priority, len(out)))
     return out
+
+
+def _not_allowed(gen: GeneratorPlan, doc: DocContext, attrs: dict, el: Any, code: str) -> None:
+    """The event of an element whose ``allowed`` code is not one of the generator's."""
+    _event(
+        doc,
+        gen.table,
+        gen.allowed_attr,
+        "row_dropped",
+        attrs.get(gen.allowed_attr),  # type: ignore[arg-type]
+        f"{gen.drop_label} dropped: {gen.allowed_attr} {code!r} is not one of "
+        f"{', '.join(gen.allowed_values)}",
+        el,
+    )
 
 
 def _generator_elements(gen: GeneratorPlan, base: Any, doc: DocContext) -> list:
@@ -494,27 +496,35 @@ def _map_table(
             if tp.skip_when_empty and all(row.get(c) is None for c in tp.data_columns):
                 continue
             rows.append((row, el))
-    if len(tp.generators) > 1:  # several generators may produce the same key: the later wins
-        seen: dict[tuple, int] = {}
-        out: list[tuple[dict, Any]] = []
-        for row, el in rows:
-            key = tuple(row.get(k) for k in tp.primary_key)
-            if key in seen:
-                _event(
-                    doc,
-                    tp.name,
-                    ",".join(tp.primary_key),
-                    "duplicate_key",
-                    "|".join(map(str, key)),
-                    f"{tp.name}: a later source has the same key and takes precedence"
-                    + _lost_values(out[seen[key]][0], row, tuple(tp.primary_key)),
-                )
-                out[seen[key]] = (row, el)
-            else:
-                seen[key] = len(out)
-                out.append((row, el))
-        rows = out
+    if len(tp.generators) > 1:
+        rows = _merge_generators(tp, doc, rows)
     return rows
+
+
+def _merge_generators(
+    tp: TablePlan, doc: DocContext, rows: list[tuple[dict, Any]]
+) -> list[tuple[dict, Any]]:
+    """The rows of a table with several generators, which may produce the same key: the later
+    wins, with an event."""
+    seen: dict[tuple, int] = {}
+    out: list[tuple[dict, Any]] = []
+    for row, el in rows:
+        key = tuple(row.get(k) for k in tp.primary_key)
+        if key in seen:
+            _event(
+                doc,
+                tp.name,
+                ",".join(tp.primary_key),
+                "duplicate_key",
+                "|".join(map(str, key)),
+                f"{tp.name}: a later source has the same key and takes precedence"
+                + _lost_values(out[seen[key]][0], row, tuple(tp.primary_key)),
+            )
+            out[seen[key]] = (row, el)
+        else:
+            seen[key] = len(out)
+            out.append((row, el))
+    return out
 
 
 def map_record(
@@ -524,22 +534,38 @@ def map_record(
     ``compiled`` (generated row builders, compiled_mapping.py) or ``interpreted`` (the
     reference); None: what ``XML_EXTRACTOR_MAPPER`` says, compiled by default. Both give the
     same rows, events and failures."""
-    if (mapper or mapper_kind()) == "interpreted":
-        build: Build = _build_row
-    else:
-        build = plan_builder(plan, REFERENCE)
     doc = DocContext(app_id, plan.case_insensitive, observe)
-    kept: dict[str, list[tuple[dict, Any]]] = doc.kept
-    rows: dict[str, list[tuple]] = {}
-    for tp in plan.tables:
-        trows = _map_table(tp, doc, record, kept, build)
-        kept[tp.name] = trows
-        if trows:
-            as_tuple = tp.as_tuple
-            rows[tp.name] = [as_tuple(r) for r, _ in trows]
+    rows: dict[str, list[tuple]]
+    if (mapper or mapper_kind()) == "interpreted":
+        kept: dict[str, list[tuple[dict, Any]]] = doc.kept
+        rows = {}
+        for tp in plan.tables:
+            trows = _map_table(tp, doc, record, kept)
+            kept[tp.name] = trows
+            if trows:
+                as_tuple = tp.as_tuple
+                rows[tp.name] = [as_tuple(r) for r, _ in trows]
+    else:
+        rows = plan_mapper(plan, REFERENCE)(record, doc)
     if plan.record_kinds:
         _unmapped_records(plan, doc, record)
     return MappedApplication(app_id=app_id, rows=rows, events=doc.events)
+
+
+REFERENCE = Reference(
+    _build_row,
+    _column_value,
+    _missing,
+    _text_value,
+    run_generator=_run_generator,
+    dedup=_dedup,
+    keep=_keep,
+    blank=_blank,
+    drop_blank=_drop_blank,
+    all_empty=_all_empty,
+    not_allowed=_not_allowed,
+    merge_generators=_merge_generators,
+)
 
 
 def _unmapped_records(plan: MappingPlan, doc: DocContext, record: Any) -> None:
