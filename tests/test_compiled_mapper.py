@@ -226,6 +226,69 @@ def test_generated_source_takes_contract_names_only_as_literals():
     assert row[col.name] == "Z4K"
 
 
+def test_the_plan_source_takes_contract_names_only_as_literals():
+    """The generated plan (tables, generators, keys, empty-row checks) quotes every name it takes
+    from the contract: a table, key and element name that would be code if spliced raw."""
+    raw = copy.deepcopy(load_contract("credit_card").raw)
+    raw["description"] = "a plan of this test's own (its own digest): renamed below"
+    plan = compile_contract(contract_from_dict(raw, "own"))
+    evil = "x'] = 1; import os; os.system('false'); row['"
+    tp = plan.tables[1]
+    tp.name, tp.data_columns = evil + "\n", (evil,)
+    tp.skip_when_empty = True
+    gen = tp.generators[0]
+    gen.required = (evil,)
+    source, _ = compiled_mapping.plan_source(plan, REFERENCE)
+    assert "import os" not in source.replace(repr(evil), "").replace(repr(evil + "\n"), "")
+    compile(source, "<test>", "exec")
+
+
+@pytest.mark.slow
+def test_every_step_of_the_generated_plan_is_reached_by_the_plans_compared():
+    """The plans the agreement tests compare generate every kind of step the plan source has
+    (each checked there against the reference): an unpivot, a groups generator, a child table, a
+    code not allowed, an element with nothing but its type, a blank element, a required value,
+    several generators, also_at places, predicates and the record itself."""
+    sources = "".join(compiled_mapping.plan_source(plan_of(n), REFERENCE)[0] for n in PLANS)
+    for step in [
+        "for name, label in up",
+        "_run_generator(",
+        "kept.get(",
+        "_not_allowed(",
+        "_all_empty(",
+        "_drop_blank(",
+        "_keep(",
+        "_merge_generators(",
+        ") + ",
+        "select_elements(pel, ",
+        "list(pel.iterchildren(",
+        "[pel]",
+        "if not (r.get(",
+    ]:
+        assert step in sources, step
+
+
+def test_remembered_converter_values_give_the_reference_when_the_memo_overflows(monkeypatch):
+    """Each column remembers the values its converter gave (compiled_mapping.MEMO_SIZE per column):
+    with room for two, the memo is emptied over and over, and every document still maps as the
+    reference maps it, refused and rounded values with their events every time they recur."""
+    monkeypatch.setattr(compiled_mapping, "MEMO_SIZE", 2)
+    raw = copy.deepcopy(load_contract("credit_card").raw)
+    raw["description"] = "a plan of this test's own: generated with MEMO_SIZE 2"
+    plan = compile_contract(contract_from_dict(raw, "memo"))
+    source = compiled_mapping.plan_source(plan, REFERENCE)[0]
+    builders = [
+        compiled_mapping.generator_source(g, plan.case_insensitive, REFERENCE)[0]
+        for t in plan.tables
+        for g in t.generators
+    ]
+    assert any(">= 2:" in b for b in builders) and source
+    docs = corpus("cc", 30)
+    outs = [same(plan, text, app_id, monkeypatch) for text, app_id in docs + docs]
+    events = [o[3] for o in outs if o[0] == "mapped"]
+    assert any("value_rejected" in e for e in events)  # refusals recur: not remembered
+
+
 # -- random documents ------------------------------------------------------------------------------
 
 padding = st.sampled_from(["", "", " ", "\t "])

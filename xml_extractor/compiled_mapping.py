@@ -244,6 +244,23 @@ def _other_column(
     return lines + ["    except Exception:", f"        x = {slow}", f"    row[{col.name!r}] = x"]
 
 
+def _direct_read(i: int, col: ColumnPlan, ns: dict[str, Any]) -> str | None:
+    """The expression reading what the column's fetch would return, for the sources that are one
+    attribute of the scope (compiler._make_fetch: context, unpivot, parent, constant); None for
+    the others (they keep their fetch)."""
+    kind, src = col.source
+    if kind == "context":
+        return "doc.app_id" if src == "app_id" else "element.tag"
+    if kind == "unpivot":
+        return "scope.unpivot_name" if src == "name" else "scope.unpivot_value"
+    if kind == "parent":
+        return f"scope.parent_values.get({src!r})"
+    if kind == "constant":
+        ns[f"const{i}"] = src
+        return f"const{i}"
+    return None
+
+
 def _others_section(gen: GeneratorPlan, plain: set[int], ci: bool, ns: dict[str, Any]) -> list[str]:
     """The columns of other sources in contract order; the elements their paths lead to first."""
     head = ["    doc = scope.doc", "    element = scope.element"]
@@ -257,6 +274,8 @@ def _others_section(gen: GeneratorPlan, plain: set[int], ci: bool, ns: dict[str,
         if ps is not None:
             p = _place(ps, places, ns, head)
             read = f"None if {p} is None else {p}.get({ps.attribute!r})"
+        elif not col.fallbacks:
+            read = _direct_read(i, col, ns)
         body += _other_column(i, col, ns, read)
     return head + body
 

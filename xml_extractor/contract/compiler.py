@@ -209,6 +209,10 @@ class ColumnPlan:
     # "fallback": further sources, tried in order when the column's own source gives no usable value
     fallbacks: tuple[tuple[Fetch, bool, str], ...] = ()  # (fetch, textual, label)
     source_label: str = ""  # how events name the column's own source ("@regb_start_date")
+    source: tuple[str, Any] = (
+        "",
+        None,
+    )  # the contract's source: (kind, value), ("context", "app_id")
     fallback_event: bool = True  # record a fallback_applied event when a fallback is used
     fallback_conflict: bool = False  # fallbacks are other places of the same attribute: a different value there is an event
 
@@ -879,6 +883,7 @@ def _column_plan(
         attr_key=((src.lower() if at.ci else src) if kind == "attribute" else None),
         fallbacks=fallbacks,
         source_label=_source_label(kind, src),
+        source=(kind, src),
         fallback_event=c.get("fallback_event", True),
         fallback_conflict=c.get("fallback_conflict", False),
     )
