@@ -268,27 +268,6 @@ def test_every_step_of_the_generated_plan_is_reached_by_the_plans_compared():
         assert step in sources, step
 
 
-def test_remembered_converter_values_give_the_reference_when_the_memo_overflows(monkeypatch):
-    """Each column remembers the values its converter gave (compiled_mapping.MEMO_SIZE per column):
-    with room for two, the memo is emptied over and over, and every document still maps as the
-    reference maps it, refused and rounded values with their events every time they recur."""
-    monkeypatch.setattr(compiled_mapping, "MEMO_SIZE", 2)
-    raw = copy.deepcopy(load_contract("credit_card").raw)
-    raw["description"] = "a plan of this test's own: generated with MEMO_SIZE 2"
-    plan = compile_contract(contract_from_dict(raw, "memo"))
-    source = compiled_mapping.plan_source(plan, REFERENCE)[0]
-    builders = [
-        compiled_mapping.generator_source(g, plan.case_insensitive, REFERENCE)[0]
-        for t in plan.tables
-        for g in t.generators
-    ]
-    assert any(">= 2:" in b for b in builders) and source
-    docs = corpus("cc", 30)
-    outs = [same(plan, text, app_id, monkeypatch) for text, app_id in docs + docs]
-    events = [o[3] for o in outs if o[0] == "mapped"]
-    assert any("value_rejected" in e for e in events)  # refusals recur: not remembered
-
-
 # -- random documents ------------------------------------------------------------------------------
 
 padding = st.sampled_from(["", "", " ", "\t "])

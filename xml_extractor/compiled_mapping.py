@@ -49,10 +49,6 @@ from .contract.converters import text_path
 from .errors import ConfigError, ContractError
 
 MAPPER_ENV = "XML_EXTRACTOR_MAPPER"
-# values a column's converter gave, remembered per column and process (text -> value): the same
-# codes, flags, amounts and dates recur within and across documents. Only values are remembered,
-# never a refusal or a rounding (those raise, and emit their event every time). Emptied when full.
-MEMO_SIZE = 512
 MAPPERS = ("compiled", "interpreted")
 
 Build = Callable[[GeneratorPlan, Scope], dict]
@@ -122,18 +118,12 @@ def _attr_section(gen: GeneratorPlan, plain: list[int], ns: dict[str, Any]) -> l
                 f"                bad = [{i}] if bad is None else bad + [{i}]",
             ]
             continue
-        ns[f"t{i}"], ns[f"m{i}"] = conv, {}
+        ns[f"t{i}"] = conv
         lines += [
-            f"            c{i} = m{i}.get(v)",
-            f"            if c{i} is None:",
-            "                try:",
-            f"                    c{i} = t{i}(v)",
-            "                except Exception:",
-            f"                    bad = [{i}] if bad is None else bad + [{i}]",
-            "                else:",
-            f"                    if len(m{i}) >= {MEMO_SIZE}:",
-            f"                        m{i}.clear()",
-            f"                    m{i}[v] = c{i}",
+            "            try:",
+            f"                c{i} = t{i}(v)",
+            "            except Exception:",
+            f"                bad = [{i}] if bad is None else bad + [{i}]",
         ]
     return lines
 
@@ -227,15 +217,8 @@ def _other_column(
                 f"            x = (raw if len(raw) <= {conv} else t{i}(raw)) if raw else None"
             )
         else:
-            ns[f"t{i}"], ns[f"m{i}"] = conv, {}
-            lines += [
-                f"            x = m{i}.get(raw)",
-                "            if x is None and raw:",
-                f"                x = t{i}(raw)",
-                f"                if len(m{i}) >= {MEMO_SIZE}:",
-                f"                    m{i}.clear()",
-                f"                m{i}[raw] = x",
-            ]
+            ns[f"t{i}"] = conv
+            lines.append(f"            x = t{i}(raw) if raw else None")
     else:
         ns[f"v{i}"] = col.convert
         lines += [f"            x = v{i}(raw)"]

@@ -457,16 +457,53 @@ def _one_pass(formats: list[str]) -> Callable[[str], tuple[_dt.datetime, bool] |
         outer += 1 + len(names)
         parts.append("(" + re.sub(r"\(\?P<(\w)>", "(", rx.pattern) + ")")
     combined = re.compile("|".join(parts))
+    readers = {outer: _reader(outer, names) for outer, (_, names) in shapes.items()}
 
     def one_pass(s: str) -> tuple[_dt.datetime, bool] | None:
         m = combined.fullmatch(s)
         if m is None:
             return None
-        outer, names = shapes[m.lastindex]  # type: ignore[index]
-        found = m.groups()[outer : outer + len(names)]
-        return _from_match(dict(zip(names, found)))
+        return readers[m.lastindex](m.groups())  # type: ignore[index]
 
     return one_pass
+
+
+def _reader(outer: int, names: list[str]) -> Callable[[tuple], tuple[_dt.datetime, bool]]:
+    """What ``_from_match`` makes of one format's groups, read from ``m.groups()`` (the format's
+    directives follow its outer group ``outer``): the common shapes -- a date, a date and time, a
+    date and time with a fraction -- without the dict of groups; any other through it."""
+    at = {n: outer + k for k, n in enumerate(names)}
+    y, mo, d = at.get("Y"), at.get("m"), at.get("d")
+    h, mi, se, f = at.get("H"), at.get("M"), at.get("S"), at.get("f")
+    dt = _dt.datetime
+    if y is None or mo is None or d is None or not set(at) <= {"Y", "m", "d", "H", "M", "S", "f"}:
+        return lambda g: _from_match({n: g[outer + k] for k, n in enumerate(names)})
+    if len(at) == 3:
+        return lambda g: (dt(int(g[y]), int(g[mo]), int(g[d])), True)
+    if h is None or mi is None or se is None:
+        return lambda g: _from_match({n: g[outer + k] for k, n in enumerate(names)})
+    if f is None:
+        return lambda g: (
+            dt(int(g[y]), int(g[mo]), int(g[d]), int(g[h]), int(g[mi]), int(g[se])),
+            True,
+        )
+
+    def with_fraction(g: tuple) -> tuple[_dt.datetime, bool]:
+        frac = g[f]
+        return (
+            dt(
+                int(g[y]),
+                int(g[mo]),
+                int(g[d]),
+                int(g[h]),
+                int(g[mi]),
+                int(g[se]),
+                int(frac[:6].ljust(6, "0")),
+            ),
+            not frac[6:].strip("0"),
+        )
+
+    return with_fraction
 
 
 def make_datetime(formats: list[str], date_only: bool) -> Converter:
