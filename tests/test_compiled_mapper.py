@@ -518,6 +518,49 @@ def test_text_paths_give_what_their_converters_give(name, s):
     assert _by_text_path(convert, s) == _result(convert, s)
 
 
+def _composed_plainly(transforms: tuple, check: Any, convert: Any, s: str) -> tuple:
+    """A column's transforms, pattern and converter applied one after the other, as the contract
+    describes them (compiler._compose_text does the same, ending in the converter's text path)."""
+    from xml_extractor.contract import converters as cv
+
+    def plain(s: str) -> Any:
+        for tf in transforms:
+            s = tf(s)
+        if not s:
+            raise cv.BadValue("value_rejected", "nothing left after " + ", ".join(names))
+        if check is not None:
+            check(s)
+        return convert(s)
+
+    names = [n for n, f in cv.TRANSFORMS.items() for t in transforms if f is t]
+    return _result(plain, s)
+
+
+CHAINS = [("upper",), ("digits_only",), ("trim", "lower"), ("collapse_spaces",), ("upper", "trim")]
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(sorted(CONVERTERS)),
+    st.sampled_from(CHAINS),
+    st.sampled_from([None, r"[0-9A-Z ]*", r"\d{3,}"]),
+    st.one_of(st.sampled_from(EDGES), st.text(min_size=1, max_size=12)).map(str.strip).filter(bool),
+)
+def test_a_column_with_transforms_gives_its_parts_one_after_the_other(name, chain, pattern, s):
+    """Transforms and a pattern composed with the converter's text path (what is left after the
+    transforms is trimmed text, which the text path takes as the converter does) give what the
+    transforms, the pattern check and the converter give one after the other."""
+    from xml_extractor.contract import converters as cv
+    from xml_extractor.contract.compiler import _compose_text
+
+    transforms = tuple(cv.TRANSFORMS[t] for t in chain)
+    check = cv.make_pattern(pattern) if pattern else None
+    convert = CONVERTERS[name]
+    composed = _compose_text(transforms, chain, check, convert)
+    assert _result(composed, s) == _composed_plainly(transforms, check, convert, s)
+
+
 def test_every_specialised_kind_has_its_text_path():
     """The converters above are specialised (else the tests above compare a converter with
     itself), except a date-time whose formats need strptime."""

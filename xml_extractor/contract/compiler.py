@@ -222,6 +222,11 @@ class ColumnPlan:
         )
 
 
+def _up_to(n: int, convert: Callable[[Any], Any]) -> Callable[[str], Any]:
+    """A string converter's text path: text of at most ``n`` characters is its own value."""
+    return lambda s: s if len(s) <= n else convert(s)
+
+
 def _compose_text(
     transforms: tuple,
     names: tuple,
@@ -232,6 +237,10 @@ def _compose_text(
     if not transforms and check is None:
         return convert
     what = ", ".join(names)
+    # what is left after the transforms is trimmed non-empty text (each keeps trimmed text
+    # trimmed), which the converter's text path takes as the converter would
+    path = cv.text_path(convert)
+    final: Callable[[str], Any] = path if not isinstance(path, int) else _up_to(path, convert)
 
     def text_fn(s: str) -> Any:
         for tf in transforms:
@@ -240,7 +249,7 @@ def _compose_text(
             raise cv.BadValue("value_rejected", f"nothing left after {what}")
         if check is not None:
             check(s)
-        return convert(s)
+        return final(s)
 
     return text_fn
 
