@@ -1,10 +1,14 @@
-"""The compiled mapper: each row generator's row building as generated straight-line Python.
+"""The compiled mapper: a plan's mapping as generated straight-line Python.
 
 The interpreted mapper (mapping.py) builds a row by walking the element's attributes, looking
 each up in the generator's column map and calling a chain of small helpers per value. Here each
 generator gets one generated function that reads its attribute columns by name, calls their
 converters directly and builds the row dict in one literal; the other sources follow in contract
-order as in the interpreted mapper.
+order as in the interpreted mapper. Around them, the plan gets one generated ``map_tables``: the
+interpreted ``map_record`` loop unrolled table by table and generator by generator (selection,
+attribute dicts, the allowed-code and required-value checks, skipping empty rows), which hands
+what is rare or intricate to the reference's own functions at the same place (the events of
+dropped rows, dedup of clashing candidates, merging several generators, groups generators).
 
 The generated code is a fast path only: it emits no event and raises nothing of its own. The
 moment anything out of the ordinary happens while reading the attribute columns (a converter
@@ -17,7 +21,7 @@ that has fallbacks or is NOT NULL and comes out empty, is handed to the interpre
 Safety: nothing from the contract is spliced into the source raw. Column and attribute names
 enter only as ``repr()`` string literals; functions and column plans are bound through the
 namespace under generated names (``t3``, ``col3``); local names are generated from indices.
-The code object of a source is cached by its SHA-256 digest, the builders per plan.
+The code object of a source is cached by its SHA-256 digest, the mapper per plan.
 
 ``XML_EXTRACTOR_MAPPER=interpreted`` selects the interpreted mapper (the reference) instead.
 """
