@@ -197,6 +197,29 @@ def test_events_of_a_row_keep_the_element_attribute_order(monkeypatch):
     assert mine == ["app_type_enum", "receive_date"]
 
 
+def test_a_path_reads_the_last_element_it_matches_however_it_is_written(monkeypatch):
+    """``app_product/@x`` (one plain step: a shortcut in both mappers) and ``./app_product/@x``
+    (the general selection) read the same element, the last of two (docs/contract.md)."""
+    raw = copy.deepcopy(load_contract("credit_card").raw)
+    base = next(t for t in raw["tables"] if t["name"] == "app_base")
+    base["columns"] += [
+        {"name": "xe_plain", "type": "string", "length": 10, "path": "app_product/@decision_tp_c"},
+        {
+            "name": "xe_dotted",
+            "type": "string",
+            "length": 10,
+            "path": "./app_product/@decision_tp_c",
+        },
+    ]
+    plan = compile_contract(contract_from_dict(raw, "paths"))
+    text = CC_SAMPLE.replace("<rmts_info", '<app_product decision_tp_c="SECOND"/>\n<rmts_info', 1)
+    assert text != CC_SAMPLE
+    for mapper in ("interpreted", "compiled"):
+        monkeypatch.setenv(compiled_mapping.MAPPER_ENV, mapper)
+        row = map_document(plan, text).as_dicts(plan)["app_base"][0]
+        assert (row["xe_plain"], row["xe_dotted"]) == ("SECOND", "SECOND"), mapper
+
+
 def test_unknown_mapper_is_a_configuration_error(monkeypatch):
     monkeypatch.setenv(compiled_mapping.MAPPER_ENV, "fast")
     with pytest.raises(ConfigError, match="XML_EXTRACTOR_MAPPER"):

@@ -296,3 +296,27 @@ def test_a_damaged_digest_list_only_turns_the_skip_off(tmp_path, monkeypatch):
 def test_hostile_identifiers_never_reach_sql(raw):
     for evil in ['x"; DROP TABLE app_base; --', "a]b", "sandbox.x", "ä"]:
         assert "does not match" in broken(raw, lambda c: table(c, "indicators").update(name=evil))
+
+
+def test_a_name_ending_in_a_newline_is_refused(raw):
+    """JSON Schema patterns are matched with Python's re.search, whose ``$`` also matches before
+    a final newline: a table, a column, an attribute and a document path ending in one are each
+    refused, not taken as the name without it."""
+
+    def attribute(c):
+        next(x for x in table(c, "app_base")["columns"] if "attribute" in x)["attribute"] += "\n"
+
+    for mutate in [
+        lambda c: table(c, "indicators").update(name="indicators\n"),
+        lambda c: col(c, "indicators", "value").update(name="value\n"),
+        attribute,
+        lambda c: c["document"].update(record_path=c["document"]["record_path"] + "\n"),
+    ]:
+        assert "does not match" in broken(raw, mutate)
+
+
+def test_a_path_step_ending_in_a_newline_is_refused():
+    from xml_extractor.contract.compiler import parse_path
+
+    with pytest.raises(ContractError, match="bad path step"):
+        parse_path("app_product\n/@decision_tp_c", "x", True, False)

@@ -57,7 +57,7 @@ def parse_path(text: str, where: str, want_attribute: bool | None, ci: bool) -> 
     for part in parts:
         if part == "" and len(parts) == 1 and attribute is not None:
             continue
-        m = _STEP.match(part)
+        m = _STEP.fullmatch(part)
         if not m:
             raise ContractError(
                 f"{where}: bad path step {part!r} in {text!r} "
@@ -101,8 +101,14 @@ def select_elements(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], 
 def select_one(el: Any, steps: tuple[Step, ...], attrs_of: Callable[[Any], dict]) -> Any:
     """The last element reached by ``steps`` (the later element wins), or None."""
     if len(steps) == 1 and steps[0].pred_attr is None and steps[0].tag not in (".", ".."):
-        return next(el.iterchildren(steps[0].tag), None)  # the common case: one plain child
+        return last_child(el, steps[0].tag)  # the common case: one plain child
     found = select_elements(el, steps, attrs_of)
+    return found[-1] if found else None
+
+
+def last_child(el: Any, tag: str) -> Any:
+    """``el``'s last child ``tag`` (None: none): the element a one-step path reads."""
+    found = list(el.iterchildren(tag))  # mostly one
     return found[-1] if found else None
 
 
@@ -160,13 +166,13 @@ class DocContext:
         self.selected: set[Any] = set()
 
     def child_attrs(self, el: Any, tag: str) -> dict | None:
-        """The attributes of ``el``'s child ``tag`` (the first, as select_one; None: none), found once per document."""
+        """The attributes of ``el``'s child ``tag`` (the last, as select_one; None: none), found once per document."""
         key = (el, tag)
         try:
             return self._children[key]
         except KeyError:
             pass
-        found = next(el.iterchildren(tag), None)
+        found = last_child(el, tag)
         d = self._children[key] = None if found is None else self.attrs_of(found)
         return d
 
