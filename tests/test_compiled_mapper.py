@@ -220,6 +220,49 @@ def test_a_path_reads_the_last_element_it_matches_however_it_is_written(monkeypa
         assert (row["xe_plain"], row["xe_dotted"]) == ("SECOND", "SECOND"), mapper
 
 
+@pytest.mark.parametrize("written", ["app_product/@decision_tp_c", "./app_product/@decision_tp_c"])
+def test_a_path_that_matches_several_elements_names_each_value_it_does_not_store(
+    written, monkeypatch
+):
+    """A second ``app_product``: the path reads the last, and an earlier one's value that differs
+    once converted is a ``value_conflict`` event at that element (no silent drop); an equal value
+    is nothing lost. Both mappers, the shortcut (one plain step) and the general selection."""
+    raw = copy.deepcopy(load_contract("credit_card").raw)
+    base = next(t for t in raw["tables"] if t["name"] == "app_base")
+    base["columns"].append({"name": "xe_code", "type": "string", "length": 10, "path": written})
+    plan = compile_contract(contract_from_dict(raw, "several"))
+
+    def second(attrs: str) -> str:
+        return CC_SAMPLE.replace("<rmts_info", f"<app_product {attrs}/>\n<rmts_info", 1)
+
+    conflicts = {}
+    for name, text in {
+        "different": second('decision_tp_c="DECNC" decision_date="10/15/2025"'),
+        "same": second('decision_tp_c="APPRV" decision_date="10/15/2025"'),
+        "the same code": second('decision_tp_c=" apprv " decision_date="10/15/2025"'),
+        "last without it": second('decision_date="10/15/2025"'),
+    }.items():
+        outcome_ = same(plan, text, None, monkeypatch)
+        assert outcome_[0] == "mapped"
+        events = map_document(plan, text).events
+        conflicts[name] = [
+            (e[1], e[3], e[5]) for e in events if e[0] == "app_base" and e[2] == "value_conflict"
+        ]
+    first = "application/app_product[1]"
+    assert conflicts["different"] == [
+        ("decision_enum", "APPRV", first),
+        ("xe_code", "APPRV", first),
+    ]
+    assert conflicts["same"] == []
+    assert conflicts["the same code"] == [
+        ("xe_code", "APPRV", first)
+    ]  # an enum is compared as a code
+    assert conflicts["last without it"] == [
+        ("decision_enum", "APPRV", first),
+        ("xe_code", "APPRV", first),
+    ]
+
+
 def test_unknown_mapper_is_a_configuration_error(monkeypatch):
     monkeypatch.setenv(compiled_mapping.MAPPER_ENV, "fast")
     with pytest.raises(ConfigError, match="XML_EXTRACTOR_MAPPER"):

@@ -47,7 +47,6 @@ from .contract.compiler import (
     generator_paths,
     parse_path,
     select_elements,
-    select_one,
 )
 from .contract.converters import text_path
 from .errors import ConfigError, ContractError
@@ -169,26 +168,32 @@ def _path_of(col: ColumnPlan, ci: bool) -> PathSpec | None:
     return ps if ps.attribute is not None else None
 
 
-def _place(ps: PathSpec, places: dict[tuple, str], ns: dict[str, Any], head: list[str]) -> str:
+def _place(
+    ps: PathSpec, places: dict[tuple, str], ns: dict[str, Any], head: list[str]
+) -> tuple[str, str | None]:
     """The local name of the attributes of the element ``ps`` leads to (None: no such element),
-    found once per row in ``head``."""
+    found once per row in ``head``, and of the flag saying it matched several elements (then the
+    reference reads the columns: mapping._path_conflicts); None when it cannot."""
     if not ps.steps:
-        return "attrs"
+        return "attrs", None
     name = places.get(ps.steps)
     if name is not None:
-        return name
+        return name, f"n{name}"
     name = places[ps.steps] = f"p{len(places)}"
     st = ps.steps
     if len(st) == 1 and st[0].pred_attr is None and st[0].tag not in (".", ".."):
-        head.append(f"    {name} = doc.child_attrs(element, {st[0].tag!r})")
+        head += [
+            f"    {name} = doc.child_attrs(element, {st[0].tag!r})",
+            f"    n{name} = {name} is not None and doc.child_count(element, {st[0].tag!r}) > 1",
+        ]
     else:
         ns[f"s{name}"] = st
         head += [
-            f"    {name} = select_one(element, s{name}, doc.attrs_of)",
-            f"    if {name} is not None:",
-            f"        {name} = doc.attrs_of({name})",
+            f"    {name} = select_elements(element, s{name}, doc.attrs_of)",
+            f"    n{name} = len({name}) > 1",
+            f"    {name} = doc.attrs_of({name}[-1]) if {name} else None",
         ]
-    return name
+    return name, f"n{name}"
 
 
 def _other_column(
@@ -257,13 +262,19 @@ def _others_section(gen: GeneratorPlan, plain: set[int], ci: bool, ns: dict[str,
         if i in plain:
             continue
         ps = None if col.fallbacks else _path_of(col, ci)
-        read = None
+        read = several = None
         if ps is not None:
-            p = _place(ps, places, ns, head)
+            p, several = _place(ps, places, ns, head)
             read = f"None if {p} is None else {p}.get({ps.attribute!r})"
         elif not col.fallbacks:
             read = _direct_read(i, col, ns)
-        body += _other_column(i, col, ns, read)
+        lines = _other_column(i, col, ns, read)
+        if several is not None:  # several elements matched: the reference reads it, with events
+            slow = f"_column_value(col{i}, scope, row, table)"
+            lines = [f"    if {several}:", f"        row[{col.name!r}] = {slow}", "    else:"] + [
+                "    " + ln for ln in lines
+            ]
+        body += lines
     return head + body
 
 
@@ -280,7 +291,7 @@ def generator_source(gen: GeneratorPlan, ci: bool, ref: Reference) -> tuple[str,
         "isinstance": isinstance,
         "str": str,
         "Exception": Exception,
-        "select_one": select_one,
+        "select_elements": select_elements,
     }
     lines = ["def build(scope):", "    attrs = scope.attrs"]
     plain = [i for i, c in enumerate(gen.columns) if c.attr_key is not None and not c.fallbacks]

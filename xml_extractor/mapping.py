@@ -149,6 +149,8 @@ def _column_value(col: ColumnPlan, scope: Scope, row: dict, table: str) -> Any:
         value = _text_value(col, raw if isinstance(raw, str) else str(raw), scope, table)
     else:
         value = _convert(col, col.convert, raw, raw, scope, table)
+    if col.path is not None:
+        _path_conflicts(col, scope, table, value)
     if col.fallbacks:
         if value is None:
             value = _fallback_value(col, scope, row, table)
@@ -208,6 +210,46 @@ def _other_places(col: ColumnPlan, scope: Scope, row: dict, table: str, used: An
                 ),
                 scope.element,
             )
+
+
+_REFUSED = object()  # an earlier element's value that its column refuses: never the stored one
+
+
+def _path_conflicts(col: ColumnPlan, scope: Scope, table: str, used: Any) -> None:
+    """A path that matches several elements reads the last (``used`` is what came of it): each
+    earlier one whose value differs is a ``value_conflict`` event, never a silent drop."""
+    ps = col.path
+    assert ps is not None
+    doc, st = scope.doc, ps.steps
+    if not st:
+        return  # an attribute of the element itself
+    if len(st) == 1 and st[0].pred_attr is None and st[0].tag not in (".", ".."):
+        if doc.child_count(scope.element, st[0].tag) < 2:
+            return
+    found = select_elements(scope.element, st, doc.attrs_of)
+    for el in found[:-1]:
+        raw = doc.attrs_of(el).get(ps.attribute)  # type: ignore[arg-type]
+        if raw is None or not raw.strip():
+            continue
+        try:
+            other = col.text_fn(raw.strip())  # type: ignore[misc]
+        except (BadValue, Rounded):
+            other = _REFUSED
+        if other == used:
+            continue
+        _event(
+            doc,
+            table,
+            col.name,
+            "value_conflict",
+            raw,
+            _named(
+                scope,
+                f"{col.source_label} matches {len(found)} elements: the last one's value is "
+                "stored, not this one's",
+            ),
+            el,
+        )
 
 
 def _invalid(col: ColumnPlan, scope: Scope, table: str, raw: Any, bad: BadValue) -> Any:

@@ -160,7 +160,7 @@ class DocContext:
         self.observe = observe
         # the rows each table kept so far (table -> [(row values, element)]): "kept" sources read it
         self.kept: dict[str, list[tuple[dict, Any]]] = {}
-        self._children: dict[tuple[Any, str], dict | None] = {}
+        self._children: dict[tuple[Any, str], tuple[dict | None, int]] = {}
         # every element a generator selected: the unmapped_record check has nothing to look for
         # when each element of a record kind is among them
         self.selected: set[Any] = set()
@@ -169,12 +169,20 @@ class DocContext:
         """The attributes of ``el``'s child ``tag`` (the last, as select_one; None: none), found once per document."""
         key = (el, tag)
         try:
-            return self._children[key]
+            return self._children[key][0]
         except KeyError:
             pass
-        found = last_child(el, tag)
-        d = self._children[key] = None if found is None else self.attrs_of(found)
+        found = list(el.iterchildren(tag))
+        d = None if not found else self.attrs_of(found[-1])
+        self._children[key] = (d, len(found))
         return d
+
+    def child_count(self, el: Any, tag: str) -> int:
+        """How many children ``tag`` ``el`` has (several: a path reads only the last)."""
+        key = (el, tag)
+        if key not in self._children:
+            self.child_attrs(el, tag)
+        return self._children[key][1]
 
     def attrs_of(self, el: Any) -> dict:
         d = self.attr_cache.get(el)
@@ -215,10 +223,9 @@ class ColumnPlan:
     # "fallback": further sources, tried in order when the column's own source gives no usable value
     fallbacks: tuple[tuple[Fetch, bool, str], ...] = ()  # (fetch, textual, label)
     source_label: str = ""  # how events name the column's own source ("@regb_start_date")
-    source: tuple[str, Any] = (
-        "",
-        None,
-    )  # the contract's source: (kind, value), ("context", "app_id")
+    # the contract's source: (kind, value), ("context", "app_id")
+    source: tuple[str, Any] = ("", None)
+    path: PathSpec | None = None  # a ``path`` source, parsed: several elements may match it
     fallback_event: bool = True  # record a fallback_applied event when a fallback is used
     fallback_conflict: bool = False  # fallbacks are other places of the same attribute: a different value there is an event
 
@@ -899,6 +906,7 @@ def _column_plan(
         fallbacks=fallbacks,
         source_label=_source_label(kind, src),
         source=(kind, src),
+        path=parse_path(src, "", True, at.ci) if kind == "path" else None,
         fallback_event=c.get("fallback_event", True),
         fallback_conflict=c.get("fallback_conflict", False),
     )
