@@ -182,15 +182,12 @@ def _place(
     name = places[ps.steps] = f"p{len(places)}"
     st = ps.steps
     if len(st) == 1 and st[0].pred_attr is None and st[0].tag not in (".", ".."):
-        head += [
-            f"    {name} = doc.child_attrs(element, {st[0].tag!r})",
-            f"    n{name} = {name} is not None and doc.child_count(element, {st[0].tag!r}) > 1",
-        ]
+        head.append(f"    {name}, n{name} = doc.child(element, {st[0].tag!r})")
     else:
         ns[f"s{name}"] = st
         head += [
             f"    {name} = select_elements(element, s{name}, doc.attrs_of)",
-            f"    n{name} = len({name}) > 1",
+            f"    n{name} = len({name})",
             f"    {name} = doc.attrs_of({name}[-1]) if {name} else None",
         ]
     return name, f"n{name}"
@@ -271,9 +268,11 @@ def _others_section(gen: GeneratorPlan, plain: set[int], ci: bool, ns: dict[str,
         lines = _other_column(i, col, ns, read)
         if several is not None:  # several elements matched: the reference reads it, with events
             slow = f"_column_value(col{i}, scope, row, table)"
-            lines = [f"    if {several}:", f"        row[{col.name!r}] = {slow}", "    else:"] + [
-                "    " + ln for ln in lines
-            ]
+            lines = [
+                f"    if {several} > 1:",
+                f"        row[{col.name!r}] = {slow}",
+                "    else:",
+            ] + ["    " + ln for ln in lines]
         body += lines
     return head + body
 

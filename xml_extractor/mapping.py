@@ -224,7 +224,7 @@ def _path_conflicts(col: ColumnPlan, scope: Scope, table: str, used: Any) -> Non
     if not st:
         return  # an attribute of the element itself
     if len(st) == 1 and st[0].pred_attr is None and st[0].tag not in (".", ".."):
-        if doc.child_count(scope.element, st[0].tag) < 2:
+        if doc.child(scope.element, st[0].tag)[1] < 2:
             return
     found = select_elements(scope.element, st, doc.attrs_of)
     for el in found[:-1]:

@@ -167,22 +167,19 @@ class DocContext:
 
     def child_attrs(self, el: Any, tag: str) -> dict | None:
         """The attributes of ``el``'s child ``tag`` (the last, as select_one; None: none), found once per document."""
+        return self.child(el, tag)[0]
+
+    def child(self, el: Any, tag: str) -> tuple[dict | None, int]:
+        """(:meth:`child_attrs`, how many children ``tag`` ``el`` has: with several, a path reads
+        only the last), found once per document."""
         key = (el, tag)
         try:
-            return self._children[key][0]
+            return self._children[key]
         except KeyError:
             pass
         found = list(el.iterchildren(tag))
-        d = None if not found else self.attrs_of(found[-1])
-        self._children[key] = (d, len(found))
-        return d
-
-    def child_count(self, el: Any, tag: str) -> int:
-        """How many children ``tag`` ``el`` has (several: a path reads only the last)."""
-        key = (el, tag)
-        if key not in self._children:
-            self.child_attrs(el, tag)
-        return self._children[key][1]
+        got = self._children[key] = (None if not found else self.attrs_of(found[-1]), len(found))
+        return got
 
     def attrs_of(self, el: Any) -> dict:
         d = self.attr_cache.get(el)
