@@ -263,6 +263,44 @@ def test_a_path_that_matches_several_elements_names_each_value_it_does_not_store
     ]
 
 
+def test_a_path_reports_only_what_is_lost(monkeypatch):
+    """What an outside attack found: an identical copy of an element whose value is rounded or
+    refused loses nothing (no event), and a path that reaches the same element twice (a step after
+    ``..``) counts it once and never reports an element against itself."""
+    raw = copy.deepcopy(load_contract("credit_card").raw)
+    base = next(t for t in raw["tables"] if t["name"] == "app_base")
+    base["columns"] += [
+        {"name": "xe_amount", "type": "decimal", "precision": 12, "scale": 2,
+         "path": "app_product/@xe_amt"},
+        {"name": "xe_flag", "type": "bit", "path": "app_product/@xe_flag"},
+        {"name": "xe_round_trip", "type": "string", "length": 10,
+         "path": "app_product/../app_product/@decision_tp_c"},
+        {"name": "xe_up", "type": "int", "path": "app_product/../@campaign_num"},
+    ]  # fmt: skip
+    plan = compile_contract(contract_from_dict(raw, "lost"))
+    first = 'xe_amt="4166.666667" xe_flag="D"'
+    text = CC_SAMPLE.replace("<app_product ", f"<app_product {first} ", 1)
+
+    def conflicts(second: str) -> list[tuple]:
+        doc = text.replace("<rmts_info", f"<app_product {second}/>\n<rmts_info", 1)
+        assert same(plan, doc, None, monkeypatch)[0] == "mapped"
+        events = map_document(plan, doc).events
+        return [(e[1], e[3], e[4].split(":")[0]) for e in events if e[2] == "value_conflict"]
+
+    assert conflicts(f'{first} decision_tp_c="APPRV" decision_date="10/15/2025"') == []
+    assert conflicts(
+        'xe_amt="4166.67" xe_flag="Y" decision_tp_c="DECNC" decision_date="10/15/2025"'
+    ) == [
+        ("decision_enum", "APPRV", "app_product/@decision_tp_c matches 2 elements"),
+        ("xe_flag", "D", "app_product/@xe_flag matches 2 elements"),
+        (
+            "xe_round_trip",
+            "APPRV",
+            "app_product/../app_product/@decision_tp_c matches 2 elements",
+        ),
+    ]  # 4166.666667 is stored as 4166.67 either way: nothing lost
+
+
 def test_unknown_mapper_is_a_configuration_error(monkeypatch):
     monkeypatch.setenv(compiled_mapping.MAPPER_ENV, "fast")
     with pytest.raises(ConfigError, match="XML_EXTRACTOR_MAPPER"):

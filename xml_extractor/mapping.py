@@ -226,14 +226,23 @@ def _path_conflicts(col: ColumnPlan, scope: Scope, table: str, used: Any) -> Non
     if len(st) == 1 and st[0].pred_attr is None and st[0].tag not in (".", ".."):
         if doc.child(scope.element, st[0].tag)[1] < 2:
             return
-    found = select_elements(scope.element, st, doc.attrs_of)
+    # distinct elements: a step after ``..`` reaches the same element once per child it left
+    found = list(
+        {id(e): e for e in reversed(select_elements(scope.element, st, doc.attrs_of))}.values()
+    )
+    if len(found) < 2:
+        return
+    found.reverse()
+    last = (doc.attrs_of(found[-1]).get(ps.attribute) or "").strip()  # type: ignore[arg-type]
     for el in found[:-1]:
         raw = doc.attrs_of(el).get(ps.attribute)  # type: ignore[arg-type]
-        if raw is None or not raw.strip():
-            continue
+        if raw is None or not raw.strip() or raw.strip() == last:
+            continue  # nothing there, or the very text the last one has
         try:
             other = col.text_fn(raw.strip())  # type: ignore[misc]
-        except (BadValue, Rounded):
+        except Rounded as r:
+            other = r.value  # what would have been stored
+        except BadValue:
             other = _REFUSED
         if other == used:
             continue
