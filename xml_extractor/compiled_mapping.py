@@ -490,19 +490,31 @@ def _unpivot_lines(key: str, gen: GeneratorPlan, ns: dict[str, Any], ci: bool) -
         "                continue",
         "            scope.unpivot_name = label",
         "            scope.unpivot_value = v",
+        *_built_row(key),
+    ]
+    return lines + _kept_row(key, gen, "v, el, label", "0")
+
+
+def _built_row(key: str) -> list[str]:
+    """A candidate's row: the generated builder's, or the reference's where it hands it over."""
+    return [
         f"            row = b{key}(scope)",
         "            if row is None:",
         f"                row = _build_row(g{key}, scope)",
     ]
+
+
+def _kept_row(key: str, gen: GeneratorPlan, keep_args: str, priority: str) -> list[str]:
+    """A row without a required value is dropped (``_keep`` gives its event), else a candidate."""
+    lines = []
     if gen.required:
         missing = " or ".join(f"row.get({r!r}) is None" for r in gen.required)
         lines += [
             f"            if {missing}:",
-            f"                _keep(g{key}, doc, row, v, el, label)",
+            f"                _keep(g{key}, doc, row, {keep_args})",
             "                continue",
         ]
-    lines.append("            out.append((row, el, 0, len(out)))")
-    return lines
+    return lines + [f"            out.append((row, el, {priority}, len(out)))"]
 
 
 def _generator_lines(key: str, gen: GeneratorPlan, ns: dict[str, Any]) -> list[str]:
@@ -532,24 +544,11 @@ def _generator_lines(key: str, gen: GeneratorPlan, ns: dict[str, Any]) -> list[s
     if gen.empty_except is not None:
         ns[f"ex{key}"] = gen.empty_except
         lines += [f"            if _all_empty(a, ex{key}):", "                continue"]
-    lines += [
-        "            scope = Scope(doc, el, pv, a)",
-        f"            row = b{key}(scope)",
-        "            if row is None:",
-        f"                row = _build_row(g{key}, scope)",
-    ]
+    lines += ["            scope = Scope(doc, el, pv, a)", *_built_row(key)]
     if gen.blank_attrs:
         lines += [
             f"            if _blank(g{key}, a):",
             f"                _drop_blank(g{key}, doc, row, a, el)",
             "                continue",
         ]
-    if gen.required:
-        missing = " or ".join(f"row.get({r!r}) is None" for r in gen.required)
-        lines += [
-            f"            if {missing}:",
-            f"                _keep(g{key}, doc, row, None, el)",
-            "                continue",
-        ]
-    lines.append("            out.append((row, el, pr, len(out)))")
-    return lines
+    return lines + _kept_row(key, gen, "None, el", "pr")
