@@ -477,12 +477,7 @@ def _unpivot_lines(key: str, gen: GeneratorPlan, ns: dict[str, Any], ci: bool) -
     lines = [
         "    out = []",
         "    pel = record",
-        f"    found = {_selection(key, gen, ns)}",
-        "    sel.update(found)",
-        "    for el in found:",
-        "        a = cache.get(el)",
-        "        if a is None:",
-        "            a = attrs_of(el)",
+        *_each_element(key, gen, ns, "    "),
         "        scope = Scope(doc, el, None, a)",
         f"        for name, label in up{key}:",
         "            v = a.get(name)",
@@ -493,6 +488,19 @@ def _unpivot_lines(key: str, gen: GeneratorPlan, ns: dict[str, Any], ci: bool) -
         *_built_row(key),
     ]
     return lines + _kept_row(key, gen, "v, el, label", "0")
+
+
+def _each_element(key: str, gen: GeneratorPlan, ns: dict[str, Any], indent: str) -> list[str]:
+    """The loop over the elements a generator reads under ``pel`` (noted as selected), each
+    with its attribute dict ``a``; its body follows one level deeper than ``indent``."""
+    return [
+        f"{indent}found = {_selection(key, gen, ns)}",
+        f"{indent}sel.update(found)",
+        f"{indent}for el in found:",
+        f"{indent}    a = cache.get(el)",
+        f"{indent}    if a is None:",
+        f"{indent}        a = attrs_of(el)",
+    ]
 
 
 def _built_row(key: str) -> list[str]:
@@ -524,12 +532,7 @@ def _generator_lines(key: str, gen: GeneratorPlan, ns: dict[str, Any]) -> list[s
     lines = [
         "    out = []",
         f"    for pv, pel in {origins}:",
-        f"        found = {_selection(key, gen, ns)}",
-        "        sel.update(found)",
-        "        for el in found:",
-        "            a = cache.get(el)",
-        "            if a is None:",
-        "                a = attrs_of(el)",
+        *_each_element(key, gen, ns, "        "),
         "            pr = 0",
     ]
     if gen.allowed_attr is not None:
