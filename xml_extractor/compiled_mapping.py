@@ -350,7 +350,7 @@ def plan_builder(
     plan: MappingPlan, ref: Reference, fast: dict[int, Callable[[Scope], dict | None]] | None = None
 ) -> Build:
     """``build(generator, scope) -> row``: the generated builder's row, the reference's where the
-    generated builder hands the row over (unpivot and groups generators build rows through it)."""
+    generated builder hands the row over (``groups`` generators build their rows through it)."""
     fast = _generator_builders(plan, ref) if fast is None else fast
     build_row = ref.build_row
 
