@@ -523,18 +523,41 @@ def _dedup(
         else:
             loser, winner = prev, cand
         winners[key] = winner
-        _event(
+        _duplicate_key(
             doc,
             gen.table,
-            ",".join(gen.dedup_key),
-            "duplicate_key",
-            "|".join(map(str, key)),
+            gen.dedup_key,
+            key,
             f"{gen.drop_label} dropped: another element has the same {', '.join(gen.dedup_key)} "
-            f"{', '.join(map(str, key))} and takes precedence"
-            + _lost_values(loser[0], winner[0], gen.dedup_key),
+            f"{', '.join(map(str, key))} and takes precedence",
+            loser[0],
+            winner[0],
             loser[1],
         )
     return sorted(winners.values(), key=lambda c: c[3])
+
+
+def _duplicate_key(
+    doc: DocContext,
+    table: str,
+    columns: tuple[str, ...],
+    key: tuple,
+    what: str,
+    loser: dict,
+    winner: dict,
+    el: Any = None,
+) -> None:
+    """The ``duplicate_key`` event of a row that lost to another with the same key: what it held
+    and the winner does not goes with it (``_lost_values``)."""
+    _event(
+        doc,
+        table,
+        ",".join(columns),
+        "duplicate_key",
+        "|".join(map(str, key)),
+        what + _lost_values(loser, winner, columns),
+        el,
+    )
 
 
 def _map_table(
@@ -562,14 +585,14 @@ def _merge_generators(
     for row, el in rows:
         key = tuple(row.get(k) for k in tp.primary_key)
         if key in seen:
-            _event(
+            _duplicate_key(
                 doc,
                 tp.name,
-                ",".join(tp.primary_key),
-                "duplicate_key",
-                "|".join(map(str, key)),
-                f"{tp.name}: a later source has the same key and takes precedence"
-                + _lost_values(out[seen[key]][0], row, tuple(tp.primary_key)),
+                tuple(tp.primary_key),
+                key,
+                f"{tp.name}: a later source has the same key and takes precedence",
+                out[seen[key]][0],
+                row,
             )
             out[seen[key]] = (row, el)
         else:
