@@ -57,10 +57,6 @@ MAPPERS = ("compiled", "interpreted")
 Build = Callable[[GeneratorPlan, Scope], dict]
 
 
-def _unset(*args: Any) -> Any:
-    raise NotImplementedError("the reference mapper did not give this helper")
-
-
 @dataclass(frozen=True)
 class Reference:
     """The interpreted mapper's helpers the generated code hands the unusual cases to (given by
@@ -71,14 +67,14 @@ class Reference:
     missing: Callable[[ColumnPlan, Scope, str], Any]  # a NOT NULL column without a value
     text_value: Callable[[ColumnPlan, str, Scope, str], Any]  # raw attribute text -> value
     # the generator and table steps the generated plan hands over whole (see plan_source)
-    run_generator: Callable[..., list] = _unset  # an unpivot or groups generator's candidates
-    dedup: Callable[..., list] = _unset  # candidates whose dedup keys may clash
-    keep: Callable[..., bool] = _unset  # the event of a row without a required value
-    blank: Callable[[GeneratorPlan, dict], bool] = _unset  # drop_when_blank's test
-    drop_blank: Callable[..., None] = _unset  # the event of a blank element
-    all_empty: Callable[[dict, frozenset[str]], bool] = _unset  # empty_except's test
-    not_allowed: Callable[..., None] = _unset  # the event of an element with a code not allowed
-    merge_generators: Callable[..., list] = _unset  # the rows of several generators, by key
+    run_generator: Callable[..., list]  # a groups generator's candidates
+    dedup: Callable[..., list]  # candidates whose dedup keys may clash
+    keep: Callable[..., bool]  # the event of a row without a required value
+    blank: Callable[[GeneratorPlan, dict], bool]  # drop_when_blank's test
+    drop_blank: Callable[..., None]  # the event of a blank element
+    all_empty: Callable[[dict, frozenset[str]], bool]  # empty_except's test
+    not_allowed: Callable[..., None]  # the event of an element with a code not allowed
+    merge_generators: Callable[..., list]  # the rows of several generators, by key
 
 
 _CODE: dict[str, CodeType] = {}  # SHA-256 of a generated source -> its code object
