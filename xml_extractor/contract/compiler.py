@@ -151,9 +151,8 @@ class DocContext:
     ) -> None:
         self.app_id = app_id
         self.ci = case_insensitive
-        self.attr_cache: dict[
-            Any, dict
-        ] = {}  # element -> its attribute dict (the generated mapper reads it too)
+        # element -> its attribute dict (the generated mapper reads it too)
+        self.attr_cache: dict[Any, dict] = {}
         self.events: list[tuple] = []
         # profile's hook: called with (table, column, raw, BadValue|Rounded, scope) for every value
         # a converter refused or rounded; None (the default) while mapping for real
