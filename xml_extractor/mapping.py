@@ -25,7 +25,7 @@ from .contract.compiler import (
     select_elements,
 )
 from .contract.converters import BadValue, Rounded, cut_utf16, utf16_length
-from .errors import DocumentFailure, MapFailure, ValidateFailure
+from .errors import DocumentFailure, MapFailure, ParseFailure, ValidateFailure
 from .parsing import DocumentPlan, decode_source, decode_tail, parse_app_id, parse_document
 
 RAW_VALUE_LIMIT = 2000  # events keep at most this much of a raw value, and say when they cut it
@@ -705,6 +705,8 @@ def parse_checked(
     """Decode, parse (scoped, safely) and read the document's ID, checked against the row's:
     (parsed document, app_id). What map_document and profile do before mapping."""
     text = decode_source(source, min_length)
+    if isinstance(tail, ParseFailure):  # a tail the fetch could not read (parsing.decoded_tail)
+        raise tail
     if tail is not None and not isinstance(tail, str):
         tail = decode_tail(tail)
     parsed = parse_document(text, document, tail)

@@ -115,6 +115,18 @@ def decode_tail(raw: Any) -> str:
     return text
 
 
+def decoded_tail(raw: Any, text: bool) -> str | ParseFailure:
+    """A fetched tail (a document's last bytes) decoded in the fetch, one document at a time:
+    ``text`` (a text column's bytes) by :func:`decode_tail`, else by :func:`decode_tail_bytes`.
+    A tail that cannot be read comes back as its ParseFailure, which :func:`map_document
+    <xml_extractor.mapping.map_document>` raises for that document alone: raised in the fetch
+    it would stop the whole batch (and the worker) over one document's bytes."""
+    try:
+        return decode_tail(raw) if text else decode_tail_bytes(raw)
+    except ParseFailure as failure:
+        return failure
+
+
 def decode_tail_bytes(raw: Any) -> str:
     """The last bytes of a document fetched as bytes from a column that holds bytes, not text (SQL
     Server varchar/varbinary: UTF-8 rows and older cp1252 ones), read as :func:`decode_source`
@@ -353,15 +365,13 @@ def parse_document(
     to the scope's end marker, as the server dialects fetch it; whatever the fast path cannot
     settle raises NeedFullDocument."""
     if isinstance(text, Utf8Document):
-        if tail is None:
-            return _parse_utf8(text, plan)
-        text = text.text()
-    if tail is not None and "\x00" in tail:
-        raise ParseFailure("the document contains a NUL character near its end", "NulCharacter")
-    if "\x00" in text:
+        return _parse_utf8(text, plan, tail)
+    if "\x00" in text:  # the head first: a NUL in both (a short document) has its offset
         raise ParseFailure(
             f"the document contains a NUL character at offset {text.index(chr(0))}", "NulCharacter"
         )
+    if tail is not None and "\x00" in tail:
+        raise ParseFailure("the document contains a NUL character near its end", "NulCharacter")
     _check_prolog(text)
     marker = f"</{plan.scope_steps[-1]}>"
     cut = text.find(marker)
@@ -379,10 +389,12 @@ def parse_document(
     return _parse_with_events(text, plan)
 
 
-def _parse_utf8(doc: Utf8Document, plan: DocumentPlan) -> ParsedDocument:
-    """:func:`parse_document` on a whole document's UTF-8 bytes: the NUL scan, the prolog check and
-    the search for the scope's end run on the bytes, the span up to it is parsed as it is, and
-    only the exact path (a span that does not settle the document) decodes the whole."""
+def _parse_utf8(doc: Utf8Document, plan: DocumentPlan, tail: str | None = None) -> ParsedDocument:
+    """:func:`parse_document` on a document's UTF-8 bytes: the NUL scan, the prolog check and the
+    search for the scope's end run on the bytes, the span up to it is parsed as it is, and only
+    the exact path (a span that does not settle the document) decodes the whole. With ``tail``
+    the bytes are only the document's head (SQLite's blob read) and the checks are those of a
+    head in :func:`parse_document`."""
     raw, start = doc.raw, doc.start
     nul = raw.find(b"\x00", start)
     if nul >= 0:
@@ -390,15 +402,21 @@ def _parse_utf8(doc: Utf8Document, plan: DocumentPlan) -> ParsedDocument:
         raise ParseFailure(
             f"the document contains a NUL character at offset {offset}", "NulCharacter"
         )
+    if tail is not None and "\x00" in tail:
+        raise ParseFailure("the document contains a NUL character near its end", "NulCharacter")
     _check_prolog_bytes(raw, start)
     marker = f"</{plan.scope_steps[-1]}>".encode()
     cut = raw.find(marker, start)
     if cut >= 0:
         parsed = _parse_span(
-            raw[start : cut + len(marker)], plan, lambda: _last_characters(raw, start, 200)
+            raw[start : cut + len(marker)],
+            plan,
+            (lambda: tail) if tail is not None else (lambda: _last_characters(raw, start, 200)),
         )
         if parsed is not None:
             return parsed
+    if tail is not None:
+        raise NeedFullDocument()
     return _parse_with_events(doc.text(), plan)
 
 

@@ -134,6 +134,9 @@ class Database:
         self.names.update({k: f.template.format(**self.names) for k, f in d.fragments.items()})
         self._sql: dict[tuple, Statement] = {}
         self._source_kind: str | None = None  # how the source column is read (source_kind), once
+        self._blob_rowid_name: str | None = (
+            None  # _blob_rowid: "" when documents are not read by blob
+        )
         self.conn: Any = None
         self.in_transaction = False  # inside a Database.transaction() block
         self._retrying = 0  # with_retry calls open on this connection (autocommit_query retries on its own outside them)
@@ -362,7 +365,11 @@ class Database:
         )
 
     def fetch_documents(
-        self, ids: list[int], scope_end: str | None = None, stored: bool = False
+        self,
+        ids: list[int],
+        scope_end: str | None = None,
+        stored: bool = False,
+        blob_heads: bool = False,
     ) -> list[tuple[int, Any, Any]]:
         """(app_id, text, tail) of these source rows, outside any transaction. With ``scope_end``
         (the end tag of the contract's scope, ``</CustData>``) a dialect that has ``fetch_heads``
@@ -371,7 +378,10 @@ class Database:
         column's kind (source_kind): bytes, decoded by parsing.decode_source like every engine's
         bytes (the tail by parsing.decode_tail_bytes), or nvarchar text. With ``stored`` a dialect
         that has ``fetch_documents_stored`` (SQLite) sends whole documents as their stored bytes
-        (parsing.StoredBytes: no text decoding in the driver; map_document parses the bytes)."""
+        (parsing.StoredBytes: no text decoding in the driver; map_document parses the bytes).
+        With ``blob_heads`` and ``scope_end`` a dialect that reads documents by blob (SQLite, see
+        SQLiteDialect.read_heads) sends each one's head as stored bytes and its decoded tail, as
+        fetch_heads does on the servers; a document it cannot read so comes whole, as ``stored``."""
         from .mssql import MSSQLDialect
 
         text = self.dialect.document_text  # one document's bytes that are not UTF-8 fail it alone
@@ -384,9 +394,10 @@ class Database:
                 self.dialect.fetch_query(kind, whole),
             )
             if kind == "bytes":
-                from ..parsing import decode_tail_bytes
+                from ..parsing import decoded_tail
 
-                tail = lambda t: None if t is None else decode_tail_bytes(t)  # noqa: E731
+                # a tail that cannot be read fails its document alone, in map_document
+                tail = lambda t: None if t is None else decoded_tail(t, False)  # noqa: E731
         if scope_end is not None and heads in self.dialect.queries:
             stmt = self.sql(heads)
             known = {
@@ -400,6 +411,18 @@ class Database:
                 self.conn, lambda: self.autocommit_query(stmt, params)
             )
             return [(int(a), text(x), tail(t)) for a, x, t in rows]
+        if blob_heads and scope_end is not None and not self.in_transaction:
+            rowid = self._blob_rowid()
+            if rowid is not None:
+                c = self.contract
+                rows, rest = self.dialect.read_heads(  # type: ignore[attr-defined]
+                    self.conn,
+                    self.sql("fetch_blob_rows", rowid=rowid).bind({"ids": ids}),
+                    c.source_table,
+                    c.source_xml_column,
+                    scope_end.encode(),
+                )
+                return rows + (self.fetch_documents(rest, stored=True) if rest else [])
         if stored and "fetch_documents_stored" in self.dialect.queries:
             from ..parsing import StoredBytes
 
@@ -412,6 +435,32 @@ class Database:
             self.conn, lambda: self.autocommit_query(self.sql(whole), {"ids": ids})
         )
         return [(int(a), text(x), None) for a, x in rows]
+
+    def _blob_rowid(self) -> str | None:
+        """The name of the source's rowid when its documents can be read by blob (SQLite:
+        SQLiteDialect.blob_rowid), else None; asked once per Database."""
+        if self._blob_rowid_name is None:
+            name = ""
+            d = self.dialect
+            if (
+                "blob_source" in d.queries
+                and "blob_rowid_probe" in d.queries
+                and "fetch_blob_rows" in d.queries
+            ):
+                table = self.contract.source_table
+                facts = self.autocommit_query(self.sql("blob_source"), {"table": table})[0]
+                name = self.dialect.blob_rowid(facts) or ""  # type: ignore[attr-defined]
+                if name:
+                    from ..errors import DatabaseError, SchemaMissing
+
+                    try:
+                        self.autocommit_query(self.sql("blob_rowid_probe", rowid=name))
+                    except TransientDatabaseError:
+                        raise
+                    except (SchemaMissing, DatabaseError):
+                        name = ""  # a WITHOUT ROWID table: "no such column"
+            self._blob_rowid_name = name
+        return self._blob_rowid_name or None
 
     def run_batch(self, sql: str, params: Params = ()) -> None:
         """Run a statement that may be a batch of several (SQL Server's lock batches) and read every

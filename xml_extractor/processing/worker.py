@@ -109,10 +109,12 @@ def process_batch(
             lambda: db.autocommit_query(db.sql("reprocess_existing"), {"ids": ids})
         )
     }
-    # server dialects: only the head of each document crosses the connection; SQLite: the stored
-    # bytes, parsed without decoding the whole text
+    # only the head of each document (up to the scope's end) and its last bytes: the server
+    # dialects send them, SQLite reads them by blob; a whole document comes as its stored bytes
     docs = db.with_retry(
-        lambda: db.fetch_documents(ids, f"</{plan.document.scope_steps[-1]}>", stored=True)
+        lambda: db.fetch_documents(
+            ids, f"</{plan.document.scope_steps[-1]}>", stored=True, blob_heads=True
+        )
     )
     res.fetch_ms = (time.perf_counter() - t0) * 1000
     outcomes = []

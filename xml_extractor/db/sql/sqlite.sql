@@ -52,3 +52,20 @@ SELECT s.{src_id},
        CASE WHEN typeof(s.{src_xml}) IN ('text', 'blob') THEN CAST(s.{src_xml} AS BLOB) ELSE s.{src_xml} END,
        typeof(s.{src_xml})
 FROM {src} s WHERE s.{src_id} IN (:ids);
+
+-- name: fetch_blob_rows
+-- A batch's rows for reading each document's head by incremental blob I/O (SQLiteDialect.read_heads):
+-- the id, the rowid ({rowid}: a name of it that no column shadows) and the value's type (only a
+-- TEXT or BLOB value can be opened as a blob).
+SELECT s.{src_id}, s.{rowid}, typeof(s.{src_xml}) FROM {src} s WHERE s.{src_id} IN (:ids);
+
+-- name: blob_source
+-- Whether documents can be read by blob: the source is a table (not a view) and TEXT values are
+-- stored as UTF-8 (the database's encoding); and the names of its columns (which may shadow rowid).
+SELECT (SELECT type FROM sqlite_master WHERE name = :table COLLATE NOCASE),
+       (SELECT encoding FROM pragma_encoding),
+       (SELECT group_concat(lower(name), char(10)) FROM pragma_table_info(:table));
+
+-- name: blob_rowid_probe
+-- Fails on a WITHOUT ROWID table (no rowid to open a blob by).
+SELECT s.{rowid} FROM {src} s LIMIT 0;
