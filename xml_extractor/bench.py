@@ -82,21 +82,35 @@ def _timed_parse(args: tuple) -> tuple[int, float]:
 
 def _timed_map(args: tuple) -> tuple[int, float]:
     """One process: load its share (not timed), then decode + scoped parse + map each document,
-    each in the form the run's fetch gives it (SQLite: its stored bytes)."""
+    each in the form the run's fetch gives it (SQLite: the stored bytes of its head and its
+    decoded last bytes, as SQLiteDialect.read_heads reads them by blob)."""
     from .errors import DocumentFailure
     from .mapping import map_document
-    from .parsing import StoredBytes
+    from .parsing import NeedFullDocument, StoredBytes, decoded_tail
 
     plan = compile_contract(load_contract(args[1]))
+    marker = f"</{plan.document.scope_steps[-1]}>".encode()
     stored = args[0].dialect == "sqlite"
-    docs: list[tuple[int, Any]] = [
-        (a, StoredBytes(x.encode("utf-8"), True) if stored and isinstance(x, str) else x)
-        for a, x in _share(*args)
-    ]
+    docs: list[tuple[int, Any, Any, Any]] = []  # (app_id, what the fetch gives, tail, whole)
+    for a, x in _share(*args):
+        if stored and isinstance(x, str):
+            from .db.sqlite import head_and_tail
+
+            whole = StoredBytes(x.encode("utf-8"), True)
+            head, tail = head_and_tail(whole.raw, marker)
+            if tail is None:
+                docs.append((a, whole, None, whole))
+            else:
+                docs.append((a, StoredBytes(head, True), decoded_tail(tail, True), whole))
+        else:
+            docs.append((a, x, None, x))
     t = time.perf_counter()
-    for app_id, text in docs:
+    for app_id, value, tail, whole in docs:
         try:
-            map_document(plan, text, app_id)
+            try:
+                map_document(plan, value, app_id, tail=tail)
+            except NeedFullDocument:  # the run fetches it whole
+                map_document(plan, whole, app_id)
         except DocumentFailure:
             pass
     return len(docs), time.perf_counter() - t

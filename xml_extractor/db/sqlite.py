@@ -241,7 +241,7 @@ class SQLiteDialect(Dialect):
                     continue
                 try:
                     with conn.blobopen(table, column, rowid, readonly=True) as blob:
-                        head, tail = _head_and_tail(blob, marker)
+                        head, tail = head_and_tail(blob, marker)
                 except sqlite3.Error:
                     rest.append(int(app_id))
                     continue
@@ -265,19 +265,18 @@ HEAD_BYTES = 8192  # the first read of a document by blob: the scope ends within
 TAIL_BYTES = 200  # the last bytes read, as fetch_heads sends them (is the document complete?)
 
 
-def _head_and_tail(blob: Any, marker: bytes) -> tuple[bytes, bytes | None]:
-    """(bytes up to and with the first ``marker``, the last TAIL_BYTES) of an open blob, reading
-    HEAD_BYTES, then twice as much each time the marker is not yet found; (the whole, None)
-    when it is nowhere."""
-    size = len(blob)
-    buf = blob.read(HEAD_BYTES)
+def head_and_tail(value: Any, marker: bytes) -> tuple[bytes, bytes | None]:
+    """(bytes up to and with the first ``marker``, the last TAIL_BYTES) of an open blob (or of
+    bytes: bench splits documents as the run reads them), reading HEAD_BYTES, then twice as much
+    each time the marker is not yet found; (the whole, None) when it is nowhere."""
+    size = len(value)
+    buf = value[0:HEAD_BYTES]
     at = buf.find(marker)
     while at < 0 and len(buf) < size:
         searched = max(0, len(buf) - len(marker) + 1)
-        buf += blob.read(len(buf))
+        buf += value[len(buf) : 2 * len(buf)]
         at = buf.find(marker, searched)
     if at < 0:
         return buf, None
-    end = at + len(marker)
-    tail = buf[-TAIL_BYTES:] if len(buf) == size else blob[size - TAIL_BYTES : size]
-    return buf[:end], tail
+    tail = buf[-TAIL_BYTES:] if len(buf) == size else value[size - TAIL_BYTES : size]
+    return buf[: at + len(marker)], tail
