@@ -916,12 +916,14 @@ def test_a_lock_not_granted_is_a_transient_error_not_a_traceback(monkeypatch):
 
 def test_a_tail_that_cannot_be_read_fails_its_document_alone_not_the_fetch(monkeypatch):
     """A varchar row whose last 200 bytes mix UTF-8 with a byte that is not: the batch's fetch
-    returns (raised there, the failure stopped the batch and its worker over one document), and
-    that document fails at parse (InvalidUTF8) when it is mapped; the others map."""
+    returns (raised there, the failure stopped the batch and its worker over one document); that
+    document is sent to be read whole (NeedFullDocument), where it fails at parse (InvalidUTF8,
+    at the byte's offset); the others map."""
     from xml_extractor.contract.compiler import compile_contract
     from xml_extractor.contract.loader import load_contract
     from xml_extractor.errors import ParseFailure
     from xml_extractor.mapping import map_document
+    from xml_extractor.parsing import NeedFullDocument
 
     plan = compile_contract(load_contract())
     original = (ROOT / "tests" / "data" / "app-1001.xml").read_bytes()
@@ -930,6 +932,8 @@ def test_a_tail_that_cannot_be_read_fails_its_document_alone_not_the_fetch(monke
     got, _ = _fetch(_db("bytes"), monkeypatch, {1001: original, 1002: mixed})
     by_id = {a: (x, t) for a, x, t in got}
     assert map_document(plan, by_id[1001][0], 1001, tail=by_id[1001][1]).rows
-    with pytest.raises(ParseFailure) as e:
+    with pytest.raises(NeedFullDocument):
         map_document(plan, by_id[1002][0], 1002, tail=by_id[1002][1])
-    assert e.value.error_class == "InvalidUTF8" and "0xe9" in e.value.reason
+    with pytest.raises(ParseFailure) as e:
+        map_document(plan, mixed, 1002)  # what the worker does next: the whole document
+    assert e.value.error_class == "InvalidUTF8" and "0xe9 at byte offset" in e.value.reason

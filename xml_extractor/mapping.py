@@ -25,8 +25,14 @@ from .contract.compiler import (
     select_elements,
 )
 from .contract.converters import BadValue, Rounded, cut_utf16, utf16_length
-from .errors import DocumentFailure, MapFailure, ParseFailure, ValidateFailure
-from .parsing import DocumentPlan, decode_source, decode_tail, parse_app_id, parse_document
+from .errors import DocumentFailure, MapFailure, ValidateFailure
+from .parsing import (
+    DocumentPlan,
+    decode_head_and_tail,
+    decode_source,
+    parse_app_id,
+    parse_document,
+)
 
 RAW_VALUE_LIMIT = 2000  # events keep at most this much of a raw value, and say when they cut it
 # data_quality_event.locator is VARCHAR(400)/NVARCHAR(400): counted in UTF-16 units, which fits
@@ -704,11 +710,10 @@ def parse_checked(
 ) -> tuple[Any, int]:
     """Decode, parse (scoped, safely) and read the document's ID, checked against the row's:
     (parsed document, app_id). What map_document and profile do before mapping."""
-    text = decode_source(source, min_length)
-    if isinstance(tail, ParseFailure):  # a tail the fetch could not read (parsing.decoded_tail)
-        raise tail
-    if tail is not None and not isinstance(tail, str):
-        tail = decode_tail(tail)
+    if tail is None:
+        text = decode_source(source, min_length)
+    else:  # only the document's head and tail were fetched
+        text, tail = decode_head_and_tail(source, tail, min_length)
     parsed = parse_document(text, document, tail)
     app_id = parse_app_id(parsed.document_id, document)
     if expected_app_id is not None and app_id != expected_app_id:

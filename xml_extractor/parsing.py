@@ -118,13 +118,44 @@ def decode_tail(raw: Any) -> str:
 def decoded_tail(raw: Any, text: bool) -> str | ParseFailure:
     """A fetched tail (a document's last bytes) decoded in the fetch, one document at a time:
     ``text`` (a text column's bytes) by :func:`decode_tail`, else by :func:`decode_tail_bytes`.
-    A tail that cannot be read comes back as its ParseFailure, which :func:`map_document
-    <xml_extractor.mapping.map_document>` raises for that document alone: raised in the fetch
-    it would stop the whole batch (and the worker) over one document's bytes."""
+    A tail that cannot be read comes back as its ParseFailure: raised in the fetch it would stop
+    the whole batch (and the worker) over one document's bytes; :func:`decode_head_and_tail`
+    sends that document to be read whole instead, where its reason names the byte's offset."""
     try:
         return decode_tail(raw) if text else decode_tail_bytes(raw)
     except ParseFailure as failure:
         return failure
+
+
+def decode_head_and_tail(
+    head: Any, tail: Any, min_length: int = 1
+) -> tuple[str | Utf8Document, str]:
+    """A fetched head (the document up to the scope's end marker) and tail (its last bytes,
+    decoded by the fetch or not yet), decoded. The head's bytes follow the whole document's rules
+    and reasons (the head is where a whole read meets its first bad byte), but the head is only
+    part of the document: whatever it and the tail cannot settle as the whole would (a head
+    shorter than ``min_length``, a tail that is not text) raises NeedFullDocument, and the
+    whole document decides."""
+    text = decode_source(head, 1)  # never empty: it ends with the marker
+    if min_length > 1 and not _at_least(text, min_length):
+        raise NeedFullDocument()
+    if not isinstance(tail, (str, ParseFailure)):
+        tail = decoded_tail(tail, True)  # PostgreSQL sends a text column's bytes
+    if isinstance(tail, ParseFailure):
+        raise NeedFullDocument()
+    return text, tail
+
+
+def _at_least(text: str | Utf8Document, n: int) -> bool:
+    """Does the decoded head hold ``n`` characters once stripped (decode_source's emptiness
+    check)? A UTF-8 head that starts with a visible ASCII character and ends with the marker
+    strips nothing, and holds at least a character per 4 bytes."""
+    if isinstance(text, Utf8Document):
+        raw, start = text.raw, text.start
+        if len(raw) - start >= 4 * n and _ASCII_VISIBLE.match(raw, start):
+            return True
+        text = text.text()
+    return len(text.strip()) >= n
 
 
 def decode_tail_bytes(raw: Any) -> str:
@@ -371,7 +402,7 @@ def parse_document(
             f"the document contains a NUL character at offset {text.index(chr(0))}", "NulCharacter"
         )
     if tail is not None and "\x00" in tail:
-        raise ParseFailure("the document contains a NUL character near its end", "NulCharacter")
+        raise NeedFullDocument()  # read whole, its offset is said
     _check_prolog(text)
     marker = f"</{plan.scope_steps[-1]}>"
     cut = text.find(marker)
@@ -381,6 +412,7 @@ def parse_document(
             text[: cut + len(marker)].encode("utf-8"),
             plan,
             lambda: tail if tail is not None else whole[-200:],
+            head_only=tail is not None,
         )
         if parsed is not None:
             return parsed
@@ -403,7 +435,7 @@ def _parse_utf8(doc: Utf8Document, plan: DocumentPlan, tail: str | None = None) 
             f"the document contains a NUL character at offset {offset}", "NulCharacter"
         )
     if tail is not None and "\x00" in tail:
-        raise ParseFailure("the document contains a NUL character near its end", "NulCharacter")
+        raise NeedFullDocument()  # read whole, its offset is said
     _check_prolog_bytes(raw, start)
     marker = f"</{plan.scope_steps[-1]}>".encode()
     cut = raw.find(marker, start)
@@ -412,6 +444,7 @@ def _parse_utf8(doc: Utf8Document, plan: DocumentPlan, tail: str | None = None) 
             raw[start : cut + len(marker)],
             plan,
             (lambda: tail) if tail is not None else (lambda: _last_characters(raw, start, 200)),
+            head_only=tail is not None,
         )
         if parsed is not None:
             return parsed
@@ -430,12 +463,14 @@ def _last_characters(raw: bytes, start: int, n: int) -> str:
 
 
 def _parse_span(
-    head: bytes, plan: DocumentPlan, end_text: Callable[[], str]
+    head: bytes, plan: DocumentPlan, end_text: Callable[[], str], head_only: bool = False
 ) -> ParsedDocument | None:
     """The fast path: ``head`` (up to the scope's end marker) closed by the ancestors' end tags,
     parsed as one small document. None when that does not settle the document (the exact path
     decides); a document that does not end with the root's end tag (``end_text()``: its last
-    characters) is truncated."""
+    200 characters) is truncated. ``head_only``: ``end_text()`` is a fetched tail, its last 200
+    bytes, which may hold fewer characters: a tail that does not show the end tag sends the
+    document to be read whole (NeedFullDocument), where the 200 characters decide."""
     try:
         root = etree.fromstring(head + _closing_tags(plan), _fast_parser(plan.huge_tree))
     except etree.XMLSyntaxError:
@@ -449,6 +484,8 @@ def _parse_span(
     if not _TAIL_CACHE.setdefault(
         plan.root, re.compile(rf"</{re.escape(plan.root)}\s*>\s*$")
     ).search(end_text()):
+        if head_only:
+            raise NeedFullDocument()
         raise ParseFailure(
             f"the document is incomplete: it does not end with </{plan.root}> (truncated?)",
             "TruncatedDocument",

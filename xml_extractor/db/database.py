@@ -415,14 +415,14 @@ class Database:
             rowid = self._blob_rowid()
             if rowid is not None:
                 c = self.contract
-                rows, rest = self.dialect.read_heads(  # type: ignore[attr-defined]
+                return self.dialect.read_heads(  # type: ignore[attr-defined, no-any-return]
                     self.conn,
-                    self.sql("fetch_blob_rows", rowid=rowid).bind({"ids": ids}),
+                    self.sql("fetch_blob_rows").bind({"ids": ids}),
+                    self.sql("fetch_stored_by_rowid").bind({"ids": [0]})[0],  # one rowid
                     c.source_table,
                     c.source_xml_column,
                     scope_end.encode(),
                 )
-                return rows + (self.fetch_documents(rest, stored=True) if rest else [])
         if stored and "fetch_documents_stored" in self.dialect.queries:
             from ..parsing import StoredBytes
 
@@ -437,8 +437,8 @@ class Database:
         return [(int(a), text(x), None) for a, x in rows]
 
     def _blob_rowid(self) -> str | None:
-        """The name of the source's rowid when its documents can be read by blob (SQLite:
-        SQLiteDialect.blob_rowid), else None; asked once per Database."""
+        """The name the blob queries read the source's rowid by when its documents can be read by
+        blob (SQLite: SQLiteDialect.blob_rowid), else None; asked once per Database."""
         if self._blob_rowid_name is None:
             name = ""
             d = self.dialect
@@ -446,6 +446,7 @@ class Database:
                 "blob_source" in d.queries
                 and "blob_rowid_probe" in d.queries
                 and "fetch_blob_rows" in d.queries
+                and "fetch_stored_by_rowid" in d.queries
             ):
                 table = self.contract.source_table
                 facts = self.autocommit_query(self.sql("blob_source"), {"table": table})[0]
@@ -454,7 +455,7 @@ class Database:
                     from ..errors import DatabaseError, SchemaMissing
 
                     try:
-                        self.autocommit_query(self.sql("blob_rowid_probe", rowid=name))
+                        self.autocommit_query(self.sql("blob_rowid_probe"))
                     except TransientDatabaseError:
                         raise
                     except (SchemaMissing, DatabaseError):

@@ -201,64 +201,83 @@ class SQLiteDialect(Dialect):
             conn.text_factory = str
 
     def blob_rowid(self, facts: tuple[Any, Any, Any]) -> str | None:
-        """A name that reads the source's rowid, for :meth:`read_heads`, from the ``blob_source``
-        query's (kind, encoding, column names); None when documents cannot be read by blob: the
-        source is not a table, TEXT is not stored as UTF-8, every name of the rowid is a
-        column's, or this Python's sqlite3 has no ``blobopen`` (3.11+)."""
+        """``_rowid_``, the name the blob queries read the source's rowid by, from the
+        ``blob_source`` query's (kind, encoding, column names); None when documents cannot be read
+        by blob: the source is not a table, TEXT is not stored as UTF-8, a column (generated ones
+        included) is named ``_rowid_``, or this Python's sqlite3 has no ``blobopen`` (3.11+). A
+        column named ``rowid`` or ``oid`` (more likely) does not shadow ``_rowid_``."""
         kind, encoding, columns = facts
         if kind != "table" or str(encoding).upper() != "UTF-8":
             return None
         if not hasattr(sqlite3.Connection, "blobopen"):
             return None
-        taken = set(str(columns or "").split("\n"))
-        return next((n for n in ("rowid", "_rowid_", "oid") if n not in taken), None)
+        return None if "_rowid_" in str(columns or "").split("\n") else "_rowid_"
 
     def read_heads(
         self,
         conn: Any,
         select: tuple[str, Any],
+        by_rowid: str,
         table: str,
         column: str,
         marker: bytes,
-    ) -> tuple[list[tuple[int, Any, Any]], list[int]]:
-        """Each document's head (its stored bytes up to ``marker``, the scope's end tag) and the
+    ) -> list[tuple[int, Any, Any]]:
+        """Each document's head (its stored bytes up to ``marker``, the scope's end tag) and its
         decoded last 200 bytes, by incremental blob I/O: only the pages holding them are read,
         not the ~95% of a document that is vendor payload (what fetch_heads does on the servers).
-        ``select`` (fetch_blob_rows, bound) gives (id, rowid, type); the rows and the blobs are
-        read in one read transaction, one snapshot. A document without the marker comes back
-        whole with tail None, like fetch_heads'. Returns (rows, ids to fetch whole): a value that
-        is not TEXT or BLOB (NULL, a number), or a row the blob could not open."""
+        ``select`` (fetch_blob_rows, bound) gives (id, rowid, type, other value), in the order
+        (and with the duplicate ids) fetch_documents_stored would; the rows and the blobs are
+        read in one read transaction, one snapshot. Whole, as fetch_documents_stored gives it
+        (tail None): a document without the marker (like fetch_heads'), a BLOB whose head or
+        tail is not UTF-8 (cp1252 or latin-1 is decided on every byte), a TEXT value whose tail
+        is not (its reason names the offset), a value that is not TEXT or BLOB, and a row whose
+        blob does not open (``by_rowid``: fetch_stored_by_rowid)."""
         from ..parsing import StoredBytes, decoded_tail
 
         out: list[tuple[int, Any, Any]] = []
-        rest: list[int] = []
         conn.execute("BEGIN")
         try:
-            rows = conn.execute(*select).fetchall()
-            for app_id, rowid, kind in rows:
+            for app_id, rowid, kind, other in conn.execute(*select).fetchall():
                 if kind not in ("text", "blob"):
-                    rest.append(int(app_id))
+                    out.append((int(app_id), other, None))
                     continue
+                text = kind == "text"
                 try:
                     with conn.blobopen(table, column, rowid, readonly=True) as blob:
                         head, tail = head_and_tail(blob, marker)
+                        decoded = None if tail is None else decoded_tail(tail, True)
+                        if isinstance(decoded, str) and (text or _utf8(head)):
+                            out.append((int(app_id), StoredBytes(head, text), decoded))
+                            continue
+                        if tail is not None:
+                            head = blob[0 : len(blob)]
                 except sqlite3.Error:
-                    rest.append(int(app_id))
-                    continue
-                text = kind == "text"
-                out.append(
-                    (
-                        int(app_id),
-                        StoredBytes(head, text),
-                        None if tail is None else decoded_tail(tail, text),
-                    )
-                )
+                    row = conn.execute(by_rowid, (rowid,)).fetchone()
+                    if row is None:
+                        continue  # gone
+                    value, kind = row
+                    text = kind == "text"
+                    if not isinstance(value, bytes):
+                        out.append((int(app_id), value, None))
+                        continue
+                    head = value
+                out.append((int(app_id), StoredBytes(head, text), None))
         finally:
             conn.execute("COMMIT")  # a read: nothing to keep, nothing to undo
-        return out, rest
+        return out
 
     def wrap(self, exc: BaseException) -> Exception:
         return wrap_sqlite(exc)
+
+
+def _utf8(raw: bytes) -> bool:
+    if raw.isascii():
+        return True
+    try:
+        str(raw, "utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 HEAD_BYTES = 8192  # the first read of a document by blob: the scope ends within it in 99% of generated documents (at 4.5 KB median)

@@ -129,12 +129,10 @@ def process_batch(
             )
         except NeedFullDocument:
             whole = db.with_retry(lambda: db.fetch_documents([app_id]))
+            if not whole:
+                continue  # the row left the source since its head was read: not selected now
             oc = map_outcome(
-                plan,
-                int(app_id),
-                whole[0][1] if whole else None,
-                (last or 0) + 1,
-                db.contract.source_min_length,
+                plan, int(app_id), whole[0][1], (last or 0) + 1, db.contract.source_min_length
             )
         res.parse_ms += oc.parse_ms or 0.0
         res.map_ms += oc.map_ms or 0.0

@@ -55,17 +55,28 @@ FROM {src} s WHERE s.{src_id} IN (:ids);
 
 -- name: fetch_blob_rows
 -- A batch's rows for reading each document's head by incremental blob I/O (SQLiteDialect.read_heads):
--- the id, the rowid ({rowid}: a name of it that no column shadows) and the value's type (only a
--- TEXT or BLOB value can be opened as a blob).
-SELECT s.{src_id}, s.{rowid}, typeof(s.{src_xml}) FROM {src} s WHERE s.{src_id} IN (:ids);
+-- the id, the rowid (_rowid_: SQLiteDialect.blob_rowid checked that no column shadows it), the
+-- value's type (only a TEXT or BLOB value can be opened as a blob) and any other value as it is
+-- (NULL, a number).
+SELECT s.{src_id}, s._rowid_, typeof(s.{src_xml}),
+       CASE WHEN typeof(s.{src_xml}) IN ('text', 'blob') THEN NULL ELSE s.{src_xml} END
+FROM {src} s WHERE s.{src_id} IN (:ids);
+
+-- name: fetch_stored_by_rowid
+-- Rows' documents as fetch_documents_stored gives them, by their rowids (:ids; a blob that would not
+-- open).
+SELECT CASE WHEN typeof(s.{src_xml}) IN ('text', 'blob') THEN CAST(s.{src_xml} AS BLOB) ELSE s.{src_xml} END,
+       typeof(s.{src_xml})
+FROM {src} s WHERE s._rowid_ IN (:ids);
 
 -- name: blob_source
 -- Whether documents can be read by blob: the source is a table (not a view) and TEXT values are
--- stored as UTF-8 (the database's encoding); and the names of its columns (which may shadow rowid).
+-- stored as UTF-8 (the database's encoding); and the names of its columns, generated and hidden
+-- ones included (one may shadow _rowid_).
 SELECT (SELECT type FROM sqlite_master WHERE name = :table COLLATE NOCASE),
        (SELECT encoding FROM pragma_encoding),
-       (SELECT group_concat(lower(name), char(10)) FROM pragma_table_info(:table));
+       (SELECT group_concat(lower(name), char(10)) FROM pragma_table_xinfo(:table));
 
 -- name: blob_rowid_probe
 -- Fails on a WITHOUT ROWID table (no rowid to open a blob by).
-SELECT s.{rowid} FROM {src} s LIMIT 0;
+SELECT s._rowid_ FROM {src} s LIMIT 0;
