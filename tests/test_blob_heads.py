@@ -144,6 +144,7 @@ def test_every_document_maps_from_its_head_as_from_the_whole(sqlite_url, plan, a
         assert "EUR\x80" in names and "EUR\u20ac" not in names
 
 
+@pytest.mark.slow
 def test_what_lies_between_the_head_and_the_tail_is_not_read(sqlite_url, plan):
     """The part of a document that is not read (past the scope, before the last 200 bytes) is not
     checked: a NUL or a byte that is not UTF-8 there fails the document read whole, not the run,
@@ -174,6 +175,7 @@ def test_what_lies_between_the_head_and_the_tail_is_not_read(sqlite_url, plan):
     assert "Zo\u00eb" in names  # its head's UTF-8, read as UTF-8
 
 
+@pytest.mark.slow
 def test_a_tail_that_cannot_be_read_fails_its_document_alone(sqlite_url):
     """A TEXT value with a byte that is not UTF-8 in its last bytes, a BLOB whose last bytes mix
     UTF-8 with such a byte: each document fails at parse (InvalidUTF8), the run goes on (decoded
@@ -341,3 +343,48 @@ def test_a_value_whose_blob_does_not_open_is_read_whole(tmp_path, plan):
     for a, value, _ in got:
         assert isinstance(value, StoredBytes) and value.raw == good(a).encode()
         assert outcome(plan, value, a)[0] == "ok"
+
+
+def test_a_failed_fetch_leaves_no_read_snapshot_behind(sqlite_url, plan):
+    """A whole fetch of a TEXT value that is not UTF-8 fails in sqlite3 and is fetched again
+    (SQLiteDialect.read_documents). The failed cursor must not keep its read snapshot: once
+    another connection commits, this connection's next write transaction would fail at once
+    with "database is locked" (SQLITE_BUSY_SNAPSHOT, no busy wait), six times, and the run
+    would stop with exit 3 over one document. And a head the worker cannot settle is read
+    whole as stored bytes, which never fail in the driver."""
+    cli("init-db", "--db", sqlite_url, check=True)
+    bad = good(1, noise="<r/>" * 4000).encode()
+    bad = bad[:-100] + b"\xff" + bad[-100:]
+    store(sqlite_url, {1: bad, 2: good(2)}, as_blob=False)
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    db = open_db(sqlite_url)
+    try:
+        got = db.fetch_documents([1])
+        assert outcome(plan, got[0][1], 1)[2] == "InvalidUTF8"
+        other.execute("INSERT INTO app_xml (app_id, xml) VALUES (3, 'x')")
+        db.conn.execute("BEGIN IMMEDIATE")
+        db.conn.execute("ROLLBACK")
+    finally:
+        db.close()
+        other.close()
+
+
+@pytest.mark.slow
+def test_a_whole_read_after_a_head_never_decodes_in_the_driver(sqlite_url):
+    """Two workers, documents whose heads do not settle them (95 U+00A0 after the root's end tag:
+    read whole) and that are not UTF-8 past their heads: each fails alone, the run ends with
+    exit 1, not exit 3 on a lock."""
+    cli("init-db", "--db", sqlite_url, check=True)
+    docs: dict[int, Any] = {a: good(a) for a in range(1, 201)}
+    for a in range(5, 200, 20):
+        raw = (good(a, noise="<r/>" * 2000) + "\u00a0" * 95).encode()
+        docs[a] = raw[:-400] + b"\xff" + raw[-400:]
+    store(sqlite_url, docs, as_blob=False)
+    r = cli("run", "--db", sqlite_url, "--workers", "2", "--batch-size", "10", "--no-progress")
+    assert r.returncode == 1, r.stderr
+    con = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    failed = con.execute(
+        "SELECT app_id, stage, error_class FROM processing_log WHERE status = 'failed'"
+    ).fetchall()
+    assert sorted(failed) == [(a, "parse", "InvalidUTF8") for a in range(5, 200, 20)]
+    assert con.execute("SELECT COUNT(*) FROM processing_log").fetchone()[0] == 200

@@ -274,9 +274,15 @@ class Database:
 
     def query(self, sql: str, params: Params = ()) -> list[tuple]:
         cur = self.execute(sql, params)
-        # an UPDATE ... RETURNING that matched nothing has no result set through psqlODBC
-        rows = cur.fetchall() if cur.description is not None else []
-        cur.close()
+        try:
+            # an UPDATE ... RETURNING that matched nothing has no result set through psqlODBC
+            rows = cur.fetchall() if cur.description is not None else []
+        finally:
+            # also when the fetch raises: a sqlite3 cursor left open with its exception (held by
+            # the traceback's frames until the garbage collector runs) keeps its read snapshot,
+            # and the connection's next BEGIN IMMEDIATE fails at once (SQLITE_BUSY_SNAPSHOT)
+            # once another connection has committed
+            cur.close()
         return [tuple(r) for r in rows]
 
     def scalar(self, sql: str, params: Params = ()) -> Any:

@@ -128,7 +128,7 @@ def process_batch(
                 plan, int(app_id), xml, (last or 0) + 1, db.contract.source_min_length, tail
             )
         except NeedFullDocument:
-            whole = db.with_retry(lambda: db.fetch_documents([app_id]))
+            whole = db.with_retry(lambda: db.fetch_documents([app_id], stored=True))
             if not whole:
                 continue  # the row left the source since its head was read: not selected now
             oc = map_outcome(
