@@ -204,18 +204,21 @@ def _other_places(col: ColumnPlan, scope: Scope, row: dict, table: str, used: An
         except (BadValue, Rounded):
             other = None
         if other != used:
-            _event(
-                scope.doc,
+            _value_conflict(
+                scope,
                 table,
-                col.name,
-                "value_conflict",
+                col,
                 raw,
-                _named(
-                    scope,
-                    f"{label} differs from {col.source_label}, whose value is stored; not stored",
-                ),
+                f"{label} differs from {col.source_label}, whose value is stored; not stored",
                 scope.element,
             )
+
+
+def _value_conflict(
+    scope: Scope, table: str, col: ColumnPlan, raw: Any, reason: str, element: Any
+) -> None:
+    """The ``value_conflict`` event of a value ``col`` read at ``element`` and did not store."""
+    _event(scope.doc, table, col.name, "value_conflict", raw, _named(scope, reason), element)
 
 
 _REFUSED = object()  # an earlier element's value that its column refuses: never the stored one
@@ -252,17 +255,13 @@ def _path_conflicts(col: ColumnPlan, scope: Scope, table: str, used: Any) -> Non
             other = _REFUSED
         if other == used:
             continue
-        _event(
-            doc,
+        _value_conflict(
+            scope,
             table,
-            col.name,
-            "value_conflict",
+            col,
             raw,
-            _named(
-                scope,
-                f"{col.source_label} matches {len(found)} elements: the last one's value is "
-                "stored, not this one's",
-            ),
+            f"{col.source_label} matches {len(found)} elements: the last one's value is "
+            "stored, not this one's",
             el,
         )
 
