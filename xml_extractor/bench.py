@@ -84,6 +84,7 @@ def _timed_map(args: tuple) -> tuple[int, float]:
     """One process: load its share (not timed), then decode + scoped parse + map each document,
     each in the form the run's fetch gives it (SQLite: the stored bytes of its head and its
     decoded last bytes, as SQLiteDialect.read_heads reads them by blob)."""
+    from .db.sqlite import head_and_tail
     from .errors import DocumentFailure
     from .mapping import map_document
     from .parsing import NeedFullDocument, StoredBytes, decoded_tail
@@ -94,8 +95,6 @@ def _timed_map(args: tuple) -> tuple[int, float]:
     docs: list[tuple[int, Any, Any, Any]] = []  # (app_id, what the fetch gives, tail, whole)
     for a, x in _share(*args):
         if stored and isinstance(x, str):
-            from .db.sqlite import head_and_tail
-
             whole = StoredBytes(x.encode("utf-8"), True)
             head, tail = head_and_tail(whole.raw, marker)
             if tail is None:

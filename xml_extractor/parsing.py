@@ -251,17 +251,26 @@ def _decode_stored(value: StoredBytes, min_length: int) -> str | Utf8Document:
     start = 0
     while raw.startswith(_UTF8_BOM, start):
         start += 3
-    if not raw.isascii():
-        try:
-            str(memoryview(raw)[start:], "utf-8")
-        except UnicodeDecodeError:
-            return decode_source(text_or_undecodable(raw) if value.text else raw, min_length)
+    if not is_utf8(raw):  # its byte-order marks are UTF-8 too
+        return decode_source(text_or_undecodable(raw) if value.text else raw, min_length)
     doc = Utf8Document(raw, start)
     # the emptiness check of decode_source: settled on the bytes when the document is surely long
     # (4 bytes at most a character) and its head holds a visible ASCII character; else on the text
     if len(raw) - start < 4 * 8192 or not _ASCII_VISIBLE.search(raw, start, start + 4096):
         decode_source(doc.text(), min_length)
     return doc
+
+
+def is_utf8(raw: bytes) -> bool:
+    """Are these bytes UTF-8 (``isascii`` first: most documents are; else a decode whose text is
+    dropped)?"""
+    if raw.isascii():
+        return True
+    try:
+        str(raw, "utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _cp1252_ok(raw: bytes) -> bool:

@@ -134,9 +134,8 @@ class Database:
         self.names.update({k: f.template.format(**self.names) for k, f in d.fragments.items()})
         self._sql: dict[tuple, Statement] = {}
         self._source_kind: str | None = None  # how the source column is read (source_kind), once
-        self._blob_rowid_name: str | None = (
-            None  # _blob_rowid: "" when documents are not read by blob
-        )
+        # _blob_rowid, once: "" when documents are not read by blob
+        self._blob_rowid_name: str | None = None
         self.conn: Any = None
         self.in_transaction = False  # inside a Database.transaction() block
         self._retrying = 0  # with_retry calls open on this connection (autocommit_query retries on its own outside them)
@@ -382,7 +381,7 @@ class Database:
         sends only the text up to it plus the document's last bytes (``tail``, to tell a truncated
         document); otherwise the whole text, tail None. SQL Server picks the query of its source
         column's kind (source_kind): bytes, decoded by parsing.decode_source like every engine's
-        bytes (the tail by parsing.decode_tail_bytes), or nvarchar text. With ``stored`` a dialect
+        bytes (the tail by parsing.decoded_tail), or nvarchar text. With ``stored`` a dialect
         that has ``fetch_documents_stored`` (SQLite) sends whole documents as their stored bytes
         (parsing.StoredBytes: no text decoding in the driver; map_document parses the bytes).
         With ``blob_heads`` and ``scope_end`` a dialect that reads documents by blob (SQLite, see
@@ -402,7 +401,8 @@ class Database:
             if kind == "bytes":
                 from ..parsing import decoded_tail
 
-                # a tail that cannot be read fails its document alone, in map_document
+                # a tail that cannot be read sends its document alone to be read whole
+                # (parsing.decode_head_and_tail), not the batch's fetch to fail
                 tail = lambda t: None if t is None else decoded_tail(t, False)  # noqa: E731
         if scope_end is not None and heads in self.dialect.queries:
             stmt = self.sql(heads)

@@ -232,7 +232,7 @@ class SQLiteDialect(Dialect):
         tail is not UTF-8 (cp1252 or latin-1 is decided on every byte), a TEXT value whose tail
         is not (its reason names the offset), a value that is not TEXT or BLOB, and a row whose
         blob does not open (``by_rowid``: fetch_stored_by_rowid)."""
-        from ..parsing import StoredBytes, decoded_tail
+        from ..parsing import StoredBytes, decoded_tail, is_utf8
 
         out: list[tuple[int, Any, Any]] = []
         conn.execute("BEGIN")
@@ -246,7 +246,7 @@ class SQLiteDialect(Dialect):
                     with conn.blobopen(table, column, rowid, readonly=True) as blob:
                         head, tail = head_and_tail(blob, marker)
                         decoded = None if tail is None else decoded_tail(tail, True)
-                        if isinstance(decoded, str) and (text or _utf8(head)):
+                        if isinstance(decoded, str) and (text or is_utf8(head)):
                             out.append((int(app_id), StoredBytes(head, text), decoded))
                             continue
                         if tail is not None:
@@ -268,16 +268,6 @@ class SQLiteDialect(Dialect):
 
     def wrap(self, exc: BaseException) -> Exception:
         return wrap_sqlite(exc)
-
-
-def _utf8(raw: bytes) -> bool:
-    if raw.isascii():
-        return True
-    try:
-        str(raw, "utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 HEAD_BYTES = 8192  # the first read of a document by blob: the scope ends within it in 99% of generated documents (at 4.5 KB median)
